@@ -1,0 +1,128 @@
+import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { parse, stringify } from "yaml";
+import { z } from "zod";
+
+const regexString = z.string().refine(
+  (value) => {
+    try {
+      new RegExp(value);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: "not a valid regular expression" },
+);
+
+const namespace = z.object({ regex: regexString, exclusive: z.boolean() });
+const namespaceList = z.array(namespace).default([]);
+
+/** The AS registration file, as the spec defines it (extension keys pass through). */
+const registrationSchema = z.looseObject({
+  id: z
+    .string()
+    .min(1)
+    .refine((id) => !id.includes("|"), { message: "must not contain '|'" }),
+  // The key is required; null means "send no traffic".
+  url: z.string().nullable(),
+  as_token: z.string().min(1),
+  hs_token: z.string().min(1),
+  sender_localpart: z.string().min(1),
+  namespaces: z.object({
+    users: namespaceList,
+    aliases: namespaceList,
+    rooms: namespaceList,
+  }),
+  rate_limited: z.boolean().optional(),
+  protocols: z.array(z.string()).optional(),
+  receive_ephemeral: z.boolean().optional(),
+});
+
+export type Registration = z.infer<typeof registrationSchema>;
+export type NamespaceKind = keyof Registration["namespaces"];
+
+export class RegistrationError extends Error {
+  override name = "RegistrationError";
+}
+
+/** Validates a parsed registration; the error names every bad field. */
+export function parseRegistration(value: unknown, source = "registration"): Registration {
+  const result = registrationSchema.safeParse(value);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const field = issue.path
+      .map((part, i) => (typeof part === "number" ? `[${part}]` : i ? `.${String(part)}` : part))
+      .join("");
+    return `${field || "(root)"}: ${issue.message}`;
+  });
+  throw new RegistrationError(`${source} is invalid: ${problems.join("; ")}`);
+}
+
+export async function loadRegistration(path: string): Promise<Registration> {
+  const text = await readFile(path, "utf8");
+  let document: unknown;
+  try {
+    document = parse(text);
+  } catch (error) {
+    throw new RegistrationError(`${path} is not valid YAML: ${(error as Error).message}`);
+  }
+  return parseRegistration(document, path);
+}
+
+/** A 64-character URL-safe token (384 bits). */
+export const generateToken = (): string => randomBytes(48).toString("base64url");
+
+const escapeRegex = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+export interface NewRegistrationOptions {
+  id: string;
+  url: string | null;
+  senderLocalpart: string;
+  serverName: string;
+  /** Localpart prefix of the users and aliases this appservice owns, e.g. `_bridge_`. */
+  prefix: string;
+}
+
+/** A fresh registration with random tokens and exclusive user/alias namespaces under `prefix`. */
+export function newRegistration(options: NewRegistrationOptions): Registration {
+  const server = escapeRegex(options.serverName);
+  const prefix = escapeRegex(options.prefix);
+  return parseRegistration({
+    id: options.id,
+    url: options.url,
+    as_token: generateToken(),
+    hs_token: generateToken(),
+    sender_localpart: options.senderLocalpart,
+    rate_limited: false,
+    receive_ephemeral: true,
+    namespaces: {
+      users: [{ regex: `@${prefix}.*:${server}`, exclusive: true }],
+      aliases: [{ regex: `#${prefix}.*:${server}`, exclusive: true }],
+      rooms: [],
+    },
+  });
+}
+
+export const registrationYaml = (registration: Registration): string => stringify(registration);
+
+/**
+ * Namespace matching as Synapse does it (Python `re.match`): anchored at the start only.
+ */
+export function createNamespaceMatcher(registration: Registration) {
+  const compiled = Object.fromEntries(
+    (Object.keys(registration.namespaces) as NamespaceKind[]).map((kind) => [
+      kind,
+      registration.namespaces[kind].map((ns) => ({
+        pattern: new RegExp(`^(?:${ns.regex})`),
+        exclusive: ns.exclusive,
+      })),
+    ]),
+  ) as Record<NamespaceKind, { pattern: RegExp; exclusive: boolean }[]>;
+  return {
+    matches: (kind: NamespaceKind, id: string) =>
+      compiled[kind].some(({ pattern }) => pattern.test(id)),
+    isExclusive: (kind: NamespaceKind, id: string) =>
+      compiled[kind].some(({ pattern, exclusive }) => exclusive && pattern.test(id)),
+  };
+}

@@ -1,0 +1,53 @@
+/** A route the appservice serves: the same table drives the API Gateway routes and local mode. */
+export interface Route {
+  method: "GET" | "PUT" | "POST";
+  /** API Gateway syntax: `{name}` is one path segment. */
+  path: string;
+  /** The Lambda handler (`functions/handlers/<handler>.ts`) that serves it. */
+  handler: "transactions";
+}
+
+export const routes: readonly Route[] = [
+  { method: "PUT", path: "/_matrix/app/v1/transactions/{txnId}", handler: "transactions" },
+  // Legacy unprefixed path (r0.1.x homeservers).
+  { method: "PUT", path: "/transactions/{txnId}", handler: "transactions" },
+];
+
+/** Matches a raw (still percent-encoded) path against a template; parameters come back decoded. */
+function matchPath(template: string, rawPath: string): Record<string, string> | undefined {
+  const want = template.split("/");
+  const got = rawPath.split("/");
+  if (want.length !== got.length) return undefined;
+  const parameters: Record<string, string> = {};
+  for (const [i, part] of want.entries()) {
+    const segment = got[i] as string;
+    const name = /^\{(\w+)\}$/.exec(part)?.[1];
+    if (name === undefined) {
+      if (part !== segment) return undefined;
+      continue;
+    }
+    if (segment === "") return undefined;
+    try {
+      parameters[name] = decodeURIComponent(segment);
+    } catch {
+      return undefined;
+    }
+  }
+  return parameters;
+}
+
+export type RouteMatch =
+  | { route: Route; pathParameters: Record<string, string> }
+  | { route: undefined; status: 404 | 405 };
+
+/** Finds the route for a request; 405 when the path exists for another method only. */
+export function findRoute(method: string, rawPath: string): RouteMatch {
+  let pathExists = false;
+  for (const route of routes) {
+    const pathParameters = matchPath(route.path, rawPath);
+    if (!pathParameters) continue;
+    if (route.method === method.toUpperCase()) return { route, pathParameters };
+    pathExists = true;
+  }
+  return { route: undefined, status: pathExists ? 405 : 404 };
+}

@@ -1,0 +1,23 @@
+import middy from "@middy/core";
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
+import { unrecognized } from "../appservice/errors.ts";
+import { findRoute } from "../appservice/routes.ts";
+import { matrixErrors } from "./http.ts";
+import { createLogger } from "./runtime.ts";
+
+/**
+ * API Gateway's `$default` route: every request no route matched. 405 where the path is
+ * served for another method, else 404, both `M_UNRECOGNIZED` as the spec asks.
+ */
+export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
+  .use(matrixErrors(createLogger()))
+  .handler(async (event) => {
+    const match = findRoute(event.requestContext.http.method, event.rawPath);
+    if (match.route) {
+      // Routed by API Gateway to its own function; reaching here means a stale deployment.
+      throw unrecognized(404, `No handler deployed for ${event.rawPath}`);
+    }
+    throw match.status === 405
+      ? unrecognized(405, `Method ${event.requestContext.http.method} is not allowed here`)
+      : unrecognized(404, "Unrecognized request");
+  });

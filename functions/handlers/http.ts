@@ -1,0 +1,50 @@
+import type { MiddlewareObj } from "@middy/core";
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
+import { MatrixError, notJson, tooLarge } from "../appservice/errors.ts";
+import type { Log } from "../appservice/log.ts";
+
+/**
+ * The largest request body accepted: Lambda's own 6 MB invocation limit, so that local mode
+ * and AWS refuse the same requests. A full Synapse transaction (100 events of at most 64 KiB)
+ * fits.
+ */
+export const MAX_BODY_BYTES = 6 * 1000 * 1000;
+
+export const jsonResponse = (
+  statusCode: number,
+  body: unknown,
+): APIGatewayProxyStructuredResultV2 => ({
+  statusCode,
+  headers: { "content-type": "application/json" },
+  body: JSON.stringify(body),
+});
+
+/** The request body parsed as JSON: 413 `M_TOO_LARGE` past the limit, 400 `M_NOT_JSON` if not JSON. */
+export function jsonBody(event: APIGatewayProxyEventV2): unknown {
+  const raw = event.body ?? "";
+  const text = event.isBase64Encoded ? Buffer.from(raw, "base64").toString("utf8") : raw;
+  if (Buffer.byteLength(text) > MAX_BODY_BYTES) {
+    throw tooLarge(`The request body is over ${MAX_BODY_BYTES} bytes`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw notJson("The request body is not valid JSON");
+  }
+}
+
+/** Turns errors into Matrix error responses; anything unexpected is logged and becomes a 500. */
+export const matrixErrors = (
+  log: Log,
+): MiddlewareObj<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2> => ({
+  onError: (request) => {
+    const { error } = request;
+    if (error instanceof MatrixError) {
+      if (error.status >= 500) log.error("request failed", { path: request.event.rawPath, error });
+      request.response = jsonResponse(error.status, error.body);
+      return;
+    }
+    log.error("unexpected error", { path: request.event.rawPath, error });
+    request.response = jsonResponse(500, { errcode: "M_UNKNOWN", error: "Internal server error" });
+  },
+});

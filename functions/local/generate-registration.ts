@@ -1,0 +1,44 @@
+// `npm run registration -- [options]`: writes a fresh registration file with random tokens.
+import { writeFile } from "node:fs/promises";
+import { parseArgs } from "node:util";
+import { newRegistration, registrationYaml } from "../appservice/registration.ts";
+
+const usage = `Usage: npm run registration -- [options]
+  --out FILE            where to write it (default: print to stdout)
+  --url URL             where the homeserver reaches the appservice (default: http://127.0.0.1:9000)
+  --id ID               the appservice's unique ID (default: serverless-appservice)
+  --server-name NAME    the homeserver's server name (default: localhost)
+  --localpart NAME      the bot's localpart, sender_localpart (default: appservice)
+  --prefix PREFIX       localpart prefix of the users and aliases it owns (default: _as_)`;
+
+const { values } = parseArgs({
+  options: {
+    out: { type: "string" },
+    url: { type: "string", default: "http://127.0.0.1:9000" },
+    id: { type: "string", default: "serverless-appservice" },
+    "server-name": { type: "string", default: "localhost" },
+    localpart: { type: "string", default: "appservice" },
+    prefix: { type: "string", default: "_as_" },
+    help: { type: "boolean", short: "h" },
+  },
+});
+
+if (values.help) {
+  console.log(usage);
+} else {
+  const yaml = registrationYaml(
+    newRegistration({
+      id: values.id,
+      url: values.url,
+      serverName: values["server-name"],
+      senderLocalpart: values.localpart,
+      prefix: values.prefix,
+    }),
+  );
+  if (values.out) {
+    await writeFile(values.out, yaml, { mode: 0o600, flag: "wx" });
+    console.error(`Wrote ${values.out}`);
+  } else {
+    process.stdout.write(yaml);
+  }
+}

@@ -1,0 +1,175 @@
+import { existsSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "@aws-lambda-powertools/logger";
+import type { Application } from "../app/application.ts";
+import {
+  loadRegistration,
+  newRegistration,
+  type Registration,
+  registrationYaml,
+} from "../appservice/registration.ts";
+import { createEventsHandler } from "../handlers/events.ts";
+import { handler as fallback } from "../handlers/fallback.ts";
+import { createLogger, createRuntime, type Runtime } from "../handlers/runtime.ts";
+import { createTransactionsHandler } from "../handlers/transactions.ts";
+import { ensureTable } from "../store/dynamodb/table.ts";
+import { localDynamoDb, localSqs } from "./aws-clients.ts";
+import { startDynamoDbLocal } from "./dynamodb-local.ts";
+import { createGateway, type HttpHandler } from "./gateway.ts";
+import { startPoller } from "./poller.ts";
+import { ensureFifoQueue } from "./queues.ts";
+import { startSqsLocal } from "./sqs-local.ts";
+
+export interface LocalOptions {
+  /** 0 picks a free port. */
+  port: number;
+  /** Loaded if it exists, else written with fresh tokens. */
+  registrationPath: string;
+  homeserverUrl: string;
+  serverName: string;
+  /** Keeps DynamoDB's tables in this folder across restarts; in memory without it. */
+  dataDir?: string;
+  /** Use a running DynamoDB (Local) instead of starting one. */
+  dynamodbEndpoint?: string;
+  tableName?: string;
+  queuePrefix?: string;
+  application?: Application;
+  visibilityTimeoutSeconds?: number;
+  maxReceiveCount?: number;
+  leaseMs?: number;
+  pollers?: number;
+  log?: Logger;
+  /** Lets tests put a fault injector around a dependency. */
+  adaptRuntime?: (runtime: Runtime) => Runtime;
+}
+
+export interface LocalAppservice {
+  url: string;
+  port: number;
+  registration: Registration;
+  /** True when the registration file was written by this start. */
+  registrationCreated: boolean;
+  dynamodbEndpoint: string;
+  sqsEndpoint: string;
+  inboundQueueUrl: string;
+  inboundDeadLetterUrl: string;
+  tableName: string;
+  /** The DynamoDB Local guard process, when this start spawned one. */
+  dynamodbPid?: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * The whole appservice on one machine: DynamoDB Local and fauxqs on 127.0.0.1, the table and
+ * queues, the same handlers behind an API-Gateway-like HTTP server, and pollers driving the
+ * SQS handlers as Lambda's event source mappings do.
+ */
+export async function startLocal(options: LocalOptions): Promise<LocalAppservice> {
+  const log = options.log ?? createLogger();
+  // A bad registration file fails here, before any child process starts.
+  const existing = existsSync(options.registrationPath)
+    ? await loadRegistration(options.registrationPath)
+    : undefined;
+  const stops: (() => Promise<void>)[] = [];
+  const stop = async () => {
+    for (const stopOne of stops.reverse()) await stopOne().catch(() => undefined);
+    stops.length = 0;
+  };
+  try {
+    const [dynamo, sqsLocal] = await Promise.all([
+      options.dynamodbEndpoint
+        ? undefined
+        : startDynamoDbLocal(options.dataDir ? { dataDir: options.dataDir } : {}),
+      startSqsLocal(),
+    ]);
+    if (dynamo) stops.push(dynamo.stop);
+    stops.push(sqsLocal.stop);
+    const dynamodbEndpoint = options.dynamodbEndpoint ?? (dynamo?.endpoint as string);
+    const dynamodb = localDynamoDb(dynamodbEndpoint);
+    const sqs = localSqs(sqsLocal.endpoint);
+    stops.push(async () => {
+      dynamodb.destroy();
+      sqs.destroy();
+    });
+    const tableName = options.tableName ?? "appservice";
+    const visibilityTimeoutSeconds = options.visibilityTimeoutSeconds ?? 30;
+    const [, inbound] = await Promise.all([
+      ensureTable(dynamodb, tableName),
+      ensureFifoQueue(sqs, `${options.queuePrefix ?? "appservice"}-inbound`, {
+        visibilityTimeoutSeconds,
+        maxReceiveCount: options.maxReceiveCount ?? 5,
+      }),
+    ]);
+
+    let handlers: Record<"transactions", HttpHandler> | undefined;
+    const server = createGateway({ handlers: () => handlers, fallback });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(options.port, "127.0.0.1", resolve);
+    });
+    stops.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }),
+    );
+    const port = (server.address() as AddressInfo).port;
+    const url = `http://127.0.0.1:${port}`;
+
+    let registration = existing;
+    if (!registration) {
+      registration = newRegistration({
+        id: "serverless-appservice",
+        url,
+        senderLocalpart: "appservice",
+        serverName: options.serverName,
+        prefix: "_as_",
+      });
+      await writeFile(options.registrationPath, registrationYaml(registration), { mode: 0o600 });
+    }
+
+    const baseRuntime = createRuntime({
+      registration,
+      dynamodb,
+      sqs,
+      tableName,
+      inboundQueueUrl: inbound.url,
+      log,
+      // The lease must run out before the message becomes visible again.
+      leaseMs: options.leaseMs ?? Math.max(1000, visibilityTimeoutSeconds * 1000 - 1000),
+      ...(options.application && { application: options.application }),
+    });
+    const runtime = options.adaptRuntime ? options.adaptRuntime(baseRuntime) : baseRuntime;
+    const poller = startPoller({
+      sqs,
+      queueUrl: inbound.url,
+      queueArn: inbound.arn,
+      handler: createEventsHandler(runtime),
+      log,
+      concurrency: options.pollers ?? 4,
+      functionName: "events",
+    });
+    // Pollers stop first, before the servers they read from.
+    stops.push(poller.stop);
+    handlers = { transactions: createTransactionsHandler(runtime) };
+
+    return {
+      url,
+      port,
+      registration,
+      registrationCreated: !existing,
+      dynamodbEndpoint,
+      sqsEndpoint: sqsLocal.endpoint,
+      inboundQueueUrl: inbound.url,
+      inboundDeadLetterUrl: inbound.deadLetterUrl,
+      tableName,
+      ...(dynamo && { dynamodbPid: dynamo.pid }),
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}

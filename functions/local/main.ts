@@ -1,0 +1,47 @@
+// `npm start`: the appservice on this machine, no AWS account needed.
+import { resolve } from "node:path";
+import { RegistrationError, registrationYaml } from "../appservice/registration.ts";
+import { startLocal } from "./local.ts";
+
+const env = process.env;
+const port = Number(env.PORT ?? 9000);
+const registrationPath = resolve(env.REGISTRATION ?? "./registration.yaml");
+const homeserverUrl = env.HOMESERVER_URL ?? "http://127.0.0.1:8008";
+
+try {
+  const local = await startLocal({
+    port,
+    registrationPath,
+    homeserverUrl,
+    serverName: env.SERVER_NAME ?? "localhost",
+    ...(env.DATA_DIR && { dataDir: resolve(env.DATA_DIR) }),
+  });
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${signal}: stopping`);
+    await local.stop();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  if (local.registrationCreated) {
+    console.log(`Wrote a new registration with fresh tokens to ${registrationPath}:\n`);
+    console.log(registrationYaml(local.registration));
+  } else {
+    console.log(`Using the registration in ${registrationPath}`);
+  }
+  console.log(
+    [
+      `Homeserver: ${homeserverUrl}`,
+      `Give the homeserver the registration file (Synapse: app_service_config_files) with url: ${local.url}`,
+      `DynamoDB Local: ${local.dynamodbEndpoint}${env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
+      `SQS (fauxqs): ${local.sqsEndpoint}`,
+      `listening on ${local.url}`,
+    ].join("\n"),
+  );
+} catch (error) {
+  console.error(error instanceof RegistrationError ? error.message : error);
+  process.exit(1);
+}

@@ -1,0 +1,109 @@
+import { randomUUID } from "node:crypto";
+import {
+  DeleteMessageBatchCommand,
+  type Message,
+  ReceiveMessageCommand,
+  type SQSClient,
+} from "@aws-sdk/client-sqs";
+import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
+import type { Log } from "../appservice/log.ts";
+
+export type SqsHandler = (
+  event: SQSEvent,
+  context: Context,
+) => Promise<SQSBatchResponse | undefined>;
+
+export interface PollerOptions {
+  sqs: SQSClient;
+  queueUrl: string;
+  queueArn: string;
+  handler: SqsHandler;
+  log: Log;
+  /** Receive loops running at once, like Lambda's concurrent pollers. */
+  concurrency: number;
+  functionName: string;
+}
+
+const toRecord = (message: Message, queueArn: string): SQSRecord => ({
+  messageId: message.MessageId as string,
+  receiptHandle: message.ReceiptHandle as string,
+  body: message.Body as string,
+  attributes: message.Attributes as unknown as SQSRecord["attributes"],
+  messageAttributes: {},
+  md5OfBody: message.MD5OfBody as string,
+  eventSource: "aws:sqs",
+  eventSourceARN: queueArn,
+  awsRegion: "us-east-1",
+});
+
+const lambdaContext = (functionName: string): Context => ({
+  callbackWaitsForEmptyEventLoop: false,
+  functionName,
+  functionVersion: "$LATEST",
+  invokedFunctionArn: `arn:aws:lambda:us-east-1:000000000000:function:${functionName}`,
+  memoryLimitInMB: "1024",
+  awsRequestId: randomUUID(),
+  logGroupName: `/aws/lambda/${functionName}`,
+  logStreamName: "local",
+  getRemainingTimeInMillis: () => 30_000,
+  done: () => undefined,
+  fail: () => undefined,
+  succeed: () => undefined,
+});
+
+/**
+ * What Lambda's SQS event source mapping does, for local mode: receive batches, invoke the
+ * handler with an SQS event, delete what succeeded and leave the reported failures to
+ * reappear after the visibility timeout (and to go to the dead-letter queue by redrive).
+ */
+export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
+  const { sqs, queueUrl, queueArn, handler, log } = options;
+  const abort = new AbortController();
+  const pollOnce = async () => {
+    const { Messages } = await sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: queueUrl,
+        MaxNumberOfMessages: 10,
+        WaitTimeSeconds: 1,
+        MessageSystemAttributeNames: ["All"],
+      }),
+      { abortSignal: abort.signal },
+    );
+    if (!Messages || Messages.length === 0) return;
+    const records = Messages.map((message) => toRecord(message, queueArn));
+    let failed: Set<string>;
+    try {
+      const response = await handler({ Records: records }, lambdaContext(options.functionName));
+      failed = new Set(response?.batchItemFailures.map((f) => f.itemIdentifier) ?? []);
+    } catch (error) {
+      log.error("handler failed; the whole batch will be retried", { queueUrl, error });
+      return;
+    }
+    const done = records.filter((record) => !failed.has(record.messageId));
+    if (done.length === 0) return;
+    await sqs.send(
+      new DeleteMessageBatchCommand({
+        QueueUrl: queueUrl,
+        Entries: done.map((record, i) => ({ Id: String(i), ReceiptHandle: record.receiptHandle })),
+      }),
+    );
+  };
+  const loop = async () => {
+    while (!abort.signal.aborted) {
+      try {
+        await pollOnce();
+      } catch (error) {
+        if (abort.signal.aborted) return;
+        log.warn("queue poll failed; retrying", { queueUrl, error });
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+    }
+  };
+  const loops = Array.from({ length: options.concurrency }, loop);
+  return {
+    async stop() {
+      abort.abort();
+      await Promise.all(loops);
+    },
+  };
+}
