@@ -3,6 +3,7 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import type { Application } from "../app/application.ts";
 import { application as defaultApplication } from "../app/index.ts";
+import type { Log } from "../appservice/log.ts";
 import { loadRegistration, type Registration } from "../appservice/registration.ts";
 import type { FifoQueue } from "../queue/queue.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
@@ -15,7 +16,7 @@ export interface Runtime {
   store: TransactionStore & ClaimStore;
   inboundQueue: FifoQueue;
   application: Application;
-  log: Logger;
+  log: Log;
   /** Lease on an item being processed; must be shorter than the inbound visibility timeout. */
   leaseMs: number;
 }
@@ -27,7 +28,7 @@ export interface RuntimeOptions {
   tableName: string;
   inboundQueueUrl: string;
   application?: Application;
-  log?: Logger;
+  log?: Log;
   leaseMs?: number;
 }
 

@@ -1,8 +1,8 @@
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
-import type { Logger } from "@aws-lambda-powertools/logger";
 import type { Application } from "../app/application.ts";
+import type { Log } from "../appservice/log.ts";
 import {
   loadRegistration,
   newRegistration,
@@ -32,6 +32,8 @@ export interface LocalOptions {
   dataDir?: string;
   /** Use a running DynamoDB (Local) instead of starting one. */
   dynamodbEndpoint?: string;
+  /** Use a running SQS (fauxqs) instead of starting one. */
+  sqsEndpoint?: string;
   tableName?: string;
   queuePrefix?: string;
   application?: Application;
@@ -39,7 +41,7 @@ export interface LocalOptions {
   maxReceiveCount?: number;
   leaseMs?: number;
   pollers?: number;
-  log?: Logger;
+  log?: Log;
   /** Lets tests put a fault injector around a dependency. */
   adaptRuntime?: (runtime: Runtime) => Runtime;
 }
@@ -81,13 +83,14 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       options.dynamodbEndpoint
         ? undefined
         : startDynamoDbLocal(options.dataDir ? { dataDir: options.dataDir } : {}),
-      startSqsLocal(),
+      options.sqsEndpoint ? undefined : startSqsLocal(),
     ]);
     if (dynamo) stops.push(dynamo.stop);
-    stops.push(sqsLocal.stop);
+    if (sqsLocal) stops.push(sqsLocal.stop);
     const dynamodbEndpoint = options.dynamodbEndpoint ?? (dynamo?.endpoint as string);
+    const sqsEndpoint = options.sqsEndpoint ?? (sqsLocal?.endpoint as string);
     const dynamodb = localDynamoDb(dynamodbEndpoint);
-    const sqs = localSqs(sqsLocal.endpoint);
+    const sqs = localSqs(sqsEndpoint);
     stops.push(async () => {
       dynamodb.destroy();
       sqs.destroy();
@@ -161,7 +164,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       registration,
       registrationCreated: !existing,
       dynamodbEndpoint,
-      sqsEndpoint: sqsLocal.endpoint,
+      sqsEndpoint,
       inboundQueueUrl: inbound.url,
       inboundDeadLetterUrl: inbound.deadLetterUrl,
       tableName,

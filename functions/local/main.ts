@@ -26,6 +26,12 @@ try {
   };
   process.on("SIGINT", () => void shutdown("SIGINT"));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  // `npm start` killed alone (not its process group) does not pass the signal on: stop when
+  // our parent goes, rather than run on orphaned.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) void shutdown("parent process exited");
+  }, 500).unref();
   if (local.registrationCreated) {
     console.log(`Wrote a new registration with fresh tokens to ${registrationPath}:\n`);
     console.log(registrationYaml(local.registration));

@@ -1,0 +1,164 @@
+import { GetItemCommand } from "@aws-sdk/client-dynamodb";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MAX_BODY_BYTES } from "../../functions/handlers/http.ts";
+import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import type { LocalAppservice } from "../../functions/local/local.ts";
+import {
+  makeEvent,
+  putTransaction,
+  recordingApplication,
+  startTestAppservice,
+  waitFor,
+} from "../support/appservice.ts";
+
+describe("transactions endpoint: auth and errors", () => {
+  let local: LocalAppservice;
+  let token: string;
+  const recorder = recordingApplication();
+
+  beforeAll(async () => {
+    local = await startTestAppservice({ application: recorder.application });
+    token = local.registration.hs_token;
+  });
+  afterAll(() => local?.stop());
+
+  const expectError = async (response: Response, status: number, errcode: string) => {
+    expect(response.status).toBe(status);
+    expect(response.headers.get("content-type")).toContain("application/json");
+    const body = (await response.json()) as Record<string, unknown>;
+    expect(body.errcode).toBe(errcode);
+    expect(typeof body.error).toBe("string");
+  };
+
+  const valid = () => ({ events: [makeEvent("!room:test.local", "hello")] });
+
+  it("accepts the Bearer hs_token and answers 200 {}", async () => {
+    const response = await putTransaction(local.url, "auth-ok", valid(), { token });
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({});
+  });
+
+  it("accepts the legacy access_token query parameter", async () => {
+    const response = await fetch(
+      `${local.url}/_matrix/app/v1/transactions/legacy-q?access_token=${encodeURIComponent(token)}`,
+      { method: "PUT", body: JSON.stringify(valid()) },
+    );
+    expect(response.status).toBe(200);
+  });
+
+  it("serves the legacy unprefixed path", async () => {
+    const event = makeEvent("!legacy:test.local", "via legacy path");
+    const response = await putTransaction(
+      local.url,
+      "x",
+      { events: [event] },
+      {
+        token,
+        path: "/transactions/legacy-path",
+      },
+    );
+    expect(response.status).toBe(200);
+    await waitFor(() => recorder.events.some((e) => e.event_id === event.event_id));
+  });
+
+  it("401 M_UNAUTHORIZED without a token", async () => {
+    await expectError(await putTransaction(local.url, "no-token", valid()), 401, "M_UNAUTHORIZED");
+  });
+
+  it("403 M_FORBIDDEN for a wrong token, in the header or the query", async () => {
+    await expectError(
+      await putTransaction(local.url, "bad-token", valid(), { token: `${token}x` }),
+      403,
+      "M_FORBIDDEN",
+    );
+    const response = await fetch(
+      `${local.url}/_matrix/app/v1/transactions/bad-q?access_token=nope`,
+      {
+        method: "PUT",
+        body: JSON.stringify(valid()),
+      },
+    );
+    await expectError(response, 403, "M_FORBIDDEN");
+  });
+
+  it("403 M_FORBIDDEN when header and query disagree, even if one is right", async () => {
+    const response = await fetch(
+      `${local.url}/_matrix/app/v1/transactions/disagree?access_token=wrong`,
+      {
+        method: "PUT",
+        headers: { authorization: `Bearer ${token}` },
+        body: JSON.stringify(valid()),
+      },
+    );
+    await expectError(response, 403, "M_FORBIDDEN");
+  });
+
+  it("400 M_NOT_JSON for a body that is not JSON", async () => {
+    await expectError(
+      await putTransaction(local.url, "not-json", "{nope", { token }),
+      400,
+      "M_NOT_JSON",
+    );
+  });
+
+  it("400 M_BAD_JSON when events is missing or not an array, or an event lacks its ID", async () => {
+    await expectError(
+      await putTransaction(local.url, "no-events", {}, { token }),
+      400,
+      "M_BAD_JSON",
+    );
+    await expectError(
+      await putTransaction(local.url, "events-object", { events: {} }, { token }),
+      400,
+      "M_BAD_JSON",
+    );
+    await expectError(
+      await putTransaction(local.url, "array-body", [], { token }),
+      400,
+      "M_BAD_JSON",
+    );
+    const { event_id: _, ...withoutId } = makeEvent("!r:test.local", "x");
+    await expectError(
+      await putTransaction(local.url, "no-event-id", { events: [withoutId] }, { token }),
+      400,
+      "M_BAD_JSON",
+    );
+  });
+
+  it("413 M_TOO_LARGE past the body limit", async () => {
+    const huge = JSON.stringify({ events: [], padding: "x".repeat(MAX_BODY_BYTES) });
+    await expectError(await putTransaction(local.url, "huge", huge, { token }), 413, "M_TOO_LARGE");
+  });
+
+  it("404 M_UNRECOGNIZED for an unknown path, 405 M_UNRECOGNIZED for a known path's wrong method", async () => {
+    await expectError(await fetch(`${local.url}/_matrix/app/v1/nothing`), 404, "M_UNRECOGNIZED");
+    await expectError(
+      await fetch(`${local.url}/_matrix/app/v1/transactions/1`, { method: "POST", body: "{}" }),
+      405,
+      "M_UNRECOGNIZED",
+    );
+    await expectError(await fetch(`${local.url}/transactions/1`), 405, "M_UNRECOGNIZED");
+  });
+
+  it("decodes a percent-encoded txnId", async () => {
+    const txnId = "txn/with ünicode&?";
+    const response = await putTransaction(local.url, txnId, valid(), { token });
+    expect(response.status).toBe(200);
+    const dynamodb = localDynamoDb(local.dynamodbEndpoint);
+    const { Item } = await dynamodb.send(
+      new GetItemCommand({
+        TableName: local.tableName,
+        Key: { pk: { S: `TXN#${txnId}` }, sk: { S: "-" } },
+      }),
+    );
+    dynamodb.destroy();
+    expect(Item?.bodyHash?.S).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it("never echoes a token in an error body", async () => {
+    const response = await putTransaction(local.url, "leak", valid(), { token: "secret-guess" });
+    const text = await response.text();
+    expect(text).not.toContain("secret-guess");
+    expect(text).not.toContain(token);
+  });
+});

@@ -1,0 +1,136 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import {
+  createNamespaceMatcher,
+  generateToken,
+  newRegistration,
+  parseRegistration,
+  RegistrationError,
+  registrationYaml,
+} from "../../functions/appservice/registration.ts";
+
+const valid = () => ({
+  id: "irc",
+  url: "http://127.0.0.1:9000",
+  as_token: "a".repeat(64),
+  hs_token: "h".repeat(64),
+  sender_localpart: "ircbot",
+  namespaces: {
+    users: [{ regex: "@_irc_.*:example\\.org", exclusive: true }],
+    aliases: [{ regex: "#_irc_.*:example\\.org", exclusive: false }],
+    rooms: [],
+  },
+  rate_limited: false,
+  protocols: ["irc"],
+  receive_ephemeral: true,
+});
+
+const errorOf = (value: unknown) => {
+  try {
+    parseRegistration(value, "reg.yaml");
+  } catch (error) {
+    expect(error).toBeInstanceOf(RegistrationError);
+    return (error as Error).message;
+  }
+  throw new Error("expected the registration to be rejected");
+};
+
+describe("registration", () => {
+  it("accepts a complete registration and keeps extension keys", () => {
+    const registration = parseRegistration({ ...valid(), "org.matrix.msc3202": true });
+    expect(registration.id).toBe("irc");
+    expect((registration as Record<string, unknown>)["org.matrix.msc3202"]).toBe(true);
+  });
+
+  it("accepts url: null but not a missing url key", () => {
+    expect(parseRegistration({ ...valid(), url: null }).url).toBeNull();
+    const { url: _, ...withoutUrl } = valid();
+    expect(errorOf(withoutUrl)).toMatch(/url/);
+  });
+
+  it("treats absent namespace lists as empty", () => {
+    const registration = parseRegistration({ ...valid(), namespaces: {} });
+    expect(registration.namespaces).toEqual({ users: [], aliases: [], rooms: [] });
+  });
+
+  it.each([
+    ["hs_token", { hs_token: undefined }, /hs_token/],
+    ["as_token type", { as_token: 5 }, /as_token/],
+    ["id with |", { id: "a|b" }, /id: must not contain '\|'/],
+    ["rate_limited type", { rate_limited: "yes" }, /rate_limited/],
+    ["protocols type", { protocols: [1] }, /protocols\[0\]/],
+    ["receive_ephemeral type", { receive_ephemeral: 1 }, /receive_ephemeral/],
+  ])("names the bad field: %s", (_, change, pattern) => {
+    expect(errorOf({ ...valid(), ...change })).toMatch(pattern);
+  });
+
+  it("names a bad namespace entry by its path", () => {
+    const message = errorOf({
+      ...valid(),
+      namespaces: { users: [{ regex: "(unclosed", exclusive: true }, { regex: "@x" }] },
+    });
+    expect(message).toContain("namespaces.users[0].regex: not a valid regular expression");
+    expect(message).toContain("namespaces.users[1].exclusive");
+    expect(message).toContain("reg.yaml");
+  });
+
+  it("matches namespaces the way Synapse does: anchored at the start only", () => {
+    const matcher = createNamespaceMatcher(parseRegistration(valid()));
+    expect(matcher.matches("users", "@_irc_alice:example.org")).toBe(true);
+    expect(matcher.matches("users", "@alice:example.org")).toBe(false);
+    // Not anchored at the start in the file, yet anchored as re.match does.
+    expect(matcher.matches("users", "x@_irc_alice:example.org")).toBe(false);
+    // re.match does not anchor the end: a longer ID still matches.
+    expect(matcher.matches("users", "@_irc_alice:example.org.evil")).toBe(true);
+    expect(matcher.isExclusive("users", "@_irc_alice:example.org")).toBe(true);
+    expect(matcher.isExclusive("aliases", "#_irc_chan:example.org")).toBe(false);
+    expect(matcher.matches("aliases", "#_irc_chan:example.org")).toBe(true);
+  });
+
+  it("generates 64-character random tokens", () => {
+    const tokens = new Set(Array.from({ length: 20 }, generateToken));
+    expect(tokens.size).toBe(20);
+    for (const token of tokens) expect(token).toMatch(/^[A-Za-z0-9_-]{64}$/);
+  });
+
+  it("writes a fresh registration that loads back, with namespaces escaped for the server name", () => {
+    const registration = newRegistration({
+      id: "bridge",
+      url: "https://as.example.org",
+      senderLocalpart: "bot",
+      serverName: "example.org",
+      prefix: "_br_",
+    });
+    const reloaded = parseRegistration(parse(registrationYaml(registration)));
+    expect(reloaded).toEqual(registration);
+    expect(registration.as_token).not.toBe(registration.hs_token);
+    const matcher = createNamespaceMatcher(registration);
+    expect(matcher.matches("users", "@_br_x:example.org")).toBe(true);
+    expect(matcher.matches("users", "@_br_x:exampleXorg")).toBe(false);
+  });
+
+  it("npm run registration prints a valid registration with the given options", async () => {
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "functions/local/generate-registration.ts",
+        "--id",
+        "cli",
+        "--server-name",
+        "matrix.example.com",
+        "--url",
+        "https://as.example.com",
+      ],
+      { cwd: new URL("../..", import.meta.url).pathname },
+    );
+    const registration = parseRegistration(parse(stdout));
+    expect(registration.id).toBe("cli");
+    expect(registration.url).toBe("https://as.example.com");
+    expect(registration.hs_token).toHaveLength(64);
+    expect(registration.namespaces.users[0]?.regex).toBe("@_as_.*:matrix\\.example\\.com");
+  });
+});
