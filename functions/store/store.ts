@@ -3,14 +3,15 @@ export interface TransactionRecord {
   bodyHash: string;
 }
 
+/**
+ * `recorded`: new; `replaced`: the txnId was recorded with another hash (a homeserver whose
+ * counter was reset) and now holds this one; `duplicate`: already recorded with this hash.
+ */
+export type RecordOutcome = "recorded" | "replaced" | "duplicate";
+
 export interface TransactionStore {
-  /** Strongly consistent read. */
-  getTransaction(txnId: string): Promise<TransactionRecord | undefined>;
-  /**
-   * Records the transaction unless it is already recorded with the same hash.
-   * Resolves `false` when a concurrent duplicate recorded it first.
-   */
-  recordTransaction(txnId: string, record: TransactionRecord): Promise<boolean>;
+  /** Records the transaction in one conditional write. */
+  recordTransaction(txnId: string, record: TransactionRecord): Promise<RecordOutcome>;
 }
 
 /**

@@ -3,11 +3,16 @@ import {
   ConditionalCheckFailedException,
   DeleteItemCommand,
   type DynamoDBClient,
-  GetItemCommand,
   PutItemCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
-import type { ClaimOutcome, ClaimStore, TransactionRecord, TransactionStore } from "../store.ts";
+import type {
+  ClaimOutcome,
+  ClaimStore,
+  RecordOutcome,
+  TransactionRecord,
+  TransactionStore,
+} from "../store.ts";
 
 /** How long transaction and item records are kept to recognise retries (TTL). */
 export const RETENTION_SECONDS = 30 * 24 * 3600;
@@ -35,21 +40,9 @@ export class DynamoDbStore implements TransactionStore, ClaimStore {
     private readonly now: () => number = Date.now,
   ) {}
 
-  async getTransaction(txnId: string): Promise<TransactionRecord | undefined> {
-    const { Item } = await this.client.send(
-      new GetItemCommand({
-        TableName: this.tableName,
-        Key: keyOf("TXN#", txnId),
-        ConsistentRead: true,
-        ProjectionExpression: "bodyHash",
-      }),
-    );
-    return Item?.bodyHash?.S ? { bodyHash: Item.bodyHash.S } : undefined;
-  }
-
-  async recordTransaction(txnId: string, { bodyHash }: TransactionRecord): Promise<boolean> {
+  async recordTransaction(txnId: string, { bodyHash }: TransactionRecord): Promise<RecordOutcome> {
     try {
-      await this.client.send(
+      const { Attributes } = await this.client.send(
         new PutItemCommand({
           TableName: this.tableName,
           Item: {
@@ -59,11 +52,12 @@ export class DynamoDbStore implements TransactionStore, ClaimStore {
           },
           ConditionExpression: "attribute_not_exists(pk) OR bodyHash <> :hash",
           ExpressionAttributeValues: { ":hash": { S: bodyHash } },
+          ReturnValues: "ALL_OLD",
         }),
       );
-      return true;
+      return Attributes ? "replaced" : "recorded";
     } catch (error) {
-      if (isConditionFailure(error)) return false;
+      if (isConditionFailure(error)) return "duplicate";
       throw error;
     }
   }
