@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     globalSetup: ["test/support/global-setup.ts"],
+    reporters: ["default", "./test/support/summary-reporter.ts"],
     // Integration tests start Java and servers: one file at a time suits a 2-core machine.
     fileParallelism: false,
     testTimeout: 60_000,

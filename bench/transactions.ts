@@ -1,20 +1,53 @@
-// `npm run bench`: transaction ack latency and throughput of the local mode, beside the
-// reference `matrix-appservice` package (in-memory dedupe, no durability) and beside the floor:
-// one bare SendMessageBatch of the same messages to the same local queue.
+// `npm run bench`: transaction ack latency and throughput of the local mode (`npm start`, in a
+// process of its own), beside the reference `matrix-appservice` server (in-memory dedupe, no
+// durability) and beside the floor: one bare SendMessageBatch of the same messages to the same
+// local queue. The load generator runs in this process.
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SendMessageBatchCommand } from "@aws-sdk/client-sqs";
-import { AppService } from "matrix-appservice";
+import { ScanCommand } from "@aws-sdk/client-dynamodb";
+import {
+  GetQueueAttributesCommand,
+  GetQueueUrlCommand,
+  SendMessageBatchCommand,
+} from "@aws-sdk/client-sqs";
+import { parse } from "yaml";
 import { inboundMessages } from "../functions/appservice/inbound.ts";
-import type { Log } from "../functions/appservice/log.ts";
 import type { ClientEvent } from "../functions/appservice/transaction.ts";
-import { localSqs } from "../functions/local/aws-clients.ts";
+import { localDynamoDb, localSqs } from "../functions/local/aws-clients.ts";
 import { freePort } from "../functions/local/free-port.ts";
-import { startLocal } from "../functions/local/local.ts";
 
-const quiet: Log = { debug() {}, info() {}, warn() {}, error: (m, ...a) => console.error(m, ...a) };
+const root = join(import.meta.dirname, "..");
+
+/** Starts a server process and resolves with its output once it says it is listening. */
+async function startServer(script: string, env: Record<string, string>) {
+  const child = spawn(process.execPath, ["--import", "tsx", script], {
+    cwd: root,
+    env: { ...process.env, POWERTOOLS_LOG_LEVEL: "WARN", ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let output = "";
+  child.stdout.on("data", (chunk) => (output += chunk));
+  await new Promise<void>((resolve, reject) => {
+    child.once("exit", () => reject(new Error(`${script} exited: ${output}`)));
+    const timer = setInterval(() => {
+      if (output.includes("listening on")) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 50);
+  });
+  return { child, output: () => output };
+}
+
+const stopServer = (child: ChildProcess) =>
+  new Promise<void>((resolve) => {
+    child.removeAllListeners("exit");
+    child.once("exit", () => resolve());
+    child.kill("SIGTERM");
+  });
 
 const percentile = (sorted: number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
@@ -76,34 +109,33 @@ async function put(url: string, token: string, txnId: string, events: ClientEven
 }
 
 const dir = await mkdtemp(join(tmpdir(), "appservice-bench-"));
-let handled = 0;
-const local = await startLocal({
-  port: 0,
-  registrationPath: join(dir, "registration.yaml"),
-  homeserverUrl: "http://127.0.0.1:1",
-  serverName: "bench.local",
-  log: quiet,
-  application: {
-    onEvent() {
-      handled++;
-    },
-  },
+const registrationPath = join(dir, "registration.yaml");
+const ours = await startServer("functions/local/main.ts", {
+  PORT: String(await freePort()),
+  REGISTRATION: registrationPath,
+  SERVER_NAME: "bench.local",
 });
-const token = local.registration.hs_token;
+const endpoint = (label: string) =>
+  new RegExp(`${label}:? (http://127\\.0\\.0\\.1:\\d+)`).exec(ours.output())?.[1] as string;
+const oursUrl = endpoint("listening on");
+const token = (parse(await readFile(registrationPath, "utf8")) as { hs_token: string }).hs_token;
 
-const reference = new AppService({ homeserverToken: token });
-let referenceEvents = 0;
-reference.on("event", () => void referenceEvents++);
 const referencePort = await freePort();
-await reference.listen(referencePort, "127.0.0.1", 511);
+const reference = await startServer("bench/reference-appservice.ts", {
+  PORT: String(referencePort),
+  HS_TOKEN: token,
+});
 const referenceUrl = `http://127.0.0.1:${referencePort}`;
 
-const sqs = localSqs(local.sqsEndpoint);
+const sqs = localSqs(endpoint("SQS \\(fauxqs\\)"));
+const { QueueUrl: queueUrl } = await sqs.send(
+  new GetQueueUrlCommand({ QueueName: "appservice-inbound.fifo" }),
+);
 const floorSend = async (events: ClientEvent[]) => {
   const messages = inboundMessages(randomUUID(), { events, ephemeral: [], toDevice: [] });
   await sqs.send(
     new SendMessageBatchCommand({
-      QueueUrl: local.inboundQueueUrl,
+      QueueUrl: queueUrl,
       Entries: messages.map((m, i) => ({
         Id: String(i),
         MessageBody: m.body,
@@ -114,63 +146,90 @@ const floorSend = async (events: ClientEvent[]) => {
   );
 };
 
-// Events sent to the inbound queue, by us or by the floor (our consumer handles both).
+// Events put on the inbound queue, through us or by the floor: our consumer handles both.
 let queuedEvents = 0;
-const count = (concurrency: number, events: number) =>
-  (events === 1 ? 600 : 200) * (concurrency === 1 ? 1 : 2);
-const targets = {
-  ours: async (events: ClientEvent[]) => {
-    await put(local.url, token, randomUUID(), events);
+const targets: Record<string, (events: ClientEvent[]) => Promise<void>> = {
+  ours: async (events) => {
+    await put(oursUrl, token, randomUUID(), events);
     queuedEvents += events.length;
   },
-  "matrix-appservice": (events: ClientEvent[]) => put(referenceUrl, token, randomUUID(), events),
-  floor: async (events: ClientEvent[]) => {
+  "matrix-appservice": (events) => put(referenceUrl, token, randomUUID(), events),
+  floor: async (events) => {
     await floorSend(events);
     queuedEvents += events.length;
   },
 };
 
 // Warm up every path (JIT, connections, DynamoDB Local's first writes).
-for (const send of Object.values(targets)) await measure(100, 4, () => send(makeEvents(5)));
+for (const send of Object.values(targets)) await measure(200, 4, () => send(makeEvents(5)));
 
 const format = (r: Result) =>
   `p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms  ${r.perSecond.toFixed(0).padStart(5)} txn/s`;
-console.log("Transaction ack (PUT /_matrix/app/v1/transactions), local mode on this machine\n");
+console.log("Transaction ack (PUT /_matrix/app/v1/transactions) on this machine\n");
 for (const concurrency of [1, 16]) {
-  for (const events of [1, 50]) {
-    const n = count(concurrency, events);
+  for (const eventsPerTxn of [1, 50]) {
+    const count = (eventsPerTxn === 1 ? 500 : 150) * (concurrency === 1 ? 1 : 2);
     const results: Record<string, Result> = {};
     for (const [name, send] of Object.entries(targets)) {
-      // Each run builds its events up front so that only the send is timed.
-      const batches = Array.from({ length: n }, () => makeEvents(events));
-      results[name] = await measure(n, concurrency, (i) => send(batches[i] as ClientEvent[]));
+      // Events are built up front so that only the send is timed.
+      const batches = Array.from({ length: count }, () => makeEvents(eventsPerTxn));
+      results[name] = await measure(count, concurrency, (i) => send(batches[i] as ClientEvent[]));
     }
-    const ours = results.ours as Result;
-    const ref = results["matrix-appservice"] as Result;
-    const floor = results.floor as Result;
-    console.log(`concurrency ${concurrency}, ${events} event(s)/txn, ${n} txns`);
+    const [o, ref, floor] = [results.ours, results["matrix-appservice"], results.floor] as [
+      Result,
+      Result,
+      Result,
+    ];
+    console.log(`concurrency ${concurrency}, ${eventsPerTxn} event(s)/txn, ${count} txns`);
     for (const [name, r] of Object.entries(results))
       console.log(`  ${name.padEnd(18)} ${format(r)}`);
-    const line =
-      `  ratios: ours/floor p50 ${(ours.p50 / floor.p50).toFixed(2)}x (target <= 2.2x), ` +
-      `ours/matrix-appservice p50 ${(ours.p50 / ref.p50).toFixed(2)}x, ` +
-      `throughput ours/matrix-appservice ${(ours.perSecond / ref.perSecond).toFixed(2)}x`;
-    console.log(line);
+    console.log(
+      `  ours/floor p50 ${(o.p50 / floor.p50).toFixed(2)}x (target <= 2.2x); ` +
+        `ours/matrix-appservice p50 ${(o.p50 / ref.p50).toFixed(2)}x, ` +
+        `throughput ${(o.perSecond / ref.perSecond).toFixed(2)}x`,
+    );
   }
 }
 
-// Every queued event must reach the application, once.
-const deadline = Date.now() + 120_000;
-while (handled < queuedEvents && Date.now() < deadline)
-  await new Promise((r) => setTimeout(r, 100));
-await new Promise((r) => setTimeout(r, 1000));
+// Every queued event must be handled once: wait for the queue to drain, then count the
+// events marked done in DynamoDB.
+const drainStart = performance.now();
+for (;;) {
+  const { Attributes = {} } = await sqs.send(
+    new GetQueueAttributesCommand({
+      QueueUrl: queueUrl,
+      AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    }),
+  );
+  const left =
+    Number(Attributes.ApproximateNumberOfMessages) +
+    Number(Attributes.ApproximateNumberOfMessagesNotVisible);
+  if (left === 0 || performance.now() - drainStart > 600_000) break;
+  await new Promise((resolve) => setTimeout(resolve, 500));
+}
+const drainSeconds = (performance.now() - drainStart) / 1000;
+const dynamodb = localDynamoDb(endpoint("DynamoDB Local"));
+let done = 0;
+let startKey: Record<string, never> | undefined;
+do {
+  const page = await dynamodb.send(
+    new ScanCommand({
+      TableName: "appservice",
+      Select: "COUNT",
+      FilterExpression: "begins_with(pk, :event) AND #status = :done",
+      ExpressionAttributeNames: { "#status": "status" },
+      ExpressionAttributeValues: { ":event": { S: "EVENT#" }, ":done": { S: "DONE" } },
+      ...(startKey && { ExclusiveStartKey: startKey }),
+    }),
+  );
+  done += page.Count ?? 0;
+  startKey = page.LastEvaluatedKey as typeof startKey;
+} while (startKey);
 console.log(
-  `\nevents queued: ${queuedEvents}; handled by our application: ${handled} ` +
-    `(duplicates ${Math.max(0, handled - queuedEvents)}, lost ${Math.max(0, queuedEvents - handled)}); ` +
-    `matrix-appservice emitted ${referenceEvents}`,
+  `\nEvents queued ${queuedEvents}, handled (marked done) ${done}, missing ${queuedEvents - done}; ` +
+    `the consumer drained its backlog ${drainSeconds.toFixed(1)} s after the load ended`,
 );
 
 sqs.destroy();
-await reference.close();
-await local.stop();
-process.exit(0);
+dynamodb.destroy();
+await Promise.all([stopServer(ours.child), stopServer(reference.child)]);

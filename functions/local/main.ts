@@ -16,6 +16,8 @@ try {
     serverName: env.SERVER_NAME ?? "localhost",
     ...(env.DATA_DIR && { dataDir: resolve(env.DATA_DIR) }),
   });
+  // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
+  process.stdout.on("error", () => undefined);
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;

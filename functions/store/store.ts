@@ -22,7 +22,8 @@ export type ClaimOutcome = "claimed" | "done" | "busy";
 
 /** Exactly-once processing of items identified by a key, with leases that expire. */
 export interface ClaimStore {
-  claim(key: string, owner: string, leaseMs: number): Promise<ClaimOutcome>;
+  /** Claims distinct keys together (few round trips for many items); an outcome per key. */
+  claim(keys: string[], owner: string, leaseMs: number): Promise<Map<string, ClaimOutcome>>;
   complete(key: string): Promise<void>;
   /** Gives up a lease held by `owner` so that a retry may claim the item at once. */
   release(key: string, owner: string): Promise<void>;

@@ -4,6 +4,8 @@ import {
   DeleteItemCommand,
   type DynamoDBClient,
   PutItemCommand,
+  TransactionCanceledException,
+  TransactWriteItemsCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import type {
@@ -25,6 +27,9 @@ const keyOf = (prefix: string, id: string) => ({
   },
   sk: { S: "-" },
 });
+
+// DynamoDB's limit on the items of one transaction.
+const MAX_TRANSACTION_ITEMS = 100;
 
 const expiresAt = (nowMs: number) => ({ N: String(Math.floor(nowMs / 1000) + RETENTION_SECONDS) });
 
@@ -62,33 +67,70 @@ export class DynamoDbStore implements TransactionStore, ClaimStore {
     }
   }
 
-  async claim(key: string, owner: string, leaseMs: number): Promise<ClaimOutcome> {
+  async claim(keys: string[], owner: string, leaseMs: number): Promise<Map<string, ClaimOutcome>> {
+    const outcomes = new Map<string, ClaimOutcome>();
+    for (let i = 0; i < keys.length; i += MAX_TRANSACTION_ITEMS) {
+      let pending = keys.slice(i, i + MAX_TRANSACTION_ITEMS);
+      // A cancelled transaction writes nothing: retry it without the keys that failed their
+      // condition, until it goes through.
+      while (pending.length > 0) {
+        const failed = await this.claimTogether(pending, owner, leaseMs);
+        for (const [key, outcome] of failed) outcomes.set(key, outcome);
+        if (failed.size === 0) {
+          for (const key of pending) outcomes.set(key, "claimed");
+          break;
+        }
+        pending = pending.filter((key) => !failed.has(key));
+      }
+    }
+    return outcomes;
+  }
+
+  /** One transaction claiming every key; resolves the keys whose condition failed. */
+  private async claimTogether(
+    keys: string[],
+    owner: string,
+    leaseMs: number,
+  ): Promise<Map<string, ClaimOutcome>> {
     const now = this.now();
     try {
       await this.client.send(
-        new PutItemCommand({
-          TableName: this.tableName,
-          Item: {
-            ...keyOf("", key),
-            status: { S: "INPROGRESS" },
-            leaseOwner: { S: owner },
-            leaseUntil: { N: String(now + leaseMs) },
-            expiresAt: expiresAt(now),
-          },
-          ConditionExpression:
-            "attribute_not_exists(pk) OR (#status = :inProgress AND leaseUntil < :now)",
-          ExpressionAttributeNames: { "#status": "status" },
-          ExpressionAttributeValues: {
-            ":inProgress": { S: "INPROGRESS" },
-            ":now": { N: String(now) },
-          },
-          ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+        new TransactWriteItemsCommand({
+          TransactItems: keys.map((key) => ({
+            Put: {
+              TableName: this.tableName,
+              Item: {
+                ...keyOf("", key),
+                status: { S: "INPROGRESS" },
+                leaseOwner: { S: owner },
+                leaseUntil: { N: String(now + leaseMs) },
+                expiresAt: expiresAt(now),
+              },
+              ConditionExpression:
+                "attribute_not_exists(pk) OR (#status = :inProgress AND leaseUntil < :now)",
+              ExpressionAttributeNames: { "#status": "status" },
+              ExpressionAttributeValues: {
+                ":inProgress": { S: "INPROGRESS" },
+                ":now": { N: String(now) },
+              },
+              ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+            },
+          })),
         }),
       );
-      return "claimed";
+      return new Map();
     } catch (error) {
-      if (!isConditionFailure(error)) throw error;
-      return error.Item?.status?.S === "DONE" ? "done" : "busy";
+      const reasons = (error as TransactionCanceledException).CancellationReasons;
+      if (!(error instanceof TransactionCanceledException) || !reasons) throw error;
+      const failed = new Map<string, ClaimOutcome>();
+      for (const [i, reason] of reasons.entries()) {
+        if (reason.Code === "None") continue;
+        // Anything but a failed condition (a conflicting transaction, throttling) is retried
+        // with the whole message.
+        if (reason.Code !== "ConditionalCheckFailed") throw error;
+        failed.set(keys[i] as string, reason.Item?.status?.S === "DONE" ? "done" : "busy");
+      }
+      return failed;
     }
   }
 

@@ -1,0 +1,91 @@
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { processInboundMessage } from "../../functions/appservice/process-inbound.ts";
+import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
+import { ensureTable } from "../../functions/store/dynamodb/table.ts";
+import { makeEvent } from "../support/appservice.ts";
+
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+
+describe("DynamoDbStore against DynamoDB Local", () => {
+  const client = localDynamoDb(inject("dynamodbEndpoint"));
+  const tableName = `store-${randomUUID().slice(0, 8)}`;
+  let clock = 1_000_000;
+  const store = new DynamoDbStore(client, tableName, () => clock);
+
+  beforeAll(() => ensureTable(client, tableName));
+  afterAll(() => client.destroy());
+
+  it("records a transaction once; the same txnId with another hash replaces it", async () => {
+    expect(await store.recordTransaction("t1", { bodyHash: "a" })).toBe("recorded");
+    expect(await store.recordTransaction("t1", { bodyHash: "a" })).toBe("duplicate");
+    expect(await store.recordTransaction("t1", { bodyHash: "b" })).toBe("replaced");
+    expect(await store.recordTransaction("t1", { bodyHash: "b" })).toBe("duplicate");
+  });
+
+  it("records a txnId longer than a partition key may be", async () => {
+    const long = "x".repeat(10_000);
+    expect(await store.recordTransaction(long, { bodyHash: "a" })).toBe("recorded");
+    expect(await store.recordTransaction(long, { bodyHash: "a" })).toBe("duplicate");
+  });
+
+  it("claims a mix of new, done and leased keys in one call, each with its outcome", async () => {
+    const [fresh, done, leased] = ["k-fresh", "k-done", "k-leased"].map(
+      (k) => `${k}-${randomUUID()}`,
+    ) as [string, string, string];
+    await store.claim([done], "other", 60_000);
+    await store.complete(done);
+    await store.claim([leased], "other", 60_000);
+    const outcomes = await store.claim([fresh, done, leased], "me", 60_000);
+    expect(Object.fromEntries(outcomes)).toEqual({
+      [fresh]: "claimed",
+      [done]: "done",
+      [leased]: "busy",
+    });
+  });
+
+  it("lets a claim be taken over once its lease has run out, and only its owner release it", async () => {
+    const key = `k-${randomUUID()}`;
+    expect((await store.claim([key], "first", 5_000)).get(key)).toBe("claimed");
+    await store.release(key, "someone-else");
+    expect((await store.claim([key], "second", 5_000)).get(key)).toBe("busy");
+    clock += 6_000;
+    expect((await store.claim([key], "second", 5_000)).get(key)).toBe("claimed");
+    await store.release(key, "second");
+    expect((await store.claim([key], "third", 5_000)).get(key)).toBe("claimed");
+  });
+
+  it("claims more keys than one transaction holds", async () => {
+    const keys = Array.from({ length: 230 }, (_, i) => `bulk-${i}-${randomUUID()}`);
+    await store.claim([keys[150] as string], "earlier", 60_000);
+    await store.complete(keys[150] as string);
+    const outcomes = await store.claim(keys, "me", 60_000);
+    expect(outcomes.size).toBe(230);
+    expect([...outcomes.values()].filter((o) => o === "claimed")).toHaveLength(229);
+    expect(outcomes.get(keys[150] as string)).toBe("done");
+  });
+
+  it("hands an event repeated within one message to the application once", async () => {
+    const event = makeEvent("!r:test.local", "twice in one message");
+    const handled: string[] = [];
+    const outcome = await processInboundMessage(
+      {
+        txnId: "dup",
+        items: [
+          { kind: "event", id: event.event_id, event },
+          { kind: "event", id: event.event_id, event },
+        ],
+      },
+      "owner",
+      {
+        claims: store,
+        application: { onEvent: (e) => void handled.push(e.event_id) },
+        log: quiet,
+        leaseMs: 60_000,
+      },
+    );
+    expect(handled).toEqual([event.event_id]);
+    expect(outcome).toEqual({ handled: 1, duplicates: 1 });
+  });
+});
