@@ -1,0 +1,93 @@
+import { randomUUID } from "node:crypto";
+import { SQSClient } from "@aws-sdk/client-sqs";
+import type { Context, SQSEvent, SQSRecord } from "aws-lambda";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import type { InboundMessage } from "../../functions/appservice/inbound.ts";
+import { parseRegistration } from "../../functions/appservice/registration.ts";
+import { createEventsHandler } from "../../functions/handlers/events.ts";
+import { createRuntime } from "../../functions/handlers/runtime.ts";
+import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import { ensureTable } from "../../functions/store/dynamodb/table.ts";
+import { makeEvent } from "../support/appservice.ts";
+
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+
+const record = (groupId: string, message: InboundMessage): SQSRecord => ({
+  messageId: randomUUID(),
+  receiptHandle: randomUUID(),
+  body: JSON.stringify(message),
+  attributes: {
+    ApproximateReceiveCount: "1",
+    SentTimestamp: String(Date.now()),
+    SenderId: "local",
+    ApproximateFirstReceiveTimestamp: String(Date.now()),
+    MessageGroupId: groupId,
+    MessageDeduplicationId: randomUUID(),
+    SequenceNumber: "1",
+  },
+  messageAttributes: {},
+  md5OfBody: "",
+  eventSource: "aws:sqs",
+  eventSourceARN: "arn:aws:sqs:us-east-1:000000000000:appservice-inbound.fifo",
+  awsRegion: "us-east-1",
+});
+
+const eventMessage = (roomId: string, body: string) => {
+  const event = makeEvent(roomId, body);
+  return {
+    event,
+    message: { txnId: "1", items: [{ kind: "event" as const, id: event.event_id, event }] },
+  };
+};
+
+describe("events handler (the inbound queue's consumer)", () => {
+  const dynamodb = localDynamoDb(inject("dynamodbEndpoint"));
+  // The consumer never sends to SQS; this client only fills the runtime and is never called.
+  const sqs = new SQSClient({ endpoint: "http://127.0.0.1:9", region: "us-east-1" });
+  const tableName = `events-${randomUUID().slice(0, 8)}`;
+  beforeAll(() => ensureTable(dynamodb, tableName));
+  afterAll(() => {
+    dynamodb.destroy();
+    sqs.destroy();
+  });
+
+  it("fails the rest of a failed message's group in the batch, and lets other groups through", async () => {
+    const a1 = eventMessage("!a:test.local", "a1 fails");
+    const a2 = eventMessage("!a:test.local", "a2 must wait for a1");
+    const b1 = eventMessage("!b:test.local", "b1 is unaffected");
+    const handled: string[] = [];
+    const runtime = createRuntime({
+      registration: parseRegistration({
+        id: "t",
+        url: null,
+        as_token: "a",
+        hs_token: "h",
+        sender_localpart: "bot",
+        namespaces: {},
+      }),
+      dynamodb,
+      sqs,
+      tableName,
+      inboundQueueUrl: "unused",
+      log: quiet,
+      application: {
+        onEvent(event) {
+          if (event.event_id === a1.event.event_id) throw new Error("injected failure");
+          handled.push(event.event_id);
+        },
+      },
+    });
+    const records = [
+      record("!a:test.local", a1.message),
+      record("!a:test.local", a2.message),
+      record("!b:test.local", b1.message),
+    ];
+    const event: SQSEvent = { Records: records };
+    const response = await createEventsHandler(runtime)(event, {} as Context);
+    expect(response.batchItemFailures.map((f) => f.itemIdentifier)).toEqual([
+      records[0]?.messageId,
+      records[1]?.messageId,
+    ]);
+    expect(handled).toEqual([b1.event.event_id]);
+  });
+});
