@@ -1,5 +1,50 @@
-import { App } from "aws-cdk-lib";
+import { readFileSync } from "node:fs";
+import { App, Aspects } from "aws-cdk-lib";
+import { AwsSolutionsChecks } from "cdk-nag";
+import { parse } from "yaml";
+import { parseRegistration } from "../functions/appservice/registration.ts";
 import { AppserviceStack } from "./appservice-stack.ts";
+import type { PublicRegistration } from "./matrix-appservice.ts";
 
+// Settings come from cdk.json's context or `-c key=value`.
 const app = new App();
-new AppserviceStack(app, "MatrixAppservice");
+const context = (key: string) => app.node.tryGetContext(key) as string | undefined;
+const serverName = context("serverName") ?? "example.org";
+const escapedServer = serverName.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const prefix = context("namespacePrefix") ?? "_as_";
+
+/** From a registration file (its tokens are ignored: the stack keeps its own in Secrets Manager). */
+function publicRegistrationFromFile(path: string): PublicRegistration {
+  const {
+    as_token: _a,
+    hs_token: _h,
+    url: _u,
+    ...rest
+  } = parseRegistration(parse(readFileSync(path, "utf8")), path);
+  return rest;
+}
+
+const registrationFile = context("registrationFile");
+const registration: PublicRegistration = registrationFile
+  ? publicRegistrationFromFile(registrationFile)
+  : {
+      id: context("registrationId") ?? "serverless-appservice",
+      sender_localpart: context("senderLocalpart") ?? "appservice",
+      rate_limited: false,
+      receive_ephemeral: true,
+      namespaces: {
+        users: [{ regex: `@${prefix}.*:${escapedServer}`, exclusive: true }],
+        aliases: [{ regex: `#${prefix}.*:${escapedServer}`, exclusive: true }],
+        rooms: [],
+      },
+    };
+
+new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
+  appservice: {
+    homeserverUrl: context("homeserverUrl") ?? "https://matrix.example.org",
+    serverName,
+    registration,
+    tableDeletionProtection: context("tableDeletionProtection") !== "false",
+  },
+});
+Aspects.of(app).add(new AwsSolutionsChecks());

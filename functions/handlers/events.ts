@@ -1,26 +1,35 @@
 import { processPartialResponse, SqsFifoPartialProcessorAsync } from "@aws-lambda-powertools/batch";
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
+import type { Application } from "../app/application.ts";
+import { application } from "../app/index.ts";
 import type { InboundMessage } from "../appservice/inbound.ts";
+import type { Log } from "../appservice/log.ts";
 import { processInboundMessage } from "../appservice/process-inbound.ts";
-import { fromEnvironment, type Runtime } from "./runtime.ts";
+import type { ClaimStore } from "../store/store.ts";
+import { dynamoDbStoreFromEnv } from "./shared/dynamodb.ts";
+import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";
+import { createLogger } from "./shared/logger.ts";
+
+export interface EventsDeps {
+  claims: ClaimStore;
+  application: Application;
+  log: Log;
+  /** Lease on an item being processed; must run out before the message is visible again. */
+  leaseMs: number;
+}
 
 /**
  * The inbound queue's consumer. FIFO: when a message fails, the rest of its group in the
  * batch is failed too (and retried in order); other groups go on.
  */
-export const createEventsHandler = (runtime: Runtime) => {
+export const createEventsHandler = (deps: EventsDeps) => {
   const processRecord = async (record: SQSRecord) => {
     const message = JSON.parse(record.body) as InboundMessage;
     // The lease owner is derived from the delivery, so a redelivery is a new owner.
     const owner = `${record.messageId}#${record.attributes.ApproximateReceiveCount}`;
-    const outcome = await processInboundMessage(message, owner, {
-      claims: runtime.store,
-      application: runtime.application,
-      log: runtime.log,
-      leaseMs: runtime.leaseMs,
-    });
-    runtime.log.debug("inbound message processed", {
+    const outcome = await processInboundMessage(message, owner, deps);
+    deps.log.debug("inbound message processed", {
       txnId: message.txnId,
       groupId: record.attributes.MessageGroupId,
       ...outcome,
@@ -35,4 +44,12 @@ export const createEventsHandler = (runtime: Runtime) => {
   );
 };
 
-export const handler = fromEnvironment(createEventsHandler);
+export const handler = lambdaHandler(
+  async () => ({
+    claims: dynamoDbStoreFromEnv(),
+    application,
+    log: createLogger(),
+    leaseMs: Number(requiredEnv("LEASE_MS")),
+  }),
+  createEventsHandler,
+);

@@ -3,7 +3,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "
 import { unrecognized } from "../appservice/errors.ts";
 import { findRoute } from "../appservice/routes.ts";
 import { matrixErrors } from "./http.ts";
-import { createLogger } from "./runtime.ts";
+import { createLogger } from "./shared/logger.ts";
 
 /**
  * API Gateway's `$default` route: every request no route matched. 405 where the path is

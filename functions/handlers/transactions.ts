@@ -3,29 +3,39 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "
 import { acceptTransaction } from "../appservice/accept-transaction.ts";
 import { authenticateHomeserver } from "../appservice/auth.ts";
 import { badJson } from "../appservice/errors.ts";
+import type { Log } from "../appservice/log.ts";
 import { parseTransaction } from "../appservice/transaction.ts";
+import type { FifoQueue } from "../queue/queue.ts";
+import type { TransactionStore } from "../store/store.ts";
 import { jsonBody, jsonResponse, matrixErrors } from "./http.ts";
-import { fromEnvironment, type Runtime } from "./runtime.ts";
+import { dynamoDbStoreFromEnv } from "./shared/dynamodb.ts";
+import { lambdaHandler } from "./shared/lambda-handler.ts";
+import { createLogger } from "./shared/logger.ts";
+import { secretFromEnv } from "./shared/secrets.ts";
+import { inboundQueueFromEnv } from "./shared/sqs.ts";
+
+export interface TransactionsDeps {
+  hsToken: string;
+  transactions: TransactionStore;
+  inboundQueue: FifoQueue;
+  log: Log;
+}
 
 /** `PUT /_matrix/app/v1/transactions/{txnId}` (and the legacy unprefixed path). */
-export const createTransactionsHandler = (runtime: Runtime) =>
+export const createTransactionsHandler = (deps: TransactionsDeps) =>
   middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
-    .use(matrixErrors(runtime.log))
+    .use(matrixErrors(deps.log))
     .handler(async (event) => {
       authenticateHomeserver(
         event.headers.authorization,
         event.queryStringParameters?.access_token,
-        runtime.registration.hs_token,
+        deps.hsToken,
       );
       const txnId = event.pathParameters?.txnId;
       if (!txnId) throw badJson("Missing txnId");
       const transaction = parseTransaction(jsonBody(event));
-      const outcome = await acceptTransaction(txnId, transaction, {
-        transactions: runtime.store,
-        inboundQueue: runtime.inboundQueue,
-        log: runtime.log,
-      });
-      runtime.log.info("transaction acknowledged", {
+      const outcome = await acceptTransaction(txnId, transaction, deps);
+      deps.log.info("transaction acknowledged", {
         txnId,
         outcome,
         events: transaction.events.length,
@@ -33,4 +43,12 @@ export const createTransactionsHandler = (runtime: Runtime) =>
       return jsonResponse(200, {});
     });
 
-export const handler = fromEnvironment(createTransactionsHandler);
+export const handler = lambdaHandler(
+  async () => ({
+    hsToken: await secretFromEnv("HS_TOKEN_SECRET_ARN"),
+    transactions: dynamoDbStoreFromEnv(),
+    inboundQueue: inboundQueueFromEnv(),
+    log: createLogger(),
+  }),
+  createTransactionsHandler,
+);

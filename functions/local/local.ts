@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import type { Application } from "../app/application.ts";
+import { application as defaultApplication } from "../app/index.ts";
 import type { Log } from "../appservice/log.ts";
 import {
   loadRegistration,
@@ -11,9 +12,12 @@ import {
 } from "../appservice/registration.ts";
 import { createEventsHandler } from "../handlers/events.ts";
 import { handler as fallback } from "../handlers/fallback.ts";
-import { createLogger, createRuntime, type Runtime } from "../handlers/runtime.ts";
+import { createLogger } from "../handlers/shared/logger.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
+import { SqsFifoQueue } from "../queue/sqs/queue.ts";
+import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import { ensureTable } from "../store/dynamodb/table.ts";
+import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import { localDynamoDb, localSqs } from "./aws-clients.ts";
 import { startDynamoDbLocal } from "./dynamodb-local.ts";
 import { createGateway, type HttpHandler } from "./gateway.ts";
@@ -42,8 +46,8 @@ export interface LocalOptions {
   leaseMs?: number;
   pollers?: number;
   log?: Log;
-  /** Lets tests put a fault injector around a dependency. */
-  adaptRuntime?: (runtime: Runtime) => Runtime;
+  /** Lets tests put a fault injector around the store. */
+  wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
 }
 
 export interface LocalAppservice {
@@ -133,30 +137,33 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       await writeFile(options.registrationPath, registrationYaml(registration), { mode: 0o600 });
     }
 
-    const baseRuntime = createRuntime({
-      registration,
-      dynamodb,
-      sqs,
-      tableName,
-      inboundQueueUrl: inbound.url,
-      log,
-      // The lease must run out before the message becomes visible again.
-      leaseMs: options.leaseMs ?? Math.max(1000, visibilityTimeoutSeconds * 1000 - 1000),
-      ...(options.application && { application: options.application }),
-    });
-    const runtime = options.adaptRuntime ? options.adaptRuntime(baseRuntime) : baseRuntime;
+    const dynamoDbStore = new DynamoDbStore(dynamodb, tableName);
+    const store = options.wrapStore ? options.wrapStore(dynamoDbStore) : dynamoDbStore;
     const poller = startPoller({
       sqs,
       queueUrl: inbound.url,
       queueArn: inbound.arn,
-      handler: createEventsHandler(runtime),
+      handler: createEventsHandler({
+        claims: store,
+        application: options.application ?? defaultApplication,
+        log,
+        // The lease must run out before the message becomes visible again.
+        leaseMs: options.leaseMs ?? Math.max(1000, visibilityTimeoutSeconds * 1000 - 1000),
+      }),
       log,
       concurrency: options.pollers ?? 4,
       functionName: "events",
     });
     // Pollers stop first, before the servers they read from.
     stops.push(poller.stop);
-    handlers = { transactions: createTransactionsHandler(runtime) };
+    handlers = {
+      transactions: createTransactionsHandler({
+        hsToken: registration.hs_token,
+        transactions: store,
+        inboundQueue: new SqsFifoQueue(sqs, inbound.url),
+        log,
+      }),
+    };
 
     return {
       url,

@@ -1,12 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { SQSClient } from "@aws-sdk/client-sqs";
 import type { Context, SQSEvent, SQSRecord } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { InboundMessage } from "../../functions/appservice/inbound.ts";
-import { parseRegistration } from "../../functions/appservice/registration.ts";
 import { createEventsHandler } from "../../functions/handlers/events.ts";
-import { createRuntime } from "../../functions/handlers/runtime.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { makeEvent } from "../support/appservice.ts";
 
@@ -42,34 +40,19 @@ const eventMessage = (roomId: string, body: string) => {
 
 describe("events handler (the inbound queue's consumer)", () => {
   const dynamodb = localDynamoDb(inject("dynamodbEndpoint"));
-  // The consumer never sends to SQS; this client only fills the runtime and is never called.
-  const sqs = new SQSClient({ endpoint: "http://127.0.0.1:9", region: "us-east-1" });
   const tableName = `events-${randomUUID().slice(0, 8)}`;
   beforeAll(() => ensureTable(dynamodb, tableName));
-  afterAll(() => {
-    dynamodb.destroy();
-    sqs.destroy();
-  });
+  afterAll(() => dynamodb.destroy());
 
   it("fails the rest of a failed message's group in the batch, and lets other groups through", async () => {
     const a1 = eventMessage("!a:test.local", "a1 fails");
     const a2 = eventMessage("!a:test.local", "a2 must wait for a1");
     const b1 = eventMessage("!b:test.local", "b1 is unaffected");
     const handled: string[] = [];
-    const runtime = createRuntime({
-      registration: parseRegistration({
-        id: "t",
-        url: null,
-        as_token: "a",
-        hs_token: "h",
-        sender_localpart: "bot",
-        namespaces: {},
-      }),
-      dynamodb,
-      sqs,
-      tableName,
-      inboundQueueUrl: "unused",
+    const handler = createEventsHandler({
+      claims: new DynamoDbStore(dynamodb, tableName),
       log: quiet,
+      leaseMs: 60_000,
       application: {
         onEvent(event) {
           if (event.event_id === a1.event.event_id) throw new Error("injected failure");
@@ -83,7 +66,7 @@ describe("events handler (the inbound queue's consumer)", () => {
       record("!b:test.local", b1.message),
     ];
     const event: SQSEvent = { Records: records };
-    const response = await createEventsHandler(runtime)(event, {} as Context);
+    const response = await handler(event, {} as Context);
     expect(response.batchItemFailures.map((f) => f.itemIdentifier)).toEqual([
       records[0]?.messageId,
       records[1]?.messageId,

@@ -144,17 +144,14 @@ describe("exactly-once delivery", () => {
     let crashes = 1;
     const local = await start({
       application: recorder.application,
-      adaptRuntime: (runtime) => ({
-        ...runtime,
-        store: Object.assign(Object.create(runtime.store), {
-          recordTransaction: async (
-            ...args: Parameters<typeof runtime.store.recordTransaction>
-          ) => {
+      // The record fails once, as if the process died between the enqueue and the record.
+      wrapStore: (store) =>
+        Object.assign(Object.create(store), {
+          recordTransaction: async (...args: Parameters<typeof store.recordTransaction>) => {
             if (crashes-- > 0) throw new Error("injected crash before the record");
-            return runtime.store.recordTransaction(...args);
+            return store.recordTransaction(...args);
           },
         }),
-      }),
     });
     const events = fiftyEvents();
     const token = local.registration.hs_token;

@@ -3,15 +3,116 @@ import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { App } from "aws-cdk-lib";
-import { Match, Template } from "aws-cdk-lib/assertions";
-import { describe, expect, it } from "vitest";
-import { AppserviceStack, MAX_RECEIVE_COUNT } from "../../infra/appservice-stack.ts";
+import { App, Aspects } from "aws-cdk-lib";
+import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
+import { AwsSolutionsChecks } from "cdk-nag";
+import { beforeAll, describe, expect, it } from "vitest";
+import { routes } from "../../functions/appservice/routes.ts";
+import { AppserviceStack } from "../../infra/appservice-stack.ts";
+import { EVENTS_FUNCTION_TIMEOUT, MAX_RECEIVE_COUNT } from "../../infra/matrix-appservice.ts";
+
+type Resource = { Type: string; Properties: Record<string, unknown> };
 
 describe("AppserviceStack", () => {
-  const template = Template.fromStack(new AppserviceStack(new App(), "Test"));
+  let stack: AppserviceStack;
+  let template: Template;
+  const resources = (type: string) =>
+    Object.entries(template.findResources(type) as Record<string, Resource>);
+  /** The logical ID of the function whose entry is `name` (TransactionsFunction…). */
+  const functionId = (name: string) =>
+    resources("AWS::Lambda::Function").find(([id]) =>
+      id.includes(`${name}Function`),
+    )?.[0] as string;
+  const policyOf = (name: string) => {
+    const roleId = functionId(name).replace(/Function.*$/, "Function");
+    const policies = resources("AWS::IAM::Policy").filter(([id]) => id.startsWith(roleId));
+    return policies.flatMap(
+      ([, p]) =>
+        (
+          p.Properties.PolicyDocument as {
+            Statement: { Action: string | string[]; Resource: unknown }[];
+          }
+        ).Statement,
+    );
+  };
 
-  it("has the single table: pk/sk strings, TTL on expiresAt, on-demand, point-in-time recovery", () => {
+  beforeAll(() => {
+    const app = new App();
+    stack = new AppserviceStack(app, "Test", {
+      appservice: {
+        homeserverUrl: "https://matrix.example.org",
+        serverName: "example.org",
+        registration: {
+          id: "test",
+          sender_localpart: "bot",
+          namespaces: {
+            users: [{ regex: "@_t_.*:example\\.org", exclusive: true }],
+            aliases: [],
+            rooms: [],
+          },
+        },
+      },
+    });
+    Aspects.of(app).add(new AwsSolutionsChecks());
+    // Bundles every function with the local esbuild: a bundling failure fails here.
+    template = Template.fromStack(stack);
+  }, 120_000);
+
+  it("passes the cdk-nag AwsSolutions checks (every suppression carries a reason)", () => {
+    const findings = [
+      ...Annotations.fromStack(stack).findError("*", Match.stringLikeRegexp("AwsSolutions-.*")),
+      ...Annotations.fromStack(stack).findWarning("*", Match.stringLikeRegexp("AwsSolutions-.*")),
+    ];
+    expect(findings.map((f) => `${f.id}: ${String(f.entry.data).split("\n")[0]}`)).toEqual([]);
+  });
+
+  it("serves every route of the route table, and the rest through the $default fallback", () => {
+    const routeKeys = resources("AWS::ApiGatewayV2::Route").map(([, r]) => r.Properties.RouteKey);
+    for (const route of routes) expect(routeKeys).toContain(`${route.method} ${route.path}`);
+    expect(routeKeys).toContain("$default");
+    template.hasResourceProperties("AWS::ApiGatewayV2::Stage", {
+      StageName: "$default",
+      AutoDeploy: true,
+      DefaultRouteSettings: { ThrottlingRateLimit: 100, ThrottlingBurstLimit: 200 },
+      AccessLogSettings: Match.objectLike({ DestinationArn: Match.anyValue() }),
+    });
+  });
+
+  it("runs each function on nodejs22.x, ARM64, ESM with source maps, its logs kept for a month", () => {
+    const functions = resources("AWS::Lambda::Function");
+    expect(functions).toHaveLength(3);
+    for (const [, fn] of functions) {
+      expect(fn.Properties).toMatchObject({
+        Runtime: "nodejs22.x",
+        Architectures: ["arm64"],
+        Handler: "index.handler",
+      });
+      expect(JSON.stringify(fn.Properties.Environment)).toContain("--enable-source-maps");
+    }
+    for (const [, group] of resources("AWS::Logs::LogGroup"))
+      expect(group.Properties.RetentionInDays).toBe(30);
+  });
+
+  it("keeps the tokens in generated secrets, never in environment variables or outputs", () => {
+    template.resourceCountIs("AWS::SecretsManager::Secret", 2);
+    template.allResourcesProperties("AWS::SecretsManager::Secret", {
+      GenerateSecretString: { PasswordLength: 64, ExcludePunctuation: true },
+    });
+    const transactions = template.findResources("AWS::Lambda::Function")[
+      functionId("Transactions")
+    ] as Resource;
+    const env = (transactions.Properties.Environment as { Variables: Record<string, unknown> })
+      .Variables;
+    expect(Object.keys(env)).not.toContain("HS_TOKEN");
+    expect(env.HS_TOKEN_SECRET_ARN).toEqual({ Ref: expect.stringMatching(/^AppserviceHsToken/) });
+    const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
+    expect(Object.keys(outputs)).toEqual(
+      expect.arrayContaining(["ApiUrl", "AsTokenSecretArn", "HsTokenSecretArn", "Registration"]),
+    );
+    expect(JSON.stringify(outputs)).not.toMatch(/SecretString|resolve:secretsmanager/);
+  });
+
+  it("has the single table: pk/sk strings, TTL on expiresAt, on-demand, PITR, deletion protection", () => {
     template.hasResourceProperties("AWS::DynamoDB::Table", {
       KeySchema: [
         { AttributeName: "pk", KeyType: "HASH" },
@@ -20,18 +121,22 @@ describe("AppserviceStack", () => {
       BillingMode: "PAY_PER_REQUEST",
       TimeToLiveSpecification: { AttributeName: "expiresAt", Enabled: true },
       PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+      DeletionProtectionEnabled: true,
     });
   });
 
-  it("has an encrypted inbound FIFO queue with a FIFO dead-letter queue", () => {
+  it("has encrypted, SSL-only FIFO queues: the inbound one redriving to a FIFO dead-letter queue", () => {
     template.resourceCountIs("AWS::SQS::Queue", 2);
-    template.hasResourceProperties("AWS::SQS::Queue", {
+    template.allResourcesProperties("AWS::SQS::Queue", {
       FifoQueue: true,
       SqsManagedSseEnabled: true,
-      VisibilityTimeout: 180,
+    });
+    template.hasResourceProperties("AWS::SQS::Queue", {
+      VisibilityTimeout: EVENTS_FUNCTION_TIMEOUT.toSeconds() * 6,
       RedrivePolicy: { maxReceiveCount: MAX_RECEIVE_COUNT, deadLetterTargetArn: Match.anyValue() },
     });
-    template.hasResourceProperties("AWS::SQS::QueuePolicy", {
+    template.resourceCountIs("AWS::SQS::QueuePolicy", 2);
+    template.allResourcesProperties("AWS::SQS::QueuePolicy", {
       PolicyDocument: {
         Statement: Match.arrayWith([
           Match.objectLike({
@@ -41,27 +146,76 @@ describe("AppserviceStack", () => {
         ]),
       },
     });
+    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+      FunctionResponseTypes: ["ReportBatchItemFailures"],
+      BatchSize: 10,
+    });
   });
 
-  it("synthesizes with the CDK CLI, offline and without credentials", async () => {
-    const out = await mkdtemp(join(tmpdir(), "cdk-out-"));
-    const { stdout } = await promisify(execFile)(
-      "npx",
-      ["cdk", "synth", "--quiet", "--output", out],
-      {
-        cwd: new URL("../..", import.meta.url).pathname,
-        env: { ...process.env, CDK_DISABLE_CLI_TELEMETRY: "1" },
-      },
+  it("grants each function only what its adapters call", () => {
+    const actions = (name: string) =>
+      policyOf(name)
+        .flatMap((s) => [s.Action].flat())
+        .sort();
+    expect(actions("Transactions")).toEqual(
+      [
+        "dynamodb:PutItem",
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:GetSecretValue",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+        "sqs:SendMessage",
+      ].sort(),
     );
-    expect(stdout).not.toMatch(/error/i);
+    expect(actions("Events")).toEqual(
+      [
+        "dynamodb:DeleteItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+        "sqs:ReceiveMessage",
+      ].sort(),
+    );
+    expect(actions("Fallback")).toEqual([]);
+    for (const statement of [...policyOf("Transactions"), ...policyOf("Events")]) {
+      expect(JSON.stringify(statement.Resource)).not.toBe('"*"');
+    }
+  });
+
+  it("alarms on dead letters, API 5xx and each function's errors", () => {
+    const metrics = resources("AWS::CloudWatch::Alarm").map(([, a]) => a.Properties.MetricName);
+    expect(metrics.sort()).toEqual([
+      "5xx",
+      "ApproximateNumberOfMessagesVisible",
+      "Errors",
+      "Errors",
+      "Errors",
+    ]);
+  });
+});
+
+describe("cdk synth", () => {
+  it("runs with the CDK CLI, offline and without credentials", async () => {
+    const out = await mkdtemp(join(tmpdir(), "cdk-out-"));
+    await promisify(execFile)("npx", ["cdk", "synth", "--quiet", "--output", out], {
+      cwd: join(import.meta.dirname, "../.."),
+      env: { ...process.env, CDK_DISABLE_CLI_TELEMETRY: "1" },
+    });
     const synthesized = JSON.parse(
       await readFile(join(out, "MatrixAppservice.template.json"), "utf8"),
     );
-    expect(Object.keys(synthesized.Resources)).toEqual(
+    const types = Object.values(synthesized.Resources as Record<string, Resource>).map(
+      (r) => r.Type,
+    );
+    expect(types).toEqual(
       expect.arrayContaining([
-        expect.stringMatching(/^Table/),
-        expect.stringMatching(/^InboundQueue/),
+        "AWS::ApiGatewayV2::Api",
+        "AWS::Lambda::Function",
+        "AWS::DynamoDB::Table",
       ]),
     );
-  }, 120_000);
+  }, 180_000);
 });
