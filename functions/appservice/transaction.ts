@@ -1,24 +1,25 @@
-import { z } from "zod";
+// zod/mini: tree-shakeable, so the transactions bundle stays small (full zod adds ~440 KB).
+import * as z from "zod/mini";
 import { badJson } from "./errors.ts";
 
 const json = z.record(z.string(), z.unknown());
 
 /** A ClientEvent as the homeserver pushes it; only what the pipeline relies on is checked. */
 const clientEvent = z.looseObject({
-  event_id: z.string().min(1),
-  room_id: z.string().min(1),
+  event_id: z.string().check(z.minLength(1)),
+  room_id: z.string().check(z.minLength(1)),
   type: z.string(),
   sender: z.string(),
   content: json,
-  state_key: z.string().optional(),
-  origin_server_ts: z.number().optional(),
+  state_key: z.optional(z.string()),
+  origin_server_ts: z.optional(z.number()),
 });
 /** `m.presence`, `m.typing`, `m.receipt`: typing and receipts carry a `room_id`. */
 const ephemeralEvent = z.looseObject({
   type: z.string(),
   content: json,
-  room_id: z.string().optional(),
-  sender: z.string().optional(),
+  room_id: z.optional(z.string()),
+  sender: z.optional(z.string()),
 });
 const toDeviceMessage = z.looseObject({
   type: z.string(),
@@ -28,8 +29,8 @@ const toDeviceMessage = z.looseObject({
   content: json,
 });
 const deviceLists = z.looseObject({
-  changed: z.array(z.string()).optional(),
-  left: z.array(z.string()).optional(),
+  changed: z.optional(z.array(z.string())),
+  left: z.optional(z.array(z.string())),
 });
 const oneTimeKeysCount = z.record(
   z.string(),
@@ -39,18 +40,18 @@ const fallbackKeyTypes = z.record(z.string(), z.record(z.string(), z.array(z.str
 
 const transactionBody = z.looseObject({
   events: z.array(clientEvent),
-  ephemeral: z.array(ephemeralEvent).optional(),
-  "de.sorunome.msc2409.ephemeral": z.array(ephemeralEvent).optional(),
-  to_device: z.array(toDeviceMessage).optional(),
-  "de.sorunome.msc2409.to_device": z.array(toDeviceMessage).optional(),
-  device_lists: deviceLists.optional(),
-  "org.matrix.msc3202.device_lists": deviceLists.optional(),
-  device_one_time_keys_count: oneTimeKeysCount.optional(),
-  "org.matrix.msc3202.device_one_time_keys_count": oneTimeKeysCount.optional(),
+  ephemeral: z.optional(z.array(ephemeralEvent)),
+  "de.sorunome.msc2409.ephemeral": z.optional(z.array(ephemeralEvent)),
+  to_device: z.optional(z.array(toDeviceMessage)),
+  "de.sorunome.msc2409.to_device": z.optional(z.array(toDeviceMessage)),
+  device_lists: z.optional(deviceLists),
+  "org.matrix.msc3202.device_lists": z.optional(deviceLists),
+  device_one_time_keys_count: z.optional(oneTimeKeysCount),
+  "org.matrix.msc3202.device_one_time_keys_count": z.optional(oneTimeKeysCount),
   // Synapse also sends this misspelling of the MSC3202 name.
-  "org.matrix.msc3202.device_one_time_key_counts": oneTimeKeysCount.optional(),
-  device_unused_fallback_key_types: fallbackKeyTypes.optional(),
-  "org.matrix.msc3202.device_unused_fallback_key_types": fallbackKeyTypes.optional(),
+  "org.matrix.msc3202.device_one_time_key_counts": z.optional(oneTimeKeysCount),
+  device_unused_fallback_key_types: z.optional(fallbackKeyTypes),
+  "org.matrix.msc3202.device_unused_fallback_key_types": z.optional(fallbackKeyTypes),
 });
 
 export type ClientEvent = z.infer<typeof clientEvent>;
@@ -72,7 +73,7 @@ export interface Transaction {
   devices?: DeviceData;
 }
 
-const describeIssues = (error: z.ZodError) =>
+const describeIssues = (error: z.core.$ZodError) =>
   error.issues
     .slice(0, 5)
     .map((issue) => `${issue.path.join(".") || "body"}: ${issue.message}`)
