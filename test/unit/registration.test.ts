@@ -117,7 +117,7 @@ describe("registration", () => {
       [
         "--import",
         "tsx",
-        "functions/local/generate-registration.ts",
+        "scripts/registration.ts",
         "--id",
         "cli",
         "--server-name",

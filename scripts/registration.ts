@@ -1,10 +1,15 @@
-// `npm run registration -- [options]`: writes a fresh registration file with random tokens.
+// `npm run registration -- [options]`: writes a registration file for the homeserver, either
+// fresh (random tokens) or, with --stack, the one of a deployed stack.
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { newRegistration, registrationYaml } from "../appservice/registration.ts";
+import { newRegistration, registrationYaml } from "../functions/appservice/registration.ts";
+import { defaultStackClients, registrationFromStack } from "./registration-from-stack.ts";
 
 const usage = `Usage: npm run registration -- [options]
-  --out FILE            where to write it (default: print to stdout)
+  --out FILE            where to write it (default: print to stdout); never overwrites
+  --stack NAME          the registration of this deployed stack (AWS credentials needed)
+  --region REGION       the stack's region (default: the AWS SDK's)
+Fresh registrations (without --stack):
   --url URL             where the homeserver reaches the appservice (default: http://127.0.0.1:9000)
   --id ID               the appservice's unique ID (default: serverless-appservice)
   --server-name NAME    the homeserver's server name (default: localhost)
@@ -14,6 +19,8 @@ const usage = `Usage: npm run registration -- [options]
 const { values } = parseArgs({
   options: {
     out: { type: "string" },
+    stack: { type: "string" },
+    region: { type: "string" },
     url: { type: "string", default: "http://127.0.0.1:9000" },
     id: { type: "string", default: "serverless-appservice" },
     "server-name": { type: "string", default: "localhost" },
@@ -26,15 +33,16 @@ const { values } = parseArgs({
 if (values.help) {
   console.log(usage);
 } else {
-  const yaml = registrationYaml(
-    newRegistration({
-      id: values.id,
-      url: values.url,
-      serverName: values["server-name"],
-      senderLocalpart: values.localpart,
-      prefix: values.prefix,
-    }),
-  );
+  const registration = values.stack
+    ? await registrationFromStack(values.stack, defaultStackClients(values.region))
+    : newRegistration({
+        id: values.id,
+        url: values.url,
+        serverName: values["server-name"],
+        senderLocalpart: values.localpart,
+        prefix: values.prefix,
+      });
+  const yaml = registrationYaml(registration);
   if (values.out) {
     await writeFile(values.out, yaml, { mode: 0o600, flag: "wx" });
     console.error(`Wrote ${values.out}`);

@@ -1,0 +1,55 @@
+import { CloudFormationClient, DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
+import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import { parseRegistration, type Registration } from "../functions/appservice/registration.ts";
+
+export interface StackClients {
+  cloudFormation: Pick<CloudFormationClient, "send">;
+  secretsManager: Pick<SecretsManagerClient, "send">;
+}
+
+export const defaultStackClients = (region?: string): StackClients => ({
+  cloudFormation: new CloudFormationClient(region ? { region } : {}),
+  secretsManager: new SecretsManagerClient(region ? { region } : {}),
+});
+
+/**
+ * The registration file of a deployed stack: its public fields and API URL from the stack's
+ * outputs, its tokens from Secrets Manager.
+ */
+export async function registrationFromStack(
+  stackName: string,
+  { cloudFormation, secretsManager }: StackClients,
+): Promise<Registration> {
+  const { Stacks = [] } = await cloudFormation.send(
+    new DescribeStacksCommand({ StackName: stackName }),
+  );
+  const outputs = Object.fromEntries(
+    (Stacks[0]?.Outputs ?? []).map((output) => [output.OutputKey, output.OutputValue]),
+  );
+  const output = (key: string) => {
+    const value = outputs[key];
+    if (!value)
+      throw new Error(`Stack ${stackName} has no output ${key}: is it this project's stack?`);
+    return value;
+  };
+  const secret = async (key: string) => {
+    const { SecretString } = await secretsManager.send(
+      new GetSecretValueCommand({ SecretId: output(key) }),
+    );
+    if (!SecretString) throw new Error(`The secret of ${key} is empty`);
+    return SecretString;
+  };
+  const [asToken, hsToken] = await Promise.all([
+    secret("AsTokenSecretArn"),
+    secret("HsTokenSecretArn"),
+  ]);
+  return parseRegistration(
+    {
+      ...JSON.parse(output("Registration")),
+      url: output("ApiUrl"),
+      as_token: asToken,
+      hs_token: hsToken,
+    },
+    `stack ${stackName}`,
+  );
+}

@@ -1,0 +1,68 @@
+import { CloudFormationClient, DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
+import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import { mockClient } from "aws-sdk-client-mock";
+import { describe, expect, it } from "vitest";
+import { registrationFromStack } from "../../scripts/registration-from-stack.ts";
+
+// CloudFormation and Secrets Manager exist only in AWS: their answers are mocked here.
+describe("registrationFromStack", () => {
+  const publicFields = {
+    id: "bridge",
+    sender_localpart: "bot",
+    namespaces: {
+      users: [{ regex: "@_b_.*:example\\.org", exclusive: true }],
+      aliases: [],
+      rooms: [],
+    },
+  };
+  const outputs = [
+    { OutputKey: "ApiUrl", OutputValue: "https://abc.execute-api.eu-west-1.amazonaws.com" },
+    { OutputKey: "AsTokenSecretArn", OutputValue: "arn:as" },
+    { OutputKey: "HsTokenSecretArn", OutputValue: "arn:hs" },
+    { OutputKey: "Registration", OutputValue: JSON.stringify(publicFields) },
+  ];
+
+  const clients = (stackOutputs: typeof outputs) => {
+    const cloudFormation = mockClient(CloudFormationClient);
+    cloudFormation.on(DescribeStacksCommand, { StackName: "MatrixAppservice" }).resolves({
+      Stacks: [
+        {
+          StackName: "MatrixAppservice",
+          StackStatus: "CREATE_COMPLETE",
+          CreationTime: new Date(),
+          Outputs: stackOutputs,
+        },
+      ],
+    });
+    const secretsManager = mockClient(SecretsManagerClient);
+    secretsManager
+      .on(GetSecretValueCommand, { SecretId: "arn:as" })
+      .resolves({ SecretString: "A".repeat(64) });
+    secretsManager
+      .on(GetSecretValueCommand, { SecretId: "arn:hs" })
+      .resolves({ SecretString: "H".repeat(64) });
+    return {
+      cloudFormation: new CloudFormationClient({ region: "eu-west-1" }),
+      secretsManager: new SecretsManagerClient({ region: "eu-west-1" }),
+    };
+  };
+
+  it("joins the stack's outputs and its secrets into a valid registration", async () => {
+    const registration = await registrationFromStack("MatrixAppservice", clients(outputs));
+    expect(registration).toMatchObject({
+      ...publicFields,
+      url: "https://abc.execute-api.eu-west-1.amazonaws.com",
+      as_token: "A".repeat(64),
+      hs_token: "H".repeat(64),
+    });
+  });
+
+  it("says which output is missing", async () => {
+    await expect(
+      registrationFromStack(
+        "MatrixAppservice",
+        clients(outputs.filter((o) => o.OutputKey !== "ApiUrl")),
+      ),
+    ).rejects.toThrow(/no output ApiUrl/);
+  });
+});
