@@ -5,11 +5,17 @@ import type {
   EphemeralEvent,
   ToDeviceMessage,
 } from "../appservice/transaction.ts";
+import type { Actions } from "../matrix/actions.ts";
 
 export interface ApplicationContext {
   /** The homeserver transaction that delivered the item. */
   txnId: string;
   log: Log;
+  /**
+   * Calls on the homeserver, queued and performed by the outbox. Their IDs derive from the item
+   * being handled, so a handler that runs again asks for the same calls, which are deduplicated.
+   */
+  actions: Actions;
 }
 
 /**

@@ -71,10 +71,6 @@ export function inboundItems(
   ];
 }
 
-// SQS group IDs allow at most 128 characters, printable ASCII only.
-const validGroupId = /^[\x21-\x7e]{1,128}$/;
-const queueGroupId = (groupId: string) => (validGroupId.test(groupId) ? groupId : sha256(groupId));
-
 /**
  * Packs the transaction's items into FIFO messages: one per group where they fit,
  * several in order where they don't. The deduplication ID hashes the item IDs carried.
@@ -95,7 +91,7 @@ export function inboundMessages(txnId: string, transaction: Transaction): FifoMe
       if (chunk.length === 0) return;
       const body: InboundMessage = { txnId, items: chunk };
       messages.push({
-        groupId: queueGroupId(groupId),
+        groupId,
         deduplicationId: sha256(chunk.map((item) => `${item.kind}:${item.id}`).join("\n")),
         body: JSON.stringify(body),
       });

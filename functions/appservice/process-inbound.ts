@@ -1,4 +1,5 @@
 import type { Application, ApplicationContext } from "../app/application.ts";
+import type { Actions } from "../matrix/actions.ts";
 import type { ClaimStore } from "../store/store.ts";
 import type { InboundItem, InboundMessage } from "./inbound.ts";
 import type { Log } from "./log.ts";
@@ -9,6 +10,8 @@ export interface ProcessInboundDeps {
   log: Log;
   /** How long a claim keeps others off; shorter than the queue's visibility timeout. */
   leaseMs: number;
+  /** The actions API for the item with this claim key. */
+  actionsFor(origin: string): Actions;
 }
 
 export interface ProcessOutcome {
@@ -46,7 +49,7 @@ export class ItemBusyError extends Error {
 export async function processInboundMessage(
   message: InboundMessage,
   owner: string,
-  { claims, application, log, leaseMs }: ProcessInboundDeps,
+  { claims, application, log, leaseMs, actionsFor }: ProcessInboundDeps,
 ): Promise<ProcessOutcome> {
   const keys = [...new Set(message.items.map(claimKey))];
   const claimed = await claims.claim(keys, owner, leaseMs);
@@ -65,7 +68,7 @@ export async function processInboundMessage(
       if (claimed.get(key) === "busy") {
         throw new ItemBusyError(`${item.kind} ${item.id} is being processed elsewhere`);
       }
-      await deliver(item, application, { txnId: message.txnId, log });
+      await deliver(item, application, { txnId: message.txnId, log, actions: actionsFor(key) });
       delivered.add(key);
       completions.push(claims.complete(key));
       outcome.handled++;

@@ -1,4 +1,5 @@
 import { processPartialResponse, SqsFifoPartialProcessorAsync } from "@aws-lambda-powertools/batch";
+import { SQSClient } from "@aws-sdk/client-sqs";
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import type { Application } from "../app/application.ts";
@@ -6,6 +7,9 @@ import { application } from "../app/index.ts";
 import type { InboundMessage } from "../appservice/inbound.ts";
 import type { Log } from "../appservice/log.ts";
 import { processInboundMessage } from "../appservice/process-inbound.ts";
+import { createActions } from "../matrix/actions.ts";
+import type { FifoQueue } from "../queue/queue.ts";
+import { SqsFifoQueue } from "../queue/sqs/queue.ts";
 import type { ClaimStore } from "../store/store.ts";
 import { dynamoDbStoreFromEnv } from "./shared/dynamodb.ts";
 import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";
@@ -17,6 +21,8 @@ export interface EventsDeps {
   log: Log;
   /** Lease on an item being processed; must run out before the message is visible again. */
   leaseMs: number;
+  outboundQueue: FifoQueue;
+  botUserId: string;
 }
 
 /**
@@ -28,7 +34,11 @@ export const createEventsHandler = (deps: EventsDeps) => {
     const message = JSON.parse(record.body) as InboundMessage;
     // The lease owner is derived from the delivery, so a redelivery is a new owner.
     const owner = `${record.messageId}#${record.attributes.ApproximateReceiveCount}`;
-    const outcome = await processInboundMessage(message, owner, deps);
+    const outcome = await processInboundMessage(message, owner, {
+      ...deps,
+      actionsFor: (origin) =>
+        createActions({ botUserId: deps.botUserId, outboundQueue: deps.outboundQueue, origin }),
+    });
     deps.log.debug("inbound message processed", {
       txnId: message.txnId,
       groupId: record.attributes.MessageGroupId,
@@ -50,6 +60,8 @@ export const handler = lambdaHandler(
     application,
     log: createLogger(),
     leaseMs: Number(requiredEnv("LEASE_MS")),
+    outboundQueue: new SqsFifoQueue(new SQSClient({}), requiredEnv("OUTBOUND_QUEUE_URL")),
+    botUserId: requiredEnv("BOT_USER_ID"),
   }),
   createEventsHandler,
 );

@@ -12,8 +12,12 @@ import {
 } from "../appservice/registration.ts";
 import { createEventsHandler } from "../handlers/events.ts";
 import { handler as fallback } from "../handlers/fallback.ts";
+import { createOutboxHandler } from "../handlers/outbox.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
+import { type BackoffPolicy, DEFAULT_BACKOFF } from "../matrix/backoff.ts";
+import { HttpHomeserverClient } from "../matrix/http-client.ts";
+import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import { ensureTable } from "../store/dynamodb/table.ts";
@@ -24,6 +28,9 @@ import { createGateway, type HttpHandler } from "./gateway.ts";
 import { startPoller } from "./poller.ts";
 import { ensureFifoQueue } from "./queues.ts";
 import { startSqsLocal } from "./sqs-local.ts";
+
+/** Receives of an outbound message before SQS's redrive sets it aside (days of retries). */
+export const OUTBOUND_MAX_RECEIVE_COUNT = 1000;
 
 export interface LocalOptions {
   /** 0 picks a free port. */
@@ -46,6 +53,10 @@ export interface LocalOptions {
   leaseMs?: number;
   pollers?: number;
   log?: Log;
+  /** The outbox's retry policy for 5xx, timeouts and refused connections. */
+  backoff?: BackoffPolicy;
+  /** How long the outbox waits for the homeserver's answer. @default 20 s */
+  homeserverTimeoutMs?: number;
   /** Lets tests put a fault injector around the store. */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
 }
@@ -60,6 +71,9 @@ export interface LocalAppservice {
   sqsEndpoint: string;
   inboundQueueUrl: string;
   inboundDeadLetterUrl: string;
+  outboundQueueUrl: string;
+  outboundDeadLetterUrl: string;
+  botUserId: string;
   tableName: string;
   /** The DynamoDB Local guard process, when this start spawned one. */
   dynamodbPid?: number;
@@ -101,11 +115,17 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     });
     const tableName = options.tableName ?? "appservice";
     const visibilityTimeoutSeconds = options.visibilityTimeoutSeconds ?? 30;
-    const [, inbound] = await Promise.all([
+    const queuePrefix = options.queuePrefix ?? "appservice";
+    const [, inbound, outbound] = await Promise.all([
       ensureTable(dynamodb, tableName),
-      ensureFifoQueue(sqs, `${options.queuePrefix ?? "appservice"}-inbound`, {
+      ensureFifoQueue(sqs, `${queuePrefix}-inbound`, {
         visibilityTimeoutSeconds,
         maxReceiveCount: options.maxReceiveCount ?? 5,
+      }),
+      // The outbox chooses its own waits; redrive is only the last resort.
+      ensureFifoQueue(sqs, `${queuePrefix}-outbound`, {
+        visibilityTimeoutSeconds,
+        maxReceiveCount: OUTBOUND_MAX_RECEIVE_COUNT,
       }),
     ]);
 
@@ -139,6 +159,29 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
 
     const dynamoDbStore = new DynamoDbStore(dynamodb, tableName);
     const store = options.wrapStore ? options.wrapStore(dynamoDbStore) : dynamoDbStore;
+    const botUserId = `@${registration.sender_localpart}:${options.serverName}`;
+    const outbox = startPoller({
+      sqs,
+      queueUrl: outbound.url,
+      queueArn: outbound.arn,
+      handler: createOutboxHandler({
+        homeserver: new HttpHomeserverClient(
+          options.homeserverUrl,
+          registration.as_token,
+          botUserId,
+          options.homeserverTimeoutMs ?? 20_000,
+        ),
+        membership: dynamoDbStore,
+        botUserId,
+        backoff: options.backoff ?? DEFAULT_BACKOFF,
+        log,
+        control: new SqsMessageControl(sqs, outbound.url, outbound.deadLetterUrl),
+      }),
+      log,
+      concurrency: options.pollers ?? 4,
+      functionName: "outbox",
+    });
+    stops.push(outbox.stop);
     const poller = startPoller({
       sqs,
       queueUrl: inbound.url,
@@ -149,6 +192,8 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         log,
         // The lease must run out before the message becomes visible again.
         leaseMs: options.leaseMs ?? Math.max(1000, visibilityTimeoutSeconds * 1000 - 1000),
+        outboundQueue: new SqsFifoQueue(sqs, outbound.url),
+        botUserId,
       }),
       log,
       concurrency: options.pollers ?? 4,
@@ -174,6 +219,9 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       sqsEndpoint,
       inboundQueueUrl: inbound.url,
       inboundDeadLetterUrl: inbound.deadLetterUrl,
+      outboundQueueUrl: outbound.url,
+      outboundDeadLetterUrl: outbound.deadLetterUrl,
+      botUserId,
       tableName,
       ...(dynamo && { dynamodbPid: dynamo.pid }),
       stop,

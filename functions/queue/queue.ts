@@ -13,3 +13,11 @@ export interface FifoQueue {
 
 /** SQS's size limit for one message and for one batch request (the lowest a queue may have). */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
+
+/** What a consumer may do with a message it received, beyond succeeding or failing. */
+export interface ReceivedMessageControl {
+  /** Makes the message visible again only after `seconds` (0: at once). */
+  retryAfter(receiptHandle: string, seconds: number): Promise<void>;
+  /** Sets a message aside in the dead-letter queue, so that its group goes on. */
+  deadLetter(message: FifoMessage): Promise<void>;
+}

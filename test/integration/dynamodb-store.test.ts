@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { processInboundMessage } from "../../functions/appservice/process-inbound.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import { createActions } from "../../functions/matrix/actions.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { makeEvent } from "../support/appservice.ts";
@@ -83,6 +84,13 @@ describe("DynamoDbStore against DynamoDB Local", () => {
         application: { onEvent: (e) => void handled.push(e.event_id) },
         log: quiet,
         leaseMs: 60_000,
+        // This application asks for no homeserver calls.
+        actionsFor: (origin) =>
+          createActions({
+            botUserId: "@bot:test.local",
+            origin,
+            outboundQueue: { send: () => Promise.reject(new Error("no outbound call expected")) },
+          }),
       },
     );
     expect(handled).toEqual([event.event_id]);

@@ -53,6 +53,9 @@ describe("events handler (the inbound queue's consumer)", () => {
       claims: new DynamoDbStore(dynamodb, tableName),
       log: quiet,
       leaseMs: 60_000,
+      botUserId: "@bot:test.local",
+      // This application asks for no homeserver calls.
+      outboundQueue: { send: () => Promise.reject(new Error("no outbound call expected")) },
       application: {
         onEvent(event) {
           if (event.event_id === a1.event.event_id) throw new Error("injected failure");

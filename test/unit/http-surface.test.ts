@@ -3,7 +3,7 @@ import { authenticateHomeserver, tokensEqual } from "../../functions/appservice/
 import type { MatrixError } from "../../functions/appservice/errors.ts";
 import { findRoute } from "../../functions/appservice/routes.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
-import { planBatches } from "../../functions/queue/sqs/queue.ts";
+import { planBatches, sqsGroupId } from "../../functions/queue/sqs/queue.ts";
 
 const statusOf = (f: () => void) => {
   try {
@@ -57,6 +57,14 @@ describe("findRoute", () => {
       status: 404,
     });
     expect(findRoute("GET", "/elsewhere")).toEqual({ route: undefined, status: 404 });
+  });
+});
+
+describe("sqsGroupId", () => {
+  it("keeps a room ID SQS takes, and hashes one it would not", () => {
+    expect(sqsGroupId("!room:example.org")).toBe("!room:example.org");
+    expect(sqsGroupId(`!${"r".repeat(200)}:x`)).toMatch(/^[0-9a-f]{64}$/);
+    expect(sqsGroupId("!röom:x")).toMatch(/^[0-9a-f]{64}$/);
   });
 });
 

@@ -85,16 +85,6 @@ describe("inboundMessages", () => {
     expect(ids).toEqual(events.map((e) => e.event_id));
   });
 
-  it("hashes a room ID that SQS would not take as a group ID", () => {
-    const roomId = `!${"r".repeat(200)}:x`;
-    const [message] = inboundMessages("1", {
-      events: [makeEvent(roomId, "a")],
-      ephemeral: [],
-      toDevice: [],
-    });
-    expect(message?.groupId).toMatch(/^[0-9a-f]{64}$/);
-  });
-
   it("groups presence by user and to-device by recipient", () => {
     const messages = inboundMessages("1", {
       events: [],

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import {
   SendMessageBatchCommand,
   type SendMessageBatchRequestEntry,
@@ -6,6 +7,11 @@ import {
 import { type FifoMessage, type FifoQueue, MAX_MESSAGE_BYTES } from "../queue.ts";
 
 const MAX_BATCH_ENTRIES = 10;
+
+// SQS group IDs allow at most 128 characters, printable ASCII only: others go by their hash.
+const validGroupId = /^[\x21-\x7e]{1,128}$/;
+export const sqsGroupId = (groupId: string) =>
+  validGroupId.test(groupId) ? groupId : createHash("sha256").update(groupId).digest("hex");
 
 /**
  * Splits messages into SendMessageBatch requests. SQS keeps the order of a group's messages
@@ -71,7 +77,7 @@ export class SqsFifoQueue implements FifoQueue {
     const entries: SendMessageBatchRequestEntry[] = batch.map((message, index) => ({
       Id: String(index),
       MessageBody: message.body,
-      MessageGroupId: message.groupId,
+      MessageGroupId: sqsGroupId(message.groupId),
       MessageDeduplicationId: message.deduplicationId,
     }));
     const result = await this.client.send(

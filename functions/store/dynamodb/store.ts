@@ -3,11 +3,13 @@ import {
   ConditionalCheckFailedException,
   DeleteItemCommand,
   type DynamoDBClient,
+  GetItemCommand,
   PutItemCommand,
   TransactionCanceledException,
   TransactWriteItemsCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
+import type { MembershipStore } from "../membership.ts";
 import type {
   ClaimOutcome,
   ClaimStore,
@@ -21,11 +23,13 @@ export const RETENTION_SECONDS = 30 * 24 * 3600;
 
 // Partition keys allow 2048 bytes; an ID longer than this is stored under its hash.
 const MAX_ID_BYTES = 1024;
-const keyOf = (prefix: string, id: string) => ({
-  pk: {
-    S: `${prefix}${Buffer.byteLength(id) > MAX_ID_BYTES ? `sha256:${createHash("sha256").update(id).digest("hex")}` : id}`,
-  },
-  sk: { S: "-" },
+const storedId = (id: string) =>
+  Buffer.byteLength(id) > MAX_ID_BYTES
+    ? `sha256:${createHash("sha256").update(id).digest("hex")}`
+    : id;
+const keyOf = (prefix: string, id: string, sk = "-") => ({
+  pk: { S: `${prefix}${storedId(id)}` },
+  sk: { S: sk },
 });
 
 // DynamoDB's limit on the items of one transaction.
@@ -38,7 +42,7 @@ const isConditionFailure = (error: unknown): error is ConditionalCheckFailedExce
   (error as { name?: string }).name === "ConditionalCheckFailedException";
 
 /** The single-table DynamoDB adapter (`pk`/`sk` strings, `expiresAt` TTL). */
-export class DynamoDbStore implements TransactionStore, ClaimStore {
+export class DynamoDbStore implements TransactionStore, ClaimStore, MembershipStore {
   constructor(
     private readonly client: DynamoDBClient,
     private readonly tableName: string,
@@ -162,5 +166,37 @@ export class DynamoDbStore implements TransactionStore, ClaimStore {
       // Someone else holds or finished it: nothing of ours to give up.
       if (!isConditionFailure(error)) throw error;
     }
+  }
+
+  async isRegistered(userId: string): Promise<boolean> {
+    const { Item } = await this.client.send(
+      new GetItemCommand({
+        TableName: this.tableName,
+        Key: keyOf("USER#", userId),
+        ConsistentRead: true,
+      }),
+    );
+    return Item?.registered?.BOOL === true;
+  }
+
+  async markRegistered(userId: string): Promise<void> {
+    await this.client.send(
+      new PutItemCommand({
+        TableName: this.tableName,
+        Item: { ...keyOf("USER#", userId), registered: { BOOL: true } },
+      }),
+    );
+  }
+
+  async markJoined(roomId: string, userId: string): Promise<void> {
+    await this.client.send(
+      new PutItemCommand({
+        TableName: this.tableName,
+        Item: {
+          ...keyOf("ROOM#", roomId, `MEMBER#${storedId(userId)}`),
+          joinedAt: { N: String(this.now()) },
+        },
+      }),
+    );
   }
 }

@@ -1,0 +1,267 @@
+import { sha256 } from "../appservice/inbound.ts";
+import type { FifoQueue } from "../queue/queue.ts";
+import type { ClientServerRequest, OutboundAction } from "./request.ts";
+
+const CS = "/_matrix/client/v3";
+const e = encodeURIComponent;
+
+export interface As {
+  /** The user to act as; the bot (`sender_localpart`) when absent. */
+  as?: string;
+}
+export interface Timestamped extends As {
+  /** `origin_server_ts` to give the event (timestamp massaging, `?ts=`). */
+  ts?: number;
+}
+export interface Reason extends As {
+  reason?: string;
+}
+
+export interface CreateRoomOptions extends As {
+  /** The alias localpart: `foo` for `#foo:server`. */
+  alias?: string;
+  name?: string;
+  topic?: string;
+  invite?: string[];
+  initialState?: { type: string; state_key?: string; content: Record<string, unknown> }[];
+  preset?: "private_chat" | "public_chat" | "trusted_private_chat";
+  visibility?: "public" | "private";
+  isDirect?: boolean;
+}
+
+/**
+ * What the application may ask of the homeserver. Each call puts one message on the outbound
+ * FIFO queue (grouped by room, or by user where there is no room) and returns: the outbox
+ * performs it, retrying until it succeeds or fails for good. Sends return their client txnId.
+ */
+export interface Actions {
+  readonly botUserId: string;
+  sendEvent(
+    roomId: string,
+    type: string,
+    content: Record<string, unknown>,
+    options?: Timestamped,
+  ): Promise<string>;
+  sendMessage(
+    roomId: string,
+    text: string,
+    options?: Timestamped & { html?: string },
+  ): Promise<string>;
+  sendNotice(roomId: string, text: string, options?: Timestamped): Promise<string>;
+  sendState(
+    roomId: string,
+    type: string,
+    stateKey: string,
+    content: Record<string, unknown>,
+    options?: Timestamped,
+  ): Promise<void>;
+  redact(roomId: string, eventId: string, options?: Reason): Promise<string>;
+  react(roomId: string, eventId: string, key: string, options?: Timestamped): Promise<string>;
+  join(roomIdOrAlias: string, options?: As): Promise<void>;
+  leave(roomId: string, options?: Reason): Promise<void>;
+  invite(roomId: string, userId: string, options?: Reason): Promise<void>;
+  kick(roomId: string, userId: string, options?: Reason): Promise<void>;
+  ban(roomId: string, userId: string, options?: Reason): Promise<void>;
+  setDisplayName(displayName: string, options?: As): Promise<void>;
+  setAvatarUrl(avatarUrl: string, options?: As): Promise<void>;
+  createRoom(options: CreateRoomOptions): Promise<void>;
+  setDirectoryVisibility(
+    networkId: string,
+    roomId: string,
+    visibility: "public" | "private",
+  ): Promise<void>;
+  setTyping(roomId: string, typing: boolean, options?: As & { timeoutMs?: number }): Promise<void>;
+  sendReceipt(
+    roomId: string,
+    eventId: string,
+    options?: As & { type?: "m.read" | "m.read.private" },
+  ): Promise<void>;
+  /** Registers `@localpart:server` (done on demand anyway when a call needs it). */
+  register(userId: string): Promise<void>;
+}
+
+export interface ActionsOptions {
+  botUserId: string;
+  outboundQueue: FifoQueue;
+  /**
+   * What asked for the actions (an event's claim key): each action's ID hashes it with the
+   * action's position, so a re-run handler asks for the same IDs, which the queue and the
+   * homeserver deduplicate.
+   */
+  origin: string;
+}
+
+export function createActions({ botUserId, outboundQueue, origin }: ActionsOptions): Actions {
+  let index = 0;
+  const enqueue = async (
+    kind: string,
+    as: string | undefined,
+    roomId: string | undefined,
+    build: (id: string) => ClientServerRequest,
+    groupId?: string,
+  ): Promise<string> => {
+    const id = sha256(`${origin}\n${index++}`);
+    const userId = as ?? botUserId;
+    const action: OutboundAction = {
+      id,
+      kind,
+      userId,
+      ...(roomId && { roomId }),
+      request: build(id),
+    };
+    await outboundQueue.send([
+      { groupId: groupId ?? roomId ?? userId, deduplicationId: id, body: JSON.stringify(action) },
+    ]);
+    return id;
+  };
+  const ts = (options?: Timestamped) =>
+    options?.ts !== undefined ? { query: { ts: String(options.ts) } } : {};
+  const reason = (options?: Reason) =>
+    options?.reason !== undefined ? { reason: options.reason } : {};
+  const send = (
+    roomId: string,
+    type: string,
+    content: Record<string, unknown>,
+    options?: Timestamped,
+  ) =>
+    enqueue("send", options?.as, roomId, (txnId) => ({
+      method: "PUT",
+      path: `${CS}/rooms/${e(roomId)}/send/${e(type)}/${e(txnId)}`,
+      body: content,
+      ...ts(options),
+    }));
+  const membership =
+    (kind: "invite" | "kick" | "ban") => (roomId: string, userId: string, options?: Reason) =>
+      enqueue(kind, options?.as, roomId, () => ({
+        method: "POST",
+        path: `${CS}/rooms/${e(roomId)}/${kind}`,
+        body: { user_id: userId, ...reason(options) },
+      })).then(() => undefined);
+  const profile = (field: "displayname" | "avatar_url") => (value: string, options?: As) => {
+    const userId = options?.as ?? botUserId;
+    return enqueue(field, userId, undefined, () => ({
+      method: "PUT",
+      path: `${CS}/profile/${e(userId)}/${field}`,
+      body: { [field]: value },
+    })).then(() => undefined);
+  };
+
+  return {
+    botUserId,
+    sendEvent: send,
+    sendMessage: (roomId, text, options) =>
+      send(
+        roomId,
+        "m.room.message",
+        {
+          msgtype: "m.text",
+          body: text,
+          ...(options?.html !== undefined && {
+            format: "org.matrix.custom.html",
+            formatted_body: options.html,
+          }),
+        },
+        options,
+      ),
+    sendNotice: (roomId, text, options) =>
+      send(roomId, "m.room.message", { msgtype: "m.notice", body: text }, options),
+    sendState: (roomId, type, stateKey, content, options) =>
+      enqueue("state", options?.as, roomId, () => ({
+        method: "PUT",
+        path: `${CS}/rooms/${e(roomId)}/state/${e(type)}/${e(stateKey)}`,
+        body: content,
+        ...ts(options),
+      })).then(() => undefined),
+    redact: (roomId, eventId, options) =>
+      enqueue("redact", options?.as, roomId, (txnId) => ({
+        method: "PUT",
+        path: `${CS}/rooms/${e(roomId)}/redact/${e(eventId)}/${e(txnId)}`,
+        body: reason(options),
+      })),
+    react: (roomId, eventId, key, options) =>
+      send(
+        roomId,
+        "m.reaction",
+        { "m.relates_to": { rel_type: "m.annotation", event_id: eventId, key } },
+        options,
+      ),
+    join: (roomIdOrAlias, options) =>
+      enqueue("join", options?.as, roomIdOrAlias, () => joinRequest(roomIdOrAlias)).then(
+        () => undefined,
+      ),
+    leave: (roomId, options) =>
+      enqueue("leave", options?.as, roomId, () => ({
+        method: "POST",
+        path: `${CS}/rooms/${e(roomId)}/leave`,
+        body: reason(options),
+      })).then(() => undefined),
+    invite: membership("invite"),
+    kick: membership("kick"),
+    ban: membership("ban"),
+    setDisplayName: profile("displayname"),
+    setAvatarUrl: profile("avatar_url"),
+    createRoom: (options) =>
+      enqueue("createRoom", options.as, undefined, () => ({
+        method: "POST",
+        path: `${CS}/createRoom`,
+        body: {
+          ...(options.alias !== undefined && { room_alias_name: options.alias }),
+          ...(options.name !== undefined && { name: options.name }),
+          ...(options.topic !== undefined && { topic: options.topic }),
+          ...(options.invite && { invite: options.invite }),
+          ...(options.initialState && { initial_state: options.initialState }),
+          ...(options.preset && { preset: options.preset }),
+          ...(options.visibility && { visibility: options.visibility }),
+          ...(options.isDirect !== undefined && { is_direct: options.isDirect }),
+        },
+      })).then(() => undefined),
+    setDirectoryVisibility: (networkId, roomId, visibility) =>
+      enqueue("directory", undefined, roomId, () => ({
+        method: "PUT",
+        path: `${CS}/directory/list/appservice/${e(networkId)}/${e(roomId)}`,
+        body: { visibility },
+      })).then(() => undefined),
+    setTyping: (roomId, typing, options) => {
+      const userId = options?.as ?? botUserId;
+      return enqueue("typing", userId, roomId, () => ({
+        method: "PUT",
+        path: `${CS}/rooms/${e(roomId)}/typing/${e(userId)}`,
+        body: { typing, ...(typing && { timeout: options?.timeoutMs ?? 30_000 }) },
+      })).then(() => undefined);
+    },
+    sendReceipt: (roomId, eventId, options) =>
+      enqueue("receipt", options?.as, roomId, () => ({
+        method: "POST",
+        path: `${CS}/rooms/${e(roomId)}/receipt/${e(options?.type ?? "m.read")}/${e(eventId)}`,
+        body: {},
+      })).then(() => undefined),
+    // Registration is the appservice's own call (no user_id), grouped by the user it creates.
+    register: (userId) =>
+      enqueue("register", undefined, undefined, () => registerRequest(userId), userId).then(
+        () => undefined,
+      ),
+  };
+}
+
+/** Registers an appservice user; `inhibit_login` because we never need its access token. */
+export const registerRequest = (userId: string): ClientServerRequest => ({
+  method: "POST",
+  path: `${CS}/register`,
+  body: {
+    type: "m.login.application_service",
+    username: userId.slice(1, userId.indexOf(":")),
+    inhibit_login: true,
+  },
+});
+
+export const joinRequest = (roomId: string): ClientServerRequest => ({
+  method: "POST",
+  path: `${CS}/join/${e(roomId)}`,
+  body: {},
+});
+
+export const inviteRequest = (roomId: string, userId: string): ClientServerRequest => ({
+  method: "POST",
+  path: `${CS}/rooms/${e(roomId)}/invite`,
+  body: { user_id: userId },
+});

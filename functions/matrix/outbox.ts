@@ -1,0 +1,129 @@
+import type { Log } from "../appservice/log.ts";
+import type { MembershipStore } from "../store/membership.ts";
+import { inviteRequest, joinRequest, registerRequest } from "./actions.ts";
+import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "./backoff.ts";
+import {
+  type ClientServerRequest,
+  type ClientServerResponse,
+  type HomeserverClient,
+  matrixError,
+  type OutboundAction,
+} from "./request.ts";
+
+export interface OutboxDeps {
+  homeserver: HomeserverClient;
+  membership: MembershipStore;
+  botUserId: string;
+  backoff: BackoffPolicy;
+  log: Log;
+}
+
+export interface FailureReason {
+  status?: number;
+  errcode?: string;
+  error: string;
+}
+
+/** `retry`: make the message visible again after `delaySeconds`; `dead`: give up, with why. */
+export type OutboxOutcome =
+  | { kind: "done" }
+  | { kind: "retry"; delaySeconds: number; reason: string }
+  | { kind: "dead"; reason: FailureReason };
+
+const reasonOf = (response: ClientServerResponse): FailureReason => {
+  const { errcode, error } = matrixError(response.body);
+  return {
+    status: response.status,
+    ...(errcode && { errcode }),
+    error:
+      error ??
+      (typeof response.body === "string" ? response.body.slice(0, 500) : "no error message"),
+  };
+};
+
+// A call whose repeat would need the very thing that failed: no register/join can fix it.
+const NO_RECOVERY = new Set(["register", "join", "createRoom", "displayname", "avatar_url"]);
+
+class Retry extends Error {
+  constructor(
+    readonly delaySeconds: number,
+    reason: string,
+  ) {
+    super(reason);
+  }
+}
+
+/**
+ * Performs one outbound action. A 403 may mean the virtual user was never registered or is not
+ * in the room: then it registers the user (`M_USER_IN_USE` counts as done) and/or joins the room
+ * (the bot inviting it first if it must) and tries again. 429 waits what the server says; 5xx,
+ * timeouts and refused connections back off exponentially; any other error is final.
+ */
+export async function performAction(
+  action: OutboundAction,
+  attempt: number,
+  { homeserver, membership, botUserId, backoff, log }: OutboxDeps,
+): Promise<OutboxOutcome> {
+  /** One call; transient failures become a `Retry`. */
+  const call = async (userId: string, request: ClientServerRequest) => {
+    let response: ClientServerResponse;
+    try {
+      response = await homeserver.call(userId, request);
+    } catch (error) {
+      throw new Retry(
+        backoffSeconds(attempt, backoff),
+        `homeserver unreachable: ${(error as Error).message}`,
+      );
+    }
+    if (response.status === 429) {
+      const wait = rateLimitSeconds(response.retryAfterSeconds, response.body);
+      throw new Retry(wait ?? backoffSeconds(attempt, backoff), "rate limited (429)");
+    }
+    if (response.status >= 500) {
+      throw new Retry(backoffSeconds(attempt, backoff), `homeserver error ${response.status}`);
+    }
+    return response;
+  };
+  const ok = (response: ClientServerResponse) => response.status >= 200 && response.status < 300;
+  const isForbidden = (response: ClientServerResponse) =>
+    response.status === 403 && matrixError(response.body).errcode === "M_FORBIDDEN";
+
+  try {
+    let response = await call(action.userId, action.request);
+    if (action.kind === "register" && matrixError(response.body).errcode === "M_USER_IN_USE") {
+      return { kind: "done" };
+    }
+    const virtual = action.userId !== botUserId;
+    if (isForbidden(response) && virtual && !(await membership.isRegistered(action.userId))) {
+      const registered = await call(botUserId, registerRequest(action.userId));
+      if (!ok(registered) && matrixError(registered.body).errcode !== "M_USER_IN_USE") {
+        return { kind: "dead", reason: reasonOf(registered) };
+      }
+      await membership.markRegistered(action.userId);
+      log.info("registered a virtual user", { userId: action.userId, actionId: action.id });
+      response = await call(action.userId, action.request);
+    }
+    if (isForbidden(response) && action.roomId && !NO_RECOVERY.has(action.kind)) {
+      let joined = await call(action.userId, joinRequest(action.roomId));
+      if (isForbidden(joined) && virtual) {
+        // An invite-only room: the bot lets the user in.
+        const invited = await call(botUserId, inviteRequest(action.roomId, action.userId));
+        if (ok(invited)) joined = await call(action.userId, joinRequest(action.roomId));
+      }
+      if (!ok(joined)) return { kind: "dead", reason: reasonOf(joined) };
+      await membership.markJoined(action.roomId, action.userId);
+      log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });
+      response = await call(action.userId, action.request);
+    }
+    if (ok(response)) {
+      if (action.kind === "join" && action.roomId)
+        await membership.markJoined(action.roomId, action.userId);
+      return { kind: "done" };
+    }
+    return { kind: "dead", reason: reasonOf(response) };
+  } catch (error) {
+    if (error instanceof Retry)
+      return { kind: "retry", delaySeconds: error.delaySeconds, reason: error.message };
+    throw error;
+  }
+}
