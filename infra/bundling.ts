@@ -31,5 +31,6 @@ export const esbuildOptions: BuildOptions = {
 export const functionEntries = {
   transactions: "functions/handlers/transactions.ts",
   events: "functions/handlers/events.ts",
+  outbox: "functions/handlers/outbox.ts",
   fallback: "functions/handlers/fallback.ts",
 } as const;

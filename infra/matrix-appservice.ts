@@ -19,6 +19,7 @@ import { NagSuppressions } from "cdk-nag";
 import { Construct } from "constructs";
 import type { Registration } from "../functions/appservice/registration.ts";
 import { type Route, routes } from "../functions/appservice/routes.ts";
+import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
 import { bundling, functionEntries } from "./bundling.ts";
 
@@ -44,8 +45,12 @@ export interface MatrixAppserviceProps {
 export const EVENTS_FUNCTION_TIMEOUT = Duration.seconds(30);
 /** The homeserver waits 60 s; API Gateway's HTTP API gives up at 30 s. */
 export const TRANSACTIONS_FUNCTION_TIMEOUT = Duration.seconds(25);
-/** Deliveries of a message before it moves to the dead-letter queue. */
+/** Deliveries of an inbound message before it moves to the dead-letter queue. */
 export const MAX_RECEIVE_COUNT = 5;
+/** The outbox waits for the homeserver at most this long per call… */
+export const HOMESERVER_TIMEOUT = Duration.seconds(20);
+/** …and may make a few calls per action (register, invite, join, the call itself). */
+export const OUTBOX_FUNCTION_TIMEOUT = Duration.seconds(120);
 
 const projectRoot = join(import.meta.dirname, "..");
 
@@ -58,6 +63,8 @@ export class MatrixAppservice extends Construct {
   readonly table: Table;
   readonly inboundQueue: Queue;
   readonly inboundDeadLetterQueue: Queue;
+  readonly outboundQueue: Queue;
+  readonly outboundDeadLetterQueue: Queue;
   readonly functions: Record<keyof typeof functionEntries, NodejsFunction>;
   readonly asTokenSecret: ISecret;
   readonly hsTokenSecret: ISecret;
@@ -93,6 +100,22 @@ export class MatrixAppservice extends Construct {
       deadLetterQueue: { queue: this.inboundDeadLetterQueue, maxReceiveCount: MAX_RECEIVE_COUNT },
     });
 
+    // The outbox sets each retry's wait itself and dead-letters what can never succeed: SQS's
+    // redrive is only the last resort, after days of retries.
+    this.outboundDeadLetterQueue = new Queue(this, "OutboundDeadLetterQueue", {
+      ...fifo,
+      retentionPeriod: Duration.days(14),
+    });
+    this.outboundQueue = new Queue(this, "OutboundQueue", {
+      ...fifo,
+      retentionPeriod: Duration.days(14),
+      visibilityTimeout: Duration.seconds(OUTBOX_FUNCTION_TIMEOUT.toSeconds() * 6),
+      deadLetterQueue: {
+        queue: this.outboundDeadLetterQueue,
+        maxReceiveCount: OUTBOUND_MAX_RECEIVE_COUNT,
+      },
+    });
+
     const token = (name: string) =>
       new Secret(this, name, {
         description: `The appservice's ${name === "AsToken" ? "as_token" : "hs_token"} (registration file)`,
@@ -101,6 +124,7 @@ export class MatrixAppservice extends Construct {
     this.asTokenSecret = props.asTokenSecret ?? token("AsToken");
     this.hsTokenSecret = props.hsTokenSecret ?? token("HsToken");
 
+    const botUserId = `@${props.registration.sender_localpart}:${props.serverName}`;
     const createFunction = (
       name: keyof typeof functionEntries,
       timeout: Duration,
@@ -146,6 +170,17 @@ export class MatrixAppservice extends Construct {
       events: createFunction("events", EVENTS_FUNCTION_TIMEOUT, {
         TABLE_NAME: this.table.tableName,
         LEASE_MS: String(EVENTS_FUNCTION_TIMEOUT.toMilliseconds()),
+        OUTBOUND_QUEUE_URL: this.outboundQueue.queueUrl,
+        BOT_USER_ID: botUserId,
+      }),
+      outbox: createFunction("outbox", OUTBOX_FUNCTION_TIMEOUT, {
+        TABLE_NAME: this.table.tableName,
+        OUTBOUND_QUEUE_URL: this.outboundQueue.queueUrl,
+        OUTBOUND_DEAD_LETTER_QUEUE_URL: this.outboundDeadLetterQueue.queueUrl,
+        AS_TOKEN_SECRET_ARN: this.asTokenSecret.secretArn,
+        HOMESERVER_URL: props.homeserverUrl,
+        HOMESERVER_TIMEOUT_MS: String(HOMESERVER_TIMEOUT.toMilliseconds()),
+        BOT_USER_ID: botUserId,
       }),
       fallback: createFunction("fallback", Duration.seconds(5), {}),
     };
@@ -162,6 +197,15 @@ export class MatrixAppservice extends Construct {
     );
     this.functions.events.addEventSource(
       new SqsEventSource(this.inboundQueue, { batchSize: 10, reportBatchItemFailures: true }),
+    );
+    this.outboundQueue.grantSendMessages(this.functions.events);
+    const { outbox } = this.functions;
+    this.table.grant(outbox, "dynamodb:GetItem", "dynamodb:PutItem");
+    this.asTokenSecret.grantRead(outbox);
+    this.outboundDeadLetterQueue.grantSendMessages(outbox);
+    // The event source grants receive, delete and visibility changes on the outbound queue.
+    outbox.addEventSource(
+      new SqsEventSource(this.outboundQueue, { batchSize: 10, reportBatchItemFailures: true }),
     );
 
     this.api = new HttpApi(this, "Api", {
@@ -192,16 +236,27 @@ export class MatrixAppservice extends Construct {
       });
     }
 
-    this.alarms.push(
-      this.inboundDeadLetterQueue
+    const deadLetterAlarm = (queue: Queue, id: string, description: string) =>
+      queue
         .metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(5) })
-        .createAlarm(this, "InboundDeadLettersAlarm", {
-          alarmDescription: "Inbound events failed every retry and wait in the dead-letter queue",
+        .createAlarm(this, id, {
+          alarmDescription: description,
           threshold: 1,
           evaluationPeriods: 1,
           comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
           treatMissingData: TreatMissingData.NOT_BREACHING,
-        }),
+        });
+    this.alarms.push(
+      deadLetterAlarm(
+        this.inboundDeadLetterQueue,
+        "InboundDeadLettersAlarm",
+        "Inbound events failed every retry and wait in the dead-letter queue",
+      ),
+      deadLetterAlarm(
+        this.outboundDeadLetterQueue,
+        "OutboundDeadLettersAlarm",
+        "Homeserver calls failed for good (the reason is in each message) or after days of retries",
+      ),
       this.api.metricServerError({ period: Duration.minutes(5) }).createAlarm(this, "Api5xxAlarm", {
         alarmDescription: "The API answered 5xx: the homeserver will mark the appservice down",
         threshold: 1,
@@ -270,9 +325,11 @@ export class MatrixAppservice extends Construct {
       ],
       true,
     );
-    NagSuppressions.addResourceSuppressions(this.inboundDeadLetterQueue, [
-      { id: "AwsSolutions-SQS3", reason: "This is the dead-letter queue." },
-    ]);
+    for (const queue of [this.inboundDeadLetterQueue, this.outboundDeadLetterQueue]) {
+      NagSuppressions.addResourceSuppressions(queue, [
+        { id: "AwsSolutions-SQS3", reason: "This is a dead-letter queue." },
+      ]);
+    }
     for (const secret of [this.asTokenSecret, this.hsTokenSecret]) {
       if (!(secret instanceof Secret)) continue;
       NagSuppressions.addResourceSuppressions(secret, [

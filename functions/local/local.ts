@@ -15,7 +15,11 @@ import { handler as fallback } from "../handlers/fallback.ts";
 import { createOutboxHandler } from "../handlers/outbox.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
-import { type BackoffPolicy, DEFAULT_BACKOFF } from "../matrix/backoff.ts";
+import {
+  type BackoffPolicy,
+  DEFAULT_BACKOFF,
+  OUTBOUND_MAX_RECEIVE_COUNT,
+} from "../matrix/backoff.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
@@ -28,9 +32,6 @@ import { createGateway, type HttpHandler } from "./gateway.ts";
 import { startPoller } from "./poller.ts";
 import { ensureFifoQueue } from "./queues.ts";
 import { startSqsLocal } from "./sqs-local.ts";
-
-/** Receives of an outbound message before SQS's redrive sets it aside (days of retries). */
-export const OUTBOUND_MAX_RECEIVE_COUNT = 1000;
 
 export interface LocalOptions {
   /** 0 picks a free port. */

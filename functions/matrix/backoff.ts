@@ -7,6 +7,12 @@ export interface BackoffPolicy {
 export const DEFAULT_BACKOFF: BackoffPolicy = { baseSeconds: 1, capSeconds: 300 };
 
 /**
+ * Receives of an outbound message before SQS's redrive sets it aside: at the backoff's cap,
+ * days of retries. The outbox dead-letters what can never succeed long before.
+ */
+export const OUTBOUND_MAX_RECEIVE_COUNT = 1000;
+
+/**
  * Exponential backoff with full jitter (a random wait up to base·2^attempt, capped), in whole
  * seconds since that is what SQS visibility takes, and at least one.
  */

@@ -8,8 +8,13 @@ import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { beforeAll, describe, expect, it } from "vitest";
 import { routes } from "../../functions/appservice/routes.ts";
+import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/matrix/backoff.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
-import { EVENTS_FUNCTION_TIMEOUT, MAX_RECEIVE_COUNT } from "../../infra/matrix-appservice.ts";
+import {
+  EVENTS_FUNCTION_TIMEOUT,
+  MAX_RECEIVE_COUNT,
+  OUTBOX_FUNCTION_TIMEOUT,
+} from "../../infra/matrix-appservice.ts";
 
 type Resource = { Type: string; Properties: Record<string, unknown> };
 
@@ -80,7 +85,7 @@ describe("AppserviceStack", () => {
 
   it("runs each function on nodejs22.x, ARM64, ESM with source maps, its logs kept for a month", () => {
     const functions = resources("AWS::Lambda::Function");
-    expect(functions).toHaveLength(3);
+    expect(functions).toHaveLength(4);
     for (const [, fn] of functions) {
       expect(fn.Properties).toMatchObject({
         Runtime: "nodejs22.x",
@@ -125,8 +130,8 @@ describe("AppserviceStack", () => {
     });
   });
 
-  it("has encrypted, SSL-only FIFO queues: the inbound one redriving to a FIFO dead-letter queue", () => {
-    template.resourceCountIs("AWS::SQS::Queue", 2);
+  it("has encrypted, SSL-only FIFO queues, inbound and outbound, each redriving to a FIFO dead-letter queue", () => {
+    template.resourceCountIs("AWS::SQS::Queue", 4);
     template.allResourcesProperties("AWS::SQS::Queue", {
       FifoQueue: true,
       SqsManagedSseEnabled: true,
@@ -135,7 +140,14 @@ describe("AppserviceStack", () => {
       VisibilityTimeout: EVENTS_FUNCTION_TIMEOUT.toSeconds() * 6,
       RedrivePolicy: { maxReceiveCount: MAX_RECEIVE_COUNT, deadLetterTargetArn: Match.anyValue() },
     });
-    template.resourceCountIs("AWS::SQS::QueuePolicy", 2);
+    template.hasResourceProperties("AWS::SQS::Queue", {
+      VisibilityTimeout: OUTBOX_FUNCTION_TIMEOUT.toSeconds() * 6,
+      RedrivePolicy: {
+        maxReceiveCount: OUTBOUND_MAX_RECEIVE_COUNT,
+        deadLetterTargetArn: Match.anyValue(),
+      },
+    });
+    template.resourceCountIs("AWS::SQS::QueuePolicy", 4);
     template.allResourcesProperties("AWS::SQS::QueuePolicy", {
       PolicyDocument: {
         Statement: Match.arrayWith([
@@ -146,7 +158,8 @@ describe("AppserviceStack", () => {
         ]),
       },
     });
-    template.hasResourceProperties("AWS::Lambda::EventSourceMapping", {
+    template.resourceCountIs("AWS::Lambda::EventSourceMapping", 2);
+    template.allResourcesProperties("AWS::Lambda::EventSourceMapping", {
       FunctionResponseTypes: ["ReportBatchItemFailures"],
       BatchSize: 10,
     });
@@ -175,12 +188,31 @@ describe("AppserviceStack", () => {
         "sqs:ChangeMessageVisibility",
         "sqs:DeleteMessage",
         "sqs:GetQueueAttributes",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
         "sqs:GetQueueUrl",
         "sqs:ReceiveMessage",
+        "sqs:SendMessage",
+      ].sort(),
+    );
+    expect(actions("Outbox")).toEqual(
+      [
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:GetSecretValue",
+        "sqs:ChangeMessageVisibility",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+        "sqs:GetQueueUrl",
+        "sqs:ReceiveMessage",
+        "sqs:SendMessage",
       ].sort(),
     );
     expect(actions("Fallback")).toEqual([]);
-    for (const statement of [...policyOf("Transactions"), ...policyOf("Events")]) {
+    for (const statement of ["Transactions", "Events", "Outbox"].flatMap(policyOf)) {
       expect(JSON.stringify(statement.Resource)).not.toBe('"*"');
     }
   });
@@ -190,10 +222,24 @@ describe("AppserviceStack", () => {
     expect(metrics.sort()).toEqual([
       "5xx",
       "ApproximateNumberOfMessagesVisible",
+      "ApproximateNumberOfMessagesVisible",
+      "Errors",
       "Errors",
       "Errors",
       "Errors",
     ]);
+  });
+
+  it("gives the outbox the homeserver and the bot, and the token only by its secret", () => {
+    const outbox = template.findResources("AWS::Lambda::Function")[
+      functionId("Outbox")
+    ] as Resource;
+    const env = (outbox.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+    expect(env).toMatchObject({
+      HOMESERVER_URL: "https://matrix.example.org",
+      BOT_USER_ID: "@bot:example.org",
+      AS_TOKEN_SECRET_ARN: { Ref: expect.stringMatching(/^AppserviceAsToken/) },
+    });
   });
 });
 
