@@ -32,5 +32,6 @@ export const functionEntries = {
   transactions: "functions/handlers/transactions.ts",
   events: "functions/handlers/events.ts",
   outbox: "functions/handlers/outbox.ts",
+  queries: "functions/handlers/queries.ts",
   fallback: "functions/handlers/fallback.ts",
 } as const;

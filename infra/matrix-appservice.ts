@@ -182,6 +182,14 @@ export class MatrixAppservice extends Construct {
         HOMESERVER_TIMEOUT_MS: String(HOMESERVER_TIMEOUT.toMilliseconds()),
         BOT_USER_ID: botUserId,
       }),
+      queries: createFunction("queries", TRANSACTIONS_FUNCTION_TIMEOUT, {
+        TABLE_NAME: this.table.tableName,
+        AS_TOKEN_SECRET_ARN: this.asTokenSecret.secretArn,
+        HS_TOKEN_SECRET_ARN: this.hsTokenSecret.secretArn,
+        HOMESERVER_URL: props.homeserverUrl,
+        BOT_USER_ID: botUserId,
+        REGISTRATION_JSON: JSON.stringify(props.registration),
+      }),
       fallback: createFunction("fallback", Duration.seconds(5), {}),
     };
 
@@ -199,7 +207,17 @@ export class MatrixAppservice extends Construct {
       new SqsEventSource(this.inboundQueue, { batchSize: 10, reportBatchItemFailures: true }),
     );
     this.outboundQueue.grantSendMessages(this.functions.events);
-    const { outbox } = this.functions;
+    const { outbox, queries } = this.functions;
+    // Queries claim the creation of a user or alias, and remember registered users.
+    this.table.grant(
+      queries,
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:UpdateItem",
+      "dynamodb:DeleteItem",
+    );
+    this.asTokenSecret.grantRead(queries);
+    this.hsTokenSecret.grantRead(queries);
     this.table.grant(outbox, "dynamodb:GetItem", "dynamodb:PutItem");
     this.asTokenSecret.grantRead(outbox);
     this.outboundDeadLetterQueue.grantSendMessages(outbox);
@@ -227,6 +245,7 @@ export class MatrixAppservice extends Construct {
     });
     const integrations: Record<Route["handler"], HttpLambdaIntegration> = {
       transactions: new HttpLambdaIntegration("Transactions", this.functions.transactions),
+      queries: new HttpLambdaIntegration("Queries", this.functions.queries),
     };
     for (const route of routes) {
       this.api.addRoutes({

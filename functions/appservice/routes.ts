@@ -4,14 +4,40 @@ export interface Route {
   /** API Gateway syntax: `{name}` is one path segment. */
   path: string;
   /** The Lambda handler (`functions/handlers/<handler>.ts`) that serves it. */
-  handler: "transactions";
+  handler: "transactions" | "queries";
 }
+
+const thirdPartyPaths = [
+  "/thirdparty/protocol/{protocol}",
+  "/thirdparty/user/{protocol}",
+  "/thirdparty/location/{protocol}",
+  "/thirdparty/user",
+  "/thirdparty/location",
+];
 
 export const routes: readonly Route[] = [
   { method: "PUT", path: "/_matrix/app/v1/transactions/{txnId}", handler: "transactions" },
-  // Legacy unprefixed path (r0.1.x homeservers).
+  { method: "GET", path: "/_matrix/app/v1/users/{userId}", handler: "queries" },
+  { method: "GET", path: "/_matrix/app/v1/rooms/{roomAlias}", handler: "queries" },
+  { method: "POST", path: "/_matrix/app/v1/ping", handler: "queries" },
+  ...thirdPartyPaths.map((path) => ({
+    method: "GET" as const,
+    path: `/_matrix/app/v1${path}`,
+    handler: "queries" as const,
+  })),
+  // Legacy paths (r0.1.x homeservers, which fall back to them).
   { method: "PUT", path: "/transactions/{txnId}", handler: "transactions" },
+  { method: "GET", path: "/users/{userId}", handler: "queries" },
+  { method: "GET", path: "/rooms/{roomAlias}", handler: "queries" },
+  ...thirdPartyPaths.map((path) => ({
+    method: "GET" as const,
+    path: `/_matrix/app/unstable${path}`,
+    handler: "queries" as const,
+  })),
 ];
+
+/** A route's path without its version prefix: `/users/{userId}`, `/thirdparty/user`, … */
+export const unversionedPath = (path: string) => path.replace(/^\/_matrix\/app\/(v1|unstable)/, "");
 
 /** Matches a raw (still percent-encoded) path against a template; parameters come back decoded. */
 function matchPath(template: string, rawPath: string): Record<string, string> | undefined {

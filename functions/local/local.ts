@@ -5,14 +5,17 @@ import type { Application } from "../app/application.ts";
 import { application as defaultApplication } from "../app/index.ts";
 import type { Log } from "../appservice/log.ts";
 import {
+  createNamespaceMatcher,
   loadRegistration,
   newRegistration,
   type Registration,
   registrationYaml,
 } from "../appservice/registration.ts";
+import type { Route } from "../appservice/routes.ts";
 import { createEventsHandler } from "../handlers/events.ts";
 import { handler as fallback } from "../handlers/fallback.ts";
 import { createOutboxHandler } from "../handlers/outbox.ts";
+import { createQueriesHandler, QUERY_BUDGET_MS } from "../handlers/queries.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
 import {
@@ -58,6 +61,8 @@ export interface LocalOptions {
   backoff?: BackoffPolicy;
   /** How long the outbox waits for the homeserver's answer. @default 20 s */
   homeserverTimeoutMs?: number;
+  /** How long a user/alias query may spend on the homeserver. @default 10 s */
+  queryBudgetMs?: number;
   /** Lets tests put a fault injector around the store. */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
 }
@@ -130,7 +135,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       }),
     ]);
 
-    let handlers: Record<"transactions", HttpHandler> | undefined;
+    let handlers: Record<Route["handler"], HttpHandler> | undefined;
     const server = createGateway({ handlers: () => handlers, fallback });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -161,6 +166,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     const dynamoDbStore = new DynamoDbStore(dynamodb, tableName);
     const store = options.wrapStore ? options.wrapStore(dynamoDbStore) : dynamoDbStore;
     const botUserId = `@${registration.sender_localpart}:${options.serverName}`;
+    const application = options.application ?? defaultApplication;
     const outbox = startPoller({
       sqs,
       queueUrl: outbound.url,
@@ -189,7 +195,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       queueArn: inbound.arn,
       handler: createEventsHandler({
         claims: store,
-        application: options.application ?? defaultApplication,
+        application,
         log,
         // The lease must run out before the message becomes visible again.
         leaseMs: options.leaseMs ?? Math.max(1000, visibilityTimeoutSeconds * 1000 - 1000),
@@ -208,6 +214,22 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         transactions: store,
         inboundQueue: new SqsFifoQueue(sqs, inbound.url),
         log,
+      }),
+      queries: createQueriesHandler({
+        hsToken: registration.hs_token,
+        application,
+        namespaces: createNamespaceMatcher(registration),
+        homeserver: new HttpHomeserverClient(
+          options.homeserverUrl,
+          registration.as_token,
+          botUserId,
+          5_000,
+        ),
+        membership: dynamoDbStore,
+        claims: store,
+        botUserId,
+        log,
+        budgetMs: options.queryBudgetMs ?? QUERY_BUDGET_MS,
       }),
     };
 

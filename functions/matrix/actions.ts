@@ -137,13 +137,11 @@ export function createActions({ botUserId, outboundQueue, origin }: ActionsOptio
         path: `${CS}/rooms/${e(roomId)}/${kind}`,
         body: { user_id: userId, ...reason(options) },
       })).then(() => undefined);
-  const profile = (field: "displayname" | "avatar_url") => (value: string, options?: As) => {
+  const profile = (field: ProfileField) => (value: string, options?: As) => {
     const userId = options?.as ?? botUserId;
-    return enqueue(field, userId, undefined, () => ({
-      method: "PUT",
-      path: `${CS}/profile/${e(userId)}/${field}`,
-      body: { [field]: value },
-    })).then(() => undefined);
+    return enqueue(field, userId, undefined, () => profileRequest(userId, field, value)).then(
+      () => undefined,
+    );
   };
 
   return {
@@ -201,20 +199,9 @@ export function createActions({ botUserId, outboundQueue, origin }: ActionsOptio
     setDisplayName: profile("displayname"),
     setAvatarUrl: profile("avatar_url"),
     createRoom: (options) =>
-      enqueue("createRoom", options.as, undefined, () => ({
-        method: "POST",
-        path: `${CS}/createRoom`,
-        body: {
-          ...(options.alias !== undefined && { room_alias_name: options.alias }),
-          ...(options.name !== undefined && { name: options.name }),
-          ...(options.topic !== undefined && { topic: options.topic }),
-          ...(options.invite && { invite: options.invite }),
-          ...(options.initialState && { initial_state: options.initialState }),
-          ...(options.preset && { preset: options.preset }),
-          ...(options.visibility && { visibility: options.visibility }),
-          ...(options.isDirect !== undefined && { is_direct: options.isDirect }),
-        },
-      })).then(() => undefined),
+      enqueue("createRoom", options.as, undefined, () => createRoomRequest(options)).then(
+        () => undefined,
+      ),
     setDirectoryVisibility: (networkId, roomId, visibility) =>
       enqueue("directory", undefined, roomId, () => ({
         method: "PUT",
@@ -242,6 +229,33 @@ export function createActions({ botUserId, outboundQueue, origin }: ActionsOptio
       ),
   };
 }
+
+type ProfileField = "displayname" | "avatar_url";
+
+export const profileRequest = (
+  userId: string,
+  field: ProfileField,
+  value: string,
+): ClientServerRequest => ({
+  method: "PUT",
+  path: `${CS}/profile/${e(userId)}/${field}`,
+  body: { [field]: value },
+});
+
+export const createRoomRequest = (options: Omit<CreateRoomOptions, "as">): ClientServerRequest => ({
+  method: "POST",
+  path: `${CS}/createRoom`,
+  body: {
+    ...(options.alias !== undefined && { room_alias_name: options.alias }),
+    ...(options.name !== undefined && { name: options.name }),
+    ...(options.topic !== undefined && { topic: options.topic }),
+    ...(options.invite && { invite: options.invite }),
+    ...(options.initialState && { initial_state: options.initialState }),
+    ...(options.preset && { preset: options.preset }),
+    ...(options.visibility && { visibility: options.visibility }),
+    ...(options.isDirect !== undefined && { is_direct: options.isDirect }),
+  },
+});
 
 /** Registers an appservice user; `inhibit_login` because we never need its access token. */
 export const registerRequest = (userId: string): ClientServerRequest => ({

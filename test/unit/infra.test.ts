@@ -85,7 +85,7 @@ describe("AppserviceStack", () => {
 
   it("runs each function on nodejs22.x, ARM64, ESM with source maps, its logs kept for a month", () => {
     const functions = resources("AWS::Lambda::Function");
-    expect(functions).toHaveLength(4);
+    expect(functions).toHaveLength(5);
     for (const [, fn] of functions) {
       expect(fn.Properties).toMatchObject({
         Runtime: "nodejs22.x",
@@ -211,8 +211,20 @@ describe("AppserviceStack", () => {
         "sqs:SendMessage",
       ].sort(),
     );
+    expect(actions("Queries")).toEqual(
+      [
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:GetSecretValue",
+      ].sort(),
+    );
     expect(actions("Fallback")).toEqual([]);
-    for (const statement of ["Transactions", "Events", "Outbox"].flatMap(policyOf)) {
+    for (const statement of ["Transactions", "Events", "Outbox", "Queries"].flatMap(policyOf)) {
       expect(JSON.stringify(statement.Resource)).not.toBe('"*"');
     }
   });
@@ -223,6 +235,7 @@ describe("AppserviceStack", () => {
       "5xx",
       "ApproximateNumberOfMessagesVisible",
       "ApproximateNumberOfMessagesVisible",
+      "Errors",
       "Errors",
       "Errors",
       "Errors",

@@ -1,0 +1,114 @@
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import middy from "@middy/core";
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
+import { application } from "../app/index.ts";
+import { authenticateHomeserver } from "../appservice/auth.ts";
+import { MatrixError } from "../appservice/errors.ts";
+import { type QueryDeps, queryAlias, queryUser } from "../appservice/queries.ts";
+import { createNamespaceMatcher, parseRegistration } from "../appservice/registration.ts";
+import { unversionedPath } from "../appservice/routes.ts";
+import { thirdPartyLookup } from "../appservice/third-party.ts";
+import { HttpHomeserverClient } from "../matrix/http-client.ts";
+import { DynamoDbStore } from "../store/dynamodb/store.ts";
+import { jsonBody, jsonResponse, matrixErrors } from "./http.ts";
+import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";
+import { createLogger } from "./shared/logger.ts";
+import { secretFromEnv } from "./shared/secrets.ts";
+
+export interface QueriesDeps extends Omit<QueryDeps, "owner"> {
+  hsToken: string;
+}
+
+/** Well under API Gateway's 30 s, and the homeserver's own timeout. */
+export const QUERY_BUDGET_MS = 10_000;
+
+const exists = (found: boolean, what: string) => {
+  if (!found) throw new MatrixError(404, "M_NOT_FOUND", `No such ${what}`);
+  return jsonResponse(200, {});
+};
+
+/**
+ * The homeserver's synchronous questions: `GET /users/{userId}`, `GET /rooms/{roomAlias}`, the
+ * third-party lookups and `POST /ping`, on the v1, legacy and unstable paths.
+ */
+export const createQueriesHandler = (deps: QueriesDeps) =>
+  middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
+    .use(matrixErrors(deps.log))
+    .handler(async (event) => {
+      const query = event.queryStringParameters ?? {};
+      authenticateHomeserver(event.headers.authorization, query.access_token, deps.hsToken);
+      const path = unversionedPath(event.routeKey.split(" ")[1] as string);
+      const params = event.pathParameters ?? {};
+      const queryDeps = { ...deps, owner: event.requestContext.requestId };
+      const { access_token: _, ...fields } = query as Record<string, string>;
+      const thirdParty = deps.application.thirdParty;
+      switch (path) {
+        case "/users/{userId}":
+          return exists(await queryUser(params.userId as string, queryDeps), "user");
+        case "/rooms/{roomAlias}":
+          return exists(await queryAlias(params.roomAlias as string, queryDeps), "room alias");
+        case "/ping":
+          // The body is `{"transaction_id"?}` (Synapse sends null): checked only for being JSON.
+          jsonBody(event);
+          return jsonResponse(200, {});
+        case "/thirdparty/protocol/{protocol}":
+          return jsonResponse(
+            200,
+            await thirdPartyLookup(
+              { kind: "protocol", protocol: params.protocol as string },
+              thirdParty,
+            ),
+          );
+        case "/thirdparty/user/{protocol}":
+        case "/thirdparty/location/{protocol}":
+          return jsonResponse(
+            200,
+            await thirdPartyLookup(
+              {
+                kind: path.startsWith("/thirdparty/user") ? "user" : "location",
+                protocol: params.protocol as string,
+                fields,
+              },
+              thirdParty,
+            ),
+          );
+        case "/thirdparty/user":
+          return jsonResponse(
+            200,
+            await thirdPartyLookup({ kind: "userById", userId: query.userid }, thirdParty),
+          );
+        case "/thirdparty/location":
+          return jsonResponse(
+            200,
+            await thirdPartyLookup({ kind: "locationByAlias", alias: query.alias }, thirdParty),
+          );
+        default:
+          throw new MatrixError(404, "M_UNRECOGNIZED", "Unrecognized request");
+      }
+    });
+
+export const handler = lambdaHandler(async () => {
+  const [asToken, hsToken] = await Promise.all([
+    secretFromEnv("AS_TOKEN_SECRET_ARN"),
+    secretFromEnv("HS_TOKEN_SECRET_ARN"),
+  ]);
+  const registration = parseRegistration({
+    ...JSON.parse(requiredEnv("REGISTRATION_JSON")),
+    url: null,
+    as_token: asToken,
+    hs_token: hsToken,
+  });
+  const store = new DynamoDbStore(new DynamoDBClient({}), requiredEnv("TABLE_NAME"));
+  const botUserId = requiredEnv("BOT_USER_ID");
+  return {
+    hsToken,
+    application,
+    namespaces: createNamespaceMatcher(registration),
+    homeserver: new HttpHomeserverClient(requiredEnv("HOMESERVER_URL"), asToken, botUserId, 5_000),
+    membership: store,
+    claims: store,
+    botUserId,
+    log: createLogger(),
+    budgetMs: QUERY_BUDGET_MS,
+  };
+}, createQueriesHandler);
