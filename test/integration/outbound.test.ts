@@ -1,54 +1,21 @@
-import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Application } from "../../functions/app/application.ts";
-import { newRegistration, registrationYaml } from "../../functions/appservice/registration.ts";
-import type { ClientEvent } from "../../functions/appservice/transaction.ts";
 import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
 import type { LocalOptions } from "../../functions/local/local.ts";
-import {
-  makeEvent,
-  putTransaction,
-  sleep,
-  startTestAppservice,
-  tempDir,
-  waitFor,
-} from "../support/appservice.ts";
-import { ScriptedHomeserver } from "../support/homeserver.ts";
+import { makeEvent, sleep, waitFor } from "../support/appservice.ts";
+import { SERVER, startWithHomeserver as startScripted } from "../support/with-homeserver.ts";
 
-const SERVER = "test.local";
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-/** The appservice in local mode, talking to a scripted homeserver that knows its tokens. */
 async function startWithHomeserver(options: Partial<LocalOptions> = {}) {
-  const registrationPath = join(await tempDir(), "registration.yaml");
-  const registration = newRegistration({
-    id: "outbound-test",
-    url: null,
-    senderLocalpart: "bot",
-    serverName: SERVER,
-    prefix: "_as_",
-  });
-  await writeFile(registrationPath, registrationYaml(registration));
-  const homeserver = new ScriptedHomeserver(registration.as_token, SERVER, `@bot:${SERVER}`);
-  await homeserver.start();
-  cleanups.push(() => homeserver.stop());
-  const local = await startTestAppservice({
-    registrationPath,
-    homeserverUrl: homeserver.url,
-    serverName: SERVER,
-    backoff: { baseSeconds: 1, capSeconds: 2 },
-    ...options,
-  });
-  cleanups.push(() => local.stop());
-  const send = (txnId: string, events: ClientEvent[]) =>
-    putTransaction(local.url, txnId, { events }, { token: registration.hs_token });
-  return { local, homeserver, send, bot: `@bot:${SERVER}` };
+  const started = await startScripted(options);
+  cleanups.push(started.cleanup);
+  return started;
 }
 
 const isSend = (r: { method: string; path: string }) =>

@@ -48,6 +48,11 @@ export class ScriptedHomeserver {
     eventId: string;
     txnId: string;
   }[] = [];
+  /** Alias → room ID, profile fields set, by user. */
+  readonly aliases = new Map<string, string>();
+  readonly profiles = new Map<string, Record<string, unknown>>();
+  /** Where `POST /_matrix/client/v1/appservice/{id}/ping` reaches the appservice. */
+  appservice: { id: string; url: string | null; hsToken: string } | undefined;
   private readonly txns = new Map<string, string>();
   private readonly cues: CueRule[] = [];
   private server: Server | undefined;
@@ -124,8 +129,66 @@ export class ScriptedHomeserver {
       reply(rule.cue.status, rule.cue.body, rule.cue.headers);
       return;
     }
-    const [status, body] = this.answer(request);
+    const [status, body] = request.path.startsWith("/_matrix/client/v1/appservice/")
+      ? await this.ping(request)
+      : this.answer(request);
     reply(status, body);
+  }
+
+  /** Synapse's ping: it calls the appservice's own `/ping` and reports how that went. */
+  private async ping(request: RecordedRequest): Promise<[number, unknown]> {
+    const id = decodeURIComponent(request.path.split("/")[5] as string);
+    if (request.authorization !== `Bearer ${this.asToken}` || this.appservice?.id !== id) {
+      return [
+        403,
+        {
+          errcode: "M_FORBIDDEN",
+          error: "Provided appservice ID does not match the appservice token",
+        },
+      ];
+    }
+    if (!this.appservice.url)
+      return [400, { errcode: "M_URL_NOT_SET", error: "Application service URL is not set" }];
+    const started = Date.now();
+    try {
+      const response = await fetch(`${this.appservice.url}/_matrix/app/v1/ping`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${this.appservice.hsToken}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({
+          transaction_id: (request.body as { transaction_id?: string })?.transaction_id ?? null,
+        }),
+        signal: AbortSignal.timeout(2000),
+      });
+      const text = await response.text();
+      if (!response.ok) {
+        return [
+          502,
+          {
+            errcode: "M_BAD_STATUS",
+            error: "Ping returned error status",
+            status: response.status,
+            body: text,
+          },
+        ];
+      }
+      return [200, { duration_ms: Date.now() - started }];
+    } catch (error) {
+      return (error as Error).name === "TimeoutError"
+        ? [
+            504,
+            {
+              errcode: "M_CONNECTION_TIMEOUT",
+              error: "Connection to application service timed out",
+            },
+          ]
+        : [
+            502,
+            { errcode: "M_CONNECTION_FAILED", error: "Failed to connect to application service" },
+          ];
+    }
   }
 
   /** What Synapse would answer. */
@@ -178,11 +241,21 @@ export class ScriptedHomeserver {
       return [200, { room_id: roomId }];
     }
     if (request.method === "POST" && path === "/createRoom") {
+      const alias = body.room_alias_name
+        ? `#${String(body.room_alias_name)}:${this.serverName}`
+        : undefined;
+      if (alias && this.aliases.has(alias))
+        return [400, { errcode: "M_ROOM_IN_USE", error: "Room alias already taken" }];
       const roomId = `!${randomUUID()}:${this.serverName}`;
       this.createRoom(roomId, [userId]);
+      if (alias) this.aliases.set(alias, roomId);
       return [200, { room_id: roomId }];
     }
-    if (parts[1] === "profile") return [200, {}];
+    if (parts[1] === "profile") {
+      if (parts[2] !== userId) return forbidden("Cannot set another user's profile");
+      this.profiles.set(userId, { ...this.profiles.get(userId), ...body });
+      return [200, {}];
+    }
     if (parts[1] === "directory") return [200, {}];
     if (parts[1] !== "rooms")
       return [404, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" }];

@@ -1,0 +1,51 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { newRegistration, registrationYaml } from "../../functions/appservice/registration.ts";
+import type { ClientEvent } from "../../functions/appservice/transaction.ts";
+import type { LocalOptions } from "../../functions/local/local.ts";
+import { putTransaction, startTestAppservice, tempDir } from "./appservice.ts";
+import { ScriptedHomeserver } from "./homeserver.ts";
+
+export const SERVER = "test.local";
+
+/**
+ * The appservice in local mode, talking to a scripted homeserver that knows its tokens. Stop
+ * both with `cleanup()`.
+ */
+export async function startWithHomeserver(options: Partial<LocalOptions> = {}) {
+  const registrationPath = join(await tempDir(), "registration.yaml");
+  const registration = newRegistration({
+    id: "scripted-test",
+    url: null,
+    senderLocalpart: "bot",
+    serverName: SERVER,
+    prefix: "_as_",
+  });
+  await writeFile(registrationPath, registrationYaml(registration));
+  const homeserver = new ScriptedHomeserver(registration.as_token, SERVER, `@bot:${SERVER}`);
+  await homeserver.start();
+  const local = await startTestAppservice({
+    registrationPath,
+    homeserverUrl: homeserver.url,
+    serverName: SERVER,
+    backoff: { baseSeconds: 1, capSeconds: 2 },
+    ...options,
+  }).catch(async (error) => {
+    await homeserver.stop();
+    throw error;
+  });
+  homeserver.appservice = { id: registration.id, url: local.url, hsToken: registration.hs_token };
+  const send = (txnId: string, events: ClientEvent[]) =>
+    putTransaction(local.url, txnId, { events }, { token: registration.hs_token });
+  return {
+    local,
+    homeserver,
+    registration,
+    send,
+    bot: `@bot:${SERVER}`,
+    cleanup: async () => {
+      await local.stop();
+      await homeserver.stop();
+    },
+  };
+}
