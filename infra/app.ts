@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { App, Aspects } from "aws-cdk-lib";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { parse } from "yaml";
-import { parseRegistration } from "../functions/appservice/registration.ts";
+import { parseRegistration, publicRegistration } from "../functions/appservice/registration.ts";
 import { AppserviceStack } from "./appservice-stack.ts";
 import type { PublicRegistration } from "./matrix-appservice.ts";
 
@@ -10,8 +10,6 @@ import type { PublicRegistration } from "./matrix-appservice.ts";
 const app = new App();
 const context = (key: string) => app.node.tryGetContext(key) as string | undefined;
 const serverName = context("serverName") ?? "example.org";
-const escapedServer = serverName.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-const prefix = context("namespacePrefix") ?? "_as_";
 
 /** From a registration file (its tokens are ignored: the stack keeps its own in Secrets Manager). */
 function publicRegistrationFromFile(path: string): PublicRegistration {
@@ -27,17 +25,12 @@ function publicRegistrationFromFile(path: string): PublicRegistration {
 const registrationFile = context("registrationFile");
 const registration: PublicRegistration = registrationFile
   ? publicRegistrationFromFile(registrationFile)
-  : {
+  : publicRegistration({
       id: context("registrationId") ?? "serverless-appservice",
-      sender_localpart: context("senderLocalpart") ?? "appservice",
-      rate_limited: false,
-      receive_ephemeral: true,
-      namespaces: {
-        users: [{ regex: `@${prefix}.*:${escapedServer}`, exclusive: true }],
-        aliases: [{ regex: `#${prefix}.*:${escapedServer}`, exclusive: true }],
-        rooms: [],
-      },
-    };
+      senderLocalpart: context("senderLocalpart") ?? "appservice",
+      serverName,
+      prefix: context("namespacePrefix") ?? "_as_",
+    });
 
 new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
   appservice: {

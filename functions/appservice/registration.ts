@@ -84,23 +84,33 @@ export interface NewRegistrationOptions {
   prefix: string;
 }
 
-/** A fresh registration with random tokens and exclusive user/alias namespaces under `prefix`. */
-export function newRegistration(options: NewRegistrationOptions): Registration {
+/** A registration's fields but the tokens and the url: what can be said without secrets. */
+export function publicRegistration(
+  options: Omit<NewRegistrationOptions, "url">,
+): Omit<Registration, "as_token" | "hs_token" | "url"> {
   const server = escapeRegex(options.serverName);
   const prefix = escapeRegex(options.prefix);
-  return parseRegistration({
+  return {
     id: options.id,
-    url: options.url,
-    as_token: generateToken(),
-    hs_token: generateToken(),
     sender_localpart: options.senderLocalpart,
     rate_limited: false,
     receive_ephemeral: true,
+    // Exclusive users and aliases under the prefix.
     namespaces: {
       users: [{ regex: `@${prefix}.*:${server}`, exclusive: true }],
       aliases: [{ regex: `#${prefix}.*:${server}`, exclusive: true }],
       rooms: [],
     },
+  };
+}
+
+/** A fresh registration with random tokens and exclusive user/alias namespaces under `prefix`. */
+export function newRegistration(options: NewRegistrationOptions): Registration {
+  return parseRegistration({
+    ...publicRegistration(options),
+    url: options.url,
+    as_token: generateToken(),
+    hs_token: generateToken(),
   });
 }
 

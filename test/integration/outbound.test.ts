@@ -1,22 +1,10 @@
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import type { Application } from "../../functions/app/application.ts";
 import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
-import type { LocalOptions } from "../../functions/local/local.ts";
 import { makeEvent, sleep, waitFor } from "../support/appservice.ts";
-import { SERVER, startWithHomeserver as startScripted } from "../support/with-homeserver.ts";
-
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function startWithHomeserver(options: Partial<LocalOptions> = {}) {
-  const started = await startScripted(options);
-  cleanups.push(started.cleanup);
-  return started;
-}
+import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
 const isSend = (r: { method: string; path: string }) =>
   r.method === "PUT" && r.path.includes("/send/");
@@ -145,7 +133,7 @@ describe("outbound calls", () => {
     await waitFor(() => homeserver.sent.length >= 1);
     expect(homeserver.sent.map((e) => e.content.body)).toEqual(["echo: second"]);
     const sqs = localSqs(local.sqsEndpoint);
-    cleanups.push(async () => sqs.destroy());
+    onTestFinished(() => sqs.destroy());
     const { Messages = [] } = await sqs.send(
       new ReceiveMessageCommand({
         QueueUrl: local.outboundDeadLetterUrl,
@@ -195,7 +183,7 @@ describe("outbound calls", () => {
       inhibit_login: true,
     });
     const dynamodb = localDynamoDb(local.dynamodbEndpoint);
-    cleanups.push(async () => dynamodb.destroy());
+    onTestFinished(() => dynamodb.destroy());
     const { Item } = await dynamodb.send(
       new GetItemCommand({
         TableName: local.tableName,

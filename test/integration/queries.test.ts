@@ -1,22 +1,7 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Application, ThirdPartyProtocol } from "../../functions/app/application.ts";
-import type { LocalOptions } from "../../functions/local/local.ts";
 import { pingHomeserver } from "../../scripts/ping-homeserver.ts";
-import { SERVER, startWithHomeserver as startScripted } from "../support/with-homeserver.ts";
-
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-async function startWithHomeserver(options: Partial<LocalOptions> = {}) {
-  const started = await startScripted(options);
-  cleanups.push(started.cleanup);
-  const get = (path: string, token: string | undefined = started.registration.hs_token) =>
-    fetch(`${started.local.url}${path}`, {
-      headers: token ? { authorization: `Bearer ${token}` } : {},
-    });
-  return { ...started, get };
-}
+import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
 const ircProtocol: ThirdPartyProtocol = {
   user_fields: ["network", "nickname"],

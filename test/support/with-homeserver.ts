@@ -1,5 +1,6 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { onTestFinished } from "vitest";
 import { newRegistration, registrationYaml } from "../../functions/appservice/registration.ts";
 import type { ClientEvent } from "../../functions/appservice/transaction.ts";
 import type { LocalOptions } from "../../functions/local/local.ts";
@@ -9,8 +10,8 @@ import { ScriptedHomeserver } from "./homeserver.ts";
 export const SERVER = "test.local";
 
 /**
- * The appservice in local mode, talking to a scripted homeserver that knows its tokens. Stop
- * both with `cleanup()`.
+ * The appservice in local mode, talking to a scripted homeserver that knows its tokens. Both
+ * stop when the test finishes.
  */
 export async function startWithHomeserver(options: Partial<LocalOptions> = {}) {
   const registrationPath = join(await tempDir(), "registration.yaml");
@@ -34,18 +35,15 @@ export async function startWithHomeserver(options: Partial<LocalOptions> = {}) {
     await homeserver.stop();
     throw error;
   });
+  onTestFinished(async () => {
+    await local.stop();
+    await homeserver.stop();
+  });
   homeserver.appservice = { id: registration.id, url: local.url, hsToken: registration.hs_token };
   const send = (txnId: string, events: ClientEvent[]) =>
     putTransaction(local.url, txnId, { events }, { token: registration.hs_token });
-  return {
-    local,
-    homeserver,
-    registration,
-    send,
-    bot: `@bot:${SERVER}`,
-    cleanup: async () => {
-      await local.stop();
-      await homeserver.stop();
-    },
-  };
+  /** A GET as the homeserver makes it (`token` "" for none). */
+  const get = (path: string, token: string = registration.hs_token) =>
+    fetch(`${local.url}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  return { local, homeserver, registration, send, get, bot: `@bot:${SERVER}` };
 }
