@@ -1,6 +1,6 @@
 import type { MiddlewareObj } from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { MatrixError, notJson, tooLarge } from "../appservice/errors.ts";
+import { badJson, MatrixError, notJson, tooLarge } from "../appservice/errors.ts";
 import type { Log } from "../appservice/log.ts";
 
 /**
@@ -19,12 +19,42 @@ export const jsonResponse = (
   body: JSON.stringify(body),
 });
 
-/** The request body parsed as JSON: 413 `M_TOO_LARGE` past the limit, 400 `M_NOT_JSON` if not JSON. */
+/**
+ * The deepest nesting accepted. Far beyond any real event, and far below what would overflow the
+ * stack of the recursive JSON.stringify and zod that handle the body next.
+ */
+export const MAX_JSON_DEPTH = 128;
+
+/** The deepest nesting of arrays and objects in JSON text, found without recursion. */
+function nestingDepth(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) deepest = Math.max(deepest, ++depth);
+    else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return deepest;
+}
+
+/**
+ * The request body parsed as JSON: 413 `M_TOO_LARGE` past the size limit, 400 `M_NOT_JSON` if
+ * not JSON, 400 `M_BAD_JSON` if nested deeper than `MAX_JSON_DEPTH`.
+ */
 export function jsonBody(event: APIGatewayProxyEventV2): unknown {
   const raw = event.body ?? "";
   const text = event.isBase64Encoded ? Buffer.from(raw, "base64").toString("utf8") : raw;
   if (Buffer.byteLength(text) > MAX_BODY_BYTES) {
     throw tooLarge(`The request body is over ${MAX_BODY_BYTES} bytes`);
+  }
+  if (nestingDepth(text) > MAX_JSON_DEPTH) {
+    throw badJson(`The request body is nested deeper than ${MAX_JSON_DEPTH} levels`);
   }
   try {
     return JSON.parse(text);

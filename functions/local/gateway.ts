@@ -56,9 +56,13 @@ function toEvent(
   routeKey: string,
   pathParameters: Record<string, string> | undefined,
 ): APIGatewayProxyEventV2 {
+  // API Gateway joins repeated headers with commas; Node would keep only the first
+  // Authorization, so the raw list is read.
   const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(",") : value;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) {
+    const name = (req.rawHeaders[i] as string).toLowerCase();
+    const value = req.rawHeaders[i + 1] as string;
+    headers[name] = name in headers ? `${headers[name]},${value}` : value;
   }
   const query: Record<string, string> = {};
   for (const [name, value] of url.searchParams) {
@@ -113,7 +117,8 @@ const context = (functionName: string) =>
 export function createGateway({ handlers, fallback }: GatewayOptions): Server {
   return createServer(async (req, res) => {
     try {
-      const url = new URL(req.url ?? "/", "http://127.0.0.1");
+      // Not `new URL(path, base)`: a path such as `//x` would be read as a host.
+      const url = new URL(`http://127.0.0.1${req.url ?? "/"}`);
       const rawPath = (req.url ?? "/").split("?")[0] as string;
       if (rawPath === "/health" && req.method === "GET") {
         if (handlers()) send(res, 200, { status: "ok" });

@@ -14,6 +14,13 @@ export const SERVER = "test.local";
  * stop when the test finishes.
  */
 export async function startWithHomeserver(options: Partial<LocalOptions> = {}) {
+  const started = await startAppserviceAndHomeserver(options);
+  onTestFinished(started.stop);
+  return started;
+}
+
+/** The same, for a whole file's tests: the caller stops it. */
+export async function startAppserviceAndHomeserver(options: Partial<LocalOptions> = {}) {
   const registrationPath = join(await tempDir(), "registration.yaml");
   const registration = newRegistration({
     id: "scripted-test",
@@ -35,15 +42,15 @@ export async function startWithHomeserver(options: Partial<LocalOptions> = {}) {
     await homeserver.stop();
     throw error;
   });
-  onTestFinished(async () => {
-    await local.stop();
-    await homeserver.stop();
-  });
   homeserver.appservice = { id: registration.id, url: local.url, hsToken: registration.hs_token };
   const send = (txnId: string, events: ClientEvent[]) =>
     putTransaction(local.url, txnId, { events }, { token: registration.hs_token });
   /** A GET as the homeserver makes it (`token` "" for none). */
   const get = (path: string, token: string = registration.hs_token) =>
     fetch(`${local.url}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
-  return { local, homeserver, registration, send, get, bot: `@bot:${SERVER}` };
+  const stop = async () => {
+    await local.stop();
+    await homeserver.stop();
+  };
+  return { local, homeserver, registration, send, get, stop, bot: `@bot:${SERVER}` };
 }
