@@ -95,6 +95,11 @@ export class ScriptedHomeserver {
     this.cues.push({ match, cue, times });
   }
 
+  /** Forgets the cues not used up: the homeserver answers normally again. */
+  clearCues() {
+    this.cues.length = 0;
+  }
+
   createRoom(roomId: string, members: string[], options: { inviteOnly?: boolean } = {}) {
     this.rooms.set(roomId, new Set(members));
     if (options.inviteOnly) this.inviteOnly.add(roomId);

@@ -1,0 +1,107 @@
+import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { describe, expect, it, onTestFinished } from "vitest";
+import type { ClientEvent } from "../../functions/appservice/transaction.ts";
+import { localSqs } from "../../functions/local/aws-clients.ts";
+import {
+  makeEvent,
+  putTransaction,
+  sleep,
+  startTestAppservice,
+  waitFor,
+} from "../support/appservice.ts";
+import { startWithHomeserver } from "../support/with-homeserver.ts";
+
+describe("faults", () => {
+  it("a poison event (the application always throws) → dead-lettered after the configured attempts; its room goes on, others are unaffected", async () => {
+    const handled: ClientEvent[] = [];
+    let poisonAttempts = 0;
+    const poison = makeEvent("!sick:test.local", "poison");
+    const local = await startTestAppservice({
+      maxReceiveCount: 3,
+      visibilityTimeoutSeconds: 1,
+      application: {
+        onEvent(event) {
+          if (event.event_id === poison.event_id) {
+            poisonAttempts++;
+            throw new Error("poison");
+          }
+          handled.push(event);
+        },
+      },
+    });
+    onTestFinished(() => local.stop());
+    const token = local.registration.hs_token;
+    const healthy = makeEvent("!well:test.local", "unaffected");
+    expect(
+      (await putTransaction(local.url, "1", { events: [poison, healthy] }, { token })).status,
+    ).toBe(200);
+    await waitFor(
+      () => handled.some((e) => e.event_id === healthy.event_id),
+      10_000,
+      "the other room",
+    );
+    // The poison's room is blocked only until the message is dead-lettered.
+    const after = makeEvent("!sick:test.local", "after the poison");
+    expect((await putTransaction(local.url, "2", { events: [after] }, { token })).status).toBe(200);
+    await waitFor(
+      () => handled.some((e) => e.event_id === after.event_id),
+      30_000,
+      "the poisoned room to go on",
+    );
+    expect(poisonAttempts).toBe(3);
+    expect(handled.map((e) => e.event_id)).toEqual([healthy.event_id, after.event_id]);
+
+    const sqs = localSqs(local.sqsEndpoint);
+    onTestFinished(() => sqs.destroy());
+    const { Messages = [] } = await sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: local.inboundDeadLetterUrl,
+        MaxNumberOfMessages: 10,
+        WaitTimeSeconds: 1,
+      }),
+    );
+    expect(Messages.map((m) => JSON.parse(m.Body as string).items[0].id)).toEqual([
+      poison.event_id,
+    ]);
+  });
+
+  it("the homeserver answers 5xx for 60 s in the middle of 1,000 outgoing messages over 20 rooms → all delivered once, in order per room", async () => {
+    const { homeserver, send, bot } = await startWithHomeserver({
+      application: {
+        async onEvent(event, { actions }) {
+          await actions.sendMessage(event.room_id, `echo: ${String(event.content.body)}`);
+        },
+      },
+    });
+    const rooms = Array.from({ length: 20 }, (_, i) => `!room${i}:test.local`);
+    for (const room of rooms) homeserver.createRoom(room, [bot]);
+    const sending = (async () => {
+      for (let batch = 0; batch < 50; batch++) {
+        const events = rooms.map((room) => makeEvent(room, `${room} ${batch}`));
+        expect((await send(`load-${batch}`, events)).status).toBe(200);
+      }
+    })();
+    await waitFor(() => homeserver.sent.length >= 200, 60_000, "the first 200");
+    homeserver.cue(
+      () => true,
+      { status: 503, body: { errcode: "M_UNKNOWN", error: "Service unavailable" } },
+      1_000_000,
+    );
+    const outageStart = Date.now();
+    await sleep(60_000);
+    homeserver.clearCues();
+    const duringOutage = homeserver.requests.filter(
+      (r) => r.at >= outageStart && r.status === 503,
+    ).length;
+    await sending;
+    await waitFor(() => homeserver.sent.length >= 1000, 120_000, "all 1,000");
+    await sleep(2000);
+    expect(duringOutage).toBeGreaterThan(0);
+    expect(homeserver.sent).toHaveLength(1000);
+    for (const room of rooms) {
+      expect(homeserver.sent.filter((e) => e.roomId === room).map((e) => e.content.body)).toEqual(
+        Array.from({ length: 50 }, (_, batch) => `echo: ${room} ${batch}`),
+      );
+    }
+  }, 240_000);
+});
