@@ -6,6 +6,7 @@ import type { Application } from "../app/application.ts";
 import { application } from "../app/index.ts";
 import type { InboundMessage } from "../appservice/inbound.ts";
 import type { Log } from "../appservice/log.ts";
+import type { Metrics } from "../appservice/metrics.ts";
 import { processInboundMessage } from "../appservice/process-inbound.ts";
 import { createActions } from "../matrix/actions.ts";
 import type { FifoQueue } from "../queue/queue.ts";
@@ -14,6 +15,7 @@ import type { ClaimStore } from "../store/store.ts";
 import { dynamoDbStoreFromEnv } from "./shared/dynamodb.ts";
 import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";
 import { createLogger } from "./shared/logger.ts";
+import { createCloudWatchMetrics, flushMetrics } from "./shared/metrics.ts";
 
 export interface EventsDeps {
   claims: ClaimStore;
@@ -23,6 +25,7 @@ export interface EventsDeps {
   leaseMs: number;
   outboundQueue: FifoQueue;
   botUserId: string;
+  metrics: Metrics;
 }
 
 /**
@@ -39,19 +42,23 @@ export const createEventsHandler = (deps: EventsDeps) => {
       actionsFor: (origin) =>
         createActions({ botUserId: deps.botUserId, outboundQueue: deps.outboundQueue, origin }),
     });
+    deps.metrics.count("ItemsHandled", outcome.handled);
+    deps.metrics.count("ItemsDuplicate", outcome.duplicates);
     deps.log.debug("inbound message processed", {
       txnId: message.txnId,
       groupId: record.attributes.MessageGroupId,
       ...outcome,
     });
   };
-  return middy<SQSEvent, SQSBatchResponse>().handler((event, context: Context) =>
-    processPartialResponse(event, processRecord, new SqsFifoPartialProcessorAsync(), {
-      context,
-      skipGroupOnError: true,
-      throwOnFullBatchFailure: false,
-    }),
-  );
+  return middy<SQSEvent, SQSBatchResponse>()
+    .use(flushMetrics(deps.metrics))
+    .handler((event, context: Context) =>
+      processPartialResponse(event, processRecord, new SqsFifoPartialProcessorAsync(), {
+        context,
+        skipGroupOnError: true,
+        throwOnFullBatchFailure: false,
+      }),
+    );
 };
 
 export const handler = lambdaHandler(
@@ -62,6 +69,7 @@ export const handler = lambdaHandler(
     leaseMs: Number(requiredEnv("LEASE_MS")),
     outboundQueue: new SqsFifoQueue(new SQSClient({}), requiredEnv("OUTBOUND_QUEUE_URL")),
     botUserId: requiredEnv("BOT_USER_ID"),
+    metrics: createCloudWatchMetrics(),
   }),
   createEventsHandler,
 );

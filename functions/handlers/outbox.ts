@@ -3,6 +3,7 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
+import type { Metrics } from "../appservice/metrics.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { type OutboxDeps, performAction } from "../matrix/outbox.ts";
@@ -12,10 +13,12 @@ import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";
 import { createLogger } from "./shared/logger.ts";
+import { createCloudWatchMetrics, flushMetrics } from "./shared/metrics.ts";
 import { secretFromEnv } from "./shared/secrets.ts";
 
 export interface OutboxHandlerDeps extends OutboxDeps {
   control: ReceivedMessageControl;
+  metrics: Metrics;
 }
 
 class RetryLater extends Error {
@@ -28,62 +31,71 @@ class RetryLater extends Error {
  * to the dead-letter queue with its reason, so its room goes on.
  */
 export const createOutboxHandler = (deps: OutboxHandlerDeps) =>
-  middy<SQSEvent, SQSBatchResponse>().handler(async (event, context: Context) => {
-    const attempted = new Set<string>();
-    const processRecord = async (record: SQSRecord) => {
-      attempted.add(record.messageId);
-      const action = JSON.parse(record.body) as OutboundAction;
-      const attempt = Number(record.attributes.ApproximateReceiveCount) - 1;
-      const outcome = await performAction(action, attempt, deps);
-      const about = {
-        actionId: action.id,
-        kind: action.kind,
-        userId: action.userId,
-        roomId: action.roomId,
-      };
-      if (outcome.kind === "retry") {
-        deps.log.warn("outbound call to retry", { ...about, attempt, ...outcome });
-        await deps.control.retryAfter(record.receiptHandle, outcome.delaySeconds);
-        throw new RetryLater(outcome.reason);
-      }
-      if (outcome.kind === "dead") {
-        deps.log.error("outbound call failed for good: dead-lettered", {
-          ...about,
-          reason: outcome.reason,
-        });
-        await deps.control.deadLetter({
-          groupId: record.attributes.MessageGroupId ?? action.userId,
-          deduplicationId: action.id,
-          body: JSON.stringify({
-            action,
+  middy<SQSEvent, SQSBatchResponse>()
+    .use(flushMetrics(deps.metrics))
+    .handler(async (event, context: Context) => {
+      const attempted = new Set<string>();
+      const processRecord = async (record: SQSRecord) => {
+        attempted.add(record.messageId);
+        const action = JSON.parse(record.body) as OutboundAction;
+        const attempt = Number(record.attributes.ApproximateReceiveCount) - 1;
+        const outcome = await performAction(action, attempt, deps);
+        const about = {
+          actionId: action.id,
+          kind: action.kind,
+          userId: action.userId,
+          roomId: action.roomId,
+        };
+        deps.metrics.count(
+          outcome.kind === "done"
+            ? "OutboundCallsDone"
+            : outcome.kind === "retry"
+              ? "OutboundCallsRetried"
+              : "OutboundCallsDeadLettered",
+        );
+        if (outcome.kind === "retry") {
+          deps.log.warn("outbound call to retry", { ...about, attempt, ...outcome });
+          await deps.control.retryAfter(record.receiptHandle, outcome.delaySeconds);
+          throw new RetryLater(outcome.reason);
+        }
+        if (outcome.kind === "dead") {
+          deps.log.error("outbound call failed for good: dead-lettered", {
+            ...about,
             reason: outcome.reason,
-            failedAt: new Date().toISOString(),
-          }),
-        });
-      }
-    };
-    const response = await processPartialResponse(
-      event,
-      processRecord,
-      new SqsFifoPartialProcessorAsync(),
-      {
-        context,
-        skipGroupOnError: true,
-        throwOnFullBatchFailure: false,
-      },
-    );
-    // Messages failed only because an earlier one of their group failed: visible again at once.
-    // They stay behind that one, which the FIFO queue hands out first when its wait is over.
-    const receiptOf = new Map(event.Records.map((r) => [r.messageId, r.receiptHandle]));
-    await Promise.all(
-      response.batchItemFailures
-        .filter(({ itemIdentifier }) => !attempted.has(itemIdentifier))
-        .map(({ itemIdentifier }) =>
-          deps.control.retryAfter(receiptOf.get(itemIdentifier) as string, 0),
-        ),
-    );
-    return response;
-  });
+          });
+          await deps.control.deadLetter({
+            groupId: record.attributes.MessageGroupId ?? action.userId,
+            deduplicationId: action.id,
+            body: JSON.stringify({
+              action,
+              reason: outcome.reason,
+              failedAt: new Date().toISOString(),
+            }),
+          });
+        }
+      };
+      const response = await processPartialResponse(
+        event,
+        processRecord,
+        new SqsFifoPartialProcessorAsync(),
+        {
+          context,
+          skipGroupOnError: true,
+          throwOnFullBatchFailure: false,
+        },
+      );
+      // Messages failed only because an earlier one of their group failed: visible again at once.
+      // They stay behind that one, which the FIFO queue hands out first when its wait is over.
+      const receiptOf = new Map(event.Records.map((r) => [r.messageId, r.receiptHandle]));
+      await Promise.all(
+        response.batchItemFailures
+          .filter(({ itemIdentifier }) => !attempted.has(itemIdentifier))
+          .map(({ itemIdentifier }) =>
+            deps.control.retryAfter(receiptOf.get(itemIdentifier) as string, 0),
+          ),
+      );
+      return response;
+    });
 
 export const handler = lambdaHandler(async () => {
   const sqs = new SQSClient({});
@@ -100,6 +112,7 @@ export const handler = lambdaHandler(async () => {
     botUserId,
     backoff: DEFAULT_BACKOFF,
     log: createLogger(),
+    metrics: createCloudWatchMetrics(),
     control: new SqsMessageControl(
       sqs,
       requiredEnv("OUTBOUND_QUEUE_URL"),

@@ -4,6 +4,7 @@ import { acceptTransaction } from "../appservice/accept-transaction.ts";
 import { authenticateHomeserver } from "../appservice/auth.ts";
 import { badJson } from "../appservice/errors.ts";
 import type { Log } from "../appservice/log.ts";
+import type { Metrics } from "../appservice/metrics.ts";
 import { parseTransaction } from "../appservice/transaction.ts";
 import type { FifoQueue } from "../queue/queue.ts";
 import type { TransactionStore } from "../store/store.ts";
@@ -11,11 +12,13 @@ import { jsonBody, jsonResponse, matrixErrors } from "./http.ts";
 import { dynamoDbStoreFromEnv } from "./shared/dynamodb.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
 import { createLogger } from "./shared/logger.ts";
+import { createCloudWatchMetrics, flushMetrics } from "./shared/metrics.ts";
 import { secretFromEnv } from "./shared/secrets.ts";
 import { inboundQueueFromEnv } from "./shared/sqs.ts";
 
 export interface TransactionsDeps {
   hsToken: string;
+  metrics: Metrics;
   transactions: TransactionStore;
   inboundQueue: FifoQueue;
   log: Log;
@@ -25,6 +28,7 @@ export interface TransactionsDeps {
 export const createTransactionsHandler = (deps: TransactionsDeps) =>
   middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
     .use(matrixErrors(deps.log))
+    .use(flushMetrics(deps.metrics))
     .handler(async (event) => {
       authenticateHomeserver(
         event.headers.authorization,
@@ -35,6 +39,7 @@ export const createTransactionsHandler = (deps: TransactionsDeps) =>
       if (!txnId) throw badJson("Missing txnId");
       const transaction = parseTransaction(jsonBody(event));
       const outcome = await acceptTransaction(txnId, transaction, deps);
+      deps.metrics.count(outcome === "accepted" ? "TransactionsAccepted" : "TransactionsDuplicate");
       deps.log.info("transaction acknowledged", {
         txnId,
         outcome,
@@ -49,6 +54,7 @@ export const handler = lambdaHandler(
     transactions: dynamoDbStoreFromEnv(),
     inboundQueue: inboundQueueFromEnv(),
     log: createLogger(),
+    metrics: createCloudWatchMetrics(),
   }),
   createTransactionsHandler,
 );

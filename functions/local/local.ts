@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import type { Application } from "../app/application.ts";
 import { application as defaultApplication } from "../app/index.ts";
 import type { Log } from "../appservice/log.ts";
+import { CountingMetrics } from "../appservice/metrics.ts";
 import {
   createNamespaceMatcher,
   loadRegistration,
@@ -81,7 +82,9 @@ export interface LocalAppservice {
   outboundDeadLetterUrl: string;
   botUserId: string;
   tableName: string;
-  /** The DynamoDB Local guard process, when this start spawned one. */
+  /** What the handlers counted since the start. */
+  metrics: CountingMetrics;
+  /** The DynamoDB Local Java process, when this start spawned one. */
   dynamodbPid?: number;
   stop(): Promise<void>;
 }
@@ -167,6 +170,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     const store = options.wrapStore ? options.wrapStore(dynamoDbStore) : dynamoDbStore;
     const botUserId = `@${registration.sender_localpart}:${options.serverName}`;
     const application = options.application ?? defaultApplication;
+    const metrics = new CountingMetrics();
     const outbox = startPoller({
       sqs,
       queueUrl: outbound.url,
@@ -182,6 +186,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         botUserId,
         backoff: options.backoff ?? DEFAULT_BACKOFF,
         log,
+        metrics,
         control: new SqsMessageControl(sqs, outbound.url, outbound.deadLetterUrl),
       }),
       log,
@@ -201,6 +206,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         leaseMs: options.leaseMs ?? Math.max(1000, visibilityTimeoutSeconds * 1000 - 1000),
         outboundQueue: new SqsFifoQueue(sqs, outbound.url),
         botUserId,
+        metrics,
       }),
       log,
       concurrency: options.pollers ?? 4,
@@ -214,6 +220,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         transactions: store,
         inboundQueue: new SqsFifoQueue(sqs, inbound.url),
         log,
+        metrics,
       }),
       queries: createQueriesHandler({
         hsToken: registration.hs_token,
@@ -246,6 +253,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       outboundDeadLetterUrl: outbound.deadLetterUrl,
       botUserId,
       tableName,
+      metrics,
       ...(dynamo && { dynamodbPid: dynamo.pid }),
       stop,
     };

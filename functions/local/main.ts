@@ -24,12 +24,20 @@ try {
     stopping = true;
     console.log(`${signal}: stopping`);
     await local.stop();
+    console.log(`metrics: ${local.metrics.summary() || "nothing counted"}`);
     process.exit(0);
   };
   process.on("SIGINT", () => void shutdown("SIGINT"));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   // `npm start` killed alone (not its process group) does not pass the signal on: stop when
   // our parent goes, rather than run on orphaned.
+  // The counters CloudWatch would show in AWS, printed every minute while they change.
+  let lastSummary = "";
+  setInterval(() => {
+    const summary = local.metrics.summary();
+    if (summary !== lastSummary) console.log(`metrics: ${summary}`);
+    lastSummary = summary;
+  }, 60_000).unref();
   const parent = process.ppid;
   setInterval(() => {
     if (process.ppid !== parent) void shutdown("parent process exited");

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Context, SQSEvent, SQSRecord } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { InboundMessage } from "../../functions/appservice/inbound.ts";
+import { CountingMetrics } from "../../functions/appservice/metrics.ts";
 import { createEventsHandler } from "../../functions/handlers/events.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
@@ -49,11 +50,13 @@ describe("events handler (the inbound queue's consumer)", () => {
     const a2 = eventMessage("!a:test.local", "a2 must wait for a1");
     const b1 = eventMessage("!b:test.local", "b1 is unaffected");
     const handled: string[] = [];
+    const metrics = new CountingMetrics();
     const handler = createEventsHandler({
       claims: new DynamoDbStore(dynamodb, tableName),
       log: quiet,
       leaseMs: 60_000,
       botUserId: "@bot:test.local",
+      metrics,
       // This application asks for no homeserver calls.
       outboundQueue: { send: () => Promise.reject(new Error("no outbound call expected")) },
       application: {
@@ -75,5 +78,6 @@ describe("events handler (the inbound queue's consumer)", () => {
       records[1]?.messageId,
     ]);
     expect(handled).toEqual([b1.event.event_id]);
+    expect(metrics.counts.get("ItemsHandled")).toBe(1);
   });
 });

@@ -91,6 +91,10 @@ describe("exactly-once delivery", () => {
     await waitFor(() => recorder.events.length >= 50);
     await sleep(1500);
     expectEachOnce(recorder.events, events);
+    // The counters CloudWatch shows in AWS.
+    expect(local.metrics.counts.get("TransactionsAccepted")).toBe(1);
+    expect(local.metrics.counts.get("TransactionsDuplicate")).toBe(15);
+    expect(local.metrics.counts.get("ItemsHandled")).toBe(50);
   });
 
   it("a retry long after the queue's deduplication window is still absorbed by the event claims", async () => {

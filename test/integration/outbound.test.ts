@@ -92,7 +92,7 @@ describe("outbound calls", () => {
   });
 
   it("500 three times, then 200 → one message delivered", async () => {
-    const { homeserver, send, bot } = await startWithHomeserver();
+    const { local, homeserver, send, bot } = await startWithHomeserver();
     homeserver.createRoom("!flaky:test.local", [bot]);
     homeserver.cue(
       isSend,
@@ -103,6 +103,7 @@ describe("outbound calls", () => {
     await waitFor(() => homeserver.sent.length >= 1, 30_000);
     await sleep(1000);
     expect(homeserver.requests.filter(isSend).map((r) => r.status)).toEqual([500, 500, 500, 200]);
+    expect(local.metrics.counts.get("OutboundCallsRetried")).toBe(3);
     expect(homeserver.sent).toHaveLength(1);
     // The same client txnId each time: the homeserver could have deduplicated a lost answer.
     expect(new Set(homeserver.requests.filter(isSend).map((r) => r.path)).size).toBe(1);
