@@ -70,7 +70,10 @@ export async function processInboundMessage(
       }
       await deliver(item, application, { txnId: message.txnId, log, actions: actionsFor(key) });
       delivered.add(key);
-      completions.push(claims.complete(key));
+      const completion = claims.complete(key);
+      // Awaited below; observed now so that an early failure is not an unhandled rejection.
+      completion.catch(() => undefined);
+      completions.push(completion);
       outcome.handled++;
     }
   } catch (error) {

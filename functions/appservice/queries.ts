@@ -5,7 +5,7 @@ import { type ClientServerRequest, type HomeserverClient, matrixError } from "..
 import type { MembershipStore } from "../store/membership.ts";
 import type { ClaimStore } from "../store/store.ts";
 import type { Log } from "./log.ts";
-import type { createNamespaceMatcher } from "./registration.ts";
+import type { createNamespaceMatcher } from "./namespaces.ts";
 
 export interface QueryDeps {
   application: Application;

@@ -115,24 +115,3 @@ export function newRegistration(options: NewRegistrationOptions): Registration {
 }
 
 export const registrationYaml = (registration: Registration): string => stringify(registration);
-
-/**
- * Namespace matching as Synapse does it (Python `re.match`): anchored at the start only.
- */
-export function createNamespaceMatcher(registration: Registration) {
-  const compiled = Object.fromEntries(
-    (Object.keys(registration.namespaces) as NamespaceKind[]).map((kind) => [
-      kind,
-      registration.namespaces[kind].map((ns) => ({
-        pattern: new RegExp(`^(?:${ns.regex})`),
-        exclusive: ns.exclusive,
-      })),
-    ]),
-  ) as Record<NamespaceKind, { pattern: RegExp; exclusive: boolean }[]>;
-  return {
-    matches: (kind: NamespaceKind, id: string) =>
-      compiled[kind].some(({ pattern }) => pattern.test(id)),
-    isExclusive: (kind: NamespaceKind, id: string) =>
-      compiled[kind].some(({ pattern, exclusive }) => exclusive && pattern.test(id)),
-  };
-}

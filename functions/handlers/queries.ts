@@ -4,8 +4,9 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "
 import { application } from "../app/index.ts";
 import { authenticateHomeserver } from "../appservice/auth.ts";
 import { MatrixError } from "../appservice/errors.ts";
+import { createNamespaceMatcher } from "../appservice/namespaces.ts";
 import { type QueryDeps, queryAlias, queryUser } from "../appservice/queries.ts";
-import { createNamespaceMatcher, parseRegistration } from "../appservice/registration.ts";
+import type { Registration } from "../appservice/registration.ts";
 import { unversionedPath } from "../appservice/routes.ts";
 import { thirdPartyLookup } from "../appservice/third-party.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
@@ -92,18 +93,17 @@ export const handler = lambdaHandler(async () => {
     secretFromEnv("AS_TOKEN_SECRET_ARN"),
     secretFromEnv("HS_TOKEN_SECRET_ARN"),
   ]);
-  const registration = parseRegistration({
-    ...JSON.parse(requiredEnv("REGISTRATION_JSON")),
-    url: null,
-    as_token: asToken,
-    hs_token: hsToken,
-  });
+  // The stack validated the registration at synth time.
+  const registration = JSON.parse(requiredEnv("REGISTRATION_JSON")) as Pick<
+    Registration,
+    "namespaces"
+  >;
   const store = new DynamoDbStore(new DynamoDBClient({}), requiredEnv("TABLE_NAME"));
   const botUserId = requiredEnv("BOT_USER_ID");
   return {
     hsToken,
     application,
-    namespaces: createNamespaceMatcher(registration),
+    namespaces: createNamespaceMatcher(registration.namespaces),
     homeserver: new HttpHomeserverClient(requiredEnv("HOMESERVER_URL"), asToken, botUserId, 5_000),
     membership: store,
     claims: store,

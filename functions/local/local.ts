@@ -5,8 +5,8 @@ import type { Application } from "../app/application.ts";
 import { application as defaultApplication } from "../app/index.ts";
 import type { Log } from "../appservice/log.ts";
 import { CountingMetrics } from "../appservice/metrics.ts";
+import { createNamespaceMatcher } from "../appservice/namespaces.ts";
 import {
-  createNamespaceMatcher,
   loadRegistration,
   newRegistration,
   type Registration,
@@ -225,7 +225,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       queries: createQueriesHandler({
         hsToken: registration.hs_token,
         application,
-        namespaces: createNamespaceMatcher(registration),
+        namespaces: createNamespaceMatcher(registration.namespaces),
         homeserver: new HttpHomeserverClient(
           options.homeserverUrl,
           registration.as_token,

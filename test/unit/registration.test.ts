@@ -2,8 +2,8 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { createNamespaceMatcher } from "../../functions/appservice/namespaces.ts";
 import {
-  createNamespaceMatcher,
   generateToken,
   newRegistration,
   parseRegistration,
@@ -77,7 +77,7 @@ describe("registration", () => {
   });
 
   it("matches namespaces the way Synapse does: anchored at the start only", () => {
-    const matcher = createNamespaceMatcher(parseRegistration(valid()));
+    const matcher = createNamespaceMatcher(parseRegistration(valid()).namespaces);
     expect(matcher.matches("users", "@_irc_alice:example.org")).toBe(true);
     expect(matcher.matches("users", "@alice:example.org")).toBe(false);
     // Not anchored at the start in the file, yet anchored as re.match does.
@@ -106,7 +106,7 @@ describe("registration", () => {
     const reloaded = parseRegistration(parse(registrationYaml(registration)));
     expect(reloaded).toEqual(registration);
     expect(registration.as_token).not.toBe(registration.hs_token);
-    const matcher = createNamespaceMatcher(registration);
+    const matcher = createNamespaceMatcher(registration.namespaces);
     expect(matcher.matches("users", "@_br_x:example.org")).toBe(true);
     expect(matcher.matches("users", "@_br_x:exampleXorg")).toBe(false);
   });

@@ -1,0 +1,23 @@
+// Apart from registration.ts so that a function matching namespaces bundles neither zod nor yaml.
+import type { NamespaceKind, Registration } from "./registration.ts";
+
+/**
+ * Namespace matching as Synapse does it (Python `re.match`): anchored at the start only.
+ */
+export function createNamespaceMatcher(namespaces: Registration["namespaces"]) {
+  const compiled = Object.fromEntries(
+    (Object.keys(namespaces) as NamespaceKind[]).map((kind) => [
+      kind,
+      namespaces[kind].map((ns) => ({
+        pattern: new RegExp(`^(?:${ns.regex})`),
+        exclusive: ns.exclusive,
+      })),
+    ]),
+  ) as Record<NamespaceKind, { pattern: RegExp; exclusive: boolean }[]>;
+  return {
+    matches: (kind: NamespaceKind, id: string) =>
+      compiled[kind].some(({ pattern }) => pattern.test(id)),
+    isExclusive: (kind: NamespaceKind, id: string) =>
+      compiled[kind].some(({ pattern, exclusive }) => exclusive && pattern.test(id)),
+  };
+}
