@@ -2,111 +2,26 @@
 // process of its own), beside the reference `matrix-appservice` server (in-memory dedupe, no
 // durability) and beside the floor: one bare SendMessageBatch of the same messages to the same
 // local queue. The load generator runs in this process.
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdtemp, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ScanCommand } from "@aws-sdk/client-dynamodb";
-import {
-  GetQueueAttributesCommand,
-  GetQueueUrlCommand,
-  SendMessageBatchCommand,
-} from "@aws-sdk/client-sqs";
+import { GetQueueUrlCommand, SendMessageBatchCommand } from "@aws-sdk/client-sqs";
 import { parse } from "yaml";
 import { inboundMessages } from "../functions/appservice/inbound.ts";
 import type { ClientEvent } from "../functions/appservice/transaction.ts";
 import { localDynamoDb, localSqs } from "../functions/local/aws-clients.ts";
 import { freePort } from "../functions/local/free-port.ts";
-
-const root = join(import.meta.dirname, "..");
-
-/** Starts a server process and resolves with its output once it says it is listening. */
-async function startServer(script: string, env: Record<string, string>) {
-  const child = spawn(process.execPath, ["--import", "tsx", script], {
-    cwd: root,
-    env: { ...process.env, POWERTOOLS_LOG_LEVEL: "WARN", ...env },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  let output = "";
-  child.stdout.on("data", (chunk) => (output += chunk));
-  await new Promise<void>((resolve, reject) => {
-    child.once("exit", () => reject(new Error(`${script} exited: ${output}`)));
-    const timer = setInterval(() => {
-      if (output.includes("listening on")) {
-        clearInterval(timer);
-        resolve();
-      }
-    }, 50);
-  });
-  return { child, output: () => output };
-}
-
-const stopServer = (child: ChildProcess) =>
-  new Promise<void>((resolve) => {
-    child.removeAllListeners("exit");
-    child.once("exit", () => resolve());
-    child.kill("SIGTERM");
-  });
-
-const percentile = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
-
-interface Result {
-  p50: number;
-  p99: number;
-  perSecond: number;
-}
-
-/** Runs `count` operations, `concurrency` at a time, timing each. */
-async function measure(
-  count: number,
-  concurrency: number,
-  operation: (i: number) => Promise<void>,
-): Promise<Result> {
-  const latencies: number[] = [];
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < count) {
-        const i = next++;
-        const t0 = performance.now();
-        await operation(i);
-        latencies.push(performance.now() - t0);
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
-  latencies.sort((a, b) => a - b);
-  return {
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-    perSecond: count / seconds,
-  };
-}
-
-let sequence = 0;
-const makeEvents = (n: number): ClientEvent[] =>
-  Array.from({ length: n }, (_, i) => ({
-    event_id: `$bench${++sequence}-${randomUUID()}`,
-    room_id: `!room${i % 5}:bench.local`,
-    type: "m.room.message",
-    sender: "@alice:bench.local",
-    origin_server_ts: Date.now(),
-    content: { msgtype: "m.text", body: `benchmark message ${sequence}` },
-  }));
-
-async function put(url: string, token: string, txnId: string, events: ClientEvent[]) {
-  const response = await fetch(`${url}/_matrix/app/v1/transactions/${txnId}`, {
-    method: "PUT",
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: JSON.stringify({ events }),
-  });
-  if (response.status !== 200)
-    throw new Error(`${url}: ${response.status} ${await response.text()}`);
-  await response.arrayBuffer();
-}
+import {
+  countDoneEvents,
+  makeEvents,
+  measure,
+  put,
+  type Result,
+  startServer,
+  stopServer,
+  waitForDrain,
+} from "./support.ts";
 
 const dir = await mkdtemp(join(tmpdir(), "appservice-bench-"));
 const registrationPath = join(dir, "registration.yaml");
@@ -193,38 +108,9 @@ for (const concurrency of [1, 16]) {
 
 // Every queued event must be handled once: wait for the queue to drain, then count the
 // events marked done in DynamoDB.
-const drainStart = performance.now();
-for (;;) {
-  const { Attributes = {} } = await sqs.send(
-    new GetQueueAttributesCommand({
-      QueueUrl: queueUrl,
-      AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    }),
-  );
-  const left =
-    Number(Attributes.ApproximateNumberOfMessages) +
-    Number(Attributes.ApproximateNumberOfMessagesNotVisible);
-  if (left === 0 || performance.now() - drainStart > 600_000) break;
-  await new Promise((resolve) => setTimeout(resolve, 500));
-}
-const drainSeconds = (performance.now() - drainStart) / 1000;
+const drainSeconds = await waitForDrain(sqs, queueUrl as string, 600_000);
 const dynamodb = localDynamoDb(endpoint("DynamoDB Local"));
-let done = 0;
-let startKey: Record<string, never> | undefined;
-do {
-  const page = await dynamodb.send(
-    new ScanCommand({
-      TableName: "appservice",
-      Select: "COUNT",
-      FilterExpression: "begins_with(pk, :event) AND #status = :done",
-      ExpressionAttributeNames: { "#status": "status" },
-      ExpressionAttributeValues: { ":event": { S: "EVENT#" }, ":done": { S: "DONE" } },
-      ...(startKey && { ExclusiveStartKey: startKey }),
-    }),
-  );
-  done += page.Count ?? 0;
-  startKey = page.LastEvaluatedKey as typeof startKey;
-} while (startKey);
+const done = await countDoneEvents(dynamodb);
 console.log(
   `\nEvents queued ${queuedEvents}, handled (marked done) ${done}, missing ${queuedEvents - done}; ` +
     `the consumer drained its backlog ${drainSeconds.toFixed(1)} s after the load ended`,

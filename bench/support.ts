@@ -1,0 +1,144 @@
+// Helpers shared by the benchmarks: servers in processes of their own, timing, and checking
+// that every queued event was handled.
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { join } from "node:path";
+import { type DynamoDBClient, ScanCommand } from "@aws-sdk/client-dynamodb";
+import { GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import type { ClientEvent } from "../functions/appservice/transaction.ts";
+
+const root = join(import.meta.dirname, "..");
+
+/** Starts a server process and resolves with its output once it says it is listening. */
+export async function startServer(script: string, env: Record<string, string>) {
+  const child = spawn(process.execPath, ["--import", "tsx", script], {
+    cwd: root,
+    env: { ...process.env, POWERTOOLS_LOG_LEVEL: "WARN", ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let output = "";
+  child.stdout.on("data", (chunk) => (output += chunk));
+  await new Promise<void>((resolve, reject) => {
+    child.once("exit", () => reject(new Error(`${script} exited: ${output}`)));
+    const timer = setInterval(() => {
+      if (output.includes("listening on")) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 50);
+  });
+  return { child, output: () => output };
+}
+
+export const stopServer = (child: ChildProcess) =>
+  new Promise<void>((resolve) => {
+    child.removeAllListeners("exit");
+    child.once("exit", () => resolve());
+    child.kill("SIGTERM");
+  });
+
+export const percentile = (sorted: number[], p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
+
+export interface Result {
+  p50: number;
+  p99: number;
+  perSecond: number;
+}
+
+/** Runs `count` operations, `concurrency` at a time, timing each. */
+export async function measure(
+  count: number,
+  concurrency: number,
+  operation: (i: number) => Promise<void>,
+): Promise<Result> {
+  const latencies: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        const i = next++;
+        const t0 = performance.now();
+        await operation(i);
+        latencies.push(performance.now() - t0);
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  return {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    perSecond: count / seconds,
+  };
+}
+
+let sequence = 0;
+export const makeEvents = (n: number): ClientEvent[] =>
+  Array.from({ length: n }, (_, i) => ({
+    event_id: `$bench${++sequence}-${randomUUID()}`,
+    room_id: `!room${i % 5}:bench.local`,
+    type: "m.room.message",
+    sender: "@alice:bench.local",
+    origin_server_ts: Date.now(),
+    content: { msgtype: "m.text", body: `benchmark message ${sequence}` },
+  }));
+
+export async function put(url: string, token: string, txnId: string, events: ClientEvent[]) {
+  const response = await fetch(`${url}/_matrix/app/v1/transactions/${txnId}`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({ events }),
+  });
+  if (response.status !== 200)
+    throw new Error(`${url}: ${response.status} ${await response.text()}`);
+  await response.arrayBuffer();
+}
+
+/** Waits until the queue has nothing left, visible or in flight; the seconds it took. */
+export async function waitForDrain(
+  sqs: SQSClient,
+  queueUrl: string,
+  timeoutMs = 3_600_000,
+): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const { Attributes = {} } = await sqs.send(
+      new GetQueueAttributesCommand({
+        QueueUrl: queueUrl,
+        AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+      }),
+    );
+    const left =
+      Number(Attributes.ApproximateNumberOfMessages) +
+      Number(Attributes.ApproximateNumberOfMessagesNotVisible);
+    if (left === 0 || performance.now() - started > timeoutMs)
+      return (performance.now() - started) / 1000;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/** Events marked done in the table: each handled at least once. */
+export async function countDoneEvents(
+  dynamodb: DynamoDBClient,
+  tableName = "appservice",
+): Promise<number> {
+  let done = 0;
+  let startKey: Record<string, never> | undefined;
+  do {
+    const page = await dynamodb.send(
+      new ScanCommand({
+        TableName: tableName,
+        Select: "COUNT",
+        FilterExpression: "begins_with(pk, :event) AND #status = :done",
+        ExpressionAttributeNames: { "#status": "status" },
+        ExpressionAttributeValues: { ":event": { S: "EVENT#" }, ":done": { S: "DONE" } },
+        ...(startKey && { ExclusiveStartKey: startKey }),
+      }),
+    );
+    done += page.Count ?? 0;
+    startKey = page.LastEvaluatedKey as typeof startKey;
+  } while (startKey);
+  return done;
+}
