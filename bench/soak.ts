@@ -58,8 +58,11 @@ for (const concurrency of [1, 16]) {
   sqs.destroy();
   dynamodb.destroy();
   await stopServer(local.child);
-  // Deliveries the application completed, as the local mode counted them at its stop.
-  const handled = Number(/ItemsHandled=(\d+)/.exec(local.output())?.[1] ?? Number.NaN);
+  // Deliveries the application completed, as the local mode counted them at its stop (its last
+  // metrics line: it also prints them every minute).
+  const handled = Number(
+    [...local.output().matchAll(/ItemsHandled=(\d+)/g)].at(-1)?.[1] ?? Number.NaN,
+  );
   console.log(
     [
       `concurrency ${concurrency}: ${queued} events in ${transactions} transactions`,
