@@ -3,19 +3,14 @@
 // mode each time: ack latency, events handled, duplicates and losses, the process's memory.
 import { randomInt, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdtemp, readFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { GetQueueUrlCommand } from "@aws-sdk/client-sqs";
-import { parse } from "yaml";
 import { localDynamoDb, localSqs } from "../functions/local/aws-clients.ts";
-import { freePort } from "../functions/local/free-port.ts";
 import {
   countDoneEvents,
   makeEvents,
   measure,
   put,
-  startServer,
+  startLocalMode,
   stopServer,
   waitForDrain,
 } from "./support.ts";
@@ -26,17 +21,8 @@ const rssMb = (pid: number) =>
 
 console.log(`Soak: ${transactions} transactions of 1–100 events, local mode in its own process\n`);
 for (const concurrency of [1, 16]) {
-  const dir = await mkdtemp(join(tmpdir(), "appservice-soak-"));
-  const registrationPath = join(dir, "registration.yaml");
-  const local = await startServer("functions/local/main.ts", {
-    PORT: String(await freePort()),
-    REGISTRATION: registrationPath,
-    SERVER_NAME: "bench.local",
-  });
-  const endpoint = (label: string) =>
-    new RegExp(`${label}:? (http://127\\.0\\.0\\.1:\\d+)`).exec(local.output())?.[1] as string;
-  const url = endpoint("listening on");
-  const token = (parse(await readFile(registrationPath, "utf8")) as { hs_token: string }).hs_token;
+  const local = await startLocalMode();
+  const { url, token, endpoint } = local;
   const pid = local.child.pid as number;
   const memoryBefore = rssMb(pid);
 
@@ -47,7 +33,7 @@ for (const concurrency of [1, 16]) {
     queued += events.length;
   });
   const memoryAfterLoad = rssMb(pid);
-  const sqs = localSqs(endpoint("SQS \\(fauxqs\\)"));
+  const sqs = localSqs(endpoint("SQS (fauxqs)"));
   const { QueueUrl } = await sqs.send(
     new GetQueueUrlCommand({ QueueName: "appservice-inbound.fifo" }),
   );

@@ -2,10 +2,14 @@
 // that every queued event was handled.
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { mkdtemp, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type DynamoDBClient, ScanCommand } from "@aws-sdk/client-dynamodb";
 import { GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import { parse } from "yaml";
 import type { ClientEvent } from "../functions/appservice/transaction.ts";
+import { freePort } from "../functions/local/free-port.ts";
 
 const root = join(import.meta.dirname, "..");
 
@@ -94,6 +98,28 @@ export async function put(url: string, token: string, txnId: string, events: Cli
   if (response.status !== 200)
     throw new Error(`${url}: ${response.status} ${await response.text()}`);
   await response.arrayBuffer();
+}
+
+/**
+ * `npm start`'s local mode in a process of its own, with a fresh registration: its URL, the
+ * hs_token, and the endpoints it printed (`DynamoDB Local`, `SQS (fauxqs)`).
+ */
+export async function startLocalMode() {
+  const registrationPath = join(
+    await mkdtemp(join(tmpdir(), "appservice-bench-")),
+    "registration.yaml",
+  );
+  const server = await startServer("functions/local/main.ts", {
+    PORT: String(await freePort()),
+    REGISTRATION: registrationPath,
+    SERVER_NAME: "bench.local",
+  });
+  const endpoint = (label: "listening on" | "DynamoDB Local" | "SQS (fauxqs)") =>
+    new RegExp(`${label.replace(/[()]/g, "\\$&")}:? (http://127\\.0\\.0\\.1:\\d+)`).exec(
+      server.output(),
+    )?.[1] as string;
+  const token = (parse(await readFile(registrationPath, "utf8")) as { hs_token: string }).hs_token;
+  return { ...server, url: endpoint("listening on"), token, endpoint };
 }
 
 /** Waits until the queue has nothing left, visible or in flight; the seconds it took. */

@@ -3,11 +3,7 @@
 // durability) and beside the floor: one bare SendMessageBatch of the same messages to the same
 // local queue. The load generator runs in this process.
 import { randomUUID } from "node:crypto";
-import { mkdtemp, readFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { GetQueueUrlCommand, SendMessageBatchCommand } from "@aws-sdk/client-sqs";
-import { parse } from "yaml";
 import { inboundMessages } from "../functions/appservice/inbound.ts";
 import type { ClientEvent } from "../functions/appservice/transaction.ts";
 import { localDynamoDb, localSqs } from "../functions/local/aws-clients.ts";
@@ -18,22 +14,15 @@ import {
   measure,
   put,
   type Result,
+  startLocalMode,
   startServer,
   stopServer,
   waitForDrain,
 } from "./support.ts";
 
-const dir = await mkdtemp(join(tmpdir(), "appservice-bench-"));
-const registrationPath = join(dir, "registration.yaml");
-const ours = await startServer("functions/local/main.ts", {
-  PORT: String(await freePort()),
-  REGISTRATION: registrationPath,
-  SERVER_NAME: "bench.local",
-});
-const endpoint = (label: string) =>
-  new RegExp(`${label}:? (http://127\\.0\\.0\\.1:\\d+)`).exec(ours.output())?.[1] as string;
-const oursUrl = endpoint("listening on");
-const token = (parse(await readFile(registrationPath, "utf8")) as { hs_token: string }).hs_token;
+const ours = await startLocalMode();
+const { endpoint, token } = ours;
+const oursUrl = ours.url;
 
 const referencePort = await freePort();
 const reference = await startServer("bench/reference-appservice.ts", {
@@ -42,7 +31,7 @@ const reference = await startServer("bench/reference-appservice.ts", {
 });
 const referenceUrl = `http://127.0.0.1:${referencePort}`;
 
-const sqs = localSqs(endpoint("SQS \\(fauxqs\\)"));
+const sqs = localSqs(endpoint("SQS (fauxqs)"));
 const { QueueUrl: queueUrl } = await sqs.send(
   new GetQueueUrlCommand({ QueueName: "appservice-inbound.fifo" }),
 );
