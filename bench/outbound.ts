@@ -1,7 +1,6 @@
 // Part of `npm run bench`: outbound throughput (messages/s reaching a scripted homeserver) and
 // end-to-end latency from the transaction's ack to the homeserver receiving the bot's reply,
 // through the local mode (`npm start` in a process of its own) and its default `!ping` bot.
-import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -10,6 +9,7 @@ import { newRegistration, registrationYaml } from "../functions/appservice/regis
 import type { ClientEvent } from "../functions/appservice/transaction.ts";
 import { freePort } from "../functions/local/free-port.ts";
 import { ScriptedHomeserver } from "../test/support/homeserver.ts";
+import { percentile, startServer, stopServer } from "./support.ts";
 
 const SERVER = "bench.local";
 const dir = await mkdtemp(join(tmpdir(), "appservice-outbound-bench-"));
@@ -27,24 +27,13 @@ const homeserver = new ScriptedHomeserver(registration.as_token, SERVER, bot);
 await homeserver.start();
 
 const port = await freePort();
-const child = spawn(process.execPath, ["--import", "tsx", "functions/local/main.ts"], {
-  cwd: join(import.meta.dirname, ".."),
-  env: {
-    ...process.env,
-    PORT: String(port),
-    REGISTRATION: registrationPath,
-    HOMESERVER_URL: homeserver.url,
-    SERVER_NAME: SERVER,
-    POWERTOOLS_LOG_LEVEL: "ERROR",
-  },
-  stdio: ["ignore", "pipe", "inherit"],
+const { child } = await startServer("functions/local/main.ts", {
+  PORT: String(port),
+  REGISTRATION: registrationPath,
+  HOMESERVER_URL: homeserver.url,
+  SERVER_NAME: SERVER,
+  POWERTOOLS_LOG_LEVEL: "ERROR",
 });
-let output = "";
-child.stdout.on("data", (chunk) => (output += chunk));
-while (!output.includes("listening on")) {
-  if (child.exitCode !== null) throw new Error(`local mode exited: ${output}`);
-  await new Promise((resolve) => setTimeout(resolve, 50));
-}
 const url = `http://127.0.0.1:${port}`;
 
 const ping = (roomId: string): ClientEvent => ({
@@ -74,8 +63,6 @@ const waitForSent = async (count: number, timeoutMs = 300_000) => {
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
 };
-const percentile = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 
 const rooms = Array.from({ length: 20 }, (_, i) => `!room${i}:${SERVER}`);
 for (const room of rooms) homeserver.createRoom(room, [bot, `@alice:${SERVER}`]);
@@ -121,6 +108,5 @@ console.log(
     `(doubles ${homeserver.sent.length - pings}), send requests ${sends.length}`,
 );
 
-child.kill("SIGTERM");
-await new Promise((resolve) => child.once("exit", resolve));
+await stopServer(child);
 await homeserver.stop();

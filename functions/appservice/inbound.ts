@@ -1,6 +1,6 @@
-import { createHash } from "node:crypto";
 import { type FifoMessage, MAX_MESSAGE_BYTES } from "../queue/queue.ts";
 import { tooLarge } from "./errors.ts";
+import { sha256 } from "./hash.ts";
 import type {
   ClientEvent,
   DeviceData,
@@ -21,8 +21,6 @@ export interface InboundMessage {
   txnId: string;
   items: InboundItem[];
 }
-
-export const sha256 = (text: string): string => createHash("sha256").update(text).digest("hex");
 
 /**
  * The hash that tells a retry from a reused txnId. Only `events` counts: Synapse's retries

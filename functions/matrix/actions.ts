@@ -1,4 +1,4 @@
-import { sha256 } from "../appservice/inbound.ts";
+import { sha256 } from "../appservice/hash.ts";
 import type { FifoQueue } from "../queue/queue.ts";
 import type { ClientServerRequest, OutboundAction } from "./request.ts";
 

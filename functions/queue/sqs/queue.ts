@@ -1,9 +1,9 @@
-import { createHash } from "node:crypto";
 import {
   SendMessageBatchCommand,
   type SendMessageBatchRequestEntry,
   type SQSClient,
 } from "@aws-sdk/client-sqs";
+import { sha256 } from "../../appservice/hash.ts";
 import { type FifoMessage, type FifoQueue, MAX_MESSAGE_BYTES } from "../queue.ts";
 
 const MAX_BATCH_ENTRIES = 10;
@@ -11,7 +11,7 @@ const MAX_BATCH_ENTRIES = 10;
 // SQS group IDs allow at most 128 characters, printable ASCII only: others go by their hash.
 const validGroupId = /^[\x21-\x7e]{1,128}$/;
 export const sqsGroupId = (groupId: string) =>
-  validGroupId.test(groupId) ? groupId : createHash("sha256").update(groupId).digest("hex");
+  validGroupId.test(groupId) ? groupId : sha256(groupId);
 
 /**
  * Splits messages into SendMessageBatch requests. SQS keeps the order of a group's messages

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import {
   ConditionalCheckFailedException,
   DeleteItemCommand,
@@ -9,6 +8,7 @@ import {
   TransactWriteItemsCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
+import { sha256 } from "../../appservice/hash.ts";
 import type { MembershipStore } from "../membership.ts";
 import type {
   ClaimOutcome,
@@ -24,9 +24,7 @@ export const RETENTION_SECONDS = 30 * 24 * 3600;
 // Partition keys allow 2048 bytes; an ID longer than this is stored under its hash.
 const MAX_ID_BYTES = 1024;
 const storedId = (id: string) =>
-  Buffer.byteLength(id) > MAX_ID_BYTES
-    ? `sha256:${createHash("sha256").update(id).digest("hex")}`
-    : id;
+  Buffer.byteLength(id) > MAX_ID_BYTES ? `sha256:${sha256(id)}` : id;
 const keyOf = (prefix: string, id: string, sk = "-") => ({
   pk: { S: `${prefix}${storedId(id)}` },
   sk: { S: sk },
