@@ -202,7 +202,7 @@ describe("hostile input over the HTTP surface", () => {
     ).toBe(200);
     await fc.assert(
       fc.asyncProperty(
-        fc.string({ unit: "grapheme", minLength: 1, maxLength: 30 }),
+        txnIds(fc.string({ unit: "grapheme", minLength: 1, maxLength: 30 })),
         async (txnId) => {
           const { status } = await request(
             "PUT",
