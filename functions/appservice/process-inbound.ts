@@ -19,7 +19,7 @@ export interface ProcessOutcome {
   duplicates: number;
 }
 
-const claimKey = (item: InboundItem) =>
+export const claimKey = (item: InboundItem) =>
   item.kind === "event" ? `EVENT#${item.id}` : `ITEM#${item.id}`;
 
 function deliver(item: InboundItem, application: Application, context: ApplicationContext) {

@@ -15,6 +15,8 @@ try {
     homeserverUrl,
     serverName: env.SERVER_NAME ?? "localhost",
     ...(env.DATA_DIR && { dataDir: resolve(env.DATA_DIR) }),
+    ...(env.DYNAMODB_ENDPOINT && { dynamodbEndpoint: env.DYNAMODB_ENDPOINT }),
+    ...(env.SQS_ENDPOINT && { sqsEndpoint: env.SQS_ENDPOINT }),
   });
   // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
   process.stdout.on("error", () => undefined);
@@ -52,7 +54,7 @@ try {
     [
       `Homeserver: ${homeserverUrl}`,
       `Give the homeserver the registration file (Synapse: app_service_config_files) with url: ${local.url}`,
-      `DynamoDB Local: ${local.dynamodbEndpoint}${env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
+      `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
       `SQS (fauxqs): ${local.sqsEndpoint}`,
       `listening on ${local.url}`,
     ].join("\n"),

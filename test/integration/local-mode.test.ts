@@ -2,12 +2,17 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, inject, it, onTestFinished } from "vitest";
 import { parse } from "yaml";
+import { sha256 } from "../../functions/appservice/hash.ts";
+import { claimKey } from "../../functions/appservice/process-inbound.ts";
+import { newRegistration, registrationYaml } from "../../functions/appservice/registration.ts";
 import type { ClientEvent } from "../../functions/appservice/transaction.ts";
 import { freePort } from "../../functions/local/free-port.ts";
 import { startLocal } from "../../functions/local/local.ts";
+import { startSqsLocal } from "../../functions/local/sqs-local.ts";
 import { makeEvent, putTransaction, sleep, tempDir, waitFor } from "../support/appservice.ts";
+import { ScriptedHomeserver } from "../support/homeserver.ts";
 
 const children: ChildProcess[] = [];
 const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
@@ -140,6 +145,105 @@ describe("npm start", () => {
     expect(code).toBe(1);
     expect(output).toContain("hs_token");
   });
+});
+
+describe("npm start killed mid-batch", () => {
+  it("SIGKILL while pings stream in and pongs go out → after a restart, one pong per ping, in order per room", async () => {
+    // The queues and the table outlive the killed process, as SQS and DynamoDB do in AWS.
+    const sqs = await startSqsLocal();
+    onTestFinished(sqs.stop);
+    const dir = await tempDir();
+    const registrationPath = join(dir, "registration.yaml");
+    const registration = newRegistration({
+      id: "killed",
+      url: null,
+      senderLocalpart: "bot",
+      serverName: "test.local",
+      prefix: "_as_",
+    });
+    writeFileSync(registrationPath, registrationYaml(registration));
+    const homeserver = new ScriptedHomeserver(
+      registration.as_token,
+      "test.local",
+      "@bot:test.local",
+    );
+    await homeserver.start();
+    onTestFinished(() => homeserver.stop());
+    const rooms = Array.from({ length: 10 }, (_, i) => `!kill${i}:test.local`);
+    for (const room of rooms) homeserver.createRoom(room, ["@bot:test.local"]);
+    const port = await freePort();
+    const start = () =>
+      startProcess(process.execPath, ["--import", "tsx", "functions/local/main.ts"], {
+        PORT: String(port),
+        REGISTRATION: registrationPath,
+        HOMESERVER_URL: homeserver.url,
+        SERVER_NAME: "test.local",
+        DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
+        SQS_ENDPOINT: sqs.endpoint,
+      });
+
+    const transactions = Array.from({ length: 60 }, (_, n) => ({
+      txnId: `kill-${n}`,
+      events: rooms.map((room) => makeEvent(room, "!ping")),
+    }));
+    const pings = transactions.flatMap((t) => t.events);
+    // The default application answers each ping with one notice, whose txnId derives from
+    // the ping's claim: map each pong back to its ping.
+    const pingByPongTxnId = new Map(
+      pings.map((event) => [
+        sha256(`${claimKey({ kind: "event", id: event.event_id, event })}\n0`),
+        event.event_id,
+      ]),
+    );
+    let { child } = await start();
+    // As Synapse does: one transaction at a time, each retried until acked.
+    const pushing = (async () => {
+      for (const { txnId, events } of transactions) {
+        while (
+          !(await putTransaction(
+            `http://127.0.0.1:${port}`,
+            txnId,
+            { events },
+            {
+              token: registration.hs_token,
+            },
+          ).then(
+            (response) => response.ok,
+            () => false,
+          ))
+        ) {
+          await sleep(200);
+        }
+        await sleep(30);
+      }
+    })();
+    await waitFor(() => homeserver.sent.length >= 100, 30_000, "the first 100 pongs");
+    process.kill(-(child.pid as number), "SIGKILL");
+    await waitFor(() => exited(child), 5_000, "the kill");
+    const pongsAtKill = homeserver.sent.length;
+    ({ child } = await start());
+    await pushing;
+    // In-flight messages come back once their visibility timeout (30 s) has run out.
+    await waitFor(() => homeserver.sent.length >= pings.length, 90_000, "every pong");
+    await sleep(2000);
+
+    const sends = homeserver.requests.filter(
+      (r) => r.method === "PUT" && r.path.includes("/send/"),
+    );
+    console.log(
+      `killed after ${pongsAtKill} of ${pings.length} pongs; ${sends.length} send requests for ${homeserver.sent.length} messages`,
+    );
+    expect(pongsAtKill).toBeLessThan(pings.length);
+    expect(homeserver.sent.map((e) => e.content.body)).toEqual(pings.map(() => "pong"));
+    expect(new Set(homeserver.sent.map((e) => pingByPongTxnId.get(e.txnId))).size).toBe(
+      pings.length,
+    );
+    for (const room of rooms) {
+      expect(
+        homeserver.sent.filter((e) => e.roomId === room).map((e) => pingByPongTxnId.get(e.txnId)),
+      ).toEqual(pings.filter((e) => e.room_id === room).map((e) => e.event_id));
+    }
+  }, 180_000);
 });
 
 describe("DATA_DIR", () => {
