@@ -2,7 +2,13 @@ import { readFileSync } from "node:fs";
 import { App, Aspects } from "aws-cdk-lib";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { parse } from "yaml";
-import { parseRegistration, publicRegistration } from "../functions/appservice/registration.ts";
+import { application } from "../functions/app/index.ts";
+import { uncoveredUserPrefixes } from "../functions/appservice/namespaces.ts";
+import {
+  parseRegistration,
+  publicRegistration,
+  type Registration,
+} from "../functions/appservice/registration.ts";
 import { AppserviceStack } from "./appservice-stack.ts";
 import type { PublicRegistration } from "./matrix-appservice.ts";
 
@@ -30,7 +36,19 @@ const registration: PublicRegistration = registrationFile
       senderLocalpart: context("senderLocalpart") ?? "appservice",
       serverName,
       prefix: context("namespacePrefix") ?? "_as_",
+      ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
     });
+
+const uncovered = uncoveredUserPrefixes(
+  (registration as Pick<Registration, "namespaces">).namespaces,
+  serverName,
+  application.userPrefixes ?? [],
+);
+if (uncovered.length > 0) {
+  throw new Error(
+    `The registration's user namespaces miss the users the application acts as: add ${uncovered.map((prefix) => `@${prefix}.*:${serverName}`).join(", ")}`,
+  );
+}
 
 new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
   appservice: {
@@ -38,6 +56,7 @@ new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
     serverName,
     registration,
     tableDeletionProtection: context("tableDeletionProtection") !== "false",
+    ...(context("publicBaseUrl") && { publicBaseUrl: context("publicBaseUrl") }),
   },
 });
 Aspects.of(app).add(new AwsSolutionsChecks());

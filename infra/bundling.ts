@@ -34,4 +34,5 @@ export const functionEntries = {
   outbox: "functions/handlers/outbox.ts",
   queries: "functions/handlers/queries.ts",
   fallback: "functions/handlers/fallback.ts",
+  app: "functions/handlers/app.ts",
 } as const;

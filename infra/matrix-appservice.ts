@@ -1,8 +1,10 @@
 import { join } from "node:path";
 import { CfnOutput, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
 import {
+  type CfnStage,
   HttpApi,
   HttpMethod,
+  type HttpRoute,
   HttpStage,
   LogGroupLogDestination,
 } from "aws-cdk-lib/aws-apigatewayv2";
@@ -17,8 +19,10 @@ import { type ISecret, Secret } from "aws-cdk-lib/aws-secretsmanager";
 import { Queue, QueueEncryption } from "aws-cdk-lib/aws-sqs";
 import { NagSuppressions } from "cdk-nag";
 import { Construct } from "constructs";
+import { application } from "../functions/app/index.ts";
+import type { AppRoute } from "../functions/appservice/application.ts";
 import type { Registration } from "../functions/appservice/registration.ts";
-import { type Route, routes } from "../functions/appservice/routes.ts";
+import { type Route, routeTable } from "../functions/appservice/routes.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
 import { bundling, functionEntries } from "./bundling.ts";
@@ -39,7 +43,14 @@ export interface MatrixAppserviceProps {
   logRetention?: RetentionDays;
   /** Requests per second the API takes before it answers 429. @default 100 (burst 200) */
   apiRateLimit?: number;
+  /** The application's HTTP routes. @default those of `functions/app` */
+  appRoutes?: Pick<AppRoute, "method" | "path" | "rateLimit">[];
+  /** Where the application's routes are reached (a custom domain). @default the API's URL */
+  publicBaseUrl?: string;
 }
+
+/** Requests per second an application route takes when it does not say. */
+export const DEFAULT_APP_ROUTE_RATE_LIMIT = 20;
 
 /** How long the events consumer may run; the inbound queue's visibility is six times this. */
 export const EVENTS_FUNCTION_TIMEOUT = Duration.seconds(30);
@@ -125,6 +136,18 @@ export class MatrixAppservice extends Construct {
     this.hsTokenSecret = props.hsTokenSecret ?? token("HsToken");
 
     const botUserId = `@${props.registration.sender_localpart}:${props.serverName}`;
+    const appRoutes = (props.appRoutes ?? application.routes ?? []).map(
+      ({ method, path, rateLimit }) => ({ method, path, rateLimit }),
+    );
+    const routes = routeTable(appRoutes);
+    // What the application's code (events and app functions) needs to act.
+    const serviceEnvironment = {
+      TABLE_NAME: this.table.tableName,
+      OUTBOUND_QUEUE_URL: this.outboundQueue.queueUrl,
+      BOT_USER_ID: botUserId,
+      AS_TOKEN_SECRET_ARN: this.asTokenSecret.secretArn,
+      HOMESERVER_URL: props.homeserverUrl,
+    };
     const createFunction = (
       name: keyof typeof functionEntries,
       timeout: Duration,
@@ -168,10 +191,8 @@ export class MatrixAppservice extends Construct {
         HS_TOKEN_SECRET_ARN: this.hsTokenSecret.secretArn,
       }),
       events: createFunction("events", EVENTS_FUNCTION_TIMEOUT, {
-        TABLE_NAME: this.table.tableName,
+        ...serviceEnvironment,
         LEASE_MS: String(EVENTS_FUNCTION_TIMEOUT.toMilliseconds()),
-        OUTBOUND_QUEUE_URL: this.outboundQueue.queueUrl,
-        BOT_USER_ID: botUserId,
       }),
       outbox: createFunction("outbox", OUTBOX_FUNCTION_TIMEOUT, {
         TABLE_NAME: this.table.tableName,
@@ -190,19 +211,31 @@ export class MatrixAppservice extends Construct {
         BOT_USER_ID: botUserId,
         REGISTRATION_JSON: JSON.stringify(props.registration),
       }),
-      fallback: createFunction("fallback", Duration.seconds(5), {}),
+      fallback: createFunction("fallback", Duration.seconds(5), {
+        APP_ROUTES: JSON.stringify(appRoutes.map(({ method, path }) => ({ method, path }))),
+      }),
+      app: createFunction("app", TRANSACTIONS_FUNCTION_TIMEOUT, serviceEnvironment),
     };
 
     // Least privilege: each function gets the actions its adapter calls, on its resources only.
     this.table.grant(this.functions.transactions, "dynamodb:PutItem");
     this.inboundQueue.grantSendMessages(this.functions.transactions);
     this.hsTokenSecret.grantRead(this.functions.transactions);
-    this.table.grant(
-      this.functions.events,
-      "dynamodb:PutItem",
-      "dynamodb:UpdateItem",
-      "dynamodb:DeleteItem",
-    );
+    // Claims (with the grants below).
+    this.table.grant(this.functions.events, "dynamodb:UpdateItem");
+    // The application's data (`APP#…` items), read and written by its events and routes.
+    for (const fn of [this.functions.events, this.functions.app]) {
+      this.table.grant(
+        fn,
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:ConditionCheckItem",
+      );
+      this.asTokenSecret.grantRead(fn);
+    }
+    this.outboundQueue.grantSendMessages(this.functions.app);
     this.functions.events.addEventSource(
       new SqsEventSource(this.inboundQueue, { batchSize: 10, reportBatchItemFailures: true }),
     );
@@ -236,7 +269,7 @@ export class MatrixAppservice extends Construct {
       removalPolicy: RemovalPolicy.DESTROY,
     });
     const rateLimit = props.apiRateLimit ?? 100;
-    new HttpStage(this, "DefaultStage", {
+    const stage = new HttpStage(this, "DefaultStage", {
       httpApi: this.api,
       stageName: "$default",
       autoDeploy: true,
@@ -246,14 +279,31 @@ export class MatrixAppservice extends Construct {
     const integrations: Record<Route["handler"], HttpLambdaIntegration> = {
       transactions: new HttpLambdaIntegration("Transactions", this.functions.transactions),
       queries: new HttpLambdaIntegration("Queries", this.functions.queries),
+      app: new HttpLambdaIntegration("App", this.functions.app),
     };
     for (const route of routes) {
-      this.api.addRoutes({
+      const [httpRoute] = this.api.addRoutes({
         path: route.path,
         methods: [HttpMethod[route.method]],
         integration: integrations[route.handler],
       });
+      // The stage's route settings name these routes: they must exist first.
+      if (route.handler === "app") stage.node.addDependency(httpRoute as HttpRoute);
     }
+    // The application's routes are open to the internet: each has a throttle of its own.
+    // (A JSON property: CloudFormation's own casing.)
+    (stage.node.defaultChild as CfnStage).routeSettings = Object.fromEntries(
+      appRoutes.map((route) => {
+        const limit = route.rateLimit ?? DEFAULT_APP_ROUTE_RATE_LIMIT;
+        return [
+          `${route.method} ${route.path}`,
+          { ThrottlingRateLimit: limit, ThrottlingBurstLimit: limit * 2 },
+        ];
+      }),
+    );
+    const publicBaseUrl = props.publicBaseUrl ?? this.api.apiEndpoint;
+    this.functions.events.addEnvironment("PUBLIC_BASE_URL", publicBaseUrl);
+    this.functions.app.addEnvironment("PUBLIC_BASE_URL", publicBaseUrl);
 
     const deadLetterAlarm = (queue: Queue, id: string, description: string) =>
       queue

@@ -2,6 +2,7 @@
 // fresh (random tokens) or, with --stack, the one of a deployed stack.
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
+import { application } from "../functions/app/index.ts";
 import { newRegistration, registrationYaml } from "../functions/appservice/registration.ts";
 import { defaultStackClients, registrationFromStack } from "./registration-from-stack.ts";
 
@@ -14,7 +15,8 @@ Fresh registrations (without --stack):
   --id ID               the appservice's unique ID (default: serverless-appservice)
   --server-name NAME    the homeserver's server name (default: localhost)
   --localpart NAME      the bot's localpart, sender_localpart (default: appservice)
-  --prefix PREFIX       localpart prefix of the users and aliases it owns (default: _as_)`;
+  --prefix PREFIX       localpart prefix of the users and aliases it owns (default: _as_);
+                        the application's user prefixes are added`;
 
 const { values } = parseArgs({
   options: {
@@ -41,6 +43,7 @@ if (values.help) {
         serverName: values["server-name"],
         senderLocalpart: values.localpart,
         prefix: values.prefix,
+        ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
       });
   const yaml = registrationYaml(registration);
   if (values.out) {

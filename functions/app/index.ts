@@ -1,11 +1,15 @@
-import type { Application } from "./application.ts";
+import type { Application } from "../appservice/application.ts";
+import { isWebhookCommand, onWebhookCommand } from "./webhooks/commands.ts";
+import { WEBHOOK_USER_PREFIX, webhookRoute } from "./webhooks/post.ts";
 
 /**
- * The default application: the bot joins the rooms it is invited to, answers `!ping` with a
- * `pong` notice, and logs what it receives. Replace this folder with your own application.
+ * The default application: incoming webhooks into rooms (`!webhook help`), and a bot that joins
+ * the rooms it is invited to and answers `!ping` with a `pong` notice. Replace this folder with
+ * your own application (README: "Write your own appservice").
  */
 export const application: Application = {
-  async onEvent(event, { log, actions }) {
+  async onEvent(event, context) {
+    const { log, actions } = context;
     log.info("event received", {
       eventId: event.event_id,
       roomId: event.room_id,
@@ -18,12 +22,16 @@ export const application: Application = {
       event.content.membership === "invite"
     ) {
       await actions.join(event.room_id);
-    } else if (
-      event.type === "m.room.message" &&
-      event.sender !== actions.botUserId &&
-      event.content.body === "!ping"
-    ) {
+      return;
+    }
+    // Never answer ourselves: the bot, or a webhook posting what looks like a command.
+    const ours =
+      event.sender === actions.botUserId || event.sender.startsWith(`@${WEBHOOK_USER_PREFIX}`);
+    if (event.type !== "m.room.message" || ours) return;
+    if (event.content.body === "!ping") {
       await actions.sendNotice(event.room_id, "pong");
+    } else if (isWebhookCommand(event.content.body)) {
+      await onWebhookCommand(event, context);
     }
   },
   onEphemeral(event, { log }) {
@@ -35,4 +43,6 @@ export const application: Application = {
   onDeviceData(data, { log }) {
     log.info("device data received", { changed: data.deviceLists?.changed?.length ?? 0 });
   },
+  routes: [webhookRoute],
+  userPrefixes: [WEBHOOK_USER_PREFIX],
 };

@@ -21,3 +21,13 @@ export function createNamespaceMatcher(namespaces: Registration["namespaces"]) {
       compiled[kind].some(({ pattern, exclusive }) => exclusive && pattern.test(id)),
   };
 }
+
+/** The user localpart prefixes none of the registration's user namespaces covers. */
+export function uncoveredUserPrefixes(
+  namespaces: Registration["namespaces"],
+  serverName: string,
+  prefixes: readonly string[],
+): string[] {
+  const matcher = createNamespaceMatcher(namespaces);
+  return prefixes.filter((prefix) => !matcher.matches("users", `@${prefix}x:${serverName}`));
+}

@@ -1,6 +1,5 @@
-import type { Application, ApplicationContext } from "../app/application.ts";
-import type { Actions } from "../matrix/actions.ts";
 import type { ClaimStore } from "../store/store.ts";
+import type { Application, ApplicationContext, ServiceContext } from "./application.ts";
 import type { InboundItem, InboundMessage } from "./inbound.ts";
 import type { Log } from "./log.ts";
 
@@ -10,8 +9,8 @@ export interface ProcessInboundDeps {
   log: Log;
   /** How long a claim keeps others off; shorter than the queue's visibility timeout. */
   leaseMs: number;
-  /** The actions API for the item with this claim key. */
-  actionsFor(origin: string): Actions;
+  /** The handler's context for the item with this claim key. */
+  contextFor(origin: string): ServiceContext;
 }
 
 export interface ProcessOutcome {
@@ -49,7 +48,7 @@ export class ItemBusyError extends Error {
 export async function processInboundMessage(
   message: InboundMessage,
   owner: string,
-  { claims, application, log, leaseMs, actionsFor }: ProcessInboundDeps,
+  { claims, application, log, leaseMs, contextFor }: ProcessInboundDeps,
 ): Promise<ProcessOutcome> {
   const keys = [...new Set(message.items.map(claimKey))];
   const claimed = await claims.claim(keys, owner, leaseMs);
@@ -68,7 +67,7 @@ export async function processInboundMessage(
       if (claimed.get(key) === "busy") {
         throw new ItemBusyError(`${item.kind} ${item.id} is being processed elsewhere`);
       }
-      await deliver(item, application, { txnId: message.txnId, log, actions: actionsFor(key) });
+      await deliver(item, application, { ...contextFor(key), txnId: message.txnId });
       delivered.add(key);
       const completion = claims.complete(key);
       // Awaited below; observed now so that an early failure is not an unhandled rejection.

@@ -82,6 +82,8 @@ export interface NewRegistrationOptions {
   serverName: string;
   /** Localpart prefix of the users and aliases this appservice owns, e.g. `_bridge_`. */
   prefix: string;
+  /** More user localpart prefixes it owns (the application's `userPrefixes`). */
+  userPrefixes?: readonly string[];
 }
 
 /** A registration's fields but the tokens and the url: what can be said without secrets. */
@@ -90,6 +92,7 @@ export function publicRegistration(
 ): Omit<Registration, "as_token" | "hs_token" | "url"> {
   const server = escapeRegex(options.serverName);
   const prefix = escapeRegex(options.prefix);
+  const userPrefixes = [options.prefix, ...(options.userPrefixes ?? [])].map(escapeRegex);
   return {
     id: options.id,
     sender_localpart: options.senderLocalpart,
@@ -97,7 +100,10 @@ export function publicRegistration(
     receive_ephemeral: true,
     // Exclusive users and aliases under the prefix.
     namespaces: {
-      users: [{ regex: `@${prefix}.*:${server}`, exclusive: true }],
+      users: [...new Set(userPrefixes)].map((user) => ({
+        regex: `@${user}.*:${server}`,
+        exclusive: true,
+      })),
       aliases: [{ regex: `#${prefix}.*:${server}`, exclusive: true }],
       rooms: [],
     },

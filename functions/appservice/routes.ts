@@ -1,10 +1,10 @@
 /** A route the appservice serves: the same table drives the API Gateway routes and local mode. */
 export interface Route {
-  method: "GET" | "PUT" | "POST";
+  method: "GET" | "PUT" | "POST" | "DELETE";
   /** API Gateway syntax: `{name}` is one path segment. */
   path: string;
   /** The Lambda handler (`functions/handlers/<handler>.ts`) that serves it. */
-  handler: "transactions" | "queries";
+  handler: "transactions" | "queries" | "app";
 }
 
 const thirdPartyPaths = [
@@ -35,6 +35,32 @@ export const routes: readonly Route[] = [
     handler: "queries" as const,
   })),
 ];
+
+const template = (path: string) => path.replace(/\{\w+\}/g, "{}");
+
+/**
+ * The appservice's routes and the application's own, served by the `app` handler. An
+ * application path that the appservice serves, or under `/_matrix/`, fails here (at synth and
+ * at start) rather than shadow the homeserver's API.
+ */
+export function routeTable(appRoutes: readonly Pick<Route, "method" | "path">[]): Route[] {
+  const table: Route[] = [...routes];
+  for (const { method, path } of appRoutes) {
+    const clash = table.find((route) => template(route.path) === template(path));
+    if (!/^\/[^/]/.test(path) || path.startsWith("/_matrix/") || path === "/health") {
+      throw new Error(
+        `The application route ${method} ${path} is not allowed: it must start with "/", not be "/health" and not be under /_matrix/`,
+      );
+    }
+    if (clash && (clash.handler !== "app" || clash.method === method)) {
+      throw new Error(
+        `The application route ${method} ${path} clashes with ${clash.method} ${clash.path}`,
+      );
+    }
+    table.push({ method, path, handler: "app" });
+  }
+  return table;
+}
 
 /** A route's path without its version prefix: `/users/{userId}`, `/thirdparty/user`, … */
 export const unversionedPath = (path: string) => path.replace(/^\/_matrix\/app\/(v1|unstable)/, "");
@@ -67,9 +93,13 @@ export type RouteMatch =
   | { route: undefined; status: 404 | 405 };
 
 /** Finds the route for a request; 405 when the path exists for another method only. */
-export function findRoute(method: string, rawPath: string): RouteMatch {
+export function findRoute(
+  method: string,
+  rawPath: string,
+  table: readonly Route[] = routes,
+): RouteMatch {
   let pathExists = false;
-  for (const route of routes) {
+  for (const route of table) {
     const pathParameters = matchPath(route.path, rawPath);
     if (!pathParameters) continue;
     if (route.method === method.toUpperCase()) return { route, pathParameters };

@@ -1,4 +1,4 @@
-import type { ThirdParty } from "../app/application.ts";
+import type { ThirdParty } from "./application.ts";
 import { MatrixError } from "./errors.ts";
 
 const notFound = (message: string) => new MatrixError(404, "M_NOT_FOUND", message);

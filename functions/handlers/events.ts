@@ -1,30 +1,23 @@
 import { processPartialResponse, SqsFifoPartialProcessorAsync } from "@aws-lambda-powertools/batch";
-import { SQSClient } from "@aws-sdk/client-sqs";
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-import type { Application } from "../app/application.ts";
 import { application } from "../app/index.ts";
+import type { Application } from "../appservice/application.ts";
 import type { InboundMessage } from "../appservice/inbound.ts";
-import type { Log } from "../appservice/log.ts";
 import type { Metrics } from "../appservice/metrics.ts";
 import { processInboundMessage } from "../appservice/process-inbound.ts";
-import { createActions } from "../matrix/actions.ts";
-import type { FifoQueue } from "../queue/queue.ts";
-import { SqsFifoQueue } from "../queue/sqs/queue.ts";
+import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
 import type { ClaimStore } from "../store/store.ts";
 import { dynamoDbStoreFromEnv } from "./shared/dynamodb.ts";
 import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";
-import { createLogger } from "./shared/logger.ts";
 import { createCloudWatchMetrics, flushMetrics } from "./shared/metrics.ts";
+import { serviceDepsFromEnv } from "./shared/services.ts";
 
-export interface EventsDeps {
+export interface EventsDeps extends ServiceDeps {
   claims: ClaimStore;
   application: Application;
-  log: Log;
   /** Lease on an item being processed; must run out before the message is visible again. */
   leaseMs: number;
-  outboundQueue: FifoQueue;
-  botUserId: string;
   metrics: Metrics;
 }
 
@@ -39,8 +32,7 @@ export const createEventsHandler = (deps: EventsDeps) => {
     const owner = `${record.messageId}#${record.attributes.ApproximateReceiveCount}`;
     const outcome = await processInboundMessage(message, owner, {
       ...deps,
-      actionsFor: (origin) =>
-        createActions({ botUserId: deps.botUserId, outboundQueue: deps.outboundQueue, origin }),
+      contextFor: (origin) => serviceContext(deps, origin),
     });
     deps.metrics.count("ItemsHandled", outcome.handled);
     deps.metrics.count("ItemsDuplicate", outcome.duplicates);
@@ -63,12 +55,10 @@ export const createEventsHandler = (deps: EventsDeps) => {
 
 export const handler = lambdaHandler(
   async () => ({
+    ...(await serviceDepsFromEnv()),
     claims: dynamoDbStoreFromEnv(),
     application,
-    log: createLogger(),
     leaseMs: Number(requiredEnv("LEASE_MS")),
-    outboundQueue: new SqsFifoQueue(new SQSClient({}), requiredEnv("OUTBOUND_QUEUE_URL")),
-    botUserId: requiredEnv("BOT_USER_ID"),
     metrics: createCloudWatchMetrics(),
   }),
   createEventsHandler,

@@ -1,7 +1,8 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { unrecognized } from "../appservice/errors.ts";
-import { findRoute } from "../appservice/routes.ts";
+import type { Log } from "../appservice/log.ts";
+import { findRoute, type Route, routeTable } from "../appservice/routes.ts";
 import { matrixErrors } from "./http.ts";
 import { createLogger } from "./shared/logger.ts";
 
@@ -9,15 +10,23 @@ import { createLogger } from "./shared/logger.ts";
  * API Gateway's `$default` route: every request no route matched. 405 where the path is
  * served for another method, else 404, both `M_UNRECOGNIZED` as the spec asks.
  */
-export const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
-  .use(matrixErrors(createLogger()))
-  .handler(async (event) => {
-    const match = findRoute(event.requestContext.http.method, event.rawPath);
-    if (match.route) {
-      // Routed by API Gateway to its own function; reaching here means a stale deployment.
-      throw unrecognized(404, `No handler deployed for ${event.rawPath}`);
-    }
-    throw match.status === 405
-      ? unrecognized(405, `Method ${event.requestContext.http.method} is not allowed here`)
-      : unrecognized(404, "Unrecognized request");
-  });
+export const createFallbackHandler = (table: readonly Route[], log: Log) =>
+  middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
+    .use(matrixErrors(log))
+    .handler(async (event) => {
+      const match = findRoute(event.requestContext.http.method, event.rawPath, table);
+      if (match.route) {
+        // Routed by API Gateway to its own function; reaching here means a stale deployment.
+        throw unrecognized(404, `No handler deployed for ${event.rawPath}`);
+      }
+      throw match.status === 405
+        ? unrecognized(405, `Method ${event.requestContext.http.method} is not allowed here`)
+        : unrecognized(404, "Unrecognized request");
+    });
+
+// The application's routes by method and path only (`APP_ROUTES`, set by the stack): this
+// function stays small, without the application's code.
+export const handler = createFallbackHandler(
+  routeTable(JSON.parse(process.env.APP_ROUTES ?? "[]")),
+  createLogger(),
+);

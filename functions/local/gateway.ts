@@ -15,6 +15,8 @@ export type HttpHandler = (
 ) => Promise<APIGatewayProxyStructuredResultV2>;
 
 export interface GatewayOptions {
+  /** The appservice's routes and the application's (`routeTable`). */
+  routes: readonly Route[];
   /** The handler serving each route's `handler` name; undefined while starting up. */
   handlers: () => Record<Route["handler"], HttpHandler> | undefined;
   /** API Gateway's `$default` route. */
@@ -114,7 +116,7 @@ const context = (functionName: string) =>
  * request into an HTTP API event and the handler's result back into a response.
  * `GET /health` answers here only (local mode), 200 once the handlers are ready.
  */
-export function createGateway({ handlers, fallback }: GatewayOptions): Server {
+export function createGateway({ routes, handlers, fallback }: GatewayOptions): Server {
   return createServer(async (req, res) => {
     try {
       // Not `new URL(path, base)`: a path such as `//x` would be read as a host.
@@ -136,7 +138,7 @@ export function createGateway({ handlers, fallback }: GatewayOptions): Server {
         res.on("finish", () => req.destroy());
         return;
       }
-      const match = findRoute(req.method ?? "GET", rawPath);
+      const match = findRoute(req.method ?? "GET", rawPath, routes);
       const ready = handlers();
       if (match.route && !ready) {
         send(res, 503, { errcode: "M_UNKNOWN", error: "Starting; retry shortly" });

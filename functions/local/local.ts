@@ -1,23 +1,26 @@
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
-import type { Application } from "../app/application.ts";
 import { application as defaultApplication } from "../app/index.ts";
+import type { Application } from "../appservice/application.ts";
 import type { Log } from "../appservice/log.ts";
 import { CountingMetrics } from "../appservice/metrics.ts";
-import { createNamespaceMatcher } from "../appservice/namespaces.ts";
+import { createNamespaceMatcher, uncoveredUserPrefixes } from "../appservice/namespaces.ts";
 import {
   loadRegistration,
   newRegistration,
   type Registration,
   registrationYaml,
 } from "../appservice/registration.ts";
-import type { Route } from "../appservice/routes.ts";
+import { type Route, routeTable } from "../appservice/routes.ts";
+import type { ServiceDeps } from "../appservice/service-context.ts";
+import { createAppHandler } from "../handlers/app.ts";
 import { createEventsHandler } from "../handlers/events.ts";
-import { handler as fallback } from "../handlers/fallback.ts";
+import { createFallbackHandler } from "../handlers/fallback.ts";
 import { createOutboxHandler } from "../handlers/outbox.ts";
 import { createQueriesHandler, QUERY_BUDGET_MS } from "../handlers/queries.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
+import { READ_BUDGET_MS } from "../handlers/shared/services.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
 import {
   type BackoffPolicy,
@@ -25,8 +28,10 @@ import {
   OUTBOUND_MAX_RECEIVE_COUNT,
 } from "../matrix/backoff.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
+import { HttpHomeserverReader } from "../matrix/room-state.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
+import { DynamoDbAppData } from "../store/dynamodb/app-data.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import { ensureTable } from "../store/dynamodb/table.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
@@ -64,6 +69,8 @@ export interface LocalOptions {
   homeserverTimeoutMs?: number;
   /** How long a user/alias query may spend on the homeserver. @default 10 s */
   queryBudgetMs?: number;
+  /** Where the application's routes are reached from outside. @default the local URL */
+  publicBaseUrl?: string;
   /** Lets tests put a fault injector around the store. */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
 }
@@ -138,8 +145,14 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       }),
     ]);
 
+    const application = options.application ?? defaultApplication;
+    const routes = routeTable(application.routes ?? []);
     let handlers: Record<Route["handler"], HttpHandler> | undefined;
-    const server = createGateway({ handlers: () => handlers, fallback });
+    const server = createGateway({
+      routes,
+      handlers: () => handlers,
+      fallback: createFallbackHandler(routes, log),
+    });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(options.port, "127.0.0.1", resolve);
@@ -162,15 +175,44 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         senderLocalpart: "appservice",
         serverName: options.serverName,
         prefix: "_as_",
+        ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
       });
       await writeFile(options.registrationPath, registrationYaml(registration), { mode: 0o600 });
+    }
+
+    const uncovered = uncoveredUserPrefixes(
+      registration.namespaces,
+      options.serverName,
+      application.userPrefixes ?? [],
+    );
+    if (uncovered.length > 0) {
+      log.warn("the registration's user namespaces miss users the application acts as", {
+        add: uncovered.map((prefix) => `@${prefix}.*:${options.serverName}`),
+      });
     }
 
     const dynamoDbStore = new DynamoDbStore(dynamodb, tableName);
     const store = options.wrapStore ? options.wrapStore(dynamoDbStore) : dynamoDbStore;
     const botUserId = `@${registration.sender_localpart}:${options.serverName}`;
-    const application = options.application ?? defaultApplication;
     const metrics = new CountingMetrics();
+    const services: ServiceDeps = {
+      log,
+      outboundQueue: new SqsFifoQueue(sqs, outbound.url),
+      botUserId,
+      homeserver: new HttpHomeserverReader(
+        new HttpHomeserverClient(
+          options.homeserverUrl,
+          registration.as_token,
+          botUserId,
+          READ_BUDGET_MS,
+        ),
+        botUserId,
+        READ_BUDGET_MS,
+      ),
+      data: new DynamoDbAppData(dynamodb, tableName),
+      publicBaseUrl: (options.publicBaseUrl ?? url).replace(/\/+$/, ""),
+      secretKey: registration.as_token,
+    };
     const outbox = startPoller({
       sqs,
       queueUrl: outbound.url,
@@ -199,13 +241,11 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       queueUrl: inbound.url,
       queueArn: inbound.arn,
       handler: createEventsHandler({
+        ...services,
         claims: store,
         application,
-        log,
         // The lease must run out before the message becomes visible again.
         leaseMs: options.leaseMs ?? Math.max(1000, visibilityTimeoutSeconds * 1000 - 1000),
-        outboundQueue: new SqsFifoQueue(sqs, outbound.url),
-        botUserId,
         metrics,
       }),
       log,
@@ -215,6 +255,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     // Pollers stop first, before the servers they read from.
     stops.push(poller.stop);
     handlers = {
+      app: createAppHandler({ ...services, application }),
       transactions: createTransactionsHandler({
         hsToken: registration.hs_token,
         transactions: store,

@@ -17,6 +17,7 @@ try {
     ...(env.DATA_DIR && { dataDir: resolve(env.DATA_DIR) }),
     ...(env.DYNAMODB_ENDPOINT && { dynamodbEndpoint: env.DYNAMODB_ENDPOINT }),
     ...(env.SQS_ENDPOINT && { sqsEndpoint: env.SQS_ENDPOINT }),
+    ...(env.PUBLIC_BASE_URL && { publicBaseUrl: env.PUBLIC_BASE_URL }),
   });
   // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
   process.stdout.on("error", () => undefined);

@@ -16,6 +16,10 @@ export interface Timestamped extends As {
 export interface Reason extends As {
   reason?: string;
 }
+export interface Profile extends As {
+  /** A room whose order to queue the change in, so that what is sent there next comes after it. */
+  orderedWith?: string;
+}
 
 export interface CreateRoomOptions extends As {
   /** The alias localpart: `foo` for `#foo:server`. */
@@ -62,8 +66,8 @@ export interface Actions {
   invite(roomId: string, userId: string, options?: Reason): Promise<void>;
   kick(roomId: string, userId: string, options?: Reason): Promise<void>;
   ban(roomId: string, userId: string, options?: Reason): Promise<void>;
-  setDisplayName(displayName: string, options?: As): Promise<void>;
-  setAvatarUrl(avatarUrl: string, options?: As): Promise<void>;
+  setDisplayName(displayName: string, options?: Profile): Promise<void>;
+  setAvatarUrl(avatarUrl: string, options?: Profile): Promise<void>;
   createRoom(options: CreateRoomOptions): Promise<void>;
   setDirectoryVisibility(
     networkId: string,
@@ -137,11 +141,15 @@ export function createActions({ botUserId, outboundQueue, origin }: ActionsOptio
         path: `${CS}/rooms/${e(roomId)}/${kind}`,
         body: { user_id: userId, ...reason(options) },
       })).then(() => undefined);
-  const profile = (field: ProfileField) => (value: string, options?: As) => {
+  const profile = (field: ProfileField) => (value: string, options?: Profile) => {
     const userId = options?.as ?? botUserId;
-    return enqueue(field, userId, undefined, () => profileRequest(userId, field, value)).then(
-      () => undefined,
-    );
+    return enqueue(
+      field,
+      userId,
+      undefined,
+      () => profileRequest(userId, field, value),
+      options?.orderedWith,
+    ).then(() => undefined);
   };
 
   return {
@@ -266,6 +274,15 @@ export const registerRequest = (userId: string): ClientServerRequest => ({
     username: userId.slice(1, userId.indexOf(":")),
     inhibit_login: true,
   },
+});
+
+export const roomStateRequest = (
+  roomId: string,
+  type: string,
+  stateKey: string,
+): ClientServerRequest => ({
+  method: "GET",
+  path: `${CS}/rooms/${e(roomId)}/state/${e(type)}/${e(stateKey)}`,
 });
 
 export const joinRequest = (roomId: string): ClientServerRequest => ({

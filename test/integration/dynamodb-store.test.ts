@@ -1,13 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { processInboundMessage } from "../../functions/appservice/process-inbound.ts";
+import { serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
-import { createActions } from "../../functions/matrix/actions.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
-import { makeEvent } from "../support/appservice.ts";
-
-const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+import { makeEvent, noServices } from "../support/appservice.ts";
 
 describe("DynamoDbStore against DynamoDB Local", () => {
   const client = localDynamoDb(inject("dynamodbEndpoint"));
@@ -82,15 +80,9 @@ describe("DynamoDbStore against DynamoDB Local", () => {
       {
         claims: store,
         application: { onEvent: (e) => void handled.push(e.event_id) },
-        log: quiet,
+        log: noServices.log,
         leaseMs: 60_000,
-        // This application asks for no homeserver calls.
-        actionsFor: (origin) =>
-          createActions({
-            botUserId: "@bot:test.local",
-            origin,
-            outboundQueue: { send: () => Promise.reject(new Error("no outbound call expected")) },
-          }),
+        contextFor: (origin) => serviceContext(noServices, origin),
       },
     );
     expect(handled).toEqual([event.event_id]);

@@ -7,9 +7,7 @@ import { createEventsHandler } from "../../functions/handlers/events.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
-import { makeEvent } from "../support/appservice.ts";
-
-const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+import { makeEvent, noServices } from "../support/appservice.ts";
 
 const record = (groupId: string, message: InboundMessage): SQSRecord => ({
   messageId: randomUUID(),
@@ -52,13 +50,10 @@ describe("events handler (the inbound queue's consumer)", () => {
     const handled: string[] = [];
     const metrics = new CountingMetrics();
     const handler = createEventsHandler({
+      ...noServices,
       claims: new DynamoDbStore(dynamodb, tableName),
-      log: quiet,
       leaseMs: 60_000,
-      botUserId: "@bot:test.local",
       metrics,
-      // This application asks for no homeserver calls.
-      outboundQueue: { send: () => Promise.reject(new Error("no outbound call expected")) },
       application: {
         onEvent(event) {
           if (event.event_id === a1.event.event_id) throw new Error("injected failure");

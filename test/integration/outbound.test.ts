@@ -1,7 +1,7 @@
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { describe, expect, it, onTestFinished } from "vitest";
-import type { Application } from "../../functions/app/application.ts";
+import type { Application } from "../../functions/appservice/application.ts";
 import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
 import { makeEvent, sleep, waitFor } from "../support/appservice.ts";
 import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { Application, ThirdPartyProtocol } from "../../functions/app/application.ts";
+import type { Application, ThirdPartyProtocol } from "../../functions/appservice/application.ts";
 import { pingHomeserver } from "../../scripts/ping-homeserver.ts";
 import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 

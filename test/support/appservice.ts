@@ -3,7 +3,8 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inject } from "vitest";
-import type { Application } from "../../functions/app/application.ts";
+import type { Application } from "../../functions/appservice/application.ts";
+import type { ServiceDeps } from "../../functions/appservice/service-context.ts";
 import type { ClientEvent } from "../../functions/appservice/transaction.ts";
 import { type LocalOptions, startLocal } from "../../functions/local/local.ts";
 
@@ -84,3 +85,16 @@ export async function waitFor(check: () => boolean, timeoutMs = 20_000, what = "
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const unexpected = (what: string) => () => Promise.reject(new Error(`no ${what} expected`));
+
+/** Services for an application that makes no homeserver call and keeps no data. */
+export const noServices: ServiceDeps = {
+  log: { debug() {}, info() {}, warn() {}, error() {} },
+  outboundQueue: { send: unexpected("outbound call") },
+  botUserId: "@bot:test.local",
+  homeserver: { roomState: unexpected("homeserver read") },
+  data: { get: unexpected("data read"), list: unexpected("data read"), write: unexpected("write") },
+  publicBaseUrl: "http://127.0.0.1:1",
+  secretKey: "test",
+};

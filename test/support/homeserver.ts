@@ -59,12 +59,25 @@ export class ScriptedHomeserver {
   private readonly hanging = new Set<ServerResponse>();
   port = 0;
 
+  /** Room state: `roomId\ntype\nstateKey` → content. */
+  readonly state = new Map<string, Record<string, unknown>>();
+
   constructor(
     readonly asToken: string,
     readonly serverName: string,
     readonly botUserId: string,
+    /** Whether a user is in the registration's namespaces: may be registered and acted as. */
+    readonly inNamespace: (userId: string) => boolean = () => true,
   ) {
     this.registered.add(botUserId);
+  }
+
+  setState(roomId: string, type: string, stateKey: string, content: Record<string, unknown>) {
+    this.state.set(`${roomId}\n${type}\n${stateKey}`, content);
+  }
+
+  private interestedIn(userId: string) {
+    return userId === this.botUserId || this.inNamespace(userId);
   }
 
   get url() {
@@ -223,10 +236,19 @@ export class ScriptedHomeserver {
       const id = `@${String(body.username)}:${this.serverName}`;
       if (body.type !== "m.login.application_service")
         return [400, { errcode: "M_BAD_JSON", error: "bad type" }];
+      if (!this.interestedIn(id)) {
+        return [
+          400,
+          { errcode: "M_EXCLUSIVE", error: "Invalid user localpart for this application service." },
+        ];
+      }
       if (this.registered.has(id))
         return [400, { errcode: "M_USER_IN_USE", error: "User ID already taken." }];
       this.registered.add(id);
       return [200, { user_id: id }];
+    }
+    if (!this.interestedIn(userId)) {
+      return forbidden("Application service cannot masquerade as this user.");
     }
     if (!this.registered.has(userId)) {
       return forbidden(`Application service has not registered this user (${userId})`);
@@ -284,6 +306,17 @@ export class ScriptedHomeserver {
           txnId: parts[5] as string,
         });
         return [200, { event_id: eventId }];
+      }
+      case "state": {
+        const key = `${roomId}\n${parts[4]}\n${parts[5] ?? ""}`;
+        if (request.method === "PUT") {
+          this.state.set(key, body);
+          return [200, { event_id: `$${randomUUID()}` }];
+        }
+        const content = this.state.get(key);
+        return content
+          ? [200, content]
+          : [404, { errcode: "M_NOT_FOUND", error: "Event not found." }];
       }
       case "invite": {
         const invited = this.invites.get(roomId) ?? new Set<string>();

@@ -1,6 +1,8 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { onTestFinished } from "vitest";
+import { application as defaultApplication } from "../../functions/app/index.ts";
+import { createNamespaceMatcher } from "../../functions/appservice/namespaces.ts";
 import { newRegistration, registrationYaml } from "../../functions/appservice/registration.ts";
 import type { ClientEvent } from "../../functions/appservice/transaction.ts";
 import type { LocalOptions } from "../../functions/local/local.ts";
@@ -28,9 +30,16 @@ export async function startAppserviceAndHomeserver(options: Partial<LocalOptions
     senderLocalpart: "bot",
     serverName: SERVER,
     prefix: "_as_",
+    ...(defaultApplication.userPrefixes && { userPrefixes: defaultApplication.userPrefixes }),
   });
   await writeFile(registrationPath, registrationYaml(registration));
-  const homeserver = new ScriptedHomeserver(registration.as_token, SERVER, `@bot:${SERVER}`);
+  const namespaces = createNamespaceMatcher(registration.namespaces);
+  const homeserver = new ScriptedHomeserver(
+    registration.as_token,
+    SERVER,
+    `@bot:${SERVER}`,
+    (userId) => namespaces.matches("users", userId),
+  );
   await homeserver.start();
   const local = await startTestAppservice({
     registrationPath,

@@ -7,7 +7,8 @@ import { App, Aspects } from "aws-cdk-lib";
 import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { beforeAll, describe, expect, it } from "vitest";
-import { routes } from "../../functions/appservice/routes.ts";
+import { application } from "../../functions/app/index.ts";
+import { routeTable } from "../../functions/appservice/routes.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/matrix/backoff.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import {
@@ -73,19 +74,53 @@ describe("AppserviceStack", () => {
 
   it("serves every route of the route table, and the rest through the $default fallback", () => {
     const routeKeys = resources("AWS::ApiGatewayV2::Route").map(([, r]) => r.Properties.RouteKey);
-    for (const route of routes) expect(routeKeys).toContain(`${route.method} ${route.path}`);
+    for (const route of routeTable(application.routes ?? []))
+      expect(routeKeys).toContain(`${route.method} ${route.path}`);
     expect(routeKeys).toContain("$default");
     template.hasResourceProperties("AWS::ApiGatewayV2::Stage", {
       StageName: "$default",
       AutoDeploy: true,
       DefaultRouteSettings: { ThrottlingRateLimit: 100, ThrottlingBurstLimit: 200 },
       AccessLogSettings: Match.objectLike({ DestinationArn: Match.anyValue() }),
+      // The application's webhook route, open to the internet, has a throttle of its own.
+      RouteSettings: {
+        "POST /webhook/{id}": { ThrottlingRateLimit: 20, ThrottlingBurstLimit: 40 },
+      },
     });
+    const stage = resources("AWS::ApiGatewayV2::Stage")[0]?.[1] as Resource & {
+      DependsOn?: string[];
+    };
+    const webhookRoute = resources("AWS::ApiGatewayV2::Route").find(
+      ([, r]) => r.Properties.RouteKey === "POST /webhook/{id}",
+    )?.[0];
+    expect(stage.DependsOn).toContain(webhookRoute);
+  });
+
+  it("gives the application's functions its public base URL (the API's) and the fallback its routes", () => {
+    const fns = template.findResources("AWS::Lambda::Function");
+    for (const name of ["Events", "App"]) {
+      const env = (fns[functionId(name)] as Resource).Properties.Environment as {
+        Variables: Record<string, unknown>;
+      };
+      expect(env.Variables.PUBLIC_BASE_URL).toEqual({
+        "Fn::GetAtt": [expect.stringMatching(/^AppserviceApi/), "ApiEndpoint"],
+      });
+      expect(env.Variables).toMatchObject({
+        BOT_USER_ID: "@bot:example.org",
+        HOMESERVER_URL: "https://matrix.example.org",
+      });
+    }
+    const fallback = (fns[functionId("Fallback")] as Resource).Properties.Environment as {
+      Variables: Record<string, string>;
+    };
+    expect(JSON.parse(fallback.Variables.APP_ROUTES as string)).toEqual([
+      { method: "POST", path: "/webhook/{id}" },
+    ]);
   });
 
   it("runs each function on nodejs22.x, ARM64, ESM with source maps, its logs kept for a month", () => {
     const functions = resources("AWS::Lambda::Function");
-    expect(functions).toHaveLength(5);
+    expect(functions).toHaveLength(6);
     for (const [, fn] of functions) {
       expect(fn.Properties).toMatchObject({
         Runtime: "nodejs22.x",
@@ -180,10 +215,19 @@ describe("AppserviceStack", () => {
         "sqs:SendMessage",
       ].sort(),
     );
+    // The application's data and room-state reads: GetItem, Query, the writes, the as_token.
+    const applicationGrants = [
+      "dynamodb:ConditionCheckItem",
+      "dynamodb:DeleteItem",
+      "dynamodb:GetItem",
+      "dynamodb:PutItem",
+      "dynamodb:Query",
+      "secretsmanager:DescribeSecret",
+      "secretsmanager:GetSecretValue",
+    ];
     expect(actions("Events")).toEqual(
       [
-        "dynamodb:DeleteItem",
-        "dynamodb:PutItem",
+        ...applicationGrants,
         "dynamodb:UpdateItem",
         "sqs:ChangeMessageVisibility",
         "sqs:DeleteMessage",
@@ -223,8 +267,13 @@ describe("AppserviceStack", () => {
         "secretsmanager:GetSecretValue",
       ].sort(),
     );
+    expect(actions("App")).toEqual(
+      [...applicationGrants, "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"].sort(),
+    );
     expect(actions("Fallback")).toEqual([]);
-    for (const statement of ["Transactions", "Events", "Outbox", "Queries"].flatMap(policyOf)) {
+    for (const statement of ["Transactions", "Events", "Outbox", "Queries", "App"].flatMap(
+      policyOf,
+    )) {
       expect(JSON.stringify(statement.Resource)).not.toBe('"*"');
     }
   });
@@ -235,6 +284,7 @@ describe("AppserviceStack", () => {
       "5xx",
       "ApproximateNumberOfMessagesVisible",
       "ApproximateNumberOfMessagesVisible",
+      "Errors",
       "Errors",
       "Errors",
       "Errors",

@@ -6,16 +6,65 @@ import type {
   ToDeviceMessage,
 } from "../appservice/transaction.ts";
 import type { Actions, CreateRoomOptions } from "../matrix/actions.ts";
+import type { HomeserverReader } from "../matrix/room-state.ts";
+import type { AppDataStore } from "../store/app-data.ts";
 
-export interface ApplicationContext {
-  /** The homeserver transaction that delivered the item. */
-  txnId: string;
+/** What every handler of the application is given to act with. */
+export interface ServiceContext {
   log: Log;
   /**
-   * Calls on the homeserver, queued and performed by the outbox. Their IDs derive from the item
-   * being handled, so a handler that runs again asks for the same calls, which are deduplicated.
+   * Calls on the homeserver, queued and performed by the outbox. For an event, their IDs derive
+   * from it, so a handler that runs again asks for the same calls, which are deduplicated.
    */
   actions: Actions;
+  /** The homeserver's answers the handler needs before it acts (room state). */
+  homeserver: HomeserverReader;
+  /** The application's own data, kept in the appservice's table. */
+  data: AppDataStore;
+  /** Where the application's HTTP routes are reached from outside (no trailing slash). */
+  publicBaseUrl: string;
+  /**
+   * A secret for `label` (256 bits, base64url), derived from the as_token: unguessable, and the
+   * same whenever the label is, so a handler run again hands out the same secret.
+   */
+  deriveSecret(label: string): string;
+}
+
+export interface ApplicationContext extends ServiceContext {
+  /** The homeserver transaction that delivered the item. */
+  txnId: string;
+}
+
+/** A request to one of the application's HTTP routes. */
+export interface AppRequest {
+  method: string;
+  /** The route's `{name}` parameters, percent-decoded. */
+  pathParameters: Record<string, string>;
+  query: Record<string, string>;
+  /** Lower-case names. */
+  headers: Record<string, string>;
+  /** The body as text (UTF-8). */
+  body: string;
+}
+
+export interface AppResponse {
+  status: number;
+  /** Sent as JSON. */
+  body?: unknown;
+}
+
+/** An HTTP route of the application's own, served beside the appservice API. */
+export interface AppRoute {
+  method: "GET" | "PUT" | "POST" | "DELETE";
+  /** API Gateway syntax (`/webhook/{id}`); it must not be one of the appservice's paths. */
+  path: string;
+  /** Requests per second API Gateway lets through (twice that in a burst). @default 20 */
+  rateLimit?: number;
+  /**
+   * Handles one request. Each request's actions are new ones: a client that repeats its request
+   * asks for the calls again.
+   */
+  handle(request: AppRequest, context: ServiceContext): Promise<AppResponse> | AppResponse;
 }
 
 /** A virtual user to create when the homeserver asks about it. */
@@ -94,4 +143,11 @@ export interface Application {
     context: QueryContext,
   ): Promise<AliasRoom | undefined> | AliasRoom | undefined;
   thirdParty?: ThirdParty;
+  /** HTTP routes of its own (webhooks, OAuth callbacks, …), deployed and served locally alike. */
+  routes?: AppRoute[];
+  /**
+   * Localpart prefixes of the virtual users it acts as (`_webhook_` for `@_webhook_ci:server`):
+   * generated registrations claim them as exclusive user namespaces.
+   */
+  userPrefixes?: string[];
 }

@@ -1,0 +1,61 @@
+import { sha256 } from "../../appservice/hash.ts";
+import type { AppDataStore } from "../../store/app-data.ts";
+
+export interface Webhook {
+  roomId: string;
+  name: string;
+  /** Epoch milliseconds. */
+  createdAt: number;
+  createdBy: string;
+  /** The `!webhook new` event: a re-run of that command finds its own webhook. */
+  commandEventId: string;
+}
+
+// By the hash of the URL's secret ID (the ID itself is never stored), and by room and name.
+const BY_ID = "webhooks";
+const byRoom = (roomId: string) => `webhooks-in:${roomId}`;
+
+export async function findWebhook(data: AppDataStore, id: string): Promise<Webhook | undefined> {
+  return (await data.get(BY_ID, sha256(id))) as Webhook | undefined;
+}
+
+export async function listWebhooks(data: AppDataStore, roomId: string): Promise<Webhook[]> {
+  const entries = await data.list(byRoom(roomId));
+  return entries.map((entry) => entry.value as unknown as Webhook);
+}
+
+/** `exists`: the room has a webhook of that name, made by another command. */
+export async function createWebhook(
+  data: AppDataStore,
+  id: string,
+  webhook: Webhook,
+): Promise<"created" | "exists"> {
+  const idHash = sha256(id);
+  const written = await data.write([
+    {
+      collection: byRoom(webhook.roomId),
+      key: webhook.name,
+      value: { ...webhook, idHash },
+      ifAbsent: true,
+    },
+    { collection: BY_ID, key: idHash, value: { ...webhook } },
+  ]);
+  if (written) return "created";
+  const existing = await data.get(byRoom(webhook.roomId), webhook.name);
+  return existing?.commandEventId === webhook.commandEventId ? "created" : "exists";
+}
+
+/** False when the room has no webhook of that name. */
+export async function removeWebhook(
+  data: AppDataStore,
+  roomId: string,
+  name: string,
+): Promise<boolean> {
+  const existing = await data.get(byRoom(roomId), name);
+  if (!existing) return false;
+  await data.write([
+    { collection: byRoom(roomId), key: name, delete: true },
+    { collection: BY_ID, key: String(existing.idHash), delete: true },
+  ]);
+  return true;
+}

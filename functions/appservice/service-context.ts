@@ -1,0 +1,29 @@
+import { createActions } from "../matrix/actions.ts";
+import type { HomeserverReader } from "../matrix/room-state.ts";
+import type { FifoQueue } from "../queue/queue.ts";
+import type { AppDataStore } from "../store/app-data.ts";
+import type { ServiceContext } from "./application.ts";
+import { deriveSecret } from "./hash.ts";
+import type { Log } from "./log.ts";
+
+/** What the application's handlers act with, before it is tied to one origin. */
+export interface ServiceDeps {
+  log: Log;
+  outboundQueue: FifoQueue;
+  botUserId: string;
+  homeserver: HomeserverReader;
+  data: AppDataStore;
+  publicBaseUrl: string;
+  /** The key of `deriveSecret`: the as_token. */
+  secretKey: string;
+}
+
+/** The context for a handler run; `origin` seeds the IDs of the actions it asks for. */
+export const serviceContext = (deps: ServiceDeps, origin: string): ServiceContext => ({
+  log: deps.log,
+  actions: createActions({ botUserId: deps.botUserId, outboundQueue: deps.outboundQueue, origin }),
+  homeserver: deps.homeserver,
+  data: deps.data,
+  publicBaseUrl: deps.publicBaseUrl,
+  deriveSecret: (label) => deriveSecret(deps.secretKey, label),
+});

@@ -1,0 +1,43 @@
+import middy from "@middy/core";
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
+import { application } from "../app/index.ts";
+import type { Application, AppRoute } from "../appservice/application.ts";
+import { unrecognized } from "../appservice/errors.ts";
+import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
+import { jsonResponse, matrixErrors } from "./http.ts";
+import { lambdaHandler } from "./shared/lambda-handler.ts";
+import { serviceDepsFromEnv } from "./shared/services.ts";
+
+export interface AppHandlerDeps extends ServiceDeps {
+  application: Application;
+}
+
+const routeKey = (route: Pick<AppRoute, "method" | "path">) => `${route.method} ${route.path}`;
+
+/** The application's own HTTP routes (`Application.routes`), each request a new origin. */
+export const createAppHandler = (deps: AppHandlerDeps) => {
+  const byKey = new Map((deps.application.routes ?? []).map((route) => [routeKey(route), route]));
+  return middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
+    .use(matrixErrors(deps.log))
+    .handler(async (event) => {
+      const route = byKey.get(event.routeKey);
+      if (!route) throw unrecognized(404, "Unrecognized request");
+      const body = event.body ?? "";
+      const response = await route.handle(
+        {
+          method: event.requestContext.http.method,
+          pathParameters: (event.pathParameters ?? {}) as Record<string, string>,
+          query: (event.queryStringParameters ?? {}) as Record<string, string>,
+          headers: event.headers as Record<string, string>,
+          body: event.isBase64Encoded ? Buffer.from(body, "base64").toString("utf8") : body,
+        },
+        serviceContext(deps, `http:${event.requestContext.requestId}`),
+      );
+      return jsonResponse(response.status, response.body ?? {});
+    });
+};
+
+export const handler = lambdaHandler(
+  async () => ({ ...(await serviceDepsFromEnv()), application }),
+  createAppHandler,
+);

@@ -1,0 +1,25 @@
+/** A JSON object an application keeps. */
+export type AppValue = Record<string, unknown>;
+
+/** One write of an all-or-nothing `write`. */
+export type AppDataWrite =
+  | {
+      collection: string;
+      key: string;
+      value: AppValue;
+      /** Only if the key is free: otherwise the whole write is refused. */
+      ifAbsent?: boolean;
+    }
+  | { collection: string; key: string; delete: true };
+
+/**
+ * What an application stores for itself, in collections of keyed JSON values (in the
+ * appservice's own table, under keys of their own).
+ */
+export interface AppDataStore {
+  get(collection: string, key: string): Promise<AppValue | undefined>;
+  /** Every entry of a collection, by key. */
+  list(collection: string): Promise<{ key: string; value: AppValue }[]>;
+  /** Up to 100 writes, all or none; false when an `ifAbsent` key was taken. */
+  write(writes: AppDataWrite[]): Promise<boolean>;
+}

@@ -1,0 +1,85 @@
+import {
+  type DynamoDBClient,
+  GetItemCommand,
+  paginateQuery,
+  TransactionCanceledException,
+  TransactWriteItemsCommand,
+} from "@aws-sdk/client-dynamodb";
+import type { AppDataStore, AppDataWrite, AppValue } from "../app-data.ts";
+
+const keyOf = (collection: string, key: string) => ({
+  pk: { S: `APP#${collection}` },
+  sk: { S: key },
+});
+
+/** Application data in the appservice's table: a collection is a partition, `APP#<name>`. */
+export class DynamoDbAppData implements AppDataStore {
+  constructor(
+    private readonly client: DynamoDBClient,
+    private readonly tableName: string,
+  ) {}
+
+  async get(collection: string, key: string): Promise<AppValue | undefined> {
+    const { Item } = await this.client.send(
+      new GetItemCommand({
+        TableName: this.tableName,
+        Key: keyOf(collection, key),
+        ConsistentRead: true,
+      }),
+    );
+    return Item?.value?.S ? (JSON.parse(Item.value.S) as AppValue) : undefined;
+  }
+
+  async list(collection: string): Promise<{ key: string; value: AppValue }[]> {
+    const entries: { key: string; value: AppValue }[] = [];
+    const pages = paginateQuery(
+      { client: this.client },
+      {
+        TableName: this.tableName,
+        KeyConditionExpression: "pk = :pk",
+        ExpressionAttributeValues: { ":pk": { S: `APP#${collection}` } },
+        ConsistentRead: true,
+      },
+    );
+    for await (const page of pages) {
+      for (const item of page.Items ?? []) {
+        entries.push({ key: item.sk?.S as string, value: JSON.parse(item.value?.S ?? "{}") });
+      }
+    }
+    return entries;
+  }
+
+  async write(writes: AppDataWrite[]): Promise<boolean> {
+    try {
+      await this.client.send(
+        new TransactWriteItemsCommand({
+          TransactItems: writes.map((write) =>
+            "delete" in write
+              ? { Delete: { TableName: this.tableName, Key: keyOf(write.collection, write.key) } }
+              : {
+                  Put: {
+                    TableName: this.tableName,
+                    Item: {
+                      ...keyOf(write.collection, write.key),
+                      value: { S: JSON.stringify(write.value) },
+                    },
+                    ...(write.ifAbsent && { ConditionExpression: "attribute_not_exists(pk)" }),
+                  },
+                },
+          ),
+        }),
+      );
+      return true;
+    } catch (error) {
+      const reasons = (error as TransactionCanceledException).CancellationReasons ?? [];
+      if (
+        error instanceof TransactionCanceledException &&
+        reasons.some((reason) => reason.Code === "ConditionalCheckFailed") &&
+        reasons.every((reason) => ["None", "ConditionalCheckFailed"].includes(reason.Code ?? ""))
+      ) {
+        return false;
+      }
+      throw error;
+    }
+  }
+}
