@@ -1,4 +1,4 @@
-import { type FifoMessage, MAX_MESSAGE_BYTES } from "../queue/queue.ts";
+import { type FifoMessage, MAX_MESSAGE_BYTES, queueJson } from "../queue/queue.ts";
 import { tooLarge } from "./errors.ts";
 import { sha256 } from "./hash.ts";
 import type {
@@ -80,7 +80,7 @@ export function inboundMessages(txnId: string, transaction: Transaction): FifoMe
     if (items) items.push(item);
     else groups.set(groupId, [item]);
   }
-  const envelopeBytes = Buffer.byteLength(JSON.stringify({ txnId, items: [] }));
+  const envelopeBytes = Buffer.byteLength(queueJson({ txnId, items: [] }));
   const messages: FifoMessage[] = [];
   for (const [groupId, items] of groups) {
     let chunk: InboundItem[] = [];
@@ -91,13 +91,13 @@ export function inboundMessages(txnId: string, transaction: Transaction): FifoMe
       messages.push({
         groupId,
         deduplicationId: sha256(chunk.map((item) => `${item.kind}:${item.id}`).join("\n")),
-        body: JSON.stringify(body),
+        body: queueJson(body),
       });
       chunk = [];
       chunkBytes = envelopeBytes;
     };
     for (const item of items) {
-      const itemBytes = Buffer.byteLength(JSON.stringify(item)) + 1;
+      const itemBytes = Buffer.byteLength(queueJson(item)) + 1;
       if (envelopeBytes + itemBytes > MAX_MESSAGE_BYTES) {
         throw tooLarge(`A ${item.kind} item (${item.id}) is over ${MAX_MESSAGE_BYTES} bytes`);
       }

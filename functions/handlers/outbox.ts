@@ -8,7 +8,7 @@ import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { type OutboxDeps, performAction } from "../matrix/outbox.ts";
 import type { OutboundAction } from "../matrix/request.ts";
-import type { ReceivedMessageControl } from "../queue/queue.ts";
+import { queueJson, type ReceivedMessageControl } from "../queue/queue.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";
@@ -66,7 +66,7 @@ export const createOutboxHandler = (deps: OutboxHandlerDeps) =>
           await deps.control.deadLetter({
             groupId: record.attributes.MessageGroupId ?? action.userId,
             deduplicationId: action.id,
-            body: JSON.stringify({
+            body: queueJson({
               action,
               reason: outcome.reason,
               failedAt: new Date().toISOString(),

@@ -1,5 +1,5 @@
 import { sha256 } from "../appservice/hash.ts";
-import type { FifoQueue } from "../queue/queue.ts";
+import { type FifoQueue, queueJson } from "../queue/queue.ts";
 import type { ClientServerRequest, OutboundAction } from "./request.ts";
 
 const CS = "/_matrix/client/v3";
@@ -114,7 +114,7 @@ export function createActions({ botUserId, outboundQueue, origin }: ActionsOptio
       request: build(id),
     };
     await outboundQueue.send([
-      { groupId: groupId ?? roomId ?? userId, deduplicationId: id, body: JSON.stringify(action) },
+      { groupId: groupId ?? roomId ?? userId, deduplicationId: id, body: queueJson(action) },
     ]);
     return id;
   };

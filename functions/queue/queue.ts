@@ -3,6 +3,7 @@ export interface FifoMessage {
   groupId: string;
   /** Derived from the content, so a retried enqueue is absorbed by the queue's deduplication. */
   deduplicationId: string;
+  /** JSON text, written by `queueJson`. */
   body: string;
 }
 
@@ -10,6 +11,21 @@ export interface FifoMessage {
 export interface FifoQueue {
   send(messages: FifoMessage[]): Promise<void>;
 }
+
+// What SQS refuses in a message body (it takes #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD, and fauxqs
+// nothing beyond the BMP): JSON.stringify already escapes the controls and lone surrogates.
+const UNSAFE_FOR_QUEUES = /[\u{10000}-\u{10FFFF}\uFFFE\uFFFF]/gu;
+const escapeUnit = (unit: string) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, "0")}`;
+
+/**
+ * JSON text that every queue accepts: characters outside the BMP (emoji) and U+FFFE/U+FFFF
+ * written as `\u` escapes, which any JSON parser reads back as the same string.
+ */
+export const queueJson = (value: unknown): string =>
+  // split("") yields UTF-16 units: an emoji becomes its surrogate pair, as JSON writes it.
+  JSON.stringify(value).replace(UNSAFE_FOR_QUEUES, (char) =>
+    char.split("").map(escapeUnit).join(""),
+  );
 
 /** SQS's size limit for one message and for one batch request (the lowest a queue may have). */
 export const MAX_MESSAGE_BYTES = 256 * 1024;

@@ -64,6 +64,23 @@ describe("exactly-once delivery", () => {
     }
   });
 
+  it("emoji and every other character outside the BMP reach the application unchanged", async () => {
+    const recorder = recordingApplication();
+    const local = await start({ application: recorder.application });
+    const events = ["👋 hello 🎉", "𐀀 \u{10FFFF} é \uFFFD", "\uFFFF and \uFFFE"].map((body) =>
+      makeEvent("!emoji:test.local", body),
+    );
+    const response = await putTransaction(
+      local.url,
+      "emoji",
+      { events },
+      { token: local.registration.hs_token },
+    );
+    expect(response.status).toBe(200);
+    await waitFor(() => recorder.events.length >= 3, 20_000, "3 events");
+    expect(recorder.events).toEqual(events);
+  });
+
   it("the same transaction twice in a row → each event handled once, the retry a no-op 200", async () => {
     const recorder = recordingApplication();
     const local = await start({ application: recorder.application });

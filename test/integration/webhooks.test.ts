@@ -1,4 +1,5 @@
 import { ScanCommand } from "@aws-sdk/client-dynamodb";
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/app/webhooks/post.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
@@ -27,7 +28,11 @@ describe("the webhooks application, over the scripted homeserver", () => {
       .map((e) => String(e.content.body));
   const hookMessages = () => started.homeserver.sent.filter((e) => e.sender === HOOK_USER);
   const post = (url: string, body: string, contentType = "application/json") =>
-    fetch(url, { method: "POST", headers: { "content-type": contentType }, body });
+    fetch(url, {
+      method: "POST",
+      headers: contentType ? { "content-type": contentType } : {},
+      body,
+    });
   let hookUrl = "";
 
   beforeAll(async () => {
@@ -165,6 +170,36 @@ describe("the webhooks application, over the scripted homeserver", () => {
         .slice(before)
         .map((m) => m.content.body),
     ).toEqual(Array.from({ length: 100 }, (_, i) => `burst ${i}`));
+  });
+
+  it("random bodies, content types and ids → 202, 400, 404 or 413 with a JSON error, never a 5xx", async () => {
+    const text = fc.oneof(fc.string(), fc.string({ unit: "grapheme" }));
+    const body = fc.oneof(
+      text,
+      fc.jsonValue().map((value) => JSON.stringify(value)),
+      fc
+        .record(
+          { text: fc.oneof(text, fc.anything()), username: fc.anything(), html: fc.anything() },
+          { requiredKeys: [] },
+        )
+        .map((value) => JSON.stringify(value)),
+    );
+    const type = fc.constantFrom("application/json", "text/plain", "text/plain; charset=x", "");
+    await fc.assert(
+      fc.asyncProperty(body, type, fc.option(fc.string({ minLength: 1 })), async (b, t, id) => {
+        const url =
+          id === null ? hookUrl : `${started.local.url}/webhook/${encodeURIComponent(id)}`;
+        const response = await post(url, b, t);
+        expect([202, 400, 404, 413]).toContain(response.status);
+        if (response.status !== 202) {
+          expect(await response.json()).toMatchObject({
+            errcode: expect.any(String),
+            error: expect.any(String),
+          });
+        }
+      }),
+      { numRuns: 150 },
+    );
   });
 
   it("a member below power level 50 → a polite refusal, and no webhook", async () => {
