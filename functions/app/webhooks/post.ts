@@ -5,7 +5,6 @@ import type {
   ServiceContext,
 } from "../../appservice/application.ts";
 import { badJson, MatrixError, notJson, tooLarge } from "../../appservice/errors.ts";
-import { renderMarkdown, sanitizeMatrixHtml } from "./render.ts";
 import { findWebhook } from "./store.ts";
 
 /** The largest webhook body taken: room for the text and its HTML in one 64 KiB Matrix event. */
@@ -60,6 +59,9 @@ async function postWebhook(request: AppRequest, context: ServiceContext): Promis
   const webhook = await findWebhook(context.data, request.pathParameters.id ?? "");
   if (!webhook) throw new MatrixError(404, "M_NOT_FOUND", "No such webhook");
   const message = parseMessage(request);
+  // Loaded on first use: the functions that bundle the application but never render (events,
+  // queries) do not pay for markdown-it and sanitize-html at cold start.
+  const { renderMarkdown, sanitizeMatrixHtml } = await import("./render.ts");
   const html = message.html ? sanitizeMatrixHtml(message.html) : renderMarkdown(message.text);
   if (Buffer.byteLength(message.text) + Buffer.byteLength(html) > MAX_CONTENT_BYTES) {
     throw tooLarge("The message is too large for a Matrix event once rendered");
