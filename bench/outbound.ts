@@ -1,10 +1,12 @@
 // Part of `npm run bench`: outbound throughput (messages/s reaching a scripted homeserver) and
 // end-to-end latency from the transaction's ack to the homeserver receiving the bot's reply,
-// through the local mode (`npm start` in a process of its own) and its default `!ping` bot.
+// through the local mode (`npm start` in a process of its own) and its default `!ping` bot;
+// then the webhooks: POST → 202, and POST → the homeserver receiving the message.
 import { randomUUID } from "node:crypto";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { application } from "../functions/app/index.ts";
 import { newRegistration, registrationYaml } from "../functions/appservice/registration.ts";
 import type { ClientEvent } from "../functions/appservice/transaction.ts";
 import { freePort } from "../functions/local/free-port.ts";
@@ -20,6 +22,7 @@ const registration = newRegistration({
   senderLocalpart: "bot",
   serverName: SERVER,
   prefix: "_b_",
+  ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
 });
 await writeFile(registrationPath, registrationYaml(registration));
 const bot = `@bot:${SERVER}`;
@@ -106,6 +109,57 @@ const pings = 20 + latencies.length + 1000;
 console.log(
   `  pings ${pings}, replies the homeserver accepted ${homeserver.sent.length} ` +
     `(doubles ${homeserver.sent.length - pings}), send requests ${sends.length}`,
+);
+
+// Webhooks: a moderator creates one, then POSTs one at a time.
+const moderator = `@mod:${SERVER}`;
+const hookRoom = rooms[0] as string;
+homeserver.rooms.get(hookRoom)?.add(moderator);
+homeserver.setState(hookRoom, "m.room.power_levels", "", { users: { [moderator]: 100 } });
+const beforeCommand = homeserver.sent.length;
+await put([{ ...ping(hookRoom), sender: moderator, content: { body: "!webhook new bench" } }]);
+await waitForSent(beforeCommand + 1);
+const hookUrl = /http:\/\/\S+\/webhook\/\S+/.exec(
+  String(homeserver.sent.at(-1)?.content.body),
+)?.[0];
+if (!hookUrl) throw new Error("no webhook URL in the bot's answer");
+const postHook = async (text: string) => {
+  const response = await fetch(hookUrl, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ text }),
+  });
+  if (response.status !== 202) throw new Error(`${response.status} ${await response.text()}`);
+};
+await postHook("warm-up");
+await waitForSent(beforeCommand + 2);
+const accepted: number[] = [];
+const delivered: number[] = [];
+for (let i = 0; i < 200; i++) {
+  const before = homeserver.sent.length;
+  const posted = Date.now();
+  await postHook(`**message** ${i}`);
+  accepted.push(Date.now() - posted);
+  await waitForSent(before + 1);
+  delivered.push((homeserver.requests.at(-1)?.at as number) - posted);
+}
+accepted.sort((a, b) => a - b);
+delivered.sort((a, b) => a - b);
+const hookStart = homeserver.sent.length;
+const burstStarted = Date.now();
+for (let i = 0; i < 500; i++) await postHook(`burst ${i}`);
+await waitForSent(hookStart + 500);
+const burstSeconds = (Date.now() - burstStarted) / 1000;
+const hookBodies = homeserver.sent.slice(hookStart).map((e) => e.content.body);
+const inOrder = hookBodies.every((body, i) => body === `burst ${i}`);
+console.log("\nWebhooks (POST /webhook/{id} through local mode to the scripted homeserver)\n");
+console.log(
+  `  POST → 202: p50 ${percentile(accepted, 50)} ms, p99 ${percentile(accepted, 99)} ms; ` +
+    `POST → homeserver receives the message: p50 ${percentile(delivered, 50)} ms, p99 ${percentile(delivered, 99)} ms (200 POSTs, one at a time)`,
+);
+console.log(
+  `  500 POSTs back to back: ${(500 / burstSeconds).toFixed(0)} messages/s delivered, ` +
+    `${hookBodies.length} arrived, in order: ${inOrder}`,
 );
 
 await stopServer(child);
