@@ -276,13 +276,16 @@ export const registerRequest = (userId: string): ClientServerRequest => ({
   },
 });
 
+/** A state event's content, or with `format: "event"` the whole event (sender included). */
 export const roomStateRequest = (
   roomId: string,
   type: string,
   stateKey: string,
+  format: "content" | "event" = "content",
 ): ClientServerRequest => ({
   method: "GET",
   path: `${CS}/rooms/${e(roomId)}/state/${e(type)}/${e(stateKey)}`,
+  ...(format === "event" && { query: { format } }),
 });
 
 export const joinRequest = (roomId: string): ClientServerRequest => ({

@@ -2,6 +2,12 @@ import { roomStateRequest } from "./actions.ts";
 import { callBefore } from "./bounded-call.ts";
 import { type HomeserverClient, matrixError } from "./request.ts";
 
+/** A state event as the homeserver gives it with `format=event`. */
+export interface StateEvent {
+  sender: string;
+  content: Record<string, unknown>;
+}
+
 /** Reads the homeserver answers at once, for decisions a handler makes before it acts. */
 export interface HomeserverReader {
   /** A state event's content as the bot sees it; undefined when the room has none. */
@@ -10,6 +16,8 @@ export interface HomeserverReader {
     type: string,
     stateKey?: string,
   ): Promise<Record<string, unknown> | undefined>;
+  /** The same, the whole event (its sender too). */
+  roomStateEvent(roomId: string, type: string, stateKey?: string): Promise<StateEvent | undefined>;
 }
 
 export class HttpHomeserverReader implements HomeserverReader {
@@ -20,17 +28,28 @@ export class HttpHomeserverReader implements HomeserverReader {
     private readonly budgetMs: number,
   ) {}
 
-  async roomState(roomId: string, type: string, stateKey = "") {
+  roomState(roomId: string, type: string, stateKey = "") {
+    return this.read<Record<string, unknown>>(roomId, type, stateKey, "content");
+  }
+
+  roomStateEvent(roomId: string, type: string, stateKey = "") {
+    return this.read<StateEvent>(roomId, type, stateKey, "event");
+  }
+
+  private async read<T>(
+    roomId: string,
+    type: string,
+    stateKey: string,
+    format: "content" | "event",
+  ): Promise<T | undefined> {
     const response = await callBefore(
       Date.now() + this.budgetMs,
       this.homeserver,
       this.botUserId,
-      roomStateRequest(roomId, type, stateKey),
+      roomStateRequest(roomId, type, stateKey, format),
     );
     if (response.status === 404) return undefined;
-    if (response.status >= 200 && response.status < 300) {
-      return response.body as Record<string, unknown>;
-    }
+    if (response.status >= 200 && response.status < 300) return response.body as T;
     const { errcode, error } = matrixError(response.body);
     throw new Error(
       `reading ${type} in ${roomId}: ${response.status} ${errcode ?? ""} ${error ?? ""}`.trim(),

@@ -23,7 +23,10 @@ describe("!webhook new, handled again after a crash (DynamoDB Local)", () => {
       ...noServices,
       data,
       // The moderator's level, as the room's power levels give it.
-      homeserver: { roomState: async () => ({ users: { "@mod:test.local": 100 } }) },
+      homeserver: {
+        roomState: async () => ({ users: { "@mod:test.local": 100 } }),
+        roomStateEvent: async () => undefined,
+      },
       outboundQueue: { send: async (messages: FifoMessage[]) => void queued.push(...messages) },
     };
     const command = makeEvent("!r:test.local", "!webhook new ci", { sender: "@mod:test.local" });

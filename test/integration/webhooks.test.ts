@@ -208,6 +208,21 @@ describe("the webhooks application, over the scripted homeserver", () => {
     expect(await command("!webhook list")).not.toContain("evil");
   });
 
+  it("a room v12 creator, absent from the power levels, may manage webhooks", async () => {
+    const { homeserver } = started;
+    const creator = `@creator:${SERVER}`;
+    homeserver.rooms.get(ROOM)?.add(creator);
+    homeserver.setState(ROOM, "m.room.create", "", { room_version: "12" }, creator);
+    try {
+      expect(await command("!webhook list", creator)).toContain("Webhooks in this room");
+      // In older rooms the creator's rank is the power levels'.
+      homeserver.setState(ROOM, "m.room.create", "", { room_version: "10", creator }, creator);
+      expect(await command("!webhook list", creator)).toMatch(/^Sorry /);
+    } finally {
+      homeserver.state.delete(`${ROOM}\nm.room.create\n`);
+    }
+  });
+
   it("!webhook list, help, an unknown command, a bad name", async () => {
     const list = await command("!webhook list");
     expect(list).toContain(`ci — created `);

@@ -93,7 +93,10 @@ export const noServices: ServiceDeps = {
   log: { debug() {}, info() {}, warn() {}, error() {} },
   outboundQueue: { send: unexpected("outbound call") },
   botUserId: "@bot:test.local",
-  homeserver: { roomState: unexpected("homeserver read") },
+  homeserver: {
+    roomState: unexpected("homeserver read"),
+    roomStateEvent: unexpected("homeserver read"),
+  },
   data: { get: unexpected("data read"), list: unexpected("data read"), write: unexpected("write") },
   publicBaseUrl: "http://127.0.0.1:1",
   secretKey: "test",

@@ -59,8 +59,8 @@ export class ScriptedHomeserver {
   private readonly hanging = new Set<ServerResponse>();
   port = 0;
 
-  /** Room state: `roomId\ntype\nstateKey` → content. */
-  readonly state = new Map<string, Record<string, unknown>>();
+  /** Room state: `roomId\ntype\nstateKey` → the event's sender and content. */
+  readonly state = new Map<string, { sender: string; content: Record<string, unknown> }>();
 
   constructor(
     readonly asToken: string,
@@ -72,8 +72,14 @@ export class ScriptedHomeserver {
     this.registered.add(botUserId);
   }
 
-  setState(roomId: string, type: string, stateKey: string, content: Record<string, unknown>) {
-    this.state.set(`${roomId}\n${type}\n${stateKey}`, content);
+  setState(
+    roomId: string,
+    type: string,
+    stateKey: string,
+    content: Record<string, unknown>,
+    sender = this.botUserId,
+  ) {
+    this.state.set(`${roomId}\n${type}\n${stateKey}`, { sender, content });
   }
 
   private interestedIn(userId: string) {
@@ -310,13 +316,13 @@ export class ScriptedHomeserver {
       case "state": {
         const key = `${roomId}\n${parts[4]}\n${parts[5] ?? ""}`;
         if (request.method === "PUT") {
-          this.state.set(key, body);
+          this.state.set(key, { sender: userId, content: body });
           return [200, { event_id: `$${randomUUID()}` }];
         }
-        const content = this.state.get(key);
-        return content
-          ? [200, content]
-          : [404, { errcode: "M_NOT_FOUND", error: "Event not found." }];
+        const event = this.state.get(key);
+        if (!event) return [404, { errcode: "M_NOT_FOUND", error: "Event not found." }];
+        if (request.query.format !== "event") return [200, event.content];
+        return [200, { type: parts[4], state_key: parts[5] ?? "", room_id: roomId, ...event }];
       }
       case "invite": {
         const invited = this.invites.get(roomId) ?? new Set<string>();
