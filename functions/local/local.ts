@@ -91,6 +91,8 @@ export interface LocalAppservice {
   tableName: string;
   /** What the handlers counted since the start. */
   metrics: CountingMetrics;
+  /** The application's own routes, as reached from outside. */
+  appRoutes: string[];
   /** The DynamoDB Local Java process, when this start spawned one. */
   dynamodbPid?: number;
   stop(): Promise<void>;
@@ -295,6 +297,9 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       botUserId,
       tableName,
       metrics,
+      appRoutes: (application.routes ?? []).map(
+        (route) => `${route.method} ${services.publicBaseUrl}${route.path}`,
+      ),
       ...(dynamo && { dynamodbPid: dynamo.pid }),
       stop,
     };

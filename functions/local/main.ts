@@ -57,6 +57,7 @@ try {
       `Give the homeserver the registration file (Synapse: app_service_config_files) with url: ${local.url}`,
       `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
       `SQS (fauxqs): ${local.sqsEndpoint}`,
+      ...local.appRoutes.map((route) => `Application route: ${route}`),
       `listening on ${local.url}`,
     ].join("\n"),
   );

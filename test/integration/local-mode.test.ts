@@ -80,6 +80,7 @@ describe("npm start", () => {
       SERVER_NAME: "example.org",
     });
     expect(output()).toContain(`listening on http://127.0.0.1:${port}`);
+    expect(output()).toContain(`Application route: POST http://127.0.0.1:${port}/webhook/{id}`);
     const health = await fetch(`http://127.0.0.1:${port}/health`);
     expect(health.status).toBe(200);
 

@@ -98,11 +98,15 @@ describe("the webhooks application, over the scripted homeserver", () => {
     expect(html).not.toContain("<script>");
   });
 
-  it("username, text/plain and html: the display name follows; the HTML is sanitized", async () => {
+  it("username, text/plain, a Slack form and html: the display name follows; the HTML is sanitized", async () => {
     expect(
       (await post(hookUrl, JSON.stringify({ text: "deployed", username: "Deploy bot" }))).status,
     ).toBe(202);
     expect((await post(hookUrl, "plain *text*", "text/plain; charset=utf-8")).status).toBe(202);
+    const form = new URLSearchParams({ payload: JSON.stringify({ text: "from a form" }) });
+    expect((await post(hookUrl, form.toString(), "application/x-www-form-urlencoded")).status).toBe(
+      202,
+    );
     expect(
       (
         await post(
@@ -111,8 +115,9 @@ describe("the webhooks application, over the scripted homeserver", () => {
         )
       ).status,
     ).toBe(202);
-    await waitFor(() => hookMessages().length === 4);
-    const [, deployed, plain, html] = hookMessages();
+    await waitFor(() => hookMessages().length === 5);
+    const [, deployed, plain, fromForm, html] = hookMessages();
+    expect(fromForm?.content.body).toBe("from a form");
     expect(deployed?.content.body).toBe("deployed");
     expect(plain?.content.body).toBe("plain *text*");
     expect(plain?.content.formatted_body).toBe("<p>plain <em>text</em></p>");

@@ -23,18 +23,27 @@ interface WebhookMessage {
   html?: string;
 }
 
-/** A Slack-style JSON payload, or the whole body as text when it is sent as `text/plain`. */
+/**
+ * A Slack-style JSON payload (also as the `payload` field of a form, as Slack takes it), or the
+ * whole body as text when it is sent as `text/plain`.
+ */
 function parseMessage(request: AppRequest): WebhookMessage {
   const type = (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
   if (type === "text/plain") {
     if (!request.body.trim()) throw badJson("The body is empty: there is no text to post");
     return { text: request.body };
   }
+  const json =
+    type === "application/x-www-form-urlencoded"
+      ? (new URLSearchParams(request.body).get("payload") ?? "")
+      : request.body;
   let payload: unknown;
   try {
-    payload = JSON.parse(request.body);
+    payload = JSON.parse(json);
   } catch {
-    throw notJson('The body is not JSON: send {"text": "…"} or a text/plain body');
+    throw notJson(
+      'The body is not JSON: send {"text": "…"}, a form with payload={"text": "…"}, or a text/plain body',
+    );
   }
   const { text, username, html } = (payload ?? {}) as Record<string, unknown>;
   if (typeof text !== "string" || !text.trim()) {
