@@ -122,6 +122,12 @@ describe("the webhooks application, over the scripted homeserver", () => {
     expect(plain?.content.body).toBe("plain *text*");
     expect(plain?.content.formatted_body).toBe("<p>plain <em>text</em></p>");
     expect(html?.content.formatted_body).toBe("<b>bold</b>");
+    expect(
+      (await post(hookUrl, JSON.stringify({ text: "*only* this", html: "<script>x</script>" })))
+        .status,
+    ).toBe(202);
+    await waitFor(() => hookMessages().length === 6);
+    expect(hookMessages()[5]?.content.formatted_body).toBe("<p><em>only</em> this</p>");
     // The name changed before "deployed" and back before the next message, in the room's order.
     const profileSets = started.homeserver.requests.filter(
       (r) => r.path.endsWith("/displayname") && r.status === 200,

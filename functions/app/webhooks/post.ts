@@ -71,7 +71,8 @@ async function postWebhook(request: AppRequest, context: ServiceContext): Promis
   // Loaded on first use: the functions that bundle the application but never render (events,
   // queries) do not pay for markdown-it and sanitize-html at cold start.
   const { renderMarkdown, sanitizeMatrixHtml } = await import("./render.ts");
-  const html = message.html ? sanitizeMatrixHtml(message.html) : renderMarkdown(message.text);
+  // An `html` that sanitizes to nothing falls back to the text's rendering.
+  const html = (message.html && sanitizeMatrixHtml(message.html)) || renderMarkdown(message.text);
   if (Buffer.byteLength(message.text) + Buffer.byteLength(html) > MAX_CONTENT_BYTES) {
     throw tooLarge("The message is too large for a Matrix event once rendered");
   }
