@@ -6,7 +6,7 @@ import { createWebhook, listWebhooks, removeWebhook } from "./store.ts";
 /** Webhook names become user localparts (`@_webhook_<name>`): the characters those allow. */
 const NAME = /^[a-z0-9._=-]{1,32}$/;
 
-export const HELP = [
+const HELP = [
   "Webhooks post messages into this room from anywhere that can make an HTTP request.",
   "!webhook new <name> — create one; I answer with its secret URL",
   "!webhook list — the webhooks of this room",
