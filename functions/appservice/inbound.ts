@@ -80,29 +80,32 @@ export function inboundMessages(txnId: string, transaction: Transaction): FifoMe
     if (items) items.push(item);
     else groups.set(groupId, [item]);
   }
-  const envelopeBytes = Buffer.byteLength(queueJson({ txnId, items: [] }));
+  // The body is `queueJson({ txnId, items })`, assembled from each item's JSON so that every
+  // item is serialized once, for its size and for the body alike.
+  const envelope = (itemsJson: string) => `{"txnId":${queueJson(txnId)},"items":[${itemsJson}]}`;
+  const envelopeBytes = Buffer.byteLength(envelope(""));
   const messages: FifoMessage[] = [];
   for (const [groupId, items] of groups) {
-    let chunk: InboundItem[] = [];
+    let chunk: { item: InboundItem; json: string }[] = [];
     let chunkBytes = envelopeBytes;
     const flush = () => {
       if (chunk.length === 0) return;
-      const body: InboundMessage = { txnId, items: chunk };
       messages.push({
         groupId,
-        deduplicationId: sha256(chunk.map((item) => `${item.kind}:${item.id}`).join("\n")),
-        body: queueJson(body),
+        deduplicationId: sha256(chunk.map(({ item }) => `${item.kind}:${item.id}`).join("\n")),
+        body: envelope(chunk.map(({ json }) => json).join(",")),
       });
       chunk = [];
       chunkBytes = envelopeBytes;
     };
     for (const item of items) {
-      const itemBytes = Buffer.byteLength(queueJson(item)) + 1;
+      const json = queueJson(item);
+      const itemBytes = Buffer.byteLength(json) + 1;
       if (envelopeBytes + itemBytes > MAX_MESSAGE_BYTES) {
         throw tooLarge(`A ${item.kind} item (${item.id}) is over ${MAX_MESSAGE_BYTES} bytes`);
       }
       if (chunkBytes + itemBytes > MAX_MESSAGE_BYTES) flush();
-      chunk.push(item);
+      chunk.push({ item, json });
       chunkBytes += itemBytes;
     }
     flush();

@@ -20,7 +20,6 @@ import { createFallbackHandler } from "../handlers/fallback.ts";
 import { createOutboxHandler } from "../handlers/outbox.ts";
 import { createQueriesHandler, QUERY_BUDGET_MS } from "../handlers/queries.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
-import { READ_BUDGET_MS } from "../handlers/shared/services.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
 import {
   type BackoffPolicy,
@@ -28,7 +27,7 @@ import {
   OUTBOUND_MAX_RECEIVE_COUNT,
 } from "../matrix/backoff.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
-import { HttpHomeserverReader } from "../matrix/room-state.ts";
+import { httpHomeserverReader } from "../matrix/room-state.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
 import { DynamoDbAppData } from "../store/dynamodb/app-data.ts";
@@ -201,16 +200,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       log,
       outboundQueue: new SqsFifoQueue(sqs, outbound.url),
       botUserId,
-      homeserver: new HttpHomeserverReader(
-        new HttpHomeserverClient(
-          options.homeserverUrl,
-          registration.as_token,
-          botUserId,
-          READ_BUDGET_MS,
-        ),
-        botUserId,
-        READ_BUDGET_MS,
-      ),
+      homeserver: httpHomeserverReader(options.homeserverUrl, registration.as_token, botUserId),
       data: new DynamoDbAppData(dynamodb, tableName),
       publicBaseUrl: (options.publicBaseUrl ?? url).replace(/\/+$/, ""),
       secretKey: registration.as_token,

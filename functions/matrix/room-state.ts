@@ -1,6 +1,10 @@
 import { roomStateRequest } from "./actions.ts";
 import { callBefore } from "./bounded-call.ts";
+import { HttpHomeserverClient } from "./http-client.ts";
 import { type HomeserverClient, matrixError } from "./request.ts";
+
+/** How long one read may wait for the homeserver, retries included. */
+export const READ_BUDGET_MS = 5_000;
 
 /** A state event as the homeserver gives it with `format=event`. */
 export interface StateEvent {
@@ -56,3 +60,11 @@ export class HttpHomeserverReader implements HomeserverReader {
     );
   }
 }
+
+/** The reader for a homeserver at `baseUrl`, as the bot, within `READ_BUDGET_MS` per read. */
+export const httpHomeserverReader = (baseUrl: string, asToken: string, botUserId: string) =>
+  new HttpHomeserverReader(
+    new HttpHomeserverClient(baseUrl, asToken, botUserId, READ_BUDGET_MS),
+    botUserId,
+    READ_BUDGET_MS,
+  );

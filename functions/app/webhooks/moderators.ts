@@ -16,12 +16,15 @@ export async function powerLevel(
   roomId: string,
   userId: string,
 ): Promise<number> {
-  const create = await homeserver.roomStateEvent(roomId, "m.room.create");
+  // Both reads at once: one round trip of waiting, not two.
+  const [create, levels] = await Promise.all([
+    homeserver.roomStateEvent(roomId, "m.room.create"),
+    homeserver.roomState(roomId, "m.room.power_levels"),
+  ]);
   const version = String(create?.content.room_version ?? "1");
   const additional = create?.content.additional_creators;
   const creators = [create?.sender, ...(Array.isArray(additional) ? additional : [])];
   if (PRIVILEGED_CREATORS.has(version) && creators.includes(userId)) return Infinity;
-  const levels = await homeserver.roomState(roomId, "m.room.power_levels");
   if (!levels) {
     // Before v11 the creator is named in the content; from v11 it is the sender.
     return (create?.content.creator ?? create?.sender) === userId ? 100 : 0;

@@ -1,16 +1,12 @@
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import type { ServiceDeps } from "../../appservice/service-context.ts";
-import { HttpHomeserverClient } from "../../matrix/http-client.ts";
-import { HttpHomeserverReader } from "../../matrix/room-state.ts";
+import { httpHomeserverReader } from "../../matrix/room-state.ts";
 import { SqsFifoQueue } from "../../queue/sqs/queue.ts";
 import { DynamoDbAppData } from "../../store/dynamodb/app-data.ts";
 import { requiredEnv } from "./lambda-handler.ts";
 import { createLogger } from "./logger.ts";
 import { secretFromEnv } from "./secrets.ts";
-
-/** How long the application may wait for one homeserver read, retries included. */
-export const READ_BUDGET_MS = 5_000;
 
 /**
  * The application's services from the environment: `OUTBOUND_QUEUE_URL`, `BOT_USER_ID`,
@@ -23,11 +19,7 @@ export async function serviceDepsFromEnv(): Promise<ServiceDeps> {
     log: createLogger(),
     outboundQueue: new SqsFifoQueue(new SQSClient({}), requiredEnv("OUTBOUND_QUEUE_URL")),
     botUserId,
-    homeserver: new HttpHomeserverReader(
-      new HttpHomeserverClient(requiredEnv("HOMESERVER_URL"), asToken, botUserId, READ_BUDGET_MS),
-      botUserId,
-      READ_BUDGET_MS,
-    ),
+    homeserver: httpHomeserverReader(requiredEnv("HOMESERVER_URL"), asToken, botUserId),
     data: new DynamoDbAppData(new DynamoDBClient({}), requiredEnv("TABLE_NAME")),
     publicBaseUrl: requiredEnv("PUBLIC_BASE_URL").replace(/\/+$/, ""),
     secretKey: asToken,
