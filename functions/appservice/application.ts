@@ -51,6 +51,8 @@ export interface AppResponse {
   status: number;
   /** Sent as JSON. */
   body?: unknown;
+  /** Lower-case names (`retry-after`); `content-type` is JSON's. */
+  headers?: Record<string, string>;
 }
 
 /** An HTTP route of the application's own, served beside the appservice API. */

@@ -33,7 +33,8 @@ export const createAppHandler = (deps: AppHandlerDeps) => {
         },
         serviceContext(deps, `http:${event.requestContext.requestId}`),
       );
-      return jsonResponse(response.status, response.body ?? {});
+      const json = jsonResponse(response.status, response.body ?? {});
+      return { ...json, headers: { ...response.headers, ...json.headers } };
     });
 };
 

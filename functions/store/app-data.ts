@@ -9,6 +9,11 @@ export type AppDataWrite =
       value: AppValue;
       /** Only if the key is free: otherwise the whole write is refused. */
       ifAbsent?: boolean;
+      /**
+       * Only if the key still holds this value, as `get` returned it: otherwise the whole write
+       * is refused (a compare-and-set, for read-modify-write under concurrency).
+       */
+      ifEquals?: AppValue;
     }
   | { collection: string; key: string; delete: true };
 
@@ -20,6 +25,6 @@ export interface AppDataStore {
   get(collection: string, key: string): Promise<AppValue | undefined>;
   /** Every entry of a collection, by key. */
   list(collection: string): Promise<{ key: string; value: AppValue }[]>;
-  /** Up to 100 writes, all or none; false when an `ifAbsent` key was taken. */
+  /** Up to 100 writes, all or none; false when an `ifAbsent` or `ifEquals` condition failed. */
   write(writes: AppDataWrite[]): Promise<boolean>;
 }

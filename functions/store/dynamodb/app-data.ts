@@ -64,6 +64,15 @@ export class DynamoDbAppData implements AppDataStore {
                       value: { S: JSON.stringify(write.value) },
                     },
                     ...(write.ifAbsent && { ConditionExpression: "attribute_not_exists(pk)" }),
+                    // The stored text is what JSON.stringify wrote, which parsing and
+                    // stringifying again gives back unchanged.
+                    ...(write.ifEquals && {
+                      ConditionExpression: "#value = :expected",
+                      ExpressionAttributeNames: { "#value": "value" },
+                      ExpressionAttributeValues: {
+                        ":expected": { S: JSON.stringify(write.ifEquals) },
+                      },
+                    }),
                   },
                 },
           ),

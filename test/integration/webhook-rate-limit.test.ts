@@ -1,0 +1,68 @@
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { takeToken, WEBHOOK_RATE } from "../../functions/app/webhooks/rate-limit.ts";
+import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
+import { ensureTable } from "../../functions/store/dynamodb/table.ts";
+
+describe("the per-webhook token bucket, in the app's data (DynamoDB Local)", () => {
+  const endpoint = inject("dynamodbEndpoint");
+  // Two clients: two Lambda instances sharing the table.
+  const clients = [localDynamoDb(endpoint), localDynamoDb(endpoint)];
+  const tableName = `rate-${randomUUID().slice(0, 8)}`;
+  const [first, second] = clients.map((client) => new DynamoDbAppData(client, tableName)) as [
+    DynamoDbAppData,
+    DynamoDbAppData,
+  ];
+  beforeAll(() => ensureTable(clients[0] as (typeof clients)[0], tableName));
+  afterAll(() => {
+    for (const client of clients) client.destroy();
+  });
+
+  it("ifEquals writes only over the value read", async () => {
+    await first.write([{ collection: "c", key: "k", value: { n: 1 } }]);
+    const read = await first.get("c", "k");
+    expect(
+      await second.write([{ collection: "c", key: "k", value: { n: 2 }, ifEquals: read }]),
+    ).toBe(true);
+    // The value has moved on: the same compare-and-set is refused, and changes nothing.
+    expect(
+      await first.write([{ collection: "c", key: "k", value: { n: 3 }, ifEquals: read }]),
+    ).toBe(false);
+    expect(await first.get("c", "k")).toEqual({ n: 2 });
+  });
+
+  it("1 a second, 20 at once: the 21st waits its second, and a token comes back each second", async () => {
+    let now = 1_000_000;
+    const clock = () => now;
+    const key = randomUUID();
+    for (let i = 0; i < WEBHOOK_RATE.burst; i++) {
+      expect(await takeToken(first, key, WEBHOOK_RATE, clock), `token ${i}`).toBeUndefined();
+    }
+    expect(await takeToken(first, key, WEBHOOK_RATE, clock)).toBe(1000);
+    now += 400;
+    expect(await takeToken(second, key, WEBHOOK_RATE, clock)).toBe(600);
+    now += 600;
+    expect(await takeToken(second, key, WEBHOOK_RATE, clock)).toBeUndefined();
+    expect(await takeToken(first, key, WEBHOOK_RATE, clock)).toBe(1000);
+    // Another webhook's bucket is its own.
+    expect(await takeToken(first, randomUUID(), WEBHOOK_RATE, clock)).toBeUndefined();
+    // A long pause fills the bucket to its burst, no further.
+    now += 3_600_000;
+    const granted = [];
+    for (let i = 0; i < 25; i++) granted.push(await takeToken(first, key, WEBHOOK_RATE, clock));
+    expect(granted.filter((wait) => wait === undefined)).toHaveLength(WEBHOOK_RATE.burst);
+  });
+
+  it("40 concurrent requests from two instances: exactly the burst is granted, never more", async () => {
+    const clock = () => 5_000_000;
+    const key = randomUUID();
+    const outcomes = await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        takeToken(i % 2 ? first : second, key, WEBHOOK_RATE, clock),
+      ),
+    );
+    expect(outcomes.filter((wait) => wait === undefined)).toHaveLength(WEBHOOK_RATE.burst);
+    expect(outcomes.filter((wait) => wait === 1000)).toHaveLength(40 - WEBHOOK_RATE.burst);
+  });
+});
