@@ -58,14 +58,18 @@ async function put(events: ClientEvent[]) {
   });
   if (response.status !== 200) throw new Error(`${response.status} ${await response.text()}`);
 }
-const waitForSent = async (count: number, timeoutMs = 300_000) => {
+const until = async (check: () => boolean, what: () => string, timeoutMs = 300_000) => {
   const deadline = Date.now() + timeoutMs;
-  while (homeserver.sent.length < count) {
-    if (Date.now() > deadline)
-      throw new Error(`only ${homeserver.sent.length} of ${count} replies arrived`);
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what()}`);
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
 };
+const waitForSent = (count: number) =>
+  until(
+    () => homeserver.sent.length >= count,
+    () => `only ${homeserver.sent.length} of ${count} replies arrived`,
+  );
 
 const rooms = Array.from({ length: 20 }, (_, i) => `!room${i}:${SERVER}`);
 for (const room of rooms) homeserver.createRoom(room, [bot, `@alice:${SERVER}`]);
@@ -111,34 +115,57 @@ console.log(
     `(doubles ${homeserver.sent.length - pings}), send requests ${sends.length}`,
 );
 
-// Webhooks: a moderator creates one, then POSTs one at a time.
+// Webhooks: a moderator creates them, then POSTs. Each webhook takes 20 messages at once, then
+// one a second (its rate limit): the POSTs go round 50 webhooks of one room, so that the
+// pipeline is measured rather than the limit, and the room's order still holds.
 const moderator = `@mod:${SERVER}`;
 const hookRoom = rooms[0] as string;
 homeserver.rooms.get(hookRoom)?.add(moderator);
 homeserver.setState(hookRoom, "m.room.power_levels", "", { users: { [moderator]: 100 } });
-const beforeCommand = homeserver.sent.length;
-await put([{ ...ping(hookRoom), sender: moderator, content: { body: "!webhook new bench" } }]);
-await waitForSent(beforeCommand + 1);
-const hookUrl = /http:\/\/\S+\/webhook\/\S+/.exec(
-  String(homeserver.sent.at(-1)?.content.body),
-)?.[0];
-if (!hookUrl) throw new Error("no webhook URL in the bot's answer");
-const postHook = async (text: string) => {
-  const response = await fetch(hookUrl, {
+/** `!webhook new`, then the URL from the direct message room the bot makes for it. */
+const createHook = async (name: string) => {
+  const roomsBefore = homeserver.createdRooms.length;
+  await put([{ ...ping(hookRoom), sender: moderator, content: { body: `!webhook new ${name}` } }]);
+  await until(
+    () => homeserver.createdRooms.length > roomsBefore,
+    () => `no direct message room for ${name}`,
+  );
+  const dm = homeserver.createdRooms.at(-1)?.roomId as string;
+  // As a homeserver does, the new room's state goes to the appservice, which sends the URL there.
+  await put(homeserver.initialStateEvents(dm));
+  const urlIn = () =>
+    /http:\/\/\S+\/webhook\/\S+/.exec(
+      String(homeserver.sent.find((e) => e.roomId === dm)?.content.body),
+    )?.[0];
+  await until(
+    () => urlIn() !== undefined,
+    () => `no URL for ${name}`,
+  );
+  return urlIn() as string;
+};
+const hookUrls: string[] = [];
+for (let i = 0; i < 50; i++) hookUrls.push(await createHook(`bench-${i}`));
+const postHook = async (i: number, text: string) => {
+  const response = await fetch(hookUrls[i % hookUrls.length] as string, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ text }),
   });
   if (response.status !== 202) throw new Error(`${response.status} ${await response.text()}`);
 };
-await postHook("warm-up");
-await waitForSent(beforeCommand + 2);
+// Warm-up: each webhook's user is registered, joined and named on its first message.
+for (let i = 0; i < hookUrls.length; i++) await postHook(i, "warm-up");
+const warmedUp = () => homeserver.sent.filter((e) => e.content.body === "warm-up").length;
+await until(
+  () => warmedUp() === hookUrls.length,
+  () => `${warmedUp()} of ${hookUrls.length} warm-up messages arrived`,
+);
 const accepted: number[] = [];
 const delivered: number[] = [];
 for (let i = 0; i < 200; i++) {
   const before = homeserver.sent.length;
   const posted = Date.now();
-  await postHook(`**message** ${i}`);
+  await postHook(i, `**message** ${i}`);
   accepted.push(Date.now() - posted);
   await waitForSent(before + 1);
   delivered.push((homeserver.requests.at(-1)?.at as number) - posted);
@@ -147,7 +174,7 @@ accepted.sort((a, b) => a - b);
 delivered.sort((a, b) => a - b);
 const hookStart = homeserver.sent.length;
 const burstStarted = Date.now();
-for (let i = 0; i < 500; i++) await postHook(`burst ${i}`);
+for (let i = 0; i < 500; i++) await postHook(i, `burst ${i}`);
 await waitForSent(hookStart + 500);
 const burstSeconds = (Date.now() - burstStarted) / 1000;
 const hookBodies = homeserver.sent.slice(hookStart).map((e) => e.content.body);

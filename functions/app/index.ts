@@ -1,5 +1,10 @@
 import type { Application } from "../appservice/application.ts";
-import { isWebhookCommand, onWebhookCommand } from "./webhooks/commands.ts";
+import {
+  isUrlMessageRequest,
+  isWebhookCommand,
+  onUrlMessageRequest,
+  onWebhookCommand,
+} from "./webhooks/commands.ts";
 import { WEBHOOK_USER_PREFIX, webhookRoute } from "./webhooks/post.ts";
 
 /**
@@ -22,6 +27,10 @@ export const application: Application = {
       event.content.membership === "invite"
     ) {
       await actions.join(event.room_id);
+      return;
+    }
+    if (isUrlMessageRequest(event, actions.botUserId)) {
+      await onUrlMessageRequest(event, context);
       return;
     }
     // Never answer ourselves: the bot, or a webhook posting what looks like a command.

@@ -1,6 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { onWebhookCommand } from "../../functions/app/webhooks/commands.ts";
+import {
+  onUrlMessageRequest,
+  onWebhookCommand,
+  URL_MESSAGE_REQUEST,
+} from "../../functions/app/webhooks/commands.ts";
 import { listWebhooks } from "../../functions/app/webhooks/store.ts";
 import { serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
@@ -10,15 +14,15 @@ import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { makeEvent, noServices } from "../support/appservice.ts";
 
-describe("!webhook new, handled again after a crash (DynamoDB Local)", () => {
+describe("!webhook commands, handled again after a crash (DynamoDB Local)", () => {
   const client = localDynamoDb(inject("dynamodbEndpoint"));
   const tableName = `hooks-${randomUUID().slice(0, 8)}`;
   beforeAll(() => ensureTable(client, tableName));
   afterAll(() => client.destroy());
 
-  it("hands out the same URL under the same action ID, and keeps one webhook", async () => {
+  const setUp = () => {
     const data = new DynamoDbAppData(client, tableName);
-    const queued: FifoMessage[] = [];
+    const queued: OutboundAction[] = [];
     const services = {
       ...noServices,
       data,
@@ -27,24 +31,88 @@ describe("!webhook new, handled again after a crash (DynamoDB Local)", () => {
         roomState: async () => ({ users: { "@mod:test.local": 100 } }),
         roomStateEvent: async () => undefined,
       },
-      outboundQueue: { send: async (messages: FifoMessage[]) => void queued.push(...messages) },
+      outboundQueue: {
+        send: async (messages: FifoMessage[]) =>
+          void queued.push(...messages.map((m) => JSON.parse(m.body) as OutboundAction)),
+      },
     };
+    return { data, queued, services };
+  };
+
+  it("new: the same DM request under the same action IDs, one webhook, and no URL in the room", async () => {
+    const { data, queued, services } = setUp();
     const command = makeEvent("!r:test.local", "!webhook new ci", { sender: "@mod:test.local" });
     // The claim key seeds the actions, as the events consumer does it.
     for (let run = 0; run < 2; run++) {
       await onWebhookCommand(command, serviceContext(services, `EVENT#${command.event_id}`));
     }
-    const [first, second] = queued.map((m) => JSON.parse(m.body) as OutboundAction);
-    expect(queued).toHaveLength(2);
-    expect(second?.id).toBe(first?.id);
-    expect(second?.request).toEqual(first?.request);
-    expect(JSON.stringify(first?.request.body)).toMatch(/\/webhook\/[\w-]{43}/);
-    expect((await listWebhooks(data, "!r:test.local")).map((w) => w.name)).toEqual(["ci"]);
+    expect(queued).toHaveLength(4);
+    const [createRoom, notice, ...again] = queued;
+    expect(again.map((a) => a.id)).toEqual([createRoom?.id, notice?.id]);
+    expect(again.map((a) => a.request)).toEqual([createRoom?.request, notice?.request]);
+    // A direct message room for the creator alone, which asks for the URL once it exists.
+    expect(createRoom?.request).toMatchObject({
+      method: "POST",
+      path: "/_matrix/client/v3/createRoom",
+      body: {
+        invite: ["@mod:test.local"],
+        is_direct: true,
+        preset: "private_chat",
+        initial_state: [
+          { type: URL_MESSAGE_REQUEST, state_key: "", content: { command: command.event_id } },
+        ],
+      },
+    });
+    expect(notice?.roomId).toBe("!r:test.local");
+    expect(JSON.stringify(notice?.request.body)).toContain("in a direct message");
+    expect(JSON.stringify(queued)).not.toMatch(/\/webhook\/[\w-]{43}/);
+    const [webhook] = await listWebhooks(data, "!r:test.local");
+    expect(webhook?.name).toBe("ci");
+    expect(webhook?.userId).toMatch(/^@_webhook_[0-9a-f]{12}_ci:test\.local$/);
+
+    // The homeserver hands back the DM room's state: the URL goes there, once per event.
+    const request = makeEvent("!dm:test.local", "", {
+      type: URL_MESSAGE_REQUEST,
+      state_key: "",
+      sender: "@bot:test.local",
+      content: { command: command.event_id },
+    });
+    for (let run = 0; run < 2; run++) {
+      await onUrlMessageRequest(request, serviceContext(services, `EVENT#${request.event_id}`));
+    }
+    const [url, urlAgain] = queued.slice(4);
+    expect(urlAgain?.id).toBe(url?.id);
+    expect(url?.roomId).toBe("!dm:test.local");
+    expect(JSON.stringify(url?.request.body)).toMatch(/\/webhook\/[\w-]{43}/);
 
     // Another command for the same name is refused.
-    const again = makeEvent("!r:test.local", "!webhook new ci", { sender: "@mod:test.local" });
-    await onWebhookCommand(again, serviceContext(services, `EVENT#${again.event_id}`));
-    const refusal = JSON.parse(queued[2]?.body as string) as OutboundAction;
-    expect((refusal.request.body as { body: string }).body).toContain("already has a webhook");
+    const other = makeEvent("!r:test.local", "!webhook new ci", { sender: "@mod:test.local" });
+    await onWebhookCommand(other, serviceContext(services, `EVENT#${other.event_id}`));
+    expect(JSON.stringify(queued[6]?.request.body)).toContain("already has a webhook");
+  });
+
+  it("arguments are checked before storage sees them: each bad one gets its usage", async () => {
+    const { data, queued, services } = setUp();
+    const cases: [string, RegExp][] = [
+      [`!webhook remove ${"x".repeat(5000)}`, /^Usage: !webhook remove <name>/],
+      ["!webhook remove", /^Usage: !webhook remove <name>/],
+      ["!webhook remove Not/Valid", /^Usage: !webhook remove <name>/],
+      ["!webhook remove a b", /^Usage: !webhook remove <name>/],
+      [`!webhook new ${"a".repeat(33)}`, /^Usage: !webhook new <name>/],
+      ["!webhook new a b", /^Usage: !webhook new <name>/],
+      ["!webhook list everything", /^Usage: !webhook list$/],
+      ["!webhook help me", /^Usage: !webhook help$/],
+      [`!webhook ${"y".repeat(5000)}`, new RegExp(`^Unknown command "${"y".repeat(32)}"`)],
+    ];
+    for (const [body, answer] of cases) {
+      const event = makeEvent("!r2:test.local", body, { sender: "@mod:test.local" });
+      await onWebhookCommand(event, serviceContext(services, `EVENT#${event.event_id}`));
+      const reply = queued.at(-1);
+      expect(reply?.roomId, body.slice(0, 30)).toBe("!r2:test.local");
+      const text = (reply?.request.body as { body?: string } | undefined)?.body;
+      expect(text, body.slice(0, 30)).toMatch(answer);
+    }
+    expect(queued).toHaveLength(cases.length);
+    expect(await listWebhooks(data, "!r2:test.local")).toEqual([]);
   });
 });

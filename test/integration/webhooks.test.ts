@@ -1,48 +1,123 @@
-import { ScanCommand } from "@aws-sdk/client-dynamodb";
+import { GetItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/app/webhooks/post.ts";
+import { WEBHOOK_RATE } from "../../functions/app/webhooks/rate-limit.ts";
+import { createWebhook } from "../../functions/app/webhooks/store.ts";
+import { sha256 } from "../../functions/appservice/hash.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { makeEvent, sleep, waitFor } from "../support/appservice.ts";
 import { SERVER, startAppserviceAndHomeserver } from "../support/with-homeserver.ts";
 
 const ROOM = `!hooks:${SERVER}`;
+const OTHER_ROOM = `!other:${SERVER}`;
 const MODERATOR = `@mod:${SERVER}`;
 const MEMBER = `@member:${SERVER}`;
-const HOOK_USER = `@_webhook_ci:${SERVER}`;
+/** A room's own webhook user: `@_webhook_<tag of the room>_<name>`. */
+const hookUserPattern = (name: string) =>
+  new RegExp(`^@_webhook_[0-9a-f]{12}_${name}:test\\.local$`);
 
 describe("the webhooks application, over the scripted homeserver", () => {
   let started: Awaited<ReturnType<typeof startAppserviceAndHomeserver>>;
-  let commands = 0;
-  /** Sends `body` as `sender` and waits for the bot's answer to it. */
-  const command = async (body: string, sender = MODERATOR) => {
-    const before = botNotices().length;
-    const event = makeEvent(ROOM, body, { sender });
-    expect((await started.send(`command-${++commands}`, [event])).status).toBe(200);
-    await waitFor(() => botNotices().length > before, 20_000, `an answer to ${body}`);
-    return botNotices().at(-1) as string;
-  };
-  const botNotices = () =>
+  let transactions = 0;
+  const noticesIn = (roomId: string) =>
     started.homeserver.sent
-      .filter((e) => e.sender === started.bot && e.content.msgtype === "m.notice")
+      .filter((e) => e.sender === started.bot && e.roomId === roomId)
+      .filter((e) => e.content.msgtype === "m.notice")
       .map((e) => String(e.content.body));
-  const hookMessages = () => started.homeserver.sent.filter((e) => e.sender === HOOK_USER);
+  /** Sends `body` as `sender` and waits for the bot's answer to it. */
+  const command = async (body: string, sender = MODERATOR, roomId = ROOM) => {
+    const before = noticesIn(roomId).length;
+    const event = makeEvent(roomId, body, { sender });
+    expect((await started.send(`command-${++transactions}`, [event])).status).toBe(200);
+    await waitFor(() => noticesIn(roomId).length > before, 20_000, `an answer to ${body}`);
+    return noticesIn(roomId).at(-1) as string;
+  };
+  /** The messages a room's webhook of that name posted. */
+  const hookMessages = (name = "ci", roomId = ROOM) =>
+    started.homeserver.sent.filter(
+      (e) => e.roomId === roomId && hookUserPattern(name).test(e.sender),
+    );
+  /** The display names set by member events for `userId` in `roomId`, in order. */
+  const memberNames = (roomId: string, userId: string) =>
+    started.homeserver.requests
+      .filter(
+        (r) =>
+          r.method === "PUT" &&
+          r.status === 200 &&
+          r.path ===
+            `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.member/${encodeURIComponent(userId)}`,
+      )
+      .map((r) => (r.body as { displayname: string }).displayname);
   const post = (url: string, body: string, contentType = "application/json") =>
     fetch(url, {
       method: "POST",
       headers: contentType ? { "content-type": contentType } : {},
       body,
     });
+
+  /**
+   * `!webhook new <name>`: the room is told, the bot creates a direct message room for the
+   * creator, and, once the homeserver hands that room's state back (as it does for every room
+   * the bot is in; the scripted homeserver pushes nothing, so the test does it), sends the URL
+   * there. Returns the URL and the DM room.
+   */
+  const createHook = async (name: string, roomId = ROOM) => {
+    const { homeserver } = started;
+    const roomsBefore = homeserver.createdRooms.length;
+    expect(await command(`!webhook new ${name}`, MODERATOR, roomId)).toBe(
+      `Webhook ${name} created. I sent its URL to ${MODERATOR} in a direct message: accept my invite to read it.`,
+    );
+    await waitFor(
+      () => homeserver.createdRooms.length > roomsBefore,
+      20_000,
+      "the direct message room",
+    );
+    const created = homeserver.createdRooms.at(-1);
+    const dm = created?.roomId as string;
+    expect(created).toMatchObject({
+      creator: started.bot,
+      body: {
+        name: `Webhook ${name}`,
+        invite: [MODERATOR],
+        is_direct: true,
+        preset: "private_chat",
+      },
+    });
+    const handedBack = homeserver.initialStateEvents(dm);
+    expect(handedBack).toHaveLength(1);
+    expect((await started.send(`dm-${++transactions}`, handedBack)).status).toBe(200);
+    await waitFor(() => noticesIn(dm).length > 0, 20_000, "the URL in the direct message");
+    const match = new RegExp(`${started.local.url}/webhook/([A-Za-z0-9_-]+)`).exec(
+      noticesIn(dm)[0] as string,
+    );
+    expect(match, noticesIn(dm)[0]).not.toBeNull();
+    return { url: match?.[0] as string, id: match?.[1] as string, dm };
+  };
+  const tableItems = async () => {
+    const dynamodb = localDynamoDb(started.local.dynamodbEndpoint);
+    const { Items = [] } = await dynamodb.send(
+      new ScanCommand({ TableName: started.local.tableName }),
+    );
+    dynamodb.destroy();
+    return Items;
+  };
   let hookUrl = "";
+  let hookId = "";
+  let hookUser = "";
 
   beforeAll(async () => {
     started = await startAppserviceAndHomeserver();
     const { homeserver } = started;
     homeserver.createRoom(ROOM, [MODERATOR, MEMBER]);
-    homeserver.setState(ROOM, "m.room.power_levels", "", {
-      users: { [MODERATOR]: 50 },
-      users_default: 0,
-    });
+    homeserver.createRoom(OTHER_ROOM, [MODERATOR, started.bot]);
+    for (const room of [ROOM, OTHER_ROOM]) {
+      homeserver.setState(room, "m.room.power_levels", "", {
+        users: { [MODERATOR]: 50 },
+        users_default: 0,
+      });
+    }
   });
   afterAll(() => started?.stop());
 
@@ -57,24 +132,24 @@ describe("the webhooks application, over the scripted homeserver", () => {
     await waitFor(() => started.homeserver.rooms.get(ROOM)?.has(started.bot) === true);
   });
 
-  it("!webhook new ci from a moderator → a reply with an unguessable URL; only its hash is stored", async () => {
-    const reply = await command("!webhook new ci");
-    const match = new RegExp(`${started.local.url}/webhook/([A-Za-z0-9_-]+)`).exec(reply);
-    expect(match, reply).not.toBeNull();
-    hookUrl = match?.[0] as string;
-    const id = match?.[1] as string;
+  it("!webhook new ci → the room is told; the unguessable URL goes to its creator alone, in a DM; only its hash is stored", async () => {
+    const { url, id, dm } = await createHook("ci");
+    hookUrl = url;
+    hookId = id;
     // 256 bits, base64url.
     expect(id).toHaveLength(43);
-    const dynamodb = localDynamoDb(started.local.dynamodbEndpoint);
-    const { Items = [] } = await dynamodb.send(
-      new ScanCommand({ TableName: started.local.tableName }),
-    );
-    dynamodb.destroy();
-    expect(JSON.stringify(Items)).toContain('"ci"');
-    expect(JSON.stringify(Items)).not.toContain(id);
+    expect(started.homeserver.rooms.get(dm)?.has(started.bot)).toBe(true);
+    expect(noticesIn(dm)[0]).toContain(`Webhook ci of ${ROOM}`);
+    // Nothing in the webhook's own room carries it.
+    expect(
+      started.homeserver.sent.filter((e) => e.roomId === ROOM).map((e) => JSON.stringify(e)),
+    ).not.toContainEqual(expect.stringContaining(id));
+    const items = JSON.stringify(await tableItems());
+    expect(items).toContain('"ci"');
+    expect(items).not.toContain(id);
   });
 
-  it("POST JSON → the message, as @_webhook_ci registered on first use, Markdown rendered; 202", async () => {
+  it("POST JSON → the message, as this room's own webhook user, registered on first use and named in this room; 202", async () => {
     const response = await post(
       hookUrl,
       JSON.stringify({
@@ -84,9 +159,12 @@ describe("the webhooks application, over the scripted homeserver", () => {
     expect(response.status).toBe(202);
     await waitFor(() => hookMessages().length === 1);
     const [message] = hookMessages();
-    expect(started.homeserver.registered.has(HOOK_USER)).toBe(true);
-    expect(started.homeserver.profiles.get(HOOK_USER)).toEqual({ displayname: "ci" });
-    expect(message?.roomId).toBe(ROOM);
+    hookUser = message?.sender as string;
+    expect(hookUser).toMatch(hookUserPattern("ci"));
+    expect(started.homeserver.registered.has(hookUser)).toBe(true);
+    // Its name is its member event's in this room; its global profile is never touched.
+    expect(memberNames(ROOM, hookUser)).toEqual(["ci"]);
+    expect(started.homeserver.profiles.has(hookUser)).toBe(false);
     expect(message?.content).toMatchObject({
       msgtype: "m.text",
       body: "**build** passed <script>alert(1)</script> [log](https://ci.example/1)",
@@ -111,7 +189,10 @@ describe("the webhooks application, over the scripted homeserver", () => {
       (
         await post(
           hookUrl,
-          JSON.stringify({ text: "fallback", html: '<b onclick="x()">bold</b><iframe src="x">' }),
+          JSON.stringify({
+            text: "fallback",
+            html: '<b onclick="x()">bold</b><iframe src="x"><img src="//evil.example/p.png">',
+          }),
         )
       ).status,
     ).toBe(202);
@@ -128,15 +209,62 @@ describe("the webhooks application, over the scripted homeserver", () => {
     ).toBe(202);
     await waitFor(() => hookMessages().length === 6);
     expect(hookMessages()[5]?.content.formatted_body).toBe("<p><em>only</em> this</p>");
-    // The name changed before "deployed" and back before the next message, in the room's order.
-    const profileSets = started.homeserver.requests.filter(
-      (r) => r.path.endsWith("/displayname") && r.status === 200,
+    // The name changed before "deployed" and back before the next message, in the room's order,
+    // in this room's member event each time.
+    expect(memberNames(ROOM, hookUser)).toEqual(["ci", "Deploy bot", "ci"]);
+    expect(started.homeserver.requests.filter((r) => r.path.includes("/profile/"))).toEqual([]);
+  });
+
+  it("NUL, controls, bidi overrides and a cut character are cleaned before they reach the homeserver", async () => {
+    // JSON.stringify writes the lone surrogates as \ud83d escapes, as a client may send them.
+    const body = JSON.stringify({
+      text: "nul\u0000 and bell\u0007 here, cut \ud83d",
+      username: "\u202Eevil\u0000\nname\u2066 \ud800",
+    });
+    expect(body).toContain("\\ud83d");
+    expect((await post(hookUrl, body)).status).toBe(202);
+    await waitFor(() => hookMessages().length === 7);
+    expect(hookMessages()[6]?.content.body).toBe("nul and bell here, cut \uFFFD");
+    expect(memberNames(ROOM, hookUser).at(-1)).toBe("evil name");
+  });
+
+  it("the same name in another room: another user, named in that room only", async () => {
+    const { homeserver } = started;
+    const other = await createHook("ci", OTHER_ROOM);
+    expect(
+      (await post(other.url, JSON.stringify({ text: "hi", username: "Other CI" }))).status,
+    ).toBe(202);
+    await waitFor(() => hookMessages("ci", OTHER_ROOM).length === 1);
+    const otherUser = hookMessages("ci", OTHER_ROOM)[0]?.sender as string;
+    expect(otherUser).toMatch(hookUserPattern("ci"));
+    expect(otherUser).not.toBe(hookUser);
+    expect(memberNames(OTHER_ROOM, otherUser)).toEqual(["Other CI"]);
+    // Neither user's name was set anywhere else, nor in any global profile.
+    expect(memberNames(ROOM, otherUser)).toEqual([]);
+    expect(memberNames(OTHER_ROOM, hookUser)).toEqual([]);
+    expect(homeserver.requests.filter((r) => r.path.includes("/profile/"))).toEqual([]);
+  });
+
+  it("a webhook stored before per-room users posts as its room's own user, not the shared one", async () => {
+    // As `!webhook new` stored it before: no user ID in the record.
+    const dynamodb = localDynamoDb(started.local.dynamodbEndpoint);
+    const data = new DynamoDbAppData(dynamodb, started.local.tableName);
+    const legacyId = "legacy-webhook-id-legacy-webhook-id-legacy-w";
+    await createWebhook(data, legacyId, {
+      roomId: OTHER_ROOM,
+      name: "old",
+      createdAt: Date.now(),
+      createdBy: MODERATOR,
+      commandEventId: "$old-command",
+    });
+    dynamodb.destroy();
+    const response = await post(
+      `${started.local.url}/webhook/${legacyId}`,
+      JSON.stringify({ text: "still works" }),
     );
-    expect(profileSets.map((r) => (r.body as { displayname: string }).displayname)).toEqual([
-      "ci",
-      "Deploy bot",
-      "ci",
-    ]);
+    expect(response.status).toBe(202);
+    await waitFor(() => hookMessages("old", OTHER_ROOM).length === 1);
+    expect(started.homeserver.registered.has(`@_webhook_old:${SERVER}`)).toBe(false);
   });
 
   it("bad bodies → 400 / 413 with a JSON error, and nothing sent", async () => {
@@ -145,6 +273,7 @@ describe("the webhooks application, over the scripted homeserver", () => {
       ["{not json", "application/json", 400, "M_NOT_JSON"],
       ["{}", "application/json", 400, "M_BAD_JSON"],
       [JSON.stringify({ text: "  " }), "application/json", 400, "M_BAD_JSON"],
+      [JSON.stringify({ text: "\u0000\u0001" }), "application/json", 400, "M_BAD_JSON"],
       [JSON.stringify({ text: "x", username: 3 }), "application/json", 400, "M_BAD_JSON"],
       ["", "text/plain", 400, "M_BAD_JSON"],
       [
@@ -168,22 +297,37 @@ describe("the webhooks application, over the scripted homeserver", () => {
     expect(hookMessages()).toHaveLength(before);
   });
 
-  it("100 POSTs in a burst → 100 messages, in order, none doubled", async () => {
-    const before = hookMessages().length;
-    for (let i = 0; i < 100; i++) {
-      const response = await post(hookUrl, JSON.stringify({ text: `burst ${i}` }));
-      expect(response.status).toBe(202);
+  it("one webhook past its burst → 429 M_LIMIT_EXCEEDED with retry_after_ms and Retry-After; what passed arrives in order, once; other webhooks go on", async () => {
+    const { url } = await createHook("burst");
+    const statuses: number[] = [];
+    let limited: Response | undefined;
+    // Far faster than one a second: the bucket runs dry within these.
+    for (let i = 0; i < 100 && !limited; i++) {
+      const response = await post(url, JSON.stringify({ text: `burst ${i}` }));
+      statuses.push(response.status);
+      if (response.status === 429) limited = response;
     }
-    await waitFor(() => hookMessages().length >= before + 100, 60_000, "100 messages");
+    expect(statuses.slice(0, WEBHOOK_RATE.burst)).toEqual(
+      Array.from({ length: WEBHOOK_RATE.burst }, () => 202),
+    );
+    expect(statuses.at(-1)).toBe(429);
+    const body = (await limited?.json()) as { retry_after_ms: number };
+    expect(body).toMatchObject({ errcode: "M_LIMIT_EXCEEDED", error: expect.any(String) });
+    expect(body.retry_after_ms).toBeGreaterThan(0);
+    expect(body.retry_after_ms).toBeLessThanOrEqual(1000);
+    expect(limited?.headers.get("retry-after")).toBe("1");
+    // The room's other webhook has a bucket of its own.
+    expect((await post(hookUrl, JSON.stringify({ text: "not starved" }))).status).toBe(202);
+
+    const accepted = statuses.length - 1;
+    await waitFor(() => hookMessages("burst").length >= accepted, 60_000, "the burst");
     await sleep(1000);
-    expect(
-      hookMessages()
-        .slice(before)
-        .map((m) => m.content.body),
-    ).toEqual(Array.from({ length: 100 }, (_, i) => `burst ${i}`));
+    expect(hookMessages("burst").map((m) => m.content.body)).toEqual(
+      Array.from({ length: accepted }, (_, i) => `burst ${i}`),
+    );
   });
 
-  it("random bodies, content types and ids → 202, 400, 404 or 413 with a JSON error, never a 5xx", async () => {
+  it("random bodies, content types and ids → 202, 400, 404, 413 or 429 with a JSON error, never a 5xx", async () => {
     const text = fc.oneof(fc.string(), fc.string({ unit: "grapheme" }));
     const body = fc.oneof(
       text,
@@ -201,7 +345,7 @@ describe("the webhooks application, over the scripted homeserver", () => {
         const url =
           id === null ? hookUrl : `${started.local.url}/webhook/${encodeURIComponent(id)}`;
         const response = await post(url, b, t);
-        expect([202, 400, 404, 413]).toContain(response.status);
+        expect([202, 400, 404, 413, 429]).toContain(response.status);
         if (response.status !== 202) {
           expect(await response.json()).toMatchObject({
             errcode: expect.any(String),
@@ -245,13 +389,33 @@ describe("the webhooks application, over the scripted homeserver", () => {
     expect(await command("!webhook new ci")).toContain("already has a webhook named ci");
   });
 
-  it("!webhook remove ci → its URL answers 404 at once", async () => {
+  it("a 5,000-character name is answered with the usage, and the room's next command goes on", async () => {
+    expect(await command(`!webhook remove ${"x".repeat(5000)}`)).toMatch(
+      /^Usage: !webhook remove <name>/,
+    );
+    expect(await command("!webhook list")).toContain("ci — created ");
+  });
+
+  it("!webhook remove ci → its URL answers 404 at once, and its bucket goes with it", async () => {
+    const bucket = async () => {
+      const dynamodb = localDynamoDb(started.local.dynamodbEndpoint);
+      const { Item } = await dynamodb.send(
+        new GetItemCommand({
+          TableName: started.local.tableName,
+          Key: { pk: { S: "APP#webhook-rate" }, sk: { S: sha256(hookId) } },
+        }),
+      );
+      dynamodb.destroy();
+      return Item;
+    };
+    expect(await bucket()).toBeDefined();
     expect(await command("!webhook remove ci")).toBe(
       "Webhook ci removed: its URL no longer works.",
     );
+    expect(await bucket()).toBeUndefined();
     const response = await post(hookUrl, JSON.stringify({ text: "too late" }));
     expect(response.status).toBe(404);
     expect(await command("!webhook remove ci")).toBe("This room has no webhook named ci.");
-    expect(await command("!webhook list")).toContain("no webhooks");
+    expect(await command("!webhook list")).toContain("burst — created ");
   });
 });

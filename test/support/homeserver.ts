@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { ClientEvent } from "../../functions/appservice/transaction.ts";
 
 export interface RecordedRequest {
   method: string;
@@ -48,6 +49,8 @@ export class ScriptedHomeserver {
     eventId: string;
     txnId: string;
   }[] = [];
+  /** Rooms made by `POST /createRoom`, with the request's body, in order. */
+  readonly createdRooms: { roomId: string; creator: string; body: Record<string, unknown> }[] = [];
   /** Alias → room ID, profile fields set, by user. */
   readonly aliases = new Map<string, string>();
   readonly profiles = new Map<string, Record<string, unknown>>();
@@ -122,6 +125,28 @@ export class ScriptedHomeserver {
   createRoom(roomId: string, members: string[], options: { inviteOnly?: boolean } = {}) {
     this.rooms.set(roomId, new Set(members));
     if (options.inviteOnly) this.inviteOnly.add(roomId);
+  }
+
+  /**
+   * The `initial_state` of a room made by `POST /createRoom`, as the events a homeserver pushes
+   * to the appservice for the rooms its users are in (this one pushes nothing by itself).
+   */
+  initialStateEvents(roomId: string): ClientEvent[] {
+    const room = this.createdRooms.find((r) => r.roomId === roomId);
+    const state = (room?.body.initial_state ?? []) as {
+      type: string;
+      state_key?: string;
+      content: Record<string, unknown>;
+    }[];
+    return state.map(({ type, state_key = "", content }) => ({
+      event_id: `$${randomUUID()}`,
+      room_id: roomId,
+      type,
+      state_key,
+      sender: room?.creator as string,
+      origin_server_ts: Date.now(),
+      content,
+    }));
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse) {
@@ -281,6 +306,7 @@ export class ScriptedHomeserver {
         return [400, { errcode: "M_ROOM_IN_USE", error: "Room alias already taken" }];
       const roomId = `!${randomUUID()}:${this.serverName}`;
       this.createRoom(roomId, [userId]);
+      this.createdRooms.push({ roomId, creator: userId, body });
       if (alias) this.aliases.set(alias, roomId);
       return [200, { room_id: roomId }];
     }

@@ -5,17 +5,33 @@ import type {
   ServiceContext,
 } from "../../appservice/application.ts";
 import { badJson, MatrixError, notJson, tooLarge } from "../../appservice/errors.ts";
-import { findWebhook } from "./store.ts";
+import { takeToken } from "./rate-limit.ts";
+import { findWebhook, webhookKey } from "./store.ts";
+import { cleanName, cleanText } from "./text.ts";
 
 /** The largest webhook body taken: room for the text and its HTML in one 64 KiB Matrix event. */
 export const WEBHOOK_MAX_BODY_BYTES = 16 * 1024;
-/** The virtual users webhooks post as: `@_webhook_<name>:<server>`. */
+/** The virtual users webhooks post as: `@_webhook_<room tag>_<name>:<server>`. */
 export const WEBHOOK_USER_PREFIX = "_webhook_";
 // Matrix events are at most 65,536 bytes with their envelope.
 const MAX_CONTENT_BYTES = 60_000;
 const MAX_DISPLAY_NAME = 256;
-// The display name each webhook user was last given, so that it is set only on a change.
-const PROFILES = "webhook-profiles";
+// The display name each webhook user was last given in its room, so that it is set only on a
+// change.
+const MEMBER_NAMES = "webhook-member-names";
+
+/**
+ * The user a room's webhook posts as, that room's alone: its tag is a hash of the room ID keyed
+ * with the as_token, so no two rooms share a webhook user, and nobody can make a room (room IDs
+ * are hashes in v12) whose tag is another's.
+ */
+export function webhookUserId(context: ServiceContext, roomId: string, name: string): string {
+  const { botUserId } = context.actions;
+  const server = botUserId.slice(botUserId.indexOf(":") + 1);
+  const keyed = context.deriveSecret(`webhook-user\n${roomId}`);
+  const tag = Buffer.from(keyed, "base64url").toString("hex").slice(0, 12);
+  return `@${WEBHOOK_USER_PREFIX}${tag}_${name}:${server}`;
+}
 
 interface WebhookMessage {
   text: string;
@@ -30,8 +46,9 @@ interface WebhookMessage {
 function parseMessage(request: AppRequest): WebhookMessage {
   const type = (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
   if (type === "text/plain") {
-    if (!request.body.trim()) throw badJson("The body is empty: there is no text to post");
-    return { text: request.body };
+    const text = cleanText(request.body);
+    if (!text.trim()) throw badJson("The body is empty: there is no text to post");
+    return { text };
   }
   const json =
     type === "application/x-www-form-urlencoded"
@@ -46,7 +63,8 @@ function parseMessage(request: AppRequest): WebhookMessage {
     );
   }
   const { text, username, html } = (payload ?? {}) as Record<string, unknown>;
-  if (typeof text !== "string" || !text.trim()) {
+  const cleanedText = typeof text === "string" ? cleanText(text) : "";
+  if (!cleanedText.trim()) {
     throw badJson('"text" is missing or empty: it must be a non-empty string');
   }
   for (const [field, value] of Object.entries({ username, html })) {
@@ -54,10 +72,12 @@ function parseMessage(request: AppRequest): WebhookMessage {
       throw badJson(`"${field}" must be a string`);
     }
   }
+  const name = typeof username === "string" ? cleanName(username, MAX_DISPLAY_NAME) : "";
+  const markup = typeof html === "string" ? cleanText(html) : "";
   return {
-    text,
-    ...(typeof username === "string" && username.trim() && { username: username.trim() }),
-    ...(typeof html === "string" && html.trim() && { html }),
+    text: cleanedText,
+    ...(name && { username: name }),
+    ...(markup.trim() && { html: markup }),
   };
 }
 
@@ -65,8 +85,22 @@ async function postWebhook(request: AppRequest, context: ServiceContext): Promis
   if (Buffer.byteLength(request.body) > WEBHOOK_MAX_BODY_BYTES) {
     throw tooLarge(`The body is over ${WEBHOOK_MAX_BODY_BYTES} bytes`);
   }
-  const webhook = await findWebhook(context.data, request.pathParameters.id ?? "");
+  const id = request.pathParameters.id ?? "";
+  const webhook = await findWebhook(context.data, id);
   if (!webhook) throw new MatrixError(404, "M_NOT_FOUND", "No such webhook");
+  // Before the body is parsed: a flood of bad requests costs its tokens too.
+  const retryAfterMs = await takeToken(context.data, webhookKey(id));
+  if (retryAfterMs !== undefined) {
+    return {
+      status: 429,
+      headers: { "retry-after": String(Math.ceil(retryAfterMs / 1000)) },
+      body: {
+        errcode: "M_LIMIT_EXCEEDED",
+        error: "Too many messages through this webhook",
+        retry_after_ms: retryAfterMs,
+      },
+    };
+  }
   const message = parseMessage(request);
   // Loaded on first use: the functions that bundle the application but never render (events,
   // queries) do not pay for markdown-it and sanitize-html at cold start.
@@ -78,14 +112,21 @@ async function postWebhook(request: AppRequest, context: ServiceContext): Promis
   }
 
   const { actions, data } = context;
-  const server = actions.botUserId.slice(actions.botUserId.indexOf(":") + 1);
-  const userId = `@${WEBHOOK_USER_PREFIX}${webhook.name}:${server}`;
-  const displayName = (message.username ?? webhook.name).slice(0, MAX_DISPLAY_NAME);
-  const profile = await data.get(PROFILES, userId);
-  if (profile?.displayName !== displayName) {
-    // In the room's order, so that the message below shows the new name.
-    await actions.setDisplayName(displayName, { as: userId, orderedWith: webhook.roomId });
-    await data.write([{ collection: PROFILES, key: userId, value: { displayName } }]);
+  const userId = webhook.userId ?? webhookUserId(context, webhook.roomId, webhook.name);
+  const displayName = message.username ?? webhook.name;
+  const nameKey = `${webhook.roomId} ${userId}`;
+  const shown = await data.get(MEMBER_NAMES, nameKey);
+  if (shown?.displayName !== displayName) {
+    // The name in this room's member event, never the global profile; in the room's order, so
+    // that the message below shows it. The outbox registers and joins the user if it must.
+    await actions.sendState(
+      webhook.roomId,
+      "m.room.member",
+      userId,
+      { membership: "join", displayname: displayName },
+      { as: userId },
+    );
+    await data.write([{ collection: MEMBER_NAMES, key: nameKey, value: { displayName } }]);
   }
   await actions.sendMessage(webhook.roomId, message.text, { as: userId, html });
   return { status: 202, body: {} };

@@ -1,5 +1,6 @@
 import { sha256 } from "../../appservice/hash.ts";
 import type { AppDataStore } from "../../store/app-data.ts";
+import { forgetBucket } from "./rate-limit.ts";
 
 export interface Webhook {
   roomId: string;
@@ -9,14 +10,22 @@ export interface Webhook {
   createdBy: string;
   /** The `!webhook new` event: a re-run of that command finds its own webhook. */
   commandEventId: string;
+  /**
+   * The virtual user it posts as, this room's own. Absent from webhooks made before users were
+   * per room: theirs is derived again from the room and name.
+   */
+  userId?: string;
 }
 
 // By the hash of the URL's secret ID (the ID itself is never stored), and by room and name.
 const BY_ID = "webhooks";
 const byRoom = (roomId: string) => `webhooks-in:${roomId}`;
 
+/** What a webhook is stored under: the hash of its URL's secret ID. */
+export const webhookKey = (id: string): string => sha256(id);
+
 export async function findWebhook(data: AppDataStore, id: string): Promise<Webhook | undefined> {
-  return (await data.get(BY_ID, sha256(id))) as Webhook | undefined;
+  return (await data.get(BY_ID, webhookKey(id))) as Webhook | undefined;
 }
 
 export async function listWebhooks(data: AppDataStore, roomId: string): Promise<Webhook[]> {
@@ -30,7 +39,7 @@ export async function createWebhook(
   id: string,
   webhook: Webhook,
 ): Promise<"created" | "exists"> {
-  const idHash = sha256(id);
+  const idHash = webhookKey(id);
   const written = await data.write([
     {
       collection: byRoom(webhook.roomId),
@@ -56,6 +65,7 @@ export async function removeWebhook(
   await data.write([
     { collection: byRoom(roomId), key: name, delete: true },
     { collection: BY_ID, key: String(existing.idHash), delete: true },
+    forgetBucket(String(existing.idHash)),
   ]);
   return true;
 }
