@@ -202,6 +202,7 @@ export class MatrixAppservice extends Construct {
         HOMESERVER_URL: props.homeserverUrl,
         HOMESERVER_TIMEOUT_MS: String(HOMESERVER_TIMEOUT.toMilliseconds()),
         BOT_USER_ID: botUserId,
+        REGISTRATION_JSON: JSON.stringify(props.registration),
       }),
       queries: createFunction("queries", TRANSACTIONS_FUNCTION_TIMEOUT, {
         TABLE_NAME: this.table.tableName,
@@ -251,7 +252,8 @@ export class MatrixAppservice extends Construct {
     );
     this.asTokenSecret.grantRead(queries);
     this.hsTokenSecret.grantRead(queries);
-    this.table.grant(outbox, "dynamodb:GetItem", "dynamodb:PutItem");
+    // Users registered and joined; server errors counted (`OUTBOX#…` items).
+    this.table.grant(outbox, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem");
     this.asTokenSecret.grantRead(outbox);
     this.outboundDeadLetterQueue.grantSendMessages(outbox);
     // The event source grants receive, delete and visibility changes on the outbound queue.

@@ -3,7 +3,10 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
+import { sha256 } from "../appservice/hash.ts";
 import type { Metrics } from "../appservice/metrics.ts";
+import { createNamespaceMatcher } from "../appservice/namespaces.ts";
+import type { Registration } from "../appservice/registration.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { type OutboxDeps, performAction } from "../matrix/outbox.ts";
@@ -65,7 +68,8 @@ export const createOutboxHandler = (deps: OutboxHandlerDeps) =>
           });
           await deps.control.deadLetter({
             groupId: record.attributes.MessageGroupId ?? action.userId,
-            deduplicationId: action.id,
+            // Not the action's id, which a refused action may not have in a form SQS takes.
+            deduplicationId: sha256(record.body),
             body: queueJson({
               action,
               reason: outcome.reason,
@@ -101,6 +105,12 @@ export const handler = lambdaHandler(async () => {
   const sqs = new SQSClient({});
   const store = new DynamoDbStore(new DynamoDBClient({}), requiredEnv("TABLE_NAME"));
   const botUserId = requiredEnv("BOT_USER_ID");
+  // The stack validated the registration at synth time.
+  const { namespaces } = JSON.parse(requiredEnv("REGISTRATION_JSON")) as Pick<
+    Registration,
+    "namespaces"
+  >;
+  const users = createNamespaceMatcher(namespaces);
   return {
     homeserver: new HttpHomeserverClient(
       requiredEnv("HOMESERVER_URL"),
@@ -109,7 +119,9 @@ export const handler = lambdaHandler(async () => {
       Number(process.env.HOMESERVER_TIMEOUT_MS ?? 20_000),
     ),
     membership: store,
+    serverErrors: store,
     botUserId,
+    isOurUser: (userId: string) => users.matches("users", userId),
     backoff: DEFAULT_BACKOFF,
     log: createLogger(),
     metrics: createCloudWatchMetrics(),

@@ -192,6 +192,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       });
     }
 
+    const namespaces = createNamespaceMatcher(registration.namespaces);
     const dynamoDbStore = new DynamoDbStore(dynamodb, tableName);
     const store = options.wrapStore ? options.wrapStore(dynamoDbStore) : dynamoDbStore;
     const botUserId = `@${registration.sender_localpart}:${options.serverName}`;
@@ -217,7 +218,9 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
           options.homeserverTimeoutMs ?? 20_000,
         ),
         membership: dynamoDbStore,
+        serverErrors: dynamoDbStore,
         botUserId,
+        isOurUser: (userId) => namespaces.matches("users", userId),
         backoff: options.backoff ?? DEFAULT_BACKOFF,
         log,
         metrics,
@@ -258,7 +261,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       queries: createQueriesHandler({
         hsToken: registration.hs_token,
         application,
-        namespaces: createNamespaceMatcher(registration.namespaces),
+        namespaces,
         homeserver: new HttpHomeserverClient(
           options.homeserverUrl,
           registration.as_token,

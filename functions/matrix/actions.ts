@@ -82,6 +82,13 @@ export interface Actions {
   ): Promise<void>;
   /** Registers `@localpart:server` (done on demand anyway when a call needs it). */
   register(userId: string): Promise<void>;
+  /**
+   * The same actions, each dead-lettered at its `limit`-th server error (5xx, or no answer in
+   * time) instead of retried for as long as the queue keeps it: for calls made on untrusted
+   * input (a webhook's request), which the homeserver may refuse for ever while their room
+   * waits. 429s do not count (the server's own instruction to wait), nor refused connections.
+   */
+  withServerErrorLimit(limit: number): Actions;
 }
 
 export interface ActionsOptions {
@@ -95,8 +102,16 @@ export interface ActionsOptions {
   origin: string;
 }
 
-export function createActions({ botUserId, outboundQueue, origin }: ActionsOptions): Actions {
-  let index = 0;
+export function createActions(options: ActionsOptions): Actions {
+  return actionsWith(options, { next: 0 }, undefined);
+}
+
+/** The actions with a server error limit or none; `position` is shared by every such view. */
+function actionsWith(
+  { botUserId, outboundQueue, origin }: ActionsOptions,
+  position: { next: number },
+  maxServerErrors: number | undefined,
+): Actions {
   const enqueue = async (
     kind: string,
     as: string | undefined,
@@ -104,7 +119,7 @@ export function createActions({ botUserId, outboundQueue, origin }: ActionsOptio
     build: (id: string) => ClientServerRequest,
     groupId?: string,
   ): Promise<string> => {
-    const id = sha256(`${origin}\n${index++}`);
+    const id = sha256(`${origin}\n${position.next++}`);
     const userId = as ?? botUserId;
     const action: OutboundAction = {
       id,
@@ -112,6 +127,7 @@ export function createActions({ botUserId, outboundQueue, origin }: ActionsOptio
       userId,
       ...(roomId && { roomId }),
       request: build(id),
+      ...(maxServerErrors !== undefined && { maxServerErrors }),
     };
     await outboundQueue.send([
       { groupId: groupId ?? roomId ?? userId, deduplicationId: id, body: queueJson(action) },
@@ -235,6 +251,12 @@ export function createActions({ botUserId, outboundQueue, origin }: ActionsOptio
       enqueue("register", undefined, undefined, () => registerRequest(userId), userId).then(
         () => undefined,
       ),
+    withServerErrorLimit: (limit) => {
+      if (!(Number.isSafeInteger(limit) && limit > 0)) {
+        throw new RangeError(`A server error limit is a positive integer, not ${limit}`);
+      }
+      return actionsWith({ botUserId, outboundQueue, origin }, position, limit);
+    },
   };
 }
 

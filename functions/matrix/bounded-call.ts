@@ -1,5 +1,10 @@
 import { rateLimitSeconds } from "./backoff.ts";
-import type { ClientServerRequest, ClientServerResponse, HomeserverClient } from "./request.ts";
+import {
+  type ClientServerRequest,
+  type ClientServerResponse,
+  type HomeserverClient,
+  RequestRefused,
+} from "./request.ts";
 
 export class BudgetExhausted extends Error {
   override name = "BudgetExhausted";
@@ -26,6 +31,7 @@ export async function callBefore(
       if (response.status !== 429 && response.status < 500) return response;
       problem = `homeserver answered ${response.status}`;
     } catch (error) {
+      if (error instanceof RequestRefused) throw error;
       problem = `homeserver unreachable: ${(error as Error).message}`;
     }
     const asked =

@@ -1,8 +1,15 @@
-import type { ClientServerRequest, ClientServerResponse, HomeserverClient } from "./request.ts";
+import { requestProblem } from "./allowed-request.ts";
+import {
+  type ClientServerRequest,
+  type ClientServerResponse,
+  type HomeserverClient,
+  RequestRefused,
+} from "./request.ts";
 
 /**
  * The homeserver over HTTP with the appservice's `as_token` in the Authorization header (never
- * in the query string) and `?user_id=` for every user but the bot.
+ * in the query string) and `?user_id=` for every user but the bot. Only to the homeserver: a
+ * path that passes `requestProblem` keeps the URL at its origin, and redirects are not followed.
  */
 export class HttpHomeserverClient implements HomeserverClient {
   constructor(
@@ -13,6 +20,8 @@ export class HttpHomeserverClient implements HomeserverClient {
   ) {}
 
   async call(userId: string, request: ClientServerRequest): Promise<ClientServerResponse> {
+    const problem = requestProblem(request);
+    if (problem) throw new RequestRefused(problem);
     const url = new URL(`${this.baseUrl.replace(/\/$/, "")}${request.path}`);
     for (const [name, value] of Object.entries(request.query ?? {}))
       url.searchParams.set(name, value);
@@ -24,6 +33,8 @@ export class HttpHomeserverClient implements HomeserverClient {
         ...(request.body !== undefined && { "content-type": "application/json" }),
       },
       ...(request.body !== undefined && { body: JSON.stringify(request.body) }),
+      // A 3xx is an answer (a final failure), not somewhere else to send the token.
+      redirect: "manual",
       signal: AbortSignal.timeout(this.timeoutMs),
     });
     const text = await response.text();

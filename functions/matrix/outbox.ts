@@ -1,6 +1,7 @@
 import type { Log } from "../appservice/log.ts";
-import type { MembershipStore } from "../store/membership.ts";
+import type { MembershipStore, ServerErrorCounter } from "../store/membership.ts";
 import { inviteRequest, joinRequest, registerRequest } from "./actions.ts";
+import { actionProblem } from "./allowed-request.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "./backoff.ts";
 import {
   type ClientServerRequest,
@@ -8,12 +9,17 @@ import {
   type HomeserverClient,
   matrixError,
   type OutboundAction,
+  RequestRefused,
 } from "./request.ts";
 
 export interface OutboxDeps {
   homeserver: HomeserverClient;
   membership: MembershipStore;
+  /** Server errors of the actions that have a `maxServerErrors`. */
+  serverErrors: ServerErrorCounter;
   botUserId: string;
+  /** Whether the registration's user namespaces cover `userId` (the bot is ours anyway). */
+  isOurUser: (userId: string) => boolean;
   backoff: BackoffPolicy;
   log: Log;
 }
@@ -53,34 +59,64 @@ class Retry extends Error {
   }
 }
 
+class GiveUp extends Error {
+  constructor(readonly reason: FailureReason) {
+    super(reason.error);
+  }
+}
+
 /**
- * Performs one outbound action. A 403 may mean the virtual user was never registered or is not
- * in the room: then it registers the user (`M_USER_IN_USE` counts as done) and/or joins the room
- * (the bot inviting it first if it must) and tries again. 429 waits what the server says; 5xx,
- * timeouts and refused connections back off exponentially; any other error is final.
+ * Performs one outbound action. An action outside what the appservice may ask (see
+ * `actionProblem`) is dead-lettered unsent. A 403 may mean the virtual user was never
+ * registered or is not in the room: then it registers the user (`M_USER_IN_USE` counts as done)
+ * and/or joins the room (the bot inviting it first if it must) and tries again. 429 waits what
+ * the server says; 5xx, timeouts and refused connections back off exponentially, until an
+ * action's `maxServerErrors` (5xx and timeouts) if it has one; any other answer is final.
  */
 export async function performAction(
   action: OutboundAction,
   attempt: number,
-  { homeserver, membership, botUserId, backoff, log }: OutboxDeps,
+  { homeserver, membership, serverErrors, botUserId, isOurUser, backoff, log }: OutboxDeps,
 ): Promise<OutboxOutcome> {
+  const problem = actionProblem(action, (userId) => userId === botUserId || isOurUser(userId));
+  if (problem) return { kind: "dead", reason: { error: `refused, not sent: ${problem}` } };
+  const { maxServerErrors } = action;
+
+  /** A 5xx or a timeout: retried, or given up at the action's limit. */
+  const serverError = async (reason: FailureReason, retry: string): Promise<never> => {
+    if (maxServerErrors !== undefined) {
+      const count = await serverErrors.countServerError(action.id);
+      if (count >= maxServerErrors) {
+        throw new GiveUp({
+          ...reason,
+          error: `gave up at server error ${count} of ${maxServerErrors}: ${reason.error}`,
+        });
+      }
+    }
+    throw new Retry(backoffSeconds(attempt, backoff), retry);
+  };
+
   /** One call; transient failures become a `Retry`. */
   const call = async (userId: string, request: ClientServerRequest) => {
     let response: ClientServerResponse;
     try {
       response = await homeserver.call(userId, request);
     } catch (error) {
-      throw new Retry(
-        backoffSeconds(attempt, backoff),
-        `homeserver unreachable: ${(error as Error).message}`,
-      );
+      if (error instanceof RequestRefused) {
+        throw new GiveUp({ error: `refused, not sent: ${error.message}` });
+      }
+      const message = `homeserver unreachable: ${(error as Error).message}`;
+      // No answer in time: the homeserver took the request and failed on it, as with a 5xx.
+      // A refused connection says nothing about this action.
+      if ((error as Error).name === "TimeoutError") return serverError({ error: message }, message);
+      throw new Retry(backoffSeconds(attempt, backoff), message);
     }
     if (response.status === 429) {
       const wait = rateLimitSeconds(response.retryAfterSeconds, response.body);
       throw new Retry(wait ?? backoffSeconds(attempt, backoff), "rate limited (429)");
     }
     if (response.status >= 500) {
-      throw new Retry(backoffSeconds(attempt, backoff), `homeserver error ${response.status}`);
+      return serverError(reasonOf(response), `homeserver error ${response.status}`);
     }
     return response;
   };
@@ -124,6 +160,7 @@ export async function performAction(
   } catch (error) {
     if (error instanceof Retry)
       return { kind: "retry", delaySeconds: error.delaySeconds, reason: error.message };
+    if (error instanceof GiveUp) return { kind: "dead", reason: error.reason };
     throw error;
   }
 }

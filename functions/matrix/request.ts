@@ -22,6 +22,12 @@ export interface OutboundAction {
   request: ClientServerRequest;
   /** What the action is, for logs and dead letters (`send`, `join`, …). */
   kind: string;
+  /**
+   * Dead-letter the action at its this-many-th server error (a 5xx, or no answer in time), for
+   * actions on untrusted input that the homeserver may refuse for ever while their room waits.
+   * 429s and refused connections do not count. Unbounded when absent.
+   */
+  maxServerErrors?: number;
 }
 
 /** The homeserver's answer, as the outbox needs it. */
@@ -32,7 +38,15 @@ export interface ClientServerResponse {
   retryAfterSeconds?: number;
 }
 
-/** Performs client-server calls against the homeserver; throws only on network failure. */
+/** A request a client will not send (see `requestProblem`): retrying cannot help. */
+export class RequestRefused extends Error {
+  override name = "RequestRefused";
+}
+
+/**
+ * Performs client-server calls against the homeserver; throws `RequestRefused` for a request
+ * it will not send, otherwise only on network failure (a timeout's error is a `TimeoutError`).
+ */
 export interface HomeserverClient {
   call(userId: string, request: ClientServerRequest): Promise<ClientServerResponse>;
 }

@@ -243,6 +243,7 @@ describe("AppserviceStack", () => {
       [
         "dynamodb:GetItem",
         "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
         "secretsmanager:DescribeSecret",
         "secretsmanager:GetSecretValue",
         "sqs:ChangeMessageVisibility",
@@ -293,7 +294,7 @@ describe("AppserviceStack", () => {
     ]);
   });
 
-  it("gives the outbox the homeserver and the bot, and the token only by its secret", () => {
+  it("gives the outbox the homeserver, the bot and the namespaces, and the token only by its secret", () => {
     const outbox = template.findResources("AWS::Lambda::Function")[
       functionId("Outbox")
     ] as Resource;
@@ -303,6 +304,10 @@ describe("AppserviceStack", () => {
       BOT_USER_ID: "@bot:example.org",
       AS_TOKEN_SECRET_ARN: { Ref: expect.stringMatching(/^AppserviceAsToken/) },
     });
+    // Whom the outbox may act as.
+    expect(JSON.parse(env.REGISTRATION_JSON as string).namespaces.users).toEqual([
+      { regex: "@_t_.*:example\\.org", exclusive: true },
+    ]);
   });
 });
 

@@ -16,6 +16,8 @@ export const WEBHOOK_USER_PREFIX = "_webhook_";
 // Matrix events are at most 65,536 bytes with their envelope.
 const MAX_CONTENT_BYTES = 60_000;
 const MAX_DISPLAY_NAME = 256;
+/** A request's calls that the homeserver keeps failing (5xx) give up here, freeing the room. */
+export const WEBHOOK_MAX_SERVER_ERRORS = 8;
 // The display name each webhook user was last given in its room, so that it is set only on a
 // change.
 const MEMBER_NAMES = "webhook-member-names";
@@ -111,7 +113,8 @@ async function postWebhook(request: AppRequest, context: ServiceContext): Promis
     throw tooLarge("The message is too large for a Matrix event once rendered");
   }
 
-  const { actions, data } = context;
+  const { data } = context;
+  const actions = context.actions.withServerErrorLimit(WEBHOOK_MAX_SERVER_ERRORS);
   const userId = webhook.userId ?? webhookUserId(context, webhook.roomId, webhook.name);
   const displayName = message.username ?? webhook.name;
   const nameKey = `${webhook.roomId} ${userId}`;

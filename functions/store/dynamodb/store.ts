@@ -9,7 +9,7 @@ import {
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { sha256 } from "../../appservice/hash.ts";
-import type { MembershipStore } from "../membership.ts";
+import type { MembershipStore, ServerErrorCounter } from "../membership.ts";
 import type {
   ClaimOutcome,
   ClaimStore,
@@ -40,7 +40,9 @@ const isConditionFailure = (error: unknown): error is ConditionalCheckFailedExce
   (error as { name?: string }).name === "ConditionalCheckFailedException";
 
 /** The single-table DynamoDB adapter (`pk`/`sk` strings, `expiresAt` TTL). */
-export class DynamoDbStore implements TransactionStore, ClaimStore, MembershipStore {
+export class DynamoDbStore
+  implements TransactionStore, ClaimStore, MembershipStore, ServerErrorCounter
+{
   constructor(
     private readonly client: DynamoDBClient,
     private readonly tableName: string,
@@ -184,6 +186,19 @@ export class DynamoDbStore implements TransactionStore, ClaimStore, MembershipSt
         Item: { ...keyOf("USER#", userId), registered: { BOOL: true } },
       }),
     );
+  }
+
+  async countServerError(actionId: string): Promise<number> {
+    const { Attributes } = await this.client.send(
+      new UpdateItemCommand({
+        TableName: this.tableName,
+        Key: keyOf("OUTBOX#", actionId),
+        UpdateExpression: "ADD serverErrors :one SET expiresAt = :expiresAt",
+        ExpressionAttributeValues: { ":one": { N: "1" }, ":expiresAt": expiresAt(this.now()) },
+        ReturnValues: "UPDATED_NEW",
+      }),
+    );
+    return Number(Attributes?.serverErrors?.N);
   }
 
   async markJoined(roomId: string, userId: string): Promise<void> {

@@ -1,0 +1,554 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { createNamespaceMatcher } from "../../functions/appservice/namespaces.ts";
+import { createActions } from "../../functions/matrix/actions.ts";
+import { actionProblem, requestProblem } from "../../functions/matrix/allowed-request.ts";
+import { backoffSeconds, rateLimitSeconds } from "../../functions/matrix/backoff.ts";
+import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
+import { type OutboxDeps, performAction } from "../../functions/matrix/outbox.ts";
+import {
+  type ClientServerRequest,
+  type ClientServerResponse,
+  type HomeserverClient,
+  type OutboundAction,
+  RequestRefused,
+} from "../../functions/matrix/request.ts";
+import type { FifoMessage } from "../../functions/queue/queue.ts";
+import type { MembershipStore, ServerErrorCounter } from "../../functions/store/membership.ts";
+
+// The outbox's decisions, against test doubles of the project's own interfaces (the homeserver
+// client, the membership store, the server error counter): each answer is chosen per call. The
+// same paths run against the scripted homeserver, DynamoDB Local and fauxqs in
+// test/integration/outbox-guard.test.ts and outbound.test.ts.
+
+const BOT = "@bot:test.local";
+const GHOST = "@_as_ghost:test.local";
+const ROOM = "!room:test.local";
+const namespaces = createNamespaceMatcher({
+  users: [{ regex: "@_as_.*:test\\.local", exclusive: true }],
+  aliases: [],
+  rooms: [],
+});
+
+type Answer = ClientServerResponse | Error;
+const answer = (status: number, body: unknown = {}, retryAfterSeconds?: number): Answer => ({
+  status,
+  body,
+  ...(retryAfterSeconds !== undefined && { retryAfterSeconds }),
+});
+const timeout = () => new DOMException("The operation was aborted due to timeout", "TimeoutError");
+const refused = () => new TypeError("fetch failed");
+const forbidden = answer(403, { errcode: "M_FORBIDDEN", error: "not allowed" });
+
+/** Answers each call with the next answer of its kind (`register`, `join`, `invite`, `action`). */
+class FakeHomeserver implements HomeserverClient {
+  readonly calls: { userId: string; request: ClientServerRequest }[] = [];
+  constructor(private readonly script: Record<string, Answer[]>) {}
+  async call(userId: string, request: ClientServerRequest): Promise<ClientServerResponse> {
+    this.calls.push({ userId, request });
+    const step = request.path.endsWith("/register")
+      ? "register"
+      : request.path.includes("/join/")
+        ? "join"
+        : request.path.endsWith("/invite")
+          ? "invite"
+          : "action";
+    const next = this.script[step]?.shift();
+    if (!next) throw new Error(`the script has no answer left for ${step}`);
+    if (next instanceof Error) throw next;
+    return next;
+  }
+  /** Each call as `<user> <method> <path>`. */
+  get steps() {
+    return this.calls.map(
+      ({ userId, request }) =>
+        `${userId === BOT ? "bot" : userId} ${request.method} ${request.path.replace("/_matrix/client/v3", "")}`,
+    );
+  }
+}
+
+class MemoryOutboxStore implements MembershipStore, ServerErrorCounter {
+  readonly registered = new Set<string>();
+  readonly joined = new Set<string>();
+  readonly serverErrors = new Map<string, number>();
+  async isRegistered(userId: string) {
+    return this.registered.has(userId);
+  }
+  async markRegistered(userId: string) {
+    this.registered.add(userId);
+  }
+  async markJoined(roomId: string, userId: string) {
+    this.joined.add(`${roomId} ${userId}`);
+  }
+  async countServerError(actionId: string) {
+    const count = (this.serverErrors.get(actionId) ?? 0) + 1;
+    this.serverErrors.set(actionId, count);
+    return count;
+  }
+}
+
+const silent = { debug() {}, info() {}, warn() {}, error() {} };
+
+const send = (overrides: Partial<OutboundAction> = {}): OutboundAction => ({
+  id: "a1",
+  kind: "send",
+  userId: BOT,
+  roomId: ROOM,
+  request: {
+    method: "PUT",
+    path: `/_matrix/client/v3/rooms/${encodeURIComponent(ROOM)}/send/m.room.message/a1`,
+    body: { msgtype: "m.text", body: "hi" },
+  },
+  ...overrides,
+});
+
+/** Runs the action's attempts in order, each with its own answers, as SQS would redeliver it. */
+async function attempts(
+  action: OutboundAction,
+  scripts: Record<string, Answer[]>[],
+  store = new MemoryOutboxStore(),
+) {
+  const outcomes = [];
+  const homeservers: FakeHomeserver[] = [];
+  for (const [attempt, script] of scripts.entries()) {
+    const homeserver = new FakeHomeserver(script);
+    homeservers.push(homeserver);
+    outcomes.push(await performAction(action, attempt, deps(homeserver, store)));
+  }
+  return { outcomes, store, homeservers };
+}
+
+const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): OutboxDeps => ({
+  homeserver,
+  membership: store,
+  serverErrors: store,
+  botUserId: BOT,
+  isOurUser: (userId) => namespaces.matches("users", userId),
+  backoff: { baseSeconds: 1, capSeconds: 300 },
+  log: silent,
+});
+
+async function once(
+  action: OutboundAction,
+  script: Record<string, Answer[]>,
+  known = new MemoryOutboxStore(),
+) {
+  const { outcomes, store, homeservers } = await attempts(action, [script], known);
+  return { outcome: outcomes[0], store, homeserver: homeservers[0] as FakeHomeserver };
+}
+
+describe("performAction: what each answer means", () => {
+  it("2xx → done, in one call", async () => {
+    for (const status of [200, 201, 204]) {
+      const { outcome, homeserver } = await once(send(), { action: [answer(status)] });
+      expect(outcome).toEqual({ kind: "done" });
+      expect(homeserver.calls).toHaveLength(1);
+    }
+  });
+
+  it("400, 401, 404, 409 and a 3xx → dead at once, with status, errcode and error; never retried", async () => {
+    const cases: [number, unknown][] = [
+      [400, { errcode: "M_BAD_JSON", error: "Content not JSON." }],
+      [401, { errcode: "M_UNKNOWN_TOKEN", error: "Unrecognised access token." }],
+      [404, { errcode: "M_NOT_FOUND", error: "Unknown room" }],
+      [409, { errcode: "M_UNKNOWN", error: "Conflict" }],
+      [307, ""],
+    ];
+    for (const [status, body] of cases) {
+      const { outcome, homeserver } = await once(send(), { action: [answer(status, body)] });
+      const { errcode, error } = body as { errcode?: string; error?: string };
+      expect(outcome).toEqual({
+        kind: "dead",
+        reason: { status, ...(errcode && { errcode }), error: error ?? "" },
+      });
+      expect(homeserver.calls).toHaveLength(1);
+    }
+  });
+
+  it("a body that is not JSON (a proxy's page) is the reason's text, cut to 500 characters", async () => {
+    const { outcome } = await once(send(), { action: [answer(400, "x".repeat(600))] });
+    expect(outcome).toEqual({ kind: "dead", reason: { status: 400, error: "x".repeat(500) } });
+  });
+
+  it("403 for a virtual user never registered → register as the bot, then the action again", async () => {
+    const { outcome, homeserver, store } = await once(send({ userId: GHOST }), {
+      action: [forbidden, answer(200)],
+      register: [answer(200, { user_id: GHOST })],
+    });
+    expect(outcome).toEqual({ kind: "done" });
+    expect(homeserver.steps).toEqual([
+      `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
+      "bot POST /register",
+      `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
+    ]);
+    expect(store.registered.has(GHOST)).toBe(true);
+  });
+
+  it("403 for a registered user not in the room → join; an invite-only room → the bot invites first", async () => {
+    const known = new MemoryOutboxStore();
+    known.registered.add(GHOST);
+    const { outcome, homeserver, store } = await once(
+      send({ userId: GHOST }),
+      { action: [forbidden, answer(200)], join: [forbidden, answer(200)], invite: [answer(200)] },
+      known,
+    );
+    expect(outcome).toEqual({ kind: "done" });
+    expect(homeserver.steps).toEqual([
+      `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
+      `${GHOST} POST /join/!room%3Atest.local`,
+      "bot POST /rooms/!room%3Atest.local/invite",
+      `${GHOST} POST /join/!room%3Atest.local`,
+      `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
+    ]);
+    expect(store.joined.has(`${ROOM} ${GHOST}`)).toBe(true);
+  });
+
+  it("403 when the recovery fails too → dead with the failed step's reason; no recovery for a profile change", async () => {
+    const refusedJoin = answer(403, { errcode: "M_FORBIDDEN", error: "banned" });
+    // The bot is not invited by itself.
+    const bot = await once(send(), { action: [forbidden], join: [refusedJoin] });
+    expect(bot.outcome).toEqual({
+      kind: "dead",
+      reason: { status: 403, errcode: "M_FORBIDDEN", error: "banned" },
+    });
+    expect(bot.homeserver.steps).toEqual([
+      "bot PUT /rooms/!room%3Atest.local/send/m.room.message/a1",
+      "bot POST /join/!room%3Atest.local",
+    ]);
+    const profile = await once(
+      send({
+        kind: "displayname",
+        request: { method: "PUT", path: "/_matrix/client/v3/profile/%40bot%3Atest.local/x" },
+      }),
+      { action: [forbidden] },
+    );
+    expect(profile.outcome).toMatchObject({ kind: "dead", reason: { status: 403 } });
+    expect(profile.homeserver.calls).toHaveLength(1);
+  });
+
+  it("M_USER_IN_USE on a registration → done", async () => {
+    const { outcome } = await once(
+      send({ kind: "register", request: { method: "POST", path: "/_matrix/client/v3/register" } }),
+      { register: [answer(400, { errcode: "M_USER_IN_USE", error: "taken" })] },
+    );
+    expect(outcome).toEqual({ kind: "done" });
+  });
+
+  it("429 → retry after the server's wait: Retry-After first, then retry_after_ms (rounded up), else the backoff", async () => {
+    const limited = (retryAfter?: number, body: unknown = { errcode: "M_LIMIT_EXCEEDED" }) =>
+      once(send(), { action: [answer(429, body, retryAfter)] });
+    expect((await limited(7)).outcome).toEqual({
+      kind: "retry",
+      delaySeconds: 7,
+      reason: "rate limited (429)",
+    });
+    expect((await limited(undefined, { retry_after_ms: 1500 })).outcome).toMatchObject({
+      delaySeconds: 2,
+    });
+    expect((await limited(3, { retry_after_ms: 100_000 })).outcome).toMatchObject({
+      delaySeconds: 3,
+    });
+    // Attempt 0 of a 1 s base: a wait of one second.
+    expect((await limited(undefined)).outcome).toMatchObject({ kind: "retry", delaySeconds: 1 });
+  });
+
+  it("5xx, a timeout and a refused connection → retry with the backoff; unbounded actions count nothing", async () => {
+    for (const failure of [answer(500), answer(502, "Bad Gateway"), timeout(), refused()]) {
+      const { outcomes, store } = await attempts(send(), [
+        { action: [failure] },
+        { action: [failure] },
+        { action: [failure] },
+      ]);
+      for (const [attempt, outcome] of outcomes.entries()) {
+        expect(outcome.kind).toBe("retry");
+        const { delaySeconds } = outcome as { delaySeconds: number };
+        expect(delaySeconds).toBeGreaterThanOrEqual(1);
+        expect(delaySeconds).toBeLessThanOrEqual(2 ** attempt);
+      }
+      expect(store.serverErrors.size).toBe(0);
+    }
+  });
+
+  it("a request the client refuses (RequestRefused) → dead, not retried", async () => {
+    const { outcome } = await once(send(), { action: [new RequestRefused("the path is bad")] });
+    expect(outcome).toEqual({
+      kind: "dead",
+      reason: { error: "refused, not sent: the path is bad" },
+    });
+  });
+});
+
+describe("performAction: a bound on server errors (maxServerErrors)", () => {
+  it("dead at the limit-th 5xx or timeout, with the last error; 429s and refused connections do not count", async () => {
+    const bounded = send({ maxServerErrors: 3 });
+    const { outcomes, store } = await attempts(bounded, [
+      { action: [answer(503, { errcode: "M_UNKNOWN", error: "busy" })] },
+      { action: [answer(429, {}, 5)] },
+      { action: [refused()] },
+      { action: [timeout()] },
+      { action: [answer(429, { retry_after_ms: 1 })] },
+      { action: [answer(500, { errcode: "M_UNKNOWN", error: "Internal server error" })] },
+    ]);
+    expect(outcomes.map((o) => o.kind)).toEqual([
+      "retry",
+      "retry",
+      "retry",
+      "retry",
+      "retry",
+      "dead",
+    ]);
+    expect(outcomes[5]).toEqual({
+      kind: "dead",
+      reason: {
+        status: 500,
+        errcode: "M_UNKNOWN",
+        error: "gave up at server error 3 of 3: Internal server error",
+      },
+    });
+    expect(store.serverErrors.get("a1")).toBe(3);
+  });
+
+  it("a 5xx during the register/join recovery counts toward the action's bound", async () => {
+    const { outcomes } = await attempts(send({ userId: GHOST, maxServerErrors: 2 }), [
+      { action: [forbidden], register: [answer(502, "Bad Gateway")] },
+      { action: [forbidden], register: [answer(504, "Gateway Timeout")] },
+    ]);
+    expect(outcomes[0]?.kind).toBe("retry");
+    expect(outcomes[1]).toEqual({
+      kind: "dead",
+      reason: { status: 504, error: "gave up at server error 2 of 2: Gateway Timeout" },
+    });
+  });
+
+  it("a limit of 1 gives up at the first 5xx; success before the limit is done", async () => {
+    expect(
+      (await once(send({ maxServerErrors: 1 }), { action: [answer(500)] })).outcome,
+    ).toMatchObject({ kind: "dead", reason: { status: 500 } });
+    const { outcomes } = await attempts(send({ maxServerErrors: 8 }), [
+      ...Array.from({ length: 7 }, () => ({ action: [answer(500)] })),
+      { action: [answer(200)] },
+    ]);
+    expect(outcomes.map((o) => o.kind)).toEqual([...Array(7).fill("retry"), "done"]);
+  });
+});
+
+describe("performAction: only what the appservice may ask (allowlist)", () => {
+  const refusedRequests: [string, Partial<ClientServerRequest>, string][] = [
+    ["Synapse's admin API", { path: "/_synapse/admin/v1/users/@_as_x:test.local" }, "outside"],
+    ["the federation API", { path: "/_matrix/federation/v1/send/1" }, "outside"],
+    ["the key API", { path: "/_matrix/key/v2/server" }, "outside"],
+    ["the appservice API", { path: "/_matrix/app/v1/transactions/1" }, "outside"],
+    ["a prefix without its slash", { path: "/_matrix/clientx/v3/x" }, "outside"],
+    ["an absolute URL", { path: "https://evil.example/_matrix/client/v3/x" }, "outside"],
+    ["a protocol-relative URL", { path: "//evil.example/_matrix/client/v3/x" }, "outside"],
+    ["userinfo before a host", { path: "@evil.example/_matrix/client/v3/x" }, "outside"],
+    ["// inside", { path: "/_matrix/client//evil.example/x" }, "empty segment"],
+    ["..", { path: "/_matrix/client/v3/../../_synapse/admin/v1/users" }, "dot segment"],
+    [".", { path: "/_matrix/client/./v3/x" }, "dot segment"],
+    ["%2e%2e", { path: "/_matrix/client/v3/%2e%2e/%2E%2E/_synapse/admin" }, "dot segment"],
+    [".%2E", { path: "/_matrix/client/v3/.%2E/x" }, "dot segment"],
+    ["..%2F", { path: "/_matrix/client/v3/..%2F_synapse" }, "dot segment"],
+    ["%252e%252e", { path: "/_matrix/client/v3/%252e%252e/x" }, "dot segment"],
+    ["a backslash", { path: "/_matrix/client/v3/a\\..\\..\\x" }, "character"],
+    [
+      "a query in the path",
+      { path: "/_matrix/client/v3/x?user_id=@admin:test.local" },
+      "character",
+    ],
+    ["a fragment", { path: "/_matrix/client/v3/x#y" }, "character"],
+    ["a space", { path: "/_matrix/client/v3/a b" }, "character"],
+    ["raw non-ASCII", { path: "/_matrix/client/v3/é" }, "character"],
+    ["a bad escape", { path: "/_matrix/client/v3/%zz" }, "character"],
+    ["an escape that is not UTF-8", { path: "/_matrix/client/v3/%ff" }, "UTF-8"],
+    ["PATCH", { method: "PATCH" as "PUT" }, "method"],
+    ["HEAD", { method: "HEAD" as "PUT" }, "method"],
+    ["a lower-case method", { method: "put" as "PUT" }, "method"],
+    ["user_id in the query", { query: { user_id: "@admin:test.local" } }, "user_id"],
+    ["access_token in the query", { query: { access_token: "x" } }, "access_token"],
+    ["a query value that is not a string", { query: { ts: 1 as unknown as string } }, "string"],
+  ];
+  for (const [what, request, reason] of refusedRequests) {
+    it(`refuses ${what}: dead-lettered unsent`, async () => {
+      const action = send({ request: { ...send().request, ...request } });
+      const homeserver = new FakeHomeserver({ action: [answer(200)] });
+      const outcome = await performAction(action, 0, deps(homeserver));
+      expect(outcome).toEqual({
+        kind: "dead",
+        reason: { error: expect.stringMatching(/^refused, not sent: /) },
+      });
+      expect((outcome as { reason: { error: string } }).reason.error).toContain(reason);
+      expect(homeserver.calls).toEqual([]);
+    });
+  }
+
+  it("refuses acting users outside the namespaces, and actions of the wrong shape", async () => {
+    const refusedActions: [unknown, string][] = [
+      [send({ userId: "@admin:test.local" }), "outside the registration's user namespaces"],
+      [send({ userId: "@_as_x:evil.example" }), "outside the registration's user namespaces"],
+      [send({ userId: " @bot:test.local" }), "outside the registration's user namespaces"],
+      [null, "not an object"],
+      ["a string", "not an object"],
+      [{ ...send(), request: undefined }, "not an object"],
+      [{ ...send(), id: undefined }, "id"],
+      [{ ...send(), id: "x".repeat(129) }, "id"],
+      [{ ...send(), kind: 1 }, "kind"],
+      [{ ...send(), userId: 1 }, "userId"],
+      [{ ...send(), roomId: {} }, "roomId"],
+      [send({ maxServerErrors: 0 }), "maxServerErrors"],
+      [send({ maxServerErrors: 1.5 }), "maxServerErrors"],
+      [{ ...send(), maxServerErrors: "8" }, "maxServerErrors"],
+    ];
+    for (const [action, reason] of refusedActions) {
+      const homeserver = new FakeHomeserver({ action: [answer(200)] });
+      const outcome = await performAction(action as OutboundAction, 0, deps(homeserver));
+      expect(outcome, JSON.stringify(action)).toMatchObject({ kind: "dead" });
+      expect((outcome as { reason: { error: string } }).reason.error).toContain(reason);
+      expect(homeserver.calls).toEqual([]);
+    }
+  });
+
+  it("performs the bot's and the namespace's users' calls: client-server, media, an empty state key, escapes", async () => {
+    const allowed: OutboundAction[] = [
+      send(),
+      send({ userId: GHOST }),
+      send({ request: { method: "POST", path: "/_matrix/media/v3/upload", query: { ts: "1" } } }),
+      send({ request: { method: "GET", path: "/_matrix/client/v1/media/config" } }),
+      send({
+        request: { method: "PUT", path: "/_matrix/client/v3/rooms/!r%3Ax/state/m.room.name/" },
+      }),
+      send({ request: { method: "DELETE", path: "/_matrix/client/v3/directory/room/%23a%3Ax" } }),
+      send({ request: { method: "GET", path: "/_matrix/client/v3/rooms/!r/state/t/a..b%2F.x" } }),
+    ];
+    for (const action of allowed) {
+      const homeserver = new FakeHomeserver({ action: [answer(200)] });
+      expect(await performAction(action, 0, deps(homeserver))).toEqual({ kind: "done" });
+      expect(homeserver.calls).toHaveLength(1);
+    }
+  });
+
+  it("every action the Actions API builds passes, whatever its IDs and texts, but for empty IDs and dot segments", async () => {
+    const sent: FifoMessage[] = [];
+    const actions = createActions({
+      botUserId: BOT,
+      outboundQueue: { send: async (messages) => void sent.push(...messages) },
+      origin: "$event",
+    }).withServerErrorLimit(8);
+    const text = fc.oneof(
+      fc.string({ unit: "binary", maxLength: 40 }),
+      fc.constantFrom("", ".", "..", "../x", "a/./b", "%2e%2E", "a..b", "%"),
+    );
+    // A namespace regex's `.` matches no line break (as in Synapse): such a user is not ours.
+    const localparts = text.filter((value) => !/[\n\r\u2028\u2029]/.test(value));
+    const dotPiece = (value: string) =>
+      value.split(/[/\\]/).some((piece) => /^(?:\.|%2e){1,2}$/i.test(piece));
+    await fc.assert(
+      fc.asyncProperty(text, text, text, localparts, async (roomId, type, stateKey, localpart) => {
+        sent.length = 0;
+        const as = `@_as_${localpart}:test.local`;
+        await actions.sendEvent(roomId, type, { body: stateKey }, { as, ts: 1 });
+        await actions.sendState(roomId, type, stateKey, {}, { as });
+        await actions.redact(roomId, stateKey, { as, reason: type });
+        await actions.join(roomId, { as });
+        await actions.invite(roomId, as);
+        await actions.setDisplayName(stateKey, { as, orderedWith: roomId });
+        await actions.setTyping(roomId, true, { as });
+        await actions.sendReceipt(roomId, stateKey, { as });
+        await actions.setDirectoryVisibility(type, roomId, "public");
+        await actions.register(as);
+        await actions.createRoom({ alias: localpart, as });
+        for (const message of sent) {
+          const action = JSON.parse(message.body) as OutboundAction;
+          expect(action.maxServerErrors).toBe(8);
+          const problem = actionProblem(action, (u) => u === BOT || namespaces.matches("users", u));
+          if (problem?.includes("empty segment")) {
+            // An empty ID or type (not a state key, which may be empty: it ends the path).
+            expect([roomId, type, stateKey]).toContain("");
+          } else if (problem) {
+            // A parameter that is `.` or `..`, which a URL parser would resolve away.
+            expect(problem).toContain("dot segment");
+            expect([roomId, type, stateKey, as].some(dotPiece)).toBe(true);
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("a path that passes keeps the URL at the homeserver's origin, its path as written (property)", () => {
+    const pieces = [
+      ...["a", "é", " ", "%", "2e", "%2e", "%2E", "%25", "%2F", "%ff", "%41"],
+      ...[".", "..", "/", "//", "\\", "?", "#", "@", ":", "evil.example", "!", "$", "'"],
+    ];
+    let passed = 0;
+    fc.assert(
+      fc.property(
+        fc.constantFrom("/_matrix/client/", "/_matrix/media/", "//", "/", "", "@"),
+        fc.array(fc.constantFrom(...pieces), { maxLength: 12 }),
+        fc.constantFrom("http://127.0.0.1:8008", "https://matrix.example.org/base"),
+        (prefix, rest, base) => {
+          const path = prefix + rest.join("");
+          if (requestProblem({ method: "GET", path }) !== undefined) return;
+          passed++;
+          const url = new URL(base + path);
+          expect(url.origin).toBe(new URL(base).origin);
+          expect(url.pathname).toBe(new URL(base).pathname.replace(/\/$/, "") + path);
+          expect(url.search + url.hash).toBe("");
+        },
+      ),
+      { numRuns: 2000 },
+    );
+    expect(passed).toBeGreaterThan(50);
+  });
+
+  it("the HTTP client refuses such a request itself, before any connection", async () => {
+    // Port 9 (discard) is closed here: a request that went out would fail with a network error.
+    const client = new HttpHomeserverClient("http://127.0.0.1:9", "token", BOT, 1000);
+    for (const path of ["/_synapse/admin/v1/x", "/_matrix/client/v3/%2e%2e/x", "@evil.example/x"]) {
+      await expect(client.call(BOT, { method: "GET", path })).rejects.toBeInstanceOf(
+        RequestRefused,
+      );
+    }
+    await expect(
+      client.call(BOT, { method: "GET", path: "/_matrix/client/v3/x", query: { user_id: GHOST } }),
+    ).rejects.toThrow(/user_id/);
+    await expect(client.call(BOT, { method: "GET", path: "/_matrix/client/v3/x" })).rejects.toThrow(
+      "fetch failed",
+    );
+  });
+});
+
+describe("backoff", () => {
+  const policy = { baseSeconds: 1, capSeconds: 300 };
+
+  it("full jitter: a wait between 1 s and base·2^attempt, capped; never 0, never past the cap", () => {
+    for (const attempt of [0, 1, 2, 5, 8, 9, 30, 1000]) {
+      const ceiling = Math.min(300, 2 ** Math.min(attempt, 30));
+      expect(backoffSeconds(attempt, policy, () => 0)).toBe(1);
+      expect(backoffSeconds(attempt, policy, () => 0.999_999)).toBe(ceiling);
+      expect(backoffSeconds(attempt, policy, () => 0.5)).toBe(Math.max(1, Math.ceil(ceiling / 2)));
+    }
+    expect(backoffSeconds(3, { baseSeconds: 5, capSeconds: 30 }, () => 0.999)).toBe(30);
+    expect(backoffSeconds(2, { baseSeconds: 5, capSeconds: 30 }, () => 0.999)).toBe(20);
+  });
+
+  it("spreads its waits over the whole range (Math.random)", () => {
+    const waits = Array.from({ length: 2000 }, () => backoffSeconds(12, policy));
+    expect(Math.min(...waits)).toBeGreaterThanOrEqual(1);
+    expect(Math.max(...waits)).toBeLessThanOrEqual(300);
+    expect(new Set(waits).size).toBeGreaterThan(200);
+    const mean = waits.reduce((sum, wait) => sum + wait, 0) / waits.length;
+    // Uniform over 1..300: 150.5, with a standard error of about 2.
+    expect(mean).toBeGreaterThan(130);
+    expect(mean).toBeLessThan(170);
+  });
+
+  it("a 429's wait: Retry-After (seconds) first, then retry_after_ms, rounded up, at least 1 s", () => {
+    expect(rateLimitSeconds(2.1, { retry_after_ms: 10_000 })).toBe(3);
+    expect(rateLimitSeconds(undefined, { retry_after_ms: 1500 })).toBe(2);
+    expect(rateLimitSeconds(undefined, { retry_after_ms: 0 })).toBe(1);
+    expect(rateLimitSeconds(undefined, { retry_after_ms: -5 })).toBeUndefined();
+    expect(rateLimitSeconds(undefined, { retry_after_ms: "5" })).toBeUndefined();
+    expect(rateLimitSeconds(undefined, "Too Many Requests")).toBeUndefined();
+    expect(rateLimitSeconds(undefined, undefined)).toBeUndefined();
+  });
+});
