@@ -13,6 +13,7 @@ import { startLocal } from "../../functions/local/local.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
 import { makeEvent, putTransaction, sleep, tempDir, waitFor } from "../support/appservice.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
+import { isLoopback, listeningSockets, processTree } from "../support/listening-sockets.ts";
 
 const children: ChildProcess[] = [];
 const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
@@ -113,6 +114,18 @@ describe("npm start", () => {
     expect(stdout).toBe('{"status":"ok"}{}{"errcode":"M_UNAUTHORIZED","error":"Missing hs_token"}');
 
     expect(javaPid).toBeDefined();
+    // Nothing it started listens beyond loopback: the gateway, fauxqs and DynamoDB Local (Java)
+    // are all found, and every address is 127.0.0.1 (or its IPv6-mapped form).
+    const sockets = listeningSockets(processTree(child.pid as number));
+    const sqsPort = Number(/SQS \(fauxqs\): http:\/\/127\.0\.0\.1:(\d+)/.exec(output())?.[1]);
+    const dynamoPort = Number(/DynamoDB Local: http:\/\/127\.0\.0\.1:(\d+)/.exec(output())?.[1]);
+    expect(new Set(sockets.map((socket) => socket.port))).toEqual(
+      new Set([port, sqsPort, dynamoPort]),
+    );
+    expect(sockets.filter((socket) => socket.pid === javaPid).map((s) => s.port)).toEqual([
+      dynamoPort,
+    ]);
+    expect(sockets.filter((socket) => !isLoopback(socket.address))).toEqual([]);
     // To npm alone, not the group: npm passes it on, and our shutdown must stop Java itself.
     process.kill(child.pid as number, "SIGTERM");
     await waitFor(() => exited(child), 20_000, "npm start to exit");
