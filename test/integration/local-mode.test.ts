@@ -71,7 +71,7 @@ async function startProcess(command: string, args: string[], env: Record<string,
 }
 
 describe("npm start", () => {
-  it("serves /health, acks a transaction as the README shows, and stops every child on SIGTERM", async () => {
+  it("serves /health, acks a transaction as the README shows, prints no token, and stops every child on SIGTERM", async () => {
     const dir = await tempDir();
     const port = await freePort();
     const registrationPath = join(dir, "registration.yaml");
@@ -90,6 +90,11 @@ describe("npm start", () => {
     expect(registration.as_token).toHaveLength(64);
     expect(registration.url).toBe(`http://127.0.0.1:${port}`);
     expect(JSON.stringify(registration.namespaces)).toContain("example\\\\.org");
+    // The path and what to do with it, never the secrets.
+    expect(output()).toContain(registrationPath);
+    expect(output()).toContain("app_service_config_files");
+    expect(output()).not.toContain(registration.hs_token);
+    expect(output()).not.toContain(registration.as_token);
     const response = await putTransaction(
       `http://127.0.0.1:${port}`,
       "1",
