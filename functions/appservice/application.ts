@@ -63,6 +63,11 @@ export interface AppRoute {
   /** Requests per second API Gateway lets through (twice that in a burst). @default 20 */
   rateLimit?: number;
   /**
+   * The largest body `handle` takes. Local mode refuses a larger one (413) before reading it;
+   * `handle` must still check, as API Gateway passes up to Lambda's 6 MB. @default 6 MB
+   */
+  maxBodyBytes?: number;
+  /**
    * Handles one request. Each request's actions are new ones: a client that repeats its request
    * asks for the calls again.
    */

@@ -5,6 +5,8 @@ export interface Route {
   path: string;
   /** The Lambda handler (`functions/handlers/<handler>.ts`) that serves it. */
   handler: "transactions" | "queries" | "app";
+  /** The largest body it takes, when below `MAX_BODY_BYTES` (the local gateway refuses more unread). */
+  maxBodyBytes?: number;
 }
 
 const thirdPartyPaths = [
@@ -43,9 +45,11 @@ const template = (path: string) => path.replace(/\{\w+\}/g, "{}");
  * application path that the appservice serves, or under `/_matrix/`, fails here (at synth and
  * at start) rather than shadow the homeserver's API.
  */
-export function routeTable(appRoutes: readonly Pick<Route, "method" | "path">[]): Route[] {
+export function routeTable(
+  appRoutes: readonly Pick<Route, "method" | "path" | "maxBodyBytes">[],
+): Route[] {
   const table: Route[] = [...routes];
-  for (const { method, path } of appRoutes) {
+  for (const { method, path, maxBodyBytes } of appRoutes) {
     const clash = table.find((route) => template(route.path) === template(path));
     if (!/^\/[^/]/.test(path) || path.startsWith("/_matrix/") || path === "/health") {
       throw new Error(
@@ -57,7 +61,12 @@ export function routeTable(appRoutes: readonly Pick<Route, "method" | "path">[])
         `The application route ${method} ${path} clashes with ${clash.method} ${clash.path}`,
       );
     }
-    table.push({ method, path, handler: "app" });
+    table.push({
+      method,
+      path,
+      handler: "app",
+      ...(maxBodyBytes !== undefined && { maxBodyBytes }),
+    });
   }
   return table;
 }

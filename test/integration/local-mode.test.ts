@@ -13,6 +13,7 @@ import { startLocal } from "../../functions/local/local.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
 import { makeEvent, putTransaction, sleep, tempDir, waitFor } from "../support/appservice.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
+import { isLoopback, listeningSockets, processTree } from "../support/listening-sockets.ts";
 
 const children: ChildProcess[] = [];
 const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
@@ -70,7 +71,7 @@ async function startProcess(command: string, args: string[], env: Record<string,
 }
 
 describe("npm start", () => {
-  it("serves /health, acks a transaction as the README shows, and stops every child on SIGTERM", async () => {
+  it("serves /health, acks a transaction as the README shows, prints no token, and stops every child on SIGTERM", async () => {
     const dir = await tempDir();
     const port = await freePort();
     const registrationPath = join(dir, "registration.yaml");
@@ -89,6 +90,11 @@ describe("npm start", () => {
     expect(registration.as_token).toHaveLength(64);
     expect(registration.url).toBe(`http://127.0.0.1:${port}`);
     expect(JSON.stringify(registration.namespaces)).toContain("example\\\\.org");
+    // The path and what to do with it, never the secrets.
+    expect(output()).toContain(registrationPath);
+    expect(output()).toContain("app_service_config_files");
+    expect(output()).not.toContain(registration.hs_token);
+    expect(output()).not.toContain(registration.as_token);
     const response = await putTransaction(
       `http://127.0.0.1:${port}`,
       "1",
@@ -113,6 +119,18 @@ describe("npm start", () => {
     expect(stdout).toBe('{"status":"ok"}{}{"errcode":"M_UNAUTHORIZED","error":"Missing hs_token"}');
 
     expect(javaPid).toBeDefined();
+    // Nothing it started listens beyond loopback: the gateway, fauxqs and DynamoDB Local (Java)
+    // are all found, and every address is 127.0.0.1 (or its IPv6-mapped form).
+    const sockets = listeningSockets(processTree(child.pid as number));
+    const sqsPort = Number(/SQS \(fauxqs\): http:\/\/127\.0\.0\.1:(\d+)/.exec(output())?.[1]);
+    const dynamoPort = Number(/DynamoDB Local: http:\/\/127\.0\.0\.1:(\d+)/.exec(output())?.[1]);
+    expect(new Set(sockets.map((socket) => socket.port))).toEqual(
+      new Set([port, sqsPort, dynamoPort]),
+    );
+    expect(sockets.filter((socket) => socket.pid === javaPid).map((s) => s.port)).toEqual([
+      dynamoPort,
+    ]);
+    expect(sockets.filter((socket) => !isLoopback(socket.address))).toEqual([]);
     // To npm alone, not the group: npm passes it on, and our shutdown must stop Java itself.
     process.kill(child.pid as number, "SIGTERM");
     await waitFor(() => exited(child), 20_000, "npm start to exit");

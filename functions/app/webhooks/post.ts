@@ -140,5 +140,6 @@ export const webhookRoute: AppRoute = {
   method: "POST",
   path: "/webhook/{id}",
   rateLimit: 20,
+  maxBodyBytes: WEBHOOK_MAX_BODY_BYTES,
   handle: postWebhook,
 };

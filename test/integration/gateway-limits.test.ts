@@ -1,0 +1,284 @@
+import { connect, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/app/webhooks/post.ts";
+import { routeTable } from "../../functions/appservice/routes.ts";
+import { createFallbackHandler } from "../../functions/handlers/fallback.ts";
+import { MAX_BODY_BYTES } from "../../functions/handlers/http.ts";
+import { createLogger } from "../../functions/handlers/shared/logger.ts";
+import {
+  createGateway,
+  HEADERS_TIMEOUT_MS,
+  MAX_CONNECTIONS,
+  REQUEST_TIMEOUT_MS,
+} from "../../functions/local/gateway.ts";
+import { makeEvent, waitFor } from "../support/appservice.ts";
+import { startAppserviceAndHomeserver } from "../support/with-homeserver.ts";
+
+interface Exchange {
+  socket: Socket;
+  /** Everything the server sent so far. */
+  received: () => string;
+  /** Resolves once the server has closed the connection. */
+  closed: Promise<void>;
+}
+
+/** Opens a connection and sends `data` (headers, maybe part of a body), and nothing more. */
+function open(port: number, data = ""): Exchange {
+  const socket = connect(port, "127.0.0.1");
+  let received = "";
+  socket.on("data", (chunk) => (received += chunk));
+  // The server may reset a connection it refused; what it sent before is what counts.
+  socket.on("error", () => undefined);
+  const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+  if (data) socket.write(data);
+  return { socket, received: () => received, closed };
+}
+
+/** The final (not `100 Continue`) status and JSON body of what the server sent. */
+function answer(received: string): { status: number; body: Record<string, unknown> } {
+  const final = received.split(/(?=HTTP\/1\.1 )/).filter((part) => !/^HTTP\/1\.1 100/.test(part));
+  const [head = "", ...rest] = (final.at(-1) ?? "").split("\r\n\r\n");
+  let body = rest.join("\r\n\r\n");
+  if (/^transfer-encoding: chunked$/im.test(head)) {
+    let decoded = "";
+    let size = Number.parseInt(body, 16);
+    while (size > 0) {
+      const start = body.indexOf("\r\n") + 2;
+      decoded += body.slice(start, start + size);
+      body = body.slice(start + size + 2);
+      size = Number.parseInt(body, 16);
+    }
+    body = decoded;
+  }
+  return { status: Number(head.split(" ")[1]), body: body ? JSON.parse(body) : {} };
+}
+
+const head = (requestLine: string, headers: Record<string, string | number>) =>
+  `${requestLine} HTTP/1.1\r\nhost: 127.0.0.1\r\n${Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join("")}\r\n`;
+
+describe("the local gateway refuses a body unread: routed, sized and authenticated first", () => {
+  let started: Awaited<ReturnType<typeof startAppserviceAndHomeserver>>;
+  let port: number;
+  beforeAll(async () => {
+    started = await startAppserviceAndHomeserver();
+    port = started.local.port;
+  });
+  afterAll(() => started?.stop());
+
+  /**
+   * Sends the head and `sent`, holds back the rest of the body, and waits for the server to
+   * answer and close: an answer here was given without the body.
+   */
+  async function held(requestLine: string, headers: Record<string, string | number>, sent = "") {
+    const exchange = open(port, head(requestLine, headers) + sent);
+    await exchange.closed;
+    return answer(exchange.received());
+  }
+
+  it("a webhook POST declaring more than 16 KiB → 413 M_TOO_LARGE before its body is sent", async () => {
+    for (const length of [WEBHOOK_MAX_BODY_BYTES + 1, MAX_BODY_BYTES]) {
+      const { status, body } = await held(
+        "POST /webhook/whatever",
+        { "content-type": "application/json", "content-length": length },
+        "x".repeat(1024),
+      );
+      expect(status).toBe(413);
+      expect(body).toEqual({
+        errcode: "M_TOO_LARGE",
+        error: `The request body is over ${WEBHOOK_MAX_BODY_BYTES} bytes`,
+      });
+    }
+  });
+
+  it("a chunked webhook POST is cut off once past 16 KiB, its end never awaited", async () => {
+    const chunk = "x".repeat(1024);
+    const chunks = Array.from({ length: 17 }, () => `400\r\n${chunk}\r\n`).join("");
+    const { status, body } = await held(
+      "POST /webhook/whatever",
+      { "content-type": "text/plain", "transfer-encoding": "chunked" },
+      `${chunks}400\r\n${chunk}`,
+    );
+    expect(status).toBe(413);
+    expect(body.errcode).toBe("M_TOO_LARGE");
+  });
+
+  it("a webhook body of exactly 16 KiB is read and handed to the handler", async () => {
+    const response = await fetch(`${started.local.url}/webhook/no-such-id`, {
+      method: "POST",
+      headers: { "content-type": "text/plain" },
+      body: "x".repeat(WEBHOOK_MAX_BODY_BYTES),
+    });
+    expect(response.status).toBe(404);
+    expect(await response.json()).toEqual({ errcode: "M_NOT_FOUND", error: "No such webhook" });
+  });
+
+  it("a PUT of a transaction without a valid hs_token → 401/403 before its 5 MB body is sent", async () => {
+    const length = { "content-type": "application/json", "content-length": 5_000_000 };
+    const missing = await held("PUT /_matrix/app/v1/transactions/t1", length, '{"events":[');
+    expect(missing).toEqual({
+      status: 401,
+      body: { errcode: "M_UNAUTHORIZED", error: "Missing hs_token" },
+    });
+    const wrong = await held(
+      "PUT /_matrix/app/v1/transactions/t2",
+      { ...length, authorization: `Bearer ${"w".repeat(64)}` },
+      '{"events":[',
+    );
+    expect(wrong).toEqual({
+      status: 403,
+      body: { errcode: "M_FORBIDDEN", error: "Invalid hs_token" },
+    });
+    const legacy = await held("PUT /transactions/t3?access_token=wrong", length, '{"events":[');
+    expect(legacy.status).toBe(403);
+  });
+
+  it("an authenticated PUT declaring more than 6 MB → 413 before its body is sent", async () => {
+    const { status, body } = await held(
+      "PUT /_matrix/app/v1/transactions/big",
+      {
+        authorization: `Bearer ${started.registration.hs_token}`,
+        "content-type": "application/json",
+        "content-length": MAX_BODY_BYTES + 1,
+      },
+      '{"events":[',
+    );
+    expect(status).toBe(413);
+    expect(body).toEqual({
+      errcode: "M_TOO_LARGE",
+      error: `The request body is over ${MAX_BODY_BYTES} bytes`,
+    });
+  });
+
+  it("the transactions route keeps its 6 MB limit: a 300 KB transaction is taken", async () => {
+    const events = Array.from({ length: 10 }, () =>
+      makeEvent("!big:test.local", "y".repeat(30_000)),
+    );
+    const response = await started.send("large", events);
+    expect(response.status).toBe(200);
+  });
+
+  it("Expect: 100-continue gets the go-ahead only when the body is wanted", async () => {
+    const unauthenticated = open(
+      port,
+      head("PUT /_matrix/app/v1/transactions/c1", {
+        "content-type": "application/json",
+        "content-length": 13,
+        expect: "100-continue",
+      }),
+    );
+    await unauthenticated.closed;
+    expect(unauthenticated.received()).not.toContain("100 Continue");
+    expect(answer(unauthenticated.received()).status).toBe(401);
+
+    const authenticated = open(
+      port,
+      head("PUT /_matrix/app/v1/transactions/c2", {
+        authorization: `Bearer ${started.registration.hs_token}`,
+        "content-type": "application/json",
+        "content-length": 13,
+        expect: "100-continue",
+        connection: "close",
+      }),
+    );
+    await waitFor(() => authenticated.received().includes("100 Continue"), 10_000, "100 Continue");
+    authenticated.socket.write('{"events":[]}');
+    await authenticated.closed;
+    expect(answer(authenticated.received())).toEqual({ status: 200, body: {} });
+  });
+
+  it("100 held bodies, each declaring megabytes, are all refused and closed; the homeserver still gets through", async () => {
+    const requests = Array.from({ length: 100 }, (_, i) =>
+      i % 2 === 0
+        ? open(
+            port,
+            `${head(`POST /webhook/held${i}`, {
+              "content-type": "application/json",
+              "content-length": MAX_BODY_BYTES,
+            })}${"x".repeat(1024)}`,
+          )
+        : open(
+            port,
+            `${head(`PUT /_matrix/app/v1/transactions/held${i}`, {
+              "content-type": "application/json",
+              "content-length": MAX_BODY_BYTES,
+            })}{"events":[`,
+          ),
+    );
+    // None of them sends more: each ends because the server closed it.
+    await Promise.all(requests.map((request) => request.closed));
+    const statuses = requests.map((request) => answer(request.received()).status);
+    expect(statuses.filter((status) => status === 413)).toHaveLength(50);
+    expect(statuses.filter((status) => status === 401)).toHaveLength(50);
+    expect((await started.send("after-held", [makeEvent("!r:test.local", "hi")])).status).toBe(200);
+  });
+});
+
+describe("the local gateway's connection limits", () => {
+  const startGateway = async (maxConnections?: number) => {
+    const routes = routeTable([]);
+    const server = createGateway({
+      routes,
+      handlers: () => undefined,
+      hsToken: () => undefined,
+      fallback: createFallbackHandler(routes, createLogger()),
+      ...(maxConnections && { maxConnections }),
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    onTestFinished(
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }),
+    );
+    // The connections being served (one past the limit is closed before `connection`).
+    let served = 0;
+    server.on("connection", (socket) => {
+      served++;
+      socket.once("close", () => served--);
+    });
+    return { server, port: (server.address() as { port: number }).port, served: () => served };
+  };
+
+  it("serves at most 256 connections at once, 10 s for the headers and 30 s for the request", async () => {
+    const { server } = await startGateway();
+    expect(server.maxConnections).toBe(MAX_CONNECTIONS);
+    expect(MAX_CONNECTIONS).toBe(256);
+    expect(server.headersTimeout).toBe(HEADERS_TIMEOUT_MS);
+    expect(HEADERS_TIMEOUT_MS).toBe(10_000);
+    expect(server.requestTimeout).toBe(REQUEST_TIMEOUT_MS);
+    expect(REQUEST_TIMEOUT_MS).toBe(30_000);
+  });
+
+  it("closes a connection past the limit unanswered, and serves again once one ends", async () => {
+    const { port, served } = await startGateway(2);
+    const holding = [
+      open(port, "GET /health HTTP/1.1\r\n"),
+      open(port, "GET /health HTTP/1.1\r\n"),
+    ];
+    await waitFor(() => served() === 2, 10_000, "two connections");
+    const over = open(port, head("GET /health", { connection: "close" }));
+    await over.closed;
+    expect(over.received()).toBe("");
+
+    holding[0]?.socket.destroy();
+    await waitFor(() => served() === 1, 10_000, "one connection");
+    const after = open(port, head("GET /health", { connection: "close" }));
+    await after.closed;
+    // Still starting (no handlers here): the answer is the gateway's own.
+    expect(answer(after.received())).toEqual({
+      status: 503,
+      body: { errcode: "M_UNKNOWN", error: "Starting" },
+    });
+    holding[1]?.socket.destroy();
+  });
+
+  it("closes a connection whose headers take longer than 10 s", async () => {
+    const { port } = await startGateway();
+    const slow = open(port, "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n");
+    await slow.closed;
+    expect(slow.received()).toMatch(/^HTTP\/1\.1 408 /);
+  }, 30_000);
+});
