@@ -13,8 +13,9 @@ import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
 import type { OutboundAction } from "../../functions/matrix/request.ts";
 import { queueJson } from "../../functions/queue/queue.ts";
 import { SqsFifoQueue } from "../../functions/queue/sqs/queue.ts";
-import { makeEvent, waitFor } from "../support/appservice.ts";
+import { waitFor } from "../support/appservice.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
+import { newWebhook } from "../support/webhooks.ts";
 import { SERVER, startAppserviceAndHomeserver } from "../support/with-homeserver.ts";
 
 const ROOM = `!guarded:${SERVER}`;
@@ -145,21 +146,8 @@ describe("the outbox sends only what the appservice may ask, and gives up on unt
   });
 
   it(`a webhook message the homeserver keeps refusing with 5xx → dead-lettered at the ${WEBHOOK_MAX_SERVER_ERRORS}th (a 429 not counted); the room's next message goes through`, async () => {
-    const { homeserver, bot, send, local } = started;
-    // The bot answers the command with the URL (in the room, or in a direct message).
-    expect(
-      (await send("new-hook", [makeEvent(ROOM, "!webhook new ci", { sender: MODERATOR })])).status,
-    ).toBe(200);
-    const urlPattern = new RegExp(`${local.url}/webhook/[A-Za-z0-9_-]+`);
-    await waitFor(
-      () =>
-        homeserver.sent.some((e) => e.sender === bot && urlPattern.test(String(e.content.body))),
-      20_000,
-      "the webhook URL",
-    );
-    const url = urlPattern.exec(
-      String(homeserver.sent.find((e) => urlPattern.test(String(e.content.body)))?.content.body),
-    )?.[0] as string;
+    const { homeserver } = started;
+    const { url } = await newWebhook(started, "ci", MODERATOR, ROOM);
 
     homeserver.cue((r) => isSend(r) && byHook(r), {
       status: 429,

@@ -8,6 +8,7 @@ import { sha256 } from "../../functions/appservice/hash.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { makeEvent, sleep, waitFor } from "../support/appservice.ts";
+import { newWebhook, noticesIn as noticesInRoom, sendCommand } from "../support/webhooks.ts";
 import { SERVER, startAppserviceAndHomeserver } from "../support/with-homeserver.ts";
 
 const ROOM = `!hooks:${SERVER}`;
@@ -20,20 +21,10 @@ const hookUserPattern = (name: string) =>
 
 describe("the webhooks application, over the scripted homeserver", () => {
   let started: Awaited<ReturnType<typeof startAppserviceAndHomeserver>>;
-  let transactions = 0;
-  const noticesIn = (roomId: string) =>
-    started.homeserver.sent
-      .filter((e) => e.sender === started.bot && e.roomId === roomId)
-      .filter((e) => e.content.msgtype === "m.notice")
-      .map((e) => String(e.content.body));
+  const noticesIn = (roomId: string) => noticesInRoom(started, roomId);
   /** Sends `body` as `sender` and waits for the bot's answer to it. */
-  const command = async (body: string, sender = MODERATOR, roomId = ROOM) => {
-    const before = noticesIn(roomId).length;
-    const event = makeEvent(roomId, body, { sender });
-    expect((await started.send(`command-${++transactions}`, [event])).status).toBe(200);
-    await waitFor(() => noticesIn(roomId).length > before, 20_000, `an answer to ${body}`);
-    return noticesIn(roomId).at(-1) as string;
-  };
+  const command = (body: string, sender = MODERATOR, roomId = ROOM) =>
+    sendCommand(started, body, sender, roomId);
   /** The messages a room's webhook of that name posted. */
   const hookMessages = (name = "ci", roomId = ROOM) =>
     started.homeserver.sent.filter(
@@ -57,44 +48,7 @@ describe("the webhooks application, over the scripted homeserver", () => {
       body,
     });
 
-  /**
-   * `!webhook new <name>`: the room is told, the bot creates a direct message room for the
-   * creator, and, once the homeserver hands that room's state back (as it does for every room
-   * the bot is in; the scripted homeserver pushes nothing, so the test does it), sends the URL
-   * there. Returns the URL and the DM room.
-   */
-  const createHook = async (name: string, roomId = ROOM) => {
-    const { homeserver } = started;
-    const roomsBefore = homeserver.createdRooms.length;
-    expect(await command(`!webhook new ${name}`, MODERATOR, roomId)).toBe(
-      `Webhook ${name} created. I sent its URL to ${MODERATOR} in a direct message: accept my invite to read it.`,
-    );
-    await waitFor(
-      () => homeserver.createdRooms.length > roomsBefore,
-      20_000,
-      "the direct message room",
-    );
-    const created = homeserver.createdRooms.at(-1);
-    const dm = created?.roomId as string;
-    expect(created).toMatchObject({
-      creator: started.bot,
-      body: {
-        name: `Webhook ${name}`,
-        invite: [MODERATOR],
-        is_direct: true,
-        preset: "private_chat",
-      },
-    });
-    const handedBack = homeserver.initialStateEvents(dm);
-    expect(handedBack).toHaveLength(1);
-    expect((await started.send(`dm-${++transactions}`, handedBack)).status).toBe(200);
-    await waitFor(() => noticesIn(dm).length > 0, 20_000, "the URL in the direct message");
-    const match = new RegExp(`${started.local.url}/webhook/([A-Za-z0-9_-]+)`).exec(
-      noticesIn(dm)[0] as string,
-    );
-    expect(match, noticesIn(dm)[0]).not.toBeNull();
-    return { url: match?.[0] as string, id: match?.[1] as string, dm };
-  };
+  const createHook = (name: string, roomId = ROOM) => newWebhook(started, name, MODERATOR, roomId);
   const tableItems = async () => {
     const dynamodb = localDynamoDb(started.local.dynamodbEndpoint);
     const { Items = [] } = await dynamodb.send(
