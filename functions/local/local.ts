@@ -97,6 +97,9 @@ export interface LocalAppservice {
   stop(): Promise<void>;
 }
 
+/** How long the requests being answered at a stop may take before they are cut off. */
+const REQUESTS_STOP_WAIT_MS = 2000;
+
 /**
  * The whole appservice on one machine: DynamoDB Local and fauxqs on 127.0.0.1, the table and
  * queues, the same handlers behind an API-Gateway-like HTTP server, and pollers driving the
@@ -158,11 +161,17 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       server.once("error", reject);
       server.listen(options.port, "127.0.0.1", resolve);
     });
+    // Requests being answered at a stop get their answers, for a while; idle connections go.
     stops.push(
       () =>
         new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
+          const idle = setInterval(() => server.closeIdleConnections(), 50);
+          const cutOff = setTimeout(() => server.closeAllConnections(), REQUESTS_STOP_WAIT_MS);
+          server.close(() => {
+            clearInterval(idle);
+            clearTimeout(cutOff);
+            resolve();
+          });
         }),
     );
     const port = (server.address() as AddressInfo).port;
@@ -227,7 +236,6 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       concurrency: options.pollers ?? 4,
       functionName: "outbox",
     });
-    stops.push(outbox.stop);
     const poller = startPoller({
       sqs,
       queueUrl: inbound.url,
@@ -244,8 +252,9 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       concurrency: options.pollers ?? 4,
       functionName: "events",
     });
-    // Pollers stop first, before the servers they read from.
-    stops.push(poller.stop);
+    // Pollers stop first, before the servers they read from; together, as each may be waiting
+    // out a receive.
+    stops.push(async () => void (await Promise.all([poller.stop(), outbox.stop()])));
     handlers = {
       app: createAppHandler({ ...services, application }),
       transactions: createTransactionsHandler({

@@ -69,6 +69,24 @@ async function startProcess(command: string, args: string[], env: Record<string,
   return { child, output: () => output, javaPid: javaPidOnPort(dynamoPort) };
 }
 
+/** A registration file (bot `@bot:test.local`) in a new folder, and a homeserver for it. */
+async function withHomeserver(id: string) {
+  const dir = await tempDir();
+  const registrationPath = join(dir, "registration.yaml");
+  const registration = newRegistration({
+    id,
+    url: null,
+    senderLocalpart: "bot",
+    serverName: "test.local",
+    prefix: "_as_",
+  });
+  writeFileSync(registrationPath, registrationYaml(registration));
+  const homeserver = new ScriptedHomeserver(registration.as_token, "test.local", "@bot:test.local");
+  await homeserver.start();
+  onTestFinished(() => homeserver.stop());
+  return { dir, registrationPath, registration, homeserver };
+}
+
 describe("npm start", () => {
   it("serves /health, acks a transaction as the README shows, and stops every child on SIGTERM", async () => {
     const dir = await tempDir();
@@ -153,23 +171,7 @@ describe("npm start killed mid-batch", () => {
     // The queues and the table outlive the killed process, as SQS and DynamoDB do in AWS.
     const sqs = await startSqsLocal();
     onTestFinished(sqs.stop);
-    const dir = await tempDir();
-    const registrationPath = join(dir, "registration.yaml");
-    const registration = newRegistration({
-      id: "killed",
-      url: null,
-      senderLocalpart: "bot",
-      serverName: "test.local",
-      prefix: "_as_",
-    });
-    writeFileSync(registrationPath, registrationYaml(registration));
-    const homeserver = new ScriptedHomeserver(
-      registration.as_token,
-      "test.local",
-      "@bot:test.local",
-    );
-    await homeserver.start();
-    onTestFinished(() => homeserver.stop());
+    const { registrationPath, registration, homeserver } = await withHomeserver("killed");
     const rooms = Array.from({ length: 10 }, (_, i) => `!kill${i}:test.local`);
     for (const room of rooms) homeserver.createRoom(room, ["@bot:test.local"]);
     const port = await freePort();
@@ -282,4 +284,72 @@ describe("DATA_DIR", () => {
       await second.stop();
     }
   });
+});
+
+/** The processes below `pid` (children, theirs, …), from /proc. */
+function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // The command name, in parentheses, may hold spaces: the parent's PID follows its end.
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const parent = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      children.set(parent, [...(children.get(parent) ?? []), Number(entry)]);
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  const below = (of: number): number[] =>
+    (children.get(of) ?? []).flatMap((child) => [child, ...below(child)]);
+  return below(pid);
+}
+
+const commandLine = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+  } catch {
+    return "(gone)";
+  }
+};
+
+describe("npm start stopped by a signal", () => {
+  const targets = ["the npm process", "the node process", "the process group"] as const;
+  const cases = (["SIGINT", "SIGTERM"] as const).flatMap((signal) =>
+    targets.map((target) => ({ signal, target })),
+  );
+  it.each(cases)(
+    "$signal to $target stops every process within 5 s",
+    async ({ signal, target }) => {
+      const dir = await tempDir();
+      const { child, output, javaPid } = await startProcess("npm", ["start"], {
+        PORT: String(await freePort()),
+        REGISTRATION: join(dir, "registration.yaml"),
+      });
+      expect(output()).toContain(
+        "(in memory: queued work is lost at a stop; set DATA_DIR to keep it)",
+      );
+      const npmPid = child.pid as number;
+      const processes = [npmPid, ...descendants(npmPid)];
+      // npm runs node itself: no shell in between to swallow the signal.
+      const nodePid = processes.find((pid) => commandLine(pid).endsWith("functions/local/main.ts"));
+      expect(commandLine(npmPid)).toMatch(/^npm/);
+      expect(descendants(npmPid)[0]).toBe(nodePid);
+      expect(processes).toContain(javaPid);
+
+      const started = Date.now();
+      if (target === "the npm process") process.kill(npmPid, signal);
+      else if (target === "the node process") process.kill(nodePid as number, signal);
+      else process.kill(-npmPid, signal);
+      await waitFor(
+        () => processes.every((pid) => !isAlive(pid)),
+        5_000,
+        `every process to end: ${processes.filter(isAlive).map(commandLine).join("; ")}`,
+      );
+      console.log(
+        `${signal} to ${target}: all ${processes.length} processes gone in ${Date.now() - started} ms`,
+      );
+      expect(output()).toContain(`${signal}: stopping`);
+    },
+  );
 });
