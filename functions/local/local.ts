@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { application as defaultApplication } from "../app/index.ts";
 import type { Application } from "../appservice/application.ts";
 import type { Log } from "../appservice/log.ts";
@@ -38,6 +39,7 @@ import { localDynamoDb, localSqs } from "./aws-clients.ts";
 import { startDynamoDbLocal } from "./dynamodb-local.ts";
 import { createGateway, type HttpHandler } from "./gateway.ts";
 import { startPoller } from "./poller.ts";
+import { keepQueues, restoreQueues } from "./queue-snapshot.ts";
 import { ensureFifoQueue } from "./queues.ts";
 import { startSqsLocal } from "./sqs-local.ts";
 
@@ -48,7 +50,10 @@ export interface LocalOptions {
   registrationPath: string;
   homeserverUrl: string;
   serverName: string;
-  /** Keeps DynamoDB's tables in this folder across restarts; in memory without it. */
+  /**
+   * Keeps DynamoDB's tables in this folder across restarts, and the queues across a clean stop
+   * (the fauxqs this start runs); all in memory without it.
+   */
   dataDir?: string;
   /** Use a running DynamoDB (Local) instead of starting one. */
   dynamodbEndpoint?: string;
@@ -94,6 +99,8 @@ export interface LocalAppservice {
   appRoutes: string[];
   /** The DynamoDB Local Java process, when this start spawned one. */
   dynamodbPid?: number;
+  /** Where the queues' messages are kept from a clean stop to the next start, if they are. */
+  queuesFile?: string;
   stop(): Promise<void>;
 }
 
@@ -148,6 +155,29 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         maxReceiveCount: OUTBOUND_MAX_RECEIVE_COUNT,
       }),
     ]);
+    const queuesFile =
+      options.dataDir && sqsLocal
+        ? join(options.dataDir, `${queuePrefix}-queues.jsonl`)
+        : undefined;
+    if (sqsLocal && queuesFile) {
+      const queueUrls = new Map(
+        [inbound, outbound]
+          .flatMap((queue) => [queue.url, queue.deadLetterUrl])
+          .map((url) => [url.slice(url.lastIndexOf("/") + 1), url]),
+      );
+      const restored = await restoreQueues(sqs, queueUrls, queuesFile);
+      if (restored > 0) log.info("queued messages restored", { from: queuesFile, restored });
+      // At a stop, once the server and the pollers are done: nothing is sent or received then.
+      stops.push(async () => {
+        try {
+          const kept = await keepQueues(sqsLocal, [...queueUrls.keys()], queuesFile);
+          if (kept > 0)
+            log.info("queued messages kept for the next start", { in: queuesFile, kept });
+        } catch (error) {
+          log.error("the queued messages could not be kept: they are lost", { error });
+        }
+      });
+    }
 
     const application = options.application ?? defaultApplication;
     const routes = routeTable(application.routes ?? []);
@@ -300,6 +330,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         (route) => `${route.method} ${services.publicBaseUrl}${route.path}`,
       ),
       ...(dynamo && { dynamodbPid: dynamo.pid }),
+      ...(queuesFile && { queuesFile }),
       stop,
     };
   } catch (error) {

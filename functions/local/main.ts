@@ -56,7 +56,7 @@ try {
       `Homeserver: ${homeserverUrl}`,
       `Give the homeserver the registration file (Synapse: app_service_config_files) with url: ${local.url}`,
       `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
-      `SQS (fauxqs): ${local.sqsEndpoint}`,
+      `SQS (fauxqs): ${local.sqsEndpoint}${env.SQS_ENDPOINT ? " (yours)" : local.queuesFile ? ` (queued work kept in ${local.queuesFile} at a clean stop)` : " (in memory: queued work is lost at a stop; set DATA_DIR to keep it)"}`,
       ...local.appRoutes.map((route) => `Application route: ${route}`),
       `listening on ${local.url}`,
     ].join("\n"),
