@@ -261,7 +261,9 @@ describe("DATA_DIR", () => {
       homeserverUrl: "http://127.0.0.1:1",
       serverName: "test.local",
       dataDir: dir,
-      visibilityTimeoutSeconds: 2,
+      // Long enough that a slow first write to a new database file never redelivers a message
+      // whose event is still being handled (its lease runs out 1 s before).
+      visibilityTimeoutSeconds: 10,
       application: { onEvent: (event: ClientEvent) => void handled.push(event) },
     };
     const events = [makeEvent("!r:test.local", "one"), makeEvent("!r:test.local", "two")];
