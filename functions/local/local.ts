@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import { application as defaultApplication } from "../app/index.ts";
 import type { Application } from "../appservice/application.ts";
 import type { Log } from "../appservice/log.ts";
@@ -38,6 +39,7 @@ import { localDynamoDb, localSqs } from "./aws-clients.ts";
 import { startDynamoDbLocal } from "./dynamodb-local.ts";
 import { createGateway, type HttpHandler } from "./gateway.ts";
 import { startPoller } from "./poller.ts";
+import { keepQueues, restoreQueues } from "./queue-snapshot.ts";
 import { ensureFifoQueue } from "./queues.ts";
 import { startSqsLocal } from "./sqs-local.ts";
 
@@ -48,7 +50,10 @@ export interface LocalOptions {
   registrationPath: string;
   homeserverUrl: string;
   serverName: string;
-  /** Keeps DynamoDB's tables in this folder across restarts; in memory without it. */
+  /**
+   * Keeps DynamoDB's tables in this folder across restarts, and the queues across a clean stop
+   * (the fauxqs this start runs); all in memory without it.
+   */
   dataDir?: string;
   /** Use a running DynamoDB (Local) instead of starting one. */
   dynamodbEndpoint?: string;
@@ -94,8 +99,13 @@ export interface LocalAppservice {
   appRoutes: string[];
   /** The DynamoDB Local Java process, when this start spawned one. */
   dynamodbPid?: number;
+  /** Where the queues' messages are kept from a clean stop to the next start, if they are. */
+  queuesFile?: string;
   stop(): Promise<void>;
 }
+
+/** How long the requests being answered at a stop may take before they are cut off. */
+const REQUESTS_STOP_WAIT_MS = 2000;
 
 /**
  * The whole appservice on one machine: DynamoDB Local and fauxqs on 127.0.0.1, the table and
@@ -145,6 +155,29 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         maxReceiveCount: OUTBOUND_MAX_RECEIVE_COUNT,
       }),
     ]);
+    const queuesFile =
+      options.dataDir && sqsLocal
+        ? join(options.dataDir, `${queuePrefix}-queues.jsonl`)
+        : undefined;
+    if (sqsLocal && queuesFile) {
+      const queueUrls = new Map(
+        [inbound, outbound]
+          .flatMap((queue) => [queue.url, queue.deadLetterUrl])
+          .map((url) => [url.slice(url.lastIndexOf("/") + 1), url]),
+      );
+      const restored = await restoreQueues(sqs, queueUrls, queuesFile);
+      if (restored > 0) log.info("queued messages restored", { from: queuesFile, restored });
+      // At a stop, once the server and the pollers are done: nothing is sent or received then.
+      stops.push(async () => {
+        try {
+          const kept = await keepQueues(sqsLocal, [...queueUrls.keys()], queuesFile);
+          if (kept > 0)
+            log.info("queued messages kept for the next start", { in: queuesFile, kept });
+        } catch (error) {
+          log.error("the queued messages could not be kept: they are lost", { error });
+        }
+      });
+    }
 
     const application = options.application ?? defaultApplication;
     const routes = routeTable(application.routes ?? []);
@@ -160,11 +193,17 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       server.once("error", reject);
       server.listen(options.port, "127.0.0.1", resolve);
     });
+    // Requests being answered at a stop get their answers, for a while; idle connections go.
     stops.push(
       () =>
         new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
+          const idle = setInterval(() => server.closeIdleConnections(), 50);
+          const cutOff = setTimeout(() => server.closeAllConnections(), REQUESTS_STOP_WAIT_MS);
+          server.close(() => {
+            clearInterval(idle);
+            clearTimeout(cutOff);
+            resolve();
+          });
         }),
     );
     const port = (server.address() as AddressInfo).port;
@@ -231,7 +270,6 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       concurrency: options.pollers ?? 4,
       functionName: "outbox",
     });
-    stops.push(outbox.stop);
     const poller = startPoller({
       sqs,
       queueUrl: inbound.url,
@@ -248,8 +286,9 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       concurrency: options.pollers ?? 4,
       functionName: "events",
     });
-    // Pollers stop first, before the servers they read from.
-    stops.push(poller.stop);
+    // Pollers stop first, before the servers they read from; together, as each may be waiting
+    // out a receive.
+    stops.push(async () => void (await Promise.all([poller.stop(), outbox.stop()])));
     handlers = {
       app: createAppHandler({ ...services, application }),
       transactions: createTransactionsHandler({
@@ -295,6 +334,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         (route) => `${route.method} ${services.publicBaseUrl}${route.path}`,
       ),
       ...(dynamo && { dynamodbPid: dynamo.pid }),
+      ...(queuesFile && { queuesFile }),
       stop,
     };
   } catch (error) {

@@ -32,8 +32,6 @@ try {
   };
   process.on("SIGINT", () => void shutdown("SIGINT"));
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
-  // `npm start` killed alone (not its process group) does not pass the signal on: stop when
-  // our parent goes, rather than run on orphaned.
   // The counters CloudWatch would show in AWS, printed every minute while they change.
   let lastSummary = "";
   setInterval(() => {
@@ -41,6 +39,8 @@ try {
     if (summary !== lastSummary) console.log(`metrics: ${summary}`);
     lastSummary = summary;
   }, 60_000).unref();
+  // npm passes SIGINT and SIGTERM on (`exec` in its script: no shell in between), not SIGKILL:
+  // stop when our parent goes, rather than run on orphaned.
   const parent = process.ppid;
   setInterval(() => {
     if (process.ppid !== parent) void shutdown("parent process exited");
@@ -58,7 +58,7 @@ try {
       `Homeserver: ${homeserverUrl}`,
       `Give the homeserver ${registrationPath} (Synapse: list it in app_service_config_files and restart Synapse); its url must be ${local.url}`,
       `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
-      `SQS (fauxqs): ${local.sqsEndpoint}`,
+      `SQS (fauxqs): ${local.sqsEndpoint}${env.SQS_ENDPOINT ? " (yours)" : local.queuesFile ? ` (queued work kept in ${local.queuesFile} at a clean stop)` : " (in memory: queued work is lost at a stop; set DATA_DIR to keep it)"}`,
       ...local.appRoutes.map((route) => `Application route: ${route}`),
       `listening on ${local.url}`,
     ].join("\n"),

@@ -51,6 +51,9 @@ const lambdaContext = (functionName: string): Context => ({
   succeed: () => undefined,
 });
 
+/** How long `stop()` lets the batches being handled finish. */
+const STOP_WAIT_MS = 3000;
+
 /**
  * What Lambda's SQS event source mapping does, for local mode: receive batches, invoke the
  * handler with an SQS event, delete what succeeded and leave the reported failures to
@@ -58,7 +61,7 @@ const lambdaContext = (functionName: string): Context => ({
  */
 export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
   const { sqs, queueUrl, queueArn, handler, log } = options;
-  const abort = new AbortController();
+  let stopping = false;
   const pollOnce = async () => {
     const { Messages } = await sqs.send(
       new ReceiveMessageCommand({
@@ -67,7 +70,6 @@ export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
         WaitTimeSeconds: 1,
         MessageSystemAttributeNames: ["All"],
       }),
-      { abortSignal: abort.signal },
     );
     if (!Messages || Messages.length === 0) return;
     const records = Messages.map((message) => toRecord(message, queueArn));
@@ -89,11 +91,11 @@ export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
     );
   };
   const loop = async () => {
-    while (!abort.signal.aborted) {
+    while (!stopping) {
       try {
         await pollOnce();
       } catch (error) {
-        if (abort.signal.aborted) return;
+        if (stopping) return;
         log.warn("queue poll failed; retrying", { queueUrl, error });
         await new Promise((resolve) => setTimeout(resolve, 500));
       }
@@ -101,9 +103,23 @@ export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
   };
   const loops = Array.from({ length: options.concurrency }, loop);
   return {
+    // A receive is not cut short (it waits a second at most): fauxqs would still hand out its
+    // messages, to no one. A batch that outlasts the wait is left to its visibility timeout.
     async stop() {
-      abort.abort();
-      await Promise.all(loops);
+      stopping = true;
+      let timer: NodeJS.Timeout | undefined;
+      const finished = await Promise.race([
+        Promise.all(loops).then(() => true),
+        new Promise<false>((resolve) => {
+          timer = setTimeout(() => resolve(false), STOP_WAIT_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (!finished) {
+        log.warn("a batch was still being handled at the stop: it stays queued, to be retried", {
+          queueUrl,
+        });
+      }
     },
   };
 }

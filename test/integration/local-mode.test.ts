@@ -1,18 +1,20 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterEach, describe, expect, inject, it, onTestFinished } from "vitest";
+import { GetQueueAttributesCommand, GetQueueUrlCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import { afterEach, describe, expect, inject, it, onTestFinished, vi } from "vitest";
 import { parse } from "yaml";
 import { sha256 } from "../../functions/appservice/hash.ts";
 import { claimKey } from "../../functions/appservice/process-inbound.ts";
 import { newRegistration, registrationYaml } from "../../functions/appservice/registration.ts";
 import type { ClientEvent } from "../../functions/appservice/transaction.ts";
+import { localSqs } from "../../functions/local/aws-clients.ts";
 import { freePort } from "../../functions/local/free-port.ts";
 import { startLocal } from "../../functions/local/local.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
 import { makeEvent, putTransaction, sleep, tempDir, waitFor } from "../support/appservice.ts";
-import { ScriptedHomeserver } from "../support/homeserver.ts";
+import { type RecordedRequest, ScriptedHomeserver } from "../support/homeserver.ts";
 import { isLoopback, listeningSockets, processTree } from "../support/listening-sockets.ts";
 
 const children: ChildProcess[] = [];
@@ -68,6 +70,24 @@ async function startProcess(command: string, args: string[], env: Record<string,
   if (exited(child)) throw new Error(`exited early: ${output}`);
   const dynamoPort = /DynamoDB Local: http:\/\/127\.0\.0\.1:(\d+)/.exec(output)?.[1] as string;
   return { child, output: () => output, javaPid: javaPidOnPort(dynamoPort) };
+}
+
+/** A registration file (bot `@bot:test.local`) in a new folder, and a homeserver for it. */
+async function withHomeserver(id: string) {
+  const dir = await tempDir();
+  const registrationPath = join(dir, "registration.yaml");
+  const registration = newRegistration({
+    id,
+    url: null,
+    senderLocalpart: "bot",
+    serverName: "test.local",
+    prefix: "_as_",
+  });
+  writeFileSync(registrationPath, registrationYaml(registration));
+  const homeserver = new ScriptedHomeserver(registration.as_token, "test.local", "@bot:test.local");
+  await homeserver.start();
+  onTestFinished(() => homeserver.stop());
+  return { dir, registrationPath, registration, homeserver };
 }
 
 describe("npm start", () => {
@@ -171,23 +191,7 @@ describe("npm start killed mid-batch", () => {
     // The queues and the table outlive the killed process, as SQS and DynamoDB do in AWS.
     const sqs = await startSqsLocal();
     onTestFinished(sqs.stop);
-    const dir = await tempDir();
-    const registrationPath = join(dir, "registration.yaml");
-    const registration = newRegistration({
-      id: "killed",
-      url: null,
-      senderLocalpart: "bot",
-      serverName: "test.local",
-      prefix: "_as_",
-    });
-    writeFileSync(registrationPath, registrationYaml(registration));
-    const homeserver = new ScriptedHomeserver(
-      registration.as_token,
-      "test.local",
-      "@bot:test.local",
-    );
-    await homeserver.start();
-    onTestFinished(() => homeserver.stop());
+    const { registrationPath, registration, homeserver } = await withHomeserver("killed");
     const rooms = Array.from({ length: 10 }, (_, i) => `!kill${i}:test.local`);
     for (const room of rooms) homeserver.createRoom(room, ["@bot:test.local"]);
     const port = await freePort();
@@ -275,7 +279,9 @@ describe("DATA_DIR", () => {
       homeserverUrl: "http://127.0.0.1:1",
       serverName: "test.local",
       dataDir: dir,
-      visibilityTimeoutSeconds: 2,
+      // Long enough that a slow first write to a new database file never redelivers a message
+      // whose event is still being handled (its lease runs out 1 s before).
+      visibilityTimeoutSeconds: 10,
       application: { onEvent: (event: ClientEvent) => void handled.push(event) },
     };
     const events = [makeEvent("!r:test.local", "one"), makeEvent("!r:test.local", "two")];
@@ -292,8 +298,9 @@ describe("DATA_DIR", () => {
       expect((await putTransaction(second.url, "persisted", { events }, { token })).status).toBe(
         200,
       );
-      // The queue is new (fauxqs keeps nothing), so the replay was enqueued again: give the
-      // consumer time to see it, then check that the application was not called again.
+      // The queue was empty at the stop, and the new one does not remember the messages
+      // consumed before it (SQS would, for 5 minutes), so the replay was enqueued again: give
+      // the consumer time to see it, then check that the application was not called again.
       await sleep(2500);
       expect(handled.map((e) => e.event_id)).toEqual(events.map((e) => e.event_id));
     } finally {
@@ -301,3 +308,158 @@ describe("DATA_DIR", () => {
     }
   });
 });
+
+const commandLine = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+  } catch {
+    return "(gone)";
+  }
+};
+
+describe("npm start stopped by a signal", () => {
+  const targets = ["the npm process", "the node process", "the process group"] as const;
+  const cases = (["SIGINT", "SIGTERM"] as const).flatMap((signal) =>
+    targets.map((target) => ({ signal, target })),
+  );
+  it.each(cases)(
+    "$signal to $target stops every process within 5 s",
+    async ({ signal, target }) => {
+      const dir = await tempDir();
+      const { child, output, javaPid } = await startProcess("npm", ["start"], {
+        PORT: String(await freePort()),
+        REGISTRATION: join(dir, "registration.yaml"),
+      });
+      expect(output()).toContain(
+        "(in memory: queued work is lost at a stop; set DATA_DIR to keep it)",
+      );
+      const npmPid = child.pid as number;
+      const processes = processTree(npmPid);
+      // npm runs node itself: no shell in between to swallow the signal.
+      const nodePid = processes.find((pid) => commandLine(pid).endsWith("functions/local/main.ts"));
+      expect(commandLine(npmPid)).toMatch(/^npm/);
+      expect(processTree(npmPid)[1]).toBe(nodePid);
+      expect(processes).toContain(javaPid);
+
+      const started = Date.now();
+      if (target === "the npm process") process.kill(npmPid, signal);
+      else if (target === "the node process") process.kill(nodePid as number, signal);
+      else process.kill(-npmPid, signal);
+      await waitFor(
+        () => processes.every((pid) => !isAlive(pid)),
+        5_000,
+        `every process to end: ${processes.filter(isAlive).map(commandLine).join("; ")}`,
+      );
+      console.log(
+        `${signal} to ${target}: all ${processes.length} processes gone in ${Date.now() - started} ms`,
+      );
+      expect(output()).toContain(`${signal}: stopping`);
+    },
+  );
+});
+
+describe("npm start with DATA_DIR, stopped and started again", () => {
+  it("delivers the work it accepted before the stop, once: an outbound call and an inbound item", async () => {
+    const { dir, registrationPath, registration, homeserver } = await withHomeserver("kept");
+    for (const room of ["!ping:test.local", "!hooks:test.local"]) {
+      homeserver.createRoom(room, ["@bot:test.local", "@alice:test.local"]);
+    }
+    homeserver.setState("!hooks:test.local", "m.room.power_levels", "", {
+      users: { "@alice:test.local": 100 },
+    });
+    // The homeserver fails: the pong waits in the outbound queue (retried with backoff), and
+    // the webhook command, which needs the room's power levels, in the inbound queue.
+    const isSend = (r: RecordedRequest) => r.method === "PUT" && r.path.includes("/send/");
+    const isStateRead = (r: RecordedRequest) => r.method === "GET" && r.path.includes("/state/");
+    homeserver.cue(isSend, { status: 502, body: { errcode: "M_UNKNOWN", error: "down" } }, 1e6);
+    homeserver.cue(
+      isStateRead,
+      { status: 502, body: { errcode: "M_UNKNOWN", error: "down" } },
+      1e6,
+    );
+    const port = await freePort();
+    const start = () =>
+      startProcess("npm", ["start"], {
+        PORT: String(port),
+        REGISTRATION: registrationPath,
+        HOMESERVER_URL: homeserver.url,
+        SERVER_NAME: "test.local",
+        DATA_DIR: dir,
+      });
+
+    let { child, output } = await start();
+    const queuesFile = join(dir, "appservice-queues.jsonl");
+    expect(output()).toContain(`(queued work kept in ${queuesFile} at a clean stop)`);
+    const ping = makeEvent("!ping:test.local", "!ping");
+    const command = makeEvent("!hooks:test.local", "!webhook new ci");
+    const response = await putTransaction(
+      `http://127.0.0.1:${port}`,
+      "before-stop",
+      { events: [ping, command] },
+      { token: registration.hs_token },
+    );
+    expect(response.status).toBe(200);
+    await waitFor(
+      () =>
+        homeserver.requests.filter(isSend).length >= 2 &&
+        homeserver.requests.filter(isStateRead).length >= 1,
+      30_000,
+      "the pong to fail twice and the command once",
+    );
+    process.kill(child.pid as number, "SIGTERM");
+    await waitFor(() => exited(child), 10_000, "npm start to stop");
+    const kept = readFileSync(queuesFile, "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    // The pong, and the command: its batch was still retrying the power levels at the stop.
+    expect(
+      kept
+        .filter((m) => m.queue === "appservice-outbound.fifo")
+        .map((m) => JSON.parse(m.body).request.body.body),
+    ).toEqual(["pong"]);
+    expect(
+      kept.filter(
+        (m) => m.queue === "appservice-inbound.fifo" && m.body.includes(command.event_id),
+      ),
+    ).toHaveLength(1);
+    expect(homeserver.sent).toEqual([]);
+
+    homeserver.clearCues();
+    ({ child, output } = await start());
+    expect(existsSync(queuesFile)).toBe(false);
+    const sqsEndpoint = /SQS \(fauxqs\): (http:\/\/127\.0\.0\.1:\d+)/.exec(output())?.[1] as string;
+    const sqs = localSqs(sqsEndpoint);
+    onTestFinished(() => sqs.destroy());
+    // The command waits out what was left of its visibility timeout (30 s), as it would in AWS.
+    await waitFor(() => homeserver.sent.length >= 2, 60_000, "the pong and the webhook's URL");
+    await vi.waitUntil(async () => (await queuedCount(sqs)) === 0, { timeout: 20_000 });
+    const bodies = homeserver.sent.map((e) => String(e.content.body));
+    expect(bodies).toHaveLength(2);
+    expect(bodies).toContain("pong");
+    expect(bodies.find((b) => b.startsWith("Webhook ci created"))).toBeDefined();
+    // Each sent once: no request repeated a send that had succeeded.
+    const succeeded = homeserver.requests.filter((r) => isSend(r) && r.status === 200);
+    expect(succeeded).toHaveLength(2);
+
+    process.kill(-(child.pid as number), "SIGINT");
+    await waitFor(() => exited(child), 10_000, "npm start to stop");
+    // Nothing was left queued: nothing kept.
+    expect(existsSync(queuesFile)).toBe(false);
+  }, 180_000);
+});
+
+/** Messages in local mode's queues, waiting or received. */
+async function queuedCount(sqs: SQSClient) {
+  let total = 0;
+  for (const name of ["appservice-inbound.fifo", "appservice-outbound.fifo"]) {
+    const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: name }));
+    const { Attributes } = await sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ["All"] }),
+    );
+    total +=
+      Number(Attributes?.ApproximateNumberOfMessages) +
+      Number(Attributes?.ApproximateNumberOfMessagesNotVisible);
+  }
+  return total;
+}

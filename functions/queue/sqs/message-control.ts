@@ -7,7 +7,7 @@ import type { FifoMessage, ReceivedMessageControl } from "../queue.ts";
 import { sqsGroupId } from "./queue.ts";
 
 /** SQS's maximum visibility timeout: 12 hours. */
-const MAX_VISIBILITY_SECONDS = 12 * 3600;
+export const MAX_VISIBILITY_SECONDS = 12 * 3600;
 
 export class SqsMessageControl implements ReceivedMessageControl {
   constructor(
