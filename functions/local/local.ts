@@ -7,6 +7,7 @@ import type { Log } from "../appservice/log.ts";
 import { CountingMetrics } from "../appservice/metrics.ts";
 import { createNamespaceMatcher, uncoveredUserPrefixes } from "../appservice/namespaces.ts";
 import {
+  ephemeralFlagToAdd,
   loadRegistration,
   newRegistration,
   type Registration,
@@ -190,6 +191,14 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       log.warn("the registration's user namespaces miss users the application acts as", {
         add: uncovered.map((prefix) => `@${prefix}.*:${options.serverName}`),
       });
+    }
+
+    const ephemeralFlag = ephemeralFlagToAdd(registration);
+    if (ephemeralFlag) {
+      log.warn(
+        "the registration asks for ephemeral events under one name only: some Synapse releases read the other",
+        { add: `${ephemeralFlag}: true` },
+      );
     }
 
     const dynamoDbStore = new DynamoDbStore(dynamodb, tableName);
