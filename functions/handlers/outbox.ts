@@ -5,6 +5,7 @@ import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import type { Metrics } from "../appservice/metrics.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
+import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { type OutboxDeps, performAction } from "../matrix/outbox.ts";
 import type { OutboundAction } from "../matrix/request.ts";
@@ -101,6 +102,7 @@ export const handler = lambdaHandler(async () => {
   const sqs = new SQSClient({});
   const store = new DynamoDbStore(new DynamoDBClient({}), requiredEnv("TABLE_NAME"));
   const botUserId = requiredEnv("BOT_USER_ID");
+  const log = createLogger();
   return {
     homeserver: new HttpHomeserverClient(
       requiredEnv("HOMESERVER_URL"),
@@ -111,7 +113,14 @@ export const handler = lambdaHandler(async () => {
     membership: store,
     botUserId,
     backoff: DEFAULT_BACKOFF,
-    log: createLogger(),
+    log,
+    // The stack sets BOT_DISPLAY_NAME (its default: the registration's id).
+    botProfile: new BotProfileKeeper(
+      botUserId,
+      botProfile(requiredEnv("BOT_DISPLAY_NAME"), process.env.BOT_AVATAR_URL),
+      store,
+      log,
+    ),
     metrics: createCloudWatchMetrics(),
     control: new SqsMessageControl(
       sqs,

@@ -27,6 +27,7 @@ import {
   DEFAULT_BACKOFF,
   OUTBOUND_MAX_RECEIVE_COUNT,
 } from "../matrix/backoff.ts";
+import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { httpHomeserverReader } from "../matrix/room-state.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
@@ -71,6 +72,10 @@ export interface LocalOptions {
   queryBudgetMs?: number;
   /** Where the application's routes are reached from outside. @default the local URL */
   publicBaseUrl?: string;
+  /** The bot's display name. @default the registration's `id` */
+  botDisplayName?: string;
+  /** The bot's avatar, an `mxc://` URI. @default none */
+  botAvatarUrl?: string;
   /** Lets tests put a fault injector around the store. */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
 }
@@ -229,6 +234,12 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         botUserId,
         backoff: options.backoff ?? DEFAULT_BACKOFF,
         log,
+        botProfile: new BotProfileKeeper(
+          botUserId,
+          botProfile(options.botDisplayName ?? registration.id, options.botAvatarUrl),
+          dynamoDbStore,
+          log,
+        ),
         metrics,
         control: new SqsMessageControl(sqs, outbound.url, outbound.deadLetterUrl),
       }),

@@ -238,7 +238,7 @@ export function createActions({ botUserId, outboundQueue, origin }: ActionsOptio
   };
 }
 
-type ProfileField = "displayname" | "avatar_url";
+export type ProfileField = "displayname" | "avatar_url";
 
 export const profileRequest = (
   userId: string,

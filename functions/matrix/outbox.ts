@@ -2,6 +2,7 @@ import type { Log } from "../appservice/log.ts";
 import type { MembershipStore } from "../store/membership.ts";
 import { inviteRequest, joinRequest, registerRequest } from "./actions.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "./backoff.ts";
+import type { BotProfileKeeper } from "./bot-profile.ts";
 import {
   type ClientServerRequest,
   type ClientServerResponse,
@@ -16,6 +17,8 @@ export interface OutboxDeps {
   botUserId: string;
   backoff: BackoffPolicy;
   log: Log;
+  /** Gives the bot its profile before it first acts. */
+  botProfile: BotProfileKeeper;
 }
 
 export interface FailureReason {
@@ -62,7 +65,7 @@ class Retry extends Error {
 export async function performAction(
   action: OutboundAction,
   attempt: number,
-  { homeserver, membership, botUserId, backoff, log }: OutboxDeps,
+  { homeserver, membership, botUserId, backoff, log, botProfile }: OutboxDeps,
 ): Promise<OutboxOutcome> {
   /** One call; transient failures become a `Retry`. */
   const call = async (userId: string, request: ClientServerRequest) => {
@@ -89,6 +92,7 @@ export async function performAction(
     response.status === 403 && matrixError(response.body).errcode === "M_FORBIDDEN";
 
   try {
+    if (action.userId === botUserId) await botProfile.ensure((request) => call(botUserId, request));
     let response = await call(action.userId, action.request);
     if (action.kind === "register" && matrixError(response.body).errcode === "M_USER_IN_USE") {
       return { kind: "done" };

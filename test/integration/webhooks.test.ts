@@ -130,7 +130,7 @@ describe("the webhooks application, over the scripted homeserver", () => {
     expect(hookMessages()[5]?.content.formatted_body).toBe("<p><em>only</em> this</p>");
     // The name changed before "deployed" and back before the next message, in the room's order.
     const profileSets = started.homeserver.requests.filter(
-      (r) => r.path.endsWith("/displayname") && r.status === 200,
+      (r) => r.path.endsWith("/displayname") && r.status === 200 && r.query.user_id === HOOK_USER,
     );
     expect(profileSets.map((r) => (r.body as { displayname: string }).displayname)).toEqual([
       "ci",

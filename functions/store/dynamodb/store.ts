@@ -224,6 +224,32 @@ export class DynamoDbStore
     );
   }
 
+  async lastProfile(userId: string): Promise<Record<string, string> | undefined> {
+    const { Item } = await this.client.send(
+      new GetItemCommand({
+        TableName: this.tableName,
+        Key: keyOf("USER#", userId, "PROFILE"),
+        ConsistentRead: true,
+      }),
+    );
+    const fields = Item?.profile?.M;
+    return fields && Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, v.S ?? ""]));
+  }
+
+  async markProfileSet(userId: string, profile: Record<string, string>): Promise<void> {
+    await this.client.send(
+      new PutItemCommand({
+        TableName: this.tableName,
+        Item: {
+          ...keyOf("USER#", userId, "PROFILE"),
+          profile: {
+            M: Object.fromEntries(Object.entries(profile).map(([k, v]) => [k, { S: v }])),
+          },
+        },
+      }),
+    );
+  }
+
   async markJoined(roomId: string, userId: string): Promise<void> {
     await this.client.send(
       new PutItemCommand({
