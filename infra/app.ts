@@ -57,6 +57,10 @@ new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
     registration,
     tableDeletionProtection: context("tableDeletionProtection") !== "false",
     ...(context("publicBaseUrl") && { publicBaseUrl: context("publicBaseUrl") }),
+    botProfile: {
+      ...(context("botDisplayName") && { displayName: context("botDisplayName") }),
+      ...(context("botAvatarUrl") && { avatarUrl: context("botAvatarUrl") }),
+    },
   },
 });
 Aspects.of(app).add(new AwsSolutionsChecks());

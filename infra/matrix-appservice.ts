@@ -24,6 +24,7 @@ import type { AppRoute } from "../functions/appservice/application.ts";
 import type { Registration } from "../functions/appservice/registration.ts";
 import { type Route, routeTable } from "../functions/appservice/routes.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
+import { botProfile } from "../functions/matrix/bot-profile.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
 import { bundling, functionEntries } from "./bundling.ts";
 
@@ -47,6 +48,8 @@ export interface MatrixAppserviceProps {
   appRoutes?: Pick<AppRoute, "method" | "path" | "rateLimit">[];
   /** Where the application's routes are reached (a custom domain). @default the API's URL */
   publicBaseUrl?: string;
+  /** The bot's display name and avatar (`mxc://`). @default the registration's `id`, no avatar */
+  botProfile?: { displayName?: string; avatarUrl?: string };
 }
 
 /** Requests per second an application route takes when it does not say. */
@@ -136,6 +139,11 @@ export class MatrixAppservice extends Construct {
     this.hsTokenSecret = props.hsTokenSecret ?? token("HsToken");
 
     const botUserId = `@${props.registration.sender_localpart}:${props.serverName}`;
+    // Checked here, so that a bad avatar stops the synth rather than the outbox.
+    const profile = botProfile(
+      props.botProfile?.displayName ?? (props.registration as Pick<Registration, "id">).id,
+      props.botProfile?.avatarUrl,
+    );
     const appRoutes = (props.appRoutes ?? application.routes ?? []).map(
       ({ method, path, rateLimit }) => ({ method, path, rateLimit }),
     );
@@ -203,6 +211,8 @@ export class MatrixAppservice extends Construct {
         HOMESERVER_TIMEOUT_MS: String(HOMESERVER_TIMEOUT.toMilliseconds()),
         BOT_USER_ID: botUserId,
         REGISTRATION_JSON: JSON.stringify(props.registration),
+        BOT_DISPLAY_NAME: profile.displayname,
+        ...(profile.avatar_url && { BOT_AVATAR_URL: profile.avatar_url }),
       }),
       queries: createFunction("queries", TRANSACTIONS_FUNCTION_TIMEOUT, {
         TABLE_NAME: this.table.tableName,

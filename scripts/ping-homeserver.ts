@@ -1,4 +1,5 @@
 import type { Registration } from "../functions/appservice/registration.ts";
+import type { TransactionHistory } from "../functions/store/store.ts";
 
 export interface PingResult {
   ok: boolean;
@@ -7,11 +8,13 @@ export interface PingResult {
 
 /**
  * Asks the homeserver to ping the appservice (`POST /_matrix/client/v1/appservice/{id}/ping`):
- * both directions at once. Says in plain words what worked or what to fix.
+ * both directions at once. Says in plain words what worked or what to fix. A homeserver older
+ * than the ping gets, instead, the last transaction the appservice's `records` hold, if given.
  */
 export async function pingHomeserver(
   homeserverUrl: string,
   registration: Registration,
+  records?: TransactionHistory,
 ): Promise<PingResult> {
   const url = `${homeserverUrl.replace(/\/$/, "")}/_matrix/client/v1/appservice/${encodeURIComponent(registration.id)}/ping`;
   let response: Response;
@@ -44,6 +47,18 @@ export async function pingHomeserver(
       message: `The homeserver reached the appservice and back in ${body.duration_ms} ms.`,
     };
   }
+  // Homeservers before the ping answer an unknown endpoint so (Synapse: 400, newer ones 404).
+  if (body.errcode === "M_UNRECOGNIZED" && (response.status === 400 || response.status === 404)) {
+    return {
+      ok: false,
+      message: [
+        `${response.status} M_UNRECOGNIZED: the homeserver predates the appservice ping (Matrix v1.7).`,
+        "Everything else works without it: transactions, user and alias queries, the bot's calls.",
+        'To check that events arrive, say !ping in a room with the bot (it answers pong), or look for "transaction acknowledged" in the appservice\'s log.',
+        await describeLastTransaction(records),
+      ].join("\n"),
+    };
+  }
   const explanations: Record<string, string> = {
     M_URL_NOT_SET:
       "The homeserver has no URL for this appservice: set `url` in the registration file it loaded, then restart it.",
@@ -63,4 +78,19 @@ export async function pingHomeserver(
     (body.errcode && explanations[body.errcode]) ??
     `${response.status} ${body.errcode ?? ""} ${body.error ?? ""}`;
   return { ok: false, message: explanation.trim() };
+}
+
+async function describeLastTransaction(records: TransactionHistory | undefined): Promise<string> {
+  if (!records) {
+    return "To see the last transaction it received, run this with DYNAMODB_ENDPOINT (the DynamoDB Local address npm start printed) or, in AWS, TABLE_NAME (the stack's table).";
+  }
+  let last: Awaited<ReturnType<TransactionHistory["lastTransaction"]>>;
+  try {
+    last = await records.lastTransaction();
+  } catch (error) {
+    return `Could not read the appservice's records: ${(error as Error).message}`;
+  }
+  if (!last) return "The appservice's records hold no transaction: none has arrived yet.";
+  const seconds = Math.max(0, Math.round((Date.now() - last.recordedAt.getTime()) / 1000));
+  return `The last transaction the appservice received: txnId ${last.txnId}, at ${last.recordedAt.toISOString()} (${seconds} s ago).`;
 }

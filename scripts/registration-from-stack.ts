@@ -1,6 +1,10 @@
 import { CloudFormationClient, DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
-import { parseRegistration, type Registration } from "../functions/appservice/registration.ts";
+import {
+  ephemeralFlagToAdd,
+  parseRegistration,
+  type Registration,
+} from "../functions/appservice/registration.ts";
 
 export interface StackClients {
   cloudFormation: Pick<CloudFormationClient, "send">;
@@ -43,7 +47,7 @@ export async function registrationFromStack(
     secret("AsTokenSecretArn"),
     secret("HsTokenSecretArn"),
   ]);
-  return parseRegistration(
+  const registration = parseRegistration(
     {
       ...JSON.parse(output("Registration")),
       url: output("ApiUrl"),
@@ -52,4 +56,7 @@ export async function registrationFromStack(
     },
     `stack ${stackName}`,
   );
+  // A stack deployed before both names were written, or from a file with one of them.
+  const missing = ephemeralFlagToAdd(registration);
+  return missing ? { ...registration, [missing]: true } : registration;
 }

@@ -9,10 +9,57 @@ export interface AcceptTransactionDeps {
   transactions: TransactionStore;
   inboundQueue: FifoQueue;
   log: Log;
+  counterResets: CounterResets;
 }
 
-/** `accepted`: new and now durably queued; `duplicate`: a retry of one already recorded. */
-export type AcceptOutcome = "accepted" | "duplicate";
+/**
+ * `accepted`: new and now durably queued; `reused`: the same, under a txnId recorded before
+ * with other events; `duplicate`: a retry of one already recorded.
+ */
+export type AcceptOutcome = "accepted" | "reused" | "duplicate";
+
+const isCount = (txnId: string) => /^\d{1,15}$/.test(txnId);
+
+/**
+ * Tells a homeserver's counter reset (a Synapse restart starts its txnIds at 1 again) from the
+ * reused txnIds that follow it: until the counter passes the txnIds recorded before, each new
+ * transaction reuses one. The reset is logged once, at WARN, with the txnId before it; the
+ * reuses after it at debug. Kept per process (per Lambda instance): a process that saw no
+ * earlier txnId warns at its first reuse, without the old txnId.
+ */
+export class CounterResets {
+  private lastTxnId: string | undefined;
+  private resetLogged = false;
+
+  /** Notes a transaction that was new to the homeserver (not a retry). */
+  observe(txnId: string, reused: boolean, log: Log): void {
+    const previous = this.lastTxnId;
+    this.lastTxnId = txnId;
+    // Synapse's txnIds are a counter; other homeservers' may be opaque, with no order to read.
+    const wentBack =
+      previous !== undefined &&
+      isCount(txnId) &&
+      isCount(previous) &&
+      Number(txnId) <= Number(previous);
+    if (wentBack) {
+      log.warn(
+        "the homeserver's txnIds went back (its counter was reset, e.g. by a restart): txnIds recorded before are processed as new when reused; further reuses are logged at debug level",
+        { txnId, previousTxnId: previous },
+      );
+      this.resetLogged = true;
+    }
+    if (!reused) return;
+    if (this.resetLogged) {
+      log.debug("txnId reused with different events: processed as new", { txnId });
+      return;
+    }
+    log.warn(
+      "txnId reused with different events (homeserver counter reset?): processed as new; further reuses are logged at debug level",
+      { txnId },
+    );
+    this.resetLogged = true;
+  }
+}
 
 /**
  * Stores a transaction's items durably before the homeserver gets its 200, in two round
@@ -25,7 +72,7 @@ export type AcceptOutcome = "accepted" | "duplicate";
 export async function acceptTransaction(
   txnId: string,
   transaction: Transaction,
-  { transactions, inboundQueue, log }: AcceptTransactionDeps,
+  { transactions, inboundQueue, log, counterResets }: AcceptTransactionDeps,
 ): Promise<AcceptOutcome> {
   const messages = inboundMessages(txnId, transaction);
   if (messages.length > 0) {
@@ -45,10 +92,7 @@ export async function acceptTransaction(
     log.error("recording the transaction failed; the homeserver will retry", { txnId, error });
     throw unavailable("Could not record the transaction; retry later");
   }
-  if (outcome === "replaced") {
-    log.warn("txnId reused with different events (homeserver counter reset?): processed as new", {
-      txnId,
-    });
-  }
-  return outcome === "duplicate" ? "duplicate" : "accepted";
+  if (outcome === "duplicate") return "duplicate";
+  counterResets.observe(txnId, outcome === "replaced", log);
+  return outcome === "replaced" ? "reused" : "accepted";
 }

@@ -2,6 +2,7 @@
 export type MetricName =
   | "TransactionsAccepted"
   | "TransactionsDuplicate"
+  | "TransactionsReused"
   | "ItemsHandled"
   | "ItemsDuplicate"
   | "OutboundCallsDone"

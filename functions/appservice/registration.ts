@@ -15,6 +15,8 @@ const regexString = z.string().refine(
   { message: "not a valid regular expression" },
 );
 
+export const UNSTABLE_RECEIVE_EPHEMERAL = "de.sorunome.msc2409.push_ephemeral";
+
 const namespace = z.object({ regex: regexString, exclusive: z.boolean() });
 const namespaceList = z.array(namespace).default([]);
 
@@ -37,9 +39,23 @@ const registrationSchema = z.looseObject({
   rate_limited: z.boolean().optional(),
   protocols: z.array(z.string()).optional(),
   receive_ephemeral: z.boolean().optional(),
+  // MSC2409's unstable name for receive_ephemeral: what Synapse before 1.156 reads.
+  [UNSTABLE_RECEIVE_EPHEMERAL]: z.boolean().optional(),
 });
 
 export type Registration = z.infer<typeof registrationSchema>;
+
+/**
+ * The flag to add to a registration that asks for ephemeral events under one name only: each
+ * Synapse release reads one or the other, so either one set means both.
+ */
+export function ephemeralFlagToAdd(
+  registration: Pick<Registration, "receive_ephemeral" | typeof UNSTABLE_RECEIVE_EPHEMERAL>,
+): "receive_ephemeral" | typeof UNSTABLE_RECEIVE_EPHEMERAL | undefined {
+  const stable = registration.receive_ephemeral === true;
+  if (stable === (registration[UNSTABLE_RECEIVE_EPHEMERAL] === true)) return undefined;
+  return stable ? UNSTABLE_RECEIVE_EPHEMERAL : "receive_ephemeral";
+}
 export type NamespaceKind = keyof Registration["namespaces"];
 
 export class RegistrationError extends Error {
@@ -97,7 +113,9 @@ export function publicRegistration(
     id: options.id,
     sender_localpart: options.senderLocalpart,
     rate_limited: false,
+    // Both names: each Synapse release reads one or the other (README: homeserver versions).
     receive_ephemeral: true,
+    [UNSTABLE_RECEIVE_EPHEMERAL]: true,
     // Exclusive users and aliases under the prefix.
     namespaces: {
       users: [...new Set(userPrefixes)].map((user) => ({

@@ -8,6 +8,7 @@ import type { Metrics } from "../appservice/metrics.ts";
 import { createNamespaceMatcher } from "../appservice/namespaces.ts";
 import type { Registration } from "../appservice/registration.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
+import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { type OutboxDeps, performAction } from "../matrix/outbox.ts";
 import type { OutboundAction } from "../matrix/request.ts";
@@ -111,6 +112,7 @@ export const handler = lambdaHandler(async () => {
     "namespaces"
   >;
   const users = createNamespaceMatcher(namespaces);
+  const log = createLogger();
   return {
     homeserver: new HttpHomeserverClient(
       requiredEnv("HOMESERVER_URL"),
@@ -123,7 +125,14 @@ export const handler = lambdaHandler(async () => {
     botUserId,
     isOurUser: (userId: string) => users.matches("users", userId),
     backoff: DEFAULT_BACKOFF,
-    log: createLogger(),
+    log,
+    // The stack sets BOT_DISPLAY_NAME (its default: the registration's id).
+    botProfile: new BotProfileKeeper(
+      botUserId,
+      botProfile(requiredEnv("BOT_DISPLAY_NAME"), process.env.BOT_AVATAR_URL),
+      store,
+      log,
+    ),
     metrics: createCloudWatchMetrics(),
     control: new SqsMessageControl(
       sqs,

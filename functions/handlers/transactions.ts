@@ -1,6 +1,6 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { acceptTransaction } from "../appservice/accept-transaction.ts";
+import { acceptTransaction, CounterResets } from "../appservice/accept-transaction.ts";
 import { authenticateHomeserver } from "../appservice/auth.ts";
 import { badJson } from "../appservice/errors.ts";
 import type { Log } from "../appservice/log.ts";
@@ -25,8 +25,9 @@ export interface TransactionsDeps {
 }
 
 /** `PUT /_matrix/app/v1/transactions/{txnId}` (and the legacy unprefixed path). */
-export const createTransactionsHandler = (deps: TransactionsDeps) =>
-  middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
+export const createTransactionsHandler = (deps: TransactionsDeps) => {
+  const counterResets = new CounterResets();
+  return middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2>()
     .use(matrixErrors(deps.log))
     .use(flushMetrics(deps.metrics))
     .handler(async (event) => {
@@ -38,8 +39,12 @@ export const createTransactionsHandler = (deps: TransactionsDeps) =>
       const txnId = event.pathParameters?.txnId;
       if (!txnId) throw badJson("Missing txnId");
       const transaction = parseTransaction(jsonBody(event));
-      const outcome = await acceptTransaction(txnId, transaction, deps);
-      deps.metrics.count(outcome === "accepted" ? "TransactionsAccepted" : "TransactionsDuplicate");
+      const outcome = await acceptTransaction(txnId, transaction, { ...deps, counterResets });
+      // A reused txnId's transaction is accepted as new: counted as both.
+      deps.metrics.count(
+        outcome === "duplicate" ? "TransactionsDuplicate" : "TransactionsAccepted",
+      );
+      if (outcome === "reused") deps.metrics.count("TransactionsReused");
       deps.log.info("transaction acknowledged", {
         txnId,
         outcome,
@@ -47,6 +52,7 @@ export const createTransactionsHandler = (deps: TransactionsDeps) =>
       });
       return jsonResponse(200, {});
     });
+};
 
 export const handler = lambdaHandler(
   async () => ({

@@ -8,6 +8,7 @@ import type { Log } from "../appservice/log.ts";
 import { CountingMetrics } from "../appservice/metrics.ts";
 import { createNamespaceMatcher, uncoveredUserPrefixes } from "../appservice/namespaces.ts";
 import {
+  ephemeralFlagToAdd,
   loadRegistration,
   newRegistration,
   type Registration,
@@ -27,6 +28,7 @@ import {
   DEFAULT_BACKOFF,
   OUTBOUND_MAX_RECEIVE_COUNT,
 } from "../matrix/backoff.ts";
+import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { httpHomeserverReader } from "../matrix/room-state.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
@@ -75,6 +77,10 @@ export interface LocalOptions {
   queryBudgetMs?: number;
   /** Where the application's routes are reached from outside. @default the local URL */
   publicBaseUrl?: string;
+  /** The bot's display name. @default the registration's `id` */
+  botDisplayName?: string;
+  /** The bot's avatar, an `mxc://` URI. @default none */
+  botAvatarUrl?: string;
   /** Lets tests put a fault injector around the store. */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
 }
@@ -233,6 +239,14 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     }
 
     const namespaces = createNamespaceMatcher(registration.namespaces);
+    const ephemeralFlag = ephemeralFlagToAdd(registration);
+    if (ephemeralFlag) {
+      log.warn(
+        "the registration asks for ephemeral events under one name only: some Synapse releases read the other",
+        { add: `${ephemeralFlag}: true` },
+      );
+    }
+
     const dynamoDbStore = new DynamoDbStore(dynamodb, tableName);
     const store = options.wrapStore ? options.wrapStore(dynamoDbStore) : dynamoDbStore;
     const botUserId = `@${registration.sender_localpart}:${options.serverName}`;
@@ -263,6 +277,12 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         isOurUser: (userId) => namespaces.matches("users", userId),
         backoff: options.backoff ?? DEFAULT_BACKOFF,
         log,
+        botProfile: new BotProfileKeeper(
+          botUserId,
+          botProfile(options.botDisplayName ?? registration.id, options.botAvatarUrl),
+          dynamoDbStore,
+          log,
+        ),
         metrics,
         control: new SqsMessageControl(sqs, outbound.url, outbound.deadLetterUrl),
       }),

@@ -18,6 +18,8 @@ try {
     ...(env.DYNAMODB_ENDPOINT && { dynamodbEndpoint: env.DYNAMODB_ENDPOINT }),
     ...(env.SQS_ENDPOINT && { sqsEndpoint: env.SQS_ENDPOINT }),
     ...(env.PUBLIC_BASE_URL && { publicBaseUrl: env.PUBLIC_BASE_URL }),
+    ...(env.BOT_DISPLAY_NAME && { botDisplayName: env.BOT_DISPLAY_NAME }),
+    ...(env.BOT_AVATAR_URL && { botAvatarUrl: env.BOT_AVATAR_URL }),
   });
   // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
   process.stdout.on("error", () => undefined);

@@ -260,7 +260,7 @@ function actionsWith(
   };
 }
 
-type ProfileField = "displayname" | "avatar_url";
+export type ProfileField = "displayname" | "avatar_url";
 
 export const profileRequest = (
   userId: string,

@@ -3,6 +3,7 @@ import type { MembershipStore, ServerErrorCounter } from "../store/membership.ts
 import { inviteRequest, joinRequest, registerRequest } from "./actions.ts";
 import { actionProblem } from "./allowed-request.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "./backoff.ts";
+import type { BotProfileKeeper } from "./bot-profile.ts";
 import {
   type ClientServerRequest,
   type ClientServerResponse,
@@ -22,6 +23,8 @@ export interface OutboxDeps {
   isOurUser: (userId: string) => boolean;
   backoff: BackoffPolicy;
   log: Log;
+  /** Gives the bot its profile before it first acts. */
+  botProfile: BotProfileKeeper;
 }
 
 export interface FailureReason {
@@ -76,7 +79,16 @@ class GiveUp extends Error {
 export async function performAction(
   action: OutboundAction,
   attempt: number,
-  { homeserver, membership, serverErrors, botUserId, isOurUser, backoff, log }: OutboxDeps,
+  {
+    homeserver,
+    membership,
+    serverErrors,
+    botUserId,
+    isOurUser,
+    backoff,
+    log,
+    botProfile,
+  }: OutboxDeps,
 ): Promise<OutboxOutcome> {
   const problem = actionProblem(action, (userId) => userId === botUserId || isOurUser(userId));
   if (problem) return { kind: "dead", reason: { error: `refused, not sent: ${problem}` } };
@@ -125,6 +137,7 @@ export async function performAction(
     response.status === 403 && matrixError(response.body).errcode === "M_FORBIDDEN";
 
   try {
+    if (action.userId === botUserId) await botProfile.ensure((request) => call(botUserId, request));
     let response = await call(action.userId, action.request);
     if (action.kind === "register" && matrixError(response.body).errcode === "M_USER_IN_USE") {
       return { kind: "done" };

@@ -14,6 +14,17 @@ export interface TransactionStore {
   recordTransaction(txnId: string, record: TransactionRecord): Promise<RecordOutcome>;
 }
 
+/** The last transaction recorded: what `npm run ping` shows when the homeserver cannot ping. */
+export interface LastTransaction {
+  txnId: string;
+  recordedAt: Date;
+}
+
+export interface TransactionHistory {
+  /** The transaction recorded last (new or reused, not a retry), if any is still kept. */
+  lastTransaction(): Promise<LastTransaction | undefined>;
+}
+
 /**
  * `claimed`: this caller holds the lease and must complete or release it;
  * `done`: already processed; `busy`: another caller holds an unexpired lease.

@@ -1,9 +1,10 @@
 import { randomUUID } from "node:crypto";
+import { PutItemCommand } from "@aws-sdk/client-dynamodb";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { processInboundMessage } from "../../functions/appservice/process-inbound.ts";
 import { serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
-import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
+import { DynamoDbStore, RETENTION_SECONDS } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { makeEvent, noServices } from "../support/appservice.ts";
 
@@ -21,6 +22,41 @@ describe("DynamoDbStore against DynamoDB Local", () => {
     expect(await store.recordTransaction("t1", { bodyHash: "a" })).toBe("duplicate");
     expect(await store.recordTransaction("t1", { bodyHash: "b" })).toBe("replaced");
     expect(await store.recordTransaction("t1", { bodyHash: "b" })).toBe("duplicate");
+  });
+
+  it("finds the last transaction recorded, records older than recordedAt included", async () => {
+    const table = `store-last-${randomUUID().slice(0, 8)}`;
+    await ensureTable(client, table);
+    // Near the real time: DynamoDB Local deletes items whose TTL has passed.
+    const start = Math.floor(Date.now() / 1000) * 1000;
+    let now = start;
+    const history = new DynamoDbStore(client, table, () => now);
+    expect(await history.lastTransaction()).toBeUndefined();
+    await history.recordTransaction("7", { bodyHash: "a" });
+    now += 1500;
+    await history.recordTransaction("8", { bodyHash: "b" });
+    now += 1500;
+    await history.recordTransaction("7", { bodyHash: "a" });
+    expect(await history.lastTransaction()).toEqual({
+      txnId: "8",
+      recordedAt: new Date(start + 1500),
+    });
+    // A record of the earlier format: no recordedAt, only its expiry, 30 days on.
+    await client.send(
+      new PutItemCommand({
+        TableName: table,
+        Item: {
+          pk: { S: "TXN#legacy" },
+          sk: { S: "-" },
+          bodyHash: { S: "c" },
+          expiresAt: { N: String(start / 1000 + 10 + RETENTION_SECONDS) },
+        },
+      }),
+    );
+    expect(await history.lastTransaction()).toEqual({
+      txnId: "legacy",
+      recordedAt: new Date(start + 10_000),
+    });
   });
 
   it("records a txnId longer than a partition key may be", async () => {

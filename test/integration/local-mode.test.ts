@@ -13,7 +13,14 @@ import { localSqs } from "../../functions/local/aws-clients.ts";
 import { freePort } from "../../functions/local/free-port.ts";
 import { startLocal } from "../../functions/local/local.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
-import { makeEvent, putTransaction, sleep, tempDir, waitFor } from "../support/appservice.ts";
+import {
+  isAlive,
+  makeEvent,
+  putTransaction,
+  sleep,
+  tempDir,
+  waitFor,
+} from "../support/appservice.ts";
 import { type RecordedRequest, ScriptedHomeserver } from "../support/homeserver.ts";
 import { isLoopback, listeningSockets, processTree } from "../support/listening-sockets.ts";
 
@@ -24,15 +31,6 @@ afterEach(() => {
     if (child.pid && !exited(child)) process.kill(-child.pid, "SIGKILL");
   }
 });
-
-const isAlive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** The PID of the Java process serving DynamoDB Local on `port`. */
 function javaPidOnPort(port: string): number | undefined {

@@ -1,6 +1,14 @@
-import { describe, expect, it } from "vitest";
+import { execFile } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { describe, expect, it, onTestFinished } from "vitest";
 import type { Application, ThirdPartyProtocol } from "../../functions/appservice/application.ts";
+import { registrationYaml } from "../../functions/appservice/registration.ts";
+import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { pingHomeserver } from "../../scripts/ping-homeserver.ts";
+import { makeEvent, tempDir, waitFor } from "../support/appservice.ts";
 import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
 const ircProtocol: ThirdPartyProtocol = {
@@ -290,6 +298,76 @@ describe("ping", () => {
       (await pingHomeserver(homeserver.url, { ...registration, as_token: "wrong" })).message,
     ).toMatch(/does not know appservice/);
     expect((await pingHomeserver("http://127.0.0.1:1", registration)).ok).toBe(false);
+  });
+});
+
+describe("ping against a homeserver older than Matrix v1.7", () => {
+  it("explains the M_UNRECOGNIZED, and shows the last transaction from the appservice's records", async () => {
+    const { local, homeserver, registration, send } = await startWithHomeserver();
+    homeserver.pingSupported = false;
+    const dynamodb = localDynamoDb(local.dynamodbEndpoint);
+    onTestFinished(() => dynamodb.destroy());
+    const records = new DynamoDbStore(dynamodb, local.tableName);
+
+    const empty = await pingHomeserver(homeserver.url, registration, records);
+    expect(empty.ok).toBe(false);
+    expect(empty.message).toMatch(
+      /^400 M_UNRECOGNIZED: the homeserver predates the appservice ping \(Matrix v1\.7\)\./,
+    );
+    expect(empty.message).toContain("Everything else works without it");
+    expect(empty.message).toContain("say !ping in a room with the bot");
+    expect(empty.message).toContain("hold no transaction");
+
+    const first = [makeEvent("!r:test.local", "one")];
+    expect((await send("41", first)).status).toBe(200);
+    const between = Date.now();
+    await waitFor(() => Date.now() > between, 1000, "the clock to move on");
+    expect((await send("42", [makeEvent("!r:test.local", "two")])).status).toBe(200);
+    const sent = Date.now();
+    // A retry of an older transaction is no new transaction.
+    expect((await send("41", first)).status).toBe(200);
+    const { message } = await pingHomeserver(homeserver.url, registration, records);
+    const at = /txnId 42, at (\S+) \(\d+ s ago\)\.$/.exec(message)?.[1];
+    expect(at, message).toBeDefined();
+    expect(Date.parse(at as string)).toBeGreaterThan(between);
+    expect(Date.parse(at as string)).toBeLessThanOrEqual(sent);
+
+    // Without the records, it says how to reach them.
+    expect((await pingHomeserver(homeserver.url, registration)).message).toMatch(
+      /run this with DYNAMODB_ENDPOINT .* TABLE_NAME/,
+    );
+    // Newer homeservers answer an unknown endpoint with 404.
+    homeserver.pingSupported = true;
+    homeserver.cue((r) => r.path.includes("/appservice/"), {
+      status: 404,
+      body: { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" },
+    });
+    expect((await pingHomeserver(homeserver.url, registration)).message).toMatch(
+      /^404 M_UNRECOGNIZED: the homeserver predates the appservice ping/,
+    );
+
+    // The script itself, reading the table through DYNAMODB_ENDPOINT and TABLE_NAME.
+    homeserver.pingSupported = false;
+    const registrationPath = join(await tempDir(), "registration.yaml");
+    await writeFile(registrationPath, registrationYaml(registration));
+    const script = await promisify(execFile)(
+      process.execPath,
+      ["--import", "tsx", "scripts/ping.ts"],
+      {
+        cwd: new URL("../..", import.meta.url).pathname,
+        env: {
+          ...process.env,
+          REGISTRATION: registrationPath,
+          HOMESERVER_URL: homeserver.url,
+          DYNAMODB_ENDPOINT: local.dynamodbEndpoint,
+          TABLE_NAME: local.tableName,
+        },
+      },
+    ).catch((error: { code: number; stderr: string }) => error);
+    expect(script).toMatchObject({ code: 1 });
+    expect((script as { stderr: string }).stderr).toMatch(
+      /predates the appservice ping[\s\S]*The last transaction the appservice received: txnId 42, at /,
+    );
   });
 });
 

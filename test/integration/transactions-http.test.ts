@@ -1,5 +1,6 @@
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import type { Log } from "../../functions/appservice/log.ts";
 import { MAX_BODY_BYTES } from "../../functions/handlers/http.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import type { LocalAppservice } from "../../functions/local/local.ts";
@@ -160,5 +161,83 @@ describe("transactions endpoint: auth and errors", () => {
     const text = await response.text();
     expect(text).not.toContain("secret-guess");
     expect(text).not.toContain(token);
+  });
+});
+
+describe("a homeserver whose txnId counter was reset (a Synapse restart)", () => {
+  it("logs the reset once at WARN with the txnIds before and after it, the reuses at debug, and counts them", async () => {
+    const lines: { level: keyof Log; message: string; attributes: unknown[] }[] = [];
+    const log = Object.fromEntries(
+      (["debug", "info", "warn", "error"] as const).map((level) => [
+        level,
+        (message: string, ...attributes: unknown[]) => lines.push({ level, message, attributes }),
+      ]),
+    ) as unknown as Log;
+    const recorder = recordingApplication();
+    const start = (tableName?: string) =>
+      startTestAppservice({
+        application: recorder.application,
+        log,
+        ...(tableName && { tableName }),
+      }).then((local) => {
+        onTestFinished(local.stop);
+        return local;
+      });
+    const local = await start();
+    let sent = 0;
+    const put = async (target: LocalAppservice, txnId: string) => {
+      sent++;
+      const events = [makeEvent("!reset:test.local", `message ${sent}`)];
+      const response = await putTransaction(
+        target.url,
+        txnId,
+        { events },
+        {
+          token: target.registration.hs_token,
+        },
+      );
+      expect(response.status).toBe(200);
+    };
+    const aboutTxnIds = () =>
+      lines
+        .filter((line) => line.level !== "info" && /txnId/.test(line.message))
+        .map(({ level, message, attributes }) => ({
+          level,
+          reset: /went back/.test(message),
+          attributes,
+        }));
+
+    for (const txnId of ["1", "2", "3", "4", "5"]) await put(local, txnId);
+    expect(aboutTxnIds()).toEqual([]);
+    // The homeserver restarts: its counter starts at 1 again, with other events.
+    for (const txnId of ["1", "2", "3"]) await put(local, txnId);
+    // And again.
+    await put(local, "1");
+    expect(aboutTxnIds()).toEqual([
+      { level: "warn", reset: true, attributes: [{ txnId: "1", previousTxnId: "5" }] },
+      { level: "debug", reset: false, attributes: [{ txnId: "1" }] },
+      { level: "debug", reset: false, attributes: [{ txnId: "2" }] },
+      { level: "debug", reset: false, attributes: [{ txnId: "3" }] },
+      { level: "warn", reset: true, attributes: [{ txnId: "1", previousTxnId: "3" }] },
+      { level: "debug", reset: false, attributes: [{ txnId: "1" }] },
+    ]);
+    expect(local.metrics.counts.get("TransactionsReused")).toBe(4);
+    expect(local.metrics.counts.get("TransactionsAccepted")).toBe(9);
+
+    // A process that saw no txnId before (another Lambda instance) warns at its first reuse.
+    lines.length = 0;
+    const fresh = await start(local.tableName);
+    await put(fresh, "2");
+    await put(fresh, "3");
+    expect(aboutTxnIds()).toEqual([
+      { level: "warn", reset: false, attributes: [{ txnId: "2" }] },
+      { level: "debug", reset: false, attributes: [{ txnId: "3" }] },
+    ]);
+    expect(lines.find((line) => line.level === "warn")?.message).toMatch(
+      /txnId reused with different events/,
+    );
+    expect(fresh.metrics.counts.get("TransactionsReused")).toBe(2);
+    // Every transaction's events were handled, the reused ones included.
+    await waitFor(() => recorder.events.length === sent, 20_000, "every event");
   });
 });

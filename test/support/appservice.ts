@@ -84,6 +84,16 @@ export async function waitFor(check: () => boolean, timeoutMs = 20_000, what = "
   }
 }
 
+/** Whether a process of this PID is running. */
+export const isAlive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const unexpected = (what: string) => () => Promise.reject(new Error(`no ${what} expected`));

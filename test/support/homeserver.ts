@@ -56,6 +56,8 @@ export class ScriptedHomeserver {
   readonly profiles = new Map<string, Record<string, unknown>>();
   /** Where `POST /_matrix/client/v1/appservice/{id}/ping` reaches the appservice. */
   appservice: { id: string; url: string | null; hsToken: string } | undefined;
+  /** False: a homeserver before Matrix v1.7, which answers the ping as an unknown endpoint. */
+  pingSupported = true;
   private readonly txns = new Map<string, string>();
   private readonly cues: CueRule[] = [];
   private server: Server | undefined;
@@ -186,6 +188,9 @@ export class ScriptedHomeserver {
 
   /** Synapse's ping: it calls the appservice's own `/ping` and reports how that went. */
   private async ping(request: RecordedRequest): Promise<[number, unknown]> {
+    // As an older Synapse answered it.
+    if (!this.pingSupported)
+      return [400, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" }];
     const id = decodeURIComponent(request.path.split("/")[5] as string);
     if (request.authorization !== `Bearer ${this.asToken}` || this.appservice?.id !== id) {
       return [

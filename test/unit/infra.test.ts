@@ -303,11 +303,41 @@ describe("AppserviceStack", () => {
       HOMESERVER_URL: "https://matrix.example.org",
       BOT_USER_ID: "@bot:example.org",
       AS_TOKEN_SECRET_ARN: { Ref: expect.stringMatching(/^AppserviceAsToken/) },
+      // The bot's display name: the registration's id unless configured.
+      BOT_DISPLAY_NAME: "test",
     });
     // Whom the outbox may act as.
     expect(JSON.parse(env.REGISTRATION_JSON as string).namespaces.users).toEqual([
       { regex: "@_t_.*:example\\.org", exclusive: true },
     ]);
+    expect(env.BOT_AVATAR_URL).toBeUndefined();
+  });
+
+  it("gives the outbox the bot's configured profile, and refuses an avatar that is not mxc://", () => {
+    // No bundling: only the environment is looked at.
+    const synth = (botProfile: { displayName?: string; avatarUrl?: string }) => {
+      const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
+      const profiled = new AppserviceStack(app, "Profiled", {
+        appservice: {
+          homeserverUrl: "https://matrix.example.org",
+          serverName: "example.org",
+          registration: { id: "test", sender_localpart: "bot", namespaces: {} },
+          botProfile,
+        },
+      });
+      const fns = Template.fromStack(profiled).findResources("AWS::Lambda::Function");
+      const [, outbox] = Object.entries(fns).find(([id]) => id.includes("OutboxFunction")) ?? [];
+      return (outbox as Resource).Properties.Environment as { Variables: Record<string, unknown> };
+    };
+    expect(
+      synth({ displayName: "Webhooks", avatarUrl: "mxc://example.org/bot" }).Variables,
+    ).toMatchObject({
+      BOT_DISPLAY_NAME: "Webhooks",
+      BOT_AVATAR_URL: "mxc://example.org/bot",
+    });
+    expect(() => synth({ avatarUrl: "https://example.org/bot.png" })).toThrow(
+      "The bot's avatar must be an mxc:// URI",
+    );
   });
 });
 

@@ -4,6 +4,7 @@ import { createNamespaceMatcher } from "../../functions/appservice/namespaces.ts
 import { createActions } from "../../functions/matrix/actions.ts";
 import { actionProblem, requestProblem } from "../../functions/matrix/allowed-request.ts";
 import { backoffSeconds, rateLimitSeconds } from "../../functions/matrix/backoff.ts";
+import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
 import { type OutboxDeps, performAction } from "../../functions/matrix/outbox.ts";
 import {
@@ -71,6 +72,8 @@ class MemoryOutboxStore implements MembershipStore, ServerErrorCounter {
   readonly registered = new Set<string>();
   readonly joined = new Set<string>();
   readonly serverErrors = new Map<string, number>();
+  // The bot's profile as configured below, already set: these tests are about other calls.
+  readonly profiles = new Map<string, Record<string, string>>([[BOT, { displayname: "Bot" }]]);
   async isRegistered(userId: string) {
     return this.registered.has(userId);
   }
@@ -79,6 +82,12 @@ class MemoryOutboxStore implements MembershipStore, ServerErrorCounter {
   }
   async markJoined(roomId: string, userId: string) {
     this.joined.add(`${roomId} ${userId}`);
+  }
+  async lastProfile(userId: string) {
+    return this.profiles.get(userId);
+  }
+  async markProfileSet(userId: string, profile: Record<string, string>) {
+    this.profiles.set(userId, profile);
   }
   async countServerError(actionId: string) {
     const count = (this.serverErrors.get(actionId) ?? 0) + 1;
@@ -126,6 +135,7 @@ const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): Ou
   isOurUser: (userId) => namespaces.matches("users", userId),
   backoff: { baseSeconds: 1, capSeconds: 300 },
   log: silent,
+  botProfile: new BotProfileKeeper(BOT, botProfile("Bot"), store, silent),
 });
 
 async function once(

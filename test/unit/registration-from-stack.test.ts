@@ -57,6 +57,23 @@ describe("registrationFromStack", () => {
     });
   });
 
+  it("asks for ephemeral events under both names when the stack's registration names one", async () => {
+    const olderStack = outputs.map((output) =>
+      output.OutputKey === "Registration"
+        ? { ...output, OutputValue: JSON.stringify({ ...publicFields, receive_ephemeral: true }) }
+        : output,
+    );
+    const registration = await registrationFromStack("MatrixAppservice", clients(olderStack));
+    expect(registration).toMatchObject({
+      receive_ephemeral: true,
+      "de.sorunome.msc2409.push_ephemeral": true,
+    });
+    // A registration that asks for none is left so.
+    const plain = await registrationFromStack("MatrixAppservice", clients(outputs));
+    expect(plain.receive_ephemeral).toBeUndefined();
+    expect(plain["de.sorunome.msc2409.push_ephemeral"]).toBeUndefined();
+  });
+
   it("says which output is missing", async () => {
     await expect(
       registrationFromStack(

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { createNamespaceMatcher } from "../../functions/appservice/namespaces.ts";
 import {
+  ephemeralFlagToAdd,
   generateToken,
   newRegistration,
   parseRegistration,
@@ -62,8 +63,34 @@ describe("registration", () => {
     ["rate_limited type", { rate_limited: "yes" }, /rate_limited/],
     ["protocols type", { protocols: [1] }, /protocols\[0\]/],
     ["receive_ephemeral type", { receive_ephemeral: 1 }, /receive_ephemeral/],
+    [
+      "the unstable ephemeral flag's type",
+      { "de.sorunome.msc2409.push_ephemeral": "yes" },
+      /de\.sorunome\.msc2409\.push_ephemeral: /,
+    ],
   ])("names the bad field: %s", (_, change, pattern) => {
     expect(errorOf({ ...valid(), ...change })).toMatch(pattern);
+  });
+
+  it("accepts the ephemeral flag under either name, and tells which one to add", () => {
+    const { receive_ephemeral: _, ...withoutFlag } = valid();
+    const unstableOnly = parseRegistration({
+      ...withoutFlag,
+      "de.sorunome.msc2409.push_ephemeral": true,
+    });
+    expect(ephemeralFlagToAdd(unstableOnly)).toBe("receive_ephemeral");
+    expect(ephemeralFlagToAdd(parseRegistration(valid()))).toBe(
+      "de.sorunome.msc2409.push_ephemeral",
+    );
+    expect(
+      ephemeralFlagToAdd(
+        parseRegistration({ ...valid(), "de.sorunome.msc2409.push_ephemeral": true }),
+      ),
+    ).toBeUndefined();
+    expect(ephemeralFlagToAdd(parseRegistration(withoutFlag))).toBeUndefined();
+    expect(
+      ephemeralFlagToAdd(parseRegistration({ ...valid(), receive_ephemeral: false })),
+    ).toBeUndefined();
   });
 
   it("names a bad namespace entry by its path", () => {
@@ -106,6 +133,11 @@ describe("registration", () => {
     const reloaded = parseRegistration(parse(registrationYaml(registration)));
     expect(reloaded).toEqual(registration);
     expect(registration.as_token).not.toBe(registration.hs_token);
+    // Ephemeral events under the stable name and MSC2409's, for older Synapse releases.
+    expect(reloaded).toMatchObject({
+      receive_ephemeral: true,
+      "de.sorunome.msc2409.push_ephemeral": true,
+    });
     const matcher = createNamespaceMatcher(registration.namespaces);
     expect(matcher.matches("users", "@_br_x:example.org")).toBe(true);
     expect(matcher.matches("users", "@_br_x:exampleXorg")).toBe(false);
@@ -132,5 +164,7 @@ describe("registration", () => {
     expect(registration.url).toBe("https://as.example.com");
     expect(registration.hs_token).toHaveLength(64);
     expect(registration.namespaces.users[0]?.regex).toBe("@_as_.*:matrix\\.example\\.com");
+    expect(stdout).toContain("receive_ephemeral: true\n");
+    expect(stdout).toContain("de.sorunome.msc2409.push_ephemeral: true\n");
   });
 });
