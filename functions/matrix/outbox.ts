@@ -54,6 +54,12 @@ class Retry extends Error {
 }
 
 /**
+ * The most calls `performAction` makes for one action: the call, register, the call again, join,
+ * invite, join, the call again.
+ */
+export const MAX_CALLS_PER_ACTION = 7;
+
+/**
  * Performs one outbound action. A 403 may mean the virtual user was never registered or is not
  * in the room: then it registers the user (`M_USER_IN_USE` counts as done) and/or joins the room
  * (the bot inviting it first if it must) and tries again. 429 waits what the server says; 5xx,
