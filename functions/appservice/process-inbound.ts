@@ -58,8 +58,11 @@ export interface ProcessOutcome {
   deadLettered: number;
 }
 
+/** How the claim keys of events (by event ID) and other items (by derived ID) begin. */
+export const CLAIM_KEY_PREFIXES = { event: "EVENT#", item: "ITEM#" } as const;
+
 export const claimKey = (item: InboundItem) =>
-  item.kind === "event" ? `EVENT#${item.id}` : `ITEM#${item.id}`;
+  `${item.kind === "event" ? CLAIM_KEY_PREFIXES.event : CLAIM_KEY_PREFIXES.item}${item.id}`;
 
 function deliver(item: InboundItem, application: Application, context: ApplicationContext) {
   switch (item.kind) {

@@ -23,8 +23,10 @@ export const RETENTION_SECONDS = 30 * 24 * 3600;
 
 // Partition keys allow 2048 bytes; an ID longer than this is stored under its hash.
 const MAX_ID_BYTES = 1024;
+/** How the key of an item whose ID is too long for a partition key begins. */
+export const HASHED_KEY_PREFIX = "sha256:";
 const storedId = (id: string) =>
-  Buffer.byteLength(id) > MAX_ID_BYTES ? `sha256:${sha256(id)}` : id;
+  Buffer.byteLength(id) > MAX_ID_BYTES ? `${HASHED_KEY_PREFIX}${sha256(id)}` : id;
 const keyOf = (prefix: string, id: string, sk = "-") => ({
   pk: { S: `${prefix}${storedId(id)}` },
   sk: { S: sk },
