@@ -50,6 +50,18 @@ if (uncovered.length > 0) {
   );
 }
 
+/** A whole-number setting, if given. */
+const numberContext = (key: string) => {
+  const value = context(key);
+  if (value === undefined) return undefined;
+  const number = Number(value);
+  if (!Number.isInteger(number)) throw new Error(`The context value ${key} must be a whole number`);
+  return number;
+};
+const eventsMaxConcurrency = numberContext("eventsMaxConcurrency");
+const outboxMaxConcurrency = numberContext("outboxMaxConcurrency");
+const homeserverRateLimit = numberContext("homeserverRateLimit");
+
 new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
   appservice: {
     homeserverUrl: context("homeserverUrl") ?? "https://matrix.example.org",
@@ -61,6 +73,10 @@ new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
       ...(context("botDisplayName") && { displayName: context("botDisplayName") }),
       ...(context("botAvatarUrl") && { avatarUrl: context("botAvatarUrl") }),
     },
+    ...(eventsMaxConcurrency !== undefined && { eventsMaxConcurrency }),
+    ...(outboxMaxConcurrency !== undefined && { outboxMaxConcurrency }),
+    ...(homeserverRateLimit !== undefined && { homeserverRateLimit }),
+    tracing: String(context("tracing")) === "true",
   },
 });
 Aspects.of(app).add(new AwsSolutionsChecks());

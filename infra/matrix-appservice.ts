@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { CfnOutput, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
+import { AccessLogFormat } from "aws-cdk-lib/aws-apigateway";
 import {
   type CfnStage,
   HttpApi,
@@ -9,22 +10,44 @@ import {
   LogGroupLogDestination,
 } from "aws-cdk-lib/aws-apigatewayv2";
 import { HttpLambdaIntegration } from "aws-cdk-lib/aws-apigatewayv2-integrations";
-import { type Alarm, ComparisonOperator, TreatMissingData } from "aws-cdk-lib/aws-cloudwatch";
+import {
+  type Alarm,
+  ComparisonOperator,
+  MathExpression,
+  Metric,
+  TreatMissingData,
+} from "aws-cdk-lib/aws-cloudwatch";
 import { AttributeType, BillingMode, Table } from "aws-cdk-lib/aws-dynamodb";
-import { Architecture, Runtime } from "aws-cdk-lib/aws-lambda";
+import { type IGrantable, PolicyStatement } from "aws-cdk-lib/aws-iam";
+import { Architecture, Runtime, Tracing } from "aws-cdk-lib/aws-lambda";
 import { SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
 import { NodejsFunction, OutputFormat } from "aws-cdk-lib/aws-lambda-nodejs";
-import { LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
+import { FilterPattern, type ILogGroup, LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
 import { type ISecret, Secret } from "aws-cdk-lib/aws-secretsmanager";
-import { Queue, QueueEncryption } from "aws-cdk-lib/aws-sqs";
+import {
+  DeduplicationScope,
+  FifoThroughputLimit,
+  type IQueue,
+  Queue,
+  QueueEncryption,
+} from "aws-cdk-lib/aws-sqs";
 import { NagSuppressions } from "cdk-nag";
 import { Construct } from "constructs";
 import { application } from "../functions/app/index.ts";
 import type { AppRoute } from "../functions/appservice/application.ts";
+import {
+  CLAIM_KEY_PREFIXES,
+  INBOUND_MAX_RECEIVE_COUNT,
+} from "../functions/appservice/process-inbound.ts";
 import type { Registration } from "../functions/appservice/registration.ts";
 import { type Route, routeTable } from "../functions/appservice/routes.ts";
+import { EVENTS_TIMEOUT_MS } from "../functions/handlers/events.ts";
+import { OUTBOX_TIMEOUT_MS } from "../functions/handlers/outbox.ts";
+import { NEAR_TIMEOUT_SHARE } from "../functions/handlers/shared/lambda-handler.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
+import { APP_DATA_KEY_PREFIX } from "../functions/store/dynamodb/app-data.ts";
+import { HASHED_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
 import { bundling, functionEntries } from "./bundling.ts";
 
@@ -42,8 +65,28 @@ export interface MatrixAppserviceProps {
   tableDeletionProtection?: boolean;
   /** @default one month */
   logRetention?: RetentionDays;
-  /** Requests per second the API takes before it answers 429. @default 100 (burst 200) */
+  /**
+   * Requests per second a route without a throttle of its own takes before it answers 429 (the
+   * `$default` fallback). @default 100 (burst 200)
+   */
   apiRateLimit?: number;
+  /**
+   * Requests per second each of the homeserver's routes (transactions, users, rooms, third
+   * party, ping) takes, apart from the application's public routes. @default 100 (burst 200)
+   */
+  homeserverRateLimit?: number;
+  /**
+   * Events functions running at once (the inbound event source's `MaximumConcurrency`, 2–1000):
+   * bounds what a flood of rooms takes from the account's concurrency. @default 10
+   */
+  eventsMaxConcurrency?: number;
+  /**
+   * Outbox functions running at once (2–1000): bounds the calls on the homeserver.
+   * @default 10
+   */
+  outboxMaxConcurrency?: number;
+  /** AWS X-Ray active tracing on every function. @default false */
+  tracing?: boolean;
   /** The application's HTTP routes. @default those of `functions/app` */
   appRoutes?: Pick<AppRoute, "method" | "path" | "rateLimit">[];
   /** Where the application's routes are reached (a custom domain). @default the API's URL */
@@ -56,17 +99,37 @@ export interface MatrixAppserviceProps {
 export const DEFAULT_APP_ROUTE_RATE_LIMIT = 20;
 
 /** How long the events consumer may run; the inbound queue's visibility is six times this. */
-export const EVENTS_FUNCTION_TIMEOUT = Duration.seconds(30);
+export const EVENTS_FUNCTION_TIMEOUT = Duration.millis(EVENTS_TIMEOUT_MS);
 /** The homeserver waits 60 s; API Gateway's HTTP API gives up at 30 s. */
 export const TRANSACTIONS_FUNCTION_TIMEOUT = Duration.seconds(25);
-/** Deliveries of an inbound message before it moves to the dead-letter queue. */
-export const MAX_RECEIVE_COUNT = 5;
-/** The outbox waits for the homeserver at most this long per call… */
-export const HOMESERVER_TIMEOUT = Duration.seconds(20);
-/** …and may make a few calls per action (register, invite, join, the call itself). */
-export const OUTBOX_FUNCTION_TIMEOUT = Duration.seconds(120);
+/** Long enough for two actions that make every call they may, each waiting the full timeout. */
+export const OUTBOX_FUNCTION_TIMEOUT = Duration.millis(OUTBOX_TIMEOUT_MS);
+/** Every queue, and every dead-letter queue, keeps a message this long (SQS's maximum). */
+export const QUEUE_RETENTION = Duration.days(14);
+/** The oldest message of either queue older than this: a consumer is stuck or a room blocked. */
+export const QUEUE_AGE_ALARM = Duration.minutes(15);
+/** Event source concurrency when the props do not say. */
+export const DEFAULT_MAX_CONCURRENCY = 10;
 
 const projectRoot = join(import.meta.dirname, "..");
+
+/**
+ * The API's access log, one JSON object per request. `status` is a number, so that metric
+ * filters compare it; the rest are strings (a variable API Gateway lacks is written "-").
+ */
+const ACCESS_LOG_FORMAT = `{${[
+  '"requestId":"$context.requestId"',
+  '"ip":"$context.identity.sourceIp"',
+  '"time":"$context.requestTime"',
+  '"routeKey":"$context.routeKey"',
+  '"status":$context.status',
+  '"latencyMs":"$context.responseLatency"',
+  '"integrationLatencyMs":"$context.integrationLatency"',
+  '"integrationStatus":"$context.integrationStatus"',
+  '"integrationError":"$context.integrationErrorMessage"',
+  '"error":"$context.error.message"',
+  '"responseLength":"$context.responseLength"',
+].join(",")}}`;
 
 /**
  * The whole appservice: HTTP API → Lambda handlers, the DynamoDB table, the inbound FIFO queue
@@ -98,31 +161,35 @@ export class MatrixAppservice extends Construct {
       removalPolicy: RemovalPolicy.RETAIN,
     });
 
+    // High-throughput FIFO (free): deduplication and the throughput limit per group, not per
+    // queue. Retained: a replaced queue (a new logical ID) must not take its messages with it.
     const fifo = {
       fifo: true,
       contentBasedDeduplication: false,
+      deduplicationScope: DeduplicationScope.MESSAGE_GROUP,
+      fifoThroughputLimit: FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
       encryption: QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
+      retentionPeriod: QUEUE_RETENTION,
+      removalPolicy: RemovalPolicy.RETAIN,
     };
-    this.inboundDeadLetterQueue = new Queue(this, "InboundDeadLetterQueue", {
-      ...fifo,
-      retentionPeriod: Duration.days(14),
-    });
+    this.inboundDeadLetterQueue = new Queue(this, "InboundDeadLetterQueue", fifo);
+    // The events consumer counts each item's attempts and dead-letters a failing item itself:
+    // SQS's redrive is only the last resort.
     this.inboundQueue = new Queue(this, "InboundQueue", {
       ...fifo,
       visibilityTimeout: Duration.seconds(EVENTS_FUNCTION_TIMEOUT.toSeconds() * 6),
-      deadLetterQueue: { queue: this.inboundDeadLetterQueue, maxReceiveCount: MAX_RECEIVE_COUNT },
+      deadLetterQueue: {
+        queue: this.inboundDeadLetterQueue,
+        maxReceiveCount: INBOUND_MAX_RECEIVE_COUNT,
+      },
     });
 
     // The outbox sets each retry's wait itself and dead-letters what can never succeed: SQS's
     // redrive is only the last resort, after days of retries.
-    this.outboundDeadLetterQueue = new Queue(this, "OutboundDeadLetterQueue", {
-      ...fifo,
-      retentionPeriod: Duration.days(14),
-    });
+    this.outboundDeadLetterQueue = new Queue(this, "OutboundDeadLetterQueue", fifo);
     this.outboundQueue = new Queue(this, "OutboundQueue", {
       ...fifo,
-      retentionPeriod: Duration.days(14),
       visibilityTimeout: Duration.seconds(OUTBOX_FUNCTION_TIMEOUT.toSeconds() * 6),
       deadLetterQueue: {
         queue: this.outboundDeadLetterQueue,
@@ -134,6 +201,9 @@ export class MatrixAppservice extends Construct {
       new Secret(this, name, {
         description: `The appservice's ${name === "AsToken" ? "as_token" : "hs_token"} (registration file)`,
         generateSecretString: { passwordLength: 64, excludePunctuation: true },
+        // A replaced secret (a new logical ID) would hand out new tokens the homeserver does not
+        // know: the old one stays, to be imported (`asTokenSecret`) or deleted by hand.
+        removalPolicy: RemovalPolicy.RETAIN,
       });
     this.asTokenSecret = props.asTokenSecret ?? token("AsToken");
     this.hsTokenSecret = props.hsTokenSecret ?? token("HsToken");
@@ -170,6 +240,7 @@ export class MatrixAppservice extends Construct {
         architecture: Architecture.ARM_64,
         memorySize: 256,
         timeout,
+        ...(props.tracing && { tracing: Tracing.ACTIVE }),
         // Stack traces through the source maps.
         environment: {
           NODE_OPTIONS: "--enable-source-maps",
@@ -200,7 +271,8 @@ export class MatrixAppservice extends Construct {
       }),
       events: createFunction("events", EVENTS_FUNCTION_TIMEOUT, {
         ...serviceEnvironment,
-        LEASE_MS: String(EVENTS_FUNCTION_TIMEOUT.toMilliseconds()),
+        INBOUND_QUEUE_URL: this.inboundQueue.queueUrl,
+        INBOUND_DEAD_LETTER_QUEUE_URL: this.inboundDeadLetterQueue.queueUrl,
       }),
       outbox: createFunction("outbox", OUTBOX_FUNCTION_TIMEOUT, {
         TABLE_NAME: this.table.tableName,
@@ -208,7 +280,6 @@ export class MatrixAppservice extends Construct {
         OUTBOUND_DEAD_LETTER_QUEUE_URL: this.outboundDeadLetterQueue.queueUrl,
         AS_TOKEN_SECRET_ARN: this.asTokenSecret.secretArn,
         HOMESERVER_URL: props.homeserverUrl,
-        HOMESERVER_TIMEOUT_MS: String(HOMESERVER_TIMEOUT.toMilliseconds()),
         BOT_USER_ID: botUserId,
         REGISTRATION_JSON: JSON.stringify(props.registration),
         BOT_DISPLAY_NAME: profile.displayname,
@@ -228,47 +299,78 @@ export class MatrixAppservice extends Construct {
       app: createFunction("app", TRANSACTIONS_FUNCTION_TIMEOUT, serviceEnvironment),
     };
 
-    // Least privilege: each function gets the actions its adapter calls, on its resources only.
-    this.table.grant(this.functions.transactions, "dynamodb:PutItem");
-    this.inboundQueue.grantSendMessages(this.functions.transactions);
-    this.hsTokenSecret.grantRead(this.functions.transactions);
-    // Claims (with the grants below).
-    this.table.grant(this.functions.events, "dynamodb:UpdateItem");
-    // The application's data (`APP#…` items), read and written by its events and routes.
-    for (const fn of [this.functions.events, this.functions.app]) {
-      this.table.grant(
-        fn,
-        "dynamodb:GetItem",
-        "dynamodb:Query",
-        "dynamodb:PutItem",
-        "dynamodb:DeleteItem",
-        "dynamodb:ConditionCheckItem",
+    // Least privilege: each function gets the actions its adapters call, on its resources only;
+    // the functions that run the application's code, only on the keys they own.
+    const { transactions, events, outbox, queries, app } = this.functions;
+    const tableActions = (fn: IGrantable, actions: string[], keyPrefixes?: string[]) =>
+      fn.grantPrincipal.addToPrincipalPolicy(
+        new PolicyStatement({
+          actions: actions.map((action) => `dynamodb:${action}`),
+          resources: [this.table.tableArn],
+          ...(keyPrefixes && {
+            conditions: {
+              "ForAllValues:StringLike": {
+                "dynamodb:LeadingKeys": keyPrefixes.map((prefix) => `${prefix}*`),
+              },
+            },
+          }),
+        }),
       );
-      this.asTokenSecret.grantRead(fn);
+    const sendTo = (fn: IGrantable, queue: IQueue) =>
+      fn.grantPrincipal.addToPrincipalPolicy(
+        new PolicyStatement({ actions: ["sqs:SendMessage"], resources: [queue.queueArn] }),
+      );
+    const readSecret = (fn: IGrantable, secret: ISecret) => {
+      fn.grantPrincipal.addToPrincipalPolicy(
+        new PolicyStatement({
+          actions: ["secretsmanager:GetSecretValue"],
+          resources: [secret.secretFullArn ?? `${secret.secretArn}-??????`],
+        }),
+      );
+      secret.encryptionKey?.grantDecrypt(fn);
+    };
+
+    tableActions(transactions, ["PutItem"]);
+    sendTo(transactions, this.inboundQueue);
+    readSecret(transactions, this.hsTokenSecret);
+    // The application's data (reads, and writes in transactions of puts and deletes).
+    for (const fn of [events, app]) {
+      tableActions(fn, ["GetItem", "Query", "PutItem", "DeleteItem"], [APP_DATA_KEY_PREFIX]);
+      readSecret(fn, this.asTokenSecret);
+      sendTo(fn, this.outboundQueue);
     }
-    this.outboundQueue.grantSendMessages(this.functions.app);
-    this.functions.events.addEventSource(
-      new SqsEventSource(this.inboundQueue, { batchSize: 10, reportBatchItemFailures: true }),
+    // Claims: updates only, on the items' claim records.
+    tableActions(
+      events,
+      ["UpdateItem"],
+      [CLAIM_KEY_PREFIXES.event, CLAIM_KEY_PREFIXES.item, HASHED_KEY_PREFIX],
     );
-    this.outboundQueue.grantSendMessages(this.functions.events);
-    const { outbox, queries } = this.functions;
+    sendTo(events, this.inboundDeadLetterQueue);
     // Queries claim the creation of a user or alias, and remember registered users.
-    this.table.grant(
-      queries,
-      "dynamodb:GetItem",
-      "dynamodb:PutItem",
-      "dynamodb:UpdateItem",
-      "dynamodb:DeleteItem",
+    tableActions(queries, ["GetItem", "PutItem", "UpdateItem"]);
+    readSecret(queries, this.asTokenSecret);
+    readSecret(queries, this.hsTokenSecret);
+    // The users it registered and the rooms they joined, the bot's profile; server errors
+    // counted (`OUTBOX#…` items).
+    tableActions(outbox, ["GetItem", "PutItem", "UpdateItem"]);
+    readSecret(outbox, this.asTokenSecret);
+    sendTo(outbox, this.outboundDeadLetterQueue);
+    // The event sources grant receive, delete and visibility changes on their queues. Bounded:
+    // a flood of rooms must not take the account's concurrency from the transactions function,
+    // nor the outbox flood the homeserver.
+    events.addEventSource(
+      new SqsEventSource(this.inboundQueue, {
+        batchSize: 10,
+        reportBatchItemFailures: true,
+        maxConcurrency: props.eventsMaxConcurrency ?? DEFAULT_MAX_CONCURRENCY,
+      }),
     );
-    this.asTokenSecret.grantRead(queries);
-    this.hsTokenSecret.grantRead(queries);
-    // Users registered and joined; server errors counted (`OUTBOX#…` items).
-    this.table.grant(outbox, "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem");
-    this.asTokenSecret.grantRead(outbox);
-    this.outboundDeadLetterQueue.grantSendMessages(outbox);
-    // The event source grants receive, delete and visibility changes on the outbound queue.
     outbox.addEventSource(
-      new SqsEventSource(this.outboundQueue, { batchSize: 10, reportBatchItemFailures: true }),
+      new SqsEventSource(this.outboundQueue, {
+        batchSize: 10,
+        reportBatchItemFailures: true,
+        maxConcurrency: props.outboxMaxConcurrency ?? DEFAULT_MAX_CONCURRENCY,
+      }),
     );
 
     this.api = new HttpApi(this, "Api", {
@@ -286,7 +388,10 @@ export class MatrixAppservice extends Construct {
       stageName: "$default",
       autoDeploy: true,
       throttle: { rateLimit, burstLimit: rateLimit * 2 },
-      accessLogSettings: { destination: new LogGroupLogDestination(accessLogs) },
+      accessLogSettings: {
+        destination: new LogGroupLogDestination(accessLogs),
+        format: AccessLogFormat.custom(ACCESS_LOG_FORMAT),
+      },
     });
     const integrations: Record<Route["handler"], HttpLambdaIntegration> = {
       transactions: new HttpLambdaIntegration("Transactions", this.functions.transactions),
@@ -299,62 +404,29 @@ export class MatrixAppservice extends Construct {
         methods: [HttpMethod[route.method]],
         integration: integrations[route.handler],
       });
-      // The stage's route settings name these routes: they must exist first.
-      if (route.handler === "app") stage.node.addDependency(httpRoute as HttpRoute);
+      // The stage's route settings name the routes: they must exist first.
+      stage.node.addDependency(httpRoute as HttpRoute);
     }
-    // The application's routes are open to the internet: each has a throttle of its own.
+    // Each route has a throttle of its own: the homeserver's routes apart from the application's
+    // public ones, so that a flood of the latter costs the homeserver nothing.
     // (A JSON property: CloudFormation's own casing.)
+    const homeserverLimit = props.homeserverRateLimit ?? 100;
+    const limitOf = (route: Route) =>
+      route.handler === "app"
+        ? (appRoutes.find((r) => r.method === route.method && r.path === route.path)?.rateLimit ??
+          DEFAULT_APP_ROUTE_RATE_LIMIT)
+        : homeserverLimit;
     (stage.node.defaultChild as CfnStage).routeSettings = Object.fromEntries(
-      appRoutes.map((route) => {
-        const limit = route.rateLimit ?? DEFAULT_APP_ROUTE_RATE_LIMIT;
-        return [
-          `${route.method} ${route.path}`,
-          { ThrottlingRateLimit: limit, ThrottlingBurstLimit: limit * 2 },
-        ];
-      }),
+      routes.map((route) => [
+        `${route.method} ${route.path}`,
+        { ThrottlingRateLimit: limitOf(route), ThrottlingBurstLimit: limitOf(route) * 2 },
+      ]),
     );
     const publicBaseUrl = props.publicBaseUrl ?? this.api.apiEndpoint;
     this.functions.events.addEnvironment("PUBLIC_BASE_URL", publicBaseUrl);
     this.functions.app.addEnvironment("PUBLIC_BASE_URL", publicBaseUrl);
 
-    const deadLetterAlarm = (queue: Queue, id: string, description: string) =>
-      queue
-        .metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(5) })
-        .createAlarm(this, id, {
-          alarmDescription: description,
-          threshold: 1,
-          evaluationPeriods: 1,
-          comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-          treatMissingData: TreatMissingData.NOT_BREACHING,
-        });
-    this.alarms.push(
-      deadLetterAlarm(
-        this.inboundDeadLetterQueue,
-        "InboundDeadLettersAlarm",
-        "Inbound events failed every retry and wait in the dead-letter queue",
-      ),
-      deadLetterAlarm(
-        this.outboundDeadLetterQueue,
-        "OutboundDeadLettersAlarm",
-        "Homeserver calls failed for good (the reason is in each message) or after days of retries",
-      ),
-      this.api.metricServerError({ period: Duration.minutes(5) }).createAlarm(this, "Api5xxAlarm", {
-        alarmDescription: "The API answered 5xx: the homeserver will mark the appservice down",
-        threshold: 1,
-        evaluationPeriods: 1,
-        comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: TreatMissingData.NOT_BREACHING,
-      }),
-      ...Object.entries(this.functions).map(([name, fn]) =>
-        fn.metricErrors({ period: Duration.minutes(5) }).createAlarm(this, `${name}ErrorsAlarm`, {
-          alarmDescription: `The ${name} function failed`,
-          threshold: 1,
-          evaluationPeriods: 1,
-          comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-          treatMissingData: TreatMissingData.NOT_BREACHING,
-        }),
-      ),
-    );
+    this.addAlarms(accessLogs, routes);
 
     const stack = Stack.of(this);
     new CfnOutput(stack, "ApiUrl", {
@@ -369,11 +441,105 @@ export class MatrixAppservice extends Construct {
     });
     new CfnOutput(stack, "HomeserverUrl", { value: props.homeserverUrl });
 
-    this.suppressReviewedNagFindings();
+    this.suppressReviewedNagFindings(props.tracing ?? false);
+  }
+
+  /**
+   * Four alarm metrics in all ($0.40 a month; CloudWatch bills each metric an alarm reads, so
+   * metric math groups alarms without making them cheaper):
+   * - problems: one metric that free log metric filters feed: every ERROR log line of every
+   *   function (unexpected errors, an application's failures, dead letters, an invocation close
+   *   to its timeout), the runtime's own failures (timeouts, crashes), 5xx answers and
+   *   integration errors of the API (a function failed or throttled) and 401/403 on the
+   *   transactions route (a token mismatch: the homeserver marks the appservice down);
+   * - the age of the oldest message of either queue (consumers throttled, failing or stuck);
+   * - events set aside in the inbound dead-letter queue (outbound dead letters are each logged
+   *   at ERROR, with their reason).
+   */
+  private addAlarms(accessLogs: ILogGroup, routes: Route[]) {
+    const namespace = `MatrixAppservice/${this.node.path}`;
+    const problems = new Metric({
+      namespace,
+      metricName: "Problems",
+      statistic: "Sum",
+      period: Duration.minutes(5),
+    });
+    const countProblems = (id: string, logGroup: ILogGroup, filterPattern: string) =>
+      logGroup.addMetricFilter(id, {
+        filterPattern: FilterPattern.literal(filterPattern),
+        metricNamespace: namespace,
+        metricName: "Problems",
+        metricValue: "1",
+      });
+    for (const [name, fn] of Object.entries(this.functions)) {
+      countProblems(`${name}ErrorLines`, fn.logGroup, '{ $.level = "ERROR" }');
+      countProblems(
+        `${name}RuntimeFailures`,
+        fn.logGroup,
+        '?"Task timed out" ?"Invoke Error" ?"Uncaught Exception" ?"Runtime.ExitError"',
+      );
+    }
+    // A failed invocation (a throttled function too) shows as an integration error, whatever
+    // status API Gateway then answers.
+    countProblems("ApiFailures", accessLogs, '{ $.status >= 500 || $.integrationError != "-" }');
+    const transactionRoutes = routes
+      .filter((route) => route.handler === "transactions")
+      .map((route) => `$.routeKey = "${route.method} ${route.path}"`);
+    countProblems(
+      "TransactionsUnauthorized",
+      accessLogs,
+      `{ ($.status = 401 || $.status = 403) && (${transactionRoutes.join(" || ")}) }`,
+    );
+    const alarm = (
+      id: string,
+      description: string,
+      metric: Metric | MathExpression,
+      threshold: number,
+    ) =>
+      metric.createAlarm(this, id, {
+        alarmDescription: description,
+        threshold,
+        evaluationPeriods: 1,
+        comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: TreatMissingData.NOT_BREACHING,
+      });
+    const age = (queue: Queue) =>
+      queue.metricApproximateAgeOfOldestMessage({
+        period: Duration.minutes(5),
+        statistic: "Maximum",
+      });
+    this.alarms.push(
+      alarm(
+        "ProblemsAlarm",
+        `Errors logged by a function, timeouts and crashes, invocations within ${NEAR_TIMEOUT_SHARE * 100}% of their timeout, API 5xx or integration errors, or 401/403 on the transactions route: see the logs`,
+        problems,
+        1,
+      ),
+      alarm(
+        "QueueAgeAlarm",
+        `A queue's oldest message is over ${QUEUE_AGE_ALARM.toMinutes()} minutes old: its consumer is throttled, failing or held up (the homeserver down?)`,
+        new MathExpression({
+          expression: "MAX([inbound, outbound])",
+          usingMetrics: { inbound: age(this.inboundQueue), outbound: age(this.outboundQueue) },
+          label: "Age of the oldest message (s)",
+          period: Duration.minutes(5),
+        }),
+        QUEUE_AGE_ALARM.toSeconds(),
+      ),
+      alarm(
+        "InboundDeadLettersAlarm",
+        "Inbound events failed every attempt and wait in the dead-letter queue, with their reason",
+        this.inboundDeadLetterQueue.metricApproximateNumberOfMessagesVisible({
+          period: Duration.minutes(5),
+          statistic: "Maximum",
+        }),
+        1,
+      ),
+    );
   }
 
   /** cdk-nag findings reviewed and accepted, each with its reason. */
-  private suppressReviewedNagFindings() {
+  private suppressReviewedNagFindings(tracing: boolean) {
     for (const fn of Object.values(this.functions)) {
       NagSuppressions.addResourceSuppressions(
         fn,
@@ -391,6 +557,16 @@ export class MatrixAppservice extends Construct {
             reason:
               "nodejs22.x is the runtime this project targets and tests against (Node 20-24).",
           },
+          ...(tracing
+            ? [
+                {
+                  id: "AwsSolutions-IAM5",
+                  reason:
+                    "X-Ray's PutTraceSegments and PutTelemetryRecords have no resource-level permissions.",
+                  appliesTo: ["Resource::*"],
+                },
+              ]
+            : []),
         ],
         true,
       );

@@ -1,7 +1,35 @@
+import { type BackoffPolicy, backoffSeconds, retriesCovering } from "../matrix/backoff.ts";
+import { queueJson, type ReceivedMessageControl, RetryLater } from "../queue/queue.ts";
 import type { ClaimStore } from "../store/store.ts";
 import type { Application, ApplicationContext, ServiceContext } from "./application.ts";
+import { sha256 } from "./hash.ts";
 import type { InboundItem, InboundMessage } from "./inbound.ts";
 import type { Log } from "./log.ts";
+
+/** How an item the application fails on is retried, and when it is set aside. */
+export interface InboundRetryPolicy {
+  backoff: BackoffPolicy;
+  /** Failed runs of one item before it goes to the dead-letter queue. */
+  maxAttempts: number;
+}
+
+/** 1 s doubling to 15 minutes, with full jitter: a homeserver down for hours holds a room back
+ * at most 15 minutes once it is back. */
+export const INBOUND_BACKOFF: BackoffPolicy = { baseSeconds: 1, capSeconds: 900 };
+
+/** About a day of retries (202 runs at `INBOUND_BACKOFF`) before an item is set aside. */
+export const INBOUND_RETRY: InboundRetryPolicy = {
+  backoff: INBOUND_BACKOFF,
+  maxAttempts: 1 + retriesCovering(24 * 3600, INBOUND_BACKOFF),
+};
+
+/**
+ * Receives of an inbound message before SQS's own redrive sets it aside (SQS's maximum): only a
+ * last resort. The messages behind a failing one in its group are received with it on each of its
+ * attempts, so their receive counts climb with its attempts: this leaves room for several
+ * failing items in a row.
+ */
+export const INBOUND_MAX_RECEIVE_COUNT = 1000;
 
 export interface ProcessInboundDeps {
   claims: ClaimStore;
@@ -11,15 +39,30 @@ export interface ProcessInboundDeps {
   leaseMs: number;
   /** The handler's context for the item with this claim key. */
   contextFor(origin: string): ServiceContext;
+  retry: InboundRetryPolicy;
+  /** Where an item that failed its every attempt is set aside, with the reason. */
+  deadLetters: Pick<ReceivedMessageControl, "deadLetter">;
+}
+
+/** Which delivery of which queue message this is. */
+export interface InboundDelivery {
+  /** The lease owner: a redelivery is a new owner. */
+  owner: string;
+  /** The message's FIFO group: the dead-letter queue keeps the same order. */
+  groupId: string;
 }
 
 export interface ProcessOutcome {
   handled: number;
   duplicates: number;
+  deadLettered: number;
 }
 
+/** How the claim keys of events (by event ID) and other items (by derived ID) begin. */
+export const CLAIM_KEY_PREFIXES = { event: "EVENT#", item: "ITEM#" } as const;
+
 export const claimKey = (item: InboundItem) =>
-  item.kind === "event" ? `EVENT#${item.id}` : `ITEM#${item.id}`;
+  `${item.kind === "event" ? CLAIM_KEY_PREFIXES.event : CLAIM_KEY_PREFIXES.item}${item.id}`;
 
 function deliver(item: InboundItem, application: Application, context: ApplicationContext) {
   switch (item.kind) {
@@ -34,49 +77,116 @@ function deliver(item: InboundItem, application: Application, context: Applicati
   }
 }
 
-export class ItemBusyError extends Error {
-  override name = "ItemBusyError";
-}
+/** What a log line or a dead letter says about an item: never its content. */
+const describeItem = (item: InboundItem) => ({
+  kind: item.kind,
+  id: item.id,
+  ...(item.kind === "event" && { roomId: item.event.room_id }),
+  ...(item.kind === "ephemeral" && item.event.room_id && { roomId: item.event.room_id }),
+});
+
+const reasonOf = (error: unknown) =>
+  error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 
 /**
  * Hands each item of a queue message to the application exactly once, in order. The items are
  * claimed together, each with a lease; those already done are skipped. Each success is marked
- * done at once (without waiting for it before the next item). If the application throws, the
- * claims not yet done are released and the error propagates, so the queue redelivers the
- * message and the items before the failed one are skipped as done.
+ * done at once (without waiting for it before the next item).
+ *
+ * When the application throws, the error is logged and counted on that item's claim record. Short
+ * of `maxAttempts`, the claims not yet done are released and a `RetryLater` asks for the message
+ * again after a backoff (the items before the failed one are then skipped as done). At
+ * `maxAttempts`, the item alone is set aside in the dead-letter queue with the reason, and the
+ * items after it go on at once.
  */
 export async function processInboundMessage(
   message: InboundMessage,
-  owner: string,
-  { claims, application, log, leaseMs, contextFor }: ProcessInboundDeps,
+  { owner, groupId }: InboundDelivery,
+  { claims, application, log, leaseMs, contextFor, retry, deadLetters }: ProcessInboundDeps,
 ): Promise<ProcessOutcome> {
   const keys = [...new Set(message.items.map(claimKey))];
   const claimed = await claims.claim(keys, owner, leaseMs);
-  const outcome: ProcessOutcome = { handled: 0, duplicates: 0 };
+  const outcome: ProcessOutcome = { handled: 0, duplicates: 0, deadLettered: 0 };
   const completions: Promise<void>[] = [];
-  // Keys this run delivered: a repeat within the message is a duplicate too.
-  const delivered = new Set<string>();
+  // Keys this run finished with: a repeat within the message is a duplicate too.
+  const finished = new Set<string>();
+  // A failed item's claim, given up by counting the failure.
+  let failedKey: string | undefined;
+
+  /** Counts a failed run on its claim; logs it once, whether or not the count could be kept. */
+  const recordFailure = async (item: InboundItem, key: string, error: unknown) => {
+    let attempt: number | undefined;
+    try {
+      attempt = await claims.fail(key, owner, reasonOf(error));
+      failedKey = key;
+    } finally {
+      const last = attempt !== undefined && attempt >= retry.maxAttempts;
+      log.error(
+        last
+          ? "the application failed on an item for the last time: it goes to the dead-letter queue"
+          : "the application failed on an item: it will be retried",
+        {
+          txnId: message.txnId,
+          ...describeItem(item),
+          attempt,
+          maxAttempts: retry.maxAttempts,
+          error,
+        },
+      );
+    }
+    return attempt;
+  };
+
   try {
     for (const item of message.items) {
       const key = claimKey(item);
-      if (claimed.get(key) === "done" || delivered.has(key)) {
+      if (claimed.get(key) === "done" || finished.has(key)) {
         outcome.duplicates++;
         log.debug("duplicate skipped", { txnId: message.txnId, kind: item.kind, id: item.id });
         continue;
       }
       if (claimed.get(key) === "busy") {
-        throw new ItemBusyError(`${item.kind} ${item.id} is being processed elsewhere`);
+        // Not a failure of the item: try again once the other lease has run out.
+        throw new RetryLater(
+          Math.ceil(leaseMs / 1000),
+          `${item.kind} ${item.id} is being processed elsewhere`,
+        );
       }
-      await deliver(item, application, { ...contextFor(key), txnId: message.txnId });
-      delivered.add(key);
+      try {
+        await deliver(item, application, { ...contextFor(key), txnId: message.txnId });
+        outcome.handled++;
+      } catch (error) {
+        const attempts = await recordFailure(item, key, error);
+        if (attempts < retry.maxAttempts) {
+          throw new RetryLater(
+            backoffSeconds(Math.max(0, attempts - 1), retry.backoff),
+            `${item.kind} ${item.id} failed (attempt ${attempts} of ${retry.maxAttempts})`,
+            { cause: error },
+          );
+        }
+        await deadLetters.deadLetter({
+          groupId,
+          deduplicationId: sha256(key),
+          body: queueJson({
+            txnId: message.txnId,
+            item,
+            reason: { error: reasonOf(error) },
+            attempts,
+            failedAt: new Date().toISOString(),
+          }),
+        });
+        outcome.deadLettered++;
+      }
+      finished.add(key);
       const completion = claims.complete(key);
       // Awaited below; observed now so that an early failure is not an unhandled rejection.
       completion.catch(() => undefined);
       completions.push(completion);
-      outcome.handled++;
     }
   } catch (error) {
-    const unfinished = keys.filter((key) => claimed.get(key) === "claimed" && !delivered.has(key));
+    const unfinished = keys.filter(
+      (key) => claimed.get(key) === "claimed" && !finished.has(key) && key !== failedKey,
+    );
     await Promise.all(
       unfinished.map((key) =>
         claims.release(key, owner).catch((releaseError: unknown) =>

@@ -4,6 +4,7 @@ import { unrecognized } from "../appservice/errors.ts";
 import type { Log } from "../appservice/log.ts";
 import { findRoute, type Route, routeTable } from "../appservice/routes.ts";
 import { matrixErrors } from "./http.ts";
+import { lambdaHandler } from "./shared/lambda-handler.ts";
 import { createLogger } from "./shared/logger.ts";
 
 /**
@@ -26,7 +27,10 @@ export const createFallbackHandler = (table: readonly Route[], log: Log) =>
 
 // The application's routes by method and path only (`APP_ROUTES`, set by the stack): this
 // function stays small, without the application's code.
-export const handler = createFallbackHandler(
-  routeTable(JSON.parse(process.env.APP_ROUTES ?? "[]")),
-  createLogger(),
+export const handler = lambdaHandler(
+  async () => ({
+    table: routeTable(JSON.parse(process.env.APP_ROUTES ?? "[]")),
+    log: createLogger(),
+  }),
+  ({ table, log }) => createFallbackHandler(table, log),
 );

@@ -4,11 +4,17 @@ import { badJson, MatrixError, notJson, tooLarge } from "../appservice/errors.ts
 import type { Log } from "../appservice/log.ts";
 
 /**
- * The largest request body accepted: Lambda's own 6 MB invocation limit, so that local mode
- * and AWS refuse the same requests. A full Synapse transaction (100 events of at most 64 KiB)
- * fits.
+ * The largest request body read: about Lambda's own 6 MB invocation limit. A full Synapse
+ * transaction (100 events of at most 64 KiB) fits.
  */
 export const MAX_BODY_BYTES = 6 * 1000 * 1000;
+
+/**
+ * Lambda's limit on a synchronous invocation's request: the whole event as JSON, in which the
+ * body is escaped (every `"` of a JSON body becomes `\"`). API Gateway cannot deliver a larger
+ * request to the function at all.
+ */
+export const LAMBDA_EVENT_MAX_BYTES = 6_291_556;
 
 export const jsonResponse = (
   statusCode: number,
@@ -44,14 +50,20 @@ function nestingDepth(text: string): number {
 }
 
 /**
- * The request body parsed as JSON: 413 `M_TOO_LARGE` past the size limit, 400 `M_NOT_JSON` if
- * not JSON, 400 `M_BAD_JSON` if nested deeper than `MAX_JSON_DEPTH`.
+ * The request body parsed as JSON: 413 `M_TOO_LARGE` past the size limit or where the event
+ * could not have reached a Lambda function (so that local mode refuses what AWS cannot deliver),
+ * 400 `M_NOT_JSON` if not JSON, 400 `M_BAD_JSON` if nested deeper than `MAX_JSON_DEPTH`.
  */
 export function jsonBody(event: APIGatewayProxyEventV2): unknown {
   const raw = event.body ?? "";
   const text = event.isBase64Encoded ? Buffer.from(raw, "base64").toString("utf8") : raw;
   if (Buffer.byteLength(text) > MAX_BODY_BYTES) {
     throw tooLarge(`The request body is over ${MAX_BODY_BYTES} bytes`);
+  }
+  if (Buffer.byteLength(JSON.stringify(event)) > LAMBDA_EVENT_MAX_BYTES) {
+    throw tooLarge(
+      `The request, its body escaped, is over Lambda's ${LAMBDA_EVENT_MAX_BYTES}-byte limit`,
+    );
   }
   if (nestingDepth(text) > MAX_JSON_DEPTH) {
     throw badJson(`The request body is nested deeper than ${MAX_JSON_DEPTH} levels`);

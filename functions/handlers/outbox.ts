@@ -1,4 +1,3 @@
-import { processPartialResponse, SqsFifoPartialProcessorAsync } from "@aws-lambda-powertools/batch";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import middy from "@middy/core";
@@ -10,23 +9,38 @@ import type { Registration } from "../appservice/registration.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
-import { type OutboxDeps, performAction } from "../matrix/outbox.ts";
+import { MAX_CALLS_PER_ACTION, type OutboxDeps, performAction } from "../matrix/outbox.ts";
 import type { OutboundAction } from "../matrix/request.ts";
-import { queueJson, type ReceivedMessageControl } from "../queue/queue.ts";
+import { queueJson, type ReceivedMessageControl, RetryLater } from "../queue/queue.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
+import { processFifoBatch } from "./shared/fifo-batch.ts";
 import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";
 import { createLogger } from "./shared/logger.ts";
 import { createCloudWatchMetrics, flushMetrics } from "./shared/metrics.ts";
 import { secretFromEnv } from "./shared/secrets.ts";
 
+/** How long the outbox waits for one answer of the homeserver. */
+export const HOMESERVER_TIMEOUT_MS = 20_000;
+
+/**
+ * The longest one action may take: each of its calls waiting the full timeout, and the requests
+ * to DynamoDB and SQS around them. No message is started with less time left than this.
+ */
+export const actionBudgetMs = (homeserverTimeoutMs: number) =>
+  homeserverTimeoutMs * MAX_CALLS_PER_ACTION + 5_000;
+
+/**
+ * How long the outbox function may run: two actions at their worst, so that every batch makes
+ * progress, and an ordinary one (calls answered in milliseconds) finishes whole.
+ */
+export const OUTBOX_TIMEOUT_MS = 2 * actionBudgetMs(HOMESERVER_TIMEOUT_MS);
+
 export interface OutboxHandlerDeps extends OutboxDeps {
   control: ReceivedMessageControl;
   metrics: Metrics;
-}
-
-class RetryLater extends Error {
-  override name = "RetryLater";
+  /** `actionBudgetMs` of the homeserver's timeout. */
+  recordBudgetMs: number;
 }
 
 /**
@@ -34,73 +48,55 @@ class RetryLater extends Error {
  * A message to retry is failed with the wait the outbox chose; one that can never succeed goes
  * to the dead-letter queue with its reason, so its room goes on.
  */
-export const createOutboxHandler = (deps: OutboxHandlerDeps) =>
-  middy<SQSEvent, SQSBatchResponse>()
+export const createOutboxHandler = (deps: OutboxHandlerDeps) => {
+  const processRecord = async (record: SQSRecord) => {
+    const action = JSON.parse(record.body) as OutboundAction;
+    const attempt = Number(record.attributes.ApproximateReceiveCount) - 1;
+    const outcome = await performAction(action, attempt, deps);
+    const about = {
+      actionId: action.id,
+      kind: action.kind,
+      userId: action.userId,
+      roomId: action.roomId,
+    };
+    deps.metrics.count(
+      outcome.kind === "done"
+        ? "OutboundCallsDone"
+        : outcome.kind === "retry"
+          ? "OutboundCallsRetried"
+          : "OutboundCallsDeadLettered",
+    );
+    if (outcome.kind === "retry") {
+      deps.log.warn("outbound call to retry", { ...about, attempt, ...outcome });
+      throw new RetryLater(outcome.delaySeconds, outcome.reason);
+    }
+    if (outcome.kind === "dead") {
+      deps.log.error("outbound call failed for good: dead-lettered", {
+        ...about,
+        reason: outcome.reason,
+      });
+      await deps.control.deadLetter({
+        groupId: record.attributes.MessageGroupId ?? action.userId,
+        // Not the action's id, which a refused action may not have in a form SQS takes.
+        deduplicationId: sha256(record.body),
+        body: queueJson({
+          action,
+          reason: outcome.reason,
+          failedAt: new Date().toISOString(),
+        }),
+      });
+    }
+  };
+  return middy<SQSEvent, SQSBatchResponse>()
     .use(flushMetrics(deps.metrics))
-    .handler(async (event, context: Context) => {
-      const attempted = new Set<string>();
-      const processRecord = async (record: SQSRecord) => {
-        attempted.add(record.messageId);
-        const action = JSON.parse(record.body) as OutboundAction;
-        const attempt = Number(record.attributes.ApproximateReceiveCount) - 1;
-        const outcome = await performAction(action, attempt, deps);
-        const about = {
-          actionId: action.id,
-          kind: action.kind,
-          userId: action.userId,
-          roomId: action.roomId,
-        };
-        deps.metrics.count(
-          outcome.kind === "done"
-            ? "OutboundCallsDone"
-            : outcome.kind === "retry"
-              ? "OutboundCallsRetried"
-              : "OutboundCallsDeadLettered",
-        );
-        if (outcome.kind === "retry") {
-          deps.log.warn("outbound call to retry", { ...about, attempt, ...outcome });
-          await deps.control.retryAfter(record.receiptHandle, outcome.delaySeconds);
-          throw new RetryLater(outcome.reason);
-        }
-        if (outcome.kind === "dead") {
-          deps.log.error("outbound call failed for good: dead-lettered", {
-            ...about,
-            reason: outcome.reason,
-          });
-          await deps.control.deadLetter({
-            groupId: record.attributes.MessageGroupId ?? action.userId,
-            // Not the action's id, which a refused action may not have in a form SQS takes.
-            deduplicationId: sha256(record.body),
-            body: queueJson({
-              action,
-              reason: outcome.reason,
-              failedAt: new Date().toISOString(),
-            }),
-          });
-        }
-      };
-      const response = await processPartialResponse(
-        event,
-        processRecord,
-        new SqsFifoPartialProcessorAsync(),
-        {
-          context,
-          skipGroupOnError: true,
-          throwOnFullBatchFailure: false,
-        },
-      );
-      // Messages failed only because an earlier one of their group failed: visible again at once.
-      // They stay behind that one, which the FIFO queue hands out first when its wait is over.
-      const receiptOf = new Map(event.Records.map((r) => [r.messageId, r.receiptHandle]));
-      await Promise.all(
-        response.batchItemFailures
-          .filter(({ itemIdentifier }) => !attempted.has(itemIdentifier))
-          .map(({ itemIdentifier }) =>
-            deps.control.retryAfter(receiptOf.get(itemIdentifier) as string, 0),
-          ),
-      );
-      return response;
-    });
+    .handler((event, context: Context) =>
+      processFifoBatch(event, context, processRecord, {
+        control: deps.control,
+        recordBudgetMs: deps.recordBudgetMs,
+        log: deps.log,
+      }),
+    );
+};
 
 export const handler = lambdaHandler(async () => {
   const sqs = new SQSClient({});
@@ -118,7 +114,7 @@ export const handler = lambdaHandler(async () => {
       requiredEnv("HOMESERVER_URL"),
       await secretFromEnv("AS_TOKEN_SECRET_ARN"),
       botUserId,
-      Number(process.env.HOMESERVER_TIMEOUT_MS ?? 20_000),
+      HOMESERVER_TIMEOUT_MS,
     ),
     membership: store,
     serverErrors: store,
@@ -134,6 +130,7 @@ export const handler = lambdaHandler(async () => {
       log,
     ),
     metrics: createCloudWatchMetrics(),
+    recordBudgetMs: actionBudgetMs(HOMESERVER_TIMEOUT_MS),
     control: new SqsMessageControl(
       sqs,
       requiredEnv("OUTBOUND_QUEUE_URL"),

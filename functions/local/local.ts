@@ -8,6 +8,11 @@ import type { Log } from "../appservice/log.ts";
 import { CountingMetrics } from "../appservice/metrics.ts";
 import { createNamespaceMatcher, uncoveredUserPrefixes } from "../appservice/namespaces.ts";
 import {
+  INBOUND_MAX_RECEIVE_COUNT,
+  INBOUND_RETRY,
+  type InboundRetryPolicy,
+} from "../appservice/process-inbound.ts";
+import {
   ephemeralFlagToAdd,
   loadRegistration,
   newRegistration,
@@ -17,9 +22,18 @@ import {
 import { type Route, routeTable } from "../appservice/routes.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
 import { createAppHandler } from "../handlers/app.ts";
-import { createEventsHandler } from "../handlers/events.ts";
+import {
+  createEventsHandler,
+  EVENTS_RECORD_BUDGET_MS,
+  EVENTS_TIMEOUT_MS,
+} from "../handlers/events.ts";
 import { createFallbackHandler } from "../handlers/fallback.ts";
-import { createOutboxHandler } from "../handlers/outbox.ts";
+import {
+  actionBudgetMs,
+  createOutboxHandler,
+  HOMESERVER_TIMEOUT_MS,
+  OUTBOX_TIMEOUT_MS,
+} from "../handlers/outbox.ts";
 import { createQueriesHandler, QUERY_BUDGET_MS } from "../handlers/queries.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
@@ -65,13 +79,16 @@ export interface LocalOptions {
   queuePrefix?: string;
   application?: Application;
   visibilityTimeoutSeconds?: number;
+  /** Receives of an inbound message before the queue's own redrive (a last resort). */
   maxReceiveCount?: number;
+  /** How the events consumer retries an item the application fails on. */
+  inboundRetry?: InboundRetryPolicy;
   leaseMs?: number;
   pollers?: number;
   log?: Log;
   /** The outbox's retry policy for 5xx, timeouts and refused connections. */
   backoff?: BackoffPolicy;
-  /** How long the outbox waits for the homeserver's answer. @default 20 s */
+  /** How long the outbox waits for the homeserver's answer. @default `HOMESERVER_TIMEOUT_MS` */
   homeserverTimeoutMs?: number;
   /** How long a user/alias query may spend on the homeserver. @default 10 s */
   queryBudgetMs?: number;
@@ -153,7 +170,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       ensureTable(dynamodb, tableName),
       ensureFifoQueue(sqs, `${queuePrefix}-inbound`, {
         visibilityTimeoutSeconds,
-        maxReceiveCount: options.maxReceiveCount ?? 5,
+        maxReceiveCount: options.maxReceiveCount ?? INBOUND_MAX_RECEIVE_COUNT,
       }),
       // The outbox chooses its own waits; redrive is only the last resort.
       ensureFifoQueue(sqs, `${queuePrefix}-outbound`, {
@@ -260,6 +277,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       publicBaseUrl: (options.publicBaseUrl ?? url).replace(/\/+$/, ""),
       secretKey: registration.as_token,
     };
+    const homeserverTimeoutMs = options.homeserverTimeoutMs ?? HOMESERVER_TIMEOUT_MS;
     const outbox = startPoller({
       sqs,
       queueUrl: outbound.url,
@@ -269,7 +287,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
           options.homeserverUrl,
           registration.as_token,
           botUserId,
-          options.homeserverTimeoutMs ?? 20_000,
+          homeserverTimeoutMs,
         ),
         membership: dynamoDbStore,
         serverErrors: dynamoDbStore,
@@ -285,10 +303,12 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         ),
         metrics,
         control: new SqsMessageControl(sqs, outbound.url, outbound.deadLetterUrl),
+        recordBudgetMs: actionBudgetMs(homeserverTimeoutMs),
       }),
       log,
       concurrency: options.pollers ?? 4,
       functionName: "outbox",
+      timeoutMs: OUTBOX_TIMEOUT_MS,
     });
     const poller = startPoller({
       sqs,
@@ -301,10 +321,14 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         // The lease must run out before the message becomes visible again.
         leaseMs: options.leaseMs ?? Math.max(1000, visibilityTimeoutSeconds * 1000 - 1000),
         metrics,
+        control: new SqsMessageControl(sqs, inbound.url, inbound.deadLetterUrl),
+        retry: options.inboundRetry ?? INBOUND_RETRY,
+        recordBudgetMs: EVENTS_RECORD_BUDGET_MS,
       }),
       log,
       concurrency: options.pollers ?? 4,
       functionName: "events",
+      timeoutMs: EVENTS_TIMEOUT_MS,
     });
     // Pollers stop first, before the servers they read from; together, as each may be waiting
     // out a receive.

@@ -22,6 +22,8 @@ export interface PollerOptions {
   /** Receive loops running at once, like Lambda's concurrent pollers. */
   concurrency: number;
   functionName: string;
+  /** The function's timeout, as its context's remaining time counts down from it. */
+  timeoutMs: number;
 }
 
 const toRecord = (message: Message, queueArn: string): SQSRecord => ({
@@ -36,20 +38,23 @@ const toRecord = (message: Message, queueArn: string): SQSRecord => ({
   awsRegion: "us-east-1",
 });
 
-const lambdaContext = (functionName: string): Context => ({
-  callbackWaitsForEmptyEventLoop: false,
-  functionName,
-  functionVersion: "$LATEST",
-  invokedFunctionArn: `arn:aws:lambda:us-east-1:000000000000:function:${functionName}`,
-  memoryLimitInMB: "1024",
-  awsRequestId: randomUUID(),
-  logGroupName: `/aws/lambda/${functionName}`,
-  logStreamName: "local",
-  getRemainingTimeInMillis: () => 30_000,
-  done: () => undefined,
-  fail: () => undefined,
-  succeed: () => undefined,
-});
+const lambdaContext = (functionName: string, timeoutMs: number): Context => {
+  const deadline = Date.now() + timeoutMs;
+  return {
+    callbackWaitsForEmptyEventLoop: false,
+    functionName,
+    functionVersion: "$LATEST",
+    invokedFunctionArn: `arn:aws:lambda:us-east-1:000000000000:function:${functionName}`,
+    memoryLimitInMB: "1024",
+    awsRequestId: randomUUID(),
+    logGroupName: `/aws/lambda/${functionName}`,
+    logStreamName: "local",
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
+    done: () => undefined,
+    fail: () => undefined,
+    succeed: () => undefined,
+  };
+};
 
 /** How long `stop()` lets the batches being handled finish. */
 const STOP_WAIT_MS = 3000;
@@ -75,7 +80,10 @@ export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
     const records = Messages.map((message) => toRecord(message, queueArn));
     let failed: Set<string>;
     try {
-      const response = await handler({ Records: records }, lambdaContext(options.functionName));
+      const response = await handler(
+        { Records: records },
+        lambdaContext(options.functionName, options.timeoutMs),
+      );
       failed = new Set(response?.batchItemFailures.map((f) => f.itemIdentifier) ?? []);
     } catch (error) {
       log.error("handler failed; the whole batch will be retried", { queueUrl, error });

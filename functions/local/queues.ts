@@ -15,12 +15,14 @@ export async function ensureFifoQueue(
   name: string,
   options: { visibilityTimeoutSeconds: number; maxReceiveCount: number },
 ): Promise<FifoQueueWithDlq> {
-  const fifo = { FifoQueue: "true", ContentBasedDeduplication: "false" };
+  // Kept 14 days, as in AWS.
+  const fifo = {
+    FifoQueue: "true",
+    ContentBasedDeduplication: "false",
+    MessageRetentionPeriod: String(14 * 24 * 3600),
+  };
   const dlq = await sqs.send(
-    new CreateQueueCommand({
-      QueueName: `${name}-dlq.fifo`,
-      Attributes: { ...fifo, MessageRetentionPeriod: String(14 * 24 * 3600) },
-    }),
+    new CreateQueueCommand({ QueueName: `${name}-dlq.fifo`, Attributes: fifo }),
   );
   const dlqAttributes = await sqs.send(
     new GetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, AttributeNames: ["QueueArn"] }),

@@ -26,6 +26,20 @@ export function backoffSeconds(
 }
 
 /**
+ * How many retries (waits of `backoffSeconds` for attempts 0, 1, …) are expected to fill
+ * `seconds`. `backoffSeconds` draws a whole number from 1 to its ceiling: on average, half of
+ * one more than the ceiling.
+ */
+export function retriesCovering(seconds: number, policy: BackoffPolicy): number {
+  let retries = 0;
+  for (let waited = 0; waited < seconds; retries++) {
+    const ceiling = Math.min(policy.capSeconds, policy.baseSeconds * 2 ** Math.min(retries, 30));
+    waited += (Math.max(1, Math.ceil(ceiling)) + 1) / 2;
+  }
+  return retries;
+}
+
+/**
  * How long a 429 asks us to wait, in whole seconds rounded up (never sooner than asked): the
  * `Retry-After` header first, then the body's deprecated `retry_after_ms`.
  */

@@ -69,6 +69,12 @@ class GiveUp extends Error {
 }
 
 /**
+ * The most calls `performAction` makes for one action: the call, register, the call again, join,
+ * invite, join, the call again.
+ */
+export const MAX_CALLS_PER_ACTION = 7;
+
+/**
  * Performs one outbound action. An action outside what the appservice may ask (see
  * `actionProblem`) is dead-lettered unsent. A 403 may mean the virtual user was never
  * registered or is not in the room: then it registers the user (`M_USER_IN_USE` counts as done)

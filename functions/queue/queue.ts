@@ -34,6 +34,20 @@ export const MAX_MESSAGE_BYTES = 256 * 1024;
 export interface ReceivedMessageControl {
   /** Makes the message visible again only after `seconds` (0: at once). */
   retryAfter(receiptHandle: string, seconds: number): Promise<void>;
+  /** Makes messages visible again at once, in the order given (the order they came in). */
+  retryNow(receiptHandles: string[]): Promise<void>;
   /** Sets a message aside in the dead-letter queue, so that its group goes on. */
   deadLetter(message: FifoMessage): Promise<void>;
+}
+
+/** Thrown by a consumer to have the message it is handling come back after `delaySeconds`. */
+export class RetryLater extends Error {
+  override name = "RetryLater";
+  constructor(
+    readonly delaySeconds: number,
+    reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(reason, options);
+  }
 }

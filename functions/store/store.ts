@@ -26,16 +26,24 @@ export interface TransactionHistory {
 }
 
 /**
- * `claimed`: this caller holds the lease and must complete or release it;
- * `done`: already processed; `busy`: another caller holds an unexpired lease.
+ * `claimed`: this caller holds the lease and must complete, release or fail it;
+ * `done`: already processed (or set aside); `busy`: another caller holds an unexpired lease.
  */
 export type ClaimOutcome = "claimed" | "done" | "busy";
 
-/** Exactly-once processing of items identified by a key, with leases that expire. */
+/**
+ * Exactly-once processing of items identified by a key, with leases that expire. Each key's
+ * record also counts the runs that failed, so that a retry knows how many came before it.
+ */
 export interface ClaimStore {
   /** Claims distinct keys together (few round trips for many items); an outcome per key. */
   claim(keys: string[], owner: string, leaseMs: number): Promise<Map<string, ClaimOutcome>>;
   complete(key: string): Promise<void>;
   /** Gives up a lease held by `owner` so that a retry may claim the item at once. */
   release(key: string, owner: string): Promise<void>;
+  /**
+   * Gives up a lease held by `owner` after a failed run, counting it (with its reason): the
+   * failed runs so far, or 0 when the lease was no longer ours (nothing is counted then).
+   */
+  fail(key: string, owner: string, reason: string): Promise<number>;
 }

@@ -1,7 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { PutItemCommand } from "@aws-sdk/client-dynamodb";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { processInboundMessage } from "../../functions/appservice/process-inbound.ts";
+import {
+  INBOUND_RETRY,
+  processInboundMessage,
+} from "../../functions/appservice/process-inbound.ts";
 import { serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { DynamoDbStore, RETENTION_SECONDS } from "../../functions/store/dynamodb/store.ts";
@@ -91,6 +94,25 @@ describe("DynamoDbStore against DynamoDB Local", () => {
     expect((await store.claim([key], "third", 5_000)).get(key)).toBe("claimed");
   });
 
+  it("counts an item's failed runs across claims; a failed item is claimable at once", async () => {
+    const key = `k-${randomUUID()}`;
+    expect((await store.claim([key], "first", 60_000)).get(key)).toBe("claimed");
+    expect(await store.fail(key, "first", "Error: boom")).toBe(1);
+    // No lease left to wait for.
+    expect((await store.claim([key], "second", 60_000)).get(key)).toBe("claimed");
+    // Only the lease's owner counts a failure.
+    expect(await store.fail(key, "someone-else", "Error: not mine")).toBe(0);
+    expect(await store.fail(key, "second", "Error: boom again")).toBe(2);
+    // A plain release (an item not run) keeps the count.
+    expect((await store.claim([key], "third", 60_000)).get(key)).toBe("claimed");
+    await store.release(key, "third");
+    expect((await store.claim([key], "fourth", 60_000)).get(key)).toBe("claimed");
+    expect(await store.fail(key, "fourth", "Error: and again")).toBe(3);
+    expect((await store.claim([key], "fifth", 60_000)).get(key)).toBe("claimed");
+    await store.complete(key);
+    expect((await store.claim([key], "sixth", 60_000)).get(key)).toBe("done");
+  });
+
   it("claims more keys than one transaction holds", async () => {
     const keys = Array.from({ length: 230 }, (_, i) => `bulk-${i}-${randomUUID()}`);
     await store.claim([keys[150] as string], "earlier", 60_000);
@@ -112,16 +134,18 @@ describe("DynamoDbStore against DynamoDB Local", () => {
           { kind: "event", id: event.event_id, event },
         ],
       },
-      "owner",
+      { owner: "owner", groupId: "!r:test.local" },
       {
         claims: store,
         application: { onEvent: (e) => void handled.push(e.event_id) },
         log: noServices.log,
         leaseMs: 60_000,
         contextFor: (origin) => serviceContext(noServices, origin),
+        retry: INBOUND_RETRY,
+        deadLetters: { deadLetter: () => Promise.reject(new Error("no dead letter expected")) },
       },
     );
     expect(handled).toEqual([event.event_id]);
-    expect(outcome).toEqual({ handled: 1, duplicates: 1 });
+    expect(outcome).toEqual({ handled: 1, duplicates: 1, deadLettered: 0 });
   });
 });

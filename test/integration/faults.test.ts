@@ -12,12 +12,12 @@ import {
 import { startWithHomeserver } from "../support/with-homeserver.ts";
 
 describe("faults", () => {
-  it("a poison event (the application always throws) → dead-lettered after the configured attempts; its room goes on, others are unaffected", async () => {
+  it("a poison event (the application always throws) → dead-lettered alone after the configured attempts, with its reason; its room goes on, others are unaffected", async () => {
     const handled: ClientEvent[] = [];
     let poisonAttempts = 0;
     const poison = makeEvent("!sick:test.local", "poison");
     const local = await startTestAppservice({
-      maxReceiveCount: 3,
+      inboundRetry: { backoff: { baseSeconds: 1, capSeconds: 1 }, maxAttempts: 3 },
       visibilityTimeoutSeconds: 1,
       application: {
         onEvent(event) {
@@ -60,8 +60,12 @@ describe("faults", () => {
         WaitTimeSeconds: 1,
       }),
     );
-    expect(Messages.map((m) => JSON.parse(m.Body as string).items[0].id)).toEqual([
-      poison.event_id,
+    expect(Messages.map((m) => JSON.parse(m.Body as string))).toEqual([
+      expect.objectContaining({
+        item: expect.objectContaining({ id: poison.event_id }),
+        reason: { error: "Error: poison" },
+        attempts: 3,
+      }),
     ]);
   });
 

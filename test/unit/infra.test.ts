@@ -8,16 +8,57 @@ import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { beforeAll, describe, expect, it } from "vitest";
 import { application } from "../../functions/app/index.ts";
+import { INBOUND_MAX_RECEIVE_COUNT } from "../../functions/appservice/process-inbound.ts";
 import { routeTable } from "../../functions/appservice/routes.ts";
+import { actionBudgetMs, HOMESERVER_TIMEOUT_MS } from "../../functions/handlers/outbox.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/matrix/backoff.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
+import type { MatrixAppserviceProps } from "../../infra/matrix-appservice.ts";
 import {
   EVENTS_FUNCTION_TIMEOUT,
-  MAX_RECEIVE_COUNT,
   OUTBOX_FUNCTION_TIMEOUT,
+  QUEUE_AGE_ALARM,
 } from "../../infra/matrix-appservice.ts";
 
-type Resource = { Type: string; Properties: Record<string, unknown> };
+type Resource = {
+  Type: string;
+  Properties: Record<string, unknown>;
+  DeletionPolicy?: string;
+  UpdateReplacePolicy?: string;
+};
+type Statement = { Action: string | string[]; Resource: unknown; Condition?: unknown };
+
+const registration = {
+  id: "test",
+  sender_localpart: "bot",
+  namespaces: {
+    users: [{ regex: "@_t_.*:example\\.org", exclusive: true }],
+    aliases: [],
+    rooms: [],
+  },
+};
+
+/** The stack with these options, cdk-nag's checks applied; every function bundled by esbuild. */
+function synthesize(id: string, options: Partial<MatrixAppserviceProps> = {}) {
+  const app = new App();
+  const stack = new AppserviceStack(app, id, {
+    appservice: {
+      homeserverUrl: "https://matrix.example.org",
+      serverName: "example.org",
+      registration,
+      ...options,
+    },
+  });
+  Aspects.of(app).add(new AwsSolutionsChecks());
+  return { stack, template: Template.fromStack(stack) };
+}
+
+/** cdk-nag's errors and warnings: unsuppressed findings (a suppression carries its reason). */
+const nagFindings = (stack: AppserviceStack) =>
+  [
+    ...Annotations.fromStack(stack).findError("*", Match.stringLikeRegexp("AwsSolutions-.*")),
+    ...Annotations.fromStack(stack).findWarning("*", Match.stringLikeRegexp("AwsSolutions-.*")),
+  ].map((f) => `${f.id}: ${String(f.entry.data).split("\n")[0]}`);
 
 describe("AppserviceStack", () => {
   let stack: AppserviceStack;
@@ -29,47 +70,27 @@ describe("AppserviceStack", () => {
     resources("AWS::Lambda::Function").find(([id]) =>
       id.includes(`${name}Function`),
     )?.[0] as string;
+  /** The environment variables of the function whose entry is `name`. */
+  const environmentOf = (name: string) =>
+    (
+      (template.findResources("AWS::Lambda::Function")[functionId(name)] as Resource).Properties
+        .Environment as { Variables: Record<string, unknown> }
+    ).Variables;
   const policyOf = (name: string) => {
     const roleId = functionId(name).replace(/Function.*$/, "Function");
     const policies = resources("AWS::IAM::Policy").filter(([id]) => id.startsWith(roleId));
     return policies.flatMap(
-      ([, p]) =>
-        (
-          p.Properties.PolicyDocument as {
-            Statement: { Action: string | string[]; Resource: unknown }[];
-          }
-        ).Statement,
+      ([, p]) => (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement,
     );
   };
 
   beforeAll(() => {
-    const app = new App();
-    stack = new AppserviceStack(app, "Test", {
-      appservice: {
-        homeserverUrl: "https://matrix.example.org",
-        serverName: "example.org",
-        registration: {
-          id: "test",
-          sender_localpart: "bot",
-          namespaces: {
-            users: [{ regex: "@_t_.*:example\\.org", exclusive: true }],
-            aliases: [],
-            rooms: [],
-          },
-        },
-      },
-    });
-    Aspects.of(app).add(new AwsSolutionsChecks());
-    // Bundles every function with the local esbuild: a bundling failure fails here.
-    template = Template.fromStack(stack);
+    // A bundling failure fails here.
+    ({ stack, template } = synthesize("Test"));
   }, 120_000);
 
   it("passes the cdk-nag AwsSolutions checks (every suppression carries a reason)", () => {
-    const findings = [
-      ...Annotations.fromStack(stack).findError("*", Match.stringLikeRegexp("AwsSolutions-.*")),
-      ...Annotations.fromStack(stack).findWarning("*", Match.stringLikeRegexp("AwsSolutions-.*")),
-    ];
-    expect(findings.map((f) => `${f.id}: ${String(f.entry.data).split("\n")[0]}`)).toEqual([]);
+    expect(nagFindings(stack)).toEqual([]);
   });
 
   it("serves every route of the route table, and the rest through the $default fallback", () => {
@@ -77,23 +98,64 @@ describe("AppserviceStack", () => {
     for (const route of routeTable(application.routes ?? []))
       expect(routeKeys).toContain(`${route.method} ${route.path}`);
     expect(routeKeys).toContain("$default");
+  });
+
+  it("throttles each route on its own: the homeserver's apart from the application's public ones", () => {
+    const table = routeTable(application.routes ?? []);
     template.hasResourceProperties("AWS::ApiGatewayV2::Stage", {
       StageName: "$default",
       AutoDeploy: true,
       DefaultRouteSettings: { ThrottlingRateLimit: 100, ThrottlingBurstLimit: 200 },
-      AccessLogSettings: Match.objectLike({ DestinationArn: Match.anyValue() }),
-      // The application's webhook route, open to the internet, has a throttle of its own.
-      RouteSettings: {
-        "POST /webhook/{id}": { ThrottlingRateLimit: 20, ThrottlingBurstLimit: 40 },
-      },
+      RouteSettings: Object.fromEntries(
+        table.map((route) => [
+          `${route.method} ${route.path}`,
+          route.handler === "app"
+            ? { ThrottlingRateLimit: 20, ThrottlingBurstLimit: 40 }
+            : { ThrottlingRateLimit: 100, ThrottlingBurstLimit: 200 },
+        ]),
+      ),
     });
+    expect(table.filter((r) => r.handler !== "app").map((r) => r.path)).toEqual(
+      expect.arrayContaining([
+        "/_matrix/app/v1/transactions/{txnId}",
+        "/_matrix/app/v1/users/{userId}",
+        "/_matrix/app/v1/rooms/{roomAlias}",
+        "/_matrix/app/v1/thirdparty/user",
+        "/_matrix/app/v1/ping",
+      ]),
+    );
+    // The route settings name the routes: the stage waits for every one of them.
     const stage = resources("AWS::ApiGatewayV2::Stage")[0]?.[1] as Resource & {
       DependsOn?: string[];
     };
-    const webhookRoute = resources("AWS::ApiGatewayV2::Route").find(
-      ([, r]) => r.Properties.RouteKey === "POST /webhook/{id}",
-    )?.[0];
-    expect(stage.DependsOn).toContain(webhookRoute);
+    const routeIds = resources("AWS::ApiGatewayV2::Route")
+      .filter(([, r]) => r.Properties.RouteKey !== "$default")
+      .map(([id]) => id);
+    expect(routeIds).toHaveLength(table.length);
+    expect(stage.DependsOn).toEqual(expect.arrayContaining(routeIds));
+  });
+
+  it("writes a JSON access log line per request: route key, status (a number), latencies, integration error", () => {
+    const stage = resources("AWS::ApiGatewayV2::Stage")[0]?.[1] as Resource;
+    const { Format, DestinationArn } = stage.Properties.AccessLogSettings as {
+      Format: string;
+      DestinationArn: unknown;
+    };
+    expect(DestinationArn).toEqual({
+      "Fn::GetAtt": [expect.stringMatching(/^AppserviceApiAccessLogs/), "Arn"],
+    });
+    // As API Gateway writes it: each variable replaced by its value.
+    const line = JSON.parse(
+      Format.replace("$context.status", "403").replace(/\$context\.[\w.]+/g, "value"),
+    );
+    expect(line).toMatchObject({
+      requestId: "value",
+      routeKey: "value",
+      status: 403,
+      latencyMs: "value",
+      integrationLatencyMs: "value",
+      integrationError: "value",
+    });
   });
 
   it("gives the application's functions its public base URL (the API's) and the fallback its routes", () => {
@@ -121,6 +183,15 @@ describe("AppserviceStack", () => {
   it("runs each function on nodejs22.x, ARM64, ESM with source maps, its logs kept for a month", () => {
     const functions = resources("AWS::Lambda::Function");
     expect(functions).toHaveLength(6);
+    const fns = template.findResources("AWS::Lambda::Function");
+    expect((fns[functionId("Outbox")] as Resource).Properties.Timeout).toBe(
+      OUTBOX_FUNCTION_TIMEOUT.toSeconds(),
+    );
+    // Two actions at their worst (every call waiting the homeserver's timeout) fit.
+    expect(OUTBOX_FUNCTION_TIMEOUT.toMilliseconds()).toBeGreaterThanOrEqual(
+      2 * actionBudgetMs(HOMESERVER_TIMEOUT_MS),
+    );
+    expect((fns[functionId("Events")] as Resource).Properties.TracingConfig).toBeUndefined();
     for (const [, fn] of functions) {
       expect(fn.Properties).toMatchObject({
         Runtime: "nodejs22.x",
@@ -135,6 +206,10 @@ describe("AppserviceStack", () => {
 
   it("keeps the tokens in generated secrets, never in environment variables or outputs", () => {
     template.resourceCountIs("AWS::SecretsManager::Secret", 2);
+    // Replacing the stack's secrets would change the tokens the homeserver knows.
+    for (const [, secret] of resources("AWS::SecretsManager::Secret")) {
+      expect([secret.DeletionPolicy, secret.UpdateReplacePolicy]).toEqual(["Retain", "Retain"]);
+    }
     template.allResourcesProperties("AWS::SecretsManager::Secret", {
       GenerateSecretString: { PasswordLength: 64, ExcludePunctuation: true },
     });
@@ -165,15 +240,24 @@ describe("AppserviceStack", () => {
     });
   });
 
-  it("has encrypted, SSL-only FIFO queues, inbound and outbound, each redriving to a FIFO dead-letter queue", () => {
+  it("has encrypted, SSL-only, high-throughput FIFO queues, kept 14 days and retained, each redriving to a FIFO dead-letter queue as a last resort", () => {
     template.resourceCountIs("AWS::SQS::Queue", 4);
     template.allResourcesProperties("AWS::SQS::Queue", {
       FifoQueue: true,
       SqsManagedSseEnabled: true,
+      MessageRetentionPeriod: 14 * 24 * 3600,
+      DeduplicationScope: "messageGroup",
+      FifoThroughputLimit: "perMessageGroupId",
     });
+    for (const [, queue] of resources("AWS::SQS::Queue")) {
+      expect([queue.DeletionPolicy, queue.UpdateReplacePolicy]).toEqual(["Retain", "Retain"]);
+    }
     template.hasResourceProperties("AWS::SQS::Queue", {
       VisibilityTimeout: EVENTS_FUNCTION_TIMEOUT.toSeconds() * 6,
-      RedrivePolicy: { maxReceiveCount: MAX_RECEIVE_COUNT, deadLetterTargetArn: Match.anyValue() },
+      RedrivePolicy: {
+        maxReceiveCount: INBOUND_MAX_RECEIVE_COUNT,
+        deadLetterTargetArn: Match.anyValue(),
+      },
     });
     template.hasResourceProperties("AWS::SQS::Queue", {
       VisibilityTimeout: OUTBOX_FUNCTION_TIMEOUT.toSeconds() * 6,
@@ -193,10 +277,14 @@ describe("AppserviceStack", () => {
         ]),
       },
     });
+  });
+
+  it("bounds each queue's consumers: partial batch responses, at most 10 functions at once by default", () => {
     template.resourceCountIs("AWS::Lambda::EventSourceMapping", 2);
     template.allResourcesProperties("AWS::Lambda::EventSourceMapping", {
       FunctionResponseTypes: ["ReportBatchItemFailures"],
       BatchSize: 10,
+      ScalingConfig: { MaximumConcurrency: 10 },
     });
   });
 
@@ -206,71 +294,48 @@ describe("AppserviceStack", () => {
         .flatMap((s) => [s.Action].flat())
         .sort();
     expect(actions("Transactions")).toEqual(
-      [
-        "dynamodb:PutItem",
-        "secretsmanager:DescribeSecret",
-        "secretsmanager:GetSecretValue",
-        "sqs:GetQueueAttributes",
-        "sqs:GetQueueUrl",
-        "sqs:SendMessage",
-      ].sort(),
+      ["dynamodb:PutItem", "secretsmanager:GetSecretValue", "sqs:SendMessage"].sort(),
     );
-    // The application's data and room-state reads: GetItem, Query, the writes, the as_token.
+    // The application's data, the as_token, the outbound queue.
     const applicationGrants = [
-      "dynamodb:ConditionCheckItem",
       "dynamodb:DeleteItem",
       "dynamodb:GetItem",
       "dynamodb:PutItem",
       "dynamodb:Query",
-      "secretsmanager:DescribeSecret",
       "secretsmanager:GetSecretValue",
+      "sqs:SendMessage",
+    ];
+    // What the event source mapping needs of its queue.
+    const consumer = [
+      "sqs:ChangeMessageVisibility",
+      "sqs:DeleteMessage",
+      "sqs:GetQueueAttributes",
+      "sqs:GetQueueUrl",
+      "sqs:ReceiveMessage",
     ];
     expect(actions("Events")).toEqual(
-      [
-        ...applicationGrants,
-        "dynamodb:UpdateItem",
-        "sqs:ChangeMessageVisibility",
-        "sqs:DeleteMessage",
-        "sqs:GetQueueAttributes",
-        "sqs:GetQueueAttributes",
-        "sqs:GetQueueUrl",
-        "sqs:GetQueueUrl",
-        "sqs:ReceiveMessage",
-        "sqs:SendMessage",
-      ].sort(),
+      [...applicationGrants, ...consumer, "dynamodb:UpdateItem", "sqs:SendMessage"].sort(),
     );
     expect(actions("Outbox")).toEqual(
       [
+        ...consumer,
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
-        "secretsmanager:DescribeSecret",
         "secretsmanager:GetSecretValue",
-        "sqs:ChangeMessageVisibility",
-        "sqs:DeleteMessage",
-        "sqs:GetQueueAttributes",
-        "sqs:GetQueueAttributes",
-        "sqs:GetQueueUrl",
-        "sqs:GetQueueUrl",
-        "sqs:ReceiveMessage",
         "sqs:SendMessage",
       ].sort(),
     );
     expect(actions("Queries")).toEqual(
       [
-        "dynamodb:DeleteItem",
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
-        "secretsmanager:DescribeSecret",
-        "secretsmanager:DescribeSecret",
         "secretsmanager:GetSecretValue",
         "secretsmanager:GetSecretValue",
       ].sort(),
     );
-    expect(actions("App")).toEqual(
-      [...applicationGrants, "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"].sort(),
-    );
+    expect(actions("App")).toEqual(applicationGrants.sort());
     expect(actions("Fallback")).toEqual([]);
     for (const statement of ["Transactions", "Events", "Outbox", "Queries", "App"].flatMap(
       policyOf,
@@ -279,26 +344,113 @@ describe("AppserviceStack", () => {
     }
   });
 
-  it("alarms on dead letters, API 5xx and each function's errors", () => {
-    const metrics = resources("AWS::CloudWatch::Alarm").map(([, a]) => a.Properties.MetricName);
-    expect(metrics.sort()).toEqual([
-      "5xx",
-      "ApproximateNumberOfMessagesVisible",
-      "ApproximateNumberOfMessagesVisible",
-      "Errors",
-      "Errors",
-      "Errors",
-      "Errors",
-      "Errors",
-      "Errors",
+  it("keeps the functions that run the application's code to their own items of the table", () => {
+    const tableStatements = (name: string) =>
+      policyOf(name).filter((s) => [s.Action].flat().some((a) => a.startsWith("dynamodb:")));
+    const leadingKeys = (statement: Statement) =>
+      (statement.Condition as { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": string[] } })[
+        "ForAllValues:StringLike"
+      ]["dynamodb:LeadingKeys"];
+    // The internet-facing application function: the application's data only.
+    expect(tableStatements("App").map(leadingKeys)).toEqual([["APP#*"]]);
+    // The events function: the same, and the claim records of items.
+    expect(
+      Object.fromEntries(
+        tableStatements("Events").map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
+      ),
+    ).toEqual({
+      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*"],
+      "dynamodb:UpdateItem": ["EVENT#*", "ITEM#*", "sha256:*"],
+    });
+  });
+
+  it("alarms on problems, the queues' age and inbound dead letters: four alarm metrics", () => {
+    const alarms = Object.fromEntries(
+      resources("AWS::CloudWatch::Alarm").map(([id, a]) => [
+        id.replace(/^Appservice/, "").replace(/[0-9A-F]{8}$/, ""),
+        a.Properties,
+      ]),
+    );
+    expect(Object.keys(alarms).sort()).toEqual([
+      "InboundDeadLettersAlarm",
+      "ProblemsAlarm",
+      "QueueAgeAlarm",
     ]);
+    // CloudWatch bills each metric an alarm reads ($0.10 a month): 4 in all.
+    const metricsRead = Object.values(alarms).map((a) =>
+      a.Metrics ? (a.Metrics as { MetricStat?: unknown }[]).filter((m) => m.MetricStat).length : 1,
+    );
+    expect(metricsRead.reduce((sum, n) => sum + n, 0)).toBe(4);
+    expect(alarms.ProblemsAlarm).toMatchObject({
+      Namespace: "MatrixAppservice/Test/Appservice",
+      MetricName: "Problems",
+      Statistic: "Sum",
+      Threshold: 1,
+    });
+    expect(alarms.QueueAgeAlarm).toMatchObject({
+      Threshold: QUEUE_AGE_ALARM.toSeconds(),
+      Metrics: expect.arrayContaining([
+        expect.objectContaining({ Expression: "MAX([inbound, outbound])", ReturnData: true }),
+        expect.objectContaining({
+          Id: "inbound",
+          MetricStat: expect.objectContaining({
+            Metric: expect.objectContaining({ MetricName: "ApproximateAgeOfOldestMessage" }),
+          }),
+        }),
+        expect.objectContaining({ Id: "outbound" }),
+      ]),
+    });
+    expect(alarms.InboundDeadLettersAlarm).toMatchObject({
+      MetricName: "ApproximateNumberOfMessagesVisible",
+      Dimensions: [
+        {
+          Name: "QueueName",
+          Value: {
+            "Fn::GetAtt": [expect.stringMatching(/^AppserviceInboundDeadLetter/), "QueueName"],
+          },
+        },
+      ],
+    });
+  });
+
+  it("feeds the problems metric from free log filters: every function's errors and runtime failures, API 5xx, 401/403 on transactions", () => {
+    const filters = resources("AWS::Logs::MetricFilter").map(([, f]) => f.Properties);
+    for (const filter of filters) {
+      expect(filter.MetricTransformations).toEqual([
+        {
+          MetricNamespace: "MatrixAppservice/Test/Appservice",
+          MetricName: "Problems",
+          MetricValue: "1",
+        },
+      ]);
+    }
+    const patternsOf = (logGroupId: RegExp) =>
+      filters
+        .filter((f) => logGroupId.test((f.LogGroupName as { Ref: string }).Ref))
+        .map((f) => f.FilterPattern)
+        .sort();
+    for (const name of ["transactions", "events", "outbox", "queries", "fallback", "app"]) {
+      expect(patternsOf(new RegExp(`^Appservice${name}Logs`))).toEqual([
+        '?"Task timed out" ?"Invoke Error" ?"Uncaught Exception" ?"Runtime.ExitError"',
+        '{ $.level = "ERROR" }',
+      ]);
+    }
+    expect(patternsOf(/^AppserviceApiAccessLogs/)).toEqual([
+      '{ $.status >= 500 || $.integrationError != "-" }',
+      '{ ($.status = 401 || $.status = 403) && ($.routeKey = "PUT /_matrix/app/v1/transactions/{txnId}" || $.routeKey = "PUT /transactions/{txnId}") }',
+    ]);
+    expect(filters).toHaveLength(14);
+  });
+
+  it("gives the events function its queue and dead-letter queue, to set each retry's wait and set failing items aside", () => {
+    expect(environmentOf("Events")).toMatchObject({
+      INBOUND_QUEUE_URL: { Ref: expect.stringMatching(/^AppserviceInboundQueue/) },
+      INBOUND_DEAD_LETTER_QUEUE_URL: { Ref: expect.stringMatching(/^AppserviceInboundDeadLetter/) },
+    });
   });
 
   it("gives the outbox the homeserver, the bot and the namespaces, and the token only by its secret", () => {
-    const outbox = template.findResources("AWS::Lambda::Function")[
-      functionId("Outbox")
-    ] as Resource;
-    const env = (outbox.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+    const env = environmentOf("Outbox");
     expect(env).toMatchObject({
       HOMESERVER_URL: "https://matrix.example.org",
       BOT_USER_ID: "@bot:example.org",
@@ -338,6 +490,42 @@ describe("AppserviceStack", () => {
     expect(() => synth({ avatarUrl: "https://example.org/bot.png" })).toThrow(
       "The bot's avatar must be an mxc:// URI",
     );
+  });
+});
+
+describe("AppserviceStack with its options", () => {
+  let stack: AppserviceStack;
+  let template: Template;
+
+  beforeAll(() => {
+    ({ stack, template } = synthesize("Options", {
+      eventsMaxConcurrency: 3,
+      outboxMaxConcurrency: 4,
+      homeserverRateLimit: 7,
+      tracing: true,
+    }));
+  }, 120_000);
+
+  it("bounds each event source as asked, throttles the homeserver's routes as asked, traces with X-Ray, and stays cdk-nag clean", () => {
+    const mappings = Object.values(template.findResources("AWS::Lambda::EventSourceMapping"));
+    expect(
+      mappings
+        .map(
+          (m) => (m.Properties.ScalingConfig as { MaximumConcurrency: number }).MaximumConcurrency,
+        )
+        .sort(),
+    ).toEqual([3, 4]);
+    const stage = Object.values(template.findResources("AWS::ApiGatewayV2::Stage"))[0];
+    const settings = stage?.Properties.RouteSettings as Record<
+      string,
+      { ThrottlingRateLimit: number }
+    >;
+    expect(settings["PUT /_matrix/app/v1/transactions/{txnId}"]?.ThrottlingRateLimit).toBe(7);
+    expect(settings["POST /webhook/{id}"]?.ThrottlingRateLimit).toBe(20);
+    template.allResourcesProperties("AWS::Lambda::Function", {
+      TracingConfig: { Mode: "Active" },
+    });
+    expect(nagFindings(stack)).toEqual([]);
   });
 });
 

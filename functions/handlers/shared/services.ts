@@ -1,3 +1,4 @@
+import type { Logger } from "@aws-lambda-powertools/logger";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { SQSClient } from "@aws-sdk/client-sqs";
 import type { ServiceDeps } from "../../appservice/service-context.ts";
@@ -12,7 +13,7 @@ import { secretFromEnv } from "./secrets.ts";
  * The application's services from the environment: `OUTBOUND_QUEUE_URL`, `BOT_USER_ID`,
  * `HOMESERVER_URL`, `AS_TOKEN_SECRET_ARN`, `TABLE_NAME`, `PUBLIC_BASE_URL`.
  */
-export async function serviceDepsFromEnv(): Promise<ServiceDeps> {
+export async function serviceDepsFromEnv(): Promise<ServiceDeps & { log: Logger }> {
   const botUserId = requiredEnv("BOT_USER_ID");
   const asToken = await secretFromEnv("AS_TOKEN_SECRET_ARN");
   return {

@@ -1,4 +1,5 @@
 import {
+  ChangeMessageVisibilityBatchCommand,
   ChangeMessageVisibilityCommand,
   SendMessageCommand,
   type SQSClient,
@@ -8,6 +9,8 @@ import { sqsGroupId } from "./queue.ts";
 
 /** SQS's maximum visibility timeout: 12 hours. */
 export const MAX_VISIBILITY_SECONDS = 12 * 3600;
+/** SQS's limit on the entries of one batch request. */
+const MAX_BATCH_ENTRIES = 10;
 
 export class SqsMessageControl implements ReceivedMessageControl {
   constructor(
@@ -24,6 +27,31 @@ export class SqsMessageControl implements ReceivedMessageControl {
         VisibilityTimeout: Math.min(MAX_VISIBILITY_SECONDS, Math.max(0, Math.ceil(seconds))),
       }),
     );
+  }
+
+  async retryNow(receiptHandles: string[]): Promise<void> {
+    // Last first: a queue that puts a returned message back at the front of its group (fauxqs
+    // does; SQS keeps each message's place) then holds them in their order too.
+    const entries = receiptHandles
+      .map((receiptHandle, i) => ({
+        Id: String(i),
+        ReceiptHandle: receiptHandle,
+        VisibilityTimeout: 0,
+      }))
+      .reverse();
+    for (let i = 0; i < entries.length; i += MAX_BATCH_ENTRIES) {
+      const { Failed = [] } = await this.client.send(
+        new ChangeMessageVisibilityBatchCommand({
+          QueueUrl: this.queueUrl,
+          Entries: entries.slice(i, i + MAX_BATCH_ENTRIES),
+        }),
+      );
+      if (Failed.length > 0) {
+        throw new Error(
+          `SQS kept ${Failed.length} messages invisible: ${Failed.map((f) => `${f.Code}: ${f.Message}`).join("; ")}`,
+        );
+      }
+    }
   }
 
   async deadLetter(message: FifoMessage): Promise<void> {

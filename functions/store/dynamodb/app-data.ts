@@ -7,8 +7,11 @@ import {
 } from "@aws-sdk/client-dynamodb";
 import type { AppDataStore, AppDataWrite, AppValue } from "../app-data.ts";
 
+/** The partition keys of application data: the stack keeps the application's code to them. */
+export const APP_DATA_KEY_PREFIX = "APP#";
+
 const keyOf = (collection: string, key: string) => ({
-  pk: { S: `APP#${collection}` },
+  pk: { S: `${APP_DATA_KEY_PREFIX}${collection}` },
   sk: { S: key },
 });
 
@@ -37,7 +40,7 @@ export class DynamoDbAppData implements AppDataStore {
       {
         TableName: this.tableName,
         KeyConditionExpression: "pk = :pk",
-        ExpressionAttributeValues: { ":pk": { S: `APP#${collection}` } },
+        ExpressionAttributeValues: { ":pk": { S: `${APP_DATA_KEY_PREFIX}${collection}` } },
         ConsistentRead: true,
       },
     );

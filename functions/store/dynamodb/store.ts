@@ -1,7 +1,6 @@
 import {
   type AttributeValue,
   ConditionalCheckFailedException,
-  DeleteItemCommand,
   type DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
@@ -27,12 +26,17 @@ export const RETENTION_SECONDS = 30 * 24 * 3600;
 
 // Partition keys allow 2048 bytes; an ID longer than this is stored under its hash.
 const MAX_ID_BYTES = 1024;
+/** How the key of an item whose ID is too long for a partition key begins. */
+export const HASHED_KEY_PREFIX = "sha256:";
 const storedId = (id: string) =>
-  Buffer.byteLength(id) > MAX_ID_BYTES ? `sha256:${sha256(id)}` : id;
+  Buffer.byteLength(id) > MAX_ID_BYTES ? `${HASHED_KEY_PREFIX}${sha256(id)}` : id;
 const keyOf = (prefix: string, id: string, sk = "-") => ({
   pk: { S: `${prefix}${storedId(id)}` },
   sk: { S: sk },
 });
+
+// A failure's reason is kept for whoever looks at the record, not in full.
+const MAX_REASON_CHARS = 1000;
 
 // DynamoDB's limit on the items of one transaction.
 const MAX_TRANSACTION_ITEMS = 100;
@@ -136,21 +140,22 @@ export class DynamoDbStore
     try {
       await this.client.send(
         new TransactWriteItemsCommand({
+          // An update, not a put: the record keeps the count of the item's failed runs.
           TransactItems: keys.map((key) => ({
-            Put: {
+            Update: {
               TableName: this.tableName,
-              Item: {
-                ...keyOf("", key),
-                status: { S: "INPROGRESS" },
-                leaseOwner: { S: owner },
-                leaseUntil: { N: String(now + leaseMs) },
-                expiresAt: expiresAt(now),
-              },
+              Key: keyOf("", key),
+              UpdateExpression:
+                "SET #status = :inProgress, leaseOwner = :owner, leaseUntil = :until, expiresAt = :expiresAt",
               ConditionExpression:
-                "attribute_not_exists(pk) OR (#status = :inProgress AND leaseUntil < :now)",
+                "attribute_not_exists(pk) OR #status = :pending OR (#status = :inProgress AND leaseUntil < :now)",
               ExpressionAttributeNames: { "#status": "status" },
               ExpressionAttributeValues: {
                 ":inProgress": { S: "INPROGRESS" },
+                ":pending": { S: "PENDING" },
+                ":owner": { S: owner },
+                ":until": { N: String(now + leaseMs) },
+                ":expiresAt": expiresAt(now),
                 ":now": { N: String(now) },
               },
               ReturnValuesOnConditionCheckFailure: "ALL_OLD",
@@ -188,19 +193,55 @@ export class DynamoDbStore
   }
 
   async release(key: string, owner: string): Promise<void> {
+    await this.giveUpLease(key, owner, "");
+  }
+
+  async fail(key: string, owner: string, reason: string): Promise<number> {
+    const attributes = await this.giveUpLease(
+      key,
+      owner,
+      ", lastError = :reason, failedAt = :now ADD attempts :one",
+      {
+        ":reason": { S: reason.slice(0, MAX_REASON_CHARS) },
+        ":now": { N: String(this.now()) },
+        ":one": { N: "1" },
+      },
+    );
+    return Number(attributes?.attempts?.N ?? 0);
+  }
+
+  /**
+   * Makes a record held by `owner` claimable again at once (PENDING, no lease), with `more` of
+   * an update expression; undefined when someone else holds or finished it.
+   */
+  private async giveUpLease(
+    key: string,
+    owner: string,
+    more: string,
+    values: Record<string, AttributeValue> = {},
+  ): Promise<Record<string, AttributeValue> | undefined> {
     try {
-      await this.client.send(
-        new DeleteItemCommand({
+      const { Attributes } = await this.client.send(
+        new UpdateItemCommand({
           TableName: this.tableName,
           Key: keyOf("", key),
+          UpdateExpression: `SET #status = :pending${more} REMOVE leaseOwner, leaseUntil`,
           ConditionExpression: "#status = :inProgress AND leaseOwner = :owner",
           ExpressionAttributeNames: { "#status": "status" },
-          ExpressionAttributeValues: { ":inProgress": { S: "INPROGRESS" }, ":owner": { S: owner } },
+          ExpressionAttributeValues: {
+            ":pending": { S: "PENDING" },
+            ":inProgress": { S: "INPROGRESS" },
+            ":owner": { S: owner },
+            ...values,
+          },
+          ReturnValues: "UPDATED_NEW",
         }),
       );
+      return Attributes ?? {};
     } catch (error) {
       // Someone else holds or finished it: nothing of ours to give up.
-      if (!isConditionFailure(error)) throw error;
+      if (isConditionFailure(error)) return undefined;
+      throw error;
     }
   }
 
