@@ -62,12 +62,12 @@ export class CounterResets {
 }
 
 /**
- * Stores a transaction's items durably before the homeserver gets its 200, in two round
- * trips: the enqueue, then one conditional write of the txnId. A crash anywhere before the
- * record makes the homeserver retry; the retry's enqueue is absorbed by the queue's
- * deduplication and by the per-event claims downstream. (A lookup of the txnId alongside the
- * enqueue would save nothing: the enqueue must run anyway, and the conditional write already
- * tells a retry from a new transaction.)
+ * Stores a transaction's items durably before the homeserver gets its 200, in one round trip:
+ * the enqueue and the conditional write of the txnId run at once, and the answer waits for
+ * both. The record does not gate the enqueue: every attempt enqueues, a retry included, and the
+ * queue's deduplication (5 minutes) and the per-item claims downstream (30 days) absorb the
+ * repeats. So a failure of either is a 5xx whatever the other did: the homeserver's retry
+ * enqueues again, and a txnId recorded by the failed attempt only makes the retry count as one.
  */
 export async function acceptTransaction(
   txnId: string,
@@ -75,23 +75,22 @@ export async function acceptTransaction(
   { transactions, inboundQueue, log, counterResets }: AcceptTransactionDeps,
 ): Promise<AcceptOutcome> {
   const messages = inboundMessages(txnId, transaction);
-  if (messages.length > 0) {
-    try {
-      await inboundQueue.send(messages);
-    } catch (error) {
-      log.error("enqueue failed; the homeserver will retry", { txnId, error });
-      throw unavailable("Could not queue the transaction's events; retry later");
-    }
+  const [queued, recorded] = await Promise.allSettled([
+    messages.length > 0 ? inboundQueue.send(messages) : undefined,
+    transactions.recordTransaction(txnId, { bodyHash: transactionHash(transaction) }),
+  ]);
+  if (queued.status === "rejected") {
+    log.error("enqueue failed; the homeserver will retry", { txnId, error: queued.reason });
+    throw unavailable("Could not queue the transaction's events; retry later");
   }
-  let outcome: RecordOutcome;
-  try {
-    outcome = await transactions.recordTransaction(txnId, {
-      bodyHash: transactionHash(transaction),
+  if (recorded.status === "rejected") {
+    log.error("recording the transaction failed; the homeserver will retry", {
+      txnId,
+      error: recorded.reason,
     });
-  } catch (error) {
-    log.error("recording the transaction failed; the homeserver will retry", { txnId, error });
     throw unavailable("Could not record the transaction; retry later");
   }
+  const outcome: RecordOutcome = recorded.value;
   if (outcome === "duplicate") return "duplicate";
   counterResets.observe(txnId, outcome === "replaced", log);
   return outcome === "replaced" ? "reused" : "accepted";

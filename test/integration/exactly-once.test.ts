@@ -160,12 +160,12 @@ describe("exactly-once delivery", () => {
     expect(warnings.some((w) => w.includes("txnId reused"))).toBe(true);
   });
 
-  it("a crash after the enqueue and before the record → 5xx, nothing recorded; the retry yields exactly once", async () => {
+  it("the enqueue done and the record failed (a crash) → 5xx, nothing recorded; the retry yields exactly once", async () => {
     const recorder = recordingApplication();
     let crashes = 1;
     const local = await start({
       application: recorder.application,
-      // The record fails once, as if the process died between the enqueue and the record.
+      // The record fails once, as if the process died with the enqueue done.
       wrapStore: (store) =>
         Object.assign(Object.create(store), {
           recordTransaction: async (...args: Parameters<typeof store.recordTransaction>) => {
@@ -236,7 +236,7 @@ describe("exactly-once delivery", () => {
     expectEachOnce(recorder.events, events);
   });
 
-  it("SQS unreachable → 5xx with nothing recorded; once it is back, the retry succeeds and each event is handled once", async () => {
+  it("SQS unreachable → 5xx, though the txnId is recorded at once; once SQS is back, the retry enqueues again and each event is handled once", async () => {
     const sqsLocal = await startSqsLocal();
     cleanups.push(() => sqsLocal.stop());
     const proxy = await startTcpProxy(sqsLocal.endpoint);
@@ -249,9 +249,12 @@ describe("exactly-once delivery", () => {
     const failed = await putTransaction(local.url, "sqs-down", { events }, { token });
     expect(failed.status).toBe(503);
     proxy.setDown(false);
-    // Nothing was recorded: had it been, this retry would be a no-op and the events lost.
+    // The record was written beside the failed enqueue: the retry counts as a duplicate, and
+    // still enqueues (had the record gated the enqueue, the events would be lost).
     const retry = await putTransaction(local.url, "sqs-down", { events }, { token });
     expect(retry.status).toBe(200);
+    expect(local.metrics.counts.get("TransactionsDuplicate")).toBe(1);
+    expect(local.metrics.counts.get("TransactionsAccepted")).toBeUndefined();
     await waitFor(() => recorder.events.length >= 50, 30_000);
     await sleep(1500);
     expectEachOnce(recorder.events, events);
