@@ -1,8 +1,8 @@
 import type { FifoQueue } from "../queue/queue.ts";
+import { unavailable } from "../shared/errors.ts";
+import type { Log } from "../shared/log.ts";
 import type { RecordOutcome, TransactionStore } from "../store/store.ts";
-import { unavailable } from "./errors.ts";
 import { inboundMessages, transactionHash } from "./inbound.ts";
-import type { Log } from "./log.ts";
 import type { Transaction } from "./transaction.ts";
 
 export interface AcceptTransactionDeps {

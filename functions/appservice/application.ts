@@ -1,4 +1,3 @@
-import type { Log } from "../appservice/log.ts";
 import type {
   ClientEvent,
   DeviceData,
@@ -7,6 +6,7 @@ import type {
 } from "../appservice/transaction.ts";
 import type { Actions, CreateRoomOptions } from "../matrix/actions.ts";
 import type { HomeserverReader } from "../matrix/room-state.ts";
+import type { Log } from "../shared/log.ts";
 import type { AppDataStore } from "../store/app-data.ts";
 
 /** What every handler of the application is given to act with. */

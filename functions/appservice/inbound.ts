@@ -1,6 +1,6 @@
 import { type FifoMessage, MAX_MESSAGE_BYTES, queueJson } from "../queue/queue.ts";
-import { tooLarge } from "./errors.ts";
-import { sha256 } from "./hash.ts";
+import { tooLarge } from "../shared/errors.ts";
+import { sha256 } from "../shared/hash.ts";
 import type {
   ClientEvent,
   DeviceData,

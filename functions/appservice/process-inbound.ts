@@ -1,7 +1,7 @@
+import type { Log } from "../shared/log.ts";
 import type { ClaimStore } from "../store/store.ts";
 import type { Application, ApplicationContext, ServiceContext } from "./application.ts";
 import type { InboundItem, InboundMessage } from "./inbound.ts";
-import type { Log } from "./log.ts";
 
 export interface ProcessInboundDeps {
   claims: ClaimStore;

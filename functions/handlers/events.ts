@@ -4,9 +4,9 @@ import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda"
 import { application } from "../app/index.ts";
 import type { Application } from "../appservice/application.ts";
 import type { InboundMessage } from "../appservice/inbound.ts";
-import type { Metrics } from "../appservice/metrics.ts";
 import { processInboundMessage } from "../appservice/process-inbound.ts";
 import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
+import type { Metrics } from "../shared/metrics.ts";
 import type { ClaimStore } from "../store/store.ts";
 import { dynamoDbStoreFromEnv } from "./shared/dynamodb.ts";
 import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";

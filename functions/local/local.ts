@@ -4,8 +4,6 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { application as defaultApplication } from "../app/index.ts";
 import type { Application } from "../appservice/application.ts";
-import type { Log } from "../appservice/log.ts";
-import { CountingMetrics } from "../appservice/metrics.ts";
 import { createNamespaceMatcher, uncoveredUserPrefixes } from "../appservice/namespaces.ts";
 import {
   ephemeralFlagToAdd,
@@ -33,6 +31,8 @@ import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { httpHomeserverReader } from "../matrix/room-state.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
+import type { Log } from "../shared/log.ts";
+import { CountingMetrics } from "../shared/metrics.ts";
 import { DynamoDbAppData } from "../store/dynamodb/app-data.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import { ensureTable } from "../store/dynamodb/table.ts";

@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { MatrixError } from "../../functions/appservice/errors.ts";
 import {
   type InboundMessage,
   inboundMessages,
@@ -7,6 +6,7 @@ import {
 } from "../../functions/appservice/inbound.ts";
 import { parseTransaction } from "../../functions/appservice/transaction.ts";
 import { MAX_MESSAGE_BYTES } from "../../functions/queue/queue.ts";
+import { MatrixError } from "../../functions/shared/errors.ts";
 import { makeEvent } from "../support/appservice.ts";
 
 const badJsonOf = (body: unknown) => {

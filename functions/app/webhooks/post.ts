@@ -4,7 +4,7 @@ import type {
   AppRoute,
   ServiceContext,
 } from "../../appservice/application.ts";
-import { badJson, MatrixError, notJson, tooLarge } from "../../appservice/errors.ts";
+import { badJson, MatrixError, notJson, tooLarge } from "../../shared/errors.ts";
 import { takeToken } from "./rate-limit.ts";
 import { findWebhook, webhookKey } from "./store.ts";
 import { cleanName, cleanText } from "./text.ts";

@@ -1,4 +1,4 @@
-import { sha256 } from "../../appservice/hash.ts";
+import { sha256 } from "../../shared/hash.ts";
 import type { AppDataStore } from "../../store/app-data.ts";
 import { forgetBucket } from "./rate-limit.ts";
 
