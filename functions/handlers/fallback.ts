@@ -1,6 +1,6 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { findRoute, type Route, routeTable } from "../appservice/routes.ts";
+import { findRoute, type Route, routeTable } from "../appservice/protocol/routes.ts";
 import { unrecognized } from "../shared/errors.ts";
 import type { Log } from "../shared/log.ts";
 import { matrixErrors } from "./http.ts";

@@ -5,9 +5,9 @@ import type {
   APIGatewayProxyStructuredResultV2,
   Context,
 } from "aws-lambda";
-import { authenticateHomeserver } from "../appservice/auth.ts";
-import type { Route } from "../appservice/routes.ts";
-import { findRoute } from "../appservice/routes.ts";
+import { authenticateHomeserver } from "../appservice/protocol/auth.ts";
+import type { Route } from "../appservice/protocol/routes.ts";
+import { findRoute } from "../appservice/protocol/routes.ts";
 import { MAX_BODY_BYTES } from "../handlers/http.ts";
 import { MatrixError, tooLarge, unavailable } from "../shared/errors.ts";
 

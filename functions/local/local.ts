@@ -4,15 +4,18 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { application as defaultApplication } from "../app/index.ts";
 import type { Application } from "../appservice/application.ts";
-import { createNamespaceMatcher, uncoveredUserPrefixes } from "../appservice/namespaces.ts";
+import {
+  createNamespaceMatcher,
+  uncoveredUserPrefixes,
+} from "../appservice/protocol/namespaces.ts";
 import {
   ephemeralFlagToAdd,
   loadRegistration,
   newRegistration,
   type Registration,
   registrationYaml,
-} from "../appservice/registration.ts";
-import { type Route, routeTable } from "../appservice/routes.ts";
+} from "../appservice/protocol/registration.ts";
+import { type Route, routeTable } from "../appservice/protocol/routes.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
 import { createAppHandler } from "../handlers/app.ts";
 import { createEventsHandler } from "../handlers/events.ts";

@@ -1,7 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { registrationYaml } from "../../functions/appservice/registration.ts";
+import { registrationYaml } from "../../functions/appservice/protocol/registration.ts";
 import type { LocalAppservice, LocalOptions } from "../../functions/local/local.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { makeEvent, startTestAppservice, tempDir, waitFor } from "../support/appservice.ts";

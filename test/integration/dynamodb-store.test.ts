@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { PutItemCommand } from "@aws-sdk/client-dynamodb";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { processInboundMessage } from "../../functions/appservice/process-inbound.ts";
+import { processInboundMessage } from "../../functions/appservice/pipeline/process-inbound.ts";
 import { serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { DynamoDbStore, RETENTION_SECONDS } from "../../functions/store/dynamodb/store.ts";

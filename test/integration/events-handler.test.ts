@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Context, SQSEvent, SQSRecord } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import type { InboundMessage } from "../../functions/appservice/inbound.ts";
+import type { InboundMessage } from "../../functions/appservice/pipeline/inbound.ts";
 import { createEventsHandler } from "../../functions/handlers/events.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { CountingMetrics } from "../../functions/shared/metrics.ts";

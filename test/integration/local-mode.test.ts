@@ -5,9 +5,12 @@ import { promisify } from "node:util";
 import { GetQueueAttributesCommand, GetQueueUrlCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { afterEach, describe, expect, inject, it, onTestFinished, vi } from "vitest";
 import { parse } from "yaml";
-import { claimKey } from "../../functions/appservice/process-inbound.ts";
-import { newRegistration, registrationYaml } from "../../functions/appservice/registration.ts";
-import type { ClientEvent } from "../../functions/appservice/transaction.ts";
+import { claimKey } from "../../functions/appservice/pipeline/process-inbound.ts";
+import {
+  newRegistration,
+  registrationYaml,
+} from "../../functions/appservice/protocol/registration.ts";
+import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import { localSqs } from "../../functions/local/aws-clients.ts";
 import { freePort } from "../../functions/local/free-port.ts";
 import { startLocal } from "../../functions/local/local.ts";

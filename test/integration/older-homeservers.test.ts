@@ -5,7 +5,7 @@ import {
   newRegistration,
   type Registration,
   registrationYaml,
-} from "../../functions/appservice/registration.ts";
+} from "../../functions/appservice/protocol/registration.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { startTestAppservice, tempDir } from "../support/appservice.ts";
 

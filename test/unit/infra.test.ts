@@ -8,7 +8,7 @@ import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { beforeAll, describe, expect, it } from "vitest";
 import { application } from "../../functions/app/index.ts";
-import { routeTable } from "../../functions/appservice/routes.ts";
+import { routeTable } from "../../functions/appservice/protocol/routes.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/matrix/backoff.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import {

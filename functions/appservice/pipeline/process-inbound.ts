@@ -1,6 +1,6 @@
-import type { Log } from "../shared/log.ts";
-import type { ClaimStore } from "../store/store.ts";
-import type { Application, ApplicationContext, ServiceContext } from "./application.ts";
+import type { Log } from "../../shared/log.ts";
+import type { ClaimStore } from "../../store/store.ts";
+import type { Application, ApplicationContext, ServiceContext } from "../application.ts";
 import type { InboundItem, InboundMessage } from "./inbound.ts";
 
 export interface ProcessInboundDeps {

@@ -1,11 +1,15 @@
-import { createRoomRequest, profileRequest, registerRequest } from "../matrix/actions.ts";
-import { BudgetExhausted, callBefore } from "../matrix/bounded-call.ts";
-import { type ClientServerRequest, type HomeserverClient, matrixError } from "../matrix/request.ts";
-import type { Log } from "../shared/log.ts";
-import type { MembershipStore } from "../store/membership.ts";
-import type { ClaimStore } from "../store/store.ts";
-import type { Application } from "./application.ts";
-import type { createNamespaceMatcher } from "./namespaces.ts";
+import { createRoomRequest, profileRequest, registerRequest } from "../../matrix/actions.ts";
+import { BudgetExhausted, callBefore } from "../../matrix/bounded-call.ts";
+import {
+  type ClientServerRequest,
+  type HomeserverClient,
+  matrixError,
+} from "../../matrix/request.ts";
+import type { Log } from "../../shared/log.ts";
+import type { MembershipStore } from "../../store/membership.ts";
+import type { ClaimStore } from "../../store/store.ts";
+import type { Application } from "../application.ts";
+import type { createNamespaceMatcher } from "../protocol/namespaces.ts";
 
 export interface QueryDeps {
   application: Application;
