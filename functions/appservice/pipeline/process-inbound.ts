@@ -1,4 +1,5 @@
 import type { Log } from "../../shared/log.ts";
+import { claimKeys } from "../../store/claim-keys.ts";
 import type { ClaimStore } from "../../store/store.ts";
 import type { Application, ApplicationContext, ServiceContext } from "../application.ts";
 import type { InboundItem, InboundMessage } from "./inbound.ts";
@@ -19,7 +20,7 @@ export interface ProcessOutcome {
 }
 
 export const claimKey = (item: InboundItem) =>
-  item.kind === "event" ? `EVENT#${item.id}` : `ITEM#${item.id}`;
+  item.kind === "event" ? claimKeys.event(item.id) : claimKeys.item(item.id);
 
 function deliver(item: InboundItem, application: Application, context: ApplicationContext) {
   switch (item.kind) {

@@ -1,0 +1,12 @@
+/**
+ * The keys a `ClaimStore` claims, in the table's key scheme: the DynamoDB adapter stores each as
+ * the partition key as it is. A key is also the origin that seeds the IDs of the actions its
+ * handler asks for, so these strings must never change.
+ */
+export const claimKeys = {
+  event: (eventId: string) => `EVENT#${eventId}`,
+  /** An ephemeral event, a to-device message or device data: keyed by the ID the pipeline derives. */
+  item: (itemId: string) => `ITEM#${itemId}`,
+  userQuery: (userId: string) => `QUERY#USER#${userId}`,
+  aliasQuery: (alias: string) => `QUERY#ALIAS#${alias}`,
+};
