@@ -7,8 +7,11 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { application } from "../functions/app/index.ts";
-import { newRegistration, registrationYaml } from "../functions/appservice/registration.ts";
-import type { ClientEvent } from "../functions/appservice/transaction.ts";
+import {
+  newRegistration,
+  registrationYaml,
+} from "../functions/appservice/protocol/registration.ts";
+import type { ClientEvent } from "../functions/appservice/protocol/transaction.ts";
 import { freePort } from "../functions/local/free-port.ts";
 import { ScriptedHomeserver } from "../test/support/homeserver.ts";
 import { percentile, startServer, stopServer } from "./support.ts";

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { type DynamoDBClient, ScanCommand } from "@aws-sdk/client-dynamodb";
 import { GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { parse } from "yaml";
-import type { ClientEvent } from "../functions/appservice/transaction.ts";
+import type { ClientEvent } from "../functions/appservice/protocol/transaction.ts";
 import { freePort } from "../functions/local/free-port.ts";
 
 const root = join(import.meta.dirname, "..");

@@ -4,8 +4,8 @@
 // local queue. The load generator runs in this process.
 import { randomUUID } from "node:crypto";
 import { GetQueueUrlCommand, SendMessageBatchCommand } from "@aws-sdk/client-sqs";
-import { inboundMessages } from "../functions/appservice/inbound.ts";
-import type { ClientEvent } from "../functions/appservice/transaction.ts";
+import { inboundMessages } from "../functions/appservice/pipeline/inbound.ts";
+import type { ClientEvent } from "../functions/appservice/protocol/transaction.ts";
 import { localDynamoDb, localSqs } from "../functions/local/aws-clients.ts";
 import { freePort } from "../functions/local/free-port.ts";
 import {

@@ -3,12 +3,12 @@ import { App, Aspects } from "aws-cdk-lib";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { parse } from "yaml";
 import { application } from "../functions/app/index.ts";
-import { uncoveredUserPrefixes } from "../functions/appservice/namespaces.ts";
+import { uncoveredUserPrefixes } from "../functions/appservice/protocol/namespaces.ts";
 import {
   parseRegistration,
   publicRegistration,
   type Registration,
-} from "../functions/appservice/registration.ts";
+} from "../functions/appservice/protocol/registration.ts";
 import { AppserviceStack } from "./appservice-stack.ts";
 import type { PublicRegistration } from "./matrix-appservice.ts";
 

@@ -35,17 +35,15 @@ import { NagSuppressions } from "cdk-nag";
 import { Construct } from "constructs";
 import { application } from "../functions/app/index.ts";
 import type { AppRoute } from "../functions/appservice/application.ts";
-import {
-  CLAIM_KEY_PREFIXES,
-  INBOUND_MAX_RECEIVE_COUNT,
-} from "../functions/appservice/process-inbound.ts";
-import type { Registration } from "../functions/appservice/registration.ts";
-import { type Route, routeTable } from "../functions/appservice/routes.ts";
+import { INBOUND_MAX_RECEIVE_COUNT } from "../functions/appservice/pipeline/process-inbound.ts";
+import type { Registration } from "../functions/appservice/protocol/registration.ts";
+import { type Route, routeTable } from "../functions/appservice/protocol/routes.ts";
 import { EVENTS_TIMEOUT_MS } from "../functions/handlers/events.ts";
 import { OUTBOX_TIMEOUT_MS } from "../functions/handlers/outbox.ts";
 import { NEAR_TIMEOUT_SHARE } from "../functions/handlers/shared/lambda-handler.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
+import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
 import { APP_DATA_KEY_PREFIX } from "../functions/store/dynamodb/app-data.ts";
 import { HASHED_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";

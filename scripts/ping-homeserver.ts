@@ -1,4 +1,4 @@
-import type { Registration } from "../functions/appservice/registration.ts";
+import type { Registration } from "../functions/appservice/protocol/registration.ts";
 import type { TransactionHistory } from "../functions/store/store.ts";
 
 export interface PingResult {

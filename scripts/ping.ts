@@ -4,7 +4,7 @@
 // TABLE_NAME (AWS, with your credentials).
 import { resolve } from "node:path";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
-import { loadRegistration } from "../functions/appservice/registration.ts";
+import { loadRegistration } from "../functions/appservice/protocol/registration.ts";
 import { localDynamoDb } from "../functions/local/aws-clients.ts";
 import { DynamoDbStore } from "../functions/store/dynamodb/store.ts";
 import { pingHomeserver } from "./ping-homeserver.ts";

@@ -4,7 +4,7 @@ import {
   ephemeralFlagToAdd,
   parseRegistration,
   type Registration,
-} from "../functions/appservice/registration.ts";
+} from "../functions/appservice/protocol/registration.ts";
 
 export interface StackClients {
   cloudFormation: Pick<CloudFormationClient, "send">;

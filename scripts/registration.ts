@@ -3,7 +3,10 @@
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { application } from "../functions/app/index.ts";
-import { newRegistration, registrationYaml } from "../functions/appservice/registration.ts";
+import {
+  newRegistration,
+  registrationYaml,
+} from "../functions/appservice/protocol/registration.ts";
 import { defaultStackClients, registrationFromStack } from "./registration-from-stack.ts";
 
 const usage = `Usage: npm run registration -- [options]

@@ -1,4 +1,4 @@
-import type { Application } from "../appservice/application.ts";
+import type { Application } from "../appservice/api.ts";
 import {
   isUrlMessageRequest,
   isWebhookCommand,

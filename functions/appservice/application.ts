@@ -1,13 +1,13 @@
-import type { Log } from "../appservice/log.ts";
+import type { Actions, CreateRoomOptions } from "../matrix/actions.ts";
+import type { HomeserverReader } from "../matrix/room-state.ts";
+import type { Log } from "../shared/log.ts";
+import type { AppDataStore } from "../store/app-data.ts";
 import type {
   ClientEvent,
   DeviceData,
   EphemeralEvent,
   ToDeviceMessage,
-} from "../appservice/transaction.ts";
-import type { Actions, CreateRoomOptions } from "../matrix/actions.ts";
-import type { HomeserverReader } from "../matrix/room-state.ts";
-import type { AppDataStore } from "../store/app-data.ts";
+} from "./protocol/transaction.ts";
 
 /** What every handler of the application is given to act with. */
 export interface ServiceContext {

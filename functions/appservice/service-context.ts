@@ -1,10 +1,10 @@
 import { createActions } from "../matrix/actions.ts";
 import type { HomeserverReader } from "../matrix/room-state.ts";
 import type { FifoQueue } from "../queue/queue.ts";
+import { deriveSecret } from "../shared/hash.ts";
+import type { Log } from "../shared/log.ts";
 import type { AppDataStore } from "../store/app-data.ts";
 import type { ServiceContext } from "./application.ts";
-import { deriveSecret } from "./hash.ts";
-import type { Log } from "./log.ts";
 
 /** What the application's handlers act with, before it is tied to one origin. */
 export interface ServiceDeps {

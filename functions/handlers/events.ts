@@ -3,16 +3,16 @@ import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import { application } from "../app/index.ts";
 import type { Application } from "../appservice/application.ts";
-import type { InboundMessage } from "../appservice/inbound.ts";
-import type { Metrics } from "../appservice/metrics.ts";
+import type { InboundMessage } from "../appservice/pipeline/inbound.ts";
 import {
   INBOUND_RETRY,
   type InboundRetryPolicy,
   processInboundMessage,
-} from "../appservice/process-inbound.ts";
+} from "../appservice/pipeline/process-inbound.ts";
 import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
 import type { ReceivedMessageControl } from "../queue/queue.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
+import type { Metrics } from "../shared/metrics.ts";
 import type { ClaimStore } from "../store/store.ts";
 import { dynamoDbStoreFromEnv } from "./shared/dynamodb.ts";
 import { processFifoBatch } from "./shared/fifo-batch.ts";

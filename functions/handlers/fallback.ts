@@ -1,8 +1,8 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { unrecognized } from "../appservice/errors.ts";
-import type { Log } from "../appservice/log.ts";
-import { findRoute, type Route, routeTable } from "../appservice/routes.ts";
+import { findRoute, type Route, routeTable } from "../appservice/protocol/routes.ts";
+import { unrecognized } from "../shared/errors.ts";
+import type { Log } from "../shared/log.ts";
 import { matrixErrors } from "./http.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
 import { createLogger } from "./shared/logger.ts";

@@ -1,7 +1,7 @@
 import type { MiddlewareObj } from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { badJson, MatrixError, notJson, tooLarge } from "../appservice/errors.ts";
-import type { Log } from "../appservice/log.ts";
+import { badJson, MatrixError, notJson, tooLarge } from "../shared/errors.ts";
+import type { Log } from "../shared/log.ts";
 
 /**
  * The largest request body read: about Lambda's own 6 MB invocation limit. A full Synapse

@@ -1,12 +1,12 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { acceptTransaction, CounterResets } from "../appservice/accept-transaction.ts";
-import { authenticateHomeserver } from "../appservice/auth.ts";
-import { badJson } from "../appservice/errors.ts";
-import type { Log } from "../appservice/log.ts";
-import type { Metrics } from "../appservice/metrics.ts";
-import { parseTransaction } from "../appservice/transaction.ts";
+import { acceptTransaction, CounterResets } from "../appservice/pipeline/accept-transaction.ts";
+import { authenticateHomeserver } from "../appservice/protocol/auth.ts";
+import { parseTransaction } from "../appservice/protocol/transaction.ts";
 import type { FifoQueue } from "../queue/queue.ts";
+import { badJson } from "../shared/errors.ts";
+import type { Log } from "../shared/log.ts";
+import type { Metrics } from "../shared/metrics.ts";
 import type { TransactionStore } from "../store/store.ts";
 import { jsonBody, jsonResponse, matrixErrors } from "./http.ts";
 import { dynamoDbStoreFromEnv } from "./shared/dynamodb.ts";

@@ -5,11 +5,11 @@ import type {
   APIGatewayProxyStructuredResultV2,
   Context,
 } from "aws-lambda";
-import { authenticateHomeserver } from "../appservice/auth.ts";
-import { MatrixError, tooLarge, unavailable } from "../appservice/errors.ts";
-import type { Route } from "../appservice/routes.ts";
-import { findRoute } from "../appservice/routes.ts";
+import { authenticateHomeserver } from "../appservice/protocol/auth.ts";
+import type { Route } from "../appservice/protocol/routes.ts";
+import { findRoute } from "../appservice/protocol/routes.ts";
 import { MAX_BODY_BYTES } from "../handlers/http.ts";
+import { MatrixError, tooLarge, unavailable } from "../shared/errors.ts";
 
 export type HttpHandler = (
   event: APIGatewayProxyEventV2,

@@ -4,22 +4,23 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { application as defaultApplication } from "../app/index.ts";
 import type { Application } from "../appservice/application.ts";
-import type { Log } from "../appservice/log.ts";
-import { CountingMetrics } from "../appservice/metrics.ts";
-import { createNamespaceMatcher, uncoveredUserPrefixes } from "../appservice/namespaces.ts";
 import {
   INBOUND_MAX_RECEIVE_COUNT,
   INBOUND_RETRY,
   type InboundRetryPolicy,
-} from "../appservice/process-inbound.ts";
+} from "../appservice/pipeline/process-inbound.ts";
+import {
+  createNamespaceMatcher,
+  uncoveredUserPrefixes,
+} from "../appservice/protocol/namespaces.ts";
 import {
   ephemeralFlagToAdd,
   loadRegistration,
   newRegistration,
   type Registration,
   registrationYaml,
-} from "../appservice/registration.ts";
-import { type Route, routeTable } from "../appservice/routes.ts";
+} from "../appservice/protocol/registration.ts";
+import { type Route, routeTable } from "../appservice/protocol/routes.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
 import { createAppHandler } from "../handlers/app.ts";
 import {
@@ -47,6 +48,8 @@ import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { httpHomeserverReader } from "../matrix/room-state.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
+import type { Log } from "../shared/log.ts";
+import { CountingMetrics } from "../shared/metrics.ts";
 import { DynamoDbAppData } from "../store/dynamodb/app-data.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import { ensureTable } from "../store/dynamodb/table.ts";

@@ -1,6 +1,6 @@
 // `npm start`: the appservice on this machine, no AWS account needed.
 import { resolve } from "node:path";
-import { RegistrationError } from "../appservice/registration.ts";
+import { RegistrationError } from "../appservice/protocol/registration.ts";
 import { startLocal } from "./local.ts";
 
 const env = process.env;

@@ -6,7 +6,7 @@ import {
   type SQSClient,
 } from "@aws-sdk/client-sqs";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-import type { Log } from "../appservice/log.ts";
+import type { Log } from "../shared/log.ts";
 
 export type SqsHandler = (
   event: SQSEvent,

@@ -1,5 +1,5 @@
-import { sha256 } from "../appservice/hash.ts";
 import { type FifoQueue, queueJson } from "../queue/queue.ts";
+import { sha256 } from "../shared/hash.ts";
 import type { ClientServerRequest, OutboundAction } from "./request.ts";
 
 const CS = "/_matrix/client/v3";

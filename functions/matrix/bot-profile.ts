@@ -1,4 +1,4 @@
-import type { Log } from "../appservice/log.ts";
+import type { Log } from "../shared/log.ts";
 import type { MembershipStore } from "../store/membership.ts";
 import { type ProfileField, profileRequest } from "./actions.ts";
 import { type ClientServerRequest, type ClientServerResponse, matrixError } from "./request.ts";

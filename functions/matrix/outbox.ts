@@ -1,4 +1,4 @@
-import type { Log } from "../appservice/log.ts";
+import type { Log } from "../shared/log.ts";
 import type { MembershipStore, ServerErrorCounter } from "../store/membership.ts";
 import { inviteRequest, joinRequest, registerRequest } from "./actions.ts";
 import { actionProblem } from "./allowed-request.ts";

@@ -1,9 +1,9 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
-import type { Log } from "../../functions/appservice/log.ts";
-import { registrationYaml } from "../../functions/appservice/registration.ts";
+import { registrationYaml } from "../../functions/appservice/protocol/registration.ts";
 import type { LocalAppservice, LocalOptions } from "../../functions/local/local.ts";
+import type { Log } from "../../functions/shared/log.ts";
 import { makeEvent, startTestAppservice, tempDir, waitFor } from "../support/appservice.ts";
 import type { RecordedRequest } from "../support/homeserver.ts";
 import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import {
   INBOUND_RETRY,
   processInboundMessage,
-} from "../../functions/appservice/process-inbound.ts";
+} from "../../functions/appservice/pipeline/process-inbound.ts";
 import { serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { DynamoDbStore, RETENTION_SECONDS } from "../../functions/store/dynamodb/store.ts";

@@ -8,14 +8,12 @@ import {
 import type { Context, SQSEvent, SQSRecord } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { Application } from "../../functions/appservice/application.ts";
-import { inboundMessages } from "../../functions/appservice/inbound.ts";
-import type { Log } from "../../functions/appservice/log.ts";
-import { CountingMetrics } from "../../functions/appservice/metrics.ts";
+import { inboundMessages } from "../../functions/appservice/pipeline/inbound.ts";
 import {
   INBOUND_MAX_RECEIVE_COUNT,
   type InboundRetryPolicy,
-} from "../../functions/appservice/process-inbound.ts";
-import type { ClientEvent } from "../../functions/appservice/transaction.ts";
+} from "../../functions/appservice/pipeline/process-inbound.ts";
+import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import {
   createEventsHandler,
   EVENTS_RECORD_BUDGET_MS,
@@ -26,6 +24,8 @@ import { ensureFifoQueue } from "../../functions/local/queues.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
 import { SqsMessageControl } from "../../functions/queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../../functions/queue/sqs/queue.ts";
+import type { Log } from "../../functions/shared/log.ts";
+import { CountingMetrics } from "../../functions/shared/metrics.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { makeEvent, noServices } from "../support/appservice.ts";

@@ -1,9 +1,9 @@
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { afterEach, describe, expect, inject, it } from "vitest";
-import type { Log } from "../../functions/appservice/log.ts";
-import type { ClientEvent } from "../../functions/appservice/transaction.ts";
+import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import { localSqs } from "../../functions/local/aws-clients.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
+import type { Log } from "../../functions/shared/log.ts";
 import {
   makeEvent,
   putTransaction,

@@ -1,6 +1,6 @@
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { describe, expect, it, onTestFinished } from "vitest";
-import type { ClientEvent } from "../../functions/appservice/transaction.ts";
+import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import { localSqs } from "../../functions/local/aws-clients.ts";
 import {
   makeEvent,

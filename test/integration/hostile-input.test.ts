@@ -1,8 +1,8 @@
 import { connect } from "node:net";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Log } from "../../functions/appservice/log.ts";
 import { MAX_BODY_BYTES, MAX_JSON_DEPTH } from "../../functions/handlers/http.ts";
+import type { Log } from "../../functions/shared/log.ts";
 import { makeEvent } from "../support/appservice.ts";
 import { startAppserviceAndHomeserver } from "../support/with-homeserver.ts";
 

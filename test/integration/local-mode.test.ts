@@ -5,14 +5,17 @@ import { promisify } from "node:util";
 import { GetQueueAttributesCommand, GetQueueUrlCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { afterEach, describe, expect, inject, it, onTestFinished, vi } from "vitest";
 import { parse } from "yaml";
-import { sha256 } from "../../functions/appservice/hash.ts";
-import { claimKey } from "../../functions/appservice/process-inbound.ts";
-import { newRegistration, registrationYaml } from "../../functions/appservice/registration.ts";
-import type { ClientEvent } from "../../functions/appservice/transaction.ts";
+import { claimKey } from "../../functions/appservice/pipeline/process-inbound.ts";
+import {
+  newRegistration,
+  registrationYaml,
+} from "../../functions/appservice/protocol/registration.ts";
+import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import { localSqs } from "../../functions/local/aws-clients.ts";
 import { freePort } from "../../functions/local/free-port.ts";
 import { startLocal } from "../../functions/local/local.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
+import { sha256 } from "../../functions/shared/hash.ts";
 import {
   isAlive,
   makeEvent,

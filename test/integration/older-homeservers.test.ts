@@ -1,12 +1,12 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
-import type { Log } from "../../functions/appservice/log.ts";
 import {
   newRegistration,
   type Registration,
   registrationYaml,
-} from "../../functions/appservice/registration.ts";
+} from "../../functions/appservice/protocol/registration.ts";
+import type { Log } from "../../functions/shared/log.ts";
 import { startTestAppservice, tempDir } from "../support/appservice.ts";
 
 describe("a registration for older and newer homeservers", () => {

@@ -6,13 +6,13 @@ import {
   WEBHOOK_MAX_SERVER_ERRORS,
   WEBHOOK_USER_PREFIX,
 } from "../../functions/app/webhooks/post.ts";
-import { sha256 } from "../../functions/appservice/hash.ts";
-import type { Log } from "../../functions/appservice/log.ts";
 import { localSqs } from "../../functions/local/aws-clients.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
 import type { OutboundAction } from "../../functions/matrix/request.ts";
 import { queueJson } from "../../functions/queue/queue.ts";
 import { SqsFifoQueue } from "../../functions/queue/sqs/queue.ts";
+import { sha256 } from "../../functions/shared/hash.ts";
+import type { Log } from "../../functions/shared/log.ts";
 import { waitFor } from "../support/appservice.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
 import { newWebhook } from "../support/webhooks.ts";

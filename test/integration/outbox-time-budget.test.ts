@@ -2,7 +2,6 @@ import { randomUUID } from "node:crypto";
 import { type Message, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import type { Context, SQSEvent } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { CountingMetrics } from "../../functions/appservice/metrics.ts";
 import {
   actionBudgetMs,
   createOutboxHandler,
@@ -24,6 +23,7 @@ import {
 import type { OutboundAction } from "../../functions/matrix/request.ts";
 import { SqsMessageControl } from "../../functions/queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../../functions/queue/sqs/queue.ts";
+import { CountingMetrics } from "../../functions/shared/metrics.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { noServices } from "../support/appservice.ts";

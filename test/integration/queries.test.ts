@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it, onTestFinished } from "vitest";
 import type { Application, ThirdPartyProtocol } from "../../functions/appservice/application.ts";
-import { registrationYaml } from "../../functions/appservice/registration.ts";
+import { registrationYaml } from "../../functions/appservice/protocol/registration.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { pingHomeserver } from "../../scripts/ping-homeserver.ts";

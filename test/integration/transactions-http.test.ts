@@ -1,9 +1,9 @@
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
-import type { Log } from "../../functions/appservice/log.ts";
 import { MAX_BODY_BYTES } from "../../functions/handlers/http.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import type { LocalAppservice } from "../../functions/local/local.ts";
+import type { Log } from "../../functions/shared/log.ts";
 import {
   makeEvent,
   putTransaction,

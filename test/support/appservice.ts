@@ -4,8 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inject } from "vitest";
 import type { Application } from "../../functions/appservice/application.ts";
+import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import type { ServiceDeps } from "../../functions/appservice/service-context.ts";
-import type { ClientEvent } from "../../functions/appservice/transaction.ts";
 import { type LocalOptions, startLocal } from "../../functions/local/local.ts";
 
 export const tempDir = () => mkdtemp(join(tmpdir(), "appservice-test-"));

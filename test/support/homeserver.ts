@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { ClientEvent } from "../../functions/appservice/transaction.ts";
+import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 
 export interface RecordedRequest {
   method: string;

@@ -2,9 +2,12 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { onTestFinished } from "vitest";
 import { application as defaultApplication } from "../../functions/app/index.ts";
-import { createNamespaceMatcher } from "../../functions/appservice/namespaces.ts";
-import { newRegistration, registrationYaml } from "../../functions/appservice/registration.ts";
-import type { ClientEvent } from "../../functions/appservice/transaction.ts";
+import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
+import {
+  newRegistration,
+  registrationYaml,
+} from "../../functions/appservice/protocol/registration.ts";
+import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import type { LocalOptions } from "../../functions/local/local.ts";
 import { putTransaction, startTestAppservice, tempDir } from "./appservice.ts";
 import { ScriptedHomeserver } from "./homeserver.ts";

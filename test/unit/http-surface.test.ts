@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { authenticateHomeserver, tokensEqual } from "../../functions/appservice/auth.ts";
-import type { MatrixError } from "../../functions/appservice/errors.ts";
-import { findRoute } from "../../functions/appservice/routes.ts";
+import { authenticateHomeserver, tokensEqual } from "../../functions/appservice/protocol/auth.ts";
+import { findRoute } from "../../functions/appservice/protocol/routes.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { planBatches, sqsGroupId } from "../../functions/queue/sqs/queue.ts";
+import type { MatrixError } from "../../functions/shared/errors.ts";
 
 const statusOf = (f: () => void) => {
   try {

@@ -3,7 +3,7 @@ import {
   INBOUND_BACKOFF,
   INBOUND_MAX_RECEIVE_COUNT,
   INBOUND_RETRY,
-} from "../../functions/appservice/process-inbound.ts";
+} from "../../functions/appservice/pipeline/process-inbound.ts";
 import { backoffSeconds, retriesCovering } from "../../functions/matrix/backoff.ts";
 
 describe("inbound retries", () => {

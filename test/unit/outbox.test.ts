@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { createNamespaceMatcher } from "../../functions/appservice/namespaces.ts";
+import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
 import { createActions } from "../../functions/matrix/actions.ts";
 import { actionProblem, requestProblem } from "../../functions/matrix/allowed-request.ts";
 import { backoffSeconds, rateLimitSeconds } from "../../functions/matrix/backoff.ts";

@@ -1,7 +1,7 @@
 import type { APIGatewayProxyEventV2 } from "aws-lambda";
 import { describe, expect, it } from "vitest";
-import type { MatrixError } from "../../functions/appservice/errors.ts";
 import { jsonBody, LAMBDA_EVENT_MAX_BYTES, MAX_BODY_BYTES } from "../../functions/handlers/http.ts";
+import type { MatrixError } from "../../functions/shared/errors.ts";
 
 /** A transaction request as API Gateway hands it to the function. */
 const requestWith = (body: string): APIGatewayProxyEventV2 => ({

@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { createNamespaceMatcher } from "../../functions/appservice/namespaces.ts";
+import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
 import {
   ephemeralFlagToAdd,
   generateToken,
@@ -10,7 +10,7 @@ import {
   parseRegistration,
   RegistrationError,
   registrationYaml,
-} from "../../functions/appservice/registration.ts";
+} from "../../functions/appservice/protocol/registration.ts";
 
 const valid = () => ({
   id: "irc",

@@ -1,12 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { MatrixError } from "../../functions/appservice/errors.ts";
 import {
   type InboundMessage,
   inboundMessages,
   transactionHash,
-} from "../../functions/appservice/inbound.ts";
-import { parseTransaction } from "../../functions/appservice/transaction.ts";
+} from "../../functions/appservice/pipeline/inbound.ts";
+import { parseTransaction } from "../../functions/appservice/protocol/transaction.ts";
 import { MAX_MESSAGE_BYTES } from "../../functions/queue/queue.ts";
+import { MatrixError } from "../../functions/shared/errors.ts";
 import { makeEvent } from "../support/appservice.ts";
 
 const badJsonOf = (body: unknown) => {

@@ -1,5 +1,4 @@
-import type { ServiceContext } from "../../appservice/application.ts";
-import type { ClientEvent } from "../../appservice/transaction.ts";
+import type { ClientEvent, ServiceContext } from "../../appservice/api.ts";
 import { MODERATOR_LEVEL, powerLevel } from "./moderators.ts";
 import { webhookUserId } from "./post.ts";
 import { createWebhook, findWebhook, listWebhooks, removeWebhook } from "./store.ts";

@@ -1,10 +1,13 @@
-import type {
-  AppRequest,
-  AppResponse,
-  AppRoute,
-  ServiceContext,
-} from "../../appservice/application.ts";
-import { badJson, MatrixError, notJson, tooLarge } from "../../appservice/errors.ts";
+import {
+  type AppRequest,
+  type AppResponse,
+  type AppRoute,
+  badJson,
+  MatrixError,
+  notJson,
+  type ServiceContext,
+  tooLarge,
+} from "../../appservice/api.ts";
 import { takeToken } from "./rate-limit.ts";
 import { findWebhook, webhookKey } from "./store.ts";
 import { cleanName, cleanText } from "./text.ts";

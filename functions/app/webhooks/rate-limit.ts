@@ -1,4 +1,4 @@
-import type { AppDataStore, AppDataWrite } from "../../store/app-data.ts";
+import type { AppDataStore, AppDataWrite } from "../../appservice/api.ts";
 
 /** A token bucket: `perSecond` tokens flow in, up to `burst` wait. */
 export interface BucketPolicy {

@@ -1,5 +1,4 @@
-import { sha256 } from "../../appservice/hash.ts";
-import type { AppDataStore } from "../../store/app-data.ts";
+import { type AppDataStore, sha256 } from "../../appservice/api.ts";
 import { forgetBucket } from "./rate-limit.ts";
 
 export interface Webhook {

@@ -1,7 +1,7 @@
 import { processPartialResponse, SqsFifoPartialProcessorAsync } from "@aws-lambda-powertools/batch";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-import type { Log } from "../../appservice/log.ts";
 import { type ReceivedMessageControl, RetryLater } from "../../queue/queue.ts";
+import type { Log } from "../../shared/log.ts";
 
 export interface FifoBatchOptions {
   control: ReceivedMessageControl;

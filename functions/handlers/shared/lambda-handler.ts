@@ -2,7 +2,7 @@ import type { Logger } from "@aws-lambda-powertools/logger";
 import { injectLambdaContext } from "@aws-lambda-powertools/logger/middleware";
 import middy, { type MiddlewareObj } from "@middy/core";
 import type { Context } from "aws-lambda";
-import type { Log } from "../../appservice/log.ts";
+import type { Log } from "../../shared/log.ts";
 
 /** An invocation that ends with less than this share of its time left is logged as an error. */
 export const NEAR_TIMEOUT_SHARE = 0.2;

@@ -1,6 +1,6 @@
 import { MetricUnit, Metrics as PowertoolsMetrics } from "@aws-lambda-powertools/metrics";
 import type { MiddlewareObj } from "@middy/core";
-import type { Metrics } from "../../appservice/metrics.ts";
+import type { Metrics } from "../../shared/metrics.ts";
 
 /**
  * CloudWatch metrics in the embedded metric format (log lines CloudWatch turns into metrics, no

@@ -3,7 +3,7 @@ import {
   type SendMessageBatchRequestEntry,
   type SQSClient,
 } from "@aws-sdk/client-sqs";
-import { sha256 } from "../../appservice/hash.ts";
+import { sha256 } from "../../shared/hash.ts";
 import { type FifoMessage, type FifoQueue, MAX_MESSAGE_BYTES } from "../queue.ts";
 
 const MAX_BATCH_ENTRIES = 10;

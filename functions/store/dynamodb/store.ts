@@ -9,7 +9,7 @@ import {
   TransactWriteItemsCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
-import { sha256 } from "../../appservice/hash.ts";
+import { sha256 } from "../../shared/hash.ts";
 import type { MembershipStore, ServerErrorCounter } from "../membership.ts";
 import type {
   ClaimOutcome,

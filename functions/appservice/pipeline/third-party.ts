@@ -1,5 +1,5 @@
-import type { ThirdParty } from "./application.ts";
-import { MatrixError } from "./errors.ts";
+import { MatrixError } from "../../shared/errors.ts";
+import type { ThirdParty } from "../application.ts";
 
 const notFound = (message: string) => new MatrixError(404, "M_NOT_FOUND", message);
 

@@ -1,6 +1,6 @@
 // zod/mini: tree-shakeable, so the transactions bundle stays small (full zod adds ~440 KB).
 import * as z from "zod/mini";
-import { badJson } from "./errors.ts";
+import { badJson } from "../../shared/errors.ts";
 
 const json = z.record(z.string(), z.unknown());
 

@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import { forbidden, unauthorized } from "./errors.ts";
+import { forbidden, unauthorized } from "../../shared/errors.ts";
 
 /** Compares secrets in constant time: digests first, so lengths leak nothing either. */
 export function tokensEqual(given: string, expected: string): boolean {

@@ -1,9 +1,9 @@
-import type { FifoQueue } from "../queue/queue.ts";
-import type { RecordOutcome, TransactionStore } from "../store/store.ts";
-import { unavailable } from "./errors.ts";
+import type { FifoQueue } from "../../queue/queue.ts";
+import { unavailable } from "../../shared/errors.ts";
+import type { Log } from "../../shared/log.ts";
+import type { RecordOutcome, TransactionStore } from "../../store/store.ts";
+import type { Transaction } from "../protocol/transaction.ts";
 import { inboundMessages, transactionHash } from "./inbound.ts";
-import type { Log } from "./log.ts";
-import type { Transaction } from "./transaction.ts";
 
 export interface AcceptTransactionDeps {
   transactions: TransactionStore;

@@ -1,11 +1,16 @@
-import { createRoomRequest, profileRequest, registerRequest } from "../matrix/actions.ts";
-import { BudgetExhausted, callBefore } from "../matrix/bounded-call.ts";
-import { type ClientServerRequest, type HomeserverClient, matrixError } from "../matrix/request.ts";
-import type { MembershipStore } from "../store/membership.ts";
-import type { ClaimStore } from "../store/store.ts";
-import type { Application } from "./application.ts";
-import type { Log } from "./log.ts";
-import type { createNamespaceMatcher } from "./namespaces.ts";
+import { createRoomRequest, profileRequest, registerRequest } from "../../matrix/actions.ts";
+import { BudgetExhausted, callBefore } from "../../matrix/bounded-call.ts";
+import {
+  type ClientServerRequest,
+  type HomeserverClient,
+  matrixError,
+} from "../../matrix/request.ts";
+import type { Log } from "../../shared/log.ts";
+import { claimKeys } from "../../store/claim-keys.ts";
+import type { MembershipStore } from "../../store/membership.ts";
+import type { ClaimStore } from "../../store/store.ts";
+import type { Application } from "../application.ts";
+import type { createNamespaceMatcher } from "../protocol/namespaces.ts";
 
 export interface QueryDeps {
   application: Application;
@@ -86,7 +91,7 @@ export async function queryUser(userId: string, deps: QueryDeps): Promise<boolea
   if (!deps.namespaces.matches("users", userId)) return false;
   const profile = await deps.application.onUserQuery?.(userId, { log: deps.log });
   if (!profile) return false;
-  return createOnce(`QUERY#USER#${userId}`, deps, async (call) => {
+  return createOnce(claimKeys.userQuery(userId), deps, async (call) => {
     await expectOk(call(deps.botUserId, registerRequest(userId)), "register", "M_USER_IN_USE");
     await deps.membership.markRegistered(userId);
     if (profile.displayName !== undefined) {
@@ -110,7 +115,7 @@ export async function queryAlias(alias: string, deps: QueryDeps): Promise<boolea
   const room = await deps.application.onAliasQuery?.(alias, { log: deps.log });
   if (!room) return false;
   const localpart = alias.slice(1, alias.indexOf(":"));
-  return createOnce(`QUERY#ALIAS#${alias}`, deps, async (call) => {
+  return createOnce(claimKeys.aliasQuery(alias), deps, async (call) => {
     // M_ROOM_IN_USE: the alias exists already, which is what the homeserver asked for.
     await expectOk(
       call(deps.botUserId, createRoomRequest({ ...room, alias: localpart })),

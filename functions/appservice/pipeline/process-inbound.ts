@@ -1,10 +1,11 @@
-import { type BackoffPolicy, backoffSeconds, retriesCovering } from "../matrix/backoff.ts";
-import { queueJson, type ReceivedMessageControl, RetryLater } from "../queue/queue.ts";
-import type { ClaimStore } from "../store/store.ts";
-import type { Application, ApplicationContext, ServiceContext } from "./application.ts";
-import { sha256 } from "./hash.ts";
+import { type BackoffPolicy, backoffSeconds, retriesCovering } from "../../matrix/backoff.ts";
+import { queueJson, type ReceivedMessageControl, RetryLater } from "../../queue/queue.ts";
+import { sha256 } from "../../shared/hash.ts";
+import type { Log } from "../../shared/log.ts";
+import { claimKeys } from "../../store/claim-keys.ts";
+import type { ClaimStore } from "../../store/store.ts";
+import type { Application, ApplicationContext, ServiceContext } from "../application.ts";
 import type { InboundItem, InboundMessage } from "./inbound.ts";
-import type { Log } from "./log.ts";
 
 /** How an item the application fails on is retried, and when it is set aside. */
 export interface InboundRetryPolicy {
@@ -58,11 +59,8 @@ export interface ProcessOutcome {
   deadLettered: number;
 }
 
-/** How the claim keys of events (by event ID) and other items (by derived ID) begin. */
-export const CLAIM_KEY_PREFIXES = { event: "EVENT#", item: "ITEM#" } as const;
-
 export const claimKey = (item: InboundItem) =>
-  `${item.kind === "event" ? CLAIM_KEY_PREFIXES.event : CLAIM_KEY_PREFIXES.item}${item.id}`;
+  item.kind === "event" ? claimKeys.event(item.id) : claimKeys.item(item.id);
 
 function deliver(item: InboundItem, application: Application, context: ApplicationContext) {
   switch (item.kind) {

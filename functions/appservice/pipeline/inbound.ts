@@ -1,13 +1,13 @@
-import { type FifoMessage, MAX_MESSAGE_BYTES, queueJson } from "../queue/queue.ts";
-import { tooLarge } from "./errors.ts";
-import { sha256 } from "./hash.ts";
+import { type FifoMessage, MAX_MESSAGE_BYTES, queueJson } from "../../queue/queue.ts";
+import { tooLarge } from "../../shared/errors.ts";
+import { sha256 } from "../../shared/hash.ts";
 import type {
   ClientEvent,
   DeviceData,
   EphemeralEvent,
   ToDeviceMessage,
   Transaction,
-} from "./transaction.ts";
+} from "../protocol/transaction.ts";
 
 /** One thing the application is told about, with the ID its exactly-once claim is keyed on. */
 export type InboundItem =
