@@ -50,9 +50,6 @@ const reasonOf = (response: ClientServerResponse): FailureReason => {
   };
 };
 
-// A call whose repeat would need the very thing that failed: no register/join can fix it.
-const NO_RECOVERY = new Set(["register", "join", "createRoom", "displayname", "avatar_url"]);
-
 class Retry extends Error {
   constructor(
     readonly delaySeconds: number,
@@ -158,7 +155,7 @@ export async function performAction(
       log.info("registered a virtual user", { userId: action.userId, actionId: action.id });
       response = await call(action.userId, action.request);
     }
-    if (isForbidden(response) && action.roomId && !NO_RECOVERY.has(action.kind)) {
+    if (isForbidden(response) && action.roomId && action.kind !== "join") {
       let joined = await call(action.userId, joinRequest(action.roomId));
       if (isForbidden(joined) && virtual) {
         // An invite-only room: the bot lets the user in.
@@ -166,15 +163,10 @@ export async function performAction(
         if (ok(invited)) joined = await call(action.userId, joinRequest(action.roomId));
       }
       if (!ok(joined)) return { kind: "dead", reason: reasonOf(joined) };
-      await membership.markJoined(action.roomId, action.userId);
       log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });
       response = await call(action.userId, action.request);
     }
-    if (ok(response)) {
-      if (action.kind === "join" && action.roomId)
-        await membership.markJoined(action.roomId, action.userId);
-      return { kind: "done" };
-    }
+    if (ok(response)) return { kind: "done" };
     return { kind: "dead", reason: reasonOf(response) };
   } catch (error) {
     if (error instanceof Retry)

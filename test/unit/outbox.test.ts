@@ -70,7 +70,6 @@ class FakeHomeserver implements HomeserverClient {
 
 class MemoryOutboxStore implements MembershipStore, ServerErrorCounter {
   readonly registered = new Set<string>();
-  readonly joined = new Set<string>();
   readonly serverErrors = new Map<string, number>();
   // The bot's profile as configured below, already set: these tests are about other calls.
   readonly profiles = new Map<string, Record<string, string>>([[BOT, { displayname: "Bot" }]]);
@@ -79,9 +78,6 @@ class MemoryOutboxStore implements MembershipStore, ServerErrorCounter {
   }
   async markRegistered(userId: string) {
     this.registered.add(userId);
-  }
-  async markJoined(roomId: string, userId: string) {
-    this.joined.add(`${roomId} ${userId}`);
   }
   async lastProfile(userId: string) {
     return this.profiles.get(userId);
@@ -197,7 +193,7 @@ describe("performAction: what each answer means", () => {
   it("403 for a registered user not in the room → join; an invite-only room → the bot invites first", async () => {
     const known = new MemoryOutboxStore();
     known.registered.add(GHOST);
-    const { outcome, homeserver, store } = await once(
+    const { outcome, homeserver } = await once(
       send({ userId: GHOST }),
       { action: [forbidden, answer(200)], join: [forbidden, answer(200)], invite: [answer(200)] },
       known,
@@ -210,10 +206,9 @@ describe("performAction: what each answer means", () => {
       `${GHOST} POST /join/!room%3Atest.local`,
       `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
     ]);
-    expect(store.joined.has(`${ROOM} ${GHOST}`)).toBe(true);
   });
 
-  it("403 when the recovery fails too → dead with the failed step's reason; no recovery for a profile change", async () => {
+  it("403 when the recovery fails too → dead with the failed step's reason; no join for a profile change (no room)", async () => {
     const refusedJoin = answer(403, { errcode: "M_FORBIDDEN", error: "banned" });
     // The bot is not invited by itself.
     const bot = await once(send(), { action: [forbidden], join: [refusedJoin] });
@@ -225,15 +220,41 @@ describe("performAction: what each answer means", () => {
       "bot PUT /rooms/!room%3Atest.local/send/m.room.message/a1",
       "bot POST /join/!room%3Atest.local",
     ]);
-    const profile = await once(
-      send({
-        kind: "displayname",
-        request: { method: "PUT", path: "/_matrix/client/v3/profile/%40bot%3Atest.local/x" },
-      }),
-      { action: [forbidden] },
-    );
+    // As the Actions API queues it: a profile change concerns no room, so there is none to join.
+    const { roomId: _, ...roomless } = send({
+      kind: "displayname",
+      request: { method: "PUT", path: "/_matrix/client/v3/profile/%40bot%3Atest.local/x" },
+    });
+    const profile = await once(roomless, { action: [forbidden] });
     expect(profile.outcome).toMatchObject({ kind: "dead", reason: { status: 403 } });
     expect(profile.homeserver.calls).toHaveLength(1);
+  });
+
+  it("403 on a join → dead, not joined again; a virtual user's first join registers it first", async () => {
+    const join = send({
+      kind: "join",
+      userId: GHOST,
+      request: { method: "POST", path: `/_matrix/client/v3/join/${encodeURIComponent(ROOM)}` },
+    });
+    const refusedJoin = answer(403, { errcode: "M_FORBIDDEN", error: "You are not invited" });
+    const known = new MemoryOutboxStore();
+    known.registered.add(GHOST);
+    const registered = await once(join, { join: [refusedJoin] }, known);
+    expect(registered.outcome).toEqual({
+      kind: "dead",
+      reason: { status: 403, errcode: "M_FORBIDDEN", error: "You are not invited" },
+    });
+    expect(registered.homeserver.steps).toEqual([`${GHOST} POST /join/!room%3Atest.local`]);
+    const fresh = await once(join, {
+      join: [forbidden, answer(200, { room_id: ROOM })],
+      register: [answer(200, { user_id: GHOST })],
+    });
+    expect(fresh.outcome).toEqual({ kind: "done" });
+    expect(fresh.homeserver.steps).toEqual([
+      `${GHOST} POST /join/!room%3Atest.local`,
+      "bot POST /register",
+      `${GHOST} POST /join/!room%3Atest.local`,
+    ]);
   });
 
   it("M_USER_IN_USE on a registration → done", async () => {
