@@ -1,6 +1,6 @@
-import { createRoomRequest, profileRequest, registerRequest } from "../matrix/actions.ts";
 import { BudgetExhausted, callBefore } from "../matrix/bounded-call.ts";
 import { type ClientServerRequest, type HomeserverClient, matrixError } from "../matrix/request.ts";
+import { createRoomRequest, profileRequest, registerRequest } from "../matrix/requests.ts";
 import type { MembershipStore } from "../store/membership.ts";
 import type { ClaimStore } from "../store/store.ts";
 import type { Application } from "./application.ts";

@@ -1,6 +1,5 @@
 import type { Log } from "../appservice/log.ts";
 import type { MembershipStore, ServerErrorCounter } from "../store/membership.ts";
-import { inviteRequest, joinRequest, registerRequest } from "./actions.ts";
 import { actionProblem } from "./allowed-request.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "./backoff.ts";
 import type { BotProfileKeeper } from "./bot-profile.ts";
@@ -12,6 +11,7 @@ import {
   type OutboundAction,
   RequestRefused,
 } from "./request.ts";
+import { inviteRequest, joinRequest, registerRequest } from "./requests.ts";
 
 export interface OutboxDeps {
   homeserver: HomeserverClient;
