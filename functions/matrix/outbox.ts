@@ -39,6 +39,71 @@ export type OutboxOutcome =
   | { kind: "retry"; delaySeconds: number; reason: string }
   | { kind: "dead"; reason: FailureReason };
 
+/** The metric each outcome counts. */
+export const OUTCOME_METRICS = {
+  done: "OutboundCallsDone",
+  retry: "OutboundCallsRetried",
+  dead: "OutboundCallsDeadLettered",
+} as const satisfies Record<OutboxOutcome["kind"], string>;
+
+/** What the dead-letter queue keeps of an action given up on: enough to replay or explain it. */
+export interface DeadLetter {
+  action: OutboundAction;
+  reason: FailureReason;
+  /** ISO 8601. */
+  failedAt: string;
+}
+
+/**
+ * What the outbox's consumer does with a received action: nothing more (`done`), make it visible
+ * again after `delaySeconds` (`retry`), or move `deadLetter` to the dead-letter queue (`dead`);
+ * and in each case count `metric`.
+ */
+export type OutboxDecision =
+  | { kind: "done"; metric: (typeof OUTCOME_METRICS)["done"] }
+  | {
+      kind: "retry";
+      delaySeconds: number;
+      reason: string;
+      metric: (typeof OUTCOME_METRICS)["retry"];
+    }
+  | { kind: "dead"; deadLetter: DeadLetter; metric: (typeof OUTCOME_METRICS)["dead"] };
+
+/**
+ * Performs the `attempt`-th try (0 the first) of an action as `performAction` does, logs the
+ * outcome, and says what to do with the message.
+ */
+export async function decideOutboundAction(
+  action: OutboundAction,
+  attempt: number,
+  deps: OutboxDeps,
+): Promise<OutboxDecision> {
+  const outcome = await performAction(action, attempt, deps);
+  const about = {
+    actionId: action.id,
+    kind: action.kind,
+    userId: action.userId,
+    roomId: action.roomId,
+  };
+  switch (outcome.kind) {
+    case "done":
+      return { kind: "done", metric: OUTCOME_METRICS.done };
+    case "retry":
+      deps.log.warn("outbound call to retry", { ...about, attempt, ...outcome });
+      return { ...outcome, metric: OUTCOME_METRICS.retry };
+    case "dead":
+      deps.log.error("outbound call failed for good: dead-lettered", {
+        ...about,
+        reason: outcome.reason,
+      });
+      return {
+        kind: "dead",
+        deadLetter: { action, reason: outcome.reason, failedAt: new Date().toISOString() },
+        metric: OUTCOME_METRICS.dead,
+      };
+  }
+}
+
 const reasonOf = (response: ClientServerResponse): FailureReason => {
   const { errcode, error } = matrixError(response.body);
   return {

@@ -6,7 +6,11 @@ import { actionProblem, requestProblem } from "../../functions/matrix/allowed-re
 import { backoffSeconds, rateLimitSeconds } from "../../functions/matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
-import { type OutboxDeps, performAction } from "../../functions/matrix/outbox.ts";
+import {
+  decideOutboundAction,
+  type OutboxDeps,
+  performAction,
+} from "../../functions/matrix/outbox.ts";
 import {
   type ClientServerRequest,
   type ClientServerResponse,
@@ -257,6 +261,35 @@ describe("performAction: what each answer means", () => {
     ]);
   });
 
+  it("403 for a virtual user: a registration answered M_USER_IN_USE counts as registered; another refusal is final", async () => {
+    const inUse = await once(send({ userId: GHOST }), {
+      action: [forbidden, answer(200)],
+      register: [answer(400, { errcode: "M_USER_IN_USE", error: "taken" })],
+    });
+    expect(inUse.outcome).toEqual({ kind: "done" });
+    expect(inUse.store.registered.has(GHOST)).toBe(true);
+    const refusedRegistration = await once(send({ userId: GHOST }), {
+      action: [forbidden],
+      register: [answer(400, { errcode: "M_EXCLUSIVE", error: "reserved" })],
+    });
+    expect(refusedRegistration.outcome).toEqual({
+      kind: "dead",
+      reason: { status: 400, errcode: "M_EXCLUSIVE", error: "reserved" },
+    });
+    expect(refusedRegistration.store.registered.has(GHOST)).toBe(false);
+  });
+
+  it("a 403 other than M_FORBIDDEN → dead at once, no register or join", async () => {
+    const { outcome, homeserver } = await once(send({ userId: GHOST }), {
+      action: [answer(403, { errcode: "M_CONSENT_NOT_GIVEN", error: "consent" })],
+    });
+    expect(outcome).toEqual({
+      kind: "dead",
+      reason: { status: 403, errcode: "M_CONSENT_NOT_GIVEN", error: "consent" },
+    });
+    expect(homeserver.calls).toHaveLength(1);
+  });
+
   it("M_USER_IN_USE on a registration → done", async () => {
     const { outcome } = await once(
       send({ kind: "register", request: { method: "POST", path: "/_matrix/client/v3/register" } }),
@@ -306,6 +339,51 @@ describe("performAction: what each answer means", () => {
       kind: "dead",
       reason: { error: "refused, not sent: the path is bad" },
     });
+  });
+});
+
+describe("decideOutboundAction: what the consumer does with the message", () => {
+  it("done, retry and dead each name their metric; dead carries the dead letter; each failure is logged", async () => {
+    const lines: [string, string, unknown][] = [];
+    const log = Object.fromEntries(
+      (["debug", "info", "warn", "error"] as const).map((level) => [
+        level,
+        (message: string, attributes: unknown) => lines.push([level, message, attributes]),
+      ]),
+    ) as unknown as OutboxDeps["log"];
+    const decide = (action: OutboundAction, script: Record<string, Answer[]>) =>
+      decideOutboundAction(action, 0, { ...deps(new FakeHomeserver(script)), log });
+    expect(await decide(send(), { action: [answer(200)] })).toEqual({
+      kind: "done",
+      metric: "OutboundCallsDone",
+    });
+    expect(await decide(send(), { action: [answer(429, {}, 4)] })).toEqual({
+      kind: "retry",
+      delaySeconds: 4,
+      reason: "rate limited (429)",
+      metric: "OutboundCallsRetried",
+    });
+    const before = Date.now();
+    const dead = await decide(send(), {
+      action: [answer(404, { errcode: "M_NOT_FOUND", error: "x" })],
+    });
+    expect(dead).toEqual({
+      kind: "dead",
+      deadLetter: {
+        action: send(),
+        reason: { status: 404, errcode: "M_NOT_FOUND", error: "x" },
+        failedAt: expect.any(String),
+      },
+      metric: "OutboundCallsDeadLettered",
+    });
+    const failedAt = Date.parse((dead as { deadLetter: { failedAt: string } }).deadLetter.failedAt);
+    expect(failedAt).toBeGreaterThanOrEqual(before);
+    expect(failedAt).toBeLessThanOrEqual(Date.now());
+    expect(lines.map(([level, message]) => `${level} ${message}`)).toEqual([
+      "warn outbound call to retry",
+      "error outbound call failed for good: dead-lettered",
+    ]);
+    expect(lines[1]?.[2]).toMatchObject({ actionId: "a1", kind: "send", roomId: ROOM });
   });
 });
 
