@@ -348,7 +348,7 @@ export class MatrixAppservice extends Construct {
     tableActions(queries, ["GetItem", "PutItem", "UpdateItem"]);
     readSecret(queries, this.asTokenSecret);
     readSecret(queries, this.hsTokenSecret);
-    // The users it registered and the rooms they joined, the bot's profile; server errors
+    // The users it registered, the bot's profile; server errors
     // counted (`OUTBOX#…` items).
     tableActions(outbox, ["GetItem", "PutItem", "UpdateItem"]);
     readSecret(outbox, this.asTokenSecret);

@@ -7,7 +7,7 @@ import type { Registration } from "../appservice/protocol/registration.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
-import { MAX_CALLS_PER_ACTION, type OutboxDeps, performAction } from "../matrix/outbox.ts";
+import { decideOutboundAction, MAX_CALLS_PER_ACTION, type OutboxDeps } from "../matrix/outbox.ts";
 import type { OutboundAction } from "../matrix/request.ts";
 import { queueJson, type ReceivedMessageControl, RetryLater } from "../queue/queue.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
@@ -44,46 +44,23 @@ export interface OutboxHandlerDeps extends OutboxDeps {
 }
 
 /**
- * The outbound queue's consumer: performs each action on the homeserver, in order per group.
- * A message to retry is failed with the wait the outbox chose; one that can never succeed goes
- * to the dead-letter queue with its reason, so its room goes on.
+ * The outbound queue's consumer: hands each action to the outbox (`decideOutboundAction`), in
+ * order per group, and does what it decided: a message to retry is failed with its wait; one
+ * that can never succeed goes to the dead-letter queue, so its room goes on.
  */
 export const createOutboxHandler = (deps: OutboxHandlerDeps) => {
   const processRecord = async (record: SQSRecord) => {
     const action = JSON.parse(record.body) as OutboundAction;
     const attempt = Number(record.attributes.ApproximateReceiveCount) - 1;
-    const outcome = await performAction(action, attempt, deps);
-    const about = {
-      actionId: action.id,
-      kind: action.kind,
-      userId: action.userId,
-      roomId: action.roomId,
-    };
-    deps.metrics.count(
-      outcome.kind === "done"
-        ? "OutboundCallsDone"
-        : outcome.kind === "retry"
-          ? "OutboundCallsRetried"
-          : "OutboundCallsDeadLettered",
-    );
-    if (outcome.kind === "retry") {
-      deps.log.warn("outbound call to retry", { ...about, attempt, ...outcome });
-      throw new RetryLater(outcome.delaySeconds, outcome.reason);
-    }
-    if (outcome.kind === "dead") {
-      deps.log.error("outbound call failed for good: dead-lettered", {
-        ...about,
-        reason: outcome.reason,
-      });
+    const decision = await decideOutboundAction(action, attempt, deps);
+    deps.metrics.count(decision.metric);
+    if (decision.kind === "retry") throw new RetryLater(decision.delaySeconds, decision.reason);
+    if (decision.kind === "dead") {
       await deps.control.deadLetter({
         groupId: record.attributes.MessageGroupId ?? action.userId,
         // Not the action's id, which a refused action may not have in a form SQS takes.
         deduplicationId: sha256(record.body),
-        body: queueJson({
-          action,
-          reason: outcome.reason,
-          failedAt: new Date().toISOString(),
-        }),
+        body: queueJson(decision.deadLetter),
       });
     }
   };

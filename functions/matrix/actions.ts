@@ -1,9 +1,22 @@
 import { type FifoQueue, queueJson } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
 import type { ClientServerRequest, OutboundAction } from "./request.ts";
-
-const CS = "/_matrix/client/v3";
-const e = encodeURIComponent;
+import {
+  type CreateRoomFields,
+  createRoomRequest,
+  directoryVisibilityRequest,
+  joinRequest,
+  leaveRequest,
+  membershipRequest,
+  type ProfileField,
+  profileRequest,
+  receiptRequest,
+  redactRequest,
+  registerRequest,
+  sendRequest,
+  stateRequest,
+  typingRequest,
+} from "./requests.ts";
 
 export interface As {
   /** The user to act as; the bot (`sender_localpart`) when absent. */
@@ -21,17 +34,7 @@ export interface Profile extends As {
   orderedWith?: string;
 }
 
-export interface CreateRoomOptions extends As {
-  /** The alias localpart: `foo` for `#foo:server`. */
-  alias?: string;
-  name?: string;
-  topic?: string;
-  invite?: string[];
-  initialState?: { type: string; state_key?: string; content: Record<string, unknown> }[];
-  preset?: "private_chat" | "public_chat" | "trusted_private_chat";
-  visibility?: "public" | "private";
-  isDirect?: boolean;
-}
+export interface CreateRoomOptions extends As, CreateRoomFields {}
 
 /**
  * What the application may ask of the homeserver. Each call puts one message on the outbound
@@ -134,29 +137,20 @@ function actionsWith(
     ]);
     return id;
   };
-  const ts = (options?: Timestamped) =>
-    options?.ts !== undefined ? { query: { ts: String(options.ts) } } : {};
-  const reason = (options?: Reason) =>
-    options?.reason !== undefined ? { reason: options.reason } : {};
   const send = (
     roomId: string,
     type: string,
     content: Record<string, unknown>,
     options?: Timestamped,
   ) =>
-    enqueue("send", options?.as, roomId, (txnId) => ({
-      method: "PUT",
-      path: `${CS}/rooms/${e(roomId)}/send/${e(type)}/${e(txnId)}`,
-      body: content,
-      ...ts(options),
-    }));
+    enqueue("send", options?.as, roomId, (txnId) =>
+      sendRequest(roomId, type, txnId, content, options?.ts),
+    );
   const membership =
     (kind: "invite" | "kick" | "ban") => (roomId: string, userId: string, options?: Reason) =>
-      enqueue(kind, options?.as, roomId, () => ({
-        method: "POST",
-        path: `${CS}/rooms/${e(roomId)}/${kind}`,
-        body: { user_id: userId, ...reason(options) },
-      })).then(() => undefined);
+      enqueue(kind, options?.as, roomId, () =>
+        membershipRequest(kind, roomId, userId, options?.reason),
+      ).then(() => undefined);
   const profile = (field: ProfileField) => (value: string, options?: Profile) => {
     const userId = options?.as ?? botUserId;
     return enqueue(
@@ -188,18 +182,13 @@ function actionsWith(
     sendNotice: (roomId, text, options) =>
       send(roomId, "m.room.message", { msgtype: "m.notice", body: text }, options),
     sendState: (roomId, type, stateKey, content, options) =>
-      enqueue("state", options?.as, roomId, () => ({
-        method: "PUT",
-        path: `${CS}/rooms/${e(roomId)}/state/${e(type)}/${e(stateKey)}`,
-        body: content,
-        ...ts(options),
-      })).then(() => undefined),
+      enqueue("state", options?.as, roomId, () =>
+        stateRequest(roomId, type, stateKey, content, options?.ts),
+      ).then(() => undefined),
     redact: (roomId, eventId, options) =>
-      enqueue("redact", options?.as, roomId, (txnId) => ({
-        method: "PUT",
-        path: `${CS}/rooms/${e(roomId)}/redact/${e(eventId)}/${e(txnId)}`,
-        body: reason(options),
-      })),
+      enqueue("redact", options?.as, roomId, (txnId) =>
+        redactRequest(roomId, eventId, txnId, options?.reason),
+      ),
     react: (roomId, eventId, key, options) =>
       send(
         roomId,
@@ -212,11 +201,9 @@ function actionsWith(
         () => undefined,
       ),
     leave: (roomId, options) =>
-      enqueue("leave", options?.as, roomId, () => ({
-        method: "POST",
-        path: `${CS}/rooms/${e(roomId)}/leave`,
-        body: reason(options),
-      })).then(() => undefined),
+      enqueue("leave", options?.as, roomId, () => leaveRequest(roomId, options?.reason)).then(
+        () => undefined,
+      ),
     invite: membership("invite"),
     kick: membership("kick"),
     ban: membership("ban"),
@@ -227,25 +214,19 @@ function actionsWith(
         () => undefined,
       ),
     setDirectoryVisibility: (networkId, roomId, visibility) =>
-      enqueue("directory", undefined, roomId, () => ({
-        method: "PUT",
-        path: `${CS}/directory/list/appservice/${e(networkId)}/${e(roomId)}`,
-        body: { visibility },
-      })).then(() => undefined),
+      enqueue("directory", undefined, roomId, () =>
+        directoryVisibilityRequest(networkId, roomId, visibility),
+      ).then(() => undefined),
     setTyping: (roomId, typing, options) => {
       const userId = options?.as ?? botUserId;
-      return enqueue("typing", userId, roomId, () => ({
-        method: "PUT",
-        path: `${CS}/rooms/${e(roomId)}/typing/${e(userId)}`,
-        body: { typing, ...(typing && { timeout: options?.timeoutMs ?? 30_000 }) },
-      })).then(() => undefined);
+      return enqueue("typing", userId, roomId, () =>
+        typingRequest(roomId, userId, typing, options?.timeoutMs ?? 30_000),
+      ).then(() => undefined);
     },
     sendReceipt: (roomId, eventId, options) =>
-      enqueue("receipt", options?.as, roomId, () => ({
-        method: "POST",
-        path: `${CS}/rooms/${e(roomId)}/receipt/${e(options?.type ?? "m.read")}/${e(eventId)}`,
-        body: {},
-      })).then(() => undefined),
+      enqueue("receipt", options?.as, roomId, () =>
+        receiptRequest(roomId, eventId, options?.type ?? "m.read"),
+      ).then(() => undefined),
     // Registration is the appservice's own call (no user_id), grouped by the user it creates.
     register: (userId) =>
       enqueue("register", undefined, undefined, () => registerRequest(userId), userId).then(
@@ -259,65 +240,3 @@ function actionsWith(
     },
   };
 }
-
-export type ProfileField = "displayname" | "avatar_url";
-
-export const profileRequest = (
-  userId: string,
-  field: ProfileField,
-  value: string,
-): ClientServerRequest => ({
-  method: "PUT",
-  path: `${CS}/profile/${e(userId)}/${field}`,
-  body: { [field]: value },
-});
-
-export const createRoomRequest = (options: Omit<CreateRoomOptions, "as">): ClientServerRequest => ({
-  method: "POST",
-  path: `${CS}/createRoom`,
-  body: {
-    ...(options.alias !== undefined && { room_alias_name: options.alias }),
-    ...(options.name !== undefined && { name: options.name }),
-    ...(options.topic !== undefined && { topic: options.topic }),
-    ...(options.invite && { invite: options.invite }),
-    ...(options.initialState && { initial_state: options.initialState }),
-    ...(options.preset && { preset: options.preset }),
-    ...(options.visibility && { visibility: options.visibility }),
-    ...(options.isDirect !== undefined && { is_direct: options.isDirect }),
-  },
-});
-
-/** Registers an appservice user; `inhibit_login` because we never need its access token. */
-export const registerRequest = (userId: string): ClientServerRequest => ({
-  method: "POST",
-  path: `${CS}/register`,
-  body: {
-    type: "m.login.application_service",
-    username: userId.slice(1, userId.indexOf(":")),
-    inhibit_login: true,
-  },
-});
-
-/** A state event's content, or with `format: "event"` the whole event (sender included). */
-export const roomStateRequest = (
-  roomId: string,
-  type: string,
-  stateKey: string,
-  format: "content" | "event" = "content",
-): ClientServerRequest => ({
-  method: "GET",
-  path: `${CS}/rooms/${e(roomId)}/state/${e(type)}/${e(stateKey)}`,
-  ...(format === "event" && { query: { format } }),
-});
-
-export const joinRequest = (roomId: string): ClientServerRequest => ({
-  method: "POST",
-  path: `${CS}/join/${e(roomId)}`,
-  body: {},
-});
-
-export const inviteRequest = (roomId: string, userId: string): ClientServerRequest => ({
-  method: "POST",
-  path: `${CS}/rooms/${e(roomId)}/invite`,
-  body: { user_id: userId },
-});

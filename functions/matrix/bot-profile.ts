@@ -1,7 +1,7 @@
 import type { Log } from "../shared/log.ts";
 import type { MembershipStore } from "../store/membership.ts";
-import { type ProfileField, profileRequest } from "./actions.ts";
 import { type ClientServerRequest, type ClientServerResponse, matrixError } from "./request.ts";
+import { type ProfileField, profileRequest } from "./requests.ts";
 
 /** The bot's profile as configured: `BOT_DISPLAY_NAME`/`BOT_AVATAR_URL`, or cdk.json's context. */
 export type BotProfile = { displayname: string; avatar_url?: string };

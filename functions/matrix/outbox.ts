@@ -1,6 +1,5 @@
 import type { Log } from "../shared/log.ts";
 import type { MembershipStore, ServerErrorCounter } from "../store/membership.ts";
-import { inviteRequest, joinRequest, registerRequest } from "./actions.ts";
 import { actionProblem } from "./allowed-request.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "./backoff.ts";
 import type { BotProfileKeeper } from "./bot-profile.ts";
@@ -12,6 +11,7 @@ import {
   type OutboundAction,
   RequestRefused,
 } from "./request.ts";
+import { inviteRequest, joinRequest, registerRequest } from "./requests.ts";
 
 export interface OutboxDeps {
   homeserver: HomeserverClient;
@@ -39,6 +39,71 @@ export type OutboxOutcome =
   | { kind: "retry"; delaySeconds: number; reason: string }
   | { kind: "dead"; reason: FailureReason };
 
+/** The metric each outcome counts. */
+export const OUTCOME_METRICS = {
+  done: "OutboundCallsDone",
+  retry: "OutboundCallsRetried",
+  dead: "OutboundCallsDeadLettered",
+} as const satisfies Record<OutboxOutcome["kind"], string>;
+
+/** What the dead-letter queue keeps of an action given up on: enough to replay or explain it. */
+export interface DeadLetter {
+  action: OutboundAction;
+  reason: FailureReason;
+  /** ISO 8601. */
+  failedAt: string;
+}
+
+/**
+ * What the outbox's consumer does with a received action: nothing more (`done`), make it visible
+ * again after `delaySeconds` (`retry`), or move `deadLetter` to the dead-letter queue (`dead`);
+ * and in each case count `metric`.
+ */
+export type OutboxDecision =
+  | { kind: "done"; metric: (typeof OUTCOME_METRICS)["done"] }
+  | {
+      kind: "retry";
+      delaySeconds: number;
+      reason: string;
+      metric: (typeof OUTCOME_METRICS)["retry"];
+    }
+  | { kind: "dead"; deadLetter: DeadLetter; metric: (typeof OUTCOME_METRICS)["dead"] };
+
+/**
+ * Performs the `attempt`-th try (0 the first) of an action as `performAction` does, logs the
+ * outcome, and says what to do with the message.
+ */
+export async function decideOutboundAction(
+  action: OutboundAction,
+  attempt: number,
+  deps: OutboxDeps,
+): Promise<OutboxDecision> {
+  const outcome = await performAction(action, attempt, deps);
+  const about = {
+    actionId: action.id,
+    kind: action.kind,
+    userId: action.userId,
+    roomId: action.roomId,
+  };
+  switch (outcome.kind) {
+    case "done":
+      return { kind: "done", metric: OUTCOME_METRICS.done };
+    case "retry":
+      deps.log.warn("outbound call to retry", { ...about, attempt, ...outcome });
+      return { ...outcome, metric: OUTCOME_METRICS.retry };
+    case "dead":
+      deps.log.error("outbound call failed for good: dead-lettered", {
+        ...about,
+        reason: outcome.reason,
+      });
+      return {
+        kind: "dead",
+        deadLetter: { action, reason: outcome.reason, failedAt: new Date().toISOString() },
+        metric: OUTCOME_METRICS.dead,
+      };
+  }
+}
+
 const reasonOf = (response: ClientServerResponse): FailureReason => {
   const { errcode, error } = matrixError(response.body);
   return {
@@ -49,9 +114,6 @@ const reasonOf = (response: ClientServerResponse): FailureReason => {
       (typeof response.body === "string" ? response.body.slice(0, 500) : "no error message"),
   };
 };
-
-// A call whose repeat would need the very thing that failed: no register/join can fix it.
-const NO_RECOVERY = new Set(["register", "join", "createRoom", "displayname", "avatar_url"]);
 
 class Retry extends Error {
   constructor(
@@ -158,7 +220,7 @@ export async function performAction(
       log.info("registered a virtual user", { userId: action.userId, actionId: action.id });
       response = await call(action.userId, action.request);
     }
-    if (isForbidden(response) && action.roomId && !NO_RECOVERY.has(action.kind)) {
+    if (isForbidden(response) && action.roomId && action.kind !== "join") {
       let joined = await call(action.userId, joinRequest(action.roomId));
       if (isForbidden(joined) && virtual) {
         // An invite-only room: the bot lets the user in.
@@ -166,15 +228,10 @@ export async function performAction(
         if (ok(invited)) joined = await call(action.userId, joinRequest(action.roomId));
       }
       if (!ok(joined)) return { kind: "dead", reason: reasonOf(joined) };
-      await membership.markJoined(action.roomId, action.userId);
       log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });
       response = await call(action.userId, action.request);
     }
-    if (ok(response)) {
-      if (action.kind === "join" && action.roomId)
-        await membership.markJoined(action.roomId, action.userId);
-      return { kind: "done" };
-    }
+    if (ok(response)) return { kind: "done" };
     return { kind: "dead", reason: reasonOf(response) };
   } catch (error) {
     if (error instanceof Retry)

@@ -1,7 +1,7 @@
-import { roomStateRequest } from "./actions.ts";
 import { callBefore } from "./bounded-call.ts";
 import { HttpHomeserverClient } from "./http-client.ts";
 import { type HomeserverClient, matrixError } from "./request.ts";
+import { roomStateRequest } from "./requests.ts";
 
 /** How long one read may wait for the homeserver, retries included. */
 export const READ_BUDGET_MS = 5_000;

@@ -118,11 +118,15 @@ describe("the outbox sends only what the appservice may ask, and gives up on unt
     );
     await waitFor(() => homeserver.sent.length === 1, 20_000, "the allowed send");
     expect(homeserver.sent[0]?.content.body).toBe("allowed");
-    // Nothing but that one send reached the homeserver.
+    // Nothing but that one send reached the homeserver, after the bot's display name (set before
+    // the bot first acts).
     expect(
       new Set(homeserver.requests.map((r) => `${r.method} ${r.path} ${r.query.user_id ?? ""}`)),
     ).toEqual(
-      new Set([`PUT /_matrix/client/v3/rooms/!guarded%3Atest.local/send/m.room.message/allowed `]),
+      new Set([
+        `PUT /_matrix/client/v3/profile/%40bot%3Atest.local/displayname `,
+        `PUT /_matrix/client/v3/rooms/!guarded%3Atest.local/send/m.room.message/allowed `,
+      ]),
     );
     while (letters.length < forbidden.length) await receiveLetters();
     expect(letters.map((l) => l.action.id)).toEqual(forbidden.map((a) => a.id));

@@ -6,7 +6,11 @@ import { actionProblem, requestProblem } from "../../functions/matrix/allowed-re
 import { backoffSeconds, rateLimitSeconds } from "../../functions/matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
-import { type OutboxDeps, performAction } from "../../functions/matrix/outbox.ts";
+import {
+  decideOutboundAction,
+  type OutboxDeps,
+  performAction,
+} from "../../functions/matrix/outbox.ts";
 import {
   type ClientServerRequest,
   type ClientServerResponse,
@@ -70,7 +74,6 @@ class FakeHomeserver implements HomeserverClient {
 
 class MemoryOutboxStore implements MembershipStore, ServerErrorCounter {
   readonly registered = new Set<string>();
-  readonly joined = new Set<string>();
   readonly serverErrors = new Map<string, number>();
   // The bot's profile as configured below, already set: these tests are about other calls.
   readonly profiles = new Map<string, Record<string, string>>([[BOT, { displayname: "Bot" }]]);
@@ -79,9 +82,6 @@ class MemoryOutboxStore implements MembershipStore, ServerErrorCounter {
   }
   async markRegistered(userId: string) {
     this.registered.add(userId);
-  }
-  async markJoined(roomId: string, userId: string) {
-    this.joined.add(`${roomId} ${userId}`);
   }
   async lastProfile(userId: string) {
     return this.profiles.get(userId);
@@ -197,7 +197,7 @@ describe("performAction: what each answer means", () => {
   it("403 for a registered user not in the room → join; an invite-only room → the bot invites first", async () => {
     const known = new MemoryOutboxStore();
     known.registered.add(GHOST);
-    const { outcome, homeserver, store } = await once(
+    const { outcome, homeserver } = await once(
       send({ userId: GHOST }),
       { action: [forbidden, answer(200)], join: [forbidden, answer(200)], invite: [answer(200)] },
       known,
@@ -210,10 +210,9 @@ describe("performAction: what each answer means", () => {
       `${GHOST} POST /join/!room%3Atest.local`,
       `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
     ]);
-    expect(store.joined.has(`${ROOM} ${GHOST}`)).toBe(true);
   });
 
-  it("403 when the recovery fails too → dead with the failed step's reason; no recovery for a profile change", async () => {
+  it("403 when the recovery fails too → dead with the failed step's reason; no join for a profile change (no room)", async () => {
     const refusedJoin = answer(403, { errcode: "M_FORBIDDEN", error: "banned" });
     // The bot is not invited by itself.
     const bot = await once(send(), { action: [forbidden], join: [refusedJoin] });
@@ -225,15 +224,70 @@ describe("performAction: what each answer means", () => {
       "bot PUT /rooms/!room%3Atest.local/send/m.room.message/a1",
       "bot POST /join/!room%3Atest.local",
     ]);
-    const profile = await once(
-      send({
-        kind: "displayname",
-        request: { method: "PUT", path: "/_matrix/client/v3/profile/%40bot%3Atest.local/x" },
-      }),
-      { action: [forbidden] },
-    );
+    // As the Actions API queues it: a profile change concerns no room, so there is none to join.
+    const { roomId: _, ...roomless } = send({
+      kind: "displayname",
+      request: { method: "PUT", path: "/_matrix/client/v3/profile/%40bot%3Atest.local/x" },
+    });
+    const profile = await once(roomless, { action: [forbidden] });
     expect(profile.outcome).toMatchObject({ kind: "dead", reason: { status: 403 } });
     expect(profile.homeserver.calls).toHaveLength(1);
+  });
+
+  it("403 on a join → dead, not joined again; a virtual user's first join registers it first", async () => {
+    const join = send({
+      kind: "join",
+      userId: GHOST,
+      request: { method: "POST", path: `/_matrix/client/v3/join/${encodeURIComponent(ROOM)}` },
+    });
+    const refusedJoin = answer(403, { errcode: "M_FORBIDDEN", error: "You are not invited" });
+    const known = new MemoryOutboxStore();
+    known.registered.add(GHOST);
+    const registered = await once(join, { join: [refusedJoin] }, known);
+    expect(registered.outcome).toEqual({
+      kind: "dead",
+      reason: { status: 403, errcode: "M_FORBIDDEN", error: "You are not invited" },
+    });
+    expect(registered.homeserver.steps).toEqual([`${GHOST} POST /join/!room%3Atest.local`]);
+    const fresh = await once(join, {
+      join: [forbidden, answer(200, { room_id: ROOM })],
+      register: [answer(200, { user_id: GHOST })],
+    });
+    expect(fresh.outcome).toEqual({ kind: "done" });
+    expect(fresh.homeserver.steps).toEqual([
+      `${GHOST} POST /join/!room%3Atest.local`,
+      "bot POST /register",
+      `${GHOST} POST /join/!room%3Atest.local`,
+    ]);
+  });
+
+  it("403 for a virtual user: a registration answered M_USER_IN_USE counts as registered; another refusal is final", async () => {
+    const inUse = await once(send({ userId: GHOST }), {
+      action: [forbidden, answer(200)],
+      register: [answer(400, { errcode: "M_USER_IN_USE", error: "taken" })],
+    });
+    expect(inUse.outcome).toEqual({ kind: "done" });
+    expect(inUse.store.registered.has(GHOST)).toBe(true);
+    const refusedRegistration = await once(send({ userId: GHOST }), {
+      action: [forbidden],
+      register: [answer(400, { errcode: "M_EXCLUSIVE", error: "reserved" })],
+    });
+    expect(refusedRegistration.outcome).toEqual({
+      kind: "dead",
+      reason: { status: 400, errcode: "M_EXCLUSIVE", error: "reserved" },
+    });
+    expect(refusedRegistration.store.registered.has(GHOST)).toBe(false);
+  });
+
+  it("a 403 other than M_FORBIDDEN → dead at once, no register or join", async () => {
+    const { outcome, homeserver } = await once(send({ userId: GHOST }), {
+      action: [answer(403, { errcode: "M_CONSENT_NOT_GIVEN", error: "consent" })],
+    });
+    expect(outcome).toEqual({
+      kind: "dead",
+      reason: { status: 403, errcode: "M_CONSENT_NOT_GIVEN", error: "consent" },
+    });
+    expect(homeserver.calls).toHaveLength(1);
   });
 
   it("M_USER_IN_USE on a registration → done", async () => {
@@ -285,6 +339,51 @@ describe("performAction: what each answer means", () => {
       kind: "dead",
       reason: { error: "refused, not sent: the path is bad" },
     });
+  });
+});
+
+describe("decideOutboundAction: what the consumer does with the message", () => {
+  it("done, retry and dead each name their metric; dead carries the dead letter; each failure is logged", async () => {
+    const lines: [string, string, unknown][] = [];
+    const log = Object.fromEntries(
+      (["debug", "info", "warn", "error"] as const).map((level) => [
+        level,
+        (message: string, attributes: unknown) => lines.push([level, message, attributes]),
+      ]),
+    ) as unknown as OutboxDeps["log"];
+    const decide = (action: OutboundAction, script: Record<string, Answer[]>) =>
+      decideOutboundAction(action, 0, { ...deps(new FakeHomeserver(script)), log });
+    expect(await decide(send(), { action: [answer(200)] })).toEqual({
+      kind: "done",
+      metric: "OutboundCallsDone",
+    });
+    expect(await decide(send(), { action: [answer(429, {}, 4)] })).toEqual({
+      kind: "retry",
+      delaySeconds: 4,
+      reason: "rate limited (429)",
+      metric: "OutboundCallsRetried",
+    });
+    const before = Date.now();
+    const dead = await decide(send(), {
+      action: [answer(404, { errcode: "M_NOT_FOUND", error: "x" })],
+    });
+    expect(dead).toEqual({
+      kind: "dead",
+      deadLetter: {
+        action: send(),
+        reason: { status: 404, errcode: "M_NOT_FOUND", error: "x" },
+        failedAt: expect.any(String),
+      },
+      metric: "OutboundCallsDeadLettered",
+    });
+    const failedAt = Date.parse((dead as { deadLetter: { failedAt: string } }).deadLetter.failedAt);
+    expect(failedAt).toBeGreaterThanOrEqual(before);
+    expect(failedAt).toBeLessThanOrEqual(Date.now());
+    expect(lines.map(([level, message]) => `${level} ${message}`)).toEqual([
+      "warn outbound call to retry",
+      "error outbound call failed for good: dead-lettered",
+    ]);
+    expect(lines[1]?.[2]).toMatchObject({ actionId: "a1", kind: "send", roomId: ROOM });
   });
 });
 

@@ -111,8 +111,6 @@ describe("registration", () => {
     expect(matcher.matches("users", "x@_irc_alice:example.org")).toBe(false);
     // re.match does not anchor the end: a longer ID still matches.
     expect(matcher.matches("users", "@_irc_alice:example.org.evil")).toBe(true);
-    expect(matcher.isExclusive("users", "@_irc_alice:example.org")).toBe(true);
-    expect(matcher.isExclusive("aliases", "#_irc_chan:example.org")).toBe(false);
     expect(matcher.matches("aliases", "#_irc_chan:example.org")).toBe(true);
   });
 

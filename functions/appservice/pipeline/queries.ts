@@ -1,10 +1,10 @@
-import { createRoomRequest, profileRequest, registerRequest } from "../../matrix/actions.ts";
 import { BudgetExhausted, callBefore } from "../../matrix/bounded-call.ts";
 import {
   type ClientServerRequest,
   type HomeserverClient,
   matrixError,
 } from "../../matrix/request.ts";
+import { createRoomRequest, profileRequest, registerRequest } from "../../matrix/requests.ts";
 import type { Log } from "../../shared/log.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
 import type { MembershipStore } from "../../store/membership.ts";

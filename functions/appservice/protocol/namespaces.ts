@@ -8,17 +8,12 @@ export function createNamespaceMatcher(namespaces: Registration["namespaces"]) {
   const compiled = Object.fromEntries(
     (Object.keys(namespaces) as NamespaceKind[]).map((kind) => [
       kind,
-      namespaces[kind].map((ns) => ({
-        pattern: new RegExp(`^(?:${ns.regex})`),
-        exclusive: ns.exclusive,
-      })),
+      namespaces[kind].map((ns) => new RegExp(`^(?:${ns.regex})`)),
     ]),
-  ) as Record<NamespaceKind, { pattern: RegExp; exclusive: boolean }[]>;
+  ) as Record<NamespaceKind, RegExp[]>;
   return {
     matches: (kind: NamespaceKind, id: string) =>
-      compiled[kind].some(({ pattern }) => pattern.test(id)),
-    isExclusive: (kind: NamespaceKind, id: string) =>
-      compiled[kind].some(({ pattern, exclusive }) => exclusive && pattern.test(id)),
+      compiled[kind].some((pattern) => pattern.test(id)),
   };
 }
 

@@ -303,16 +303,4 @@ export class DynamoDbStore
       }),
     );
   }
-
-  async markJoined(roomId: string, userId: string): Promise<void> {
-    await this.client.send(
-      new PutItemCommand({
-        TableName: this.tableName,
-        Item: {
-          ...keyOf("ROOM#", roomId, `MEMBER#${storedId(userId)}`),
-          joinedAt: { N: String(this.now()) },
-        },
-      }),
-    );
-  }
 }

@@ -1,0 +1,171 @@
+import type { ClientServerRequest } from "./request.ts";
+
+// The client-server requests the appservice makes, each built here and only here: every path
+// parameter percent-encoded, bodies as the spec names their fields.
+
+const CS = "/_matrix/client/v3";
+const e = encodeURIComponent;
+
+/** `?ts=` (timestamp massaging): the `origin_server_ts` an appservice may give its event. */
+const timestamped = (ts: number | undefined) =>
+  ts !== undefined ? { query: { ts: String(ts) } } : {};
+const withReason = (reason: string | undefined) => (reason !== undefined ? { reason } : {});
+
+export const sendRequest = (
+  roomId: string,
+  type: string,
+  txnId: string,
+  content: Record<string, unknown>,
+  ts?: number,
+): ClientServerRequest => ({
+  method: "PUT",
+  path: `${CS}/rooms/${e(roomId)}/send/${e(type)}/${e(txnId)}`,
+  body: content,
+  ...timestamped(ts),
+});
+
+export const stateRequest = (
+  roomId: string,
+  type: string,
+  stateKey: string,
+  content: Record<string, unknown>,
+  ts?: number,
+): ClientServerRequest => ({
+  method: "PUT",
+  path: `${CS}/rooms/${e(roomId)}/state/${e(type)}/${e(stateKey)}`,
+  body: content,
+  ...timestamped(ts),
+});
+
+/** A state event's content, or with `format: "event"` the whole event (sender included). */
+export const roomStateRequest = (
+  roomId: string,
+  type: string,
+  stateKey: string,
+  format: "content" | "event" = "content",
+): ClientServerRequest => ({
+  method: "GET",
+  path: `${CS}/rooms/${e(roomId)}/state/${e(type)}/${e(stateKey)}`,
+  ...(format === "event" && { query: { format } }),
+});
+
+export const redactRequest = (
+  roomId: string,
+  eventId: string,
+  txnId: string,
+  reason?: string,
+): ClientServerRequest => ({
+  method: "PUT",
+  path: `${CS}/rooms/${e(roomId)}/redact/${e(eventId)}/${e(txnId)}`,
+  body: withReason(reason),
+});
+
+export const joinRequest = (roomIdOrAlias: string): ClientServerRequest => ({
+  method: "POST",
+  path: `${CS}/join/${e(roomIdOrAlias)}`,
+  body: {},
+});
+
+export const leaveRequest = (roomId: string, reason?: string): ClientServerRequest => ({
+  method: "POST",
+  path: `${CS}/rooms/${e(roomId)}/leave`,
+  body: withReason(reason),
+});
+
+/** Invite, kick or ban `userId`. */
+export const membershipRequest = (
+  kind: "invite" | "kick" | "ban",
+  roomId: string,
+  userId: string,
+  reason?: string,
+): ClientServerRequest => ({
+  method: "POST",
+  path: `${CS}/rooms/${e(roomId)}/${kind}`,
+  body: { user_id: userId, ...withReason(reason) },
+});
+
+export const inviteRequest = (roomId: string, userId: string): ClientServerRequest =>
+  membershipRequest("invite", roomId, userId);
+
+export type ProfileField = "displayname" | "avatar_url";
+
+export const profileRequest = (
+  userId: string,
+  field: ProfileField,
+  value: string,
+): ClientServerRequest => ({
+  method: "PUT",
+  path: `${CS}/profile/${e(userId)}/${field}`,
+  body: { [field]: value },
+});
+
+export interface CreateRoomFields {
+  /** The alias localpart: `foo` for `#foo:server`. */
+  alias?: string;
+  name?: string;
+  topic?: string;
+  invite?: string[];
+  initialState?: { type: string; state_key?: string; content: Record<string, unknown> }[];
+  preset?: "private_chat" | "public_chat" | "trusted_private_chat";
+  visibility?: "public" | "private";
+  isDirect?: boolean;
+}
+
+export const createRoomRequest = (options: CreateRoomFields): ClientServerRequest => ({
+  method: "POST",
+  path: `${CS}/createRoom`,
+  body: {
+    ...(options.alias !== undefined && { room_alias_name: options.alias }),
+    ...(options.name !== undefined && { name: options.name }),
+    ...(options.topic !== undefined && { topic: options.topic }),
+    ...(options.invite && { invite: options.invite }),
+    ...(options.initialState && { initial_state: options.initialState }),
+    ...(options.preset && { preset: options.preset }),
+    ...(options.visibility && { visibility: options.visibility }),
+    ...(options.isDirect !== undefined && { is_direct: options.isDirect }),
+  },
+});
+
+/** The room's visibility in the directory of the appservice's network `networkId`. */
+export const directoryVisibilityRequest = (
+  networkId: string,
+  roomId: string,
+  visibility: "public" | "private",
+): ClientServerRequest => ({
+  method: "PUT",
+  path: `${CS}/directory/list/appservice/${e(networkId)}/${e(roomId)}`,
+  body: { visibility },
+});
+
+/** `timeoutMs` only while typing, as the spec asks. */
+export const typingRequest = (
+  roomId: string,
+  userId: string,
+  typing: boolean,
+  timeoutMs: number,
+): ClientServerRequest => ({
+  method: "PUT",
+  path: `${CS}/rooms/${e(roomId)}/typing/${e(userId)}`,
+  body: { typing, ...(typing && { timeout: timeoutMs }) },
+});
+
+export const receiptRequest = (
+  roomId: string,
+  eventId: string,
+  type: "m.read" | "m.read.private",
+): ClientServerRequest => ({
+  method: "POST",
+  path: `${CS}/rooms/${e(roomId)}/receipt/${e(type)}/${e(eventId)}`,
+  body: {},
+});
+
+/** Registers an appservice user; `inhibit_login` because we never need its access token. */
+export const registerRequest = (userId: string): ClientServerRequest => ({
+  method: "POST",
+  path: `${CS}/register`,
+  body: {
+    type: "m.login.application_service",
+    username: userId.slice(1, userId.indexOf(":")),
+    inhibit_login: true,
+  },
+});
