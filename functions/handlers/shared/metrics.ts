@@ -17,8 +17,15 @@ export function createCloudWatchMetrics(): Metrics {
   };
 }
 
-/** Flushes the invocation's metrics when it ends, however it ends. */
+/**
+ * Flushes the invocation's metrics when it ends, however it ends. The hooks return nothing: a
+ * middy middleware that returns a value ends the invocation with that value as its response.
+ */
 export const flushMetrics = (metrics: Metrics): MiddlewareObj => ({
-  after: () => metrics.flush?.(),
-  onError: () => metrics.flush?.(),
+  after: () => {
+    metrics.flush?.();
+  },
+  onError: () => {
+    metrics.flush?.();
+  },
 });
