@@ -94,6 +94,8 @@ export interface LocalAppservice {
   appRoutes: string[];
   /** The DynamoDB Local Java process, when this start spawned one. */
   dynamodbPid?: number;
+  /** SQS batches the pollers are handling now (tests wait for 0). */
+  handlersRunning(): number;
   stop(): Promise<void>;
 }
 
@@ -295,6 +297,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         (route) => `${route.method} ${services.publicBaseUrl}${route.path}`,
       ),
       ...(dynamo && { dynamodbPid: dynamo.pid }),
+      handlersRunning: () => poller.busy() + outbox.busy(),
       stop,
     };
   } catch (error) {

@@ -56,9 +56,14 @@ const lambdaContext = (functionName: string): Context => ({
  * handler with an SQS event, delete what succeeded and leave the reported failures to
  * reappear after the visibility timeout (and to go to the dead-letter queue by redrive).
  */
-export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
+export function startPoller(options: PollerOptions): {
+  stop(): Promise<void>;
+  /** Batches received and not yet settled: 0 when no handler runs. */
+  busy(): number;
+} {
   const { sqs, queueUrl, queueArn, handler, log } = options;
   const abort = new AbortController();
+  let busy = 0;
   const pollOnce = async () => {
     const { Messages } = await sqs.send(
       new ReceiveMessageCommand({
@@ -70,7 +75,15 @@ export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
       { abortSignal: abort.signal },
     );
     if (!Messages || Messages.length === 0) return;
-    const records = Messages.map((message) => toRecord(message, queueArn));
+    busy++;
+    try {
+      await handle(Messages);
+    } finally {
+      busy--;
+    }
+  };
+  const handle = async (messages: Message[]) => {
+    const records = messages.map((message) => toRecord(message, queueArn));
     let failed: Set<string>;
     try {
       const response = await handler({ Records: records }, lambdaContext(options.functionName));
@@ -105,5 +118,6 @@ export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
       abort.abort();
       await Promise.all(loops);
     },
+    busy: () => busy,
   };
 }
