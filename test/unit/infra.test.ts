@@ -1,8 +1,3 @@
-import { execFile } from "node:child_process";
-import { mkdtemp, readFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { promisify } from "node:util";
 import { App, Aspects } from "aws-cdk-lib";
 import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
 import { AwsSolutionsChecks } from "cdk-nag";
@@ -16,6 +11,7 @@ import {
   MAX_RECEIVE_COUNT,
   OUTBOX_FUNCTION_TIMEOUT,
 } from "../../infra/matrix-appservice.ts";
+import { synthesized } from "../support/cdk-synth.ts";
 
 type Resource = { Type: string; Properties: Record<string, unknown> };
 
@@ -43,7 +39,9 @@ describe("AppserviceStack", () => {
   };
 
   beforeAll(() => {
-    const app = new App();
+    // No bundling here: the run's one `cdk synth` bundles each function (test/support/cdk-synth.ts),
+    // and bundles.test.ts loads what it made.
+    const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
     stack = new AppserviceStack(app, "Test", {
       appservice: {
         homeserverUrl: "https://matrix.example.org",
@@ -60,7 +58,6 @@ describe("AppserviceStack", () => {
       },
     });
     Aspects.of(app).add(new AwsSolutionsChecks());
-    // Bundles every function with the local esbuild: a bundling failure fails here.
     template = Template.fromStack(stack);
   }, 120_000);
 
@@ -313,17 +310,8 @@ describe("AppserviceStack", () => {
 
 describe("cdk synth", () => {
   it("runs with the CDK CLI, offline and without credentials", async () => {
-    const out = await mkdtemp(join(tmpdir(), "cdk-out-"));
-    await promisify(execFile)("npx", ["cdk", "synth", "--quiet", "--output", out], {
-      cwd: join(import.meta.dirname, "../.."),
-      env: { ...process.env, CDK_DISABLE_CLI_TELEMETRY: "1" },
-    });
-    const synthesized = JSON.parse(
-      await readFile(join(out, "MatrixAppservice.template.json"), "utf8"),
-    );
-    const types = Object.values(synthesized.Resources as Record<string, Resource>).map(
-      (r) => r.Type,
-    );
+    const { template } = await synthesized();
+    const types = Object.values(template.Resources).map((r) => r.Type);
     expect(types).toEqual(
       expect.arrayContaining([
         "AWS::ApiGatewayV2::Api",
@@ -331,5 +319,5 @@ describe("cdk synth", () => {
         "AWS::DynamoDB::Table",
       ]),
     );
-  }, 180_000);
+  }, 240_000);
 });
