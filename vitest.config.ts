@@ -1,12 +1,11 @@
 import { defineConfig } from "vitest/config";
 
+/** The stack's tests: they share the run's one `cdk synth`, which bundles every function. */
+const infraTests = ["test/unit/infra.test.ts", "test/unit/bundles.test.ts"];
+
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
-    globalSetup: ["test/support/global-setup.ts"],
     reporters: ["default", "./test/support/summary-reporter.ts"],
-    // Integration tests start Java and servers: one file at a time suits a 2-core machine.
-    fileParallelism: false,
     testTimeout: 60_000,
     hookTimeout: 90_000,
     env: {
@@ -17,5 +16,40 @@ export default defineConfig({
       AWS_EC2_METADATA_DISABLED: "true",
       POWERTOOLS_LOG_LEVEL: "SILENT",
     },
+    // Run one after the other (groupOrder): the unit tests two files at a time, then the
+    // integration tests one file at a time (they start servers and time retries: a 2-core
+    // machine runs one well), then the stack's, whose `cdk synth` ran meanwhile.
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: "unit",
+          include: ["test/unit/**/*.test.ts"],
+          exclude: infraTests,
+          maxWorkers: 2,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "integration",
+          include: ["test/integration/**/*.test.ts"],
+          globalSetup: ["test/support/global-setup.ts"],
+          fileParallelism: false,
+          sequence: { groupOrder: 1 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "infra",
+          include: infraTests,
+          globalSetup: ["test/support/cdk-synth.ts"],
+          maxWorkers: 2,
+          sequence: { groupOrder: 2 },
+        },
+      },
+    ],
   },
 });

@@ -127,6 +127,8 @@ export interface LocalAppservice {
   dynamodbPid?: number;
   /** Where the queues' messages are kept from a clean stop to the next start, if they are. */
   queuesFile?: string;
+  /** SQS batches the pollers are handling now (tests wait for 0). */
+  handlersRunning(): number;
   stop(): Promise<void>;
 }
 
@@ -382,6 +384,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       ),
       ...(dynamo && { dynamodbPid: dynamo.pid }),
       ...(queuesFile && { queuesFile }),
+      handlersRunning: () => poller.busy() + outbox.busy(),
       stop,
     };
   } catch (error) {

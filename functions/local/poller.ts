@@ -64,9 +64,14 @@ const STOP_WAIT_MS = 3000;
  * handler with an SQS event, delete what succeeded and leave the reported failures to
  * reappear after the visibility timeout (and to go to the dead-letter queue by redrive).
  */
-export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
+export function startPoller(options: PollerOptions): {
+  stop(): Promise<void>;
+  /** Batches received and not yet settled: 0 when no handler runs. */
+  busy(): number;
+} {
   const { sqs, queueUrl, queueArn, handler, log } = options;
   let stopping = false;
+  let busy = 0;
   const pollOnce = async () => {
     const { Messages } = await sqs.send(
       new ReceiveMessageCommand({
@@ -77,7 +82,15 @@ export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
       }),
     );
     if (!Messages || Messages.length === 0) return;
-    const records = Messages.map((message) => toRecord(message, queueArn));
+    busy++;
+    try {
+      await handle(Messages);
+    } finally {
+      busy--;
+    }
+  };
+  const handle = async (messages: Message[]) => {
+    const records = messages.map((message) => toRecord(message, queueArn));
     let failed: Set<string>;
     try {
       const response = await handler(
@@ -129,5 +142,6 @@ export function startPoller(options: PollerOptions): { stop(): Promise<void> } {
         });
       }
     },
+    busy: () => busy,
   };
 }

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { application as echoBot } from "../../functions/echo-bot/index.ts";
-import { makeEvent, waitFor } from "../support/appservice.ts";
+import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
 import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
 const root = join(import.meta.dirname, "../..");
@@ -35,7 +35,7 @@ describe("the README's echo bot, run in place of the shipped application", () =>
     expect((await send("hello", [hello, notice])).status).toBe(200);
     expect((await send("hello", [hello, notice])).status).toBe(200);
     await waitFor(() => homeserver.sent.length >= 1);
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(homeserver.sent.map((e) => [e.sender, e.content.body])).toEqual([[bot, "echo: hello"]]);
 
     const echoed = await fetch(`${local.url}/echo/${encodeURIComponent("a b")}`);

@@ -6,11 +6,12 @@ import { startSqsLocal } from "../../functions/local/sqs-local.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import {
   makeEvent,
+  NO_DEAD_LETTERS,
   putTransaction,
   recordingApplication,
-  sleep,
   startTestAppservice,
   waitFor,
+  waitUntilDrained,
 } from "../support/appservice.ts";
 import { startTcpProxy } from "../support/tcp-proxy.ts";
 
@@ -54,7 +55,7 @@ describe("exactly-once delivery", () => {
     );
     expect(response.status).toBe(200);
     await waitFor(() => recorder.events.length >= 50, 20_000, "50 events");
-    await sleep(300);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expectEachOnce(recorder.events, events);
     for (let room = 0; room < 5; room++) {
       const roomId = `!room${room}:test.local`;
@@ -78,6 +79,7 @@ describe("exactly-once delivery", () => {
     );
     expect(response.status).toBe(200);
     await waitFor(() => recorder.events.length >= 3, 20_000, "3 events");
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(recorder.events).toEqual(events);
   });
 
@@ -92,7 +94,7 @@ describe("exactly-once delivery", () => {
       expect(await response.json()).toEqual({});
     }
     await waitFor(() => recorder.events.length >= 50);
-    await sleep(1500);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expectEachOnce(recorder.events, events);
   });
 
@@ -106,7 +108,7 @@ describe("exactly-once delivery", () => {
     );
     expect(responses.map((r) => r.status)).toEqual(Array(16).fill(200));
     await waitFor(() => recorder.events.length >= 50);
-    await sleep(1500);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expectEachOnce(recorder.events, events);
     // The counters CloudWatch shows in AWS.
     expect(local.metrics.counts.get("TransactionsAccepted")).toBe(1);
@@ -132,7 +134,7 @@ describe("exactly-once delivery", () => {
     );
     expect(response.status).toBe(200);
     await waitFor(() => recorder.events.length >= 51);
-    await sleep(1500);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expectEachOnce(recorder.events, [...events, extra]);
   });
 
@@ -156,6 +158,7 @@ describe("exactly-once delivery", () => {
       200,
     );
     await waitFor(() => recorder.events.length >= 2);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expectEachOnce(recorder.events, [...first, ...second]);
     expect(warnings.some((w) => w.includes("txnId reused"))).toBe(true);
   });
@@ -183,7 +186,7 @@ describe("exactly-once delivery", () => {
     await waitFor(() => recorder.events.length >= 50);
     const retry = await putTransaction(local.url, "crash", { events }, { token });
     expect(retry.status).toBe(200);
-    await sleep(1500);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expectEachOnce(recorder.events, events);
   });
 
@@ -192,6 +195,8 @@ describe("exactly-once delivery", () => {
     let failuresLeft = 1;
     const events = Array.from({ length: 5 }, (_, i) => makeEvent("!flaky:test.local", `m${i}`));
     const local = await start({
+      // Redelivered after 2 s.
+      visibilityTimeoutSeconds: 2,
       application: {
         onEvent(event) {
           if (event.event_id === events[2]?.event_id && failuresLeft-- > 0) {
@@ -209,7 +214,7 @@ describe("exactly-once delivery", () => {
     );
     expect(response.status).toBe(200);
     await waitFor(() => handled.length >= 5, 20_000, "all five after the redelivery");
-    await sleep(500);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(handled.map((e) => e.event_id)).toEqual(events.map((e) => e.event_id));
     expect(failuresLeft).toBe(-1);
   });
@@ -221,6 +226,8 @@ describe("exactly-once delivery", () => {
     const local = await start({
       application: recorder.application,
       dynamodbEndpoint: proxy.endpoint,
+      // The events' claims failed while DynamoDB was down: handed out again after 2 s.
+      visibilityTimeoutSeconds: 2,
     });
     const events = fiftyEvents();
     const token = local.registration.hs_token;
@@ -232,7 +239,7 @@ describe("exactly-once delivery", () => {
     const retry = await putTransaction(local.url, "ddb-down", { events }, { token });
     expect(retry.status).toBe(200);
     await waitFor(() => recorder.events.length >= 50, 30_000);
-    await sleep(1500);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expectEachOnce(recorder.events, events);
   });
 
@@ -256,7 +263,7 @@ describe("exactly-once delivery", () => {
     expect(local.metrics.counts.get("TransactionsDuplicate")).toBe(1);
     expect(local.metrics.counts.get("TransactionsAccepted")).toBeUndefined();
     await waitFor(() => recorder.events.length >= 50, 30_000);
-    await sleep(1500);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expectEachOnce(recorder.events, events);
   });
 
@@ -298,6 +305,8 @@ describe("exactly-once delivery", () => {
     );
     expect(response.status).toBe(200);
     await waitFor(() => seen.length >= 3);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    expect(seen).toHaveLength(3);
     expect(seen).toContainEqual({ kind: "ephemeral", value: typing });
     expect(seen).toContainEqual({ kind: "to_device", value: toDevice });
     expect(seen).toContainEqual({

@@ -3,7 +3,8 @@ import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { describe, expect, it, onTestFinished } from "vitest";
 import type { Application } from "../../functions/appservice/application.ts";
 import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
-import { makeEvent, sleep, waitFor } from "../support/appservice.ts";
+import type { Log } from "../../functions/shared/log.ts";
+import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
 import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
 const isSend = (r: { method: string; path: string }) =>
@@ -24,7 +25,7 @@ const echoApplication = (as?: string): Application => ({
 
 describe("outbound calls", () => {
   it("an invite for the bot → exactly one join", async () => {
-    const { homeserver, send, bot } = await startWithHomeserver();
+    const { local, homeserver, send, bot } = await startWithHomeserver();
     homeserver.createRoom("!invited:test.local", ["@alice:test.local"], { inviteOnly: true });
     homeserver.invites.set("!invited:test.local", new Set([bot]));
     const invite = makeEvent("!invited:test.local", "", {
@@ -34,7 +35,7 @@ describe("outbound calls", () => {
     });
     expect((await send("invite", [invite])).status).toBe(200);
     await waitFor(() => homeserver.rooms.get("!invited:test.local")?.has(bot) === true);
-    await sleep(1500);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     const joins = homeserver.requests.filter(
       (r) => r.method === "POST" && r.path.includes("/join/"),
     );
@@ -46,13 +47,13 @@ describe("outbound calls", () => {
   });
 
   it("!ping → exactly one pong, even when the transaction is delivered 16 times concurrently", async () => {
-    const { homeserver, send, bot } = await startWithHomeserver();
+    const { local, homeserver, send, bot } = await startWithHomeserver();
     homeserver.createRoom("!ping:test.local", ["@alice:test.local", bot]);
     const ping = makeEvent("!ping:test.local", "!ping");
     const responses = await Promise.all(Array.from({ length: 16 }, () => send("ping", [ping])));
     expect(responses.map((r) => r.status)).toEqual(Array(16).fill(200));
     await waitFor(() => homeserver.sent.length >= 1);
-    await sleep(2000);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(homeserver.sent).toHaveLength(1);
     expect(homeserver.sent[0]).toMatchObject({
       roomId: "!ping:test.local",
@@ -64,7 +65,7 @@ describe("outbound calls", () => {
   });
 
   it("429 with retry_after_ms 1500 → the retry comes no sooner than 1.5 s", async () => {
-    const { homeserver, send, bot } = await startWithHomeserver();
+    const { local, homeserver, send, bot } = await startWithHomeserver();
     homeserver.createRoom("!slow:test.local", [bot]);
     homeserver.cue(isSend, {
       status: 429,
@@ -72,13 +73,14 @@ describe("outbound calls", () => {
     });
     await send("rate", [makeEvent("!slow:test.local", "!ping")]);
     await waitFor(() => homeserver.sent.length >= 1);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     const sends = homeserver.requests.filter(isSend);
     expect(sends.map((r) => r.status)).toEqual([429, 200]);
     expect((sends[1]?.at as number) - (sends[0]?.at as number)).toBeGreaterThanOrEqual(1500);
   });
 
   it("429 → the Retry-After header wins over retry_after_ms", async () => {
-    const { homeserver, send, bot } = await startWithHomeserver();
+    const { local, homeserver, send, bot } = await startWithHomeserver();
     homeserver.createRoom("!slow:test.local", [bot]);
     homeserver.cue(isSend, {
       status: 429,
@@ -87,6 +89,7 @@ describe("outbound calls", () => {
     });
     await send("rate", [makeEvent("!slow:test.local", "!ping")]);
     await waitFor(() => homeserver.sent.length >= 1);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     const sends = homeserver.requests.filter(isSend);
     expect((sends[1]?.at as number) - (sends[0]?.at as number)).toBeGreaterThanOrEqual(3000);
   });
@@ -101,7 +104,7 @@ describe("outbound calls", () => {
     );
     await send("flaky", [makeEvent("!flaky:test.local", "!ping")]);
     await waitFor(() => homeserver.sent.length >= 1, 30_000);
-    await sleep(1000);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(homeserver.requests.filter(isSend).map((r) => r.status)).toEqual([500, 500, 500, 200]);
     expect(local.metrics.counts.get("OutboundCallsRetried")).toBe(3);
     expect(homeserver.sent).toHaveLength(1);
@@ -110,12 +113,16 @@ describe("outbound calls", () => {
   });
 
   it("a homeserver that does not answer → the call times out and is retried", async () => {
-    const { homeserver, send, bot } = await startWithHomeserver({ homeserverTimeoutMs: 1000 });
+    const { local, homeserver, send, bot } = await startWithHomeserver({
+      homeserverTimeoutMs: 1000,
+    });
     homeserver.createRoom("!hang:test.local", [bot]);
     homeserver.cue(isSend, { hang: true });
     await send("hang", [makeEvent("!hang:test.local", "!ping")]);
     await waitFor(() => homeserver.sent.length >= 1, 20_000);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(homeserver.requests.filter(isSend)).toHaveLength(2);
+    expect(homeserver.sent).toHaveLength(1);
   });
 
   it("a permanent 400 → the message goes to the dead-letter queue with its reason; the room's next message goes through", async () => {
@@ -132,6 +139,7 @@ describe("outbound calls", () => {
       makeEvent("!dead:test.local", "second"),
     ]);
     await waitFor(() => homeserver.sent.length >= 1);
+    expect(await waitUntilDrained(local)).toEqual({ ...NO_DEAD_LETTERS, outboundDeadLetters: 1 });
     expect(homeserver.sent.map((e) => e.content.body)).toEqual(["echo: second"]);
     const sqs = localSqs(local.sqsEndpoint);
     onTestFinished(() => sqs.destroy());
@@ -164,6 +172,8 @@ describe("outbound calls", () => {
     homeserver.createRoom("!ghost:test.local", [bot, "@alice:test.local"], { inviteOnly: true });
     await send("ghost", [makeEvent("!ghost:test.local", "boo")]);
     await waitFor(() => homeserver.sent.length >= 1);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    expect(homeserver.sent).toHaveLength(1);
     expect(homeserver.sent[0]).toMatchObject({ sender: ghost, content: { body: "echo: boo" } });
     const steps = homeserver.requests.map(
       (r) =>
@@ -196,7 +206,7 @@ describe("outbound calls", () => {
 
   it("M_USER_IN_USE on registration counts as registered", async () => {
     const ghost = `@_as_known:${SERVER}`;
-    const { homeserver, send, bot } = await startWithHomeserver({
+    const { local, homeserver, send, bot } = await startWithHomeserver({
       application: echoApplication(ghost),
     });
     homeserver.createRoom("!known:test.local", [bot, ghost]);
@@ -208,34 +218,54 @@ describe("outbound calls", () => {
     homeserver.registered.add(ghost);
     await send("known", [makeEvent("!known:test.local", "hi")]);
     await waitFor(() => homeserver.sent.length >= 1);
-    const register = homeserver.requests.find((r) => r.path.endsWith("/register"));
-    expect(register?.status).toBe(400);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    const registers = homeserver.requests.filter((r) => r.path.endsWith("/register"));
+    expect(registers.map((r) => r.status)).toEqual([400]);
+    expect(homeserver.sent).toHaveLength(1);
     expect(homeserver.sent[0]?.sender).toBe(ghost);
   });
 });
 
 describe("outbound calls while the homeserver is down", () => {
-  it("down for 30 s, then up → every message delivered once, in order per room", async () => {
-    const { homeserver, send, bot } = await startWithHomeserver({ application: echoApplication() });
+  it("down until each room's call was retried twice, then up → every message delivered once, in order per room", async () => {
+    // The outbox warns of each call it will retry, naming the room.
+    const retries = new Map<string, number>();
+    const log: Log = {
+      debug() {},
+      info() {},
+      error() {},
+      warn(_message, ...attributes) {
+        const roomId = attributes[0]?.roomId;
+        if (typeof roomId === "string") retries.set(roomId, (retries.get(roomId) ?? 0) + 1);
+      },
+    };
+    const { local, homeserver, send, bot } = await startWithHomeserver({
+      application: echoApplication(),
+      log,
+    });
     const rooms = ["!a:test.local", "!b:test.local", "!c:test.local"];
     for (const room of rooms) homeserver.createRoom(room, [bot]);
     await homeserver.stop();
-    const downSince = Date.now();
     for (let batch = 0; batch < 5; batch++) {
       const events = rooms.flatMap((room) =>
         [0, 1].map((i) => makeEvent(room, `${room} ${batch * 2 + i}`)),
       );
       expect((await send(`down-${batch}`, events)).status).toBe(200);
     }
-    await sleep(30_000 - (Date.now() - downSince));
+    // Down past the backoff's cap (2 s here): the refused calls wait and are tried again.
+    await waitFor(
+      () => rooms.every((room) => (retries.get(room) ?? 0) >= 2),
+      30_000,
+      "two retries a room",
+    );
     await homeserver.start();
     await waitFor(() => homeserver.sent.length >= 30, 30_000, "all 30 echoes");
-    await sleep(2000);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(homeserver.sent).toHaveLength(30);
     for (const room of rooms) {
       expect(homeserver.sent.filter((e) => e.roomId === room).map((e) => e.content.body)).toEqual(
         Array.from({ length: 10 }, (_, i) => `echo: ${room} ${i}`),
       );
     }
-  }, 90_000);
+  });
 });

@@ -7,7 +7,7 @@ import { createWebhook } from "../../functions/app/webhooks/store.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { sha256 } from "../../functions/shared/hash.ts";
 import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
-import { makeEvent, sleep, waitFor } from "../support/appservice.ts";
+import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
 import { newWebhook, noticesIn as noticesInRoom, sendCommand } from "../support/webhooks.ts";
 import { SERVER, startAppserviceAndHomeserver } from "../support/with-homeserver.ts";
 
@@ -62,14 +62,18 @@ describe("the webhooks application, over the scripted homeserver", () => {
     dynamodb.destroy();
     return Items;
   };
-  let hookUrl = "";
-  let hookId = "";
-  let hookUser = "";
+  /** Posts `text` through the webhook and waits for the message it makes. */
+  const postAndWait = async (url: string, name: string, text: string, roomId = ROOM) => {
+    const before = hookMessages(name, roomId).length;
+    expect((await post(url, JSON.stringify({ text }))).status).toBe(202);
+    await waitFor(() => hookMessages(name, roomId).length > before, 20_000, `"${text}"`);
+    return hookMessages(name, roomId).at(-1);
+  };
 
   beforeAll(async () => {
     started = await startAppserviceAndHomeserver();
     const { homeserver } = started;
-    homeserver.createRoom(ROOM, [MODERATOR, MEMBER]);
+    homeserver.createRoom(ROOM, [MODERATOR, MEMBER, started.bot]);
     homeserver.createRoom(OTHER_ROOM, [MODERATOR, started.bot]);
     for (const room of [ROOM, OTHER_ROOM]) {
       homeserver.setState(room, "m.room.power_levels", "", {
@@ -81,20 +85,20 @@ describe("the webhooks application, over the scripted homeserver", () => {
   afterAll(() => started?.stop());
 
   it("an invite → the bot joins", async () => {
-    const invite = makeEvent(ROOM, "", {
+    const room = `!invited:${SERVER}`;
+    started.homeserver.createRoom(room, [MODERATOR]);
+    const invite = makeEvent(room, "", {
       type: "m.room.member",
       state_key: started.bot,
       sender: MODERATOR,
       content: { membership: "invite" },
     });
     expect((await started.send("invite", [invite])).status).toBe(200);
-    await waitFor(() => started.homeserver.rooms.get(ROOM)?.has(started.bot) === true);
+    await waitFor(() => started.homeserver.rooms.get(room)?.has(started.bot) === true);
   });
 
   it("!webhook new ci → the room is told; the unguessable URL goes to its creator alone, in a DM; only its hash is stored", async () => {
-    const { url, id, dm } = await createHook("ci");
-    hookUrl = url;
-    hookId = id;
+    const { id, dm } = await createHook("ci");
     // 256 bits, base64url.
     expect(id).toHaveLength(43);
     expect(started.homeserver.rooms.get(dm)?.has(started.bot)).toBe(true);
@@ -109,20 +113,21 @@ describe("the webhooks application, over the scripted homeserver", () => {
   });
 
   it("POST JSON → the message, as this room's own webhook user, registered on first use and named in this room; 202", async () => {
+    const { url } = await createHook("post");
     const response = await post(
-      hookUrl,
+      url,
       JSON.stringify({
         text: "**build** passed <script>alert(1)</script> [log](https://ci.example/1)",
       }),
     );
     expect(response.status).toBe(202);
-    await waitFor(() => hookMessages().length === 1);
-    const [message] = hookMessages();
-    hookUser = message?.sender as string;
-    expect(hookUser).toMatch(hookUserPattern("ci"));
+    await waitFor(() => hookMessages("post").length === 1);
+    const [message] = hookMessages("post");
+    const hookUser = message?.sender as string;
+    expect(hookUser).toMatch(hookUserPattern("post"));
     expect(started.homeserver.registered.has(hookUser)).toBe(true);
     // Its name is its member event's in this room; its global profile is never touched.
-    expect(memberNames(ROOM, hookUser)).toEqual(["ci"]);
+    expect(memberNames(ROOM, hookUser)).toEqual(["post"]);
     expect(started.homeserver.profiles.has(hookUser)).toBe(false);
     expect(message?.content).toMatchObject({
       msgtype: "m.text",
@@ -136,18 +141,20 @@ describe("the webhooks application, over the scripted homeserver", () => {
   });
 
   it("username, text/plain, a Slack form and html: the display name follows; the HTML is sanitized", async () => {
+    const { url } = await createHook("formats");
+    const hookUser = (await postAndWait(url, "formats", "first"))?.sender as string;
     expect(
-      (await post(hookUrl, JSON.stringify({ text: "deployed", username: "Deploy bot" }))).status,
+      (await post(url, JSON.stringify({ text: "deployed", username: "Deploy bot" }))).status,
     ).toBe(202);
-    expect((await post(hookUrl, "plain *text*", "text/plain; charset=utf-8")).status).toBe(202);
+    expect((await post(url, "plain *text*", "text/plain; charset=utf-8")).status).toBe(202);
     const form = new URLSearchParams({ payload: JSON.stringify({ text: "from a form" }) });
-    expect((await post(hookUrl, form.toString(), "application/x-www-form-urlencoded")).status).toBe(
+    expect((await post(url, form.toString(), "application/x-www-form-urlencoded")).status).toBe(
       202,
     );
     expect(
       (
         await post(
-          hookUrl,
+          url,
           JSON.stringify({
             text: "fallback",
             html: '<b onclick="x()">bold</b><iframe src="x"><img src="//evil.example/p.png">',
@@ -155,22 +162,21 @@ describe("the webhooks application, over the scripted homeserver", () => {
         )
       ).status,
     ).toBe(202);
-    await waitFor(() => hookMessages().length === 5);
-    const [, deployed, plain, fromForm, html] = hookMessages();
+    await waitFor(() => hookMessages("formats").length === 5);
+    const [, deployed, plain, fromForm, html] = hookMessages("formats");
     expect(fromForm?.content.body).toBe("from a form");
     expect(deployed?.content.body).toBe("deployed");
     expect(plain?.content.body).toBe("plain *text*");
     expect(plain?.content.formatted_body).toBe("<p>plain <em>text</em></p>");
     expect(html?.content.formatted_body).toBe("<b>bold</b>");
     expect(
-      (await post(hookUrl, JSON.stringify({ text: "*only* this", html: "<script>x</script>" })))
-        .status,
+      (await post(url, JSON.stringify({ text: "*only* this", html: "<script>x</script>" }))).status,
     ).toBe(202);
-    await waitFor(() => hookMessages().length === 6);
-    expect(hookMessages()[5]?.content.formatted_body).toBe("<p><em>only</em> this</p>");
+    await waitFor(() => hookMessages("formats").length === 6);
+    expect(hookMessages("formats")[5]?.content.formatted_body).toBe("<p><em>only</em> this</p>");
     // The name changed before "deployed" and back before the next message, in the room's order,
     // in this room's member event each time.
-    expect(memberNames(ROOM, hookUser)).toEqual(["ci", "Deploy bot", "ci"]);
+    expect(memberNames(ROOM, hookUser)).toEqual(["formats", "Deploy bot", "formats"]);
     expect(webhookProfileCalls()).toEqual([]);
   });
 
@@ -181,20 +187,24 @@ describe("the webhooks application, over the scripted homeserver", () => {
       username: "\u202Eevil\u0000\nname\u2066 \ud800",
     });
     expect(body).toContain("\\ud83d");
-    expect((await post(hookUrl, body)).status).toBe(202);
-    await waitFor(() => hookMessages().length === 7);
-    expect(hookMessages()[6]?.content.body).toBe("nul and bell here, cut \uFFFD");
-    expect(memberNames(ROOM, hookUser).at(-1)).toBe("evil name");
+    const { url } = await createHook("clean");
+    expect((await post(url, body)).status).toBe(202);
+    await waitFor(() => hookMessages("clean").length === 1);
+    const [message] = hookMessages("clean");
+    expect(message?.content.body).toBe("nul and bell here, cut \uFFFD");
+    expect(memberNames(ROOM, message?.sender as string)).toEqual(["evil name"]);
   });
 
   it("the same name in another room: another user, named in that room only", async () => {
-    const other = await createHook("ci", OTHER_ROOM);
+    const hookUser = (await postAndWait((await createHook("twin")).url, "twin", "here"))
+      ?.sender as string;
+    const other = await createHook("twin", OTHER_ROOM);
     expect(
       (await post(other.url, JSON.stringify({ text: "hi", username: "Other CI" }))).status,
     ).toBe(202);
-    await waitFor(() => hookMessages("ci", OTHER_ROOM).length === 1);
-    const otherUser = hookMessages("ci", OTHER_ROOM)[0]?.sender as string;
-    expect(otherUser).toMatch(hookUserPattern("ci"));
+    await waitFor(() => hookMessages("twin", OTHER_ROOM).length === 1);
+    const otherUser = hookMessages("twin", OTHER_ROOM)[0]?.sender as string;
+    expect(otherUser).toMatch(hookUserPattern("twin"));
     expect(otherUser).not.toBe(hookUser);
     expect(memberNames(OTHER_ROOM, otherUser)).toEqual(["Other CI"]);
     // Neither user's name was set anywhere else, nor in any global profile.
@@ -226,7 +236,7 @@ describe("the webhooks application, over the scripted homeserver", () => {
   });
 
   it("bad bodies → 400 / 413 with a JSON error, and nothing sent", async () => {
-    const before = hookMessages().length;
+    const { url: hookUrl } = await createHook("strict");
     const cases: [string, string, number, string][] = [
       ["{not json", "application/json", 400, "M_NOT_JSON"],
       ["{}", "application/json", 400, "M_BAD_JSON"],
@@ -251,11 +261,12 @@ describe("the webhooks application, over the scripted homeserver", () => {
     expect(await unknown.json()).toMatchObject({ errcode: "M_NOT_FOUND" });
     const wrongMethod = await fetch(hookUrl);
     expect(wrongMethod.status).toBe(405);
-    await sleep(500);
-    expect(hookMessages()).toHaveLength(before);
+    expect(await waitUntilDrained(started.local)).toEqual(NO_DEAD_LETTERS);
+    expect(hookMessages("strict")).toEqual([]);
   });
 
   it("one webhook past its burst → 429 M_LIMIT_EXCEEDED with retry_after_ms and Retry-After; what passed arrives in order, once; other webhooks go on", async () => {
+    const steady = await createHook("steady");
     const { url } = await createHook("burst");
     const statuses: number[] = [];
     let limited: Response | undefined;
@@ -275,17 +286,18 @@ describe("the webhooks application, over the scripted homeserver", () => {
     expect(body.retry_after_ms).toBeLessThanOrEqual(1000);
     expect(limited?.headers.get("retry-after")).toBe("1");
     // The room's other webhook has a bucket of its own.
-    expect((await post(hookUrl, JSON.stringify({ text: "not starved" }))).status).toBe(202);
+    expect((await post(steady.url, JSON.stringify({ text: "not starved" }))).status).toBe(202);
 
     const accepted = statuses.length - 1;
     await waitFor(() => hookMessages("burst").length >= accepted, 60_000, "the burst");
-    await sleep(1000);
+    expect(await waitUntilDrained(started.local)).toEqual(NO_DEAD_LETTERS);
     expect(hookMessages("burst").map((m) => m.content.body)).toEqual(
       Array.from({ length: accepted }, (_, i) => `burst ${i}`),
     );
   });
 
   it("random bodies, content types and ids → 202, 400, 404, 413 or 429 with a JSON error, never a 5xx", async () => {
+    const { url: hookUrl } = await createHook("fuzz");
     const text = fc.oneof(fc.string(), fc.string({ unit: "grapheme" }));
     const body = fc.oneof(
       text,
@@ -337,24 +349,28 @@ describe("the webhooks application, over the scripted homeserver", () => {
   });
 
   it("!webhook list, help, an unknown command, a bad name", async () => {
+    await createHook("listed");
     const list = await command("!webhook list");
-    expect(list).toContain(`ci — created `);
+    expect(list).toContain(`listed — created `);
     expect(list).toContain(`by ${MODERATOR}`);
     expect(list).not.toContain("/webhook/");
     expect(await command("!webhook help")).toContain("!webhook new <name>");
     expect(await command("!webhook frobnicate")).toContain('Unknown command "frobnicate"');
     expect(await command("!webhook new Not/Valid")).toMatch(/^Usage: !webhook new <name>/);
-    expect(await command("!webhook new ci")).toContain("already has a webhook named ci");
+    expect(await command("!webhook new listed")).toContain("already has a webhook named listed");
   });
 
   it("a 5,000-character name is answered with the usage, and the room's next command goes on", async () => {
     expect(await command(`!webhook remove ${"x".repeat(5000)}`)).toMatch(
       /^Usage: !webhook remove <name>/,
     );
-    expect(await command("!webhook list")).toContain("ci — created ");
+    expect(await command("!webhook help")).toContain("!webhook new <name>");
   });
 
-  it("!webhook remove ci → its URL answers 404 at once, and its bucket goes with it", async () => {
+  it("!webhook remove <name> → its URL answers 404 at once, and its bucket goes with it", async () => {
+    await createHook("kept");
+    const { url: hookUrl, id: hookId } = await createHook("doomed");
+    await postAndWait(hookUrl, "doomed", "before the removal");
     const bucket = async () => {
       const dynamodb = localDynamoDb(started.local.dynamodbEndpoint);
       const { Item } = await dynamodb.send(
@@ -367,13 +383,15 @@ describe("the webhooks application, over the scripted homeserver", () => {
       return Item;
     };
     expect(await bucket()).toBeDefined();
-    expect(await command("!webhook remove ci")).toBe(
-      "Webhook ci removed: its URL no longer works.",
+    expect(await command("!webhook remove doomed")).toBe(
+      "Webhook doomed removed: its URL no longer works.",
     );
     expect(await bucket()).toBeUndefined();
     const response = await post(hookUrl, JSON.stringify({ text: "too late" }));
     expect(response.status).toBe(404);
-    expect(await command("!webhook remove ci")).toBe("This room has no webhook named ci.");
-    expect(await command("!webhook list")).toContain("burst — created ");
+    expect(await command("!webhook remove doomed")).toBe("This room has no webhook named doomed.");
+    const list = await command("!webhook list");
+    expect(list).toContain("kept — created ");
+    expect(list).not.toContain("doomed");
   });
 });

@@ -2,11 +2,18 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import { inject } from "vitest";
 import type { Application } from "../../functions/appservice/application.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import type { ServiceDeps } from "../../functions/appservice/service-context.ts";
-import { type LocalOptions, startLocal } from "../../functions/local/local.ts";
+import { localSqs } from "../../functions/local/aws-clients.ts";
+import {
+  type LocalAppservice,
+  type LocalOptions,
+  startLocal,
+} from "../../functions/local/local.ts";
+import { sleep } from "./wait.ts";
 
 export const tempDir = () => mkdtemp(join(tmpdir(), "appservice-test-"));
 
@@ -21,7 +28,9 @@ export async function startTestAppservice(options: Partial<LocalOptions> = {}) {
     serverName: "test.local",
     dynamodbEndpoint: inject("dynamodbEndpoint"),
     tableName: `test-${id}`,
-    visibilityTimeoutSeconds: 2,
+    // Longer than any handler runs on a loaded machine, as in AWS (6× the function's timeout):
+    // a message is handed out again only when a handler failed. Tests of that set a short one.
+    visibilityTimeoutSeconds: 30,
     ...options,
   });
 }
@@ -75,12 +84,68 @@ export function putTransaction(
   });
 }
 
-/** Polls until `check` holds or the time runs out. */
-export async function waitFor(check: () => boolean, timeoutMs = 20_000, what = "condition") {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
+export { sleep, waitFor } from "./wait.ts";
+
+/**
+ * Waits until the appservice is at rest: no message waiting, delayed or in flight on its queues
+ * and no handler running, so that no redelivery or late duplicate can still come. Then an
+ * "exactly once" holds for good. Returns how many messages each dead-letter queue holds.
+ */
+export async function waitUntilDrained(local: LocalAppservice, timeoutMs = 30_000) {
+  const sqs = localSqs(local.sqsEndpoint);
+  const counts = async (queueUrl: string) => {
+    const { Attributes = {} } = await sqs.send(
+      new GetQueueAttributesCommand({
+        QueueUrl: queueUrl,
+        AttributeNames: [
+          "ApproximateNumberOfMessages",
+          "ApproximateNumberOfMessagesNotVisible",
+          "ApproximateNumberOfMessagesDelayed",
+        ],
+      }),
+    );
+    return {
+      waiting: Number(Attributes.ApproximateNumberOfMessages),
+      inFlight:
+        Number(Attributes.ApproximateNumberOfMessagesNotVisible) +
+        Number(Attributes.ApproximateNumberOfMessagesDelayed),
+    };
+  };
+  const empty = (queue: { waiting: number; inFlight: number }) =>
+    queue.waiting === 0 && queue.inFlight === 0;
+  try {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      // Work flows inbound → outbound → dead-letter queues, and a handler runs only while its
+      // message is in flight: read in that order, between two looks at the handlers.
+      const idleBefore = local.handlersRunning() === 0;
+      const inbound = await counts(local.inboundQueueUrl);
+      const outbound = await counts(local.outboundQueueUrl);
+      const inboundDead = await counts(local.inboundDeadLetterUrl);
+      const outboundDead = await counts(local.outboundDeadLetterUrl);
+      const idleAfter = local.handlersRunning() === 0;
+      if (
+        idleBefore &&
+        idleAfter &&
+        empty(inbound) &&
+        empty(outbound) &&
+        inboundDead.inFlight === 0 &&
+        outboundDead.inFlight === 0
+      ) {
+        return {
+          inboundDeadLetters: inboundDead.waiting,
+          outboundDeadLetters: outboundDead.waiting,
+        };
+      }
+      if (Date.now() > deadline) {
+        throw new Error(
+          `Timed out waiting for the queues to drain: ${JSON.stringify({ inbound, outbound, inboundDead, outboundDead, handlersRunning: local.handlersRunning() })}`,
+        );
+      }
+      await sleep(50);
+    }
+  } finally {
+    sqs.destroy();
   }
 }
 
@@ -94,7 +159,8 @@ export const isAlive = (pid: number) => {
   }
 };
 
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** What `waitUntilDrained` returns when nothing was dead-lettered. */
+export const NO_DEAD_LETTERS = { inboundDeadLetters: 0, outboundDeadLetters: 0 };
 
 const unexpected = (what: string) => () => Promise.reject(new Error(`no ${what} expected`));
 

@@ -1,20 +1,27 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { build } from "esbuild";
-import { describe, expect, it } from "vitest";
-import { esbuildOptions, functionEntries } from "../../infra/bundling.ts";
-
-const root = join(import.meta.dirname, "../..");
+import { beforeAll, describe, expect, it } from "vitest";
+import { functionEntries } from "../../infra/bundling.ts";
+import { synthesized } from "../support/cdk-synth.ts";
 
 describe("function bundles", () => {
-  it.each(Object.entries(functionEntries))(
-    "%s bundles as the stack bundles it, and its handler loads in a fresh Node process",
-    async (name, entry) => {
-      const outfile = join(await mkdtemp(join(tmpdir(), "bundle-")), `${name}.mjs`);
-      await build({ ...esbuildOptions, entryPoints: [join(root, entry)], outfile });
+  let synth: Awaited<ReturnType<typeof synthesized>>;
+  beforeAll(async () => {
+    synth = await synthesized();
+  }, 240_000);
+
+  it.each(Object.keys(functionEntries))(
+    "%s: the bundle `cdk synth` made for the stack loads in a fresh Node process",
+    async (name) => {
+      const logicalId = `${name[0]?.toUpperCase()}${name.slice(1)}Function`;
+      const functions = Object.entries(synth.template.Resources).filter(
+        ([id, resource]) => resource.Type === "AWS::Lambda::Function" && id.includes(logicalId),
+      );
+      expect(functions).toHaveLength(1);
+      const assetPath = functions[0]?.[1].Metadata?.["aws:asset:path"] as string;
+      const outfile = join(synth.outDir, assetPath, "index.mjs");
       const { size } = await stat(outfile);
       console.log(`${name}: ${(size / 1024).toFixed(0)} KB`);
       const { stdout } = await promisify(execFile)(process.execPath, [

@@ -1,8 +1,3 @@
-import { execFile } from "node:child_process";
-import { mkdtemp, readFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { promisify } from "node:util";
 import { App, Aspects } from "aws-cdk-lib";
 import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
 import { AwsSolutionsChecks } from "cdk-nag";
@@ -19,6 +14,7 @@ import {
   OUTBOX_FUNCTION_TIMEOUT,
   QUEUE_AGE_ALARM,
 } from "../../infra/matrix-appservice.ts";
+import { synthesized } from "../support/cdk-synth.ts";
 
 type Resource = {
   Type: string;
@@ -38,9 +34,12 @@ const registration = {
   },
 };
 
-/** The stack with these options, cdk-nag's checks applied; every function bundled by esbuild. */
+/**
+ * The stack with these options, cdk-nag's checks applied. No bundling: the run's one `cdk synth`
+ * bundles each function (test/support/cdk-synth.ts), and bundles.test.ts loads what it made.
+ */
 function synthesize(id: string, options: Partial<MatrixAppserviceProps> = {}) {
-  const app = new App();
+  const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
   const stack = new AppserviceStack(app, id, {
     appservice: {
       homeserverUrl: "https://matrix.example.org",
@@ -85,7 +84,6 @@ describe("AppserviceStack", () => {
   };
 
   beforeAll(() => {
-    // A bundling failure fails here.
     ({ stack, template } = synthesize("Test"));
   }, 120_000);
 
@@ -531,17 +529,8 @@ describe("AppserviceStack with its options", () => {
 
 describe("cdk synth", () => {
   it("runs with the CDK CLI, offline and without credentials", async () => {
-    const out = await mkdtemp(join(tmpdir(), "cdk-out-"));
-    await promisify(execFile)("npx", ["cdk", "synth", "--quiet", "--output", out], {
-      cwd: join(import.meta.dirname, "../.."),
-      env: { ...process.env, CDK_DISABLE_CLI_TELEMETRY: "1" },
-    });
-    const synthesized = JSON.parse(
-      await readFile(join(out, "MatrixAppservice.template.json"), "utf8"),
-    );
-    const types = Object.values(synthesized.Resources as Record<string, Resource>).map(
-      (r) => r.Type,
-    );
+    const { template } = await synthesized();
+    const types = Object.values(template.Resources).map((r) => r.Type);
     expect(types).toEqual(
       expect.arrayContaining([
         "AWS::ApiGatewayV2::Api",
@@ -549,5 +538,5 @@ describe("cdk synth", () => {
         "AWS::DynamoDB::Table",
       ]),
     );
-  }, 180_000);
+  }, 240_000);
 });

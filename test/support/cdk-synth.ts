@@ -1,0 +1,86 @@
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { inject } from "vitest";
+import type { TestProject } from "vitest/node";
+import { waitFor } from "./wait.ts";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    cdkSynth: { outDir: string; resultFile: string };
+  }
+}
+
+const root = join(import.meta.dirname, "../..");
+
+interface SynthResult {
+  code: number | null;
+  signal: string | null;
+  output: string;
+}
+
+/**
+ * Global setup: `cdk synth` with the CDK CLI, once per run and in the background (it takes half
+ * a minute of CPU), while the other tests run. It bundles every function exactly as a deploy
+ * does; the infra tests read its output through `synthesized()`.
+ */
+export default async function startSynth(project: TestProject) {
+  const dir = await mkdtemp(join(tmpdir(), "cdk-synth-"));
+  const outDir = join(dir, "cdk.out");
+  const resultFile = join(dir, "result.json");
+  const child = spawn(
+    join(root, "node_modules/.bin/cdk"),
+    ["synth", "--quiet", "--output", outDir],
+    {
+      cwd: root,
+      // The tests' environment (dummy credentials, no instance metadata): nothing leaves the machine.
+      env: { ...process.env, ...project.config.env, CDK_DISABLE_CLI_TELEMETRY: "1" },
+      // Its own process group, so that the teardown stops the app and esbuild with it.
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  let output = "";
+  const collect = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-20_000);
+  };
+  child.stdout?.on("data", collect);
+  child.stderr?.on("data", collect);
+  const finished = new Promise<void>((resolve) => {
+    let recorded = false;
+    const record = async (result: SynthResult) => {
+      if (recorded) return;
+      recorded = true;
+      // Written aside and renamed, so that no test reads half of it.
+      await writeFile(`${resultFile}.partial`, JSON.stringify(result));
+      await rename(`${resultFile}.partial`, resultFile);
+    };
+    const settle = (result: SynthResult) => record(result).then(resolve, resolve);
+    child.once("error", (error) => settle({ code: null, signal: null, output: String(error) }));
+    child.once("close", (code, signal) => settle({ code, signal, output }));
+  });
+  project.provide("cdkSynth", { outDir, resultFile });
+  return async () => {
+    if (child.pid && child.exitCode === null && child.signalCode === null) {
+      process.kill(-child.pid, "SIGTERM");
+    }
+    await finished;
+    await rm(dir, { recursive: true, force: true });
+  };
+}
+
+/** The run's `cdk synth` output, once it has finished; throws with its output if it failed. */
+export async function synthesized() {
+  const { outDir, resultFile } = inject("cdkSynth");
+  await waitFor(() => existsSync(resultFile), 180_000, "cdk synth");
+  const result = JSON.parse(await readFile(resultFile, "utf8")) as SynthResult;
+  if (result.code !== 0) {
+    throw new Error(`cdk synth failed (${result.code ?? result.signal}):\n${result.output}`);
+  }
+  const template = JSON.parse(
+    await readFile(join(outDir, "MatrixAppservice.template.json"), "utf8"),
+  ) as { Resources: Record<string, { Type: string; Metadata?: Record<string, unknown> }> };
+  return { outDir, template };
+}
