@@ -5,6 +5,7 @@ import {
   onUrlMessageRequest,
   onWebhookCommand,
 } from "./webhooks/commands.ts";
+import { noticeExpiriesIn } from "./webhooks/expiry.ts";
 import { WEBHOOK_USER_PREFIX, webhookRoute } from "./webhooks/post.ts";
 
 /**
@@ -42,6 +43,9 @@ export const application: Application = {
     } else if (isWebhookCommand(event.content.body)) {
       await onWebhookCommand(event, context);
     }
+    // No periodic trigger runs the application: a webhook's coming expiry is checked whenever
+    // it is used and whenever someone writes in its room.
+    await noticeExpiriesIn(context, event.room_id);
   },
   onEphemeral(event, { log }) {
     log.info("ephemeral event received", { type: event.type, roomId: event.room_id });

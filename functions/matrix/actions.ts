@@ -92,6 +92,13 @@ export interface Actions {
    * waits. 429s do not count (the server's own instruction to wait), nor refused connections.
    */
   withServerErrorLimit(limit: number): Actions;
+  /**
+   * The same actions, their IDs derived from `key` instead of what asked for them, counted from
+   * the first: a route whose client repeats a request under a key of its own (an
+   * `Idempotency-Key`) asks for the same calls again, which are deduplicated. The key must name
+   * one request among all the application's.
+   */
+  seededBy(key: string): Actions;
 }
 
 export interface ActionsOptions {
@@ -238,5 +245,12 @@ function actionsWith(
       }
       return actionsWith({ botUserId, outboundQueue, origin }, position, limit);
     },
+    // Apart from claim keys (`EVENT#…`, `ITEM#…`) and request origins (`http:…`).
+    seededBy: (key) =>
+      actionsWith(
+        { botUserId, outboundQueue, origin: `seed:${key}` },
+        { next: 0 },
+        maxServerErrors,
+      ),
   };
 }

@@ -14,6 +14,11 @@ export type AppDataWrite =
        * is refused (a compare-and-set, for read-modify-write under concurrency).
        */
       ifEquals?: AppValue;
+      /**
+       * Epoch milliseconds after which the entry is gone: `get` and `list` no longer return it,
+       * and the table's TTL deletes it (within days).
+       */
+      expiresAt?: number;
     }
   | { collection: string; key: string; delete: true };
 

@@ -32,6 +32,24 @@ describe("the per-webhook token bucket, in the app's data (DynamoDB Local)", () 
     expect(await first.get("c", "k")).toEqual({ n: 2 });
   });
 
+  it("an entry past its expiresAt is gone for get and list, and a write ifAbsent takes its place", async () => {
+    let now = 5_000_000;
+    const data = new DynamoDbAppData(clients[0] as (typeof clients)[0], tableName, () => now);
+    const collection = `ttl-${randomUUID()}`;
+    await data.write([{ collection, key: "k", value: { n: 1 }, expiresAt: now + 60_000 }]);
+    expect(await data.get(collection, "k")).toEqual({ n: 1 });
+    expect(await data.write([{ collection, key: "k", value: { n: 2 }, ifAbsent: true }])).toBe(
+      false,
+    );
+    now += 60_000;
+    expect(await data.get(collection, "k")).toBeUndefined();
+    expect(await data.list(collection)).toEqual([]);
+    expect(await data.write([{ collection, key: "k", value: { n: 3 }, ifAbsent: true }])).toBe(
+      true,
+    );
+    expect(await data.get(collection, "k")).toEqual({ n: 3 });
+  });
+
   it("1 a second, 20 at once: the 21st waits its second, and a token comes back each second", async () => {
     let now = 1_000_000;
     const clock = () => now;

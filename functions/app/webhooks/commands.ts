@@ -1,22 +1,49 @@
 import type { ClientEvent, ServiceContext } from "../../appservice/api.ts";
+import { isExpired, parseDuration } from "./expiry.ts";
 import { MODERATOR_LEVEL, powerLevel } from "./moderators.ts";
 import { webhookUserId } from "./post.ts";
-import { createWebhook, findWebhook, listWebhooks, removeWebhook } from "./store.ts";
+import { PRESETS } from "./presets.ts";
+import {
+  createWebhook,
+  findWebhook,
+  listWebhooks,
+  removeWebhook,
+  type Transformation,
+  updateWebhook,
+  type Webhook,
+} from "./store.ts";
 import { cleanName } from "./text.ts";
 
 /** Webhook names become user localparts (`@_webhook_<tag>_<name>`): the characters those allow. */
 const NAME = /^[a-z0-9._=-]{1,32}$/;
 
+const PRESET_NAMES = () => Object.keys(PRESETS).join(", ");
+
 /**
- * Each command's usage, and whether it takes a name: what it is given is checked against these
- * before anything is read or stored, so no argument can make storage refuse it.
+ * Each command's usage, whether it takes a name, and the options it takes (with whether each
+ * has a value): what it is given is checked against these before anything is read or stored, so
+ * no argument can make storage refuse it.
  */
-const COMMANDS = new Map([
+const COMMANDS = new Map<
+  string,
+  { takesName: boolean; options?: Record<string, boolean>; usage: string }
+>([
   [
     "new",
     {
       takesName: true,
-      usage: "!webhook new <name> — a name of 1 to 32 characters among a-z 0-9 . _ = -",
+      options: { "--notice": false, "--expires": true, "--preset": true },
+      usage:
+        "!webhook new <name> [--notice] [--expires 30d] [--preset <preset>] — a name of 1 to 32 characters among a-z 0-9 . _ = -",
+    },
+  ],
+  [
+    "transform",
+    {
+      takesName: true,
+      options: { "--preset": true, "--remove": false },
+      usage:
+        "!webhook transform <name> followed by a code block, or --preset <preset>, or --remove",
     },
   ],
   [
@@ -26,6 +53,35 @@ const COMMANDS = new Map([
   ["list", { takesName: false, usage: "!webhook list" }],
   ["help", { takesName: false, usage: "!webhook help" }],
 ]);
+
+/** The largest transformation taken, in bytes. */
+export const MAX_TRANSFORMATION_BYTES = 16 * 1024;
+
+/** The options given, or undefined when one is unknown, repeated or lacks its value. */
+function parseOptions(
+  words: string[],
+  allowed: Record<string, boolean> = {},
+): Map<string, string> | undefined {
+  const options = new Map<string, string>();
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i] as string;
+    const takesValue = allowed[word];
+    if (takesValue === undefined || options.has(word)) return undefined;
+    const value = takesValue ? words[++i] : "";
+    if (value === undefined) return undefined;
+    options.set(word, value);
+  }
+  return options;
+}
+
+/** The code of a message's code block (```…```), else every line after the command's. */
+export function codeOf(body: string): string {
+  const newline = body.indexOf("\n");
+  if (newline < 0) return "";
+  const afterCommand = body.slice(newline + 1);
+  const fenced = /```[^\n]*\n([\s\S]*?)```/.exec(afterCommand);
+  return (fenced ? (fenced[1] as string) : afterCommand).trim();
+}
 
 /**
  * A state event the bot puts in the direct message room it creates for a webhook's URL, naming
@@ -37,9 +93,12 @@ export const URL_MESSAGE_REQUEST = "io.github.matrix_serverless_appservice.webho
 const HELP = [
   "Webhooks post messages into this room from anywhere that can make an HTTP request.",
   "!webhook new <name> — create one; I send you its secret URL in a direct message",
+  "  --notice: its messages are notices; --expires 30d: its URL stops working then (s, m, h, d, w);",
+  `  --preset <preset>: payloads of a known service (${PRESET_NAMES()})`,
+  "!webhook transform <name> + a code block — JavaScript turning each JSON payload (`data`) into a message: return {text, html?, msgtype?} or nothing; --preset <preset> or --remove instead",
   "!webhook list — the webhooks of this room",
   "!webhook remove <name> — delete one; its URL stops working at once",
-  'POST JSON {"text": "…", "username"?: "…", "html"?: "…"} or plain text to the URL.',
+  'POST JSON {"text": "…", "username"?: "…", "html"?: "…", "msgtype"?: "m.notice"} or plain text to the URL.',
   "Only room moderators (power level 50 or more) can use these commands.",
 ].join("\n");
 
@@ -47,6 +106,27 @@ export const isWebhookCommand = (body: unknown): body is string =>
   typeof body === "string" && /^!webhook(\s|$)/.test(body);
 
 const day = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+
+/** A webhook's line in `!webhook list`. */
+function describe(webhook: Webhook, now: number): string {
+  const { transformation, expiresAt } = webhook;
+  return [
+    `created ${day(webhook.createdAt)} by ${webhook.createdBy}`,
+    ...(webhook.msgtype === "m.notice" ? ["notices"] : []),
+    ...(transformation
+      ? [
+          "preset" in transformation
+            ? `preset ${transformation.preset}`
+            : `transformed (set by ${transformation.setBy})`,
+        ]
+      : []),
+    ...(expiresAt === undefined
+      ? []
+      : [
+          `${isExpired(webhook, now) ? "expired" : "expires"} ${new Date(expiresAt).toISOString()}`,
+        ]),
+  ].join(", ");
+}
 
 // Derived from the command itself: a re-run of its handler hands out the same URL.
 const webhookSecret = (context: ServiceContext, commandEventId: string) =>
@@ -76,7 +156,14 @@ export async function onWebhookCommand(event: ClientEvent, context: ServiceConte
   const { actions, data, homeserver, log } = context;
   const roomId = event.room_id;
   const reply = (text: string) => actions.sendNotice(roomId, text);
-  const [, command = "help", name, ...rest] = String(event.content.body).trim().split(/\s+/);
+  const body = String(event.content.body);
+  // `transform` takes code after its first line; every other command is its words.
+  const commandWords = body.trim().split(/\s+/);
+  const words =
+    commandWords[1] === "transform"
+      ? (body.split("\n")[0] as string).trim().split(/\s+/)
+      : commandWords;
+  const [, command = "help", name, ...rest] = words;
 
   const level = await powerLevel(homeserver, roomId, event.sender);
   if (level < MODERATOR_LEVEL) {
@@ -90,23 +177,43 @@ export async function onWebhookCommand(event: ClientEvent, context: ServiceConte
     await reply(`Unknown command "${cleanName(command, 32)}". Try !webhook help.`);
     return;
   }
+  const options = parseOptions(rest, spec.options);
   const argumentsFit =
-    rest.length === 0 && (spec.takesName ? name !== undefined && NAME.test(name) : !name);
+    options !== undefined && (spec.takesName ? name !== undefined && NAME.test(name) : !name);
   if (!argumentsFit) {
     await reply(`Usage: ${spec.usage}`);
+    return;
+  }
+  const preset = options.get("--preset");
+  if (preset !== undefined && !Object.hasOwn(PRESETS, preset)) {
+    await reply(
+      `There is no preset "${cleanName(preset, 32)}": the presets are ${PRESET_NAMES()}.`,
+    );
     return;
   }
   switch (command) {
     case "new": {
       const webhookName = name as string;
+      const createdAt = event.origin_server_ts ?? Date.now();
+      const expires = options.get("--expires");
+      const lifetime = expires === undefined ? undefined : parseDuration(expires);
+      if (expires !== undefined && lifetime === undefined) {
+        await reply(
+          `--expires takes a duration of up to a year: a number and s, m, h, d or w (30d, 12h, 2w).`,
+        );
+        return;
+      }
       const id = webhookSecret(context, event.event_id);
       const outcome = await createWebhook(data, id, {
         roomId,
         name: webhookName,
-        createdAt: event.origin_server_ts ?? Date.now(),
+        createdAt,
         createdBy: event.sender,
         commandEventId: event.event_id,
         userId: webhookUserId(context, roomId, webhookName),
+        ...(options.has("--notice") && { msgtype: "m.notice" }),
+        ...(lifetime !== undefined && { expiresAt: createdAt + lifetime }),
+        ...(preset !== undefined && { transformation: { preset } }),
       });
       if (outcome === "exists") {
         await reply(`This room already has a webhook named ${webhookName}: remove it first.`);
@@ -136,8 +243,48 @@ export async function onWebhookCommand(event: ClientEvent, context: ServiceConte
           ? "This room has no webhooks. Create one with !webhook new <name>."
           : [
               "Webhooks in this room:",
-              ...webhooks.map((w) => `• ${w.name} — created ${day(w.createdAt)} by ${w.createdBy}`),
+              ...webhooks.map((w) => `• ${w.name} — ${describe(w, Date.now())}`),
             ].join("\n"),
+      );
+      return;
+    }
+    case "transform": {
+      const code = codeOf(body);
+      const chosen = [code !== "", preset !== undefined, options.has("--remove")].filter(Boolean);
+      if (chosen.length !== 1) {
+        await reply(`Usage: ${spec.usage}`);
+        return;
+      }
+      if (Buffer.byteLength(code) > MAX_TRANSFORMATION_BYTES) {
+        await reply(`That transformation is over ${MAX_TRANSFORMATION_BYTES} bytes.`);
+        return;
+      }
+      if (code) {
+        const { runTransformation, TransformationError } = await import("./sandbox.ts");
+        try {
+          await runTransformation(code, null, { compileOnly: true });
+        } catch (error) {
+          if (!(error instanceof TransformationError)) throw error;
+          await reply(`That transformation does not compile: ${error.message}. Nothing changed.`);
+          return;
+        }
+      }
+      const transformation: Transformation | undefined = code
+        ? { code, setBy: event.sender }
+        : preset !== undefined
+          ? { preset }
+          : undefined;
+      const updated = await updateWebhook(data, roomId, name as string, (webhook) => {
+        const { transformation: _previous, ...rest } = webhook;
+        return transformation ? { ...rest, transformation } : rest;
+      });
+      if (updated) log.info("webhook transformation changed", { roomId, name, by: event.sender });
+      await reply(
+        !updated
+          ? `This room has no webhook named ${name}.`
+          : transformation
+            ? `Webhook ${name} now transforms each payload with ${"preset" in transformation ? `the ${transformation.preset} preset` : "your code"}. Errors are told here, once per version.`
+            : `Webhook ${name} posts payloads as they are again.`,
       );
       return;
     }

@@ -1,16 +1,25 @@
 import {
+  type Actions,
   type AppRequest,
   type AppResponse,
   type AppRoute,
-  badJson,
   MatrixError,
-  notJson,
   type ServiceContext,
+  sha256,
   tooLarge,
 } from "../../appservice/api.ts";
+import { isExpired, noticeExpirySoon } from "./expiry.ts";
+import { claimIdempotencyKey, IDEMPOTENCY_KEY_TTL_MS, idempotencyKeyOf } from "./idempotency.ts";
+import {
+  type Msgtype,
+  messageOf,
+  messageOfResult,
+  readPayload,
+  type WebhookMessage,
+} from "./message.ts";
+import { PRESETS } from "./presets.ts";
 import { takeToken } from "./rate-limit.ts";
-import { findWebhook, webhookKey } from "./store.ts";
-import { cleanName, cleanText } from "./text.ts";
+import { findWebhook, type Transformation, type Webhook, webhookKey } from "./store.ts";
 
 /** The largest webhook body taken: room for the text and its HTML in one 64 KiB Matrix event. */
 export const WEBHOOK_MAX_BODY_BYTES = 16 * 1024;
@@ -18,7 +27,6 @@ export const WEBHOOK_MAX_BODY_BYTES = 16 * 1024;
 export const WEBHOOK_USER_PREFIX = "_webhook_";
 // Matrix events are at most 65,536 bytes with their envelope.
 const MAX_CONTENT_BYTES = 60_000;
-const MAX_DISPLAY_NAME = 256;
 /** A request's calls that the homeserver keeps failing (5xx) give up here, freeing the room. */
 export const WEBHOOK_MAX_SERVER_ERRORS = 8;
 // The display name each webhook user was last given in its room, so that it is set only on a
@@ -38,52 +46,99 @@ export function webhookUserId(context: ServiceContext, roomId: string, name: str
   return `@${WEBHOOK_USER_PREFIX}${tag}_${name}:${server}`;
 }
 
-interface WebhookMessage {
-  text: string;
-  username?: string;
-  html?: string;
+/** The msgtype, text and HTML of a message as Matrix content. */
+function messageContent(text: string, html: string, msgtype: Msgtype): Record<string, unknown> {
+  return { msgtype, body: text, format: "org.matrix.custom.html", formatted_body: html };
+}
+
+const TRANSFORMATION_ERRORS = "webhook-transformation-errors";
+
+/**
+ * Runs the webhook's transformation on the payload. A failure is told to the room once per
+ * version of the code (not per request), and answered 422.
+ */
+async function transform(
+  webhook: Webhook,
+  payload: unknown,
+  context: ServiceContext,
+): Promise<WebhookMessage | undefined> {
+  const transformation = webhook.transformation as Transformation;
+  const code = "preset" in transformation ? PRESETS[transformation.preset] : transformation.code;
+  const { runTransformation } = await import("./sandbox.ts");
+  try {
+    return messageOfResult(await runTransformation(code ?? "return null;", payload));
+  } catch (error) {
+    const reason =
+      error instanceof MatrixError ? `its result: ${error.message}` : (error as Error).message;
+    const errorKey = `${webhook.roomId}
+${webhook.name}
+${sha256(code ?? "")}`;
+    const first = await context.data.write([
+      {
+        collection: TRANSFORMATION_ERRORS,
+        key: errorKey,
+        value: { reason },
+        ifAbsent: true,
+        expiresAt: Date.now() + IDEMPOTENCY_KEY_TTL_MS * 30,
+      },
+    ]);
+    if (first) {
+      await context.actions.sendNotice(
+        webhook.roomId,
+        `Webhook ${webhook.name}: its transformation failed (${reason}). Later failures of this version are not reported; change it with !webhook transform ${webhook.name}.`,
+      );
+    }
+    context.log.info("webhook transformation failed", { name: webhook.name, reason, first });
+    throw new MatrixError(422, "M_UNKNOWN", `The webhook's transformation failed: ${reason}`);
+  }
 }
 
 /**
- * A Slack-style JSON payload (also as the `payload` field of a form, as Slack takes it), or the
- * whole body as text when it is sent as `text/plain`.
+ * Posts the message into the webhook's room as its user, after the user's name if it changed.
+ * With a `seed` (an idempotency key's), the name and the message are seeded apart: a repeat that
+ * finds the name already set still asks for the message under the same ID.
  */
-function parseMessage(request: AppRequest): WebhookMessage {
-  const type = (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
-  if (type === "text/plain") {
-    const text = cleanText(request.body);
-    if (!text.trim()) throw badJson("The body is empty: there is no text to post");
-    return { text };
-  }
-  const json =
-    type === "application/x-www-form-urlencoded"
-      ? (new URLSearchParams(request.body).get("payload") ?? "")
-      : request.body;
-  let payload: unknown;
-  try {
-    payload = JSON.parse(json);
-  } catch {
-    throw notJson(
-      'The body is not JSON: send {"text": "…"}, a form with payload={"text": "…"}, or a text/plain body',
+async function postMessage(
+  webhook: Webhook,
+  message: WebhookMessage,
+  seed: string | undefined,
+  context: ServiceContext,
+): Promise<void> {
+  const actionsFor = (part: string): Actions =>
+    (seed ? context.actions.seededBy(`${seed}\n${part}`) : context.actions).withServerErrorLimit(
+      WEBHOOK_MAX_SERVER_ERRORS,
     );
+  // Loaded on first use: the functions that bundle the application but never render (events,
+  // queries) do not pay for markdown-it and sanitize-html at cold start.
+  const { renderMarkdown, sanitizeMatrixHtml } = await import("./render.ts");
+  // An `html` that sanitizes to nothing falls back to the text's rendering.
+  const html = (message.html && sanitizeMatrixHtml(message.html)) || renderMarkdown(message.text);
+  if (Buffer.byteLength(message.text) + Buffer.byteLength(html) > MAX_CONTENT_BYTES) {
+    throw tooLarge("The message is too large for a Matrix event once rendered");
   }
-  const { text, username, html } = (payload ?? {}) as Record<string, unknown>;
-  const cleanedText = typeof text === "string" ? cleanText(text) : "";
-  if (!cleanedText.trim()) {
-    throw badJson('"text" is missing or empty: it must be a non-empty string');
+  const { data } = context;
+  const userId = webhook.userId ?? webhookUserId(context, webhook.roomId, webhook.name);
+  const displayName = message.username ?? webhook.name;
+  const nameKey = `${webhook.roomId} ${userId}`;
+  const shown = await data.get(MEMBER_NAMES, nameKey);
+  if (shown?.displayName !== displayName) {
+    // The name in this room's member event, never the global profile; in the room's order, so
+    // that the message below shows it. The outbox registers and joins the user if it must.
+    await actionsFor("name").sendState(
+      webhook.roomId,
+      "m.room.member",
+      userId,
+      { membership: "join", displayname: displayName },
+      { as: userId },
+    );
+    await data.write([{ collection: MEMBER_NAMES, key: nameKey, value: { displayName } }]);
   }
-  for (const [field, value] of Object.entries({ username, html })) {
-    if (value !== undefined && typeof value !== "string") {
-      throw badJson(`"${field}" must be a string`);
-    }
-  }
-  const name = typeof username === "string" ? cleanName(username, MAX_DISPLAY_NAME) : "";
-  const markup = typeof html === "string" ? cleanText(html) : "";
-  return {
-    text: cleanedText,
-    ...(name && { username: name }),
-    ...(markup.trim() && { html: markup }),
-  };
+  await actionsFor("message").sendEvent(
+    webhook.roomId,
+    "m.room.message",
+    messageContent(message.text, html, message.msgtype ?? webhook.msgtype ?? "m.text"),
+    { as: userId },
+  );
 }
 
 async function postWebhook(request: AppRequest, context: ServiceContext): Promise<AppResponse> {
@@ -93,6 +148,42 @@ async function postWebhook(request: AppRequest, context: ServiceContext): Promis
   const id = request.pathParameters.id ?? "";
   const webhook = await findWebhook(context.data, id);
   if (!webhook) throw new MatrixError(404, "M_NOT_FOUND", "No such webhook");
+  const now = Date.now();
+  if (isExpired(webhook, now)) {
+    throw new MatrixError(
+      410,
+      "M_NOT_FOUND",
+      `This webhook expired at ${new Date(webhook.expiresAt as number).toISOString()}`,
+    );
+  }
+  const key = idempotencyKeyOf(request.headers);
+  const claim = key
+    ? await claimIdempotencyKey(
+        context.data,
+        webhookKey(id),
+        key,
+        sha256(`${request.headers["content-type"] ?? ""}\n${request.body}`),
+      )
+    : undefined;
+  if (claim && "replay" in claim) return claim.replay;
+  try {
+    const response = await acceptMessage(request, webhook, id, context, claim?.seed, now);
+    await claim?.complete(response);
+    return response;
+  } catch (error) {
+    await claim?.release();
+    throw error;
+  }
+}
+
+async function acceptMessage(
+  request: AppRequest,
+  webhook: Webhook,
+  id: string,
+  context: ServiceContext,
+  seed: string | undefined,
+  now: number,
+): Promise<AppResponse> {
   // Before the body is parsed: a flood of bad requests costs its tokens too.
   const retryAfterMs = await takeToken(context.data, webhookKey(id));
   if (retryAfterMs !== undefined) {
@@ -106,35 +197,13 @@ async function postWebhook(request: AppRequest, context: ServiceContext): Promis
       },
     };
   }
-  const message = parseMessage(request);
-  // Loaded on first use: the functions that bundle the application but never render (events,
-  // queries) do not pay for markdown-it and sanitize-html at cold start.
-  const { renderMarkdown, sanitizeMatrixHtml } = await import("./render.ts");
-  // An `html` that sanitizes to nothing falls back to the text's rendering.
-  const html = (message.html && sanitizeMatrixHtml(message.html)) || renderMarkdown(message.text);
-  if (Buffer.byteLength(message.text) + Buffer.byteLength(html) > MAX_CONTENT_BYTES) {
-    throw tooLarge("The message is too large for a Matrix event once rendered");
-  }
-
-  const { data } = context;
-  const actions = context.actions.withServerErrorLimit(WEBHOOK_MAX_SERVER_ERRORS);
-  const userId = webhook.userId ?? webhookUserId(context, webhook.roomId, webhook.name);
-  const displayName = message.username ?? webhook.name;
-  const nameKey = `${webhook.roomId} ${userId}`;
-  const shown = await data.get(MEMBER_NAMES, nameKey);
-  if (shown?.displayName !== displayName) {
-    // The name in this room's member event, never the global profile; in the room's order, so
-    // that the message below shows it. The outbox registers and joins the user if it must.
-    await actions.sendState(
-      webhook.roomId,
-      "m.room.member",
-      userId,
-      { membership: "join", displayname: displayName },
-      { as: userId },
-    );
-    await data.write([{ collection: MEMBER_NAMES, key: nameKey, value: { displayName } }]);
-  }
-  await actions.sendMessage(webhook.roomId, message.text, { as: userId, html });
+  await noticeExpirySoon(context, webhook, now);
+  const payload = readPayload(request);
+  const message = webhook.transformation
+    ? await transform(webhook, payload, context)
+    : messageOf(payload);
+  if (!message) return { status: 204 };
+  await postMessage(webhook, message, seed, context);
   return { status: 202, body: {} };
 }
 

@@ -14,7 +14,16 @@ export interface Webhook {
    * per room: theirs is derived again from the room and name.
    */
   userId?: string;
+  /** The msgtype of the messages whose payload names none (`--notice`): `m.text` when absent. */
+  msgtype?: DefaultMsgtype;
+  /** Epoch milliseconds from which its URL answers 410 (`--expires`). */
+  expiresAt?: number;
+  /** What turns each JSON payload into a message: a preset's name or a moderator's code. */
+  transformation?: Transformation;
 }
+
+export type DefaultMsgtype = "m.text" | "m.notice";
+export type Transformation = { preset: string } | { code: string; setBy: string };
 
 // By the hash of the URL's secret ID (the ID itself is never stored), and by room and name.
 const BY_ID = "webhooks";
@@ -51,6 +60,42 @@ export async function createWebhook(
   if (written) return "created";
   const existing = await data.get(byRoom(webhook.roomId), webhook.name);
   return existing?.commandEventId === webhook.commandEventId ? "created" : "exists";
+}
+
+export async function findWebhookByName(
+  data: AppDataStore,
+  roomId: string,
+  name: string,
+): Promise<Webhook | undefined> {
+  return (await data.get(byRoom(roomId), name)) as Webhook | undefined;
+}
+
+/**
+ * Applies `change` to the room's webhook of that name, in both of its records: false when there
+ * is none. A compare-and-set: a concurrent change makes it read again.
+ */
+export async function updateWebhook(
+  data: AppDataStore,
+  roomId: string,
+  name: string,
+  change: (webhook: Webhook) => Webhook,
+): Promise<boolean> {
+  for (;;) {
+    const existing = await data.get(byRoom(roomId), name);
+    if (!existing) return false;
+    const { idHash, ...webhook } = existing;
+    const changed = change(webhook as unknown as Webhook);
+    const written = await data.write([
+      {
+        collection: byRoom(roomId),
+        key: name,
+        value: { ...changed, idHash },
+        ifEquals: existing,
+      },
+      { collection: BY_ID, key: String(idHash), value: { ...changed } },
+    ]);
+    if (written) return true;
+  }
 }
 
 /** False when the room has no webhook of that name. */

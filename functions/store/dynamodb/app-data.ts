@@ -1,6 +1,7 @@
 import {
   type DynamoDBClient,
   GetItemCommand,
+  type Put,
   paginateQuery,
   TransactionCanceledException,
   TransactWriteItemsCommand,
@@ -15,11 +16,17 @@ const keyOf = (collection: string, key: string) => ({
   sk: { S: key },
 });
 
+// The table's TTL deletes an expired item only within days: until then reads skip it, and a
+// write `ifAbsent` takes its place.
+const expired = (item: Record<string, { N?: string }>, nowMs: number) =>
+  item.expiresAt?.N !== undefined && Number(item.expiresAt.N) * 1000 <= nowMs;
+
 /** Application data in the appservice's table: a collection is a partition, `APP#<name>`. */
 export class DynamoDbAppData implements AppDataStore {
   constructor(
     private readonly client: DynamoDBClient,
     private readonly tableName: string,
+    private readonly now: () => number = Date.now,
   ) {}
 
   async get(collection: string, key: string): Promise<AppValue | undefined> {
@@ -30,7 +37,8 @@ export class DynamoDbAppData implements AppDataStore {
         ConsistentRead: true,
       }),
     );
-    return Item?.value?.S ? (JSON.parse(Item.value.S) as AppValue) : undefined;
+    if (!Item?.value?.S || expired(Item, this.now())) return undefined;
+    return JSON.parse(Item.value.S) as AppValue;
   }
 
   async list(collection: string): Promise<{ key: string; value: AppValue }[]> {
@@ -46,10 +54,33 @@ export class DynamoDbAppData implements AppDataStore {
     );
     for await (const page of pages) {
       for (const item of page.Items ?? []) {
+        if (expired(item, this.now())) continue;
         entries.push({ key: item.sk?.S as string, value: JSON.parse(item.value?.S ?? "{}") });
       }
     }
     return entries;
+  }
+
+  /** The condition of an `ifAbsent` or `ifEquals` put. */
+  private condition(
+    write: Exclude<AppDataWrite, { delete: true }>,
+  ): Pick<Put, "ConditionExpression" | "ExpressionAttributeNames" | "ExpressionAttributeValues"> {
+    if (write.ifAbsent) {
+      return {
+        ConditionExpression: "attribute_not_exists(pk) OR expiresAt <= :now",
+        ExpressionAttributeValues: { ":now": { N: String(Math.floor(this.now() / 1000)) } },
+      };
+    }
+    if (write.ifEquals) {
+      // The stored text is what JSON.stringify wrote, which parsing and stringifying again
+      // gives back unchanged.
+      return {
+        ConditionExpression: "#value = :expected",
+        ExpressionAttributeNames: { "#value": "value" },
+        ExpressionAttributeValues: { ":expected": { S: JSON.stringify(write.ifEquals) } },
+      };
+    }
+    return {};
   }
 
   async write(writes: AppDataWrite[]): Promise<boolean> {
@@ -65,17 +96,11 @@ export class DynamoDbAppData implements AppDataStore {
                     Item: {
                       ...keyOf(write.collection, write.key),
                       value: { S: JSON.stringify(write.value) },
+                      ...(write.expiresAt !== undefined && {
+                        expiresAt: { N: String(Math.ceil(write.expiresAt / 1000)) },
+                      }),
                     },
-                    ...(write.ifAbsent && { ConditionExpression: "attribute_not_exists(pk)" }),
-                    // The stored text is what JSON.stringify wrote, which parsing and
-                    // stringifying again gives back unchanged.
-                    ...(write.ifEquals && {
-                      ConditionExpression: "#value = :expected",
-                      ExpressionAttributeNames: { "#value": "value" },
-                      ExpressionAttributeValues: {
-                        ":expected": { S: JSON.stringify(write.ifEquals) },
-                      },
-                    }),
+                    ...this.condition(write),
                   },
                 },
           ),
