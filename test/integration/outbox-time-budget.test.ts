@@ -3,12 +3,7 @@ import { type Message, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import type { Context, SQSEvent } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { CountingMetrics } from "../../functions/appservice/metrics.ts";
-import {
-  actionBudgetMs,
-  createOutboxHandler,
-  HOMESERVER_TIMEOUT_MS,
-  OUTBOX_TIMEOUT_MS,
-} from "../../functions/handlers/outbox.ts";
+import { createOutboxHandler } from "../../functions/handlers/outbox.ts";
 import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
 import { ensureFifoQueue } from "../../functions/local/queues.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
@@ -26,6 +21,11 @@ import { SqsMessageControl } from "../../functions/queue/sqs/message-control.ts"
 import { SqsFifoQueue } from "../../functions/queue/sqs/queue.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
+import {
+  actionBudgetMs,
+  HOMESERVER_TIMEOUT_MS,
+  OUTBOX_TIMEOUT_MS,
+} from "../../functions/wiring/timeouts.ts";
 import { noServices } from "../support/appservice.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
 

@@ -10,8 +10,8 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { application } from "../../functions/app/index.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../../functions/appservice/process-inbound.ts";
 import { routeTable } from "../../functions/appservice/routes.ts";
-import { actionBudgetMs, HOMESERVER_TIMEOUT_MS } from "../../functions/handlers/outbox.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/matrix/backoff.ts";
+import { actionBudgetMs, HOMESERVER_TIMEOUT_MS } from "../../functions/wiring/timeouts.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import type { MatrixAppserviceProps } from "../../infra/matrix-appservice.ts";
 import {
