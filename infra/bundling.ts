@@ -1,3 +1,4 @@
+import { createRequire } from "node:module";
 import type { BuildOptions } from "esbuild";
 
 /**
@@ -36,3 +37,13 @@ export const functionEntries = {
   fallback: "functions/handlers/fallback.ts",
   app: "functions/handlers/app.ts",
 } as const;
+
+/**
+ * Files copied beside the bundle of the functions that run the application's code, read at run
+ * time: the JavaScript engine of the webhooks' transformations (QuickJS as WebAssembly), which
+ * its loader finds next to the bundle and reads only when a transformation runs.
+ */
+export const runtimeFiles: Partial<Record<keyof typeof functionEntries, string[]>> = {
+  events: [createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm")],
+  app: [createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm")],
+};

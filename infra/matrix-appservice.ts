@@ -52,7 +52,7 @@ import {
   OUTBOX_TIMEOUT_MS,
   visibilityTimeoutSeconds,
 } from "../functions/wiring/timeouts.ts";
-import { bundling, functionEntries } from "./bundling.ts";
+import { bundling, functionEntries, runtimeFiles } from "./bundling.ts";
 
 /** The registration's fields that are not secret; the tokens live in Secrets Manager. */
 export type PublicRegistration = Omit<Registration, "as_token" | "hs_token" | "url">;
@@ -269,6 +269,12 @@ export class MatrixAppservice extends Construct {
           banner: bundling.banner,
           // Bundle the AWS SDK too: the version our tests ran, tree-shaken.
           externalModules: [],
+          commandHooks: {
+            beforeBundling: () => [],
+            beforeInstall: () => [],
+            afterBundling: (_inputDir, outputDir) =>
+              (runtimeFiles[name] ?? []).map((file) => `cp "${file}" "${outputDir}/"`),
+          },
         },
       });
 

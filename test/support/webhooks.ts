@@ -34,10 +34,13 @@ export async function newWebhook(
   name: string,
   moderator: string,
   roomId: string,
+  /** Options of `!webhook new` (`--notice --expires 30d`). */
+  options = "",
 ) {
   const { homeserver } = started;
   const roomsBefore = homeserver.createdRooms.length;
-  expect(await sendCommand(started, `!webhook new ${name}`, moderator, roomId)).toBe(
+  const body = `!webhook new ${name}${options && ` ${options}`}`;
+  expect(await sendCommand(started, body, moderator, roomId)).toBe(
     `Webhook ${name} created. I sent its URL to ${moderator} in a direct message: accept my invite to read it.`,
   );
   await waitFor(
@@ -66,3 +69,17 @@ export async function newWebhook(
   expect(match, noticesIn(started, dm)[0]).not.toBeNull();
   return { url: match?.[0] as string, id: match?.[1] as string, dm };
 }
+
+/** An Alertmanager webhook payload (version 4): one alert firing. */
+export const DISK_FULL_ALERT = {
+  version: "4",
+  status: "firing",
+  alerts: [
+    {
+      status: "firing",
+      labels: { alertname: "DiskFull", severity: "critical", instance: "db1" },
+      annotations: { summary: "disk at 97%" },
+      generatorURL: "https://prometheus.example/graph",
+    },
+  ],
+};

@@ -1,9 +1,9 @@
 import { execFile } from "node:child_process";
 import { stat } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import { functionEntries } from "../../infra/bundling.ts";
+import { functionEntries, runtimeFiles } from "../../infra/bundling.ts";
 import { synthesized } from "../support/cdk-synth.ts";
 
 describe("function bundles", () => {
@@ -28,6 +28,11 @@ describe("function bundles", () => {
       expect(stdout.trim()).toBe("function");
       // Far below Lambda's limits, and a check that no stray dependency slipped in.
       expect(size).toBeLessThan(1024 * 1024);
+      // The files read at run time (the transformations' engine) sit beside the bundle.
+      for (const file of runtimeFiles[name as keyof typeof functionEntries] ?? []) {
+        const copied = join(synth.outDir, assetPath, basename(file));
+        expect((await stat(copied)).size, copied).toBe((await stat(file)).size);
+      }
     },
     // The first waits for the run's `cdk synth` to finish.
     240_000,

@@ -6,7 +6,7 @@ import { newQuickJSWASMModuleFromVariant, type QuickJSWASMModule } from "quickjs
 /** The time a transformation may run, per payload. */
 export const TRANSFORMATION_TIME_MS = 100;
 /** The memory its engine may allocate (its heap, the payload included). */
-export const TRANSFORMATION_MEMORY_BYTES = 16 * 1024 * 1024;
+export const TRANSFORMATION_MEMORY_BYTES = 8 * 1024 * 1024;
 const STACK_BYTES = 256 * 1024;
 /** The longest result taken back, as JSON. */
 const MAX_RESULT_BYTES = 128 * 1024;
@@ -15,6 +15,26 @@ const MAX_RESULT_BYTES = 128 * 1024;
 export class TransformationError extends Error {}
 
 let engine: Promise<QuickJSWASMModule> | undefined;
+
+/**
+ * The engine, loaded once per process, and run once on a trivial program without a deadline:
+ * the first context and run of a process cost V8's compilation of the WebAssembly (over 100 ms
+ * on a loaded machine), which no transformation should be stopped for.
+ */
+async function loadEngine(): Promise<QuickJSWASMModule> {
+  const quickjs = await newQuickJSWASMModuleFromVariant(
+    import("@jitl/quickjs-wasmfile-release-sync"),
+  );
+  const runtime = quickjs.newRuntime();
+  const vm = runtime.newContext();
+  const warmUp = vm.evalCode(
+    program('return { text: [data.n, 2].map(String).join(" ") };', '{"n":1}'),
+  );
+  (warmUp.error ?? warmUp.value).dispose();
+  vm.dispose();
+  runtime.dispose();
+  return quickjs;
+}
 
 /**
  * The code as the body of a function of `data` that returns the message: `return {…}` or, as
@@ -41,20 +61,21 @@ export async function runTransformation(
   data: unknown,
   options: { compileOnly?: boolean } = {},
 ): Promise<unknown> {
-  engine ??= newQuickJSWASMModuleFromVariant(import("@jitl/quickjs-wasmfile-release-sync"));
+  engine ??= loadEngine();
   const quickjs = await engine;
   const runtime = quickjs.newRuntime();
   try {
     runtime.setMemoryLimit(TRANSFORMATION_MEMORY_BYTES);
     runtime.setMaxStackSize(STACK_BYTES);
-    const deadline = Date.now() + TRANSFORMATION_TIME_MS;
-    let interrupted = false;
-    runtime.setInterruptHandler(() => {
-      interrupted = Date.now() > deadline;
-      return interrupted;
-    });
     const vm = runtime.newContext();
     try {
+      // From here: the run alone is timed.
+      const deadline = Date.now() + TRANSFORMATION_TIME_MS;
+      let interrupted = false;
+      runtime.setInterruptHandler(() => {
+        interrupted = Date.now() > deadline;
+        return interrupted;
+      });
       const outcome = vm.evalCode(
         program(code, JSON.stringify(data) ?? "null"),
         "transformation.js",
