@@ -38,12 +38,53 @@ export const functionEntries = {
   app: "functions/handlers/app.ts",
 } as const;
 
+const QUICKJS_WASM = createRequire(import.meta.url).resolve(
+  "@jitl/quickjs-wasmfile-release-sync/wasm",
+);
+
 /**
- * Files copied beside the bundle of the functions that run the application's code, read at run
- * time: the JavaScript engine of the webhooks' transformations (QuickJS as WebAssembly), which
- * its loader finds next to the bundle and reads only when a transformation runs.
+ * What the functions that run the application's code need beside their bundle at run time: the
+ * webhooks' transformation engine, a worker thread's bundle (`sandbox-worker.mjs`, built with the
+ * same settings) and QuickJS's WebAssembly, which it reads when it starts, at the first
+ * transformation of a process.
  */
-export const runtimeFiles: Partial<Record<keyof typeof functionEntries, string[]>> = {
-  events: [createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm")],
-  app: [createRequire(import.meta.url).resolve("@jitl/quickjs-wasmfile-release-sync/wasm")],
+export const runtimeFiles: Partial<
+  Record<keyof typeof functionEntries, { copy: string[]; bundle: Record<string, string> }>
+> = {
+  events: {
+    copy: [QUICKJS_WASM],
+    bundle: { "sandbox-worker.mjs": "functions/app/webhooks/sandbox-worker.ts" },
+  },
+  app: {
+    copy: [QUICKJS_WASM],
+    bundle: { "sandbox-worker.mjs": "functions/app/webhooks/sandbox-worker.ts" },
+  },
 };
+
+/** The shell commands that put a function's runtime files in its bundle's folder. */
+export function runtimeFileCommands(
+  name: keyof typeof functionEntries,
+  inputDir: string,
+  outputDir: string,
+): string[] {
+  const files = runtimeFiles[name];
+  if (!files) return [];
+  const quote = (text: string) => `'${text.replaceAll("'", "'\\''")}'`;
+  return [
+    ...files.copy.map((file) => `cp ${quote(file)} ${quote(`${outputDir}/`)}`),
+    ...Object.entries(files.bundle).map(([outfile, entry]) =>
+      [
+        quote(`${inputDir}/node_modules/.bin/esbuild`),
+        quote(`${inputDir}/${entry}`),
+        "--bundle",
+        "--platform=node",
+        "--format=esm",
+        `--target=${bundling.target}`,
+        "--minify",
+        quote(`--banner:js=${bundling.banner}`),
+        quote(`--outfile=${outputDir}/${outfile}`),
+        "--log-level=warning",
+      ].join(" "),
+    ),
+  ];
+}

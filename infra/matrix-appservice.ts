@@ -52,7 +52,7 @@ import {
   OUTBOX_TIMEOUT_MS,
   visibilityTimeoutSeconds,
 } from "../functions/wiring/timeouts.ts";
-import { bundling, functionEntries, runtimeFiles } from "./bundling.ts";
+import { bundling, functionEntries, runtimeFileCommands } from "./bundling.ts";
 
 /** The registration's fields that are not secret; the tokens live in Secrets Manager. */
 export type PublicRegistration = Omit<Registration, "as_token" | "hs_token" | "url">;
@@ -272,8 +272,7 @@ export class MatrixAppservice extends Construct {
           commandHooks: {
             beforeBundling: () => [],
             beforeInstall: () => [],
-            afterBundling: (_inputDir, outputDir) =>
-              (runtimeFiles[name] ?? []).map((file) => `cp "${file}" "${outputDir}/"`),
+            afterBundling: (inputDir, outputDir) => runtimeFileCommands(name, inputDir, outputDir),
           },
         },
       });

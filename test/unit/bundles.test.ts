@@ -28,10 +28,26 @@ describe("function bundles", () => {
       expect(stdout.trim()).toBe("function");
       // Far below Lambda's limits, and a check that no stray dependency slipped in.
       expect(size).toBeLessThan(1024 * 1024);
-      // The files read at run time (the transformations' engine) sit beside the bundle.
-      for (const file of runtimeFiles[name as keyof typeof functionEntries] ?? []) {
+      // What it reads at run time sits beside the bundle: the transformations' engine runs a
+      // payload in its thread, from the bundle's folder alone.
+      const files = runtimeFiles[name as keyof typeof functionEntries];
+      for (const file of files?.copy ?? []) {
         const copied = join(synth.outDir, assetPath, basename(file));
         expect((await stat(copied)).size, copied).toBe((await stat(file)).size);
+      }
+      if (files?.bundle["sandbox-worker.mjs"]) {
+        const worker = join(synth.outDir, assetPath, "sandbox-worker.mjs");
+        const { stdout: reply } = await promisify(execFile)(process.execPath, [
+          "--input-type=module",
+          "-e",
+          `import { Worker } from "node:worker_threads";
+           const worker = new Worker(${JSON.stringify(worker)});
+           worker.on("message", (m) => {
+             if (m.id === 0) worker.postMessage({ id: 1, code: "return { text: 'n=' + data.n };", dataJson: '{"n":2}', compileOnly: false });
+             else { console.log(JSON.stringify(m)); void worker.terminate(); }
+           });`,
+        ]);
+        expect(JSON.parse(reply)).toEqual({ id: 1, value: { text: "n=2" } });
       }
     },
     // The first waits for the run's `cdk synth` to finish.

@@ -7,6 +7,7 @@ import {
   TRANSFORMATION_TIME_MS,
   TransformationError,
 } from "../../functions/app/webhooks/sandbox.ts";
+import { TRANSFORMATION_KILL_MS } from "../../functions/app/webhooks/sandbox-protocol.ts";
 import { DISK_FULL_ALERT } from "../support/webhooks.ts";
 
 const failure = async (code: string, data: unknown = {}) => {
@@ -42,6 +43,12 @@ describe("transformations, in QuickJS (WebAssembly)", () => {
   it("memory and stack are bounded: a growing array, a doubling string, deep recursion", async () => {
     const array = await failure("const a = []; for (;;) a.push(new Array(1e5).fill(a.length));");
     expect(array.message).toMatch(/out of memory|stopped/);
+    // A built-in that runs long between two interrupt checks: ended with its thread.
+    const long = await failure("const a = []; for (;;) a.push(new Array(1e6).fill(1));");
+    expect(long.message).toMatch(/out of memory|stopped/);
+    // Its thread's time limit plus a new thread's start, not the tens of seconds of a collector
+    // thrashing at the limit.
+    expect(long.ms).toBeLessThan(TRANSFORMATION_KILL_MS + 5_000);
     expect((await failure("let s = 'x'; for (;;) s += s;")).message).toMatch(
       /out of memory|string too long|stopped/,
     );

@@ -1,121 +1,134 @@
-// Imported only where a transformation runs or is checked; the engine's WebAssembly (about
-// 500 KB, a file of its own beside the bundle) is read and compiled at its first use in a
-// process, never at cold start.
-import { newQuickJSWASMModuleFromVariant, type QuickJSWASMModule } from "quickjs-emscripten-core";
+// Imported only where a transformation runs or is checked. The engine runs in a thread of its
+// own, started at the first transformation of a process and kept for the next ones: the engine's
+// interrupt stops a run at `TRANSFORMATION_TIME_MS`, and a run that never reaches the interrupt
+// (a long built-in, a collector thrashing at the memory limit) is ended with its thread at
+// `TRANSFORMATION_KILL_MS`, which a new thread replaces.
+import { Worker } from "node:worker_threads";
+import {
+  type SandboxReply,
+  type SandboxRequest,
+  TRANSFORMATION_KILL_MS,
+  TRANSFORMATION_TIME_MS,
+} from "./sandbox-protocol.ts";
 
-/** The time a transformation may run, per payload. */
-export const TRANSFORMATION_TIME_MS = 100;
-/** The memory its engine may allocate (its heap, the payload included). */
-export const TRANSFORMATION_MEMORY_BYTES = 8 * 1024 * 1024;
-const STACK_BYTES = 256 * 1024;
-/** The longest result taken back, as JSON. */
-const MAX_RESULT_BYTES = 128 * 1024;
+export { TRANSFORMATION_TIME_MS } from "./sandbox-protocol.ts";
 
 /** A transformation that failed on a payload (or cannot compile), with why. */
 export class TransformationError extends Error {}
 
-let engine: Promise<QuickJSWASMModule> | undefined;
+interface Sandbox {
+  worker: Worker;
+  /** Settles when the thread has loaded the engine. */
+  ready: Promise<void>;
+  pending: Map<number, (reply: SandboxReply) => void>;
+  /** Runs waiting for it: while there is one, the thread keeps the process alive. */
+  busy: number;
+}
 
-/**
- * The engine, loaded once per process, and run once on a trivial program without a deadline:
- * the first context and run of a process cost V8's compilation of the WebAssembly (over 100 ms
- * on a loaded machine), which no transformation should be stopped for.
- */
-async function loadEngine(): Promise<QuickJSWASMModule> {
-  const quickjs = await newQuickJSWASMModuleFromVariant(
-    import("@jitl/quickjs-wasmfile-release-sync"),
-  );
-  const runtime = quickjs.newRuntime();
-  const vm = runtime.newContext();
-  const warmUp = vm.evalCode(
-    program('return { text: [data.n, 2].map(String).join(" ") };', '{"n":1}'),
-  );
-  (warmUp.error ?? warmUp.value).dispose();
-  vm.dispose();
-  runtime.dispose();
-  return quickjs;
+// The bundle has the thread's code beside it, built from this folder's sandbox-worker.ts
+// (infra/bundling.ts); from the sources (local mode, tests), the thread registers tsx first.
+const fromSources = import.meta.url.endsWith(".ts");
+const workerFile = new URL(
+  fromSources ? "./sandbox-worker.ts" : "./sandbox-worker.mjs",
+  import.meta.url,
+);
+const newWorker = () =>
+  fromSources
+    ? new Worker(
+        `import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(workerFile.href)}); });`,
+        { eval: true },
+      )
+    : new Worker(workerFile);
+
+let sandbox: Sandbox | undefined;
+let nextId = 1;
+
+function startSandbox(): Sandbox {
+  const worker = newWorker();
+  const pending = new Map<number, (reply: SandboxReply) => void>();
+  const ready = new Promise<void>((resolve, reject) => {
+    let greetings = 0;
+    worker.on("message", (reply: SandboxReply) => {
+      if (reply.id === 0) {
+        // The thread's first message, then its answer to a first request: a thread's first
+        // exchange takes hundreds of milliseconds, and no transformation is timed through it.
+        if (++greetings === 1) {
+          worker.postMessage({
+            id: 0,
+            code: "return null;",
+            dataJson: "null",
+            compileOnly: false,
+          } satisfies SandboxRequest);
+        } else resolve();
+        return;
+      }
+      pending.get(reply.id)?.(reply);
+      pending.delete(reply.id);
+    });
+    const fail = (error: Error) => {
+      reject(error);
+      for (const settle of pending.values())
+        settle({ id: -1, error: `the engine failed: ${error.message}` });
+      pending.clear();
+      if (sandbox?.worker === worker) sandbox = undefined;
+    };
+    worker.on("error", fail);
+    worker.on("exit", (code) => fail(new Error(`its thread exited (${code})`)));
+  });
+  // An idle thread must not keep the process alive (unref after the listeners, which ref it);
+  // `runTransformation` refs it while it waits.
+  worker.unref();
+  return { worker, ready, pending, busy: 0 };
 }
 
 /**
- * The code as the body of a function of `data` that returns the message: `return {…}` or, as
- * hookshot's scripts do, `result = {…}`. Its value leaves the engine as JSON text.
- */
-const program = (code: string, dataJson: string) =>
-  `"use strict";
-const __result = (function (data) {
-let result;
-${code}
-;return result;
-})(JSON.parse(${JSON.stringify(dataJson)}));
-JSON.stringify(__result === undefined ? null : __result) ?? "null";`;
-
-/**
- * Runs a transformation on `data` in QuickJS compiled to WebAssembly: a fresh runtime per run,
- * with the ECMAScript built-ins alone (no module loader, no timers, no I/O, nothing of the host
- * passed in), stopped after `TRANSFORMATION_TIME_MS` by the engine's interrupt handler, and held
- * to `TRANSFORMATION_MEMORY_BYTES` and a bounded stack. Returns the JSON value it gave.
- * `compileOnly` checks the code's syntax without running it.
+ * Runs a transformation on `data` in QuickJS compiled to WebAssembly, in its thread: a fresh
+ * runtime per run, with the ECMAScript built-ins alone (no module loader, no timers, no I/O,
+ * nothing of the host passed in), held to a memory limit and a bounded stack. Returns the JSON
+ * value it gave. `compileOnly` checks the code's syntax without running it.
  */
 export async function runTransformation(
   code: string,
   data: unknown,
   options: { compileOnly?: boolean } = {},
 ): Promise<unknown> {
-  engine ??= loadEngine();
-  const quickjs = await engine;
-  const runtime = quickjs.newRuntime();
+  sandbox ??= startSandbox();
+  const current = sandbox;
+  current.busy++;
+  current.worker.ref();
   try {
-    runtime.setMemoryLimit(TRANSFORMATION_MEMORY_BYTES);
-    runtime.setMaxStackSize(STACK_BYTES);
-    const vm = runtime.newContext();
-    try {
-      // From here: the run alone is timed.
-      const deadline = Date.now() + TRANSFORMATION_TIME_MS;
-      let interrupted = false;
-      runtime.setInterruptHandler(() => {
-        interrupted = Date.now() > deadline;
-        return interrupted;
-      });
-      const outcome = vm.evalCode(
-        program(code, JSON.stringify(data) ?? "null"),
-        "transformation.js",
-        {
-          compileOnly: options.compileOnly === true,
-        },
-      );
-      if (outcome.error) {
-        const thrown = vm.dump(outcome.error) as { name?: unknown; message?: unknown } | null;
-        outcome.error.dispose();
-        throw new TransformationError(
-          interrupted
-            ? `stopped: it ran over ${TRANSFORMATION_TIME_MS} ms`
-            : describeThrown(thrown),
-        );
-      }
-      if (options.compileOnly) {
-        outcome.value.dispose();
-        return null;
-      }
-      const json = vm.getString(outcome.value);
-      outcome.value.dispose();
-      if (Buffer.byteLength(json) > MAX_RESULT_BYTES) {
-        throw new TransformationError(`its result is over ${MAX_RESULT_BYTES} bytes`);
-      }
-      return JSON.parse(json);
-    } finally {
-      vm.dispose();
-    }
+    return await runIn(current, code, data, options);
   } finally {
-    runtime.dispose();
+    if (--current.busy === 0) current.worker.unref();
   }
 }
 
-// The error's name and message only: its stack names lines of the wrapper, not of the code.
-function describeThrown(thrown: { name?: unknown; message?: unknown } | null): string {
-  if (thrown === null || typeof thrown !== "object") {
-    return `it threw ${String(JSON.stringify(thrown)).slice(0, 200)}`;
-  }
-  const name = typeof thrown.name === "string" ? thrown.name : "Error";
-  const message = typeof thrown.message === "string" ? thrown.message : "";
-  return `${name}: ${message}`.slice(0, 300);
+async function runIn(
+  current: Sandbox,
+  code: string,
+  data: unknown,
+  options: { compileOnly?: boolean },
+): Promise<unknown> {
+  await current.ready;
+  const request: SandboxRequest = {
+    id: nextId++,
+    code,
+    dataJson: JSON.stringify(data) ?? "null",
+    compileOnly: options.compileOnly === true,
+  };
+  const reply = await new Promise<SandboxReply>((resolve) => {
+    const timer = setTimeout(() => {
+      current.pending.delete(request.id);
+      if (sandbox === current) sandbox = undefined;
+      void current.worker.terminate();
+      resolve({ id: request.id, error: `stopped: it ran over ${TRANSFORMATION_TIME_MS} ms` });
+    }, TRANSFORMATION_KILL_MS);
+    current.pending.set(request.id, (answer) => {
+      clearTimeout(timer);
+      resolve(answer);
+    });
+    current.worker.postMessage(request);
+  });
+  if ("error" in reply) throw new TransformationError(reply.error);
+  return reply.value;
 }
