@@ -16,8 +16,7 @@ import { ScriptedHomeserver } from "../support/homeserver.ts";
 
 const SERVER = "test.local";
 const bot = `@bot:${SERVER}`;
-const AS_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:as-token";
-const HS_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:hs-token";
+const TOKENS_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tokens";
 
 /**
  * Every Lambda `handler` export, invoked as Lambda invokes it: the environment the synthesized
@@ -54,12 +53,16 @@ describe("the Lambda entries, with the stack's environment", () => {
       [ENV.inboundDeadLetterQueueUrl]: inbound.deadLetterUrl,
       [ENV.outboundQueueUrl]: outbound.url,
       [ENV.outboundDeadLetterQueueUrl]: outbound.deadLetterUrl,
-      [ENV.asTokenSecretArn]: AS_ARN,
-      [ENV.hsTokenSecretArn]: HS_ARN,
+      [ENV.tokensSecretArn]: TOKENS_ARN,
       [ENV.publicBaseUrl]: "https://appservice.example.org/",
     });
-    secrets.on(GetSecretValueCommand, { SecretId: AS_ARN }).resolves({ SecretString: "as-token" });
-    secrets.on(GetSecretValueCommand, { SecretId: HS_ARN }).resolves({ SecretString: "hs-token" });
+    secrets.on(GetSecretValueCommand, { SecretId: TOKENS_ARN }).resolves({
+      SecretString: JSON.stringify({
+        as_token: "as-token",
+        hs_token: "hs-token",
+        admin_token: "admin-token",
+      }),
+    });
     // Bundling skipped: only the environment is read here.
     const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
     const stack = new AppserviceStack(app, "Entries", {
