@@ -21,7 +21,7 @@ export function secretsManagerSource({
     return parseTokensSecret(SecretString);
   };
   return async (token) => {
-    // A failed read is tried again at the next cold start's attempt, not kept.
+    // A failed read is not kept: the next call reads again.
     tokens ??= read().catch((error: unknown) => {
       tokens = undefined;
       throw error;
