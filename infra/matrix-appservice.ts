@@ -507,12 +507,25 @@ export class MatrixAppservice extends Construct {
     this.alarms.push(
       new MathExpression({
         // 1 or more: a problem counted, or a queue's oldest message past the threshold. Missing
-        // data (nothing logged, an idle queue) counts as 0.
-        expression: `MAX([FILL(problems, 0), FILL(inboundAge, 0) / ${ageThreshold}, FILL(outboundAge, 0) / ${ageThreshold}])`,
+        // data (nothing logged, an idle queue) counts as 0. One expression per metric, then
+        // their maximum: each step a form the metric math docs show.
+        expression: "MAX([problemsCount, inboundAgeShare, outboundAgeShare])",
         usingMetrics: {
-          problems,
-          inboundAge: age(this.inboundQueue),
-          outboundAge: age(this.outboundQueue),
+          problemsCount: new MathExpression({
+            expression: "FILL(problems, 0)",
+            usingMetrics: { problems },
+            period: Duration.minutes(5),
+          }),
+          inboundAgeShare: new MathExpression({
+            expression: `FILL(inboundAge, 0) / ${ageThreshold}`,
+            usingMetrics: { inboundAge: age(this.inboundQueue) },
+            period: Duration.minutes(5),
+          }),
+          outboundAgeShare: new MathExpression({
+            expression: `FILL(outboundAge, 0) / ${ageThreshold}`,
+            usingMetrics: { outboundAge: age(this.outboundQueue) },
+            period: Duration.minutes(5),
+          }),
         },
         label: "Problems counted, or the oldest message's age over its threshold",
         period: Duration.minutes(5),
