@@ -38,6 +38,9 @@ export const functionEntries = {
   app: "functions/handlers/app.ts",
 } as const;
 
+/** The deploy-time function that completes the generated tokens secret (not part of the API). */
+export const TOKENS_SECRET_ENTRY = "functions/handlers/tokens-secret.ts";
+
 const QUICKJS_WASM = createRequire(import.meta.url).resolve(
   "@jitl/quickjs-wasmfile-release-sync/wasm",
 );
@@ -62,12 +65,8 @@ export const runtimeFiles: Partial<
 };
 
 /** The shell commands that put a function's runtime files in its bundle's folder. */
-export function runtimeFileCommands(
-  name: keyof typeof functionEntries,
-  inputDir: string,
-  outputDir: string,
-): string[] {
-  const files = runtimeFiles[name];
+export function runtimeFileCommands(name: string, inputDir: string, outputDir: string): string[] {
+  const files = runtimeFiles[name as keyof typeof functionEntries];
   if (!files) return [];
   const quote = (text: string) => `'${text.replaceAll("'", "'\\''")}'`;
   return [
