@@ -46,18 +46,14 @@ const QUICKJS_WASM = createRequire(import.meta.url).resolve(
 );
 
 /**
- * What the functions that run the application's code need beside their bundle at run time: the
- * webhooks' transformation engine, a worker thread's bundle (`sandbox-worker.mjs`, built with the
+ * What a function needs beside its bundle at run time: for the app function, the webhooks'
+ * transformation engine, a worker thread's bundle (`sandbox-worker.mjs`, built with the
  * same settings) and QuickJS's WebAssembly, which it reads when it starts, at the first
  * transformation of a process.
  */
 export const runtimeFiles: Partial<
   Record<keyof typeof functionEntries, { copy: string[]; bundle: Record<string, string> }>
 > = {
-  events: {
-    copy: [QUICKJS_WASM],
-    bundle: { "sandbox-worker.mjs": "functions/app/webhooks/sandbox-worker.ts" },
-  },
   app: {
     copy: [QUICKJS_WASM],
     bundle: { "sandbox-worker.mjs": "functions/app/webhooks/sandbox-worker.ts" },

@@ -6,7 +6,7 @@ import {
   onWebhookCommand,
 } from "./webhooks/commands.ts";
 import { noticeExpiriesIn } from "./webhooks/expiry.ts";
-import { WEBHOOK_USER_PREFIX } from "./webhooks/post.ts";
+import { WEBHOOK_USER_PREFIX } from "./webhooks/users.ts";
 
 /**
  * What the events function runs: the bot joins the rooms it is invited to, answers `!ping` with

@@ -2,7 +2,7 @@ import type { Application } from "../appservice/api.ts";
 import { application as events } from "./events.ts";
 import { application as queries } from "./queries.ts";
 import { application as routes } from "./routes.ts";
-import { WEBHOOK_USER_PREFIX } from "./webhooks/post.ts";
+import { WEBHOOK_USER_PREFIX } from "./webhooks/users.ts";
 
 /**
  * The default application: incoming webhooks into rooms (`!webhook help`), and a bot that joins

@@ -2,10 +2,8 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { DeleteMessageCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
-import {
-  WEBHOOK_MAX_SERVER_ERRORS,
-  WEBHOOK_USER_PREFIX,
-} from "../../functions/app/webhooks/post.ts";
+import { WEBHOOK_MAX_SERVER_ERRORS } from "../../functions/app/webhooks/post.ts";
+import { WEBHOOK_USER_PREFIX } from "../../functions/app/webhooks/users.ts";
 import { localSqs } from "../../functions/local/aws-clients.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
 import type { OutboundAction } from "../../functions/matrix/request.ts";

@@ -54,7 +54,7 @@ describe("function bundles", () => {
           "--input-type=module",
           "-e",
           `import { Worker } from "node:worker_threads";
-           const worker = new Worker(${JSON.stringify(worker)});
+           const worker = new Worker(${JSON.stringify(worker)}, { execArgv: [] });
            worker.on("message", (m) => {
              if (m.id === 0) worker.postMessage({ id: 1, code: "return { text: 'n=' + data.n };", dataJson: '{"n":2}', compileOnly: false });
              else { console.log(JSON.stringify(m)); void worker.terminate(); }

@@ -107,7 +107,7 @@ describe("transformations, in QuickJS (WebAssembly)", () => {
 
 describe("presets", () => {
   const run = async (preset: string, data: unknown) =>
-    messageOfResult(await runTransformation(PRESETS[preset] as string, data));
+    messageOfResult(await runTransformation(PRESETS[preset as keyof typeof PRESETS], data));
 
   it("alertmanager: firing and resolved alerts, with their severity, instance and summary", async () => {
     const message = await run("alertmanager", {

@@ -1,8 +1,7 @@
 import type { ClientEvent, ServiceContext } from "../../appservice/api.ts";
 import { isExpired, parseDuration } from "./expiry.ts";
 import { MODERATOR_LEVEL, powerLevel } from "./moderators.ts";
-import { webhookUserId } from "./post.ts";
-import { PRESETS } from "./presets.ts";
+import { isPresetName, PRESET_NAMES } from "./preset-names.ts";
 import {
   createWebhook,
   findWebhook,
@@ -13,11 +12,12 @@ import {
   type Webhook,
 } from "./store.ts";
 import { cleanName } from "./text.ts";
+import { webhookUserId } from "./users.ts";
 
 /** Webhook names become user localparts (`@_webhook_<tag>_<name>`): the characters those allow. */
 const NAME = /^[a-z0-9._=-]{1,32}$/;
 
-const PRESET_NAMES = () => Object.keys(PRESETS).join(", ");
+const presetList = PRESET_NAMES.join(", ");
 
 /**
  * Each command's usage, whether it takes a name, and the options it takes (with whether each
@@ -34,7 +34,7 @@ const COMMANDS = new Map<
       takesName: true,
       options: { "--notice": false, "--expires": true, "--preset": true },
       usage:
-        "!webhook new <name> [--notice] [--expires 30d] [--preset <preset>] — a name of 1 to 32 characters among a-z 0-9 . _ = -",
+        "!webhook new <name> [--notice] [--expires 30d] [--preset <preset>] — a name of 1 to 32 of a-z 0-9 . _ = -",
     },
   ],
   [
@@ -42,8 +42,7 @@ const COMMANDS = new Map<
     {
       takesName: true,
       options: { "--preset": true, "--remove": false },
-      usage:
-        "!webhook transform <name> followed by a code block, or --preset <preset>, or --remove",
+      usage: "!webhook transform <name> + a code block, --preset <preset> or --remove",
     },
   ],
   [
@@ -93,9 +92,8 @@ export const URL_MESSAGE_REQUEST = "io.github.matrix_serverless_appservice.webho
 const HELP = [
   "Webhooks post messages into this room from anywhere that can make an HTTP request.",
   "!webhook new <name> — create one; I send you its secret URL in a direct message",
-  "  --notice: its messages are notices; --expires 30d: its URL stops working then (s, m, h, d, w);",
-  `  --preset <preset>: payloads of a known service (${PRESET_NAMES()})`,
-  "!webhook transform <name> + a code block — JavaScript turning each JSON payload (`data`) into a message: return {text, html?, msgtype?} or nothing; --preset <preset> or --remove instead",
+  `  --notice, --expires 30d, --preset <${presetList}>`,
+  "!webhook transform <name> + a code block — JavaScript from the payload (`data`) to {text, html?, msgtype?} or nothing",
   "!webhook list — the webhooks of this room",
   "!webhook remove <name> — delete one; its URL stops working at once",
   'POST JSON {"text": "…", "username"?: "…", "html"?: "…", "msgtype"?: "m.notice"} or plain text to the URL.',
@@ -185,10 +183,8 @@ export async function onWebhookCommand(event: ClientEvent, context: ServiceConte
     return;
   }
   const preset = options.get("--preset");
-  if (preset !== undefined && !Object.hasOwn(PRESETS, preset)) {
-    await reply(
-      `There is no preset "${cleanName(preset, 32)}": the presets are ${PRESET_NAMES()}.`,
-    );
+  if (preset !== undefined && !isPresetName(preset)) {
+    await reply(`There is no preset "${cleanName(preset, 32)}": the presets are ${presetList}.`);
     return;
   }
   switch (command) {
@@ -198,9 +194,7 @@ export async function onWebhookCommand(event: ClientEvent, context: ServiceConte
       const expires = options.get("--expires");
       const lifetime = expires === undefined ? undefined : parseDuration(expires);
       if (expires !== undefined && lifetime === undefined) {
-        await reply(
-          `--expires takes a duration of up to a year: a number and s, m, h, d or w (30d, 12h, 2w).`,
-        );
+        await reply("--expires takes up to a year: 30d, 12h, 2w (s, m, h, d, w).");
         return;
       }
       const id = webhookSecret(context, event.event_id);
@@ -259,16 +253,6 @@ export async function onWebhookCommand(event: ClientEvent, context: ServiceConte
         await reply(`That transformation is over ${MAX_TRANSFORMATION_BYTES} bytes.`);
         return;
       }
-      if (code) {
-        const { runTransformation, TransformationError } = await import("./sandbox.ts");
-        try {
-          await runTransformation(code, null, { compileOnly: true });
-        } catch (error) {
-          if (!(error instanceof TransformationError)) throw error;
-          await reply(`That transformation does not compile: ${error.message}. Nothing changed.`);
-          return;
-        }
-      }
       const transformation: Transformation | undefined = code
         ? { code, setBy: event.sender }
         : preset !== undefined
@@ -283,8 +267,8 @@ export async function onWebhookCommand(event: ClientEvent, context: ServiceConte
         !updated
           ? `This room has no webhook named ${name}.`
           : transformation
-            ? `Webhook ${name} now transforms each payload with ${"preset" in transformation ? `the ${transformation.preset} preset` : "your code"}. Errors are told here, once per version.`
-            : `Webhook ${name} posts payloads as they are again.`,
+            ? `Webhook ${name} now transforms each payload with ${"preset" in transformation ? `the ${transformation.preset} preset` : "your code"}.`
+            : `Webhook ${name} posts payloads as they are.`,
       );
       return;
     }

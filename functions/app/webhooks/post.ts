@@ -17,14 +17,14 @@ import {
   readPayload,
   type WebhookMessage,
 } from "./message.ts";
+import type { PresetName } from "./preset-names.ts";
 import { PRESETS } from "./presets.ts";
 import { takeToken } from "./rate-limit.ts";
 import { findWebhook, type Transformation, type Webhook, webhookKey } from "./store.ts";
+import { webhookUserId } from "./users.ts";
 
 /** The largest webhook body taken: room for the text and its HTML in one 64 KiB Matrix event. */
 export const WEBHOOK_MAX_BODY_BYTES = 16 * 1024;
-/** The virtual users webhooks post as: `@_webhook_<room tag>_<name>:<server>`. */
-export const WEBHOOK_USER_PREFIX = "_webhook_";
 // Matrix events are at most 65,536 bytes with their envelope.
 const MAX_CONTENT_BYTES = 60_000;
 /** A request's calls that the homeserver keeps failing (5xx) give up here, freeing the room. */
@@ -32,19 +32,6 @@ export const WEBHOOK_MAX_SERVER_ERRORS = 8;
 // The display name each webhook user was last given in its room, so that it is set only on a
 // change.
 const MEMBER_NAMES = "webhook-member-names";
-
-/**
- * The user a room's webhook posts as, that room's alone: its tag is a hash of the room ID keyed
- * with the as_token, so no two rooms share a webhook user, and nobody can make a room (room IDs
- * are hashes in v12) whose tag is another's.
- */
-export function webhookUserId(context: ServiceContext, roomId: string, name: string): string {
-  const { botUserId } = context.actions;
-  const server = botUserId.slice(botUserId.indexOf(":") + 1);
-  const keyed = context.deriveSecret(`webhook-user\n${roomId}`);
-  const tag = Buffer.from(keyed, "base64url").toString("hex").slice(0, 12);
-  return `@${WEBHOOK_USER_PREFIX}${tag}_${name}:${server}`;
-}
 
 /** The msgtype, text and HTML of a message as Matrix content. */
 function messageContent(text: string, html: string, msgtype: Msgtype): Record<string, unknown> {
@@ -63,7 +50,8 @@ async function transform(
   context: ServiceContext,
 ): Promise<WebhookMessage | undefined> {
   const transformation = webhook.transformation as Transformation;
-  const code = "preset" in transformation ? PRESETS[transformation.preset] : transformation.code;
+  const code =
+    "preset" in transformation ? PRESETS[transformation.preset as PresetName] : transformation.code;
   const { runTransformation } = await import("./sandbox.ts");
   try {
     return messageOfResult(await runTransformation(code ?? "return null;", payload));

@@ -1,9 +1,12 @@
+import type { PresetName } from "./preset-names.ts";
+
 /**
  * Ready-made transformations (`!webhook new <name> --preset <preset>`): JavaScript run in the
  * same sandbox as a moderator's, each turning one service's payloads into Markdown. A webhook
- * keeps the preset's name, not its code, so an improved preset applies at once.
+ * keeps the preset's name, not its code, so an improved preset applies at once. Only the app
+ * function, which runs them, bundles their code.
  */
-export const PRESETS: Record<string, string> = {
+export const PRESETS: Record<PresetName, string> = {
   // Prometheus Alertmanager's webhook_config payload (version 4).
   alertmanager: `
 if (!data || !Array.isArray(data.alerts)) return null;
