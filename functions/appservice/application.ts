@@ -166,4 +166,10 @@ export interface Application {
    * generated registrations claim them as exclusive user namespaces.
    */
   userPrefixes?: string[];
+  /**
+   * Localpart prefixes of the room aliases it creates (`_relay_` for `#_relay_general:server`),
+   * beside the registration's own prefix: generated registrations claim them as exclusive alias
+   * namespaces. `homeserver.createRoom` refuses an alias outside the namespaces.
+   */
+  aliasPrefixes?: string[];
 }
