@@ -256,6 +256,36 @@ describe("immediate calls against the scripted homeserver, records in DynamoDB L
       expect(homeserver.media.get(uri.split("/").pop() as string)?.bytes).toEqual(bytes);
     });
 
+    it("a created URI that expired unused (a crash long ago): another is created, recorded and uploaded to", async () => {
+      const { calls, deps } = await setUp();
+      homeserver.cue((r) => r.method === "PUT" && r.path.includes("/upload/"), { hang: true });
+      const bytes = randomBytes(64);
+      const dying = new HttpHomeserverCalls({
+        ...deps,
+        homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, 300),
+        budgetMs: 100,
+      });
+      await expect(dying.uploadMedia(bytes, { contentType: "text/plain" })).rejects.toThrow();
+      const [expired] = [...homeserver.media.keys()];
+      // Synapse forgets a created URI nothing was uploaded to (after 24 hours).
+      homeserver.media.delete(expired as string);
+      const uri = await calls.uploadMedia(bytes, { contentType: "text/plain" });
+      expect(uri).not.toBe(`mxc://${SERVER}/${expired}`);
+      expect(homeserver.media.get(uri.split("/").pop() as string)?.bytes).toEqual(bytes);
+      expect(await calls.uploadMedia(bytes, { contentType: "text/plain" })).toBe(uri);
+      expect(
+        homeserver.requests
+          .filter((r) => r.path.startsWith("/_matrix/media/"))
+          .map((r) => [r.method, r.status]),
+      ).toEqual([
+        ["POST", 200],
+        ["PUT", undefined],
+        ["PUT", 404],
+        ["POST", 200],
+        ["PUT", 200],
+      ]);
+    });
+
     it("before Matrix 1.7 and 1.11: the v3 upload and the v3 download", async () => {
       const { calls } = await setUp();
       homeserver.mediaCreateSupported = false;
