@@ -7,7 +7,12 @@
 import { randomUUID } from "node:crypto";
 import { GetQueueUrlCommand } from "@aws-sdk/client-sqs";
 import { inboundMessages, transactionHash } from "../functions/appservice/pipeline/inbound.ts";
-import type { ClientEvent, Transaction } from "../functions/appservice/protocol/transaction.ts";
+import {
+  type ClientEvent,
+  parseTransaction,
+  type Transaction,
+} from "../functions/appservice/protocol/transaction.ts";
+import { jsonBody } from "../functions/handlers/http.ts";
 import { localDynamoDb, localSqs } from "../functions/local/aws-clients.ts";
 import { freePort } from "../functions/local/free-port.ts";
 import type { FifoMessage } from "../functions/queue/queue.ts";
@@ -79,6 +84,9 @@ const targets = {
     ]);
   },
   bare: (t: Prepared) => inboundQueue.send(t.messages),
+  record: async (t: Prepared) => {
+    await transactions.recordTransaction(t.txnId, { bodyHash: t.bodyHash });
+  },
   "matrix-appservice": (t: Prepared) => put(referenceUrl, token, t.txnId, t.events),
 };
 type Target = keyof typeof targets;
@@ -197,6 +205,50 @@ console.log(line(header));
 console.log(line(widths.map((w) => "-".repeat(w))));
 for (const row of rows) console.log(line(row));
 console.log(`\n${failures === 0 ? "all targets met" : `${failures} target(s) missed`}`);
+
+// Where an ack's time goes: the CPU work of the handler, timed here (the same code as the
+// functions run), beside the I/O measured above and an HTTP round trip to the gateway.
+const health = await measure(200, 1, async () => {
+  await (await fetch(`${ours.url}/health`)).arrayBuffer();
+});
+/** Median time of `work` in ms, over runs of `RUNS` after as many to warm up. */
+const cpuTime = (work: () => unknown) => {
+  const RUNS = 500;
+  const times: number[] = [];
+  for (let i = 0; i < 2 * RUNS; i++) {
+    const t0 = performance.now();
+    work();
+    if (i >= RUNS) times.push(performance.now() - t0);
+  }
+  return summarize(times, RUNS, 1).p50;
+};
+console.log("\nThe ack's parts (p50; CPU parts timed in this process)\n");
+for (const { concurrency, eventsPerTxn, results } of scenarios.filter((s) => s.concurrency === 1)) {
+  const { txnId, events } = prepare(eventsPerTxn);
+  const body = JSON.stringify({ events });
+  const event = {
+    version: "2.0",
+    rawPath: `/_matrix/app/v1/transactions/${txnId}`,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    pathParameters: { txnId },
+    body,
+    isBase64Encoded: false,
+  } as unknown as Parameters<typeof jsonBody>[0];
+  const transaction = parseTransaction(jsonBody(event));
+  const part = (r: Result | undefined) => ms((r as Result).p50);
+  console.log(
+    [
+      `c=${concurrency}, ${eventsPerTxn} event(s), body ${body.length} bytes:`,
+      `  gateway (HTTP round trip to GET /health) ${ms(health.p50)}`,
+      `  parse (size and depth checks, JSON.parse) ${ms(cpuTime(() => jsonBody(event)))}`,
+      `  validate (parseTransaction) ${ms(cpuTime(() => parseTransaction(JSON.parse(body))) - cpuTime(() => JSON.parse(body)))}`,
+      `  hash (transactionHash) ${ms(cpuTime(() => transactionHash(transaction)))}`,
+      `  messages (inboundMessages) ${ms(cpuTime(() => inboundMessages(txnId, transaction)))}`,
+      `  enqueue (SendMessageBatch) ${part(results.get("bare"))}, record (conditional PutItem) ${part(results.get("record"))}, both at once ${part(results.get("floor"))}`,
+      `  the ack ${part(results.get("ours"))}`,
+    ].join("\n"),
+  );
+}
 
 // Every queued event must be handled once: wait for the queue to drain, then count the
 // events marked done in DynamoDB.
