@@ -11,7 +11,7 @@ import {
   tempDir,
   waitUntilDrained,
 } from "../support/appservice.ts";
-import { waitFor } from "../support/wait.ts";
+import { sleep, waitFor } from "../support/wait.ts";
 import type { Orders } from "../support/worker-application.ts";
 
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -92,5 +92,24 @@ describe("local mode with each function in a worker thread", () => {
     expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(handledOnce(lines(), [crash, ...others])).toBe(true);
     expect(errors).toHaveLength(1);
+  });
+
+  it("the HTTP functions crash → started again on the same port, logged; acks go on", async () => {
+    const { local, errors, event, ack } = await startWithWorkers(30);
+    // The request dies with the thread: its connection is cut, unanswered.
+    await expect(fetch(`${local.url}/crash`, { method: "POST" })).rejects.toThrow();
+    await waitFor(() => errors.length > 0, 30_000, "the crash to be logged");
+    expect(errors[0]?.message).toBe("the http function crashed; starting it again");
+    const deadline = Date.now() + 30_000;
+    const healthy = () =>
+      fetch(`${local.url}/health`).then(
+        (response) => response.status === 200,
+        () => false,
+      );
+    while (!(await healthy())) {
+      if (Date.now() > deadline) throw new Error("the HTTP functions did not answer again");
+      await sleep(100);
+    }
+    expect(await ack([event()])).toBe(200);
   });
 });

@@ -17,17 +17,25 @@ export interface Orders {
 /** How long a burn lasts at most: far longer than a few acks take on a loaded machine. */
 export const MAX_BURN_MS = 60_000;
 
+/**
+ * Thrown outside the handler's promise, an uncaught exception ends the thread as a crash would;
+ * the handler never settles.
+ */
+const crash = () => {
+  setImmediate(() => {
+    throw new Error("injected crash");
+  });
+  return new Promise<never>(() => undefined);
+};
+
 export const application: Application = {
+  // Crashes the HTTP functions' thread.
+  routes: [{ method: "POST", path: "/crash", handle: crash }],
   onEvent(event) {
     const orders = event.content as unknown as Orders;
     if (orders.crashOnce && !existsSync(orders.crashOnce)) {
       writeFileSync(orders.crashOnce, "");
-      // Thrown outside the handler's promise, an uncaught exception ends the thread as a crash
-      // would; the handler never settles.
-      setImmediate(() => {
-        throw new Error("injected crash");
-      });
-      return new Promise<void>(() => undefined);
+      return crash();
     }
     if (orders.burnUntil) {
       appendFileSync(orders.record, `burning ${event.event_id}\n`);
