@@ -28,7 +28,8 @@ export interface PollerOptions {
   onBusy?: (busy: number) => void;
 }
 
-const toRecord = (message: Message, queueArn: string): SQSRecord => ({
+/** An SQS message as Lambda's event source mapping hands it to a function. */
+export const toRecord = (message: Message, queueArn: string): SQSRecord => ({
   messageId: message.MessageId as string,
   receiptHandle: message.ReceiptHandle as string,
   body: message.Body as string,
