@@ -14,6 +14,8 @@ try {
     registrationPath,
     homeserverUrl,
     serverName: env.SERVER_NAME ?? "localhost",
+    // Each function in a thread of its own, as Lambda runs them apart.
+    workers: true,
     ...(env.DATA_DIR && { dataDir: resolve(env.DATA_DIR) }),
     ...(env.DYNAMODB_ENDPOINT && { dynamodbEndpoint: env.DYNAMODB_ENDPOINT }),
     ...(env.SQS_ENDPOINT && { sqsEndpoint: env.SQS_ENDPOINT }),
