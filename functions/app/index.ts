@@ -5,6 +5,7 @@ import {
   onUrlMessageRequest,
   onWebhookCommand,
 } from "./webhooks/commands.ts";
+import { webhookViews } from "./webhooks/operator-view.ts";
 import { WEBHOOK_USER_PREFIX, webhookRoute } from "./webhooks/post.ts";
 
 /**
@@ -54,4 +55,7 @@ export const application: Application = {
   },
   routes: [webhookRoute],
   userPrefixes: [WEBHOOK_USER_PREFIX],
+  async operatorView(context) {
+    return { webhooks: await webhookViews(context) };
+  },
 };

@@ -31,6 +31,7 @@ export type {
   AppRequest,
   AppResponse,
   AppRoute,
+  OperatorView,
   QueryContext,
   ServiceContext,
   ThirdParty,
@@ -38,6 +39,7 @@ export type {
   ThirdPartyProtocol,
   ThirdPartyUser,
   UserProfile,
+  WebhookView,
 } from "./application.ts";
 export type {
   ClientEvent,

@@ -157,4 +157,32 @@ export interface Application {
    * generated registrations claim them as exclusive user namespaces.
    */
   userPrefixes?: string[];
+  /**
+   * What the operator console shows of the application (`/admin`), read when the operator looks:
+   * from its data, never acting.
+   */
+  operatorView?(context: ServiceContext): Promise<OperatorView>;
+}
+
+/** A webhook as the operator console lists it. */
+export interface WebhookView {
+  roomId: string;
+  /** `inbound`: posts into the room; `outbound`: the room's messages posted out. */
+  direction: "inbound" | "outbound";
+  name: string;
+  /** ISO 8601. */
+  createdAt?: string;
+  /** When it was last used (ISO 8601). */
+  lastUsedAt?: string;
+  /** How its last delivery went (`done 200`, `dead 400`, …). */
+  lastStatus?: string;
+  /** When that was (ISO 8601). */
+  lastStatusAt?: string;
+  /** The user it posts as: the console finds its last call in the recent traffic. */
+  postsAs?: string;
+}
+
+/** What an application shows in the operator console; more sections may come. */
+export interface OperatorView {
+  webhooks?: WebhookView[];
 }

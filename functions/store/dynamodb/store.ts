@@ -30,7 +30,7 @@ const MAX_ID_BYTES = 1024;
 export const HASHED_KEY_PREFIX = "sha256:";
 const storedId = (id: string) =>
   Buffer.byteLength(id) > MAX_ID_BYTES ? `${HASHED_KEY_PREFIX}${sha256(id)}` : id;
-const keyOf = (prefix: string, id: string, sk = "-") => ({
+export const keyOf = (prefix: string, id: string, sk = "-") => ({
   pk: { S: `${prefix}${storedId(id)}` },
   sk: { S: sk },
 });
@@ -43,7 +43,7 @@ const MAX_TRANSACTION_ITEMS = 100;
 
 const expiresAt = (nowMs: number) => ({ N: String(Math.floor(nowMs / 1000) + RETENTION_SECONDS) });
 
-const isConditionFailure = (error: unknown): error is ConditionalCheckFailedException =>
+export const isConditionFailure = (error: unknown): error is ConditionalCheckFailedException =>
   error instanceof ConditionalCheckFailedException ||
   (error as { name?: string }).name === "ConditionalCheckFailedException";
 
