@@ -35,4 +35,5 @@ export const functionEntries = {
   queries: "functions/handlers/queries.ts",
   fallback: "functions/handlers/fallback.ts",
   app: "functions/handlers/app.ts",
+  admin: "functions/handlers/admin.ts",
 } as const;

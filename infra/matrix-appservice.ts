@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CfnOutput, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
 import { AccessLogFormat } from "aws-cdk-lib/aws-apigateway";
@@ -43,7 +44,8 @@ import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
 import { APP_DATA_KEY_PREFIX } from "../functions/store/dynamodb/app-data.ts";
-import { HASHED_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
+import { DEAD_LETTER_KEY_PREFIX } from "../functions/store/dynamodb/dead-letters.ts";
+import { HASHED_KEY_PREFIX, SERVER_ERRORS_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
 import { botUserIdOf } from "../functions/wiring/deps.ts";
 import { ENV, environmentOf, type PLATFORM_ENV } from "../functions/wiring/env.ts";
@@ -105,6 +107,8 @@ export const DEFAULT_APP_ROUTE_RATE_LIMIT = 20;
 export const EVENTS_FUNCTION_TIMEOUT = Duration.millis(EVENTS_TIMEOUT_MS);
 /** The homeserver waits 60 s; API Gateway's HTTP API gives up at 30 s. */
 export const TRANSACTIONS_FUNCTION_TIMEOUT = Duration.seconds(25);
+/** Requests per second the operator console's routes take (twice that in a burst). */
+export const OPERATOR_RATE_LIMIT = 5;
 /** Long enough for two actions that make every call they may, each waiting the full timeout. */
 export const OUTBOX_FUNCTION_TIMEOUT = Duration.millis(OUTBOX_TIMEOUT_MS);
 /** Every queue, and every dead-letter queue, keeps a message this long (SQS's maximum). */
@@ -115,6 +119,10 @@ export const QUEUE_AGE_ALARM = Duration.minutes(15);
 export const DEFAULT_MAX_CONCURRENCY = 10;
 
 const projectRoot = join(import.meta.dirname, "..");
+/** The version the operator console shows: the package's. */
+const APP_VERSION = (
+  JSON.parse(readFileSync(join(projectRoot, "package.json"), "utf8")) as { version: string }
+).version;
 
 /**
  * The API's access log, one JSON object per request. `status` is a number, so that metric
@@ -148,6 +156,8 @@ export class MatrixAppservice extends Construct {
   readonly functions: Record<keyof typeof functionEntries, NodejsFunction>;
   readonly asTokenSecret: ISecret;
   readonly hsTokenSecret: ISecret;
+  /** The operator console's token (`/admin`). */
+  readonly adminTokenSecret: ISecret;
   readonly alarms: Alarm[] = [];
 
   constructor(scope: Construct, id: string, props: MatrixAppserviceProps) {
@@ -200,9 +210,14 @@ export class MatrixAppservice extends Construct {
       },
     });
 
+    const descriptions: Record<string, string> = {
+      AsToken: "The appservice's as_token (registration file)",
+      HsToken: "The appservice's hs_token (registration file)",
+      AdminToken: "The operator console's admin token (/admin)",
+    };
     const token = (name: string) =>
       new Secret(this, name, {
-        description: `The appservice's ${name === "AsToken" ? "as_token" : "hs_token"} (registration file)`,
+        description: descriptions[name],
         generateSecretString: { passwordLength: 64, excludePunctuation: true },
         // A replaced secret (a new logical ID) would hand out new tokens the homeserver does not
         // know: the old one stays, to be imported (`asTokenSecret`) or deleted by hand.
@@ -210,6 +225,7 @@ export class MatrixAppservice extends Construct {
       });
     this.asTokenSecret = props.asTokenSecret ?? token("AsToken");
     this.hsTokenSecret = props.hsTokenSecret ?? token("HsToken");
+    this.adminTokenSecret = token("AdminToken");
 
     const botUserId = botUserIdOf(
       (props.registration as Pick<Registration, "sender_localpart">).sender_localpart,
@@ -272,7 +288,7 @@ export class MatrixAppservice extends Construct {
         },
       });
 
-    this.functions = {
+    const functions = {
       transactions: createFunction(
         "transactions",
         TRANSACTIONS_FUNCTION_TIMEOUT,
@@ -325,6 +341,24 @@ export class MatrixAppservice extends Construct {
       ),
       app: createFunction("app", TRANSACTIONS_FUNCTION_TIMEOUT, serviceEnvironment),
     };
+    // The operator console reads the others' log lines for its traffic and errors.
+    const admin = createFunction("admin", TRANSACTIONS_FUNCTION_TIMEOUT, {
+      ...serviceEnvironment,
+      ...environmentOf({
+        inboundQueueUrl: this.inboundQueue.queueUrl,
+        inboundDeadLetterQueueUrl: this.inboundDeadLetterQueue.queueUrl,
+        outboundDeadLetterQueueUrl: this.outboundDeadLetterQueue.queueUrl,
+        adminTokenSecretArn: this.adminTokenSecret.secretArn,
+        registration: JSON.stringify(props.registration),
+        version: APP_VERSION,
+        logGroups: Stack.of(this).toJsonString(
+          Object.fromEntries(
+            Object.entries(functions).map(([name, fn]) => [name, fn.logGroup.logGroupName]),
+          ),
+        ),
+      }),
+    });
+    this.functions = { ...functions, admin };
 
     // Least privilege: each function gets the actions its adapters call, on its resources only;
     // the functions that run the application's code, only on the keys they own.
@@ -357,6 +391,7 @@ export class MatrixAppservice extends Construct {
       secret.encryptionKey?.grantDecrypt(fn);
     };
 
+    this.grantOperatorConsole(admin, tableActions, sendTo, readSecret);
     tableActions(transactions, ["PutItem"]);
     sendTo(transactions, this.inboundQueue);
     readSecret(transactions, this.hsTokenSecret);
@@ -424,6 +459,7 @@ export class MatrixAppservice extends Construct {
       transactions: new HttpLambdaIntegration("Transactions", this.functions.transactions),
       queries: new HttpLambdaIntegration("Queries", this.functions.queries),
       app: new HttpLambdaIntegration("App", this.functions.app),
+      admin: new HttpLambdaIntegration("Admin", admin),
     };
     for (const route of routes) {
       const [httpRoute] = this.api.addRoutes({
@@ -439,10 +475,12 @@ export class MatrixAppservice extends Construct {
     // (A JSON property: CloudFormation's own casing.)
     const homeserverLimit = props.homeserverRateLimit ?? 100;
     const limitOf = (route: Route) =>
-      route.handler === "app"
-        ? (appRoutes.find((r) => r.method === route.method && r.path === route.path)?.rateLimit ??
-          DEFAULT_APP_ROUTE_RATE_LIMIT)
-        : homeserverLimit;
+      route.handler === "admin"
+        ? OPERATOR_RATE_LIMIT
+        : route.handler === "app"
+          ? (appRoutes.find((r) => r.method === route.method && r.path === route.path)?.rateLimit ??
+            DEFAULT_APP_ROUTE_RATE_LIMIT)
+          : homeserverLimit;
     (stage.node.defaultChild as CfnStage).routeSettings = Object.fromEntries(
       routes.map((route) => [
         `${route.method} ${route.path}`,
@@ -462,6 +500,10 @@ export class MatrixAppservice extends Construct {
     });
     new CfnOutput(stack, "AsTokenSecretArn", { value: this.asTokenSecret.secretArn });
     new CfnOutput(stack, "HsTokenSecretArn", { value: this.hsTokenSecret.secretArn });
+    new CfnOutput(stack, "AdminTokenSecretArn", {
+      value: this.adminTokenSecret.secretArn,
+      description: "The operator console's token (npm run admin -- --stack NAME)",
+    });
     new CfnOutput(stack, "Registration", {
       value: stack.toJsonString(props.registration),
       description: "The registration's public fields (npm run registration -- --stack NAME)",
@@ -565,6 +607,68 @@ export class MatrixAppservice extends Construct {
     );
   }
 
+  /**
+   * The operator console: its dead letters taken off the dead-letter queues into the table
+   * (`DEADLETTER#…` items) and replayed to the queues, a replayed inbound item's claim reopened
+   * and an outbound action's server errors forgotten, the application's data read (webhooks),
+   * the queues' depths and ages, the functions' log lines.
+   */
+  private grantOperatorConsole(
+    admin: NodejsFunction,
+    tableActions: (fn: IGrantable, actions: string[], keyPrefixes?: string[]) => void,
+    sendTo: (fn: IGrantable, queue: IQueue) => void,
+    readSecret: (fn: IGrantable, secret: ISecret) => void,
+  ) {
+    tableActions(admin, ["Query", "PutItem", "DeleteItem"], [DEAD_LETTER_KEY_PREFIX]);
+    tableActions(
+      admin,
+      ["UpdateItem"],
+      [CLAIM_KEY_PREFIXES.event, CLAIM_KEY_PREFIXES.item, HASHED_KEY_PREFIX],
+    );
+    tableActions(admin, ["DeleteItem"], [SERVER_ERRORS_KEY_PREFIX]);
+    tableActions(admin, ["GetItem", "Query"], [APP_DATA_KEY_PREFIX]);
+    for (const queue of [this.inboundDeadLetterQueue, this.outboundDeadLetterQueue]) {
+      admin.addToRolePolicy(
+        new PolicyStatement({
+          actions: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+          resources: [queue.queueArn],
+        }),
+      );
+    }
+    for (const queue of [this.inboundQueue, this.outboundQueue]) {
+      sendTo(admin, queue);
+      admin.addToRolePolicy(
+        new PolicyStatement({ actions: ["sqs:GetQueueAttributes"], resources: [queue.queueArn] }),
+      );
+    }
+    readSecret(admin, this.asTokenSecret);
+    readSecret(admin, this.adminTokenSecret);
+    admin.addToRolePolicy(
+      new PolicyStatement({
+        actions: ["logs:FilterLogEvents"],
+        resources: Object.values(this.functions)
+          .filter((fn) => fn !== admin)
+          .map((fn) => fn.logGroup.logGroupArn),
+      }),
+    );
+    // GetMetricData has no resource-level permissions (the queues' age).
+    admin.addToRolePolicy(
+      new PolicyStatement({ actions: ["cloudwatch:GetMetricData"], resources: ["*"] }),
+    );
+    NagSuppressions.addResourceSuppressions(
+      admin,
+      [
+        {
+          id: "AwsSolutions-IAM5",
+          reason:
+            "cloudwatch:GetMetricData has no resource-level permissions; the console reads the queues' age with it.",
+          appliesTo: ["Resource::*"],
+        },
+      ],
+      true,
+    );
+  }
+
   /** cdk-nag findings reviewed and accepted, each with its reason. */
   private suppressReviewedNagFindings(tracing: boolean) {
     for (const fn of Object.values(this.functions)) {
@@ -614,7 +718,7 @@ export class MatrixAppservice extends Construct {
         { id: "AwsSolutions-SQS3", reason: "This is a dead-letter queue." },
       ]);
     }
-    for (const secret of [this.asTokenSecret, this.hsTokenSecret]) {
+    for (const secret of [this.asTokenSecret, this.hsTokenSecret, this.adminTokenSecret]) {
       if (!(secret instanceof Secret)) continue;
       NagSuppressions.addResourceSuppressions(secret, [
         {

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -11,12 +11,14 @@ import {
 import { uncoveredUserPrefixes } from "../appservice/protocol/namespaces.ts";
 import {
   ephemeralFlagToAdd,
+  generateToken,
   loadRegistration,
   newRegistration,
   type Registration,
   registrationYaml,
 } from "../appservice/protocol/registration.ts";
 import { type Route, routeTable } from "../appservice/protocol/routes.ts";
+import { createAdminHandler } from "../handlers/admin.ts";
 import { createAppHandler } from "../handlers/app.ts";
 import { createEventsHandler } from "../handlers/events.ts";
 import { createFallbackHandler } from "../handlers/fallback.ts";
@@ -25,12 +27,14 @@ import { createQueriesHandler } from "../handlers/queries.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
 import { type BackoffPolicy, OUTBOUND_MAX_RECEIVE_COUNT } from "../matrix/backoff.ts";
+import { RecentLogLines } from "../operator/traffic.ts";
 import type { Log } from "../shared/log.ts";
 import { CountingMetrics } from "../shared/metrics.ts";
 import type { DynamoDbStore } from "../store/dynamodb/store.ts";
 import { ensureTable } from "../store/dynamodb/table.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import {
+  adminDeps,
   appDeps,
   botUserIdOf,
   eventsDeps,
@@ -88,6 +92,10 @@ export interface LocalOptions {
   botDisplayName?: string;
   /** The bot's avatar, an `mxc://` URI. @default none */
   botAvatarUrl?: string;
+  /** The operator console's token (`/admin`). @default a fresh one (`LocalAppservice.adminToken`) */
+  adminToken?: string;
+  /** The version the console shows. @default the package's */
+  version?: string;
   /** Lets tests put a fault injector around the store. */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
 }
@@ -110,6 +118,8 @@ export interface LocalAppservice {
   metrics: CountingMetrics;
   /** The application's own routes, as reached from outside. */
   appRoutes: string[];
+  /** The operator console's token. */
+  adminToken: string;
   /** The DynamoDB Local Java process, when this start spawned one. */
   dynamodbPid?: number;
   /** Where the queues' messages are kept from a clean stop to the next start, if they are. */
@@ -118,6 +128,13 @@ export interface LocalAppservice {
   handlersRunning(): number;
   stop(): Promise<void>;
 }
+
+/** The version the console shows: the package's. */
+const packageVersion = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
 
 /** How long the requests being answered at a stop may take before they are cut off. */
 const REQUESTS_STOP_WAIT_MS = 2000;
@@ -128,7 +145,10 @@ const REQUESTS_STOP_WAIT_MS = 2000;
  * SQS handlers as Lambda's event source mappings do.
  */
 export async function startLocal(options: LocalOptions): Promise<LocalAppservice> {
-  const log = options.log ?? createLogger();
+  // The console's recent traffic and errors: the last log lines, kept in memory.
+  const recentLines = new RecentLogLines();
+  const log = recentLines.tee(options.log ?? createLogger());
+  const adminToken = options.adminToken ?? generateToken();
   // A bad registration file fails here, before any child process starts.
   const existing = existsSync(options.registrationPath)
     ? await loadRegistration(options.registrationPath)
@@ -258,7 +278,11 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     const botUserId = botUserIdOf(registration.sender_localpart, options.serverName);
     const metrics = new CountingMetrics();
     // The registration's tokens, where AWS reads Secrets Manager.
-    const tokens = { asToken: registration.as_token, hsToken: registration.hs_token };
+    const tokens = {
+      asToken: registration.as_token,
+      hsToken: registration.hs_token,
+      adminToken,
+    };
     // The store's wrapper is made once, shared as Lambda's functions share the table.
     let wrappedStore: (TransactionStore & ClaimStore) | undefined;
     const wrapStore = options.wrapStore;
@@ -345,6 +369,26 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
           application,
         ),
       ),
+      admin: createAdminHandler(
+        await adminDeps(
+          {
+            ...service,
+            inboundQueueUrl: inbound.url,
+            inboundDeadLetterQueueUrl: inbound.deadLetterUrl,
+            outboundDeadLetterQueueUrl: outbound.deadLetterUrl,
+            registration,
+            version: options.version ?? packageVersion,
+            logGroups: {},
+          },
+          platform,
+          application,
+          {
+            logs: recentLines,
+            queueAge: async (queueUrl) =>
+              sqsLocal?.oldestAgeSeconds(queueUrl.slice(queueUrl.lastIndexOf("/") + 1)),
+          },
+        ),
+      ),
     };
 
     return {
@@ -352,6 +396,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       port,
       registration,
       registrationCreated: !existing,
+      adminToken,
       dynamodbEndpoint,
       sqsEndpoint,
       inboundQueueUrl: inbound.url,

@@ -14,6 +14,7 @@ export interface HeldMessage {
 /** What fauxqs's inspection endpoint answers: every message of a queue, by state. */
 interface FauxqsMessage {
   body: string;
+  sentTimestamp: number;
   messageGroupId: string;
   messageDeduplicationId: string;
   approximateReceiveCount: number;
@@ -32,6 +33,8 @@ export interface SqsLocal {
   stopServing(): Promise<void>;
   /** A FIFO queue's messages, received ones included, each group's in the order it delivers them. */
   messages(queueName: string): Promise<HeldMessage[]>;
+  /** How long its oldest message has been in the queue (undefined when empty). */
+  oldestAgeSeconds(queueName: string): Promise<number | undefined>;
   stop(): Promise<void>;
 }
 
@@ -39,6 +42,16 @@ export interface SqsLocal {
 export async function startSqsLocal(): Promise<SqsLocal> {
   const app = buildApp({ logger: false });
   const address = await app.listen({ port: 0, host: "127.0.0.1" });
+  const state = async (queueName: string) => {
+    // fauxqs's own inspection route, called in process (it needs no listening server).
+    const response = await app.inject({
+      method: "GET",
+      url: `/_fauxqs/queues/${encodeURIComponent(queueName)}`,
+    });
+    if (response.statusCode !== 200)
+      throw new Error(`fauxqs: no queue ${queueName}: ${response.body}`);
+    return (response.json() as FauxqsQueueState).messages;
+  };
   return {
     endpoint: address,
     stopServing: () =>
@@ -46,15 +59,15 @@ export async function startSqsLocal(): Promise<SqsLocal> {
         app.server.close(() => resolve());
         app.server.closeAllConnections();
       }),
+    async oldestAgeSeconds(queueName) {
+      const { ready, delayed, inflight } = await state(queueName);
+      const sent = [...ready, ...delayed, ...inflight.map(({ message }) => message)].map(
+        (message) => message.sentTimestamp,
+      );
+      return sent.length > 0 ? Math.round((Date.now() - Math.min(...sent)) / 1000) : undefined;
+    },
     async messages(queueName) {
-      // fauxqs's own inspection route, called in process (it needs no listening server).
-      const response = await app.inject({
-        method: "GET",
-        url: `/_fauxqs/queues/${encodeURIComponent(queueName)}`,
-      });
-      if (response.statusCode !== 200)
-        throw new Error(`fauxqs: no queue ${queueName}: ${response.body}`);
-      const { ready, delayed, inflight } = (response.json() as FauxqsQueueState).messages;
+      const { ready, delayed, inflight } = await state(queueName);
       const held = (message: FauxqsMessage, visibleAt?: number): HeldMessage => ({
         body: message.body,
         groupId: message.messageGroupId,

@@ -1,24 +1,13 @@
 import { z } from "zod";
+import { OPERATOR_PATH } from "../appservice/protocol/routes.ts";
 import { badJson, MatrixError, notJson, unrecognized } from "../shared/errors.ts";
 import type { Log } from "../shared/log.ts";
 import { authenticateOperator, type RequestBudget } from "./access.ts";
 import type { Operator, OperatorConsole, Selection } from "./console.ts";
 import { OPERATOR_PAGE, OPERATOR_PAGE_HEADERS } from "./page.ts";
 
-/** The console's page; its JSON API is under `OPERATOR_API_PATH`. */
-export const OPERATOR_PAGE_PATH = "/admin";
-export const OPERATOR_API_PATH = "/admin/api";
-
-/** The console's routes: the page, and its API (every one needs the admin token). */
-export const OPERATOR_ROUTES = [
-  { method: "GET", path: OPERATOR_PAGE_PATH },
-  { method: "GET", path: `${OPERATOR_API_PATH}/status` },
-  { method: "GET", path: `${OPERATOR_API_PATH}/traffic` },
-  { method: "GET", path: `${OPERATOR_API_PATH}/dead-letters` },
-  { method: "POST", path: `${OPERATOR_API_PATH}/dead-letters/replay` },
-  { method: "POST", path: `${OPERATOR_API_PATH}/dead-letters/discard` },
-  { method: "GET", path: `${OPERATOR_API_PATH}/webhooks` },
-] as const;
+const OPERATOR_PAGE_PATH = OPERATOR_PATH;
+const OPERATOR_API_PATH = `${OPERATOR_PATH}/api`;
 
 export interface OperatorRequest {
   method: string;
@@ -87,7 +76,14 @@ function parseSelection(body: string): Selection {
  * The console over HTTP: `GET /admin` is the page (no token: it asks for one); every request
  * under `/admin/api/` needs the admin token, within the request budget.
  */
-export function createOperatorApi({ console, adminToken, budget, log }: OperatorApiDeps) {
+export type OperatorApi = (request: OperatorRequest) => Promise<OperatorResponse>;
+
+export function createOperatorApi({
+  console,
+  adminToken,
+  budget,
+  log,
+}: OperatorApiDeps): OperatorApi {
   const route = async (request: OperatorRequest, operator: Operator): Promise<unknown> => {
     const action = `${request.method.toUpperCase()} ${request.path}`;
     switch (action) {

@@ -21,6 +21,9 @@ export const ENV = {
   botDisplayName: "BOT_DISPLAY_NAME",
   botAvatarUrl: "BOT_AVATAR_URL",
   appRoutes: "APP_ROUTES",
+  adminTokenSecretArn: "ADMIN_TOKEN_SECRET_ARN",
+  version: "APP_VERSION",
+  logGroups: "LOG_GROUPS",
 } as const;
 
 /**
@@ -52,10 +55,14 @@ const fields = {
   homeserverUrl: text,
   botUserId: text,
   publicBaseUrl: z.pipe(text, z.transform(trimBaseUrl)),
-  registration: json<Pick<Registration, "namespaces">>(),
+  registration: json<Pick<Registration, "id" | "namespaces">>(),
   botDisplayName: text,
   botAvatarUrl: z.optional(text),
   appRoutes: json<Pick<Route, "method" | "path">[]>(),
+  adminTokenSecretArn: text,
+  version: text,
+  /** The functions' log groups by function name: the console reads its traffic from them. */
+  logGroups: json<Record<string, string>>(),
 } satisfies Record<keyof typeof ENV, z.ZodMiniType>;
 
 type Field = keyof typeof fields;
@@ -97,6 +104,16 @@ export const configSchemas = {
   ),
   fallback: pick("appRoutes"),
   app: pick(...service),
+  admin: pick(
+    ...service,
+    "inboundQueueUrl",
+    "inboundDeadLetterQueueUrl",
+    "outboundDeadLetterQueueUrl",
+    "adminTokenSecretArn",
+    "registration",
+    "version",
+    "logGroups",
+  ),
 };
 
 export type FunctionName = keyof typeof configSchemas;

@@ -8,11 +8,12 @@ import type { SecretSource } from "../../wiring/deps.ts";
 export function secretsManagerSource(arns: {
   asTokenSecretArn?: string;
   hsTokenSecretArn?: string;
+  adminTokenSecretArn?: string;
 }): SecretSource {
   // One client for every secret a cold start reads, made only if one is read.
   let client: SecretsManagerClient | undefined;
   return async (token) => {
-    const arn = token === "asToken" ? arns.asTokenSecretArn : arns.hsTokenSecretArn;
+    const arn = arns[`${token}SecretArn`];
     if (!arn) throw new Error(`This function is given no secret for its ${token}`);
     client ??= new SecretsManagerClient({});
     const { SecretString } = await client.send(new GetSecretValueCommand({ SecretId: arn }));

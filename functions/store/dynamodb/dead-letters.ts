@@ -13,12 +13,14 @@ import {
   type ReplayReset,
   type StoredDeadLetter,
 } from "../dead-letters.ts";
-import { isConditionFailure, keyOf } from "./store.ts";
+import { isConditionFailure, keyOf, SERVER_ERRORS_KEY_PREFIX } from "./store.ts";
 
 /** As long as the dead-letter queue would have kept it (SQS's maximum retention). */
 export const DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600;
 
-const partition = (direction: Direction) => `DEADLETTER#${direction}`;
+/** How the dead letters' partition keys begin (IAM limits the console to them). */
+export const DEAD_LETTER_KEY_PREFIX = "DEADLETTER#";
+const partition = (direction: Direction) => `${DEAD_LETTER_KEY_PREFIX}${direction}`;
 
 /** Dead letters in the appservice's table: one partition per queue, an item per message. */
 export class DynamoDbDeadLetters implements DeadLetterStore, ReplayReset {
@@ -116,7 +118,10 @@ export class DynamoDbDeadLetters implements DeadLetterStore, ReplayReset {
 
   async forgetServerErrors(actionId: string): Promise<void> {
     await this.client.send(
-      new DeleteItemCommand({ TableName: this.tableName, Key: keyOf("OUTBOX#", actionId) }),
+      new DeleteItemCommand({
+        TableName: this.tableName,
+        Key: keyOf(SERVER_ERRORS_KEY_PREFIX, actionId),
+      }),
     );
   }
 }
