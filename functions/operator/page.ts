@@ -62,7 +62,8 @@ async function api(path, body) {
   const name = sessionStorage.getItem(NAME);
   if (name) headers["x-operator"] = name;
   if (body) headers["content-type"] = "application/json";
-  const response = await fetch(location.pathname.replace(//$/, "") + "/api/" + path, {
+  // Relative to the page (\`…/admin\`): "admin/api/…" is under it wherever the API is mounted.
+  const response = await fetch("admin/api/" + path, {
     method: body ? "POST" : "GET", headers, body: body ? JSON.stringify(body) : undefined,
     credentials: "omit", cache: "no-store",
   });
