@@ -490,6 +490,7 @@ export class MatrixAppservice extends Construct {
     const publicBaseUrl = props.publicBaseUrl ?? this.api.apiEndpoint;
     this.functions.events.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
     this.functions.app.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
+    this.functions.admin.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
 
     this.addAlarms(accessLogs, routes);
 
