@@ -3,7 +3,7 @@ import { application } from "../app/index.ts";
 import type { OperatorApi } from "../operator/api.ts";
 import { cloudWatchOperatorPlatform } from "../operator/cloudwatch.ts";
 import type { Log } from "../shared/log.ts";
-import { adminDeps } from "../wiring/deps.ts";
+import { adminDeps } from "../wiring/admin-deps.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
 

@@ -33,8 +33,8 @@ import { CountingMetrics } from "../shared/metrics.ts";
 import type { DynamoDbStore } from "../store/dynamodb/store.ts";
 import { ensureTable } from "../store/dynamodb/table.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
+import { adminDeps } from "../wiring/admin-deps.ts";
 import {
-  adminDeps,
   appDeps,
   botUserIdOf,
   eventsDeps,

@@ -4,8 +4,6 @@ import type { Application } from "../appservice/application.ts";
 import { INBOUND_RETRY, type InboundRetryPolicy } from "../appservice/pipeline/process-inbound.ts";
 import { createNamespaceMatcher } from "../appservice/protocol/namespaces.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
-import { serviceContext } from "../appservice/service-context.ts";
-import type { AdminHandlerDeps } from "../handlers/admin.ts";
 import type { AppHandlerDeps } from "../handlers/app.ts";
 import type { EventsDeps } from "../handlers/events.ts";
 import type { OutboxHandlerDeps } from "../handlers/outbox.ts";
@@ -13,20 +11,13 @@ import type { QueriesDeps } from "../handlers/queries.ts";
 import type { TransactionsDeps } from "../handlers/transactions.ts";
 import { type BackoffPolicy, DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
-import { checkHomeserver } from "../matrix/homeserver-health.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { httpHomeserverReader } from "../matrix/room-state.ts";
-import { RequestBudget } from "../operator/access.ts";
-import { createOperatorApi } from "../operator/api.ts";
-import type { OperatorPlatform } from "../operator/cloudwatch.ts";
-import { OperatorConsole } from "../operator/console.ts";
-import { SqsDeadLetterQueue, sqsQueueDepth } from "../queue/sqs/inspect.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
 import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import { DynamoDbAppData } from "../store/dynamodb/app-data.ts";
-import { DynamoDbDeadLetters } from "../store/dynamodb/dead-letters.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import type { Config } from "./env.ts";
@@ -95,7 +86,7 @@ export async function transactionsDeps<L extends Log>(
 }
 
 /** What the application's handlers act with (the events and app functions). */
-async function serviceDeps<L extends Log>(
+export async function serviceDeps<L extends Log>(
   config: Settings<"app">,
   platform: Platform<L>,
 ): Promise<ServiceDeps & { log: L }> {
@@ -205,58 +196,5 @@ export async function queriesDeps<L extends Log>(
     botUserId: config.botUserId,
     log: platform.log,
     budgetMs: platform.queryBudgetMs ?? QUERY_BUDGET_MS,
-  };
-}
-
-/** The operator console: its core over the queues, the table and the platform's logs. */
-export async function adminDeps<L extends Log>(
-  config: Settings<"admin">,
-  platform: Platform<L>,
-  application: Application,
-  operatorPlatform: OperatorPlatform,
-): Promise<AdminHandlerDeps & { log: L }> {
-  const [service, asToken, adminToken] = await Promise.all([
-    serviceDeps(config, platform),
-    platform.secrets("asToken"),
-    platform.secrets("adminToken"),
-  ]);
-  const { sqs } = platform;
-  const urls = {
-    inbound: config.inboundQueueUrl,
-    outbound: config.outboundQueueUrl,
-    inboundDeadLetters: config.inboundDeadLetterQueueUrl,
-    outboundDeadLetters: config.outboundDeadLetterQueueUrl,
-  };
-  const deadLetters = new DynamoDbDeadLetters(platform.dynamodb, config.tableName);
-  const operatorConsole = new OperatorConsole({
-    deadLetterQueues: {
-      inbound: new SqsDeadLetterQueue(sqs, urls.inboundDeadLetters),
-      outbound: new SqsDeadLetterQueue(sqs, urls.outboundDeadLetters),
-    },
-    deadLetters,
-    replayReset: deadLetters,
-    queues: {
-      inbound: new SqsFifoQueue(sqs, urls.inbound),
-      outbound: new SqsFifoQueue(sqs, urls.outbound),
-    },
-    monitor: {
-      depth: (queue) => sqsQueueDepth(sqs, urls[queue]),
-      oldestAgeSeconds: (queue) => operatorPlatform.queueAge(urls[queue]),
-    },
-    logs: operatorPlatform.logs,
-    homeserver: () => checkHomeserver(config.homeserverUrl, config.registration.id, asToken),
-    applicationView: async () =>
-      (await application.operatorView?.(serviceContext(service, "operator-console"))) ?? {},
-    version: config.version,
-    log: platform.log,
-  });
-  return {
-    api: createOperatorApi({
-      console: operatorConsole,
-      adminToken,
-      budget: new RequestBudget(),
-      log: platform.log,
-    }),
-    log: platform.log,
   };
 }
