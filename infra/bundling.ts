@@ -37,3 +37,6 @@ export const functionEntries = {
   app: "functions/handlers/app.ts",
   admin: "functions/handlers/admin.ts",
 } as const;
+
+/** The deploy-time function that completes the generated tokens secret (not part of the API). */
+export const TOKENS_SECRET_ENTRY = "functions/handlers/tokens-secret.ts";

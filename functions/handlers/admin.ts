@@ -1,5 +1,5 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { application } from "../app/index.ts";
+import { application } from "../app/operator.ts";
 import type { OperatorApi } from "../operator/api.ts";
 import { cloudWatchOperatorPlatform } from "../operator/cloudwatch.ts";
 import type { Log } from "../shared/log.ts";

@@ -1,4 +1,4 @@
-import type { Application } from "../appservice/application.ts";
+import type { ApplicationOperator } from "../appservice/application.ts";
 import { serviceContext } from "../appservice/service-context.ts";
 import type { AdminHandlerDeps } from "../handlers/admin.ts";
 import { checkHomeserver } from "../matrix/homeserver-health.ts";
@@ -18,7 +18,7 @@ import { type Platform, type Settings, serviceDeps } from "./deps.ts";
 export async function adminDeps<L extends Log>(
   config: Settings<"admin">,
   platform: Platform<L>,
-  application: Application,
+  application: ApplicationOperator,
   operatorPlatform: OperatorPlatform,
 ): Promise<AdminHandlerDeps & { log: L }> {
   const [service, asToken, adminToken] = await Promise.all([
