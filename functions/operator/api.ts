@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod/mini";
 import { OPERATOR_PATH } from "../appservice/protocol/routes.ts";
 import { badJson, MatrixError, notJson, unrecognized } from "../shared/errors.ts";
 import type { Log } from "../shared/log.ts";
@@ -44,9 +44,13 @@ const json = (status: number, body: unknown, headers = {}): OperatorResponse => 
 });
 
 const direction = z.enum(["inbound", "outbound"]);
+const text = (max: number) => z.string().check(z.minLength(1), z.maxLength(max));
 const selection = z.union([
-  z.strictObject({ direction, ids: z.array(z.string().min(1).max(200)).min(1).max(1000) }),
-  z.strictObject({ direction, room: z.string().min(1).max(1000) }),
+  z.strictObject({
+    direction,
+    ids: z.array(text(200)).check(z.minLength(1), z.maxLength(1000)),
+  }),
+  z.strictObject({ direction, room: text(1000) }),
   z.strictObject({ direction, all: z.literal(true) }),
 ]);
 

@@ -1,7 +1,7 @@
 import type { ServiceContext, WebhookView } from "../../appservice/api.ts";
-import { webhookUserId } from "./post.ts";
 import { lastTokenTaken } from "./rate-limit.ts";
 import { allWebhooks } from "./store.ts";
+import { webhookUserId } from "./user.ts";
 
 /**
  * The webhooks the operator console lists: each room's, when made and last used (its rate
