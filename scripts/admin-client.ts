@@ -1,5 +1,6 @@
 import { DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
 import { GetSecretValueCommand } from "@aws-sdk/client-secrets-manager";
+import { parseTokensSecret } from "../functions/wiring/env.ts";
 import type { StackClients } from "./registration-from-stack.ts";
 
 /** Where the operator console is and the token it takes. */
@@ -10,8 +11,7 @@ export interface ConsoleTarget {
 
 /**
  * The console of a deployed stack: its URL from the stack's `ApiUrl` output, its token from the
- * stack's secret: `AdminTokenSecretArn` (the token alone) or `TokensSecretArn` (JSON with an
- * `admin_token` field), whichever the stack has.
+ * `admin_token` field of the stack's tokens secret (`TokensSecretArn`).
  */
 export async function consoleOfStack(
   stackName: string,
@@ -24,19 +24,15 @@ export async function consoleOfStack(
     (Stacks[0]?.Outputs ?? []).map((output) => [output.OutputKey, output.OutputValue]),
   );
   const url = outputs.get("ApiUrl");
-  const secretArn = outputs.get("AdminTokenSecretArn") ?? outputs.get("TokensSecretArn");
+  const secretArn = outputs.get("TokensSecretArn");
   if (!url || !secretArn) {
-    throw new Error(`Stack ${stackName} has no operator console: is it this project's, deployed?`);
+    throw new Error(`Stack ${stackName} has no ApiUrl or TokensSecretArn: is it this project's?`);
   }
   const { SecretString } = await secretsManager.send(
     new GetSecretValueCommand({ SecretId: secretArn }),
   );
-  if (!SecretString) throw new Error("The admin token's secret is empty");
-  const token = outputs.has("AdminTokenSecretArn")
-    ? SecretString
-    : (JSON.parse(SecretString) as { admin_token?: string }).admin_token;
-  if (!token) throw new Error("The stack's tokens secret has no admin_token");
-  return { url, token };
+  if (!SecretString) throw new Error("The stack's tokens secret is empty");
+  return { url, token: parseTokensSecret(SecretString).adminToken };
 }
 
 /** One request to the console's API; its JSON answer, or an error naming the status. */
