@@ -42,11 +42,13 @@ export type {
   Application,
   ApplicationContext,
   ApplicationEvents,
+  ApplicationOperator,
   ApplicationQueries,
   ApplicationRoutes,
   AppRequest,
   AppResponse,
   AppRoute,
+  OperatorView,
   QueryContext,
   ServiceContext,
   ThirdParty,
@@ -54,6 +56,7 @@ export type {
   ThirdPartyProtocol,
   ThirdPartyUser,
   UserProfile,
+  WebhookView,
 } from "./application.ts";
 export type {
   ClientEvent,

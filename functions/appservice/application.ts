@@ -172,11 +172,39 @@ export interface Application {
    * namespaces. `homeserver.createRoom` refuses an alias outside the namespaces.
    */
   aliasPrefixes?: string[];
+  /**
+   * What the operator console shows of the application (`/admin`), read when the operator looks:
+   * from its data, never acting.
+   */
+  operatorView?(context: ServiceContext): Promise<OperatorView>;
+}
+
+/** A webhook as the operator console lists it. */
+export interface WebhookView {
+  roomId: string;
+  /** `inbound`: posts into the room; `outbound`: the room's messages posted out. */
+  direction: "inbound" | "outbound";
+  name: string;
+  /** ISO 8601. */
+  createdAt?: string;
+  /** When it was last used (ISO 8601). */
+  lastUsedAt?: string;
+  /** How its last delivery went (`done 200`, `dead 400`, …). */
+  lastStatus?: string;
+  /** When that was (ISO 8601). */
+  lastStatusAt?: string;
+  /** The user it posts as: the console finds its last call in the recent traffic. */
+  postsAs?: string;
+}
+
+/** What an application shows in the operator console; more sections may come. */
+export interface OperatorView {
+  webhooks?: WebhookView[];
 }
 
 /**
  * The parts of an application each Lambda function runs. The application's folder exports each
- * from a module of its own (`events.ts`, `queries.ts`, `routes.ts`), so that a function bundles
+ * from a module of its own (`events.ts`, `queries.ts`, `routes.ts`, `operator.ts`), so that a function bundles
  * only the code, and the npm packages, of its part.
  */
 /** The `events` function's part: the items of transactions. */
@@ -188,3 +216,5 @@ export type ApplicationEvents = Pick<
 export type ApplicationQueries = Pick<Application, "onUserQuery" | "onAliasQuery" | "thirdParty">;
 /** The `app` function's part: the application's own HTTP routes. */
 export type ApplicationRoutes = Pick<Application, "routes">;
+/** The `admin` function's part: what the operator console shows of it. */
+export type ApplicationOperator = Pick<Application, "operatorView">;

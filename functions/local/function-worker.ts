@@ -5,6 +5,7 @@ import type { Application } from "../appservice/application.ts";
 import { routeTable } from "../appservice/protocol/routes.ts";
 import { createFallbackHandler } from "../handlers/fallback.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
+import { forwardTrafficLines, type LogLine, RecentLogLines } from "../operator/traffic.ts";
 import type { MetricName, Metrics } from "../shared/metrics.ts";
 import type { Platform } from "../wiring/deps.ts";
 import { localDynamoDb, localSqs } from "./aws-clients.ts";
@@ -24,7 +25,7 @@ export interface FunctionWorkerData {
   dynamodbEndpoint: string;
   sqsEndpoint: string;
   /** The registration's tokens, where AWS reads Secrets Manager. */
-  tokens: { asToken: string; hsToken: string };
+  tokens: { asToken: string; hsToken: string; adminToken: string };
   tuning: Tuning;
   /** The URL of the module whose `application` export this function runs. */
   applicationModule: string;
@@ -37,6 +38,8 @@ export type FunctionWorkerMessage =
   | { ready: true }
   | { counts: [MetricName, number][] }
   | { busy: number }
+  /** A line of recent traffic, for the operator console (which the HTTP functions serve). */
+  | { log: LogLine }
   | { stopped: true };
 
 /** How often the counts go to the supervisor, which prints them. */
@@ -66,7 +69,12 @@ class ForwardedMetrics implements Metrics {
 }
 
 const metrics = new ForwardedMetrics();
-const log = createLogger();
+// The console reads recent traffic from the log lines: the HTTP functions' thread keeps them,
+// the consumers send theirs to it through the supervisor.
+const recentLines = data.role === "http" ? new RecentLogLines() : undefined;
+const log = recentLines
+  ? recentLines.tee(createLogger())
+  : forwardTrafficLines(createLogger(), (line) => post({ log: line }));
 const dynamodb = localDynamoDb(data.dynamodbEndpoint);
 const sqs = localSqs(data.sqsEndpoint);
 const platform: Platform = {
@@ -82,7 +90,10 @@ const { application } = (await import(data.applicationModule)) as { application:
 let stop: () => Promise<void>;
 if (data.role === "http") {
   const routes = routeTable(application.routes ?? []);
-  const handlers = await httpHandlers(data.config, platform, application);
+  const handlers = await httpHandlers(data.config, platform, application, {
+    logs: recentLines as RecentLogLines,
+    sqsEndpoint: data.sqsEndpoint,
+  });
   const server = createGateway({
     routes,
     handlers: () => handlers,
@@ -101,8 +112,11 @@ if (data.role === "http") {
   stop = poller.stop;
 }
 
-port.on("message", async (message: "stop") => {
-  if (message !== "stop") return;
+port.on("message", async (message: "stop" | { log: LogLine }) => {
+  if (message !== "stop") {
+    recentLines?.add(message.log);
+    return;
+  }
   await stop();
   metrics.send();
   dynamodb.destroy();

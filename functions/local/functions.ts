@@ -1,10 +1,13 @@
 import type { Application } from "../appservice/application.ts";
 import type { Route } from "../appservice/protocol/routes.ts";
+import { createAdminHandler } from "../handlers/admin.ts";
 import { createAppHandler } from "../handlers/app.ts";
 import { createEventsHandler } from "../handlers/events.ts";
 import { createOutboxHandler } from "../handlers/outbox.ts";
 import { createQueriesHandler } from "../handlers/queries.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
+import type { LogSource } from "../operator/traffic.ts";
+import { adminDeps } from "../wiring/admin-deps.ts";
 import {
   appDeps,
   eventsDeps,
@@ -17,6 +20,7 @@ import {
 import { EVENTS_TIMEOUT_MS, OUTBOX_TIMEOUT_MS } from "../wiring/timeouts.ts";
 import type { HttpHandler } from "./gateway.ts";
 import { startPoller } from "./poller.ts";
+import { oldestAgeSeconds } from "./sqs-local.ts";
 
 /**
  * What local mode's functions are given, as the stack gives Lambda's: plain data, so that it
@@ -29,6 +33,7 @@ export interface LocalFunctionsConfig {
     outbox: Settings<"outbox">;
     queries: Settings<"queries">;
     app: Settings<"app">;
+    admin: Settings<"admin">;
   };
   queues: Record<"inbound" | "outbound", { url: string; arn: string }>;
   /** Receive loops per queue consumer. */
@@ -46,22 +51,33 @@ export type Tuning = Pick<
   | "queryBudgetMs"
 >;
 
-/** The handlers of the HTTP functions, by the name the route table gives them. */
+/**
+ * The handlers of the HTTP functions, by the name the route table gives them. The operator
+ * console reads the recent log lines from `logs` and the queues' ages from fauxqs at
+ * `sqsEndpoint`.
+ */
 export async function httpHandlers(
   config: LocalFunctionsConfig,
   platform: Platform,
   application: Application,
+  operator: { logs: LogSource; sqsEndpoint: string },
 ): Promise<Record<Route["handler"], HttpHandler>> {
   const { settings } = config;
-  const [app, transactions, queries] = await Promise.all([
+  const [app, transactions, queries, admin] = await Promise.all([
     appDeps(settings.app, platform, application),
     transactionsDeps(settings.transactions, platform),
     queriesDeps(settings.queries, platform, application),
+    adminDeps(settings.admin, platform, application, {
+      logs: operator.logs,
+      queueAge: (queueUrl) =>
+        oldestAgeSeconds(operator.sqsEndpoint, queueUrl.slice(queueUrl.lastIndexOf("/") + 1)),
+    }),
   ]);
   return {
     app: createAppHandler(app),
     transactions: createTransactionsHandler(transactions),
     queries: createQueriesHandler(queries),
+    admin: createAdminHandler(admin),
   };
 }
 

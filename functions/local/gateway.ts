@@ -177,7 +177,8 @@ export function createGateway(options: GatewayOptions): Server {
         const token = hsToken();
         if (!ready || token === undefined) throw unavailable("Starting; retry shortly");
         const event = toEvent(req, url, rawPath, `${route.method} ${route.path}`, pathParameters);
-        if (route.handler !== "app") {
+        // The application's routes are public; the console's check the admin token themselves.
+        if (route.handler !== "app" && route.handler !== "admin") {
           authenticateHomeserver(
             event.headers.authorization,
             event.queryStringParameters?.access_token,

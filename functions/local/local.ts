@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -11,6 +11,7 @@ import {
 import { uncoveredUserPrefixes } from "../appservice/protocol/namespaces.ts";
 import {
   ephemeralFlagToAdd,
+  generateToken,
   loadRegistration,
   newRegistration,
   type Registration,
@@ -20,6 +21,7 @@ import { type Route, routeTable } from "../appservice/protocol/routes.ts";
 import { createFallbackHandler } from "../handlers/fallback.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
 import { type BackoffPolicy, OUTBOUND_MAX_RECEIVE_COUNT } from "../matrix/backoff.ts";
+import { forwardTrafficLines, type LogLine, RecentLogLines } from "../operator/traffic.ts";
 import type { Log } from "../shared/log.ts";
 import { CountingMetrics } from "../shared/metrics.ts";
 import type { DynamoDbStore } from "../store/dynamodb/store.ts";
@@ -40,7 +42,7 @@ import { closeGracefully, createGateway, type HttpHandler } from "./gateway.ts";
 import { keepQueues, restoreQueues } from "./queue-snapshot.ts";
 import { ensureFifoQueue } from "./queues.ts";
 import { startSqsLocal } from "./sqs-local.ts";
-import { superviseFunction } from "./workers.ts";
+import { type SupervisedFunction, superviseFunction } from "./workers.ts";
 
 export interface LocalOptions {
   /** 0 picks a free port. */
@@ -82,6 +84,10 @@ export interface LocalOptions {
   botDisplayName?: string;
   /** The bot's avatar, an `mxc://` URI. @default none */
   botAvatarUrl?: string;
+  /** The operator console's token (`/admin`). @default a fresh one (`LocalAppservice.adminToken`) */
+  adminToken?: string;
+  /** The version the console shows. @default the package's */
+  version?: string;
   /** Lets tests put a fault injector around the store (without `workers`). */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
   /**
@@ -114,6 +120,8 @@ export interface LocalAppservice {
   metrics: CountingMetrics;
   /** The application's own routes, as reached from outside. */
   appRoutes: string[];
+  /** The operator console's token. */
+  adminToken: string;
   /** The DynamoDB Local Java process, when this start spawned one. */
   dynamodbPid?: number;
   /** Where the queues' messages are kept from a clean stop to the next start, if they are. */
@@ -122,6 +130,13 @@ export interface LocalAppservice {
   handlersRunning(): number;
   stop(): Promise<void>;
 }
+
+/** The version the console shows: the package's. */
+const packageVersion = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
 
 /** The module whose `application` export local mode runs by default. */
 export const DEFAULT_APPLICATION_MODULE = new URL("../app/index.ts", import.meta.url).href;
@@ -132,7 +147,15 @@ export const DEFAULT_APPLICATION_MODULE = new URL("../app/index.ts", import.meta
  * SQS handlers as Lambda's event source mappings do.
  */
 export async function startLocal(options: LocalOptions): Promise<LocalAppservice> {
-  const log = options.log ?? createLogger();
+  // The console's recent traffic and errors: the last log lines, kept in memory by the thread
+  // that serves the console; with workers, the lines of this thread go to it too.
+  const recentLines = new RecentLogLines();
+  let httpFunction: SupervisedFunction | undefined;
+  const baseLog = options.log ?? createLogger();
+  const log = options.workers
+    ? forwardTrafficLines(baseLog, (line) => httpFunction?.addLogLine(line))
+    : recentLines.tee(baseLog);
+  const adminToken = options.adminToken ?? generateToken();
   // A bad registration file fails here, before any child process starts.
   const existing = existsSync(options.registrationPath)
     ? await loadRegistration(options.registrationPath)
@@ -264,7 +287,11 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     const botUserId = botUserIdOf(registration.sender_localpart, options.serverName);
     const metrics = new CountingMetrics();
     // The registration's tokens, where AWS reads Secrets Manager.
-    const tokens = { asToken: registration.as_token, hsToken: registration.hs_token };
+    const tokens = {
+      asToken: registration.as_token,
+      hsToken: registration.hs_token,
+      adminToken,
+    };
     const tuning: Tuning = {
       inboundVisibilityTimeoutSeconds: visibilityTimeoutSeconds,
       ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
@@ -304,6 +331,14 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         },
         queries: { tableName, homeserverUrl: options.homeserverUrl, botUserId, registration },
         app: service,
+        admin: {
+          ...service,
+          inboundQueueUrl: inbound.url,
+          inboundDeadLetterQueueUrl: inbound.deadLetterUrl,
+          outboundDeadLetterQueueUrl: outbound.deadLetterUrl,
+          version: options.version ?? packageVersion,
+          logGroups: {},
+        },
       },
       queues: { inbound, outbound },
       pollers: options.pollers ?? 4,
@@ -325,7 +360,12 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
             },
             log,
             metrics,
-          ),
+            // The consumers' lines of recent traffic go to the thread that serves the console.
+            (line: LogLine) => httpFunction?.addLogLine(line),
+          ).then((fn) => {
+            if (role === "http") httpFunction = fn;
+            return fn;
+          }),
         ),
       );
       const functions = started.flatMap((result) =>
@@ -356,7 +396,10 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       // Pollers stop first, before the servers they read from; together, as each may be waiting
       // out a receive.
       stops.push(async () => void (await Promise.all([poller.stop(), outbox.stop()])));
-      handlers = await httpHandlers(config, platform, application);
+      handlers = await httpHandlers(config, platform, application, {
+        logs: recentLines,
+        sqsEndpoint,
+      });
       handlersRunning = () => poller.busy() + outbox.busy();
     }
 
@@ -365,6 +408,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       port,
       registration,
       registrationCreated: !existing,
+      adminToken,
       dynamodbEndpoint,
       sqsEndpoint,
       inboundQueueUrl: inbound.url,

@@ -22,6 +22,7 @@ try {
     ...(env.PUBLIC_BASE_URL && { publicBaseUrl: env.PUBLIC_BASE_URL }),
     ...(env.BOT_DISPLAY_NAME && { botDisplayName: env.BOT_DISPLAY_NAME }),
     ...(env.BOT_AVATAR_URL && { botAvatarUrl: env.BOT_AVATAR_URL }),
+    ...(env.ADMIN_TOKEN && { adminToken: env.ADMIN_TOKEN }),
   });
   // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
   process.stdout.on("error", () => undefined);
@@ -64,6 +65,11 @@ try {
       `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
       `SQS (fauxqs): ${local.sqsEndpoint}${env.SQS_ENDPOINT ? " (yours)" : local.queuesFile ? ` (queued work kept in ${local.queuesFile} at a clean stop)` : " (in memory: queued work is lost at a stop; set DATA_DIR to keep it)"}`,
       ...local.appRoutes.map((route) => `Application route: ${route}`),
+      // Printed on purpose (unlike the registration's tokens): it is this run's, fresh unless
+      // ADMIN_TOKEN was given, and opening the console needs it.
+      env.ADMIN_TOKEN
+        ? `Operator console: ${local.url}/admin (token: ADMIN_TOKEN)`
+        : `Operator console: ${local.url}/admin with the admin token ${local.adminToken} (new at each start; set ADMIN_TOKEN to keep one)`,
       `listening on ${local.url}`,
     ].join("\n"),
   );

@@ -1,4 +1,5 @@
 import { Worker } from "node:worker_threads";
+import type { LogLine } from "../operator/traffic.ts";
 import type { Log } from "../shared/log.ts";
 import type { CountingMetrics } from "../shared/metrics.ts";
 import type { FunctionWorkerData, FunctionWorkerMessage } from "./function-worker.ts";
@@ -20,6 +21,8 @@ const STOP_WAIT_MS = 10_000;
 export interface SupervisedFunction {
   /** Batches the consumer is handling now (0 for the HTTP functions). */
   busy(): number;
+  /** Hands the function a line of recent traffic written elsewhere. */
+  addLogLine(line: LogLine): void;
   stop(): Promise<void>;
 }
 
@@ -33,6 +36,8 @@ export async function superviseFunction(
   data: FunctionWorkerData,
   log: Log,
   metrics: CountingMetrics,
+  /** Where its lines of recent traffic go. */
+  onLogLine: (line: LogLine) => void,
 ): Promise<SupervisedFunction> {
   let worker: Worker;
   let running = false;
@@ -54,6 +59,7 @@ export async function superviseFunction(
         } else if ("counts" in message) {
           for (const [name, value] of message.counts) metrics.count(name, value);
         } else if ("busy" in message) busy = message.busy;
+        else if ("log" in message) onLogLine(message.log);
       });
       worker.on("error", (error) => {
         crash = error;
@@ -89,6 +95,9 @@ export async function superviseFunction(
   await start();
   return {
     busy: () => busy,
+    addLogLine(line) {
+      if (running) worker.postMessage({ log: line });
+    },
     async stop() {
       stopping = true;
       clearTimeout(restartTimer);

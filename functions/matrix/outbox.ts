@@ -35,8 +35,8 @@ export interface FailureReason {
 
 /** `retry`: make the message visible again after `delaySeconds`; `dead`: give up, with why. */
 export type OutboxOutcome =
-  | { kind: "done" }
-  | { kind: "retry"; delaySeconds: number; reason: string }
+  | { kind: "done"; status?: number }
+  | { kind: "retry"; delaySeconds: number; reason: string; status?: number }
   | { kind: "dead"; reason: FailureReason };
 
 /** The metric each outcome counts. */
@@ -50,9 +50,21 @@ export const OUTCOME_METRICS = {
 export interface DeadLetter {
   action: OutboundAction;
   reason: FailureReason;
+  /** The tries made, this last one included. */
+  attempts: number;
   /** ISO 8601. */
   failedAt: string;
 }
+
+/**
+ * The outbox's log line for each outcome: with the action's ID, kind, user, room and attempt, they
+ * are its recent traffic (the operator console reads them back).
+ */
+export const OUTCOME_LOG_MESSAGES = {
+  done: "outbound call done",
+  retry: "outbound call to retry",
+  dead: "outbound call failed for good: dead-lettered",
+} as const satisfies Record<OutboxOutcome["kind"], string>;
 
 /**
  * What the outbox's consumer does with a received action: nothing more (`done`), make it visible
@@ -87,18 +99,23 @@ export async function decideOutboundAction(
   };
   switch (outcome.kind) {
     case "done":
+      deps.log.info(OUTCOME_LOG_MESSAGES.done, { ...about, attempt, status: outcome.status });
       return { kind: "done", metric: OUTCOME_METRICS.done };
-    case "retry":
-      deps.log.warn("outbound call to retry", { ...about, attempt, ...outcome });
-      return { ...outcome, metric: OUTCOME_METRICS.retry };
+    case "retry": {
+      const { delaySeconds, reason } = outcome;
+      deps.log.warn(OUTCOME_LOG_MESSAGES.retry, { ...about, attempt, ...outcome });
+      return { kind: "retry", delaySeconds, reason, metric: OUTCOME_METRICS.retry };
+    }
     case "dead":
-      deps.log.error("outbound call failed for good: dead-lettered", {
-        ...about,
-        reason: outcome.reason,
-      });
+      deps.log.error(OUTCOME_LOG_MESSAGES.dead, { ...about, attempt, reason: outcome.reason });
       return {
         kind: "dead",
-        deadLetter: { action, reason: outcome.reason, failedAt: new Date().toISOString() },
+        deadLetter: {
+          action,
+          reason: outcome.reason,
+          attempts: attempt + 1,
+          failedAt: new Date().toISOString(),
+        },
         metric: OUTCOME_METRICS.dead,
       };
   }
@@ -119,6 +136,7 @@ class Retry extends Error {
   constructor(
     readonly delaySeconds: number,
     reason: string,
+    readonly status?: number,
   ) {
     super(reason);
   }
@@ -173,7 +191,7 @@ export async function performAction(
         });
       }
     }
-    throw new Retry(backoffSeconds(attempt, backoff), retry);
+    throw new Retry(backoffSeconds(attempt, backoff), retry, reason.status);
   };
 
   /** One call; transient failures become a `Retry`. */
@@ -193,7 +211,7 @@ export async function performAction(
     }
     if (response.status === 429) {
       const wait = rateLimitSeconds(response.retryAfterSeconds, response.body);
-      throw new Retry(wait ?? backoffSeconds(attempt, backoff), "rate limited (429)");
+      throw new Retry(wait ?? backoffSeconds(attempt, backoff), "rate limited (429)", 429);
     }
     if (response.status >= 500) {
       return serverError(reasonOf(response), `homeserver error ${response.status}`);
@@ -208,7 +226,7 @@ export async function performAction(
     if (action.userId === botUserId) await botProfile.ensure((request) => call(botUserId, request));
     let response = await call(action.userId, action.request);
     if (action.kind === "register" && matrixError(response.body).errcode === "M_USER_IN_USE") {
-      return { kind: "done" };
+      return { kind: "done", status: response.status };
     }
     const virtual = action.userId !== botUserId;
     if (isForbidden(response) && virtual && !(await membership.isRegistered(action.userId))) {
@@ -231,11 +249,17 @@ export async function performAction(
       log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });
       response = await call(action.userId, action.request);
     }
-    if (ok(response)) return { kind: "done" };
+    if (ok(response)) return { kind: "done", status: response.status };
     return { kind: "dead", reason: reasonOf(response) };
   } catch (error) {
-    if (error instanceof Retry)
-      return { kind: "retry", delaySeconds: error.delaySeconds, reason: error.message };
+    if (error instanceof Retry) {
+      return {
+        kind: "retry",
+        delaySeconds: error.delaySeconds,
+        reason: error.message,
+        ...(error.status !== undefined && { status: error.status }),
+      };
+    }
     if (error instanceof GiveUp) return { kind: "dead", reason: error.reason };
     throw error;
   }

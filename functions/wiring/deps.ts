@@ -46,7 +46,7 @@ export const botUserIdOf = (senderLocalpart: string, serverName: string) =>
   `@${senderLocalpart}:${serverName}`;
 
 /** The appservice's tokens: Secrets Manager in AWS, the registration file in local mode. */
-export type SecretSource = (token: "asToken" | "hsToken") => Promise<string>;
+export type SecretSource = (token: "asToken" | "hsToken" | "adminToken") => Promise<string>;
 
 /** What varies between Lambda and local mode, and the knobs tests turn. */
 export interface Platform<L extends Log = Log> {
@@ -68,10 +68,8 @@ export interface Platform<L extends Log = Log> {
 }
 
 /** A function's configuration without the secrets' ARNs (read through the `SecretSource`). */
-export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app"> = Omit<
-  Config<F>,
-  "tokensSecretArn"
->;
+export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app" | "admin"> =
+  Omit<Config<F>, "tokensSecretArn">;
 
 const stores = (tableName: string, platform: Platform) => {
   const store = new DynamoDbStore(platform.dynamodb, tableName);
@@ -111,7 +109,7 @@ const homeserverCalls = (config: Settings<"app">, asToken: string, platform: Pla
 };
 
 /** What the application's handlers act with (the events and app functions). */
-async function serviceDeps<L extends Log>(
+export async function serviceDeps<L extends Log>(
   config: Settings<"app">,
   platform: Platform<L>,
 ): Promise<ServiceDeps & { log: L }> {

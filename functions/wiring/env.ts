@@ -20,6 +20,8 @@ export const ENV = {
   botDisplayName: "BOT_DISPLAY_NAME",
   botAvatarUrl: "BOT_AVATAR_URL",
   appRoutes: "APP_ROUTES",
+  version: "APP_VERSION",
+  logGroups: "LOG_GROUPS",
 } as const;
 
 /**
@@ -85,10 +87,13 @@ const fields = {
   homeserverUrl: text,
   botUserId: text,
   publicBaseUrl: z.pipe(text, z.transform(trimBaseUrl)),
-  registration: json<Pick<Registration, "namespaces">>(),
+  registration: json<Pick<Registration, "id" | "namespaces">>(),
   botDisplayName: text,
   botAvatarUrl: z.optional(text),
   appRoutes: json<Pick<Route, "method" | "path">[]>(),
+  version: text,
+  /** The functions' log groups by function name: the console reads its traffic from them. */
+  logGroups: json<Record<string, string>>(),
 } satisfies Record<keyof typeof ENV, z.ZodMiniType>;
 
 type Field = keyof typeof fields;
@@ -125,6 +130,15 @@ export const configSchemas = {
   queries: pick("tableName", "tokensSecretArn", "homeserverUrl", "botUserId", "registration"),
   fallback: pick("appRoutes"),
   app: pick(...service),
+  admin: pick(
+    ...service,
+    "inboundQueueUrl",
+    "inboundDeadLetterQueueUrl",
+    "outboundDeadLetterQueueUrl",
+    "registration",
+    "version",
+    "logGroups",
+  ),
 };
 
 export type FunctionName = keyof typeof configSchemas;

@@ -11,11 +11,12 @@ import {
 import { takeToken } from "./rate-limit.ts";
 import { findWebhook, webhookKey } from "./store.ts";
 import { cleanName, cleanText } from "./text.ts";
+import { WEBHOOK_USER_PREFIX, webhookUserId } from "./user.ts";
+
+export { WEBHOOK_USER_PREFIX, webhookUserId };
 
 /** The largest webhook body taken: room for the text and its HTML in one 64 KiB Matrix event. */
 export const WEBHOOK_MAX_BODY_BYTES = 16 * 1024;
-/** The virtual users webhooks post as: `@_webhook_<room tag>_<name>:<server>`. */
-export const WEBHOOK_USER_PREFIX = "_webhook_";
 // Matrix events are at most 65,536 bytes with their envelope.
 const MAX_CONTENT_BYTES = 60_000;
 const MAX_DISPLAY_NAME = 256;
@@ -24,19 +25,6 @@ export const WEBHOOK_MAX_SERVER_ERRORS = 8;
 // The display name each webhook user was last given in its room, so that it is set only on a
 // change.
 const MEMBER_NAMES = "webhook-member-names";
-
-/**
- * The user a room's webhook posts as, that room's alone: its tag is a hash of the room ID keyed
- * with the as_token, so no two rooms share a webhook user, and nobody can make a room (room IDs
- * are hashes in v12) whose tag is another's.
- */
-export function webhookUserId(context: ServiceContext, roomId: string, name: string): string {
-  const { botUserId } = context.actions;
-  const server = botUserId.slice(botUserId.indexOf(":") + 1);
-  const keyed = context.deriveSecret(`webhook-user\n${roomId}`);
-  const tag = Buffer.from(keyed, "base64url").toString("hex").slice(0, 12);
-  return `@${WEBHOOK_USER_PREFIX}${tag}_${name}:${server}`;
-}
 
 interface WebhookMessage {
   text: string;
