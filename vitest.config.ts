@@ -37,6 +37,9 @@ export default defineConfig({
           include: ["test/integration/**/*.test.ts"],
           globalSetup: ["test/support/global-setup.ts"],
           fileParallelism: false,
+          // One worker for them all: the SDK, fauxqs and the handlers load and warm up once,
+          // not once a file. Each file stops what it starts.
+          isolate: false,
           sequence: { groupOrder: 1 },
         },
       },

@@ -38,8 +38,6 @@ import type { AppRoute } from "../functions/appservice/application.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../functions/appservice/pipeline/process-inbound.ts";
 import type { Registration } from "../functions/appservice/protocol/registration.ts";
 import { type Route, routeTable } from "../functions/appservice/protocol/routes.ts";
-import { EVENTS_TIMEOUT_MS } from "../functions/handlers/events.ts";
-import { OUTBOX_TIMEOUT_MS } from "../functions/handlers/outbox.ts";
 import { NEAR_TIMEOUT_SHARE } from "../functions/handlers/shared/lambda-handler.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
@@ -47,6 +45,13 @@ import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
 import { APP_DATA_KEY_PREFIX } from "../functions/store/dynamodb/app-data.ts";
 import { HASHED_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
+import { botUserIdOf } from "../functions/wiring/deps.ts";
+import { ENV, environmentOf, type PLATFORM_ENV } from "../functions/wiring/env.ts";
+import {
+  EVENTS_TIMEOUT_MS,
+  OUTBOX_TIMEOUT_MS,
+  visibilityTimeoutSeconds,
+} from "../functions/wiring/timeouts.ts";
 import { bundling, functionEntries } from "./bundling.ts";
 
 /** The registration's fields that are not secret; the tokens live in Secrets Manager. */
@@ -176,7 +181,7 @@ export class MatrixAppservice extends Construct {
     // SQS's redrive is only the last resort.
     this.inboundQueue = new Queue(this, "InboundQueue", {
       ...fifo,
-      visibilityTimeout: Duration.seconds(EVENTS_FUNCTION_TIMEOUT.toSeconds() * 6),
+      visibilityTimeout: Duration.seconds(visibilityTimeoutSeconds(EVENTS_TIMEOUT_MS)),
       deadLetterQueue: {
         queue: this.inboundDeadLetterQueue,
         maxReceiveCount: INBOUND_MAX_RECEIVE_COUNT,
@@ -188,7 +193,7 @@ export class MatrixAppservice extends Construct {
     this.outboundDeadLetterQueue = new Queue(this, "OutboundDeadLetterQueue", fifo);
     this.outboundQueue = new Queue(this, "OutboundQueue", {
       ...fifo,
-      visibilityTimeout: Duration.seconds(OUTBOX_FUNCTION_TIMEOUT.toSeconds() * 6),
+      visibilityTimeout: Duration.seconds(visibilityTimeoutSeconds(OUTBOX_TIMEOUT_MS)),
       deadLetterQueue: {
         queue: this.outboundDeadLetterQueue,
         maxReceiveCount: OUTBOUND_MAX_RECEIVE_COUNT,
@@ -206,7 +211,10 @@ export class MatrixAppservice extends Construct {
     this.asTokenSecret = props.asTokenSecret ?? token("AsToken");
     this.hsTokenSecret = props.hsTokenSecret ?? token("HsToken");
 
-    const botUserId = `@${props.registration.sender_localpart}:${props.serverName}`;
+    const botUserId = botUserIdOf(
+      (props.registration as Pick<Registration, "sender_localpart">).sender_localpart,
+      props.serverName,
+    );
     // Checked here, so that a bad avatar stops the synth rather than the outbox.
     const profile = botProfile(
       props.botProfile?.displayName ?? (props.registration as Pick<Registration, "id">).id,
@@ -217,13 +225,14 @@ export class MatrixAppservice extends Construct {
     );
     const routes = routeTable(appRoutes);
     // What the application's code (events and app functions) needs to act.
-    const serviceEnvironment = {
-      TABLE_NAME: this.table.tableName,
-      OUTBOUND_QUEUE_URL: this.outboundQueue.queueUrl,
-      BOT_USER_ID: botUserId,
-      AS_TOKEN_SECRET_ARN: this.asTokenSecret.secretArn,
-      HOMESERVER_URL: props.homeserverUrl,
-    };
+    // (`PUBLIC_BASE_URL` too, once the API is made.)
+    const serviceEnvironment = environmentOf({
+      tableName: this.table.tableName,
+      outboundQueueUrl: this.outboundQueue.queueUrl,
+      botUserId,
+      asTokenSecretArn: this.asTokenSecret.secretArn,
+      homeserverUrl: props.homeserverUrl,
+    });
     const createFunction = (
       name: keyof typeof functionEntries,
       timeout: Duration,
@@ -239,10 +248,12 @@ export class MatrixAppservice extends Construct {
         memorySize: 256,
         timeout,
         ...(props.tracing && { tracing: Tracing.ACTIVE }),
-        // Stack traces through the source maps.
         environment: {
-          NODE_OPTIONS: "--enable-source-maps",
-          POWERTOOLS_LOG_LEVEL: "INFO",
+          // Stack traces through the source maps.
+          ...({
+            NODE_OPTIONS: "--enable-source-maps",
+            POWERTOOLS_LOG_LEVEL: "INFO",
+          } satisfies Record<(typeof PLATFORM_ENV)[number], string>),
           ...environment,
         },
         logGroup: new LogGroup(this, `${name}Logs`, {
@@ -262,38 +273,56 @@ export class MatrixAppservice extends Construct {
       });
 
     this.functions = {
-      transactions: createFunction("transactions", TRANSACTIONS_FUNCTION_TIMEOUT, {
-        TABLE_NAME: this.table.tableName,
-        INBOUND_QUEUE_URL: this.inboundQueue.queueUrl,
-        HS_TOKEN_SECRET_ARN: this.hsTokenSecret.secretArn,
-      }),
+      transactions: createFunction(
+        "transactions",
+        TRANSACTIONS_FUNCTION_TIMEOUT,
+        environmentOf({
+          tableName: this.table.tableName,
+          inboundQueueUrl: this.inboundQueue.queueUrl,
+          hsTokenSecretArn: this.hsTokenSecret.secretArn,
+        }),
+      ),
       events: createFunction("events", EVENTS_FUNCTION_TIMEOUT, {
         ...serviceEnvironment,
-        INBOUND_QUEUE_URL: this.inboundQueue.queueUrl,
-        INBOUND_DEAD_LETTER_QUEUE_URL: this.inboundDeadLetterQueue.queueUrl,
+        ...environmentOf({
+          inboundQueueUrl: this.inboundQueue.queueUrl,
+          inboundDeadLetterQueueUrl: this.inboundDeadLetterQueue.queueUrl,
+        }),
       }),
-      outbox: createFunction("outbox", OUTBOX_FUNCTION_TIMEOUT, {
-        TABLE_NAME: this.table.tableName,
-        OUTBOUND_QUEUE_URL: this.outboundQueue.queueUrl,
-        OUTBOUND_DEAD_LETTER_QUEUE_URL: this.outboundDeadLetterQueue.queueUrl,
-        AS_TOKEN_SECRET_ARN: this.asTokenSecret.secretArn,
-        HOMESERVER_URL: props.homeserverUrl,
-        BOT_USER_ID: botUserId,
-        REGISTRATION_JSON: JSON.stringify(props.registration),
-        BOT_DISPLAY_NAME: profile.displayname,
-        ...(profile.avatar_url && { BOT_AVATAR_URL: profile.avatar_url }),
-      }),
-      queries: createFunction("queries", TRANSACTIONS_FUNCTION_TIMEOUT, {
-        TABLE_NAME: this.table.tableName,
-        AS_TOKEN_SECRET_ARN: this.asTokenSecret.secretArn,
-        HS_TOKEN_SECRET_ARN: this.hsTokenSecret.secretArn,
-        HOMESERVER_URL: props.homeserverUrl,
-        BOT_USER_ID: botUserId,
-        REGISTRATION_JSON: JSON.stringify(props.registration),
-      }),
-      fallback: createFunction("fallback", Duration.seconds(5), {
-        APP_ROUTES: JSON.stringify(appRoutes.map(({ method, path }) => ({ method, path }))),
-      }),
+      outbox: createFunction(
+        "outbox",
+        OUTBOX_FUNCTION_TIMEOUT,
+        environmentOf({
+          tableName: this.table.tableName,
+          outboundQueueUrl: this.outboundQueue.queueUrl,
+          outboundDeadLetterQueueUrl: this.outboundDeadLetterQueue.queueUrl,
+          asTokenSecretArn: this.asTokenSecret.secretArn,
+          homeserverUrl: props.homeserverUrl,
+          botUserId,
+          registration: JSON.stringify(props.registration),
+          botDisplayName: profile.displayname,
+          ...(profile.avatar_url && { botAvatarUrl: profile.avatar_url }),
+        }),
+      ),
+      queries: createFunction(
+        "queries",
+        TRANSACTIONS_FUNCTION_TIMEOUT,
+        environmentOf({
+          tableName: this.table.tableName,
+          asTokenSecretArn: this.asTokenSecret.secretArn,
+          hsTokenSecretArn: this.hsTokenSecret.secretArn,
+          homeserverUrl: props.homeserverUrl,
+          botUserId,
+          registration: JSON.stringify(props.registration),
+        }),
+      ),
+      fallback: createFunction(
+        "fallback",
+        Duration.seconds(5),
+        environmentOf({
+          appRoutes: JSON.stringify(appRoutes.map(({ method, path }) => ({ method, path }))),
+        }),
+      ),
       app: createFunction("app", TRANSACTIONS_FUNCTION_TIMEOUT, serviceEnvironment),
     };
 
@@ -421,8 +450,8 @@ export class MatrixAppservice extends Construct {
       ]),
     );
     const publicBaseUrl = props.publicBaseUrl ?? this.api.apiEndpoint;
-    this.functions.events.addEnvironment("PUBLIC_BASE_URL", publicBaseUrl);
-    this.functions.app.addEnvironment("PUBLIC_BASE_URL", publicBaseUrl);
+    this.functions.events.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
+    this.functions.app.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
 
     this.addAlarms(accessLogs, routes);
 

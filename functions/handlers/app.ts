@@ -4,9 +4,10 @@ import { application } from "../app/index.ts";
 import type { Application, AppRoute } from "../appservice/application.ts";
 import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
 import { unrecognized } from "../shared/errors.ts";
+import { appDeps } from "../wiring/deps.ts";
 import { jsonResponse, matrixErrors } from "./http.ts";
+import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
-import { serviceDepsFromEnv } from "./shared/services.ts";
 
 export interface AppHandlerDeps extends ServiceDeps {
   application: Application;
@@ -39,6 +40,6 @@ export const createAppHandler = (deps: AppHandlerDeps) => {
 };
 
 export const handler = lambdaHandler(
-  async () => ({ ...(await serviceDepsFromEnv()), application }),
+  () => lambdaDeps("app", (config, platform) => appDeps(config, platform, application)),
   createAppHandler,
 );

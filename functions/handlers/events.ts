@@ -1,32 +1,21 @@
-import { SQSClient } from "@aws-sdk/client-sqs";
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import { application } from "../app/index.ts";
 import type { Application } from "../appservice/application.ts";
 import type { InboundMessage } from "../appservice/pipeline/inbound.ts";
 import {
-  INBOUND_RETRY,
   type InboundRetryPolicy,
   processInboundMessage,
 } from "../appservice/pipeline/process-inbound.ts";
 import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
 import type { ReceivedMessageControl } from "../queue/queue.ts";
-import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import type { ClaimStore } from "../store/store.ts";
-import { dynamoDbStoreFromEnv } from "./shared/dynamodb.ts";
+import { eventsDeps } from "../wiring/deps.ts";
 import { processFifoBatch } from "./shared/fifo-batch.ts";
-import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";
-import { createCloudWatchMetrics, flushMetrics } from "./shared/metrics.ts";
-import { serviceDepsFromEnv } from "./shared/services.ts";
-
-/** How long the events function may run (the stack's timeout, and the claims' lease). */
-export const EVENTS_TIMEOUT_MS = 30_000;
-/**
- * No message is started with less time left than this: room for a handler that reads room state
- * a few times (5 s each at most); one that runs longer meets the function's timeout.
- */
-export const EVENTS_RECORD_BUDGET_MS = 10_000;
+import { lambdaDeps } from "./shared/lambda-deps.ts";
+import { lambdaHandler } from "./shared/lambda-handler.ts";
+import { flushMetrics } from "./shared/metrics.ts";
 
 export interface EventsDeps extends ServiceDeps {
   claims: ClaimStore;
@@ -75,19 +64,6 @@ export const createEventsHandler = (deps: EventsDeps) => {
 };
 
 export const handler = lambdaHandler(
-  async () => ({
-    ...(await serviceDepsFromEnv()),
-    claims: dynamoDbStoreFromEnv(),
-    application,
-    leaseMs: EVENTS_TIMEOUT_MS,
-    metrics: createCloudWatchMetrics(),
-    control: new SqsMessageControl(
-      new SQSClient({}),
-      requiredEnv("INBOUND_QUEUE_URL"),
-      requiredEnv("INBOUND_DEAD_LETTER_QUEUE_URL"),
-    ),
-    retry: INBOUND_RETRY,
-    recordBudgetMs: EVENTS_RECORD_BUDGET_MS,
-  }),
+  () => lambdaDeps("events", (config, platform) => eventsDeps(config, platform, application)),
   createEventsHandler,
 );

@@ -3,6 +3,7 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "
 import { findRoute, type Route, routeTable } from "../appservice/protocol/routes.ts";
 import { unrecognized } from "../shared/errors.ts";
 import type { Log } from "../shared/log.ts";
+import { readConfig } from "../wiring/env.ts";
 import { matrixErrors } from "./http.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
 import { createLogger } from "./shared/logger.ts";
@@ -25,11 +26,11 @@ export const createFallbackHandler = (table: readonly Route[], log: Log) =>
         : unrecognized(404, "Unrecognized request");
     });
 
-// The application's routes by method and path only (`APP_ROUTES`, set by the stack): this
-// function stays small, without the application's code.
+// The application's routes by method and path only (set by the stack): this function stays
+// small, without the application's code.
 export const handler = lambdaHandler(
   async () => ({
-    table: routeTable(JSON.parse(process.env.APP_ROUTES ?? "[]")),
+    table: routeTable(readConfig("fallback", process.env).appRoutes),
     log: createLogger(),
   }),
   ({ table, log }) => createFallbackHandler(table, log),

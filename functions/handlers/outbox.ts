@@ -1,40 +1,15 @@
-import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
-import { SQSClient } from "@aws-sdk/client-sqs";
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-import { createNamespaceMatcher } from "../appservice/protocol/namespaces.ts";
-import type { Registration } from "../appservice/protocol/registration.ts";
-import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
-import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
-import { HttpHomeserverClient } from "../matrix/http-client.ts";
-import { decideOutboundAction, MAX_CALLS_PER_ACTION, type OutboxDeps } from "../matrix/outbox.ts";
+import { decideOutboundAction, type OutboxDeps } from "../matrix/outbox.ts";
 import type { OutboundAction } from "../matrix/request.ts";
 import { queueJson, type ReceivedMessageControl, RetryLater } from "../queue/queue.ts";
-import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { sha256 } from "../shared/hash.ts";
 import type { Metrics } from "../shared/metrics.ts";
-import { DynamoDbStore } from "../store/dynamodb/store.ts";
+import { outboxDeps } from "../wiring/deps.ts";
 import { processFifoBatch } from "./shared/fifo-batch.ts";
-import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";
-import { createLogger } from "./shared/logger.ts";
-import { createCloudWatchMetrics, flushMetrics } from "./shared/metrics.ts";
-import { secretFromEnv } from "./shared/secrets.ts";
-
-/** How long the outbox waits for one answer of the homeserver. */
-export const HOMESERVER_TIMEOUT_MS = 20_000;
-
-/**
- * The longest one action may take: each of its calls waiting the full timeout, and the requests
- * to DynamoDB and SQS around them. No message is started with less time left than this.
- */
-export const actionBudgetMs = (homeserverTimeoutMs: number) =>
-  homeserverTimeoutMs * MAX_CALLS_PER_ACTION + 5_000;
-
-/**
- * How long the outbox function may run: two actions at their worst, so that every batch makes
- * progress, and an ordinary one (calls answered in milliseconds) finishes whole.
- */
-export const OUTBOX_TIMEOUT_MS = 2 * actionBudgetMs(HOMESERVER_TIMEOUT_MS);
+import { lambdaDeps } from "./shared/lambda-deps.ts";
+import { lambdaHandler } from "./shared/lambda-handler.ts";
+import { flushMetrics } from "./shared/metrics.ts";
 
 export interface OutboxHandlerDeps extends OutboxDeps {
   control: ReceivedMessageControl;
@@ -75,43 +50,4 @@ export const createOutboxHandler = (deps: OutboxHandlerDeps) => {
     );
 };
 
-export const handler = lambdaHandler(async () => {
-  const sqs = new SQSClient({});
-  const store = new DynamoDbStore(new DynamoDBClient({}), requiredEnv("TABLE_NAME"));
-  const botUserId = requiredEnv("BOT_USER_ID");
-  // The stack validated the registration at synth time.
-  const { namespaces } = JSON.parse(requiredEnv("REGISTRATION_JSON")) as Pick<
-    Registration,
-    "namespaces"
-  >;
-  const users = createNamespaceMatcher(namespaces);
-  const log = createLogger();
-  return {
-    homeserver: new HttpHomeserverClient(
-      requiredEnv("HOMESERVER_URL"),
-      await secretFromEnv("AS_TOKEN_SECRET_ARN"),
-      botUserId,
-      HOMESERVER_TIMEOUT_MS,
-    ),
-    membership: store,
-    serverErrors: store,
-    botUserId,
-    isOurUser: (userId: string) => users.matches("users", userId),
-    backoff: DEFAULT_BACKOFF,
-    log,
-    // The stack sets BOT_DISPLAY_NAME (its default: the registration's id).
-    botProfile: new BotProfileKeeper(
-      botUserId,
-      botProfile(requiredEnv("BOT_DISPLAY_NAME"), process.env.BOT_AVATAR_URL),
-      store,
-      log,
-    ),
-    metrics: createCloudWatchMetrics(),
-    recordBudgetMs: actionBudgetMs(HOMESERVER_TIMEOUT_MS),
-    control: new SqsMessageControl(
-      sqs,
-      requiredEnv("OUTBOUND_QUEUE_URL"),
-      requiredEnv("OUTBOUND_DEAD_LETTER_QUEUE_URL"),
-    ),
-  };
-}, createOutboxHandler);
+export const handler = lambdaHandler(() => lambdaDeps("outbox", outboxDeps), createOutboxHandler);

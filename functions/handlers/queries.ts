@@ -1,27 +1,19 @@
-import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { application } from "../app/index.ts";
 import { type QueryDeps, queryAlias, queryUser } from "../appservice/pipeline/queries.ts";
 import { thirdPartyLookup } from "../appservice/pipeline/third-party.ts";
 import { authenticateHomeserver } from "../appservice/protocol/auth.ts";
-import { createNamespaceMatcher } from "../appservice/protocol/namespaces.ts";
-import type { Registration } from "../appservice/protocol/registration.ts";
 import { unversionedPath } from "../appservice/protocol/routes.ts";
-import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { MatrixError } from "../shared/errors.ts";
-import { DynamoDbStore } from "../store/dynamodb/store.ts";
+import { queriesDeps } from "../wiring/deps.ts";
 import { jsonBody, jsonResponse, matrixErrors } from "./http.ts";
-import { lambdaHandler, requiredEnv } from "./shared/lambda-handler.ts";
-import { createLogger } from "./shared/logger.ts";
-import { secretFromEnv } from "./shared/secrets.ts";
+import { lambdaDeps } from "./shared/lambda-deps.ts";
+import { lambdaHandler } from "./shared/lambda-handler.ts";
 
 export interface QueriesDeps extends Omit<QueryDeps, "owner"> {
   hsToken: string;
 }
-
-/** Well under API Gateway's 30 s, and the homeserver's own timeout. */
-export const QUERY_BUDGET_MS = 10_000;
 
 const exists = (found: boolean, what: string) => {
   if (!found) throw new MatrixError(404, "M_NOT_FOUND", `No such ${what}`);
@@ -88,27 +80,7 @@ export const createQueriesHandler = (deps: QueriesDeps) =>
       }
     });
 
-export const handler = lambdaHandler(async () => {
-  const [asToken, hsToken] = await Promise.all([
-    secretFromEnv("AS_TOKEN_SECRET_ARN"),
-    secretFromEnv("HS_TOKEN_SECRET_ARN"),
-  ]);
-  // The stack validated the registration at synth time.
-  const registration = JSON.parse(requiredEnv("REGISTRATION_JSON")) as Pick<
-    Registration,
-    "namespaces"
-  >;
-  const store = new DynamoDbStore(new DynamoDBClient({}), requiredEnv("TABLE_NAME"));
-  const botUserId = requiredEnv("BOT_USER_ID");
-  return {
-    hsToken,
-    application,
-    namespaces: createNamespaceMatcher(registration.namespaces),
-    homeserver: new HttpHomeserverClient(requiredEnv("HOMESERVER_URL"), asToken, botUserId, 5_000),
-    membership: store,
-    claims: store,
-    botUserId,
-    log: createLogger(),
-    budgetMs: QUERY_BUDGET_MS,
-  };
-}, createQueriesHandler);
+export const handler = lambdaHandler(
+  () => lambdaDeps("queries", (config, platform) => queriesDeps(config, platform, application)),
+  createQueriesHandler,
+);

@@ -8,13 +8,11 @@ import { badJson } from "../shared/errors.ts";
 import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import type { TransactionStore } from "../store/store.ts";
+import { transactionsDeps } from "../wiring/deps.ts";
 import { jsonBody, jsonResponse, matrixErrors } from "./http.ts";
-import { dynamoDbStoreFromEnv } from "./shared/dynamodb.ts";
+import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
-import { createLogger } from "./shared/logger.ts";
-import { createCloudWatchMetrics, flushMetrics } from "./shared/metrics.ts";
-import { secretFromEnv } from "./shared/secrets.ts";
-import { inboundQueueFromEnv } from "./shared/sqs.ts";
+import { flushMetrics } from "./shared/metrics.ts";
 
 export interface TransactionsDeps {
   hsToken: string;
@@ -55,12 +53,6 @@ export const createTransactionsHandler = (deps: TransactionsDeps) => {
 };
 
 export const handler = lambdaHandler(
-  async () => ({
-    hsToken: await secretFromEnv("HS_TOKEN_SECRET_ARN"),
-    transactions: dynamoDbStoreFromEnv(),
-    inboundQueue: inboundQueueFromEnv(),
-    log: createLogger(),
-    metrics: createCloudWatchMetrics(),
-  }),
+  () => lambdaDeps("transactions", transactionsDeps),
   createTransactionsHandler,
 );

@@ -6,13 +6,9 @@ import { application as defaultApplication } from "../app/index.ts";
 import type { Application } from "../appservice/application.ts";
 import {
   INBOUND_MAX_RECEIVE_COUNT,
-  INBOUND_RETRY,
   type InboundRetryPolicy,
 } from "../appservice/pipeline/process-inbound.ts";
-import {
-  createNamespaceMatcher,
-  uncoveredUserPrefixes,
-} from "../appservice/protocol/namespaces.ts";
+import { uncoveredUserPrefixes } from "../appservice/protocol/namespaces.ts";
 import {
   ephemeralFlagToAdd,
   loadRegistration,
@@ -21,39 +17,30 @@ import {
   registrationYaml,
 } from "../appservice/protocol/registration.ts";
 import { type Route, routeTable } from "../appservice/protocol/routes.ts";
-import type { ServiceDeps } from "../appservice/service-context.ts";
 import { createAppHandler } from "../handlers/app.ts";
-import {
-  createEventsHandler,
-  EVENTS_RECORD_BUDGET_MS,
-  EVENTS_TIMEOUT_MS,
-} from "../handlers/events.ts";
+import { createEventsHandler } from "../handlers/events.ts";
 import { createFallbackHandler } from "../handlers/fallback.ts";
-import {
-  actionBudgetMs,
-  createOutboxHandler,
-  HOMESERVER_TIMEOUT_MS,
-  OUTBOX_TIMEOUT_MS,
-} from "../handlers/outbox.ts";
-import { createQueriesHandler, QUERY_BUDGET_MS } from "../handlers/queries.ts";
+import { createOutboxHandler } from "../handlers/outbox.ts";
+import { createQueriesHandler } from "../handlers/queries.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
-import {
-  type BackoffPolicy,
-  DEFAULT_BACKOFF,
-  OUTBOUND_MAX_RECEIVE_COUNT,
-} from "../matrix/backoff.ts";
-import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
-import { HttpHomeserverClient } from "../matrix/http-client.ts";
-import { httpHomeserverReader } from "../matrix/room-state.ts";
-import { SqsMessageControl } from "../queue/sqs/message-control.ts";
-import { SqsFifoQueue } from "../queue/sqs/queue.ts";
+import { type BackoffPolicy, OUTBOUND_MAX_RECEIVE_COUNT } from "../matrix/backoff.ts";
 import type { Log } from "../shared/log.ts";
 import { CountingMetrics } from "../shared/metrics.ts";
-import { DynamoDbAppData } from "../store/dynamodb/app-data.ts";
-import { DynamoDbStore } from "../store/dynamodb/store.ts";
+import type { DynamoDbStore } from "../store/dynamodb/store.ts";
 import { ensureTable } from "../store/dynamodb/table.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
+import {
+  appDeps,
+  botUserIdOf,
+  eventsDeps,
+  outboxDeps,
+  type Platform,
+  queriesDeps,
+  transactionsDeps,
+} from "../wiring/deps.ts";
+import { trimBaseUrl } from "../wiring/env.ts";
+import { EVENTS_TIMEOUT_MS, OUTBOX_TIMEOUT_MS } from "../wiring/timeouts.ts";
 import { localDynamoDb, localSqs } from "./aws-clients.ts";
 import { startDynamoDbLocal } from "./dynamodb-local.ts";
 import { createGateway, type HttpHandler } from "./gateway.ts";
@@ -260,7 +247,6 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       });
     }
 
-    const namespaces = createNamespaceMatcher(registration.namespaces);
     const ephemeralFlag = ephemeralFlagToAdd(registration);
     if (ephemeralFlag) {
       log.warn(
@@ -269,47 +255,56 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       );
     }
 
-    const dynamoDbStore = new DynamoDbStore(dynamodb, tableName);
-    const store = options.wrapStore ? options.wrapStore(dynamoDbStore) : dynamoDbStore;
-    const botUserId = `@${registration.sender_localpart}:${options.serverName}`;
+    const botUserId = botUserIdOf(registration.sender_localpart, options.serverName);
     const metrics = new CountingMetrics();
-    const services: ServiceDeps = {
+    // The registration's tokens, where AWS reads Secrets Manager.
+    const tokens = { asToken: registration.as_token, hsToken: registration.hs_token };
+    // The store's wrapper is made once, shared as Lambda's functions share the table.
+    let wrappedStore: (TransactionStore & ClaimStore) | undefined;
+    const wrapStore = options.wrapStore;
+    const platform: Platform = {
+      dynamodb,
+      sqs,
+      secrets: async (token) => tokens[token],
       log,
-      outboundQueue: new SqsFifoQueue(sqs, outbound.url),
-      botUserId,
-      homeserver: httpHomeserverReader(options.homeserverUrl, registration.as_token, botUserId),
-      data: new DynamoDbAppData(dynamodb, tableName),
-      publicBaseUrl: (options.publicBaseUrl ?? url).replace(/\/+$/, ""),
-      secretKey: registration.as_token,
+      metrics,
+      inboundVisibilityTimeoutSeconds: visibilityTimeoutSeconds,
+      ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
+      ...(options.inboundRetry && { inboundRetry: options.inboundRetry }),
+      ...(options.backoff && { backoff: options.backoff }),
+      ...(options.homeserverTimeoutMs !== undefined && {
+        homeserverTimeoutMs: options.homeserverTimeoutMs,
+      }),
+      ...(options.queryBudgetMs !== undefined && { queryBudgetMs: options.queryBudgetMs }),
+      ...(wrapStore && { wrapStore: (store) => (wrappedStore ??= wrapStore(store)) }),
     };
-    const homeserverTimeoutMs = options.homeserverTimeoutMs ?? HOMESERVER_TIMEOUT_MS;
+    // The configuration the stack would give each function, with the local endpoints' names.
+    const service = {
+      tableName,
+      outboundQueueUrl: outbound.url,
+      botUserId,
+      homeserverUrl: options.homeserverUrl,
+      publicBaseUrl: trimBaseUrl(options.publicBaseUrl ?? url),
+    };
     const outbox = startPoller({
       sqs,
       queueUrl: outbound.url,
       queueArn: outbound.arn,
-      handler: createOutboxHandler({
-        homeserver: new HttpHomeserverClient(
-          options.homeserverUrl,
-          registration.as_token,
-          botUserId,
-          homeserverTimeoutMs,
+      handler: createOutboxHandler(
+        await outboxDeps(
+          {
+            tableName,
+            outboundQueueUrl: outbound.url,
+            outboundDeadLetterQueueUrl: outbound.deadLetterUrl,
+            homeserverUrl: options.homeserverUrl,
+            botUserId,
+            registration,
+            botDisplayName: options.botDisplayName ?? registration.id,
+            botAvatarUrl: options.botAvatarUrl,
+          },
+          platform,
         ),
-        membership: dynamoDbStore,
-        serverErrors: dynamoDbStore,
-        botUserId,
-        isOurUser: (userId) => namespaces.matches("users", userId),
-        backoff: options.backoff ?? DEFAULT_BACKOFF,
-        log,
-        botProfile: new BotProfileKeeper(
-          botUserId,
-          botProfile(options.botDisplayName ?? registration.id, options.botAvatarUrl),
-          dynamoDbStore,
-          log,
-        ),
-        metrics,
-        control: new SqsMessageControl(sqs, outbound.url, outbound.deadLetterUrl),
-        recordBudgetMs: actionBudgetMs(homeserverTimeoutMs),
-      }),
+      ),
       log,
       concurrency: options.pollers ?? 4,
       functionName: "outbox",
@@ -319,17 +314,17 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       sqs,
       queueUrl: inbound.url,
       queueArn: inbound.arn,
-      handler: createEventsHandler({
-        ...services,
-        claims: store,
-        application,
-        // The lease must run out before the message becomes visible again.
-        leaseMs: options.leaseMs ?? Math.max(1000, visibilityTimeoutSeconds * 1000 - 1000),
-        metrics,
-        control: new SqsMessageControl(sqs, inbound.url, inbound.deadLetterUrl),
-        retry: options.inboundRetry ?? INBOUND_RETRY,
-        recordBudgetMs: EVENTS_RECORD_BUDGET_MS,
-      }),
+      handler: createEventsHandler(
+        await eventsDeps(
+          {
+            ...service,
+            inboundQueueUrl: inbound.url,
+            inboundDeadLetterQueueUrl: inbound.deadLetterUrl,
+          },
+          platform,
+          application,
+        ),
+      ),
       log,
       concurrency: options.pollers ?? 4,
       functionName: "events",
@@ -339,30 +334,17 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     // out a receive.
     stops.push(async () => void (await Promise.all([poller.stop(), outbox.stop()])));
     handlers = {
-      app: createAppHandler({ ...services, application }),
-      transactions: createTransactionsHandler({
-        hsToken: registration.hs_token,
-        transactions: store,
-        inboundQueue: new SqsFifoQueue(sqs, inbound.url),
-        log,
-        metrics,
-      }),
-      queries: createQueriesHandler({
-        hsToken: registration.hs_token,
-        application,
-        namespaces,
-        homeserver: new HttpHomeserverClient(
-          options.homeserverUrl,
-          registration.as_token,
-          botUserId,
-          5_000,
+      app: createAppHandler(await appDeps(service, platform, application)),
+      transactions: createTransactionsHandler(
+        await transactionsDeps({ tableName, inboundQueueUrl: inbound.url }, platform),
+      ),
+      queries: createQueriesHandler(
+        await queriesDeps(
+          { tableName, homeserverUrl: options.homeserverUrl, botUserId, registration },
+          platform,
+          application,
         ),
-        membership: dynamoDbStore,
-        claims: store,
-        botUserId,
-        log,
-        budgetMs: options.queryBudgetMs ?? QUERY_BUDGET_MS,
-      }),
+      ),
     };
 
     return {
@@ -380,7 +362,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       tableName,
       metrics,
       appRoutes: (application.routes ?? []).map(
-        (route) => `${route.method} ${services.publicBaseUrl}${route.path}`,
+        (route) => `${route.method} ${service.publicBaseUrl}${route.path}`,
       ),
       ...(dynamo && { dynamodbPid: dynamo.pid }),
       ...(queuesFile && { queuesFile }),

@@ -14,11 +14,7 @@ import {
   type InboundRetryPolicy,
 } from "../../functions/appservice/pipeline/process-inbound.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
-import {
-  createEventsHandler,
-  EVENTS_RECORD_BUDGET_MS,
-  EVENTS_TIMEOUT_MS,
-} from "../../functions/handlers/events.ts";
+import { createEventsHandler } from "../../functions/handlers/events.ts";
 import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
 import { ensureFifoQueue } from "../../functions/local/queues.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
@@ -28,6 +24,7 @@ import type { Log } from "../../functions/shared/log.ts";
 import { CountingMetrics } from "../../functions/shared/metrics.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
+import { EVENTS_RECORD_BUDGET_MS, EVENTS_TIMEOUT_MS } from "../../functions/wiring/timeouts.ts";
 import { makeEvent, noServices } from "../support/appservice.ts";
 
 /** A log that keeps its lines, to count what was logged at which level. */

@@ -2,12 +2,7 @@ import { randomUUID } from "node:crypto";
 import { type Message, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import type { Context, SQSEvent } from "aws-lambda";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import {
-  actionBudgetMs,
-  createOutboxHandler,
-  HOMESERVER_TIMEOUT_MS,
-  OUTBOX_TIMEOUT_MS,
-} from "../../functions/handlers/outbox.ts";
+import { createOutboxHandler } from "../../functions/handlers/outbox.ts";
 import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
 import { ensureFifoQueue } from "../../functions/local/queues.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
@@ -28,6 +23,11 @@ import { CountingMetrics } from "../../functions/shared/metrics.ts";
 import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
+import {
+  actionBudgetMs,
+  HOMESERVER_TIMEOUT_MS,
+  OUTBOX_TIMEOUT_MS,
+} from "../../functions/wiring/timeouts.ts";
 import { noServices } from "../support/appservice.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
 

@@ -23,16 +23,17 @@ interface SynthResult {
 
 /**
  * Global setup: `cdk synth` with the CDK CLI, once per run and in the background (it takes half
- * a minute of CPU), while the other tests run. It bundles every function exactly as a deploy
+ * a minute of CPU) while the other tests run. It bundles every function exactly as a deploy
  * does; the infra tests read its output through `synthesized()`.
  */
 export default async function startSynth(project: TestProject) {
   const dir = await mkdtemp(join(tmpdir(), "cdk-synth-"));
   const outDir = join(dir, "cdk.out");
   const resultFile = join(dir, "result.json");
+  // At the lowest CPU priority: it takes what the integration tests leave idle, not their share.
   const child = spawn(
-    join(root, "node_modules/.bin/cdk"),
-    ["synth", "--quiet", "--output", outDir],
+    "nice",
+    ["-n", "19", join(root, "node_modules/.bin/cdk"), "synth", "--quiet", "--output", outDir],
     {
       cwd: root,
       // The tests' environment (dummy credentials, no instance metadata): nothing leaves the machine.

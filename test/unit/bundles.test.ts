@@ -2,19 +2,15 @@ import { execFile } from "node:child_process";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { functionEntries } from "../../infra/bundling.ts";
 import { synthesized } from "../support/cdk-synth.ts";
 
 describe("function bundles", () => {
-  let synth: Awaited<ReturnType<typeof synthesized>>;
-  beforeAll(async () => {
-    synth = await synthesized();
-  }, 240_000);
-
   it.each(Object.keys(functionEntries))(
     "%s: the bundle `cdk synth` made for the stack loads in a fresh Node process",
     async (name) => {
+      const synth = await synthesized();
       const logicalId = `${name[0]?.toUpperCase()}${name.slice(1)}Function`;
       const functions = Object.entries(synth.template.Resources).filter(
         ([id, resource]) => resource.Type === "AWS::Lambda::Function" && id.includes(logicalId),
@@ -33,5 +29,7 @@ describe("function bundles", () => {
       // Far below Lambda's limits, and a check that no stray dependency slipped in.
       expect(size).toBeLessThan(1024 * 1024);
     },
+    // The first waits for the run's `cdk synth` to finish.
+    240_000,
   );
 });

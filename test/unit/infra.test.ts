@@ -5,8 +5,16 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { application } from "../../functions/app/index.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../../functions/appservice/pipeline/process-inbound.ts";
 import { routeTable } from "../../functions/appservice/protocol/routes.ts";
-import { actionBudgetMs, HOMESERVER_TIMEOUT_MS } from "../../functions/handlers/outbox.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/matrix/backoff.ts";
+import {
+  configSchemas,
+  ENV,
+  envNamesOf,
+  type FunctionName,
+  PLATFORM_ENV,
+  readConfig,
+} from "../../functions/wiring/env.ts";
+import { actionBudgetMs, HOMESERVER_TIMEOUT_MS } from "../../functions/wiring/timeouts.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import type { MatrixAppserviceProps } from "../../infra/matrix-appservice.ts";
 import {
@@ -154,6 +162,22 @@ describe("AppserviceStack", () => {
       integrationLatencyMs: "value",
       integrationError: "value",
     });
+  });
+
+  it("sets for each function exactly the variables its configuration reads, and the platform's", () => {
+    for (const name of Object.keys(configSchemas) as FunctionName[]) {
+      const id = `${name[0]?.toUpperCase()}${name.slice(1)}`;
+      const set = Object.keys(environmentOf(id)).sort();
+      // BOT_AVATAR_URL is optional, and this stack gives the bot none.
+      const read = envNamesOf(name).filter((variable) => variable !== ENV.botAvatarUrl);
+      expect(set, name).toEqual([...read, ...PLATFORM_ENV].sort());
+      // What the stack sets, the function accepts (a reference stands for its deployed value).
+      const values = Object.entries(environmentOf(id)).map(([key, value]) => [
+        key,
+        typeof value === "string" ? value : "deployed",
+      ]);
+      expect(() => readConfig(name, Object.fromEntries(values))).not.toThrow();
+    }
   });
 
   it("gives the application's functions its public base URL (the API's) and the fallback its routes", () => {

@@ -9,7 +9,11 @@ const root = join(dirname(new URL(import.meta.url).pathname), "../..");
  * layer or of a lower one; an application imports its own folder and API_MODULE alone.
  */
 const LAYERS: { name: string; rank: number; paths: string[]; application?: true }[] = [
-  { name: "edges", rank: 7, paths: ["functions/handlers/", "functions/local/"] },
+  {
+    name: "edges",
+    rank: 7,
+    paths: ["functions/handlers/", "functions/local/", "functions/wiring/"],
+  },
   {
     name: "applications",
     rank: 6,
@@ -140,11 +144,11 @@ describe("the layer rule", () => {
         "functions/handlers/events.ts": 'import { application } from "../app/index.ts";',
         "functions/appservice/pipeline/queries.ts":
           'import { y } from "../../store/claim-keys.ts";',
-        "functions/wiring/lambda.ts": 'import { z } from "../shared/log.ts";',
+        "functions/unplaced/lambda.ts": 'import { z } from "../shared/log.ts";',
         "functions/queue/queue.ts": 'import { w } from "../../infra/app.ts";',
       }),
     ).toEqual([
-      "functions/wiring/lambda.ts is in no layer: add its folder to LAYERS",
+      "functions/unplaced/lambda.ts is in no layer: add its folder to LAYERS",
       "functions/queue/queue.ts imports infra/app.ts: outside functions/",
     ]);
   });

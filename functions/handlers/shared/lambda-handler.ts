@@ -56,9 +56,3 @@ export function lambdaHandler<D extends { log: Logger }, E, R>(
     return (await handler)(event, context);
   };
 }
-
-export function requiredEnv(name: string): string {
-  const value = process.env[name];
-  if (!value) throw new Error(`Environment variable ${name} is required`);
-  return value;
-}

@@ -13,7 +13,10 @@ export function createCloudWatchMetrics(): Metrics {
   });
   return {
     count: (name, value = 1) => metrics.addMetric(name, MetricUnit.Count, value),
-    flush: () => metrics.publishStoredMetrics(),
+    // Returns nothing: a middy middleware that returns a value ends the invocation with it.
+    flush: () => {
+      metrics.publishStoredMetrics();
+    },
   };
 }
 

@@ -1,18 +1,22 @@
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
-import { requiredEnv } from "./lambda-handler.ts";
-
-let client: SecretsManagerClient | undefined;
+import type { SecretSource } from "../../wiring/deps.ts";
 
 /**
- * A token kept in Secrets Manager, its ARN in the environment variable `envName`: read once
+ * The tokens kept in Secrets Manager, by the ARNs in the function's configuration: read once
  * per cold start, never put in the environment itself.
  */
-export async function secretFromEnv(envName: string): Promise<string> {
-  // One client for every secret a cold start reads.
-  client ??= new SecretsManagerClient({});
-  const { SecretString } = await client.send(
-    new GetSecretValueCommand({ SecretId: requiredEnv(envName) }),
-  );
-  if (!SecretString) throw new Error(`The secret named by ${envName} has no string value`);
-  return SecretString;
+export function secretsManagerSource(arns: {
+  asTokenSecretArn?: string;
+  hsTokenSecretArn?: string;
+}): SecretSource {
+  // One client for every secret a cold start reads, made only if one is read.
+  let client: SecretsManagerClient | undefined;
+  return async (token) => {
+    const arn = token === "asToken" ? arns.asTokenSecretArn : arns.hsTokenSecretArn;
+    if (!arn) throw new Error(`This function is given no secret for its ${token}`);
+    client ??= new SecretsManagerClient({});
+    const { SecretString } = await client.send(new GetSecretValueCommand({ SecretId: arn }));
+    if (!SecretString) throw new Error(`The secret of the ${token} has no string value`);
+    return SecretString;
+  };
 }

@@ -1,0 +1,202 @@
+import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import type { Application } from "../appservice/application.ts";
+import { INBOUND_RETRY, type InboundRetryPolicy } from "../appservice/pipeline/process-inbound.ts";
+import { createNamespaceMatcher } from "../appservice/protocol/namespaces.ts";
+import type { ServiceDeps } from "../appservice/service-context.ts";
+import type { AppHandlerDeps } from "../handlers/app.ts";
+import type { EventsDeps } from "../handlers/events.ts";
+import type { OutboxHandlerDeps } from "../handlers/outbox.ts";
+import type { QueriesDeps } from "../handlers/queries.ts";
+import type { TransactionsDeps } from "../handlers/transactions.ts";
+import { type BackoffPolicy, DEFAULT_BACKOFF } from "../matrix/backoff.ts";
+import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
+import { HttpHomeserverClient } from "../matrix/http-client.ts";
+import { httpHomeserverReader } from "../matrix/room-state.ts";
+import { SqsMessageControl } from "../queue/sqs/message-control.ts";
+import { SqsFifoQueue } from "../queue/sqs/queue.ts";
+import type { Log } from "../shared/log.ts";
+import type { Metrics } from "../shared/metrics.ts";
+import { DynamoDbAppData } from "../store/dynamodb/app-data.ts";
+import { DynamoDbStore } from "../store/dynamodb/store.ts";
+import type { ClaimStore, TransactionStore } from "../store/store.ts";
+import type { Config } from "./env.ts";
+import {
+  actionBudgetMs,
+  EVENTS_RECORD_BUDGET_MS,
+  EVENTS_TIMEOUT_MS,
+  eventsLeaseMs,
+  HOMESERVER_TIMEOUT_MS,
+  QUERY_BUDGET_MS,
+  QUERY_HOMESERVER_TIMEOUT_MS,
+  visibilityTimeoutSeconds,
+} from "./timeouts.ts";
+
+/**
+ * Every function's dependencies, built one way for Lambda and for local mode: the two differ
+ * only in the clients' endpoints, where the tokens come from and how the handlers are triggered.
+ */
+
+/** The bot's user ID: the registration's `sender_localpart` on the homeserver's server name. */
+export const botUserIdOf = (senderLocalpart: string, serverName: string) =>
+  `@${senderLocalpart}:${serverName}`;
+
+/** The appservice's tokens: Secrets Manager in AWS, the registration file in local mode. */
+export type SecretSource = (token: "asToken" | "hsToken") => Promise<string>;
+
+/** What varies between Lambda and local mode, and the knobs tests turn. */
+export interface Platform<L extends Log = Log> {
+  /** One client per function (per process). */
+  dynamodb: DynamoDBClient;
+  sqs: SQSClient;
+  secrets: SecretSource;
+  log: L;
+  metrics: Metrics;
+  /** The inbound queue's visibility timeout, which bounds the events' lease. */
+  inboundVisibilityTimeoutSeconds?: number;
+  leaseMs?: number;
+  inboundRetry?: InboundRetryPolicy;
+  backoff?: BackoffPolicy;
+  homeserverTimeoutMs?: number;
+  queryBudgetMs?: number;
+  /** Lets tests put a fault injector around the store. */
+  wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
+}
+
+/** A function's configuration without the secrets' ARNs (read through the `SecretSource`). */
+export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app"> = Omit<
+  Config<F>,
+  "asTokenSecretArn" | "hsTokenSecretArn"
+>;
+
+const stores = (tableName: string, platform: Platform) => {
+  const store = new DynamoDbStore(platform.dynamodb, tableName);
+  return { store, wrapped: platform.wrapStore ? platform.wrapStore(store) : store };
+};
+
+export async function transactionsDeps<L extends Log>(
+  config: Settings<"transactions">,
+  platform: Platform<L>,
+): Promise<TransactionsDeps & { log: L }> {
+  return {
+    hsToken: await platform.secrets("hsToken"),
+    transactions: stores(config.tableName, platform).wrapped,
+    inboundQueue: new SqsFifoQueue(platform.sqs, config.inboundQueueUrl),
+    log: platform.log,
+    metrics: platform.metrics,
+  };
+}
+
+/** What the application's handlers act with (the events and app functions). */
+async function serviceDeps<L extends Log>(
+  config: Settings<"app">,
+  platform: Platform<L>,
+): Promise<ServiceDeps & { log: L }> {
+  const asToken = await platform.secrets("asToken");
+  return {
+    log: platform.log,
+    outboundQueue: new SqsFifoQueue(platform.sqs, config.outboundQueueUrl),
+    botUserId: config.botUserId,
+    homeserver: httpHomeserverReader(config.homeserverUrl, asToken, config.botUserId),
+    data: new DynamoDbAppData(platform.dynamodb, config.tableName),
+    publicBaseUrl: config.publicBaseUrl,
+    secretKey: asToken,
+  };
+}
+
+export async function appDeps<L extends Log>(
+  config: Settings<"app">,
+  platform: Platform<L>,
+  application: Application,
+): Promise<AppHandlerDeps & { log: L }> {
+  return { ...(await serviceDeps(config, platform)), application };
+}
+
+export async function eventsDeps<L extends Log>(
+  config: Settings<"events">,
+  platform: Platform<L>,
+  application: Application,
+): Promise<EventsDeps & { log: L }> {
+  return {
+    ...(await serviceDeps(config, platform)),
+    claims: stores(config.tableName, platform).wrapped,
+    application,
+    leaseMs:
+      platform.leaseMs ??
+      eventsLeaseMs(
+        platform.inboundVisibilityTimeoutSeconds ?? visibilityTimeoutSeconds(EVENTS_TIMEOUT_MS),
+      ),
+    metrics: platform.metrics,
+    control: new SqsMessageControl(
+      platform.sqs,
+      config.inboundQueueUrl,
+      config.inboundDeadLetterQueueUrl,
+    ),
+    retry: platform.inboundRetry ?? INBOUND_RETRY,
+    recordBudgetMs: EVENTS_RECORD_BUDGET_MS,
+  };
+}
+
+export async function outboxDeps<L extends Log>(
+  config: Settings<"outbox">,
+  platform: Platform<L>,
+): Promise<OutboxHandlerDeps & { log: L }> {
+  const { store } = stores(config.tableName, platform);
+  const users = createNamespaceMatcher(config.registration.namespaces);
+  const homeserverTimeoutMs = platform.homeserverTimeoutMs ?? HOMESERVER_TIMEOUT_MS;
+  return {
+    homeserver: new HttpHomeserverClient(
+      config.homeserverUrl,
+      await platform.secrets("asToken"),
+      config.botUserId,
+      homeserverTimeoutMs,
+    ),
+    membership: store,
+    serverErrors: store,
+    botUserId: config.botUserId,
+    isOurUser: (userId: string) => users.matches("users", userId),
+    backoff: platform.backoff ?? DEFAULT_BACKOFF,
+    log: platform.log,
+    botProfile: new BotProfileKeeper(
+      config.botUserId,
+      botProfile(config.botDisplayName, config.botAvatarUrl),
+      store,
+      platform.log,
+    ),
+    metrics: platform.metrics,
+    recordBudgetMs: actionBudgetMs(homeserverTimeoutMs),
+    control: new SqsMessageControl(
+      platform.sqs,
+      config.outboundQueueUrl,
+      config.outboundDeadLetterQueueUrl,
+    ),
+  };
+}
+
+export async function queriesDeps<L extends Log>(
+  config: Settings<"queries">,
+  platform: Platform<L>,
+  application: Application,
+): Promise<QueriesDeps & { log: L }> {
+  const [asToken, hsToken] = await Promise.all([
+    platform.secrets("asToken"),
+    platform.secrets("hsToken"),
+  ]);
+  const { store, wrapped } = stores(config.tableName, platform);
+  return {
+    hsToken,
+    application,
+    namespaces: createNamespaceMatcher(config.registration.namespaces),
+    homeserver: new HttpHomeserverClient(
+      config.homeserverUrl,
+      asToken,
+      config.botUserId,
+      QUERY_HOMESERVER_TIMEOUT_MS,
+    ),
+    membership: store,
+    claims: wrapped,
+    botUserId: config.botUserId,
+    log: platform.log,
+    budgetMs: platform.queryBudgetMs ?? QUERY_BUDGET_MS,
+  };
+}

@@ -1,0 +1,134 @@
+import * as z from "zod/mini";
+import type { Registration } from "../appservice/protocol/registration.ts";
+import type { Route } from "../appservice/protocol/routes.ts";
+
+/**
+ * The environment variables the functions read, by the configuration field each fills. The
+ * stack sets them from these names (`environmentOf`), so that a renamed one breaks both at once.
+ */
+export const ENV = {
+  tableName: "TABLE_NAME",
+  inboundQueueUrl: "INBOUND_QUEUE_URL",
+  inboundDeadLetterQueueUrl: "INBOUND_DEAD_LETTER_QUEUE_URL",
+  outboundQueueUrl: "OUTBOUND_QUEUE_URL",
+  outboundDeadLetterQueueUrl: "OUTBOUND_DEAD_LETTER_QUEUE_URL",
+  asTokenSecretArn: "AS_TOKEN_SECRET_ARN",
+  hsTokenSecretArn: "HS_TOKEN_SECRET_ARN",
+  homeserverUrl: "HOMESERVER_URL",
+  botUserId: "BOT_USER_ID",
+  publicBaseUrl: "PUBLIC_BASE_URL",
+  registration: "REGISTRATION_JSON",
+  botDisplayName: "BOT_DISPLAY_NAME",
+  botAvatarUrl: "BOT_AVATAR_URL",
+  appRoutes: "APP_ROUTES",
+} as const;
+
+/**
+ * Variables the stack sets for the platform, not for our code: Node reads `NODE_OPTIONS`,
+ * Powertools' logger `POWERTOOLS_LOG_LEVEL`. Lambda's own (`AWS_REGION`, …) are not in the
+ * template at all.
+ */
+export const PLATFORM_ENV = ["NODE_OPTIONS", "POWERTOOLS_LOG_LEVEL"] as const;
+
+const text = z.string().check(z.minLength(1));
+/** A base URL in one form, without a trailing slash: the application's links are built on it. */
+export const trimBaseUrl = (url: string) => url.replace(/\/+$/, "");
+
+// The stack wrote these from values it validated at synth time.
+const json = <T>() =>
+  z.pipe(
+    text,
+    z.transform((value) => JSON.parse(value) as T),
+  );
+
+const fields = {
+  tableName: text,
+  inboundQueueUrl: text,
+  inboundDeadLetterQueueUrl: text,
+  outboundQueueUrl: text,
+  outboundDeadLetterQueueUrl: text,
+  asTokenSecretArn: text,
+  hsTokenSecretArn: text,
+  homeserverUrl: text,
+  botUserId: text,
+  publicBaseUrl: z.pipe(text, z.transform(trimBaseUrl)),
+  registration: json<Pick<Registration, "namespaces">>(),
+  botDisplayName: text,
+  botAvatarUrl: z.optional(text),
+  appRoutes: json<Pick<Route, "method" | "path">[]>(),
+} satisfies Record<keyof typeof ENV, z.ZodMiniType>;
+
+type Field = keyof typeof fields;
+const pick = <K extends Field>(...keys: K[]) =>
+  z.object(Object.fromEntries(keys.map((key) => [key, fields[key]])) as Pick<typeof fields, K>);
+
+/** What the application's code (events and app functions) needs to act. */
+const service = [
+  "tableName",
+  "outboundQueueUrl",
+  "botUserId",
+  "asTokenSecretArn",
+  "homeserverUrl",
+  "publicBaseUrl",
+] as const;
+
+/** Each function's configuration: the variables it reads, and nothing else. */
+export const configSchemas = {
+  transactions: pick("tableName", "inboundQueueUrl", "hsTokenSecretArn"),
+  events: pick(...service, "inboundQueueUrl", "inboundDeadLetterQueueUrl"),
+  outbox: pick(
+    "tableName",
+    "outboundQueueUrl",
+    "outboundDeadLetterQueueUrl",
+    "asTokenSecretArn",
+    "homeserverUrl",
+    "botUserId",
+    "registration",
+    "botDisplayName",
+    "botAvatarUrl",
+  ),
+  queries: pick(
+    "tableName",
+    "asTokenSecretArn",
+    "hsTokenSecretArn",
+    "homeserverUrl",
+    "botUserId",
+    "registration",
+  ),
+  fallback: pick("appRoutes"),
+  app: pick(...service),
+};
+
+export type FunctionName = keyof typeof configSchemas;
+export type Config<F extends FunctionName> = z.infer<(typeof configSchemas)[F]>;
+/** A function's configuration as the environment holds it (strings). */
+export type ConfigInput<F extends FunctionName> = z.input<(typeof configSchemas)[F]>;
+
+/** The names of the variables a function reads. */
+export const envNamesOf = (fn: FunctionName): string[] =>
+  Object.keys(configSchemas[fn].def.shape).map((field) => ENV[field as Field]);
+
+/** A function's configuration, read once from its environment; the error names each bad variable. */
+export function readConfig<F extends FunctionName>(
+  fn: F,
+  env: Record<string, string | undefined>,
+): Config<F> {
+  const shape = configSchemas[fn].def.shape;
+  const input = Object.fromEntries(
+    Object.keys(shape).map((field) => [field, env[ENV[field as Field]]]),
+  );
+  const result = configSchemas[fn].safeParse(input);
+  if (result.success) return result.data as Config<F>;
+  const problems = result.error.issues.map(
+    (issue) => `${ENV[issue.path[0] as Field] ?? "(environment)"}: ${issue.message}`,
+  );
+  throw new Error(`The ${fn} function's environment is invalid: ${problems.join("; ")}`);
+}
+
+/** The environment variables that give a function this configuration (what the stack sets). */
+export const environmentOf = (values: Partial<Record<Field, string>>): Record<string, string> =>
+  Object.fromEntries(
+    Object.entries(values)
+      .filter(([, value]) => value !== undefined)
+      .map(([field, value]) => [ENV[field as Field], value as string]),
+  );

@@ -1,0 +1,177 @@
+import { randomUUID } from "node:crypto";
+import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import { App } from "aws-cdk-lib";
+import { Template } from "aws-cdk-lib/assertions";
+import type { Context } from "aws-lambda";
+import { mockClient } from "aws-sdk-client-mock";
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
+import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
+import { ensureFifoQueue } from "../../functions/local/queues.ts";
+import { startSqsLocal } from "../../functions/local/sqs-local.ts";
+import { ensureTable } from "../../functions/store/dynamodb/table.ts";
+import { ENV } from "../../functions/wiring/env.ts";
+import { AppserviceStack } from "../../infra/appservice-stack.ts";
+import { functionEntries } from "../../infra/bundling.ts";
+import { ScriptedHomeserver } from "../support/homeserver.ts";
+
+const SERVER = "test.local";
+const bot = `@bot:${SERVER}`;
+const AS_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:as-token";
+const HS_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:hs-token";
+
+/**
+ * Every Lambda `handler` export, invoked as Lambda invokes it: the environment the synthesized
+ * stack gives its function, the AWS endpoints pointed at DynamoDB Local and fauxqs. Secrets
+ * Manager, an AWS-only API that cannot run here, is mocked (aws-sdk-client-mock).
+ */
+describe("the Lambda entries, with the stack's environment", () => {
+  const dynamodbEndpoint = inject("dynamodbEndpoint");
+  const dynamodb = localDynamoDb(dynamodbEndpoint);
+  const tableName = `entries-${randomUUID().slice(0, 8)}`;
+  const homeserver = new ScriptedHomeserver("as-token", SERVER, bot);
+  const secrets = mockClient(SecretsManagerClient);
+  const savedEnv = { ...process.env };
+  let sqsLocal: Awaited<ReturnType<typeof startSqsLocal>>;
+  let sqs: ReturnType<typeof localSqs>;
+  let template: Template;
+  const local: Record<string, string> = {};
+
+  beforeAll(async () => {
+    sqsLocal = await startSqsLocal();
+    sqs = localSqs(sqsLocal.endpoint);
+    await homeserver.start();
+    const prefix = `entries-${randomUUID().slice(0, 8)}`;
+    const options = { visibilityTimeoutSeconds: 30, maxReceiveCount: 5 };
+    const [, inbound, outbound] = await Promise.all([
+      ensureTable(dynamodb, tableName),
+      ensureFifoQueue(sqs, `${prefix}-inbound`, options),
+      ensureFifoQueue(sqs, `${prefix}-outbound`, options),
+    ]);
+    // What the stack's references resolve to when deployed: here, the local resources.
+    Object.assign(local, {
+      [ENV.tableName]: tableName,
+      [ENV.inboundQueueUrl]: inbound.url,
+      [ENV.inboundDeadLetterQueueUrl]: inbound.deadLetterUrl,
+      [ENV.outboundQueueUrl]: outbound.url,
+      [ENV.outboundDeadLetterQueueUrl]: outbound.deadLetterUrl,
+      [ENV.asTokenSecretArn]: AS_ARN,
+      [ENV.hsTokenSecretArn]: HS_ARN,
+      [ENV.publicBaseUrl]: "https://appservice.example.org/",
+    });
+    secrets.on(GetSecretValueCommand, { SecretId: AS_ARN }).resolves({ SecretString: "as-token" });
+    secrets.on(GetSecretValueCommand, { SecretId: HS_ARN }).resolves({ SecretString: "hs-token" });
+    // Bundling skipped: only the environment is read here.
+    const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
+    const stack = new AppserviceStack(app, "Entries", {
+      appservice: {
+        homeserverUrl: homeserver.url,
+        serverName: SERVER,
+        registration: {
+          id: "entries",
+          sender_localpart: "bot",
+          namespaces: {
+            users: [{ regex: "@_as_.*:test\\.local", exclusive: true }],
+            aliases: [],
+            rooms: [],
+          },
+        },
+      },
+    });
+    template = Template.fromStack(stack);
+  }, 120_000);
+  afterAll(async () => {
+    process.env = savedEnv;
+    secrets.restore();
+    await homeserver.stop();
+    sqs.destroy();
+    dynamodb.destroy();
+    await sqsLocal.stop();
+  });
+
+  /** The `handler` of a function's entry, freshly imported, in the environment the stack gives it. */
+  async function entry(name: keyof typeof functionEntries) {
+    const [, fn] = Object.entries(template.findResources("AWS::Lambda::Function")).find(([id]) =>
+      id.includes(`${name[0]?.toUpperCase()}${name.slice(1)}Function`),
+    ) as [string, { Properties: { Environment: { Variables: Record<string, unknown> } } }];
+    const environment = Object.fromEntries(
+      Object.entries(fn.Properties.Environment.Variables).map(([key, value]) => {
+        if (typeof value === "string") return [key, value];
+        const resolved = local[key];
+        if (!resolved) throw new Error(`No local value for ${key} of ${name}`);
+        return [key, resolved];
+      }),
+    );
+    process.env = {
+      ...savedEnv,
+      ...environment,
+      // In this test only: the SDK's clients reach the local emulators.
+      AWS_ENDPOINT_URL_DYNAMODB: dynamodbEndpoint,
+      AWS_ENDPOINT_URL_SQS: sqsLocal.endpoint,
+    };
+    // Each entry keeps its dependencies per process: a fresh module, a fresh cold start.
+    vi.resetModules();
+    const module = (await import(`../../${functionEntries[name]}`)) as {
+      handler: (event: unknown, context: Context) => Promise<unknown>;
+    };
+    return module.handler;
+  }
+
+  const context = (name: string) =>
+    ({
+      functionName: name,
+      awsRequestId: randomUUID(),
+      getRemainingTimeInMillis: () => 30_000,
+    }) as unknown as Context;
+
+  const httpEvent = (method: string, routeKey: string, rawPath: string, extra: object = {}) => ({
+    version: "2.0",
+    routeKey,
+    rawPath,
+    rawQueryString: "",
+    headers: {},
+    isBase64Encoded: false,
+    requestContext: { requestId: randomUUID(), http: { method, path: rawPath } },
+    ...extra,
+  });
+
+  it("queries: a user query is authenticated with the secret's hs_token and answered", async () => {
+    const queries = await entry("queries");
+    const userId = `@_as_${randomUUID().slice(0, 8)}:${SERVER}`;
+    const query = (token: string) =>
+      queries(
+        httpEvent("GET", "GET /_matrix/app/v1/users/{userId}", `/_matrix/app/v1/users/${userId}`, {
+          headers: { authorization: `Bearer ${token}` },
+          pathParameters: { userId },
+        }),
+        context("queries"),
+      ) as Promise<{ statusCode: number; body: string }>;
+    expect((await query("wrong-token")).statusCode).toBe(403);
+    // The default application creates no users on demand: the spec's 404.
+    const response = await query("hs-token");
+    expect(response.statusCode, response.body).toBe(404);
+    expect(JSON.parse(response.body).errcode).toBe("M_NOT_FOUND");
+  });
+
+  it("app: a webhook POST for an unknown id → 404", async () => {
+    const app = await entry("app");
+    const response = (await app(
+      httpEvent("POST", "POST /webhook/{id}", "/webhook/unknown", {
+        pathParameters: { id: "unknown" },
+        body: JSON.stringify({ text: "hi" }),
+      }),
+      context("app"),
+    )) as { statusCode: number; body: string };
+    expect(response.statusCode, response.body).toBe(404);
+    expect(JSON.parse(response.body).errcode).toBeTypeOf("string");
+  });
+
+  it("fallback: an unknown path → 404 M_UNRECOGNIZED", async () => {
+    const fallback = await entry("fallback");
+    const response = (await fallback(
+      httpEvent("GET", "$default", "/nowhere"),
+      context("fallback"),
+    )) as { statusCode: number; body: string };
+    expect(response.statusCode).toBe(404);
+    expect(JSON.parse(response.body).errcode).toBe("M_UNRECOGNIZED");
+  });
+});
