@@ -12,6 +12,8 @@ export type {
   Reason,
   Timestamped,
 } from "../matrix/actions.ts";
+// Deliveries to remote services (`actions.deliver`).
+export { type DeliveryOptions, MAX_DELIVERY_BYTES } from "../matrix/actions.ts";
 export type { HomeserverReader, StateEvent } from "../matrix/room-state.ts";
 export {
   badJson,
@@ -23,6 +25,7 @@ export {
 } from "../shared/errors.ts";
 export { sha256 } from "../shared/hash.ts";
 export type { Log } from "../shared/log.ts";
+export type { RemoteRequest } from "../shared/remote-http.ts";
 export type { AppDataStore, AppDataWrite, AppValue } from "../store/app-data.ts";
 export type {
   AliasRoom,

@@ -25,6 +25,7 @@ import { createQueriesHandler } from "../handlers/queries.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
 import { type BackoffPolicy, OUTBOUND_MAX_RECEIVE_COUNT } from "../matrix/backoff.ts";
+import { LOOPBACK_RANGES } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
 import { CountingMetrics } from "../shared/metrics.ts";
 import type { DynamoDbStore } from "../store/dynamodb/store.ts";
@@ -88,6 +89,11 @@ export interface LocalOptions {
   botDisplayName?: string;
   /** The bot's avatar, an `mxc://` URI. @default none */
   botAvatarUrl?: string;
+  /**
+   * CIDR ranges deliveries (`actions.deliver`) may reach though not public.
+   * @default loopback (`LOOPBACK_RANGES`): a remote service on this machine
+   */
+  deliveryAllowedAddresses?: readonly string[];
   /** Lets tests put a fault injector around the store. */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
 }
@@ -110,6 +116,8 @@ export interface LocalAppservice {
   metrics: CountingMetrics;
   /** The application's own routes, as reached from outside. */
   appRoutes: string[];
+  /** What deliveries may reach beyond public addresses. */
+  deliveryAllowedAddresses: readonly string[];
   /** The DynamoDB Local Java process, when this start spawned one. */
   dynamodbPid?: number;
   /** Where the queues' messages are kept from a clean stop to the next start, if they are. */
@@ -256,6 +264,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     }
 
     const botUserId = botUserIdOf(registration.sender_localpart, options.serverName);
+    const deliveryAllowedAddresses = [...(options.deliveryAllowedAddresses ?? LOOPBACK_RANGES)];
     const metrics = new CountingMetrics();
     // The registration's tokens, where AWS reads Secrets Manager.
     const tokens = { asToken: registration.as_token, hsToken: registration.hs_token };
@@ -301,6 +310,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
             registration,
             botDisplayName: options.botDisplayName ?? registration.id,
             botAvatarUrl: options.botAvatarUrl,
+            deliveryAllowedAddresses,
           },
           platform,
         ),
@@ -364,6 +374,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       appRoutes: (application.routes ?? []).map(
         (route) => `${route.method} ${service.publicBaseUrl}${route.path}`,
       ),
+      deliveryAllowedAddresses,
       ...(dynamo && { dynamodbPid: dynamo.pid }),
       ...(queuesFile && { queuesFile }),
       handlersRunning: () => poller.busy() + outbox.busy(),

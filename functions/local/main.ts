@@ -1,6 +1,7 @@
 // `npm start`: the appservice on this machine, no AWS account needed.
 import { resolve } from "node:path";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
+import { parseAllowedRanges } from "../shared/address-policy.ts";
 import { startLocal } from "./local.ts";
 
 const env = process.env;
@@ -20,6 +21,9 @@ try {
     ...(env.PUBLIC_BASE_URL && { publicBaseUrl: env.PUBLIC_BASE_URL }),
     ...(env.BOT_DISPLAY_NAME && { botDisplayName: env.BOT_DISPLAY_NAME }),
     ...(env.BOT_AVATAR_URL && { botAvatarUrl: env.BOT_AVATAR_URL }),
+    ...(env.DELIVERY_ALLOWED_ADDRESSES !== undefined && {
+      deliveryAllowedAddresses: parseAllowedRanges(env.DELIVERY_ALLOWED_ADDRESSES),
+    }),
   });
   // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
   process.stdout.on("error", () => undefined);
@@ -62,6 +66,7 @@ try {
       `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
       `SQS (fauxqs): ${local.sqsEndpoint}${env.SQS_ENDPOINT ? " (yours)" : local.queuesFile ? ` (queued work kept in ${local.queuesFile} at a clean stop)` : " (in memory: queued work is lost at a stop; set DATA_DIR to keep it)"}`,
       ...local.appRoutes.map((route) => `Application route: ${route}`),
+      `Deliveries to remote services may reach public addresses${local.deliveryAllowedAddresses.length > 0 ? ` and ${local.deliveryAllowedAddresses.join(", ")}` : " only"} (DELIVERY_ALLOWED_ADDRESSES${env.DELIVERY_ALLOWED_ADDRESSES === undefined ? ": loopback by default in local mode" : ""})`,
       `listening on ${local.url}`,
     ].join("\n"),
   );

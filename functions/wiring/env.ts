@@ -1,6 +1,7 @@
 import * as z from "zod/mini";
 import type { Registration } from "../appservice/protocol/registration.ts";
 import type { Route } from "../appservice/protocol/routes.ts";
+import { parseAllowedRanges } from "../shared/address-policy.ts";
 
 /**
  * The environment variables the functions read, by the configuration field each fills. The
@@ -21,6 +22,7 @@ export const ENV = {
   botDisplayName: "BOT_DISPLAY_NAME",
   botAvatarUrl: "BOT_AVATAR_URL",
   appRoutes: "APP_ROUTES",
+  deliveryAllowedAddresses: "DELIVERY_ALLOWED_ADDRESSES",
 } as const;
 
 /**
@@ -56,6 +58,13 @@ const fields = {
   botDisplayName: text,
   botAvatarUrl: z.optional(text),
   appRoutes: json<Pick<Route, "method" | "path">[]>(),
+  /** CIDR ranges, comma-separated, that deliveries may reach though not public (`addressPolicy`). */
+  deliveryAllowedAddresses: z.optional(
+    z.pipe(
+      z.string(),
+      z.transform((value: string) => parseAllowedRanges(value)),
+    ),
+  ),
 } satisfies Record<keyof typeof ENV, z.ZodMiniType>;
 
 type Field = keyof typeof fields;
@@ -86,6 +95,7 @@ export const configSchemas = {
     "registration",
     "botDisplayName",
     "botAvatarUrl",
+    "deliveryAllowedAddresses",
   ),
   queries: pick(
     "tableName",

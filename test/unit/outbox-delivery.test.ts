@@ -13,6 +13,7 @@ import { addressPolicy, LOOPBACK_RANGES } from "../../functions/shared/address-p
 import { sha256 } from "../../functions/shared/hash.ts";
 import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
 import type { ServerErrorCounter } from "../../functions/store/membership.ts";
+import { recordingLog } from "../support/appservice.ts";
 
 // Deliveries through the outbox's decision, sent by the real HTTP client to a real server on
 // 127.0.0.1 that answers as each test scripts. The server error count is kept in memory here
@@ -202,13 +203,7 @@ describe("performDelivery: the homeserver's rules for a remote service", () => {
 
 describe("decideOutboundAction with a delivery", () => {
   it("logs the target's origin, never its path or query; dead-letters the delivery whole", async () => {
-    const lines: [string, string, unknown][] = [];
-    const log = Object.fromEntries(
-      (["debug", "info", "warn", "error"] as const).map((level) => [
-        level,
-        (message: string, attributes: unknown) => lines.push([level, message, attributes]),
-      ]),
-    ) as unknown as OutboxDeps["log"];
+    const { log, lines } = recordingLog();
     const remote = await remoteService([{ status: 404, body: "no such channel" }]);
     const action = delivery(remote.url, {
       delivery: { method: "POST", url: `${remote.url}/hook/secret-token?sig=abc` },
@@ -220,7 +215,7 @@ describe("decideOutboundAction with a delivery", () => {
       metric: "OutboundCallsDeadLettered",
     });
     expect(lines).toHaveLength(1);
-    expect(lines[0]?.[2]).toEqual({
+    expect(lines[0]?.attributes).toEqual({
       actionId: "d1",
       kind: "delivery",
       target: remote.url,
