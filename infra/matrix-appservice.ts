@@ -43,7 +43,10 @@ import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
 import { addressPolicy } from "../functions/shared/address-policy.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
-import { APP_DATA_KEY_PREFIX } from "../functions/store/dynamodb/app-data.ts";
+import {
+  APP_DATA_KEY_PREFIX,
+  CALL_RECORDS_KEY_PREFIX,
+} from "../functions/store/dynamodb/app-data.ts";
 import { HASHED_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
 import { botUserIdOf } from "../functions/wiring/deps.ts";
@@ -243,6 +246,7 @@ export class MatrixAppservice extends Construct {
       botUserId,
       asTokenSecretArn: this.asTokenSecret.secretArn,
       homeserverUrl: props.homeserverUrl,
+      registration: JSON.stringify(props.registration),
     });
     const createFunction = (
       name: keyof typeof functionEntries,
@@ -372,9 +376,14 @@ export class MatrixAppservice extends Construct {
     tableActions(transactions, ["PutItem"]);
     sendTo(transactions, this.inboundQueue);
     readSecret(transactions, this.hsTokenSecret);
-    // The application's data (reads, and writes in transactions of puts and deletes).
+    // The application's data, and what its immediate calls remember (reads, and writes in
+    // transactions of puts and deletes).
     for (const fn of [events, app]) {
-      tableActions(fn, ["GetItem", "Query", "PutItem", "DeleteItem"], [APP_DATA_KEY_PREFIX]);
+      tableActions(
+        fn,
+        ["GetItem", "Query", "PutItem", "DeleteItem"],
+        [APP_DATA_KEY_PREFIX, CALL_RECORDS_KEY_PREFIX],
+      );
       readSecret(fn, this.asTokenSecret);
       sendTo(fn, this.outboundQueue);
     }

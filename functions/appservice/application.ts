@@ -1,7 +1,8 @@
 import type { Actions, CreateRoomOptions } from "../matrix/actions.ts";
-import type { HomeserverReader } from "../matrix/room-state.ts";
+import type { HomeserverCalls } from "../matrix/homeserver-calls.ts";
 import type { Log } from "../shared/log.ts";
 import type { AppDataStore } from "../store/app-data.ts";
+import type { LinkMap } from "../store/links.ts";
 import type {
   ClientEvent,
   DeviceData,
@@ -17,10 +18,18 @@ export interface ServiceContext {
    * from it, so a handler that runs again asks for the same calls, which are deduplicated.
    */
   actions: Actions;
-  /** The homeserver's answers the handler needs before it acts (room state). */
-  homeserver: HomeserverReader;
+  /**
+   * Calls made at once, for answers the handler needs before it goes on: rooms created once
+   * under a key, media uploaded once per content, members, aliases, events, profiles, state,
+   * puppets made ready, power levels. Bounded in time; they throw when they cannot succeed.
+   */
+  homeserver: HomeserverCalls;
   /** The application's own data, kept in the appservice's table. */
   data: AppDataStore;
+  /** Portals, in `data`: remote channel IDs ↔ room IDs, one to one. */
+  portals: LinkMap;
+  /** Puppets, in `data`: remote user IDs ↔ Matrix user IDs, one to one. */
+  puppets: LinkMap;
   /** Where the application's HTTP routes are reached from outside (no trailing slash). */
   publicBaseUrl: string;
   /**

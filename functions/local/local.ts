@@ -294,6 +294,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       botUserId,
       homeserverUrl: options.homeserverUrl,
       publicBaseUrl: trimBaseUrl(options.publicBaseUrl ?? url),
+      registration,
     };
     const outbox = startPoller({
       sqs,

@@ -17,6 +17,10 @@ const PATH_CHARACTERS = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/;
 const DOT_SEGMENT = /^(?:\.|%2e){1,2}$/i;
 /** Set by the HTTP client only: who acts, and the token (which goes in the header). */
 const RESERVED_QUERY = new Set(["user_id", "access_token"]);
+/** Where bytes go instead of JSON: the media uploads (`POST` a new one, `PUT` a created one). */
+const UPLOAD_PATH = /^\/_matrix\/media\/v3\/upload(?:\/[^/]+\/[^/]+)?$/;
+/** What is read as bytes: media downloads, authenticated (Matrix 1.11) or not. */
+const DOWNLOAD_PATH = /^\/_matrix\/(?:client\/v1\/media|media\/v3)\/download\/[^/]+\/[^/]+$/;
 /** SQS's limit on a deduplication ID, which the action's ID is. */
 const MAX_ID_LENGTH = 128;
 
@@ -29,7 +33,10 @@ const hidesDotSegment = (decoded: string) =>
 /** Why the homeserver must not be sent `request`; undefined when it may. */
 export function requestProblem(request: unknown): string | undefined {
   if (typeof request !== "object" || request === null) return "the request is not an object";
-  const { method, path, query } = request as Record<string, unknown>;
+  const { method, path, query, body, content, maxResponseBytes } = request as Record<
+    string,
+    unknown
+  >;
   if (typeof method !== "string" || !METHODS.has(method)) {
     return `method ${quoted(method)} is not GET, PUT, POST or DELETE`;
   }
@@ -50,6 +57,20 @@ export function requestProblem(request: unknown): string | undefined {
       return "the path has an escape that is not UTF-8";
     }
     if (hidesDotSegment(decoded)) return "the path has a dot segment (. or .., maybe escaped)";
+  }
+  if (content !== undefined) {
+    const { bytes, type } = content as { bytes?: unknown; type?: unknown };
+    if (!(bytes instanceof Uint8Array) || typeof type !== "string") {
+      return "the content is not bytes with a content type";
+    }
+    if (body !== undefined) return "the request has both a JSON body and bytes";
+    if (!UPLOAD_PATH.test(path)) return "bytes go only to a media upload";
+  }
+  if (maxResponseBytes !== undefined) {
+    if (!(Number.isSafeInteger(maxResponseBytes) && (maxResponseBytes as number) > 0)) {
+      return "maxResponseBytes is not a positive integer";
+    }
+    if (!DOWNLOAD_PATH.test(path)) return "only a media download is read as bytes";
   }
   if (query !== undefined) {
     if (typeof query !== "object" || query === null) return "the query is not an object";

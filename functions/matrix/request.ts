@@ -10,7 +10,15 @@ export interface ClientServerRequest {
   path: string;
   /** Query parameters other than `user_id` (e.g. `ts`, `device_id`). */
   query?: Record<string, string>;
+  /** JSON. */
   body?: unknown;
+  /** Bytes instead of JSON (media uploads only: `requestProblem`). */
+  content?: { bytes: Uint8Array; type: string };
+  /**
+   * Read a successful answer as bytes, at most this many (media downloads only): past them the
+   * call throws `ResponseTooLarge`.
+   */
+  maxResponseBytes?: number;
 }
 
 /** A request waiting in the outbound queue. */
@@ -59,11 +67,20 @@ export interface ClientServerResponse {
   body: unknown;
   /** Seconds, from the `Retry-After` header. */
   retryAfterSeconds?: number;
+  /** A successful answer to a request with `maxResponseBytes`, and what its headers say of it. */
+  bytes?: Uint8Array;
+  contentType?: string;
+  contentDisposition?: string;
 }
 
 /** A request a client will not send (see `requestProblem`): retrying cannot help. */
 export class RequestRefused extends Error {
   override name = "RequestRefused";
+}
+
+/** An answer longer than the request's `maxResponseBytes`: asking again cannot help. */
+export class ResponseTooLarge extends Error {
+  override name = "ResponseTooLarge";
 }
 
 /**
@@ -72,6 +89,22 @@ export class RequestRefused extends Error {
  */
 export interface HomeserverClient {
   call(userId: string, request: ClientServerRequest): Promise<ClientServerResponse>;
+}
+
+/** The homeserver refused a call for good (an answer other than 2xx, 429 or 5xx). */
+export class HomeserverRefused extends Error {
+  override name = "HomeserverRefused";
+  readonly errcode: string | undefined;
+
+  constructor(
+    what: string,
+    readonly status: number,
+    body: unknown,
+  ) {
+    const { errcode, error } = matrixError(body);
+    super(`${what}: ${status} ${errcode ?? ""} ${error ?? ""}`.replace(/ +/g, " ").trim());
+    this.errcode = errcode;
+  }
 }
 
 export const matrixError = (body: unknown): { errcode?: string; error?: string } =>

@@ -2,7 +2,7 @@ import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import type { Application } from "../appservice/application.ts";
 import { INBOUND_RETRY, type InboundRetryPolicy } from "../appservice/pipeline/process-inbound.ts";
-import { createNamespaceMatcher } from "../appservice/protocol/namespaces.ts";
+import { createNamespaceMatcher, derivedAliasPrefix } from "../appservice/protocol/namespaces.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
 import type { AppHandlerDeps } from "../handlers/app.ts";
 import type { EventsDeps } from "../handlers/events.ts";
@@ -11,15 +11,15 @@ import type { QueriesDeps } from "../handlers/queries.ts";
 import type { TransactionsDeps } from "../handlers/transactions.ts";
 import { type BackoffPolicy, DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
+import { CALL_TIMEOUT_MS, HttpHomeserverCalls } from "../matrix/homeserver-calls.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
-import { httpHomeserverReader } from "../matrix/room-state.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
 import { addressPolicy } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import { HttpRemoteClient } from "../shared/remote-http.ts";
-import { DynamoDbAppData } from "../store/dynamodb/app-data.ts";
+import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-data.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import type { Config } from "./env.ts";
@@ -89,6 +89,25 @@ export async function transactionsDeps<L extends Log>(
   };
 }
 
+/** The calls the application's handlers make at once, with their records. */
+const homeserverCalls = (config: Settings<"app">, asToken: string, platform: Platform) => {
+  const { namespaces } = config.registration;
+  const matcher = createNamespaceMatcher(namespaces);
+  return new HttpHomeserverCalls({
+    homeserver: new HttpHomeserverClient(
+      config.homeserverUrl,
+      asToken,
+      config.botUserId,
+      CALL_TIMEOUT_MS,
+    ),
+    botUserId: config.botUserId,
+    records: new DynamoDbAppData(platform.dynamodb, config.tableName, CALL_RECORDS_KEY_PREFIX),
+    ownsAlias: (alias) => matcher.matches("aliases", alias),
+    derivedAliasPrefix: derivedAliasPrefix(namespaces),
+    log: platform.log,
+  });
+};
+
 /** What the application's handlers act with (the events and app functions). */
 async function serviceDeps<L extends Log>(
   config: Settings<"app">,
@@ -99,7 +118,7 @@ async function serviceDeps<L extends Log>(
     log: platform.log,
     outboundQueue: new SqsFifoQueue(platform.sqs, config.outboundQueueUrl),
     botUserId: config.botUserId,
-    homeserver: httpHomeserverReader(config.homeserverUrl, asToken, config.botUserId),
+    homeserver: homeserverCalls(config, asToken, platform),
     data: new DynamoDbAppData(platform.dynamodb, config.tableName),
     publicBaseUrl: config.publicBaseUrl,
     secretKey: asToken,

@@ -79,6 +79,8 @@ const service = [
   "asTokenSecretArn",
   "homeserverUrl",
   "publicBaseUrl",
+  // The alias namespaces: where rooms created under a key get their alias.
+  "registration",
 ] as const;
 
 /** Each function's configuration: the variables it reads, and nothing else. */

@@ -375,15 +375,16 @@ describe("AppserviceStack", () => {
       (statement.Condition as { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": string[] } })[
         "ForAllValues:StringLike"
       ]["dynamodb:LeadingKeys"];
-    // The internet-facing application function: the application's data only.
-    expect(tableStatements("App").map(leadingKeys)).toEqual([["APP#*"]]);
+    // The internet-facing application function: the application's data, and what its immediate
+    // calls remember (rooms by key, media by hash, puppets).
+    expect(tableStatements("App").map(leadingKeys)).toEqual([["APP#*", "CALLS#*"]]);
     // The events function: the same, and the claim records of items.
     expect(
       Object.fromEntries(
         tableStatements("Events").map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
       ),
     ).toEqual({
-      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*"],
+      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*", "CALLS#*"],
       "dynamodb:UpdateItem": ["EVENT#*", "ITEM#*", "sha256:*"],
     });
   });
