@@ -38,6 +38,7 @@ const registration: PublicRegistration = registrationFile
       serverName,
       prefix: context("namespacePrefix") ?? "_as_",
       ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
+      ...(application.aliasPrefixes && { aliasPrefixes: application.aliasPrefixes }),
     });
 
 const uncovered = uncoveredUserPrefixes(

@@ -1,4 +1,4 @@
-import type { Application } from "../appservice/api.ts";
+import { type Application, isInviteOf } from "../appservice/api.ts";
 import {
   isUrlMessageRequest,
   isWebhookCommand,
@@ -21,11 +21,7 @@ export const application: Application = {
       type: event.type,
       sender: event.sender,
     });
-    if (
-      event.type === "m.room.member" &&
-      event.state_key === actions.botUserId &&
-      event.content.membership === "invite"
-    ) {
+    if (isInviteOf(event, actions.botUserId)) {
       await actions.join(event.room_id);
       return;
     }

@@ -55,9 +55,10 @@ export type {
   ThirdPartyUser,
   UserProfile,
 } from "./application.ts";
-export type {
-  ClientEvent,
-  DeviceData,
-  EphemeralEvent,
-  ToDeviceMessage,
+export {
+  type ClientEvent,
+  type DeviceData,
+  type EphemeralEvent,
+  isInviteOf,
+  type ToDeviceMessage,
 } from "./protocol/transaction.ts";

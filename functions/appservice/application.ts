@@ -166,4 +166,9 @@ export interface Application {
    * generated registrations claim them as exclusive user namespaces.
    */
   userPrefixes?: string[];
+  /**
+   * Alias localpart prefixes of the rooms it creates (`_relay_` for `#_relay_general:server`):
+   * generated registrations claim them as exclusive alias namespaces.
+   */
+  aliasPrefixes?: string[];
 }

@@ -240,6 +240,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         serverName: options.serverName,
         prefix: "_as_",
         ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
+        ...(application.aliasPrefixes && { aliasPrefixes: application.aliasPrefixes }),
       });
       await writeFile(options.registrationPath, registrationYaml(registration), { mode: 0o600 });
     }

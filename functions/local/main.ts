@@ -1,6 +1,7 @@
 // `npm start`: the appservice on this machine, no AWS account needed.
 import { resolve } from "node:path";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
+import { createRelay } from "../relay/index.ts";
 import { parseAllowedRanges } from "../shared/address-policy.ts";
 import { startLocal } from "./local.ts";
 
@@ -8,9 +9,25 @@ const env = process.env;
 const port = Number(env.PORT ?? 9000);
 const registrationPath = resolve(env.REGISTRATION ?? "./registration.yaml");
 const homeserverUrl = env.HOMESERVER_URL ?? "http://127.0.0.1:8008";
+const relayUrl = env.RELAY_URL ?? "http://127.0.0.1:9100";
+/** `APPLICATION`: the webhooks (`functions/app/`) by default, or the relay bridge's example. */
+const APPLICATIONS = {
+  webhooks: undefined,
+  relay: () => createRelay({ remoteUrl: relayUrl }),
+} as const;
+const applicationName = env.APPLICATION ?? "webhooks";
+
+if (!Object.hasOwn(APPLICATIONS, applicationName)) {
+  console.error(
+    `APPLICATION=${applicationName} is none of ${Object.keys(APPLICATIONS).join(", ")}`,
+  );
+  process.exit(1);
+}
 
 try {
+  const application = APPLICATIONS[applicationName as keyof typeof APPLICATIONS]?.();
   const local = await startLocal({
+    ...(application && { application }),
     port,
     registrationPath,
     homeserverUrl,
@@ -61,6 +78,7 @@ try {
   }
   console.log(
     [
+      `Application: ${applicationName}${applicationName === "relay" ? ` (the remote service at ${relayUrl}: RELAY_URL)` : ""}`,
       `Homeserver: ${homeserverUrl}`,
       `Give the homeserver ${registrationPath} (Synapse: list it in app_service_config_files and restart Synapse); its url must be ${local.url}`,
       `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,

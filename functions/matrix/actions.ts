@@ -126,6 +126,12 @@ export interface Actions {
    * waits. 429s do not count (the server's own instruction to wait), nor refused connections.
    */
   withServerErrorLimit(limit: number): Actions;
+  /**
+   * The same actions under an origin of the application's choosing (a remote message's ID),
+   * for a route whose requests may repeat: a repeat asks for the same IDs, which the queue and
+   * the homeserver (sends' client txnIds) deduplicate.
+   */
+  withOrigin(key: string): Actions;
 }
 
 export interface ActionsOptions {
@@ -295,5 +301,12 @@ function actionsWith(
       }
       return actionsWith({ botUserId, outboundQueue, origin }, position, limit);
     },
+    // Apart from the origins the pipeline gives (events, requests), so that no key can match one.
+    withOrigin: (key) =>
+      actionsWith(
+        { botUserId, outboundQueue, origin: `app-key:${key}` },
+        { next: 0 },
+        maxServerErrors,
+      ),
   };
 }

@@ -33,7 +33,9 @@ export async function startAppserviceAndHomeserver(options: Partial<LocalOptions
     senderLocalpart: "bot",
     serverName: SERVER,
     prefix: "_as_",
-    ...(defaultApplication.userPrefixes && { userPrefixes: defaultApplication.userPrefixes }),
+    // The namespaces of the application under test, as `npm start` would generate them.
+    userPrefixes: (options.application ?? defaultApplication).userPrefixes ?? [],
+    aliasPrefixes: (options.application ?? defaultApplication).aliasPrefixes ?? [],
   });
   await writeFile(registrationPath, registrationYaml(registration));
   const namespaces = createNamespaceMatcher(registration.namespaces);
