@@ -167,8 +167,9 @@ export interface Application {
    */
   userPrefixes?: string[];
   /**
-   * Alias localpart prefixes of the rooms it creates (`_relay_` for `#_relay_general:server`):
-   * generated registrations claim them as exclusive alias namespaces.
+   * Localpart prefixes of the room aliases it creates (`_relay_` for `#_relay_general:server`),
+   * beside the registration's own prefix: generated registrations claim them as exclusive alias
+   * namespaces. `homeserver.createRoom` refuses an alias outside the namespaces.
    */
   aliasPrefixes?: string[];
 }
