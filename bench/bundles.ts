@@ -1,96 +1,96 @@
-// Part of `npm run bench`: each function's bundle size and cold module-load time, beside the
-// floor: a bundle of only the AWS SDK clients that function imports (the same clients and
-// commands, nothing of ours).
+// Part of `npm run bench`: each function's bundle size and cold module-load time, beside its
+// floor (bench/floor.ts: the AWS SDK clients it imports, and the npm packages of its part of the
+// application), with the ratios and the target.
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { build } from "esbuild";
-import { esbuildOptions, functionEntries } from "../infra/bundling.ts";
+import { functionEntries } from "../infra/bundling.ts";
+import { bundle, FLOOR_RATIO_TARGET, floorOf } from "./floor.ts";
 
 const root = join(import.meta.dirname, "..");
-const RUNS = 7;
+const RUNS = 9;
 
-/** Median wall time of importing `file` in a fresh Node process, in ms. */
-function loadTime(file: string): number {
-  const times = Array.from({ length: RUNS }, () =>
-    Number(
-      execFileSync(
-        process.execPath,
-        [
-          "--input-type=module",
-          "-e",
-          `const t = performance.now(); await import(${JSON.stringify(file)}); console.log(performance.now() - t);`,
-        ],
-        { encoding: "utf8" },
-      ),
+/** Wall time of importing `file` in a fresh Node process, in ms. */
+const importTime = (file: string) =>
+  Number(
+    execFileSync(
+      process.execPath,
+      [
+        "--input-type=module",
+        "-e",
+        `const t = performance.now(); await import(${JSON.stringify(file)}); console.log(performance.now() - t);`,
+      ],
+      { encoding: "utf8" },
     ),
   );
-  return times.sort((a, b) => a - b)[Math.floor(RUNS / 2)] as number;
-}
 
-async function bundle(entry: string, outfile: string) {
-  const result = await build({
-    ...esbuildOptions,
-    entryPoints: [entry],
-    outfile,
-    metafile: true,
-    sourcemap: false,
-  });
-  return { bytes: (await stat(outfile)).size, inputs: Object.keys(result.metafile.inputs) };
-}
-
-/** The SDK client packages and the names our own source files import from each. */
-async function sdkImportsOf(inputs: string[]): Promise<Map<string, Set<string>>> {
-  const imports = new Map<string, Set<string>>();
-  for (const input of inputs.filter((path) => !path.includes("node_modules"))) {
-    const source = await readFile(join(root, input), "utf8");
-    for (const [, names, client] of source.matchAll(
-      /import\s*\{([^}]*)\}\s*from\s*"(@aws-sdk\/client-[\w-]+)"/g,
-    )) {
-      const set = imports.get(client as string) ?? new Set<string>();
-      for (const name of (names as string).split(",").map((n) => n.trim())) {
-        if (name && !name.startsWith("type ")) set.add(name);
-      }
-      imports.set(client as string, set);
-    }
+/**
+ * The fastest of `RUNS` cold loads of each file, taken in turns so that a busy moment of the
+ * machine slows both alike: the fastest is the load's own cost, the rest is the machine.
+ */
+function loadTimes(files: string[]): number[] {
+  const best = files.map(() => Number.POSITIVE_INFINITY);
+  for (let run = 0; run < RUNS; run++) {
+    for (const [i, file] of files.entries())
+      best[i] = Math.min(best[i] as number, importTime(file));
   }
-  return imports;
+  return best;
 }
 
 const dir = await mkdtemp(join(tmpdir(), "appservice-bundles-"));
-await mkdir(join(root, "node_modules", ".cache"), { recursive: true });
-console.log("Function bundles (esbuild, minified, ESM, node22; source maps not counted)\n");
+const kb = (bytes: number) => `${(bytes / 1024).toFixed(0)} KB`;
+const ratio = (ours: number, floor: number) => ours / floor;
+const columns = [14, 9, 9, 7, 9, 9, 7, 8, 6];
+const row = (cells: string[]) =>
+  cells
+    .map((cell, i) => (i === 0 ? cell.padEnd(columns[i] ?? 0) : cell.padStart(columns[i] ?? 0)))
+    .join(" ");
+
 console.log(
-  `${"function".padEnd(14)}${"bundle".padStart(10)}${"load".padStart(10)}   ${"SDK clients alone".padEnd(24)}${"floor".padStart(10)}${"load".padStart(10)}   overhead`,
+  `Function bundles (esbuild as \`cdk synth\` runs it: minified ESM for node22, source maps not counted);\n` +
+    `the floor bundles only the AWS SDK clients the function imports (the same commands) and the npm\n` +
+    `packages its part of the application imports; load: the fastest of ${RUNS} imports in a fresh Node process.\n`,
 );
+console.log(row(["function", "bundle", "floor", "ratio", "load", "floor", "ratio", "target", ""]));
+const floors: string[] = [];
+let failed = 0;
 for (const [name, entry] of Object.entries(functionEntries)) {
   const ours = await bundle(join(root, entry), join(dir, `${name}.mjs`));
-  const sdkImports = await sdkImportsOf(ours.inputs);
-  const clients = [...sdkImports.keys()].map((client) => client.replace("@aws-sdk/", "")).sort();
-  let floor = { bytes: 0, load: 0 };
-  if (clients.length > 0) {
-    // In the project folder, so that the SDK resolves from its node_modules.
-    const floorEntry = join(root, "node_modules", ".cache", `floor-${name}.mjs`);
-    await writeFile(
-      floorEntry,
-      [...sdkImports]
-        .map(
-          ([client, names], i) =>
-            `export { ${[...names].map((n) => `${n} as ${n}${i}`).join(", ")} } from "${client}";`,
-        )
-        .join("\n"),
+  const floor = await floorOf(name, ours.inputs);
+  if (!floor.entry) {
+    const [load] = loadTimes([join(dir, `${name}.mjs`)]);
+    console.log(
+      row([name, kb(ours.bytes), "-", "-", `${load?.toFixed(0)} ms`, "-", "-", "-", "n/a"]),
     );
-    const floorFile = join(dir, `${name}-floor.mjs`);
-    const floorBundle = await bundle(floorEntry, floorFile);
-    floor = { bytes: floorBundle.bytes, load: loadTime(floorFile) };
+    floors.push(`${name}: no SDK client or package (the floor is empty)`);
+    continue;
   }
-  const load = loadTime(join(dir, `${name}.mjs`));
-  const kb = (bytes: number) => `${(bytes / 1024).toFixed(0)} KB`;
-  const overhead = floor.bytes
-    ? `+${(((ours.bytes - floor.bytes) / floor.bytes) * 100).toFixed(0)}% size, +${(((load - floor.load) / floor.load) * 100).toFixed(0)}% load`
-    : "(no SDK client)";
+  const floorBundle = await bundle(floor.entry, join(dir, `${name}-floor.mjs`));
+  const [load, floorLoad] = loadTimes([
+    join(dir, `${name}.mjs`),
+    join(dir, `${name}-floor.mjs`),
+  ]) as [number, number];
+  const sizeRatio = ratio(ours.bytes, floorBundle.bytes);
+  const loadRatio = ratio(load, floorLoad);
+  const pass = sizeRatio <= FLOOR_RATIO_TARGET && loadRatio <= FLOOR_RATIO_TARGET;
+  if (!pass) failed++;
   console.log(
-    `${name.padEnd(14)}${kb(ours.bytes).padStart(10)}${`${load.toFixed(0)} ms`.padStart(10)}   ${(clients.join(", ") || "-").padEnd(24)}${(floor.bytes ? kb(floor.bytes) : "-").padStart(10)}${(floor.bytes ? `${floor.load.toFixed(0)} ms` : "-").padStart(10)}   ${overhead}`,
+    row([
+      name,
+      kb(ours.bytes),
+      kb(floorBundle.bytes),
+      `${sizeRatio.toFixed(2)}×`,
+      `${load.toFixed(0)} ms`,
+      `${floorLoad.toFixed(0)} ms`,
+      `${loadRatio.toFixed(2)}×`,
+      `≤ ${FLOOR_RATIO_TARGET}×`,
+      pass ? "PASS" : "FAIL",
+    ]),
   );
+  floors.push(`${name}: ${floor.packages.join(", ")}`);
 }
+console.log(`\nFloors:\n  ${floors.join("\n  ")}`);
+console.log(
+  failed === 0 ? "\nAll bundles within their target." : `\n${failed} bundle(s) over their target.`,
+);

@@ -36,3 +36,6 @@ export const functionEntries = {
   fallback: "functions/handlers/fallback.ts",
   app: "functions/handlers/app.ts",
 } as const;
+
+/** The deploy-time function that completes the generated tokens secret (not part of the API). */
+export const TOKENS_SECRET_ENTRY = "functions/handlers/tokens-secret.ts";

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { CfnOutput, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
+import { CfnOutput, CustomResource, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
 import { AccessLogFormat } from "aws-cdk-lib/aws-apigateway";
 import {
   type CfnStage,
@@ -39,6 +39,7 @@ import { INBOUND_MAX_RECEIVE_COUNT } from "../functions/appservice/pipeline/proc
 import type { Registration } from "../functions/appservice/protocol/registration.ts";
 import { type Route, routeTable } from "../functions/appservice/protocol/routes.ts";
 import { NEAR_TIMEOUT_SHARE } from "../functions/handlers/shared/lambda-handler.ts";
+import { TOKEN_GENERATION } from "../functions/handlers/tokens-secret.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
 import { addressPolicy } from "../functions/shared/address-policy.ts";
@@ -50,13 +51,18 @@ import {
 import { HASHED_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
 import { botUserIdOf } from "../functions/wiring/deps.ts";
-import { ENV, environmentOf, type PLATFORM_ENV } from "../functions/wiring/env.ts";
+import {
+  ENV,
+  environmentOf,
+  type PLATFORM_ENV,
+  TOKENS_SECRET_KEYS,
+} from "../functions/wiring/env.ts";
 import {
   EVENTS_TIMEOUT_MS,
   OUTBOX_TIMEOUT_MS,
   visibilityTimeoutSeconds,
 } from "../functions/wiring/timeouts.ts";
-import { bundling, functionEntries } from "./bundling.ts";
+import { bundling, functionEntries, TOKENS_SECRET_ENTRY } from "./bundling.ts";
 
 /** The registration's fields that are not secret; the tokens live in Secrets Manager. */
 export type PublicRegistration = Omit<Registration, "as_token" | "hs_token" | "url">;
@@ -65,9 +71,11 @@ export interface MatrixAppserviceProps {
   homeserverUrl: string;
   serverName: string;
   registration: PublicRegistration;
-  /** Existing secrets holding the tokens; generated (64 random characters) when absent. */
-  asTokenSecret?: ISecret;
-  hsTokenSecret?: ISecret;
+  /**
+   * An existing secret holding the tokens as JSON (`{"as_token", "hs_token", "admin_token"}`);
+   * generated (64 random characters each) when absent.
+   */
+  tokensSecret?: ISecret;
   /** @default true */
   tableDeletionProtection?: boolean;
   /** @default one month */
@@ -156,9 +164,12 @@ export class MatrixAppservice extends Construct {
   readonly outboundQueue: Queue;
   readonly outboundDeadLetterQueue: Queue;
   readonly functions: Record<keyof typeof functionEntries, NodejsFunction>;
-  readonly asTokenSecret: ISecret;
-  readonly hsTokenSecret: ISecret;
+  /** The one secret of the tokens: JSON, `TOKENS_SECRET_KEYS`. */
+  readonly tokensSecret: ISecret;
   readonly alarms: Alarm[] = [];
+  /** Where the stack generates the tokens secret: the deploy-time function that completes it. */
+  private tokensGenerator?: NodejsFunction;
+  private tokensFilled?: CustomResource;
 
   constructor(scope: Construct, id: string, props: MatrixAppserviceProps) {
     super(scope, id);
@@ -210,16 +221,9 @@ export class MatrixAppservice extends Construct {
       },
     });
 
-    const token = (name: string) =>
-      new Secret(this, name, {
-        description: `The appservice's ${name === "AsToken" ? "as_token" : "hs_token"} (registration file)`,
-        generateSecretString: { passwordLength: 64, excludePunctuation: true },
-        // A replaced secret (a new logical ID) would hand out new tokens the homeserver does not
-        // know: the old one stays, to be imported (`asTokenSecret`) or deleted by hand.
-        removalPolicy: RemovalPolicy.RETAIN,
-      });
-    this.asTokenSecret = props.asTokenSecret ?? token("AsToken");
-    this.hsTokenSecret = props.hsTokenSecret ?? token("HsToken");
+    this.tokensSecret =
+      props.tokensSecret ??
+      this.generateTokensSecret({ logRetention, tracing: props.tracing ?? false });
 
     const botUserId = botUserIdOf(
       (props.registration as Pick<Registration, "sender_localpart">).sender_localpart,
@@ -244,7 +248,7 @@ export class MatrixAppservice extends Construct {
       tableName: this.table.tableName,
       outboundQueueUrl: this.outboundQueue.queueUrl,
       botUserId,
-      asTokenSecretArn: this.asTokenSecret.secretArn,
+      tokensSecretArn: this.tokensSecret.secretArn,
       homeserverUrl: props.homeserverUrl,
       registration: JSON.stringify(props.registration),
     });
@@ -253,38 +257,9 @@ export class MatrixAppservice extends Construct {
       timeout: Duration,
       environment: Record<string, string>,
     ) =>
-      new NodejsFunction(this, `${name[0]?.toUpperCase()}${name.slice(1)}Function`, {
-        entry: join(projectRoot, functionEntries[name]),
-        handler: "handler",
-        projectRoot,
-        depsLockFilePath: join(projectRoot, "package-lock.json"),
-        runtime: Runtime.NODEJS_22_X,
-        architecture: Architecture.ARM_64,
-        memorySize: 256,
-        timeout,
-        ...(props.tracing && { tracing: Tracing.ACTIVE }),
-        environment: {
-          // Stack traces through the source maps.
-          ...({
-            NODE_OPTIONS: "--enable-source-maps",
-            POWERTOOLS_LOG_LEVEL: "INFO",
-          } satisfies Record<(typeof PLATFORM_ENV)[number], string>),
-          ...environment,
-        },
-        logGroup: new LogGroup(this, `${name}Logs`, {
-          retention: logRetention,
-          removalPolicy: RemovalPolicy.DESTROY,
-        }),
-        bundling: {
-          format: OutputFormat.ESM,
-          target: bundling.target,
-          minify: bundling.minify,
-          sourceMap: bundling.sourceMap,
-          mainFields: [...bundling.mainFields],
-          banner: bundling.banner,
-          // Bundle the AWS SDK too: the version our tests ran, tree-shaken.
-          externalModules: [],
-        },
+      this.nodeFunction(name, functionEntries[name], timeout, environment, {
+        logRetention,
+        tracing: props.tracing ?? false,
       });
 
     this.functions = {
@@ -294,7 +269,7 @@ export class MatrixAppservice extends Construct {
         environmentOf({
           tableName: this.table.tableName,
           inboundQueueUrl: this.inboundQueue.queueUrl,
-          hsTokenSecretArn: this.hsTokenSecret.secretArn,
+          tokensSecretArn: this.tokensSecret.secretArn,
         }),
       ),
       events: createFunction("events", EVENTS_FUNCTION_TIMEOUT, {
@@ -311,7 +286,7 @@ export class MatrixAppservice extends Construct {
           tableName: this.table.tableName,
           outboundQueueUrl: this.outboundQueue.queueUrl,
           outboundDeadLetterQueueUrl: this.outboundDeadLetterQueue.queueUrl,
-          asTokenSecretArn: this.asTokenSecret.secretArn,
+          tokensSecretArn: this.tokensSecret.secretArn,
           homeserverUrl: props.homeserverUrl,
           botUserId,
           registration: JSON.stringify(props.registration),
@@ -325,8 +300,7 @@ export class MatrixAppservice extends Construct {
         TRANSACTIONS_FUNCTION_TIMEOUT,
         environmentOf({
           tableName: this.table.tableName,
-          asTokenSecretArn: this.asTokenSecret.secretArn,
-          hsTokenSecretArn: this.hsTokenSecret.secretArn,
+          tokensSecretArn: this.tokensSecret.secretArn,
           homeserverUrl: props.homeserverUrl,
           botUserId,
           registration: JSON.stringify(props.registration),
@@ -341,6 +315,11 @@ export class MatrixAppservice extends Construct {
       ),
       app: createFunction("app", TRANSACTIONS_FUNCTION_TIMEOUT, serviceEnvironment),
     };
+
+    // No function runs before its tokens exist.
+    if (this.tokensFilled) {
+      for (const fn of Object.values(this.functions)) fn.node.addDependency(this.tokensFilled);
+    }
 
     // Least privilege: each function gets the actions its adapters call, on its resources only;
     // the functions that run the application's code, only on the keys they own.
@@ -373,9 +352,12 @@ export class MatrixAppservice extends Construct {
       secret.encryptionKey?.grantDecrypt(fn);
     };
 
+    // One secret holds every token (one secret's monthly price, not three): each function that
+    // reads one of them may read them all.
+    for (const fn of [transactions, events, outbox, queries, app])
+      readSecret(fn, this.tokensSecret);
     tableActions(transactions, ["PutItem"]);
     sendTo(transactions, this.inboundQueue);
-    readSecret(transactions, this.hsTokenSecret);
     // The application's data, and what its immediate calls remember (reads, and writes in
     // transactions of puts and deletes).
     for (const fn of [events, app]) {
@@ -384,7 +366,6 @@ export class MatrixAppservice extends Construct {
         ["GetItem", "Query", "PutItem", "DeleteItem"],
         [APP_DATA_KEY_PREFIX, CALL_RECORDS_KEY_PREFIX],
       );
-      readSecret(fn, this.asTokenSecret);
       sendTo(fn, this.outboundQueue);
     }
     // Claims: updates only, on the items' claim records.
@@ -396,12 +377,9 @@ export class MatrixAppservice extends Construct {
     sendTo(events, this.inboundDeadLetterQueue);
     // Queries claim the creation of a user or alias, and remember registered users.
     tableActions(queries, ["GetItem", "PutItem", "UpdateItem"]);
-    readSecret(queries, this.asTokenSecret);
-    readSecret(queries, this.hsTokenSecret);
     // The users it registered, the bot's profile; server errors
     // counted (`OUTBOX#…` items).
     tableActions(outbox, ["GetItem", "PutItem", "UpdateItem"]);
-    readSecret(outbox, this.asTokenSecret);
     sendTo(outbox, this.outboundDeadLetterQueue);
     // The event sources grant receive, delete and visibility changes on their queues. Bounded:
     // a flood of rooms must not take the account's concurrency from the transactions function,
@@ -481,8 +459,10 @@ export class MatrixAppservice extends Construct {
       value: this.api.apiEndpoint,
       description: "The url of the registration file",
     });
-    new CfnOutput(stack, "AsTokenSecretArn", { value: this.asTokenSecret.secretArn });
-    new CfnOutput(stack, "HsTokenSecretArn", { value: this.hsTokenSecret.secretArn });
+    new CfnOutput(stack, "TokensSecretArn", {
+      value: this.tokensSecret.secretArn,
+      description: "The tokens, as JSON: as_token, hs_token, admin_token",
+    });
     new CfnOutput(stack, "Registration", {
       value: stack.toJsonString(props.registration),
       description: "The registration's public fields (npm run registration -- --stack NAME)",
@@ -493,16 +473,17 @@ export class MatrixAppservice extends Construct {
   }
 
   /**
-   * Four alarm metrics in all ($0.40 a month; CloudWatch bills each metric an alarm reads, so
-   * metric math groups alarms without making them cheaper):
+   * One alarm, over three metrics ($0.30 a month: CloudWatch bills each metric an alarm reads):
    * - problems: one metric that free log metric filters feed: every ERROR log line of every
-   *   function (unexpected errors, an application's failures, dead letters, an invocation close
-   *   to its timeout), the runtime's own failures (timeouts, crashes), 5xx answers and
-   *   integration errors of the API (a function failed or throttled) and 401/403 on the
-   *   transactions route (a token mismatch: the homeserver marks the appservice down);
-   * - the age of the oldest message of either queue (consumers throttled, failing or stuck);
-   * - events set aside in the inbound dead-letter queue (outbound dead letters are each logged
-   *   at ERROR, with their reason).
+   *   function (unexpected errors, an application's failures, each failed attempt of an inbound
+   *   item and its dead-lettering, dead-lettered calls, an invocation close to its timeout), the
+   *   runtime's own failures (timeouts, crashes), 5xx answers and integration errors of the API
+   *   (a function failed or throttled) and 401/403 on the transactions route (a token mismatch:
+   *   the homeserver marks the appservice down);
+   * - the age of the oldest message of each queue (consumers throttled, failing or stuck).
+   * Nothing reaches a dead-letter queue without ERROR lines first (the consumer's; SQS's own
+   * redrive only after a message was retried far longer than the age threshold), so the
+   * dead-letter queues need no metric of their own.
    */
   private addAlarms(accessLogs: ILogGroup, routes: Route[]) {
     const namespace = `MatrixAppservice/${this.node.path}`;
@@ -538,57 +519,151 @@ export class MatrixAppservice extends Construct {
       accessLogs,
       `{ ($.status = 401 || $.status = 403) && (${transactionRoutes.join(" || ")}) }`,
     );
-    const alarm = (
-      id: string,
-      description: string,
-      metric: Metric | MathExpression,
-      threshold: number,
-    ) =>
-      metric.createAlarm(this, id, {
-        alarmDescription: description,
-        threshold,
-        evaluationPeriods: 1,
-        comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: TreatMissingData.NOT_BREACHING,
-      });
     const age = (queue: Queue) =>
       queue.metricApproximateAgeOfOldestMessage({
         period: Duration.minutes(5),
         statistic: "Maximum",
       });
+    const ageThreshold = QUEUE_AGE_ALARM.toSeconds();
     this.alarms.push(
-      alarm(
-        "ProblemsAlarm",
-        `Errors logged by a function, timeouts and crashes, invocations within ${NEAR_TIMEOUT_SHARE * 100}% of their timeout, API 5xx or integration errors, or 401/403 on the transactions route: see the logs`,
-        problems,
-        1,
-      ),
-      alarm(
-        "QueueAgeAlarm",
-        `A queue's oldest message is over ${QUEUE_AGE_ALARM.toMinutes()} minutes old: its consumer is throttled, failing or held up (the homeserver down?)`,
-        new MathExpression({
-          expression: "MAX([inbound, outbound])",
-          usingMetrics: { inbound: age(this.inboundQueue), outbound: age(this.outboundQueue) },
-          label: "Age of the oldest message (s)",
-          period: Duration.minutes(5),
-        }),
-        QUEUE_AGE_ALARM.toSeconds(),
-      ),
-      alarm(
-        "InboundDeadLettersAlarm",
-        "Inbound events failed every attempt and wait in the dead-letter queue, with their reason",
-        this.inboundDeadLetterQueue.metricApproximateNumberOfMessagesVisible({
-          period: Duration.minutes(5),
-          statistic: "Maximum",
-        }),
-        1,
-      ),
+      new MathExpression({
+        // 1 or more: a problem counted, or a queue's oldest message past the threshold. Missing
+        // data (nothing logged, an idle queue) counts as 0. One expression per metric, then
+        // their maximum: each step a form the metric math docs show.
+        expression: "MAX([problemsCount, inboundAgeShare, outboundAgeShare])",
+        usingMetrics: {
+          problemsCount: new MathExpression({
+            expression: "FILL(problems, 0)",
+            usingMetrics: { problems },
+            period: Duration.minutes(5),
+          }),
+          inboundAgeShare: new MathExpression({
+            expression: `FILL(inboundAge, 0) / ${ageThreshold}`,
+            usingMetrics: { inboundAge: age(this.inboundQueue) },
+            period: Duration.minutes(5),
+          }),
+          outboundAgeShare: new MathExpression({
+            expression: `FILL(outboundAge, 0) / ${ageThreshold}`,
+            usingMetrics: { outboundAge: age(this.outboundQueue) },
+            period: Duration.minutes(5),
+          }),
+        },
+        label: "Problems counted, or the oldest message's age over its threshold",
+        period: Duration.minutes(5),
+      }).createAlarm(this, "Alarm", {
+        alarmDescription: `Errors logged by a function (failed items and dead letters included), timeouts and crashes, invocations within ${NEAR_TIMEOUT_SHARE * 100}% of their timeout, API 5xx or integration errors, or 401/403 on the transactions route (see the logs); or a queue's oldest message over ${QUEUE_AGE_ALARM.toMinutes()} minutes old (its consumer throttled, failing or held up; the homeserver down?)`,
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: TreatMissingData.NOT_BREACHING,
+      }),
     );
+  }
+
+  /** A Node.js function as every one of the stack's is made: bundled here, ESM, ARM64. */
+  private nodeFunction(
+    name: string,
+    entry: string,
+    timeout: Duration,
+    environment: Record<string, string>,
+    { logRetention, tracing }: { logRetention: RetentionDays; tracing: boolean },
+  ) {
+    return new NodejsFunction(this, `${name[0]?.toUpperCase()}${name.slice(1)}Function`, {
+      entry: join(projectRoot, entry),
+      handler: "handler",
+      projectRoot,
+      depsLockFilePath: join(projectRoot, "package-lock.json"),
+      runtime: Runtime.NODEJS_22_X,
+      architecture: Architecture.ARM_64,
+      memorySize: 256,
+      timeout,
+      ...(tracing && { tracing: Tracing.ACTIVE }),
+      environment: {
+        // Stack traces through the source maps.
+        ...({
+          NODE_OPTIONS: "--enable-source-maps",
+          POWERTOOLS_LOG_LEVEL: "INFO",
+        } satisfies Record<(typeof PLATFORM_ENV)[number], string>),
+        ...environment,
+      },
+      logGroup: new LogGroup(this, `${name}Logs`, {
+        retention: logRetention,
+        removalPolicy: RemovalPolicy.DESTROY,
+      }),
+      bundling: {
+        format: OutputFormat.ESM,
+        target: bundling.target,
+        minify: bundling.minify,
+        sourceMap: bundling.sourceMap,
+        mainFields: [...bundling.mainFields],
+        banner: bundling.banner,
+        // Bundle the AWS SDK too: the version our tests ran, tree-shaken.
+        externalModules: [],
+      },
+    });
+  }
+
+  /**
+   * The one secret of the tokens, `{"as_token", "hs_token", "admin_token"}`, 64 random
+   * characters each. CloudFormation generates one value per secret (the as_token); a custom
+   * resource, run at deploy time only, has Secrets Manager generate the others the same way and
+   * keeps any token already there. Retained: a replaced secret (a new logical ID) would hand out
+   * new tokens the homeserver does not know; the old one stays, to be imported (`tokensSecret`)
+   * or deleted by hand.
+   */
+  private generateTokensSecret(options: { logRetention: RetentionDays; tracing: boolean }): Secret {
+    const secret = new Secret(this, "Tokens", {
+      description:
+        "The appservice's tokens (registration file and admin): JSON, as_token, hs_token, admin_token",
+      generateSecretString: {
+        secretStringTemplate: "{}",
+        generateStringKey: TOKENS_SECRET_KEYS.asToken,
+        passwordLength: TOKEN_GENERATION.PasswordLength,
+        excludePunctuation: TOKEN_GENERATION.ExcludePunctuation,
+      },
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    const generator = this.nodeFunction(
+      "tokens",
+      TOKENS_SECRET_ENTRY,
+      Duration.seconds(30),
+      {},
+      options,
+    );
+    generator.addToRolePolicy(
+      new PolicyStatement({
+        actions: ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+        resources: [secret.secretArn],
+      }),
+    );
+    generator.addToRolePolicy(
+      new PolicyStatement({ actions: ["secretsmanager:GetRandomPassword"], resources: ["*"] }),
+    );
+    this.tokensFilled = new CustomResource(this, "TokensFilled", {
+      serviceToken: generator.functionArn,
+      resourceType: "Custom::AppserviceTokens",
+      properties: { SecretId: secret.secretArn },
+    });
+    NagSuppressions.addResourceSuppressions(
+      generator,
+      [
+        {
+          id: "AwsSolutions-IAM5",
+          reason:
+            "secretsmanager:GetRandomPassword acts on no resource: it only generates a string.",
+          appliesTo: ["Resource::*"],
+        },
+      ],
+      true,
+    );
+    this.tokensGenerator = generator;
+    return secret;
   }
 
   /** cdk-nag findings reviewed and accepted, each with its reason. */
   private suppressReviewedNagFindings(tracing: boolean) {
-    for (const fn of Object.values(this.functions)) {
+    const generator = this.tokensGenerator ? [this.tokensGenerator] : [];
+    for (const fn of [...Object.values(this.functions), ...generator]) {
       NagSuppressions.addResourceSuppressions(
         fn,
         [
@@ -635,9 +710,8 @@ export class MatrixAppservice extends Construct {
         { id: "AwsSolutions-SQS3", reason: "This is a dead-letter queue." },
       ]);
     }
-    for (const secret of [this.asTokenSecret, this.hsTokenSecret]) {
-      if (!(secret instanceof Secret)) continue;
-      NagSuppressions.addResourceSuppressions(secret, [
+    if (this.tokensSecret instanceof Secret) {
+      NagSuppressions.addResourceSuppressions(this.tokensSecret, [
         {
           id: "AwsSolutions-SMG4",
           reason:

@@ -5,6 +5,7 @@ import {
   parseRegistration,
   type Registration,
 } from "../functions/appservice/protocol/registration.ts";
+import { parseTokensSecret } from "../functions/wiring/env.ts";
 
 export interface StackClients {
   cloudFormation: Pick<CloudFormationClient, "send">;
@@ -18,7 +19,7 @@ export const defaultStackClients = (region?: string): StackClients => ({
 
 /**
  * The registration file of a deployed stack: its public fields and API URL from the stack's
- * outputs, its tokens from Secrets Manager.
+ * outputs, its tokens from the stack's one Secrets Manager secret (`TokensSecretArn`).
  */
 export async function registrationFromStack(
   stackName: string,
@@ -36,17 +37,11 @@ export async function registrationFromStack(
       throw new Error(`Stack ${stackName} has no output ${key}: is it this project's stack?`);
     return value;
   };
-  const secret = async (key: string) => {
-    const { SecretString } = await secretsManager.send(
-      new GetSecretValueCommand({ SecretId: output(key) }),
-    );
-    if (!SecretString) throw new Error(`The secret of ${key} is empty`);
-    return SecretString;
-  };
-  const [asToken, hsToken] = await Promise.all([
-    secret("AsTokenSecretArn"),
-    secret("HsTokenSecretArn"),
-  ]);
+  const { SecretString } = await secretsManager.send(
+    new GetSecretValueCommand({ SecretId: output("TokensSecretArn") }),
+  );
+  if (!SecretString) throw new Error("The stack's tokens secret is empty");
+  const { asToken, hsToken } = parseTokensSecret(SecretString);
   const registration = parseRegistration(
     {
       ...JSON.parse(output("Registration")),

@@ -1,53 +1,18 @@
-import { type Application, isInviteOf } from "../appservice/api.ts";
-import {
-  isUrlMessageRequest,
-  isWebhookCommand,
-  onUrlMessageRequest,
-  onWebhookCommand,
-} from "./webhooks/commands.ts";
-import { WEBHOOK_USER_PREFIX, webhookRoute } from "./webhooks/post.ts";
+import type { Application } from "../appservice/api.ts";
+import { application as events } from "./events.ts";
+import { application as queries } from "./queries.ts";
+import { application as routes } from "./routes.ts";
+import { WEBHOOK_USER_PREFIX } from "./webhooks/post.ts";
 
 /**
  * The default application: incoming webhooks into rooms (`!webhook help`), and a bot that joins
- * the rooms it is invited to and answers `!ping` with a `pong` notice. Replace this folder with
- * your own application (README: "Write your own appservice").
+ * the rooms it is invited to and answers `!ping` with a `pong` notice. Each Lambda function runs
+ * its part (`events.ts`, `queries.ts`, `routes.ts`); local mode and the stack read the whole.
+ * Replace this folder with your own application (README: "Write your own appservice").
  */
 export const application: Application = {
-  async onEvent(event, context) {
-    const { log, actions } = context;
-    log.info("event received", {
-      eventId: event.event_id,
-      roomId: event.room_id,
-      type: event.type,
-      sender: event.sender,
-    });
-    if (isInviteOf(event, actions.botUserId)) {
-      await actions.join(event.room_id);
-      return;
-    }
-    if (isUrlMessageRequest(event, actions.botUserId)) {
-      await onUrlMessageRequest(event, context);
-      return;
-    }
-    // Never answer ourselves: the bot, or a webhook posting what looks like a command.
-    const ours =
-      event.sender === actions.botUserId || event.sender.startsWith(`@${WEBHOOK_USER_PREFIX}`);
-    if (event.type !== "m.room.message" || ours) return;
-    if (event.content.body === "!ping") {
-      await actions.sendNotice(event.room_id, "pong");
-    } else if (isWebhookCommand(event.content.body)) {
-      await onWebhookCommand(event, context);
-    }
-  },
-  onEphemeral(event, { log }) {
-    log.info("ephemeral event received", { type: event.type, roomId: event.room_id });
-  },
-  onToDevice(message, { log }) {
-    log.info("to-device message received", { type: message.type, toUser: message.to_user_id });
-  },
-  onDeviceData(data, { log }) {
-    log.info("device data received", { changed: data.deviceLists?.changed?.length ?? 0 });
-  },
-  routes: [webhookRoute],
+  ...events,
+  ...queries,
+  ...routes,
   userPrefixes: [WEBHOOK_USER_PREFIX],
 };

@@ -173,3 +173,18 @@ export interface Application {
    */
   aliasPrefixes?: string[];
 }
+
+/**
+ * The parts of an application each Lambda function runs. The application's folder exports each
+ * from a module of its own (`events.ts`, `queries.ts`, `routes.ts`), so that a function bundles
+ * only the code, and the npm packages, of its part.
+ */
+/** The `events` function's part: the items of transactions. */
+export type ApplicationEvents = Pick<
+  Application,
+  "onEvent" | "onEphemeral" | "onToDevice" | "onDeviceData"
+>;
+/** The `queries` function's part: the homeserver's user, alias and third-party queries. */
+export type ApplicationQueries = Pick<Application, "onUserQuery" | "onAliasQuery" | "thirdParty">;
+/** The `app` function's part: the application's own HTTP routes. */
+export type ApplicationRoutes = Pick<Application, "routes">;

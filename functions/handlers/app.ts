@@ -1,7 +1,8 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { application } from "../app/index.ts";
-import type { Application, AppRoute } from "../appservice/application.ts";
+// The application's part this function runs, and only that part's code and packages.
+import { application } from "../app/routes.ts";
+import type { ApplicationRoutes, AppRoute } from "../appservice/application.ts";
 import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
 import { unrecognized } from "../shared/errors.ts";
 import { appDeps } from "../wiring/deps.ts";
@@ -10,7 +11,7 @@ import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
 
 export interface AppHandlerDeps extends ServiceDeps {
-  application: Application;
+  application: ApplicationRoutes;
 }
 
 const routeKey = (route: Pick<AppRoute, "method" | "path">) => `${route.method} ${route.path}`;

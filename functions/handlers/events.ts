@@ -1,7 +1,8 @@
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-import { application } from "../app/index.ts";
-import type { Application } from "../appservice/application.ts";
+// The application's part this function runs, and only that part's code and packages.
+import { application } from "../app/events.ts";
+import type { ApplicationEvents } from "../appservice/application.ts";
 import type { InboundMessage } from "../appservice/pipeline/inbound.ts";
 import {
   type InboundRetryPolicy,
@@ -19,7 +20,7 @@ import { flushMetrics } from "./shared/metrics.ts";
 
 export interface EventsDeps extends ServiceDeps {
   claims: ClaimStore;
-  application: Application;
+  application: ApplicationEvents;
   /** Lease on an item being processed; must run out before the message is visible again. */
   leaseMs: number;
   metrics: Metrics;

@@ -1,6 +1,7 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { application } from "../app/index.ts";
+// The application's part this function runs, and only that part's code and packages.
+import { application } from "../app/queries.ts";
 import { type QueryDeps, queryAlias, queryUser } from "../appservice/pipeline/queries.ts";
 import { thirdPartyLookup } from "../appservice/pipeline/third-party.ts";
 import { authenticateHomeserver } from "../appservice/protocol/auth.ts";

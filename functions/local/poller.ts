@@ -26,7 +26,8 @@ export interface PollerOptions {
   timeoutMs: number;
 }
 
-const toRecord = (message: Message, queueArn: string): SQSRecord => ({
+/** An SQS message as Lambda's event source mapping hands it to a function. */
+export const toRecord = (message: Message, queueArn: string): SQSRecord => ({
   messageId: message.MessageId as string,
   receiptHandle: message.ReceiptHandle as string,
   body: message.Body as string,

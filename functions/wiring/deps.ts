@@ -1,6 +1,10 @@
 import type { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import type { Application } from "../appservice/application.ts";
+import type {
+  ApplicationEvents,
+  ApplicationQueries,
+  ApplicationRoutes,
+} from "../appservice/application.ts";
 import { INBOUND_RETRY, type InboundRetryPolicy } from "../appservice/pipeline/process-inbound.ts";
 import { createNamespaceMatcher, derivedAliasPrefix } from "../appservice/protocol/namespaces.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
@@ -68,7 +72,7 @@ export interface Platform<L extends Log = Log> {
 /** A function's configuration without the secrets' ARNs (read through the `SecretSource`). */
 export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app"> = Omit<
   Config<F>,
-  "asTokenSecretArn" | "hsTokenSecretArn"
+  "tokensSecretArn"
 >;
 
 const stores = (tableName: string, platform: Platform) => {
@@ -128,7 +132,7 @@ async function serviceDeps<L extends Log>(
 export async function appDeps<L extends Log>(
   config: Settings<"app">,
   platform: Platform<L>,
-  application: Application,
+  application: ApplicationRoutes,
 ): Promise<AppHandlerDeps & { log: L }> {
   return { ...(await serviceDeps(config, platform)), application };
 }
@@ -136,7 +140,7 @@ export async function appDeps<L extends Log>(
 export async function eventsDeps<L extends Log>(
   config: Settings<"events">,
   platform: Platform<L>,
-  application: Application,
+  application: ApplicationEvents,
 ): Promise<EventsDeps & { log: L }> {
   return {
     ...(await serviceDeps(config, platform)),
@@ -198,7 +202,7 @@ export async function outboxDeps<L extends Log>(
 export async function queriesDeps<L extends Log>(
   config: Settings<"queries">,
   platform: Platform<L>,
-  application: Application,
+  application: ApplicationQueries,
 ): Promise<QueriesDeps & { log: L }> {
   const [asToken, hsToken] = await Promise.all([
     platform.secrets("asToken"),

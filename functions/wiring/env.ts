@@ -13,8 +13,7 @@ export const ENV = {
   inboundDeadLetterQueueUrl: "INBOUND_DEAD_LETTER_QUEUE_URL",
   outboundQueueUrl: "OUTBOUND_QUEUE_URL",
   outboundDeadLetterQueueUrl: "OUTBOUND_DEAD_LETTER_QUEUE_URL",
-  asTokenSecretArn: "AS_TOKEN_SECRET_ARN",
-  hsTokenSecretArn: "HS_TOKEN_SECRET_ARN",
+  tokensSecretArn: "TOKENS_SECRET_ARN",
   homeserverUrl: "HOMESERVER_URL",
   botUserId: "BOT_USER_ID",
   publicBaseUrl: "PUBLIC_BASE_URL",
@@ -24,6 +23,41 @@ export const ENV = {
   appRoutes: "APP_ROUTES",
   deliveryAllowedAddresses: "DELIVERY_ALLOWED_ADDRESSES",
 } as const;
+
+/**
+ * The keys of the one Secrets Manager secret (`tokensSecretArn`) that holds the appservice's
+ * tokens, as JSON: `{"as_token", "hs_token", "admin_token"}`, each 64 random characters.
+ */
+export const TOKENS_SECRET_KEYS = {
+  asToken: "as_token",
+  hsToken: "hs_token",
+  adminToken: "admin_token",
+} as const;
+export type TokenName = keyof typeof TOKENS_SECRET_KEYS;
+
+const tokensSecret = z.object(
+  Object.fromEntries(
+    Object.values(TOKENS_SECRET_KEYS).map((key) => [key, z.string().check(z.minLength(1))]),
+  ) as Record<(typeof TOKENS_SECRET_KEYS)[TokenName], z.ZodMiniString>,
+);
+
+/** The tokens of the secret's JSON value; the error names the keys missing, never a value. */
+export function parseTokensSecret(value: string): Record<TokenName, string> {
+  let json: unknown;
+  try {
+    json = JSON.parse(value);
+  } catch {
+    throw new Error("The tokens secret is not JSON");
+  }
+  const result = tokensSecret.safeParse(json);
+  if (!result.success) {
+    const keys = result.error.issues.map((issue) => String(issue.path[0] ?? "(value)"));
+    throw new Error(`The tokens secret lacks ${[...new Set(keys)].join(", ")}`);
+  }
+  return Object.fromEntries(
+    Object.entries(TOKENS_SECRET_KEYS).map(([name, key]) => [name, result.data[key]]),
+  ) as Record<TokenName, string>;
+}
 
 /**
  * Variables the stack sets for the platform, not for our code: Node reads `NODE_OPTIONS`,
@@ -49,8 +83,7 @@ const fields = {
   inboundDeadLetterQueueUrl: text,
   outboundQueueUrl: text,
   outboundDeadLetterQueueUrl: text,
-  asTokenSecretArn: text,
-  hsTokenSecretArn: text,
+  tokensSecretArn: text,
   homeserverUrl: text,
   botUserId: text,
   publicBaseUrl: z.pipe(text, z.transform(trimBaseUrl)),
@@ -76,7 +109,7 @@ const service = [
   "tableName",
   "outboundQueueUrl",
   "botUserId",
-  "asTokenSecretArn",
+  "tokensSecretArn",
   "homeserverUrl",
   "publicBaseUrl",
   // The alias namespaces: where rooms created under a key get their alias.
@@ -85,13 +118,13 @@ const service = [
 
 /** Each function's configuration: the variables it reads, and nothing else. */
 export const configSchemas = {
-  transactions: pick("tableName", "inboundQueueUrl", "hsTokenSecretArn"),
+  transactions: pick("tableName", "inboundQueueUrl", "tokensSecretArn"),
   events: pick(...service, "inboundQueueUrl", "inboundDeadLetterQueueUrl"),
   outbox: pick(
     "tableName",
     "outboundQueueUrl",
     "outboundDeadLetterQueueUrl",
-    "asTokenSecretArn",
+    "tokensSecretArn",
     "homeserverUrl",
     "botUserId",
     "registration",
@@ -99,14 +132,7 @@ export const configSchemas = {
     "botAvatarUrl",
     "deliveryAllowedAddresses",
   ),
-  queries: pick(
-    "tableName",
-    "asTokenSecretArn",
-    "hsTokenSecretArn",
-    "homeserverUrl",
-    "botUserId",
-    "registration",
-  ),
+  queries: pick("tableName", "tokensSecretArn", "homeserverUrl", "botUserId", "registration"),
   fallback: pick("appRoutes"),
   app: pick(...service),
 };

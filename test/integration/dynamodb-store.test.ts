@@ -113,7 +113,7 @@ describe("DynamoDbStore against DynamoDB Local", () => {
     expect((await store.claim([key], "sixth", 60_000)).get(key)).toBe("done");
   });
 
-  it("claims more keys than one transaction holds", async () => {
+  it("claims 230 keys in one call, each by its own conditional write", async () => {
     const keys = Array.from({ length: 230 }, (_, i) => `bulk-${i}-${randomUUID()}`);
     await store.claim([keys[150] as string], "earlier", 60_000);
     await store.complete(keys[150] as string);

@@ -1,11 +1,14 @@
 import { randomUUID } from "node:crypto";
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { App } from "aws-cdk-lib";
 import { Template } from "aws-cdk-lib/assertions";
 import type { Context } from "aws-lambda";
 import { mockClient } from "aws-sdk-client-mock";
+import { interceptLocalhostDns } from "fauxqs";
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
+import { toRecord } from "../../functions/local/poller.ts";
 import { ensureFifoQueue } from "../../functions/local/queues.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
@@ -16,8 +19,7 @@ import { ScriptedHomeserver } from "../support/homeserver.ts";
 
 const SERVER = "test.local";
 const bot = `@bot:${SERVER}`;
-const AS_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:as-token";
-const HS_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:hs-token";
+const TOKENS_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tokens";
 
 /**
  * Every Lambda `handler` export, invoked as Lambda invokes it: the environment the synthesized
@@ -35,8 +37,17 @@ describe("the Lambda entries, with the stack's environment", () => {
   let sqs: ReturnType<typeof localSqs>;
   let template: Template;
   const local: Record<string, string> = {};
+  const queues: Record<"inbound" | "outbound", { url: string; arn: string }> = {
+    inbound: { url: "", arn: "" },
+    outbound: { url: "", arn: "" },
+  };
+
+  let restoreDns: () => void;
 
   beforeAll(async () => {
+    // fauxqs's queue URLs are on sqs.<region>.localhost, and the SDK sends to the queue URL's
+    // host as in AWS: fauxqs's own DNS patch makes *.localhost resolve to 127.0.0.1.
+    restoreDns = interceptLocalhostDns();
     sqsLocal = await startSqsLocal();
     sqs = localSqs(sqsLocal.endpoint);
     await homeserver.start();
@@ -47,6 +58,8 @@ describe("the Lambda entries, with the stack's environment", () => {
       ensureFifoQueue(sqs, `${prefix}-inbound`, options),
       ensureFifoQueue(sqs, `${prefix}-outbound`, options),
     ]);
+    queues.inbound = inbound;
+    queues.outbound = outbound;
     // What the stack's references resolve to when deployed: here, the local resources.
     Object.assign(local, {
       [ENV.tableName]: tableName,
@@ -54,12 +67,16 @@ describe("the Lambda entries, with the stack's environment", () => {
       [ENV.inboundDeadLetterQueueUrl]: inbound.deadLetterUrl,
       [ENV.outboundQueueUrl]: outbound.url,
       [ENV.outboundDeadLetterQueueUrl]: outbound.deadLetterUrl,
-      [ENV.asTokenSecretArn]: AS_ARN,
-      [ENV.hsTokenSecretArn]: HS_ARN,
+      [ENV.tokensSecretArn]: TOKENS_ARN,
       [ENV.publicBaseUrl]: "https://appservice.example.org/",
     });
-    secrets.on(GetSecretValueCommand, { SecretId: AS_ARN }).resolves({ SecretString: "as-token" });
-    secrets.on(GetSecretValueCommand, { SecretId: HS_ARN }).resolves({ SecretString: "hs-token" });
+    secrets.on(GetSecretValueCommand, { SecretId: TOKENS_ARN }).resolves({
+      SecretString: JSON.stringify({
+        as_token: "as-token",
+        hs_token: "hs-token",
+        admin_token: "admin-token",
+      }),
+    });
     // Bundling skipped: only the environment is read here.
     const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
     const stack = new AppserviceStack(app, "Entries", {
@@ -81,6 +98,7 @@ describe("the Lambda entries, with the stack's environment", () => {
   }, 120_000);
   afterAll(async () => {
     process.env = savedEnv;
+    restoreDns();
     secrets.restore();
     await homeserver.stop();
     sqs.destroy();
@@ -88,11 +106,20 @@ describe("the Lambda entries, with the stack's environment", () => {
     await sqsLocal.stop();
   });
 
+  /** A function of the synthesized stack. */
+  const functionResource = (name: keyof typeof functionEntries) =>
+    (
+      Object.entries(template.findResources("AWS::Lambda::Function")).find(([id]) =>
+        id.includes(`${name[0]?.toUpperCase()}${name.slice(1)}Function`),
+      ) as [
+        string,
+        { Properties: { Timeout: number; Environment: { Variables: Record<string, unknown> } } },
+      ]
+    )[1];
+
   /** The `handler` of a function's entry, freshly imported, in the environment the stack gives it. */
   async function entry(name: keyof typeof functionEntries) {
-    const [, fn] = Object.entries(template.findResources("AWS::Lambda::Function")).find(([id]) =>
-      id.includes(`${name[0]?.toUpperCase()}${name.slice(1)}Function`),
-    ) as [string, { Properties: { Environment: { Variables: Record<string, unknown> } } }];
+    const fn = functionResource(name);
     const environment = Object.fromEntries(
       Object.entries(fn.Properties.Environment.Variables).map(([key, value]) => {
         if (typeof value === "string") return [key, value];
@@ -116,12 +143,15 @@ describe("the Lambda entries, with the stack's environment", () => {
     return module.handler;
   }
 
-  const context = (name: string) =>
-    ({
+  /** A fresh invocation's context: the whole timeout the stack gives the function is left. */
+  const context = (name: keyof typeof functionEntries) => {
+    const deadline = Date.now() + functionResource(name).Properties.Timeout * 1000;
+    return {
       functionName: name,
       awsRequestId: randomUUID(),
-      getRemainingTimeInMillis: () => 30_000,
-    }) as unknown as Context;
+      getRemainingTimeInMillis: () => deadline - Date.now(),
+    } as unknown as Context;
+  };
 
   const httpEvent = (method: string, routeKey: string, rawPath: string, extra: object = {}) => ({
     version: "2.0",
@@ -132,6 +162,71 @@ describe("the Lambda entries, with the stack's environment", () => {
     isBase64Encoded: false,
     requestContext: { requestId: randomUUID(), http: { method, path: rawPath } },
     ...extra,
+  });
+
+  /** The messages waiting on a queue, as the SQS event Lambda's event source mapping builds. */
+  async function sqsEvent(queue: "inbound" | "outbound") {
+    const { Messages = [] } = await sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: queues[queue].url,
+        MaxNumberOfMessages: 10,
+        WaitTimeSeconds: 1,
+        MessageSystemAttributeNames: ["All"],
+      }),
+    );
+    return { Records: Messages.map((message) => toRecord(message, queues[queue].arn)) };
+  }
+
+  it("transactions → events → outbox: the bot's invite is acknowledged, handled and joined", async () => {
+    const roomId = `!${randomUUID().slice(0, 8)}:${SERVER}`;
+    homeserver.createRoom(roomId, [`@alice:${SERVER}`]);
+    const transactions = await entry("transactions");
+    const put = (token: string) =>
+      transactions(
+        httpEvent(
+          "PUT",
+          "PUT /_matrix/app/v1/transactions/{txnId}",
+          "/_matrix/app/v1/transactions/t1",
+          {
+            headers: { authorization: `Bearer ${token}` },
+            pathParameters: { txnId: "t1" },
+            body: JSON.stringify({
+              events: [
+                {
+                  type: "m.room.member",
+                  state_key: bot,
+                  content: { membership: "invite" },
+                  room_id: roomId,
+                  sender: `@alice:${SERVER}`,
+                  event_id: `$${randomUUID()}`,
+                  origin_server_ts: Date.now(),
+                },
+              ],
+            }),
+          },
+        ),
+        context("transactions"),
+      ) as Promise<{ statusCode: number; body: string }>;
+    expect((await put("wrong-token")).statusCode).toBe(403);
+    const acked = await put("hs-token");
+    expect(acked.statusCode, acked.body).toBe(200);
+
+    const inbound = await sqsEvent("inbound");
+    expect(inbound.Records).toHaveLength(1);
+    const events = await entry("events");
+    expect(await events(inbound, context("events"))).toEqual({ batchItemFailures: [] });
+
+    const outbound = await sqsEvent("outbound");
+    expect(outbound.Records).toHaveLength(1);
+    const outbox = await entry("outbox");
+    expect(await outbox(outbound, context("outbox"))).toEqual({ batchItemFailures: [] });
+    const joins = homeserver.requests.filter(
+      (request) =>
+        request.method === "POST" &&
+        request.path === `/_matrix/client/v3/join/${encodeURIComponent(roomId)}` &&
+        request.authorization === "Bearer as-token",
+    );
+    expect(joins.map((join) => join.status)).toEqual([200]);
   });
 
   it("queries: a user query is authenticated with the secret's hs_token and answered", async () => {

@@ -19,10 +19,12 @@ import { sha256 } from "../../functions/shared/hash.ts";
 import {
   isAlive,
   makeEvent,
+  NO_DEAD_LETTERS,
   putTransaction,
   sleep,
   tempDir,
   waitFor,
+  waitUntilDrained,
 } from "../support/appservice.ts";
 import { type RecordedRequest, ScriptedHomeserver } from "../support/homeserver.ts";
 import { isLoopback, listeningSockets, processTree } from "../support/listening-sockets.ts";
@@ -252,7 +254,14 @@ describe("npm start killed mid-batch", () => {
     await pushing;
     // In-flight messages come back once their visibility timeout (30 s) has run out.
     await waitFor(() => homeserver.sent.length >= pings.length, 90_000, "every pong");
-    await sleep(2000);
+    // At rest: every message handled and deleted, none in flight that could still be redelivered.
+    const queued = async () =>
+      (
+        await Promise.all(
+          ["appservice-inbound.fifo", "appservice-outbound.fifo"].map((name) => sqs.messages(name)),
+        )
+      ).flat().length;
+    await waitFor(async () => (await queued()) === 0, 60_000, "the queues to drain");
 
     const sends = homeserver.requests.filter(
       (r) => r.method === "PUT" && r.path.includes("/send/"),
@@ -303,9 +312,9 @@ describe("DATA_DIR", () => {
         200,
       );
       // The queue was empty at the stop, and the new one does not remember the messages
-      // consumed before it (SQS would, for 5 minutes), so the replay was enqueued again: give
-      // the consumer time to see it, then check that the application was not called again.
-      await sleep(2500);
+      // consumed before it (SQS would, for 5 minutes), so the replay was enqueued again: once
+      // the consumer has taken it, the application must not have been called again.
+      expect(await waitUntilDrained(second)).toEqual(NO_DEAD_LETTERS);
       expect(handled.map((e) => e.event_id)).toEqual(events.map((e) => e.event_id));
     } finally {
       await second.stop();

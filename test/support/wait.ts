@@ -1,7 +1,11 @@
 /** Polls until `check` holds or the time runs out. */
-export async function waitFor(check: () => boolean, timeoutMs = 20_000, what = "condition") {
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 20_000,
+  what = "condition",
+) {
   const deadline = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 25));
   }

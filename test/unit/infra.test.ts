@@ -5,6 +5,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { application } from "../../functions/app/index.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../../functions/appservice/pipeline/process-inbound.ts";
 import { routeTable } from "../../functions/appservice/protocol/routes.ts";
+import { TOKEN_GENERATION } from "../../functions/handlers/tokens-secret.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/matrix/backoff.ts";
 import {
   configSchemas,
@@ -13,6 +14,7 @@ import {
   type FunctionName,
   PLATFORM_ENV,
   readConfig,
+  TOKENS_SECRET_KEYS,
 } from "../../functions/wiring/env.ts";
 import { actionBudgetMs, HOMESERVER_TIMEOUT_MS } from "../../functions/wiring/timeouts.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
@@ -206,7 +208,8 @@ describe("AppserviceStack", () => {
 
   it("runs each function on nodejs22.x, ARM64, ESM with source maps, its logs kept for a month", () => {
     const functions = resources("AWS::Lambda::Function");
-    expect(functions).toHaveLength(6);
+    // The six of the API and the queues, and the one that completes the tokens secret.
+    expect(functions).toHaveLength(7);
     const fns = template.findResources("AWS::Lambda::Function");
     expect((fns[functionId("Outbox")] as Resource).Properties.Timeout).toBe(
       OUTBOX_FUNCTION_TIMEOUT.toSeconds(),
@@ -228,26 +231,45 @@ describe("AppserviceStack", () => {
       expect(group.Properties.RetentionInDays).toBe(30);
   });
 
-  it("keeps the tokens in generated secrets, never in environment variables or outputs", () => {
-    template.resourceCountIs("AWS::SecretsManager::Secret", 2);
-    // Replacing the stack's secrets would change the tokens the homeserver knows.
-    for (const [, secret] of resources("AWS::SecretsManager::Secret")) {
-      expect([secret.DeletionPolicy, secret.UpdateReplacePolicy]).toEqual(["Retain", "Retain"]);
-    }
-    template.allResourcesProperties("AWS::SecretsManager::Secret", {
-      GenerateSecretString: { PasswordLength: 64, ExcludePunctuation: true },
+  it("keeps the tokens in one generated secret, never in environment variables or outputs", () => {
+    template.resourceCountIs("AWS::SecretsManager::Secret", 1);
+    const [[secretId, secret]] = resources("AWS::SecretsManager::Secret") as [[string, Resource]];
+    // Replacing the stack's secret would change the tokens the homeserver knows.
+    expect([secret.DeletionPolicy, secret.UpdateReplacePolicy]).toEqual(["Retain", "Retain"]);
+    // CloudFormation generates the as_token; the custom resource the others, the same way.
+    expect(secret.Properties.GenerateSecretString).toEqual({
+      SecretStringTemplate: "{}",
+      GenerateStringKey: TOKENS_SECRET_KEYS.asToken,
+      PasswordLength: TOKEN_GENERATION.PasswordLength,
+      ExcludePunctuation: TOKEN_GENERATION.ExcludePunctuation,
     });
-    const transactions = template.findResources("AWS::Lambda::Function")[
-      functionId("Transactions")
-    ] as Resource;
-    const env = (transactions.Properties.Environment as { Variables: Record<string, unknown> })
-      .Variables;
-    expect(Object.keys(env)).not.toContain("HS_TOKEN");
-    expect(env.HS_TOKEN_SECRET_ARN).toEqual({ Ref: expect.stringMatching(/^AppserviceHsToken/) });
+    const [[filledId, filled]] = resources("Custom::AppserviceTokens") as [[string, Resource]];
+    expect(filled.Properties).toEqual({
+      ServiceToken: { "Fn::GetAtt": [functionId("Tokens"), "Arn"] },
+      SecretId: { Ref: secretId },
+    });
+    // No function of the API or the queues runs before the tokens are complete.
+    for (const name of ["Transactions", "Events", "Outbox", "Queries", "App", "Fallback"]) {
+      const fn = template.toJSON().Resources[functionId(name)] as { DependsOn?: string[] };
+      expect(fn.DependsOn, name).toContain(filledId);
+    }
+    // The generator reads and writes that secret alone, and asks Secrets Manager for passwords.
+    expect(
+      policyOf("Tokens").map((statement) => [[statement.Action].flat().sort(), statement.Resource]),
+    ).toEqual([
+      [["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"], { Ref: secretId }],
+      [["secretsmanager:GetRandomPassword"], "*"],
+    ]);
+    for (const name of ["Transactions", "Events", "Outbox", "Queries", "App"]) {
+      const env = environmentOf(name);
+      expect(env.TOKENS_SECRET_ARN, name).toEqual({ Ref: secretId });
+      expect(JSON.stringify(env), name).not.toMatch(/_TOKEN"|resolve:secretsmanager/);
+    }
     const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
     expect(Object.keys(outputs)).toEqual(
-      expect.arrayContaining(["ApiUrl", "AsTokenSecretArn", "HsTokenSecretArn", "Registration"]),
+      expect.arrayContaining(["ApiUrl", "TokensSecretArn", "Registration"]),
     );
+    expect(outputs.TokensSecretArn?.Value).toEqual({ Ref: secretId });
     expect(JSON.stringify(outputs)).not.toMatch(/SecretString|resolve:secretsmanager/);
   });
 
@@ -320,7 +342,7 @@ describe("AppserviceStack", () => {
     expect(actions("Transactions")).toEqual(
       ["dynamodb:PutItem", "secretsmanager:GetSecretValue", "sqs:SendMessage"].sort(),
     );
-    // The application's data, the as_token, the outbound queue.
+    // The application's data, the tokens, the outbound queue.
     const applicationGrants = [
       "dynamodb:DeleteItem",
       "dynamodb:GetItem",
@@ -356,7 +378,6 @@ describe("AppserviceStack", () => {
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "secretsmanager:GetSecretValue",
-        "secretsmanager:GetSecretValue",
       ].sort(),
     );
     expect(actions("App")).toEqual(applicationGrants.sort());
@@ -389,53 +410,57 @@ describe("AppserviceStack", () => {
     });
   });
 
-  it("alarms on problems, the queues' age and inbound dead letters: four alarm metrics", () => {
-    const alarms = Object.fromEntries(
-      resources("AWS::CloudWatch::Alarm").map(([id, a]) => [
-        id.replace(/^Appservice/, "").replace(/[0-9A-F]{8}$/, ""),
-        a.Properties,
-      ]),
-    );
-    expect(Object.keys(alarms).sort()).toEqual([
-      "InboundDeadLettersAlarm",
-      "ProblemsAlarm",
-      "QueueAgeAlarm",
-    ]);
-    // CloudWatch bills each metric an alarm reads ($0.10 a month): 4 in all.
-    const metricsRead = Object.values(alarms).map((a) =>
-      a.Metrics ? (a.Metrics as { MetricStat?: unknown }[]).filter((m) => m.MetricStat).length : 1,
-    );
-    expect(metricsRead.reduce((sum, n) => sum + n, 0)).toBe(4);
-    expect(alarms.ProblemsAlarm).toMatchObject({
-      Namespace: "MatrixAppservice/Test/Appservice",
-      MetricName: "Problems",
-      Statistic: "Sum",
+  it("alarms once, over problems and each queue's age: three alarm metrics", () => {
+    const alarms = resources("AWS::CloudWatch::Alarm");
+    expect(alarms.map(([id]) => id.replace(/[0-9A-F]{8}$/, ""))).toEqual(["AppserviceAlarm"]);
+    const [[, alarm]] = alarms as [[string, Resource]];
+    expect(alarm.Properties).toMatchObject({
       Threshold: 1,
+      ComparisonOperator: "GreaterThanOrEqualToThreshold",
+      EvaluationPeriods: 1,
+      TreatMissingData: "notBreaching",
     });
-    expect(alarms.QueueAgeAlarm).toMatchObject({
-      Threshold: QUEUE_AGE_ALARM.toSeconds(),
-      Metrics: expect.arrayContaining([
-        expect.objectContaining({ Expression: "MAX([inbound, outbound])", ReturnData: true }),
-        expect.objectContaining({
-          Id: "inbound",
-          MetricStat: expect.objectContaining({
-            Metric: expect.objectContaining({ MetricName: "ApproximateAgeOfOldestMessage" }),
-          }),
-        }),
-        expect.objectContaining({ Id: "outbound" }),
-      ]),
+    const metrics = alarm.Properties.Metrics as {
+      Id: string;
+      Expression?: string;
+      MetricStat?: { Metric: Record<string, unknown>; Stat: string };
+    }[];
+    const age = QUEUE_AGE_ALARM.toSeconds();
+    const expressions = Object.fromEntries(
+      metrics.filter((m) => m.Expression).map((m) => [m.Id, m.Expression]),
+    );
+    expect(expressions).toEqual({
+      expr_1: "MAX([problemsCount, inboundAgeShare, outboundAgeShare])",
+      problemsCount: "FILL(problems, 0)",
+      inboundAgeShare: `FILL(inboundAge, 0) / ${age}`,
+      outboundAgeShare: `FILL(outboundAge, 0) / ${age}`,
     });
-    expect(alarms.InboundDeadLettersAlarm).toMatchObject({
-      MetricName: "ApproximateNumberOfMessagesVisible",
-      Dimensions: [
-        {
-          Name: "QueueName",
-          Value: {
-            "Fn::GetAtt": [expect.stringMatching(/^AppserviceInboundDeadLetter/), "QueueName"],
-          },
+    // CloudWatch bills each metric an alarm reads ($0.10 a month): 3 in all.
+    const read = Object.fromEntries(
+      metrics.filter((m) => m.MetricStat).map((m) => [m.Id, m.MetricStat]),
+    );
+    expect(Object.keys(read).sort()).toEqual(["inboundAge", "outboundAge", "problems"]);
+    expect(read.problems).toMatchObject({
+      Metric: { Namespace: "MatrixAppservice/Test/Appservice", MetricName: "Problems" },
+      Stat: "Sum",
+    });
+    for (const [id, queue] of [
+      ["inboundAge", /^AppserviceInboundQueue/],
+      ["outboundAge", /^AppserviceOutboundQueue/],
+    ] as const) {
+      expect(read[id]).toMatchObject({
+        Metric: {
+          MetricName: "ApproximateAgeOfOldestMessage",
+          Dimensions: [
+            {
+              Name: "QueueName",
+              Value: { "Fn::GetAtt": [expect.stringMatching(queue), "QueueName"] },
+            },
+          ],
         },
-      ],
-    });
+        Stat: "Maximum",
+      });
+    }
   });
 
   it("feeds the problems metric from free log filters: every function's errors and runtime failures, API 5xx, 401/403 on transactions", () => {
@@ -479,7 +504,7 @@ describe("AppserviceStack", () => {
     expect(env).toMatchObject({
       HOMESERVER_URL: "https://matrix.example.org",
       BOT_USER_ID: "@bot:example.org",
-      AS_TOKEN_SECRET_ARN: { Ref: expect.stringMatching(/^AppserviceAsToken/) },
+      TOKENS_SECRET_ARN: { Ref: expect.stringMatching(/^AppserviceTokens/) },
       // The bot's display name: the registration's id unless configured.
       BOT_DISPLAY_NAME: "test",
     });

@@ -17,12 +17,16 @@ describe("registrationFromStack", () => {
   };
   const outputs = [
     { OutputKey: "ApiUrl", OutputValue: "https://abc.execute-api.eu-west-1.amazonaws.com" },
-    { OutputKey: "AsTokenSecretArn", OutputValue: "arn:as" },
-    { OutputKey: "HsTokenSecretArn", OutputValue: "arn:hs" },
+    { OutputKey: "TokensSecretArn", OutputValue: "arn:tokens" },
     { OutputKey: "Registration", OutputValue: JSON.stringify(publicFields) },
   ];
 
-  const clients = (stackOutputs: typeof outputs) => {
+  const tokens = JSON.stringify({
+    as_token: "A".repeat(64),
+    hs_token: "H".repeat(64),
+    admin_token: "D".repeat(64),
+  });
+  const clients = (stackOutputs: typeof outputs, secretString = tokens) => {
     const cloudFormation = mockClient(CloudFormationClient);
     cloudFormation.on(DescribeStacksCommand, { StackName: "MatrixAppservice" }).resolves({
       Stacks: [
@@ -36,11 +40,8 @@ describe("registrationFromStack", () => {
     });
     const secretsManager = mockClient(SecretsManagerClient);
     secretsManager
-      .on(GetSecretValueCommand, { SecretId: "arn:as" })
-      .resolves({ SecretString: "A".repeat(64) });
-    secretsManager
-      .on(GetSecretValueCommand, { SecretId: "arn:hs" })
-      .resolves({ SecretString: "H".repeat(64) });
+      .on(GetSecretValueCommand, { SecretId: "arn:tokens" })
+      .resolves({ SecretString: secretString });
     return {
       cloudFormation: new CloudFormationClient({ region: "eu-west-1" }),
       secretsManager: new SecretsManagerClient({ region: "eu-west-1" }),
@@ -72,6 +73,16 @@ describe("registrationFromStack", () => {
     const plain = await registrationFromStack("MatrixAppservice", clients(outputs));
     expect(plain.receive_ephemeral).toBeUndefined();
     expect(plain["de.sorunome.msc2409.push_ephemeral"]).toBeUndefined();
+  });
+
+  it("says which token the secret lacks, never a token", async () => {
+    const withoutHs = JSON.stringify({ as_token: "A".repeat(64), admin_token: "D".repeat(64) });
+    const failure = registrationFromStack("MatrixAppservice", clients(outputs, withoutHs));
+    await expect(failure).rejects.toThrow("The tokens secret lacks hs_token");
+    await expect(failure).rejects.not.toThrow("AAAA");
+    await expect(
+      registrationFromStack("MatrixAppservice", clients(outputs, "A".repeat(64))),
+    ).rejects.toThrow("The tokens secret is not JSON");
   });
 
   it("says which output is missing", async () => {

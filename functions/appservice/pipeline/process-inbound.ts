@@ -4,7 +4,7 @@ import { sha256 } from "../../shared/hash.ts";
 import type { Log } from "../../shared/log.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
 import type { ClaimStore } from "../../store/store.ts";
-import type { Application, ApplicationContext, ServiceContext } from "../application.ts";
+import type { ApplicationContext, ApplicationEvents, ServiceContext } from "../application.ts";
 import type { InboundItem, InboundMessage } from "./inbound.ts";
 
 /** How an item the application fails on is retried, and when it is set aside. */
@@ -34,7 +34,7 @@ export const INBOUND_MAX_RECEIVE_COUNT = 1000;
 
 export interface ProcessInboundDeps {
   claims: ClaimStore;
-  application: Application;
+  application: ApplicationEvents;
   log: Log;
   /** How long a claim keeps others off; shorter than the queue's visibility timeout. */
   leaseMs: number;
@@ -62,7 +62,7 @@ export interface ProcessOutcome {
 export const claimKey = (item: InboundItem) =>
   item.kind === "event" ? claimKeys.event(item.id) : claimKeys.item(item.id);
 
-function deliver(item: InboundItem, application: Application, context: ApplicationContext) {
+function deliver(item: InboundItem, application: ApplicationEvents, context: ApplicationContext) {
   switch (item.kind) {
     case "event":
       return application.onEvent?.(item.event, context);

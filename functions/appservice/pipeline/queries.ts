@@ -9,11 +9,11 @@ import type { Log } from "../../shared/log.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
 import type { MembershipStore } from "../../store/membership.ts";
 import type { ClaimStore } from "../../store/store.ts";
-import type { Application } from "../application.ts";
+import type { ApplicationQueries } from "../application.ts";
 import type { createNamespaceMatcher } from "../protocol/namespaces.ts";
 
 export interface QueryDeps {
-  application: Application;
+  application: ApplicationQueries;
   namespaces: ReturnType<typeof createNamespaceMatcher>;
   homeserver: HomeserverClient;
   membership: MembershipStore;

@@ -1,22 +1,31 @@
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import type { SecretSource } from "../../wiring/deps.ts";
+import { parseTokensSecret } from "../../wiring/env.ts";
 
 /**
- * The tokens kept in Secrets Manager, by the ARNs in the function's configuration: read once
- * per cold start, never put in the environment itself.
+ * The tokens kept in the one Secrets Manager secret of the function's configuration: read once
+ * per cold start, and only if a token is asked for; never put in the environment itself.
  */
-export function secretsManagerSource(arns: {
-  asTokenSecretArn?: string;
-  hsTokenSecretArn?: string;
+export function secretsManagerSource({
+  tokensSecretArn,
+}: {
+  tokensSecretArn?: string;
 }): SecretSource {
-  // One client for every secret a cold start reads, made only if one is read.
-  let client: SecretsManagerClient | undefined;
+  let tokens: Promise<ReturnType<typeof parseTokensSecret>> | undefined;
+  const read = async () => {
+    if (!tokensSecretArn) throw new Error("This function is given no tokens secret");
+    const { SecretString } = await new SecretsManagerClient({}).send(
+      new GetSecretValueCommand({ SecretId: tokensSecretArn }),
+    );
+    if (!SecretString) throw new Error("The tokens secret has no string value");
+    return parseTokensSecret(SecretString);
+  };
   return async (token) => {
-    const arn = token === "asToken" ? arns.asTokenSecretArn : arns.hsTokenSecretArn;
-    if (!arn) throw new Error(`This function is given no secret for its ${token}`);
-    client ??= new SecretsManagerClient({});
-    const { SecretString } = await client.send(new GetSecretValueCommand({ SecretId: arn }));
-    if (!SecretString) throw new Error(`The secret of the ${token} has no string value`);
-    return SecretString;
+    // A failed read is not kept: the next call reads again.
+    tokens ??= read().catch((error: unknown) => {
+      tokens = undefined;
+      throw error;
+    });
+    return (await tokens)[token];
   };
 }

@@ -5,8 +5,6 @@ import {
   GetItemCommand,
   PutItemCommand,
   ScanCommand,
-  TransactionCanceledException,
-  TransactWriteItemsCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { sha256 } from "../../shared/hash.ts";
@@ -37,9 +35,6 @@ const keyOf = (prefix: string, id: string, sk = "-") => ({
 
 // A failure's reason is kept for whoever looks at the record, not in full.
 const MAX_REASON_CHARS = 1000;
-
-// DynamoDB's limit on the items of one transaction.
-const MAX_TRANSACTION_ITEMS = 100;
 
 const expiresAt = (nowMs: number) => ({ N: String(Math.floor(nowMs / 1000) + RETENTION_SECONDS) });
 
@@ -111,71 +106,65 @@ export class DynamoDbStore
     return last && { txnId: last.txnId, recordedAt: new Date(last.recordedAt) };
   }
 
+  /**
+   * One conditional write per key, all at once: each key's outcome depends on its own record
+   * alone, so a transaction would add nothing but its double price (2 write units a key).
+   */
   async claim(keys: string[], owner: string, leaseMs: number): Promise<Map<string, ClaimOutcome>> {
-    const outcomes = new Map<string, ClaimOutcome>();
-    for (let i = 0; i < keys.length; i += MAX_TRANSACTION_ITEMS) {
-      let pending = keys.slice(i, i + MAX_TRANSACTION_ITEMS);
-      // A cancelled transaction writes nothing: retry it without the keys that failed their
-      // condition, until it goes through.
-      while (pending.length > 0) {
-        const failed = await this.claimTogether(pending, owner, leaseMs);
-        for (const [key, outcome] of failed) outcomes.set(key, outcome);
-        if (failed.size === 0) {
-          for (const key of pending) outcomes.set(key, "claimed");
-          break;
-        }
-        pending = pending.filter((key) => !failed.has(key));
-      }
-    }
-    return outcomes;
-  }
-
-  /** One transaction claiming every key; resolves the keys whose condition failed. */
-  private async claimTogether(
-    keys: string[],
-    owner: string,
-    leaseMs: number,
-  ): Promise<Map<string, ClaimOutcome>> {
     const now = this.now();
-    try {
-      await this.client.send(
-        new TransactWriteItemsCommand({
-          // An update, not a put: the record keeps the count of the item's failed runs.
-          TransactItems: keys.map((key) => ({
-            Update: {
-              TableName: this.tableName,
-              Key: keyOf("", key),
-              UpdateExpression:
-                "SET #status = :inProgress, leaseOwner = :owner, leaseUntil = :until, expiresAt = :expiresAt",
-              ConditionExpression:
-                "attribute_not_exists(pk) OR #status = :pending OR (#status = :inProgress AND leaseUntil < :now)",
-              ExpressionAttributeNames: { "#status": "status" },
-              ExpressionAttributeValues: {
-                ":inProgress": { S: "INPROGRESS" },
-                ":pending": { S: "PENDING" },
-                ":owner": { S: owner },
-                ":until": { N: String(now + leaseMs) },
-                ":expiresAt": expiresAt(now),
-                ":now": { N: String(now) },
-              },
-              ReturnValuesOnConditionCheckFailure: "ALL_OLD",
-            },
-          })),
+    const results = await Promise.allSettled(
+      keys.map((key) => this.claimOne(key, owner, leaseMs, now)),
+    );
+    const failure = results.find((result) => result.status === "rejected");
+    if (failure) {
+      // The caller learns nothing of what was claimed: give it back (or it expires with its lease).
+      await Promise.all(
+        keys.map((key, i) => {
+          const result = results[i];
+          return result?.status === "fulfilled" && result.value === "claimed"
+            ? this.release(key, owner).catch(() => undefined)
+            : undefined;
         }),
       );
-      return new Map();
+      throw failure.reason;
+    }
+    return new Map(
+      keys.map((key, i) => [key, (results[i] as PromiseFulfilledResult<ClaimOutcome>).value]),
+    );
+  }
+
+  private async claimOne(
+    key: string,
+    owner: string,
+    leaseMs: number,
+    now: number,
+  ): Promise<ClaimOutcome> {
+    try {
+      await this.client.send(
+        // An update, not a put: the record keeps the count of the item's failed runs.
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: keyOf("", key),
+          UpdateExpression:
+            "SET #status = :inProgress, leaseOwner = :owner, leaseUntil = :until, expiresAt = :expiresAt",
+          ConditionExpression:
+            "attribute_not_exists(pk) OR #status = :pending OR (#status = :inProgress AND leaseUntil < :now)",
+          ExpressionAttributeNames: { "#status": "status" },
+          ExpressionAttributeValues: {
+            ":inProgress": { S: "INPROGRESS" },
+            ":pending": { S: "PENDING" },
+            ":owner": { S: owner },
+            ":until": { N: String(now + leaseMs) },
+            ":expiresAt": expiresAt(now),
+            ":now": { N: String(now) },
+          },
+          ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+        }),
+      );
+      return "claimed";
     } catch (error) {
-      const reasons = (error as TransactionCanceledException).CancellationReasons;
-      if (!(error instanceof TransactionCanceledException) || !reasons) throw error;
-      const failed = new Map<string, ClaimOutcome>();
-      for (const [i, reason] of reasons.entries()) {
-        if (reason.Code === "None") continue;
-        // Anything but a failed condition (a conflicting transaction, throttling) is retried
-        // with the whole message.
-        if (reason.Code !== "ConditionalCheckFailed") throw error;
-        failed.set(keys[i] as string, reason.Item?.status?.S === "DONE" ? "done" : "busy");
-      }
-      return failed;
+      if (!isConditionFailure(error)) throw error;
+      return error.Item?.status?.S === "DONE" ? "done" : "busy";
     }
   }
 

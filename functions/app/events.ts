@@ -1,0 +1,51 @@
+import { type ApplicationEvents, isInviteOf } from "../appservice/api.ts";
+import {
+  isUrlMessageRequest,
+  isWebhookCommand,
+  onUrlMessageRequest,
+  onWebhookCommand,
+} from "./webhooks/commands.ts";
+import { WEBHOOK_USER_PREFIX } from "./webhooks/post.ts";
+
+/**
+ * What the events function runs: the bot joins the rooms it is invited to, answers `!ping` with
+ * a `pong` notice and the `!webhook` commands. It never renders a webhook message, so markdown-it
+ * and sanitize-html stay out of its bundle.
+ */
+export const application: ApplicationEvents = {
+  async onEvent(event, context) {
+    const { log, actions } = context;
+    log.info("event received", {
+      eventId: event.event_id,
+      roomId: event.room_id,
+      type: event.type,
+      sender: event.sender,
+    });
+    if (isInviteOf(event, actions.botUserId)) {
+      await actions.join(event.room_id);
+      return;
+    }
+    if (isUrlMessageRequest(event, actions.botUserId)) {
+      await onUrlMessageRequest(event, context);
+      return;
+    }
+    // Never answer ourselves: the bot, or a webhook posting what looks like a command.
+    const ours =
+      event.sender === actions.botUserId || event.sender.startsWith(`@${WEBHOOK_USER_PREFIX}`);
+    if (event.type !== "m.room.message" || ours) return;
+    if (event.content.body === "!ping") {
+      await actions.sendNotice(event.room_id, "pong");
+    } else if (isWebhookCommand(event.content.body)) {
+      await onWebhookCommand(event, context);
+    }
+  },
+  onEphemeral(event, { log }) {
+    log.info("ephemeral event received", { type: event.type, roomId: event.room_id });
+  },
+  onToDevice(message, { log }) {
+    log.info("to-device message received", { type: message.type, toUser: message.to_user_id });
+  },
+  onDeviceData(data, { log }) {
+    log.info("device data received", { changed: data.deviceLists?.changed?.length ?? 0 });
+  },
+};
