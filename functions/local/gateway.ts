@@ -220,3 +220,18 @@ export function createGateway(options: GatewayOptions): Server {
   server.maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
   return server;
 }
+
+/** How long the requests being answered at a stop may take before they are cut off. */
+const REQUESTS_STOP_WAIT_MS = 2000;
+
+/** Closes the gateway: requests being answered get their answers, for a while; idle connections go. */
+export const closeGracefully = (server: Server) =>
+  new Promise<void>((resolve) => {
+    const idle = setInterval(() => server.closeIdleConnections(), 50);
+    const cutOff = setTimeout(() => server.closeAllConnections(), REQUESTS_STOP_WAIT_MS);
+    server.close(() => {
+      clearInterval(idle);
+      clearTimeout(cutOff);
+      resolve();
+    });
+  });

@@ -1,19 +1,21 @@
 // `npm start`: the appservice on this machine, no AWS account needed.
 import { resolve } from "node:path";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
-import { createRelay } from "../relay/index.ts";
+import { RELAY_URL } from "../relay/from-environment.ts";
 import { parseAllowedRanges } from "../shared/address-policy.ts";
-import { startLocal } from "./local.ts";
+import { DEFAULT_APPLICATION_MODULE, startLocal } from "./local.ts";
 
 const env = process.env;
 const port = Number(env.PORT ?? 9000);
 const registrationPath = resolve(env.REGISTRATION ?? "./registration.yaml");
 const homeserverUrl = env.HOMESERVER_URL ?? "http://127.0.0.1:8008";
-const relayUrl = env.RELAY_URL ?? "http://127.0.0.1:9100";
-/** `APPLICATION`: the webhooks (`functions/app/`) by default, or the relay bridge's example. */
+/**
+ * `APPLICATION`: the module each function loads its application from: the webhooks
+ * (`functions/app/`) by default, or the relay bridge's example (its remote service at `RELAY_URL`).
+ */
 const APPLICATIONS = {
-  webhooks: undefined,
-  relay: () => createRelay({ remoteUrl: relayUrl }),
+  webhooks: DEFAULT_APPLICATION_MODULE,
+  relay: new URL("../relay/from-environment.ts", import.meta.url).href,
 } as const;
 const applicationName = env.APPLICATION ?? "webhooks";
 
@@ -25,13 +27,14 @@ if (!Object.hasOwn(APPLICATIONS, applicationName)) {
 }
 
 try {
-  const application = APPLICATIONS[applicationName as keyof typeof APPLICATIONS]?.();
   const local = await startLocal({
-    ...(application && { application }),
+    applicationModule: APPLICATIONS[applicationName as keyof typeof APPLICATIONS],
     port,
     registrationPath,
     homeserverUrl,
     serverName: env.SERVER_NAME ?? "localhost",
+    // Each function in a thread of its own, as Lambda runs them apart.
+    workers: true,
     ...(env.DATA_DIR && { dataDir: resolve(env.DATA_DIR) }),
     ...(env.DYNAMODB_ENDPOINT && { dynamodbEndpoint: env.DYNAMODB_ENDPOINT }),
     ...(env.SQS_ENDPOINT && { sqsEndpoint: env.SQS_ENDPOINT }),
@@ -78,7 +81,7 @@ try {
   }
   console.log(
     [
-      `Application: ${applicationName}${applicationName === "relay" ? ` (the remote service at ${relayUrl}: RELAY_URL)` : ""}`,
+      `Application: ${applicationName}${applicationName === "relay" ? ` (the remote service at ${RELAY_URL}: RELAY_URL)` : ""}`,
       `Homeserver: ${homeserverUrl}`,
       `Give the homeserver ${registrationPath} (Synapse: list it in app_service_config_files and restart Synapse); its url must be ${local.url}`,
       `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
