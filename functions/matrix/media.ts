@@ -1,6 +1,5 @@
 import { sha256 } from "../shared/hash.ts";
 import type { AppDataStore } from "../store/app-data.ts";
-import type { As } from "./actions.ts";
 import { callBefore } from "./bounded-call.ts";
 import {
   type ClientServerRequest,
@@ -20,7 +19,11 @@ import {
 /** What `uploadMedia` is given: the bytes, or a stream of them (read whole: they are hashed). */
 export type MediaContent = Uint8Array | AsyncIterable<Uint8Array>;
 
-export interface UploadOptions extends As {
+/**
+ * Uploads are the bot's: the same bytes are one media whoever needs them, and only the media's
+ * creator may upload to a created URI.
+ */
+export interface UploadOptions {
   contentType: string;
   fileName?: string;
 }
@@ -99,21 +102,17 @@ export class MediaRepository {
     private readonly records: AppDataStore,
   ) {}
 
-  private call(deadline: number, userId: string, request: ClientServerRequest) {
-    return callBefore(deadline, this.homeserver, userId, request);
+  private call(deadline: number, request: ClientServerRequest) {
+    return callBefore(deadline, this.homeserver, this.botUserId, request);
   }
 
   /** `m.upload.size`, when the homeserver says. */
   private async uploadLimit(deadline: number): Promise<number | undefined> {
     if (this.limit && this.limit.until > Date.now()) return this.limit.bytes;
-    let response = await this.call(
-      deadline,
-      this.botUserId,
-      mediaConfigRequest(this.authenticated),
-    );
+    let response = await this.call(deadline, mediaConfigRequest(this.authenticated));
     if (this.authenticated && unsupported(response)) {
       this.authenticated = false;
-      response = await this.call(deadline, this.botUserId, mediaConfigRequest(false));
+      response = await this.call(deadline, mediaConfigRequest(false));
     }
     const size = ok(response)
       ? (response.body as Record<string, unknown>)["m.upload.size"]
@@ -129,19 +128,14 @@ export class MediaRepository {
     const hash = sha256(bytes);
     const record = await this.records.get(MEDIA_RECORDS, hash);
     if (record?.uploaded === true) return record.uri as string;
-    const userId = options.as ?? this.botUserId;
     const file = { bytes, type: options.contentType };
     let pending = record as Pending | undefined;
     if (!pending) {
-      const created = await this.create(deadline, userId);
+      const created = await this.create(deadline);
       if (!created) {
         // No `create` (before Matrix 1.7): a repeat after a crash uploads again, to a new URI
         // that nothing records; the first URI recorded is the one every repeat gets.
-        const response = await this.call(
-          deadline,
-          userId,
-          uploadMediaRequest(file, options.fileName),
-        );
+        const response = await this.call(deadline, uploadMediaRequest(file, options.fileName));
         this.expectUploaded(response);
         const fresh = (response.body as { content_uri: string }).content_uri;
         return (await this.recordFirst(hash, { uri: fresh, uploaded: true })).uri;
@@ -149,11 +143,11 @@ export class MediaRepository {
       pending = await this.recordFirst(hash, { uri: created, uploaded: false });
       if (pending.uploaded) return pending.uri;
     }
-    let response = await this.putBytes(deadline, userId, pending.uri, file, options.fileName);
+    let response = await this.putBytes(deadline, pending.uri, file, options.fileName);
     if (response.status === 404 && matrixError(response.body).errcode === "M_NOT_FOUND") {
       // The created URI expired unused (a crash a day ago): another, unless a concurrent upload
       // replaced it first.
-      const created = await this.create(deadline, userId);
+      const created = await this.create(deadline);
       if (!created) throw new HomeserverRefused(`uploading to ${pending.uri}`, 404, response.body);
       const replacement = { uri: created, uploaded: false };
       pending = (await this.records.write([
@@ -162,7 +156,7 @@ export class MediaRepository {
         ? replacement
         : ((await this.records.get(MEDIA_RECORDS, hash)) as Pending);
       if (pending.uploaded) return pending.uri;
-      response = await this.putBytes(deadline, userId, pending.uri, file, options.fileName);
+      response = await this.putBytes(deadline, pending.uri, file, options.fileName);
     }
     // Already there: an earlier attempt, or a concurrent one, uploaded these bytes.
     if (matrixError(response.body).errcode !== "M_CANNOT_OVERWRITE_MEDIA")
@@ -175,12 +169,11 @@ export class MediaRepository {
 
   private putBytes(
     deadline: number,
-    userId: string,
     uri: string,
     file: { bytes: Uint8Array; type: string },
     fileName: string | undefined,
   ) {
-    return this.call(deadline, userId, uploadMediaRequest(file, fileName, parseMxc(uri)));
+    return this.call(deadline, uploadMediaRequest(file, fileName, parseMxc(uri)));
   }
 
   private expectUploaded(response: ClientServerResponse) {
@@ -194,9 +187,9 @@ export class MediaRepository {
   }
 
   /** A new `mxc://` URI to upload to; undefined on a homeserver without `create`. */
-  private async create(deadline: number, userId: string): Promise<string | undefined> {
+  private async create(deadline: number): Promise<string | undefined> {
     if (!this.createSupported) return undefined;
-    const response = await this.call(deadline, userId, createMediaRequest());
+    const response = await this.call(deadline, createMediaRequest());
     if (ok(response)) return (response.body as { content_uri: string }).content_uri;
     if (unsupported(response)) {
       this.createSupported = false;
@@ -222,11 +215,7 @@ export class MediaRepository {
   ): Promise<DownloadedMedia | undefined> {
     const { serverName, mediaId } = parseMxc(mxcUri);
     const get = (authenticated: boolean) =>
-      this.call(
-        deadline,
-        this.botUserId,
-        downloadMediaRequest(serverName, mediaId, maxBytes, authenticated),
-      );
+      this.call(deadline, downloadMediaRequest(serverName, mediaId, maxBytes, authenticated));
     let response: ClientServerResponse;
     try {
       response = await get(this.authenticated);

@@ -237,23 +237,51 @@ describe("immediate calls against the scripted homeserver, records in DynamoDB L
       );
     });
 
-    it("a crash between create and upload: the repeat uploads to the recorded URI", async () => {
-      const { calls, deps } = await setUp();
-      // The upload never answers, and the handler dies waiting (its request times out).
+    /** A handler that dies uploading `bytes`: the URI created, the upload never answered. */
+    const dieUploading = async (deps: HomeserverCallsDeps, bytes: Uint8Array) => {
       homeserver.cue((r) => r.method === "PUT" && r.path.includes("/upload/"), { hang: true });
-      const bytes = randomBytes(64);
-      const quick = new HttpHomeserverCalls({
+      const dying = new HttpHomeserverCalls({
         ...deps,
         homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, 300),
         budgetMs: 100,
       });
-      await expect(quick.uploadMedia(bytes, { contentType: "text/plain" })).rejects.toThrow();
+      await expect(dying.uploadMedia(bytes, { contentType: "text/plain" })).rejects.toThrow();
+    };
+
+    it("a crash between create and upload: the repeat uploads to the recorded URI", async () => {
+      const { calls, deps } = await setUp();
+      const bytes = randomBytes(64);
+      await dieUploading(deps, bytes);
       const uri = await calls.uploadMedia(bytes, { contentType: "text/plain" });
       expect(homeserver.requests.filter((r) => r.path === "/_matrix/media/v1/create")).toHaveLength(
         1,
       );
       expect([...homeserver.media.keys()]).toEqual([uri.split("/").pop()]);
       expect(homeserver.media.get(uri.split("/").pop() as string)?.bytes).toEqual(bytes);
+    });
+
+    it("a created URI that expired unused (a crash long ago): another is created, recorded and uploaded to", async () => {
+      const { calls, deps } = await setUp();
+      const bytes = randomBytes(64);
+      await dieUploading(deps, bytes);
+      const [expired] = [...homeserver.media.keys()];
+      // Synapse forgets a created URI nothing was uploaded to (after 24 hours).
+      homeserver.media.delete(expired as string);
+      const uri = await calls.uploadMedia(bytes, { contentType: "text/plain" });
+      expect(uri).not.toBe(`mxc://${SERVER}/${expired}`);
+      expect(homeserver.media.get(uri.split("/").pop() as string)?.bytes).toEqual(bytes);
+      expect(await calls.uploadMedia(bytes, { contentType: "text/plain" })).toBe(uri);
+      expect(
+        homeserver.requests
+          .filter((r) => r.path.startsWith("/_matrix/media/"))
+          .map((r) => [r.method, r.status]),
+      ).toEqual([
+        ["POST", 200],
+        ["PUT", undefined],
+        ["PUT", 404],
+        ["POST", 200],
+        ["PUT", 200],
+      ]);
     });
 
     it("before Matrix 1.7 and 1.11: the v3 upload and the v3 download", async () => {
