@@ -128,10 +128,7 @@ async function relayIn(channel: string, message: RemoteMessage, context: Service
   if (message.text !== "") await keyed.sendMessage(roomId, message.text, { as: puppet });
   if (message.image) {
     const bytes = Buffer.from(message.image.data, "base64");
-    const url = await homeserver.uploadMedia(bytes, {
-      contentType: message.image.content_type,
-      as: puppet,
-    });
+    const url = await homeserver.uploadMedia(bytes, { contentType: message.image.content_type });
     await keyed.sendEvent(
       roomId,
       "m.room.message",
