@@ -9,6 +9,7 @@ import {
   publicRegistration,
   type Registration,
 } from "../functions/appservice/protocol/registration.ts";
+import { parseAllowedRanges } from "../functions/shared/address-policy.ts";
 import { AppserviceStack } from "./appservice-stack.ts";
 import type { PublicRegistration } from "./matrix-appservice.ts";
 
@@ -77,6 +78,9 @@ new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
     ...(eventsMaxConcurrency !== undefined && { eventsMaxConcurrency }),
     ...(outboxMaxConcurrency !== undefined && { outboxMaxConcurrency }),
     ...(homeserverRateLimit !== undefined && { homeserverRateLimit }),
+    ...(context("deliveryAllowedAddresses") && {
+      deliveryAllowedAddresses: parseAllowedRanges(context("deliveryAllowedAddresses")),
+    }),
     tracing: String(context("tracing")) === "true",
   },
 });

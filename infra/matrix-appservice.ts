@@ -43,6 +43,7 @@ import { NEAR_TIMEOUT_SHARE } from "../functions/handlers/shared/lambda-handler.
 import { TOKEN_GENERATION } from "../functions/handlers/tokens-secret.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
+import { addressPolicy } from "../functions/shared/address-policy.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
 import {
   APP_DATA_KEY_PREFIX,
@@ -109,6 +110,12 @@ export interface MatrixAppserviceProps {
   publicBaseUrl?: string;
   /** The bot's display name and avatar (`mxc://`). @default the registration's `id`, no avatar */
   botProfile?: { displayName?: string; avatarUrl?: string };
+  /**
+   * CIDR ranges that deliveries to remote services (`actions.deliver`) may reach though they
+   * are not public (loopback, private, link-local, …): e.g. a service in your VPC.
+   * @default none: public addresses only
+   */
+  deliveryAllowedAddresses?: readonly string[];
 }
 
 /** Requests per second an application route takes when it does not say. */
@@ -239,6 +246,10 @@ export class MatrixAppservice extends Construct {
       ({ method, path, rateLimit }) => ({ method, path, rateLimit }),
     );
     const routes = routeTable(appRoutes);
+    // Checked here (a bad range fails the synth, naming it), passed on as the function reads it.
+    const deliveryAllowedAddresses = props.deliveryAllowedAddresses?.length
+      ? addressPolicy(props.deliveryAllowedAddresses).allowed.join(",")
+      : undefined;
     // What the application's code (events and app functions) needs to act.
     // (`PUBLIC_BASE_URL` too, once the API is made.)
     const serviceEnvironment = environmentOf({
@@ -289,6 +300,7 @@ export class MatrixAppservice extends Construct {
           registration: JSON.stringify(props.registration),
           botDisplayName: profile.displayname,
           ...(profile.avatar_url && { botAvatarUrl: profile.avatar_url }),
+          ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
         }),
       ),
       queries: createFunction(

@@ -1,4 +1,4 @@
-import type { ApplicationEvents } from "../appservice/api.ts";
+import { type ApplicationEvents, isInviteOf } from "../appservice/api.ts";
 import {
   isUrlMessageRequest,
   isWebhookCommand,
@@ -21,11 +21,7 @@ export const application: ApplicationEvents = {
       type: event.type,
       sender: event.sender,
     });
-    if (
-      event.type === "m.room.member" &&
-      event.state_key === actions.botUserId &&
-      event.content.membership === "invite"
-    ) {
+    if (isInviteOf(event, actions.botUserId)) {
       await actions.join(event.room_id);
       return;
     }

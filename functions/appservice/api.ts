@@ -12,6 +12,8 @@ export type {
   Reason,
   Timestamped,
 } from "../matrix/actions.ts";
+// Deliveries to remote services (`actions.deliver`).
+export { type DeliveryOptions, MAX_DELIVERY_BYTES } from "../matrix/actions.ts";
 export { BudgetExhausted } from "../matrix/bounded-call.ts";
 export type {
   DirectRoomOptions,
@@ -35,6 +37,7 @@ export {
 } from "../shared/errors.ts";
 export { sha256 } from "../shared/hash.ts";
 export type { Log } from "../shared/log.ts";
+export type { RemoteRequest } from "../shared/remote-http.ts";
 export type { AppDataStore, AppDataWrite, AppValue } from "../store/app-data.ts";
 export type { Link, LinkMap } from "../store/links.ts";
 export type {
@@ -58,9 +61,10 @@ export type {
   UserProfile,
   WebhookView,
 } from "./application.ts";
-export type {
-  ClientEvent,
-  DeviceData,
-  EphemeralEvent,
-  ToDeviceMessage,
+export {
+  type ClientEvent,
+  type DeviceData,
+  type EphemeralEvent,
+  isInviteOf,
+  type ToDeviceMessage,
 } from "./protocol/transaction.ts";

@@ -22,6 +22,7 @@ import { createFallbackHandler } from "../handlers/fallback.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
 import { type BackoffPolicy, OUTBOUND_MAX_RECEIVE_COUNT } from "../matrix/backoff.ts";
 import { forwardTrafficLines, type LogLine, RecentLogLines } from "../operator/traffic.ts";
+import { LOOPBACK_RANGES } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
 import { CountingMetrics } from "../shared/metrics.ts";
 import type { DynamoDbStore } from "../store/dynamodb/store.ts";
@@ -88,6 +89,11 @@ export interface LocalOptions {
   adminToken?: string;
   /** The version the console shows. @default the package's */
   version?: string;
+  /**
+   * CIDR ranges deliveries (`actions.deliver`) may reach though not public.
+   * @default loopback (`LOOPBACK_RANGES`): a remote service on this machine
+   */
+  deliveryAllowedAddresses?: readonly string[];
   /** Lets tests put a fault injector around the store (without `workers`). */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
   /**
@@ -122,6 +128,8 @@ export interface LocalAppservice {
   appRoutes: string[];
   /** The operator console's token. */
   adminToken: string;
+  /** What deliveries may reach beyond public addresses. */
+  deliveryAllowedAddresses: readonly string[];
   /** The DynamoDB Local Java process, when this start spawned one. */
   dynamodbPid?: number;
   /** Where the queues' messages are kept from a clean stop to the next start, if they are. */
@@ -303,6 +311,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       ...(options.queryBudgetMs !== undefined && { queryBudgetMs: options.queryBudgetMs }),
     };
     // The configuration the stack would give each function, with the local endpoints' names.
+    const deliveryAllowedAddresses = [...(options.deliveryAllowedAddresses ?? LOOPBACK_RANGES)];
     const service = {
       tableName,
       outboundQueueUrl: outbound.url,
@@ -328,6 +337,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
           registration,
           botDisplayName: options.botDisplayName ?? registration.id,
           botAvatarUrl: options.botAvatarUrl,
+          deliveryAllowedAddresses,
         },
         queries: { tableName, homeserverUrl: options.homeserverUrl, botUserId, registration },
         app: service,
@@ -421,6 +431,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       appRoutes: (application.routes ?? []).map(
         (route) => `${route.method} ${service.publicBaseUrl}${route.path}`,
       ),
+      deliveryAllowedAddresses,
       ...(dynamo && { dynamodbPid: dynamo.pid }),
       ...(queuesFile && { queuesFile }),
       handlersRunning,

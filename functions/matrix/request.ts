@@ -1,3 +1,5 @@
+import type { RemoteRequest } from "../shared/remote-http.ts";
+
 /**
  * One client-server API call, as the outbox performs it: acting as `userId` (the bot when it is
  * the appservice's own user), with the appservice's token in the Authorization header.
@@ -37,6 +39,27 @@ export interface OutboundAction {
    */
   maxServerErrors?: number;
 }
+
+/**
+ * An HTTP request to a service other than the homeserver, waiting in the outbound queue: sent
+ * with an `Idempotency-Key` header that is its `id`, the same on every attempt.
+ */
+export interface OutboundDelivery {
+  /** Derived from what asked for it, as an action's: the deduplication ID and the key. */
+  id: string;
+  kind: "delivery";
+  /** The room whose order its group keeps, if any (for logs). */
+  roomId?: string;
+  delivery: RemoteRequest;
+  /** As an action's: dead-lettered at this many server errors (5xx or no answer in time). */
+  maxServerErrors?: number;
+}
+
+/** What the outbound queue holds. */
+export type QueuedAction = OutboundAction | OutboundDelivery;
+
+export const isDelivery = (action: QueuedAction): action is OutboundDelivery =>
+  action.kind === "delivery";
 
 /** The homeserver's answer, as the outbox needs it. */
 export interface ClientServerResponse {

@@ -19,8 +19,10 @@ import { CALL_TIMEOUT_MS, HttpHomeserverCalls } from "../matrix/homeserver-calls
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
+import { addressPolicy } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
+import { HttpRemoteClient } from "../shared/remote-http.ts";
 import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-data.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
@@ -172,6 +174,7 @@ export async function outboxDeps<L extends Log>(
       config.botUserId,
       homeserverTimeoutMs,
     ),
+    remote: new HttpRemoteClient({ policy: addressPolicy(config.deliveryAllowedAddresses) }),
     membership: store,
     serverErrors: store,
     botUserId: config.botUserId,

@@ -1,6 +1,7 @@
 import * as z from "zod/mini";
 import type { Registration } from "../appservice/protocol/registration.ts";
 import type { Route } from "../appservice/protocol/routes.ts";
+import { parseAllowedRanges } from "../shared/address-policy.ts";
 
 /**
  * The environment variables the functions read, by the configuration field each fills. The
@@ -22,6 +23,7 @@ export const ENV = {
   appRoutes: "APP_ROUTES",
   version: "APP_VERSION",
   logGroups: "LOG_GROUPS",
+  deliveryAllowedAddresses: "DELIVERY_ALLOWED_ADDRESSES",
 } as const;
 
 /**
@@ -94,6 +96,13 @@ const fields = {
   version: text,
   /** The functions' log groups by function name: the console reads its traffic from them. */
   logGroups: json<Record<string, string>>(),
+  /** CIDR ranges, comma-separated, that deliveries may reach though not public (`addressPolicy`). */
+  deliveryAllowedAddresses: z.optional(
+    z.pipe(
+      z.string(),
+      z.transform((value: string) => parseAllowedRanges(value)),
+    ),
+  ),
 } satisfies Record<keyof typeof ENV, z.ZodMiniType>;
 
 type Field = keyof typeof fields;
@@ -126,6 +135,7 @@ export const configSchemas = {
     "registration",
     "botDisplayName",
     "botAvatarUrl",
+    "deliveryAllowedAddresses",
   ),
   queries: pick("tableName", "tokensSecretArn", "homeserverUrl", "botUserId", "registration"),
   fallback: pick("appRoutes"),

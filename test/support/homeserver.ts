@@ -20,7 +20,9 @@ export interface RecordedRequest {
 /** A canned answer for the next matching request, instead of the homeserver's own. */
 export type Cue =
   | { status: number; body: unknown; headers?: Record<string, string> }
-  | { hang: true };
+  | { hang: true }
+  /** Does what was asked, then drops the connection unanswered: the answer is lost. */
+  | { loseAnswer: true };
 
 interface CueRule {
   match: (request: RecordedRequest) => boolean;
@@ -291,6 +293,11 @@ export class ScriptedHomeserver {
     const rule = this.cues.find((r) => r.times > 0 && r.match(request));
     if (rule) {
       rule.times--;
+      if ("loseAnswer" in rule.cue) {
+        if (!this.isMediaPath(request.path)) this.answer(request);
+        res.destroy();
+        return;
+      }
       if ("hang" in rule.cue) {
         this.hanging.add(res);
         return;

@@ -172,8 +172,10 @@ describe("AppserviceStack", () => {
     for (const name of Object.keys(configSchemas) as FunctionName[]) {
       const id = `${name[0]?.toUpperCase()}${name.slice(1)}`;
       const set = Object.keys(environmentOf(id)).sort();
-      // BOT_AVATAR_URL is optional, and this stack gives the bot none.
-      const read = envNamesOf(name).filter((variable) => variable !== ENV.botAvatarUrl);
+      // BOT_AVATAR_URL and DELIVERY_ALLOWED_ADDRESSES are optional, and this stack sets neither.
+      const read = envNamesOf(name).filter(
+        (variable) => variable !== ENV.botAvatarUrl && variable !== ENV.deliveryAllowedAddresses,
+      );
       expect(set, name).toEqual([...read, ...PLATFORM_ENV].sort());
       // What the stack sets, the function accepts (a reference stands for its deployed value;
       // the log groups' names, references joined into JSON, for a JSON object).
@@ -642,8 +644,25 @@ describe("AppserviceStack with its options", () => {
       outboxMaxConcurrency: 4,
       homeserverRateLimit: 7,
       tracing: true,
+      deliveryAllowedAddresses: ["10.0.0.0/8", "fd00::/8"],
     }));
   }, 120_000);
+
+  it("gives the outbox the ranges deliveries may reach, which it reads back; a bad range fails the synth", () => {
+    const fns = template.findResources("AWS::Lambda::Function");
+    const [, outbox] = Object.entries(fns).find(([id]) => id.includes("OutboxFunction")) ?? [];
+    const { Variables } = (outbox as Resource).Properties.Environment as {
+      Variables: Record<string, string>;
+    };
+    expect(Variables[ENV.deliveryAllowedAddresses]).toBe("10.0.0.0/8,fd00::/8");
+    const read = readConfig("outbox", {
+      ...Object.fromEntries(Object.entries(Variables).map(([k, v]) => [k, String(v)])),
+    });
+    expect(read.deliveryAllowedAddresses).toEqual(["10.0.0.0/8", "fd00::/8"]);
+    expect(() => synthesize("BadRanges", { deliveryAllowedAddresses: ["10.0.0.0/40"] })).toThrow(
+      '"10.0.0.0/40" is not an IP address or a CIDR range',
+    );
+  });
 
   it("bounds each event source as asked, throttles the homeserver's routes as asked, traces with X-Ray, and stays cdk-nag clean", () => {
     const mappings = Object.values(template.findResources("AWS::Lambda::EventSourceMapping"));

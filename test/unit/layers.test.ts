@@ -17,7 +17,7 @@ const LAYERS: { name: string; rank: number; paths: string[]; application?: true 
   {
     name: "applications",
     rank: 6,
-    paths: ["functions/app/", "functions/echo-bot/"],
+    paths: ["functions/app/", "functions/echo-bot/", "functions/relay/"],
     application: true,
   },
   { name: "pipeline", rank: 5, paths: ["functions/appservice/pipeline/"] },

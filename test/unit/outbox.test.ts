@@ -19,6 +19,8 @@ import {
   RequestRefused,
 } from "../../functions/matrix/request.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
+import { addressPolicy } from "../../functions/shared/address-policy.ts";
+import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
 import type { MembershipStore, ServerErrorCounter } from "../../functions/store/membership.ts";
 
 // The outbox's decisions, against test doubles of the project's own interfaces (the homeserver
@@ -130,6 +132,8 @@ async function attempts(
 const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): OutboxDeps => ({
   homeserver,
   membership: store,
+  // No deliveries here (test/unit/outbox-delivery.test.ts has them): every address refused.
+  remote: new HttpRemoteClient({ policy: addressPolicy() }),
   serverErrors: store,
   botUserId: BOT,
   isOurUser: (userId) => namespaces.matches("users", userId),
