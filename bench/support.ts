@@ -46,9 +46,26 @@ export const percentile = (sorted: number[], p: number) =>
 
 export interface Result {
   p50: number;
+  p95: number;
   p99: number;
   perSecond: number;
+  /** Each operation's time, in ms, sorted. */
+  latencies: number[];
+  seconds: number;
 }
+
+/** The figures of `latencies` (any order) over `count` operations in `seconds`. */
+export const summarize = (latencies: number[], count: number, seconds: number): Result => {
+  const sorted = [...latencies].sort((a, b) => a - b);
+  return {
+    p50: percentile(sorted, 50),
+    p95: percentile(sorted, 95),
+    p99: percentile(sorted, 99),
+    perSecond: count / seconds,
+    latencies: sorted,
+    seconds,
+  };
+};
 
 /** Runs `count` operations, `concurrency` at a time, timing each. */
 export async function measure(
@@ -69,13 +86,7 @@ export async function measure(
       }
     }),
   );
-  const seconds = (performance.now() - started) / 1000;
-  latencies.sort((a, b) => a - b);
-  return {
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
-    perSecond: count / seconds,
-  };
+  return summarize(latencies, count, (performance.now() - started) / 1000);
 }
 
 let sequence = 0;

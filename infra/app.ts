@@ -9,6 +9,7 @@ import {
   publicRegistration,
   type Registration,
 } from "../functions/appservice/protocol/registration.ts";
+import { parseAllowedRanges } from "../functions/shared/address-policy.ts";
 import { AppserviceStack } from "./appservice-stack.ts";
 import type { PublicRegistration } from "./matrix-appservice.ts";
 
@@ -37,6 +38,7 @@ const registration: PublicRegistration = registrationFile
       serverName,
       prefix: context("namespacePrefix") ?? "_as_",
       ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
+      ...(application.aliasPrefixes && { aliasPrefixes: application.aliasPrefixes }),
     });
 
 const uncovered = uncoveredUserPrefixes(
@@ -76,6 +78,9 @@ new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
     ...(eventsMaxConcurrency !== undefined && { eventsMaxConcurrency }),
     ...(outboxMaxConcurrency !== undefined && { outboxMaxConcurrency }),
     ...(homeserverRateLimit !== undefined && { homeserverRateLimit }),
+    ...(context("deliveryAllowedAddresses") && {
+      deliveryAllowedAddresses: parseAllowedRanges(context("deliveryAllowedAddresses")),
+    }),
     tracing: String(context("tracing")) === "true",
   },
 });

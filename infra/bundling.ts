@@ -36,6 +36,7 @@ export const functionEntries = {
   queries: "functions/handlers/queries.ts",
   fallback: "functions/handlers/fallback.ts",
   app: "functions/handlers/app.ts",
+  admin: "functions/handlers/admin.ts",
 } as const;
 
 /** The deploy-time function that completes the generated tokens secret (not part of the API). */

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CfnOutput, CustomResource, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
 import { AccessLogFormat } from "aws-cdk-lib/aws-apigateway";
@@ -42,9 +43,14 @@ import { NEAR_TIMEOUT_SHARE } from "../functions/handlers/shared/lambda-handler.
 import { TOKEN_GENERATION } from "../functions/handlers/tokens-secret.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
+import { addressPolicy } from "../functions/shared/address-policy.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
-import { APP_DATA_KEY_PREFIX } from "../functions/store/dynamodb/app-data.ts";
-import { HASHED_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
+import {
+  APP_DATA_KEY_PREFIX,
+  CALL_RECORDS_KEY_PREFIX,
+} from "../functions/store/dynamodb/app-data.ts";
+import { DEAD_LETTER_KEY_PREFIX } from "../functions/store/dynamodb/dead-letters.ts";
+import { HASHED_KEY_PREFIX, SERVER_ERRORS_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
 import { botUserIdOf } from "../functions/wiring/deps.ts";
 import {
@@ -104,6 +110,12 @@ export interface MatrixAppserviceProps {
   publicBaseUrl?: string;
   /** The bot's display name and avatar (`mxc://`). @default the registration's `id`, no avatar */
   botProfile?: { displayName?: string; avatarUrl?: string };
+  /**
+   * CIDR ranges that deliveries to remote services (`actions.deliver`) may reach though they
+   * are not public (loopback, private, link-local, …): e.g. a service in your VPC.
+   * @default none: public addresses only
+   */
+  deliveryAllowedAddresses?: readonly string[];
 }
 
 /** Requests per second an application route takes when it does not say. */
@@ -113,6 +125,8 @@ export const DEFAULT_APP_ROUTE_RATE_LIMIT = 20;
 export const EVENTS_FUNCTION_TIMEOUT = Duration.millis(EVENTS_TIMEOUT_MS);
 /** The homeserver waits 60 s; API Gateway's HTTP API gives up at 30 s. */
 export const TRANSACTIONS_FUNCTION_TIMEOUT = Duration.seconds(25);
+/** Requests per second the operator console's routes take (twice that in a burst). */
+export const OPERATOR_RATE_LIMIT = 5;
 /** Long enough for two actions that make every call they may, each waiting the full timeout. */
 export const OUTBOX_FUNCTION_TIMEOUT = Duration.millis(OUTBOX_TIMEOUT_MS);
 /** Every queue, and every dead-letter queue, keeps a message this long (SQS's maximum). */
@@ -123,6 +137,10 @@ export const QUEUE_AGE_ALARM = Duration.minutes(15);
 export const DEFAULT_MAX_CONCURRENCY = 10;
 
 const projectRoot = join(import.meta.dirname, "..");
+/** The version the operator console shows: the package's. */
+const APP_VERSION = (
+  JSON.parse(readFileSync(join(projectRoot, "package.json"), "utf8")) as { version: string }
+).version;
 
 /**
  * The API's access log, one JSON object per request. `status` is a number, so that metric
@@ -228,6 +246,10 @@ export class MatrixAppservice extends Construct {
       ({ method, path, rateLimit }) => ({ method, path, rateLimit }),
     );
     const routes = routeTable(appRoutes);
+    // Checked here (a bad range fails the synth, naming it), passed on as the function reads it.
+    const deliveryAllowedAddresses = props.deliveryAllowedAddresses?.length
+      ? addressPolicy(props.deliveryAllowedAddresses).allowed.join(",")
+      : undefined;
     // What the application's code (events and app functions) needs to act.
     // (`PUBLIC_BASE_URL` too, once the API is made.)
     const serviceEnvironment = environmentOf({
@@ -236,6 +258,7 @@ export class MatrixAppservice extends Construct {
       botUserId,
       tokensSecretArn: this.tokensSecret.secretArn,
       homeserverUrl: props.homeserverUrl,
+      registration: JSON.stringify(props.registration),
     });
     const createFunction = (
       name: keyof typeof functionEntries,
@@ -247,7 +270,7 @@ export class MatrixAppservice extends Construct {
         tracing: props.tracing ?? false,
       });
 
-    this.functions = {
+    const functions = {
       transactions: createFunction(
         "transactions",
         TRANSACTIONS_FUNCTION_TIMEOUT,
@@ -277,6 +300,7 @@ export class MatrixAppservice extends Construct {
           registration: JSON.stringify(props.registration),
           botDisplayName: profile.displayname,
           ...(profile.avatar_url && { botAvatarUrl: profile.avatar_url }),
+          ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
         }),
       ),
       queries: createFunction(
@@ -299,6 +323,23 @@ export class MatrixAppservice extends Construct {
       ),
       app: createFunction("app", TRANSACTIONS_FUNCTION_TIMEOUT, serviceEnvironment),
     };
+    // The operator console reads the others' log lines for its traffic and errors.
+    const admin = createFunction("admin", TRANSACTIONS_FUNCTION_TIMEOUT, {
+      ...serviceEnvironment,
+      ...environmentOf({
+        inboundQueueUrl: this.inboundQueue.queueUrl,
+        inboundDeadLetterQueueUrl: this.inboundDeadLetterQueue.queueUrl,
+        outboundDeadLetterQueueUrl: this.outboundDeadLetterQueue.queueUrl,
+        registration: JSON.stringify(props.registration),
+        version: APP_VERSION,
+        logGroups: Stack.of(this).toJsonString(
+          Object.fromEntries(
+            Object.entries(functions).map(([name, fn]) => [name, fn.logGroup.logGroupName]),
+          ),
+        ),
+      }),
+    });
+    this.functions = { ...functions, admin };
 
     // No function runs before its tokens exist.
     if (this.tokensFilled) {
@@ -338,13 +379,19 @@ export class MatrixAppservice extends Construct {
 
     // One secret holds every token (one secret's monthly price, not three): each function that
     // reads one of them may read them all.
-    for (const fn of [transactions, events, outbox, queries, app])
+    for (const fn of [transactions, events, outbox, queries, app, admin])
       readSecret(fn, this.tokensSecret);
+    this.grantOperatorConsole(admin, tableActions, sendTo);
     tableActions(transactions, ["PutItem"]);
     sendTo(transactions, this.inboundQueue);
-    // The application's data (reads, and writes in transactions of puts and deletes).
+    // The application's data, and what its immediate calls remember (reads, and writes in
+    // transactions of puts and deletes).
     for (const fn of [events, app]) {
-      tableActions(fn, ["GetItem", "Query", "PutItem", "DeleteItem"], [APP_DATA_KEY_PREFIX]);
+      tableActions(
+        fn,
+        ["GetItem", "Query", "PutItem", "DeleteItem"],
+        [APP_DATA_KEY_PREFIX, CALL_RECORDS_KEY_PREFIX],
+      );
       sendTo(fn, this.outboundQueue);
     }
     // Claims: updates only, on the items' claim records.
@@ -402,6 +449,7 @@ export class MatrixAppservice extends Construct {
       transactions: new HttpLambdaIntegration("Transactions", this.functions.transactions),
       queries: new HttpLambdaIntegration("Queries", this.functions.queries),
       app: new HttpLambdaIntegration("App", this.functions.app),
+      admin: new HttpLambdaIntegration("Admin", admin),
     };
     for (const route of routes) {
       const [httpRoute] = this.api.addRoutes({
@@ -417,10 +465,12 @@ export class MatrixAppservice extends Construct {
     // (A JSON property: CloudFormation's own casing.)
     const homeserverLimit = props.homeserverRateLimit ?? 100;
     const limitOf = (route: Route) =>
-      route.handler === "app"
-        ? (appRoutes.find((r) => r.method === route.method && r.path === route.path)?.rateLimit ??
-          DEFAULT_APP_ROUTE_RATE_LIMIT)
-        : homeserverLimit;
+      route.handler === "admin"
+        ? OPERATOR_RATE_LIMIT
+        : route.handler === "app"
+          ? (appRoutes.find((r) => r.method === route.method && r.path === route.path)?.rateLimit ??
+            DEFAULT_APP_ROUTE_RATE_LIMIT)
+          : homeserverLimit;
     (stage.node.defaultChild as CfnStage).routeSettings = Object.fromEntries(
       routes.map((route) => [
         `${route.method} ${route.path}`,
@@ -430,6 +480,7 @@ export class MatrixAppservice extends Construct {
     const publicBaseUrl = props.publicBaseUrl ?? this.api.apiEndpoint;
     this.functions.events.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
     this.functions.app.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
+    this.functions.admin.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
 
     this.addAlarms(accessLogs, routes);
 
@@ -642,6 +693,65 @@ export class MatrixAppservice extends Construct {
     );
     this.tokensGenerator = generator;
     return secret;
+  }
+
+  /**
+   * The operator console: its dead letters taken off the dead-letter queues into the table
+   * (`DEADLETTER#…` items) and replayed to the queues, a replayed inbound item's claim reopened
+   * and an outbound action's server errors forgotten, the application's data read (webhooks),
+   * the queues' depths and ages, the functions' log lines.
+   */
+  private grantOperatorConsole(
+    admin: NodejsFunction,
+    tableActions: (fn: IGrantable, actions: string[], keyPrefixes?: string[]) => void,
+    sendTo: (fn: IGrantable, queue: IQueue) => void,
+  ) {
+    tableActions(admin, ["Query", "PutItem", "DeleteItem"], [DEAD_LETTER_KEY_PREFIX]);
+    tableActions(
+      admin,
+      ["UpdateItem"],
+      [CLAIM_KEY_PREFIXES.event, CLAIM_KEY_PREFIXES.item, HASHED_KEY_PREFIX],
+    );
+    tableActions(admin, ["DeleteItem"], [SERVER_ERRORS_KEY_PREFIX]);
+    tableActions(admin, ["GetItem", "Query"], [APP_DATA_KEY_PREFIX]);
+    for (const queue of [this.inboundDeadLetterQueue, this.outboundDeadLetterQueue]) {
+      admin.addToRolePolicy(
+        new PolicyStatement({
+          actions: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+          resources: [queue.queueArn],
+        }),
+      );
+    }
+    for (const queue of [this.inboundQueue, this.outboundQueue]) {
+      sendTo(admin, queue);
+      admin.addToRolePolicy(
+        new PolicyStatement({ actions: ["sqs:GetQueueAttributes"], resources: [queue.queueArn] }),
+      );
+    }
+    admin.addToRolePolicy(
+      new PolicyStatement({
+        actions: ["logs:FilterLogEvents"],
+        resources: Object.values(this.functions)
+          .filter((fn) => fn !== admin)
+          .map((fn) => fn.logGroup.logGroupArn),
+      }),
+    );
+    // GetMetricData has no resource-level permissions (the queues' age).
+    admin.addToRolePolicy(
+      new PolicyStatement({ actions: ["cloudwatch:GetMetricData"], resources: ["*"] }),
+    );
+    NagSuppressions.addResourceSuppressions(
+      admin,
+      [
+        {
+          id: "AwsSolutions-IAM5",
+          reason:
+            "cloudwatch:GetMetricData has no resource-level permissions; the console reads the queues' age with it.",
+          appliesTo: ["Resource::*"],
+        },
+      ],
+      true,
+    );
   }
 
   /** cdk-nag findings reviewed and accepted, each with its reason. */

@@ -47,6 +47,7 @@ if (values.help) {
         senderLocalpart: values.localpart,
         prefix: values.prefix,
         ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
+        ...(application.aliasPrefixes && { aliasPrefixes: application.aliasPrefixes }),
       });
   const yaml = registrationYaml(registration);
   if (values.out) {

@@ -1,4 +1,4 @@
-import type { ApplicationEvents } from "../appservice/api.ts";
+import { type ApplicationEvents, isInviteOf } from "../appservice/api.ts";
 import {
   isUrlMessageRequest,
   isWebhookCommand,
@@ -6,7 +6,7 @@ import {
   onWebhookCommand,
 } from "./webhooks/commands.ts";
 import { noticeExpiriesIn } from "./webhooks/expiry.ts";
-import { WEBHOOK_USER_PREFIX } from "./webhooks/users.ts";
+import { WEBHOOK_USER_PREFIX } from "./webhooks/user.ts";
 
 /**
  * What the events function runs: the bot joins the rooms it is invited to, answers `!ping` with
@@ -22,11 +22,7 @@ export const application: ApplicationEvents = {
       type: event.type,
       sender: event.sender,
     });
-    if (
-      event.type === "m.room.member" &&
-      event.state_key === actions.botUserId &&
-      event.content.membership === "invite"
-    ) {
+    if (isInviteOf(event, actions.botUserId)) {
       await actions.join(event.room_id);
       return;
     }

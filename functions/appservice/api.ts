@@ -1,8 +1,8 @@
 /**
  * The application API: everything an application (`functions/app/`, `functions/echo-bot/`) may
  * import from this project. The callbacks and routes it implements, the context they act with
- * (actions, room state reads, its own data, derived secrets), the events it is given and the
- * errors it may throw. test/unit/layers.test.ts holds applications to this module alone.
+ * (queued actions, immediate calls, its own data with portals and puppets, derived secrets), the
+ * events it is given, the errors it may throw and those the immediate calls throw. test/unit/layers.test.ts holds applications to this module alone.
  */
 export type {
   Actions,
@@ -12,6 +12,20 @@ export type {
   Reason,
   Timestamped,
 } from "../matrix/actions.ts";
+// Deliveries to remote services (`actions.deliver`).
+export { type DeliveryOptions, MAX_DELIVERY_BYTES } from "../matrix/actions.ts";
+export { BudgetExhausted } from "../matrix/bounded-call.ts";
+export type {
+  DirectRoomOptions,
+  HomeserverCalls,
+  MemberProfile,
+  PuppetOptions,
+  RoomEvent,
+  RoomOptions,
+} from "../matrix/homeserver-calls.ts";
+export type { DownloadedMedia, MediaContent, UploadOptions } from "../matrix/media.ts";
+export { MediaTooLarge } from "../matrix/media.ts";
+export { HomeserverRefused } from "../matrix/request.ts";
 export type { HomeserverReader, StateEvent } from "../matrix/room-state.ts";
 export {
   badJson,
@@ -23,17 +37,21 @@ export {
 } from "../shared/errors.ts";
 export { sha256 } from "../shared/hash.ts";
 export type { Log } from "../shared/log.ts";
+export type { RemoteRequest } from "../shared/remote-http.ts";
 export type { AppDataStore, AppDataWrite, AppValue } from "../store/app-data.ts";
+export type { Link, LinkMap } from "../store/links.ts";
 export type {
   AliasRoom,
   Application,
   ApplicationContext,
   ApplicationEvents,
+  ApplicationOperator,
   ApplicationQueries,
   ApplicationRoutes,
   AppRequest,
   AppResponse,
   AppRoute,
+  OperatorView,
   QueryContext,
   ServiceContext,
   ThirdParty,
@@ -41,10 +59,12 @@ export type {
   ThirdPartyProtocol,
   ThirdPartyUser,
   UserProfile,
+  WebhookView,
 } from "./application.ts";
-export type {
-  ClientEvent,
-  DeviceData,
-  EphemeralEvent,
-  ToDeviceMessage,
+export {
+  type ClientEvent,
+  type DeviceData,
+  type EphemeralEvent,
+  isInviteOf,
+  type ToDeviceMessage,
 } from "./protocol/transaction.ts";

@@ -1,7 +1,8 @@
 import type { Actions, CreateRoomOptions } from "../matrix/actions.ts";
-import type { HomeserverReader } from "../matrix/room-state.ts";
+import type { HomeserverCalls } from "../matrix/homeserver-calls.ts";
 import type { Log } from "../shared/log.ts";
 import type { AppDataStore } from "../store/app-data.ts";
+import type { LinkMap } from "../store/links.ts";
 import type {
   ClientEvent,
   DeviceData,
@@ -17,10 +18,18 @@ export interface ServiceContext {
    * from it, so a handler that runs again asks for the same calls, which are deduplicated.
    */
   actions: Actions;
-  /** The homeserver's answers the handler needs before it acts (room state). */
-  homeserver: HomeserverReader;
+  /**
+   * Calls made at once, for answers the handler needs before it goes on: rooms created once
+   * under a key, media uploaded once per content, members, aliases, events, profiles, state,
+   * puppets made ready, power levels. Bounded in time; they throw when they cannot succeed.
+   */
+  homeserver: HomeserverCalls;
   /** The application's own data, kept in the appservice's table. */
   data: AppDataStore;
+  /** Portals, in `data`: remote channel IDs ↔ room IDs, one to one. */
+  portals: LinkMap;
+  /** Puppets, in `data`: remote user IDs ↔ Matrix user IDs, one to one. */
+  puppets: LinkMap;
   /** Where the application's HTTP routes are reached from outside (no trailing slash). */
   publicBaseUrl: string;
   /**
@@ -157,11 +166,45 @@ export interface Application {
    * generated registrations claim them as exclusive user namespaces.
    */
   userPrefixes?: string[];
+  /**
+   * Localpart prefixes of the room aliases it creates (`_relay_` for `#_relay_general:server`),
+   * beside the registration's own prefix: generated registrations claim them as exclusive alias
+   * namespaces. `homeserver.createRoom` refuses an alias outside the namespaces.
+   */
+  aliasPrefixes?: string[];
+  /**
+   * What the operator console shows of the application (`/admin`), read when the operator looks:
+   * from its data, never acting.
+   */
+  operatorView?(context: ServiceContext): Promise<OperatorView>;
+}
+
+/** A webhook as the operator console lists it. */
+export interface WebhookView {
+  roomId: string;
+  /** `inbound`: posts into the room; `outbound`: the room's messages posted out. */
+  direction: "inbound" | "outbound";
+  name: string;
+  /** ISO 8601. */
+  createdAt?: string;
+  /** When it was last used (ISO 8601). */
+  lastUsedAt?: string;
+  /** How its last delivery went (`done 200`, `dead 400`, …). */
+  lastStatus?: string;
+  /** When that was (ISO 8601). */
+  lastStatusAt?: string;
+  /** The user it posts as: the console finds its last call in the recent traffic. */
+  postsAs?: string;
+}
+
+/** What an application shows in the operator console; more sections may come. */
+export interface OperatorView {
+  webhooks?: WebhookView[];
 }
 
 /**
  * The parts of an application each Lambda function runs. The application's folder exports each
- * from a module of its own (`events.ts`, `queries.ts`, `routes.ts`), so that a function bundles
+ * from a module of its own (`events.ts`, `queries.ts`, `routes.ts`, `operator.ts`), so that a function bundles
  * only the code, and the npm packages, of its part.
  */
 /** The `events` function's part: the items of transactions. */
@@ -173,3 +216,5 @@ export type ApplicationEvents = Pick<
 export type ApplicationQueries = Pick<Application, "onUserQuery" | "onAliasQuery" | "thirdParty">;
 /** The `app` function's part: the application's own HTTP routes. */
 export type ApplicationRoutes = Pick<Application, "routes">;
+/** The `admin` function's part: what the operator console shows of it. */
+export type ApplicationOperator = Pick<Application, "operatorView">;

@@ -1,9 +1,10 @@
 import { createActions } from "../matrix/actions.ts";
-import type { HomeserverReader } from "../matrix/room-state.ts";
+import type { HomeserverCalls } from "../matrix/homeserver-calls.ts";
 import type { FifoQueue } from "../queue/queue.ts";
 import { deriveSecret } from "../shared/hash.ts";
 import type { Log } from "../shared/log.ts";
 import type { AppDataStore } from "../store/app-data.ts";
+import { linkMap } from "../store/links.ts";
 import type { ServiceContext } from "./application.ts";
 
 /** What the application's handlers act with, before it is tied to one origin. */
@@ -11,7 +12,7 @@ export interface ServiceDeps {
   log: Log;
   outboundQueue: FifoQueue;
   botUserId: string;
-  homeserver: HomeserverReader;
+  homeserver: HomeserverCalls;
   data: AppDataStore;
   publicBaseUrl: string;
   /** The key of `deriveSecret`: the as_token. */
@@ -24,6 +25,8 @@ export const serviceContext = (deps: ServiceDeps, origin: string): ServiceContex
   actions: createActions({ botUserId: deps.botUserId, outboundQueue: deps.outboundQueue, origin }),
   homeserver: deps.homeserver,
   data: deps.data,
+  portals: linkMap(deps.data, "portals"),
+  puppets: linkMap(deps.data, "puppets"),
   publicBaseUrl: deps.publicBaseUrl,
   deriveSecret: (label) => deriveSecret(deps.secretKey, label),
 });

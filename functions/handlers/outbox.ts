@@ -1,7 +1,7 @@
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import { decideOutboundAction, type OutboxDeps } from "../matrix/outbox.ts";
-import type { OutboundAction } from "../matrix/request.ts";
+import { isDelivery, type QueuedAction } from "../matrix/request.ts";
 import { queueJson, type ReceivedMessageControl, RetryLater } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
 import type { Metrics } from "../shared/metrics.ts";
@@ -25,14 +25,15 @@ export interface OutboxHandlerDeps extends OutboxDeps {
  */
 export const createOutboxHandler = (deps: OutboxHandlerDeps) => {
   const processRecord = async (record: SQSRecord) => {
-    const action = JSON.parse(record.body) as OutboundAction;
+    const action = JSON.parse(record.body) as QueuedAction;
     const attempt = Number(record.attributes.ApproximateReceiveCount) - 1;
     const decision = await decideOutboundAction(action, attempt, deps);
     deps.metrics.count(decision.metric);
     if (decision.kind === "retry") throw new RetryLater(decision.delaySeconds, decision.reason);
     if (decision.kind === "dead") {
       await deps.control.deadLetter({
-        groupId: record.attributes.MessageGroupId ?? action.userId,
+        groupId:
+          record.attributes.MessageGroupId ?? (isDelivery(action) ? action.id : action.userId),
         // Not the action's id, which a refused action may not have in a form SQS takes.
         deduplicationId: sha256(record.body),
         body: queueJson(decision.deadLetter),

@@ -177,7 +177,8 @@ export function createGateway(options: GatewayOptions): Server {
         const token = hsToken();
         if (!ready || token === undefined) throw unavailable("Starting; retry shortly");
         const event = toEvent(req, url, rawPath, `${route.method} ${route.path}`, pathParameters);
-        if (route.handler !== "app") {
+        // The application's routes are public; the console's check the admin token themselves.
+        if (route.handler !== "app" && route.handler !== "admin") {
           authenticateHomeserver(
             event.headers.authorization,
             event.queryStringParameters?.access_token,
@@ -220,3 +221,18 @@ export function createGateway(options: GatewayOptions): Server {
   server.maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
   return server;
 }
+
+/** How long the requests being answered at a stop may take before they are cut off. */
+const REQUESTS_STOP_WAIT_MS = 2000;
+
+/** Closes the gateway: requests being answered get their answers, for a while; idle connections go. */
+export const closeGracefully = (server: Server) =>
+  new Promise<void>((resolve) => {
+    const idle = setInterval(() => server.closeIdleConnections(), 50);
+    const cutOff = setTimeout(() => server.closeAllConnections(), REQUESTS_STOP_WAIT_MS);
+    server.close(() => {
+      clearInterval(idle);
+      clearTimeout(cutOff);
+      resolve();
+    });
+  });

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -11,43 +11,39 @@ import {
 import { uncoveredUserPrefixes } from "../appservice/protocol/namespaces.ts";
 import {
   ephemeralFlagToAdd,
+  generateToken,
   loadRegistration,
   newRegistration,
   type Registration,
   registrationYaml,
 } from "../appservice/protocol/registration.ts";
 import { type Route, routeTable } from "../appservice/protocol/routes.ts";
-import { createAppHandler } from "../handlers/app.ts";
-import { createEventsHandler } from "../handlers/events.ts";
 import { createFallbackHandler } from "../handlers/fallback.ts";
-import { createOutboxHandler } from "../handlers/outbox.ts";
-import { createQueriesHandler } from "../handlers/queries.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
-import { createTransactionsHandler } from "../handlers/transactions.ts";
 import { type BackoffPolicy, OUTBOUND_MAX_RECEIVE_COUNT } from "../matrix/backoff.ts";
+import { forwardTrafficLines, type LogLine, RecentLogLines } from "../operator/traffic.ts";
+import { LOOPBACK_RANGES } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
 import { CountingMetrics } from "../shared/metrics.ts";
 import type { DynamoDbStore } from "../store/dynamodb/store.ts";
 import { ensureTable } from "../store/dynamodb/table.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
-import {
-  appDeps,
-  botUserIdOf,
-  eventsDeps,
-  outboxDeps,
-  type Platform,
-  queriesDeps,
-  transactionsDeps,
-} from "../wiring/deps.ts";
+import { botUserIdOf, type Platform } from "../wiring/deps.ts";
 import { trimBaseUrl } from "../wiring/env.ts";
-import { EVENTS_TIMEOUT_MS, OUTBOX_TIMEOUT_MS } from "../wiring/timeouts.ts";
 import { localDynamoDb, localSqs } from "./aws-clients.ts";
 import { startDynamoDbLocal } from "./dynamodb-local.ts";
-import { createGateway, type HttpHandler } from "./gateway.ts";
-import { startPoller } from "./poller.ts";
+import { freePort } from "./free-port.ts";
+import {
+  httpHandlers,
+  type LocalFunctionsConfig,
+  startConsumer,
+  type Tuning,
+} from "./functions.ts";
+import { closeGracefully, createGateway, type HttpHandler } from "./gateway.ts";
 import { keepQueues, restoreQueues } from "./queue-snapshot.ts";
 import { ensureFifoQueue } from "./queues.ts";
 import { startSqsLocal } from "./sqs-local.ts";
+import { type SupervisedFunction, superviseFunction } from "./workers.ts";
 
 export interface LocalOptions {
   /** 0 picks a free port. */
@@ -67,6 +63,7 @@ export interface LocalOptions {
   sqsEndpoint?: string;
   tableName?: string;
   queuePrefix?: string;
+  /** The application, run in this thread (without `workers`). @default functions/app/index.ts */
   application?: Application;
   visibilityTimeoutSeconds?: number;
   /** Receives of an inbound message before the queue's own redrive (a last resort). */
@@ -88,8 +85,27 @@ export interface LocalOptions {
   botDisplayName?: string;
   /** The bot's avatar, an `mxc://` URI. @default none */
   botAvatarUrl?: string;
-  /** Lets tests put a fault injector around the store. */
+  /** The operator console's token (`/admin`). @default a fresh one (`LocalAppservice.adminToken`) */
+  adminToken?: string;
+  /** The version the console shows. @default the package's */
+  version?: string;
+  /**
+   * CIDR ranges deliveries (`actions.deliver`) may reach though not public.
+   * @default loopback (`LOOPBACK_RANGES`): a remote service on this machine
+   */
+  deliveryAllowedAddresses?: readonly string[];
+  /** Lets tests put a fault injector around the store (without `workers`). */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
+  /**
+   * Runs the HTTP functions and each queue consumer in a worker thread of its own, as Lambda runs
+   * each function apart (`npm start` does): a consumer's CPU burst or crash cannot delay or stop
+   * the acks, and a crashed function is started again. The functions then load the application
+   * from `applicationModule` and log with their own logger; `application` and `wrapStore` are
+   * refused.
+   */
+  workers?: boolean;
+  /** The URL of a module exporting the `application` to run. @default functions/app/index.ts */
+  applicationModule?: string;
 }
 
 export interface LocalAppservice {
@@ -110,6 +126,10 @@ export interface LocalAppservice {
   metrics: CountingMetrics;
   /** The application's own routes, as reached from outside. */
   appRoutes: string[];
+  /** The operator console's token. */
+  adminToken: string;
+  /** What deliveries may reach beyond public addresses. */
+  deliveryAllowedAddresses: readonly string[];
   /** The DynamoDB Local Java process, when this start spawned one. */
   dynamodbPid?: number;
   /** Where the queues' messages are kept from a clean stop to the next start, if they are. */
@@ -119,8 +139,15 @@ export interface LocalAppservice {
   stop(): Promise<void>;
 }
 
-/** How long the requests being answered at a stop may take before they are cut off. */
-const REQUESTS_STOP_WAIT_MS = 2000;
+/** The version the console shows: the package's. */
+const packageVersion = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
+
+/** The module whose `application` export local mode runs by default. */
+export const DEFAULT_APPLICATION_MODULE = new URL("../app/index.ts", import.meta.url).href;
 
 /**
  * The whole appservice on one machine: DynamoDB Local and fauxqs on 127.0.0.1, the table and
@@ -128,7 +155,15 @@ const REQUESTS_STOP_WAIT_MS = 2000;
  * SQS handlers as Lambda's event source mappings do.
  */
 export async function startLocal(options: LocalOptions): Promise<LocalAppservice> {
-  const log = options.log ?? createLogger();
+  // The console's recent traffic and errors: the last log lines, kept in memory by the thread
+  // that serves the console; with workers, the lines of this thread go to it too.
+  const recentLines = new RecentLogLines();
+  let httpFunction: SupervisedFunction | undefined;
+  const baseLog = options.log ?? createLogger();
+  const log = options.workers
+    ? forwardTrafficLines(baseLog, (line) => httpFunction?.addLogLine(line))
+    : recentLines.tee(baseLog);
+  const adminToken = options.adminToken ?? generateToken();
   // A bad registration file fails here, before any child process starts.
   const existing = existsSync(options.registrationPath)
     ? await loadRegistration(options.registrationPath)
@@ -194,34 +229,35 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       });
     }
 
-    const application = options.application ?? defaultApplication;
+    if (options.workers && (options.application || options.wrapStore)) {
+      throw new Error("With workers, the functions load the application from applicationModule");
+    }
+    const application =
+      options.application ??
+      (options.applicationModule
+        ? ((await import(options.applicationModule)) as { application: Application }).application
+        : defaultApplication);
     const routes = routeTable(application.routes ?? []);
     let handlers: Record<Route["handler"], HttpHandler> | undefined;
     let registration = existing;
-    const server = createGateway({
-      routes,
-      handlers: () => handlers,
-      hsToken: () => registration?.hs_token,
-      fallback: createFallbackHandler(routes, log),
-    });
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(options.port, "127.0.0.1", resolve);
-    });
-    // Requests being answered at a stop get their answers, for a while; idle connections go.
-    stops.push(
-      () =>
-        new Promise<void>((resolve) => {
-          const idle = setInterval(() => server.closeIdleConnections(), 50);
-          const cutOff = setTimeout(() => server.closeAllConnections(), REQUESTS_STOP_WAIT_MS);
-          server.close(() => {
-            clearInterval(idle);
-            clearTimeout(cutOff);
-            resolve();
-          });
-        }),
-    );
-    const port = (server.address() as AddressInfo).port;
+    let port: number;
+    if (options.workers) {
+      // The HTTP functions' worker listens there once it is ready.
+      port = options.port === 0 ? await freePort() : options.port;
+    } else {
+      const server = createGateway({
+        routes,
+        handlers: () => handlers,
+        hsToken: () => registration?.hs_token,
+        fallback: createFallbackHandler(routes, log),
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(options.port, "127.0.0.1", resolve);
+      });
+      stops.push(() => closeGracefully(server));
+      port = (server.address() as AddressInfo).port;
+    }
     const url = `http://127.0.0.1:${port}`;
 
     if (!registration) {
@@ -232,6 +268,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         serverName: options.serverName,
         prefix: "_as_",
         ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
+        ...(application.aliasPrefixes && { aliasPrefixes: application.aliasPrefixes }),
       });
       await writeFile(options.registrationPath, registrationYaml(registration), { mode: 0o600 });
     }
@@ -258,16 +295,12 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     const botUserId = botUserIdOf(registration.sender_localpart, options.serverName);
     const metrics = new CountingMetrics();
     // The registration's tokens, where AWS reads Secrets Manager.
-    const tokens = { asToken: registration.as_token, hsToken: registration.hs_token };
-    // The store's wrapper is made once, shared as Lambda's functions share the table.
-    let wrappedStore: (TransactionStore & ClaimStore) | undefined;
-    const wrapStore = options.wrapStore;
-    const platform: Platform = {
-      dynamodb,
-      sqs,
-      secrets: async (token) => tokens[token],
-      log,
-      metrics,
+    const tokens = {
+      asToken: registration.as_token,
+      hsToken: registration.hs_token,
+      adminToken,
+    };
+    const tuning: Tuning = {
       inboundVisibilityTimeoutSeconds: visibilityTimeoutSeconds,
       ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
       ...(options.inboundRetry && { inboundRetry: options.inboundRetry }),
@@ -276,82 +309,116 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         homeserverTimeoutMs: options.homeserverTimeoutMs,
       }),
       ...(options.queryBudgetMs !== undefined && { queryBudgetMs: options.queryBudgetMs }),
-      ...(wrapStore && { wrapStore: (store) => (wrappedStore ??= wrapStore(store)) }),
     };
     // The configuration the stack would give each function, with the local endpoints' names.
+    const deliveryAllowedAddresses = [...(options.deliveryAllowedAddresses ?? LOOPBACK_RANGES)];
     const service = {
       tableName,
       outboundQueueUrl: outbound.url,
       botUserId,
       homeserverUrl: options.homeserverUrl,
       publicBaseUrl: trimBaseUrl(options.publicBaseUrl ?? url),
+      registration,
     };
-    const outbox = startPoller({
-      sqs,
-      queueUrl: outbound.url,
-      queueArn: outbound.arn,
-      handler: createOutboxHandler(
-        await outboxDeps(
-          {
-            tableName,
-            outboundQueueUrl: outbound.url,
-            outboundDeadLetterQueueUrl: outbound.deadLetterUrl,
-            homeserverUrl: options.homeserverUrl,
-            botUserId,
-            registration,
-            botDisplayName: options.botDisplayName ?? registration.id,
-            botAvatarUrl: options.botAvatarUrl,
-          },
-          platform,
-        ),
-      ),
-      log,
-      concurrency: options.pollers ?? 4,
-      functionName: "outbox",
-      timeoutMs: OUTBOX_TIMEOUT_MS,
-    });
-    const poller = startPoller({
-      sqs,
-      queueUrl: inbound.url,
-      queueArn: inbound.arn,
-      handler: createEventsHandler(
-        await eventsDeps(
-          {
-            ...service,
-            inboundQueueUrl: inbound.url,
-            inboundDeadLetterQueueUrl: inbound.deadLetterUrl,
-          },
-          platform,
-          application,
-        ),
-      ),
-      log,
-      concurrency: options.pollers ?? 4,
-      functionName: "events",
-      timeoutMs: EVENTS_TIMEOUT_MS,
-    });
-    // Pollers stop first, before the servers they read from; together, as each may be waiting
-    // out a receive.
-    stops.push(async () => void (await Promise.all([poller.stop(), outbox.stop()])));
-    handlers = {
-      app: createAppHandler(await appDeps(service, platform, application)),
-      transactions: createTransactionsHandler(
-        await transactionsDeps({ tableName, inboundQueueUrl: inbound.url }, platform),
-      ),
-      queries: createQueriesHandler(
-        await queriesDeps(
-          { tableName, homeserverUrl: options.homeserverUrl, botUserId, registration },
-          platform,
-          application,
-        ),
-      ),
+    const config: LocalFunctionsConfig = {
+      settings: {
+        transactions: { tableName, inboundQueueUrl: inbound.url },
+        events: {
+          ...service,
+          inboundQueueUrl: inbound.url,
+          inboundDeadLetterQueueUrl: inbound.deadLetterUrl,
+        },
+        outbox: {
+          tableName,
+          outboundQueueUrl: outbound.url,
+          outboundDeadLetterQueueUrl: outbound.deadLetterUrl,
+          homeserverUrl: options.homeserverUrl,
+          botUserId,
+          registration,
+          botDisplayName: options.botDisplayName ?? registration.id,
+          botAvatarUrl: options.botAvatarUrl,
+          deliveryAllowedAddresses,
+        },
+        queries: { tableName, homeserverUrl: options.homeserverUrl, botUserId, registration },
+        app: service,
+        admin: {
+          ...service,
+          inboundQueueUrl: inbound.url,
+          inboundDeadLetterQueueUrl: inbound.deadLetterUrl,
+          outboundDeadLetterQueueUrl: outbound.deadLetterUrl,
+          version: options.version ?? packageVersion,
+          logGroups: {},
+        },
+      },
+      queues: { inbound, outbound },
+      pollers: options.pollers ?? 4,
     };
+    let handlersRunning: () => number;
+    if (options.workers) {
+      const started = await Promise.allSettled(
+        (["events", "outbox", "http"] as const).map((role) =>
+          superviseFunction(
+            {
+              role,
+              config,
+              dynamodbEndpoint,
+              sqsEndpoint,
+              tokens,
+              tuning,
+              applicationModule: options.applicationModule ?? DEFAULT_APPLICATION_MODULE,
+              port,
+            },
+            log,
+            metrics,
+            // The consumers' lines of recent traffic go to the thread that serves the console.
+            (line: LogLine) => httpFunction?.addLogLine(line),
+          ).then((fn) => {
+            if (role === "http") httpFunction = fn;
+            return fn;
+          }),
+        ),
+      );
+      const functions = started.flatMap((result) =>
+        result.status === "fulfilled" ? [result.value] : [],
+      );
+      // All at once: the HTTP functions finish their requests while the consumers finish theirs.
+      stops.push(async () => void (await Promise.all(functions.map((fn) => fn.stop()))));
+      const failed = started.find((result) => result.status === "rejected");
+      if (failed) throw failed.reason;
+      handlersRunning = () => functions.reduce((sum, fn) => sum + fn.busy(), 0);
+    } else {
+      // The store's wrapper is made once, shared as Lambda's functions share the table.
+      let wrappedStore: (TransactionStore & ClaimStore) | undefined;
+      const wrapStore = options.wrapStore;
+      const platform: Platform = {
+        dynamodb,
+        sqs,
+        secrets: async (token) => tokens[token],
+        log,
+        metrics,
+        ...tuning,
+        ...(wrapStore && { wrapStore: (store) => (wrappedStore ??= wrapStore(store)) }),
+      };
+      const [outbox, poller] = await Promise.all([
+        startConsumer("outbox", config, platform, application),
+        startConsumer("events", config, platform, application),
+      ]);
+      // Pollers stop first, before the servers they read from; together, as each may be waiting
+      // out a receive.
+      stops.push(async () => void (await Promise.all([poller.stop(), outbox.stop()])));
+      handlers = await httpHandlers(config, platform, application, {
+        logs: recentLines,
+        sqsEndpoint,
+      });
+      handlersRunning = () => poller.busy() + outbox.busy();
+    }
 
     return {
       url,
       port,
       registration,
       registrationCreated: !existing,
+      adminToken,
       dynamodbEndpoint,
       sqsEndpoint,
       inboundQueueUrl: inbound.url,
@@ -364,9 +431,10 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       appRoutes: (application.routes ?? []).map(
         (route) => `${route.method} ${service.publicBaseUrl}${route.path}`,
       ),
+      deliveryAllowedAddresses,
       ...(dynamo && { dynamodbPid: dynamo.pid }),
       ...(queuesFile && { queuesFile }),
-      handlersRunning: () => poller.busy() + outbox.busy(),
+      handlersRunning,
       stop,
     };
   } catch (error) {

@@ -1,25 +1,50 @@
 // `npm start`: the appservice on this machine, no AWS account needed.
 import { resolve } from "node:path";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
-import { startLocal } from "./local.ts";
+import { RELAY_URL } from "../relay/from-environment.ts";
+import { parseAllowedRanges } from "../shared/address-policy.ts";
+import { DEFAULT_APPLICATION_MODULE, startLocal } from "./local.ts";
 
 const env = process.env;
 const port = Number(env.PORT ?? 9000);
 const registrationPath = resolve(env.REGISTRATION ?? "./registration.yaml");
 const homeserverUrl = env.HOMESERVER_URL ?? "http://127.0.0.1:8008";
+/**
+ * `APPLICATION`: the module each function loads its application from: the webhooks
+ * (`functions/app/`) by default, or the relay bridge's example (its remote service at `RELAY_URL`).
+ */
+const APPLICATIONS = {
+  webhooks: DEFAULT_APPLICATION_MODULE,
+  relay: new URL("../relay/from-environment.ts", import.meta.url).href,
+} as const;
+const applicationName = env.APPLICATION ?? "webhooks";
+
+if (!Object.hasOwn(APPLICATIONS, applicationName)) {
+  console.error(
+    `APPLICATION=${applicationName} is none of ${Object.keys(APPLICATIONS).join(", ")}`,
+  );
+  process.exit(1);
+}
 
 try {
   const local = await startLocal({
+    applicationModule: APPLICATIONS[applicationName as keyof typeof APPLICATIONS],
     port,
     registrationPath,
     homeserverUrl,
     serverName: env.SERVER_NAME ?? "localhost",
+    // Each function in a thread of its own, as Lambda runs them apart.
+    workers: true,
     ...(env.DATA_DIR && { dataDir: resolve(env.DATA_DIR) }),
     ...(env.DYNAMODB_ENDPOINT && { dynamodbEndpoint: env.DYNAMODB_ENDPOINT }),
     ...(env.SQS_ENDPOINT && { sqsEndpoint: env.SQS_ENDPOINT }),
     ...(env.PUBLIC_BASE_URL && { publicBaseUrl: env.PUBLIC_BASE_URL }),
     ...(env.BOT_DISPLAY_NAME && { botDisplayName: env.BOT_DISPLAY_NAME }),
     ...(env.BOT_AVATAR_URL && { botAvatarUrl: env.BOT_AVATAR_URL }),
+    ...(env.ADMIN_TOKEN && { adminToken: env.ADMIN_TOKEN }),
+    ...(env.DELIVERY_ALLOWED_ADDRESSES !== undefined && {
+      deliveryAllowedAddresses: parseAllowedRanges(env.DELIVERY_ALLOWED_ADDRESSES),
+    }),
   });
   // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
   process.stdout.on("error", () => undefined);
@@ -57,11 +82,18 @@ try {
   }
   console.log(
     [
+      `Application: ${applicationName}${applicationName === "relay" ? ` (the remote service at ${RELAY_URL}: RELAY_URL)` : ""}`,
       `Homeserver: ${homeserverUrl}`,
       `Give the homeserver ${registrationPath} (Synapse: list it in app_service_config_files and restart Synapse); its url must be ${local.url}`,
       `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
       `SQS (fauxqs): ${local.sqsEndpoint}${env.SQS_ENDPOINT ? " (yours)" : local.queuesFile ? ` (queued work kept in ${local.queuesFile} at a clean stop)` : " (in memory: queued work is lost at a stop; set DATA_DIR to keep it)"}`,
       ...local.appRoutes.map((route) => `Application route: ${route}`),
+      // Printed on purpose (unlike the registration's tokens): it is this run's, fresh unless
+      // ADMIN_TOKEN was given, and opening the console needs it.
+      env.ADMIN_TOKEN
+        ? `Operator console: ${local.url}/admin (token: ADMIN_TOKEN)`
+        : `Operator console: ${local.url}/admin with the admin token ${local.adminToken} (new at each start; set ADMIN_TOKEN to keep one)`,
+      `Deliveries to remote services may reach public addresses${local.deliveryAllowedAddresses.length > 0 ? ` and ${local.deliveryAllowedAddresses.join(", ")}` : " only"} (DELIVERY_ALLOWED_ADDRESSES${env.DELIVERY_ALLOWED_ADDRESSES === undefined ? ": loopback by default in local mode" : ""})`,
       `listening on ${local.url}`,
     ].join("\n"),
   );

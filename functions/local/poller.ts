@@ -24,6 +24,8 @@ export interface PollerOptions {
   functionName: string;
   /** The function's timeout, as its context's remaining time counts down from it. */
   timeoutMs: number;
+  /** Told the number of batches being handled whenever it changes. */
+  onBusy?: (busy: number) => void;
 }
 
 /** An SQS message as Lambda's event source mapping hands it to a function. */
@@ -83,11 +85,11 @@ export function startPoller(options: PollerOptions): {
       }),
     );
     if (!Messages || Messages.length === 0) return;
-    busy++;
+    options.onBusy?.(++busy);
     try {
       await handle(Messages);
     } finally {
-      busy--;
+      options.onBusy?.(--busy);
     }
   };
   const handle = async (messages: Message[]) => {

@@ -14,6 +14,7 @@ export interface HeldMessage {
 /** What fauxqs's inspection endpoint answers: every message of a queue, by state. */
 interface FauxqsMessage {
   body: string;
+  sentTimestamp: number;
   messageGroupId: string;
   messageDeduplicationId: string;
   approximateReceiveCount: number;
@@ -39,6 +40,16 @@ export interface SqsLocal {
 export async function startSqsLocal(): Promise<SqsLocal> {
   const app = buildApp({ logger: false });
   const address = await app.listen({ port: 0, host: "127.0.0.1" });
+  const state = async (queueName: string) => {
+    // fauxqs's own inspection route, called in process (it needs no listening server).
+    const response = await app.inject({
+      method: "GET",
+      url: `/_fauxqs/queues/${encodeURIComponent(queueName)}`,
+    });
+    if (response.statusCode !== 200)
+      throw new Error(`fauxqs: no queue ${queueName}: ${response.body}`);
+    return (response.json() as FauxqsQueueState).messages;
+  };
   return {
     endpoint: address,
     stopServing: () =>
@@ -47,14 +58,7 @@ export async function startSqsLocal(): Promise<SqsLocal> {
         app.server.closeAllConnections();
       }),
     async messages(queueName) {
-      // fauxqs's own inspection route, called in process (it needs no listening server).
-      const response = await app.inject({
-        method: "GET",
-        url: `/_fauxqs/queues/${encodeURIComponent(queueName)}`,
-      });
-      if (response.statusCode !== 200)
-        throw new Error(`fauxqs: no queue ${queueName}: ${response.body}`);
-      const { ready, delayed, inflight } = (response.json() as FauxqsQueueState).messages;
+      const { ready, delayed, inflight } = await state(queueName);
       const held = (message: FauxqsMessage, visibleAt?: number): HeldMessage => ({
         body: message.body,
         groupId: message.messageGroupId,
@@ -71,4 +75,23 @@ export async function startSqsLocal(): Promise<SqsLocal> {
     },
     stop: () => app.close(),
   };
+}
+
+/**
+ * How long the oldest message of a fauxqs queue has been there (undefined when empty or when the
+ * endpoint is no fauxqs), asked over HTTP so that any thread of local mode can ask.
+ */
+export async function oldestAgeSeconds(
+  endpoint: string,
+  queueName: string,
+): Promise<number | undefined> {
+  const response = await fetch(
+    new URL(`/_fauxqs/queues/${encodeURIComponent(queueName)}`, endpoint),
+  ).catch(() => undefined);
+  if (!response?.ok) return undefined;
+  const { ready, delayed, inflight } = ((await response.json()) as FauxqsQueueState).messages;
+  const sent = [...ready, ...delayed, ...inflight.map(({ message }) => message)].map(
+    (message) => message.sentTimestamp,
+  );
+  return sent.length > 0 ? Math.round((Date.now() - Math.min(...sent)) / 1000) : undefined;
 }

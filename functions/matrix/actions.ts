@@ -1,6 +1,13 @@
-import { type FifoQueue, queueJson } from "../queue/queue.ts";
+import { type FifoQueue, MAX_MESSAGE_BYTES, queueJson } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
-import type { ClientServerRequest, OutboundAction } from "./request.ts";
+import type { RemoteRequest } from "../shared/remote-http.ts";
+import { remoteRequestProblem } from "./allowed-request.ts";
+import type {
+  ClientServerRequest,
+  OutboundAction,
+  OutboundDelivery,
+  QueuedAction,
+} from "./request.ts";
 import {
   type CreateRoomFields,
   createRoomRequest,
@@ -35,6 +42,22 @@ export interface Profile extends As {
 }
 
 export interface CreateRoomOptions extends As, CreateRoomFields {}
+
+export interface DeliveryOptions {
+  /**
+   * A room whose deliveries this one is ordered with (a portal's, for messages written there);
+   * deliveries without one are ordered per target origin.
+   */
+  orderedWith?: string;
+}
+
+/**
+ * Room a queued delivery leaves in an SQS message for its dead letter's reason and timestamp:
+ * a delivery whose queued form is larger is refused when asked for.
+ */
+const DEAD_LETTER_ROOM_BYTES = 4096;
+/** The largest queued delivery (its body, base64 or text, counts in full). */
+export const MAX_DELIVERY_BYTES = MAX_MESSAGE_BYTES - DEAD_LETTER_ROOM_BYTES;
 
 /**
  * What the application may ask of the homeserver. Each call puts one message on the outbound
@@ -86,6 +109,17 @@ export interface Actions {
   /** Registers `@localpart:server` (done on demand anyway when a call needs it). */
   register(userId: string): Promise<void>;
   /**
+   * An HTTP request to a service other than the homeserver (a bridge's remote network, an
+   * outbound webhook), queued like the calls above and sent by the outbox with an
+   * `Idempotency-Key` header: the ID returned, the same on every attempt. Retried as homeserver
+   * calls are (429 with `Retry-After`, 5xx, timeouts, refused connections), in order with the
+   * deliveries of `orderedWith`, in a queue group of their own: a remote service that is down
+   * holds back its deliveries, never the room's Matrix calls. Dead-lettered, never sent, when its
+   * target is an address the operator did not allow (loopback, private, link-local, metadata…).
+   * Throws a `RangeError` for a request of the wrong shape or over `MAX_DELIVERY_BYTES` queued.
+   */
+  deliver(request: RemoteRequest, options?: DeliveryOptions): Promise<string>;
+  /**
    * The same actions, each dead-lettered at its `limit`-th server error (5xx, or no answer in
    * time) instead of retried for as long as the queue keeps it: for calls made on untrusted
    * input (a webhook's request), which the homeserver may refuse for ever while their room
@@ -93,12 +127,11 @@ export interface Actions {
    */
   withServerErrorLimit(limit: number): Actions;
   /**
-   * The same actions, their IDs derived from `key` instead of what asked for them, counted from
-   * the first: a route whose client repeats a request under a key of its own (an
-   * `Idempotency-Key`) asks for the same calls again, which are deduplicated. The key must name
-   * one request among all the application's.
+   * The same actions under an origin of the application's choosing (a remote message's ID),
+   * for a route whose requests may repeat: a repeat asks for the same IDs, which the queue and
+   * the homeserver (sends' client txnIds) deduplicate.
    */
-  seededBy(key: string): Actions;
+  withOrigin(key: string): Actions;
 }
 
 export interface ActionsOptions {
@@ -122,14 +155,19 @@ function actionsWith(
   position: { next: number },
   maxServerErrors: number | undefined,
 ): Actions {
-  const enqueue = async (
+  const nextId = () => sha256(`${origin}\n${position.next++}`);
+  const put = async (action: QueuedAction, groupId: string, body = queueJson(action)) => {
+    await outboundQueue.send([{ groupId, deduplicationId: action.id, body }]);
+    return action.id;
+  };
+  const enqueue = (
     kind: string,
     as: string | undefined,
     roomId: string | undefined,
     build: (id: string) => ClientServerRequest,
     groupId?: string,
   ): Promise<string> => {
-    const id = sha256(`${origin}\n${position.next++}`);
+    const id = nextId();
     const userId = as ?? botUserId;
     const action: OutboundAction = {
       id,
@@ -139,10 +177,27 @@ function actionsWith(
       request: build(id),
       ...(maxServerErrors !== undefined && { maxServerErrors }),
     };
-    await outboundQueue.send([
-      { groupId: groupId ?? roomId ?? userId, deduplicationId: id, body: queueJson(action) },
-    ]);
-    return id;
+    return put(action, groupId ?? roomId ?? userId);
+  };
+  const deliver = (request: RemoteRequest, options?: DeliveryOptions): Promise<string> => {
+    const problem = remoteRequestProblem(request);
+    if (problem) throw new RangeError(`Cannot deliver this request: ${problem}`);
+    const roomId = options?.orderedWith;
+    const delivery: OutboundDelivery = {
+      id: nextId(),
+      kind: "delivery",
+      ...(roomId && { roomId }),
+      delivery: request,
+      ...(maxServerErrors !== undefined && { maxServerErrors }),
+    };
+    const body = queueJson(delivery);
+    const bytes = Buffer.byteLength(body);
+    if (bytes > MAX_DELIVERY_BYTES) {
+      throw new RangeError(
+        `Cannot deliver this request: ${bytes} bytes queued, over ${MAX_DELIVERY_BYTES}`,
+      );
+    }
+    return put(delivery, `delivery ${roomId ?? new URL(request.url).origin}`, body);
   };
   const send = (
     roomId: string,
@@ -239,16 +294,17 @@ function actionsWith(
       enqueue("register", undefined, undefined, () => registerRequest(userId), userId).then(
         () => undefined,
       ),
+    deliver,
     withServerErrorLimit: (limit) => {
       if (!(Number.isSafeInteger(limit) && limit > 0)) {
         throw new RangeError(`A server error limit is a positive integer, not ${limit}`);
       }
       return actionsWith({ botUserId, outboundQueue, origin }, position, limit);
     },
-    // Apart from claim keys (`EVENT#…`, `ITEM#…`) and request origins (`http:…`).
-    seededBy: (key) =>
+    // Apart from the origins the pipeline gives (events, requests), so that no key can match one.
+    withOrigin: (key) =>
       actionsWith(
-        { botUserId, outboundQueue, origin: `seed:${key}` },
+        { botUserId, outboundQueue, origin: `app-key:${key}` },
         { next: 0 },
         maxServerErrors,
       ),

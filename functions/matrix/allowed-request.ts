@@ -1,3 +1,5 @@
+import { MAX_REMOTE_TIMEOUT_MS } from "../shared/remote-http.ts";
+
 /**
  * What the appservice may ask of the homeserver with its as_token. The outbox performs what it
  * finds on its queue, so it checks each action here first (and the HTTP client each request):
@@ -15,6 +17,10 @@ const PATH_CHARACTERS = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/;
 const DOT_SEGMENT = /^(?:\.|%2e){1,2}$/i;
 /** Set by the HTTP client only: who acts, and the token (which goes in the header). */
 const RESERVED_QUERY = new Set(["user_id", "access_token"]);
+/** Where bytes go instead of JSON: the media uploads (`POST` a new one, `PUT` a created one). */
+const UPLOAD_PATH = /^\/_matrix\/media\/v3\/upload(?:\/[^/]+\/[^/]+)?$/;
+/** What is read as bytes: media downloads, authenticated (Matrix 1.11) or not. */
+const DOWNLOAD_PATH = /^\/_matrix\/(?:client\/v1\/media|media\/v3)\/download\/[^/]+\/[^/]+$/;
 /** SQS's limit on a deduplication ID, which the action's ID is. */
 const MAX_ID_LENGTH = 128;
 
@@ -27,7 +33,10 @@ const hidesDotSegment = (decoded: string) =>
 /** Why the homeserver must not be sent `request`; undefined when it may. */
 export function requestProblem(request: unknown): string | undefined {
   if (typeof request !== "object" || request === null) return "the request is not an object";
-  const { method, path, query } = request as Record<string, unknown>;
+  const { method, path, query, body, content, maxResponseBytes } = request as Record<
+    string,
+    unknown
+  >;
   if (typeof method !== "string" || !METHODS.has(method)) {
     return `method ${quoted(method)} is not GET, PUT, POST or DELETE`;
   }
@@ -49,6 +58,20 @@ export function requestProblem(request: unknown): string | undefined {
     }
     if (hidesDotSegment(decoded)) return "the path has a dot segment (. or .., maybe escaped)";
   }
+  if (content !== undefined) {
+    const { bytes, type } = content as { bytes?: unknown; type?: unknown };
+    if (!(bytes instanceof Uint8Array) || typeof type !== "string") {
+      return "the content is not bytes with a content type";
+    }
+    if (body !== undefined) return "the request has both a JSON body and bytes";
+    if (!UPLOAD_PATH.test(path)) return "bytes go only to a media upload";
+  }
+  if (maxResponseBytes !== undefined) {
+    if (!(Number.isSafeInteger(maxResponseBytes) && (maxResponseBytes as number) > 0)) {
+      return "maxResponseBytes is not a positive integer";
+    }
+    if (!DOWNLOAD_PATH.test(path)) return "only a media download is read as bytes";
+  }
   if (query !== undefined) {
     if (typeof query !== "object" || query === null) return "the query is not an object";
     for (const [name, value] of Object.entries(query)) {
@@ -57,6 +80,96 @@ export function requestProblem(request: unknown): string | undefined {
     }
   }
   return undefined;
+}
+
+const REMOTE_METHODS = new Set(["GET", "POST", "PUT", "PATCH", "DELETE"]);
+// RFC 9110's token, and a field value as Node sends it (no CR, LF or NUL: no header injection).
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+/** Set by the HTTP client (framing, the connection, the target) or by the outbox (the key). */
+const RESERVED_HEADERS = new Set([
+  "host",
+  "content-length",
+  "transfer-encoding",
+  "connection",
+  "keep-alive",
+  "upgrade",
+  "te",
+  "trailer",
+  "expect",
+  "idempotency-key",
+]);
+
+/**
+ * Why `request` (a remote request of the outbound queue) must not be sent; undefined when its
+ * shape is sound. Where it may go is the address policy's question, at delivery.
+ */
+export function remoteRequestProblem(request: unknown): string | undefined {
+  if (typeof request !== "object" || request === null) return "the request is not an object";
+  const { method, url, headers, body, bodyEncoding, timeoutMs } = request as Record<
+    string,
+    unknown
+  >;
+  if (typeof method !== "string" || !REMOTE_METHODS.has(method)) {
+    return `method ${quoted(method)} is not GET, POST, PUT, PATCH or DELETE`;
+  }
+  if (typeof url !== "string" || !URL.canParse(url)) return "the url is not a URL";
+  const parsed = new URL(url);
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    return `the url's scheme ${quoted(parsed.protocol)} is not http: or https:`;
+  }
+  if (parsed.username || parsed.password) {
+    return "the url has a user name or password (send an Authorization header instead)";
+  }
+  if (headers !== undefined) {
+    if (typeof headers !== "object" || headers === null) return "the headers are not an object";
+    for (const [name, value] of Object.entries(headers)) {
+      if (!HEADER_NAME.test(name)) return `the header name ${quoted(name)} is not a token`;
+      if (RESERVED_HEADERS.has(name.toLowerCase())) {
+        return `the header ${quoted(name)} is set by the client, not the request`;
+      }
+      if (typeof value !== "string" || !HEADER_VALUE.test(value)) {
+        return `the header ${quoted(name)} is not a string without control characters`;
+      }
+    }
+  }
+  if (body !== undefined && typeof body !== "string") return "the body is not a string";
+  if (bodyEncoding !== undefined && bodyEncoding !== "base64") {
+    return "bodyEncoding is not base64";
+  }
+  if (
+    timeoutMs !== undefined &&
+    !(
+      Number.isSafeInteger(timeoutMs) &&
+      (timeoutMs as number) > 0 &&
+      (timeoutMs as number) <= MAX_REMOTE_TIMEOUT_MS
+    )
+  ) {
+    return `timeoutMs is not an integer from 1 to ${MAX_REMOTE_TIMEOUT_MS}`;
+  }
+  return undefined;
+}
+
+/** `id` and `maxServerErrors` as every queued action has them. */
+function queuedProblem(id: unknown, maxServerErrors: unknown): string | undefined {
+  if (typeof id !== "string" || id.length === 0 || id.length > MAX_ID_LENGTH) {
+    return `the action's id is not a string of 1 to ${MAX_ID_LENGTH} characters`;
+  }
+  if (
+    maxServerErrors !== undefined &&
+    !(Number.isSafeInteger(maxServerErrors) && (maxServerErrors as number) > 0)
+  ) {
+    return "maxServerErrors is not a positive integer";
+  }
+  return undefined;
+}
+
+/** Why `delivery` (a message of the outbound queue) must not be sent; undefined when it may. */
+export function deliveryProblem(delivery: unknown): string | undefined {
+  if (typeof delivery !== "object" || delivery === null) return "the action is not an object";
+  const { id, roomId, maxServerErrors, delivery: request } = delivery as Record<string, unknown>;
+  if (roomId !== undefined && typeof roomId !== "string") return "the roomId is not a string";
+  return queuedProblem(id, maxServerErrors) ?? remoteRequestProblem(request);
 }
 
 /**
@@ -69,17 +182,10 @@ export function actionProblem(
 ): string | undefined {
   if (typeof action !== "object" || action === null) return "the action is not an object";
   const { id, kind, userId, roomId, maxServerErrors, request } = action as Record<string, unknown>;
-  if (typeof id !== "string" || id.length === 0 || id.length > MAX_ID_LENGTH) {
-    return `the action's id is not a string of 1 to ${MAX_ID_LENGTH} characters`;
-  }
+  const queued = queuedProblem(id, maxServerErrors);
+  if (queued) return queued;
   if (typeof kind !== "string") return "the action's kind is not a string";
   if (roomId !== undefined && typeof roomId !== "string") return "the roomId is not a string";
-  if (
-    maxServerErrors !== undefined &&
-    !(Number.isSafeInteger(maxServerErrors) && (maxServerErrors as number) > 0)
-  ) {
-    return "maxServerErrors is not a positive integer";
-  }
   if (typeof userId !== "string") return "the userId is not a string";
   if (!mayActAs(userId)) {
     return `acting as ${quoted(userId)}, outside the registration's user namespaces`;

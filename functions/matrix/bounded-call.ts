@@ -4,6 +4,7 @@ import {
   type ClientServerResponse,
   type HomeserverClient,
   RequestRefused,
+  ResponseTooLarge,
 } from "./request.ts";
 
 export class BudgetExhausted extends Error {
@@ -31,7 +32,7 @@ export async function callBefore(
       if (response.status !== 429 && response.status < 500) return response;
       problem = `homeserver answered ${response.status}`;
     } catch (error) {
-      if (error instanceof RequestRefused) throw error;
+      if (error instanceof RequestRefused || error instanceof ResponseTooLarge) throw error;
       problem = `homeserver unreachable: ${(error as Error).message}`;
     }
     const asked =

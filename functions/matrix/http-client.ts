@@ -4,6 +4,7 @@ import {
   type ClientServerResponse,
   type HomeserverClient,
   RequestRefused,
+  ResponseTooLarge,
 } from "./request.ts";
 
 /**
@@ -31,12 +32,32 @@ export class HttpHomeserverClient implements HomeserverClient {
       headers: {
         authorization: `Bearer ${this.asToken}`,
         ...(request.body !== undefined && { "content-type": "application/json" }),
+        ...(request.content && { "content-type": request.content.type }),
       },
       ...(request.body !== undefined && { body: JSON.stringify(request.body) }),
+      ...(request.content && { body: request.content.bytes }),
       // A 3xx is an answer (a final failure), not somewhere else to send the token.
       redirect: "manual",
       signal: AbortSignal.timeout(this.timeoutMs),
     });
+    const retryAfter = Number(response.headers.get("retry-after"));
+    const rateLimit = Number.isFinite(retryAfter) &&
+      retryAfter > 0 && {
+        retryAfterSeconds: retryAfter,
+      };
+    if (request.maxResponseBytes !== undefined && response.ok) {
+      return {
+        status: response.status,
+        body: undefined,
+        bytes: await readAtMost(response, request.maxResponseBytes),
+        ...(response.headers.has("content-type") && {
+          contentType: response.headers.get("content-type") as string,
+        }),
+        ...(response.headers.has("content-disposition") && {
+          contentDisposition: response.headers.get("content-disposition") as string,
+        }),
+      };
+    }
     const text = await response.text();
     let body: unknown = text;
     try {
@@ -44,11 +65,25 @@ export class HttpHomeserverClient implements HomeserverClient {
     } catch {
       // Not JSON (a proxy's error page): kept as text for the dead-letter reason.
     }
-    const retryAfter = Number(response.headers.get("retry-after"));
-    return {
-      status: response.status,
-      body,
-      ...(Number.isFinite(retryAfter) && retryAfter > 0 && { retryAfterSeconds: retryAfter }),
-    };
+    return { status: response.status, body, ...rateLimit };
   }
+}
+
+/** The body, unless it is longer than `maxBytes`: then `ResponseTooLarge`, the rest unread. */
+async function readAtMost(response: Response, maxBytes: number): Promise<Uint8Array> {
+  const tooLarge = () => new ResponseTooLarge(`the answer is over ${maxBytes} bytes`);
+  if (Number(response.headers.get("content-length")) > maxBytes) {
+    await response.body?.cancel();
+    throw tooLarge();
+  }
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  // Leaving the loop early cancels the stream.
+  for await (const chunk of response.body ?? []) {
+    length += chunk.byteLength;
+    if (length > maxBytes) break;
+    chunks.push(chunk);
+  }
+  if (length > maxBytes) throw tooLarge();
+  return Buffer.concat(chunks);
 }

@@ -1,20 +1,27 @@
+import { TargetRefused } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
+import type { RemoteClient, RemoteResponse } from "../shared/remote-http.ts";
 import type { MembershipStore, ServerErrorCounter } from "../store/membership.ts";
-import { actionProblem } from "./allowed-request.ts";
+import { actionProblem, deliveryProblem } from "./allowed-request.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "./backoff.ts";
 import type { BotProfileKeeper } from "./bot-profile.ts";
 import {
   type ClientServerRequest,
   type ClientServerResponse,
   type HomeserverClient,
+  isDelivery,
   matrixError,
   type OutboundAction,
+  type OutboundDelivery,
+  type QueuedAction,
   RequestRefused,
 } from "./request.ts";
 import { inviteRequest, joinRequest, registerRequest } from "./requests.ts";
 
 export interface OutboxDeps {
   homeserver: HomeserverClient;
+  /** Sends deliveries to services other than the homeserver, where the address policy allows. */
+  remote: RemoteClient;
   membership: MembershipStore;
   /** Server errors of the actions that have a `maxServerErrors`. */
   serverErrors: ServerErrorCounter;
@@ -35,8 +42,8 @@ export interface FailureReason {
 
 /** `retry`: make the message visible again after `delaySeconds`; `dead`: give up, with why. */
 export type OutboxOutcome =
-  | { kind: "done" }
-  | { kind: "retry"; delaySeconds: number; reason: string }
+  | { kind: "done"; status?: number }
+  | { kind: "retry"; delaySeconds: number; reason: string; status?: number }
   | { kind: "dead"; reason: FailureReason };
 
 /** The metric each outcome counts. */
@@ -48,11 +55,23 @@ export const OUTCOME_METRICS = {
 
 /** What the dead-letter queue keeps of an action given up on: enough to replay or explain it. */
 export interface DeadLetter {
-  action: OutboundAction;
+  action: QueuedAction;
   reason: FailureReason;
+  /** The tries made, this last one included. */
+  attempts: number;
   /** ISO 8601. */
   failedAt: string;
 }
+
+/**
+ * The outbox's log line for each outcome: with the action's ID, kind, user, room and attempt, they
+ * are its recent traffic (the operator console reads them back).
+ */
+export const OUTCOME_LOG_MESSAGES = {
+  done: "outbound call done",
+  retry: "outbound call to retry",
+  dead: "outbound call failed for good: dead-lettered",
+} as const satisfies Record<OutboxOutcome["kind"], string>;
 
 /**
  * What the outbox's consumer does with a received action: nothing more (`done`), make it visible
@@ -70,35 +89,43 @@ export type OutboxDecision =
   | { kind: "dead"; deadLetter: DeadLetter; metric: (typeof OUTCOME_METRICS)["dead"] };
 
 /**
- * Performs the `attempt`-th try (0 the first) of an action as `performAction` does, logs the
- * outcome, and says what to do with the message.
+ * Performs the `attempt`-th try (0 the first) of an action as `performAction` does (a delivery
+ * as `performDelivery`), logs the outcome, and says what to do with the message.
  */
 export async function decideOutboundAction(
-  action: OutboundAction,
+  action: QueuedAction,
   attempt: number,
   deps: OutboxDeps,
 ): Promise<OutboxDecision> {
-  const outcome = await performAction(action, attempt, deps);
+  const delivery = isDelivery(action);
+  const outcome = delivery
+    ? await performDelivery(action, attempt, deps)
+    : await performAction(action, attempt, deps);
   const about = {
     actionId: action.id,
     kind: action.kind,
-    userId: action.userId,
+    ...(delivery ? { target: targetOf(action) } : { userId: action.userId }),
     roomId: action.roomId,
   };
   switch (outcome.kind) {
     case "done":
+      deps.log.info(OUTCOME_LOG_MESSAGES.done, { ...about, attempt, status: outcome.status });
       return { kind: "done", metric: OUTCOME_METRICS.done };
-    case "retry":
-      deps.log.warn("outbound call to retry", { ...about, attempt, ...outcome });
-      return { ...outcome, metric: OUTCOME_METRICS.retry };
+    case "retry": {
+      const { delaySeconds, reason } = outcome;
+      deps.log.warn(OUTCOME_LOG_MESSAGES.retry, { ...about, attempt, ...outcome });
+      return { kind: "retry", delaySeconds, reason, metric: OUTCOME_METRICS.retry };
+    }
     case "dead":
-      deps.log.error("outbound call failed for good: dead-lettered", {
-        ...about,
-        reason: outcome.reason,
-      });
+      deps.log.error(OUTCOME_LOG_MESSAGES.dead, { ...about, attempt, reason: outcome.reason });
       return {
         kind: "dead",
-        deadLetter: { action, reason: outcome.reason, failedAt: new Date().toISOString() },
+        deadLetter: {
+          action,
+          reason: outcome.reason,
+          attempts: attempt + 1,
+          failedAt: new Date().toISOString(),
+        },
         metric: OUTCOME_METRICS.dead,
       };
   }
@@ -115,10 +142,46 @@ const reasonOf = (response: ClientServerResponse): FailureReason => {
   };
 };
 
+/** A delivery's target for logs: its origin, never its path or query (which may hold secrets). */
+const targetOf = (delivery: OutboundDelivery) => {
+  try {
+    return new URL(delivery.delivery.url).origin;
+  } catch {
+    return "(not a URL)";
+  }
+};
+
+/**
+ * A 5xx or a timeout: retried with backoff, or given up at the action's `maxServerErrors`
+ * (counted per action ID across attempts).
+ */
+async function afterServerError(
+  { id, maxServerErrors }: { id: string; maxServerErrors?: number },
+  attempt: number,
+  { serverErrors, backoff }: Pick<OutboxDeps, "serverErrors" | "backoff">,
+  reason: FailureReason,
+  retry: string,
+): Promise<OutboxOutcome> {
+  if (maxServerErrors !== undefined) {
+    const count = await serverErrors.countServerError(id);
+    if (count >= maxServerErrors) {
+      return {
+        kind: "dead",
+        reason: {
+          ...reason,
+          error: `gave up at server error ${count} of ${maxServerErrors}: ${reason.error}`,
+        },
+      };
+    }
+  }
+  return { kind: "retry", delaySeconds: backoffSeconds(attempt, backoff), reason: retry };
+}
+
 class Retry extends Error {
   constructor(
     readonly delaySeconds: number,
     reason: string,
+    readonly status?: number,
   ) {
     super(reason);
   }
@@ -160,20 +223,19 @@ export async function performAction(
 ): Promise<OutboxOutcome> {
   const problem = actionProblem(action, (userId) => userId === botUserId || isOurUser(userId));
   if (problem) return { kind: "dead", reason: { error: `refused, not sent: ${problem}` } };
-  const { maxServerErrors } = action;
 
   /** A 5xx or a timeout: retried, or given up at the action's limit. */
   const serverError = async (reason: FailureReason, retry: string): Promise<never> => {
-    if (maxServerErrors !== undefined) {
-      const count = await serverErrors.countServerError(action.id);
-      if (count >= maxServerErrors) {
-        throw new GiveUp({
-          ...reason,
-          error: `gave up at server error ${count} of ${maxServerErrors}: ${reason.error}`,
-        });
-      }
-    }
-    throw new Retry(backoffSeconds(attempt, backoff), retry);
+    const outcome = await afterServerError(
+      action,
+      attempt,
+      { serverErrors, backoff },
+      reason,
+      retry,
+    );
+    throw outcome.kind === "dead"
+      ? new GiveUp(outcome.reason)
+      : new Retry(backoffSeconds(attempt, backoff), retry, reason.status);
   };
 
   /** One call; transient failures become a `Retry`. */
@@ -193,7 +255,7 @@ export async function performAction(
     }
     if (response.status === 429) {
       const wait = rateLimitSeconds(response.retryAfterSeconds, response.body);
-      throw new Retry(wait ?? backoffSeconds(attempt, backoff), "rate limited (429)");
+      throw new Retry(wait ?? backoffSeconds(attempt, backoff), "rate limited (429)", 429);
     }
     if (response.status >= 500) {
       return serverError(reasonOf(response), `homeserver error ${response.status}`);
@@ -208,7 +270,7 @@ export async function performAction(
     if (action.userId === botUserId) await botProfile.ensure((request) => call(botUserId, request));
     let response = await call(action.userId, action.request);
     if (action.kind === "register" && matrixError(response.body).errcode === "M_USER_IN_USE") {
-      return { kind: "done" };
+      return { kind: "done", status: response.status };
     }
     const virtual = action.userId !== botUserId;
     if (isForbidden(response) && virtual && !(await membership.isRegistered(action.userId))) {
@@ -231,12 +293,84 @@ export async function performAction(
       log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });
       response = await call(action.userId, action.request);
     }
-    if (ok(response)) return { kind: "done" };
+    if (ok(response)) return { kind: "done", status: response.status };
     return { kind: "dead", reason: reasonOf(response) };
   } catch (error) {
-    if (error instanceof Retry)
-      return { kind: "retry", delaySeconds: error.delaySeconds, reason: error.message };
+    if (error instanceof Retry) {
+      return {
+        kind: "retry",
+        delaySeconds: error.delaySeconds,
+        reason: error.message,
+        ...(error.status !== undefined && { status: error.status }),
+      };
+    }
     if (error instanceof GiveUp) return { kind: "dead", reason: error.reason };
     throw error;
   }
+}
+
+/** What a remote service's answer says, for a dead letter: its status and the start of its body. */
+const remoteReason = (response: RemoteResponse): FailureReason => ({
+  status: response.status,
+  error:
+    response.status >= 300 && response.status < 400
+      ? `redirected more than the client follows, or without a Location (to ${response.headers.location ?? "nowhere"})`
+      : response.body.slice(0, 500) || "no body",
+});
+
+/**
+ * Sends one delivery (an HTTP request to a service other than the homeserver) with its
+ * `Idempotency-Key`, under the homeserver's rules: 2xx is done; 429 waits what the service says
+ * (`Retry-After`); 5xx and timeouts back off until the delivery's `maxServerErrors` if it has
+ * one; refused connections and other network failures back off; any other answer is final. A
+ * delivery of the wrong shape, or to an address the policy refuses, is dead-lettered unsent.
+ */
+export async function performDelivery(
+  delivery: OutboundDelivery,
+  attempt: number,
+  { remote, serverErrors, backoff }: OutboxDeps,
+): Promise<OutboxOutcome> {
+  const problem = deliveryProblem(delivery);
+  if (problem) return { kind: "dead", reason: { error: `refused, not sent: ${problem}` } };
+  let response: RemoteResponse;
+  try {
+    response = await remote.send({
+      ...delivery.delivery,
+      headers: { ...delivery.delivery.headers, "idempotency-key": delivery.id },
+    });
+  } catch (error) {
+    if (error instanceof TargetRefused) {
+      return { kind: "dead", reason: { error: `refused, not sent: ${error.message}` } };
+    }
+    const message = `remote service unreachable: ${(error as Error).message}`;
+    if ((error as Error).name === "TimeoutError") {
+      return afterServerError(
+        delivery,
+        attempt,
+        { serverErrors, backoff },
+        { error: message },
+        message,
+      );
+    }
+    return { kind: "retry", delaySeconds: backoffSeconds(attempt, backoff), reason: message };
+  }
+  if (response.status >= 200 && response.status < 300) return { kind: "done" };
+  if (response.status === 429) {
+    const wait = rateLimitSeconds(response.retryAfterSeconds, undefined);
+    return {
+      kind: "retry",
+      delaySeconds: wait ?? backoffSeconds(attempt, backoff),
+      reason: "rate limited (429)",
+    };
+  }
+  if (response.status >= 500) {
+    return afterServerError(
+      delivery,
+      attempt,
+      { serverErrors, backoff },
+      remoteReason(response),
+      `remote service error ${response.status}`,
+    );
+  }
+  return { kind: "dead", reason: remoteReason(response) };
 }

@@ -1,3 +1,5 @@
+import type { RemoteRequest } from "../shared/remote-http.ts";
+
 /**
  * One client-server API call, as the outbox performs it: acting as `userId` (the bot when it is
  * the appservice's own user), with the appservice's token in the Authorization header.
@@ -8,7 +10,15 @@ export interface ClientServerRequest {
   path: string;
   /** Query parameters other than `user_id` (e.g. `ts`, `device_id`). */
   query?: Record<string, string>;
+  /** JSON. */
   body?: unknown;
+  /** Bytes instead of JSON (media uploads only: `requestProblem`). */
+  content?: { bytes: Uint8Array; type: string };
+  /**
+   * Read a successful answer as bytes, at most this many (media downloads only): past them the
+   * call throws `ResponseTooLarge`.
+   */
+  maxResponseBytes?: number;
 }
 
 /** A request waiting in the outbound queue. */
@@ -30,17 +40,47 @@ export interface OutboundAction {
   maxServerErrors?: number;
 }
 
+/**
+ * An HTTP request to a service other than the homeserver, waiting in the outbound queue: sent
+ * with an `Idempotency-Key` header that is its `id`, the same on every attempt.
+ */
+export interface OutboundDelivery {
+  /** Derived from what asked for it, as an action's: the deduplication ID and the key. */
+  id: string;
+  kind: "delivery";
+  /** The room whose order its group keeps, if any (for logs). */
+  roomId?: string;
+  delivery: RemoteRequest;
+  /** As an action's: dead-lettered at this many server errors (5xx or no answer in time). */
+  maxServerErrors?: number;
+}
+
+/** What the outbound queue holds. */
+export type QueuedAction = OutboundAction | OutboundDelivery;
+
+export const isDelivery = (action: QueuedAction): action is OutboundDelivery =>
+  action.kind === "delivery";
+
 /** The homeserver's answer, as the outbox needs it. */
 export interface ClientServerResponse {
   status: number;
   body: unknown;
   /** Seconds, from the `Retry-After` header. */
   retryAfterSeconds?: number;
+  /** A successful answer to a request with `maxResponseBytes`, and what its headers say of it. */
+  bytes?: Uint8Array;
+  contentType?: string;
+  contentDisposition?: string;
 }
 
 /** A request a client will not send (see `requestProblem`): retrying cannot help. */
 export class RequestRefused extends Error {
   override name = "RequestRefused";
+}
+
+/** An answer longer than the request's `maxResponseBytes`: asking again cannot help. */
+export class ResponseTooLarge extends Error {
+  override name = "ResponseTooLarge";
 }
 
 /**
@@ -49,6 +89,22 @@ export class RequestRefused extends Error {
  */
 export interface HomeserverClient {
   call(userId: string, request: ClientServerRequest): Promise<ClientServerResponse>;
+}
+
+/** The homeserver refused a call for good (an answer other than 2xx, 429 or 5xx). */
+export class HomeserverRefused extends Error {
+  override name = "HomeserverRefused";
+  readonly errcode: string | undefined;
+
+  constructor(
+    what: string,
+    readonly status: number,
+    body: unknown,
+  ) {
+    const { errcode, error } = matrixError(body);
+    super(`${what}: ${status} ${errcode ?? ""} ${error ?? ""}`.replace(/ +/g, " ").trim());
+    this.errcode = errcode;
+  }
 }
 
 export const matrixError = (body: unknown): { errcode?: string; error?: string } =>

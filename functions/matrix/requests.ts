@@ -109,6 +109,10 @@ export interface CreateRoomFields {
   preset?: "private_chat" | "public_chat" | "trusted_private_chat";
   visibility?: "public" | "private";
   isDirect?: boolean;
+  /** The room version (`"11"`); the homeserver's default when absent. */
+  roomVersion?: string;
+  /** Merged into the room's initial `m.room.power_levels` (`power_level_content_override`). */
+  powerLevels?: Record<string, unknown>;
 }
 
 export const createRoomRequest = (options: CreateRoomFields): ClientServerRequest => ({
@@ -123,7 +127,77 @@ export const createRoomRequest = (options: CreateRoomFields): ClientServerReques
     ...(options.preset && { preset: options.preset }),
     ...(options.visibility && { visibility: options.visibility }),
     ...(options.isDirect !== undefined && { is_direct: options.isDirect }),
+    ...(options.roomVersion !== undefined && { room_version: options.roomVersion }),
+    ...(options.powerLevels && { power_level_content_override: options.powerLevels }),
   },
+});
+
+/** The room an alias names: `{room_id, servers}`, or 404 `M_NOT_FOUND`. */
+export const resolveAliasRequest = (alias: string): ClientServerRequest => ({
+  method: "GET",
+  path: `${CS}/directory/room/${e(alias)}`,
+});
+
+/** `{joined: {userId: {display_name, avatar_url}}}`. */
+export const joinedMembersRequest = (roomId: string): ClientServerRequest => ({
+  method: "GET",
+  path: `${CS}/rooms/${e(roomId)}/joined_members`,
+});
+
+export const eventRequest = (roomId: string, eventId: string): ClientServerRequest => ({
+  method: "GET",
+  path: `${CS}/rooms/${e(roomId)}/event/${e(eventId)}`,
+});
+
+/** A user's global profile: `{displayname?, avatar_url?}`. */
+export const readProfileRequest = (userId: string): ClientServerRequest => ({
+  method: "GET",
+  path: `${CS}/profile/${e(userId)}`,
+});
+
+/**
+ * The media repository's limits (`m.upload.size`): authenticated since Matrix 1.11, under
+ * `/_matrix/media/v3` before.
+ */
+export const mediaConfigRequest = (authenticated: boolean): ClientServerRequest => ({
+  method: "GET",
+  path: authenticated ? "/_matrix/client/v1/media/config" : "/_matrix/media/v3/config",
+});
+
+/** An `mxc://` URI to upload to later (Matrix 1.7): `{content_uri, unused_expires_at?}`. */
+export const createMediaRequest = (): ClientServerRequest => ({
+  method: "POST",
+  path: "/_matrix/media/v1/create",
+  body: {},
+});
+
+const fileNameQuery = (fileName: string | undefined) =>
+  fileName !== undefined ? { query: { filename: fileName } } : {};
+
+/** Uploads to a URI `createMediaRequest` gave, or without one (a new URI, `{content_uri}`). */
+export const uploadMediaRequest = (
+  content: { bytes: Uint8Array; type: string },
+  fileName?: string,
+  to?: { serverName: string; mediaId: string },
+): ClientServerRequest => ({
+  method: to ? "PUT" : "POST",
+  path: to
+    ? `/_matrix/media/v3/upload/${e(to.serverName)}/${e(to.mediaId)}`
+    : "/_matrix/media/v3/upload",
+  content,
+  ...fileNameQuery(fileName),
+});
+
+/** A media's bytes, read up to `maxBytes`: authenticated since Matrix 1.11, under v3 before. */
+export const downloadMediaRequest = (
+  serverName: string,
+  mediaId: string,
+  maxBytes: number,
+  authenticated: boolean,
+): ClientServerRequest => ({
+  method: "GET",
+  path: `${authenticated ? "/_matrix/client/v1/media" : "/_matrix/media/v3"}/download/${e(serverName)}/${e(mediaId)}`,
+  maxResponseBytes: maxBytes,
 });
 
 /** The room's visibility in the directory of the appservice's network `networkId`. */

@@ -1,10 +1,6 @@
 import { callBefore } from "./bounded-call.ts";
-import { HttpHomeserverClient } from "./http-client.ts";
-import { type HomeserverClient, matrixError } from "./request.ts";
+import { type HomeserverClient, HomeserverRefused } from "./request.ts";
 import { roomStateRequest } from "./requests.ts";
-
-/** How long one read may wait for the homeserver, retries included. */
-export const READ_BUDGET_MS = 5_000;
 
 /** A state event as the homeserver gives it with `format=event`. */
 export interface StateEvent {
@@ -26,10 +22,10 @@ export interface HomeserverReader {
 
 export class HttpHomeserverReader implements HomeserverReader {
   constructor(
-    private readonly homeserver: HomeserverClient,
-    private readonly botUserId: string,
-    /** How long one read may spend retrying 429s, 5xx and network failures. */
-    private readonly budgetMs: number,
+    protected readonly homeserver: HomeserverClient,
+    protected readonly botUserId: string,
+    /** How long one call may spend retrying 429s, 5xx and network failures. */
+    protected readonly budgetMs: number,
   ) {}
 
   roomState(roomId: string, type: string, stateKey = "") {
@@ -54,17 +50,6 @@ export class HttpHomeserverReader implements HomeserverReader {
     );
     if (response.status === 404) return undefined;
     if (response.status >= 200 && response.status < 300) return response.body as T;
-    const { errcode, error } = matrixError(response.body);
-    throw new Error(
-      `reading ${type} in ${roomId}: ${response.status} ${errcode ?? ""} ${error ?? ""}`.trim(),
-    );
+    throw new HomeserverRefused(`reading ${type} in ${roomId}`, response.status, response.body);
   }
 }
-
-/** The reader for a homeserver at `baseUrl`, as the bot, within `READ_BUDGET_MS` per read. */
-export const httpHomeserverReader = (baseUrl: string, asToken: string, botUserId: string) =>
-  new HttpHomeserverReader(
-    new HttpHomeserverClient(baseUrl, asToken, botUserId, READ_BUDGET_MS),
-    botUserId,
-    READ_BUDGET_MS,
-  );

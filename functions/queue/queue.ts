@@ -51,3 +51,30 @@ export class RetryLater extends Error {
     super(reason, options);
   }
 }
+
+/** A message received from a queue to be inspected, with what the queue says about it. */
+export interface InspectedMessage {
+  /** The queue's own ID for it: the same however often it is received. */
+  id: string;
+  receiptHandle: string;
+  groupId: string;
+  /** Its place in its group: a decimal number, increasing within the group. */
+  sequenceNumber: string;
+  /** When it was put on this queue (epoch milliseconds). */
+  sentAt: number;
+  body: string;
+}
+
+/** A dead-letter queue read by the operator: taken off it once kept elsewhere. */
+export interface DeadLetterQueue {
+  /** Up to 10 messages, each group's in order, hidden from other readers for a while. */
+  receive(): Promise<InspectedMessage[]>;
+  delete(receiptHandle: string): Promise<void>;
+}
+
+/** How many messages a queue holds: waiting to be received, being handled, delayed. */
+export interface QueueDepth {
+  waiting: number;
+  inFlight: number;
+  delayed: number;
+}

@@ -1,7 +1,8 @@
 import { createHash, createHmac } from "node:crypto";
 
-/** Hex SHA-256: how every identifier in the pipeline is derived. */
-export const sha256 = (text: string): string => createHash("sha256").update(text).digest("hex");
+/** Hex SHA-256: how every identifier in the pipeline is derived (and media's content hash). */
+export const sha256 = (data: string | Uint8Array): string =>
+  createHash("sha256").update(data).digest("hex");
 
 /**
  * A secret derived from `key` for `label`: base64url HMAC-SHA256, 256 bits. The same label

@@ -6,7 +6,7 @@ import type {
   ApplicationRoutes,
 } from "../appservice/application.ts";
 import { INBOUND_RETRY, type InboundRetryPolicy } from "../appservice/pipeline/process-inbound.ts";
-import { createNamespaceMatcher } from "../appservice/protocol/namespaces.ts";
+import { createNamespaceMatcher, derivedAliasPrefix } from "../appservice/protocol/namespaces.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
 import type { AppHandlerDeps } from "../handlers/app.ts";
 import type { EventsDeps } from "../handlers/events.ts";
@@ -15,13 +15,15 @@ import type { QueriesDeps } from "../handlers/queries.ts";
 import type { TransactionsDeps } from "../handlers/transactions.ts";
 import { type BackoffPolicy, DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
+import { CALL_TIMEOUT_MS, HttpHomeserverCalls } from "../matrix/homeserver-calls.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
-import { httpHomeserverReader } from "../matrix/room-state.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
+import { addressPolicy } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
-import { DynamoDbAppData } from "../store/dynamodb/app-data.ts";
+import { HttpRemoteClient } from "../shared/remote-http.ts";
+import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-data.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import type { Config } from "./env.ts";
@@ -46,7 +48,7 @@ export const botUserIdOf = (senderLocalpart: string, serverName: string) =>
   `@${senderLocalpart}:${serverName}`;
 
 /** The appservice's tokens: Secrets Manager in AWS, the registration file in local mode. */
-export type SecretSource = (token: "asToken" | "hsToken") => Promise<string>;
+export type SecretSource = (token: "asToken" | "hsToken" | "adminToken") => Promise<string>;
 
 /** What varies between Lambda and local mode, and the knobs tests turn. */
 export interface Platform<L extends Log = Log> {
@@ -68,10 +70,8 @@ export interface Platform<L extends Log = Log> {
 }
 
 /** A function's configuration without the secrets' ARNs (read through the `SecretSource`). */
-export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app"> = Omit<
-  Config<F>,
-  "tokensSecretArn"
->;
+export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app" | "admin"> =
+  Omit<Config<F>, "tokensSecretArn">;
 
 const stores = (tableName: string, platform: Platform) => {
   const store = new DynamoDbStore(platform.dynamodb, tableName);
@@ -91,8 +91,27 @@ export async function transactionsDeps<L extends Log>(
   };
 }
 
+/** The calls the application's handlers make at once, with their records. */
+const homeserverCalls = (config: Settings<"app">, asToken: string, platform: Platform) => {
+  const { namespaces } = config.registration;
+  const matcher = createNamespaceMatcher(namespaces);
+  return new HttpHomeserverCalls({
+    homeserver: new HttpHomeserverClient(
+      config.homeserverUrl,
+      asToken,
+      config.botUserId,
+      CALL_TIMEOUT_MS,
+    ),
+    botUserId: config.botUserId,
+    records: new DynamoDbAppData(platform.dynamodb, config.tableName, CALL_RECORDS_KEY_PREFIX),
+    ownsAlias: (alias) => matcher.matches("aliases", alias),
+    derivedAliasPrefix: derivedAliasPrefix(namespaces),
+    log: platform.log,
+  });
+};
+
 /** What the application's handlers act with (the events and app functions). */
-async function serviceDeps<L extends Log>(
+export async function serviceDeps<L extends Log>(
   config: Settings<"app">,
   platform: Platform<L>,
 ): Promise<ServiceDeps & { log: L }> {
@@ -101,7 +120,7 @@ async function serviceDeps<L extends Log>(
     log: platform.log,
     outboundQueue: new SqsFifoQueue(platform.sqs, config.outboundQueueUrl),
     botUserId: config.botUserId,
-    homeserver: httpHomeserverReader(config.homeserverUrl, asToken, config.botUserId),
+    homeserver: homeserverCalls(config, asToken, platform),
     data: new DynamoDbAppData(platform.dynamodb, config.tableName),
     publicBaseUrl: config.publicBaseUrl,
     secretKey: asToken,
@@ -155,6 +174,7 @@ export async function outboxDeps<L extends Log>(
       config.botUserId,
       homeserverTimeoutMs,
     ),
+    remote: new HttpRemoteClient({ policy: addressPolicy(config.deliveryAllowedAddresses) }),
     membership: store,
     serverErrors: store,
     botUserId: config.botUserId,

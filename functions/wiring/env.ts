@@ -1,6 +1,7 @@
 import * as z from "zod/mini";
 import type { Registration } from "../appservice/protocol/registration.ts";
 import type { Route } from "../appservice/protocol/routes.ts";
+import { parseAllowedRanges } from "../shared/address-policy.ts";
 
 /**
  * The environment variables the functions read, by the configuration field each fills. The
@@ -20,6 +21,9 @@ export const ENV = {
   botDisplayName: "BOT_DISPLAY_NAME",
   botAvatarUrl: "BOT_AVATAR_URL",
   appRoutes: "APP_ROUTES",
+  version: "APP_VERSION",
+  logGroups: "LOG_GROUPS",
+  deliveryAllowedAddresses: "DELIVERY_ALLOWED_ADDRESSES",
 } as const;
 
 /**
@@ -85,10 +89,20 @@ const fields = {
   homeserverUrl: text,
   botUserId: text,
   publicBaseUrl: z.pipe(text, z.transform(trimBaseUrl)),
-  registration: json<Pick<Registration, "namespaces">>(),
+  registration: json<Pick<Registration, "id" | "namespaces">>(),
   botDisplayName: text,
   botAvatarUrl: z.optional(text),
   appRoutes: json<Pick<Route, "method" | "path">[]>(),
+  version: text,
+  /** The functions' log groups by function name: the console reads its traffic from them. */
+  logGroups: json<Record<string, string>>(),
+  /** CIDR ranges, comma-separated, that deliveries may reach though not public (`addressPolicy`). */
+  deliveryAllowedAddresses: z.optional(
+    z.pipe(
+      z.string(),
+      z.transform((value: string) => parseAllowedRanges(value)),
+    ),
+  ),
 } satisfies Record<keyof typeof ENV, z.ZodMiniType>;
 
 type Field = keyof typeof fields;
@@ -103,6 +117,8 @@ const service = [
   "tokensSecretArn",
   "homeserverUrl",
   "publicBaseUrl",
+  // The alias namespaces: where rooms created under a key get their alias.
+  "registration",
 ] as const;
 
 /** Each function's configuration: the variables it reads, and nothing else. */
@@ -119,10 +135,20 @@ export const configSchemas = {
     "registration",
     "botDisplayName",
     "botAvatarUrl",
+    "deliveryAllowedAddresses",
   ),
   queries: pick("tableName", "tokensSecretArn", "homeserverUrl", "botUserId", "registration"),
   fallback: pick("appRoutes"),
   app: pick(...service),
+  admin: pick(
+    ...service,
+    "inboundQueueUrl",
+    "inboundDeadLetterQueueUrl",
+    "outboundDeadLetterQueueUrl",
+    "registration",
+    "version",
+    "logGroups",
+  ),
 };
 
 export type FunctionName = keyof typeof configSchemas;

@@ -25,18 +25,7 @@ import { CountingMetrics } from "../../functions/shared/metrics.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { EVENTS_RECORD_BUDGET_MS, EVENTS_TIMEOUT_MS } from "../../functions/wiring/timeouts.ts";
-import { makeEvent, noServices } from "../support/appservice.ts";
-
-/** A log that keeps its lines, to count what was logged at which level. */
-function recordingLog() {
-  const lines: { level: keyof Log; message: string; attributes: Record<string, unknown> }[] = [];
-  const at =
-    (level: keyof Log) =>
-    (message: string, ...attributes: Record<string, unknown>[]) =>
-      void lines.push({ level, message, attributes: Object.assign({}, ...attributes) });
-  const log: Log = { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
-  return { log, lines };
-}
+import { makeEvent, noServices, recordingLog } from "../support/appservice.ts";
 
 /** What the handler was given in one invocation: each record's event IDs, group and receive count. */
 const shapeOf = (event: SQSEvent) =>

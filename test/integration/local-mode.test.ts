@@ -105,6 +105,9 @@ describe("npm start", () => {
     });
     expect(output()).toContain(`listening on http://127.0.0.1:${port}`);
     expect(output()).toContain(`Application route: POST http://127.0.0.1:${port}/webhook/{id}`);
+    expect(output()).toContain(
+      "Deliveries to remote services may reach public addresses and 127.0.0.0/8, ::1/128 (DELIVERY_ALLOWED_ADDRESSES: loopback by default in local mode)",
+    );
     const health = await fetch(`http://127.0.0.1:${port}/health`);
     expect(health.status).toBe(200);
 

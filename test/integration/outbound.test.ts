@@ -1,10 +1,15 @@
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
-import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { describe, expect, it, onTestFinished } from "vitest";
 import type { Application } from "../../functions/appservice/application.ts";
-import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
+import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import type { Log } from "../../functions/shared/log.ts";
-import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
+import {
+  deadLetters,
+  makeEvent,
+  NO_DEAD_LETTERS,
+  waitFor,
+  waitUntilDrained,
+} from "../support/appservice.ts";
 import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
 const isSend = (r: { method: string; path: string }) =>
@@ -141,17 +146,9 @@ describe("outbound calls", () => {
     await waitFor(() => homeserver.sent.length >= 1);
     expect(await waitUntilDrained(local)).toEqual({ ...NO_DEAD_LETTERS, outboundDeadLetters: 1 });
     expect(homeserver.sent.map((e) => e.content.body)).toEqual(["echo: second"]);
-    const sqs = localSqs(local.sqsEndpoint);
-    onTestFinished(() => sqs.destroy());
-    const { Messages = [] } = await sqs.send(
-      new ReceiveMessageCommand({
-        QueueUrl: local.outboundDeadLetterUrl,
-        MaxNumberOfMessages: 10,
-        WaitTimeSeconds: 1,
-      }),
-    );
-    expect(Messages).toHaveLength(1);
-    const letter = JSON.parse(Messages[0]?.Body as string);
+    const letters = await deadLetters(local, "outbound");
+    expect(letters).toHaveLength(1);
+    const [letter] = letters;
     expect(letter.reason).toEqual({
       status: 400,
       errcode: "M_BAD_JSON",

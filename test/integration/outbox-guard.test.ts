@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { DeleteMessageCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { WEBHOOK_MAX_SERVER_ERRORS } from "../../functions/app/webhooks/post.ts";
-import { WEBHOOK_USER_PREFIX } from "../../functions/app/webhooks/users.ts";
+import { WEBHOOK_USER_PREFIX } from "../../functions/app/webhooks/user.ts";
 import { localSqs } from "../../functions/local/aws-clients.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
 import type { OutboundAction } from "../../functions/matrix/request.ts";

@@ -18,7 +18,9 @@ import {
 import type { OutboundAction } from "../../functions/matrix/request.ts";
 import { SqsMessageControl } from "../../functions/queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../../functions/queue/sqs/queue.ts";
+import { addressPolicy } from "../../functions/shared/address-policy.ts";
 import { CountingMetrics } from "../../functions/shared/metrics.ts";
+import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import {
@@ -55,6 +57,7 @@ describe("the outbox within its time", () => {
   /** The outbox's dependencies against the scripted homeserver and DynamoDB Local. */
   const outboxDeps = (timeoutMs: number, backoff: BackoffPolicy): OutboxDeps => ({
     homeserver: new HttpHomeserverClient(homeserver.url, "as-token", bot, timeoutMs),
+    remote: new HttpRemoteClient({ policy: addressPolicy() }),
     membership: store,
     serverErrors: store,
     botUserId: bot,

@@ -28,6 +28,7 @@ describe("!webhook commands, handled again after a crash (DynamoDB Local)", () =
       data,
       // The moderator's level, as the room's power levels give it.
       homeserver: {
+        ...noServices.homeserver,
         roomState: async () => ({ users: { "@mod:test.local": 100 } }),
         roomStateEvent: async () => undefined,
       },

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { takeToken, WEBHOOK_RATE } from "../../functions/app/webhooks/rate-limit.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
-import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
+import { APP_DATA_KEY_PREFIX, DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 
 describe("the per-webhook token bucket, in the app's data (DynamoDB Local)", () => {
@@ -34,7 +34,12 @@ describe("the per-webhook token bucket, in the app's data (DynamoDB Local)", () 
 
   it("an entry past its expiresAt is gone for get and list, and a write ifAbsent takes its place", async () => {
     let now = 5_000_000;
-    const data = new DynamoDbAppData(clients[0] as (typeof clients)[0], tableName, () => now);
+    const data = new DynamoDbAppData(
+      clients[0] as (typeof clients)[0],
+      tableName,
+      APP_DATA_KEY_PREFIX,
+      () => now,
+    );
     const collection = `ttl-${randomUUID()}`;
     await data.write([{ collection, key: "k", value: { n: 1 }, expiresAt: now + 60_000 }]);
     expect(await data.get(collection, "k")).toEqual({ n: 1 });

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
+import { GetQueueAttributesCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { inject } from "vitest";
 import type { Application } from "../../functions/appservice/application.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
@@ -13,6 +13,7 @@ import {
   type LocalOptions,
   startLocal,
 } from "../../functions/local/local.ts";
+import type { Log } from "../../functions/shared/log.ts";
 import { sleep } from "./wait.ts";
 
 export const tempDir = () => mkdtemp(join(tmpdir(), "appservice-test-"));
@@ -172,8 +173,46 @@ export const noServices: ServiceDeps = {
   homeserver: {
     roomState: unexpected("homeserver read"),
     roomStateEvent: unexpected("homeserver read"),
+    createRoom: unexpected("homeserver call"),
+    directRoom: unexpected("homeserver call"),
+    uploadMedia: unexpected("homeserver call"),
+    downloadMedia: unexpected("homeserver call"),
+    resolveAlias: unexpected("homeserver read"),
+    joinedMembers: unexpected("homeserver read"),
+    event: unexpected("homeserver read"),
+    profile: unexpected("homeserver read"),
+    ensurePuppet: unexpected("homeserver call"),
+    setPowerLevel: unexpected("homeserver call"),
   },
   data: { get: unexpected("data read"), list: unexpected("data read"), write: unexpected("write") },
   publicBaseUrl: "http://127.0.0.1:1",
   secretKey: "test",
 };
+
+/** A log that keeps its lines, to count what was logged at which level. */
+export function recordingLog() {
+  const lines: { level: keyof Log; message: string; attributes: Record<string, unknown> }[] = [];
+  const at =
+    (level: keyof Log) =>
+    (message: string, ...attributes: Record<string, unknown>[]) =>
+      void lines.push({ level, message, attributes: Object.assign({}, ...attributes) });
+  const log: Log = { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
+  return { log, lines };
+}
+
+/** The messages a dead-letter queue holds (received, not deleted), their bodies parsed. */
+export async function deadLetters(local: LocalAppservice, queue: "inbound" | "outbound") {
+  const sqs = localSqs(local.sqsEndpoint);
+  try {
+    const { Messages = [] } = await sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: queue === "inbound" ? local.inboundDeadLetterUrl : local.outboundDeadLetterUrl,
+        MaxNumberOfMessages: 10,
+        WaitTimeSeconds: 1,
+      }),
+    );
+    return Messages.map((message) => JSON.parse(message.Body as string));
+  } finally {
+    sqs.destroy();
+  }
+}

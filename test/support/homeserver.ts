@@ -8,7 +8,10 @@ export interface RecordedRequest {
   path: string;
   query: Record<string, string>;
   authorization: string | undefined;
+  /** JSON, parsed; undefined for none, and for a media upload's bytes (in `bytes`). */
   body: unknown;
+  bytes?: Buffer;
+  contentType?: string;
   at: number;
   /** The status it was answered with (undefined while pending or when it hung). */
   status?: number;
@@ -17,7 +20,9 @@ export interface RecordedRequest {
 /** A canned answer for the next matching request, instead of the homeserver's own. */
 export type Cue =
   | { status: number; body: unknown; headers?: Record<string, string> }
-  | { hang: true };
+  | { hang: true }
+  /** Does what was asked, then drops the connection unanswered: the answer is lost. */
+  | { loseAnswer: true };
 
 interface CueRule {
   match: (request: RecordedRequest) => boolean;
@@ -30,8 +35,12 @@ interface CueRule {
  * way Synapse answers them: appservice auth with the as_token in the header (a token in the
  * query too is 401 `M_MISSING_TOKEN`), `?user_id=` masquerading (403 `M_FORBIDDEN` for a user
  * never registered), registration (`M_USER_IN_USE`), rooms with members (403 `M_FORBIDDEN` for
- * a user not in the room), sends deduplicated by txnId. It records every request and answers
- * 429, 5xx or nothing at all on cue.
+ * a user not in the room), sends deduplicated by txnId, rooms created with their initial state
+ * (an alias taken: 400 `M_ROOM_IN_USE`; outside the namespaces: the room made, then 400
+ * `M_EXCLUSIVE`), the room directory, members with their names, events, profiles, and the media
+ * repository (`create` then `PUT` upload since Matrix 1.7, authenticated media since 1.11, each
+ * of which can be turned off, and an upload limit). It records every request and answers 429,
+ * 5xx or nothing at all on cue.
  */
 export class ScriptedHomeserver {
   readonly requests: RecordedRequest[] = [];
@@ -58,6 +67,19 @@ export class ScriptedHomeserver {
   appservice: { id: string; url: string | null; hsToken: string } | undefined;
   /** False: a homeserver before Matrix v1.7, which answers the ping as an unknown endpoint. */
   pingSupported = true;
+  /** False: a homeserver before Matrix v1.7, without `POST /_matrix/media/v1/create`. */
+  mediaCreateSupported = true;
+  /** False: a homeserver before Matrix v1.11, without `/_matrix/client/v1/media/*`. */
+  authenticatedMediaSupported = true;
+  /** `m.upload.size`. */
+  maxUploadBytes = 50 * 1024 * 1024;
+  /** Media by ID: the bytes once uploaded, and who created (or uploaded) it. */
+  readonly media = new Map<
+    string,
+    { creator: string; bytes?: Buffer; contentType?: string; fileName?: string }
+  >();
+  /** Whether an alias is in the registration's alias namespaces. */
+  aliasInNamespace: (alias: string) => boolean = () => true;
   private readonly txns = new Map<string, string>();
   private readonly cues: CueRule[] = [];
   private server: Server | undefined;
@@ -124,6 +146,101 @@ export class ScriptedHomeserver {
     this.cues.length = 0;
   }
 
+  /** Joins `userId`, its member event carrying its global profile, as Synapse writes it. */
+  private join(roomId: string, userId: string) {
+    this.rooms.get(roomId)?.add(userId);
+    const profile = this.profiles.get(userId) ?? {};
+    this.setState(
+      roomId,
+      "m.room.member",
+      userId,
+      {
+        membership: "join",
+        ...(profile.displayname !== undefined && { displayname: profile.displayname }),
+        ...(profile.avatar_url !== undefined && { avatar_url: profile.avatar_url }),
+      },
+      userId,
+    );
+  }
+
+  /**
+   * `POST /createRoom` as Synapse does it: the alias checked first (taken: `M_ROOM_IN_USE`), the
+   * room made with its state (preset, power levels with the override, initial state, name,
+   * topic), the invitees invited, and then the alias bound, which fails with 400 `M_EXCLUSIVE`
+   * outside the appservice's namespaces (the room stays, made).
+   */
+  private createRoomAs(userId: string, body: Record<string, unknown>): [number, unknown] {
+    const alias = body.room_alias_name
+      ? `#${String(body.room_alias_name)}:${this.serverName}`
+      : undefined;
+    if (alias && this.aliases.has(alias))
+      return [400, { errcode: "M_ROOM_IN_USE", error: "Room alias already taken" }];
+    const roomId = `!${randomUUID()}:${this.serverName}`;
+    const preset = body.preset ?? (body.visibility === "public" ? "public_chat" : "private_chat");
+    const invite = (body.invite ?? []) as string[];
+    this.createRoom(roomId, [], { inviteOnly: preset !== "public_chat" });
+    this.createdRooms.push({ roomId, creator: userId, body });
+    this.setState(
+      roomId,
+      "m.room.create",
+      "",
+      {
+        room_version: body.room_version ?? "10",
+        creator: userId,
+      },
+      userId,
+    );
+    this.join(roomId, userId);
+    this.setState(
+      roomId,
+      "m.room.power_levels",
+      "",
+      {
+        users: {
+          [userId]: 100,
+          ...(preset === "trusted_private_chat" &&
+            Object.fromEntries(invite.map((invitee) => [invitee, 100]))),
+        },
+        users_default: 0,
+        events_default: 0,
+        state_default: 50,
+        ban: 50,
+        kick: 50,
+        redact: 50,
+        invite: preset === "public_chat" ? 50 : 0,
+        ...(body.power_level_content_override as Record<string, unknown> | undefined),
+      },
+      userId,
+    );
+    const state = (body.initial_state ?? []) as {
+      type: string;
+      state_key?: string;
+      content: Record<string, unknown>;
+    }[];
+    for (const event of state) {
+      this.setState(roomId, event.type, event.state_key ?? "", event.content, userId);
+    }
+    if (body.name !== undefined)
+      this.setState(roomId, "m.room.name", "", { name: body.name }, userId);
+    if (body.topic !== undefined) {
+      this.setState(roomId, "m.room.topic", "", { topic: body.topic }, userId);
+    }
+    this.invites.set(roomId, new Set(invite));
+    if (alias) {
+      if (!this.aliasInNamespace(alias)) {
+        return [
+          400,
+          {
+            errcode: "M_EXCLUSIVE",
+            error: "This application service has not reserved this kind of alias.",
+          },
+        ];
+      }
+      this.aliases.set(alias, roomId);
+    }
+    return [200, { room_id: roomId }];
+  }
+
   createRoom(roomId: string, members: string[], options: { inviteOnly?: boolean } = {}) {
     this.rooms.set(roomId, new Set(members));
     if (options.inviteOnly) this.inviteOnly.add(roomId);
@@ -155,13 +272,16 @@ export class ScriptedHomeserver {
     const url = new URL(req.url ?? "/", "http://127.0.0.1");
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
-    const text = Buffer.concat(chunks).toString("utf8");
+    const raw = Buffer.concat(chunks);
+    const upload = url.pathname.startsWith("/_matrix/media/v3/upload");
     const request: RecordedRequest = {
       method: req.method ?? "GET",
       path: url.pathname,
       query: Object.fromEntries(url.searchParams),
       authorization: req.headers.authorization,
-      body: text ? JSON.parse(text) : undefined,
+      body: !upload && raw.length ? JSON.parse(raw.toString("utf8")) : undefined,
+      ...(upload && { bytes: raw }),
+      ...(req.headers["content-type"] && { contentType: req.headers["content-type"] }),
       at: Date.now(),
     };
     this.requests.push(request);
@@ -173,6 +293,11 @@ export class ScriptedHomeserver {
     const rule = this.cues.find((r) => r.times > 0 && r.match(request));
     if (rule) {
       rule.times--;
+      if ("loseAnswer" in rule.cue) {
+        if (!this.isMediaPath(request.path)) this.answer(request);
+        res.destroy();
+        return;
+      }
       if ("hang" in rule.cue) {
         this.hanging.add(res);
         return;
@@ -180,10 +305,144 @@ export class ScriptedHomeserver {
       reply(rule.cue.status, rule.cue.body, rule.cue.headers);
       return;
     }
-    const [status, body] = request.path.startsWith("/_matrix/client/v1/appservice/")
-      ? await this.ping(request)
+    if (request.path.startsWith("/_matrix/client/v1/appservice/")) {
+      reply(...(await this.ping(request)));
+      return;
+    }
+    const answer = this.isMediaPath(request.path)
+      ? this.mediaAnswer(request)
       : this.answer(request);
-    reply(status, body);
+    if ("bytes" in answer) {
+      request.status = 200;
+      res.writeHead(200, answer.headers);
+      res.end(answer.bytes);
+      return;
+    }
+    reply(...answer);
+  }
+
+  private isMediaPath(path: string) {
+    return path.startsWith("/_matrix/media/") || path.startsWith("/_matrix/client/v1/media/");
+  }
+
+  /** Who acts (`user_id` or the bot), or the error Synapse gives an appservice that may not. */
+  private actor(request: RecordedRequest): string | [number, unknown] {
+    if (request.query.access_token !== undefined) {
+      return [
+        401,
+        {
+          errcode: "M_MISSING_TOKEN",
+          error: "Mixing Authorization headers and access_token query parameters.",
+        },
+      ];
+    }
+    if (request.authorization !== `Bearer ${this.asToken}`) {
+      return [401, { errcode: "M_UNKNOWN_TOKEN", error: "Unrecognised access token." }];
+    }
+    const userId = request.query.user_id ?? this.botUserId;
+    if (!this.interestedIn(userId)) {
+      return [
+        403,
+        { errcode: "M_FORBIDDEN", error: "Application service cannot masquerade as this user." },
+      ];
+    }
+    if (!this.registered.has(userId)) {
+      return [
+        403,
+        {
+          errcode: "M_FORBIDDEN",
+          error: `Application service has not registered this user (${userId})`,
+        },
+      ];
+    }
+    return userId;
+  }
+
+  /** The media repository, as Synapse answers it. */
+  private mediaAnswer(
+    request: RecordedRequest,
+  ): [number, unknown] | { bytes: Buffer; headers: Record<string, string> } {
+    const unrecognized: [number, unknown] = [
+      404,
+      { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" },
+    ];
+    const authenticated = request.path.startsWith("/_matrix/client/v1/media/");
+    if (authenticated && !this.authenticatedMediaSupported) return unrecognized;
+    const path = request.path.replace(/^\/_matrix\/(client\/v1\/media|media\/v[13])/, "");
+    const parts = path.split("/").map(decodeURIComponent);
+    // Unauthenticated downloads (before Matrix 1.11) need no token.
+    const download = request.method === "GET" && parts[1] === "download";
+    const actor = download && !authenticated ? this.botUserId : this.actor(request);
+    if (typeof actor !== "string") return actor;
+    if (request.method === "GET" && parts[1] === "config") {
+      return [200, { "m.upload.size": this.maxUploadBytes }];
+    }
+    if (request.method === "POST" && request.path === "/_matrix/media/v1/create") {
+      if (!this.mediaCreateSupported) return unrecognized;
+      const mediaId = randomUUID().replaceAll("-", "");
+      this.media.set(mediaId, { creator: actor });
+      return [
+        200,
+        {
+          content_uri: `mxc://${this.serverName}/${mediaId}`,
+          unused_expires_at: Date.now() + 86_400_000,
+        },
+      ];
+    }
+    if (parts[1] === "upload" && request.path.startsWith("/_matrix/media/v3/")) {
+      const bytes = request.bytes ?? Buffer.alloc(0);
+      if (bytes.length > this.maxUploadBytes) {
+        return [413, { errcode: "M_TOO_LARGE", error: "Upload request body is too large" }];
+      }
+      const upload = {
+        creator: actor,
+        bytes,
+        contentType: request.contentType ?? "application/octet-stream",
+        ...(request.query.filename !== undefined && { fileName: request.query.filename }),
+      };
+      if (request.method === "POST" && parts.length === 2) {
+        const mediaId = randomUUID().replaceAll("-", "");
+        this.media.set(mediaId, upload);
+        return [200, { content_uri: `mxc://${this.serverName}/${mediaId}` }];
+      }
+      if (request.method === "PUT" && parts.length === 4) {
+        if (parts[2] !== this.serverName) {
+          return [404, { errcode: "M_NOT_FOUND", error: "Non-local server name specified" }];
+        }
+        const existing = this.media.get(parts[3] as string);
+        if (!existing) return [404, { errcode: "M_NOT_FOUND", error: "Unknown media ID" }];
+        if (existing.creator !== actor) {
+          return [
+            403,
+            { errcode: "M_FORBIDDEN", error: "You may only upload to media you created" },
+          ];
+        }
+        if (existing.bytes) {
+          return [
+            409,
+            { errcode: "M_CANNOT_OVERWRITE_MEDIA", error: "Media ID cannot be overwritten" },
+          ];
+        }
+        this.media.set(parts[3] as string, upload);
+        return [200, {}];
+      }
+    }
+    if (download && parts.length >= 4) {
+      const media = parts[2] === this.serverName ? this.media.get(parts[3] as string) : undefined;
+      if (!media?.bytes) return [404, { errcode: "M_NOT_FOUND", error: "Not found" }];
+      const fileName = parts[4] ?? media.fileName;
+      return {
+        bytes: media.bytes,
+        headers: {
+          "content-type": media.contentType ?? "application/octet-stream",
+          "content-length": String(media.bytes.length),
+          ...(fileName !== undefined && {
+            "content-disposition": `inline; filename*=utf-8''${encodeURIComponent(fileName)}`,
+          }),
+        },
+      };
+    }
+    return unrecognized;
   }
 
   /** Synapse's ping: it calls the appservice's own `/ping` and reports how that went. */
@@ -251,19 +510,8 @@ export class ScriptedHomeserver {
       403,
       { errcode: "M_FORBIDDEN", error },
     ];
-    if (request.query.access_token !== undefined) {
-      return [
-        401,
-        {
-          errcode: "M_MISSING_TOKEN",
-          error: "Mixing Authorization headers and access_token query parameters.",
-        },
-      ];
-    }
-    if (request.authorization !== `Bearer ${this.asToken}`) {
-      return [401, { errcode: "M_UNKNOWN_TOKEN", error: "Unrecognised access token." }];
-    }
-    const userId = request.query.user_id ?? this.botUserId;
+    const actor = this.actor(request);
+    if (typeof actor !== "string" && (actor[0] as number) === 401) return actor;
     const path = request.path.replace(/^\/_matrix\/client\/v3/, "");
     const parts = path.split("/").map(decodeURIComponent);
     const body = (request.body ?? {}) as Record<string, unknown>;
@@ -283,14 +531,11 @@ export class ScriptedHomeserver {
       this.registered.add(id);
       return [200, { user_id: id }];
     }
-    if (!this.interestedIn(userId)) {
-      return forbidden("Application service cannot masquerade as this user.");
-    }
-    if (!this.registered.has(userId)) {
-      return forbidden(`Application service has not registered this user (${userId})`);
-    }
+    if (typeof actor !== "string") return actor;
+    const userId = actor;
     if (request.method === "POST" && parts[1] === "join") {
-      const roomId = parts[2] as string;
+      const target = parts[2] as string;
+      const roomId = target.startsWith("#") ? (this.aliases.get(target) ?? target) : target;
       const members = this.rooms.get(roomId);
       if (!members) return [404, { errcode: "M_NOT_FOUND", error: "No known servers" }];
       if (
@@ -300,25 +545,27 @@ export class ScriptedHomeserver {
       ) {
         return forbidden("You are not invited to this room.");
       }
-      members.add(userId);
+      this.join(roomId, userId);
       return [200, { room_id: roomId }];
     }
-    if (request.method === "POST" && path === "/createRoom") {
-      const alias = body.room_alias_name
-        ? `#${String(body.room_alias_name)}:${this.serverName}`
-        : undefined;
-      if (alias && this.aliases.has(alias))
-        return [400, { errcode: "M_ROOM_IN_USE", error: "Room alias already taken" }];
-      const roomId = `!${randomUUID()}:${this.serverName}`;
-      this.createRoom(roomId, [userId]);
-      this.createdRooms.push({ roomId, creator: userId, body });
-      if (alias) this.aliases.set(alias, roomId);
-      return [200, { room_id: roomId }];
-    }
+    if (request.method === "POST" && path === "/createRoom") return this.createRoomAs(userId, body);
     if (parts[1] === "profile") {
-      if (parts[2] !== userId) return forbidden("Cannot set another user's profile");
+      const target = parts[2] as string;
+      if (request.method === "GET") {
+        if (!this.registered.has(target)) {
+          return [404, { errcode: "M_NOT_FOUND", error: "Profile was not found" }];
+        }
+        return [200, this.profiles.get(target) ?? {}];
+      }
+      if (target !== userId) return forbidden("Cannot set another user's profile");
       this.profiles.set(userId, { ...this.profiles.get(userId), ...body });
       return [200, {}];
+    }
+    if (request.method === "GET" && parts[1] === "directory" && parts[2] === "room") {
+      const alias = parts[3] as string;
+      const roomId = this.aliases.get(alias);
+      if (!roomId) return [404, { errcode: "M_NOT_FOUND", error: `Room alias ${alias} not found` }];
+      return [200, { room_id: roomId, servers: [this.serverName] }];
     }
     if (parts[1] === "directory") return [200, {}];
     if (parts[1] !== "rooms")
@@ -328,6 +575,32 @@ export class ScriptedHomeserver {
     const members = this.rooms.get(roomId);
     if (!members?.has(userId)) return forbidden(`User ${userId} not in room ${roomId}`);
     switch (parts[3]) {
+      case "joined_members": {
+        const joined: Record<string, Record<string, unknown>> = {};
+        for (const member of members) {
+          const content = this.state.get(`${roomId}\nm.room.member\n${member}`)?.content ?? {};
+          joined[member] = {
+            ...(typeof content.displayname === "string" && { display_name: content.displayname }),
+            ...(typeof content.avatar_url === "string" && { avatar_url: content.avatar_url }),
+          };
+        }
+        return [200, { joined }];
+      }
+      case "event": {
+        const event = this.sent.find((e) => e.roomId === roomId && e.eventId === parts[4]);
+        if (!event) return [404, { errcode: "M_NOT_FOUND", error: "Event not found." }];
+        return [
+          200,
+          {
+            event_id: event.eventId,
+            room_id: roomId,
+            type: event.type,
+            sender: event.sender,
+            origin_server_ts: 0,
+            content: event.content,
+          },
+        ];
+      }
       case "send": {
         const txnKey = `${userId}/${parts[5]}`;
         const existing = this.txns.get(txnKey);

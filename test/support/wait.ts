@@ -12,3 +12,16 @@ export async function waitFor(
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Polls until the asynchronous `check` holds or the time runs out. */
+export async function waitForAsync(
+  check: () => Promise<boolean>,
+  timeoutMs = 20_000,
+  what = "condition",
+) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}

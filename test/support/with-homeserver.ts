@@ -27,13 +27,15 @@ export async function startWithHomeserver(options: Partial<LocalOptions> = {}) {
 /** The same, for a whole file's tests: the caller stops it. */
 export async function startAppserviceAndHomeserver(options: Partial<LocalOptions> = {}) {
   const registrationPath = join(await tempDir(), "registration.yaml");
+  const application = options.application ?? defaultApplication;
   const registration = newRegistration({
     id: "scripted-test",
     url: null,
     senderLocalpart: "bot",
     serverName: SERVER,
     prefix: "_as_",
-    ...(defaultApplication.userPrefixes && { userPrefixes: defaultApplication.userPrefixes }),
+    ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
+    ...(application.aliasPrefixes && { aliasPrefixes: application.aliasPrefixes }),
   });
   await writeFile(registrationPath, registrationYaml(registration));
   const namespaces = createNamespaceMatcher(registration.namespaces);
@@ -43,6 +45,7 @@ export async function startAppserviceAndHomeserver(options: Partial<LocalOptions
     `@bot:${SERVER}`,
     (userId) => namespaces.matches("users", userId),
   );
+  homeserver.aliasInNamespace = (alias) => namespaces.matches("aliases", alias);
   await homeserver.start();
   const local = await startTestAppservice({
     registrationPath,

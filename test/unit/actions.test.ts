@@ -399,8 +399,7 @@ describe("the Actions API: what each method queues", () => {
       expect(() => actions.withServerErrorLimit(limit)).toThrow(RangeError);
     }
   });
-
-  it("seededBy: the same actions under IDs from the key alone, counted from the first, keeping the limit; another origin with the same key asks for the same IDs", async () => {
+  it("withOrigin: the same actions under IDs from the key alone, counted from the first, keeping the limit; another origin with the same key asks for the same IDs", async () => {
     const first = queued();
     const second = {
       sent: [] as FifoMessage[],
@@ -411,12 +410,12 @@ describe("the Actions API: what each method queues", () => {
       }),
     };
     await first.actions.sendNotice(ROOM, "before");
-    await first.actions.withServerErrorLimit(4).seededBy("hook\nkey-1").sendNotice(ROOM, "a");
-    await second.actions.seededBy("hook\nkey-1").sendNotice(ROOM, "a");
+    await first.actions.withServerErrorLimit(4).withOrigin("hook\nkey-1").sendNotice(ROOM, "a");
+    await second.actions.withOrigin("hook\nkey-1").sendNotice(ROOM, "a");
     const [before, seeded] = first.sent.map((m) => JSON.parse(m.body) as OutboundAction);
     const [again] = second.sent.map((m) => JSON.parse(m.body) as OutboundAction);
     expect(before?.id).toBe(sha256(`${ORIGIN}\n0`));
-    expect(seeded?.id).toBe(sha256("seed:hook\nkey-1\n0"));
+    expect(seeded?.id).toBe(sha256("app-key:hook\nkey-1\n0"));
     expect(again?.id).toBe(seeded?.id);
     expect(seeded?.maxServerErrors).toBe(4);
     expect(again?.maxServerErrors).toBeUndefined();

@@ -119,7 +119,9 @@ describe("AppserviceStack", () => {
           `${route.method} ${route.path}`,
           route.handler === "app"
             ? { ThrottlingRateLimit: 20, ThrottlingBurstLimit: 40 }
-            : { ThrottlingRateLimit: 100, ThrottlingBurstLimit: 200 },
+            : route.handler === "admin"
+              ? { ThrottlingRateLimit: 5, ThrottlingBurstLimit: 10 }
+              : { ThrottlingRateLimit: 100, ThrottlingBurstLimit: 200 },
         ]),
       ),
     });
@@ -170,13 +172,16 @@ describe("AppserviceStack", () => {
     for (const name of Object.keys(configSchemas) as FunctionName[]) {
       const id = `${name[0]?.toUpperCase()}${name.slice(1)}`;
       const set = Object.keys(environmentOf(id)).sort();
-      // BOT_AVATAR_URL is optional, and this stack gives the bot none.
-      const read = envNamesOf(name).filter((variable) => variable !== ENV.botAvatarUrl);
+      // BOT_AVATAR_URL and DELIVERY_ALLOWED_ADDRESSES are optional, and this stack sets neither.
+      const read = envNamesOf(name).filter(
+        (variable) => variable !== ENV.botAvatarUrl && variable !== ENV.deliveryAllowedAddresses,
+      );
       expect(set, name).toEqual([...read, ...PLATFORM_ENV].sort());
-      // What the stack sets, the function accepts (a reference stands for its deployed value).
+      // What the stack sets, the function accepts (a reference stands for its deployed value;
+      // the log groups' names, references joined into JSON, for a JSON object).
       const values = Object.entries(environmentOf(id)).map(([key, value]) => [
         key,
-        typeof value === "string" ? value : "deployed",
+        typeof value === "string" ? value : key === ENV.logGroups ? "{}" : "deployed",
       ]);
       expect(() => readConfig(name, Object.fromEntries(values))).not.toThrow();
     }
@@ -206,8 +211,9 @@ describe("AppserviceStack", () => {
 
   it("runs each function on nodejs22.x, ARM64, ESM with source maps, its logs kept for a month", () => {
     const functions = resources("AWS::Lambda::Function");
-    // The six of the API and the queues, and the one that completes the tokens secret.
-    expect(functions).toHaveLength(7);
+    // The seven of the API and the queues (the operator console's among them), and the one that
+    // completes the tokens secret.
+    expect(functions).toHaveLength(8);
     const fns = template.findResources("AWS::Lambda::Function");
     expect((fns[functionId("Outbox")] as Resource).Properties.Timeout).toBe(
       OUTBOX_FUNCTION_TIMEOUT.toSeconds(),
@@ -387,6 +393,85 @@ describe("AppserviceStack", () => {
     }
   });
 
+  it("serves the operator console (/admin and its API) by its own function, with only what it reads and replays", () => {
+    // Every /admin route goes to the admin function.
+    const integrationOf = (routeKey: string) => {
+      const route = resources("AWS::ApiGatewayV2::Route").find(
+        ([, r]) => r.Properties.RouteKey === routeKey,
+      )?.[1] as Resource;
+      const target = JSON.stringify(route.Properties.Target);
+      const integration = resources("AWS::ApiGatewayV2::Integration").find(([id]) =>
+        target.includes(id),
+      )?.[1] as Resource;
+      return JSON.stringify(integration.Properties.IntegrationUri);
+    };
+    const admin = routeTable([]).filter((route) => route.handler === "admin");
+    expect(admin.map((route) => `${route.method} ${route.path}`)).toEqual([
+      "GET /admin",
+      "GET /admin/api/status",
+      "GET /admin/api/traffic",
+      "GET /admin/api/dead-letters",
+      "GET /admin/api/webhooks",
+      "POST /admin/api/dead-letters/replay",
+      "POST /admin/api/dead-letters/discard",
+    ]);
+    for (const route of admin) {
+      expect(integrationOf(`${route.method} ${route.path}`)).toContain(functionId("Admin"));
+    }
+    const statements = policyOf("Admin");
+    const byAction = (action: string) =>
+      statements.filter((s) => [s.Action].flat().includes(action));
+    const leadingKeys = (statement: Statement) =>
+      (
+        statement.Condition as
+          | { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": string[] } }
+          | undefined
+      )?.["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+    // The table: dead letters kept, claims reopened, server error counts forgotten, app data read.
+    expect(
+      statements
+        .filter((s) => [s.Action].flat().some((a) => a.startsWith("dynamodb:")))
+        .map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
+    ).toEqual([
+      ["dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem", ["DEADLETTER#*"]],
+      ["dynamodb:UpdateItem", ["EVENT#*", "ITEM#*", "sha256:*"]],
+      ["dynamodb:DeleteItem", ["OUTBOX#*"]],
+      ["dynamodb:GetItem,dynamodb:Query", ["APP#*"]],
+    ]);
+    const queueArn = (id: string) => ({
+      "Fn::GetAtt": [expect.stringMatching(new RegExp(`^${id}`)), "Arn"],
+    });
+    // Dead letters are taken off their queues; replays go to the queues.
+    for (const id of ["AppserviceInboundDeadLetterQueue", "AppserviceOutboundDeadLetterQueue"]) {
+      expect(byAction("sqs:ReceiveMessage")).toContainEqual(
+        expect.objectContaining({
+          Action: ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+          Resource: queueArn(id),
+        }),
+      );
+    }
+    expect(byAction("sqs:SendMessage").map((s) => s.Resource)).toEqual([
+      queueArn("AppserviceInboundQueue"),
+      queueArn("AppserviceOutboundQueue"),
+    ]);
+    expect(byAction("sqs:ChangeMessageVisibility")).toEqual([]);
+    // The other functions' log groups, not its own or any other; the queues' age metric.
+    const logGroups = byAction("logs:FilterLogEvents").flatMap((s) => [s.Resource].flat());
+    expect(logGroups).toHaveLength(6);
+    expect(JSON.stringify(logGroups)).not.toContain("adminLogs");
+    expect(byAction("cloudwatch:GetMetricData")).toEqual([
+      expect.objectContaining({ Resource: "*" }),
+    ]);
+    const wildcards = statements.filter((s) => JSON.stringify(s.Resource) === '"*"');
+    expect(wildcards.map((s) => s.Action)).toEqual(["cloudwatch:GetMetricData"]);
+    // Its token (and the as_token, for the homeserver's ping) from the tokens secret.
+    expect(byAction("secretsmanager:GetSecretValue")).toHaveLength(1);
+    expect(environmentOf("Admin")).not.toHaveProperty("ADMIN_TOKEN");
+    expect(environmentOf("Admin")[ENV.tokensSecretArn]).toEqual({
+      Ref: expect.stringMatching(/^AppserviceTokens/),
+    });
+  });
+
   it("keeps the functions that run the application's code to their own items of the table", () => {
     const tableStatements = (name: string) =>
       policyOf(name).filter((s) => [s.Action].flat().some((a) => a.startsWith("dynamodb:")));
@@ -394,15 +479,16 @@ describe("AppserviceStack", () => {
       (statement.Condition as { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": string[] } })[
         "ForAllValues:StringLike"
       ]["dynamodb:LeadingKeys"];
-    // The internet-facing application function: the application's data only.
-    expect(tableStatements("App").map(leadingKeys)).toEqual([["APP#*"]]);
+    // The internet-facing application function: the application's data, and what its immediate
+    // calls remember (rooms by key, media by hash, puppets).
+    expect(tableStatements("App").map(leadingKeys)).toEqual([["APP#*", "CALLS#*"]]);
     // The events function: the same, and the claim records of items.
     expect(
       Object.fromEntries(
         tableStatements("Events").map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
       ),
     ).toEqual({
-      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*"],
+      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*", "CALLS#*"],
       "dynamodb:UpdateItem": ["EVENT#*", "ITEM#*", "sha256:*"],
     });
   });
@@ -476,7 +562,15 @@ describe("AppserviceStack", () => {
         .filter((f) => logGroupId.test((f.LogGroupName as { Ref: string }).Ref))
         .map((f) => f.FilterPattern)
         .sort();
-    for (const name of ["transactions", "events", "outbox", "queries", "fallback", "app"]) {
+    for (const name of [
+      "transactions",
+      "events",
+      "outbox",
+      "queries",
+      "fallback",
+      "app",
+      "admin",
+    ]) {
       expect(patternsOf(new RegExp(`^Appservice${name}Logs`))).toEqual([
         '?"Task timed out" ?"Invoke Error" ?"Uncaught Exception" ?"Runtime.ExitError"',
         '{ $.level = "ERROR" }',
@@ -486,7 +580,7 @@ describe("AppserviceStack", () => {
       '{ $.status >= 500 || $.integrationError != "-" }',
       '{ ($.status = 401 || $.status = 403) && ($.routeKey = "PUT /_matrix/app/v1/transactions/{txnId}" || $.routeKey = "PUT /transactions/{txnId}") }',
     ]);
-    expect(filters).toHaveLength(14);
+    expect(filters).toHaveLength(16);
   });
 
   it("gives the events function its queue and dead-letter queue, to set each retry's wait and set failing items aside", () => {
@@ -550,8 +644,25 @@ describe("AppserviceStack with its options", () => {
       outboxMaxConcurrency: 4,
       homeserverRateLimit: 7,
       tracing: true,
+      deliveryAllowedAddresses: ["10.0.0.0/8", "fd00::/8"],
     }));
   }, 120_000);
+
+  it("gives the outbox the ranges deliveries may reach, which it reads back; a bad range fails the synth", () => {
+    const fns = template.findResources("AWS::Lambda::Function");
+    const [, outbox] = Object.entries(fns).find(([id]) => id.includes("OutboxFunction")) ?? [];
+    const { Variables } = (outbox as Resource).Properties.Environment as {
+      Variables: Record<string, string>;
+    };
+    expect(Variables[ENV.deliveryAllowedAddresses]).toBe("10.0.0.0/8,fd00::/8");
+    const read = readConfig("outbox", {
+      ...Object.fromEntries(Object.entries(Variables).map(([k, v]) => [k, String(v)])),
+    });
+    expect(read.deliveryAllowedAddresses).toEqual(["10.0.0.0/8", "fd00::/8"]);
+    expect(() => synthesize("BadRanges", { deliveryAllowedAddresses: ["10.0.0.0/40"] })).toThrow(
+      '"10.0.0.0/40" is not an IP address or a CIDR range',
+    );
+  });
 
   it("bounds each event source as asked, throttles the homeserver's routes as asked, traces with X-Ray, and stays cdk-nag clean", () => {
     const mappings = Object.values(template.findResources("AWS::Lambda::EventSourceMapping"));

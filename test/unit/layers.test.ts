@@ -17,10 +17,12 @@ const LAYERS: { name: string; rank: number; paths: string[]; application?: true 
   {
     name: "applications",
     rank: 6,
-    paths: ["functions/app/", "functions/echo-bot/"],
+    paths: ["functions/app/", "functions/echo-bot/", "functions/relay/"],
     application: true,
   },
   { name: "pipeline", rank: 5, paths: ["functions/appservice/pipeline/"] },
+  // The operator console's core: it reads and replays what the pipeline and the outbox queued.
+  { name: "operator console", rank: 5, paths: ["functions/operator/"] },
   { name: "application API", rank: 4, paths: ["functions/appservice/"] },
   { name: "protocol", rank: 3, paths: ["functions/appservice/protocol/"] },
   { name: "client-server", rank: 2, paths: ["functions/matrix/"] },

@@ -19,6 +19,8 @@ import {
   RequestRefused,
 } from "../../functions/matrix/request.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
+import { addressPolicy } from "../../functions/shared/address-policy.ts";
+import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
 import type { MembershipStore, ServerErrorCounter } from "../../functions/store/membership.ts";
 
 // The outbox's decisions, against test doubles of the project's own interfaces (the homeserver
@@ -130,6 +132,8 @@ async function attempts(
 const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): OutboxDeps => ({
   homeserver,
   membership: store,
+  // No deliveries here (test/unit/outbox-delivery.test.ts has them): every address refused.
+  remote: new HttpRemoteClient({ policy: addressPolicy() }),
   serverErrors: store,
   botUserId: BOT,
   isOurUser: (userId) => namespaces.matches("users", userId),
@@ -151,7 +155,7 @@ describe("performAction: what each answer means", () => {
   it("2xx → done, in one call", async () => {
     for (const status of [200, 201, 204]) {
       const { outcome, homeserver } = await once(send(), { action: [answer(status)] });
-      expect(outcome).toEqual({ kind: "done" });
+      expect(outcome).toEqual({ kind: "done", status });
       expect(homeserver.calls).toHaveLength(1);
     }
   });
@@ -185,7 +189,7 @@ describe("performAction: what each answer means", () => {
       action: [forbidden, answer(200)],
       register: [answer(200, { user_id: GHOST })],
     });
-    expect(outcome).toEqual({ kind: "done" });
+    expect(outcome).toMatchObject({ kind: "done" });
     expect(homeserver.steps).toEqual([
       `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
       "bot POST /register",
@@ -202,7 +206,7 @@ describe("performAction: what each answer means", () => {
       { action: [forbidden, answer(200)], join: [forbidden, answer(200)], invite: [answer(200)] },
       known,
     );
-    expect(outcome).toEqual({ kind: "done" });
+    expect(outcome).toMatchObject({ kind: "done" });
     expect(homeserver.steps).toEqual([
       `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
       `${GHOST} POST /join/!room%3Atest.local`,
@@ -253,7 +257,7 @@ describe("performAction: what each answer means", () => {
       join: [forbidden, answer(200, { room_id: ROOM })],
       register: [answer(200, { user_id: GHOST })],
     });
-    expect(fresh.outcome).toEqual({ kind: "done" });
+    expect(fresh.outcome).toMatchObject({ kind: "done" });
     expect(fresh.homeserver.steps).toEqual([
       `${GHOST} POST /join/!room%3Atest.local`,
       "bot POST /register",
@@ -266,7 +270,7 @@ describe("performAction: what each answer means", () => {
       action: [forbidden, answer(200)],
       register: [answer(400, { errcode: "M_USER_IN_USE", error: "taken" })],
     });
-    expect(inUse.outcome).toEqual({ kind: "done" });
+    expect(inUse.outcome).toMatchObject({ kind: "done" });
     expect(inUse.store.registered.has(GHOST)).toBe(true);
     const refusedRegistration = await once(send({ userId: GHOST }), {
       action: [forbidden],
@@ -295,7 +299,7 @@ describe("performAction: what each answer means", () => {
       send({ kind: "register", request: { method: "POST", path: "/_matrix/client/v3/register" } }),
       { register: [answer(400, { errcode: "M_USER_IN_USE", error: "taken" })] },
     );
-    expect(outcome).toEqual({ kind: "done" });
+    expect(outcome).toMatchObject({ kind: "done" });
   });
 
   it("429 → retry after the server's wait: Retry-After first, then retry_after_ms (rounded up), else the backoff", async () => {
@@ -305,6 +309,7 @@ describe("performAction: what each answer means", () => {
       kind: "retry",
       delaySeconds: 7,
       reason: "rate limited (429)",
+      status: 429,
     });
     expect((await limited(undefined, { retry_after_ms: 1500 })).outcome).toMatchObject({
       delaySeconds: 2,
@@ -372,6 +377,7 @@ describe("decideOutboundAction: what the consumer does with the message", () => 
       deadLetter: {
         action: send(),
         reason: { status: 404, errcode: "M_NOT_FOUND", error: "x" },
+        attempts: 1,
         failedAt: expect.any(String),
       },
       metric: "OutboundCallsDeadLettered",
@@ -379,11 +385,15 @@ describe("decideOutboundAction: what the consumer does with the message", () => 
     const failedAt = Date.parse((dead as { deadLetter: { failedAt: string } }).deadLetter.failedAt);
     expect(failedAt).toBeGreaterThanOrEqual(before);
     expect(failedAt).toBeLessThanOrEqual(Date.now());
+    // One line per call, which the operator console reads back as the recent traffic.
     expect(lines.map(([level, message]) => `${level} ${message}`)).toEqual([
+      "info outbound call done",
       "warn outbound call to retry",
       "error outbound call failed for good: dead-lettered",
     ]);
-    expect(lines[1]?.[2]).toMatchObject({ actionId: "a1", kind: "send", roomId: ROOM });
+    expect(lines[0]?.[2]).toMatchObject({ actionId: "a1", kind: "send", status: 200 });
+    expect(lines[1]?.[2]).toMatchObject({ status: 429, attempt: 0 });
+    expect(lines[2]?.[2]).toMatchObject({ actionId: "a1", kind: "send", roomId: ROOM });
   });
 });
 
@@ -530,7 +540,7 @@ describe("performAction: only what the appservice may ask (allowlist)", () => {
     ];
     for (const action of allowed) {
       const homeserver = new FakeHomeserver({ action: [answer(200)] });
-      expect(await performAction(action, 0, deps(homeserver))).toEqual({ kind: "done" });
+      expect(await performAction(action, 0, deps(homeserver))).toMatchObject({ kind: "done" });
       expect(homeserver.calls).toHaveLength(1);
     }
   });

@@ -2,6 +2,7 @@ import { CloudFormationClient, DescribeStacksCommand } from "@aws-sdk/client-clo
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { mockClient } from "aws-sdk-client-mock";
 import { describe, expect, it } from "vitest";
+import { consoleOfStack } from "../../scripts/admin-client.ts";
 import { registrationFromStack } from "../../scripts/registration-from-stack.ts";
 
 // CloudFormation and Secrets Manager exist only in AWS: their answers are mocked here.
@@ -47,6 +48,17 @@ describe("registrationFromStack", () => {
       secretsManager: new SecretsManagerClient({ region: "eu-west-1" }),
     };
   };
+
+  it("gives npm run admin -- --stack the console's URL and the admin_token, nothing else", async () => {
+    expect(await consoleOfStack("MatrixAppservice", clients(outputs))).toEqual({
+      url: "https://abc.execute-api.eu-west-1.amazonaws.com",
+      token: "D".repeat(64),
+    });
+    const withoutAdmin = JSON.stringify({ as_token: "A".repeat(64), hs_token: "H".repeat(64) });
+    await expect(
+      consoleOfStack("MatrixAppservice", clients(outputs, withoutAdmin)),
+    ).rejects.toThrow(/admin_token/);
+  });
 
   it("joins the stack's outputs and its secrets into a valid registration", async () => {
     const registration = await registrationFromStack("MatrixAppservice", clients(outputs));

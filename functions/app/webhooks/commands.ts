@@ -12,7 +12,7 @@ import {
   type Webhook,
 } from "./store.ts";
 import { cleanName } from "./text.ts";
-import { webhookUserId } from "./users.ts";
+import { webhookUserId } from "./user.ts";
 
 /** Webhook names become user localparts (`@_webhook_<tag>_<name>`): the characters those allow. */
 const NAME = /^[a-z0-9._=-]{1,32}$/;

@@ -43,7 +43,7 @@ export async function noticeExpirySoon(
   const key = `${webhook.roomId}\n${webhook.name}\n${expiresAt}`;
   if (await context.data.get(NOTICES, key)) return;
   await context.actions
-    .seededBy(`webhook-expiry\n${key}`)
+    .withOrigin(`webhook-expiry\n${key}`)
     .sendNotice(
       webhook.roomId,
       `Webhook ${webhook.name} expires at ${new Date(expiresAt).toISOString()}: after that its URL answers 410. Create another with !webhook new.`,

@@ -21,7 +21,9 @@ import type { PresetName } from "./preset-names.ts";
 import { PRESETS } from "./presets.ts";
 import { takeToken } from "./rate-limit.ts";
 import { findWebhook, type Transformation, type Webhook, webhookKey } from "./store.ts";
-import { webhookUserId } from "./users.ts";
+import { WEBHOOK_USER_PREFIX, webhookUserId } from "./user.ts";
+
+export { WEBHOOK_USER_PREFIX, webhookUserId };
 
 /** The largest webhook body taken: room for the text and its HTML in one 64 KiB Matrix event. */
 export const WEBHOOK_MAX_BODY_BYTES = 16 * 1024;
@@ -93,7 +95,7 @@ async function postMessage(
   context: ServiceContext,
 ): Promise<void> {
   const actionsFor = (part: string): Actions =>
-    (seed ? context.actions.seededBy(`${seed}\n${part}`) : context.actions).withServerErrorLimit(
+    (seed ? context.actions.withOrigin(`${seed}\n${part}`) : context.actions).withServerErrorLimit(
       WEBHOOK_MAX_SERVER_ERRORS,
     );
   // Loaded on first use: the functions that bundle the application but never render (events,

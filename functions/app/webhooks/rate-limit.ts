@@ -66,3 +66,9 @@ export const forgetBucket = (key: string): AppDataWrite => ({
   key,
   delete: true,
 });
+
+/** When a token was last taken from `key`'s bucket (epoch milliseconds), if ever. */
+export async function lastTokenTaken(data: AppDataStore, key: string): Promise<number | undefined> {
+  const bucket = (await data.get(BUCKETS, key)) as Bucket | undefined;
+  return bucket?.at;
+}

@@ -113,3 +113,14 @@ export async function removeWebhook(
   ]);
   return true;
 }
+
+/** Every webhook of every room, with the hash its URL's ID is stored under. */
+export async function allWebhooks(
+  data: AppDataStore,
+): Promise<{ idHash: string; webhook: Webhook }[]> {
+  const entries = await data.list(BY_ID);
+  return entries.map((entry) => ({
+    idHash: entry.key,
+    webhook: entry.value as unknown as Webhook,
+  }));
+}

@@ -18,6 +18,9 @@ export interface AcceptTransactionDeps {
  */
 export type AcceptOutcome = "accepted" | "reused" | "duplicate";
 
+/** The line the transactions function logs for each transaction it answered 200. */
+export const TRANSACTION_LOG_MESSAGE = "transaction acknowledged";
+
 const isCount = (txnId: string) => /^\d{1,15}$/.test(txnId);
 
 /**

@@ -26,3 +26,16 @@ export function uncoveredUserPrefixes(
   const matcher = createNamespaceMatcher(namespaces);
   return prefixes.filter((prefix) => !matcher.matches("users", `@${prefix}x:${serverName}`));
 }
+
+/**
+ * The literal localpart prefix of the first alias namespace written as a prefix, `#<prefix>.*:…`
+ * (`_as_` for `#_as_.*:example\.org`): where aliases derived from keys go. Undefined when no
+ * alias namespace has that form.
+ */
+export function derivedAliasPrefix(namespaces: Registration["namespaces"]): string | undefined {
+  for (const { regex } of namespaces.aliases) {
+    const literal = /^#((?:[A-Za-z0-9_=/-]|\\[._=/-])+)\.\*:/.exec(regex)?.[1];
+    if (literal) return literal.replace(/\\(.)/g, "$1");
+  }
+  return undefined;
+}

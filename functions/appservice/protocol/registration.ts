@@ -100,6 +100,8 @@ export interface NewRegistrationOptions {
   prefix: string;
   /** More user localpart prefixes it owns (the application's `userPrefixes`). */
   userPrefixes?: readonly string[];
+  /** More alias localpart prefixes it owns (the application's `aliasPrefixes`). */
+  aliasPrefixes?: readonly string[];
 }
 
 /** A registration's fields but the tokens and the url: what can be said without secrets. */
@@ -107,8 +109,8 @@ export function publicRegistration(
   options: Omit<NewRegistrationOptions, "url">,
 ): Omit<Registration, "as_token" | "hs_token" | "url"> {
   const server = escapeRegex(options.serverName);
-  const prefix = escapeRegex(options.prefix);
   const userPrefixes = [options.prefix, ...(options.userPrefixes ?? [])].map(escapeRegex);
+  const aliasPrefixes = [options.prefix, ...(options.aliasPrefixes ?? [])].map(escapeRegex);
   return {
     id: options.id,
     sender_localpart: options.senderLocalpart,
@@ -122,7 +124,10 @@ export function publicRegistration(
         regex: `@${user}.*:${server}`,
         exclusive: true,
       })),
-      aliases: [{ regex: `#${prefix}.*:${server}`, exclusive: true }],
+      aliases: [...new Set(aliasPrefixes)].map((alias) => ({
+        regex: `#${alias}.*:${server}`,
+        exclusive: true,
+      })),
       rooms: [],
     },
   };

@@ -4,7 +4,7 @@ export interface Route {
   /** API Gateway syntax: `{name}` is one path segment. */
   path: string;
   /** The Lambda handler (`functions/handlers/<handler>.ts`) that serves it. */
-  handler: "transactions" | "queries" | "app";
+  handler: "transactions" | "queries" | "app" | "admin";
   /** The largest body it takes, when below `MAX_BODY_BYTES` (the local gateway refuses more unread). */
   maxBodyBytes?: number;
 }
@@ -38,6 +38,23 @@ export const routes: readonly Route[] = [
   })),
 ];
 
+/** The operator console: its page, and its API (which checks the admin token itself). */
+export const OPERATOR_PATH = "/admin";
+export const operatorRoutes: readonly Route[] = [
+  { method: "GET", path: OPERATOR_PATH, handler: "admin" },
+  ...["status", "traffic", "dead-letters", "webhooks"].map((name) => ({
+    method: "GET" as const,
+    path: `${OPERATOR_PATH}/api/${name}`,
+    handler: "admin" as const,
+  })),
+  ...["replay", "discard"].map((name) => ({
+    method: "POST" as const,
+    path: `${OPERATOR_PATH}/api/dead-letters/${name}`,
+    handler: "admin" as const,
+    maxBodyBytes: 64 * 1024,
+  })),
+];
+
 const template = (path: string) => path.replace(/\{\w+\}/g, "{}");
 
 /**
@@ -48,12 +65,13 @@ const template = (path: string) => path.replace(/\{\w+\}/g, "{}");
 export function routeTable(
   appRoutes: readonly Pick<Route, "method" | "path" | "maxBodyBytes">[],
 ): Route[] {
-  const table: Route[] = [...routes];
+  const table: Route[] = [...routes, ...operatorRoutes];
   for (const { method, path, maxBodyBytes } of appRoutes) {
     const clash = table.find((route) => template(route.path) === template(path));
-    if (!/^\/[^/]/.test(path) || path.startsWith("/_matrix/") || path === "/health") {
+    const operators = path === OPERATOR_PATH || path.startsWith(`${OPERATOR_PATH}/`);
+    if (!/^\/[^/]/.test(path) || path.startsWith("/_matrix/") || path === "/health" || operators) {
       throw new Error(
-        `The application route ${method} ${path} is not allowed: it must start with "/", not be "/health" and not be under /_matrix/`,
+        `The application route ${method} ${path} is not allowed: it must start with "/", not be "/health" and not be under /_matrix/ or ${OPERATOR_PATH}`,
       );
     }
     if (clash && (clash.handler !== "app" || clash.method === method)) {

@@ -55,6 +55,12 @@ const transactionBody = z.looseObject({
 });
 
 export type ClientEvent = z.infer<typeof clientEvent>;
+
+/** Whether `event` invites `userId` (the bot, typically) into its room. */
+export const isInviteOf = (event: ClientEvent, userId: string) =>
+  event.type === "m.room.member" &&
+  event.state_key === userId &&
+  event.content.membership === "invite";
 export type EphemeralEvent = z.infer<typeof ephemeralEvent>;
 export type ToDeviceMessage = z.infer<typeof toDeviceMessage>;
 

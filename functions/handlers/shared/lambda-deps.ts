@@ -7,7 +7,7 @@ import { createLogger } from "./logger.ts";
 import { createCloudWatchMetrics } from "./metrics.ts";
 import { secretsManagerSource } from "./secrets.ts";
 
-type AwsFunction = "transactions" | "events" | "outbox" | "queries" | "app";
+type AwsFunction = "transactions" | "events" | "outbox" | "queries" | "app" | "admin";
 
 /**
  * A Lambda function's dependencies: its configuration read from the environment the stack set,

@@ -24,11 +24,13 @@ export const RETENTION_SECONDS = 30 * 24 * 3600;
 
 // Partition keys allow 2048 bytes; an ID longer than this is stored under its hash.
 const MAX_ID_BYTES = 1024;
+/** How the keys of the outbox's server error counts begin. */
+export const SERVER_ERRORS_KEY_PREFIX = "OUTBOX#";
 /** How the key of an item whose ID is too long for a partition key begins. */
 export const HASHED_KEY_PREFIX = "sha256:";
 const storedId = (id: string) =>
   Buffer.byteLength(id) > MAX_ID_BYTES ? `${HASHED_KEY_PREFIX}${sha256(id)}` : id;
-const keyOf = (prefix: string, id: string, sk = "-") => ({
+export const keyOf = (prefix: string, id: string, sk = "-") => ({
   pk: { S: `${prefix}${storedId(id)}` },
   sk: { S: sk },
 });
@@ -38,7 +40,7 @@ const MAX_REASON_CHARS = 1000;
 
 const expiresAt = (nowMs: number) => ({ N: String(Math.floor(nowMs / 1000) + RETENTION_SECONDS) });
 
-const isConditionFailure = (error: unknown): error is ConditionalCheckFailedException =>
+export const isConditionFailure = (error: unknown): error is ConditionalCheckFailedException =>
   error instanceof ConditionalCheckFailedException ||
   (error as { name?: string }).name === "ConditionalCheckFailedException";
 
@@ -258,7 +260,7 @@ export class DynamoDbStore
     const { Attributes } = await this.client.send(
       new UpdateItemCommand({
         TableName: this.tableName,
-        Key: keyOf("OUTBOX#", actionId),
+        Key: keyOf(SERVER_ERRORS_KEY_PREFIX, actionId),
         UpdateExpression: "ADD serverErrors :one SET expiresAt = :expiresAt",
         ExpressionAttributeValues: { ":one": { N: "1" }, ":expiresAt": expiresAt(this.now()) },
         ReturnValues: "UPDATED_NEW",

@@ -1,0 +1,37 @@
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
+import { application } from "../app/operator.ts";
+import type { OperatorApi } from "../operator/api.ts";
+import { cloudWatchOperatorPlatform } from "../operator/cloudwatch.ts";
+import type { Log } from "../shared/log.ts";
+import { adminDeps } from "../wiring/admin-deps.ts";
+import { lambdaDeps } from "./shared/lambda-deps.ts";
+import { lambdaHandler } from "./shared/lambda-handler.ts";
+
+export interface AdminHandlerDeps {
+  api: OperatorApi;
+  log: Log;
+}
+
+/** The operator console (`/admin` and its API): the request mapped to the console's API and back. */
+export const createAdminHandler =
+  ({ api }: AdminHandlerDeps) =>
+  async (event: APIGatewayProxyEventV2): Promise<APIGatewayProxyStructuredResultV2> => {
+    const body = event.body ?? "";
+    const response = await api({
+      method: event.requestContext.http.method,
+      path: event.rawPath,
+      query: (event.queryStringParameters ?? {}) as Record<string, string>,
+      headers: event.headers as Record<string, string>,
+      body: event.isBase64Encoded ? Buffer.from(body, "base64").toString("utf8") : body,
+      sourceIp: event.requestContext.http.sourceIp,
+    });
+    return { statusCode: response.status, headers: response.headers, body: response.body };
+  };
+
+export const handler = lambdaHandler(
+  () =>
+    lambdaDeps("admin", (config, platform) =>
+      adminDeps(config, platform, application, cloudWatchOperatorPlatform(config)),
+    ),
+  createAdminHandler,
+);

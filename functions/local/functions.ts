@@ -1,0 +1,118 @@
+import type { Application } from "../appservice/application.ts";
+import type { Route } from "../appservice/protocol/routes.ts";
+import { createAdminHandler } from "../handlers/admin.ts";
+import { createAppHandler } from "../handlers/app.ts";
+import { createEventsHandler } from "../handlers/events.ts";
+import { createOutboxHandler } from "../handlers/outbox.ts";
+import { createQueriesHandler } from "../handlers/queries.ts";
+import { createTransactionsHandler } from "../handlers/transactions.ts";
+import type { LogSource } from "../operator/traffic.ts";
+import { adminDeps } from "../wiring/admin-deps.ts";
+import {
+  appDeps,
+  eventsDeps,
+  outboxDeps,
+  type Platform,
+  queriesDeps,
+  type Settings,
+  transactionsDeps,
+} from "../wiring/deps.ts";
+import { EVENTS_TIMEOUT_MS, OUTBOX_TIMEOUT_MS } from "../wiring/timeouts.ts";
+import type { HttpHandler } from "./gateway.ts";
+import { startPoller } from "./poller.ts";
+import { oldestAgeSeconds } from "./sqs-local.ts";
+
+/**
+ * What local mode's functions are given, as the stack gives Lambda's: plain data, so that it
+ * crosses to a worker thread.
+ */
+export interface LocalFunctionsConfig {
+  settings: {
+    transactions: Settings<"transactions">;
+    events: Settings<"events">;
+    outbox: Settings<"outbox">;
+    queries: Settings<"queries">;
+    app: Settings<"app">;
+    admin: Settings<"admin">;
+  };
+  queues: Record<"inbound" | "outbound", { url: string; arn: string }>;
+  /** Receive loops per queue consumer. */
+  pollers: number;
+}
+
+/** The platform's knobs that tests turn, as plain data. */
+export type Tuning = Pick<
+  Platform,
+  | "inboundVisibilityTimeoutSeconds"
+  | "leaseMs"
+  | "inboundRetry"
+  | "backoff"
+  | "homeserverTimeoutMs"
+  | "queryBudgetMs"
+>;
+
+/**
+ * The handlers of the HTTP functions, by the name the route table gives them. The operator
+ * console reads the recent log lines from `logs` and the queues' ages from fauxqs at
+ * `sqsEndpoint`.
+ */
+export async function httpHandlers(
+  config: LocalFunctionsConfig,
+  platform: Platform,
+  application: Application,
+  operator: { logs: LogSource; sqsEndpoint: string },
+): Promise<Record<Route["handler"], HttpHandler>> {
+  const { settings } = config;
+  const [app, transactions, queries, admin] = await Promise.all([
+    appDeps(settings.app, platform, application),
+    transactionsDeps(settings.transactions, platform),
+    queriesDeps(settings.queries, platform, application),
+    adminDeps(settings.admin, platform, application, {
+      logs: operator.logs,
+      queueAge: (queueUrl) =>
+        oldestAgeSeconds(operator.sqsEndpoint, queueUrl.slice(queueUrl.lastIndexOf("/") + 1)),
+    }),
+  ]);
+  return {
+    app: createAppHandler(app),
+    transactions: createTransactionsHandler(transactions),
+    queries: createQueriesHandler(queries),
+    admin: createAdminHandler(admin),
+  };
+}
+
+export type Consumer = "events" | "outbox";
+
+/** A queue consumer driven as Lambda's event source mapping drives it. */
+export async function startConsumer(
+  consumer: Consumer,
+  config: LocalFunctionsConfig,
+  platform: Platform,
+  application: Application,
+  onBusy?: (busy: number) => void,
+) {
+  const { settings, queues } = config;
+  const common = {
+    sqs: platform.sqs,
+    log: platform.log,
+    concurrency: config.pollers,
+    functionName: consumer,
+    ...(onBusy && { onBusy }),
+  };
+  if (consumer === "outbox") {
+    return startPoller({
+      ...common,
+      queueUrl: queues.outbound.url,
+      queueArn: queues.outbound.arn,
+      handler: createOutboxHandler(await outboxDeps(settings.outbox, platform)),
+      timeoutMs: OUTBOX_TIMEOUT_MS,
+    });
+  }
+  return startPoller({
+    ...common,
+    queueUrl: queues.inbound.url,
+    queueArn: queues.inbound.arn,
+    handler: createEventsHandler(await eventsDeps(settings.events, platform, application)),
+    timeoutMs: EVENTS_TIMEOUT_MS,
+  });
+}

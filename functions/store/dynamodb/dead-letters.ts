@@ -1,0 +1,127 @@
+import {
+  type AttributeValue,
+  DeleteItemCommand,
+  type DynamoDBClient,
+  PutItemCommand,
+  QueryCommand,
+  UpdateItemCommand,
+} from "@aws-sdk/client-dynamodb";
+import {
+  type DeadLetterStore,
+  type Direction,
+  inQueueOrder,
+  type ReplayReset,
+  type StoredDeadLetter,
+} from "../dead-letters.ts";
+import { isConditionFailure, keyOf, SERVER_ERRORS_KEY_PREFIX } from "./store.ts";
+
+/** As long as the dead-letter queue would have kept it (SQS's maximum retention). */
+export const DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600;
+
+/** How the dead letters' partition keys begin (IAM limits the console to them). */
+export const DEAD_LETTER_KEY_PREFIX = "DEADLETTER#";
+const partition = (direction: Direction) => `${DEAD_LETTER_KEY_PREFIX}${direction}`;
+
+/** Dead letters in the appservice's table: one partition per queue, an item per message. */
+export class DynamoDbDeadLetters implements DeadLetterStore, ReplayReset {
+  constructor(
+    private readonly client: DynamoDBClient,
+    private readonly tableName: string,
+  ) {}
+
+  async put(letter: StoredDeadLetter): Promise<void> {
+    try {
+      await this.client.send(
+        new PutItemCommand({
+          TableName: this.tableName,
+          Item: {
+            pk: { S: partition(letter.direction) },
+            sk: { S: letter.id },
+            groupId: { S: letter.groupId },
+            sequenceNumber: { S: letter.sequenceNumber },
+            sentAt: { N: String(letter.sentAt) },
+            body: { S: letter.body },
+            expiresAt: {
+              N: String(Math.floor(letter.sentAt / 1000) + DEAD_LETTER_RETENTION_SECONDS),
+            },
+          },
+          ConditionExpression: "attribute_not_exists(pk)",
+        }),
+      );
+    } catch (error) {
+      if (!isConditionFailure(error)) throw error;
+    }
+  }
+
+  async list(direction: Direction): Promise<StoredDeadLetter[]> {
+    const letters: StoredDeadLetter[] = [];
+    let startKey: Record<string, AttributeValue> | undefined;
+    do {
+      const page = await this.client.send(
+        new QueryCommand({
+          TableName: this.tableName,
+          KeyConditionExpression: "pk = :pk",
+          ExpressionAttributeValues: { ":pk": { S: partition(direction) } },
+          ConsistentRead: true,
+          ...(startKey && { ExclusiveStartKey: startKey }),
+        }),
+      );
+      for (const item of page.Items ?? []) {
+        letters.push({
+          direction,
+          id: item.sk?.S ?? "",
+          groupId: item.groupId?.S ?? "",
+          sequenceNumber: item.sequenceNumber?.S ?? "0",
+          sentAt: Number(item.sentAt?.N ?? 0),
+          body: item.body?.S ?? "",
+        });
+      }
+      startKey = page.LastEvaluatedKey;
+    } while (startKey);
+    return letters.sort(inQueueOrder);
+  }
+
+  async delete(direction: Direction, id: string): Promise<boolean> {
+    const { Attributes } = await this.client.send(
+      new DeleteItemCommand({
+        TableName: this.tableName,
+        Key: { pk: { S: partition(direction) }, sk: { S: id } },
+        ReturnValues: "ALL_OLD",
+      }),
+    );
+    return Attributes !== undefined;
+  }
+
+  async reopenClaim(key: string, attempts: number): Promise<boolean> {
+    try {
+      await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.tableName,
+          Key: keyOf("", key),
+          UpdateExpression: "SET #status = :pending, attempts = :none",
+          ConditionExpression: "#status = :done AND attempts = :attempts",
+          ExpressionAttributeNames: { "#status": "status" },
+          ExpressionAttributeValues: {
+            ":pending": { S: "PENDING" },
+            ":done": { S: "DONE" },
+            ":none": { N: "0" },
+            ":attempts": { N: String(attempts) },
+          },
+        }),
+      );
+      return true;
+    } catch (error) {
+      if (isConditionFailure(error)) return false;
+      throw error;
+    }
+  }
+
+  async forgetServerErrors(actionId: string): Promise<void> {
+    await this.client.send(
+      new DeleteItemCommand({
+        TableName: this.tableName,
+        Key: keyOf(SERVER_ERRORS_KEY_PREFIX, actionId),
+      }),
+    );
+  }
+}

@@ -1,0 +1,183 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { afterAll, describe, expect, inject, it } from "vitest";
+import {
+  newRegistration,
+  registrationYaml,
+} from "../../functions/appservice/protocol/registration.ts";
+import { freePort } from "../../functions/local/free-port.ts";
+import { makeEvent, putTransaction, tempDir, waitFor } from "../support/appservice.ts";
+import { ScriptedHomeserver } from "../support/homeserver.ts";
+import { waitForAsync } from "../support/wait.ts";
+
+/** Debian's chromium (`.ci/run` installs it): playwright-core drives it, downloading nothing. */
+const CHROMIUM = "/usr/bin/chromium";
+/** `UPDATE_SCREENSHOT=1` writes the README's picture of the console. */
+const SCREENSHOT = join(import.meta.dirname, "../../docs/operator-console.png");
+
+const children: ChildProcess[] = [];
+const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
+afterAll(async () => {
+  for (const child of children) {
+    if (!child.pid || exited(child)) continue;
+    process.kill(-child.pid, "SIGTERM");
+    await waitFor(() => exited(child), 20_000, "npm start to stop");
+  }
+});
+
+describe("the operator console in a real browser", () => {
+  it("shows a dead-lettered outbound call with its reason; replayed once the homeserver is fixed, the message arrives once", {
+    timeout: 180_000,
+  }, async () => {
+    const dir = await tempDir();
+    const registrationPath = join(dir, "registration.yaml");
+    const registration = newRegistration({
+      id: "console-test",
+      url: null,
+      senderLocalpart: "bot",
+      serverName: "test.local",
+      prefix: "_as_",
+      userPrefixes: ["_webhook_"],
+    });
+    await writeFile(registrationPath, registrationYaml(registration));
+    const homeserver = new ScriptedHomeserver(
+      registration.as_token,
+      "test.local",
+      "@bot:test.local",
+    );
+    await homeserver.start();
+    const room = "!console:test.local";
+    homeserver.createRoom(room, ["@bot:test.local", "@alice:test.local"]);
+
+    // `npm start` as the README runs it, ADMIN_TOKEN unset: it makes one and prints it.
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    homeserver.appservice = { id: registration.id, url, hsToken: registration.hs_token };
+    const child = spawn("npm", ["start"], {
+      cwd: join(import.meta.dirname, "../.."),
+      env: {
+        ...process.env,
+        PORT: String(port),
+        REGISTRATION: registrationPath,
+        HOMESERVER_URL: homeserver.url,
+        SERVER_NAME: "test.local",
+        DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
+        ADMIN_TOKEN: "",
+      },
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    children.push(child);
+    let output = "";
+    child.stdout?.on("data", (chunk) => (output += chunk));
+    child.stderr?.on("data", (chunk) => (output += chunk));
+    await waitFor(() => output.includes("listening on") || exited(child), 60_000, "listening");
+    const token = /with the admin token (\S+)/.exec(output)?.[1];
+    expect(token).toMatch(/^[A-Za-z0-9_-]{64}$/);
+    // The registration's tokens are never printed.
+    expect(output).not.toContain(registration.as_token);
+    expect(output).not.toContain(registration.hs_token);
+    const api = async (path: string) =>
+      (await (
+        await fetch(`${url}/admin/api/${path}`, { headers: { authorization: `Bearer ${token}` } })
+      ).json()) as {
+        deadLetters: { outbound: number };
+        queues: { outbound: { waiting: number; inFlight: number; delayed: number } };
+      };
+
+    // The homeserver refuses the bot's answer for good: dead-lettered.
+    homeserver.cue((r) => r.method === "PUT" && r.path.includes("/send/"), {
+      status: 400,
+      body: { errcode: "M_BAD_JSON", error: "The homeserver refused this event" },
+    });
+    const ping = await putTransaction(
+      url,
+      "1",
+      { events: [makeEvent(room, "!ping")] },
+      { token: registration.hs_token },
+    );
+    expect(ping.status).toBe(200);
+    await waitForAsync(
+      async () => (await api("status")).deadLetters.outbound === 1,
+      30_000,
+      "the dead letter",
+    );
+
+    const profile = await mkdtemp(join(tmpdir(), "chromium-profile-"));
+    const browser = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+      viewport: { width: 1000, height: 900 },
+    });
+    try {
+      const page = await browser.newPage();
+      const problems: string[] = [];
+      page.on("console", (message) => {
+        if (message.type() === "error") problems.push(message.text());
+      });
+      page.on("pageerror", (error) => problems.push(error.message));
+      const requests: string[] = [];
+      page.on("request", (request) => requests.push(request.url()));
+
+      // The token in the fragment, which never reaches the server.
+      await page.goto(`${url}/admin#token=${token}`);
+      const outbound = page.locator("#outbound-dead");
+      await outbound.getByText("400 M_BAD_JSON The homeserver refused this event").waitFor();
+      await expect(outbound.locator("td", { hasText: room }).count()).resolves.toBe(1);
+      await expect(outbound.locator("td", { hasText: /^send$/ }).count()).resolves.toBe(1);
+      // The fragment is gone from the address bar; no request carried the token in its URL.
+      expect(page.url()).toBe(`${url}/admin`);
+      expect(requests.filter((r) => r.includes(token as string))).toEqual([]);
+      await page.locator("#health").getByText("reachable, ping").waitFor();
+      if (process.env.UPDATE_SCREENSHOT) {
+        await page.screenshot({ path: join(dir, "console.png"), fullPage: true });
+        await copyFile(join(dir, "console.png"), SCREENSHOT);
+      }
+
+      // The homeserver is fixed (its one refusal used up): replay from the page.
+      expect(homeserver.sent).toEqual([]);
+      await outbound.getByRole("button", { name: "Replay", exact: true }).click();
+      await page.getByText("Replayed 1").waitFor();
+      await waitFor(() => homeserver.sent.length >= 1, 30_000);
+      // At rest: nothing queued, in flight or dead; so nothing more can arrive.
+      await waitForAsync(
+        async () => {
+          const status = await api("status");
+          const { waiting, inFlight, delayed } = status.queues.outbound;
+          return status.deadLetters.outbound === 0 && waiting + inFlight + delayed === 0;
+        },
+        30_000,
+        "the queues at rest",
+      );
+      expect(homeserver.sent.map((event) => [event.roomId, event.content.body])).toEqual([
+        [room, "pong"],
+      ]);
+      await page.getByRole("button", { name: "Refresh" }).click();
+      await page.locator("#outbound-dead").getByText("None.").waitFor();
+      // The page ran under its Content-Security-Policy without a violation.
+      expect(problems).toEqual([]);
+    } finally {
+      await browser.close();
+      await rm(profile, { recursive: true, force: true });
+      await homeserver.stop();
+    }
+  });
+});
+
+if (!existsSync(CHROMIUM)) {
+  throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
+}

@@ -1,0 +1,87 @@
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+
+/** A request the remote service received. */
+export interface RemoteRequestSeen {
+  method: string;
+  path: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+  /** When it arrived (ms since the epoch). */
+  at: number;
+  /** The status it was answered. */
+  status: number;
+}
+
+export interface RemoteAnswer {
+  status: number;
+  headers?: Record<string, string>;
+  body?: string;
+}
+
+/**
+ * A remote service on 127.0.0.1 (a bridge's remote network, a webhook's target): records every
+ * request, answers the cued answers in turn and 200 after them, and can go down (its port
+ * refuses connections) and come back on the same port.
+ */
+export class RemoteService {
+  readonly requests: RemoteRequestSeen[] = [];
+  private readonly cues: RemoteAnswer[] = [];
+  private connectionCount = 0;
+  private server: Server | undefined;
+  port = 0;
+
+  get url() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Connections accepted so far. */
+  get connections() {
+    return this.connectionCount;
+  }
+
+  /** The answers to give the next requests, in order. */
+  cue(...answers: RemoteAnswer[]) {
+    this.cues.push(...answers);
+  }
+
+  async start() {
+    const server = createServer((request, response) => {
+      const chunks: Buffer[] = [];
+      request.on("data", (chunk: Buffer) => chunks.push(chunk));
+      request.on("end", () => {
+        const answer = this.cues.shift() ?? { status: 200, body: "{}" };
+        this.requests.push({
+          method: request.method ?? "",
+          path: request.url ?? "",
+          headers: request.headers,
+          body: Buffer.concat(chunks).toString("utf8"),
+          at: Date.now(),
+          status: answer.status,
+        });
+        response.writeHead(answer.status, answer.headers).end(answer.body ?? "");
+      });
+    });
+    server.on("connection", () => this.connectionCount++);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.port, "127.0.0.1", resolve);
+    });
+    this.server = server;
+    this.port = (server.address() as AddressInfo).port;
+  }
+
+  /** Stops listening: connections are refused until `start()` again (same port). */
+  async stop() {
+    const server = this.server;
+    if (!server) return;
+    this.server = undefined;
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
+
+  /** The JSON bodies of the requests to `path`, in arrival order. */
+  bodies(path: string) {
+    return this.requests.filter((r) => r.path === path).map((r) => JSON.parse(r.body) as unknown);
+  }
+}
