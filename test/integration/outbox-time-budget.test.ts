@@ -88,7 +88,7 @@ describe("the outbox within its time", () => {
       0,
       outboxDeps(HOMESERVER_TIMEOUT_MS, { baseSeconds: 1, capSeconds: 1 }),
     );
-    expect(outcome).toEqual({ kind: "done" });
+    expect(outcome).toEqual({ kind: "done", status: 200 });
     // The send, register, the send, join, invite, join, the send.
     expect(homeserver.requests.length - before).toBe(MAX_CALLS_PER_ACTION);
     expect(actionBudgetMs(HOMESERVER_TIMEOUT_MS)).toBe(MAX_CALLS_PER_ACTION * 20_000 + 5_000);
