@@ -217,6 +217,7 @@ describe("decideOutboundAction with a delivery", () => {
     expect(lines).toHaveLength(1);
     expect(lines[0]?.attributes).toEqual({
       actionId: "d1",
+      attempt: 0,
       kind: "delivery",
       target: remote.url,
       roomId: "!portal:test.local",
