@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GetQueueAttributesCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { inject } from "vitest";
 import type { Application } from "../../functions/appservice/application.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
@@ -13,6 +13,7 @@ import {
   type LocalOptions,
   startLocal,
 } from "../../functions/local/local.ts";
+import { sqsQueueDepth } from "../../functions/queue/sqs/inspect.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { sleep } from "./wait.ts";
 
@@ -95,22 +96,8 @@ export { sleep, waitFor } from "./wait.ts";
 export async function waitUntilDrained(local: LocalAppservice, timeoutMs = 30_000) {
   const sqs = localSqs(local.sqsEndpoint);
   const counts = async (queueUrl: string) => {
-    const { Attributes = {} } = await sqs.send(
-      new GetQueueAttributesCommand({
-        QueueUrl: queueUrl,
-        AttributeNames: [
-          "ApproximateNumberOfMessages",
-          "ApproximateNumberOfMessagesNotVisible",
-          "ApproximateNumberOfMessagesDelayed",
-        ],
-      }),
-    );
-    return {
-      waiting: Number(Attributes.ApproximateNumberOfMessages),
-      inFlight:
-        Number(Attributes.ApproximateNumberOfMessagesNotVisible) +
-        Number(Attributes.ApproximateNumberOfMessagesDelayed),
-    };
+    const depth = await sqsQueueDepth(sqs, queueUrl);
+    return { waiting: depth.waiting, inFlight: depth.inFlight + depth.delayed };
   };
   const empty = (queue: { waiting: number; inFlight: number }) =>
     queue.waiting === 0 && queue.inFlight === 0;
