@@ -64,6 +64,7 @@ describe("the outbox within its time", () => {
     isOurUser: (userId) => userId.startsWith("@_as_"),
     backoff,
     log: noServices.log,
+    deliveryOutcomes: noServices.deliveryOutcomes,
     botProfile: new BotProfileKeeper(bot, botProfile("Bot"), store, noServices.log),
   });
 

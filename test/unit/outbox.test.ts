@@ -129,6 +129,7 @@ async function attempts(
   return { outcomes, store, homeservers };
 }
 
+const unexpectedCall = () => Promise.reject(new Error("no delivery outcome expected"));
 const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): OutboxDeps => ({
   homeserver,
   membership: store,
@@ -140,6 +141,8 @@ const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): Ou
   backoff: { baseSeconds: 1, capSeconds: 300 },
   log: silent,
   botProfile: new BotProfileKeeper(BOT, botProfile("Bot"), store, silent),
+  // No deliveries here: no outcome to record.
+  deliveryOutcomes: { record: unexpectedCall, last: unexpectedCall },
 });
 
 async function once(
