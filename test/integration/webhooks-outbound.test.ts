@@ -1,13 +1,30 @@
 import { createHmac } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
-import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
+import {
+  newRegistration,
+  registrationYaml,
+} from "../../functions/appservice/protocol/registration.ts";
+import { freePort } from "../../functions/local/free-port.ts";
+import {
+  makeEvent,
+  NO_DEAD_LETTERS,
+  putTransaction,
+  tempDir,
+  waitFor,
+  waitUntilDrained,
+} from "../support/appservice.ts";
+import { ScriptedHomeserver } from "../support/homeserver.ts";
+import { startNpm, stopAllNpmStarts } from "../support/npm-start.ts";
 import { RemoteService } from "../support/remote-service.ts";
 import { noticesIn, sendCommand } from "../support/webhooks.ts";
 import { SERVER, startAppserviceAndHomeserver } from "../support/with-homeserver.ts";
 
-// Outbound webhooks end to end in local mode (DynamoDB Local, fauxqs, the scripted homeserver,
-// the outbox's retries with a 1–2 s backoff), the targets played by RemoteService on 127.0.0.1,
-// which local mode allows (DELIVERY_ALLOWED_ADDRESSES: loopback by default).
+// Outbound webhooks end to end: once through `npm start` as the README runs it, the rest in the
+// in-process local mode (DynamoDB Local, fauxqs, the outbox's retries with a 1–2 s backoff);
+// the homeserver scripted, the targets played by RemoteService on 127.0.0.1, which local mode
+// allows (DELIVERY_ALLOWED_ADDRESSES: loopback by default).
 
 const ROOM = `!hooks-out:${SERVER}`;
 const MODERATOR = `@mod:${SERVER}`;
@@ -16,6 +33,123 @@ const ADMIN_TOKEN = "outbound-test-admin-token";
 
 const signatureOf = (secret: string, raw: Buffer) =>
   `sha256=${createHmac("sha256", secret).update(raw).digest("hex")}`;
+
+afterAll(() => stopAllNpmStarts("SIGTERM"));
+
+describe("outbound webhooks through `npm start`", () => {
+  it("a target that answers 500 twice, then 200: one delivery, the same Idempotency-Key on all three attempts, signed with the secret of the DM; !webhook list says delivered; removed, nothing more goes", {
+    timeout: 120_000,
+  }, async () => {
+    const registrationPath = join(await tempDir(), "registration.yaml");
+    const registration = newRegistration({
+      id: "outbound-test",
+      url: null,
+      senderLocalpart: "bot",
+      serverName: SERVER,
+      prefix: "_as_",
+      userPrefixes: ["_webhook_"],
+    });
+    await writeFile(registrationPath, registrationYaml(registration));
+    const bot = `@bot:${SERVER}`;
+    const homeserver = new ScriptedHomeserver(registration.as_token, SERVER, bot);
+    await homeserver.start();
+    onTestFinished(() => homeserver.stop());
+    const remote = new RemoteService();
+    await remote.start();
+    onTestFinished(() => remote.stop());
+    homeserver.createRoom(ROOM, [MODERATOR, ALICE, bot]);
+    homeserver.setState(ROOM, "m.room.power_levels", "", { users: { [MODERATOR]: 50 } });
+    homeserver.setState(ROOM, "m.room.member", ALICE, { membership: "join", displayname: "Alice" });
+
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    homeserver.appservice = { id: registration.id, url, hsToken: registration.hs_token };
+    await startNpm({
+      PORT: String(port),
+      REGISTRATION: registrationPath,
+      HOMESERVER_URL: homeserver.url,
+      SERVER_NAME: SERVER,
+      DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
+    });
+    let txn = 0;
+    const send = async (event: ReturnType<typeof makeEvent>) =>
+      expect(
+        (
+          await putTransaction(
+            url,
+            `npm-${++txn}`,
+            { events: [event] },
+            {
+              token: registration.hs_token,
+            },
+          )
+        ).status,
+      ).toBe(200);
+    const notices = (roomId: string) =>
+      homeserver.sent
+        .filter((e) => e.sender === bot && e.roomId === roomId && e.content.msgtype === "m.notice")
+        .map((e) => String(e.content.body));
+    const command = async (body: string) => {
+      const before = notices(ROOM).length;
+      await send(makeEvent(ROOM, body, { sender: MODERATOR }));
+      await waitFor(() => notices(ROOM).length > before, 30_000, `an answer to ${body}`);
+      return notices(ROOM).at(-1);
+    };
+
+    remote.cue({ status: 500, body: "down" }, { status: 500, body: "still down" });
+    expect(await command(`!webhook out ci ${remote.url}/hooks/ci?token=abc`)).toBe(
+      `Outbound webhook ci created: every message here from now on is sent to ${remote.url}. I sent its signing secret to ${MODERATOR} in a direct message.`,
+    );
+    const dm = homeserver.createdRooms.find((r) => r.body.is_direct === true);
+    expect(dm?.body).toMatchObject({ invite: [MODERATOR], is_direct: true });
+    await waitFor(() => notices(dm?.roomId as string).length > 0, 30_000, "the secret in the DM");
+    const secret = (notices(dm?.roomId as string)[0] as string).split("\n").at(-1) as string;
+    expect(secret).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(notices(ROOM).join("\n")).not.toContain(secret);
+
+    const hello = makeEvent(ROOM, "hello out there", { sender: ALICE });
+    await send(hello);
+    await waitFor(() => remote.requests.some((r) => r.status === 200), 60_000, "the delivery");
+    expect(remote.requests.map((r) => r.status)).toEqual([500, 500, 200]);
+    expect(remote.requests.map((r) => r.path)).toEqual(Array(3).fill("/hooks/ci?token=abc"));
+    const keys = remote.requests.map((r) => r.headers["idempotency-key"]);
+    expect(new Set(keys).size).toBe(1);
+    expect(keys[0]).toMatch(/^[0-9a-f]{64}$/);
+    for (const request of remote.requests) {
+      expect(request.method).toBe("POST");
+      expect(request.headers["content-type"]).toBe("application/json");
+      expect(request.headers["x-webhook-signature"]).toBe(signatureOf(secret, request.raw));
+    }
+    expect(JSON.parse(remote.requests[0]?.body as string)).toEqual({
+      webhook: "ci",
+      event_id: hello.event_id,
+      room_id: ROOM,
+      sender: { user_id: ALICE, display_name: "Alice" },
+      type: "m.room.message",
+      origin_server_ts: hello.origin_server_ts,
+      content: { msgtype: "m.text", body: "hello out there" },
+    });
+    // The `!webhook` commands are the bot's, never sent out.
+    expect(await command("!webhook list")).toMatch(
+      new RegExp(
+        `• ci → ${remote.url.replaceAll(".", "\\.")} \\(outbound\\) — created \\d{4}-\\d\\d-\\d\\d by ${MODERATOR}, last delivery: delivered 200 at `,
+      ),
+    );
+    // Another message: another key.
+    await send(makeEvent(ROOM, "second", { sender: ALICE }));
+    await waitFor(() => remote.requests.length === 4, 30_000, "the second delivery");
+    expect(remote.requests[3]?.headers["idempotency-key"]).not.toBe(keys[0]);
+    expect(await command("!webhook out remove ci")).toBe(
+      "Outbound webhook ci removed: nothing more is sent to it.",
+    );
+    await send(makeEvent(ROOM, "after removal", { sender: ALICE }));
+    // Once the list, sent after, is answered, the message before it was handled.
+    expect(await command("!webhook list")).toBe(
+      "This room has no webhooks. Create one with !webhook new <name>.",
+    );
+    expect(remote.requests).toHaveLength(4);
+  });
+});
 
 describe("outbound webhooks: room messages POSTed to a URL, signed, retried, dead-lettered with the reason", () => {
   let started: Awaited<ReturnType<typeof startAppserviceAndHomeserver>>;
@@ -73,60 +207,6 @@ describe("outbound webhooks: room messages POSTed to a URL, signed, retried, dea
     });
   });
   afterAll(() => started?.stop());
-
-  it("a target that answers 500 twice, then 200: one delivery, the same Idempotency-Key on all three attempts, signed with the secret of the DM; !webhook list says delivered", async () => {
-    const remote = await remoteService();
-    remote.cue({ status: 500, body: "down" }, { status: 500, body: "still down" });
-    const { secret, dm } = await newOutbound("ci", `${remote.url}/hooks/ci?token=abc`);
-    expect(started.homeserver.createdRooms.find((r) => r.roomId === dm)?.body).toMatchObject({
-      invite: [MODERATOR],
-      is_direct: true,
-    });
-    const hello = makeEvent(ROOM, "hello out there", { sender: ALICE });
-    await send(hello);
-    await waitFor(() => remote.requests.some((r) => r.status === 200), 30_000, "the delivery");
-    expect(await waitUntilDrained(started.local)).toEqual(NO_DEAD_LETTERS);
-
-    expect(remote.requests.map((r) => r.status)).toEqual([500, 500, 200]);
-    expect(remote.requests.map((r) => r.path)).toEqual(Array(3).fill("/hooks/ci?token=abc"));
-    const keys = remote.requests.map((r) => r.headers["idempotency-key"]);
-    expect(new Set(keys).size).toBe(1);
-    expect(keys[0]).toMatch(/^[0-9a-f]{64}$/);
-    for (const request of remote.requests) {
-      expect(request.method).toBe("POST");
-      expect(request.headers["content-type"]).toBe("application/json");
-      expect(request.headers["x-webhook-signature"]).toBe(signatureOf(secret, request.raw));
-    }
-    expect(JSON.parse(remote.requests[0]?.body as string)).toEqual({
-      webhook: "ci",
-      event_id: hello.event_id,
-      room_id: ROOM,
-      sender: { user_id: ALICE, display_name: "Alice" },
-      type: "m.room.message",
-      origin_server_ts: hello.origin_server_ts,
-      content: { msgtype: "m.text", body: "hello out there" },
-    });
-    // Another message: another key.
-    await send(makeEvent(ROOM, "second", { sender: ALICE }));
-    await waitFor(() => remote.requests.length === 4);
-    expect(remote.requests[3]?.headers["idempotency-key"]).not.toBe(keys[0]);
-
-    // The `!webhook` commands are the bot's, never sent out.
-    expect(await command("!webhook list")).toMatch(
-      new RegExp(
-        `• ci → ${remote.url.replaceAll(".", "\\.")} \\(outbound\\) — created \\d{4}-\\d\\d-\\d\\d by ${MODERATOR}, last delivery: delivered 200 at `,
-      ),
-    );
-    expect(await command("!webhook out remove ci")).toBe(
-      "Outbound webhook ci removed: nothing more is sent to it.",
-    );
-    await send(makeEvent(ROOM, "after removal", { sender: ALICE }));
-    expect(await command("!webhook list")).toBe(
-      "This room has no webhooks. Create one with !webhook new <name>.",
-    );
-    expect(await waitUntilDrained(started.local)).toEqual(NO_DEAD_LETTERS);
-    expect(remote.requests).toHaveLength(4);
-  });
 
   it("never sends the bot's messages, the webhook users' or other users of the appservice's namespace: no loops", async () => {
     const remote = await remoteService();
