@@ -14,7 +14,7 @@ import { addressPolicy, LOOPBACK_RANGES } from "../../functions/shared/address-p
 import { sha256 } from "../../functions/shared/hash.ts";
 import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
 import type { DeliveryOutcome } from "../../functions/store/delivery-outcomes.ts";
-import type { ServerErrorCounter } from "../../functions/store/membership.ts";
+import type { ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 import { recordingLog } from "../support/appservice.ts";
 
 // Deliveries through the outbox's decision, sent by the real HTTP client to a real server on
@@ -72,7 +72,7 @@ const silent = { debug() {}, info() {}, warn() {}, error() {} };
 const deps = (allowLoopback = true, serverErrors = new MemoryServerErrors()): OutboxDeps => ({
   homeserver: { call: unexpected },
   remote: new HttpRemoteClient({ policy: addressPolicy(allowLoopback ? LOOPBACK_RANGES : []) }),
-  membership: {
+  outboxMemory: {
     isRegistered: unexpected,
     markRegistered: unexpected,
     lastProfile: unexpected,
