@@ -17,7 +17,7 @@ import { WEBHOOK_USER_PREFIX } from "./user.ts";
  * the URL (`actions.deliver`: queued, retried, in the room's order), signed with a secret the
  * bot gives the moderator in a direct message.
  */
-export interface OutboundWebhook {
+interface OutboundWebhook {
   roomId: string;
   name: string;
   url: string;
@@ -34,23 +34,23 @@ const ALL = "outbound";
 const allKey = (roomId: string, name: string) => `${roomId}\n${name}`;
 
 /** A delivery that still fails a day after its message is dead-lettered with the reason. */
-export const OUTBOUND_RETRY_MS = 24 * 60 * 60 * 1000;
+const OUTBOUND_RETRY_MS = 24 * 60 * 60 * 1000;
 /** The longest target URL taken: it rides in every queued delivery. */
 const MAX_URL_LENGTH = 1024;
 /** What a queued delivery holds besides its body: the URL, headers, IDs, the JSON around them. */
 const DELIVERY_ENVELOPE_BYTES = 3072;
 /** What a multipart body may weigh: its base64 (4 bytes for 3) must fit one queued delivery. */
 const MAX_MULTIPART_BYTES = Math.floor(((MAX_DELIVERY_BYTES - DELIVERY_ENVELOPE_BYTES) * 3) / 4);
-/** The part headers of a multipart body, a file name of 255 characters included. */
-const PART_HEADERS_BYTES = 1024;
+/** The part headers and boundaries of a multipart body: file name and type of 200 characters each. */
+const PART_HEADERS_BYTES = 2048;
 
 /** The signing secret of a webhook: derived from its command, so never stored. */
-export const outboundSecret = (context: ServiceContext, webhook: OutboundWebhook) =>
+const outboundSecret = (context: ServiceContext, webhook: OutboundWebhook) =>
   context.deriveSecret(`webhook-out\n${webhook.commandEventId}`);
 /** Where the outbox records how its last delivery went. */
 const outcomeKey = (webhook: OutboundWebhook) => `webhook-out:${sha256(webhook.commandEventId)}`;
 
-export async function listOutbound(data: AppDataStore, roomId: string) {
+async function listOutbound(data: AppDataStore, roomId: string) {
   const entries = await data.list(byRoom(roomId));
   return entries.map((entry) => entry.value as unknown as OutboundWebhook);
 }
@@ -85,7 +85,7 @@ const originOf = (url: string) => new URL(url).origin;
 const day = (ms: number) => new Date(ms).toISOString().slice(0, 10);
 
 /** How the last delivery went, in a few words (`done 200`, `retrying: 500 …`, `dead 404: …`). */
-export function describeOutcome(outcome: DeliveryOutcome | undefined): string {
+function describeOutcome(outcome: DeliveryOutcome | undefined): string {
   if (!outcome) return "no delivery yet";
   const status = outcome.status === undefined ? "" : ` ${outcome.status}`;
   const why = outcome.error ? `: ${outcome.error.slice(0, 200)}` : "";
@@ -236,10 +236,12 @@ async function mediaOf(
     const media = await context.homeserver.downloadMedia(url, { maxBytes });
     if (!media) return { omitted: "the homeserver has no such file" };
     const mimetype = (info as { mimetype?: unknown } | undefined)?.mimetype;
+    const contentType =
+      media.contentType ?? (typeof mimetype === "string" ? mimetype : "application/octet-stream");
+    // Both within PART_HEADERS_BYTES, whatever the homeserver or the sender wrote.
     return {
       bytes: media.bytes,
-      contentType:
-        media.contentType ?? (typeof mimetype === "string" ? mimetype : "application/octet-stream"),
+      contentType: contentType.slice(0, 200),
       fileName: String(filename ?? media.fileName ?? body ?? "file").slice(0, 200),
     };
   } catch (error) {
