@@ -37,6 +37,12 @@ export interface ServiceContext {
    * same whenever the label is, so a handler run again hands out the same secret.
    */
   deriveSecret(label: string): string;
+  /**
+   * The event IDs of sends asked for with `actions.recordingEventIds()` (the IDs the sends
+   * returned), once the homeserver has taken them all; undefined past `timeoutMs`, when they
+   * still go.
+   */
+  sentEventIds(sendIds: string[], timeoutMs: number): Promise<string[] | undefined>;
 }
 
 export interface ApplicationContext extends ServiceContext {
@@ -54,6 +60,8 @@ export interface AppRequest {
   headers: Record<string, string>;
   /** The body as text (UTF-8). */
   body: string;
+  /** The body's bytes as sent: a file's intact, where `body` would have mangled them. */
+  bytes: Uint8Array;
 }
 
 export interface AppResponse {

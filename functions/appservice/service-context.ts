@@ -5,7 +5,9 @@ import { deriveSecret } from "../shared/hash.ts";
 import type { Log } from "../shared/log.ts";
 import type { AppDataStore } from "../store/app-data.ts";
 import { linkMap } from "../store/links.ts";
+import type { SentEventReader } from "../store/sent-events.ts";
 import type { ServiceContext } from "./application.ts";
+import { waitForSentEvents } from "./sent-events.ts";
 
 /** What the application's handlers act with, before it is tied to one origin. */
 export interface ServiceDeps {
@@ -17,6 +19,8 @@ export interface ServiceDeps {
   publicBaseUrl: string;
   /** The key of `deriveSecret`: the as_token. */
   secretKey: string;
+  /** The event IDs the outbox recorded for the sends that asked. */
+  sentEvents: SentEventReader;
 }
 
 /** The context for a handler run; `origin` seeds the IDs of the actions it asks for. */
@@ -29,4 +33,5 @@ export const serviceContext = (deps: ServiceDeps, origin: string): ServiceContex
   puppets: linkMap(deps.data, "puppets"),
   publicBaseUrl: deps.publicBaseUrl,
   deriveSecret: (label) => deriveSecret(deps.secretKey, label),
+  sentEventIds: (sendIds, timeoutMs) => waitForSentEvents(deps.sentEvents, sendIds, timeoutMs),
 });

@@ -2,6 +2,7 @@ import { TargetRefused } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
 import type { RemoteClient, RemoteResponse } from "../shared/remote-http.ts";
 import type { MembershipStore, ServerErrorCounter } from "../store/membership.ts";
+import type { SentEventRecorder } from "../store/sent-events.ts";
 import { actionProblem, deliveryProblem } from "./allowed-request.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "./backoff.ts";
 import type { BotProfileKeeper } from "./bot-profile.ts";
@@ -25,6 +26,8 @@ export interface OutboxDeps {
   membership: MembershipStore;
   /** Server errors of the actions that have a `maxServerErrors`. */
   serverErrors: ServerErrorCounter;
+  /** Where the sends that ask for it (`recordEventId`) have their event ID recorded. */
+  sentEvents: SentEventRecorder;
   botUserId: string;
   /** Whether the registration's user namespaces cover `userId` (the bot is ours anyway). */
   isOurUser: (userId: string) => boolean;
@@ -214,6 +217,7 @@ export async function performAction(
     homeserver,
     membership,
     serverErrors,
+    sentEvents,
     botUserId,
     isOurUser,
     backoff,
@@ -293,8 +297,14 @@ export async function performAction(
       log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });
       response = await call(action.userId, action.request);
     }
-    if (ok(response)) return { kind: "done", status: response.status };
-    return { kind: "dead", reason: reasonOf(response) };
+    if (!ok(response)) return { kind: "dead", reason: reasonOf(response) };
+    const eventId = (response.body as { event_id?: unknown } | undefined)?.event_id;
+    if (action.recordEventId && typeof eventId === "string") {
+      // A failure here fails the action: its retry sends under the same txnId, which the
+      // homeserver answers with the same event ID.
+      await sentEvents.recordEventId(action.id, eventId);
+    }
+    return { kind: "done", status: response.status };
   } catch (error) {
     if (error instanceof Retry) {
       return {

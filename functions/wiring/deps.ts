@@ -124,6 +124,7 @@ export async function serviceDeps<L extends Log>(
     data: new DynamoDbAppData(platform.dynamodb, config.tableName),
     publicBaseUrl: config.publicBaseUrl,
     secretKey: asToken,
+    sentEvents: stores(config.tableName, platform).store,
   };
 }
 
@@ -177,6 +178,7 @@ export async function outboxDeps<L extends Log>(
     remote: new HttpRemoteClient({ policy: addressPolicy(config.deliveryAllowedAddresses) }),
     membership: store,
     serverErrors: store,
+    sentEvents: store,
     botUserId: config.botUserId,
     isOurUser: (userId: string) => users.matches("users", userId),
     backoff: platform.backoff ?? DEFAULT_BACKOFF,
