@@ -2,7 +2,11 @@ import { expect } from "vitest";
 import { makeEvent, waitFor } from "./appservice.ts";
 import { startAppserviceAndHomeserver } from "./with-homeserver.ts";
 
-type Started = Awaited<ReturnType<typeof startAppserviceAndHomeserver>>;
+/** What these helpers use of a running appservice: in-process local mode's, or `npm start`'s. */
+type Started = Pick<
+  Awaited<ReturnType<typeof startAppserviceAndHomeserver>>,
+  "homeserver" | "send" | "bot"
+> & { local: { url: string } };
 
 // Each transaction these helpers send gets a txnId of its own.
 let transactions = 0;
