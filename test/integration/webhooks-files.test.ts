@@ -254,7 +254,7 @@ describe("webhooks: files (multipart and JSON attachments) and ?wait=true", () =
     expect(hookMessages("waiter")).toHaveLength(3);
   });
 
-  it("property: whatever the form fields and file parts, or JSON attachments, never a 5xx; an error is spec-shaped", async () => {
+  it("property: whatever the form fields and file parts, raw form bodies or JSON attachments, never a 5xx; an error is spec-shaped", async () => {
     const field = fc.oneof(fc.string(), fc.constantFrom("m.notice", "m.emote", "m.image", ""));
     const filePart = fc.record({
       name: fc.string({ maxLength: 300 }),
@@ -320,6 +320,33 @@ describe("webhooks: files (multipart and JSON attachments) and ?wait=true", () =
     await fc.assert(
       fc.asyncProperty(jsonInput, async (input) => {
         await check(await postJson(await nextUrl(), input));
+      }),
+      { numRuns: 15 },
+    );
+    // Raw bodies: pieces of a form's syntax in any order, with any bytes between.
+    const piece = fc.oneof(
+      fc.constantFrom(
+        "--b\r\n",
+        "--b--\r\n",
+        "\r\n",
+        "\r\n\r\n",
+        'content-disposition: form-data; name="text"',
+        'content-disposition: form-data; name="file"; filename="x.png"',
+        "; filename*=UTF-8''%E2%82%AC.png",
+        "content-type: image/png",
+        "content-transfer-encoding: base64",
+      ),
+      fc.string({ maxLength: 20 }),
+      fc.uint8Array({ maxLength: 20 }).map((b) => Buffer.from(b).toString("latin1")),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(piece, { maxLength: 12 }), async (pieces) => {
+        const response = await fetch(await nextUrl(), {
+          method: "POST",
+          headers: { "content-type": "multipart/form-data; boundary=b" },
+          body: Buffer.from(pieces.join(""), "latin1"),
+        });
+        await check(response);
       }),
       { numRuns: 15 },
     );
