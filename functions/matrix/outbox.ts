@@ -1,7 +1,7 @@
 import { TargetRefused } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
 import type { RemoteClient, RemoteResponse } from "../shared/remote-http.ts";
-import type { MembershipStore, ServerErrorCounter } from "../store/membership.ts";
+import type { OutboxMemory, ServerErrorCounter } from "../store/outbox-memory.ts";
 import type { SentEventRecorder } from "../store/sent-events.ts";
 import { actionProblem, deliveryProblem } from "./allowed-request.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "./backoff.ts";
@@ -23,7 +23,7 @@ export interface OutboxDeps {
   homeserver: HomeserverClient;
   /** Sends deliveries to services other than the homeserver, where the address policy allows. */
   remote: RemoteClient;
-  membership: MembershipStore;
+  outboxMemory: OutboxMemory;
   /** Server errors of the actions that have a `maxServerErrors`. */
   serverErrors: ServerErrorCounter;
   /** Where the sends that ask for it (`recordEventId`) have their event ID recorded. */
@@ -215,7 +215,7 @@ export async function performAction(
   attempt: number,
   {
     homeserver,
-    membership,
+    outboxMemory,
     serverErrors,
     sentEvents,
     botUserId,
@@ -277,12 +277,12 @@ export async function performAction(
       return { kind: "done", status: response.status };
     }
     const virtual = action.userId !== botUserId;
-    if (isForbidden(response) && virtual && !(await membership.isRegistered(action.userId))) {
+    if (isForbidden(response) && virtual && !(await outboxMemory.isRegistered(action.userId))) {
       const registered = await call(botUserId, registerRequest(action.userId));
       if (!ok(registered) && matrixError(registered.body).errcode !== "M_USER_IN_USE") {
         return { kind: "dead", reason: reasonOf(registered) };
       }
-      await membership.markRegistered(action.userId);
+      await outboxMemory.markRegistered(action.userId);
       log.info("registered a virtual user", { userId: action.userId, actionId: action.id });
       response = await call(action.userId, action.request);
     }

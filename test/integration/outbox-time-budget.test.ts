@@ -58,7 +58,7 @@ describe("the outbox within its time", () => {
   const outboxDeps = (timeoutMs: number, backoff: BackoffPolicy): OutboxDeps => ({
     homeserver: new HttpHomeserverClient(homeserver.url, "as-token", bot, timeoutMs),
     remote: new HttpRemoteClient({ policy: addressPolicy() }),
-    membership: store,
+    outboxMemory: store,
     serverErrors: store,
     sentEvents: store,
     botUserId: bot,

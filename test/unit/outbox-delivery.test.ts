@@ -12,7 +12,7 @@ import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy, LOOPBACK_RANGES } from "../../functions/shared/address-policy.ts";
 import { sha256 } from "../../functions/shared/hash.ts";
 import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
-import type { ServerErrorCounter } from "../../functions/store/membership.ts";
+import type { ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 import { recordingLog } from "../support/appservice.ts";
 
 // Deliveries through the outbox's decision, sent by the real HTTP client to a real server on
@@ -70,7 +70,7 @@ const silent = { debug() {}, info() {}, warn() {}, error() {} };
 const deps = (allowLoopback = true, serverErrors = new MemoryServerErrors()): OutboxDeps => ({
   homeserver: { call: unexpected },
   remote: new HttpRemoteClient({ policy: addressPolicy(allowLoopback ? LOOPBACK_RANGES : []) }),
-  membership: {
+  outboxMemory: {
     isRegistered: unexpected,
     markRegistered: unexpected,
     lastProfile: unexpected,

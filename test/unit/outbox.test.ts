@@ -21,7 +21,7 @@ import {
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy } from "../../functions/shared/address-policy.ts";
 import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
-import type { MembershipStore, ServerErrorCounter } from "../../functions/store/membership.ts";
+import type { OutboxMemory, ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 import type { SentEventRecorder } from "../../functions/store/sent-events.ts";
 
 // The outbox's decisions, against test doubles of the project's own interfaces (the homeserver
@@ -75,7 +75,7 @@ class FakeHomeserver implements HomeserverClient {
   }
 }
 
-class MemoryOutboxStore implements MembershipStore, ServerErrorCounter, SentEventRecorder {
+class MemoryOutboxStore implements OutboxMemory, ServerErrorCounter, SentEventRecorder {
   readonly registered = new Set<string>();
   readonly serverErrors = new Map<string, number>();
   readonly sentEvents = new Map<string, string>();
@@ -136,7 +136,7 @@ async function attempts(
 
 const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): OutboxDeps => ({
   homeserver,
-  membership: store,
+  outboxMemory: store,
   // No deliveries here (test/unit/outbox-delivery.test.ts has them): every address refused.
   remote: new HttpRemoteClient({ policy: addressPolicy() }),
   serverErrors: store,

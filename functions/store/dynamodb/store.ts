@@ -8,7 +8,7 @@ import {
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { sha256 } from "../../shared/hash.ts";
-import type { MembershipStore, ServerErrorCounter } from "../membership.ts";
+import type { OutboxMemory, ServerErrorCounter } from "../outbox-memory.ts";
 import type { SentEventReader, SentEventRecorder } from "../sent-events.ts";
 import type {
   ClaimOutcome,
@@ -58,7 +58,7 @@ export class DynamoDbStore
     TransactionStore,
     TransactionHistory,
     ClaimStore,
-    MembershipStore,
+    OutboxMemory,
     ServerErrorCounter,
     SentEventRecorder,
     SentEventReader
