@@ -196,7 +196,10 @@ async function postWebhook(request: AppRequest, context: ServiceContext): Promis
   if (claim && "replay" in claim) return claim.replay;
   try {
     const response = await acceptMessage(request, webhook, id, context, claim?.seed, now);
-    await claim?.complete(response);
+    // Only a message taken is kept under the key: a 429 is no answer to the request, whose
+    // repeat after Retry-After must post it.
+    if (response.status < 400) await claim?.complete(response);
+    else await claim?.release();
     return response;
   } catch (error) {
     await claim?.release();
