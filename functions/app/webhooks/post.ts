@@ -21,9 +21,7 @@ import type { PresetName } from "./preset-names.ts";
 import { PRESETS } from "./presets.ts";
 import { takeToken } from "./rate-limit.ts";
 import { findWebhook, type Transformation, type Webhook, webhookKey } from "./store.ts";
-import { WEBHOOK_USER_PREFIX, webhookUserId } from "./user.ts";
-
-export { WEBHOOK_USER_PREFIX, webhookUserId };
+import { webhookUserId } from "./user.ts";
 
 /**
  * The largest webhook body taken, files included: base64-encoded by API Gateway (a multipart
