@@ -140,7 +140,7 @@ describe("outbound webhooks through `npm start`", () => {
     await waitFor(() => remote.requests.length === 4, 30_000, "the second delivery");
     expect(remote.requests[3]?.headers["idempotency-key"]).not.toBe(keys[0]);
     expect(await command("!webhook out remove ci")).toBe(
-      "Outbound webhook ci removed: nothing more is sent to it.",
+      "Outbound webhook ci removed: no later message is sent to it (one already queued still goes, for at most a day).",
     );
     await send(makeEvent(ROOM, "after removal", { sender: ALICE }));
     // Once the list, sent after, is answered, the message before it was handled.

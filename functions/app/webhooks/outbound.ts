@@ -157,7 +157,7 @@ export async function onOutboundCommand(
     if (removed) log.info("outbound webhook removed", { roomId, name: second, by: event.sender });
     await reply(
       removed
-        ? `Outbound webhook ${second} removed: nothing more is sent to it.`
+        ? `Outbound webhook ${second} removed: no later message is sent to it (one already queued still goes, for at most a day).`
         : `This room has no outbound webhook named ${second}.`,
     );
     return;
