@@ -44,6 +44,7 @@ import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
 import { addressPolicy } from "../functions/shared/address-policy.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
+import { DELIVERY_OUTCOMES_COLLECTION } from "../functions/store/delivery-outcomes.ts";
 import {
   APP_DATA_KEY_PREFIX,
   CALL_RECORDS_KEY_PREFIX,
@@ -272,6 +273,7 @@ export class MatrixAppservice extends Construct {
       tokensSecretArn: this.tokensSecret.secretArn,
       homeserverUrl: props.homeserverUrl,
       registration: JSON.stringify(props.registration),
+      ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
     });
     const createFunction = (
       name: keyof typeof functionEntries,
@@ -740,6 +742,8 @@ export class MatrixAppservice extends Construct {
     );
     tableActions(admin, ["DeleteItem"], [SERVER_ERRORS_KEY_PREFIX]);
     tableActions(admin, ["GetItem", "Query"], [APP_DATA_KEY_PREFIX]);
+    // The outbox's delivery outcomes (the webhooks' last status), and no other call record.
+    tableActions(admin, ["GetItem"], [`${CALL_RECORDS_KEY_PREFIX}${DELIVERY_OUTCOMES_COLLECTION}`]);
     for (const queue of [this.inboundDeadLetterQueue, this.outboundDeadLetterQueue]) {
       admin.addToRolePolicy(
         new PolicyStatement({

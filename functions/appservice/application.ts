@@ -2,6 +2,7 @@ import type { Actions, CreateRoomOptions } from "../matrix/actions.ts";
 import type { HomeserverCalls } from "../matrix/homeserver-calls.ts";
 import type { Log } from "../shared/log.ts";
 import type { AppDataStore } from "../store/app-data.ts";
+import type { DeliveryOutcome } from "../store/delivery-outcomes.ts";
 import type { LinkMap } from "../store/links.ts";
 import type {
   ClientEvent,
@@ -37,6 +38,18 @@ export interface ServiceContext {
    * same whenever the label is, so a handler run again hands out the same secret.
    */
   deriveSecret(label: string): string;
+  /**
+   * Whether the user is the appservice's own (the registration's user namespaces: the bot's
+   * virtual users, its puppets), so that what they write is never sent back out.
+   */
+  ownsUser(userId: string): boolean;
+  /**
+   * Why `actions.deliver` to `url` would be refused (its shape, or an address the operator's
+   * policy refuses, the name resolved now); undefined when it would go out.
+   */
+  deliveryTargetProblem(url: string): Promise<string | undefined>;
+  /** How the last attempt of a delivery queued with this `outcomeKey` went, as recorded. */
+  deliveryOutcome(key: string): Promise<DeliveryOutcome | undefined>;
 }
 
 export interface ApplicationContext extends ServiceContext {

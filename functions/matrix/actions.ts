@@ -1,7 +1,7 @@
 import { type FifoQueue, MAX_MESSAGE_BYTES, queueJson } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
 import type { RemoteRequest } from "../shared/remote-http.ts";
-import { remoteRequestProblem } from "./allowed-request.ts";
+import { deliveryProblem } from "./allowed-request.ts";
 import type {
   ClientServerRequest,
   OutboundAction,
@@ -45,10 +45,20 @@ export interface CreateRoomOptions extends As, CreateRoomFields {}
 
 export interface DeliveryOptions {
   /**
-   * A room whose deliveries this one is ordered with (a portal's, for messages written there);
-   * deliveries without one are ordered per target origin.
+   * A room whose deliveries to the same origin this one is ordered with (a portal's, for
+   * messages written there); deliveries without one are ordered per target origin.
    */
   orderedWith?: string;
+  /**
+   * Retried for at most this long after it was queued (a replay starts again), then
+   * dead-lettered with the last failure as the reason. As long as the queue keeps it when absent.
+   */
+  retryForMs?: number;
+  /**
+   * Where the outbox records how each attempt went (the last one wins), read with
+   * `deliveryOutcome(key)`: e.g. one key per webhook, for its last delivery's status.
+   */
+  outcomeKey?: string;
 }
 
 /**
@@ -180,8 +190,6 @@ function actionsWith(
     return put(action, groupId ?? roomId ?? userId);
   };
   const deliver = (request: RemoteRequest, options?: DeliveryOptions): Promise<string> => {
-    const problem = remoteRequestProblem(request);
-    if (problem) throw new RangeError(`Cannot deliver this request: ${problem}`);
     const roomId = options?.orderedWith;
     const delivery: OutboundDelivery = {
       id: nextId(),
@@ -189,7 +197,11 @@ function actionsWith(
       ...(roomId && { roomId }),
       delivery: request,
       ...(maxServerErrors !== undefined && { maxServerErrors }),
+      ...(options?.retryForMs !== undefined && { retryForMs: options.retryForMs }),
+      ...(options?.outcomeKey !== undefined && { outcomeKey: options.outcomeKey }),
     };
+    const problem = deliveryProblem(delivery);
+    if (problem) throw new RangeError(`Cannot deliver this request: ${problem}`);
     const body = queueJson(delivery);
     const bytes = Buffer.byteLength(body);
     if (bytes > MAX_DELIVERY_BYTES) {
@@ -197,7 +209,9 @@ function actionsWith(
         `Cannot deliver this request: ${bytes} bytes queued, over ${MAX_DELIVERY_BYTES}`,
       );
     }
-    return put(delivery, `delivery ${roomId ?? new URL(request.url).origin}`, body);
+    // A target that is down holds back only the room's deliveries to it.
+    const origin = new URL(request.url).origin;
+    return put(delivery, roomId ? `delivery ${roomId} ${origin}` : `delivery ${origin}`, body);
   };
   const send = (
     roomId: string,

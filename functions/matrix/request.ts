@@ -53,6 +53,10 @@ export interface OutboundDelivery {
   delivery: RemoteRequest;
   /** As an action's: dead-lettered at this many server errors (5xx or no answer in time). */
   maxServerErrors?: number;
+  /** Retried for at most this long after it was queued, then dead-lettered with the reason. */
+  retryForMs?: number;
+  /** Where the outbox records how its last attempt went, for the application to read. */
+  outcomeKey?: string;
 }
 
 /** What the outbound queue holds. */

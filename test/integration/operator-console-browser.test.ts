@@ -147,8 +147,29 @@ describe("the operator console in a real browser", () => {
       expect(homeserver.sent.map((event) => [event.roomId, event.content.body])).toEqual([
         [room, "pong"],
       ]);
+      // Recent traffic: npm start runs the consumers in worker threads; their log lines reach
+      // the console's thread through the supervisor.
+      await waitForAsync(
+        async () => {
+          const { outbound } = (await api("traffic")) as unknown as {
+            outbound: { roomId?: string; outcome: string }[];
+          };
+          const outcomes = outbound.filter((o) => o.roomId === room).map((o) => o.outcome);
+          return outcomes.includes("dead") && outcomes.includes("done");
+        },
+        30_000,
+        "the outbox's lines in the console's traffic",
+      );
       await page.getByRole("button", { name: "Refresh" }).click();
       await page.locator("#outbound-dead").getByText("None.").waitFor();
+      const sends = page.locator("#outbound tr", { hasText: room });
+      await sends.filter({ hasText: "dead: " }).first().waitFor();
+      await sends.filter({ hasText: /done$/ }).first().waitFor();
+      await page
+        .locator("#transactions tr")
+        .filter({ has: page.locator("td", { hasText: /^1$/ }) })
+        .first()
+        .waitFor();
       // The page ran under its Content-Security-Policy without a violation.
       expect(problems).toEqual([]);
     } finally {

@@ -428,7 +428,8 @@ describe("AppserviceStack", () => {
           | { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": string[] } }
           | undefined
       )?.["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
-    // The table: dead letters kept, claims reopened, server error counts forgotten, app data read.
+    // The table: dead letters kept, claims reopened, server error counts forgotten, app data and
+    // the outbox's delivery outcomes read.
     expect(
       statements
         .filter((s) => [s.Action].flat().some((a) => a.startsWith("dynamodb:")))
@@ -438,6 +439,7 @@ describe("AppserviceStack", () => {
       ["dynamodb:UpdateItem", ["EVENT#*", "ITEM#*", "sha256:*"]],
       ["dynamodb:DeleteItem", ["OUTBOX#*"]],
       ["dynamodb:GetItem,dynamodb:Query", ["APP#*"]],
+      ["dynamodb:GetItem", ["CALLS#delivery-outcomes*"]],
     ]);
     const queueArn = (id: string) => ({
       "Fn::GetAtt": [expect.stringMatching(new RegExp(`^${id}`)), "Arn"],

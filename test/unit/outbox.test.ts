@@ -21,7 +21,7 @@ import {
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy } from "../../functions/shared/address-policy.ts";
 import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
-import type { MembershipStore, ServerErrorCounter } from "../../functions/store/membership.ts";
+import type { OutboxMemory, ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 
 // The outbox's decisions, against test doubles of the project's own interfaces (the homeserver
 // client, the membership store, the server error counter): each answer is chosen per call. The
@@ -74,7 +74,7 @@ class FakeHomeserver implements HomeserverClient {
   }
 }
 
-class MemoryOutboxStore implements MembershipStore, ServerErrorCounter {
+class MemoryOutboxStore implements OutboxMemory, ServerErrorCounter {
   readonly registered = new Set<string>();
   readonly serverErrors = new Map<string, number>();
   // The bot's profile as configured below, already set: these tests are about other calls.
@@ -129,9 +129,10 @@ async function attempts(
   return { outcomes, store, homeservers };
 }
 
+const unexpectedCall = () => Promise.reject(new Error("no delivery outcome expected"));
 const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): OutboxDeps => ({
   homeserver,
-  membership: store,
+  outboxMemory: store,
   // No deliveries here (test/unit/outbox-delivery.test.ts has them): every address refused.
   remote: new HttpRemoteClient({ policy: addressPolicy() }),
   serverErrors: store,
@@ -140,6 +141,8 @@ const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): Ou
   backoff: { baseSeconds: 1, capSeconds: 300 },
   log: silent,
   botProfile: new BotProfileKeeper(BOT, botProfile("Bot"), store, silent),
+  // No deliveries here: no outcome to record.
+  deliveryOutcomes: { record: unexpectedCall, last: unexpectedCall },
 });
 
 async function once(

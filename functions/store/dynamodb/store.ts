@@ -8,7 +8,7 @@ import {
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { sha256 } from "../../shared/hash.ts";
-import type { MembershipStore, ServerErrorCounter } from "../membership.ts";
+import type { OutboxMemory, ServerErrorCounter } from "../outbox-memory.ts";
 import type {
   ClaimOutcome,
   ClaimStore,
@@ -46,7 +46,7 @@ export const isConditionFailure = (error: unknown): error is ConditionalCheckFai
 
 /** The single-table DynamoDB adapter (`pk`/`sk` strings, `expiresAt` TTL). */
 export class DynamoDbStore
-  implements TransactionStore, TransactionHistory, ClaimStore, MembershipStore, ServerErrorCounter
+  implements TransactionStore, TransactionHistory, ClaimStore, OutboxMemory, ServerErrorCounter
 {
   constructor(
     private readonly client: DynamoDBClient,
