@@ -411,6 +411,8 @@ export class MatrixAppservice extends Construct {
       );
       sendTo(fn, this.outboundQueue);
     }
+    // The event IDs the outbox recorded for the sends a webhook request waits for.
+    tableActions(app, ["GetItem"], [SERVER_ERRORS_KEY_PREFIX]);
     // Claims: updates only, on the items' claim records.
     tableActions(
       events,
@@ -420,8 +422,8 @@ export class MatrixAppservice extends Construct {
     sendTo(events, this.inboundDeadLetterQueue);
     // Queries claim the creation of a user or alias, and remember registered users.
     tableActions(queries, ["GetItem", "PutItem", "UpdateItem"]);
-    // The users it registered, the bot's profile; server errors
-    // counted (`OUTBOX#…` items).
+    // The users it registered, the bot's profile; server errors counted and the event IDs of
+    // the sends that asked (`OUTBOX#…` items).
     tableActions(outbox, ["GetItem", "PutItem", "UpdateItem"]);
     sendTo(outbox, this.outboundDeadLetterQueue);
     // The event sources grant receive, delete and visibility changes on their queues. Bounded:

@@ -50,6 +50,12 @@ export interface ServiceContext {
   deliveryTargetProblem(url: string): Promise<string | undefined>;
   /** How the last attempt of a delivery queued with this `outcomeKey` went, as recorded. */
   deliveryOutcome(key: string): Promise<DeliveryOutcome | undefined>;
+  /**
+   * The event IDs of sends asked for with `actions.recordingEventIds()` (the IDs the sends
+   * returned), once the homeserver has taken them all; undefined past `timeoutMs`, when they
+   * still go.
+   */
+  sentEventIds(sendIds: string[], timeoutMs: number): Promise<string[] | undefined>;
 }
 
 export interface ApplicationContext extends ServiceContext {
@@ -67,6 +73,8 @@ export interface AppRequest {
   headers: Record<string, string>;
   /** The body as text (UTF-8). */
   body: string;
+  /** The body's bytes as sent: a file's intact, where `body` would have mangled them. */
+  bytes: Uint8Array;
 }
 
 export interface AppResponse {

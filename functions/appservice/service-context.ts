@@ -8,7 +8,9 @@ import type { Log } from "../shared/log.ts";
 import type { AppDataStore } from "../store/app-data.ts";
 import type { DeliveryOutcomeStore } from "../store/delivery-outcomes.ts";
 import { linkMap } from "../store/links.ts";
+import type { SentEventReader } from "../store/sent-events.ts";
 import type { ServiceContext } from "./application.ts";
+import { waitForSentEvents } from "./sent-events.ts";
 
 /** What the application's handlers act with, before it is tied to one origin. */
 export interface ServiceDeps {
@@ -26,6 +28,8 @@ export interface ServiceDeps {
   deliveryPolicy: AddressPolicy;
   /** What the outbox recorded of deliveries with an `outcomeKey`. */
   deliveryOutcomes: DeliveryOutcomeStore;
+  /** The event IDs the outbox recorded for the sends that asked. */
+  sentEvents: SentEventReader;
 }
 
 /** The context for a handler run; `origin` seeds the IDs of the actions it asks for. */
@@ -41,4 +45,5 @@ export const serviceContext = (deps: ServiceDeps, origin: string): ServiceContex
   ownsUser: deps.ownsUser,
   deliveryTargetProblem: (url) => deliveryTargetProblem(url, deps.deliveryPolicy),
   deliveryOutcome: (key) => deps.deliveryOutcomes.last(key),
+  sentEventIds: (sendIds, timeoutMs) => waitForSentEvents(deps.sentEvents, sendIds, timeoutMs),
 });

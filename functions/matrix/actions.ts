@@ -142,6 +142,11 @@ export interface Actions {
    * the homeserver (sends' client txnIds) deduplicate.
    */
   withOrigin(key: string): Actions;
+  /**
+   * The same actions, whose sends have the outbox record the event ID the homeserver gives, for
+   * a request that answers once its message is in the room (`ServiceContext.sentEventIds`).
+   */
+  recordingEventIds(): Actions;
 }
 
 export interface ActionsOptions {
@@ -156,15 +161,22 @@ export interface ActionsOptions {
 }
 
 export function createActions(options: ActionsOptions): Actions {
-  return actionsWith(options, { next: 0 }, undefined);
+  return actionsWith(options, { next: 0 }, {});
 }
 
-/** The actions with a server error limit or none; `position` is shared by every such view. */
+/** What every action of a view of the actions carries. */
+interface ActionMarks {
+  maxServerErrors?: number;
+  recordEventId?: true;
+}
+
+/** The actions with their marks; `position` is shared by every view of one origin. */
 function actionsWith(
   { botUserId, outboundQueue, origin }: ActionsOptions,
   position: { next: number },
-  maxServerErrors: number | undefined,
+  marks: ActionMarks,
 ): Actions {
+  const { maxServerErrors } = marks;
   const nextId = () => sha256(`${origin}\n${position.next++}`);
   const put = async (action: QueuedAction, groupId: string, body = queueJson(action)) => {
     await outboundQueue.send([{ groupId, deduplicationId: action.id, body }]);
@@ -186,6 +198,7 @@ function actionsWith(
       ...(roomId && { roomId }),
       request: build(id),
       ...(maxServerErrors !== undefined && { maxServerErrors }),
+      ...(marks.recordEventId && kind === "send" && { recordEventId: true }),
     };
     return put(action, groupId ?? roomId ?? userId);
   };
@@ -313,14 +326,18 @@ function actionsWith(
       if (!(Number.isSafeInteger(limit) && limit > 0)) {
         throw new RangeError(`A server error limit is a positive integer, not ${limit}`);
       }
-      return actionsWith({ botUserId, outboundQueue, origin }, position, limit);
+      return actionsWith({ botUserId, outboundQueue, origin }, position, {
+        ...marks,
+        maxServerErrors: limit,
+      });
     },
+    recordingEventIds: () =>
+      actionsWith({ botUserId, outboundQueue, origin }, position, {
+        ...marks,
+        recordEventId: true,
+      }),
     // Apart from the origins the pipeline gives (events, requests), so that no key can match one.
     withOrigin: (key) =>
-      actionsWith(
-        { botUserId, outboundQueue, origin: `app-key:${key}` },
-        { next: 0 },
-        maxServerErrors,
-      ),
+      actionsWith({ botUserId, outboundQueue, origin: `app-key:${key}` }, { next: 0 }, marks),
   };
 }

@@ -3,6 +3,7 @@ import type { Log } from "../shared/log.ts";
 import type { RemoteClient, RemoteResponse } from "../shared/remote-http.ts";
 import type { DeliveryOutcomeStore } from "../store/delivery-outcomes.ts";
 import type { OutboxMemory, ServerErrorCounter } from "../store/outbox-memory.ts";
+import type { SentEventRecorder } from "../store/sent-events.ts";
 import { actionProblem, deliveryProblem } from "./allowed-request.ts";
 import {
   type BackoffPolicy,
@@ -31,6 +32,8 @@ export interface OutboxDeps {
   outboxMemory: OutboxMemory;
   /** Server errors of the actions that have a `maxServerErrors`. */
   serverErrors: ServerErrorCounter;
+  /** Where the sends that ask for it (`recordEventId`) have their event ID recorded. */
+  sentEvents: SentEventRecorder;
   botUserId: string;
   /** Whether the registration's user namespaces cover `userId` (the bot is ours anyway). */
   isOurUser: (userId: string) => boolean;
@@ -258,6 +261,7 @@ export async function performAction(
     homeserver,
     outboxMemory,
     serverErrors,
+    sentEvents,
     botUserId,
     isOurUser,
     backoff,
@@ -337,8 +341,14 @@ export async function performAction(
       log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });
       response = await call(action.userId, action.request);
     }
-    if (ok(response)) return { kind: "done", status: response.status };
-    return { kind: "dead", reason: reasonOf(response) };
+    if (!ok(response)) return { kind: "dead", reason: reasonOf(response) };
+    const eventId = (response.body as { event_id?: unknown } | undefined)?.event_id;
+    if (action.recordEventId && typeof eventId === "string") {
+      // A failure here fails the action: its retry sends under the same txnId, which the
+      // homeserver answers with the same event ID.
+      await sentEvents.recordEventId(action.id, eventId);
+    }
+    return { kind: "done", status: response.status };
   } catch (error) {
     if (error instanceof Retry) {
       return {

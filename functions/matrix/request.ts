@@ -38,6 +38,8 @@ export interface OutboundAction {
    * 429s and refused connections do not count. Unbounded when absent.
    */
   maxServerErrors?: number;
+  /** A send whose event ID the outbox records once sent, for a request that waits for it. */
+  recordEventId?: true;
 }
 
 /**

@@ -5,10 +5,16 @@ import {
   MediaTooLarge,
   type ServiceContext,
 } from "../appservice/api.ts";
-import { type Attachment, RELAY_PREFIX } from "./names.ts";
+import { RELAY_PREFIX } from "./names.ts";
 
 /** The largest image delivered to the remote side: its base64 must fit one queued delivery. */
 export const MAX_DELIVERED_IMAGE_BYTES = 150 * 1024;
+
+/** An image as the remote service takes it. */
+interface RemoteImage {
+  content_type: string;
+  data: string;
+}
 
 /** The bot and the puppets: their own messages never go back to the remote service. */
 const isOurs = (event: ClientEvent, botUserId: string) =>
@@ -23,7 +29,7 @@ async function relayOut(event: ClientEvent, context: ServiceContext, remoteUrl: 
   if (!portal) return;
   const member = await homeserver.roomStateEvent(event.room_id, "m.room.member", event.sender);
   const displayName = (member?.content as { displayname?: unknown } | undefined)?.displayname;
-  let image: Attachment | undefined;
+  let image: RemoteImage | undefined;
   if (msgtype === "m.image" && typeof url === "string") {
     // An image too large for one delivery goes as its text alone.
     const media = await homeserver

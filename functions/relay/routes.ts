@@ -1,12 +1,14 @@
 import {
   type ApplicationRoutes,
+  type Attachment,
   badJson,
+  base64Attachment,
   MatrixError,
   notJson,
   type ServiceContext,
   sha256,
 } from "../appservice/api.ts";
-import { type Attachment, RELAY_PREFIX } from "./names.ts";
+import { RELAY_PREFIX } from "./names.ts";
 
 /** Channel and user names as the remote service writes them: lower-case, localpart-safe. */
 const NAME = /^[a-z0-9._=-]{1,64}$/;
@@ -27,18 +29,6 @@ interface RemoteMessage {
 
 const invalid = (message: string) => new MatrixError(400, "M_INVALID_PARAM", message);
 
-function attachment(value: unknown, field: string): Attachment | undefined {
-  if (value === undefined) return undefined;
-  const { content_type, data } = (value ?? {}) as Record<string, unknown>;
-  if (typeof content_type !== "string" || !/^[\w.+-]+\/[\w.+-]+$/.test(content_type)) {
-    throw badJson(`${field}.content_type must be a MIME type`);
-  }
-  if (typeof data !== "string" || data === "" || !/^[A-Za-z0-9+/]*={0,2}$/.test(data)) {
-    throw badJson(`${field}.data must be base64`);
-  }
-  return { content_type, data };
-}
-
 function parseMessage(body: string): RemoteMessage {
   let json: unknown;
   try {
@@ -58,8 +48,8 @@ function parseMessage(body: string): RemoteMessage {
   }
   if (typeof display_name !== "string") throw badJson("display_name must be a string");
   if (typeof text !== "string") throw badJson("text must be a string");
-  const avatarAttachment = attachment(avatar, "avatar");
-  const imageAttachment = attachment(image, "image");
+  const avatarAttachment = base64Attachment(avatar, "avatar");
+  const imageAttachment = base64Attachment(image, "image");
   return {
     id,
     user,
@@ -98,8 +88,8 @@ async function relayIn(channel: string, message: RemoteMessage, context: Service
   await puppets.link(message.user, puppet);
   const avatarUrl =
     message.avatar &&
-    (await homeserver.uploadMedia(Buffer.from(message.avatar.data, "base64"), {
-      contentType: message.avatar.content_type,
+    (await homeserver.uploadMedia(message.avatar.bytes, {
+      contentType: message.avatar.contentType,
     }));
   await homeserver.ensurePuppet(puppet, {
     displayName: message.display_name,
@@ -109,8 +99,8 @@ async function relayIn(channel: string, message: RemoteMessage, context: Service
   const keyed = actions.withOrigin(`relay:${key}`);
   if (message.text !== "") await keyed.sendMessage(roomId, message.text, { as: puppet });
   if (message.image) {
-    const bytes = Buffer.from(message.image.data, "base64");
-    const url = await homeserver.uploadMedia(bytes, { contentType: message.image.content_type });
+    const { bytes, contentType } = message.image;
+    const url = await homeserver.uploadMedia(bytes, { contentType });
     await keyed.sendEvent(
       roomId,
       "m.room.message",
@@ -118,7 +108,7 @@ async function relayIn(channel: string, message: RemoteMessage, context: Service
         msgtype: "m.image",
         body: "image",
         url,
-        info: { mimetype: message.image.content_type, size: bytes.length },
+        info: { mimetype: contentType, size: bytes.length },
       },
       { as: puppet },
     );

@@ -133,6 +133,7 @@ export async function serviceDeps<L extends Log>(
     ownsUser: (userId) => namespaces.matches("users", userId),
     deliveryPolicy: addressPolicy(config.deliveryAllowedAddresses),
     deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
+    sentEvents: stores(config.tableName, platform).store,
   };
 }
 
@@ -186,6 +187,7 @@ export async function outboxDeps<L extends Log>(
     remote: new HttpRemoteClient({ policy: addressPolicy(config.deliveryAllowedAddresses) }),
     outboxMemory: store,
     serverErrors: store,
+    sentEvents: store,
     botUserId: config.botUserId,
     isOurUser: (userId: string) => users.matches("users", userId),
     backoff: platform.backoff ?? DEFAULT_BACKOFF,

@@ -60,6 +60,7 @@ describe("the outbox within its time", () => {
     remote: new HttpRemoteClient({ policy: addressPolicy() }),
     outboxMemory: store,
     serverErrors: store,
+    sentEvents: store,
     botUserId: bot,
     isOurUser: (userId) => userId.startsWith("@_as_"),
     backoff,

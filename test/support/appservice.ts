@@ -174,6 +174,7 @@ export const noServices: ServiceDeps = {
   },
   data: { get: unexpected("data read"), list: unexpected("data read"), write: unexpected("write") },
   publicBaseUrl: "http://127.0.0.1:1",
+  sentEvents: { eventIdOf: unexpected("sent event read") },
   secretKey: "test",
   ownsUser: () => false,
   deliveryPolicy: addressPolicy(),

@@ -385,7 +385,8 @@ describe("AppserviceStack", () => {
         "secretsmanager:GetSecretValue",
       ].sort(),
     );
-    expect(actions("App")).toEqual(applicationGrants.sort());
+    // And the event IDs the outbox recorded, read by a webhook request that waits for them.
+    expect(actions("App")).toEqual([...applicationGrants, "dynamodb:GetItem"].sort());
     expect(actions("Fallback")).toEqual([]);
     for (const statement of ["Transactions", "Events", "Outbox", "Queries", "App"].flatMap(
       policyOf,
@@ -483,8 +484,16 @@ describe("AppserviceStack", () => {
         "ForAllValues:StringLike"
       ]["dynamodb:LeadingKeys"];
     // The internet-facing application function: the application's data, and what its immediate
-    // calls remember (rooms by key, media by hash, puppets).
-    expect(tableStatements("App").map(leadingKeys)).toEqual([["APP#*", "CALLS#*"]]);
+    // calls remember (rooms by key, media by hash, puppets); the outbox's records of actions, read
+    // only (the event IDs of sends).
+    expect(
+      Object.fromEntries(
+        tableStatements("App").map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
+      ),
+    ).toEqual({
+      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*", "CALLS#*"],
+      "dynamodb:GetItem": ["OUTBOX#*"],
+    });
     // The events function: the same, and the claim records of items.
     expect(
       Object.fromEntries(

@@ -79,6 +79,7 @@ const deps = (allowLoopback = true, serverErrors = new MemoryServerErrors()): Ou
     markProfileSet: unexpected,
   },
   serverErrors,
+  sentEvents: { recordEventId: unexpected },
   botUserId: "@bot:test.local",
   isOurUser: () => false,
   backoff: { baseSeconds: 1, capSeconds: 300 },
