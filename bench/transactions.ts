@@ -24,6 +24,7 @@ import {
   measure,
   put,
   type Result,
+  request,
   startLocalMode,
   startServer,
   stopServer,
@@ -209,7 +210,7 @@ console.log(`\n${failures === 0 ? "all targets met" : `${failures} target(s) mis
 // Where an ack's time goes: the CPU work of the handler, timed here (the same code as the
 // functions run), beside the I/O measured above and an HTTP round trip to the gateway.
 const health = await measure(200, 1, async () => {
-  await (await fetch(`${ours.url}/health`)).arrayBuffer();
+  await request(`${ours.url}/health`);
 });
 /** Median time of `work` in ms, over runs of `RUNS` after as many to warm up. */
 const cpuTime = (work: () => unknown) => {
