@@ -126,7 +126,13 @@ export function request(
         res.on("error", reject);
       },
     );
-    req.on("error", reject);
+    req.on("error", (error: NodeJS.ErrnoException) => {
+      // A kept-alive connection the server closed as it was reused: sent again on a new one, as
+      // Node's documentation advises (the requests sent here are idempotent).
+      if (req.reusedSocket && error.code === "ECONNRESET")
+        request(url, options).then(resolve, reject);
+      else reject(error);
+    });
     req.end(options.body);
   });
 }
