@@ -45,6 +45,7 @@ import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
 import { addressPolicy } from "../functions/shared/address-policy.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
+import { DELIVERY_OUTCOMES_COLLECTION } from "../functions/store/delivery-outcomes.ts";
 import {
   APP_DATA_KEY_PREFIX,
   CALL_RECORDS_KEY_PREFIX,
@@ -259,6 +260,7 @@ export class MatrixAppservice extends Construct {
       tokensSecretArn: this.tokensSecret.secretArn,
       homeserverUrl: props.homeserverUrl,
       registration: JSON.stringify(props.registration),
+      ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
     });
     const createFunction = (
       name: keyof typeof functionEntries,
@@ -394,6 +396,8 @@ export class MatrixAppservice extends Construct {
       );
       sendTo(fn, this.outboundQueue);
     }
+    // The event IDs the outbox recorded for the sends a webhook request waits for.
+    tableActions(app, ["GetItem"], [SERVER_ERRORS_KEY_PREFIX]);
     // Claims: updates only, on the items' claim records.
     tableActions(
       events,
@@ -403,8 +407,8 @@ export class MatrixAppservice extends Construct {
     sendTo(events, this.inboundDeadLetterQueue);
     // Queries claim the creation of a user or alias, and remember registered users.
     tableActions(queries, ["GetItem", "PutItem", "UpdateItem"]);
-    // The users it registered, the bot's profile; server errors
-    // counted (`OUTBOX#…` items).
+    // The users it registered, the bot's profile; server errors counted and the event IDs of
+    // the sends that asked (`OUTBOX#…` items).
     tableActions(outbox, ["GetItem", "PutItem", "UpdateItem"]);
     sendTo(outbox, this.outboundDeadLetterQueue);
     // The event sources grant receive, delete and visibility changes on their queues. Bounded:
@@ -714,6 +718,8 @@ export class MatrixAppservice extends Construct {
     );
     tableActions(admin, ["DeleteItem"], [SERVER_ERRORS_KEY_PREFIX]);
     tableActions(admin, ["GetItem", "Query"], [APP_DATA_KEY_PREFIX]);
+    // The outbox's delivery outcomes (the webhooks' last status), and no other call record.
+    tableActions(admin, ["GetItem"], [`${CALL_RECORDS_KEY_PREFIX}${DELIVERY_OUTCOMES_COLLECTION}`]);
     for (const queue of [this.inboundDeadLetterQueue, this.outboundDeadLetterQueue]) {
       admin.addToRolePolicy(
         new PolicyStatement({

@@ -1,4 +1,5 @@
 import type { Registration } from "../functions/appservice/protocol/registration.ts";
+import { pingAppservice, predatesPing } from "../functions/matrix/homeserver-health.ts";
 import type { TransactionHistory } from "../functions/store/store.ts";
 
 export interface PingResult {
@@ -16,43 +17,28 @@ export async function pingHomeserver(
   registration: Registration,
   records?: TransactionHistory,
 ): Promise<PingResult> {
-  const url = `${homeserverUrl.replace(/\/$/, "")}/_matrix/client/v1/appservice/${encodeURIComponent(registration.id)}/ping`;
-  let response: Response;
-  try {
-    response = await fetch(url, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${registration.as_token}`,
-        "content-type": "application/json",
-      },
-      body: JSON.stringify({ transaction_id: `ping-${Date.now()}` }),
-      signal: AbortSignal.timeout(60_000),
-    });
-  } catch (error) {
+  const answer = await pingAppservice(homeserverUrl, registration.id, registration.as_token, {
+    timeoutMs: 60_000,
+    transactionId: `ping-${Date.now()}`,
+  });
+  if ("failure" in answer) {
     return {
       ok: false,
-      message: `Could not reach the homeserver at ${homeserverUrl}: ${(error as Error).message}`,
+      message: `Could not reach the homeserver at ${homeserverUrl}: ${answer.failure.message}`,
     };
   }
-  const body = (await response.json().catch(() => ({}))) as {
-    duration_ms?: number;
-    errcode?: string;
-    error?: string;
-    status?: number;
-    body?: string;
-  };
-  if (response.ok) {
+  const { body } = answer;
+  if (answer.ok) {
     return {
       ok: true,
       message: `The homeserver reached the appservice and back in ${body.duration_ms} ms.`,
     };
   }
-  // Homeservers before the ping answer an unknown endpoint so (Synapse: 400, newer ones 404).
-  if (body.errcode === "M_UNRECOGNIZED" && (response.status === 400 || response.status === 404)) {
+  if (predatesPing(answer)) {
     return {
       ok: false,
       message: [
-        `${response.status} M_UNRECOGNIZED: the homeserver predates the appservice ping (Matrix v1.7).`,
+        `${answer.status} M_UNRECOGNIZED: the homeserver predates the appservice ping (Matrix v1.7).`,
         "Everything else works without it: transactions, user and alias queries, the bot's calls.",
         'To check that events arrive, say !ping in a room with the bot (it answers pong), or look for "transaction acknowledged" in the appservice\'s log.',
         await describeLastTransaction(records),
@@ -76,7 +62,7 @@ export async function pingHomeserver(
   };
   const explanation =
     (body.errcode && explanations[body.errcode]) ??
-    `${response.status} ${body.errcode ?? ""} ${body.error ?? ""}`;
+    `${answer.status} ${body.errcode ?? ""} ${body.error ?? ""}`;
   return { ok: false, message: explanation.trim() };
 }
 

@@ -6,6 +6,7 @@ import {
   onWebhookCommand,
 } from "./webhooks/commands.ts";
 import { noticeExpiriesIn } from "./webhooks/expiry.ts";
+import { deliverToOutboundWebhooks } from "./webhooks/outbound.ts";
 import { WEBHOOK_USER_PREFIX } from "./webhooks/user.ts";
 
 /**
@@ -34,6 +35,8 @@ export const application: ApplicationEvents = {
     const ours =
       event.sender === actions.botUserId || event.sender.startsWith(`@${WEBHOOK_USER_PREFIX}`);
     if (event.type !== "m.room.message" || ours) return;
+    // `!webhook` commands are the bot's: never sent out (one may hold another webhook's URL).
+    if (!isWebhookCommand(event.content.body)) await deliverToOutboundWebhooks(event, context);
     if (event.content.body === "!ping") {
       await actions.sendNotice(event.room_id, "pong");
     } else if (isWebhookCommand(event.content.body)) {

@@ -36,9 +36,11 @@ export {
   unauthorized,
 } from "../shared/errors.ts";
 export { sha256 } from "../shared/hash.ts";
+export { type ImageSize, imageSize } from "../shared/image-size.ts";
 export type { Log } from "../shared/log.ts";
 export type { RemoteRequest } from "../shared/remote-http.ts";
 export type { AppDataStore, AppDataWrite, AppValue } from "../store/app-data.ts";
+export type { DeliveryOutcome } from "../store/delivery-outcomes.ts";
 export type { Link, LinkMap } from "../store/links.ts";
 export type {
   AliasRoom,
@@ -61,6 +63,7 @@ export type {
   UserProfile,
   WebhookView,
 } from "./application.ts";
+export { type Attachment, base64Attachment } from "./attachment.ts";
 export {
   type ClientEvent,
   type DeviceData,

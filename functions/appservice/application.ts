@@ -2,6 +2,7 @@ import type { Actions, CreateRoomOptions } from "../matrix/actions.ts";
 import type { HomeserverCalls } from "../matrix/homeserver-calls.ts";
 import type { Log } from "../shared/log.ts";
 import type { AppDataStore } from "../store/app-data.ts";
+import type { DeliveryOutcome } from "../store/delivery-outcomes.ts";
 import type { LinkMap } from "../store/links.ts";
 import type {
   ClientEvent,
@@ -37,6 +38,24 @@ export interface ServiceContext {
    * same whenever the label is, so a handler run again hands out the same secret.
    */
   deriveSecret(label: string): string;
+  /**
+   * Whether the user is the appservice's own (the registration's user namespaces: the bot's
+   * virtual users, its puppets), so that what they write is never sent back out.
+   */
+  ownsUser(userId: string): boolean;
+  /**
+   * Why `actions.deliver` to `url` would be refused (its shape, or an address the operator's
+   * policy refuses, the name resolved now); undefined when it would go out.
+   */
+  deliveryTargetProblem(url: string): Promise<string | undefined>;
+  /** How the last attempt of a delivery queued with this `outcomeKey` went, as recorded. */
+  deliveryOutcome(key: string): Promise<DeliveryOutcome | undefined>;
+  /**
+   * The event IDs of sends asked for with `actions.recordingEventIds()` (the IDs the sends
+   * returned), once the homeserver has taken them all; undefined past `timeoutMs`, when they
+   * still go.
+   */
+  sentEventIds(sendIds: string[], timeoutMs: number): Promise<string[] | undefined>;
 }
 
 export interface ApplicationContext extends ServiceContext {
@@ -54,6 +73,8 @@ export interface AppRequest {
   headers: Record<string, string>;
   /** The body as text (UTF-8). */
   body: string;
+  /** The body's bytes as sent: a file's intact, where `body` would have mangled them. */
+  bytes: Uint8Array;
 }
 
 export interface AppResponse {

@@ -1,11 +1,16 @@
 import { createActions } from "../matrix/actions.ts";
+import { deliveryTargetProblem } from "../matrix/allowed-request.ts";
 import type { HomeserverCalls } from "../matrix/homeserver-calls.ts";
 import type { FifoQueue } from "../queue/queue.ts";
+import type { AddressPolicy } from "../shared/address-policy.ts";
 import { deriveSecret } from "../shared/hash.ts";
 import type { Log } from "../shared/log.ts";
 import type { AppDataStore } from "../store/app-data.ts";
+import type { DeliveryOutcomeStore } from "../store/delivery-outcomes.ts";
 import { linkMap } from "../store/links.ts";
+import type { SentEventReader } from "../store/sent-events.ts";
 import type { ServiceContext } from "./application.ts";
+import { waitForSentEvents } from "./sent-events.ts";
 
 /** What the application's handlers act with, before it is tied to one origin. */
 export interface ServiceDeps {
@@ -17,6 +22,14 @@ export interface ServiceDeps {
   publicBaseUrl: string;
   /** The key of `deriveSecret`: the as_token. */
   secretKey: string;
+  /** Whether the registration's user namespaces cover a user. */
+  ownsUser: (userId: string) => boolean;
+  /** Where the outbox may deliver (`DELIVERY_ALLOWED_ADDRESSES`). */
+  deliveryPolicy: AddressPolicy;
+  /** What the outbox recorded of deliveries with an `outcomeKey`. */
+  deliveryOutcomes: DeliveryOutcomeStore;
+  /** The event IDs the outbox recorded for the sends that asked. */
+  sentEvents: SentEventReader;
 }
 
 /** The context for a handler run; `origin` seeds the IDs of the actions it asks for. */
@@ -29,4 +42,8 @@ export const serviceContext = (deps: ServiceDeps, origin: string): ServiceContex
   puppets: linkMap(deps.data, "puppets"),
   publicBaseUrl: deps.publicBaseUrl,
   deriveSecret: (label) => deriveSecret(deps.secretKey, label),
+  ownsUser: deps.ownsUser,
+  deliveryTargetProblem: (url) => deliveryTargetProblem(url, deps.deliveryPolicy),
+  deliveryOutcome: (key) => deps.deliveryOutcomes.last(key),
+  sentEventIds: (sendIds, timeoutMs) => waitForSentEvents(deps.sentEvents, sendIds, timeoutMs),
 });

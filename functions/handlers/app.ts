@@ -4,9 +4,9 @@ import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "
 import { application } from "../app/routes.ts";
 import type { ApplicationRoutes, AppRoute } from "../appservice/application.ts";
 import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
-import { unrecognized } from "../shared/errors.ts";
+import { tooLarge, unrecognized } from "../shared/errors.ts";
 import { appDeps } from "../wiring/deps.ts";
-import { jsonResponse, matrixErrors } from "./http.ts";
+import { jsonResponse, LAMBDA_EVENT_MAX_BYTES, matrixErrors, overLambdaLimit } from "./http.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
 
@@ -24,14 +24,20 @@ export const createAppHandler = (deps: AppHandlerDeps) => {
     .handler(async (event) => {
       const route = byKey.get(event.routeKey);
       if (!route) throw unrecognized(404, "Unrecognized request");
-      const body = event.body ?? "";
+      const raw = event.body ?? "";
+      if (overLambdaLimit(event, raw.length)) {
+        throw tooLarge(`The request is over Lambda's ${LAMBDA_EVENT_MAX_BYTES}-byte limit`);
+      }
+      // API Gateway hands over a body that is not text (a multipart form's files) in base64.
+      const bytes = Buffer.from(raw, event.isBase64Encoded ? "base64" : "utf8");
       const response = await route.handle(
         {
           method: event.requestContext.http.method,
           pathParameters: (event.pathParameters ?? {}) as Record<string, string>,
           query: (event.queryStringParameters ?? {}) as Record<string, string>,
           headers: event.headers as Record<string, string>,
-          body: event.isBase64Encoded ? Buffer.from(body, "base64").toString("utf8") : body,
+          body: event.isBase64Encoded ? bytes.toString("utf8") : raw,
+          bytes,
         },
         serviceContext(deps, `http:${event.requestContext.requestId}`),
       );

@@ -39,7 +39,7 @@ const MAX_ESCAPED_BYTES_PER_BYTE = 6;
  * limit. Serializing the whole event copies the body: only a body that could reach the limit
  * once escaped (about a megabyte) is measured so; the rest of the event is small.
  */
-function overLambdaLimit(event: APIGatewayProxyEventV2, bodyBytes: number): boolean {
+export function overLambdaLimit(event: APIGatewayProxyEventV2, bodyBytes: number): boolean {
   const rest = Buffer.byteLength(JSON.stringify({ ...event, body: "" }));
   if (rest + bodyBytes * MAX_ESCAPED_BYTES_PER_BYTE <= LAMBDA_EVENT_MAX_BYTES) return false;
   return Buffer.byteLength(JSON.stringify(event)) > LAMBDA_EVENT_MAX_BYTES;

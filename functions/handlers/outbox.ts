@@ -27,7 +27,13 @@ export const createOutboxHandler = (deps: OutboxHandlerDeps) => {
   const processRecord = async (record: SQSRecord) => {
     const action = JSON.parse(record.body) as QueuedAction;
     const attempt = Number(record.attributes.ApproximateReceiveCount) - 1;
-    const decision = await decideOutboundAction(action, attempt, deps);
+    const queuedAt = Number(record.attributes.SentTimestamp);
+    const decision = await decideOutboundAction(
+      action,
+      attempt,
+      deps,
+      Number.isFinite(queuedAt) ? queuedAt : undefined,
+    );
     deps.metrics.count(decision.metric);
     if (decision.kind === "retry") throw new RetryLater(decision.delaySeconds, decision.reason);
     if (decision.kind === "dead") {

@@ -82,6 +82,15 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefin
   });
 }
 
+/**
+ * Whether API Gateway's HTTP API hands a body of this `Content-Type` over as text; any other
+ * (a multipart form, an image, none) arrives base64-encoded, `isBase64Encoded` true.
+ */
+const isTextBody = (contentType: string | undefined) =>
+  /^\s*(text\/|application\/([\w.+-]*\+)?(json|xml|javascript|x-www-form-urlencoded)\s*(;|$))/i.test(
+    contentType ?? "",
+  );
+
 /** Builds the payload-format-2.0 event API Gateway's HTTP API would send. */
 function toEvent(
   req: IncomingMessage,
@@ -192,8 +201,13 @@ export function createGateway(options: GatewayOptions): Server {
         if (/100-continue/i.test(req.headers.expect ?? "")) res.writeContinue();
         const body = await readBody(req, limit);
         if (body === undefined) throw tooLong;
+        const text = isTextBody(req.headers["content-type"]);
         result = await ready[route.handler](
-          { ...event, body: body.toString("utf8") },
+          {
+            ...event,
+            body: body.toString(text ? "utf8" : "base64"),
+            isBase64Encoded: !text,
+          },
           context(route.handler),
         );
       }

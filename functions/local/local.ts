@@ -319,6 +319,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       homeserverUrl: options.homeserverUrl,
       publicBaseUrl: trimBaseUrl(options.publicBaseUrl ?? url),
       registration,
+      deliveryAllowedAddresses,
     };
     const config: LocalFunctionsConfig = {
       settings: {

@@ -1,7 +1,7 @@
 import { type FifoQueue, MAX_MESSAGE_BYTES, queueJson } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
 import type { RemoteRequest } from "../shared/remote-http.ts";
-import { remoteRequestProblem } from "./allowed-request.ts";
+import { deliveryProblem } from "./allowed-request.ts";
 import type {
   ClientServerRequest,
   OutboundAction,
@@ -45,10 +45,20 @@ export interface CreateRoomOptions extends As, CreateRoomFields {}
 
 export interface DeliveryOptions {
   /**
-   * A room whose deliveries this one is ordered with (a portal's, for messages written there);
-   * deliveries without one are ordered per target origin.
+   * A room whose deliveries to the same origin this one is ordered with (a portal's, for
+   * messages written there); deliveries without one are ordered per target origin.
    */
   orderedWith?: string;
+  /**
+   * Retried for at most this long after it was queued (a replay starts again), then
+   * dead-lettered with the last failure as the reason. As long as the queue keeps it when absent.
+   */
+  retryForMs?: number;
+  /**
+   * Where the outbox records how each attempt went (the last one wins), read with
+   * `deliveryOutcome(key)`: e.g. one key per webhook, for its last delivery's status.
+   */
+  outcomeKey?: string;
 }
 
 /**
@@ -132,6 +142,11 @@ export interface Actions {
    * the homeserver (sends' client txnIds) deduplicate.
    */
   withOrigin(key: string): Actions;
+  /**
+   * The same actions, whose sends have the outbox record the event ID the homeserver gives, for
+   * a request that answers once its message is in the room (`ServiceContext.sentEventIds`).
+   */
+  recordingEventIds(): Actions;
 }
 
 export interface ActionsOptions {
@@ -146,15 +161,22 @@ export interface ActionsOptions {
 }
 
 export function createActions(options: ActionsOptions): Actions {
-  return actionsWith(options, { next: 0 }, undefined);
+  return actionsWith(options, { next: 0 }, {});
 }
 
-/** The actions with a server error limit or none; `position` is shared by every such view. */
+/** What every action of a view of the actions carries. */
+interface ActionMarks {
+  maxServerErrors?: number;
+  recordEventId?: true;
+}
+
+/** The actions with their marks; `position` is shared by every view of one origin. */
 function actionsWith(
   { botUserId, outboundQueue, origin }: ActionsOptions,
   position: { next: number },
-  maxServerErrors: number | undefined,
+  marks: ActionMarks,
 ): Actions {
+  const { maxServerErrors } = marks;
   const nextId = () => sha256(`${origin}\n${position.next++}`);
   const put = async (action: QueuedAction, groupId: string, body = queueJson(action)) => {
     await outboundQueue.send([{ groupId, deduplicationId: action.id, body }]);
@@ -176,12 +198,11 @@ function actionsWith(
       ...(roomId && { roomId }),
       request: build(id),
       ...(maxServerErrors !== undefined && { maxServerErrors }),
+      ...(marks.recordEventId && kind === "send" && { recordEventId: true }),
     };
     return put(action, groupId ?? roomId ?? userId);
   };
   const deliver = (request: RemoteRequest, options?: DeliveryOptions): Promise<string> => {
-    const problem = remoteRequestProblem(request);
-    if (problem) throw new RangeError(`Cannot deliver this request: ${problem}`);
     const roomId = options?.orderedWith;
     const delivery: OutboundDelivery = {
       id: nextId(),
@@ -189,7 +210,11 @@ function actionsWith(
       ...(roomId && { roomId }),
       delivery: request,
       ...(maxServerErrors !== undefined && { maxServerErrors }),
+      ...(options?.retryForMs !== undefined && { retryForMs: options.retryForMs }),
+      ...(options?.outcomeKey !== undefined && { outcomeKey: options.outcomeKey }),
     };
+    const problem = deliveryProblem(delivery);
+    if (problem) throw new RangeError(`Cannot deliver this request: ${problem}`);
     const body = queueJson(delivery);
     const bytes = Buffer.byteLength(body);
     if (bytes > MAX_DELIVERY_BYTES) {
@@ -197,7 +222,9 @@ function actionsWith(
         `Cannot deliver this request: ${bytes} bytes queued, over ${MAX_DELIVERY_BYTES}`,
       );
     }
-    return put(delivery, `delivery ${roomId ?? new URL(request.url).origin}`, body);
+    // A target that is down holds back only the room's deliveries to it.
+    const origin = new URL(request.url).origin;
+    return put(delivery, roomId ? `delivery ${roomId} ${origin}` : `delivery ${origin}`, body);
   };
   const send = (
     roomId: string,
@@ -299,14 +326,18 @@ function actionsWith(
       if (!(Number.isSafeInteger(limit) && limit > 0)) {
         throw new RangeError(`A server error limit is a positive integer, not ${limit}`);
       }
-      return actionsWith({ botUserId, outboundQueue, origin }, position, limit);
+      return actionsWith({ botUserId, outboundQueue, origin }, position, {
+        ...marks,
+        maxServerErrors: limit,
+      });
     },
+    recordingEventIds: () =>
+      actionsWith({ botUserId, outboundQueue, origin }, position, {
+        ...marks,
+        recordEventId: true,
+      }),
     // Apart from the origins the pipeline gives (events, requests), so that no key can match one.
     withOrigin: (key) =>
-      actionsWith(
-        { botUserId, outboundQueue, origin: `app-key:${key}` },
-        { next: 0 },
-        maxServerErrors,
-      ),
+      actionsWith({ botUserId, outboundQueue, origin: `app-key:${key}` }, { next: 0 }, marks),
   };
 }

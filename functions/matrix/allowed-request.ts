@@ -1,3 +1,9 @@
+import {
+  type AddressPolicy,
+  type Lookup,
+  resolveTarget,
+  TargetRefused,
+} from "../shared/address-policy.ts";
 import { MAX_REMOTE_TIMEOUT_MS } from "../shared/remote-http.ts";
 
 /**
@@ -167,8 +173,27 @@ function queuedProblem(id: unknown, maxServerErrors: unknown): string | undefine
 /** Why `delivery` (a message of the outbound queue) must not be sent; undefined when it may. */
 export function deliveryProblem(delivery: unknown): string | undefined {
   if (typeof delivery !== "object" || delivery === null) return "the action is not an object";
-  const { id, roomId, maxServerErrors, delivery: request } = delivery as Record<string, unknown>;
+  const {
+    id,
+    roomId,
+    maxServerErrors,
+    retryForMs,
+    outcomeKey,
+    delivery: request,
+  } = delivery as Record<string, unknown>;
   if (roomId !== undefined && typeof roomId !== "string") return "the roomId is not a string";
+  if (
+    retryForMs !== undefined &&
+    !(Number.isSafeInteger(retryForMs) && (retryForMs as number) > 0)
+  ) {
+    return "retryForMs is not a positive integer";
+  }
+  if (
+    outcomeKey !== undefined &&
+    !(typeof outcomeKey === "string" && outcomeKey.length > 0 && outcomeKey.length <= 512)
+  ) {
+    return "the outcomeKey is not a string of 1 to 512 characters";
+  }
   return queuedProblem(id, maxServerErrors) ?? remoteRequestProblem(request);
 }
 
@@ -191,4 +216,25 @@ export function actionProblem(
     return `acting as ${quoted(userId)}, outside the registration's user namespaces`;
   }
   return requestProblem(request);
+}
+
+/**
+ * Why a delivery to `url` would be refused: a URL the outbox does not send to, or an address
+ * the operator's policy refuses (the name resolved now; the outbox checks again at each
+ * delivery). Undefined when it would be sent. Throws on a transient name-resolution failure.
+ */
+export async function deliveryTargetProblem(
+  url: string,
+  policy: AddressPolicy,
+  lookup?: Lookup,
+): Promise<string | undefined> {
+  const problem = remoteRequestProblem({ method: "POST", url });
+  if (problem) return problem;
+  try {
+    await resolveTarget(new URL(url).hostname, policy, lookup);
+    return undefined;
+  } catch (error) {
+    if (error instanceof TargetRefused) return error.message;
+    throw error;
+  }
 }

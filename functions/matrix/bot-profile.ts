@@ -1,5 +1,5 @@
 import type { Log } from "../shared/log.ts";
-import type { MembershipStore } from "../store/membership.ts";
+import type { OutboxMemory } from "../store/outbox-memory.ts";
 import { type ClientServerRequest, type ClientServerResponse, matrixError } from "./request.ts";
 import { type ProfileField, profileRequest } from "./requests.ts";
 
@@ -26,7 +26,7 @@ export class BotProfileKeeper {
   constructor(
     private readonly botUserId: string,
     private readonly profile: BotProfile,
-    private readonly store: MembershipStore,
+    private readonly store: OutboxMemory,
     private readonly log: Log,
   ) {}
 

@@ -12,9 +12,62 @@ export interface HomeserverHealth {
 
 const TIMEOUT_MS = 5_000;
 
+/** The homeserver's answer to the appservice ping, or why it could not be asked. */
+export type PingAnswer =
+  | {
+      status: number;
+      ok: boolean;
+      body: {
+        duration_ms?: number;
+        errcode?: string;
+        error?: string;
+        status?: number;
+        body?: string;
+      };
+    }
+  | { failure: Error };
+
 /**
- * Asks the homeserver to ping the appservice (`POST /_matrix/client/v1/appservice/{id}/ping`),
- * which checks both directions; a homeserver too old for that is asked for its versions.
+ * `POST /_matrix/client/v1/appservice/{id}/ping` (Matrix v1.7): the homeserver pings the
+ * appservice, which checks both directions at once.
+ */
+export async function pingAppservice(
+  homeserverUrl: string,
+  appserviceId: string,
+  asToken: string,
+  { timeoutMs, transactionId }: { timeoutMs: number; transactionId: string },
+): Promise<PingAnswer> {
+  const base = homeserverUrl.replace(/\/+$/, "");
+  try {
+    const response = await fetch(
+      `${base}/_matrix/client/v1/appservice/${encodeURIComponent(appserviceId)}/ping`,
+      {
+        method: "POST",
+        headers: { authorization: `Bearer ${asToken}`, "content-type": "application/json" },
+        body: JSON.stringify({ transaction_id: transactionId }),
+        redirect: "manual",
+        signal: AbortSignal.timeout(timeoutMs),
+      },
+    );
+    const body = (await response.json().catch(() => ({}))) as Extract<
+      PingAnswer,
+      { body: unknown }
+    >["body"];
+    return { status: response.status, ok: response.ok, body };
+  } catch (error) {
+    return { failure: error as Error };
+  }
+}
+
+/** Homeservers before the ping answer its unknown endpoint so (Synapse: 400, newer ones 404). */
+export const predatesPing = (answer: PingAnswer): boolean =>
+  "status" in answer &&
+  answer.body.errcode === "M_UNRECOGNIZED" &&
+  (answer.status === 400 || answer.status === 404);
+
+/**
+ * Asks the homeserver to ping the appservice; a homeserver too old for that is asked for its
+ * versions.
  */
 export async function checkHomeserver(
   homeserverUrl: string,
@@ -27,38 +80,24 @@ export async function checkHomeserver(
     checkedWith: "none",
     detail: `unreachable: ${(error as Error).message}`,
   });
-  let response: Response;
-  try {
-    response = await fetch(
-      `${base}/_matrix/client/v1/appservice/${encodeURIComponent(appserviceId)}/ping`,
-      {
-        method: "POST",
-        headers: { authorization: `Bearer ${asToken}`, "content-type": "application/json" },
-        body: JSON.stringify({ transaction_id: `console-${Date.now()}` }),
-        redirect: "manual",
-        signal: AbortSignal.timeout(TIMEOUT_MS),
-      },
-    );
-  } catch (error) {
-    return unreachable(error);
-  }
-  const body = (await response.json().catch(() => ({}))) as {
-    duration_ms?: number;
-    errcode?: string;
-    error?: string;
-  };
-  if (response.ok) {
+  const answer = await pingAppservice(base, appserviceId, asToken, {
+    timeoutMs: TIMEOUT_MS,
+    transactionId: `console-${Date.now()}`,
+  });
+  if ("failure" in answer) return unreachable(answer.failure);
+  const { body } = answer;
+  if (answer.ok) {
     return {
       reachable: true,
       checkedWith: "ping",
       ...(typeof body.duration_ms === "number" && { roundTripMs: body.duration_ms }),
     };
   }
-  if (body.errcode !== "M_UNRECOGNIZED" || (response.status !== 400 && response.status !== 404)) {
+  if (!predatesPing(answer)) {
     return {
       reachable: true,
       checkedWith: "ping",
-      detail: `ping failed: ${response.status} ${body.errcode ?? ""} ${body.error ?? ""}`.trim(),
+      detail: `ping failed: ${answer.status} ${body.errcode ?? ""} ${body.error ?? ""}`.trim(),
     };
   }
   try {

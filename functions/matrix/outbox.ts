@@ -1,9 +1,16 @@
 import { TargetRefused } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
 import type { RemoteClient, RemoteResponse } from "../shared/remote-http.ts";
-import type { MembershipStore, ServerErrorCounter } from "../store/membership.ts";
+import type { DeliveryOutcomeStore } from "../store/delivery-outcomes.ts";
+import type { OutboxMemory, ServerErrorCounter } from "../store/outbox-memory.ts";
+import type { SentEventRecorder } from "../store/sent-events.ts";
 import { actionProblem, deliveryProblem } from "./allowed-request.ts";
-import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "./backoff.ts";
+import {
+  type BackoffPolicy,
+  backoffSeconds,
+  OUTBOUND_MAX_RECEIVE_COUNT,
+  rateLimitSeconds,
+} from "./backoff.ts";
 import type { BotProfileKeeper } from "./bot-profile.ts";
 import {
   type ClientServerRequest,
@@ -22,9 +29,11 @@ export interface OutboxDeps {
   homeserver: HomeserverClient;
   /** Sends deliveries to services other than the homeserver, where the address policy allows. */
   remote: RemoteClient;
-  membership: MembershipStore;
+  outboxMemory: OutboxMemory;
   /** Server errors of the actions that have a `maxServerErrors`. */
   serverErrors: ServerErrorCounter;
+  /** Where the sends that ask for it (`recordEventId`) have their event ID recorded. */
+  sentEvents: SentEventRecorder;
   botUserId: string;
   /** Whether the registration's user namespaces cover `userId` (the bot is ours anyway). */
   isOurUser: (userId: string) => boolean;
@@ -32,6 +41,8 @@ export interface OutboxDeps {
   log: Log;
   /** Gives the bot its profile before it first acts. */
   botProfile: BotProfileKeeper;
+  /** Where deliveries with an `outcomeKey` record how each attempt went. */
+  deliveryOutcomes: DeliveryOutcomeStore;
 }
 
 export interface FailureReason {
@@ -90,17 +101,22 @@ export type OutboxDecision =
 
 /**
  * Performs the `attempt`-th try (0 the first) of an action as `performAction` does (a delivery
- * as `performDelivery`), logs the outcome, and says what to do with the message.
+ * as `performDelivery`; `queuedAt`, epoch ms, bounds its `retryForMs`), logs the outcome, and
+ * says what to do with the message.
  */
 export async function decideOutboundAction(
   action: QueuedAction,
   attempt: number,
   deps: OutboxDeps,
+  queuedAt?: number,
 ): Promise<OutboxDecision> {
   const delivery = isDelivery(action);
   const outcome = delivery
-    ? await performDelivery(action, attempt, deps)
+    ? await performDelivery(action, attempt, deps, queuedAt)
     : await performAction(action, attempt, deps);
+  if (delivery && action.outcomeKey !== undefined) {
+    await recordOutcome(action, action.outcomeKey, outcome, attempt, deps);
+  }
   const about = {
     actionId: action.id,
     kind: action.kind,
@@ -128,6 +144,37 @@ export async function decideOutboundAction(
         },
         metric: OUTCOME_METRICS.dead,
       };
+  }
+}
+
+/**
+ * What the application reads of a delivery's last attempt. Only informative: a failure to record
+ * it is logged, and the delivery's outcome stands (a throw would send it again).
+ */
+async function recordOutcome(
+  delivery: OutboundDelivery,
+  key: string,
+  outcome: OutboxOutcome,
+  attempt: number,
+  { deliveryOutcomes, log }: Pick<OutboxDeps, "deliveryOutcomes" | "log">,
+) {
+  const status = outcome.kind === "dead" ? outcome.reason.status : outcome.status;
+  const error =
+    outcome.kind === "dead" ? outcome.reason.error : outcome.kind === "retry" ? outcome.reason : "";
+  try {
+    await deliveryOutcomes.record(key, {
+      outcome: outcome.kind,
+      ...(status !== undefined && { status }),
+      ...(error && { error: error.slice(0, 500) }),
+      attempt,
+      at: new Date().toISOString(),
+      deliveryId: delivery.id,
+    });
+  } catch (failure) {
+    log.warn("delivery outcome not recorded", {
+      actionId: delivery.id,
+      error: (failure as Error).message,
+    });
   }
 }
 
@@ -212,8 +259,9 @@ export async function performAction(
   attempt: number,
   {
     homeserver,
-    membership,
+    outboxMemory,
     serverErrors,
+    sentEvents,
     botUserId,
     isOurUser,
     backoff,
@@ -273,12 +321,12 @@ export async function performAction(
       return { kind: "done", status: response.status };
     }
     const virtual = action.userId !== botUserId;
-    if (isForbidden(response) && virtual && !(await membership.isRegistered(action.userId))) {
+    if (isForbidden(response) && virtual && !(await outboxMemory.isRegistered(action.userId))) {
       const registered = await call(botUserId, registerRequest(action.userId));
       if (!ok(registered) && matrixError(registered.body).errcode !== "M_USER_IN_USE") {
         return { kind: "dead", reason: reasonOf(registered) };
       }
-      await membership.markRegistered(action.userId);
+      await outboxMemory.markRegistered(action.userId);
       log.info("registered a virtual user", { userId: action.userId, actionId: action.id });
       response = await call(action.userId, action.request);
     }
@@ -293,8 +341,14 @@ export async function performAction(
       log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });
       response = await call(action.userId, action.request);
     }
-    if (ok(response)) return { kind: "done", status: response.status };
-    return { kind: "dead", reason: reasonOf(response) };
+    if (!ok(response)) return { kind: "dead", reason: reasonOf(response) };
+    const eventId = (response.body as { event_id?: unknown } | undefined)?.event_id;
+    if (action.recordEventId && typeof eventId === "string") {
+      // A failure here fails the action: its retry sends under the same txnId, which the
+      // homeserver answers with the same event ID.
+      await sentEvents.recordEventId(action.id, eventId);
+    }
+    return { kind: "done", status: response.status };
   } catch (error) {
     if (error instanceof Retry) {
       return {
@@ -323,9 +377,35 @@ const remoteReason = (response: RemoteResponse): FailureReason => ({
  * `Idempotency-Key`, under the homeserver's rules: 2xx is done; 429 waits what the service says
  * (`Retry-After`); 5xx and timeouts back off until the delivery's `maxServerErrors` if it has
  * one; refused connections and other network failures back off; any other answer is final. A
- * delivery of the wrong shape, or to an address the policy refuses, is dead-lettered unsent.
+ * retry that would end past `retryForMs` from `queuedAt` is given up instead. A delivery of the
+ * wrong shape, or to an address the policy refuses, is dead-lettered unsent.
  */
 export async function performDelivery(
+  delivery: OutboundDelivery,
+  attempt: number,
+  deps: OutboxDeps,
+  queuedAt?: number,
+): Promise<OutboxOutcome> {
+  const outcome = await sendDelivery(delivery, attempt, deps);
+  if (outcome.kind !== "retry") return outcome;
+  const { retryForMs } = delivery;
+  const giveUp = (why: string): Extract<OutboxOutcome, { kind: "dead" }> => ({
+    kind: "dead",
+    reason: {
+      ...(outcome.status !== undefined && { status: outcome.status }),
+      error: `${why}: ${outcome.reason}`,
+    },
+  });
+  // Decided here, with the reason, before SQS's redrive would set it aside without one.
+  if (attempt + 1 >= OUTBOUND_MAX_RECEIVE_COUNT)
+    return giveUp(`gave up after ${attempt + 1} attempts`);
+  if (retryForMs === undefined || queuedAt === undefined) return outcome;
+  if (Date.now() + outcome.delaySeconds * 1000 <= queuedAt + retryForMs) return outcome;
+  return giveUp(`gave up after retrying for ${Math.round(retryForMs / 60_000)} minutes`);
+}
+
+/** One attempt of a delivery, as `performDelivery` says. */
+async function sendDelivery(
   delivery: OutboundDelivery,
   attempt: number,
   { remote, serverErrors, backoff }: OutboxDeps,
@@ -354,23 +434,26 @@ export async function performDelivery(
     }
     return { kind: "retry", delaySeconds: backoffSeconds(attempt, backoff), reason: message };
   }
-  if (response.status >= 200 && response.status < 300) return { kind: "done" };
-  if (response.status === 429) {
+  const { status } = response;
+  if (status >= 200 && status < 300) return { kind: "done", status };
+  if (status === 429) {
     const wait = rateLimitSeconds(response.retryAfterSeconds, undefined);
     return {
       kind: "retry",
       delaySeconds: wait ?? backoffSeconds(attempt, backoff),
       reason: "rate limited (429)",
+      status,
     };
   }
-  if (response.status >= 500) {
-    return afterServerError(
+  if (status >= 500) {
+    const outcome = await afterServerError(
       delivery,
       attempt,
       { serverErrors, backoff },
       remoteReason(response),
-      `remote service error ${response.status}`,
+      `remote service error ${status}`,
     );
+    return outcome.kind === "retry" ? { ...outcome, status } : outcome;
   }
   return { kind: "dead", reason: remoteReason(response) };
 }

@@ -38,6 +38,8 @@ export interface OutboundAction {
    * 429s and refused connections do not count. Unbounded when absent.
    */
   maxServerErrors?: number;
+  /** A send whose event ID the outbox records once sent, for a request that waits for it. */
+  recordEventId?: true;
 }
 
 /**
@@ -53,6 +55,10 @@ export interface OutboundDelivery {
   delivery: RemoteRequest;
   /** As an action's: dead-lettered at this many server errors (5xx or no answer in time). */
   maxServerErrors?: number;
+  /** Retried for at most this long after it was queued, then dead-lettered with the reason. */
+  retryForMs?: number;
+  /** Where the outbox records how its last attempt went, for the application to read. */
+  outcomeKey?: string;
 }
 
 /** What the outbound queue holds. */

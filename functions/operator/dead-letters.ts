@@ -1,7 +1,7 @@
 import type { InboundItem, InboundMessage } from "../appservice/pipeline/inbound.ts";
 import { claimKey } from "../appservice/pipeline/process-inbound.ts";
 import type { FailureReason } from "../matrix/outbox.ts";
-import type { OutboundAction } from "../matrix/request.ts";
+import type { QueuedAction } from "../matrix/request.ts";
 import { type FifoMessage, queueJson } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
 import type { Direction, StoredDeadLetter } from "../store/dead-letters.ts";
@@ -30,19 +30,21 @@ export interface DeadLetterView {
 const REDRIVEN = "set aside by the queue after its receive limit (never decided on)";
 
 type Parsed =
-  | { shape: "action"; action: OutboundAction; reason: FailureReason; attempts?: number }
+  | { shape: "action"; action: QueuedAction; reason: FailureReason; attempts?: number }
   | { shape: "item"; txnId: string; item: InboundItem; reason: FailureReason; attempts?: number }
   | { shape: "message"; message: InboundMessage }
   | { shape: "unreadable" };
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === "object" && value !== null && !Array.isArray(value);
-const isAction = (value: unknown): value is OutboundAction =>
+/** A call on the homeserver, or a delivery to another service (`actions.deliver`). */
+const isAction = (value: unknown): value is QueuedAction =>
   isObject(value) &&
   typeof value.id === "string" &&
-  typeof value.userId === "string" &&
   typeof value.kind === "string" &&
-  isObject(value.request);
+  (value.kind === "delivery"
+    ? isObject(value.delivery)
+    : typeof value.userId === "string" && isObject(value.request));
 const isItem = (value: unknown): value is InboundItem =>
   isObject(value) && typeof value.kind === "string" && typeof value.id === "string";
 const reasonOf = (value: unknown): FailureReason =>

@@ -1,6 +1,7 @@
-import type { Application, ClientEvent, ServiceContext } from "../appservice/api.ts";
+import type { Application, Attachment, ClientEvent, ServiceContext } from "../appservice/api.ts";
 import {
   badJson,
+  base64Attachment,
   isInviteOf,
   MatrixError,
   MediaTooLarge,
@@ -26,7 +27,8 @@ export const MAX_DELIVERED_IMAGE_BYTES = 150 * 1024;
 /** The largest request the remote service may send (an image and an avatar, base64). */
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
-interface Attachment {
+/** An image as the remote service takes it. */
+interface RemoteImage {
   content_type: string;
   data: string;
 }
@@ -42,18 +44,6 @@ interface RemoteMessage {
 }
 
 const invalid = (message: string) => new MatrixError(400, "M_INVALID_PARAM", message);
-
-function attachment(value: unknown, field: string): Attachment | undefined {
-  if (value === undefined) return undefined;
-  const { content_type, data } = (value ?? {}) as Record<string, unknown>;
-  if (typeof content_type !== "string" || !/^[\w.+-]+\/[\w.+-]+$/.test(content_type)) {
-    throw badJson(`${field}.content_type must be a MIME type`);
-  }
-  if (typeof data !== "string" || data === "" || !/^[A-Za-z0-9+/]*={0,2}$/.test(data)) {
-    throw badJson(`${field}.data must be base64`);
-  }
-  return { content_type, data };
-}
 
 function parseMessage(body: string): RemoteMessage {
   let json: unknown;
@@ -74,8 +64,8 @@ function parseMessage(body: string): RemoteMessage {
   }
   if (typeof display_name !== "string") throw badJson("display_name must be a string");
   if (typeof text !== "string") throw badJson("text must be a string");
-  const avatarAttachment = attachment(avatar, "avatar");
-  const imageAttachment = attachment(image, "image");
+  const avatarAttachment = base64Attachment(avatar, "avatar");
+  const imageAttachment = base64Attachment(image, "image");
   return {
     id,
     user,
@@ -116,8 +106,8 @@ async function relayIn(channel: string, message: RemoteMessage, context: Service
   await puppets.link(message.user, puppet);
   const avatarUrl =
     message.avatar &&
-    (await homeserver.uploadMedia(Buffer.from(message.avatar.data, "base64"), {
-      contentType: message.avatar.content_type,
+    (await homeserver.uploadMedia(message.avatar.bytes, {
+      contentType: message.avatar.contentType,
     }));
   await homeserver.ensurePuppet(puppet, {
     displayName: message.display_name,
@@ -127,8 +117,8 @@ async function relayIn(channel: string, message: RemoteMessage, context: Service
   const keyed = actions.withOrigin(`relay:${key}`);
   if (message.text !== "") await keyed.sendMessage(roomId, message.text, { as: puppet });
   if (message.image) {
-    const bytes = Buffer.from(message.image.data, "base64");
-    const url = await homeserver.uploadMedia(bytes, { contentType: message.image.content_type });
+    const { bytes, contentType } = message.image;
+    const url = await homeserver.uploadMedia(bytes, { contentType });
     await keyed.sendEvent(
       roomId,
       "m.room.message",
@@ -136,7 +126,7 @@ async function relayIn(channel: string, message: RemoteMessage, context: Service
         msgtype: "m.image",
         body: "image",
         url,
-        info: { mimetype: message.image.content_type, size: bytes.length },
+        info: { mimetype: contentType, size: bytes.length },
       },
       { as: puppet },
     );
@@ -153,7 +143,7 @@ async function relayOut(event: ClientEvent, context: ServiceContext, remoteUrl: 
   if (!portal) return;
   const member = await homeserver.roomStateEvent(event.room_id, "m.room.member", event.sender);
   const displayName = (member?.content as { displayname?: unknown } | undefined)?.displayname;
-  let image: Attachment | undefined;
+  let image: RemoteImage | undefined;
   if (msgtype === "m.image" && typeof url === "string") {
     // An image too large for one delivery goes as its text alone.
     const media = await homeserver

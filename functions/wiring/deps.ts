@@ -23,6 +23,7 @@ import { addressPolicy } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import { HttpRemoteClient } from "../shared/remote-http.ts";
+import { deliveryOutcomes } from "../store/delivery-outcomes.ts";
 import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-data.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
@@ -91,6 +92,10 @@ export async function transactionsDeps<L extends Log>(
   };
 }
 
+/** What the immediate calls remember, and the outbox's delivery outcomes. */
+const callRecords = (tableName: string, platform: Platform) =>
+  new DynamoDbAppData(platform.dynamodb, tableName, CALL_RECORDS_KEY_PREFIX);
+
 /** The calls the application's handlers make at once, with their records. */
 const homeserverCalls = (config: Settings<"app">, asToken: string, platform: Platform) => {
   const { namespaces } = config.registration;
@@ -103,7 +108,7 @@ const homeserverCalls = (config: Settings<"app">, asToken: string, platform: Pla
       CALL_TIMEOUT_MS,
     ),
     botUserId: config.botUserId,
-    records: new DynamoDbAppData(platform.dynamodb, config.tableName, CALL_RECORDS_KEY_PREFIX),
+    records: callRecords(config.tableName, platform),
     ownsAlias: (alias) => matcher.matches("aliases", alias),
     derivedAliasPrefix: derivedAliasPrefix(namespaces),
     log: platform.log,
@@ -116,6 +121,7 @@ export async function serviceDeps<L extends Log>(
   platform: Platform<L>,
 ): Promise<ServiceDeps & { log: L }> {
   const asToken = await platform.secrets("asToken");
+  const namespaces = createNamespaceMatcher(config.registration.namespaces);
   return {
     log: platform.log,
     outboundQueue: new SqsFifoQueue(platform.sqs, config.outboundQueueUrl),
@@ -124,6 +130,10 @@ export async function serviceDeps<L extends Log>(
     data: new DynamoDbAppData(platform.dynamodb, config.tableName),
     publicBaseUrl: config.publicBaseUrl,
     secretKey: asToken,
+    ownsUser: (userId) => namespaces.matches("users", userId),
+    deliveryPolicy: addressPolicy(config.deliveryAllowedAddresses),
+    deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
+    sentEvents: stores(config.tableName, platform).store,
   };
 }
 
@@ -175,8 +185,9 @@ export async function outboxDeps<L extends Log>(
       homeserverTimeoutMs,
     ),
     remote: new HttpRemoteClient({ policy: addressPolicy(config.deliveryAllowedAddresses) }),
-    membership: store,
+    outboxMemory: store,
     serverErrors: store,
+    sentEvents: store,
     botUserId: config.botUserId,
     isOurUser: (userId: string) => users.matches("users", userId),
     backoff: platform.backoff ?? DEFAULT_BACKOFF,
@@ -187,6 +198,7 @@ export async function outboxDeps<L extends Log>(
       store,
       platform.log,
     ),
+    deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
     metrics: platform.metrics,
     recordBudgetMs: actionBudgetMs(homeserverTimeoutMs),
     control: new SqsMessageControl(
@@ -217,7 +229,7 @@ export async function queriesDeps<L extends Log>(
       config.botUserId,
       QUERY_HOMESERVER_TIMEOUT_MS,
     ),
-    membership: store,
+    outboxMemory: store,
     claims: wrapped,
     botUserId: config.botUserId,
     log: platform.log,

@@ -119,6 +119,8 @@ const service = [
   "publicBaseUrl",
   // The alias namespaces: where rooms created under a key get their alias.
   "registration",
+  // Where deliveries may go: a target is checked when the application is given it.
+  "deliveryAllowedAddresses",
 ] as const;
 
 /** Each function's configuration: the variables it reads, and nothing else. */

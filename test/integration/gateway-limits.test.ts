@@ -77,7 +77,7 @@ describe("the local gateway refuses a body unread: routed, sized and authenticat
     return answer(exchange.received());
   }
 
-  it("a webhook POST declaring more than 16 KiB → 413 M_TOO_LARGE before its body is sent", async () => {
+  it("a webhook POST declaring more than its limit (4 MiB) → 413 M_TOO_LARGE before its body is sent", async () => {
     for (const length of [WEBHOOK_MAX_BODY_BYTES + 1, MAX_BODY_BYTES]) {
       const { status, body } = await held(
         "POST /webhook/whatever",
@@ -92,9 +92,12 @@ describe("the local gateway refuses a body unread: routed, sized and authenticat
     }
   });
 
-  it("a chunked webhook POST is cut off once past 16 KiB, its end never awaited", async () => {
+  it("a chunked webhook POST is cut off once past its limit, its end never awaited", async () => {
     const chunk = "x".repeat(1024);
-    const chunks = Array.from({ length: 17 }, () => `400\r\n${chunk}\r\n`).join("");
+    const chunks = Array.from(
+      { length: WEBHOOK_MAX_BODY_BYTES / 1024 + 1 },
+      () => `400\r\n${chunk}\r\n`,
+    ).join("");
     const { status, body } = await held(
       "POST /webhook/whatever",
       { "content-type": "text/plain", "transfer-encoding": "chunked" },
@@ -104,7 +107,7 @@ describe("the local gateway refuses a body unread: routed, sized and authenticat
     expect(body.errcode).toBe("M_TOO_LARGE");
   });
 
-  it("a webhook body of exactly 16 KiB is read and handed to the handler", async () => {
+  it("a webhook body of exactly its limit is read and handed to the handler", async () => {
     const response = await fetch(`${started.local.url}/webhook/no-such-id`, {
       method: "POST",
       headers: { "content-type": "text/plain" },

@@ -1,5 +1,5 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execFile, spawn } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { GetQueueAttributesCommand, GetQueueUrlCommand, type SQSClient } from "@aws-sdk/client-sqs";
@@ -28,52 +28,9 @@ import {
 } from "../support/appservice.ts";
 import { type RecordedRequest, ScriptedHomeserver } from "../support/homeserver.ts";
 import { isLoopback, listeningSockets, processTree } from "../support/listening-sockets.ts";
+import { startNpm, stopAllNpmStarts } from "../support/npm-start.ts";
 
-const children: ChildProcess[] = [];
-const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
-afterEach(() => {
-  for (const child of children.splice(0)) {
-    if (child.pid && !exited(child)) process.kill(-child.pid, "SIGKILL");
-  }
-});
-
-/** The PID of the Java process serving DynamoDB Local on `port`. */
-function javaPidOnPort(port: string): number | undefined {
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const args = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
-      const portIndex = args.indexOf("-port");
-      if (args[0]?.endsWith("java") && portIndex >= 0 && args[portIndex + 1] === port)
-        return Number(entry);
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  return undefined;
-}
-
-/** Runs a command as the README says, in its own process group (as a terminal would). */
-async function startProcess(command: string, args: string[], env: Record<string, string>) {
-  const child = spawn(command, args, {
-    cwd: join(import.meta.dirname, "../.."),
-    env: { ...process.env, ...env },
-    detached: true,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.push(child);
-  let output = "";
-  child.stdout?.on("data", (chunk) => (output += chunk));
-  child.stderr?.on("data", (chunk) => (output += chunk));
-  await waitFor(
-    () => /listening on http:\/\/127\.0\.0\.1:\d+/.test(output) || exited(child),
-    60_000,
-    "listening",
-  );
-  if (exited(child)) throw new Error(`exited early: ${output}`);
-  const dynamoPort = /DynamoDB Local: http:\/\/127\.0\.0\.1:(\d+)/.exec(output)?.[1] as string;
-  return { child, output: () => output, javaPid: javaPidOnPort(dynamoPort) };
-}
+afterEach(() => stopAllNpmStarts());
 
 /** A registration file (bot `@bot:test.local`) in a new folder, and a homeserver for it. */
 async function withHomeserver(id: string) {
@@ -98,7 +55,7 @@ describe("npm start", () => {
     const dir = await tempDir();
     const port = await freePort();
     const registrationPath = join(dir, "registration.yaml");
-    const { child, output, javaPid } = await startProcess("npm", ["start"], {
+    const { pid, output, exited, javaPid, sqsEndpoint, dynamodbEndpoint } = await startNpm({
       PORT: String(port),
       REGISTRATION: registrationPath,
       SERVER_NAME: "example.org",
@@ -147,9 +104,9 @@ describe("npm start", () => {
     expect(javaPid).toBeDefined();
     // Nothing it started listens beyond loopback: the gateway, fauxqs and DynamoDB Local (Java)
     // are all found, and every address is 127.0.0.1 (or its IPv6-mapped form).
-    const sockets = listeningSockets(processTree(child.pid as number));
-    const sqsPort = Number(/SQS \(fauxqs\): http:\/\/127\.0\.0\.1:(\d+)/.exec(output())?.[1]);
-    const dynamoPort = Number(/DynamoDB Local: http:\/\/127\.0\.0\.1:(\d+)/.exec(output())?.[1]);
+    const sockets = listeningSockets(processTree(pid));
+    const sqsPort = Number(new URL(sqsEndpoint).port);
+    const dynamoPort = Number(new URL(dynamodbEndpoint).port);
     expect(new Set(sockets.map((socket) => socket.port))).toEqual(
       new Set([port, sqsPort, dynamoPort]),
     );
@@ -158,21 +115,20 @@ describe("npm start", () => {
     ]);
     expect(sockets.filter((socket) => !isLoopback(socket.address))).toEqual([]);
     // To npm alone, not the group: npm passes it on, and our shutdown must stop Java itself.
-    process.kill(child.pid as number, "SIGTERM");
-    await waitFor(() => exited(child), 20_000, "npm start to exit");
+    process.kill(pid, "SIGTERM");
+    await waitFor(exited, 20_000, "npm start to exit");
     await waitFor(() => !isAlive(javaPid as number), 10_000, "DynamoDB Local to stop");
   });
 
   it("leaves no Java process behind even when it is killed with SIGKILL", async () => {
     const dir = await tempDir();
-    const { child, javaPid } = await startProcess(
-      process.execPath,
-      ["--import", "tsx", "functions/local/main.ts"],
+    const { pid, javaPid } = await startNpm(
       { PORT: String(await freePort()), REGISTRATION: join(dir, "registration.yaml") },
+      { command: [process.execPath, "--import", "tsx", "functions/local/main.ts"] },
     );
     expect(javaPid).toBeDefined();
     expect(isAlive(javaPid as number)).toBe(true);
-    process.kill(child.pid as number, "SIGKILL");
+    process.kill(pid, "SIGKILL");
     await waitFor(() => !isAlive(javaPid as number), 15_000, "the watchdog to stop DynamoDB Local");
   });
 
@@ -202,14 +158,17 @@ describe("npm start killed mid-batch", () => {
     for (const room of rooms) homeserver.createRoom(room, ["@bot:test.local"]);
     const port = await freePort();
     const start = () =>
-      startProcess(process.execPath, ["--import", "tsx", "functions/local/main.ts"], {
-        PORT: String(port),
-        REGISTRATION: registrationPath,
-        HOMESERVER_URL: homeserver.url,
-        SERVER_NAME: "test.local",
-        DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
-        SQS_ENDPOINT: sqs.endpoint,
-      });
+      startNpm(
+        {
+          PORT: String(port),
+          REGISTRATION: registrationPath,
+          HOMESERVER_URL: homeserver.url,
+          SERVER_NAME: "test.local",
+          DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
+          SQS_ENDPOINT: sqs.endpoint,
+        },
+        { command: [process.execPath, "--import", "tsx", "functions/local/main.ts"] },
+      );
 
     const transactions = Array.from({ length: 60 }, (_, n) => ({
       txnId: `kill-${n}`,
@@ -224,7 +183,7 @@ describe("npm start killed mid-batch", () => {
         event.event_id,
       ]),
     );
-    let { child } = await start();
+    const first = await start();
     // As Synapse does: one transaction at a time, each retried until acked.
     const pushing = (async () => {
       for (const { txnId, events } of transactions) {
@@ -247,10 +206,9 @@ describe("npm start killed mid-batch", () => {
       }
     })();
     await waitFor(() => homeserver.sent.length >= 100, 30_000, "the first 100 pongs");
-    process.kill(-(child.pid as number), "SIGKILL");
-    await waitFor(() => exited(child), 5_000, "the kill");
+    await first.stop("SIGKILL", 5_000);
     const pongsAtKill = homeserver.sent.length;
-    ({ child } = await start());
+    await start();
     await pushing;
     // In-flight messages come back once their visibility timeout (30 s) has run out.
     await waitFor(() => homeserver.sent.length >= pings.length, 90_000, "every pong");
@@ -339,15 +297,18 @@ describe("npm start stopped by a signal", () => {
     "$signal to $target stops every process within 5 s",
     async ({ signal, target }) => {
       const dir = await tempDir();
-      const { child, output, javaPid } = await startProcess("npm", ["start"], {
+      const {
+        pid: npmPid,
+        processes,
+        output,
+        javaPid,
+      } = await startNpm({
         PORT: String(await freePort()),
         REGISTRATION: join(dir, "registration.yaml"),
       });
       expect(output()).toContain(
         "(in memory: queued work is lost at a stop; set DATA_DIR to keep it)",
       );
-      const npmPid = child.pid as number;
-      const processes = processTree(npmPid);
       // npm runs node itself: no shell in between to swallow the signal.
       const nodePid = processes.find((pid) => commandLine(pid).endsWith("functions/local/main.ts"));
       expect(commandLine(npmPid)).toMatch(/^npm/);
@@ -392,7 +353,7 @@ describe("npm start with DATA_DIR, stopped and started again", () => {
     );
     const port = await freePort();
     const start = () =>
-      startProcess("npm", ["start"], {
+      startNpm({
         PORT: String(port),
         REGISTRATION: registrationPath,
         HOMESERVER_URL: homeserver.url,
@@ -400,9 +361,9 @@ describe("npm start with DATA_DIR, stopped and started again", () => {
         DATA_DIR: dir,
       });
 
-    let { child, output } = await start();
+    const first = await start();
     const queuesFile = join(dir, "appservice-queues.jsonl");
-    expect(output()).toContain(`(queued work kept in ${queuesFile} at a clean stop)`);
+    expect(first.output()).toContain(`(queued work kept in ${queuesFile} at a clean stop)`);
     const ping = makeEvent("!ping:test.local", "!ping");
     const command = makeEvent("!hooks:test.local", "!webhook new ci");
     const response = await putTransaction(
@@ -419,8 +380,8 @@ describe("npm start with DATA_DIR, stopped and started again", () => {
       30_000,
       "the pong to fail twice and the command once",
     );
-    process.kill(child.pid as number, "SIGTERM");
-    await waitFor(() => exited(child), 10_000, "npm start to stop");
+    process.kill(first.pid, "SIGTERM");
+    await waitFor(first.exited, 10_000, "npm start to stop");
     const kept = readFileSync(queuesFile, "utf8")
       .trim()
       .split("\n")
@@ -439,10 +400,9 @@ describe("npm start with DATA_DIR, stopped and started again", () => {
     expect(homeserver.sent).toEqual([]);
 
     homeserver.clearCues();
-    ({ child, output } = await start());
+    const second = await start();
     expect(existsSync(queuesFile)).toBe(false);
-    const sqsEndpoint = /SQS \(fauxqs\): (http:\/\/127\.0\.0\.1:\d+)/.exec(output())?.[1] as string;
-    const sqs = localSqs(sqsEndpoint);
+    const sqs = localSqs(second.sqsEndpoint);
     onTestFinished(() => sqs.destroy());
     // The command waits out what was left of its visibility timeout (30 s), as it would in AWS.
     await waitFor(() => homeserver.sent.length >= 2, 60_000, "the pong and the webhook's URL");
@@ -455,8 +415,7 @@ describe("npm start with DATA_DIR, stopped and started again", () => {
     const succeeded = homeserver.requests.filter((r) => isSend(r) && r.status === 200);
     expect(succeeded).toHaveLength(2);
 
-    process.kill(-(child.pid as number), "SIGINT");
-    await waitFor(() => exited(child), 10_000, "npm start to stop");
+    await second.stop("SIGINT", 10_000);
     // Nothing was left queued: nothing kept.
     expect(existsSync(queuesFile)).toBe(false);
   }, 180_000);

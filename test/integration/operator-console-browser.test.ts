@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,6 +11,7 @@ import {
 import { freePort } from "../../functions/local/free-port.ts";
 import { makeEvent, putTransaction, tempDir, waitFor } from "../support/appservice.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
+import { startNpm, stopAllNpmStarts } from "../support/npm-start.ts";
 import { waitForAsync } from "../support/wait.ts";
 
 /** Debian's chromium (`.ci/run` installs it): playwright-core drives it, downloading nothing. */
@@ -19,15 +19,7 @@ const CHROMIUM = "/usr/bin/chromium";
 /** `UPDATE_SCREENSHOT=1` writes the README's picture of the console. */
 const SCREENSHOT = join(import.meta.dirname, "../../docs/operator-console.png");
 
-const children: ChildProcess[] = [];
-const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
-afterAll(async () => {
-  for (const child of children) {
-    if (!child.pid || exited(child)) continue;
-    process.kill(-child.pid, "SIGTERM");
-    await waitFor(() => exited(child), 20_000, "npm start to stop");
-  }
-});
+afterAll(() => stopAllNpmStarts("SIGTERM"));
 
 describe("the operator console in a real browser", () => {
   it("shows a dead-lettered outbound call with its reason; replayed once the homeserver is fixed, the message arrives once", {
@@ -57,30 +49,19 @@ describe("the operator console in a real browser", () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     homeserver.appservice = { id: registration.id, url, hsToken: registration.hs_token };
-    const child = spawn("npm", ["start"], {
-      cwd: join(import.meta.dirname, "../.."),
-      env: {
-        ...process.env,
-        PORT: String(port),
-        REGISTRATION: registrationPath,
-        HOMESERVER_URL: homeserver.url,
-        SERVER_NAME: "test.local",
-        DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
-        ADMIN_TOKEN: "",
-      },
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
+    const npm = await startNpm({
+      PORT: String(port),
+      REGISTRATION: registrationPath,
+      HOMESERVER_URL: homeserver.url,
+      SERVER_NAME: "test.local",
+      DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
+      ADMIN_TOKEN: "",
     });
-    children.push(child);
-    let output = "";
-    child.stdout?.on("data", (chunk) => (output += chunk));
-    child.stderr?.on("data", (chunk) => (output += chunk));
-    await waitFor(() => output.includes("listening on") || exited(child), 60_000, "listening");
-    const token = /with the admin token (\S+)/.exec(output)?.[1];
+    const token = npm.adminToken;
     expect(token).toMatch(/^[A-Za-z0-9_-]{64}$/);
     // The registration's tokens are never printed.
-    expect(output).not.toContain(registration.as_token);
-    expect(output).not.toContain(registration.hs_token);
+    expect(npm.output()).not.toContain(registration.as_token);
+    expect(npm.output()).not.toContain(registration.hs_token);
     const api = async (path: string) =>
       (await (
         await fetch(`${url}/admin/api/${path}`, { headers: { authorization: `Bearer ${token}` } })
@@ -166,8 +147,29 @@ describe("the operator console in a real browser", () => {
       expect(homeserver.sent.map((event) => [event.roomId, event.content.body])).toEqual([
         [room, "pong"],
       ]);
+      // Recent traffic: npm start runs the consumers in worker threads; their log lines reach
+      // the console's thread through the supervisor.
+      await waitForAsync(
+        async () => {
+          const { outbound } = (await api("traffic")) as unknown as {
+            outbound: { roomId?: string; outcome: string }[];
+          };
+          const outcomes = outbound.filter((o) => o.roomId === room).map((o) => o.outcome);
+          return outcomes.includes("dead") && outcomes.includes("done");
+        },
+        30_000,
+        "the outbox's lines in the console's traffic",
+      );
       await page.getByRole("button", { name: "Refresh" }).click();
       await page.locator("#outbound-dead").getByText("None.").waitFor();
+      const sends = page.locator("#outbound tr", { hasText: room });
+      await sends.filter({ hasText: "dead: " }).first().waitFor();
+      await sends.filter({ hasText: /done$/ }).first().waitFor();
+      await page
+        .locator("#transactions tr")
+        .filter({ has: page.locator("td", { hasText: /^1$/ }) })
+        .first()
+        .waitFor();
       // The page ran under its Content-Security-Policy without a violation.
       expect(problems).toEqual([]);
     } finally {

@@ -58,12 +58,14 @@ describe("the outbox within its time", () => {
   const outboxDeps = (timeoutMs: number, backoff: BackoffPolicy): OutboxDeps => ({
     homeserver: new HttpHomeserverClient(homeserver.url, "as-token", bot, timeoutMs),
     remote: new HttpRemoteClient({ policy: addressPolicy() }),
-    membership: store,
+    outboxMemory: store,
     serverErrors: store,
+    sentEvents: store,
     botUserId: bot,
     isOurUser: (userId) => userId.startsWith("@_as_"),
     backoff,
     log: noServices.log,
+    deliveryOutcomes: noServices.deliveryOutcomes,
     botProfile: new BotProfileKeeper(bot, botProfile("Bot"), store, noServices.log),
   });
 

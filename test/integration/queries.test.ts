@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vites
 import type { Application, ThirdPartyProtocol } from "../../functions/appservice/application.ts";
 import { registrationYaml } from "../../functions/appservice/protocol/registration.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import { checkHomeserver } from "../../functions/matrix/homeserver-health.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { pingHomeserver } from "../../scripts/ping-homeserver.ts";
 import { makeEvent, tempDir, waitFor } from "../support/appservice.ts";
@@ -309,6 +310,40 @@ describe("ping", () => {
       (await pingHomeserver(homeserver.url, { ...registration, as_token: "wrong" })).message,
     ).toMatch(/does not know appservice/);
     expect((await pingHomeserver("http://127.0.0.1:1", registration)).ok).toBe(false);
+  });
+});
+
+describe("the operator console's homeserver check", () => {
+  it("reports the ping's round trip, only reachability before Matrix v1.7, or why it failed", async () => {
+    const { homeserver, registration } = await startWithHomeserver();
+    const check = () => checkHomeserver(homeserver.url, registration.id, registration.as_token);
+    expect(await check()).toEqual({
+      reachable: true,
+      checkedWith: "ping",
+      roundTripMs: expect.any(Number),
+    });
+
+    homeserver.appservice = { id: registration.id, url: null, hsToken: registration.hs_token };
+    expect(await check()).toEqual({
+      reachable: true,
+      checkedWith: "ping",
+      detail: expect.stringMatching(/^ping failed: 400 M_URL_NOT_SET/),
+    });
+
+    homeserver.pingSupported = false;
+    expect(await check()).toEqual({
+      reachable: true,
+      checkedWith: "versions",
+      detail: expect.stringContaining("before Matrix v1.7"),
+    });
+
+    expect(
+      await checkHomeserver("http://127.0.0.1:1", registration.id, registration.as_token),
+    ).toEqual({
+      reachable: false,
+      checkedWith: "none",
+      detail: expect.stringMatching(/^unreachable: /),
+    });
   });
 });
 

@@ -1,8 +1,15 @@
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NO_DEAD_LETTERS, sleep, waitFor, waitUntilDrained } from "../support/appservice.ts";
-import { DISK_FULL_ALERT, newWebhook, noticesIn, sendCommand } from "../support/webhooks.ts";
-import { SERVER, startAppserviceAndHomeserver } from "../support/with-homeserver.ts";
+import {
+  DISK_FULL_ALERT,
+  newWebhook,
+  noticesIn,
+  sendCommand,
+  startWithWebhookRoom,
+} from "../support/webhooks.ts";
+import type { startAppserviceAndHomeserver } from "../support/with-homeserver.ts";
+import { SERVER } from "../support/with-homeserver.ts";
 
 const ROOM = `!hooks-v2:${SERVER}`;
 const MODERATOR = `@mod:${SERVER}`;
@@ -27,12 +34,7 @@ describe("webhooks, second version: idempotency, msgtypes, expiry, transformatio
     });
 
   beforeAll(async () => {
-    started = await startAppserviceAndHomeserver();
-    started.homeserver.createRoom(ROOM, [MODERATOR, started.bot]);
-    started.homeserver.setState(ROOM, "m.room.power_levels", "", {
-      users: { [MODERATOR]: 50 },
-      users_default: 0,
-    });
+    started = await startWithWebhookRoom(ROOM, MODERATOR);
   });
   afterAll(() => started?.stop());
 

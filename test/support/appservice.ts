@@ -14,6 +14,7 @@ import {
   startLocal,
 } from "../../functions/local/local.ts";
 import { sqsQueueDepth } from "../../functions/queue/sqs/inspect.ts";
+import { addressPolicy } from "../../functions/shared/address-policy.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { sleep } from "./wait.ts";
 
@@ -173,7 +174,14 @@ export const noServices: ServiceDeps = {
   },
   data: { get: unexpected("data read"), list: unexpected("data read"), write: unexpected("write") },
   publicBaseUrl: "http://127.0.0.1:1",
+  sentEvents: { eventIdOf: unexpected("sent event read") },
   secretKey: "test",
+  ownsUser: () => false,
+  deliveryPolicy: addressPolicy(),
+  deliveryOutcomes: {
+    record: unexpected("delivery outcome"),
+    last: unexpected("delivery outcome"),
+  },
 };
 
 /** A log that keeps its lines, to count what was logged at which level. */

@@ -309,6 +309,11 @@ export class ScriptedHomeserver {
       reply(...(await this.ping(request)));
       return;
     }
+    if (request.method === "GET" && request.path === "/_matrix/client/versions") {
+      const versions = this.pingSupported ? ["v1.6", "v1.7", "v1.11"] : ["v1.5", "v1.6"];
+      reply(200, { versions });
+      return;
+    }
     const answer = this.isMediaPath(request.path)
       ? this.mediaAnswer(request)
       : this.answer(request);

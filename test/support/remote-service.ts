@@ -7,6 +7,8 @@ export interface RemoteRequestSeen {
   path: string;
   headers: IncomingHttpHeaders;
   body: string;
+  /** The body's bytes, as sent (a binary part included). */
+  raw: Buffer;
   /** When it arrived (ms since the epoch). */
   at: number;
   /** The status it was answered. */
@@ -56,6 +58,7 @@ export class RemoteService {
           path: request.url ?? "",
           headers: request.headers,
           body: Buffer.concat(chunks).toString("utf8"),
+          raw: Buffer.concat(chunks),
           at: Date.now(),
           status: answer.status,
         });

@@ -1,11 +1,29 @@
 import { expect } from "vitest";
 import { makeEvent, waitFor } from "./appservice.ts";
-import type { startAppserviceAndHomeserver } from "./with-homeserver.ts";
+import { startAppserviceAndHomeserver } from "./with-homeserver.ts";
 
-type Started = Awaited<ReturnType<typeof startAppserviceAndHomeserver>>;
+/** What these helpers use of a running appservice: in-process local mode's, or `npm start`'s. */
+type Started = Pick<
+  Awaited<ReturnType<typeof startAppserviceAndHomeserver>>,
+  "homeserver" | "send" | "bot"
+> & { local: { url: string } };
 
 // Each transaction these helpers send gets a txnId of its own.
 let transactions = 0;
+
+/**
+ * The appservice and the scripted homeserver, with `roomId` holding the bot and `moderator`
+ * (power level 50), where webhooks are made.
+ */
+export async function startWithWebhookRoom(roomId: string, moderator: string) {
+  const started = await startAppserviceAndHomeserver();
+  started.homeserver.createRoom(roomId, [moderator, started.bot]);
+  started.homeserver.setState(roomId, "m.room.power_levels", "", {
+    users: { [moderator]: 50 },
+    users_default: 0,
+  });
+  return started;
+}
 
 /** The bodies of the notices the bot sent into a room, in order. */
 export const noticesIn = (started: Started, roomId: string) =>

@@ -13,10 +13,11 @@ const root = join(import.meta.dirname, "../..");
 /**
  * The most a bundle may weigh over its floor (bench/floor.ts) before this test fails: a guard
  * against growth. `npm run bench` (bench/bundles.ts) prints each ratio against the target, 1.15,
- * which the events and admin functions miss (1.31 and 1.29 with the bridge kit and the console:
+ * which the events and admin functions miss (1.335 and 1.29 with the bridge kit, the console and
+ * the outbound webhooks, whose targets the events function checks against the address policy:
  * Powertools, zod and the kit's calls); set just above them so that any further growth fails.
  */
-const MAX_FLOOR_RATIO = 1.33;
+const MAX_FLOOR_RATIO = 1.34;
 /** The webhooks' renderer's packages: only the function that renders (app) may bundle them. */
 const RENDERER_PACKAGES = ["node_modules/markdown-it/", "node_modules/sanitize-html/"];
 

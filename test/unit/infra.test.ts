@@ -384,7 +384,8 @@ describe("AppserviceStack", () => {
         "secretsmanager:GetSecretValue",
       ].sort(),
     );
-    expect(actions("App")).toEqual(applicationGrants.sort());
+    // And the event IDs the outbox recorded, read by a webhook request that waits for them.
+    expect(actions("App")).toEqual([...applicationGrants, "dynamodb:GetItem"].sort());
     expect(actions("Fallback")).toEqual([]);
     for (const statement of ["Transactions", "Events", "Outbox", "Queries", "App"].flatMap(
       policyOf,
@@ -427,7 +428,8 @@ describe("AppserviceStack", () => {
           | { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": string[] } }
           | undefined
       )?.["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
-    // The table: dead letters kept, claims reopened, server error counts forgotten, app data read.
+    // The table: dead letters kept, claims reopened, server error counts forgotten, app data and
+    // the outbox's delivery outcomes read.
     expect(
       statements
         .filter((s) => [s.Action].flat().some((a) => a.startsWith("dynamodb:")))
@@ -437,6 +439,7 @@ describe("AppserviceStack", () => {
       ["dynamodb:UpdateItem", ["EVENT#*", "ITEM#*", "sha256:*"]],
       ["dynamodb:DeleteItem", ["OUTBOX#*"]],
       ["dynamodb:GetItem,dynamodb:Query", ["APP#*"]],
+      ["dynamodb:GetItem", ["CALLS#delivery-outcomes*"]],
     ]);
     const queueArn = (id: string) => ({
       "Fn::GetAtt": [expect.stringMatching(new RegExp(`^${id}`)), "Arn"],
@@ -480,8 +483,16 @@ describe("AppserviceStack", () => {
         "ForAllValues:StringLike"
       ]["dynamodb:LeadingKeys"];
     // The internet-facing application function: the application's data, and what its immediate
-    // calls remember (rooms by key, media by hash, puppets).
-    expect(tableStatements("App").map(leadingKeys)).toEqual([["APP#*", "CALLS#*"]]);
+    // calls remember (rooms by key, media by hash, puppets); the outbox's records of actions, read
+    // only (the event IDs of sends).
+    expect(
+      Object.fromEntries(
+        tableStatements("App").map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
+      ),
+    ).toEqual({
+      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*", "CALLS#*"],
+      "dynamodb:GetItem": ["OUTBOX#*"],
+    });
     // The events function: the same, and the claim records of items.
     expect(
       Object.fromEntries(

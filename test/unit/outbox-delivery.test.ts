@@ -2,6 +2,7 @@ import { createServer, type IncomingHttpHeaders, type ServerResponse } from "nod
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { createActions, MAX_DELIVERY_BYTES } from "../../functions/matrix/actions.ts";
+import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/matrix/backoff.ts";
 import {
   decideOutboundAction,
   type OutboxDeps,
@@ -12,7 +13,8 @@ import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy, LOOPBACK_RANGES } from "../../functions/shared/address-policy.ts";
 import { sha256 } from "../../functions/shared/hash.ts";
 import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
-import type { ServerErrorCounter } from "../../functions/store/membership.ts";
+import type { DeliveryOutcome } from "../../functions/store/delivery-outcomes.ts";
+import type { ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 import { recordingLog } from "../support/appservice.ts";
 
 // Deliveries through the outbox's decision, sent by the real HTTP client to a real server on
@@ -70,18 +72,20 @@ const silent = { debug() {}, info() {}, warn() {}, error() {} };
 const deps = (allowLoopback = true, serverErrors = new MemoryServerErrors()): OutboxDeps => ({
   homeserver: { call: unexpected },
   remote: new HttpRemoteClient({ policy: addressPolicy(allowLoopback ? LOOPBACK_RANGES : []) }),
-  membership: {
+  outboxMemory: {
     isRegistered: unexpected,
     markRegistered: unexpected,
     lastProfile: unexpected,
     markProfileSet: unexpected,
   },
   serverErrors,
+  sentEvents: { recordEventId: unexpected },
   botUserId: "@bot:test.local",
   isOurUser: () => false,
   backoff: { baseSeconds: 1, capSeconds: 300 },
   log: silent,
   botProfile: { ensure: unexpected } as unknown as OutboxDeps["botProfile"],
+  deliveryOutcomes: { record: unexpected, last: unexpected },
 });
 
 const delivery = (url: string, overrides: Partial<OutboundDelivery> = {}): OutboundDelivery => ({
@@ -115,8 +119,14 @@ describe("performDelivery: the homeserver's rules for a remote service", () => {
     ]);
     const outcomes = await attempts(delivery(remote.url), 3);
     expect(outcomes[0]).toMatchObject({ kind: "retry", reason: "remote service error 500" });
-    expect(outcomes[1]).toEqual({ kind: "retry", delaySeconds: 7, reason: "rate limited (429)" });
-    expect(outcomes[2]).toEqual({ kind: "done" });
+    expect(outcomes[0]).toMatchObject({ status: 500 });
+    expect(outcomes[1]).toEqual({
+      kind: "retry",
+      delaySeconds: 7,
+      reason: "rate limited (429)",
+      status: 429,
+    });
+    expect(outcomes[2]).toEqual({ kind: "done", status: 202 });
     expect(remote.requests).toHaveLength(3);
     expect(remote.requests.map((r) => r.headers["idempotency-key"])).toEqual(["d1", "d1", "d1"]);
     expect(remote.requests.map((r) => r.body)).toEqual(Array(3).fill('{"text":"hi"}'));
@@ -148,6 +158,33 @@ describe("performDelivery: the homeserver's rules for a remote service", () => {
       reason: { error: "refused, not sent: 127.0.0.1 is a loopback address" },
     });
     expect(remote.connections()).toBe(0);
+  });
+
+  it("retryForMs: a retry that would end past it after the delivery was queued → dead with the last failure; within it → retried", async () => {
+    const remote = await remoteService([{ status: 503, body: "down" }, { status: 503 }]);
+    const action = delivery(remote.url, { retryForMs: 60_000 });
+    const within = await performDelivery(action, 0, deps(), Date.now());
+    expect(within).toMatchObject({ kind: "retry", status: 503 });
+    const past = await performDelivery(action, 1, deps(), Date.now() - 60_000);
+    expect(past).toEqual({
+      kind: "dead",
+      reason: {
+        status: 503,
+        error: "gave up after retrying for 1 minutes: remote service error 503",
+      },
+    });
+  });
+
+  it("the last attempt SQS's redrive allows → dead with the reason, not set aside without one", async () => {
+    const remote = await remoteService([{ status: 429, headers: { "retry-after": "1" } }]);
+    const last = OUTBOUND_MAX_RECEIVE_COUNT - 1;
+    expect(await performDelivery(delivery(remote.url), last, deps())).toEqual({
+      kind: "dead",
+      reason: {
+        status: 429,
+        error: `gave up after ${OUTBOUND_MAX_RECEIVE_COUNT} attempts: rate limited (429)`,
+      },
+    });
   });
 
   it("a timeout counts as a server error (dead at maxServerErrors); a refused connection is retried without counting", async () => {
@@ -227,6 +264,37 @@ describe("decideOutboundAction with a delivery", () => {
   });
 });
 
+describe("decideOutboundAction records a delivery's outcomes under its outcomeKey", () => {
+  it("each attempt's outcome, the last one kept: retry 500, then done 200, with the delivery's ID", async () => {
+    const remote = await remoteService([{ status: 500, body: "oops" }, { status: 200 }]);
+    const kept = new Map<string, DeliveryOutcome>();
+    const outboxDeps = {
+      ...deps(),
+      deliveryOutcomes: {
+        record: async (key: string, outcome: DeliveryOutcome) => void kept.set(key, outcome),
+        last: async (key: string) => kept.get(key),
+      },
+    };
+    const action = delivery(remote.url, { outcomeKey: "hook-1" });
+    await decideOutboundAction(action, 0, outboxDeps);
+    expect(kept.get("hook-1")).toMatchObject({
+      outcome: "retry",
+      status: 500,
+      error: "remote service error 500",
+      attempt: 0,
+      deliveryId: "d1",
+    });
+    await decideOutboundAction(action, 1, outboxDeps);
+    expect(kept.get("hook-1")).toEqual({
+      outcome: "done",
+      status: 200,
+      attempt: 1,
+      at: expect.any(String),
+      deliveryId: "d1",
+    });
+  });
+});
+
 describe("actions.deliver", () => {
   const queued = () => {
     const sent: FifoMessage[] = [];
@@ -251,7 +319,7 @@ describe("actions.deliver", () => {
     expect(key).toBe(sha256("EVENT#$e1\n1"));
     expect(sent.map((m) => m.groupId)).toEqual([
       "!portal:test.local",
-      "delivery !portal:test.local",
+      "delivery !portal:test.local https://remote.example",
       "delivery https://remote.example",
     ]);
     expect(JSON.parse(sent[1]?.body ?? "")).toEqual({

@@ -21,7 +21,8 @@ import {
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy } from "../../functions/shared/address-policy.ts";
 import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
-import type { MembershipStore, ServerErrorCounter } from "../../functions/store/membership.ts";
+import type { OutboxMemory, ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
+import type { SentEventRecorder } from "../../functions/store/sent-events.ts";
 
 // The outbox's decisions, against test doubles of the project's own interfaces (the homeserver
 // client, the membership store, the server error counter): each answer is chosen per call. The
@@ -74,9 +75,10 @@ class FakeHomeserver implements HomeserverClient {
   }
 }
 
-class MemoryOutboxStore implements MembershipStore, ServerErrorCounter {
+class MemoryOutboxStore implements OutboxMemory, ServerErrorCounter, SentEventRecorder {
   readonly registered = new Set<string>();
   readonly serverErrors = new Map<string, number>();
+  readonly sentEvents = new Map<string, string>();
   // The bot's profile as configured below, already set: these tests are about other calls.
   readonly profiles = new Map<string, Record<string, string>>([[BOT, { displayname: "Bot" }]]);
   async isRegistered(userId: string) {
@@ -95,6 +97,9 @@ class MemoryOutboxStore implements MembershipStore, ServerErrorCounter {
     const count = (this.serverErrors.get(actionId) ?? 0) + 1;
     this.serverErrors.set(actionId, count);
     return count;
+  }
+  async recordEventId(actionId: string, eventId: string) {
+    this.sentEvents.set(actionId, eventId);
   }
 }
 
@@ -129,17 +134,21 @@ async function attempts(
   return { outcomes, store, homeservers };
 }
 
+const unexpectedCall = () => Promise.reject(new Error("no delivery outcome expected"));
 const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): OutboxDeps => ({
   homeserver,
-  membership: store,
+  outboxMemory: store,
   // No deliveries here (test/unit/outbox-delivery.test.ts has them): every address refused.
   remote: new HttpRemoteClient({ policy: addressPolicy() }),
   serverErrors: store,
+  sentEvents: store,
   botUserId: BOT,
   isOurUser: (userId) => namespaces.matches("users", userId),
   backoff: { baseSeconds: 1, capSeconds: 300 },
   log: silent,
   botProfile: new BotProfileKeeper(BOT, botProfile("Bot"), store, silent),
+  // No deliveries here: no outcome to record.
+  deliveryOutcomes: { record: unexpectedCall, last: unexpectedCall },
 });
 
 async function once(
@@ -158,6 +167,16 @@ describe("performAction: what each answer means", () => {
       expect(outcome).toEqual({ kind: "done", status });
       expect(homeserver.calls).toHaveLength(1);
     }
+  });
+
+  it("a send marked recordEventId has its event ID recorded once sent; an unmarked one, none", async () => {
+    const sent = () => ({ action: [answer(200, { event_id: "$sent" })] });
+    const marked = await attempts(send({ id: "marked", recordEventId: true }), [sent()]);
+    expect(marked.outcomes).toEqual([{ kind: "done", status: 200 }]);
+    expect([...marked.store.sentEvents]).toEqual([["marked", "$sent"]]);
+    const plain = await attempts(send({ id: "plain" }), [sent()]);
+    expect(plain.outcomes).toEqual([{ kind: "done", status: 200 }]);
+    expect(plain.store.sentEvents.size).toBe(0);
   });
 
   it("400, 401, 404, 409 and a 3xx → dead at once, with status, errcode and error; never retried", async () => {

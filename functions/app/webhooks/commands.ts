@@ -1,6 +1,7 @@
 import type { ClientEvent, ServiceContext } from "../../appservice/api.ts";
 import { isExpired, parseDuration } from "./expiry.ts";
 import { MODERATOR_LEVEL, powerLevel } from "./moderators.ts";
+import { OUTBOUND_USAGE, onOutboundCommand, outboundListLines } from "./outbound.ts";
 import { isPresetName, PRESET_NAMES } from "./preset-names.ts";
 import {
   createWebhook,
@@ -11,11 +12,8 @@ import {
   updateWebhook,
   type Webhook,
 } from "./store.ts";
-import { cleanName } from "./text.ts";
+import { cleanName, WEBHOOK_NAME as NAME } from "./text.ts";
 import { webhookUserId } from "./user.ts";
-
-/** Webhook names become user localparts (`@_webhook_<tag>_<name>`): the characters those allow. */
-const NAME = /^[a-z0-9._=-]{1,32}$/;
 
 const presetList = PRESET_NAMES.join(", ");
 
@@ -96,6 +94,7 @@ const HELP = [
   "!webhook transform <name> + a code block — JavaScript from the payload (`data`) to {text, html?, msgtype?} or nothing",
   "!webhook list — the webhooks of this room",
   "!webhook remove <name> — delete one; its URL stops working at once",
+  `${OUTBOUND_USAGE} — each request signed with a secret I send you in a direct message`,
   'POST JSON {"text": "…", "username"?: "…", "html"?: "…", "msgtype"?: "m.notice"} or plain text to the URL.',
   "Only room moderators (power level 50 or more) can use these commands.",
 ].join("\n");
@@ -170,6 +169,10 @@ export async function onWebhookCommand(event: ClientEvent, context: ServiceConte
     );
     return;
   }
+  if (command === "out") {
+    await onOutboundCommand(event, words.slice(2), context);
+    return;
+  }
   const spec = COMMANDS.get(command);
   if (!spec) {
     await reply(`Unknown command "${cleanName(command, 32)}". Try !webhook help.`);
@@ -231,13 +234,17 @@ export async function onWebhookCommand(event: ClientEvent, context: ServiceConte
       return;
     }
     case "list": {
-      const webhooks = await listWebhooks(data, roomId);
+      const [webhooks, outbound] = await Promise.all([
+        listWebhooks(data, roomId),
+        outboundListLines(context, roomId),
+      ]);
       await reply(
-        webhooks.length === 0
+        webhooks.length + outbound.length === 0
           ? "This room has no webhooks. Create one with !webhook new <name>."
           : [
               "Webhooks in this room:",
               ...webhooks.map((w) => `• ${w.name} — ${describe(w, Date.now())}`),
+              ...outbound,
             ].join("\n"),
       );
       return;

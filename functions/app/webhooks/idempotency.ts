@@ -33,6 +33,23 @@ export interface ClaimedKey {
   release(): Promise<void>;
 }
 
+/**
+ * What a repeat must send again to be the same request: its media type and body. A multipart
+ * form's boundary is left out: a client chooses a new one each time it builds the same form.
+ */
+export function bodyHashOf(contentType: string | undefined, bytes: Uint8Array): string {
+  const type = contentType ?? "";
+  const boundary = /;\s*boundary="?([^";]+)"?/i.exec(type)?.[1];
+  if (!boundary) return sha256(Buffer.concat([Buffer.from(`${type}\n`), bytes]));
+  const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
+  return sha256(
+    Buffer.from(
+      `${type.replace(boundary, "")}\n${body.replaceAll(`--${boundary}`, "--")}`,
+      "latin1",
+    ),
+  );
+}
+
 /** The header's value, or undefined when the request has none; a malformed one is a 400. */
 export function idempotencyKeyOf(headers: Record<string, string>): string | undefined {
   const raw = headers["idempotency-key"];

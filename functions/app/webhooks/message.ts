@@ -13,7 +13,8 @@ export interface WebhookMessage {
   msgtype?: Msgtype;
 }
 
-const mediaType = (request: AppRequest) =>
+/** The request's media type, lower-case, without parameters. */
+export const mediaTypeOf = (request: AppRequest) =>
   (request.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
 
 /**
@@ -21,7 +22,7 @@ const mediaType = (request: AppRequest) =>
  * takes it), or the whole body as a string when it is sent as `text/plain`.
  */
 export function readPayload(request: AppRequest): unknown {
-  const type = mediaType(request);
+  const type = mediaTypeOf(request);
   if (type === "text/plain") return request.body;
   const json =
     type === "application/x-www-form-urlencoded"
@@ -38,12 +39,13 @@ export function readPayload(request: AppRequest): unknown {
 
 /**
  * The message a payload asks for: a string is its text; an object has `text` (or hookshot's
- * `plain`) and optionally `html`, `username` and `msgtype`. Anything else is a 400.
+ * `plain`) and optionally `html`, `username` and `msgtype`. Anything else is a 400. With
+ * `withFiles`, the text may be empty (the files are the message).
  */
-export function messageOf(payload: unknown): WebhookMessage {
+export function messageOf(payload: unknown, withFiles = false): WebhookMessage {
   if (typeof payload === "string") {
     const text = cleanText(payload);
-    if (!text.trim()) throw badJson("The body is empty: there is no text to post");
+    if (!text.trim() && !withFiles) throw badJson("The body is empty: there is no text to post");
     return { text };
   }
   const fields = (payload !== null && typeof payload === "object" ? payload : {}) as Record<
@@ -53,7 +55,8 @@ export function messageOf(payload: unknown): WebhookMessage {
   const { username, html, msgtype } = fields;
   const text = fields.text ?? fields.plain;
   const cleanedText = typeof text === "string" ? cleanText(text) : "";
-  if (!cleanedText.trim()) {
+  if (text !== undefined && typeof text !== "string") throw badJson('"text" must be a string');
+  if (!cleanedText.trim() && !withFiles) {
     throw badJson('"text" is missing or empty: it must be a non-empty string');
   }
   for (const [field, value] of Object.entries({ username, html, msgtype })) {

@@ -1,4 +1,5 @@
 import type { ServiceContext, WebhookView } from "../../appservice/api.ts";
+import { outboundViews } from "./outbound.ts";
 import { lastTokenTaken } from "./rate-limit.ts";
 import { allWebhooks } from "./store.ts";
 import { webhookUserId } from "./user.ts";
@@ -6,11 +7,15 @@ import { webhookUserId } from "./user.ts";
 /**
  * The webhooks the operator console lists: each room's, when made and last used (its rate
  * limit's last token). How its last message went, the console reads from the outbox's traffic
- * as the webhook's user.
+ * as the webhook's user. The outbound ones say how their last delivery went, as the outbox
+ * recorded it.
  */
 export async function webhookViews(context: ServiceContext): Promise<WebhookView[]> {
-  const webhooks = await allWebhooks(context.data);
-  return Promise.all(
+  const [webhooks, outbound] = await Promise.all([
+    allWebhooks(context.data),
+    outboundViews(context),
+  ]);
+  const inbound = await Promise.all(
     webhooks.map(async ({ idHash, webhook }) => {
       const lastUsed = await lastTokenTaken(context.data, idHash);
       return {
@@ -23,4 +28,5 @@ export async function webhookViews(context: ServiceContext): Promise<WebhookView
       };
     }),
   );
+  return [...inbound, ...outbound];
 }

@@ -9,14 +9,14 @@ import {
   tooLarge,
 } from "../../appservice/api.ts";
 import { isExpired, noticeExpirySoon } from "./expiry.ts";
-import { claimIdempotencyKey, IDEMPOTENCY_KEY_TTL_MS, idempotencyKeyOf } from "./idempotency.ts";
+import { readRequest, uploadFiles } from "./files.ts";
 import {
-  type Msgtype,
-  messageOf,
-  messageOfResult,
-  readPayload,
-  type WebhookMessage,
-} from "./message.ts";
+  bodyHashOf,
+  claimIdempotencyKey,
+  IDEMPOTENCY_KEY_TTL_MS,
+  idempotencyKeyOf,
+} from "./idempotency.ts";
+import { type Msgtype, messageOf, messageOfResult, type WebhookMessage } from "./message.ts";
 import type { PresetName } from "./preset-names.ts";
 import { PRESETS } from "./presets.ts";
 import { takeToken } from "./rate-limit.ts";
@@ -25,8 +25,18 @@ import { WEBHOOK_USER_PREFIX, webhookUserId } from "./user.ts";
 
 export { WEBHOOK_USER_PREFIX, webhookUserId };
 
-/** The largest webhook body taken: room for the text and its HTML in one 64 KiB Matrix event. */
-export const WEBHOOK_MAX_BODY_BYTES = 16 * 1024;
+/**
+ * The largest webhook body taken, files included: base64-encoded by API Gateway (a multipart
+ * form), it stays under Lambda's 6 MB request limit.
+ */
+export const WEBHOOK_MAX_BODY_BYTES = 4 * 1024 * 1024;
+/** The largest payload a transformation is given: room for a CI system's or an alert's JSON. */
+export const WEBHOOK_MAX_TRANSFORMED_BYTES = 16 * 1024;
+/**
+ * How long `?wait=true` waits for its messages to be in the room: well under API Gateway's 30 s
+ * and the app function's timeout.
+ */
+export const WEBHOOK_WAIT_MS = 10_000;
 // Matrix events are at most 65,536 bytes with their envelope.
 const MAX_CONTENT_BYTES = 60_000;
 /** A request's calls that the homeserver keeps failing (5xx) give up here, freeing the room. */
@@ -83,21 +93,18 @@ ${sha256(code ?? "")}`;
   }
 }
 
-/**
- * Posts the message into the webhook's room as its user, after the user's name if it changed.
- * With a `seed` (an idempotency key's), the name and the message are seeded apart: a repeat that
- * finds the name already set still asks for the message under the same ID.
- */
-async function postMessage(
+/** What a request posts: its text (if any), then its files' messages, in order. */
+interface WebhookPost {
+  message: WebhookMessage;
+  files: Record<string, unknown>[];
+}
+
+/** The message's content, rendered; undefined for a message of files only (no text). */
+async function textContent(
   webhook: Webhook,
   message: WebhookMessage,
-  seed: string | undefined,
-  context: ServiceContext,
-): Promise<void> {
-  const actionsFor = (part: string): Actions =>
-    (seed ? context.actions.withOrigin(`${seed}\n${part}`) : context.actions).withServerErrorLimit(
-      WEBHOOK_MAX_SERVER_ERRORS,
-    );
+): Promise<Record<string, unknown> | undefined> {
+  if (!message.text.trim()) return undefined;
   // Loaded on first use: the functions that bundle the application but never render (events,
   // queries) do not pay for markdown-it and sanitize-html at cold start.
   const { renderMarkdown, sanitizeMatrixHtml } = await import("./render.ts");
@@ -106,6 +113,29 @@ async function postMessage(
   if (Buffer.byteLength(message.text) + Buffer.byteLength(html) > MAX_CONTENT_BYTES) {
     throw tooLarge("The message is too large for a Matrix event once rendered");
   }
+  return messageContent(message.text, html, message.msgtype ?? webhook.msgtype ?? "m.text");
+}
+
+/**
+ * Posts the messages into the webhook's room as its user, after the user's name if it changed:
+ * the sends' IDs, in order. With a `seed` (an idempotency key's), the name and each message are
+ * seeded apart: a repeat that finds the name already set still asks for the messages under the
+ * same IDs. `recordEventIds`: the outbox records their event IDs, for `?wait=true`.
+ */
+async function postMessages(
+  webhook: Webhook,
+  { message, files }: WebhookPost,
+  seed: string | undefined,
+  recordEventIds: boolean,
+  context: ServiceContext,
+): Promise<string[]> {
+  const actionsFor = (part: string): Actions => {
+    const actions = (
+      seed ? context.actions.withOrigin(`${seed}\n${part}`) : context.actions
+    ).withServerErrorLimit(WEBHOOK_MAX_SERVER_ERRORS);
+    return recordEventIds ? actions.recordingEventIds() : actions;
+  };
+  const text = await textContent(webhook, message);
   const { data } = context;
   const userId = webhook.userId ?? webhookUserId(context, webhook.roomId, webhook.name);
   const displayName = message.username ?? webhook.name;
@@ -123,16 +153,24 @@ async function postMessage(
     );
     await data.write([{ collection: MEMBER_NAMES, key: nameKey, value: { displayName } }]);
   }
-  await actionsFor("message").sendEvent(
-    webhook.roomId,
-    "m.room.message",
-    messageContent(message.text, html, message.msgtype ?? webhook.msgtype ?? "m.text"),
-    { as: userId },
-  );
+  const sendIds: string[] = [];
+  if (text) {
+    sendIds.push(
+      await actionsFor("message").sendEvent(webhook.roomId, "m.room.message", text, { as: userId }),
+    );
+  }
+  for (const [i, content] of files.entries()) {
+    sendIds.push(
+      await actionsFor(`file ${i}`).sendEvent(webhook.roomId, "m.room.message", content, {
+        as: userId,
+      }),
+    );
+  }
+  return sendIds;
 }
 
 async function postWebhook(request: AppRequest, context: ServiceContext): Promise<AppResponse> {
-  if (Buffer.byteLength(request.body) > WEBHOOK_MAX_BODY_BYTES) {
+  if (request.bytes.byteLength > WEBHOOK_MAX_BODY_BYTES) {
     throw tooLarge(`The body is over ${WEBHOOK_MAX_BODY_BYTES} bytes`);
   }
   const id = request.pathParameters.id ?? "";
@@ -152,7 +190,7 @@ async function postWebhook(request: AppRequest, context: ServiceContext): Promis
         context.data,
         webhookKey(id),
         key,
-        sha256(`${request.headers["content-type"] ?? ""}\n${request.body}`),
+        bodyHashOf(request.headers["content-type"], request.bytes),
       )
     : undefined;
   if (claim && "replay" in claim) return claim.replay;
@@ -188,16 +226,41 @@ async function acceptMessage(
     };
   }
   await noticeExpirySoon(context, webhook, now);
-  const payload = readPayload(request);
-  const message = webhook.transformation
+  const wait = request.query.wait === "true";
+  const transformed = webhook.transformation !== undefined;
+  if (transformed && request.bytes.byteLength > WEBHOOK_MAX_TRANSFORMED_BYTES) {
+    throw tooLarge(`A transformation takes at most ${WEBHOOK_MAX_TRANSFORMED_BYTES} bytes of JSON`);
+  }
+  const { payload, files } = await readRequest(request, transformed);
+  const message = transformed
     ? await transform(webhook, payload, context)
-    : messageOf(payload);
+    : messageOf(payload, files.length > 0);
   if (!message) return { status: 204 };
-  await postMessage(webhook, message, seed, context);
-  return { status: 202, body: {} };
+  // Uploaded before anything is sent: a file refused (too large) posts nothing.
+  const fileContents = await uploadFiles(files, context);
+  const sendIds = await postMessages(
+    webhook,
+    { message, files: fileContents },
+    seed,
+    wait,
+    context,
+  );
+  if (!wait) return { status: 202, body: {} };
+  const eventIds = await context.sentEventIds(sendIds, WEBHOOK_WAIT_MS);
+  if (!eventIds) {
+    throw new MatrixError(
+      504,
+      "M_UNKNOWN",
+      `The message is not in the room after ${WEBHOOK_WAIT_MS / 1000} s; it is still queued and will be posted`,
+    );
+  }
+  return { status: 200, body: { event_id: eventIds[0], event_ids: eventIds } };
 }
 
-/** `POST /webhook/{id}`: a message into the webhook's room, answered once it is queued. */
+/**
+ * `POST /webhook/{id}`: a message (and files) into the webhook's room, answered once queued, or
+ * with `?wait=true` once in the room.
+ */
 export const webhookRoute: AppRoute = {
   method: "POST",
   path: "/webhook/{id}",

@@ -27,3 +27,6 @@ export const cleanName = (name: string, maxLength: number): string =>
     .slice(0, maxLength)
     .join("")
     .trim();
+
+/** Webhook names become user localparts (`@_webhook_<tag>_<name>`): the characters those allow. */
+export const WEBHOOK_NAME = /^[a-z0-9._=-]{1,32}$/;

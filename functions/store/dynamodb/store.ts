@@ -8,7 +8,8 @@ import {
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import { sha256 } from "../../shared/hash.ts";
-import type { MembershipStore, ServerErrorCounter } from "../membership.ts";
+import type { OutboxMemory, ServerErrorCounter } from "../outbox-memory.ts";
+import type { SentEventReader, SentEventRecorder } from "../sent-events.ts";
 import type {
   ClaimOutcome,
   ClaimStore,
@@ -24,7 +25,10 @@ export const RETENTION_SECONDS = 30 * 24 * 3600;
 
 // Partition keys allow 2048 bytes; an ID longer than this is stored under its hash.
 const MAX_ID_BYTES = 1024;
-/** How the keys of the outbox's server error counts begin. */
+/**
+ * How the keys of the outbox's records of an action begin: its server errors counted, its event
+ * ID once sent (for the sends that asked).
+ */
 export const SERVER_ERRORS_KEY_PREFIX = "OUTBOX#";
 /** How the key of an item whose ID is too long for a partition key begins. */
 export const HASHED_KEY_PREFIX = "sha256:";
@@ -38,7 +42,11 @@ export const keyOf = (prefix: string, id: string, sk = "-") => ({
 // A failure's reason is kept for whoever looks at the record, not in full.
 const MAX_REASON_CHARS = 1000;
 
-const expiresAt = (nowMs: number) => ({ N: String(Math.floor(nowMs / 1000) + RETENTION_SECONDS) });
+const expiresAt = (nowMs: number, seconds = RETENTION_SECONDS) => ({
+  N: String(Math.floor(nowMs / 1000) + seconds),
+});
+/** How long a send's event ID is kept: a waiting request reads it within seconds. */
+const SENT_EVENT_RETENTION_SECONDS = 24 * 3600;
 
 export const isConditionFailure = (error: unknown): error is ConditionalCheckFailedException =>
   error instanceof ConditionalCheckFailedException ||
@@ -46,7 +54,14 @@ export const isConditionFailure = (error: unknown): error is ConditionalCheckFai
 
 /** The single-table DynamoDB adapter (`pk`/`sk` strings, `expiresAt` TTL). */
 export class DynamoDbStore
-  implements TransactionStore, TransactionHistory, ClaimStore, MembershipStore, ServerErrorCounter
+  implements
+    TransactionStore,
+    TransactionHistory,
+    ClaimStore,
+    OutboxMemory,
+    ServerErrorCounter,
+    SentEventRecorder,
+    SentEventReader
 {
   constructor(
     private readonly client: DynamoDBClient,
@@ -267,6 +282,32 @@ export class DynamoDbStore
       }),
     );
     return Number(Attributes?.serverErrors?.N);
+  }
+
+  async recordEventId(actionId: string, eventId: string): Promise<void> {
+    await this.client.send(
+      new UpdateItemCommand({
+        TableName: this.tableName,
+        Key: keyOf(SERVER_ERRORS_KEY_PREFIX, actionId),
+        UpdateExpression: "SET eventId = :eventId, expiresAt = :expiresAt",
+        ExpressionAttributeValues: {
+          ":eventId": { S: eventId },
+          ":expiresAt": expiresAt(this.now(), SENT_EVENT_RETENTION_SECONDS),
+        },
+      }),
+    );
+  }
+
+  async eventIdOf(actionId: string): Promise<string | undefined> {
+    const { Item } = await this.client.send(
+      new GetItemCommand({
+        TableName: this.tableName,
+        Key: keyOf(SERVER_ERRORS_KEY_PREFIX, actionId),
+        ProjectionExpression: "eventId",
+        ConsistentRead: true,
+      }),
+    );
+    return Item?.eventId?.S;
   }
 
   async lastProfile(userId: string): Promise<Record<string, string> | undefined> {

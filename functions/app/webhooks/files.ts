@@ -1,0 +1,144 @@
+import {
+  type AppRequest,
+  type Attachment,
+  badJson,
+  base64Attachment,
+  HomeserverRefused,
+  imageSize,
+  MatrixError,
+  MediaTooLarge,
+  type ServiceContext,
+  tooLarge,
+} from "../../appservice/api.ts";
+import { mediaTypeOf, readPayload } from "./message.ts";
+import { cleanName } from "./text.ts";
+
+/** The most files one request posts: each is a message of its own. */
+export const MAX_FILES = 10;
+/** The form fields a multipart request's message is read from (as a JSON payload's). */
+const FORM_FIELDS = ["text", "plain", "html", "username", "msgtype"] as const;
+const MIME_TYPE = /^[\w.+-]+\/[\w.+-]+$/;
+const MAX_FILE_NAME = 255;
+
+/** What a request carries: the payload its message is read from, and its files, in order. */
+export interface WebhookRequest {
+  payload: unknown;
+  files: Attachment[];
+}
+
+const invalidForm = (why: string) =>
+  new MatrixError(
+    400,
+    "M_INVALID_PARAM",
+    `The body is not a valid multipart/form-data form: ${why}`,
+  );
+
+/** A `multipart/form-data` body: its text fields as a payload, its file parts as files. */
+async function readForm(request: AppRequest): Promise<WebhookRequest> {
+  let form: FormData;
+  try {
+    // The platform's parser (undici's): nothing added to the bundle.
+    form = await new Response(request.bytes, {
+      headers: { "content-type": request.headers["content-type"] ?? "" },
+    }).formData();
+  } catch (error) {
+    throw invalidForm((error as Error).message);
+  }
+  const payload: Record<string, string> = {};
+  const files: Attachment[] = [];
+  for (const [name, value] of form) {
+    if (typeof value !== "string") {
+      const type = value.type.split(";")[0]?.trim().toLowerCase() ?? "";
+      files.push({
+        contentType: MIME_TYPE.test(type) ? type : "application/octet-stream",
+        bytes: new Uint8Array(await value.arrayBuffer()),
+        fileName: value.name,
+      });
+    } else if ((FORM_FIELDS as readonly string[]).includes(name) && !(name in payload)) {
+      payload[name] = value;
+    }
+  }
+  return { payload, files };
+}
+
+/** A JSON payload's `attachments`: files in base64. */
+function attachmentsOf(payload: unknown): Attachment[] {
+  const { attachments } = (
+    payload !== null && typeof payload === "object" ? payload : {}
+  ) as Record<string, unknown>;
+  if (attachments === undefined) return [];
+  if (!Array.isArray(attachments)) {
+    throw badJson('"attachments" must be an array of {"filename", "content_type", "data"}');
+  }
+  return attachments.map(
+    (attachment, i) => base64Attachment(attachment ?? null, `attachments[${i}]`) as Attachment,
+  );
+}
+
+/**
+ * The payload and files of a request: a multipart form's fields and file parts, or a JSON
+ * payload and its `attachments`. A transformation takes JSON only, and posts no files.
+ */
+export async function readRequest(
+  request: AppRequest,
+  transformed: boolean,
+): Promise<WebhookRequest> {
+  const multipart = mediaTypeOf(request) === "multipart/form-data";
+  if (multipart && transformed) {
+    throw new MatrixError(
+      415,
+      "M_UNRECOGNIZED",
+      "This webhook transforms JSON payloads: send the payload as JSON, without files",
+    );
+  }
+  const read = multipart ? await readForm(request) : { payload: readPayload(request), files: [] };
+  const files = transformed || multipart ? read.files : attachmentsOf(read.payload);
+  if (files.length > MAX_FILES) {
+    throw tooLarge(`A request posts at most ${MAX_FILES} files; this one has ${files.length}`);
+  }
+  return { payload: read.payload, files };
+}
+
+/** The message type a file is posted as, by its MIME type. */
+const msgtypeOf = (contentType: string) => {
+  const kind = contentType.split("/")[0];
+  return kind === "image" || kind === "video" || kind === "audio" ? `m.${kind}` : "m.file";
+};
+
+/**
+ * Uploads each file to the media repository (once per content: a repeat gets the same URI) and
+ * gives the content of its message: `m.image`, `m.video`, `m.audio` or `m.file`, with `info`.
+ * Over the homeserver's upload limit: 413.
+ */
+export async function uploadFiles(
+  files: Attachment[],
+  context: ServiceContext,
+): Promise<Record<string, unknown>[]> {
+  const contents: Record<string, unknown>[] = [];
+  for (const file of files) {
+    const name = cleanName(file.fileName ?? "", MAX_FILE_NAME) || "file";
+    let url: string;
+    try {
+      url = await context.homeserver.uploadMedia(file.bytes, {
+        contentType: file.contentType,
+        fileName: name,
+      });
+    } catch (error) {
+      if (error instanceof MediaTooLarge) throw tooLarge(`${name}: ${error.message}`);
+      if (error instanceof HomeserverRefused) {
+        throw new MatrixError(502, "M_UNKNOWN", `The homeserver refused to store ${name}`);
+      }
+      throw error;
+    }
+    const msgtype = msgtypeOf(file.contentType);
+    const size = msgtype === "m.image" ? imageSize(file.bytes) : undefined;
+    contents.push({
+      msgtype,
+      body: name,
+      filename: name,
+      url,
+      info: { mimetype: file.contentType, size: file.bytes.byteLength, ...size },
+    });
+  }
+  return contents;
+}
