@@ -1,9 +1,13 @@
 import { defineConfig } from "vitest/config";
+import { BUNDLED_APPLICATION_CONSTANT } from "./functions/wiring/application.ts";
 
 /** The stack's tests: they share the run's one `cdk synth`, which bundles every function. */
 const infraTests = ["test/unit/infra.test.ts", "test/unit/bundles.test.ts"];
 
 export default defineConfig({
+  // The tests import the Lambda handlers from their sources: they run the default application,
+  // as its bundles do (functions/wiring/application.ts).
+  define: { [BUNDLED_APPLICATION_CONSTANT]: JSON.stringify("webhooks") },
   test: {
     reporters: ["default", "./test/support/summary-reporter.ts"],
     testTimeout: 60_000,

@@ -5,11 +5,12 @@
 import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { build } from "esbuild";
-import { esbuildOptions } from "../infra/bundling.ts";
+import type { ApplicationName } from "../functions/wiring/application.ts";
+import { esbuildOptionsFor } from "../infra/bundling.ts";
 
 const root = join(import.meta.dirname, "..");
 /** Where the application lives: its own npm packages count in the floor. */
-const APPLICATION_FOLDERS = ["functions/app/", "functions/echo-bot/"];
+const APPLICATION_FOLDERS = ["functions/app/", "functions/echo-bot/", "functions/relay/"];
 
 /** Each function's bundle may be at most this much larger than its floor, in bytes and load time. */
 export const FLOOR_RATIO_TARGET = 1.15;
@@ -20,10 +21,14 @@ export interface Bundle {
   inputs: string[];
 }
 
-/** `entry` bundled as `cdk synth` bundles a function (source maps aside). */
-export async function bundle(entry: string, outfile: string): Promise<Bundle> {
+/** `entry` bundled as `cdk synth` bundles a function for `application` (source maps aside). */
+export async function bundle(
+  entry: string,
+  outfile: string,
+  application: ApplicationName = "webhooks",
+): Promise<Bundle> {
   const result = await build({
-    ...esbuildOptions,
+    ...esbuildOptionsFor(application),
     entryPoints: [entry],
     outfile,
     metafile: true,

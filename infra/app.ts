@@ -2,7 +2,6 @@ import { readFileSync } from "node:fs";
 import { App, Aspects } from "aws-cdk-lib";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { parse } from "yaml";
-import { application } from "../functions/app/index.ts";
 import { uncoveredUserPrefixes } from "../functions/appservice/protocol/namespaces.ts";
 import {
   parseRegistration,
@@ -10,6 +9,7 @@ import {
   type Registration,
 } from "../functions/appservice/protocol/registration.ts";
 import { parseAllowedRanges } from "../functions/shared/address-policy.ts";
+import { applicationChoice, wholeApplication } from "./application.ts";
 import { AppserviceStack } from "./appservice-stack.ts";
 import type { PublicRegistration } from "./matrix-appservice.ts";
 
@@ -17,6 +17,8 @@ import type { PublicRegistration } from "./matrix-appservice.ts";
 const app = new App();
 const context = (key: string) => app.node.tryGetContext(key) as string | undefined;
 const serverName = context("serverName") ?? "example.org";
+const choice = applicationChoice(context("application"), context("relayUrl"));
+const application = wholeApplication(choice);
 
 /** From a registration file (its tokens are ignored: the stack keeps its own in Secrets Manager). */
 function publicRegistrationFromFile(path: string): PublicRegistration {
@@ -69,6 +71,7 @@ new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
     homeserverUrl: context("homeserverUrl") ?? "https://matrix.example.org",
     serverName,
     registration,
+    application: choice,
     tableDeletionProtection: context("tableDeletionProtection") !== "false",
     ...(context("publicBaseUrl") && { publicBaseUrl: context("publicBaseUrl") }),
     botProfile: {

@@ -1,5 +1,9 @@
 import { createRequire } from "node:module";
 import type { BuildOptions } from "esbuild";
+import {
+  type ApplicationName,
+  BUNDLED_APPLICATION_CONSTANT,
+} from "../functions/wiring/application.ts";
 
 /**
  * How every function is bundled: by the local esbuild (no Docker), ESM for Node 22 on Lambda,
@@ -15,8 +19,16 @@ export const bundling = {
   banner: "import { createRequire } from 'module'; const require = createRequire(import.meta.url);",
 } as const;
 
-/** The same, as esbuild's own options (for the benchmark and the bundling test). */
-export const esbuildOptions: BuildOptions = {
+/**
+ * What makes a bundle the chosen application's and no other's (functions/wiring/application.ts):
+ * esbuild's `define`.
+ */
+export const applicationDefine = (application: ApplicationName) => ({
+  [BUNDLED_APPLICATION_CONSTANT]: JSON.stringify(application),
+});
+
+/** The same, as esbuild's own options, for one application (the benchmark, the bundling test). */
+export const esbuildOptionsFor = (application: ApplicationName): BuildOptions => ({
   bundle: true,
   platform: "node",
   format: "esm",
@@ -25,8 +37,9 @@ export const esbuildOptions: BuildOptions = {
   sourcemap: bundling.sourceMap,
   mainFields: [...bundling.mainFields],
   banner: { js: bundling.banner },
+  define: applicationDefine(application),
   logLevel: "silent",
-};
+});
 
 /** The Lambda entry points, by the name the route table uses. */
 export const functionEntries = {
@@ -47,23 +60,32 @@ const QUICKJS_WASM = createRequire(import.meta.url).resolve(
 );
 
 /**
- * What a function needs beside its bundle at run time: for the app function, the webhooks'
- * transformation engine, a worker thread's bundle (`sandbox-worker.mjs`, built with the
- * same settings) and QuickJS's WebAssembly, which it reads when it starts, at the first
- * transformation of a process.
+ * What a function needs beside its bundle at run time, by application: for the webhooks' app
+ * function, the transformation engine, a worker thread's bundle (`sandbox-worker.mjs`, built
+ * with the same settings) and QuickJS's WebAssembly, which it reads when it starts, at the
+ * first transformation of a process. The relay needs nothing beside its bundles.
  */
-export const runtimeFiles: Partial<
-  Record<keyof typeof functionEntries, { copy: string[]; bundle: Record<string, string> }>
+export const runtimeFiles: Record<
+  ApplicationName,
+  Partial<Record<keyof typeof functionEntries, { copy: string[]; bundle: Record<string, string> }>>
 > = {
-  app: {
-    copy: [QUICKJS_WASM],
-    bundle: { "sandbox-worker.mjs": "functions/app/webhooks/sandbox-worker.ts" },
+  webhooks: {
+    app: {
+      copy: [QUICKJS_WASM],
+      bundle: { "sandbox-worker.mjs": "functions/app/webhooks/sandbox-worker.ts" },
+    },
   },
+  relay: {},
 };
 
 /** The shell commands that put a function's runtime files in its bundle's folder. */
-export function runtimeFileCommands(name: string, inputDir: string, outputDir: string): string[] {
-  const files = runtimeFiles[name as keyof typeof functionEntries];
+export function runtimeFileCommands(
+  application: ApplicationName,
+  name: string,
+  inputDir: string,
+  outputDir: string,
+): string[] {
+  const files = runtimeFiles[application][name as keyof typeof functionEntries];
   if (!files) return [];
   const quote = (text: string) => `'${text.replaceAll("'", "'\\''")}'`;
   return [

@@ -34,7 +34,6 @@ import {
 } from "aws-cdk-lib/aws-sqs";
 import { NagSuppressions } from "cdk-nag";
 import { Construct } from "constructs";
-import { application } from "../functions/app/index.ts";
 import type { AppRoute } from "../functions/appservice/application.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../functions/appservice/pipeline/process-inbound.ts";
 import type { Registration } from "../functions/appservice/protocol/registration.ts";
@@ -53,6 +52,7 @@ import {
 import { DEAD_LETTER_KEY_PREFIX } from "../functions/store/dynamodb/dead-letters.ts";
 import { HASHED_KEY_PREFIX, SERVER_ERRORS_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
+import type { ApplicationName } from "../functions/wiring/application.ts";
 import { botUserIdOf } from "../functions/wiring/deps.ts";
 import {
   ENV,
@@ -65,7 +65,14 @@ import {
   OUTBOX_TIMEOUT_MS,
   visibilityTimeoutSeconds,
 } from "../functions/wiring/timeouts.ts";
-import { bundling, functionEntries, runtimeFileCommands, TOKENS_SECRET_ENTRY } from "./bundling.ts";
+import { type ApplicationChoice, wholeApplication } from "./application.ts";
+import {
+  applicationDefine,
+  bundling,
+  functionEntries,
+  runtimeFileCommands,
+  TOKENS_SECRET_ENTRY,
+} from "./bundling.ts";
 
 /** The registration's fields that are not secret; the tokens live in Secrets Manager. */
 export type PublicRegistration = Omit<Registration, "as_token" | "hs_token" | "url">;
@@ -105,7 +112,12 @@ export interface MatrixAppserviceProps {
   outboxMaxConcurrency?: number;
   /** AWS X-Ray active tracing on every function. @default false */
   tracing?: boolean;
-  /** The application's HTTP routes. @default those of `functions/app` */
+  /**
+   * The application the functions run: each function's bundle holds its part of that one
+   * application alone. @default the webhooks (`functions/app`)
+   */
+  application?: ApplicationChoice;
+  /** The application's HTTP routes. @default the application's own */
   appRoutes?: Pick<AppRoute, "method" | "path" | "rateLimit">[];
   /** Where the application's routes are reached (a custom domain). @default the API's URL */
   publicBaseUrl?: string;
@@ -243,7 +255,8 @@ export class MatrixAppservice extends Construct {
       props.botProfile?.displayName ?? (props.registration as Pick<Registration, "id">).id,
       props.botProfile?.avatarUrl,
     );
-    const appRoutes = (props.appRoutes ?? application.routes ?? []).map(
+    const choice = props.application ?? { name: "webhooks" };
+    const appRoutes = (props.appRoutes ?? wholeApplication(choice).routes ?? []).map(
       ({ method, path, rateLimit }) => ({ method, path, rateLimit }),
     );
     const routes = routeTable(appRoutes);
@@ -270,6 +283,7 @@ export class MatrixAppservice extends Construct {
       this.nodeFunction(name, functionEntries[name], timeout, environment, {
         logRetention,
         tracing: props.tracing ?? false,
+        application: choice.name,
       });
 
     const functions = {
@@ -287,6 +301,7 @@ export class MatrixAppservice extends Construct {
         ...environmentOf({
           inboundQueueUrl: this.inboundQueue.queueUrl,
           inboundDeadLetterQueueUrl: this.inboundDeadLetterQueue.queueUrl,
+          ...(choice.name === "relay" && { relayUrl: choice.relayUrl }),
         }),
       }),
       outbox: createFunction(
@@ -600,7 +615,16 @@ export class MatrixAppservice extends Construct {
     entry: string,
     timeout: Duration,
     environment: Record<string, string>,
-    { logRetention, tracing }: { logRetention: RetentionDays; tracing: boolean },
+    {
+      logRetention,
+      tracing,
+      application,
+    }: {
+      logRetention: RetentionDays;
+      tracing: boolean;
+      /** The application whose part it runs; none for the deploy-time tokens function. */
+      application?: ApplicationName;
+    },
   ) {
     return new NodejsFunction(this, `${name[0]?.toUpperCase()}${name.slice(1)}Function`, {
       entry: join(projectRoot, entry),
@@ -631,12 +655,14 @@ export class MatrixAppservice extends Construct {
         sourceMap: bundling.sourceMap,
         mainFields: [...bundling.mainFields],
         banner: bundling.banner,
+        ...(application && { define: applicationDefine(application) }),
         // Bundle the AWS SDK too: the version our tests ran, tree-shaken.
         externalModules: [],
         commandHooks: {
           beforeBundling: () => [],
           beforeInstall: () => [],
-          afterBundling: (inputDir, outputDir) => runtimeFileCommands(name, inputDir, outputDir),
+          afterBundling: (inputDir, outputDir) =>
+            application ? runtimeFileCommands(application, name, inputDir, outputDir) : [],
         },
       },
     });

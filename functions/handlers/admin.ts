@@ -1,9 +1,9 @@
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { application } from "../app/operator.ts";
 import type { OperatorApi } from "../operator/api.ts";
 import { cloudWatchOperatorPlatform } from "../operator/cloudwatch.ts";
 import type { Log } from "../shared/log.ts";
 import { adminDeps } from "../wiring/admin-deps.ts";
+import { operatorPart } from "../wiring/application.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
 
@@ -30,8 +30,8 @@ export const createAdminHandler =
 
 export const handler = lambdaHandler(
   () =>
-    lambdaDeps("admin", (config, platform) =>
-      adminDeps(config, platform, application, cloudWatchOperatorPlatform(config)),
+    lambdaDeps("admin", async (config, platform) =>
+      adminDeps(config, platform, await operatorPart(), cloudWatchOperatorPlatform(config)),
     ),
   createAdminHandler,
 );

@@ -1,10 +1,10 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-// The application's part this function runs, and only that part's code and packages.
-import { application } from "../app/routes.ts";
 import type { ApplicationRoutes, AppRoute } from "../appservice/application.ts";
 import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
 import { tooLarge, unrecognized } from "../shared/errors.ts";
+// The application's part this function runs, and only that part's code and packages.
+import { routesPart } from "../wiring/application.ts";
 import { appDeps } from "../wiring/deps.ts";
 import { jsonResponse, LAMBDA_EVENT_MAX_BYTES, matrixErrors, overLambdaLimit } from "./http.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
@@ -47,6 +47,7 @@ export const createAppHandler = (deps: AppHandlerDeps) => {
 };
 
 export const handler = lambdaHandler(
-  () => lambdaDeps("app", (config, platform) => appDeps(config, platform, application)),
+  () =>
+    lambdaDeps("app", async (config, platform) => appDeps(config, platform, await routesPart())),
   createAppHandler,
 );

@@ -1,7 +1,5 @@
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-// The application's part this function runs, and only that part's code and packages.
-import { application } from "../app/events.ts";
 import type { ApplicationEvents } from "../appservice/application.ts";
 import type { InboundMessage } from "../appservice/pipeline/inbound.ts";
 import {
@@ -12,6 +10,8 @@ import { type ServiceDeps, serviceContext } from "../appservice/service-context.
 import type { ReceivedMessageControl } from "../queue/queue.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import type { ClaimStore } from "../store/store.ts";
+// The application's part this function runs, and only that part's code and packages.
+import { eventsPart } from "../wiring/application.ts";
 import { eventsDeps } from "../wiring/deps.ts";
 import { processFifoBatch } from "./shared/fifo-batch.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
@@ -65,6 +65,9 @@ export const createEventsHandler = (deps: EventsDeps) => {
 };
 
 export const handler = lambdaHandler(
-  () => lambdaDeps("events", (config, platform) => eventsDeps(config, platform, application)),
+  () =>
+    lambdaDeps("events", async (config, platform) =>
+      eventsDeps(config, platform, await eventsPart(config)),
+    ),
   createEventsHandler,
 );

@@ -1,12 +1,12 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-// The application's part this function runs, and only that part's code and packages.
-import { application } from "../app/queries.ts";
 import { type QueryDeps, queryAlias, queryUser } from "../appservice/pipeline/queries.ts";
 import { thirdPartyLookup } from "../appservice/pipeline/third-party.ts";
 import { authenticateHomeserver } from "../appservice/protocol/auth.ts";
 import { unversionedPath } from "../appservice/protocol/routes.ts";
 import { MatrixError } from "../shared/errors.ts";
+// The application's part this function runs, and only that part's code and packages.
+import { queriesPart } from "../wiring/application.ts";
 import { queriesDeps } from "../wiring/deps.ts";
 import { jsonBody, jsonResponse, matrixErrors } from "./http.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
@@ -82,6 +82,9 @@ export const createQueriesHandler = (deps: QueriesDeps) =>
     });
 
 export const handler = lambdaHandler(
-  () => lambdaDeps("queries", (config, platform) => queriesDeps(config, platform, application)),
+  () =>
+    lambdaDeps("queries", async (config, platform) =>
+      queriesDeps(config, platform, await queriesPart()),
+    ),
   createQueriesHandler,
 );

@@ -3,6 +3,7 @@ import { resolve } from "node:path";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
 import { RELAY_URL } from "../relay/from-environment.ts";
 import { parseAllowedRanges } from "../shared/address-policy.ts";
+import type { ApplicationName } from "../wiring/application.ts";
 import { DEFAULT_APPLICATION_MODULE, startLocal } from "./local.ts";
 
 const env = process.env;
@@ -13,10 +14,10 @@ const homeserverUrl = env.HOMESERVER_URL ?? "http://127.0.0.1:8008";
  * `APPLICATION`: the module each function loads its application from: the webhooks
  * (`functions/app/`) by default, or the relay bridge's example (its remote service at `RELAY_URL`).
  */
-const APPLICATIONS = {
+const APPLICATIONS: Record<ApplicationName, string> = {
   webhooks: DEFAULT_APPLICATION_MODULE,
   relay: new URL("../relay/from-environment.ts", import.meta.url).href,
-} as const;
+};
 const applicationName = env.APPLICATION ?? "webhooks";
 
 if (!Object.hasOwn(APPLICATIONS, applicationName)) {

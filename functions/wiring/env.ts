@@ -24,6 +24,7 @@ export const ENV = {
   version: "APP_VERSION",
   logGroups: "LOG_GROUPS",
   deliveryAllowedAddresses: "DELIVERY_ALLOWED_ADDRESSES",
+  relayUrl: "RELAY_URL",
 } as const;
 
 /**
@@ -103,6 +104,8 @@ const fields = {
       z.transform((value: string) => parseAllowedRanges(value)),
     ),
   ),
+  /** The relay's remote service (cdk.json's `relayUrl`); set only when the stack runs the relay. */
+  relayUrl: z.optional(text),
 } satisfies Record<keyof typeof ENV, z.ZodMiniType>;
 
 type Field = keyof typeof fields;
@@ -126,7 +129,7 @@ const service = [
 /** Each function's configuration: the variables it reads, and nothing else. */
 export const configSchemas = {
   transactions: pick("tableName", "inboundQueueUrl", "tokensSecretArn"),
-  events: pick(...service, "inboundQueueUrl", "inboundDeadLetterQueueUrl"),
+  events: pick(...service, "inboundQueueUrl", "inboundDeadLetterQueueUrl", "relayUrl"),
   outbox: pick(
     "tableName",
     "outboundQueueUrl",

@@ -17,6 +17,7 @@ import {
   TOKENS_SECRET_KEYS,
 } from "../../functions/wiring/env.ts";
 import { actionBudgetMs, HOMESERVER_TIMEOUT_MS } from "../../functions/wiring/timeouts.ts";
+import { applicationChoice } from "../../infra/application.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import type { MatrixAppserviceProps } from "../../infra/matrix-appservice.ts";
 import {
@@ -172,10 +173,10 @@ describe("AppserviceStack", () => {
     for (const name of Object.keys(configSchemas) as FunctionName[]) {
       const id = `${name[0]?.toUpperCase()}${name.slice(1)}`;
       const set = Object.keys(environmentOf(id)).sort();
-      // BOT_AVATAR_URL and DELIVERY_ALLOWED_ADDRESSES are optional, and this stack sets neither.
-      const read = envNamesOf(name).filter(
-        (variable) => variable !== ENV.botAvatarUrl && variable !== ENV.deliveryAllowedAddresses,
-      );
+      // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES and RELAY_URL (the relay's) are optional, and
+      // this stack sets none of them.
+      const optional: string[] = [ENV.botAvatarUrl, ENV.deliveryAllowedAddresses, ENV.relayUrl];
+      const read = envNamesOf(name).filter((variable) => !optional.includes(variable));
       expect(set, name).toEqual([...read, ...PLATFORM_ENV].sort());
       // What the stack sets, the function accepts (a reference stands for its deployed value;
       // the log groups' names, references joined into JSON, for a JSON object).
@@ -694,6 +695,51 @@ describe("AppserviceStack with its options", () => {
     template.allResourcesProperties("AWS::Lambda::Function", {
       TracingConfig: { Mode: "Active" },
     });
+    expect(nagFindings(stack)).toEqual([]);
+  });
+});
+
+describe("AppserviceStack running the relay (cdk.json: application=relay, relayUrl)", () => {
+  const choice = applicationChoice("relay", "https://chat.example.org");
+
+  it("takes the application and its remote service from the context values, and refuses what it cannot run", () => {
+    expect(choice).toEqual({ name: "relay", relayUrl: "https://chat.example.org" });
+    expect(applicationChoice(undefined, undefined)).toEqual({ name: "webhooks" });
+    expect(() => applicationChoice("bridge", undefined)).toThrow(
+      "The context value application=bridge is none of webhooks, relay",
+    );
+    expect(() => applicationChoice("relay", undefined)).toThrow("application=relay needs relayUrl");
+    expect(() => applicationChoice("relay", "ftp://chat.example.org")).toThrow(
+      "application=relay needs relayUrl",
+    );
+  });
+
+  it("gives the events function RELAY_URL, which it reads back, and no other function; serves the relay's route, not the webhooks'", () => {
+    const { stack, template } = synthesize("Relay", { application: choice });
+    const fns = Object.entries(template.findResources("AWS::Lambda::Function"));
+    const variablesOf = (name: string) =>
+      (
+        (fns.find(([id]) => id.includes(`${name}Function`)) as [string, Resource])[1].Properties
+          .Environment as { Variables: Record<string, unknown> }
+      ).Variables;
+    const withRelayUrl = fns.filter(([, fn]) =>
+      JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.relayUrl),
+    );
+    expect(withRelayUrl.map(([id]) => id)).toEqual([expect.stringContaining("EventsFunction")]);
+    const events = Object.fromEntries(
+      Object.entries(variablesOf("Events")).map(([key, value]) => [
+        key,
+        typeof value === "string" ? value : "deployed",
+      ]),
+    );
+    expect(readConfig("events", events).relayUrl).toBe("https://chat.example.org");
+    expect(JSON.parse(variablesOf("Fallback")[ENV.appRoutes] as string)).toEqual([
+      { method: "POST", path: "/relay/{channel}/messages" },
+    ]);
+    const stage = Object.values(template.findResources("AWS::ApiGatewayV2::Stage"))[0];
+    const routes = Object.keys(stage?.Properties.RouteSettings as Record<string, unknown>);
+    expect(routes).toContain("POST /relay/{channel}/messages");
+    expect(routes).not.toContain("POST /webhook/{id}");
     expect(nagFindings(stack)).toEqual([]);
   });
 });
