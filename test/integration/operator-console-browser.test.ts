@@ -1,18 +1,13 @@
 import { existsSync } from "node:fs";
-import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { afterAll, describe, expect, inject, it } from "vitest";
-import {
-  newRegistration,
-  registrationYaml,
-} from "../../functions/appservice/protocol/registration.ts";
-import { freePort } from "../../functions/local/free-port.ts";
+import { afterAll, describe, expect, it } from "vitest";
 import { makeEvent, putTransaction, tempDir, waitFor } from "../support/appservice.ts";
-import { ScriptedHomeserver } from "../support/homeserver.ts";
-import { startNpm, stopAllNpmStarts } from "../support/npm-start.ts";
+import { startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
 import { waitForAsync } from "../support/wait.ts";
+import { homeserverWithRegistration } from "../support/with-homeserver.ts";
 
 /** Debian's chromium (`.ci/run` installs it): playwright-core drives it, downloading nothing. */
 const CHROMIUM = "/usr/bin/chromium";
@@ -26,37 +21,17 @@ describe("the operator console in a real browser", () => {
     timeout: 180_000,
   }, async () => {
     const dir = await tempDir();
-    const registrationPath = join(dir, "registration.yaml");
-    const registration = newRegistration({
+    const started = await homeserverWithRegistration({
       id: "console-test",
-      url: null,
-      senderLocalpart: "bot",
-      serverName: "test.local",
-      prefix: "_as_",
       userPrefixes: ["_webhook_"],
     });
-    await writeFile(registrationPath, registrationYaml(registration));
-    const homeserver = new ScriptedHomeserver(
-      registration.as_token,
-      "test.local",
-      "@bot:test.local",
-    );
-    await homeserver.start();
+    const { registration, homeserver } = started;
     const room = "!console:test.local";
     homeserver.createRoom(room, ["@bot:test.local", "@alice:test.local"]);
 
     // `npm start` as the README runs it, ADMIN_TOKEN unset: it makes one and prints it.
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    homeserver.appservice = { id: registration.id, url, hsToken: registration.hs_token };
-    const npm = await startNpm({
-      PORT: String(port),
-      REGISTRATION: registrationPath,
-      HOMESERVER_URL: homeserver.url,
-      SERVER_NAME: "test.local",
-      DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
-      ADMIN_TOKEN: "",
-    });
+    const npm = await startNpmFor(started, { ADMIN_TOKEN: "" });
+    const { url } = npm;
     const token = npm.adminToken;
     expect(token).toMatch(/^[A-Za-z0-9_-]{64}$/);
     // The registration's tokens are never printed.

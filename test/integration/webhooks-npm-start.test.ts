@@ -1,19 +1,15 @@
 import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { application } from "../../functions/app/index.ts";
-import {
-  newRegistration,
-  registrationYaml,
-} from "../../functions/appservice/protocol/registration.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
-import { freePort } from "../../functions/local/free-port.ts";
 import { putTransaction, tempDir } from "../support/appservice.ts";
-import { ScriptedHomeserver } from "../support/homeserver.ts";
+import type { ScriptedHomeserver } from "../support/homeserver.ts";
 import { pngHeader } from "../support/images.ts";
-import { type NpmStart, startNpm, stopAllNpmStarts } from "../support/npm-start.ts";
+import { type NpmStart, startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
 import { newWebhook } from "../support/webhooks.ts";
+import { homeserverWithRegistration } from "../support/with-homeserver.ts";
 
 const SERVER = "test.local";
 const ROOM = `!hooks-npm:${SERVER}`;
@@ -31,28 +27,15 @@ describe("webhooks through npm start: an image upload and ?wait=true", () => {
   let started: Parameters<typeof newWebhook>[0];
 
   beforeAll(async () => {
-    const dir = await tempDir();
-    const registrationPath = join(dir, "registration.yaml");
-    const registration = newRegistration({
+    const withRegistration = await homeserverWithRegistration({
       id: "webhooks-npm",
-      url: null,
-      senderLocalpart: "bot",
-      serverName: SERVER,
-      prefix: "_as_",
       userPrefixes: application.userPrefixes,
     });
-    writeFileSync(registrationPath, registrationYaml(registration));
-    homeserver = new ScriptedHomeserver(registration.as_token, SERVER, BOT);
-    await homeserver.start();
+    ({ homeserver } = withRegistration);
+    const { registration } = withRegistration;
     homeserver.createRoom(ROOM, [MODERATOR, BOT]);
     homeserver.setState(ROOM, "m.room.power_levels", "", { users: { [MODERATOR]: 50 } });
-    npm = await startNpm({
-      PORT: String(await freePort()),
-      REGISTRATION: registrationPath,
-      HOMESERVER_URL: homeserver.url,
-      SERVER_NAME: SERVER,
-      DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
-    });
+    npm = await startNpmFor(withRegistration);
     started = {
       homeserver,
       bot: BOT,

@@ -1,25 +1,20 @@
 import { createHmac } from "node:crypto";
-import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
-import {
-  newRegistration,
-  registrationYaml,
-} from "../../functions/appservice/protocol/registration.ts";
-import { freePort } from "../../functions/local/free-port.ts";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import {
   makeEvent,
   NO_DEAD_LETTERS,
   putTransaction,
-  tempDir,
   waitFor,
   waitUntilDrained,
 } from "../support/appservice.ts";
-import { ScriptedHomeserver } from "../support/homeserver.ts";
-import { startNpm, stopAllNpmStarts } from "../support/npm-start.ts";
+import { startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
 import { RemoteService } from "../support/remote-service.ts";
 import { noticesIn, sendCommand } from "../support/webhooks.ts";
-import { SERVER, startAppserviceAndHomeserver } from "../support/with-homeserver.ts";
+import {
+  homeserverWithRegistration,
+  SERVER,
+  startAppserviceAndHomeserver,
+} from "../support/with-homeserver.ts";
 
 // Outbound webhooks end to end: once through `npm start` as the README runs it, the rest in the
 // in-process local mode (DynamoDB Local, fauxqs, the outbox's retries with a 1–2 s backoff);
@@ -40,19 +35,12 @@ describe("outbound webhooks through `npm start`", () => {
   it("a target that answers 500 twice, then 200: one delivery, the same Idempotency-Key on all three attempts, signed with the secret of the DM; !webhook list says delivered; removed, nothing more goes", {
     timeout: 120_000,
   }, async () => {
-    const registrationPath = join(await tempDir(), "registration.yaml");
-    const registration = newRegistration({
+    const started = await homeserverWithRegistration({
       id: "outbound-test",
-      url: null,
-      senderLocalpart: "bot",
-      serverName: SERVER,
-      prefix: "_as_",
       userPrefixes: ["_webhook_"],
     });
-    await writeFile(registrationPath, registrationYaml(registration));
+    const { registration, homeserver } = started;
     const bot = `@bot:${SERVER}`;
-    const homeserver = new ScriptedHomeserver(registration.as_token, SERVER, bot);
-    await homeserver.start();
     onTestFinished(() => homeserver.stop());
     const remote = new RemoteService();
     await remote.start();
@@ -61,16 +49,7 @@ describe("outbound webhooks through `npm start`", () => {
     homeserver.setState(ROOM, "m.room.power_levels", "", { users: { [MODERATOR]: 50 } });
     homeserver.setState(ROOM, "m.room.member", ALICE, { membership: "join", displayname: "Alice" });
 
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    homeserver.appservice = { id: registration.id, url, hsToken: registration.hs_token };
-    await startNpm({
-      PORT: String(port),
-      REGISTRATION: registrationPath,
-      HOMESERVER_URL: homeserver.url,
-      SERVER_NAME: SERVER,
-      DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
-    });
+    const { url } = await startNpmFor(started);
     let txn = 0;
     const send = async (event: ReturnType<typeof makeEvent>) =>
       expect(

@@ -3,9 +3,12 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
+import { inject } from "vitest";
+import { freePort } from "../../functions/local/free-port.ts";
 import { isAlive } from "./appservice.ts";
 import { processTree } from "./listening-sockets.ts";
 import { waitFor } from "./wait.ts";
+import type { homeserverWithRegistration } from "./with-homeserver.ts";
 
 export interface NpmStartOptions {
   /** What to run instead of `npm start` (e.g. `node --import tsx functions/local/main.ts`). */
@@ -157,4 +160,28 @@ export async function startNpm(
 /** Stops every `npm start` still running (for an afterAll or afterEach), with SIGKILL by default. */
 export async function stopAllNpmStarts(signal: NodeJS.Signals = "SIGKILL") {
   await Promise.all([...started].map((running) => running.stop(signal)));
+}
+
+/**
+ * `npm start` on the registration the scripted homeserver knows, with the run's DynamoDB Local
+ * and `env` besides; the homeserver then knows where the appservice listens.
+ */
+export async function startNpmFor(
+  {
+    homeserver,
+    registration,
+    registrationPath,
+  }: Awaited<ReturnType<typeof homeserverWithRegistration>>,
+  env: Record<string, string> = {},
+): Promise<NpmStart> {
+  const npm = await startNpm({
+    PORT: String(await freePort()),
+    REGISTRATION: registrationPath,
+    HOMESERVER_URL: homeserver.url,
+    SERVER_NAME: homeserver.serverName,
+    DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
+    ...env,
+  });
+  homeserver.appservice = { id: registration.id, url: npm.url, hsToken: registration.hs_token };
+  return npm;
 }

@@ -4,6 +4,7 @@ import { onTestFinished } from "vitest";
 import { application as defaultApplication } from "../../functions/app/index.ts";
 import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
 import {
+  type NewRegistrationOptions,
   newRegistration,
   registrationYaml,
 } from "../../functions/appservice/protocol/registration.ts";
@@ -24,18 +25,19 @@ export async function startWithHomeserver(options: Partial<LocalOptions> = {}) {
   return started;
 }
 
-/** The same, for a whole file's tests: the caller stops it. */
-export async function startAppserviceAndHomeserver(options: Partial<LocalOptions> = {}) {
+/** A registration file, and a scripted homeserver started that knows it (its namespaces too). */
+export async function homeserverWithRegistration(
+  options: Partial<Pick<NewRegistrationOptions, "id" | "userPrefixes" | "aliasPrefixes">> = {},
+) {
   const registrationPath = join(await tempDir(), "registration.yaml");
-  const application = options.application ?? defaultApplication;
   const registration = newRegistration({
-    id: "scripted-test",
+    id: options.id ?? "scripted-test",
     url: null,
     senderLocalpart: "bot",
     serverName: SERVER,
     prefix: "_as_",
-    ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
-    ...(application.aliasPrefixes && { aliasPrefixes: application.aliasPrefixes }),
+    ...(options.userPrefixes && { userPrefixes: options.userPrefixes }),
+    ...(options.aliasPrefixes && { aliasPrefixes: options.aliasPrefixes }),
   });
   await writeFile(registrationPath, registrationYaml(registration));
   const namespaces = createNamespaceMatcher(registration.namespaces);
@@ -47,6 +49,16 @@ export async function startAppserviceAndHomeserver(options: Partial<LocalOptions
   );
   homeserver.aliasInNamespace = (alias) => namespaces.matches("aliases", alias);
   await homeserver.start();
+  return { registration, registrationPath, homeserver };
+}
+
+/** The same, for a whole file's tests: the caller stops it. */
+export async function startAppserviceAndHomeserver(options: Partial<LocalOptions> = {}) {
+  const application = options.application ?? defaultApplication;
+  const { registration, registrationPath, homeserver } = await homeserverWithRegistration({
+    ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
+    ...(application.aliasPrefixes && { aliasPrefixes: application.aliasPrefixes }),
+  });
   const local = await startTestAppservice({
     registrationPath,
     homeserverUrl: homeserver.url,
