@@ -1,25 +1,17 @@
 import { randomUUID } from "node:crypto";
-import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
-import {
-  newRegistration,
-  type Registration,
-  registrationYaml,
-} from "../../functions/appservice/protocol/registration.ts";
-import { freePort } from "../../functions/local/free-port.ts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Registration } from "../../functions/appservice/protocol/registration.ts";
 import { RELAY_PREFIX } from "../../functions/relay/names.ts";
-import { makeEvent, putTransaction, tempDir, waitFor } from "../support/appservice.ts";
-import { type RecordedRequest, ScriptedHomeserver } from "../support/homeserver.ts";
-import { type NpmStart, startNpm, stopAllNpmStarts } from "../support/npm-start.ts";
+import { makeEvent, putTransaction, waitFor } from "../support/appservice.ts";
+import type { RecordedRequest, ScriptedHomeserver } from "../support/homeserver.ts";
+import { type NpmStart, startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
 import { RemoteService } from "../support/remote-service.ts";
 import { sleep, waitForAsync } from "../support/wait.ts";
+import { homeserverWithRegistration, SERVER } from "../support/with-homeserver.ts";
 
 // The relay through `npm start` (APPLICATION=relay), one process for the file's cases: this test
 // plays the remote chat service on both of its sides, beside the scripted homeserver.
 
-const SERVER = "test.local";
 const BOT = `@bot:${SERVER}`;
 const BOB = `@bob:${SERVER}`;
 // DynamoDB Local is the run's shared one: names of this run's own.
@@ -30,41 +22,22 @@ let remote: RemoteService;
 let homeserver: ScriptedHomeserver;
 let registration: Registration;
 let npm: NpmStart;
-/** What `npm start` runs with: the same again after a crash (its port, its DynamoDB Local). */
-let env: Record<string, string>;
+/** `npm start` again on the same port and data (the run's DynamoDB Local), as after a crash. */
+let restartNpm: () => Promise<NpmStart>;
 
 beforeAll(async () => {
   remote = new RemoteService();
   await remote.start();
-  registration = newRegistration({
+  const withRegistration = await homeserverWithRegistration({
     id: "relay-npm-start",
-    url: null,
-    senderLocalpart: "bot",
-    serverName: SERVER,
-    prefix: "_as_",
     userPrefixes: [RELAY_PREFIX],
     aliasPrefixes: [RELAY_PREFIX],
   });
-  const registrationPath = join(await tempDir(), "registration.yaml");
-  await writeFile(registrationPath, registrationYaml(registration));
-  const namespaces = createNamespaceMatcher(registration.namespaces);
-  homeserver = new ScriptedHomeserver(registration.as_token, SERVER, BOT, (userId) =>
-    namespaces.matches("users", userId),
-  );
-  homeserver.aliasInNamespace = (alias) => namespaces.matches("aliases", alias);
-  await homeserver.start();
-  env = {
-    APPLICATION: "relay",
-    RELAY_URL: remote.url,
-    PORT: String(await freePort()),
-    REGISTRATION: registrationPath,
-    HOMESERVER_URL: homeserver.url,
-    SERVER_NAME: SERVER,
-    DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
-    ADMIN_TOKEN: "",
-  };
-  npm = await startNpm(env);
-  homeserver.appservice = { id: registration.id, url: npm.url, hsToken: registration.hs_token };
+  ({ homeserver, registration } = withRegistration);
+  const env = { APPLICATION: "relay", RELAY_URL: remote.url, ADMIN_TOKEN: "" };
+  npm = await startNpmFor(withRegistration, env);
+  const port = String(npm.port);
+  restartNpm = () => startNpmFor(withRegistration, { ...env, PORT: port });
 }, 120_000);
 
 afterAll(async () => {
@@ -196,7 +169,7 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
     // Killed while the homeserver holds the room's ID: the room made, not recorded.
     await npm.stop("SIGKILL", 10_000);
     expect(await firstPost).toBe("no answer");
-    npm = await startNpm(env);
+    npm = await restartNpm();
     // The remote service posts again what got no answer, until it is taken. The dead process's
     // claim on the room holds until its lease runs out: the repeats meanwhile fail.
     await waitForAsync(
