@@ -63,7 +63,7 @@ export type {
   UserProfile,
   WebhookView,
 } from "./application.ts";
-export { type Attachment, base64Attachment } from "./attachment.ts";
+export { type Attachment, base64Attachment, MIME_TYPE } from "./attachment.ts";
 export {
   type ClientEvent,
   type DeviceData,

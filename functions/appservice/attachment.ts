@@ -7,7 +7,8 @@ export interface Attachment {
   fileName?: string;
 }
 
-const MIME_TYPE = /^[\w.+-]+\/[\w.+-]+$/;
+/** A MIME type without parameters (`image/png`): what a file's type must be to be taken. */
+export const MIME_TYPE = /^[\w.+-]+\/[\w.+-]+$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /**

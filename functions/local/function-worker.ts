@@ -27,7 +27,7 @@ export interface FunctionWorkerData {
   /** The registration's tokens, where AWS reads Secrets Manager. */
   tokens: { asToken: string; hsToken: string; adminToken: string };
   tuning: Tuning;
-  /** The URL of the module whose `application` export this function runs. */
+  /** The URL of the module whose `application` export this function runs (bundled with it). */
   applicationModule: string;
   /** Where the HTTP functions listen (on 127.0.0.1). */
   port: number;
@@ -85,42 +85,46 @@ const platform: Platform = {
   metrics,
   ...data.tuning,
 };
-const { application } = (await import(data.applicationModule)) as { application: Application };
-
-let stop: () => Promise<void>;
-if (data.role === "http") {
-  const routes = routeTable(application.routes ?? []);
-  const handlers = await httpHandlers(data.config, platform, application, {
-    logs: recentLines as RecentLogLines,
-    sqsEndpoint: data.sqsEndpoint,
-  });
-  const server = createGateway({
-    routes,
-    handlers: () => handlers,
-    hsToken: () => data.tokens.hsToken,
-    fallback: createFallbackHandler(routes, log),
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(data.port, "127.0.0.1", resolve);
-  });
-  stop = () => closeGracefully(server);
-} else {
-  const poller = await startConsumer(data.role, data.config, platform, application, (busy) =>
-    post({ busy }),
-  );
-  stop = poller.stop;
-}
-
-port.on("message", async (message: "stop" | { log: LogLine }) => {
-  if (message !== "stop") {
-    recentLines?.add(message.log);
-    return;
+/**
+ * Runs this thread's function with `application`: the entry that `workers.ts` bundles imports
+ * the application module and this one, and calls it.
+ */
+export async function runFunctionWorker(application: Application): Promise<void> {
+  let stop: () => Promise<void>;
+  if (data.role === "http") {
+    const routes = routeTable(application.routes ?? []);
+    const handlers = await httpHandlers(data.config, platform, application, {
+      logs: recentLines as RecentLogLines,
+      sqsEndpoint: data.sqsEndpoint,
+    });
+    const server = createGateway({
+      routes,
+      handlers: () => handlers,
+      hsToken: () => data.tokens.hsToken,
+      fallback: createFallbackHandler(routes, log),
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(data.port, "127.0.0.1", resolve);
+    });
+    stop = () => closeGracefully(server);
+  } else {
+    const poller = await startConsumer(data.role, data.config, platform, application, (busy) =>
+      post({ busy }),
+    );
+    stop = poller.stop;
   }
-  await stop();
-  metrics.send();
-  dynamodb.destroy();
-  sqs.destroy();
-  post({ stopped: true });
-});
-post({ ready: true });
+
+  port.on("message", async (message: "stop" | { log: LogLine }) => {
+    if (message !== "stop") {
+      recentLines?.add(message.log);
+      return;
+    }
+    await stop();
+    metrics.send();
+    dynamodb.destroy();
+    sqs.destroy();
+    post({ stopped: true });
+  });
+  post({ ready: true });
+}

@@ -1,17 +1,119 @@
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
+import { build, type Plugin } from "esbuild";
 import type { LogLine } from "../operator/traffic.ts";
 import type { Log } from "../shared/log.ts";
 import type { CountingMetrics } from "../shared/metrics.ts";
 import type { FunctionWorkerData, FunctionWorkerMessage } from "./function-worker.ts";
 
-const workerModule = new URL("./function-worker.ts", import.meta.url).href;
+const source = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 /**
- * A worker does not inherit the TypeScript loader on every Node release (Node 20's `--import
- * tsx` stays on the main thread): each worker registers tsx's ESM hooks itself, then loads the
- * function. Its own `execArgv` is empty so that no release registers them twice.
+ * Inside node_modules, so that what a bundle leaves out resolves from the project's packages; one
+ * folder per bundle's content, so that concurrent starts share it and never see half of one.
  */
-const bootstrap = `import(${JSON.stringify(import.meta.resolve("tsx/esm/api"))})
-  .then(({ register }) => { register(); return import(${JSON.stringify(workerModule)}); })`;
+const BUNDLES = source("../../node_modules/.cache/local-functions/");
+/** Bundles of other contents are removed once no start has used them for this long. */
+const BUNDLE_KEPT_MS = 7 * 24 * 60 * 60 * 1000;
+/** The entry of a worker's bundle: its application module, and the function that runs it. */
+const ENTRY = "local-function-entry";
+
+const entryPlugin = (applicationModule: string): Plugin => ({
+  name: ENTRY,
+  setup(builder) {
+    builder.onResolve({ filter: new RegExp(`^${ENTRY}$`) }, () => ({
+      path: ENTRY,
+      namespace: ENTRY,
+    }));
+    builder.onLoad({ filter: /.*/, namespace: ENTRY }, () => ({
+      contents: [
+        `import { application } from ${JSON.stringify(fileURLToPath(applicationModule))};`,
+        `import { runFunctionWorker } from ${JSON.stringify(source("./function-worker.ts"))};`,
+        "await runFunctionWorker(application);",
+      ].join("\n"),
+      resolveDir: source("."),
+      loader: "ts",
+    }));
+  },
+});
+
+/**
+ * The functions' code and their application's, bundled with esbuild as the stack bundles each
+ * function: a worker loads one file in about a second where loading the sources through tsx took
+ * several. Beside it, the webhooks' transformation thread (`sandbox-worker.mjs`, which
+ * `app/webhooks/sandbox.ts` starts from beside its bundle); QuickJS stays in node_modules, where
+ * it reads its WebAssembly.
+ */
+async function bundleFunctions(applicationModule: string): Promise<string> {
+  const { outputFiles } = await build({
+    entryPoints: {
+      "function-worker": ENTRY,
+      "sandbox-worker": source("../app/webhooks/sandbox-worker.ts"),
+    },
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    mainFields: ["module", "main"],
+    outdir: "/",
+    outExtension: { ".js": ".mjs" },
+    // Some dependencies still call require(); ESM output needs it defined.
+    banner: {
+      js: "import { createRequire } from 'module'; const require = createRequire(import.meta.url);",
+    },
+    external: ["@jitl/quickjs-wasmfile-release-sync", "quickjs-emscripten-core"],
+    plugins: [entryPlugin(applicationModule)],
+    write: false,
+    logLevel: "silent",
+  });
+  const hash = createHash("sha256");
+  for (const file of outputFiles) hash.update(file.path).update(file.contents);
+  const folder = join(BUNDLES, hash.digest("hex").slice(0, 16));
+  const bundle = join(folder, "function-worker.mjs");
+  if (!existsSync(bundle)) {
+    await mkdir(BUNDLES, { recursive: true });
+    // Written aside and renamed into place, as the DynamoDB Local launcher is.
+    const building = await mkdtemp(join(BUNDLES, "building-"));
+    try {
+      for (const file of outputFiles)
+        await writeFile(join(building, file.path.slice(1)), file.contents);
+      await rename(building, folder).catch((error) => {
+        if (!existsSync(bundle)) throw error;
+      });
+    } finally {
+      await rm(building, { recursive: true, force: true });
+    }
+  }
+  const now = new Date();
+  await utimes(folder, now, now);
+  await removeOldBundles(folder);
+  return bundle;
+}
+
+/** Removes the bundles (and any left half-built) that no start used for `BUNDLE_KEPT_MS`. */
+async function removeOldBundles(kept: string) {
+  const now = Date.now();
+  for (const name of await readdir(BUNDLES)) {
+    const folder = join(BUNDLES, name);
+    if (folder === kept) continue;
+    const { mtimeMs } = await stat(folder).catch(() => ({ mtimeMs: now }));
+    if (now - mtimeMs > BUNDLE_KEPT_MS) await rm(folder, { recursive: true, force: true });
+  }
+}
+
+/** One bundle per application module and process, shared by its functions and their restarts. */
+const bundles = new Map<string, Promise<string>>();
+const functionBundle = (applicationModule: string) => {
+  let bundle = bundles.get(applicationModule);
+  if (!bundle) {
+    bundle = bundleFunctions(applicationModule);
+    bundles.set(applicationModule, bundle);
+  }
+  return bundle;
+};
 
 /** How long a crashed function waits before it is started again. */
 export const RESTART_DELAY_MS = 1000;
@@ -45,9 +147,11 @@ export async function superviseFunction(
   let stopping = false;
   let restartTimer: NodeJS.Timeout | undefined;
 
+  const bundle = await functionBundle(data.applicationModule);
   const start = () =>
     new Promise<void>((resolve, reject) => {
-      worker = new Worker(bootstrap, { eval: true, workerData: data, execArgv: [] });
+      // Plain JavaScript: no loader of the parent's (`--import tsx`) is wanted in the thread.
+      worker = new Worker(bundle, { workerData: data, execArgv: [] });
       running = true;
       busy = 0;
       let ready = false;

@@ -119,7 +119,7 @@ describe("outbound webhooks through `npm start`", () => {
     await waitFor(() => remote.requests.length === 4, 30_000, "the second delivery");
     expect(remote.requests[3]?.headers["idempotency-key"]).not.toBe(keys[0]);
     expect(await command("!webhook out remove ci")).toBe(
-      "Outbound webhook ci removed: nothing more is sent to it.",
+      "Outbound webhook ci removed: no later message is sent to it (one already queued still goes, for at most a day).",
     );
     await send(makeEvent(ROOM, "after removal", { sender: ALICE }));
     // Once the list, sent after, is answered, the message before it was handled.
@@ -190,6 +190,10 @@ describe("outbound webhooks: room messages POSTed to a URL, signed, retried, dea
   it("never sends the bot's messages, the webhook users' or other users of the appservice's namespace: no loops", async () => {
     const remote = await remoteService();
     await newOutbound("noloop", `${remote.url}/in`);
+    // Only a moderator makes one.
+    expect(await sendCommand(started, `!webhook out sneaky ${remote.url}/in`, ALICE, ROOM)).toBe(
+      `Sorry ${ALICE}, only room moderators (power level 50 or more) can manage webhooks here.`,
+    );
     const hookUser = `@_webhook_0123456789ab_ci:${SERVER}`;
     const puppet = `@_as_ghost:${SERVER}`;
     const human = makeEvent(ROOM, "from a human", { sender: ALICE });
@@ -267,7 +271,7 @@ describe("outbound webhooks: room messages POSTed to a URL, signed, retried, dea
     await command("!webhook out remove gone");
   });
 
-  it("a media message carries its file as multipart (hookshot's `event` and `media` parts), signed over the raw body; a file too large for one delivery goes as JSON with a note", async () => {
+  it("a media message carries its file as multipart (hookshot's `event` and `media` parts), signed over the raw body; a file too large for one delivery, or one the homeserver refuses (403), goes as JSON with a note", async () => {
     const remote = await remoteService();
     const { secret } = await newOutbound("files", `${remote.url}/files`);
     const picture = Buffer.from(Array.from({ length: 5000 }, (_, i) => i % 256));
@@ -292,11 +296,27 @@ describe("outbound webhooks: room messages POSTed to a URL, signed, retried, dea
       sender: ALICE,
       content: { msgtype: "m.video", body: "big.mp4", url: `mxc://${SERVER}/big` },
     });
-    await send(image, video);
-    await waitFor(() => remote.requests.length >= 2);
+    // A file the homeserver refuses to serve (quarantined): the message still goes, with a note.
+    const isQuarantined = (r: { path: string }) =>
+      r.path.includes("/download/") && r.path.includes("/quarantined");
+    started.homeserver.cue(
+      isQuarantined,
+      { status: 403, body: { errcode: "M_FORBIDDEN", error: "Quarantined" } },
+      20,
+    );
+    const refused = makeEvent(ROOM, "gone.png", {
+      sender: ALICE,
+      content: { msgtype: "m.image", body: "gone.png", url: `mxc://${SERVER}/quarantined` },
+    });
+    await send(image, video, refused);
+    await waitFor(() => remote.requests.length >= 3);
     expect(await waitUntilDrained(started.local)).toEqual(NO_DEAD_LETTERS);
 
-    const [withFile, withNote] = remote.requests;
+    const [withFile, withNote, withRefusal] = remote.requests;
+    expect(JSON.parse(withRefusal?.body as string)).toMatchObject({
+      event_id: refused.event_id,
+      media_omitted: "the homeserver refused the file (403)",
+    });
     expect(withFile?.headers["content-type"]).toMatch(/^multipart\/form-data; boundary=/);
     expect(withFile?.headers["x-webhook-signature"]).toBe(
       signatureOf(secret, withFile?.raw as Buffer),

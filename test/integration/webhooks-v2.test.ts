@@ -67,6 +67,36 @@ describe("webhooks, second version: idempotency, msgtypes, expiry, transformatio
     expect(hookMessages("idem2").map((m) => m.content.body)).toEqual(["other hook"]);
   });
 
+  it("Idempotency-Key after a 429: the key is not spent, its repeat posts once a token is back, then replays", async () => {
+    const { url } = await newHook("idem-limited");
+    let limitedKey: string | undefined;
+    // Far faster than one a second: the bucket runs dry within these.
+    for (let i = 0; i < 100 && !limitedKey; i++) {
+      const response = await post(url, { text: `burst ${i}` }, { "idempotency-key": `burst-${i}` });
+      if (response.status === 429) limitedKey = `burst-${i}`;
+    }
+    expect(limitedKey).toBeDefined();
+    const headers = { "idempotency-key": limitedKey as string };
+    const text = `burst ${limitedKey?.slice("burst-".length)}`;
+    let accepted: Response | undefined;
+    await waitFor(
+      async () => {
+        const response = await post(url, { text }, headers);
+        expect(response.headers.get("idempotency-replayed")).toBeNull();
+        if (response.status === 202) accepted = response;
+        else expect(response.status).toBe(429);
+        return accepted !== undefined;
+      },
+      10_000,
+      "a token for the repeat",
+    );
+    const replay = await post(url, { text }, headers);
+    expect(replay.status).toBe(202);
+    expect(replay.headers.get("idempotency-replayed")).toBe("true");
+    expect(await waitUntilDrained(started.local)).toEqual(NO_DEAD_LETTERS);
+    expect(hookMessages("idem-limited").filter((m) => m.content.body === text)).toHaveLength(1);
+  });
+
   it("msgtype: the payload's (m.notice, m.emote), else the webhook's default (--notice); another msgtype → 400", async () => {
     const plain = await newHook("plain");
     const notices = await newHook("notices", "--notice");

@@ -7,6 +7,7 @@ import {
   imageSize,
   MatrixError,
   MediaTooLarge,
+  MIME_TYPE,
   type ServiceContext,
   tooLarge,
 } from "../../appservice/api.ts";
@@ -17,7 +18,6 @@ import { cleanName } from "./text.ts";
 export const MAX_FILES = 10;
 /** The form fields a multipart request's message is read from (as a JSON payload's). */
 const FORM_FIELDS = ["text", "plain", "html", "username", "msgtype"] as const;
-const MIME_TYPE = /^[\w.+-]+\/[\w.+-]+$/;
 const MAX_FILE_NAME = 255;
 
 /** What a request carries: the payload its message is read from, and its files, in order. */

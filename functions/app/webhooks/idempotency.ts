@@ -36,18 +36,19 @@ export interface ClaimedKey {
 /**
  * What a repeat must send again to be the same request: its media type and body. A multipart
  * form's boundary is left out: a client chooses a new one each time it builds the same form.
+ * Only the `boundary` parameter and the delimiters (CRLF, `--`, the boundary) are taken out,
+ * never a byte of content: a valid form's content cannot hold its delimiter, so two forms that
+ * differ keep different hashes, whatever the boundary's length.
  */
 export function bodyHashOf(contentType: string | undefined, bytes: Uint8Array): string {
   const type = contentType ?? "";
-  const boundary = /;\s*boundary="?([^";]+)"?/i.exec(type)?.[1];
-  if (!boundary) return sha256(Buffer.concat([Buffer.from(`${type}\n`), bytes]));
+  const parameter = /;\s*boundary=("?)([^";]+)\1/i.exec(type);
+  const boundary = parameter?.[2];
+  if (!parameter || !boundary) return sha256(Buffer.concat([Buffer.from(`${type}\n`), bytes]));
   const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
-  return sha256(
-    Buffer.from(
-      `${type.replace(boundary, "")}\n${body.replaceAll(`--${boundary}`, "--")}`,
-      "latin1",
-    ),
-  );
+  // The first delimiter may open the body without its CRLF.
+  const delimited = `\r\n${body}`.replaceAll(`\r\n--${boundary}`, "\r\n--");
+  return sha256(Buffer.from(`${type.replace(parameter[0], "")}\n${delimited}`, "latin1"));
 }
 
 /** The header's value, or undefined when the request has none; a malformed one is a 400. */

@@ -3,6 +3,7 @@ import {
   type AppDataStore,
   type ClientEvent,
   type DeliveryOutcome,
+  HomeserverRefused,
   MAX_DELIVERY_BYTES,
   MediaTooLarge,
   type ServiceContext,
@@ -156,7 +157,7 @@ export async function onOutboundCommand(
     if (removed) log.info("outbound webhook removed", { roomId, name: second, by: event.sender });
     await reply(
       removed
-        ? `Outbound webhook ${second} removed: nothing more is sent to it.`
+        ? `Outbound webhook ${second} removed: no later message is sent to it (one already queued still goes, for at most a day).`
         : `This room has no outbound webhook named ${second}.`,
     );
     return;
@@ -246,6 +247,11 @@ async function mediaOf(
     };
   } catch (error) {
     if (error instanceof MediaTooLarge) return omitted;
+    // A 4xx (quarantined, forbidden) stays one: retrying the event would hold back the message
+    // itself until it is dead-lettered. A 5xx is retried with the event.
+    if (error instanceof HomeserverRefused && error.status < 500) {
+      return { omitted: `the homeserver refused the file (${error.status})` };
+    }
     throw error;
   }
 }

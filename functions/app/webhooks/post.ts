@@ -21,9 +21,7 @@ import type { PresetName } from "./preset-names.ts";
 import { PRESETS } from "./presets.ts";
 import { takeToken } from "./rate-limit.ts";
 import { findWebhook, type Transformation, type Webhook, webhookKey } from "./store.ts";
-import { WEBHOOK_USER_PREFIX, webhookUserId } from "./user.ts";
-
-export { WEBHOOK_USER_PREFIX, webhookUserId };
+import { webhookUserId } from "./user.ts";
 
 /**
  * The largest webhook body taken, files included: base64-encoded by API Gateway (a multipart
@@ -196,7 +194,10 @@ async function postWebhook(request: AppRequest, context: ServiceContext): Promis
   if (claim && "replay" in claim) return claim.replay;
   try {
     const response = await acceptMessage(request, webhook, id, context, claim?.seed, now);
-    await claim?.complete(response);
+    // Only a message taken is kept under the key: a 429 is no answer to the request, whose
+    // repeat after Retry-After must post it.
+    if (response.status < 400) await claim?.complete(response);
+    else await claim?.release();
     return response;
   } catch (error) {
     await claim?.release();
