@@ -1,25 +1,17 @@
 import { randomUUID } from "node:crypto";
-import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
-import {
-  newRegistration,
-  type Registration,
-  registrationYaml,
-} from "../../functions/appservice/protocol/registration.ts";
-import { freePort } from "../../functions/local/free-port.ts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Registration } from "../../functions/appservice/protocol/registration.ts";
 import { RELAY_PREFIX } from "../../functions/relay/names.ts";
-import { makeEvent, putTransaction, tempDir, waitFor } from "../support/appservice.ts";
-import { ScriptedHomeserver } from "../support/homeserver.ts";
-import { type NpmStart, startNpm, stopAllNpmStarts } from "../support/npm-start.ts";
+import { makeEvent, putTransaction, waitFor } from "../support/appservice.ts";
+import type { RecordedRequest, ScriptedHomeserver } from "../support/homeserver.ts";
+import { type NpmStart, startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
 import { RemoteService } from "../support/remote-service.ts";
-import { waitForAsync } from "../support/wait.ts";
+import { sleep, waitForAsync } from "../support/wait.ts";
+import { homeserverWithRegistration, SERVER } from "../support/with-homeserver.ts";
 
 // The relay through `npm start` (APPLICATION=relay), one process for the file's cases: this test
 // plays the remote chat service on both of its sides, beside the scripted homeserver.
 
-const SERVER = "test.local";
 const BOT = `@bot:${SERVER}`;
 const BOB = `@bob:${SERVER}`;
 // DynamoDB Local is the run's shared one: names of this run's own.
@@ -30,38 +22,22 @@ let remote: RemoteService;
 let homeserver: ScriptedHomeserver;
 let registration: Registration;
 let npm: NpmStart;
+/** `npm start` again on the same port and data (the run's DynamoDB Local), as after a crash. */
+let restartNpm: () => Promise<NpmStart>;
 
 beforeAll(async () => {
   remote = new RemoteService();
   await remote.start();
-  registration = newRegistration({
+  const withRegistration = await homeserverWithRegistration({
     id: "relay-npm-start",
-    url: null,
-    senderLocalpart: "bot",
-    serverName: SERVER,
-    prefix: "_as_",
     userPrefixes: [RELAY_PREFIX],
     aliasPrefixes: [RELAY_PREFIX],
   });
-  const registrationPath = join(await tempDir(), "registration.yaml");
-  await writeFile(registrationPath, registrationYaml(registration));
-  const namespaces = createNamespaceMatcher(registration.namespaces);
-  homeserver = new ScriptedHomeserver(registration.as_token, SERVER, BOT, (userId) =>
-    namespaces.matches("users", userId),
-  );
-  homeserver.aliasInNamespace = (alias) => namespaces.matches("aliases", alias);
-  await homeserver.start();
-  npm = await startNpm({
-    APPLICATION: "relay",
-    RELAY_URL: remote.url,
-    PORT: String(await freePort()),
-    REGISTRATION: registrationPath,
-    HOMESERVER_URL: homeserver.url,
-    SERVER_NAME: SERVER,
-    DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
-    ADMIN_TOKEN: "",
-  });
-  homeserver.appservice = { id: registration.id, url: npm.url, hsToken: registration.hs_token };
+  ({ homeserver, registration } = withRegistration);
+  const env = { APPLICATION: "relay", RELAY_URL: remote.url, ADMIN_TOKEN: "" };
+  npm = await startNpmFor(withRegistration, env);
+  const port = String(npm.port);
+  restartNpm = () => startNpmFor(withRegistration, { ...env, PORT: port });
 }, 120_000);
 
 afterAll(async () => {
@@ -78,15 +54,27 @@ const post = (channel: string, message: Record<string, unknown>) =>
     body: JSON.stringify(message),
   });
 
+/** Bob in the portal, with his name there. */
+function bobJoins(portal: string) {
+  const member = { membership: "join", displayname: "Bob" };
+  homeserver.rooms.get(portal)?.add(BOB);
+  homeserver.setState(portal, "m.room.member", BOB, member, BOB);
+}
+
+/** The operator console's API: `path` under `/admin/api/`, as JSON. */
+async function admin(path: string): Promise<unknown> {
+  const response = await fetch(`${npm.url}/admin/api/${path}`, {
+    headers: { authorization: `Bearer ${npm.adminToken}` },
+  });
+  return response.json();
+}
+
 /** Nothing queued, in flight, delayed or dead-lettered, as the operator console reads it. */
 async function atRest() {
   type Depth = { waiting: number; inFlight: number; delayed: number };
   await waitForAsync(
     async () => {
-      const response = await fetch(`${npm.url}/admin/api/status`, {
-        headers: { authorization: `Bearer ${npm.adminToken}` },
-      });
-      const status = (await response.json()) as {
+      const status = (await admin("status")) as {
         queues: Record<"inbound" | "outbound", Depth>;
         deadLetters: Record<"inbound" | "outbound", number>;
       };
@@ -135,10 +123,7 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
       (await post(channel, { id: "r1", user, display_name: "Carol", text: "hi" })).status,
     ).toBe(202);
     const portal = homeserver.aliases.get(`#${RELAY_PREFIX}${channel}:${SERVER}`) as string;
-    // Bob in the portal, with his name there.
-    const member = { membership: "join", displayname: "Bob" };
-    homeserver.rooms.get(portal)?.add(BOB);
-    homeserver.setState(portal, "m.room.member", BOB, member, BOB);
+    bobJoins(portal);
     const events = [
       makeEvent(portal, "hi carol", { sender: BOB }),
       makeEvent(portal, "hi", { sender: puppetOf(user) }),
@@ -165,4 +150,122 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
     ]);
     expect(remote.requests[0]?.headers["idempotency-key"]).toMatch(/^[0-9a-f]{64}$/);
   });
+
+  it("a crash between the portal's creation and recording it → after a restart, one room, the message sent once as the puppet", async () => {
+    const channel = `crash-${run}`;
+    const user = `dave-${run}`;
+    const alias = `#${RELAY_PREFIX}${channel}:${SERVER}`;
+    const isCreatePortal = (r: RecordedRequest) =>
+      r.method === "POST" &&
+      r.path === "/_matrix/client/v3/createRoom" &&
+      (r.body as { room_alias_name?: unknown }).room_alias_name === `${RELAY_PREFIX}${channel}`;
+    homeserver.cue(isCreatePortal, { holdAnswer: true });
+    const message = { id: "c1", user, display_name: "Dave", text: "still here" };
+    const firstPost = post(channel, message).then(
+      (response) => response.status,
+      () => "no answer",
+    );
+    await waitFor(() => homeserver.aliases.has(alias), 30_000, "the portal made");
+    // Killed while the homeserver holds the room's ID: the room made, not recorded.
+    await npm.stop("SIGKILL", 10_000);
+    expect(await firstPost).toBe("no answer");
+    npm = await restartNpm();
+    // The remote service posts again what got no answer, until it is taken. The dead process's
+    // claim on the room holds until its lease runs out: the repeats meanwhile fail.
+    await waitForAsync(
+      async () => (await post(channel, message)).status === 202,
+      120_000,
+      "the repeat taken",
+    );
+    const portal = homeserver.aliases.get(alias) as string;
+    await waitFor(() => homeserver.sent.some((e) => e.roomId === portal), 30_000, "the message");
+    await atRest();
+
+    expect(
+      homeserver.createdRooms.filter(
+        (room) => room.body.room_alias_name === `${RELAY_PREFIX}${channel}`,
+      ),
+    ).toEqual([expect.objectContaining({ roomId: portal })]);
+    // The held one (never answered), then the repeat: 400, the alias taken (M_ROOM_IN_USE);
+    // and the alias resolved to the room made.
+    expect(homeserver.requests.filter(isCreatePortal).map((r) => r.status)).toEqual([
+      undefined,
+      400,
+    ]);
+    expect(
+      homeserver.requests.filter(
+        (r) =>
+          r.method === "GET" &&
+          r.path === `/_matrix/client/v3/directory/room/${encodeURIComponent(alias)}` &&
+          r.status === 200,
+      ),
+    ).toHaveLength(1);
+    expect(
+      homeserver.sent
+        .filter((e) => e.roomId === portal)
+        .map(({ sender, content }) => [sender, content]),
+    ).toEqual([[puppetOf(user), { msgtype: "m.text", body: "still here" }]]);
+  }, 180_000);
+
+  it("the remote service down for 30 s → every delivery arrives once, in order, each with its own Idempotency-Key, the same on its retries", async () => {
+    const channel = `outage-${run}`;
+    const user = `erin-${run}`;
+    const path = `/channels/${channel}/messages`;
+    expect((await post(channel, { id: "o1", user, display_name: "Erin", text: "hi" })).status).toBe(
+      202,
+    );
+    const portal = homeserver.aliases.get(`#${RELAY_PREFIX}${channel}:${SERVER}`) as string;
+    bobJoins(portal);
+    const texts = Array.from({ length: 5 }, (_, n) => `message ${n + 1}`);
+    /** Bob writes in the portal: one transaction per message, as the homeserver pushes them. */
+    const write = async (text: string) => {
+      const response = await putTransaction(
+        npm.url,
+        `outage-${run}-${text}`,
+        { events: [makeEvent(portal, text, { sender: BOB })] },
+        { token: registration.hs_token },
+      );
+      expect(response.status).toBe(200);
+    };
+    // The service fails the first attempt (503), then goes down: its port refuses connections.
+    remote.cue({ status: 503, body: "going down" });
+    for (const text of texts.slice(0, 2)) await write(text);
+    await waitFor(() => remote.requests.some((r) => r.path === path), 30_000, "the first attempt");
+    await remote.stop();
+    const downAt = Date.now();
+    for (const text of texts.slice(2)) await write(text);
+    // The outage's own length, by the clock.
+    await sleep(downAt + 30_000 - Date.now());
+    await remote.start();
+    const upAt = Date.now();
+    const delivered = () => remote.requests.filter((r) => r.path === path && r.status === 200);
+    // A retry waits up to 2^attempt s (DEFAULT_BACKOFF): some 6 attempts fill a 30 s outage, so
+    // the next comes within 64 s of its return at worst.
+    await waitFor(() => delivered().length >= texts.length, 90_000, "every delivery");
+    const lastAt = Date.now();
+    await atRest();
+
+    const attempts = remote.requests.filter((r) => r.path === path);
+    expect(attempts.map((r) => [r.status, (JSON.parse(r.body) as { text: string }).text])).toEqual([
+      [503, "message 1"],
+      ...texts.map((text) => [200, text]),
+    ]);
+    expect(delivered().map((r) => JSON.parse(r.body))).toEqual(
+      texts.map((text) => ({ sender: BOB, display_name: "Bob", text })),
+    );
+    const keys = delivered().map((r) => r.headers["idempotency-key"]);
+    expect(new Set(keys).size).toBe(texts.length);
+    expect(attempts[0]?.headers["idempotency-key"]).toBe(keys[0]);
+    // Refused attempts were made and retried while it was down, as the operator console shows.
+    const { outbound } = (await admin("traffic")) as {
+      outbound: { outcome: string; reason?: string }[];
+    };
+    const refused = outbound.filter(
+      (call) => call.outcome === "retry" && call.reason?.startsWith("remote service unreachable"),
+    );
+    expect(refused).not.toHaveLength(0);
+    console.log(
+      `remote down ${upAt - downAt} ms, ${refused.length} refused attempts retried; every delivery in ${lastAt - upAt} ms after it came back`,
+    );
+  }, 180_000);
 });

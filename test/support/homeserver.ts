@@ -22,7 +22,9 @@ export type Cue =
   | { status: number; body: unknown; headers?: Record<string, string> }
   | { hang: true }
   /** Does what was asked, then drops the connection unanswered: the answer is lost. */
-  | { loseAnswer: true };
+  | { loseAnswer: true }
+  /** Does what was asked, then holds the answer until `stop()`: the caller waits on a done request. */
+  | { holdAnswer: true };
 
 interface CueRule {
   match: (request: RecordedRequest) => boolean;
@@ -296,6 +298,11 @@ export class ScriptedHomeserver {
       if ("loseAnswer" in rule.cue) {
         if (!this.isMediaPath(request.path)) this.answer(request);
         res.destroy();
+        return;
+      }
+      if ("holdAnswer" in rule.cue) {
+        if (!this.isMediaPath(request.path)) this.answer(request);
+        this.hanging.add(res);
         return;
       }
       if ("hang" in rule.cue) {
