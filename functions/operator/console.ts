@@ -187,6 +187,16 @@ export class OperatorConsole {
     };
   }
 
+  /** What a replay or a discard acts on, and its result so far: the IDs no longer there skipped. */
+  private async beginOperation(selection: Selection) {
+    const { letters, missing } = await this.select(selection);
+    const result: OperationResult = {
+      done: [],
+      skipped: missing.map((id) => ({ id, why: "not found (replayed or discarded already?)" })),
+    };
+    return { letters, result };
+  }
+
   /**
    * Puts dead letters back on their queue, in their rooms' order, one at a time: each is reset
    * (claim reopened, server errors forgotten), queued, then no longer kept. A replay repeated
@@ -194,11 +204,7 @@ export class OperatorConsole {
    * idempotency key, so nothing is done twice.
    */
   async replay(selection: Selection, operator: Operator): Promise<OperationResult> {
-    const { letters, missing } = await this.select(selection);
-    const result: OperationResult = {
-      done: [],
-      skipped: missing.map((id) => ({ id, why: "not found (replayed or discarded already?)" })),
-    };
+    const { letters, result } = await this.beginOperation(selection);
     for (const letter of letters) {
       const plan = replayPlan(letter);
       if (!plan) {
@@ -223,11 +229,7 @@ export class OperatorConsole {
   }
 
   async discard(selection: Selection, operator: Operator): Promise<OperationResult> {
-    const { letters, missing } = await this.select(selection);
-    const result: OperationResult = {
-      done: [],
-      skipped: missing.map((id) => ({ id, why: "not found (replayed or discarded already?)" })),
-    };
+    const { letters, result } = await this.beginOperation(selection);
     for (const letter of letters) {
       if (await this.deps.deadLetters.delete(letter.direction, letter.id)) {
         result.done.push(letter.id);

@@ -234,6 +234,11 @@ describe("operator console API", () => {
     expect((await call("dead-letters")).body.deadLetters).toEqual([]);
     expect((await call("status")).body.deadLetters).toEqual({ inbound: 0, outbound: 0 });
     // Discarding again finds nothing; replaying a discarded one does nothing.
+    const again = await call("dead-letters/discard", { direction: "outbound", ids: [inB?.id] });
+    expect(again.body).toEqual({
+      done: [],
+      skipped: [{ id: inB?.id, why: "not found (replayed or discarded already?)" }],
+    });
     const gone = await call("dead-letters/replay", { direction: "outbound", ids: [inB?.id] });
     expect(gone.body).toMatchObject({ done: [], skipped: [{ id: inB?.id }] });
     expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
