@@ -39,7 +39,12 @@ export { sha256 } from "../shared/hash.ts";
 export { type ImageSize, imageSize } from "../shared/image-size.ts";
 export type { Log } from "../shared/log.ts";
 export type { RemoteRequest } from "../shared/remote-http.ts";
-export type { AppDataStore, AppDataWrite, AppValue } from "../store/app-data.ts";
+export {
+  type AppDataStore,
+  type AppDataWrite,
+  type AppValue,
+  listValues,
+} from "../store/app-data.ts";
 export type { DeliveryOutcome } from "../store/delivery-outcomes.ts";
 export type { Link, LinkMap } from "../store/links.ts";
 export type {

@@ -33,3 +33,9 @@ export interface AppDataStore {
   /** Up to 100 writes, all or none; false when an `ifAbsent` or `ifEquals` condition failed. */
   write(writes: AppDataWrite[]): Promise<boolean>;
 }
+
+/** The values of a collection's entries, typed as their writer stored them (nothing checks it). */
+export async function listValues<T>(data: AppDataStore, collection: string): Promise<T[]> {
+  const entries = await data.list(collection);
+  return entries.map((entry) => entry.value as unknown as T);
+}

@@ -4,6 +4,7 @@ import {
   type ClientEvent,
   type DeliveryOutcome,
   HomeserverRefused,
+  listValues,
   MAX_DELIVERY_BYTES,
   MediaTooLarge,
   type ServiceContext,
@@ -51,10 +52,8 @@ const outboundSecret = (context: ServiceContext, webhook: OutboundWebhook) =>
 /** Where the outbox records how its last delivery went. */
 const outcomeKey = (webhook: OutboundWebhook) => `webhook-out:${sha256(webhook.commandEventId)}`;
 
-async function listOutbound(data: AppDataStore, roomId: string) {
-  const entries = await data.list(byRoom(roomId));
-  return entries.map((entry) => entry.value as unknown as OutboundWebhook);
-}
+const listOutbound = (data: AppDataStore, roomId: string) =>
+  listValues<OutboundWebhook>(data, byRoom(roomId));
 
 async function createOutbound(data: AppDataStore, webhook: OutboundWebhook) {
   const written = await data.write([
@@ -113,10 +112,9 @@ export async function outboundListLines(context: ServiceContext, roomId: string)
 
 /** The outbound webhooks as the operator console lists them, with their last delivery. */
 export async function outboundViews(context: ServiceContext): Promise<WebhookView[]> {
-  const entries = await context.data.list(ALL);
+  const webhooks = await listValues<OutboundWebhook>(context.data, ALL);
   return Promise.all(
-    entries.map(async ({ value }) => {
-      const webhook = value as unknown as OutboundWebhook;
+    webhooks.map(async (webhook) => {
       const outcome = await context.deliveryOutcome(outcomeKey(webhook));
       return {
         roomId: webhook.roomId,

@@ -1,4 +1,4 @@
-import { type AppDataStore, sha256 } from "../../appservice/api.ts";
+import { type AppDataStore, listValues, sha256 } from "../../appservice/api.ts";
 import { forgetBucket } from "./rate-limit.ts";
 
 export interface Webhook {
@@ -36,10 +36,8 @@ export async function findWebhook(data: AppDataStore, id: string): Promise<Webho
   return (await data.get(BY_ID, webhookKey(id))) as Webhook | undefined;
 }
 
-export async function listWebhooks(data: AppDataStore, roomId: string): Promise<Webhook[]> {
-  const entries = await data.list(byRoom(roomId));
-  return entries.map((entry) => entry.value as unknown as Webhook);
-}
+export const listWebhooks = (data: AppDataStore, roomId: string): Promise<Webhook[]> =>
+  listValues<Webhook>(data, byRoom(roomId));
 
 /** `exists`: the room has a webhook of that name, made by another command. */
 export async function createWebhook(
