@@ -5,8 +5,9 @@ import {
   onUrlMessageRequest,
   onWebhookCommand,
 } from "./webhooks/commands.ts";
-import { noticeExpiriesIn } from "./webhooks/expiry.ts";
-import { deliverToOutboundWebhooks } from "./webhooks/outbound.ts";
+import { noticeExpiries } from "./webhooks/expiry.ts";
+import { deliverToOutboundWebhooks, outboundWebhooksOf } from "./webhooks/outbound.ts";
+import { listWebhooks } from "./webhooks/store.ts";
 import { WEBHOOK_USER_PREFIX } from "./webhooks/user.ts";
 
 /**
@@ -35,16 +36,23 @@ export const application: ApplicationEvents = {
     const ours =
       event.sender === actions.botUserId || event.sender.startsWith(`@${WEBHOOK_USER_PREFIX}`);
     if (event.type !== "m.room.message" || ours) return;
-    // `!webhook` commands are the bot's: never sent out (one may hold another webhook's URL).
-    if (!isWebhookCommand(event.content.body)) await deliverToOutboundWebhooks(event, context);
-    if (event.content.body === "!ping") {
-      await actions.sendNotice(event.room_id, "pong");
-    } else if (isWebhookCommand(event.content.body)) {
-      await onWebhookCommand(event, context);
-    }
     // No periodic trigger runs the application: a webhook's coming expiry is checked whenever
     // it is used and whenever someone writes in its room.
-    await noticeExpiriesIn(context, event.room_id);
+    if (isWebhookCommand(event.content.body)) {
+      // The bot's: never sent out (one may hold another webhook's URL). Its room's webhooks are
+      // read once it is done, so that one it made with `--expires` is noticed at once.
+      await onWebhookCommand(event, context);
+      await noticeExpiries(context, await listWebhooks(context.data, event.room_id));
+      return;
+    }
+    // Read at once; the actions still follow one another: deliveries, pong, expiry notices.
+    const [outbound, webhooks] = await Promise.all([
+      outboundWebhooksOf(event, context),
+      listWebhooks(context.data, event.room_id),
+    ]);
+    await deliverToOutboundWebhooks(event, outbound, context);
+    if (event.content.body === "!ping") await actions.sendNotice(event.room_id, "pong");
+    await noticeExpiries(context, webhooks);
   },
   onEphemeral(event, { log }) {
     log.info("ephemeral event received", { type: event.type, roomId: event.room_id });

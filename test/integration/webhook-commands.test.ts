@@ -1,15 +1,23 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { application } from "../../functions/app/events.ts";
 import {
   onUrlMessageRequest,
   onWebhookCommand,
   URL_MESSAGE_REQUEST,
 } from "../../functions/app/webhooks/commands.ts";
 import { listWebhooks } from "../../functions/app/webhooks/store.ts";
-import { serviceContext } from "../../functions/appservice/service-context.ts";
+import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
+import { type ServiceDeps, serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
-import type { OutboundAction } from "../../functions/matrix/request.ts";
+import {
+  isDelivery,
+  type OutboundAction,
+  type QueuedAction,
+} from "../../functions/matrix/request.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
+import { addressPolicy } from "../../functions/shared/address-policy.ts";
+import type { AppDataStore } from "../../functions/store/app-data.ts";
 import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { makeEvent, noServices } from "../support/appservice.ts";
@@ -115,5 +123,76 @@ describe("!webhook commands, handled again after a crash (DynamoDB Local)", () =
     }
     expect(queued).toHaveLength(cases.length);
     expect(await listWebhooks(data, "!r2:test.local")).toEqual([]);
+  });
+
+  /** The events function's application handles an event, as the events consumer runs it. */
+  const handle = (event: ClientEvent, services: ServiceDeps) =>
+    application.onEvent?.(event, {
+      ...serviceContext(services, `EVENT#${event.event_id}`),
+      txnId: "t1",
+    });
+
+  /** What a queued action does, in a few words: a delivery's URL, a notice's text. */
+  const what = (action: QueuedAction) =>
+    isDelivery(action)
+      ? `delivery to ${action.delivery.url}`
+      : String((action.request.body as { body?: unknown }).body);
+
+  it("through the events application, `!webhook new --expires`: its answer, then in the same run the room is told it expires", async () => {
+    const { queued, services } = setUp();
+    const command = makeEvent("!soon:test.local", "!webhook new soon --expires 12h", {
+      sender: "@mod:test.local",
+    });
+    await handle(command, services);
+    expect(queued.filter((a) => a.roomId === "!soon:test.local").map(what)).toEqual([
+      expect.stringContaining("in a direct message"),
+      expect.stringMatching(/^Webhook soon expires at /),
+    ]);
+  });
+
+  it("a room message: the room's outbound webhooks and webhooks read at once; its delivery, the pong, then the expiry notice, under the same IDs when handled again", async () => {
+    const { data, queued, services } = setUp();
+    const room = "!msg:test.local";
+    const moderated = {
+      ...services,
+      homeserver: { ...services.homeserver, directRoom: async () => "!dm:test.local" },
+      deliveryPolicy: addressPolicy(["127.0.0.0/8"]),
+    };
+    for (const body of [
+      "!webhook new soon --expires 12h",
+      "!webhook out out1 http://127.0.0.1:9/in",
+    ]) {
+      const command = makeEvent(room, body, { sender: "@mod:test.local" });
+      await onWebhookCommand(command, serviceContext(moderated, `EVENT#${command.event_id}`));
+    }
+    queued.length = 0;
+    // The real store, counting the lists under way.
+    let listing = 0;
+    let mostListing = 0;
+    const counting: AppDataStore = {
+      get: (collection, key) => data.get(collection, key),
+      write: (writes) => data.write(writes),
+      list: async (collection) => {
+        mostListing = Math.max(mostListing, ++listing);
+        try {
+          return await data.list(collection);
+        } finally {
+          listing--;
+        }
+      },
+    };
+    const ping = makeEvent(room, "!ping", { sender: "@alice:test.local" });
+    for (let run = 0; run < 2; run++) {
+      await handle(ping, { ...moderated, data: counting });
+    }
+    expect(mostListing).toBe(2);
+    const [delivery, pong, expiry, ...again] = queued as QueuedAction[];
+    expect([delivery, pong, expiry].map((a) => a && what(a))).toEqual([
+      "delivery to http://127.0.0.1:9/in",
+      "pong",
+      expect.stringMatching(/^Webhook soon expires at /),
+    ]);
+    // The notice was recorded: the run again asks for the rest under the same IDs.
+    expect(again.map((a) => a.id)).toEqual([delivery?.id, pong?.id]);
   });
 });

@@ -1,5 +1,5 @@
 import type { ServiceContext } from "../../appservice/api.ts";
-import { listWebhooks, type Webhook } from "./store.ts";
+import type { Webhook } from "./store.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** How far ahead of its expiry the room is told, once. */
@@ -53,10 +53,10 @@ export async function noticeExpirySoon(
   ]);
 }
 
-/** `noticeExpirySoon` for each of the room's webhooks: run when someone writes there. */
-export async function noticeExpiriesIn(context: ServiceContext, roomId: string): Promise<void> {
+/** `noticeExpirySoon` for each of a room's webhooks: run when someone writes there. */
+export async function noticeExpiries(context: ServiceContext, webhooks: Webhook[]): Promise<void> {
   const now = Date.now();
-  for (const webhook of await listWebhooks(context.data, roomId)) {
+  for (const webhook of webhooks) {
     await noticeExpirySoon(context, webhook, now);
   }
 }

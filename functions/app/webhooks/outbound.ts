@@ -19,7 +19,7 @@ import { WEBHOOK_USER_PREFIX } from "./user.ts";
  * the URL (`actions.deliver`: queued, retried, in the room's order), signed with a secret the
  * bot gives the moderator in a direct message.
  */
-interface OutboundWebhook {
+export interface OutboundWebhook {
   roomId: string;
   name: string;
   url: string;
@@ -278,17 +278,25 @@ function multipart(
   return { body, contentType: `multipart/form-data; boundary=${boundary}` };
 }
 
+/** The outbound webhooks a room message goes to: its room's, none if the appservice wrote it. */
+export async function outboundWebhooksOf(
+  event: ClientEvent,
+  context: ServiceContext,
+): Promise<OutboundWebhook[]> {
+  if (event.type !== "m.room.message" || isOurs(event.sender, context)) return [];
+  return listOutbound(context.data, event.room_id);
+}
+
 /**
- * Sends a room message to each of the room's outbound webhooks, unless the appservice wrote it.
- * Each delivery's ID (its `Idempotency-Key`) derives from the webhook and the event, so a
- * handler run again asks for the same deliveries, which the queue deduplicates.
+ * Sends a room message to each of `webhooks` (`outboundWebhooksOf` it). Each delivery's ID (its
+ * `Idempotency-Key`) derives from the webhook and the event, so a handler run again asks for the
+ * same deliveries, which the queue deduplicates.
  */
 export async function deliverToOutboundWebhooks(
   event: ClientEvent,
+  webhooks: OutboundWebhook[],
   context: ServiceContext,
 ): Promise<void> {
-  if (event.type !== "m.room.message" || isOurs(event.sender, context)) return;
-  const webhooks = await listOutbound(context.data, event.room_id);
   if (webhooks.length === 0) return;
   const member = await context.homeserver.roomStateEvent(
     event.room_id,
