@@ -17,10 +17,9 @@ import {
 } from "../../functions/matrix/request.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy } from "../../functions/shared/address-policy.ts";
-import type { AppDataStore } from "../../functions/store/app-data.ts";
 import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
-import { makeEvent, noServices } from "../support/appservice.ts";
+import { countingStore, makeEvent, noServices } from "../support/appservice.ts";
 
 describe("!webhook commands, handled again after a crash (DynamoDB Local)", () => {
   const client = localDynamoDb(inject("dynamodbEndpoint"));
@@ -166,26 +165,12 @@ describe("!webhook commands, handled again after a crash (DynamoDB Local)", () =
       await onWebhookCommand(command, serviceContext(moderated, `EVENT#${command.event_id}`));
     }
     queued.length = 0;
-    // The real store, counting the lists under way.
-    let listing = 0;
-    let mostListing = 0;
-    const counting: AppDataStore = {
-      get: (collection, key) => data.get(collection, key),
-      write: (writes) => data.write(writes),
-      list: async (collection) => {
-        mostListing = Math.max(mostListing, ++listing);
-        try {
-          return await data.list(collection);
-        } finally {
-          listing--;
-        }
-      },
-    };
+    const counting = countingStore(data);
     const ping = makeEvent(room, "!ping", { sender: "@alice:test.local" });
     for (let run = 0; run < 2; run++) {
-      await handle(ping, { ...moderated, data: counting });
+      await handle(ping, { ...moderated, data: counting.store });
     }
-    expect(mostListing).toBe(2);
+    expect(counting.most.list).toBe(2);
     const [delivery, pong, expiry, ...again] = queued as QueuedAction[];
     expect([delivery, pong, expiry].map((a) => a && what(a))).toEqual([
       "delivery to http://127.0.0.1:9/in",

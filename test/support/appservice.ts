@@ -16,6 +16,7 @@ import {
 import { sqsQueueDepth } from "../../functions/queue/sqs/inspect.ts";
 import { addressPolicy } from "../../functions/shared/address-policy.ts";
 import type { Log } from "../../functions/shared/log.ts";
+import type { AppDataStore, AppDataWrite } from "../../functions/store/app-data.ts";
 import { sleep } from "./wait.ts";
 
 export const tempDir = () => mkdtemp(join(tmpdir(), "appservice-test-"));
@@ -210,4 +211,31 @@ export async function deadLetters(local: LocalAppservice, queue: "inbound" | "ou
   } finally {
     sqs.destroy();
   }
+}
+
+/**
+ * The store as it is, counting what it is asked: the most reads of each kind under way at once
+ * (reads made together), and every write.
+ */
+export function countingStore(data: AppDataStore) {
+  const underway = { get: 0, list: 0 };
+  const most = { get: 0, list: 0 };
+  const writes: AppDataWrite[][] = [];
+  const counted = async <T>(kind: "get" | "list", read: () => Promise<T>) => {
+    most[kind] = Math.max(most[kind], ++underway[kind]);
+    try {
+      return await read();
+    } finally {
+      underway[kind]--;
+    }
+  };
+  const store: AppDataStore = {
+    get: (collection, key) => counted("get", () => data.get(collection, key)),
+    list: (collection) => counted("list", () => data.list(collection)),
+    write: (batch) => {
+      writes.push(batch);
+      return data.write(batch);
+    },
+  };
+  return { store, most, writes };
 }
