@@ -1,9 +1,14 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { webhookRoute } from "../../functions/app/webhooks/post.ts";
 import { takeToken, WEBHOOK_RATE } from "../../functions/app/webhooks/rate-limit.ts";
+import { createWebhook, webhookKey } from "../../functions/app/webhooks/store.ts";
+import { serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import type { OutboundAction } from "../../functions/matrix/request.ts";
 import { APP_DATA_KEY_PREFIX, DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
+import { countingStore, noServices } from "../support/appservice.ts";
 
 describe("the per-webhook token bucket, in the app's data (DynamoDB Local)", () => {
   const endpoint = inject("dynamodbEndpoint");
@@ -87,5 +92,56 @@ describe("the per-webhook token bucket, in the app's data (DynamoDB Local)", () 
     );
     expect(outcomes.filter((wait) => wait === undefined)).toHaveLength(WEBHOOK_RATE.burst);
     expect(outcomes.filter((wait) => wait === 1000)).toHaveLength(40 - WEBHOOK_RATE.burst);
+  });
+
+  it("a webhook POST reads its user's name alongside its bucket; refused (429), it writes nothing, queues nothing and calls no homeserver", async () => {
+    const id = randomUUID();
+    const roomId = "!hooks:test.local";
+    await createWebhook(first, id, {
+      roomId,
+      name: "ci",
+      createdAt: 0,
+      createdBy: "@mod:test.local",
+      commandEventId: `$${id}`,
+    });
+    const { store, most, writes } = countingStore(first);
+    const queued: OutboundAction[] = [];
+    // No homeserver: `noServices` throws at any call to it.
+    const services = {
+      ...noServices,
+      data: store,
+      outboundQueue: {
+        send: async (messages: { body: string }[]) =>
+          void queued.push(...messages.map((m) => JSON.parse(m.body) as OutboundAction)),
+      },
+    };
+    const post = (text: string) => {
+      const body = JSON.stringify({ text });
+      return webhookRoute.handle(
+        {
+          method: "POST",
+          pathParameters: { id },
+          query: {},
+          headers: { "content-type": "application/json" },
+          body,
+          bytes: Buffer.from(body),
+        },
+        serviceContext(services, `REQUEST#${randomUUID()}`),
+      );
+    };
+    expect((await post("one")).status).toBe(202);
+    expect(most.get).toBe(2);
+    // The name read is the name set: the second message does not set it again.
+    expect((await post("two")).status).toBe(202);
+    expect(queued.map((a) => a.kind)).toEqual(["state", "send", "send"]);
+    // Its bucket emptied at a later time: the next request finds no token.
+    const later = () => Date.now() + 3_600_000;
+    while ((await takeToken(first, webhookKey(id), WEBHOOK_RATE, later)) === undefined);
+    writes.length = 0;
+    const refused = await post("three");
+    expect(refused.status).toBe(429);
+    expect(refused.body).toMatchObject({ errcode: "M_LIMIT_EXCEEDED" });
+    expect(writes).toEqual([]);
+    expect(queued).toHaveLength(3);
   });
 });

@@ -114,6 +114,16 @@ async function textContent(
   return messageContent(message.text, html, message.msgtype ?? webhook.msgtype ?? "m.text");
 }
 
+/** The webhook's user, and the display name it was last given in the webhook's room. */
+async function memberOf(webhook: Webhook, context: ServiceContext) {
+  const userId = webhook.userId ?? webhookUserId(context, webhook.roomId, webhook.name);
+  const nameKey = `${webhook.roomId} ${userId}`;
+  const shown = await context.data.get(MEMBER_NAMES, nameKey);
+  return { userId, nameKey, shownName: shown?.displayName };
+}
+
+type WebhookMember = Awaited<ReturnType<typeof memberOf>>;
+
 /**
  * Posts the messages into the webhook's room as its user, after the user's name if it changed:
  * the sends' IDs, in order. With a `seed` (an idempotency key's), the name and each message are
@@ -122,6 +132,7 @@ async function textContent(
  */
 async function postMessages(
   webhook: Webhook,
+  { userId, nameKey, shownName }: WebhookMember,
   { message, files }: WebhookPost,
   seed: string | undefined,
   recordEventIds: boolean,
@@ -134,12 +145,8 @@ async function postMessages(
     return recordEventIds ? actions.recordingEventIds() : actions;
   };
   const text = await textContent(webhook, message);
-  const { data } = context;
-  const userId = webhook.userId ?? webhookUserId(context, webhook.roomId, webhook.name);
   const displayName = message.username ?? webhook.name;
-  const nameKey = `${webhook.roomId} ${userId}`;
-  const shown = await data.get(MEMBER_NAMES, nameKey);
-  if (shown?.displayName !== displayName) {
+  if (shownName !== displayName) {
     // The name in this room's member event, never the global profile; in the room's order, so
     // that the message below shows it. The outbox registers and joins the user if it must.
     await actionsFor("name").sendState(
@@ -149,7 +156,7 @@ async function postMessages(
       { membership: "join", displayname: displayName },
       { as: userId },
     );
-    await data.write([{ collection: MEMBER_NAMES, key: nameKey, value: { displayName } }]);
+    await context.data.write([{ collection: MEMBER_NAMES, key: nameKey, value: { displayName } }]);
   }
   const sendIds: string[] = [];
   if (text) {
@@ -213,8 +220,12 @@ async function acceptMessage(
   seed: string | undefined,
   now: number,
 ): Promise<AppResponse> {
-  // Before the body is parsed: a flood of bad requests costs its tokens too.
-  const retryAfterMs = await takeToken(context.data, webhookKey(id));
+  // Before the body is parsed: a flood of bad requests costs its tokens too. The member's name
+  // is read alongside: a request refused costs that read, never a write or a homeserver call.
+  const [retryAfterMs, member] = await Promise.all([
+    takeToken(context.data, webhookKey(id)),
+    memberOf(webhook, context),
+  ]);
   if (retryAfterMs !== undefined) {
     return {
       status: 429,
@@ -241,6 +252,7 @@ async function acceptMessage(
   const fileContents = await uploadFiles(files, context);
   const sendIds = await postMessages(
     webhook,
+    member,
     { message, files: fileContents },
     seed,
     wait,
