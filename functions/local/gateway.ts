@@ -195,12 +195,13 @@ export function createGateway(options: GatewayOptions): Server {
           );
         }
         const limit = route.maxBodyBytes ?? MAX_BODY_BYTES;
-        const tooLong = tooLarge(`The request body is over ${limit} bytes`);
-        if (Number(req.headers["content-length"] ?? 0) > limit) throw tooLong;
+        // Built only when thrown: an error captures a stack, too dear for every request.
+        const tooLong = () => tooLarge(`The request body is over ${limit} bytes`);
+        if (Number(req.headers["content-length"] ?? 0) > limit) throw tooLong();
         // Asked to wait for a go-ahead (`Expect: 100-continue`): only now is the body wanted.
         if (/100-continue/i.test(req.headers.expect ?? "")) res.writeContinue();
         const body = await readBody(req, limit);
-        if (body === undefined) throw tooLong;
+        if (body === undefined) throw tooLong();
         const text = isTextBody(req.headers["content-type"]);
         result = await ready[route.handler](
           {
