@@ -1,7 +1,7 @@
 import { defineConfig } from "vitest/config";
 import { BUNDLED_APPLICATION_CONSTANT } from "./functions/wiring/application.ts";
 
-/** The stack's tests: they share the run's one `cdk synth`, which bundles every function. */
+/** The stack's tests: they share the run's `cdk synth`s (test/support/cdk-synth.ts), which bundle every function. */
 const infraTests = ["test/unit/infra.test.ts", "test/unit/bundles.test.ts"];
 
 export default defineConfig({

@@ -47,6 +47,7 @@ export type Tuning = Pick<
   | "leaseMs"
   | "inboundRetry"
   | "backoff"
+  | "claimLeaseMs"
   | "homeserverTimeoutMs"
   | "queryBudgetMs"
 >;

@@ -75,6 +75,8 @@ export interface LocalOptions {
   log?: Log;
   /** The outbox's retry policy for 5xx, timeouts and refused connections. */
   backoff?: BackoffPolicy;
+  /** How long a room creation's claim holds. @default `CLAIM_LEASE_MS` */
+  claimLeaseMs?: number;
   /** How long the outbox waits for the homeserver's answer. @default `HOMESERVER_TIMEOUT_MS` */
   homeserverTimeoutMs?: number;
   /** How long a user/alias query may spend on the homeserver. @default 10 s */
@@ -305,6 +307,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
       ...(options.inboundRetry && { inboundRetry: options.inboundRetry }),
       ...(options.backoff && { backoff: options.backoff }),
+      ...(options.claimLeaseMs !== undefined && { claimLeaseMs: options.claimLeaseMs }),
       ...(options.homeserverTimeoutMs !== undefined && {
         homeserverTimeoutMs: options.homeserverTimeoutMs,
       }),

@@ -1,6 +1,7 @@
 // `npm start`: the appservice on this machine, no AWS account needed.
 import { resolve } from "node:path";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
+import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { RELAY_URL } from "../relay/from-environment.ts";
 import { parseAllowedRanges } from "../shared/address-policy.ts";
 import type { ApplicationName } from "../wiring/application.ts";
@@ -27,6 +28,24 @@ if (!Object.hasOwn(APPLICATIONS, applicationName)) {
   process.exit(1);
 }
 
+/**
+ * The variable `name` as whole seconds, 1 to 43200 (12 hours: SQS's longest visibility timeout,
+ * which bounds a retry's wait); undefined when unset or empty. Anything else stops the start.
+ */
+function secondsFrom(name: string): number | undefined {
+  const value = env[name];
+  if (!value) return undefined;
+  if (!/^[1-9][0-9]*$/.test(value) || Number(value) > 43_200) {
+    console.error(`${name}=${value} is not a whole number of seconds from 1 to 43200`);
+    process.exit(1);
+  }
+  return Number(value);
+}
+// Shorter than their defaults, a service back from an outage is retried sooner, and so is a room
+// creation its process died in (the tests run so).
+const backoffCapSeconds = secondsFrom("OUTBOX_BACKOFF_CAP_SECONDS");
+const roomClaimLeaseSeconds = secondsFrom("ROOM_CLAIM_LEASE_SECONDS");
+
 try {
   const local = await startLocal({
     applicationModule: APPLICATIONS[applicationName as keyof typeof APPLICATIONS],
@@ -43,6 +62,10 @@ try {
     ...(env.BOT_DISPLAY_NAME && { botDisplayName: env.BOT_DISPLAY_NAME }),
     ...(env.BOT_AVATAR_URL && { botAvatarUrl: env.BOT_AVATAR_URL }),
     ...(env.ADMIN_TOKEN && { adminToken: env.ADMIN_TOKEN }),
+    ...(backoffCapSeconds !== undefined && {
+      backoff: { ...DEFAULT_BACKOFF, capSeconds: backoffCapSeconds },
+    }),
+    ...(roomClaimLeaseSeconds !== undefined && { claimLeaseMs: roomClaimLeaseSeconds * 1000 }),
     ...(env.DELIVERY_ALLOWED_ADDRESSES !== undefined && {
       deliveryAllowedAddresses: parseAllowedRanges(env.DELIVERY_ALLOWED_ADDRESSES),
     }),

@@ -64,6 +64,8 @@ export interface Platform<L extends Log = Log> {
   leaseMs?: number;
   inboundRetry?: InboundRetryPolicy;
   backoff?: BackoffPolicy;
+  /** How long a room creation's claim holds (`HttpHomeserverCalls`). */
+  claimLeaseMs?: number;
   homeserverTimeoutMs?: number;
   queryBudgetMs?: number;
   /** Lets tests put a fault injector around the store. */
@@ -112,6 +114,7 @@ const homeserverCalls = (config: Settings<"app">, asToken: string, platform: Pla
     ownsAlias: (alias) => matcher.matches("aliases", alias),
     derivedAliasPrefix: derivedAliasPrefix(namespaces),
     log: platform.log,
+    claimLeaseMs: platform.claimLeaseMs,
   });
 };
 

@@ -132,20 +132,44 @@ describe("npm start", () => {
     await waitFor(() => !isAlive(javaPid as number), 15_000, "the watchdog to stop DynamoDB Local");
   });
 
+  /** `npm start`'s program with `env`, expected to stop at once: its exit code and stderr. */
+  async function failedStart(env: Record<string, string>) {
+    const child = spawn(process.execPath, ["--import", "tsx", "functions/local/main.ts"], {
+      cwd: join(import.meta.dirname, "../.."),
+      env: { ...process.env, PORT: "0", ...env },
+    });
+    // Should it start after all, it is stopped with the test.
+    onTestFinished(() => void child.kill("SIGKILL"));
+    let output = "";
+    child.stderr.on("data", (chunk) => (output += chunk));
+    const code = await new Promise((resolve) => child.on("exit", resolve));
+    return { code, output };
+  }
+
   it("fails at start with a message naming the bad registration field", async () => {
     const dir = await tempDir();
     const path = join(dir, "registration.yaml");
     writeFileSync(path, "id: x\nurl: null\nas_token: a\nsender_localpart: bot\nnamespaces: {}\n");
-    const child = spawn(process.execPath, ["--import", "tsx", "functions/local/main.ts"], {
-      cwd: join(import.meta.dirname, "../.."),
-      env: { ...process.env, PORT: "0", REGISTRATION: path },
-    });
-    let output = "";
-    child.stderr.on("data", (chunk) => (output += chunk));
-    const code = await new Promise((resolve) => child.on("exit", resolve));
+    const { code, output } = await failedStart({ REGISTRATION: path });
     expect(code).toBe(1);
     expect(output).toContain("hs_token");
   });
+
+  // One start each (a few seconds of CPU): not whole, and past the bound.
+  it.each([
+    ["OUTBOX_BACKOFF_CAP_SECONDS", "1.5"],
+    ["ROOM_CLAIM_LEASE_SECONDS", "43201"],
+  ])(
+    "%s=%s: refused at start, naming the variable, before anything starts",
+    async (name, value) => {
+      const registrationPath = join(await tempDir(), "registration.yaml");
+      const { code, output } = await failedStart({ REGISTRATION: registrationPath, [name]: value });
+      expect(code).toBe(1);
+      expect(output).toContain(`${name}=${value} is not a whole number of seconds from 1 to 43200`);
+      // Stopped before the start wrote its registration.
+      expect(existsSync(registrationPath)).toBe(false);
+    },
+  );
 });
 
 describe("npm start killed mid-batch", () => {

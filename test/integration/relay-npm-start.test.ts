@@ -17,6 +17,7 @@ const BOB = `@bob:${SERVER}`;
 // DynamoDB Local is the run's shared one: names of this run's own.
 const run = randomUUID().slice(0, 8);
 const puppetOf = (user: string) => `@${RELAY_PREFIX}${user}:${SERVER}`;
+const BACKOFF_CAP_SECONDS = 2;
 
 let remote: RemoteService;
 let homeserver: ScriptedHomeserver;
@@ -34,7 +35,15 @@ beforeAll(async () => {
     aliasPrefixes: [RELAY_PREFIX],
   });
   ({ homeserver, registration } = withRegistration);
-  const env = { APPLICATION: "relay", RELAY_URL: remote.url, ADMIN_TOKEN: "" };
+  const env = {
+    APPLICATION: "relay",
+    RELAY_URL: remote.url,
+    ADMIN_TOKEN: "",
+    // Retries of a refused delivery at most 2 s apart, and a dead process's room claim held 5 s
+    // (defaults 300 s and 50 s): the outage and crash cases wait seconds, not a minute each.
+    OUTBOX_BACKOFF_CAP_SECONDS: String(BACKOFF_CAP_SECONDS),
+    ROOM_CLAIM_LEASE_SECONDS: "5",
+  };
   npm = await startNpmFor(withRegistration, env);
   const port = String(npm.port);
   restartNpm = () => startNpmFor(withRegistration, { ...env, PORT: port });
@@ -171,10 +180,10 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
     expect(await firstPost).toBe("no answer");
     npm = await restartNpm();
     // The remote service posts again what got no answer, until it is taken. The dead process's
-    // claim on the room holds until its lease runs out: the repeats meanwhile fail.
+    // claim on the room holds until its lease (5 s here) runs out: the repeats meanwhile fail.
     await waitForAsync(
       async () => (await post(channel, message)).status === 202,
-      120_000,
+      60_000,
       "the repeat taken",
     );
     const portal = homeserver.aliases.get(alias) as string;
@@ -205,7 +214,7 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
         .filter((e) => e.roomId === portal)
         .map(({ sender, content }) => [sender, content]),
     ).toEqual([[puppetOf(user), { msgtype: "m.text", body: "still here" }]]);
-  }, 180_000);
+  }, 120_000);
 
   it("the remote service down for 30 s → every delivery arrives once, in order, each with its own Idempotency-Key, the same on its retries", async () => {
     const channel = `outage-${run}`;
@@ -239,9 +248,9 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
     await remote.start();
     const upAt = Date.now();
     const delivered = () => remote.requests.filter((r) => r.path === path && r.status === 200);
-    // A retry waits up to 2^attempt s (DEFAULT_BACKOFF): some 6 attempts fill a 30 s outage, so
-    // the next comes within 64 s of its return at worst.
-    await waitFor(() => delivered().length >= texts.length, 90_000, "every delivery");
+    // A retry waits up to 2^attempt s, capped here at BACKOFF_CAP_SECONDS: the next comes within
+    // that of its return, then the rest in order (not the up to 64 s of the default cap).
+    await waitFor(() => delivered().length >= texts.length, 30_000, "every delivery");
     const lastAt = Date.now();
     await atRest();
 
@@ -267,5 +276,5 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
     console.log(
       `remote down ${upAt - downAt} ms, ${refused.length} refused attempts retried; every delivery in ${lastAt - upAt} ms after it came back`,
     );
-  }, 180_000);
+  }, 120_000);
 });

@@ -1,15 +1,11 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
-import { App } from "aws-cdk-lib";
-import { Template } from "aws-cdk-lib/assertions";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { bundle, floorOf } from "../../bench/floor.ts";
 import type { Application } from "../../functions/appservice/application.ts";
-import { applicationChoice } from "../../infra/application.ts";
-import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import { functionEntries, runtimeFiles } from "../../infra/bundling.ts";
 import { synthesized } from "../support/cdk-synth.ts";
 
@@ -30,6 +26,15 @@ const RENDERER_PACKAGES = ["node_modules/markdown-it/", "node_modules/sanitize-h
 /** The logical ID's part of the function whose entry is `name` (EventsFunction…). */
 const logicalIdOf = (name: string) => `${name[0]?.toUpperCase()}${name.slice(1)}Function`;
 
+/** The folder the run's `cdk synth` bundled the (one) function whose entry is `name` into. */
+function assetDirOf(synth: Awaited<ReturnType<typeof synthesized>>, name: string) {
+  const functions = Object.entries(synth.template.Resources).filter(
+    ([id, resource]) => resource.Type === "AWS::Lambda::Function" && id.includes(logicalIdOf(name)),
+  );
+  expect(functions).toHaveLength(1);
+  return join(synth.outDir, functions[0]?.[1].Metadata?.["aws:asset:path"] as string);
+}
+
 /** Loads a bundle in a fresh Node process: its `handler` export's type. */
 const handlerType = async (outfile: string) =>
   (
@@ -49,24 +54,19 @@ describe("function bundles", () => {
   it.each(Object.keys(functionEntries))(
     "%s: the bundle `cdk synth` made for the stack loads in a fresh Node process, within its guard over its floor",
     async (name) => {
-      const logicalId = logicalIdOf(name);
-      const functions = Object.entries(synth.template.Resources).filter(
-        ([id, resource]) => resource.Type === "AWS::Lambda::Function" && id.includes(logicalId),
-      );
-      expect(functions).toHaveLength(1);
-      const assetPath = functions[0]?.[1].Metadata?.["aws:asset:path"] as string;
-      const outfile = join(synth.outDir, assetPath, "index.mjs");
+      const assetDir = assetDirOf(synth, name);
+      const outfile = join(assetDir, "index.mjs");
       const { size } = await stat(outfile);
       expect(await handlerType(outfile)).toBe("function");
       // What it reads at run time sits beside the bundle: the transformations' engine runs a
       // payload in its thread, from the bundle's folder alone.
       const files = runtimeFiles.webhooks[name as keyof typeof functionEntries];
       for (const file of files?.copy ?? []) {
-        const copied = join(synth.outDir, assetPath, basename(file));
+        const copied = join(assetDir, basename(file));
         expect((await stat(copied)).size, copied).toBe((await stat(file)).size);
       }
       if (files?.bundle["sandbox-worker.mjs"]) {
-        const worker = join(synth.outDir, assetPath, "sandbox-worker.mjs");
+        const worker = join(assetDir, "sandbox-worker.mjs");
         const { stdout: reply } = await promisify(execFile)(process.execPath, [
           "--input-type=module",
           "-e",
@@ -106,43 +106,16 @@ describe("function bundles", () => {
 });
 
 describe("a relay stack's bundles (cdk.json: application=relay)", () => {
-  let outdir: string;
-  let template: ReturnType<Template["toJSON"]>;
+  // Bundled in the background by the run's `cdk synth -c application=relay` (test/support/cdk-synth.ts).
+  let synth: Awaited<ReturnType<typeof synthesized>>;
   beforeAll(async () => {
-    outdir = await mkdtemp(join(tmpdir(), "relay-synth-"));
-    // Bundled by the stack itself, as `cdk synth -c application=relay` does.
-    const app = new App({ outdir, context: { "aws:cdk:enable-asset-metadata": true } });
-    const stack = new AppserviceStack(app, "Relay", {
-      appservice: {
-        homeserverUrl: "https://matrix.example.org",
-        serverName: "example.org",
-        registration: {
-          id: "relay",
-          sender_localpart: "bot",
-          namespaces: {
-            users: [{ regex: "@_relay_.*:example\\.org", exclusive: true }],
-            aliases: [{ regex: "#_relay_.*:example\\.org", exclusive: true }],
-            rooms: [],
-          },
-        },
-        application: applicationChoice("relay", "https://chat.example.org"),
-      },
-    });
-    app.synth();
-    template = Template.fromStack(stack).toJSON();
+    synth = await synthesized("relay");
   }, 240_000);
-  afterAll(() => rm(outdir, { recursive: true, force: true }));
 
   it.each(Object.keys(functionEntries))(
     "%s: loads, and holds the relay's part alone: no webhooks code, renderer or transformation engine",
     async (name) => {
-      const [, resource] = Object.entries(
-        template.Resources as Record<string, { Type: string; Metadata: Record<string, string> }>,
-      ).find(([id, r]) => r.Type === "AWS::Lambda::Function" && id.includes(logicalIdOf(name))) as [
-        string,
-        { Metadata: Record<string, string> },
-      ];
-      const assetDir = join(outdir, resource.Metadata["aws:asset:path"] as string);
+      const assetDir = assetDirOf(synth, name);
       expect(await handlerType(join(assetDir, "index.mjs"))).toBe("function");
       // What went into the bundle, from its source map, relative to the project's root.
       const { sources } = JSON.parse(await readFile(join(assetDir, "index.mjs.map"), "utf8")) as {
