@@ -114,16 +114,6 @@ async function textContent(
   return messageContent(message.text, html, message.msgtype ?? webhook.msgtype ?? "m.text");
 }
 
-/** The webhook's user, and the display name it was last given in the webhook's room. */
-async function memberOf(webhook: Webhook, context: ServiceContext) {
-  const userId = webhook.userId ?? webhookUserId(context, webhook.roomId, webhook.name);
-  const nameKey = `${webhook.roomId} ${userId}`;
-  const shown = await context.data.get(MEMBER_NAMES, nameKey);
-  return { userId, nameKey, shownName: shown?.displayName };
-}
-
-type WebhookMember = Awaited<ReturnType<typeof memberOf>>;
-
 /**
  * Posts the messages into the webhook's room as its user, after the user's name if it changed:
  * the sends' IDs, in order. With a `seed` (an idempotency key's), the name and each message are
@@ -132,7 +122,6 @@ type WebhookMember = Awaited<ReturnType<typeof memberOf>>;
  */
 async function postMessages(
   webhook: Webhook,
-  { userId, nameKey, shownName }: WebhookMember,
   { message, files }: WebhookPost,
   seed: string | undefined,
   recordEventIds: boolean,
@@ -145,8 +134,12 @@ async function postMessages(
     return recordEventIds ? actions.recordingEventIds() : actions;
   };
   const text = await textContent(webhook, message);
+  const { data } = context;
+  const userId = webhook.userId ?? webhookUserId(context, webhook.roomId, webhook.name);
   const displayName = message.username ?? webhook.name;
-  if (shownName !== displayName) {
+  const nameKey = `${webhook.roomId} ${userId}`;
+  const shown = await data.get(MEMBER_NAMES, nameKey);
+  if (shown?.displayName !== displayName) {
     // The name in this room's member event, never the global profile; in the room's order, so
     // that the message below shows it. The outbox registers and joins the user if it must.
     await actionsFor("name").sendState(
@@ -156,7 +149,7 @@ async function postMessages(
       { membership: "join", displayname: displayName },
       { as: userId },
     );
-    await context.data.write([{ collection: MEMBER_NAMES, key: nameKey, value: { displayName } }]);
+    await data.write([{ collection: MEMBER_NAMES, key: nameKey, value: { displayName } }]);
   }
   const sendIds: string[] = [];
   if (text) {
@@ -220,12 +213,8 @@ async function acceptMessage(
   seed: string | undefined,
   now: number,
 ): Promise<AppResponse> {
-  // Before the body is parsed: a flood of bad requests costs its tokens too. The member's name
-  // is read alongside: a request refused costs that read, never a write or a homeserver call.
-  const [retryAfterMs, member] = await Promise.all([
-    takeToken(context.data, webhookKey(id)),
-    memberOf(webhook, context),
-  ]);
+  // Before the body is parsed: a flood of bad requests costs its tokens too.
+  const retryAfterMs = await takeToken(context.data, webhookKey(id));
   if (retryAfterMs !== undefined) {
     return {
       status: 429,
@@ -252,7 +241,6 @@ async function acceptMessage(
   const fileContents = await uploadFiles(files, context);
   const sendIds = await postMessages(
     webhook,
-    member,
     { message, files: fileContents },
     seed,
     wait,
