@@ -1,5 +1,5 @@
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, rmSync } from "node:fs";
 import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,13 +36,15 @@ interface SynthResult {
 
 /**
  * Global setup: `cdk synth` with the CDK CLI of each of `STACKS`, once per run and in the
- * background (half a minute of CPU each) while the other tests run; both at once, as on a 2-core
- * machine the two finish sooner so (a run of the infra tests alone waits for them). It bundles
- * every function exactly as a deploy does; the infra tests read its output through `synthesized()`.
+ * background (half a minute of CPU each) while the other tests run; one after the other, so that
+ * cdk.json's, which most infra tests read, has all the idle CPU first (a run of the infra tests
+ * alone waits for them). It bundles every function exactly as a deploy does; the infra tests
+ * read its output through `synthesized()`.
  */
 export default async function startSynths(project: TestProject) {
   const dir = await mkdtemp(join(tmpdir(), "cdk-synth-"));
-  const synths = (Object.keys(STACKS) as SynthName[]).map((name) => startSynth(project, name, dir));
+  const webhooks = startSynth(project, "webhooks", dir);
+  const synths = [webhooks, startSynth(project, "relay", dir, webhooks.finished)];
   project.provide(
     "cdkSynth",
     Object.fromEntries(synths.map((synth) => [synth.name, synth.paths])) as Record<
@@ -50,65 +52,92 @@ export default async function startSynths(project: TestProject) {
       { outDir: string; resultFile: string }
     >,
   );
+  // Vitest exits on SIGINT and SIGTERM without running the teardown: the synths, in process
+  // groups of their own that a terminal's Ctrl-C does not reach, and their folder go then too.
+  const onExit = () => {
+    for (const synth of synths) synth.kill();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once("exit", onExit);
   return async () => {
-    await Promise.all(synths.map((synth) => synth.stop()));
+    process.off("exit", onExit);
+    await Promise.allSettled(synths.map((synth) => synth.stop()));
     await rm(dir, { recursive: true, force: true });
   };
 }
 
-/** One `cdk synth`, its output and its result (written when it ends) in `dir`. */
-function startSynth(project: TestProject, name: SynthName, dir: string) {
+/**
+ * One `cdk synth`, started once `after` has settled, its output and its result (written when it
+ * ends) in `dir`.
+ */
+function startSynth(project: TestProject, name: SynthName, dir: string, after?: Promise<void>) {
   const outDir = join(dir, `${name}.out`);
   const resultFile = join(dir, `${name}.result.json`);
   const context = STACKS[name].context.flatMap((setting) => ["-c", setting]);
-  // At the lowest CPU priority: it takes what the integration tests leave idle, not their share.
-  const child = spawn(
-    "nice",
-    [
-      "-n",
-      "19",
-      join(root, "node_modules/.bin/cdk"),
-      "synth",
-      "--quiet",
-      ...context,
-      "--output",
-      outDir,
-    ],
-    {
-      cwd: root,
-      // The tests' environment (dummy credentials, no instance metadata): nothing leaves the machine.
-      env: { ...process.env, ...project.config.env, CDK_DISABLE_CLI_TELEMETRY: "1" },
-      // Its own process group, so that the teardown stops the app and esbuild with it.
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  let output = "";
-  const collect = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-20_000);
+  let child: ChildProcess | undefined;
+  let stopped = false;
+  const run = () =>
+    new Promise<void>((resolve) => {
+      // At the lowest CPU priority: it takes what the integration tests leave idle, not their share.
+      const synth = spawn(
+        "nice",
+        [
+          "-n",
+          "19",
+          join(root, "node_modules/.bin/cdk"),
+          "synth",
+          "--quiet",
+          ...context,
+          "--output",
+          outDir,
+        ],
+        {
+          cwd: root,
+          // The tests' environment (dummy credentials, no instance metadata): nothing leaves the machine.
+          env: { ...process.env, ...project.config.env, CDK_DISABLE_CLI_TELEMETRY: "1" },
+          // Its own process group, so that the teardown stops the app and esbuild with it.
+          detached: true,
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      child = synth;
+      let output = "";
+      const collect = (chunk: Buffer) => {
+        output = (output + chunk.toString()).slice(-20_000);
+      };
+      synth.stdout?.on("data", collect);
+      synth.stderr?.on("data", collect);
+      let recorded = false;
+      const record = async (result: SynthResult) => {
+        if (recorded) return;
+        recorded = true;
+        // Written aside and renamed, so that no test reads half of it.
+        await writeFile(`${resultFile}.partial`, JSON.stringify(result));
+        await rename(`${resultFile}.partial`, resultFile);
+      };
+      const settle = (result: SynthResult) => record(result).then(resolve, resolve);
+      synth.once("error", (error) => settle({ code: null, signal: null, output: String(error) }));
+      synth.once("close", (code, signal) => settle({ code, signal, output }));
+    });
+  const finished = (after ?? Promise.resolve()).then(() => (stopped ? undefined : run()));
+  /** Stops it, or keeps it from starting. */
+  const kill = () => {
+    stopped = true;
+    if (child?.pid && child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(-child.pid, "SIGTERM");
+      } catch {
+        // It ended between the check and the signal.
+      }
+    }
   };
-  child.stdout?.on("data", collect);
-  child.stderr?.on("data", collect);
-  const finished = new Promise<void>((resolve) => {
-    let recorded = false;
-    const record = async (result: SynthResult) => {
-      if (recorded) return;
-      recorded = true;
-      // Written aside and renamed, so that no test reads half of it.
-      await writeFile(`${resultFile}.partial`, JSON.stringify(result));
-      await rename(`${resultFile}.partial`, resultFile);
-    };
-    const settle = (result: SynthResult) => record(result).then(resolve, resolve);
-    child.once("error", (error) => settle({ code: null, signal: null, output: String(error) }));
-    child.once("close", (code, signal) => settle({ code, signal, output }));
-  });
   return {
     name,
     paths: { outDir, resultFile },
+    finished,
+    kill,
     async stop() {
-      if (child.pid && child.exitCode === null && child.signalCode === null) {
-        process.kill(-child.pid, "SIGTERM");
-      }
+      kill();
       await finished;
     },
   };
