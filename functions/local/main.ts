@@ -29,22 +29,24 @@ if (!Object.hasOwn(APPLICATIONS, applicationName)) {
 }
 
 /**
- * The variable `name` as whole seconds, 1 to 43200 (12 hours: SQS's longest visibility timeout,
- * which bounds a retry's wait); undefined when unset or empty. Anything else stops the start.
+ * The variable `name` as whole seconds from 1 to `max`; undefined when unset or empty. Anything
+ * else stops the start.
  */
-function secondsFrom(name: string): number | undefined {
+function secondsFrom(name: string, max: number): number | undefined {
   const value = env[name];
   if (!value) return undefined;
-  if (!/^[1-9][0-9]*$/.test(value) || Number(value) > 43_200) {
-    console.error(`${name}=${value} is not a whole number of seconds from 1 to 43200`);
+  if (!/^[1-9][0-9]*$/.test(value) || Number(value) > max) {
+    console.error(`${name}=${value} is not a whole number of seconds from 1 to ${max}`);
     process.exit(1);
   }
   return Number(value);
 }
 // Shorter than their defaults, a service back from an outage is retried sooner, and so is a room
-// creation its process died in (the tests run so).
-const backoffCapSeconds = secondsFrom("OUTBOX_BACKOFF_CAP_SECONDS");
-const roomClaimLeaseSeconds = secondsFrom("ROOM_CLAIM_LEASE_SECONDS");
+// creation its process died in (the tests run so). The cap goes up to SQS's longest visibility
+// timeout (12 hours), which bounds a retry's wait; the lease up to Lambda's longest run (15
+// minutes): a crashed creation's retries wait it out, and a longer one would spend them.
+const backoffCapSeconds = secondsFrom("OUTBOX_BACKOFF_CAP_SECONDS", 43_200);
+const roomClaimLeaseSeconds = secondsFrom("ROOM_CLAIM_LEASE_SECONDS", 900);
 
 try {
   const local = await startLocal({

@@ -176,6 +176,7 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
     );
     await waitFor(() => homeserver.aliases.has(alias), 30_000, "the portal made");
     // Killed while the homeserver holds the room's ID: the room made, not recorded.
+    const killedAt = Date.now();
     await npm.stop("SIGKILL", 10_000);
     expect(await firstPost).toBe("no answer");
     npm = await restartNpm();
@@ -186,6 +187,9 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
       60_000,
       "the repeat taken",
     );
+    // Within ROOM_CLAIM_LEASE_SECONDS and the restart: the default lease (50 s, from the claim
+    // taken before the kill) would have refused the repeats past this.
+    expect(Date.now() - killedAt).toBeLessThan(45_000);
     const portal = homeserver.aliases.get(alias) as string;
     await waitFor(() => homeserver.sent.some((e) => e.roomId === portal), 30_000, "the message");
     await atRest();
@@ -252,6 +256,8 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
     // that of its return, then the rest in order (not the up to 64 s of the default cap).
     await waitFor(() => delivered().length >= texts.length, 30_000, "every delivery");
     const lastAt = Date.now();
+    // Within the cap of its return (and the four behind it): never a default cap's minute.
+    expect(lastAt - upAt).toBeLessThan(BACKOFF_CAP_SECONDS * 1000 + 10_000);
     await atRest();
 
     const attempts = remote.requests.filter((r) => r.path === path);
