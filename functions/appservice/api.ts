@@ -31,7 +31,7 @@ export {
   badJson,
   forbidden,
   MatrixError,
-  notJson,
+  parseJson,
   tooLarge,
   unauthorized,
 } from "../shared/errors.ts";

@@ -1,6 +1,6 @@
 import type { MiddlewareObj } from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { badJson, MatrixError, notJson, tooLarge } from "../shared/errors.ts";
+import { badJson, MatrixError, parseJson, tooLarge } from "../shared/errors.ts";
 import type { Log } from "../shared/log.ts";
 
 /**
@@ -83,11 +83,7 @@ export function jsonBody(event: APIGatewayProxyEventV2): unknown {
   if (nestingDepth(text) > MAX_JSON_DEPTH) {
     throw badJson(`The request body is nested deeper than ${MAX_JSON_DEPTH} levels`);
   }
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw notJson("The request body is not valid JSON");
-  }
+  return parseJson(text, "The request body is not valid JSON");
 }
 
 /** Turns errors into Matrix error responses; anything unexpected is logged and becomes a 500. */

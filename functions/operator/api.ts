@@ -1,6 +1,6 @@
 import * as z from "zod/mini";
 import { OPERATOR_PATH } from "../appservice/protocol/routes.ts";
-import { badJson, MatrixError, notJson, unrecognized } from "../shared/errors.ts";
+import { badJson, MatrixError, parseJson, unrecognized } from "../shared/errors.ts";
 import type { Log } from "../shared/log.ts";
 import { authenticateOperator, type RequestBudget } from "./access.ts";
 import type { Operator, OperatorConsole, Selection } from "./console.ts";
@@ -61,13 +61,7 @@ const operatorName = (value: string | undefined) => {
 };
 
 function parseSelection(body: string): Selection {
-  let value: unknown;
-  try {
-    value = JSON.parse(body);
-  } catch {
-    throw notJson("The request body is not valid JSON");
-  }
-  const parsed = selection.safeParse(value);
+  const parsed = selection.safeParse(parseJson(body, "The request body is not valid JSON"));
   if (!parsed.success) {
     throw badJson(
       'Expected {"direction": "inbound"|"outbound"} with one of "ids": [...], "room": "…" or "all": true',

@@ -4,7 +4,7 @@ import {
   badJson,
   base64Attachment,
   MatrixError,
-  notJson,
+  parseJson,
   type ServiceContext,
   sha256,
 } from "../appservice/api.ts";
@@ -30,12 +30,7 @@ interface RemoteMessage {
 const invalid = (message: string) => new MatrixError(400, "M_INVALID_PARAM", message);
 
 function parseMessage(body: string): RemoteMessage {
-  let json: unknown;
-  try {
-    json = JSON.parse(body);
-  } catch {
-    throw notJson("The body is not JSON");
-  }
+  const json = parseJson(body, "The body is not JSON");
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw badJson("The body must be a JSON object");
   }

@@ -1,4 +1,4 @@
-import { type AppRequest, badJson, notJson } from "../../appservice/api.ts";
+import { type AppRequest, badJson, parseJson } from "../../appservice/api.ts";
 import { cleanName, cleanText } from "./text.ts";
 
 /** The message types a payload may ask for; a webhook's default is one of the first two. */
@@ -28,13 +28,10 @@ export function readPayload(request: AppRequest): unknown {
     type === "application/x-www-form-urlencoded"
       ? (new URLSearchParams(request.body).get("payload") ?? "")
       : request.body;
-  try {
-    return JSON.parse(json);
-  } catch {
-    throw notJson(
-      'The body is not JSON: send {"text": "…"}, a form with payload={"text": "…"}, or a text/plain body',
-    );
-  }
+  return parseJson(
+    json,
+    'The body is not JSON: send {"text": "…"}, a form with payload={"text": "…"}, or a text/plain body',
+  );
 }
 
 /**
