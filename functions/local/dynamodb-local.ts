@@ -80,12 +80,16 @@ export interface DynamoDbLocal {
 
 /**
  * Starts AWS's DynamoDB Local (Java) on a port of its own, listening on 127.0.0.1 only, in
- * memory or, with `dataDir`, keeping its tables in that folder. Resolves once it answers.
+ * memory or, with `dataDir`, keeping its tables in that folder (made if missing). Resolves once
+ * it answers.
  */
 export async function startDynamoDbLocal(
   options: { dataDir?: string } = {},
 ): Promise<DynamoDbLocal> {
   const { jar, nativeLibs } = dynamoDbLocalFiles();
+  // DynamoDB Local refuses a folder that does not exist ("Invalid directory for database
+  // creation"): a new DATA_DIR is made, as the README promises.
+  if (options.dataDir) await mkdir(options.dataDir, { recursive: true });
   const classes = await compiledLauncher(jar);
   const port = await freePort();
   const child = spawnProcess(

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { application as defaultApplication } from "../app/index.ts";
@@ -8,7 +8,7 @@ import {
   INBOUND_MAX_RECEIVE_COUNT,
   type InboundRetryPolicy,
 } from "../appservice/pipeline/process-inbound.ts";
-import { uncoveredUserPrefixes } from "../appservice/protocol/namespaces.ts";
+import { missingNamespaces } from "../appservice/protocol/namespaces.ts";
 import {
   ephemeralFlagToAdd,
   generateToken,
@@ -30,6 +30,7 @@ import { ensureTable } from "../store/dynamodb/table.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import { botUserIdOf, type Platform } from "../wiring/deps.ts";
 import { trimBaseUrl } from "../wiring/env.ts";
+import { DEFAULT_APPLICATION_MODULE, loadApplication } from "./applications.ts";
 import { localDynamoDb, localSqs } from "./aws-clients.ts";
 import { startDynamoDbLocal } from "./dynamodb-local.ts";
 import { freePort } from "./free-port.ts";
@@ -54,7 +55,7 @@ export interface LocalOptions {
   serverName: string;
   /**
    * Keeps DynamoDB's tables in this folder across restarts, and the queues across a clean stop
-   * (the fauxqs this start runs); all in memory without it.
+   * (the fauxqs this start runs); all in memory without it. Made if it does not exist.
    */
   dataDir?: string;
   /** Use a running DynamoDB (Local) instead of starting one. */
@@ -148,9 +149,6 @@ const packageVersion = (
   }
 ).version;
 
-/** The module whose `application` export local mode runs by default. */
-export const DEFAULT_APPLICATION_MODULE = new URL("../app/index.ts", import.meta.url).href;
-
 /**
  * The whole appservice on one machine: DynamoDB Local and fauxqs on 127.0.0.1, the table and
  * queues, the same handlers behind an API-Gateway-like HTTP server, and pollers driving the
@@ -176,6 +174,8 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     stops.length = 0;
   };
   try {
+    // Made if missing, also when DynamoDB runs elsewhere: the queues are kept there at a stop.
+    if (options.dataDir) await mkdir(options.dataDir, { recursive: true });
     const [dynamo, sqsLocal] = await Promise.all([
       options.dynamodbEndpoint
         ? undefined
@@ -237,7 +237,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     const application =
       options.application ??
       (options.applicationModule
-        ? ((await import(options.applicationModule)) as { application: Application }).application
+        ? await loadApplication(options.applicationModule)
         : defaultApplication);
     const routes = routeTable(application.routes ?? []);
     let handlers: Record<Route["handler"], HttpHandler> | undefined;
@@ -263,8 +263,8 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     const url = `http://127.0.0.1:${port}`;
 
     if (!registration) {
+      // No id: a fresh one each, so that two starts' registrations can share a homeserver.
       registration = newRegistration({
-        id: "serverless-appservice",
         url,
         senderLocalpart: "appservice",
         serverName: options.serverName,
@@ -275,15 +275,9 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       await writeFile(options.registrationPath, registrationYaml(registration), { mode: 0o600 });
     }
 
-    const uncovered = uncoveredUserPrefixes(
-      registration.namespaces,
-      options.serverName,
-      application.userPrefixes ?? [],
-    );
-    if (uncovered.length > 0) {
-      log.warn("the registration's user namespaces miss users the application acts as", {
-        add: uncovered.map((prefix) => `@${prefix}.*:${options.serverName}`),
-      });
+    // The application still starts: only its acts as (or on) the missing ones fail.
+    for (const add of missingNamespaces(registration.namespaces, options.serverName, application)) {
+      log.warn("the registration misses a namespace the application needs", { add });
     }
 
     const ephemeralFlag = ephemeralFlagToAdd(registration);

@@ -4,27 +4,26 @@ import { RegistrationError } from "../appservice/protocol/registration.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { RELAY_URL } from "../relay/from-environment.ts";
 import { parseAllowedRanges } from "../shared/address-policy.ts";
-import type { ApplicationName } from "../wiring/application.ts";
-import { DEFAULT_APPLICATION_MODULE, startLocal } from "./local.ts";
+import { applicationModuleOf } from "./applications.ts";
+import { startLocal } from "./local.ts";
 
 const env = process.env;
 const port = Number(env.PORT ?? 9000);
 const registrationPath = resolve(env.REGISTRATION ?? "./registration.yaml");
 const homeserverUrl = env.HOMESERVER_URL ?? "http://127.0.0.1:8008";
-/**
- * `APPLICATION`: the module each function loads its application from: the webhooks
- * (`functions/app/`) by default, or the relay bridge's example (its remote service at `RELAY_URL`).
- */
-const APPLICATIONS: Record<ApplicationName, string> = {
-  webhooks: DEFAULT_APPLICATION_MODULE,
-  relay: new URL("../relay/from-environment.ts", import.meta.url).href,
-};
+// The AWS SDK warns on Node.js < 22 that its releases after January 2027 need 22: 9 lines from
+// each thread that makes a client (every function's worker, each restart). Said once, below.
+const sdkNodeNotice =
+  Number(process.versions.node.split(".")[0]) < 22 &&
+  env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED !== "true";
+// Before any client or worker: the workers copy this environment.
+if (sdkNodeNotice) env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true";
 const applicationName = env.APPLICATION ?? "webhooks";
-
-if (!Object.hasOwn(APPLICATIONS, applicationName)) {
-  console.error(
-    `APPLICATION=${applicationName} is none of ${Object.keys(APPLICATIONS).join(", ")}`,
-  );
+let applicationModule: string;
+try {
+  applicationModule = applicationModuleOf(applicationName);
+} catch (error) {
+  console.error((error as Error).message);
   process.exit(1);
 }
 
@@ -50,7 +49,7 @@ const roomClaimLeaseSeconds = secondsFrom("ROOM_CLAIM_LEASE_SECONDS", 900);
 
 try {
   const local = await startLocal({
-    applicationModule: APPLICATIONS[applicationName as keyof typeof APPLICATIONS],
+    applicationModule,
     port,
     registrationPath,
     homeserverUrl,
@@ -108,6 +107,11 @@ try {
   }
   console.log(
     [
+      ...(sdkNodeNotice
+        ? [
+            `Node.js ${process.version}: the AWS SDK's releases after January 2027 need Node.js 22 (README: Set-up)`,
+          ]
+        : []),
       `Application: ${applicationName}${applicationName === "relay" ? ` (the remote service at ${RELAY_URL}: RELAY_URL)` : ""}`,
       `Homeserver: ${homeserverUrl}`,
       `Give the homeserver ${registrationPath} (Synapse: list it in app_service_config_files and restart Synapse); its url must be ${local.url}`,

@@ -2,7 +2,10 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
+import {
+  createNamespaceMatcher,
+  missingNamespaces,
+} from "../../functions/appservice/protocol/namespaces.ts";
 import {
   ephemeralFlagToAdd,
   generateToken,
@@ -164,5 +167,62 @@ describe("registration", () => {
     expect(registration.namespaces.users[0]?.regex).toBe("@_as_.*:matrix\\.example\\.com");
     expect(stdout).toContain("receive_ephemeral: true\n");
     expect(stdout).toContain("de.sorunome.msc2409.push_ephemeral: true\n");
+  });
+
+  /** `npm run registration` with APPLICATION set (or not): the registration it prints. */
+  const registrationFor = async (application: string | undefined) => {
+    const env = { ...process.env };
+    if (application === undefined) delete env.APPLICATION;
+    else env.APPLICATION = application;
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ["--import", "tsx", "scripts/registration.ts", "--server-name", "example.org"],
+      { cwd: new URL("../..", import.meta.url).pathname, env },
+    );
+    return parseRegistration(parse(stdout));
+  };
+
+  it("npm run registration: the users and aliases of the application APPLICATION names, as npm start chooses it; an ID of its own by default", async () => {
+    const [webhooks, relay] = await Promise.all([
+      registrationFor(undefined),
+      registrationFor("relay"),
+    ]);
+    const regexes = (registration: typeof webhooks) =>
+      [...registration.namespaces.users, ...registration.namespaces.aliases].map((n) => n.regex);
+    expect(regexes(webhooks)).toEqual([
+      "@_as_.*:example\\.org",
+      "@_webhook_.*:example\\.org",
+      "#_as_.*:example\\.org",
+    ]);
+    expect(regexes(relay)).toEqual([
+      "@_as_.*:example\\.org",
+      "@_relay_.*:example\\.org",
+      "#_as_.*:example\\.org",
+      "#_relay_.*:example\\.org",
+    ]);
+    // Synapse refuses two registrations of one ID: each fresh one has its own.
+    expect(webhooks.id).toMatch(/^serverless-appservice-[0-9a-f]{8}$/);
+    expect(relay.id).toMatch(/^serverless-appservice-[0-9a-f]{8}$/);
+    expect(webhooks.id).not.toBe(relay.id);
+    await expect(registrationFor("irc")).rejects.toThrow(
+      "APPLICATION=irc is none of webhooks, relay",
+    );
+  });
+
+  it("missingNamespaces: the users and aliases an application needs that a registration lacks", () => {
+    const { namespaces } = newRegistration({
+      url: null,
+      senderLocalpart: "bot",
+      serverName: "example.org",
+      prefix: "_as_",
+      userPrefixes: ["_relay_"],
+    });
+    expect(
+      missingNamespaces(namespaces, "example.org", {
+        userPrefixes: ["_relay_", "_webhook_"],
+        aliasPrefixes: ["_as_x", "_relay_"],
+      }),
+    ).toEqual(["@_webhook_.*:example.org", "#_relay_.*:example.org"]);
+    expect(missingNamespaces(namespaces, "example.org", {})).toEqual([]);
   });
 });

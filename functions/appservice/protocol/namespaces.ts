@@ -18,13 +18,40 @@ export function createNamespaceMatcher(namespaces: Registration["namespaces"]) {
 }
 
 /** The user localpart prefixes none of the registration's user namespaces covers. */
-export function uncoveredUserPrefixes(
+export const uncoveredUserPrefixes = (
   namespaces: Registration["namespaces"],
+  serverName: string,
+  prefixes: readonly string[],
+): string[] => uncovered(namespaces, "users", serverName, prefixes);
+
+function uncovered(
+  namespaces: Registration["namespaces"],
+  kind: "users" | "aliases",
   serverName: string,
   prefixes: readonly string[],
 ): string[] {
   const matcher = createNamespaceMatcher(namespaces);
-  return prefixes.filter((prefix) => !matcher.matches("users", `@${prefix}x:${serverName}`));
+  const sigil = kind === "users" ? "@" : "#";
+  return prefixes.filter((prefix) => !matcher.matches(kind, `${sigil}${prefix}x:${serverName}`));
+}
+
+/**
+ * The namespaces (as `@prefix.*:server`, `#prefix.*:server`) an application's `userPrefixes` and
+ * `aliasPrefixes` need and the registration lacks.
+ */
+export function missingNamespaces(
+  namespaces: Registration["namespaces"],
+  serverName: string,
+  prefixes: { userPrefixes?: readonly string[]; aliasPrefixes?: readonly string[] },
+): string[] {
+  return [
+    ...uncovered(namespaces, "users", serverName, prefixes.userPrefixes ?? []).map(
+      (prefix) => `@${prefix}.*:${serverName}`,
+    ),
+    ...uncovered(namespaces, "aliases", serverName, prefixes.aliasPrefixes ?? []).map(
+      (prefix) => `#${prefix}.*:${serverName}`,
+    ),
+  ];
 }
 
 /**

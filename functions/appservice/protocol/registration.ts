@@ -133,10 +133,22 @@ export function publicRegistration(
   };
 }
 
-/** A fresh registration with random tokens and exclusive user/alias namespaces under `prefix`. */
-export function newRegistration(options: NewRegistrationOptions): Registration {
+/**
+ * The ID of a fresh registration given none: Synapse refuses to start with two registrations of
+ * one ID, so each gets its own (two `npm start`s on one homeserver).
+ */
+export const defaultRegistrationId = (): string =>
+  `serverless-appservice-${randomBytes(4).toString("hex")}`;
+
+/**
+ * A fresh registration with random tokens and exclusive user/alias namespaces under `prefix`;
+ * without an `id`, a new one (`defaultRegistrationId`).
+ */
+export function newRegistration(
+  options: Omit<NewRegistrationOptions, "id"> & { id?: string | undefined },
+): Registration {
   return parseRegistration({
-    ...publicRegistration(options),
+    ...publicRegistration({ ...options, id: options.id ?? defaultRegistrationId() }),
     url: options.url,
     as_token: generateToken(),
     hs_token: generateToken(),
