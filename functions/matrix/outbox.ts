@@ -241,8 +241,8 @@ class GiveUp extends Error {
 }
 
 /**
- * The most calls `performAction` makes for one action: the call, register, the call again, join,
- * invite, join, the call again.
+ * The most calls `performAction` makes for one action: the call, register (`M_USER_IN_USE`: a
+ * user made before, forgotten), the call again, join, invite, join, the call again.
  */
 export const MAX_CALLS_PER_ACTION = 7;
 
@@ -250,7 +250,8 @@ export const MAX_CALLS_PER_ACTION = 7;
  * Performs one outbound action. An action outside what the appservice may ask (see
  * `actionProblem`) is dead-lettered unsent. A 403 may mean the virtual user was never
  * registered or is not in the room: then it registers the user (`M_USER_IN_USE` counts as done)
- * and/or joins the room (the bot inviting it first if it must) and tries again. 429 waits what
+ * and/or joins the room (the bot inviting it first if it must; always, for a user just created)
+ * and tries again. 429 waits what
  * the server says; 5xx, timeouts and refused connections back off exponentially, until an
  * action's `maxServerErrors` (5xx and timeouts) if it has one; any other answer is final.
  */
@@ -321,6 +322,9 @@ export async function performAction(
       return { kind: "done", status: response.status };
     }
     const virtual = action.userId !== botUserId;
+    const { roomId } = action;
+    const inRoom = roomId !== undefined && action.kind !== "join";
+    let created = false;
     if (isForbidden(response) && virtual && !(await outboxMemory.isRegistered(action.userId))) {
       const registered = await call(botUserId, registerRequest(action.userId));
       if (!ok(registered) && matrixError(registered.body).errcode !== "M_USER_IN_USE") {
@@ -328,14 +332,22 @@ export async function performAction(
       }
       await outboxMemory.markRegistered(action.userId);
       log.info("registered a virtual user", { userId: action.userId, actionId: action.id });
-      response = await call(action.userId, action.request);
+      // A user just created is in no room: it is invited and joined before the call, which
+      // Synapse would otherwise deny, and then the uninvited join, each a "Denying new event".
+      created = ok(registered) && inRoom;
+      if (!created) response = await call(action.userId, action.request);
     }
-    if (isForbidden(response) && action.roomId && action.kind !== "join") {
-      let joined = await call(action.userId, joinRequest(action.roomId));
-      if (isForbidden(joined) && virtual) {
-        // An invite-only room: the bot lets the user in.
-        const invited = await call(botUserId, inviteRequest(action.roomId, action.userId));
-        if (ok(invited)) joined = await call(action.userId, joinRequest(action.roomId));
+    if ((created || isForbidden(response)) && inRoom) {
+      const join = () => call(action.userId, joinRequest(roomId));
+      // The bot lets the user into an invite-only room (a public one needs no invite).
+      const invite = () => call(botUserId, inviteRequest(roomId, action.userId));
+      let joined: ClientServerResponse;
+      if (created) {
+        await invite();
+        joined = await join();
+      } else {
+        joined = await join();
+        if (isForbidden(joined) && virtual && ok(await invite())) joined = await join();
       }
       if (!ok(joined)) return { kind: "dead", reason: reasonOf(joined) };
       log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });

@@ -140,6 +140,42 @@ describe("the webhooks application, over the scripted homeserver", () => {
     expect(html).not.toContain("<script>");
   });
 
+  it("a new webhook user in an invite-only room: registered, invited and joined before its member event; nothing denied", async () => {
+    const room = `!private-hooks:${SERVER}`;
+    started.homeserver.createRoom(room, [MODERATOR, started.bot], { inviteOnly: true });
+    started.homeserver.setState(room, "m.room.power_levels", "", {
+      users: { [MODERATOR]: 50 },
+      users_default: 0,
+    });
+    const { url } = await createHook("fresh", room);
+    const hookUser = (await postAndWait(url, "fresh", "first", room))?.sender as string;
+    const user = encodeURIComponent(hookUser);
+    const inRoom = `/_matrix/client/v3/rooms/${encodeURIComponent(room)}`;
+    const localpart = hookUser.slice(1, hookUser.indexOf(":"));
+    // The calls by, for or on the webhook user, in order.
+    const steps = started.homeserver.requests
+      .filter((r) => {
+        const body = r.body as { user_id?: string; username?: string } | undefined;
+        return (
+          r.query.user_id === hookUser ||
+          (r.path.endsWith("/register") && body?.username === localpart) ||
+          (r.path === `${inRoom}/invite` && body?.user_id === hookUser)
+        );
+      })
+      .map((r) => `${r.method} ${r.path.replace("/_matrix/client/v3", "")} ${r.status}`);
+    const memberEvent = `PUT /rooms/${encodeURIComponent(room)}/state/m.room.member/${user}`;
+    // The first call is refused before any event is made (the user does not exist yet); from the
+    // registration on, none is refused: Synapse denies no event.
+    expect(steps).toEqual([
+      `${memberEvent} 403`,
+      "POST /register 200",
+      `POST /rooms/${encodeURIComponent(room)}/invite 200`,
+      `POST /join/${encodeURIComponent(room)} 200`,
+      `${memberEvent} 200`,
+      expect.stringMatching(/^PUT \/rooms\/.*\/send\/m\.room\.message\/\S+ 200$/),
+    ]);
+  });
+
   it("username, text/plain, a Slack form and html: the display name follows; the HTML is sanitized", async () => {
     const { url } = await createHook("formats");
     const hookUser = (await postAndWait(url, "formats", "first"))?.sender as string;

@@ -203,18 +203,45 @@ describe("performAction: what each answer means", () => {
     expect(outcome).toEqual({ kind: "dead", reason: { status: 400, error: "x".repeat(500) } });
   });
 
-  it("403 for a virtual user never registered → register as the bot, then the action again", async () => {
+  it("403 for a virtual user never registered → register as the bot, the bot invites it, it joins, then the action again", async () => {
+    // Just created, the user is in no room: the action and a join before the invite would both
+    // be refused (Synapse logs each as a denied event).
     const { outcome, homeserver, store } = await once(send({ userId: GHOST }), {
       action: [forbidden, answer(200)],
       register: [answer(200, { user_id: GHOST })],
+      invite: [answer(200)],
+      join: [answer(200)],
     });
     expect(outcome).toMatchObject({ kind: "done" });
     expect(homeserver.steps).toEqual([
       `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
       "bot POST /register",
+      "bot POST /rooms/!room%3Atest.local/invite",
+      `${GHOST} POST /join/!room%3Atest.local`,
       `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
     ]);
     expect(store.registered.has(GHOST)).toBe(true);
+    // A public room where the bot may not invite: the join alone lets the user in.
+    const publicRoom = await once(send({ userId: GHOST }), {
+      action: [forbidden, answer(200)],
+      register: [answer(200, { user_id: GHOST })],
+      invite: [forbidden],
+      join: [answer(200)],
+    });
+    expect(publicRoom.outcome).toMatchObject({ kind: "done" });
+    // A join refused even so: dead with its reason, the action not tried again.
+    const refusedJoin = answer(403, { errcode: "M_FORBIDDEN", error: "banned" });
+    const banned = await once(send({ userId: GHOST }), {
+      action: [forbidden],
+      register: [answer(200, { user_id: GHOST })],
+      invite: [forbidden],
+      join: [refusedJoin],
+    });
+    expect(banned.outcome).toEqual({
+      kind: "dead",
+      reason: { status: 403, errcode: "M_FORBIDDEN", error: "banned" },
+    });
+    expect(banned.homeserver.calls).toHaveLength(4);
   });
 
   it("403 for a registered user not in the room → join; an invite-only room → the bot invites first", async () => {
