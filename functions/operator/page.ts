@@ -99,7 +99,9 @@ async function loadStatus() {
   const s = await api("status");
   const hs = s.homeserver;
   const cards = [
-    card("Homeserver", hs.reachable ? (hs.checkedWith === "ping" && !hs.detail ? "reachable, ping " + hs.roundTripMs + " ms" : "reachable") : "unreachable", hs.reachable && !hs.detail ? "ok" : "bad"),
+    // A homeserver before the v1.7 ping is reachable and supported: its detail says what is
+    // unknown, not what is wrong. A ping that failed is (it cannot reach the appservice).
+    card("Homeserver", hs.reachable ? (hs.checkedWith === "ping" && !hs.detail ? "reachable, ping " + hs.roundTripMs + " ms" : "reachable") : "unreachable", hs.reachable && (!hs.detail || hs.checkedWith === "versions") ? "ok" : "bad"),
     card("Last transaction", s.lastTransaction ? s.lastTransaction.txnId + ", " + ago(s.lastTransaction.at) : "none seen"),
   ];
   for (const d of ["inbound", "outbound"]) {

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { makeEvent, putTransaction, tempDir, waitFor } from "../support/appservice.ts";
 import { startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
 import { waitForAsync } from "../support/wait.ts";
-import { homeserverWithRegistration } from "../support/with-homeserver.ts";
+import { homeserverWithRegistration, startWithHomeserver } from "../support/with-homeserver.ts";
 
 /** Debian's chromium (`.ci/run` installs it): playwright-core drives it, downloading nothing. */
 const CHROMIUM = "/usr/bin/chromium";
@@ -15,6 +15,27 @@ const CHROMIUM = "/usr/bin/chromium";
 const SCREENSHOT = join(import.meta.dirname, "../../docs/operator-console.png");
 
 afterAll(() => stopAllNpmStarts("SIGTERM"));
+
+/** Chromium, headless, on a profile of its own (removed by the caller). */
+async function launchChromium() {
+  const profile = await mkdtemp(join(tmpdir(), "chromium-profile-"));
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+    viewport: { width: 1000, height: 900 },
+  });
+  return { profile, browser };
+}
 
 describe("the operator console in a real browser", () => {
   it("shows a dead-lettered outbound call with its reason; replayed once the homeserver is fixed, the message arrives once", {
@@ -63,22 +84,7 @@ describe("the operator console in a real browser", () => {
       "the dead letter",
     );
 
-    const profile = await mkdtemp(join(tmpdir(), "chromium-profile-"));
-    const browser = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-      viewport: { width: 1000, height: 900 },
-    });
+    const { profile, browser } = await launchChromium();
     try {
       const page = await browser.newPage();
       const problems: string[] = [];
@@ -151,6 +157,38 @@ describe("the operator console in a real browser", () => {
       await browser.close();
       await rm(profile, { recursive: true, force: true });
       await homeserver.stop();
+    }
+  });
+});
+
+describe("the console's homeserver card", () => {
+  it("a homeserver without the v1.7 ping, reachable: green, its detail saying what is unknown; a failed ping: red", {
+    timeout: 120_000,
+  }, async () => {
+    const { local, homeserver } = await startWithHomeserver();
+    homeserver.pingSupported = false;
+    const { profile, browser } = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${local.url}/admin#token=${local.adminToken}`);
+      const card = page.locator("#health .card", { hasText: "Homeserver" }).locator("span");
+      await page.getByText("no appservice ping (before Matrix v1.7)").waitFor();
+      await expect(card.textContent()).resolves.toBe("reachable");
+      await expect(card.getAttribute("class")).resolves.toBe("ok");
+      // Reachable, but its ping of the appservice fails: the homeserver cannot push.
+      homeserver.pingSupported = true;
+      homeserver.cue(
+        (r) => r.path.endsWith("/ping"),
+        { status: 502, body: { errcode: "M_CONNECTION_FAILED", error: "refused" } },
+        // However often the page asks.
+        1000,
+      );
+      await page.getByRole("button", { name: "Refresh" }).click();
+      await page.getByText("ping failed: 502 M_CONNECTION_FAILED refused").waitFor();
+      await expect(card.getAttribute("class")).resolves.toBe("bad");
+    } finally {
+      await browser.close();
+      await rm(profile, { recursive: true, force: true });
     }
   });
 });
