@@ -6,6 +6,7 @@ import { RELAY_URL } from "../relay/from-environment.ts";
 import { parseAllowedRanges } from "../shared/address-policy.ts";
 import type { ApplicationName } from "../wiring/application.ts";
 import { DEFAULT_APPLICATION_MODULE, startLocal } from "./local.ts";
+import { localRelaySecret, type RelaySecret } from "./relay-secret.ts";
 
 const env = process.env;
 const port = Number(env.PORT ?? 9000);
@@ -49,6 +50,11 @@ const backoffCapSeconds = secondsFrom("OUTBOX_BACKOFF_CAP_SECONDS", 43_200);
 const roomClaimLeaseSeconds = secondsFrom("ROOM_CLAIM_LEASE_SECONDS", 900);
 
 try {
+  // The relay's routes and deliveries are signed with it: never run without one.
+  const relaySecret: RelaySecret | undefined =
+    applicationName === "relay"
+      ? await localRelaySecret(env.RELAY_SECRET, registrationPath)
+      : undefined;
   const local = await startLocal({
     applicationModule: APPLICATIONS[applicationName as keyof typeof APPLICATIONS],
     port,
@@ -71,6 +77,7 @@ try {
     ...(env.DELIVERY_ALLOWED_ADDRESSES !== undefined && {
       deliveryAllowedAddresses: parseAllowedRanges(env.DELIVERY_ALLOWED_ADDRESSES),
     }),
+    ...(relaySecret && { relaySecret: relaySecret.secret }),
   });
   // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
   process.stdout.on("error", () => undefined);
@@ -109,6 +116,13 @@ try {
   console.log(
     [
       `Application: ${applicationName}${applicationName === "relay" ? ` (the remote service at ${RELAY_URL}: RELAY_URL)` : ""}`,
+      ...(relaySecret
+        ? [
+            relaySecret.source === "RELAY_SECRET"
+              ? "The relay signs and checks requests with RELAY_SECRET"
+              : `The relay signs and checks requests with the secret in ${relaySecret.source}${relaySecret.created ? " (new, readable by you only)" : ""}: give it to the remote service, or set RELAY_SECRET`,
+          ]
+        : []),
       `Homeserver: ${homeserverUrl}`,
       `Give the homeserver ${registrationPath} (Synapse: list it in app_service_config_files and restart Synapse); its url must be ${local.url}`,
       `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,
