@@ -187,6 +187,8 @@ export class MatrixAppservice extends Construct {
   readonly functions: Record<keyof typeof functionEntries, NodejsFunction>;
   /** The one secret of the tokens: JSON, `TOKENS_SECRET_KEYS`. */
   readonly tokensSecret: ISecret;
+  /** The relay's secret shared with its remote service (a plain string), when it runs the relay. */
+  readonly relaySecret?: Secret;
   readonly alarms: Alarm[] = [];
   /** Where the stack generates the tokens secret: the deploy-time function that completes it. */
   private tokensGenerator?: NodejsFunction;
@@ -256,6 +258,21 @@ export class MatrixAppservice extends Construct {
       props.botProfile?.avatarUrl,
     );
     const choice = props.application ?? { name: "webhooks" };
+    // A secret of its own, made at deploy, read by the two functions that use it: the app
+    // function checks the remote service's requests, the outbox signs the deliveries to it.
+    // Retained, as the tokens: the remote service was given it.
+    this.relaySecret =
+      choice.name === "relay"
+        ? new Secret(this, "RelaySecret", {
+            description:
+              "The relay's secret shared with its remote service (X-Relay-Signature, both ways)",
+            generateSecretString: { passwordLength: 64, excludePunctuation: true },
+            removalPolicy: RemovalPolicy.RETAIN,
+          })
+        : undefined;
+    const relaySecretEnvironment = this.relaySecret
+      ? environmentOf({ relaySecretArn: this.relaySecret.secretArn })
+      : {};
     const appRoutes = (props.appRoutes ?? wholeApplication(choice).routes ?? []).map(
       ({ method, path, rateLimit }) => ({ method, path, rateLimit }),
     );
@@ -304,10 +321,8 @@ export class MatrixAppservice extends Construct {
           ...(choice.name === "relay" && { relayUrl: choice.relayUrl }),
         }),
       }),
-      outbox: createFunction(
-        "outbox",
-        OUTBOX_FUNCTION_TIMEOUT,
-        environmentOf({
+      outbox: createFunction("outbox", OUTBOX_FUNCTION_TIMEOUT, {
+        ...environmentOf({
           tableName: this.table.tableName,
           outboundQueueUrl: this.outboundQueue.queueUrl,
           outboundDeadLetterQueueUrl: this.outboundDeadLetterQueue.queueUrl,
@@ -319,7 +334,8 @@ export class MatrixAppservice extends Construct {
           ...(profile.avatar_url && { botAvatarUrl: profile.avatar_url }),
           ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
         }),
-      ),
+        ...relaySecretEnvironment,
+      }),
       queries: createFunction(
         "queries",
         TRANSACTIONS_FUNCTION_TIMEOUT,
@@ -338,7 +354,10 @@ export class MatrixAppservice extends Construct {
           appRoutes: JSON.stringify(appRoutes.map(({ method, path }) => ({ method, path }))),
         }),
       ),
-      app: createFunction("app", TRANSACTIONS_FUNCTION_TIMEOUT, serviceEnvironment),
+      app: createFunction("app", TRANSACTIONS_FUNCTION_TIMEOUT, {
+        ...serviceEnvironment,
+        ...relaySecretEnvironment,
+      }),
     };
     // The operator console reads the others' log lines for its traffic and errors.
     const admin = createFunction("admin", TRANSACTIONS_FUNCTION_TIMEOUT, {
@@ -398,6 +417,7 @@ export class MatrixAppservice extends Construct {
     // reads one of them may read them all.
     for (const fn of [transactions, events, outbox, queries, app, admin])
       readSecret(fn, this.tokensSecret);
+    if (this.relaySecret) for (const fn of [app, outbox]) readSecret(fn, this.relaySecret);
     this.grantOperatorConsole(admin, tableActions, sendTo);
     tableActions(transactions, ["PutItem"]);
     sendTo(transactions, this.inboundQueue);
@@ -512,6 +532,12 @@ export class MatrixAppservice extends Construct {
       value: this.tokensSecret.secretArn,
       description: "The tokens, as JSON: as_token, hs_token, admin_token",
     });
+    if (this.relaySecret) {
+      new CfnOutput(stack, "RelaySecretArn", {
+        value: this.relaySecret.secretArn,
+        description: "The relay's secret, to give its remote service (RELAY_SECRET)",
+      });
+    }
     new CfnOutput(stack, "Registration", {
       value: stack.toJsonString(props.registration),
       description: "The registration's public fields (npm run registration -- --stack NAME)",
@@ -834,6 +860,15 @@ export class MatrixAppservice extends Construct {
     for (const queue of [this.inboundDeadLetterQueue, this.outboundDeadLetterQueue]) {
       NagSuppressions.addResourceSuppressions(queue, [
         { id: "AwsSolutions-SQS3", reason: "This is a dead-letter queue." },
+      ]);
+    }
+    if (this.relaySecret) {
+      NagSuppressions.addResourceSuppressions(this.relaySecret, [
+        {
+          id: "AwsSolutions-SMG4",
+          reason:
+            "The remote service holds the same secret: rotating it needs the remote side updated at the same moment, which no Lambda can do.",
+        },
       ]);
     }
     if (this.tokensSecret instanceof Secret) {

@@ -36,9 +36,24 @@ export {
   unauthorized,
 } from "../shared/errors.ts";
 export { sha256 } from "../shared/hash.ts";
-export { type ImageSize, imageSize } from "../shared/image-size.ts";
+export {
+  type ImageSize,
+  imageSize,
+  type SniffedImage,
+  sniffImage,
+} from "../shared/image-size.ts";
 export type { Log } from "../shared/log.ts";
 export type { RemoteRequest } from "../shared/remote-http.ts";
+// Requests signed with a secret shared with a remote service (the relay's, both ways).
+export {
+  SIGNATURE_HEADER,
+  SIGNATURE_MAX_AGE_SECONDS,
+  signatureHeaders,
+  signatureValid,
+  TIMESTAMP_HEADER,
+} from "../shared/signature.ts";
+// What a remote sender writes, cleaned before it becomes a message or a name.
+export { cleanName, cleanText } from "../shared/text.ts";
 export {
   type AppDataStore,
   type AppDataWrite,
@@ -47,6 +62,8 @@ export {
 } from "../store/app-data.ts";
 export type { DeliveryOutcome } from "../store/delivery-outcomes.ts";
 export type { Link, LinkMap } from "../store/links.ts";
+// Rate limits shared by every instance: token buckets in the application's data.
+export { type BucketPolicy, lastBucketToken, takeBucketToken } from "../store/token-bucket.ts";
 export type {
   AliasRoom,
   Application,

@@ -56,6 +56,12 @@ export interface ServiceContext {
    * still go.
    */
   sentEventIds(sendIds: string[], timeoutMs: number): Promise<string[] | undefined>;
+  /**
+   * Whether the remote service signed `request` (`X-Relay-Timestamp`, `X-Relay-Signature` over
+   * its raw bytes, within 5 minutes) with the secret shared with it; false when there is none.
+   * The secret itself stays out of the application's reach.
+   */
+  remoteSignatureValid(request: Pick<AppRequest, "headers" | "bytes">): boolean;
 }
 
 export interface ApplicationContext extends ServiceContext {

@@ -5,6 +5,7 @@ import type { FifoQueue } from "../queue/queue.ts";
 import type { AddressPolicy } from "../shared/address-policy.ts";
 import { deriveSecret } from "../shared/hash.ts";
 import type { Log } from "../shared/log.ts";
+import { signatureValid } from "../shared/signature.ts";
 import type { AppDataStore } from "../store/app-data.ts";
 import type { DeliveryOutcomeStore } from "../store/delivery-outcomes.ts";
 import { linkMap } from "../store/links.ts";
@@ -30,6 +31,8 @@ export interface ServiceDeps {
   deliveryOutcomes: DeliveryOutcomeStore;
   /** The event IDs the outbox recorded for the sends that asked. */
   sentEvents: SentEventReader;
+  /** The secret shared with the remote service (`RELAY_SECRET`), if the stack has one. */
+  remoteSecret?: string;
 }
 
 /** The context for a handler run; `origin` seeds the IDs of the actions it asks for. */
@@ -46,4 +49,6 @@ export const serviceContext = (deps: ServiceDeps, origin: string): ServiceContex
   deliveryTargetProblem: (url) => deliveryTargetProblem(url, deps.deliveryPolicy),
   deliveryOutcome: (key) => deps.deliveryOutcomes.last(key),
   sentEventIds: (sendIds, timeoutMs) => waitForSentEvents(deps.sentEvents, sendIds, timeoutMs),
+  remoteSignatureValid: (request) =>
+    signatureValid(deps.remoteSecret, request.headers, request.bytes),
 });

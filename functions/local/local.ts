@@ -97,6 +97,11 @@ export interface LocalOptions {
    * @default loopback (`LOOPBACK_RANGES`): a remote service on this machine
    */
   deliveryAllowedAddresses?: readonly string[];
+  /**
+   * The secret shared with the remote service (`RELAY_SECRET`): the application's routes check
+   * requests with it, the outbox signs deliveries. @default none (every check fails)
+   */
+  relaySecret?: string;
   /** Lets tests put a fault injector around the store (without `workers`). */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
   /**
@@ -295,6 +300,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       asToken: registration.as_token,
       hsToken: registration.hs_token,
       adminToken,
+      ...(options.relaySecret && { relaySecret: options.relaySecret }),
     };
     const tuning: Tuning = {
       inboundVisibilityTimeoutSeconds: visibilityTimeoutSeconds,
@@ -392,6 +398,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         dynamodb,
         sqs,
         secrets: async (token) => tokens[token],
+        ...(tokens.relaySecret && { remoteSecret: async () => tokens.relaySecret as string }),
         log,
         metrics,
         ...tuning,

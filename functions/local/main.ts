@@ -6,6 +6,7 @@ import { RELAY_URL } from "../relay/from-environment.ts";
 import { parseAllowedRanges } from "../shared/address-policy.ts";
 import { applicationModuleOf } from "./applications.ts";
 import { startLocal } from "./local.ts";
+import { localRelaySecret, type RelaySecret } from "./relay-secret.ts";
 
 const env = process.env;
 const port = Number(env.PORT ?? 9000);
@@ -48,6 +49,11 @@ const backoffCapSeconds = secondsFrom("OUTBOX_BACKOFF_CAP_SECONDS", 43_200);
 const roomClaimLeaseSeconds = secondsFrom("ROOM_CLAIM_LEASE_SECONDS", 900);
 
 try {
+  // The relay's routes and deliveries are signed with it: never run without one.
+  const relaySecret: RelaySecret | undefined =
+    applicationName === "relay"
+      ? await localRelaySecret(env.RELAY_SECRET, registrationPath)
+      : undefined;
   const local = await startLocal({
     applicationModule,
     port,
@@ -70,6 +76,7 @@ try {
     ...(env.DELIVERY_ALLOWED_ADDRESSES !== undefined && {
       deliveryAllowedAddresses: parseAllowedRanges(env.DELIVERY_ALLOWED_ADDRESSES),
     }),
+    ...(relaySecret && { relaySecret: relaySecret.secret }),
   });
   // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
   process.stdout.on("error", () => undefined);
@@ -113,6 +120,13 @@ try {
           ]
         : []),
       `Application: ${applicationName}${applicationName === "relay" ? ` (the remote service at ${RELAY_URL}: RELAY_URL)` : ""}`,
+      ...(relaySecret
+        ? [
+            relaySecret.source === "RELAY_SECRET"
+              ? "The relay signs and checks requests with RELAY_SECRET"
+              : `The relay signs and checks requests with the secret in ${relaySecret.source}${relaySecret.created ? " (new, readable by you only)" : ""}: give it to the remote service, or set RELAY_SECRET`,
+          ]
+        : []),
       `Homeserver: ${homeserverUrl}`,
       `Give the homeserver ${registrationPath} (Synapse: list it in app_service_config_files and restart Synapse); its url must be ${local.url}`,
       `DynamoDB Local: ${local.dynamodbEndpoint}${env.DYNAMODB_ENDPOINT ? " (yours)" : env.DATA_DIR ? ` (data in ${resolve(env.DATA_DIR)})` : " (in memory)"}`,

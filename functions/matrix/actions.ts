@@ -59,6 +59,12 @@ export interface DeliveryOptions {
    * `deliveryOutcome(key)`: e.g. one key per webhook, for its last delivery's status.
    */
   outcomeKey?: string;
+  /**
+   * Signed by the outbox at each attempt with the secret shared with the remote service
+   * (`RELAY_SECRET`): `X-Relay-Timestamp` and `X-Relay-Signature` (`signatureHeaders`), made when
+   * sent, so that a retry hours later is still fresh. Dead-lettered when the outbox has no secret.
+   */
+  signed?: boolean;
 }
 
 /**
@@ -212,6 +218,7 @@ function actionsWith(
       ...(maxServerErrors !== undefined && { maxServerErrors }),
       ...(options?.retryForMs !== undefined && { retryForMs: options.retryForMs }),
       ...(options?.outcomeKey !== undefined && { outcomeKey: options.outcomeKey }),
+      ...(options?.signed && { signed: true as const }),
     };
     const problem = deliveryProblem(delivery);
     if (problem) throw new RangeError(`Cannot deliver this request: ${problem}`);

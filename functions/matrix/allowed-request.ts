@@ -179,8 +179,10 @@ export function deliveryProblem(delivery: unknown): string | undefined {
     maxServerErrors,
     retryForMs,
     outcomeKey,
+    signed,
     delivery: request,
   } = delivery as Record<string, unknown>;
+  if (signed !== undefined && signed !== true) return "signed is not true";
   if (roomId !== undefined && typeof roomId !== "string") return "the roomId is not a string";
   if (
     retryForMs !== undefined &&

@@ -1,6 +1,7 @@
 import { TargetRefused } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
 import type { RemoteClient, RemoteResponse } from "../shared/remote-http.ts";
+import { signatureHeaders } from "../shared/signature.ts";
 import type { DeliveryOutcomeStore } from "../store/delivery-outcomes.ts";
 import type { OutboxMemory, ServerErrorCounter } from "../store/outbox-memory.ts";
 import type { SentEventRecorder } from "../store/sent-events.ts";
@@ -43,6 +44,8 @@ export interface OutboxDeps {
   botProfile: BotProfileKeeper;
   /** Where deliveries with an `outcomeKey` record how each attempt went. */
   deliveryOutcomes: DeliveryOutcomeStore;
+  /** The secret shared with the remote service, which signs `signed` deliveries. */
+  remoteSecret?: string;
 }
 
 export interface FailureReason {
@@ -420,15 +423,27 @@ export async function performDelivery(
 async function sendDelivery(
   delivery: OutboundDelivery,
   attempt: number,
-  { remote, serverErrors, backoff }: OutboxDeps,
+  { remote, serverErrors, backoff, remoteSecret }: OutboxDeps,
 ): Promise<OutboxOutcome> {
   const problem = deliveryProblem(delivery);
   if (problem) return { kind: "dead", reason: { error: `refused, not sent: ${problem}` } };
+  if (delivery.signed && !remoteSecret) {
+    return { kind: "dead", reason: { error: "refused, not sent: no secret to sign it with" } };
+  }
+  const { body, bodyEncoding } = delivery.delivery;
+  // Signed now, not when queued: the timestamp is this attempt's.
+  const signature =
+    delivery.signed && remoteSecret
+      ? signatureHeaders(
+          remoteSecret,
+          bodyEncoding === "base64" ? Buffer.from(body ?? "", "base64") : (body ?? ""),
+        )
+      : {};
   let response: RemoteResponse;
   try {
     response = await remote.send({
       ...delivery.delivery,
-      headers: { ...delivery.delivery.headers, "idempotency-key": delivery.id },
+      headers: { ...delivery.delivery.headers, ...signature, "idempotency-key": delivery.id },
     });
   } catch (error) {
     if (error instanceof TargetRefused) {

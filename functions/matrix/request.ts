@@ -59,6 +59,8 @@ export interface OutboundDelivery {
   retryForMs?: number;
   /** Where the outbox records how its last attempt went, for the application to read. */
   outcomeKey?: string;
+  /** Signed by the outbox when sent (`DeliveryOptions.signed`). */
+  signed?: true;
 }
 
 /** What the outbound queue holds. */

@@ -4,6 +4,7 @@ import {
   isInviteOf,
   MediaTooLarge,
   type ServiceContext,
+  sniffImage,
 } from "../appservice/api.ts";
 import { RELAY_PREFIX } from "./names.ts";
 
@@ -31,18 +32,17 @@ async function relayOut(event: ClientEvent, context: ServiceContext, remoteUrl: 
   const displayName = (member?.content as { displayname?: unknown } | undefined)?.displayname;
   let image: RemoteImage | undefined;
   if (msgtype === "m.image" && typeof url === "string") {
-    // An image too large for one delivery goes as its text alone.
+    // An image too large for one delivery, or no image by its bytes, goes as its text alone.
     const media = await homeserver
       .downloadMedia(url, { maxBytes: MAX_DELIVERED_IMAGE_BYTES })
       .catch((error: unknown) => {
         if (error instanceof MediaTooLarge) return undefined;
         throw error;
       });
-    if (media) {
-      image = {
-        content_type: media.contentType ?? "application/octet-stream",
-        data: Buffer.from(media.bytes).toString("base64"),
-      };
+    // Typed by its bytes, not by what the sender's client said: an SVG goes as its text alone.
+    const type = media && sniffImage(media.bytes)?.mimetype;
+    if (media && type) {
+      image = { content_type: type, data: Buffer.from(media.bytes).toString("base64") };
     }
   }
   await actions.deliver(
@@ -57,7 +57,8 @@ async function relayOut(event: ClientEvent, context: ServiceContext, remoteUrl: 
         ...(image && { image }),
       }),
     },
-    { orderedWith: event.room_id },
+    // Signed by the outbox when sent (RELAY_SECRET): the remote side checks it came from us.
+    { orderedWith: event.room_id, signed: true },
   );
 }
 

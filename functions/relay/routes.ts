@@ -1,12 +1,18 @@
 import {
   type ApplicationRoutes,
+  type AppResponse,
   type Attachment,
+  type BucketPolicy,
   badJson,
   base64Attachment,
+  cleanName,
+  cleanText,
   MatrixError,
   parseJson,
   type ServiceContext,
   sha256,
+  sniffImage,
+  takeBucketToken,
 } from "../appservice/api.ts";
 import { RELAY_PREFIX } from "./names.ts";
 
@@ -16,13 +22,29 @@ const NAME = /^[a-z0-9._=-]{1,64}$/;
 const MAX_ID_LENGTH = 200;
 /** The largest request the remote service may send (an image and an avatar, base64). */
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
+/** A puppet's display name, cleaned and cut to this many characters (as the webhooks'). */
+export const MAX_DISPLAY_NAME = 256;
+const MAX_FILE_NAME = 255;
+/**
+ * Each channel's messages: a conversation's bursts pass, a flood is held to one a second in its
+ * own portal, leaving the homeserver to the other channels.
+ */
+export const CHANNEL_RATE: BucketPolicy = { perSecond: 1, burst: 20 };
+/** New portals (public rooms) for all channels together: 10 a minute. */
+export const NEW_PORTAL_RATE: BucketPolicy = { perSecond: 10 / 60, burst: 10 };
+// In the application's data, so that every Lambda instance draws from the same buckets.
+const CHANNEL_BUCKETS = "relay.channel-rate";
+const PORTAL_BUCKETS = "relay.portal-rate";
 
 /** What the remote service posts. */
 interface RemoteMessage {
   id: string;
   user: string;
+  /** Cleaned and bounded; the user's name when nothing is left. */
   display_name: string;
+  /** Cleaned: no NUL, no other controls but tab and newlines, no lone surrogates. */
   text: string;
+  /** Always a PNG, GIF, JPEG or WebP, typed by its bytes. */
   avatar?: Attachment;
   image?: Attachment;
 }
@@ -44,19 +66,48 @@ function parseMessage(body: string): RemoteMessage {
   if (typeof display_name !== "string") throw badJson("display_name must be a string");
   if (typeof text !== "string") throw badJson("text must be a string");
   const avatarAttachment = base64Attachment(avatar, "avatar");
+  // The sender's content type is not trusted: an SVG or HTML "avatar" is no picture to set.
+  const avatarType = avatarAttachment && sniffImage(avatarAttachment.bytes)?.mimetype;
+  if (avatarAttachment && !avatarType) {
+    throw badJson("avatar must be a PNG, GIF, JPEG or WebP image");
+  }
   const imageAttachment = base64Attachment(image, "image");
   return {
     id,
     user,
-    display_name,
-    text,
-    ...(avatarAttachment && { avatar: avatarAttachment }),
+    display_name: cleanName(display_name, MAX_DISPLAY_NAME) || user,
+    text: cleanText(text),
+    ...(avatarAttachment &&
+      avatarType && { avatar: { ...avatarAttachment, contentType: avatarType } }),
     ...(imageAttachment && { image: imageAttachment }),
   };
 }
 
 const serverOf = (userId: string) => userId.slice(userId.indexOf(":") + 1);
 const puppetOf = (user: string, server: string) => `@${RELAY_PREFIX}${user}:${server}`;
+
+/**
+ * A remote file's message: an `m.image` with its type and size only when its bytes are a PNG, GIF,
+ * JPEG or WebP, whatever its sender calls it; anything else (an SVG, HTML) an `m.file` uploaded as
+ * `application/octet-stream`, which clients neither render inline nor run.
+ */
+async function fileContent({ bytes, fileName }: Attachment, context: ServiceContext) {
+  const image = sniffImage(bytes);
+  const contentType = image?.mimetype ?? "application/octet-stream";
+  const name = cleanName(fileName ?? "", MAX_FILE_NAME) || (image ? "image" : "file");
+  const url = await context.homeserver.uploadMedia(bytes, { contentType, fileName: name });
+  return {
+    msgtype: image ? "m.image" : "m.file",
+    body: name,
+    filename: name,
+    url,
+    info: {
+      mimetype: contentType,
+      size: bytes.length,
+      ...(image && { w: image.w, h: image.h }),
+    },
+  };
+}
 
 /** Records the remote messages already relayed, by channel and ID. */
 const MESSAGES = "relay.messages";
@@ -94,24 +145,24 @@ async function relayIn(channel: string, message: RemoteMessage, context: Service
   const keyed = actions.withOrigin(`relay:${key}`);
   if (message.text !== "") await keyed.sendMessage(roomId, message.text, { as: puppet });
   if (message.image) {
-    const { bytes, contentType } = message.image;
-    const url = await homeserver.uploadMedia(bytes, { contentType });
-    await keyed.sendEvent(
-      roomId,
-      "m.room.message",
-      {
-        msgtype: "m.image",
-        body: "image",
-        url,
-        info: { mimetype: contentType, size: bytes.length },
-      },
-      { as: puppet },
-    );
+    await keyed.sendEvent(roomId, "m.room.message", await fileContent(message.image, context), {
+      as: puppet,
+    });
   }
   await data.write([{ collection: MESSAGES, key, value: { roomId }, ifAbsent: true }]);
 }
 
-/** What the app function runs: the remote service's `POST /relay/{channel}/messages`. */
+/** 429 `M_LIMIT_EXCEEDED`, with when to try again. */
+const limited = (error: string, retryAfterMs: number): AppResponse => ({
+  status: 429,
+  headers: { "retry-after": String(Math.ceil(retryAfterMs / 1000)) },
+  body: { errcode: "M_LIMIT_EXCEEDED", error, retry_after_ms: retryAfterMs },
+});
+
+/**
+ * What the app function runs: the remote service's `POST /relay/{channel}/messages`, signed with
+ * the secret shared with it (`RELAY_SECRET`), before anything is read or created.
+ */
 export const application: ApplicationRoutes = {
   routes: [
     {
@@ -119,11 +170,28 @@ export const application: ApplicationRoutes = {
       path: "/relay/{channel}/messages",
       maxBodyBytes: MAX_BODY_BYTES,
       async handle(request, context) {
+        if (!context.remoteSignatureValid(request)) {
+          throw new MatrixError(
+            401,
+            "M_UNKNOWN_TOKEN",
+            "The request is not signed with the relay's secret within the last 5 minutes",
+          );
+        }
         const channel = request.pathParameters.channel ?? "";
         if (!NAME.test(channel)) {
           throw invalid("The channel must be 1 to 64 of a-z, 0-9, '.', '_', '=', '-'");
         }
-        await relayIn(channel, parseMessage(request.body), context);
+        const message = parseMessage(request.body);
+        const { data, portals } = context;
+        const channelWait = await takeBucketToken(data, CHANNEL_BUCKETS, channel, CHANNEL_RATE);
+        if (channelWait !== undefined) {
+          return limited("Too many messages in this channel", channelWait);
+        }
+        if (!(await portals.byRemoteId(channel))) {
+          const portalWait = await takeBucketToken(data, PORTAL_BUCKETS, "new", NEW_PORTAL_RATE);
+          if (portalWait !== undefined) return limited("Too many new channels", portalWait);
+        }
+        await relayIn(channel, message, context);
         return { status: 202, body: {} };
       },
     },

@@ -43,25 +43,43 @@ function webpSize(bytes: Buffer): ImageSize | undefined {
   return undefined;
 }
 
-function headerSize(bytes: Buffer): ImageSize | undefined {
+/** A raster image recognised by its header: its MIME type and size. */
+export interface SniffedImage extends ImageSize {
+  mimetype: "image/png" | "image/gif" | "image/jpeg" | "image/webp";
+}
+
+function headerImage(bytes: Buffer): SniffedImage | undefined {
+  const typed = (mimetype: SniffedImage["mimetype"], size: ImageSize | undefined) =>
+    size && { mimetype, ...size };
   if (startsWith(bytes, 0, "\x89PNG\r\n\x1a\n") && startsWith(bytes, 12, "IHDR")) {
     return bytes.length >= 24
-      ? { w: bytes.readUInt32BE(16), h: bytes.readUInt32BE(20) }
+      ? typed("image/png", { w: bytes.readUInt32BE(16), h: bytes.readUInt32BE(20) })
       : undefined;
   }
   if (startsWith(bytes, 0, "GIF87a") || startsWith(bytes, 0, "GIF89a")) {
-    return bytes.length >= 10 ? { w: bytes.readUInt16LE(6), h: bytes.readUInt16LE(8) } : undefined;
+    return bytes.length >= 10
+      ? typed("image/gif", { w: bytes.readUInt16LE(6), h: bytes.readUInt16LE(8) })
+      : undefined;
   }
-  if (bytes[0] === 0xff && bytes[1] === 0xd8) return jpegSize(bytes);
-  if (startsWith(bytes, 0, "RIFF") && startsWith(bytes, 8, "WEBP")) return webpSize(bytes);
+  if (bytes[0] === 0xff && bytes[1] === 0xd8) return typed("image/jpeg", jpegSize(bytes));
+  if (startsWith(bytes, 0, "RIFF") && startsWith(bytes, 8, "WEBP")) {
+    return typed("image/webp", webpSize(bytes));
+  }
   return undefined;
 }
 
 /**
- * The size a PNG, GIF, JPEG or WebP gives in its header, read without decoding the image;
- * undefined for any other bytes, or a header that says nothing sensible.
+ * What the bytes are, by their header alone (never by what their sender says): a PNG, GIF, JPEG
+ * or WebP with its type and size, read without decoding it; undefined for any other bytes (an
+ * SVG, HTML), or a header that says nothing sensible.
  */
+export function sniffImage(bytes: Uint8Array): SniffedImage | undefined {
+  const image = headerImage(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  return image && image.w > 0 && image.h > 0 ? image : undefined;
+}
+
+/** The size a PNG, GIF, JPEG or WebP gives in its header (`sniffImage`), without its type. */
 export function imageSize(bytes: Uint8Array): ImageSize | undefined {
-  const size = headerSize(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-  return size && size.w > 0 && size.h > 0 ? size : undefined;
+  const image = sniffImage(bytes);
+  return image && { w: image.w, h: image.h };
 }

@@ -57,6 +57,8 @@ export interface Platform<L extends Log = Log> {
   dynamodb: DynamoDBClient;
   sqs: SQSClient;
   secrets: SecretSource;
+  /** The secret shared with the remote service (`RELAY_SECRET`), for the functions given one. */
+  remoteSecret?: () => Promise<string>;
   log: L;
   metrics: Metrics;
   /** The inbound queue's visibility timeout, which bounds the events' lease. */
@@ -72,9 +74,9 @@ export interface Platform<L extends Log = Log> {
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
 }
 
-/** A function's configuration without the secrets' ARNs (read through the `SecretSource`). */
+/** A function's configuration without the secrets' ARNs (read through the `Platform`). */
 export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app" | "admin"> =
-  Omit<Config<F>, "tokensSecretArn">;
+  Omit<Config<F>, "tokensSecretArn" | "relaySecretArn">;
 
 const stores = (tableName: string, platform: Platform) => {
   const store = new DynamoDbStore(platform.dynamodb, tableName);
@@ -137,6 +139,7 @@ export async function serviceDeps<L extends Log>(
     deliveryPolicy: addressPolicy(config.deliveryAllowedAddresses),
     deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
     sentEvents: stores(config.tableName, platform).store,
+    remoteSecret: await platform.remoteSecret?.(),
   };
 }
 
@@ -202,6 +205,7 @@ export async function outboxDeps<L extends Log>(
       platform.log,
     ),
     deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
+    remoteSecret: await platform.remoteSecret?.(),
     metrics: platform.metrics,
     recordBudgetMs: actionBudgetMs(homeserverTimeoutMs),
     control: new SqsMessageControl(

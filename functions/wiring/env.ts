@@ -25,6 +25,7 @@ export const ENV = {
   logGroups: "LOG_GROUPS",
   deliveryAllowedAddresses: "DELIVERY_ALLOWED_ADDRESSES",
   relayUrl: "RELAY_URL",
+  relaySecretArn: "RELAY_SECRET_ARN",
 } as const;
 
 /**
@@ -106,6 +107,11 @@ const fields = {
   ),
   /** The relay's remote service (cdk.json's `relayUrl`); set only when the stack runs the relay. */
   relayUrl: z.optional(text),
+  /**
+   * The relay's secret shared with its remote service (a Secrets Manager secret of its own, a
+   * plain string): the app function checks requests with it, the outbox signs deliveries.
+   */
+  relaySecretArn: z.optional(text),
 } satisfies Record<keyof typeof ENV, z.ZodMiniType>;
 
 type Field = keyof typeof fields;
@@ -141,10 +147,11 @@ export const configSchemas = {
     "botDisplayName",
     "botAvatarUrl",
     "deliveryAllowedAddresses",
+    "relaySecretArn",
   ),
   queries: pick("tableName", "tokensSecretArn", "homeserverUrl", "botUserId", "registration"),
   fallback: pick("appRoutes"),
-  app: pick(...service),
+  app: pick(...service, "relaySecretArn"),
   admin: pick(
     ...service,
     "inboundQueueUrl",

@@ -1,11 +1,14 @@
 import { randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Registration } from "../../functions/appservice/protocol/registration.ts";
 import { RELAY_PREFIX } from "../../functions/relay/names.ts";
+import { signatureValid } from "../../functions/shared/signature.ts";
 import { makeEvent, putTransaction, waitFor } from "../support/appservice.ts";
 import type { RecordedRequest, ScriptedHomeserver } from "../support/homeserver.ts";
 import { type NpmStart, startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
-import { RemoteService } from "../support/remote-service.ts";
+import { RemoteService, signedPost } from "../support/remote-service.ts";
 import { sleep, waitForAsync } from "../support/wait.ts";
 import { homeserverWithRegistration, SERVER } from "../support/with-homeserver.ts";
 
@@ -23,21 +26,28 @@ let remote: RemoteService;
 let homeserver: ScriptedHomeserver;
 let registration: Registration;
 let npm: NpmStart;
+/** The relay's secret, which npm start wrote beside the registration (no RELAY_SECRET given). */
+let secret: string;
+let secretFile: string;
 /** `npm start` again on the same port and data (the run's DynamoDB Local), as after a crash. */
 let restartNpm: () => Promise<NpmStart>;
 
 beforeAll(async () => {
-  remote = new RemoteService();
-  await remote.start();
   const withRegistration = await homeserverWithRegistration({
     id: "relay-npm-start",
     userPrefixes: [RELAY_PREFIX],
     aliasPrefixes: [RELAY_PREFIX],
   });
   ({ homeserver, registration } = withRegistration);
+  secretFile = join(dirname(withRegistration.registrationPath), "relay-secret");
+  // Started before the secret exists: it checks the signatures with what the file holds then.
+  remote = new RemoteService();
+  await remote.start();
   const env = {
     APPLICATION: "relay",
     RELAY_URL: remote.url,
+    // None given: npm start makes one, in a file beside the registration.
+    RELAY_SECRET: "",
     ADMIN_TOKEN: "",
     // Retries of a refused delivery at most 2 s apart, and a dead process's room claim held 5 s
     // (defaults 300 s and 50 s): the outage and crash cases wait seconds, not a minute each.
@@ -45,6 +55,7 @@ beforeAll(async () => {
     ROOM_CLAIM_LEASE_SECONDS: "5",
   };
   npm = await startNpmFor(withRegistration, env);
+  secret = (await readFile(secretFile, "utf8")).trim();
   const port = String(npm.port);
   restartNpm = () => startNpmFor(withRegistration, { ...env, PORT: port });
 }, 120_000);
@@ -55,13 +66,9 @@ afterAll(async () => {
   await remote?.stop();
 });
 
-/** The remote service posting a message to its channel's route. */
+/** The remote service posting a message to its channel's route, signed with the secret. */
 const post = (channel: string, message: Record<string, unknown>) =>
-  fetch(`${npm.url}/relay/${channel}/messages`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(message),
-  });
+  signedPost(`${npm.url}/relay/${channel}/messages`, secret, message);
 
 /** Bob in the portal, with his name there. */
 function bobJoins(portal: string) {
@@ -102,6 +109,22 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
       `Application: relay (the remote service at ${remote.url}: RELAY_URL)`,
     );
     expect(npm.output()).toContain(`Application route: POST ${npm.url}/relay/{channel}/messages`);
+  });
+
+  it("without RELAY_SECRET: a fresh secret written beside the registration (0600), its path printed, never the secret; an unsigned post → 401", async () => {
+    expect(secret.length).toBeGreaterThanOrEqual(32);
+    const { stat } = await import("node:fs/promises");
+    expect((await stat(secretFile)).mode & 0o777).toBe(0o600);
+    expect(npm.output()).toContain(
+      `The relay signs and checks requests with the secret in ${secretFile} (new, readable by you only)`,
+    );
+    expect(npm.output()).not.toContain(secret);
+    const unsigned = await fetch(`${npm.url}/relay/general-${run}/messages`, {
+      method: "POST",
+      body: JSON.stringify({ id: "u1", user: "mallory", display_name: "Admin", text: "hi" }),
+    });
+    expect(unsigned.status).toBe(401);
+    expect(((await unsigned.json()) as { errcode: string }).errcode).toBe("M_UNKNOWN_TOKEN");
   });
 
   it("a remote message → its portal made once, the puppet registered and joined, the text sent as it; the same id again → one Matrix message", async () => {
@@ -158,6 +181,9 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
       { sender: BOB, display_name: "Bob", text: "hi carol" },
     ]);
     expect(remote.requests[0]?.headers["idempotency-key"]).toMatch(/^[0-9a-f]{64}$/);
+    // Signed by the outbox with the secret npm start wrote.
+    const seen = remote.requests[0];
+    expect(signatureValid(secret, seen?.headers ?? {}, seen?.raw ?? "")).toBe(true);
   });
 
   it("a crash between the portal's creation and recording it → after a restart, one room, the message sent once as the puppet", async () => {
@@ -270,6 +296,8 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
     );
     const keys = delivered().map((r) => r.headers["idempotency-key"]);
     expect(new Set(keys).size).toBe(texts.length);
+    // Signed at each attempt, by a process started again: the secret kept in its file.
+    for (const r of delivered()) expect(signatureValid(secret, r.headers, r.raw)).toBe(true);
     expect(attempts[0]?.headers["idempotency-key"]).toBe(keys[0]);
     // Refused attempts were made and retried while it was down, as the operator console shows.
     const { outbound } = (await admin("traffic")) as {

@@ -1,7 +1,9 @@
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createRelay } from "../../functions/relay/index.ts";
+import { signatureHeaders } from "../../functions/shared/signature.ts";
 import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
-import { RemoteService } from "../support/remote-service.ts";
+import { pngHeader } from "../support/images.ts";
+import { RemoteService, signedPost } from "../support/remote-service.ts";
 import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
 // The relay bridge end to end in local mode (DynamoDB Local, fauxqs, the scripted homeserver):
@@ -9,26 +11,28 @@ import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
 const ALICE = `@_relay_alice:${SERVER}`;
 const BOB = `@bob:${SERVER}`;
-const AVATAR = Buffer.from("avatar png bytes");
-const IMAGE = Buffer.from("a picture of a cat");
+const SVG = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>');
+// The secret the relay and the remote service share (RELAY_SECRET).
+const SECRET = "a-test-secret-of-the-relay-0123456789";
+const AVATAR = pngHeader(64, 64);
+const IMAGE = pngHeader(640, 480);
 const base64 = (bytes: Buffer) => bytes.toString("base64");
 
 async function startRelay() {
-  const remote = new RemoteService();
+  const remote = new RemoteService(SECRET);
   await remote.start();
   onTestFinished(() => remote.stop());
   const started = await startWithHomeserver({
     application: createRelay({ remoteUrl: remote.url }),
+    relaySecret: SECRET,
   });
+  const urlOf = (channel: string) => `${started.local.url}/relay/${channel}/messages`;
+  /** The remote service's post, signed as it must be. */
   const post = (channel: string, message: Record<string, unknown>) =>
-    fetch(`${started.local.url}/relay/${channel}/messages`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(message),
-    });
+    signedPost(urlOf(channel), SECRET, message);
   const portalOf = (channel: string) =>
     started.homeserver.aliases.get(`#_relay_${channel}:${SERVER}`) as string;
-  return { ...started, remote, post, portalOf };
+  return { ...started, remote, post, urlOf, portalOf };
 }
 
 const hello = {
@@ -48,7 +52,8 @@ describe("relay: remote → Matrix", () => {
       ...hello,
       id: "m2",
       text: "",
-      image: { content_type: "image/jpeg", data: base64(IMAGE) },
+      // Typed by its bytes (a PNG), not by what the sender says.
+      image: { content_type: "image/jpeg", data: base64(IMAGE), filename: "cat.png" },
     };
     expect((await post("general", picture)).status).toBe(202);
     await waitFor(() => homeserver.sent.length >= 2);
@@ -76,9 +81,10 @@ describe("relay: remote → Matrix", () => {
         sender: ALICE,
         content: {
           msgtype: "m.image",
-          body: "image",
+          body: "cat.png",
+          filename: "cat.png",
           url: `mxc://${SERVER}/${imageId}`,
-          info: { mimetype: "image/jpeg", size: IMAGE.length },
+          info: { mimetype: "image/png", size: IMAGE.length, w: 640, h: 480 },
         },
       },
     ]);
@@ -133,6 +139,7 @@ describe("relay: Matrix → remote", () => {
       BOB,
     );
     homeserver.media.set("cat", { creator: BOB, bytes: IMAGE, contentType: "image/jpeg" });
+    homeserver.media.set("svg", { creator: BOB, bytes: SVG, contentType: "image/png" });
     await send("t2", [
       makeEvent(roomId, "hi alice", { sender: BOB }),
       makeEvent(roomId, "from the remote side", { sender: ALICE }),
@@ -141,10 +148,16 @@ describe("relay: Matrix → remote", () => {
         sender: BOB,
         content: { msgtype: "m.image", body: "cat.jpg", url: `mxc://${SERVER}/cat` },
       }),
+      // An SVG its sender calls an image: no image by its bytes, so its text alone.
+      makeEvent(roomId, "logo.png", {
+        sender: BOB,
+        content: { msgtype: "m.image", body: "logo.png", url: `mxc://${SERVER}/svg` },
+      }),
     ]);
-    await waitFor(() => remote.requests.length >= 2);
+    await waitFor(() => remote.requests.length >= 3);
     expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(remote.requests.map((r) => r.path)).toEqual([
+      "/channels/general/messages",
       "/channels/general/messages",
       "/channels/general/messages",
     ]);
@@ -154,11 +167,14 @@ describe("relay: Matrix → remote", () => {
         sender: BOB,
         display_name: "Bob",
         text: "",
-        image: { content_type: "image/jpeg", data: base64(IMAGE) },
+        image: { content_type: "image/png", data: base64(IMAGE) },
       },
+      { sender: BOB, display_name: "Bob", text: "logo.png" },
     ]);
+    // Each signed with the shared secret, as the remote service checks.
+    expect(remote.requests.map((r) => r.signed)).toEqual([true, true, true]);
     const keys = remote.requests.map((r) => r.headers["idempotency-key"]);
-    expect(new Set(keys).size).toBe(2);
+    expect(new Set(keys).size).toBe(3);
     for (const key of keys) expect(key).toMatch(/^[0-9a-f]{64}$/);
   });
 
@@ -177,12 +193,201 @@ describe("relay: Matrix → remote", () => {
     // outage outlasted the backoff's growth; the others wait behind it in their group.
     await waitFor(() => (local.metrics.counts.get("OutboundCallsRetried") ?? 0) >= 3, 60_000);
     expect(remote.requests).toHaveLength(0);
+    const back = Math.floor(Date.now() / 1000);
     await remote.start();
     await waitFor(() => remote.requests.length >= 5, 60_000);
     expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    // Signed when sent, not when queued: a retry after a long outage is still fresh.
+    for (const request of remote.requests) {
+      expect(request.signed).toBe(true);
+      expect(Number(request.headers["x-relay-timestamp"])).toBeGreaterThanOrEqual(back);
+    }
     expect(
       remote.bodies("/channels/general/messages").map((b) => (b as { text: string }).text),
     ).toEqual(texts);
     expect(new Set(remote.requests.map((r) => r.headers["idempotency-key"])).size).toBe(5);
+  });
+});
+
+describe("relay: what the remote side may send (issue 23)", () => {
+  it("unsigned, stale, future, foreign-secret, tampered or malformed signatures → 401 M_UNKNOWN_TOKEN, nothing created; the signed request → 202", async () => {
+    const { homeserver, post, urlOf, local } = await startRelay();
+    // An attacker posting as a puppet of their choice, as the open route let anyone.
+    const admin = { id: "a1", user: "admin", display_name: "Server Admin", text: "hi" };
+    const body = JSON.stringify(admin);
+    const now = Date.now();
+    const valid = signatureHeaders(SECRET, body, now) as Record<
+      "x-relay-timestamp" | "x-relay-signature",
+      string
+    >;
+    const attempts: [string, Promise<Response>][] = [
+      ["unsigned", fetch(urlOf("general"), { method: "POST", body })],
+      ["another secret", signedPost(urlOf("general"), `${SECRET}x`, admin)],
+      ["6 minutes old", signedPost(urlOf("general"), SECRET, admin, now - 360_000)],
+      ["6 minutes ahead", signedPost(urlOf("general"), SECRET, admin, now + 360_000)],
+      [
+        "another body under a valid signature",
+        fetch(urlOf("general"), {
+          method: "POST",
+          headers: valid,
+          body: JSON.stringify({ ...admin, text: "pwned" }),
+        }),
+      ],
+      [
+        "the signature without sha256=",
+        fetch(urlOf("general"), {
+          method: "POST",
+          headers: { ...valid, "x-relay-signature": valid["x-relay-signature"].slice(7) },
+          body,
+        }),
+      ],
+      [
+        "a timestamp that is no number",
+        fetch(urlOf("general"), {
+          method: "POST",
+          headers: { ...valid, "x-relay-timestamp": `${valid["x-relay-timestamp"]}.0` },
+          body,
+        }),
+      ],
+    ];
+    for (const [why, attempt] of attempts) {
+      const response = await attempt;
+      expect({ why, status: response.status, body: await response.json() }).toEqual({
+        why,
+        status: 401,
+        body: { errcode: "M_UNKNOWN_TOKEN", error: expect.any(String) },
+      });
+    }
+    // Nothing asked of the homeserver: no room, no puppet, no message.
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    expect(homeserver.requests).toHaveLength(0);
+    // The same message signed with the secret goes through.
+    expect((await post("general", admin)).status).toBe(202);
+    await waitFor(() => homeserver.sent.length >= 1);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    expect(homeserver.createdRooms).toHaveLength(1);
+    expect(homeserver.sent.map((e) => e.content.body)).toEqual(["hi"]);
+  });
+
+  it("NUL and lone surrogates leave the text and the name; a 100,000-character display name is cut to 256", async () => {
+    const { local, homeserver, post } = await startRelay();
+    const message = {
+      id: "n1",
+      user: "alice",
+      display_name: `Server\u0000 Admin\u202e${"x".repeat(100_000)}`,
+      text: "hi\u0000 there\ud800!",
+    };
+    expect((await post("general", message)).status).toBe(202);
+    await waitFor(() => homeserver.sent.length >= 1);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    expect(homeserver.sent[0]?.content).toEqual({ msgtype: "m.text", body: "hi there\uFFFD!" });
+    const name = homeserver.profiles.get(ALICE)?.displayname as string;
+    expect(Array.from(name)).toHaveLength(256);
+    expect(name.startsWith("Server Admin x")).toBe(true);
+    // A name of nothing but controls: the user's own.
+    expect(
+      (await post("general", { ...message, id: "n2", user: "bob", display_name: "\u0000\u202e" }))
+        .status,
+    ).toBe(202);
+    await waitFor(() => homeserver.sent.length >= 2);
+    expect(homeserver.profiles.get(`@_relay_bob:${SERVER}`)?.displayname).toBe("bob");
+  });
+
+  it("an SVG called image/png → an m.file uploaded as application/octet-stream, never an m.image; an SVG avatar → 400, nothing created", async () => {
+    const { local, homeserver, post } = await startRelay();
+    const svgAvatar = {
+      ...hello,
+      id: "s0",
+      avatar: { content_type: "image/png", data: base64(SVG) },
+    };
+    const refused = await post("general", svgAvatar);
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toEqual({
+      errcode: "M_BAD_JSON",
+      error: "avatar must be a PNG, GIF, JPEG or WebP image",
+    });
+    expect(homeserver.requests).toHaveLength(0);
+    const svg = {
+      id: "s1",
+      user: "alice",
+      display_name: "Alice",
+      text: "",
+      image: { content_type: "image/png", data: base64(SVG), filename: "logo\u0000.svg" },
+    };
+    expect((await post("general", svg)).status).toBe(202);
+    await waitFor(() => homeserver.sent.length >= 1);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    const [id, media] = [...homeserver.media].find(([, m]) => m.bytes?.equals(SVG)) ?? [];
+    expect(media?.contentType).toBe("application/octet-stream");
+    expect(homeserver.sent.map((e) => e.content)).toEqual([
+      {
+        msgtype: "m.file",
+        body: "logo .svg",
+        filename: "logo .svg",
+        url: `mxc://${SERVER}/${id}`,
+        info: { mimetype: "application/octet-stream", size: SVG.length },
+      },
+    ]);
+  });
+
+  it("one channel past its burst (20) → 429 M_LIMIT_EXCEEDED with retry_after_ms, nothing more sent; another channel goes on", async () => {
+    const { local, homeserver, post } = await startRelay();
+    // The same message each time (one Matrix message), one after the other until refused: the
+    // burst is granted, and at most a token a second more while they run.
+    const started = Date.now();
+    let granted = 0;
+    let refusedAt: Response | undefined;
+    while (!refusedAt && granted < 60) {
+      const response = await post("busy", hello);
+      if (response.status === 202) granted++;
+      else refusedAt = response;
+    }
+    const refill = Math.ceil((Date.now() - started) / 1000);
+    expect(granted).toBeGreaterThanOrEqual(20);
+    expect(granted).toBeLessThanOrEqual(20 + refill);
+    expect(refusedAt?.status).toBe(429);
+    const refused = [refusedAt as Response];
+    for (const response of refused) {
+      const body = (await response.json()) as Record<string, unknown>;
+      expect(body).toEqual({
+        errcode: "M_LIMIT_EXCEEDED",
+        error: "Too many messages in this channel",
+        retry_after_ms: expect.any(Number),
+      });
+      expect(body.retry_after_ms).toBeGreaterThan(0);
+      expect(body.retry_after_ms).toBeLessThanOrEqual(1000);
+      expect(Number(response.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    }
+    expect((await post("quiet", { ...hello, id: "q1" })).status).toBe(202);
+    await waitFor(() => homeserver.sent.length >= 2);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    expect(homeserver.sent.map((e) => e.content.body)).toEqual(["hello", "hello"]);
+  });
+
+  it("new portals capped at 10 a minute: past them a new channel → 429, no room made; existing channels go on", async () => {
+    const { local, homeserver, post } = await startRelay();
+    const started = Date.now();
+    const responses = await Promise.all(
+      Array.from({ length: 14 }, (_, i) => post(`c${i}`, { ...hello, id: `p${i}` })),
+    );
+    // A token every 6 s while they run.
+    const refill = Math.ceil((Date.now() - started) / 6000);
+    const granted = responses.flatMap((r, i) => (r.status === 202 ? [`c${i}`] : []));
+    const refused = responses.filter((r) => r.status === 429);
+    expect(granted.length).toBeGreaterThanOrEqual(10);
+    expect(granted.length).toBeLessThanOrEqual(10 + refill);
+    expect(refused.length).toBe(14 - granted.length);
+    expect(refused.length).toBeGreaterThan(0);
+    for (const response of refused) {
+      const body = (await response.json()) as Record<string, unknown>;
+      expect(body).toMatchObject({ errcode: "M_LIMIT_EXCEEDED", error: "Too many new channels" });
+      expect(body.retry_after_ms).toBeGreaterThan(0);
+      expect(body.retry_after_ms).toBeLessThanOrEqual(6000);
+    }
+    await waitFor(() => homeserver.sent.length >= granted.length);
+    expect((await post(granted[0] as string, { ...hello, id: "again" })).status).toBe(202);
+    await waitFor(() => homeserver.sent.length >= granted.length + 1);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    expect(homeserver.createdRooms).toHaveLength(granted.length);
   });
 });

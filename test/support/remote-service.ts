@@ -1,5 +1,6 @@
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { signatureHeaders, signatureValid } from "../../functions/shared/signature.ts";
 
 /** A request the remote service received. */
 export interface RemoteRequestSeen {
@@ -13,6 +14,11 @@ export interface RemoteRequestSeen {
   at: number;
   /** The status it was answered. */
   status: number;
+  /**
+   * Whether it was signed with the service's `secret` (`X-Relay-Signature` over its raw body,
+   * within 5 minutes of its arrival), as the remote side checks; undefined without a secret.
+   */
+  signed?: boolean;
 }
 
 export interface RemoteAnswer {
@@ -27,6 +33,9 @@ export interface RemoteAnswer {
  * refuses connections) and come back on the same port.
  */
 export class RemoteService {
+  /** @param secret the secret it shares with the relay, to check the requests' signatures */
+  constructor(readonly secret?: string) {}
+
   readonly requests: RemoteRequestSeen[] = [];
   private readonly cues: RemoteAnswer[] = [];
   private connectionCount = 0;
@@ -53,14 +62,18 @@ export class RemoteService {
       request.on("data", (chunk: Buffer) => chunks.push(chunk));
       request.on("end", () => {
         const answer = this.cues.shift() ?? { status: 200, body: "{}" };
+        const raw = Buffer.concat(chunks);
         this.requests.push({
           method: request.method ?? "",
           path: request.url ?? "",
           headers: request.headers,
-          body: Buffer.concat(chunks).toString("utf8"),
-          raw: Buffer.concat(chunks),
+          body: raw.toString("utf8"),
+          raw,
           at: Date.now(),
           status: answer.status,
+          ...(this.secret !== undefined && {
+            signed: signatureValid(this.secret, request.headers, raw),
+          }),
         });
         response.writeHead(answer.status, answer.headers).end(answer.body ?? "");
       });
@@ -87,4 +100,17 @@ export class RemoteService {
   bodies(path: string) {
     return this.requests.filter((r) => r.path === path).map((r) => JSON.parse(r.body) as unknown);
   }
+}
+
+/**
+ * The remote service's side of the relay: a JSON POST to `url` signed with `secret`, as at
+ * `nowMs` (a request from the past: an old timestamp).
+ */
+export function signedPost(url: string, secret: string, message: unknown, nowMs = Date.now()) {
+  const body = JSON.stringify(message);
+  return fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...signatureHeaders(secret, body, nowMs) },
+    body,
+  });
 }

@@ -173,9 +173,14 @@ describe("AppserviceStack", () => {
     for (const name of Object.keys(configSchemas) as FunctionName[]) {
       const id = `${name[0]?.toUpperCase()}${name.slice(1)}`;
       const set = Object.keys(environmentOf(id)).sort();
-      // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES and RELAY_URL (the relay's) are optional, and
-      // this stack sets none of them.
-      const optional: string[] = [ENV.botAvatarUrl, ENV.deliveryAllowedAddresses, ENV.relayUrl];
+      // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES, RELAY_URL and RELAY_SECRET_ARN (the relay's)
+      // are optional, and this stack sets none of them.
+      const optional: string[] = [
+        ENV.botAvatarUrl,
+        ENV.deliveryAllowedAddresses,
+        ENV.relayUrl,
+        ENV.relaySecretArn,
+      ];
       const read = envNamesOf(name).filter((variable) => !optional.includes(variable));
       expect(set, name).toEqual([...read, ...PLATFORM_ENV].sort());
       // What the stack sets, the function accepts (a reference stands for its deployed value;
@@ -741,6 +746,45 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     expect(routes).toContain("POST /relay/{channel}/messages");
     expect(routes).not.toContain("POST /webhook/{id}");
     expect(nagFindings(stack)).toEqual([]);
+  });
+
+  it("makes the relay's secret at deploy, a secret of its own (retained), named to the app function and the outbox alone, which alone may read it", () => {
+    const { template } = synthesize("RelaySecret", { application: choice });
+    const secrets = Object.entries(template.findResources("AWS::SecretsManager::Secret"));
+    const relay = secrets.find(([id]) => id.includes("RelaySecret"));
+    expect(secrets).toHaveLength(2);
+    const [relayId, relaySecret] = relay as [string, Resource];
+    expect(relaySecret.Properties.GenerateSecretString).toEqual({
+      PasswordLength: 64,
+      ExcludePunctuation: true,
+    });
+    expect(relaySecret.DeletionPolicy).toBe("Retain");
+    const fns = Object.entries(template.findResources("AWS::Lambda::Function"));
+    const named = fns.filter(([, fn]) =>
+      JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.relaySecretArn),
+    );
+    expect(named.map(([id]) => id.replace(/Function.*$/, "")).sort()).toEqual([
+      expect.stringMatching(/App$/),
+      expect.stringMatching(/Outbox$/),
+    ]);
+    for (const [, fn] of named) {
+      const variables = (fn.Properties.Environment as { Variables: Record<string, unknown> })
+        .Variables;
+      expect(variables[ENV.relaySecretArn]).toEqual({ Ref: relayId });
+    }
+    // Read by those two functions' roles alone, and by nothing else of the stack.
+    const readers = Object.entries(template.findResources("AWS::IAM::Policy")).filter(
+      ([, policy]) => JSON.stringify(policy.Properties.PolicyDocument).includes(relayId),
+    );
+    expect(
+      readers
+        .flatMap(([, policy]) => (policy.Properties.Roles as { Ref: string }[]).map((r) => r.Ref))
+        .map((role) => role.replace(/FunctionServiceRole.*$/, ""))
+        .sort(),
+    ).toEqual([expect.stringMatching(/App$/), expect.stringMatching(/Outbox$/)]);
+    const outputs = template.findOutputs("*");
+    expect(outputs.RelaySecretArn?.Value).toEqual({ Ref: relayId });
+    expect(JSON.stringify(outputs)).not.toMatch(/SecretString|resolve:secretsmanager/);
   });
 });
 

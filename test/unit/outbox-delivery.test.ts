@@ -13,6 +13,7 @@ import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy, LOOPBACK_RANGES } from "../../functions/shared/address-policy.ts";
 import { sha256 } from "../../functions/shared/hash.ts";
 import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
+import { signatureValid } from "../../functions/shared/signature.ts";
 import type { DeliveryOutcome } from "../../functions/store/delivery-outcomes.ts";
 import type { ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 import { recordingLog } from "../support/appservice.ts";
@@ -345,5 +346,43 @@ describe("actions.deliver", () => {
       }),
     ).toThrow(/bytes queued, over/);
     expect(sent).toHaveLength(0);
+  });
+});
+
+describe("performDelivery: signed deliveries (the relay's RELAY_SECRET)", () => {
+  const SECRET = "the-relay-secret-shared-with-the-remote";
+
+  it("signed with the secret at each attempt, over the bytes sent (base64 bodies decoded); never signed unless asked", async () => {
+    const remote = await remoteService([{ status: 500 }]);
+    const signedDeps = { ...deps(), remoteSecret: SECRET };
+    const text = delivery(remote.url, { signed: true });
+    const bytes = Buffer.from([0, 1, 2, 255]);
+    const binary = delivery(remote.url, {
+      id: "d2",
+      signed: true,
+      delivery: { ...text.delivery, body: bytes.toString("base64"), bodyEncoding: "base64" },
+    });
+    await attempts(text, 2, signedDeps);
+    expect(await performDelivery(binary, 0, signedDeps)).toEqual({ kind: "done", status: 200 });
+    expect(await performDelivery(delivery(remote.url, { id: "d3" }), 0, signedDeps)).toEqual({
+      kind: "done",
+      status: 200,
+    });
+    const [first, retry, sentBinary, unsigned] = remote.requests;
+    for (const request of [first, retry]) {
+      expect(signatureValid(SECRET, request?.headers ?? {}, '{"text":"hi"}')).toBe(true);
+    }
+    expect(signatureValid(SECRET, sentBinary?.headers ?? {}, bytes)).toBe(true);
+    expect(signatureValid(`${SECRET}x`, first?.headers ?? {}, '{"text":"hi"}')).toBe(false);
+    expect(unsigned?.headers["x-relay-signature"]).toBeUndefined();
+  });
+
+  it("signed, but the outbox has no secret → dead at once with the reason, never connected to", async () => {
+    const remote = await remoteService([]);
+    expect(await performDelivery(delivery(remote.url, { signed: true }), 0, deps())).toEqual({
+      kind: "dead",
+      reason: { error: "refused, not sent: no secret to sign it with" },
+    });
+    expect(remote.connections()).toBe(0);
   });
 });

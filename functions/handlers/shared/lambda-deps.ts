@@ -5,7 +5,7 @@ import type { Platform } from "../../wiring/deps.ts";
 import { type Config, readConfig } from "../../wiring/env.ts";
 import { createLogger } from "./logger.ts";
 import { createCloudWatchMetrics } from "./metrics.ts";
-import { secretsManagerSource } from "./secrets.ts";
+import { secretStringSource, secretsManagerSource } from "./secrets.ts";
 
 type AwsFunction = "transactions" | "events" | "outbox" | "queries" | "app" | "admin";
 
@@ -19,10 +19,12 @@ export function lambdaDeps<F extends AwsFunction, D>(
   build: (config: Config<F>, platform: Platform<Logger>) => Promise<D>,
 ): Promise<D> {
   const config = readConfig(fn, process.env);
+  const relaySecretArn = (config as { relaySecretArn?: string }).relaySecretArn;
   return build(config, {
     dynamodb: new DynamoDBClient({}),
     sqs: new SQSClient({}),
     secrets: secretsManagerSource(config),
+    ...(relaySecretArn && { remoteSecret: secretStringSource(relaySecretArn) }),
     log: createLogger(),
     metrics: createCloudWatchMetrics(),
   });

@@ -29,3 +29,23 @@ export function secretsManagerSource({
     return (await tokens)[token];
   };
 }
+
+/**
+ * A secret of its own holding one plain string (the relay's, shared with its remote service):
+ * read once per cold start, and again after a failed read.
+ */
+export function secretStringSource(secretArn: string): () => Promise<string> {
+  let value: Promise<string> | undefined;
+  const read = async () => {
+    const { SecretString } = await new SecretsManagerClient({}).send(
+      new GetSecretValueCommand({ SecretId: secretArn }),
+    );
+    if (!SecretString) throw new Error("The secret has no string value");
+    return SecretString;
+  };
+  return () =>
+    (value ??= read().catch((error: unknown) => {
+      value = undefined;
+      throw error;
+    }));
+}
