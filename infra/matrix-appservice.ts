@@ -18,6 +18,7 @@ import {
   Metric,
   TreatMissingData,
 } from "aws-cdk-lib/aws-cloudwatch";
+import { SnsAction } from "aws-cdk-lib/aws-cloudwatch-actions";
 import { AttributeType, BillingMode, Table } from "aws-cdk-lib/aws-dynamodb";
 import { type IGrantable, PolicyStatement } from "aws-cdk-lib/aws-iam";
 import { Architecture, Runtime, Tracing } from "aws-cdk-lib/aws-lambda";
@@ -25,6 +26,8 @@ import { SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
 import { NodejsFunction, OutputFormat } from "aws-cdk-lib/aws-lambda-nodejs";
 import { FilterPattern, type ILogGroup, LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
 import { type ISecret, Secret } from "aws-cdk-lib/aws-secretsmanager";
+import { Topic } from "aws-cdk-lib/aws-sns";
+import { EmailSubscription } from "aws-cdk-lib/aws-sns-subscriptions";
 import {
   DeduplicationScope,
   FifoThroughputLimit,
@@ -40,8 +43,13 @@ import type { Registration } from "../functions/appservice/protocol/registration
 import { type Route, routeTable } from "../functions/appservice/protocol/routes.ts";
 import { NEAR_TIMEOUT_SHARE } from "../functions/handlers/shared/lambda-handler.ts";
 import { TOKEN_GENERATION } from "../functions/handlers/tokens-secret.ts";
-import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
+import {
+  DEFAULT_BACKOFF,
+  OUTBOUND_MAX_RECEIVE_COUNT,
+  retriesCovering,
+} from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
+import { OUTCOME_LOG_MESSAGES } from "../functions/matrix/outbox.ts";
 import { addressPolicy } from "../functions/shared/address-policy.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
 import { DELIVERY_OUTCOMES_COLLECTION } from "../functions/store/delivery-outcomes.ts";
@@ -129,6 +137,29 @@ export interface MatrixAppserviceProps {
    * @default none: public addresses only
    */
   deliveryAllowedAddresses?: readonly string[];
+  /**
+   * Where the alarm is sent (when it fires and when it clears): an existing SNS topic, and/or an
+   * email address subscribed to it (to a new topic when no ARN is given; the address confirms
+   * the subscription by mail). @default no action
+   */
+  alarmAction?: AlarmAction;
+  /**
+   * Concurrency reserved for the transactions function (and its cap): the homeserver's ack path
+   * keeps this much of the account's concurrency whatever the other functions take.
+   * @default none (a reservation fails on an account whose quota is still 10)
+   */
+  transactionsReservedConcurrency?: number;
+  /**
+   * The application function's cap (reserved concurrency): a flood of webhook requests cannot
+   * take more of the account's concurrency than this. @default none: the routes' throttles alone
+   */
+  appReservedConcurrency?: number;
+}
+
+/** The alarm's SNS topic: `topicArn`, `email`, or both. */
+export interface AlarmAction {
+  topicArn?: string;
+  email?: string;
 }
 
 /** Requests per second an application route takes when it does not say. */
@@ -146,6 +177,36 @@ export const OUTBOX_FUNCTION_TIMEOUT = Duration.millis(OUTBOX_TIMEOUT_MS);
 export const QUEUE_RETENTION = Duration.days(14);
 /** The oldest message of either queue older than this: a consumer is stuck or a room blocked. */
 export const QUEUE_AGE_ALARM = Duration.minutes(15);
+/**
+ * An outbound call's attempt (0 the first) from which each retry counts as a problem: the retries
+ * expected to fill the queue age threshold, so that a call held up as long as a queue's oldest
+ * message alarms as that message would.
+ */
+export const OUTBOX_RETRIES_BEFORE_ALARM = retriesCovering(
+  QUEUE_AGE_ALARM.toSeconds(),
+  DEFAULT_BACKOFF,
+);
+/**
+ * 5-minute periods the alarm waits clear before it returns to OK: longer than the outbox's
+ * longest wait between two retries (the backoff's cap), so a retried call keeps it firing.
+ */
+export const ALARM_CLEAR_PERIODS = 3;
+/**
+ * Lambda's own lines for a failed invocation: a timeout as the runtime wrote it ("Task timed
+ * out") and as the REPORT line now says it ("Status: timeout"), an uncaught error, a crash.
+ */
+export const RUNTIME_FAILURES_PATTERN =
+  '?"Task timed out" ?"Status: timeout" ?"Invoke Error" ?"Uncaught Exception" ?"Runtime.ExitError"';
+/**
+ * The application function's memory, from a measurement (docs/performance.md): its bundle (925 KB)
+ * loaded, 52 MB RSS (bare Node 39 MB); at its peak, running 200 webhook transformations in the
+ * QuickJS sandbox (a worker thread with the WebAssembly engine), 100-103 MB (3 runs, Node 20, heap
+ * 10 MB). Lambda's runtime adds ~30 MB: 256 MB would hold it, but Lambda gives CPU in proportion to
+ * memory, and a transformation's 100 ms limit is wall-clock time: 512 MB doubles the CPU share.
+ */
+export const APP_FUNCTION_MEMORY_MB = 512;
+/** Every other function's memory: each measured far below it (no sandbox, no WebAssembly). */
+export const FUNCTION_MEMORY_MB = 256;
 /** Event source concurrency when the props do not say. */
 export const DEFAULT_MAX_CONCURRENCY = 10;
 
@@ -275,6 +336,18 @@ export class MatrixAppservice extends Construct {
       registration: JSON.stringify(props.registration),
       ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
     });
+    const sizing: Partial<
+      Record<
+        keyof typeof functionEntries,
+        { memorySize?: number; reservedConcurrentExecutions?: number }
+      >
+    > = {
+      transactions: { reservedConcurrentExecutions: props.transactionsReservedConcurrency },
+      app: {
+        memorySize: APP_FUNCTION_MEMORY_MB,
+        reservedConcurrentExecutions: props.appReservedConcurrency,
+      },
+    };
     const createFunction = (
       name: keyof typeof functionEntries,
       timeout: Duration,
@@ -284,6 +357,7 @@ export class MatrixAppservice extends Construct {
         logRetention,
         tracing: props.tracing ?? false,
         application: choice.name,
+        ...sizing[name],
       });
 
     const functions = {
@@ -501,7 +575,7 @@ export class MatrixAppservice extends Construct {
     this.functions.app.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
     this.functions.admin.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
 
-    this.addAlarms(accessLogs, routes);
+    this.addAlarms(accessLogs, routes, props.alarmAction);
 
     const stack = Stack.of(this);
     new CfnOutput(stack, "ApiUrl", {
@@ -526,15 +600,15 @@ export class MatrixAppservice extends Construct {
    * - problems: one metric that free log metric filters feed: every ERROR log line of every
    *   function (unexpected errors, an application's failures, each failed attempt of an inbound
    *   item and its dead-lettering, dead-lettered calls, an invocation close to its timeout), the
-   *   runtime's own failures (timeouts, crashes), 5xx answers and integration errors of the API
-   *   (a function failed or throttled) and 401/403 on the transactions route (a token mismatch:
-   *   the homeserver marks the appservice down);
+   *   runtime's own failures (timeouts, in both of the forms Lambda writes, and crashes), an
+   *   outbound call still failing after `OUTBOX_RETRIES_BEFORE_ALARM` attempts, 5xx answers and
+   *   integration errors of the API (a function failed or throttled), and every answer but 200 on
+   *   a transactions route (the homeserver marks the appservice down on any of them);
    * - the age of the oldest message of each queue (consumers throttled, failing or stuck).
-   * Nothing reaches a dead-letter queue without ERROR lines first (the consumer's; SQS's own
-   * redrive only after a message was retried far longer than the age threshold), so the
-   * dead-letter queues need no metric of their own.
+   * It fires at one breaching 5-minute period and clears after `ALARM_CLEAR_PERIODS` clear ones:
+   * an outbound call retried at the backoff's cap (5 minutes, jittered) keeps it firing.
    */
-  private addAlarms(accessLogs: ILogGroup, routes: Route[]) {
+  private addAlarms(accessLogs: ILogGroup, routes: Route[], action?: AlarmAction) {
     const namespace = `MatrixAppservice/${this.node.path}`;
     const problems = new Metric({
       namespace,
@@ -551,12 +625,15 @@ export class MatrixAppservice extends Construct {
       });
     for (const [name, fn] of Object.entries(this.functions)) {
       countProblems(`${name}ErrorLines`, fn.logGroup, '{ $.level = "ERROR" }');
-      countProblems(
-        `${name}RuntimeFailures`,
-        fn.logGroup,
-        '?"Task timed out" ?"Invoke Error" ?"Uncaught Exception" ?"Runtime.ExitError"',
-      );
+      countProblems(`${name}RuntimeFailures`, fn.logGroup, RUNTIME_FAILURES_PATTERN);
     }
+    // A retry logs WARN, and SQS's age metric stops counting a message received three times: an
+    // unreachable target would stay unseen for the whole retry span.
+    countProblems(
+      "outboxRetriesPastThreshold",
+      this.functions.outbox.logGroup,
+      `{ $.level = "WARN" && $.message = "${OUTCOME_LOG_MESSAGES.retry}" && $.attempt >= ${OUTBOX_RETRIES_BEFORE_ALARM} }`,
+    );
     // A failed invocation (a throttled function too) shows as an integration error, whatever
     // status API Gateway then answers.
     countProblems("ApiFailures", accessLogs, '{ $.status >= 500 || $.integrationError != "-" }');
@@ -564,9 +641,9 @@ export class MatrixAppservice extends Construct {
       .filter((route) => route.handler === "transactions")
       .map((route) => `$.routeKey = "${route.method} ${route.path}"`);
     countProblems(
-      "TransactionsUnauthorized",
+      "TransactionsNotAccepted",
       accessLogs,
-      `{ ($.status = 401 || $.status = 403) && (${transactionRoutes.join(" || ")}) }`,
+      `{ $.status != 200 && (${transactionRoutes.join(" || ")}) }`,
     );
     const age = (queue: Queue) =>
       queue.metricApproximateAgeOfOldestMessage({
@@ -574,39 +651,52 @@ export class MatrixAppservice extends Construct {
         statistic: "Maximum",
       });
     const ageThreshold = QUEUE_AGE_ALARM.toSeconds();
-    this.alarms.push(
-      new MathExpression({
-        // 1 or more: a problem counted, or a queue's oldest message past the threshold. Missing
-        // data (nothing logged, an idle queue) counts as 0. One expression per metric, then
-        // their maximum: each step a form the metric math docs show.
-        expression: "MAX([problemsCount, inboundAgeShare, outboundAgeShare])",
-        usingMetrics: {
-          problemsCount: new MathExpression({
-            expression: "FILL(problems, 0)",
-            usingMetrics: { problems },
-            period: Duration.minutes(5),
-          }),
-          inboundAgeShare: new MathExpression({
-            expression: `FILL(inboundAge, 0) / ${ageThreshold}`,
-            usingMetrics: { inboundAge: age(this.inboundQueue) },
-            period: Duration.minutes(5),
-          }),
-          outboundAgeShare: new MathExpression({
-            expression: `FILL(outboundAge, 0) / ${ageThreshold}`,
-            usingMetrics: { outboundAge: age(this.outboundQueue) },
-            period: Duration.minutes(5),
-          }),
-        },
-        label: "Problems counted, or the oldest message's age over its threshold",
-        period: Duration.minutes(5),
-      }).createAlarm(this, "Alarm", {
-        alarmDescription: `Errors logged by a function (failed items and dead letters included), timeouts and crashes, invocations within ${NEAR_TIMEOUT_SHARE * 100}% of their timeout, API 5xx or integration errors, or 401/403 on the transactions route (see the logs); or a queue's oldest message over ${QUEUE_AGE_ALARM.toMinutes()} minutes old (its consumer throttled, failing or held up; the homeserver down?)`,
-        threshold: 1,
-        evaluationPeriods: 1,
-        comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: TreatMissingData.NOT_BREACHING,
-      }),
-    );
+    const alarm = new MathExpression({
+      // 1 or more: a problem counted, or a queue's oldest message past the threshold. Missing
+      // data (nothing logged, an idle queue) counts as 0. One expression per metric, then
+      // their maximum: each step a form the metric math docs show.
+      expression: "MAX([problemsCount, inboundAgeShare, outboundAgeShare])",
+      usingMetrics: {
+        problemsCount: new MathExpression({
+          expression: "FILL(problems, 0)",
+          usingMetrics: { problems },
+          period: Duration.minutes(5),
+        }),
+        inboundAgeShare: new MathExpression({
+          expression: `FILL(inboundAge, 0) / ${ageThreshold}`,
+          usingMetrics: { inboundAge: age(this.inboundQueue) },
+          period: Duration.minutes(5),
+        }),
+        outboundAgeShare: new MathExpression({
+          expression: `FILL(outboundAge, 0) / ${ageThreshold}`,
+          usingMetrics: { outboundAge: age(this.outboundQueue) },
+          period: Duration.minutes(5),
+        }),
+      },
+      label: "Problems counted, or the oldest message's age over its threshold",
+      period: Duration.minutes(5),
+    }).createAlarm(this, "Alarm", {
+      alarmDescription: `Errors logged by a function (failed items and dead letters included), timeouts and crashes, invocations within ${NEAR_TIMEOUT_SHARE * 100}% of their timeout, an outbound call failing ${OUTBOX_RETRIES_BEFORE_ALARM} times, API 5xx or integration errors, or an answer but 200 on a transactions route (see the logs); or a queue's oldest message over ${QUEUE_AGE_ALARM.toMinutes()} minutes old (its consumer throttled, failing or held up; the homeserver down?)`,
+      threshold: 1,
+      evaluationPeriods: ALARM_CLEAR_PERIODS,
+      datapointsToAlarm: 1,
+      comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: TreatMissingData.NOT_BREACHING,
+    });
+    if (action) {
+      const topic = action.topicArn
+        ? Topic.fromTopicArn(this, "AlarmTopic", action.topicArn)
+        : new Topic(this, "AlarmTopic", {
+            displayName: "Matrix appservice alarm",
+            // cdk-nag AwsSolutions-SNS3: publishers must use TLS.
+            enforceSSL: true,
+          });
+      if (action.email) topic.addSubscription(new EmailSubscription(action.email));
+      // Told when it fires and when it clears.
+      alarm.addAlarmAction(new SnsAction(topic));
+      alarm.addOkAction(new SnsAction(topic));
+    }
+    this.alarms.push(alarm);
   }
 
   /** A Node.js function as every one of the stack's is made: bundled here, ESM, ARM64. */
@@ -619,9 +709,13 @@ export class MatrixAppservice extends Construct {
       logRetention,
       tracing,
       application,
+      memorySize = FUNCTION_MEMORY_MB,
+      reservedConcurrentExecutions,
     }: {
       logRetention: RetentionDays;
       tracing: boolean;
+      memorySize?: number;
+      reservedConcurrentExecutions?: number;
       /** The application whose part it runs; none for the deploy-time tokens function. */
       application?: ApplicationName;
     },
@@ -631,9 +725,11 @@ export class MatrixAppservice extends Construct {
       handler: "handler",
       projectRoot,
       depsLockFilePath: join(projectRoot, "package-lock.json"),
-      runtime: Runtime.NODEJS_22_X,
+      // Node 22's support ends in April 2027; the code runs on Node 20-24 (local mode, tests).
+      runtime: Runtime.NODEJS_24_X,
       architecture: Architecture.ARM_64,
-      memorySize: 256,
+      memorySize,
+      ...(reservedConcurrentExecutions !== undefined && { reservedConcurrentExecutions }),
       timeout,
       ...(tracing && { tracing: Tracing.ACTIVE }),
       environment: {
@@ -804,7 +900,7 @@ export class MatrixAppservice extends Construct {
           {
             id: "AwsSolutions-L1",
             reason:
-              "nodejs22.x is the runtime this project targets and tests against (Node 20-24).",
+              "nodejs24.x is the runtime this project targets and tests against (Node 20-24).",
           },
           ...(tracing
             ? [

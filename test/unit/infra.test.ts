@@ -1,3 +1,6 @@
+import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { App, Aspects } from "aws-cdk-lib";
 import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
 import { AwsSolutionsChecks } from "cdk-nag";
@@ -6,7 +9,12 @@ import { application } from "../../functions/app/index.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../../functions/appservice/pipeline/process-inbound.ts";
 import { routeTable } from "../../functions/appservice/protocol/routes.ts";
 import { TOKEN_GENERATION } from "../../functions/handlers/tokens-secret.ts";
-import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/matrix/backoff.ts";
+import {
+  DEFAULT_BACKOFF,
+  OUTBOUND_MAX_RECEIVE_COUNT,
+  retriesCovering,
+} from "../../functions/matrix/backoff.ts";
+import { OUTCOME_LOG_MESSAGES } from "../../functions/matrix/outbox.ts";
 import {
   configSchemas,
   ENV,
@@ -21,8 +29,12 @@ import { applicationChoice } from "../../infra/application.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import type { MatrixAppserviceProps } from "../../infra/matrix-appservice.ts";
 import {
+  ALARM_CLEAR_PERIODS,
+  APP_FUNCTION_MEMORY_MB,
   EVENTS_FUNCTION_TIMEOUT,
+  FUNCTION_MEMORY_MB,
   OUTBOX_FUNCTION_TIMEOUT,
+  OUTBOX_RETRIES_BEFORE_ALARM,
   QUEUE_AGE_ALARM,
 } from "../../infra/matrix-appservice.ts";
 import { synthesized } from "../support/cdk-synth.ts";
@@ -210,7 +222,7 @@ describe("AppserviceStack", () => {
     ]);
   });
 
-  it("runs each function on nodejs22.x, ARM64, ESM with source maps, its logs kept for a month", () => {
+  it("runs each function on nodejs24.x, ARM64, ESM with source maps, its logs kept for a month", () => {
     const functions = resources("AWS::Lambda::Function");
     // The seven of the API and the queues (the operator console's among them), and the one that
     // completes the tokens secret.
@@ -224,12 +236,17 @@ describe("AppserviceStack", () => {
       2 * actionBudgetMs(HOMESERVER_TIMEOUT_MS),
     );
     expect((fns[functionId("Events")] as Resource).Properties.TracingConfig).toBeUndefined();
-    for (const [, fn] of functions) {
+    // The application function's memory from its measurement; no reserved concurrency unless asked.
+    expect((fns[functionId("App")] as Resource).Properties.MemorySize).toBe(APP_FUNCTION_MEMORY_MB);
+    expect(APP_FUNCTION_MEMORY_MB).toBe(512);
+    for (const [id, fn] of functions) {
       expect(fn.Properties).toMatchObject({
-        Runtime: "nodejs22.x",
+        Runtime: "nodejs24.x",
         Architectures: ["arm64"],
         Handler: "index.handler",
       });
+      if (id !== functionId("App")) expect(fn.Properties.MemorySize, id).toBe(FUNCTION_MEMORY_MB);
+      expect(fn.Properties.ReservedConcurrentExecutions, id).toBeUndefined();
       expect(JSON.stringify(fn.Properties.Environment)).toContain("--enable-source-maps");
     }
     for (const [, group] of resources("AWS::Logs::LogGroup"))
@@ -509,12 +526,19 @@ describe("AppserviceStack", () => {
     const alarms = resources("AWS::CloudWatch::Alarm");
     expect(alarms.map(([id]) => id.replace(/[0-9A-F]{8}$/, ""))).toEqual(["AppserviceAlarm"]);
     const [[, alarm]] = alarms as [[string, Resource]];
+    // Fires at one breaching period, clears after three clear ones (15 minutes: longer than the
+    // outbox's longest wait between retries), so a call retried for a day keeps it firing.
     expect(alarm.Properties).toMatchObject({
       Threshold: 1,
       ComparisonOperator: "GreaterThanOrEqualToThreshold",
-      EvaluationPeriods: 1,
+      EvaluationPeriods: ALARM_CLEAR_PERIODS,
+      DatapointsToAlarm: 1,
       TreatMissingData: "notBreaching",
     });
+    expect(ALARM_CLEAR_PERIODS * 300).toBeGreaterThan(DEFAULT_BACKOFF.capSeconds);
+    // No action unless asked (alarmAction).
+    expect(alarm.Properties.AlarmActions).toBeUndefined();
+    template.resourceCountIs("AWS::SNS::Topic", 0);
     const metrics = alarm.Properties.Metrics as {
       Id: string;
       Expression?: string;
@@ -558,7 +582,7 @@ describe("AppserviceStack", () => {
     }
   });
 
-  it("feeds the problems metric from free log filters: every function's errors and runtime failures, API 5xx, 401/403 on transactions", () => {
+  it("feeds the problems metric from free log filters: every function's errors and runtime failures (both timeout forms), late outbox retries, API 5xx, any answer but 200 on every transactions route", () => {
     const filters = resources("AWS::Logs::MetricFilter").map(([, f]) => f.Properties);
     for (const filter of filters) {
       expect(filter.MetricTransformations).toEqual([
@@ -583,16 +607,38 @@ describe("AppserviceStack", () => {
       "app",
       "admin",
     ]) {
-      expect(patternsOf(new RegExp(`^Appservice${name}Logs`))).toEqual([
-        '?"Task timed out" ?"Invoke Error" ?"Uncaught Exception" ?"Runtime.ExitError"',
-        '{ $.level = "ERROR" }',
-      ]);
+      expect(patternsOf(new RegExp(`^Appservice${name}Logs`))).toEqual(
+        [
+          // Lambda's timeout as the runtime writes it, and as the REPORT line says it now.
+          '?"Task timed out" ?"Status: timeout" ?"Invoke Error" ?"Uncaught Exception" ?"Runtime.ExitError"',
+          '{ $.level = "ERROR" }',
+          // An outbound call retried past the attempts that fill the queue age threshold.
+          ...(name === "outbox"
+            ? [
+                `{ $.level = "WARN" && $.message = "${OUTCOME_LOG_MESSAGES.retry}" && $.attempt >= ${OUTBOX_RETRIES_BEFORE_ALARM} }`,
+              ]
+            : []),
+        ].sort(),
+      );
     }
-    expect(patternsOf(/^AppserviceApiAccessLogs/)).toEqual([
-      '{ $.status >= 500 || $.integrationError != "-" }',
-      '{ ($.status = 401 || $.status = 403) && ($.routeKey = "PUT /_matrix/app/v1/transactions/{txnId}" || $.routeKey = "PUT /transactions/{txnId}") }',
+    // The retries expected to fill the 15 minutes after which a queue's oldest message alarms.
+    expect(OUTBOX_RETRIES_BEFORE_ALARM).toBe(
+      retriesCovering(QUEUE_AGE_ALARM.toSeconds(), DEFAULT_BACKOFF),
+    );
+    expect(OUTBOX_RETRIES_BEFORE_ALARM).toBeGreaterThan(3);
+    // Every transactions route, the legacy path's too, whatever the status but 200.
+    const transactionRoutes = routeTable([])
+      .filter((route) => route.handler === "transactions")
+      .map((route) => `$.routeKey = "${route.method} ${route.path}"`);
+    expect(transactionRoutes).toEqual([
+      '$.routeKey = "PUT /_matrix/app/v1/transactions/{txnId}"',
+      '$.routeKey = "PUT /transactions/{txnId}"',
     ]);
-    expect(filters).toHaveLength(16);
+    expect(patternsOf(/^AppserviceApiAccessLogs/)).toEqual([
+      '{ $.status != 200 && ($.routeKey = "PUT /_matrix/app/v1/transactions/{txnId}" || $.routeKey = "PUT /transactions/{txnId}") }',
+      '{ $.status >= 500 || $.integrationError != "-" }',
+    ]);
+    expect(filters).toHaveLength(17);
   });
 
   it("gives the events function its queue and dead-letter queue, to set each retry's wait and set failing items aside", () => {
@@ -657,8 +703,46 @@ describe("AppserviceStack with its options", () => {
       homeserverRateLimit: 7,
       tracing: true,
       deliveryAllowedAddresses: ["10.0.0.0/8", "fd00::/8"],
+      alarmAction: { email: "ops@example.org" },
+      transactionsReservedConcurrency: 20,
+      appReservedConcurrency: 5,
     }));
   }, 120_000);
+
+  it("sends the alarm, firing and clearing, to an SNS topic with the email subscribed; or to a given topic", () => {
+    const topics = Object.keys(template.findResources("AWS::SNS::Topic"));
+    expect(topics).toHaveLength(1);
+    template.hasResourceProperties("AWS::SNS::Subscription", {
+      Protocol: "email",
+      Endpoint: "ops@example.org",
+      TopicArn: { Ref: topics[0] },
+    });
+    template.hasResourceProperties("AWS::CloudWatch::Alarm", {
+      AlarmActions: [{ Ref: topics[0] }],
+      OKActions: [{ Ref: topics[0] }],
+    });
+    const arn = "arn:aws:sns:us-east-1:123456789012:ops";
+    const given = synthesize("GivenTopic", { alarmAction: { topicArn: arn } }).template;
+    given.resourceCountIs("AWS::SNS::Topic", 0);
+    given.resourceCountIs("AWS::SNS::Subscription", 0);
+    given.hasResourceProperties("AWS::CloudWatch::Alarm", {
+      AlarmActions: [arn],
+      OKActions: [arn],
+    });
+  });
+
+  it("reserves concurrency for the transactions function and caps the application function, as asked", () => {
+    const fns = Object.entries(template.findResources("AWS::Lambda::Function"));
+    const reserved = Object.fromEntries(
+      fns
+        .filter(([, fn]) => fn.Properties.ReservedConcurrentExecutions !== undefined)
+        .map(([id, fn]) => [
+          id.replace(/Function.*$/, ""),
+          fn.Properties.ReservedConcurrentExecutions,
+        ]),
+    );
+    expect(reserved).toEqual({ AppserviceTransactions: 20, AppserviceApp: 5 });
+  });
 
   it("gives the outbox the ranges deliveries may reach, which it reads back; a bad range fails the synth", () => {
     const fns = template.findResources("AWS::Lambda::Function");
@@ -744,6 +828,28 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
   });
 });
 
+/** cfn-lint's version, or undefined where it is not installed (it comes with Python's packages). */
+const cfnLintVersion = (() => {
+  const result = spawnSync("cfn-lint", ["--version"], { encoding: "utf8" });
+  return result.status === 0 ? result.stdout.trim() : undefined;
+})();
+
+interface CfnLintMatch {
+  Level: "Error" | "Warning" | "Informational";
+  Message: string;
+  Rule: { Id: string };
+  Location: { Path: (string | number)[] };
+}
+
+/** cfn-lint's findings on a template file (JSON output; its exit code only says which levels). */
+function cfnLint(file: string): CfnLintMatch[] {
+  const result = spawnSync("cfn-lint", ["--format", "json", "--", file], { encoding: "utf8" });
+  if (result.error || !result.stdout.trim().startsWith("[")) {
+    throw new Error(`cfn-lint did not run: ${result.error ?? result.stderr}`);
+  }
+  return JSON.parse(result.stdout) as CfnLintMatch[];
+}
+
 describe("cdk synth", () => {
   it("runs with the CDK CLI, offline and without credentials", async () => {
     const { template } = await synthesized();
@@ -755,5 +861,54 @@ describe("cdk synth", () => {
         "AWS::DynamoDB::Table",
       ]),
     );
+  }, 240_000);
+
+  // A property CloudFormation would refuse fails here, not in a deploy: errors fail, warnings are
+  // listed.
+  for (const name of ["webhooks", "relay"] as const) {
+    it(`passes cfn-lint (the ${name} stack's template): no error`, async (context) => {
+      if (!cfnLintVersion) {
+        context.skip(
+          "cfn-lint is not installed (pip install cfn-lint): the templates were not linted",
+        );
+      }
+      const { templateFile } = await synthesized(name);
+      const findings = cfnLint(templateFile);
+      const line = (m: CfnLintMatch) =>
+        `${m.Level} ${m.Rule.Id} at ${m.Location.Path.join("/")}: ${m.Message}`;
+      const warnings = findings.filter((m) => m.Level !== "Error");
+      if (warnings.length > 0) {
+        console.warn(`${cfnLintVersion}, ${name} stack:\n${warnings.map(line).join("\n")}`);
+      }
+      expect(findings.filter((m) => m.Level === "Error").map(line)).toEqual([]);
+    }, 240_000);
+  }
+
+  it("cfn-lint's rules see what they should: a property CloudFormation refuses is an error", async (context) => {
+    if (!cfnLintVersion) context.skip("cfn-lint is not installed (pip install cfn-lint)");
+    const { templateFile, template } = await synthesized();
+    const [id, queue] = Object.entries(template.Resources).find(
+      ([, r]) => r.Type === "AWS::SQS::Queue",
+    ) as unknown as [string, { Properties: Record<string, unknown> }];
+    const broken = join(dirname(templateFile), "broken.template.json");
+    writeFileSync(
+      broken,
+      JSON.stringify({
+        ...template,
+        Resources: {
+          ...template.Resources,
+          // Over SQS's 14 days, as a typo would make it.
+          [id]: {
+            ...queue,
+            Properties: { ...queue.Properties, MessageRetentionPeriod: 12_096_000 },
+          },
+        },
+      }),
+    );
+    expect(
+      cfnLint(broken)
+        .filter((m) => m.Level === "Error")
+        .map((m) => m.Location.Path.join("/")),
+    ).toContain(`Resources/${id}/Properties/MessageRetentionPeriod`);
   }, 240_000);
 });
