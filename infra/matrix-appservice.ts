@@ -1,6 +1,14 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { CfnOutput, CustomResource, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
+import {
+  ArnFormat,
+  CfnOutput,
+  CfnResource,
+  CustomResource,
+  Duration,
+  RemovalPolicy,
+  Stack,
+} from "aws-cdk-lib";
 import { AccessLogFormat } from "aws-cdk-lib/aws-apigateway";
 import {
   type CfnStage,
@@ -67,6 +75,7 @@ import {
   environmentOf,
   type PLATFORM_ENV,
   TOKENS_SECRET_KEYS,
+  type TokenName,
 } from "../functions/wiring/env.ts";
 import {
   EVENTS_TIMEOUT_MS,
@@ -90,10 +99,10 @@ export interface MatrixAppserviceProps {
   serverName: string;
   registration: PublicRegistration;
   /**
-   * An existing secret holding the tokens as JSON (`{"as_token", "hs_token", "admin_token"}`);
-   * generated (64 random characters each) when absent.
+   * Existing secrets, one a token, each its token as a plain string; generated (64 random
+   * characters each) when absent.
    */
-  tokensSecret?: ISecret;
+  tokenSecrets?: TokenSecrets;
   /** @default true */
   tableDeletionProtection?: boolean;
   /** @default one month */
@@ -156,11 +165,21 @@ export interface MatrixAppserviceProps {
   appReservedConcurrency?: number;
 }
 
+/** A secret for each token: a function is granted only those it uses. */
+export type TokenSecrets = Record<TokenName, ISecret>;
+
 /** The alarm's SNS topic: `topicArn`, `email`, or both. */
 export interface AlarmAction {
   topicArn?: string;
   email?: string;
 }
+
+/** The stack's output naming each token's secret (`npm run registration` reads them). */
+export const TOKEN_OUTPUTS = {
+  asToken: { output: "AsTokenSecretArn", key: TOKENS_SECRET_KEYS.asToken },
+  hsToken: { output: "HsTokenSecretArn", key: TOKENS_SECRET_KEYS.hsToken },
+  adminToken: { output: "AdminTokenSecretArn", key: TOKENS_SECRET_KEYS.adminToken },
+} as const satisfies Record<TokenName, { output: string; key: string }>;
 
 /** Requests per second an application route takes when it does not say. */
 export const DEFAULT_APP_ROUTE_RATE_LIMIT = 20;
@@ -246,12 +265,12 @@ export class MatrixAppservice extends Construct {
   readonly outboundQueue: Queue;
   readonly outboundDeadLetterQueue: Queue;
   readonly functions: Record<keyof typeof functionEntries, NodejsFunction>;
-  /** The one secret of the tokens: JSON, `TOKENS_SECRET_KEYS`. */
-  readonly tokensSecret: ISecret;
+  /** A secret for each token, its value the token itself. */
+  readonly tokenSecrets: TokenSecrets;
   readonly alarms: Alarm[] = [];
   /** Where the stack generates the tokens secret: the deploy-time function that completes it. */
   private tokensGenerator?: NodejsFunction;
-  private tokensFilled?: CustomResource;
+  private tokensCarried?: CustomResource;
 
   constructor(scope: Construct, id: string, props: MatrixAppserviceProps) {
     super(scope, id);
@@ -303,9 +322,10 @@ export class MatrixAppservice extends Construct {
       },
     });
 
-    this.tokensSecret =
-      props.tokensSecret ??
-      this.generateTokensSecret({ logRetention, tracing: props.tracing ?? false });
+    this.tokenSecrets =
+      props.tokenSecrets ??
+      this.generateTokenSecrets({ logRetention, tracing: props.tracing ?? false });
+    const arnOf = (token: TokenName) => this.tokenSecrets[token].secretArn;
 
     const botUserId = botUserIdOf(
       (props.registration as Pick<Registration, "sender_localpart">).sender_localpart,
@@ -331,7 +351,7 @@ export class MatrixAppservice extends Construct {
       tableName: this.table.tableName,
       outboundQueueUrl: this.outboundQueue.queueUrl,
       botUserId,
-      tokensSecretArn: this.tokensSecret.secretArn,
+      asTokenSecretArn: arnOf("asToken"),
       homeserverUrl: props.homeserverUrl,
       registration: JSON.stringify(props.registration),
       ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
@@ -367,7 +387,7 @@ export class MatrixAppservice extends Construct {
         environmentOf({
           tableName: this.table.tableName,
           inboundQueueUrl: this.inboundQueue.queueUrl,
-          tokensSecretArn: this.tokensSecret.secretArn,
+          hsTokenSecretArn: arnOf("hsToken"),
         }),
       ),
       events: createFunction("events", EVENTS_FUNCTION_TIMEOUT, {
@@ -385,7 +405,7 @@ export class MatrixAppservice extends Construct {
           tableName: this.table.tableName,
           outboundQueueUrl: this.outboundQueue.queueUrl,
           outboundDeadLetterQueueUrl: this.outboundDeadLetterQueue.queueUrl,
-          tokensSecretArn: this.tokensSecret.secretArn,
+          asTokenSecretArn: arnOf("asToken"),
           homeserverUrl: props.homeserverUrl,
           botUserId,
           registration: JSON.stringify(props.registration),
@@ -399,7 +419,8 @@ export class MatrixAppservice extends Construct {
         TRANSACTIONS_FUNCTION_TIMEOUT,
         environmentOf({
           tableName: this.table.tableName,
-          tokensSecretArn: this.tokensSecret.secretArn,
+          asTokenSecretArn: arnOf("asToken"),
+          hsTokenSecretArn: arnOf("hsToken"),
           homeserverUrl: props.homeserverUrl,
           botUserId,
           registration: JSON.stringify(props.registration),
@@ -423,6 +444,7 @@ export class MatrixAppservice extends Construct {
         outboundDeadLetterQueueUrl: this.outboundDeadLetterQueue.queueUrl,
         registration: JSON.stringify(props.registration),
         version: APP_VERSION,
+        adminTokenSecretArn: arnOf("adminToken"),
         logGroups: Stack.of(this).toJsonString(
           Object.fromEntries(
             Object.entries(functions).map(([name, fn]) => [name, fn.logGroup.logGroupName]),
@@ -433,8 +455,8 @@ export class MatrixAppservice extends Construct {
     this.functions = { ...functions, admin };
 
     // No function runs before its tokens exist.
-    if (this.tokensFilled) {
-      for (const fn of Object.values(this.functions)) fn.node.addDependency(this.tokensFilled);
+    if (this.tokensCarried) {
+      for (const fn of Object.values(this.functions)) fn.node.addDependency(this.tokensCarried);
     }
 
     // Least privilege: each function gets the actions its adapters call, on its resources only;
@@ -468,10 +490,15 @@ export class MatrixAppservice extends Construct {
       secret.encryptionKey?.grantDecrypt(fn);
     };
 
-    // One secret holds every token (one secret's monthly price, not three): each function that
-    // reads one of them may read them all.
-    for (const fn of [transactions, events, outbox, queries, app, admin])
-      readSecret(fn, this.tokensSecret);
+    // Each function reads only the tokens it uses ($0.40 a secret a month: three, not one), so
+    // that code escaping the application's sandbox in the app function finds the as_token alone.
+    const tokensOf: Record<TokenName, IGrantable[]> = {
+      asToken: [events, outbox, queries, app, admin],
+      hsToken: [transactions, queries],
+      adminToken: [admin],
+    };
+    for (const [token, fns] of Object.entries(tokensOf) as [TokenName, IGrantable[]][])
+      for (const fn of fns) readSecret(fn, this.tokenSecrets[token]);
     this.grantOperatorConsole(admin, tableActions, sendTo);
     tableActions(transactions, ["PutItem"]);
     sendTo(transactions, this.inboundQueue);
@@ -582,10 +609,12 @@ export class MatrixAppservice extends Construct {
       value: this.api.apiEndpoint,
       description: "The url of the registration file",
     });
-    new CfnOutput(stack, "TokensSecretArn", {
-      value: this.tokensSecret.secretArn,
-      description: "The tokens, as JSON: as_token, hs_token, admin_token",
-    });
+    for (const [token, { output, key }] of Object.entries(TOKEN_OUTPUTS)) {
+      new CfnOutput(stack, output, {
+        value: arnOf(token as TokenName),
+        description: `The secret of the ${key} (a plain string)`,
+      });
+    }
     new CfnOutput(stack, "Registration", {
       value: stack.toJsonString(props.registration),
       description: "The registration's public fields (npm run registration -- --stack NAME)",
@@ -765,25 +794,34 @@ export class MatrixAppservice extends Construct {
   }
 
   /**
-   * The one secret of the tokens, `{"as_token", "hs_token", "admin_token"}`, 64 random
-   * characters each. CloudFormation generates one value per secret (the as_token); a custom
-   * resource, run at deploy time only, has Secrets Manager generate the others the same way and
-   * keeps any token already there. Retained: a replaced secret (a new logical ID) would hand out
-   * new tokens the homeserver does not know; the old one stays, to be imported (`tokensSecret`)
-   * or deleted by hand.
+   * A secret a token, each generated whole by CloudFormation (64 random characters), so a change
+   * of the generation settings regenerates a whole token, never a part of one. `AsToken` and
+   * `HsToken` have the logical IDs and properties of the stacks before the tokens shared a secret:
+   * such a stack keeps both secrets and their values. A stack of the one-secret layout gets
+   * its tokens carried over at deploy time (`carryOverTokens`). Retained: a replaced secret (a new
+   * logical ID) would hand out tokens the homeserver does not know; the old one stays, to be
+   * imported (`tokenSecrets`) or deleted by hand.
    */
-  private generateTokensSecret(options: { logRetention: RetentionDays; tracing: boolean }): Secret {
-    const secret = new Secret(this, "Tokens", {
-      description:
-        "The appservice's tokens (registration file and admin): JSON, as_token, hs_token, admin_token",
-      generateSecretString: {
-        secretStringTemplate: "{}",
-        generateStringKey: TOKENS_SECRET_KEYS.asToken,
-        passwordLength: TOKEN_GENERATION.PasswordLength,
-        excludePunctuation: TOKEN_GENERATION.ExcludePunctuation,
-      },
-      removalPolicy: RemovalPolicy.RETAIN,
-    });
+  private generateTokenSecrets(options: {
+    logRetention: RetentionDays;
+    tracing: boolean;
+  }): TokenSecrets {
+    const generate = (id: string, description: string) =>
+      new Secret(this, id, {
+        description,
+        generateSecretString: {
+          passwordLength: TOKEN_GENERATION.PasswordLength,
+          excludePunctuation: TOKEN_GENERATION.ExcludePunctuation,
+        },
+        removalPolicy: RemovalPolicy.RETAIN,
+      });
+    const secrets: TokenSecrets = {
+      // The descriptions the two-secret layout gave them: an unchanged resource.
+      asToken: generate("AsToken", "The appservice's as_token (registration file)"),
+      hsToken: generate("HsToken", "The appservice's hs_token (registration file)"),
+      adminToken: generate("AdminToken", "The appservice's operator console token (admin_token)"),
+    };
+    const legacyLogicalId = this.legacyTokensSecretLogicalId();
     const generator = this.nodeFunction(
       "tokens",
       TOKENS_SECRET_ENTRY,
@@ -791,19 +829,48 @@ export class MatrixAppservice extends Construct {
       {},
       options,
     );
+    const stack = Stack.of(this);
     generator.addToRolePolicy(
       new PolicyStatement({
-        actions: ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
-        resources: [secret.secretArn],
+        actions: ["cloudformation:DescribeStackResource"],
+        resources: [
+          stack.formatArn({
+            service: "cloudformation",
+            resource: "stack",
+            resourceName: `${stack.stackName}/*`,
+          }),
+        ],
       }),
     );
     generator.addToRolePolicy(
-      new PolicyStatement({ actions: ["secretsmanager:GetRandomPassword"], resources: ["*"] }),
+      new PolicyStatement({
+        actions: ["secretsmanager:GetSecretValue"],
+        // CloudFormation names a secret after its logical ID, then Secrets Manager adds a suffix.
+        resources: [
+          stack.formatArn({
+            service: "secretsmanager",
+            resource: "secret",
+            resourceName: `${legacyLogicalId}-*`,
+            arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+          }),
+        ],
+      }),
     );
-    this.tokensFilled = new CustomResource(this, "TokensFilled", {
+    generator.addToRolePolicy(
+      new PolicyStatement({
+        actions: ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+        resources: Object.values(secrets).map((secret) => secret.secretArn),
+      }),
+    );
+    this.tokensCarried = new CustomResource(this, "TokensCarried", {
       serviceToken: generator.functionArn,
-      resourceType: "Custom::AppserviceTokens",
-      properties: { SecretId: secret.secretArn },
+      resourceType: "Custom::AppserviceTokensCarried",
+      properties: {
+        LegacyLogicalId: legacyLogicalId,
+        AsTokenSecretId: secrets.asToken.secretArn,
+        HsTokenSecretId: secrets.hsToken.secretArn,
+        AdminTokenSecretId: secrets.adminToken.secretArn,
+      },
     });
     NagSuppressions.addResourceSuppressions(
       generator,
@@ -811,14 +878,32 @@ export class MatrixAppservice extends Construct {
         {
           id: "AwsSolutions-IAM5",
           reason:
-            "secretsmanager:GetRandomPassword acts on no resource: it only generates a string.",
-          appliesTo: ["Resource::*"],
+            "Its own stack (any stack ID of that name) and the one-secret layout's secret, whose name CloudFormation generated from its logical ID and Secrets Manager suffixed.",
+          appliesTo: [
+            {
+              regex:
+                "/^Resource::arn:<AWS::Partition>:(cloudformation|secretsmanager):<AWS::Region>:<AWS::AccountId>:.*\\*$/g",
+            },
+          ],
         },
       ],
       true,
     );
     this.tokensGenerator = generator;
-    return secret;
+    return secrets;
+  }
+
+  /**
+   * The logical ID the one-secret layout's `Tokens` secret had (as CloudFormation knows it):
+   * made the way CDK makes it, from a placeholder at its path, then removed.
+   */
+  private legacyTokensSecretLogicalId(): string {
+    const placeholder = new Construct(this, "Tokens");
+    const id = Stack.of(this).getLogicalId(
+      new CfnResource(placeholder, "Resource", { type: "AWS::SecretsManager::Secret" }),
+    );
+    this.node.tryRemoveChild("Tokens");
+    return id;
   }
 
   /**
@@ -932,8 +1017,8 @@ export class MatrixAppservice extends Construct {
         { id: "AwsSolutions-SQS3", reason: "This is a dead-letter queue." },
       ]);
     }
-    if (this.tokensSecret instanceof Secret) {
-      NagSuppressions.addResourceSuppressions(this.tokensSecret, [
+    for (const secret of Object.values(this.tokenSecrets).filter((s) => s instanceof Secret)) {
+      NagSuppressions.addResourceSuppressions(secret, [
         {
           id: "AwsSolutions-SMG4",
           reason:

@@ -1,9 +1,11 @@
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { App, Aspects } from "aws-cdk-lib";
+import { App, Aspects, type CfnElement, Stack } from "aws-cdk-lib";
 import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
+import { Secret } from "aws-cdk-lib/aws-secretsmanager";
 import { AwsSolutionsChecks } from "cdk-nag";
+import { Construct } from "constructs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { application } from "../../functions/app/index.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../../functions/appservice/pipeline/process-inbound.ts";
@@ -22,7 +24,6 @@ import {
   type FunctionName,
   PLATFORM_ENV,
   readConfig,
-  TOKENS_SECRET_KEYS,
 } from "../../functions/wiring/env.ts";
 import { actionBudgetMs, HOMESERVER_TIMEOUT_MS } from "../../functions/wiring/timeouts.ts";
 import { applicationChoice } from "../../infra/application.ts";
@@ -253,45 +254,126 @@ describe("AppserviceStack", () => {
       expect(group.Properties.RetentionInDays).toBe(30);
   });
 
-  it("keeps the tokens in one generated secret, never in environment variables or outputs", () => {
-    template.resourceCountIs("AWS::SecretsManager::Secret", 1);
-    const [[secretId, secret]] = resources("AWS::SecretsManager::Secret") as [[string, Resource]];
-    // Replacing the stack's secret would change the tokens the homeserver knows.
-    expect([secret.DeletionPolicy, secret.UpdateReplacePolicy]).toEqual(["Retain", "Retain"]);
-    // CloudFormation generates the as_token; the custom resource the others, the same way.
-    expect(secret.Properties.GenerateSecretString).toEqual({
-      SecretStringTemplate: "{}",
-      GenerateStringKey: TOKENS_SECRET_KEYS.asToken,
-      PasswordLength: TOKEN_GENERATION.PasswordLength,
-      ExcludePunctuation: TOKEN_GENERATION.ExcludePunctuation,
-    });
-    const [[filledId, filled]] = resources("Custom::AppserviceTokens") as [[string, Resource]];
-    expect(filled.Properties).toEqual({
-      ServiceToken: { "Fn::GetAtt": [functionId("Tokens"), "Arn"] },
-      SecretId: { Ref: secretId },
-    });
-    // No function of the API or the queues runs before the tokens are complete.
-    for (const name of ["Transactions", "Events", "Outbox", "Queries", "App", "Fallback"]) {
-      const fn = template.toJSON().Resources[functionId(name)] as { DependsOn?: string[] };
-      expect(fn.DependsOn, name).toContain(filledId);
+  it("keeps each token in a secret of its own, generated whole by CloudFormation, never in environment variables or outputs", () => {
+    template.resourceCountIs("AWS::SecretsManager::Secret", 3);
+    const secretIds = Object.fromEntries(
+      resources("AWS::SecretsManager::Secret").map(([id, secret]) => {
+        // Replacing a secret would change a token the homeserver knows.
+        expect([secret.DeletionPolicy, secret.UpdateReplacePolicy], id).toEqual([
+          "Retain",
+          "Retain",
+        ]);
+        // A whole token each: a change of these settings regenerates a whole token, and no
+        // function ever finds one missing (the one-secret layout's custom resource did not run
+        // again when they changed).
+        expect(secret.Properties.GenerateSecretString, id).toEqual({
+          PasswordLength: TOKEN_GENERATION.PasswordLength,
+          ExcludePunctuation: TOKEN_GENERATION.ExcludePunctuation,
+        });
+        return [id.replace(/^Appservice|[0-9A-F]{8}$/g, ""), id];
+      }),
+    );
+    expect(Object.keys(secretIds).sort()).toEqual(["AdminToken", "AsToken", "HsToken"]);
+    // The two-secret layout's as_token and hs_token: same logical IDs, same properties, so such
+    // a stack keeps them, values and all.
+    for (const [name, description] of [
+      ["AsToken", "The appservice's as_token (registration file)"],
+      ["HsToken", "The appservice's hs_token (registration file)"],
+    ] as const) {
+      expect(secretIds[name]).toBe(`Appservice${name}${secretIds[name]?.slice(-8)}`);
+      expect(
+        (template.toJSON().Resources[secretIds[name] as string] as Resource).Properties.Description,
+      ).toBe(description);
     }
-    // The generator reads and writes that secret alone, and asks Secrets Manager for passwords.
+    // The one-secret layout's tokens carried over at deploy time, from the secret it had.
+    const legacy = new Secret(new Construct(new Stack(new App(), "Old"), "Appservice"), "Tokens");
+    const legacyId = Stack.of(legacy).getLogicalId(legacy.node.defaultChild as CfnElement);
+    const [[carriedId, carried]] = resources("Custom::AppserviceTokensCarried") as [
+      [string, Resource],
+    ];
+    expect(carried.Properties).toEqual({
+      ServiceToken: { "Fn::GetAtt": [functionId("Tokens"), "Arn"] },
+      LegacyLogicalId: legacyId,
+      AsTokenSecretId: { Ref: secretIds.AsToken },
+      HsTokenSecretId: { Ref: secretIds.HsToken },
+      AdminTokenSecretId: { Ref: secretIds.AdminToken },
+    });
+    // No function of the API or the queues runs before the tokens are carried over.
+    for (const name of [
+      "Transactions",
+      "Events",
+      "Outbox",
+      "Queries",
+      "App",
+      "Fallback",
+      "Admin",
+    ]) {
+      const fn = template.toJSON().Resources[functionId(name)] as { DependsOn?: string[] };
+      expect(fn.DependsOn, name).toContain(carriedId);
+    }
+    // It reads its own stack's record, the old secret alone, and writes the three.
     expect(
       policyOf("Tokens").map((statement) => [[statement.Action].flat().sort(), statement.Resource]),
     ).toEqual([
-      [["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"], { Ref: secretId }],
-      [["secretsmanager:GetRandomPassword"], "*"],
+      [
+        ["cloudformation:DescribeStackResource"],
+        {
+          "Fn::Join": ["", expect.arrayContaining([":cloudformation:", ":stack/Test/*"])],
+        },
+      ],
+      [
+        ["secretsmanager:GetSecretValue"],
+        { "Fn::Join": ["", expect.arrayContaining([`:secret:${legacyId}-*`])] },
+      ],
+      [
+        ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+        [{ Ref: secretIds.AsToken }, { Ref: secretIds.HsToken }, { Ref: secretIds.AdminToken }],
+      ],
     ]);
-    for (const name of ["Transactions", "Events", "Outbox", "Queries", "App"]) {
+    // Each function is given, and may read, only the tokens it uses.
+    const variableOf = {
+      AsToken: ENV.asTokenSecretArn,
+      HsToken: ENV.hsTokenSecretArn,
+      AdminToken: ENV.adminTokenSecretArn,
+    };
+    const uses: Record<string, (keyof typeof variableOf)[]> = {
+      Transactions: ["HsToken"],
+      Events: ["AsToken"],
+      Outbox: ["AsToken"],
+      Queries: ["AsToken", "HsToken"],
+      App: ["AsToken"],
+      Admin: ["AdminToken", "AsToken"],
+      Fallback: [],
+    };
+    for (const [name, tokens] of Object.entries(uses)) {
       const env = environmentOf(name);
-      expect(env.TOKENS_SECRET_ARN, name).toEqual({ Ref: secretId });
+      const given = Object.entries(variableOf)
+        .filter(([, variable]) => variable in env)
+        .map(([token]) => token);
+      expect(given.sort(), name).toEqual(tokens);
+      for (const token of tokens) {
+        expect(env[variableOf[token]], name).toEqual({ Ref: secretIds[token] });
+      }
+      const readable = policyOf(name)
+        .filter((statement) => [statement.Action].flat().includes("secretsmanager:GetSecretValue"))
+        .map((statement) => JSON.stringify(statement.Resource));
+      expect(readable.sort(), name).toEqual(
+        tokens
+          // A generated secret's reference is its complete ARN.
+          .map((token) => JSON.stringify({ Ref: secretIds[token] }))
+          .sort(),
+      );
       expect(JSON.stringify(env), name).not.toMatch(/_TOKEN"|resolve:secretsmanager/);
     }
     const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
-    expect(Object.keys(outputs)).toEqual(
-      expect.arrayContaining(["ApiUrl", "TokensSecretArn", "Registration"]),
-    );
-    expect(outputs.TokensSecretArn?.Value).toEqual({ Ref: secretId });
+    for (const [output, token] of [
+      ["AsTokenSecretArn", "AsToken"],
+      ["HsTokenSecretArn", "HsToken"],
+      ["AdminTokenSecretArn", "AdminToken"],
+    ] as const) {
+      expect(outputs[output]?.Value).toEqual({ Ref: secretIds[token] });
+    }
+    expect(outputs).not.toHaveProperty("TokensSecretArn");
     expect(JSON.stringify(outputs)).not.toMatch(/SecretString|resolve:secretsmanager/);
   });
 
@@ -394,11 +476,13 @@ describe("AppserviceStack", () => {
         "sqs:SendMessage",
       ].sort(),
     );
+    // The as_token's secret and the hs_token's.
     expect(actions("Queries")).toEqual(
       [
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
+        "secretsmanager:GetSecretValue",
         "secretsmanager:GetSecretValue",
       ].sort(),
     );
@@ -485,11 +569,11 @@ describe("AppserviceStack", () => {
     ]);
     const wildcards = statements.filter((s) => JSON.stringify(s.Resource) === '"*"');
     expect(wildcards.map((s) => s.Action)).toEqual(["cloudwatch:GetMetricData"]);
-    // Its token (and the as_token, for the homeserver's ping) from the tokens secret.
-    expect(byAction("secretsmanager:GetSecretValue")).toHaveLength(1);
+    // Its token (and the as_token, for the homeserver's ping), each from its secret.
+    expect(byAction("secretsmanager:GetSecretValue")).toHaveLength(2);
     expect(environmentOf("Admin")).not.toHaveProperty("ADMIN_TOKEN");
-    expect(environmentOf("Admin")[ENV.tokensSecretArn]).toEqual({
-      Ref: expect.stringMatching(/^AppserviceTokens/),
+    expect(environmentOf("Admin")[ENV.adminTokenSecretArn]).toEqual({
+      Ref: expect.stringMatching(/^AppserviceAdminToken/),
     });
   });
 
@@ -653,7 +737,7 @@ describe("AppserviceStack", () => {
     expect(env).toMatchObject({
       HOMESERVER_URL: "https://matrix.example.org",
       BOT_USER_ID: "@bot:example.org",
-      TOKENS_SECRET_ARN: { Ref: expect.stringMatching(/^AppserviceTokens/) },
+      AS_TOKEN_SECRET_ARN: { Ref: expect.stringMatching(/^AppserviceAsToken/) },
       // The bot's display name: the registration's id unless configured.
       BOT_DISPLAY_NAME: "test",
     });
