@@ -48,7 +48,7 @@ const row = (cells: string[]) =>
     .join(" ");
 
 console.log(
-  `Function bundles (esbuild as \`cdk synth\` runs it: minified ESM for node22, source maps not counted);\n` +
+  `Function bundles (esbuild as \`cdk synth\` runs it: minified ESM for node24, source maps not counted);\n` +
     `the floor bundles only the AWS SDK clients the function imports (the same commands) and the npm\n` +
     `packages its part of the application imports; load: the fastest of ${RUNS} imports in a fresh Node process.\n`,
 );

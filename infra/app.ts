@@ -65,6 +65,10 @@ const numberContext = (key: string) => {
 const eventsMaxConcurrency = numberContext("eventsMaxConcurrency");
 const outboxMaxConcurrency = numberContext("outboxMaxConcurrency");
 const homeserverRateLimit = numberContext("homeserverRateLimit");
+const transactionsReservedConcurrency = numberContext("transactionsReservedConcurrency");
+const appReservedConcurrency = numberContext("appReservedConcurrency");
+const alarmEmail = context("alarmEmail");
+const alarmTopicArn = context("alarmTopicArn");
 
 new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
   appservice: {
@@ -81,6 +85,14 @@ new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
     ...(eventsMaxConcurrency !== undefined && { eventsMaxConcurrency }),
     ...(outboxMaxConcurrency !== undefined && { outboxMaxConcurrency }),
     ...(homeserverRateLimit !== undefined && { homeserverRateLimit }),
+    ...(transactionsReservedConcurrency !== undefined && { transactionsReservedConcurrency }),
+    ...(appReservedConcurrency !== undefined && { appReservedConcurrency }),
+    ...((alarmEmail || alarmTopicArn) && {
+      alarmAction: {
+        ...(alarmEmail && { email: alarmEmail }),
+        ...(alarmTopicArn && { topicArn: alarmTopicArn }),
+      },
+    }),
     ...(context("deliveryAllowedAddresses") && {
       deliveryAllowedAddresses: parseAllowedRanges(context("deliveryAllowedAddresses")),
     }),

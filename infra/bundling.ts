@@ -6,12 +6,12 @@ import {
 } from "../functions/wiring/application.ts";
 
 /**
- * How every function is bundled: by the local esbuild (no Docker), ESM for Node 22 on Lambda,
+ * How every function is bundled: by the local esbuild (no Docker), ESM for Node 24 on Lambda (`nodejs24.x`),
  * minified, with source maps, the AWS SDK included (pinned by our lock file, and tree-shaken).
  * The CDK stack and the bundle benchmark use the same settings.
  */
 export const bundling = {
-  target: "node22",
+  target: "node24",
   minify: true,
   sourceMap: true,
   mainFields: ["module", "main"],

@@ -1,6 +1,14 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { CfnOutput, CustomResource, Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
+import {
+  ArnFormat,
+  CfnOutput,
+  CfnResource,
+  CustomResource,
+  Duration,
+  RemovalPolicy,
+  Stack,
+} from "aws-cdk-lib";
 import { AccessLogFormat } from "aws-cdk-lib/aws-apigateway";
 import {
   type CfnStage,
@@ -18,6 +26,7 @@ import {
   Metric,
   TreatMissingData,
 } from "aws-cdk-lib/aws-cloudwatch";
+import { SnsAction } from "aws-cdk-lib/aws-cloudwatch-actions";
 import { AttributeType, BillingMode, Table } from "aws-cdk-lib/aws-dynamodb";
 import { type IGrantable, PolicyStatement } from "aws-cdk-lib/aws-iam";
 import { Architecture, Runtime, Tracing } from "aws-cdk-lib/aws-lambda";
@@ -25,6 +34,8 @@ import { SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
 import { NodejsFunction, OutputFormat } from "aws-cdk-lib/aws-lambda-nodejs";
 import { FilterPattern, type ILogGroup, LogGroup, RetentionDays } from "aws-cdk-lib/aws-logs";
 import { type ISecret, Secret } from "aws-cdk-lib/aws-secretsmanager";
+import { Topic } from "aws-cdk-lib/aws-sns";
+import { EmailSubscription } from "aws-cdk-lib/aws-sns-subscriptions";
 import {
   DeduplicationScope,
   FifoThroughputLimit,
@@ -40,8 +51,13 @@ import type { Registration } from "../functions/appservice/protocol/registration
 import { type Route, routeTable } from "../functions/appservice/protocol/routes.ts";
 import { NEAR_TIMEOUT_SHARE } from "../functions/handlers/shared/lambda-handler.ts";
 import { TOKEN_GENERATION } from "../functions/handlers/tokens-secret.ts";
-import { OUTBOUND_MAX_RECEIVE_COUNT } from "../functions/matrix/backoff.ts";
+import {
+  DEFAULT_BACKOFF,
+  OUTBOUND_MAX_RECEIVE_COUNT,
+  retriesCovering,
+} from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
+import { OUTCOME_LOG_MESSAGES } from "../functions/matrix/outbox.ts";
 import { addressPolicy } from "../functions/shared/address-policy.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
 import { DELIVERY_OUTCOMES_COLLECTION } from "../functions/store/delivery-outcomes.ts";
@@ -59,6 +75,7 @@ import {
   environmentOf,
   type PLATFORM_ENV,
   TOKENS_SECRET_KEYS,
+  type TokenName,
 } from "../functions/wiring/env.ts";
 import {
   EVENTS_TIMEOUT_MS,
@@ -82,10 +99,10 @@ export interface MatrixAppserviceProps {
   serverName: string;
   registration: PublicRegistration;
   /**
-   * An existing secret holding the tokens as JSON (`{"as_token", "hs_token", "admin_token"}`);
-   * generated (64 random characters each) when absent.
+   * Existing secrets, one a token, each its token as a plain string; generated (64 random
+   * characters each) when absent.
    */
-  tokensSecret?: ISecret;
+  tokenSecrets?: TokenSecrets;
   /** @default true */
   tableDeletionProtection?: boolean;
   /** @default one month */
@@ -129,7 +146,40 @@ export interface MatrixAppserviceProps {
    * @default none: public addresses only
    */
   deliveryAllowedAddresses?: readonly string[];
+  /**
+   * Where the alarm is sent (when it fires and when it clears): an existing SNS topic, and/or an
+   * email address subscribed to it (to a new topic when no ARN is given; the address confirms
+   * the subscription by mail). @default no action
+   */
+  alarmAction?: AlarmAction;
+  /**
+   * Concurrency reserved for the transactions function (and its cap): the homeserver's ack path
+   * keeps this much of the account's concurrency whatever the other functions take.
+   * @default none (a reservation fails on an account whose quota is still 10)
+   */
+  transactionsReservedConcurrency?: number;
+  /**
+   * The application function's cap (reserved concurrency): a flood of webhook requests cannot
+   * take more of the account's concurrency than this. @default none: the routes' throttles alone
+   */
+  appReservedConcurrency?: number;
 }
+
+/** A secret for each token: a function is granted only those it uses. */
+export type TokenSecrets = Record<TokenName, ISecret>;
+
+/** The alarm's SNS topic: `topicArn`, `email`, or both. */
+export interface AlarmAction {
+  topicArn?: string;
+  email?: string;
+}
+
+/** The stack's output naming each token's secret (`npm run registration` reads them). */
+export const TOKEN_OUTPUTS = {
+  asToken: { output: "AsTokenSecretArn", key: TOKENS_SECRET_KEYS.asToken },
+  hsToken: { output: "HsTokenSecretArn", key: TOKENS_SECRET_KEYS.hsToken },
+  adminToken: { output: "AdminTokenSecretArn", key: TOKENS_SECRET_KEYS.adminToken },
+} as const satisfies Record<TokenName, { output: string; key: string }>;
 
 /** Requests per second an application route takes when it does not say. */
 export const DEFAULT_APP_ROUTE_RATE_LIMIT = 20;
@@ -146,6 +196,36 @@ export const OUTBOX_FUNCTION_TIMEOUT = Duration.millis(OUTBOX_TIMEOUT_MS);
 export const QUEUE_RETENTION = Duration.days(14);
 /** The oldest message of either queue older than this: a consumer is stuck or a room blocked. */
 export const QUEUE_AGE_ALARM = Duration.minutes(15);
+/**
+ * An outbound call's attempt (0 the first) from which each retry counts as a problem: the retries
+ * expected to fill the queue age threshold, so that a call held up as long as a queue's oldest
+ * message alarms as that message would.
+ */
+export const OUTBOX_RETRIES_BEFORE_ALARM = retriesCovering(
+  QUEUE_AGE_ALARM.toSeconds(),
+  DEFAULT_BACKOFF,
+);
+/**
+ * 5-minute periods the alarm waits clear before it returns to OK: longer than the outbox's
+ * longest wait between two retries (the backoff's cap), so a retried call keeps it firing.
+ */
+export const ALARM_CLEAR_PERIODS = 3;
+/**
+ * Lambda's own lines for a failed invocation: a timeout as the runtime wrote it ("Task timed
+ * out") and as the REPORT line now says it ("Status: timeout"), an uncaught error, a crash.
+ */
+export const RUNTIME_FAILURES_PATTERN =
+  '?"Task timed out" ?"Status: timeout" ?"Invoke Error" ?"Uncaught Exception" ?"Runtime.ExitError"';
+/**
+ * The application function's memory, from a measurement (docs/performance.md): its bundle (925 KB)
+ * loaded, 52 MB RSS (bare Node 39 MB); at its peak, running 200 webhook transformations in the
+ * QuickJS sandbox (a worker thread with the WebAssembly engine), 100-103 MB (3 runs, Node 20, heap
+ * 10 MB). Lambda's runtime adds ~30 MB: 256 MB would hold it, but Lambda gives CPU in proportion to
+ * memory, and a transformation's 100 ms limit is wall-clock time: 512 MB doubles the CPU share.
+ */
+export const APP_FUNCTION_MEMORY_MB = 512;
+/** Every other function's memory: each measured far below it (no sandbox, no WebAssembly). */
+export const FUNCTION_MEMORY_MB = 256;
 /** Event source concurrency when the props do not say. */
 export const DEFAULT_MAX_CONCURRENCY = 10;
 
@@ -185,14 +265,14 @@ export class MatrixAppservice extends Construct {
   readonly outboundQueue: Queue;
   readonly outboundDeadLetterQueue: Queue;
   readonly functions: Record<keyof typeof functionEntries, NodejsFunction>;
-  /** The one secret of the tokens: JSON, `TOKENS_SECRET_KEYS`. */
-  readonly tokensSecret: ISecret;
+  /** A secret for each token, its value the token itself. */
+  readonly tokenSecrets: TokenSecrets;
   /** The relay's secret shared with its remote service (a plain string), when it runs the relay. */
   readonly relaySecret?: Secret;
   readonly alarms: Alarm[] = [];
   /** Where the stack generates the tokens secret: the deploy-time function that completes it. */
   private tokensGenerator?: NodejsFunction;
-  private tokensFilled?: CustomResource;
+  private tokensCarried?: CustomResource;
 
   constructor(scope: Construct, id: string, props: MatrixAppserviceProps) {
     super(scope, id);
@@ -244,9 +324,10 @@ export class MatrixAppservice extends Construct {
       },
     });
 
-    this.tokensSecret =
-      props.tokensSecret ??
-      this.generateTokensSecret({ logRetention, tracing: props.tracing ?? false });
+    this.tokenSecrets =
+      props.tokenSecrets ??
+      this.generateTokenSecrets({ logRetention, tracing: props.tracing ?? false });
+    const arnOf = (token: TokenName) => this.tokenSecrets[token].secretArn;
 
     const botUserId = botUserIdOf(
       (props.registration as Pick<Registration, "sender_localpart">).sender_localpart,
@@ -287,11 +368,23 @@ export class MatrixAppservice extends Construct {
       tableName: this.table.tableName,
       outboundQueueUrl: this.outboundQueue.queueUrl,
       botUserId,
-      tokensSecretArn: this.tokensSecret.secretArn,
+      asTokenSecretArn: arnOf("asToken"),
       homeserverUrl: props.homeserverUrl,
       registration: JSON.stringify(props.registration),
       ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
     });
+    const sizing: Partial<
+      Record<
+        keyof typeof functionEntries,
+        { memorySize?: number; reservedConcurrentExecutions?: number }
+      >
+    > = {
+      transactions: { reservedConcurrentExecutions: props.transactionsReservedConcurrency },
+      app: {
+        memorySize: APP_FUNCTION_MEMORY_MB,
+        reservedConcurrentExecutions: props.appReservedConcurrency,
+      },
+    };
     const createFunction = (
       name: keyof typeof functionEntries,
       timeout: Duration,
@@ -301,6 +394,7 @@ export class MatrixAppservice extends Construct {
         logRetention,
         tracing: props.tracing ?? false,
         application: choice.name,
+        ...sizing[name],
       });
 
     const functions = {
@@ -310,7 +404,7 @@ export class MatrixAppservice extends Construct {
         environmentOf({
           tableName: this.table.tableName,
           inboundQueueUrl: this.inboundQueue.queueUrl,
-          tokensSecretArn: this.tokensSecret.secretArn,
+          hsTokenSecretArn: arnOf("hsToken"),
         }),
       ),
       events: createFunction("events", EVENTS_FUNCTION_TIMEOUT, {
@@ -326,7 +420,7 @@ export class MatrixAppservice extends Construct {
           tableName: this.table.tableName,
           outboundQueueUrl: this.outboundQueue.queueUrl,
           outboundDeadLetterQueueUrl: this.outboundDeadLetterQueue.queueUrl,
-          tokensSecretArn: this.tokensSecret.secretArn,
+          asTokenSecretArn: arnOf("asToken"),
           homeserverUrl: props.homeserverUrl,
           botUserId,
           registration: JSON.stringify(props.registration),
@@ -341,7 +435,8 @@ export class MatrixAppservice extends Construct {
         TRANSACTIONS_FUNCTION_TIMEOUT,
         environmentOf({
           tableName: this.table.tableName,
-          tokensSecretArn: this.tokensSecret.secretArn,
+          asTokenSecretArn: arnOf("asToken"),
+          hsTokenSecretArn: arnOf("hsToken"),
           homeserverUrl: props.homeserverUrl,
           botUserId,
           registration: JSON.stringify(props.registration),
@@ -368,6 +463,7 @@ export class MatrixAppservice extends Construct {
         outboundDeadLetterQueueUrl: this.outboundDeadLetterQueue.queueUrl,
         registration: JSON.stringify(props.registration),
         version: APP_VERSION,
+        adminTokenSecretArn: arnOf("adminToken"),
         logGroups: Stack.of(this).toJsonString(
           Object.fromEntries(
             Object.entries(functions).map(([name, fn]) => [name, fn.logGroup.logGroupName]),
@@ -378,8 +474,8 @@ export class MatrixAppservice extends Construct {
     this.functions = { ...functions, admin };
 
     // No function runs before its tokens exist.
-    if (this.tokensFilled) {
-      for (const fn of Object.values(this.functions)) fn.node.addDependency(this.tokensFilled);
+    if (this.tokensCarried) {
+      for (const fn of Object.values(this.functions)) fn.node.addDependency(this.tokensCarried);
     }
 
     // Least privilege: each function gets the actions its adapters call, on its resources only;
@@ -413,10 +509,15 @@ export class MatrixAppservice extends Construct {
       secret.encryptionKey?.grantDecrypt(fn);
     };
 
-    // One secret holds every token (one secret's monthly price, not three): each function that
-    // reads one of them may read them all.
-    for (const fn of [transactions, events, outbox, queries, app, admin])
-      readSecret(fn, this.tokensSecret);
+    // Each function reads only the tokens it uses ($0.40 a secret a month: three, not one), so
+    // that code escaping the application's sandbox in the app function finds the as_token alone.
+    const tokensOf: Record<TokenName, IGrantable[]> = {
+      asToken: [events, outbox, queries, app, admin],
+      hsToken: [transactions, queries],
+      adminToken: [admin],
+    };
+    for (const [token, fns] of Object.entries(tokensOf) as [TokenName, IGrantable[]][])
+      for (const fn of fns) readSecret(fn, this.tokenSecrets[token]);
     if (this.relaySecret) for (const fn of [app, outbox]) readSecret(fn, this.relaySecret);
     this.grantOperatorConsole(admin, tableActions, sendTo);
     tableActions(transactions, ["PutItem"]);
@@ -521,17 +622,19 @@ export class MatrixAppservice extends Construct {
     this.functions.app.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
     this.functions.admin.addEnvironment(ENV.publicBaseUrl, publicBaseUrl);
 
-    this.addAlarms(accessLogs, routes);
+    this.addAlarms(accessLogs, routes, props.alarmAction);
 
     const stack = Stack.of(this);
     new CfnOutput(stack, "ApiUrl", {
       value: this.api.apiEndpoint,
       description: "The url of the registration file",
     });
-    new CfnOutput(stack, "TokensSecretArn", {
-      value: this.tokensSecret.secretArn,
-      description: "The tokens, as JSON: as_token, hs_token, admin_token",
-    });
+    for (const [token, { output, key }] of Object.entries(TOKEN_OUTPUTS)) {
+      new CfnOutput(stack, output, {
+        value: arnOf(token as TokenName),
+        description: `The secret of the ${key} (a plain string)`,
+      });
+    }
     if (this.relaySecret) {
       new CfnOutput(stack, "RelaySecretArn", {
         value: this.relaySecret.secretArn,
@@ -552,15 +655,15 @@ export class MatrixAppservice extends Construct {
    * - problems: one metric that free log metric filters feed: every ERROR log line of every
    *   function (unexpected errors, an application's failures, each failed attempt of an inbound
    *   item and its dead-lettering, dead-lettered calls, an invocation close to its timeout), the
-   *   runtime's own failures (timeouts, crashes), 5xx answers and integration errors of the API
-   *   (a function failed or throttled) and 401/403 on the transactions route (a token mismatch:
-   *   the homeserver marks the appservice down);
+   *   runtime's own failures (timeouts, in both of the forms Lambda writes, and crashes), an
+   *   outbound call still failing after `OUTBOX_RETRIES_BEFORE_ALARM` attempts, 5xx answers and
+   *   integration errors of the API (a function failed or throttled), and every answer but 200 on
+   *   a transactions route (the homeserver marks the appservice down on any of them);
    * - the age of the oldest message of each queue (consumers throttled, failing or stuck).
-   * Nothing reaches a dead-letter queue without ERROR lines first (the consumer's; SQS's own
-   * redrive only after a message was retried far longer than the age threshold), so the
-   * dead-letter queues need no metric of their own.
+   * It fires at one breaching 5-minute period and clears after `ALARM_CLEAR_PERIODS` clear ones:
+   * an outbound call retried at the backoff's cap (5 minutes, jittered) keeps it firing.
    */
-  private addAlarms(accessLogs: ILogGroup, routes: Route[]) {
+  private addAlarms(accessLogs: ILogGroup, routes: Route[], action?: AlarmAction) {
     const namespace = `MatrixAppservice/${this.node.path}`;
     const problems = new Metric({
       namespace,
@@ -577,12 +680,15 @@ export class MatrixAppservice extends Construct {
       });
     for (const [name, fn] of Object.entries(this.functions)) {
       countProblems(`${name}ErrorLines`, fn.logGroup, '{ $.level = "ERROR" }');
-      countProblems(
-        `${name}RuntimeFailures`,
-        fn.logGroup,
-        '?"Task timed out" ?"Invoke Error" ?"Uncaught Exception" ?"Runtime.ExitError"',
-      );
+      countProblems(`${name}RuntimeFailures`, fn.logGroup, RUNTIME_FAILURES_PATTERN);
     }
+    // A retry logs WARN, and SQS's age metric stops counting a message received three times: an
+    // unreachable target would stay unseen for the whole retry span.
+    countProblems(
+      "outboxRetriesPastThreshold",
+      this.functions.outbox.logGroup,
+      `{ $.level = "WARN" && $.message = "${OUTCOME_LOG_MESSAGES.retry}" && $.attempt >= ${OUTBOX_RETRIES_BEFORE_ALARM} }`,
+    );
     // A failed invocation (a throttled function too) shows as an integration error, whatever
     // status API Gateway then answers.
     countProblems("ApiFailures", accessLogs, '{ $.status >= 500 || $.integrationError != "-" }');
@@ -590,9 +696,9 @@ export class MatrixAppservice extends Construct {
       .filter((route) => route.handler === "transactions")
       .map((route) => `$.routeKey = "${route.method} ${route.path}"`);
     countProblems(
-      "TransactionsUnauthorized",
+      "TransactionsNotAccepted",
       accessLogs,
-      `{ ($.status = 401 || $.status = 403) && (${transactionRoutes.join(" || ")}) }`,
+      `{ $.status != 200 && (${transactionRoutes.join(" || ")}) }`,
     );
     const age = (queue: Queue) =>
       queue.metricApproximateAgeOfOldestMessage({
@@ -600,39 +706,52 @@ export class MatrixAppservice extends Construct {
         statistic: "Maximum",
       });
     const ageThreshold = QUEUE_AGE_ALARM.toSeconds();
-    this.alarms.push(
-      new MathExpression({
-        // 1 or more: a problem counted, or a queue's oldest message past the threshold. Missing
-        // data (nothing logged, an idle queue) counts as 0. One expression per metric, then
-        // their maximum: each step a form the metric math docs show.
-        expression: "MAX([problemsCount, inboundAgeShare, outboundAgeShare])",
-        usingMetrics: {
-          problemsCount: new MathExpression({
-            expression: "FILL(problems, 0)",
-            usingMetrics: { problems },
-            period: Duration.minutes(5),
-          }),
-          inboundAgeShare: new MathExpression({
-            expression: `FILL(inboundAge, 0) / ${ageThreshold}`,
-            usingMetrics: { inboundAge: age(this.inboundQueue) },
-            period: Duration.minutes(5),
-          }),
-          outboundAgeShare: new MathExpression({
-            expression: `FILL(outboundAge, 0) / ${ageThreshold}`,
-            usingMetrics: { outboundAge: age(this.outboundQueue) },
-            period: Duration.minutes(5),
-          }),
-        },
-        label: "Problems counted, or the oldest message's age over its threshold",
-        period: Duration.minutes(5),
-      }).createAlarm(this, "Alarm", {
-        alarmDescription: `Errors logged by a function (failed items and dead letters included), timeouts and crashes, invocations within ${NEAR_TIMEOUT_SHARE * 100}% of their timeout, API 5xx or integration errors, or 401/403 on the transactions route (see the logs); or a queue's oldest message over ${QUEUE_AGE_ALARM.toMinutes()} minutes old (its consumer throttled, failing or held up; the homeserver down?)`,
-        threshold: 1,
-        evaluationPeriods: 1,
-        comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-        treatMissingData: TreatMissingData.NOT_BREACHING,
-      }),
-    );
+    const alarm = new MathExpression({
+      // 1 or more: a problem counted, or a queue's oldest message past the threshold. Missing
+      // data (nothing logged, an idle queue) counts as 0. One expression per metric, then
+      // their maximum: each step a form the metric math docs show.
+      expression: "MAX([problemsCount, inboundAgeShare, outboundAgeShare])",
+      usingMetrics: {
+        problemsCount: new MathExpression({
+          expression: "FILL(problems, 0)",
+          usingMetrics: { problems },
+          period: Duration.minutes(5),
+        }),
+        inboundAgeShare: new MathExpression({
+          expression: `FILL(inboundAge, 0) / ${ageThreshold}`,
+          usingMetrics: { inboundAge: age(this.inboundQueue) },
+          period: Duration.minutes(5),
+        }),
+        outboundAgeShare: new MathExpression({
+          expression: `FILL(outboundAge, 0) / ${ageThreshold}`,
+          usingMetrics: { outboundAge: age(this.outboundQueue) },
+          period: Duration.minutes(5),
+        }),
+      },
+      label: "Problems counted, or the oldest message's age over its threshold",
+      period: Duration.minutes(5),
+    }).createAlarm(this, "Alarm", {
+      alarmDescription: `Errors logged by a function (failed items and dead letters included), timeouts and crashes, invocations within ${NEAR_TIMEOUT_SHARE * 100}% of their timeout, an outbound call failing ${OUTBOX_RETRIES_BEFORE_ALARM} times, API 5xx or integration errors, or an answer but 200 on a transactions route (see the logs); or a queue's oldest message over ${QUEUE_AGE_ALARM.toMinutes()} minutes old (its consumer throttled, failing or held up; the homeserver down?)`,
+      threshold: 1,
+      evaluationPeriods: ALARM_CLEAR_PERIODS,
+      datapointsToAlarm: 1,
+      comparisonOperator: ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: TreatMissingData.NOT_BREACHING,
+    });
+    if (action) {
+      const topic = action.topicArn
+        ? Topic.fromTopicArn(this, "AlarmTopic", action.topicArn)
+        : new Topic(this, "AlarmTopic", {
+            displayName: "Matrix appservice alarm",
+            // cdk-nag AwsSolutions-SNS3: publishers must use TLS.
+            enforceSSL: true,
+          });
+      if (action.email) topic.addSubscription(new EmailSubscription(action.email));
+      // Told when it fires and when it clears.
+      alarm.addAlarmAction(new SnsAction(topic));
+      alarm.addOkAction(new SnsAction(topic));
+    }
+    this.alarms.push(alarm);
   }
 
   /** A Node.js function as every one of the stack's is made: bundled here, ESM, ARM64. */
@@ -645,9 +764,13 @@ export class MatrixAppservice extends Construct {
       logRetention,
       tracing,
       application,
+      memorySize = FUNCTION_MEMORY_MB,
+      reservedConcurrentExecutions,
     }: {
       logRetention: RetentionDays;
       tracing: boolean;
+      memorySize?: number;
+      reservedConcurrentExecutions?: number;
       /** The application whose part it runs; none for the deploy-time tokens function. */
       application?: ApplicationName;
     },
@@ -657,9 +780,11 @@ export class MatrixAppservice extends Construct {
       handler: "handler",
       projectRoot,
       depsLockFilePath: join(projectRoot, "package-lock.json"),
-      runtime: Runtime.NODEJS_22_X,
+      // Node 22's support ends in April 2027; the code runs on Node 20-24 (local mode, tests).
+      runtime: Runtime.NODEJS_24_X,
       architecture: Architecture.ARM_64,
-      memorySize: 256,
+      memorySize,
+      ...(reservedConcurrentExecutions !== undefined && { reservedConcurrentExecutions }),
       timeout,
       ...(tracing && { tracing: Tracing.ACTIVE }),
       environment: {
@@ -695,25 +820,34 @@ export class MatrixAppservice extends Construct {
   }
 
   /**
-   * The one secret of the tokens, `{"as_token", "hs_token", "admin_token"}`, 64 random
-   * characters each. CloudFormation generates one value per secret (the as_token); a custom
-   * resource, run at deploy time only, has Secrets Manager generate the others the same way and
-   * keeps any token already there. Retained: a replaced secret (a new logical ID) would hand out
-   * new tokens the homeserver does not know; the old one stays, to be imported (`tokensSecret`)
-   * or deleted by hand.
+   * A secret a token, each generated whole by CloudFormation (64 random characters), so a change
+   * of the generation settings regenerates a whole token, never a part of one. `AsToken` and
+   * `HsToken` have the logical IDs and properties of the stacks before the tokens shared a secret:
+   * such a stack keeps both secrets and their values. A stack of the one-secret layout gets
+   * its tokens carried over at deploy time (`carryOverTokens`). Retained: a replaced secret (a new
+   * logical ID) would hand out tokens the homeserver does not know; the old one stays, to be
+   * imported (`tokenSecrets`) or deleted by hand.
    */
-  private generateTokensSecret(options: { logRetention: RetentionDays; tracing: boolean }): Secret {
-    const secret = new Secret(this, "Tokens", {
-      description:
-        "The appservice's tokens (registration file and admin): JSON, as_token, hs_token, admin_token",
-      generateSecretString: {
-        secretStringTemplate: "{}",
-        generateStringKey: TOKENS_SECRET_KEYS.asToken,
-        passwordLength: TOKEN_GENERATION.PasswordLength,
-        excludePunctuation: TOKEN_GENERATION.ExcludePunctuation,
-      },
-      removalPolicy: RemovalPolicy.RETAIN,
-    });
+  private generateTokenSecrets(options: {
+    logRetention: RetentionDays;
+    tracing: boolean;
+  }): TokenSecrets {
+    const generate = (id: string, description: string) =>
+      new Secret(this, id, {
+        description,
+        generateSecretString: {
+          passwordLength: TOKEN_GENERATION.PasswordLength,
+          excludePunctuation: TOKEN_GENERATION.ExcludePunctuation,
+        },
+        removalPolicy: RemovalPolicy.RETAIN,
+      });
+    const secrets: TokenSecrets = {
+      // The descriptions the two-secret layout gave them: an unchanged resource.
+      asToken: generate("AsToken", "The appservice's as_token (registration file)"),
+      hsToken: generate("HsToken", "The appservice's hs_token (registration file)"),
+      adminToken: generate("AdminToken", "The appservice's operator console token (admin_token)"),
+    };
+    const legacyLogicalId = this.legacyTokensSecretLogicalId();
     const generator = this.nodeFunction(
       "tokens",
       TOKENS_SECRET_ENTRY,
@@ -721,19 +855,48 @@ export class MatrixAppservice extends Construct {
       {},
       options,
     );
+    const stack = Stack.of(this);
     generator.addToRolePolicy(
       new PolicyStatement({
-        actions: ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
-        resources: [secret.secretArn],
+        actions: ["cloudformation:DescribeStackResource"],
+        resources: [
+          stack.formatArn({
+            service: "cloudformation",
+            resource: "stack",
+            resourceName: `${stack.stackName}/*`,
+          }),
+        ],
       }),
     );
     generator.addToRolePolicy(
-      new PolicyStatement({ actions: ["secretsmanager:GetRandomPassword"], resources: ["*"] }),
+      new PolicyStatement({
+        actions: ["secretsmanager:GetSecretValue"],
+        // CloudFormation names a secret after its logical ID, then Secrets Manager adds a suffix.
+        resources: [
+          stack.formatArn({
+            service: "secretsmanager",
+            resource: "secret",
+            resourceName: `${legacyLogicalId}-*`,
+            arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+          }),
+        ],
+      }),
     );
-    this.tokensFilled = new CustomResource(this, "TokensFilled", {
+    generator.addToRolePolicy(
+      new PolicyStatement({
+        actions: ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+        resources: Object.values(secrets).map((secret) => secret.secretArn),
+      }),
+    );
+    this.tokensCarried = new CustomResource(this, "TokensCarried", {
       serviceToken: generator.functionArn,
-      resourceType: "Custom::AppserviceTokens",
-      properties: { SecretId: secret.secretArn },
+      resourceType: "Custom::AppserviceTokensCarried",
+      properties: {
+        LegacyLogicalId: legacyLogicalId,
+        AsTokenSecretId: secrets.asToken.secretArn,
+        HsTokenSecretId: secrets.hsToken.secretArn,
+        AdminTokenSecretId: secrets.adminToken.secretArn,
+      },
     });
     NagSuppressions.addResourceSuppressions(
       generator,
@@ -741,14 +904,32 @@ export class MatrixAppservice extends Construct {
         {
           id: "AwsSolutions-IAM5",
           reason:
-            "secretsmanager:GetRandomPassword acts on no resource: it only generates a string.",
-          appliesTo: ["Resource::*"],
+            "Its own stack (any stack ID of that name) and the one-secret layout's secret, whose name CloudFormation generated from its logical ID and Secrets Manager suffixed.",
+          appliesTo: [
+            {
+              regex:
+                "/^Resource::arn:<AWS::Partition>:(cloudformation|secretsmanager):<AWS::Region>:<AWS::AccountId>:.*\\*$/g",
+            },
+          ],
         },
       ],
       true,
     );
     this.tokensGenerator = generator;
-    return secret;
+    return secrets;
+  }
+
+  /**
+   * The logical ID the one-secret layout's `Tokens` secret had (as CloudFormation knows it):
+   * made the way CDK makes it, from a placeholder at its path, then removed.
+   */
+  private legacyTokensSecretLogicalId(): string {
+    const placeholder = new Construct(this, "Tokens");
+    const id = Stack.of(this).getLogicalId(
+      new CfnResource(placeholder, "Resource", { type: "AWS::SecretsManager::Secret" }),
+    );
+    this.node.tryRemoveChild("Tokens");
+    return id;
   }
 
   /**
@@ -830,7 +1011,7 @@ export class MatrixAppservice extends Construct {
           {
             id: "AwsSolutions-L1",
             reason:
-              "nodejs22.x is the runtime this project targets and tests against (Node 20-24).",
+              "nodejs24.x is the runtime this project targets and tests against (Node 20-24).",
           },
           ...(tracing
             ? [
@@ -871,8 +1052,8 @@ export class MatrixAppservice extends Construct {
         },
       ]);
     }
-    if (this.tokensSecret instanceof Secret) {
-      NagSuppressions.addResourceSuppressions(this.tokensSecret, [
+    for (const secret of Object.values(this.tokenSecrets).filter((s) => s instanceof Secret)) {
+      NagSuppressions.addResourceSuppressions(secret, [
         {
           id: "AwsSolutions-SMG4",
           reason:

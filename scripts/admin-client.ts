@@ -1,7 +1,5 @@
 import { DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
-import { GetSecretValueCommand } from "@aws-sdk/client-secrets-manager";
-import { parseTokensSecret } from "../functions/wiring/env.ts";
-import type { StackClients } from "./registration-from-stack.ts";
+import { type StackClients, stackTokens } from "./registration-from-stack.ts";
 
 /** Where the operator console is and the token it takes. */
 export interface ConsoleTarget {
@@ -10,8 +8,8 @@ export interface ConsoleTarget {
 }
 
 /**
- * The console of a deployed stack: its URL from the stack's `ApiUrl` output, its token from the
- * `admin_token` field of the stack's tokens secret (`TokensSecretArn`).
+ * The console of a deployed stack: its URL from the stack's `ApiUrl` output, its token from its
+ * secret (`stackTokens`).
  */
 export async function consoleOfStack(
   stackName: string,
@@ -24,15 +22,9 @@ export async function consoleOfStack(
     (Stacks[0]?.Outputs ?? []).map((output) => [output.OutputKey, output.OutputValue]),
   );
   const url = outputs.get("ApiUrl");
-  const secretArn = outputs.get("TokensSecretArn");
-  if (!url || !secretArn) {
-    throw new Error(`Stack ${stackName} has no ApiUrl or TokensSecretArn: is it this project's?`);
-  }
-  const { SecretString } = await secretsManager.send(
-    new GetSecretValueCommand({ SecretId: secretArn }),
-  );
-  if (!SecretString) throw new Error("The stack's tokens secret is empty");
-  return { url, token: parseTokensSecret(SecretString).adminToken };
+  if (!url) throw new Error(`Stack ${stackName} has no ApiUrl: is it this project's?`);
+  const { adminToken } = await stackTokens(stackName, outputs, secretsManager, ["adminToken"]);
+  return { url, token: adminToken };
 }
 
 /** One request to the console's API; its JSON answer, or an error naming the status. */

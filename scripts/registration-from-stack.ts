@@ -5,7 +5,8 @@ import {
   parseRegistration,
   type Registration,
 } from "../functions/appservice/protocol/registration.ts";
-import { parseTokensSecret } from "../functions/wiring/env.ts";
+import { parseTokensSecret, type TokenName } from "../functions/wiring/env.ts";
+import { TOKEN_OUTPUTS } from "../infra/matrix-appservice.ts";
 
 export interface StackClients {
   cloudFormation: Pick<CloudFormationClient, "send">;
@@ -18,8 +19,44 @@ export const defaultStackClients = (region?: string): StackClients => ({
 });
 
 /**
+ * The tokens `names` of a deployed stack, from its outputs: a secret each (`AsTokenSecretArn`, …),
+ * or, from a stack not updated since, the one secret that held them all (`TokensSecretArn`).
+ */
+export async function stackTokens<N extends TokenName>(
+  stackName: string,
+  outputs: Map<string | undefined, string | undefined>,
+  secretsManager: StackClients["secretsManager"],
+  names: N[],
+): Promise<Record<N, string>> {
+  const read = async (secretId: string) => {
+    const { SecretString } = await secretsManager.send(
+      new GetSecretValueCommand({ SecretId: secretId }),
+    );
+    if (!SecretString) throw new Error("The stack's token secret is empty");
+    return SecretString;
+  };
+  const legacy = outputs.get("TokensSecretArn");
+  if (legacy && !outputs.has(TOKEN_OUTPUTS.asToken.output)) {
+    const tokens = parseTokensSecret(await read(legacy));
+    return Object.fromEntries(names.map((name) => [name, tokens[name]])) as Record<N, string>;
+  }
+  const entries = await Promise.all(
+    names.map(async (name) => {
+      const arn = outputs.get(TOKEN_OUTPUTS[name].output);
+      if (!arn) {
+        throw new Error(
+          `Stack ${stackName} has no output ${TOKEN_OUTPUTS[name].output}: is it this project's stack?`,
+        );
+      }
+      return [name, await read(arn)] as const;
+    }),
+  );
+  return Object.fromEntries(entries) as Record<N, string>;
+}
+
+/**
  * The registration file of a deployed stack: its public fields and API URL from the stack's
- * outputs, its tokens from the stack's one Secrets Manager secret (`TokensSecretArn`).
+ * outputs, its tokens from their secrets (`stackTokens`).
  */
 export async function registrationFromStack(
   stackName: string,
@@ -28,20 +65,19 @@ export async function registrationFromStack(
   const { Stacks = [] } = await cloudFormation.send(
     new DescribeStacksCommand({ StackName: stackName }),
   );
-  const outputs = Object.fromEntries(
+  const outputs = new Map(
     (Stacks[0]?.Outputs ?? []).map((output) => [output.OutputKey, output.OutputValue]),
   );
   const output = (key: string) => {
-    const value = outputs[key];
+    const value = outputs.get(key);
     if (!value)
       throw new Error(`Stack ${stackName} has no output ${key}: is it this project's stack?`);
     return value;
   };
-  const { SecretString } = await secretsManager.send(
-    new GetSecretValueCommand({ SecretId: output("TokensSecretArn") }),
-  );
-  if (!SecretString) throw new Error("The stack's tokens secret is empty");
-  const { asToken, hsToken } = parseTokensSecret(SecretString);
+  const { asToken, hsToken } = await stackTokens(stackName, outputs, secretsManager, [
+    "asToken",
+    "hsToken",
+  ]);
   const registration = parseRegistration(
     {
       ...JSON.parse(output("Registration")),

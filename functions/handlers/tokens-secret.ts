@@ -1,62 +1,97 @@
+import { CloudFormationClient, DescribeStackResourceCommand } from "@aws-sdk/client-cloudformation";
 import {
-  GetRandomPasswordCommand,
   GetSecretValueCommand,
   PutSecretValueCommand,
   SecretsManagerClient,
 } from "@aws-sdk/client-secrets-manager";
 import type { CloudFormationCustomResourceEvent, Context } from "aws-lambda";
-import { TOKENS_SECRET_KEYS } from "../wiring/env.ts";
+import { parseTokensSecret, type TokenName } from "../wiring/env.ts";
 import { createLogger } from "./shared/logger.ts";
 
-/** How every token is generated: as CloudFormation generates the secret's first one. */
+/** How CloudFormation generates each token's secret (as the stacks always generated them). */
 export const TOKEN_GENERATION = { PasswordLength: 64, ExcludePunctuation: true } as const;
 
 /**
- * Completes the tokens secret's JSON: each of `TOKENS_SECRET_KEYS` it lacks gets a token from
- * Secrets Manager's generator; tokens already there are kept, so a stack update never changes
- * a token the homeserver knows. Writes only when one was missing. Resolves the keys it added.
+ * The upgrade from the layout in which one secret held every token as JSON (its logical ID
+ * `legacyLogicalId`): while the stack still holds that secret (the deploy that replaces it, until
+ * CloudFormation's clean-up), each token's own secret is given the token it held, so that no
+ * token the homeserver knows changes. Resolves the tokens it wrote. Once the old secret has left
+ * the stack (retained in the account), it finds nothing and writes nothing: a later rotation is
+ * never undone.
  */
-export async function fillTokensSecret(
-  client: Pick<SecretsManagerClient, "send">,
-  secretId: string,
-): Promise<string[]> {
-  const { SecretString } = await client.send(new GetSecretValueCommand({ SecretId: secretId }));
-  const tokens = JSON.parse(SecretString || "{}") as Record<string, string>;
-  const missing = Object.values(TOKENS_SECRET_KEYS).filter((key) => !tokens[key]);
-  for (const key of missing) {
-    const { RandomPassword } = await client.send(new GetRandomPasswordCommand(TOKEN_GENERATION));
-    if (!RandomPassword) throw new Error("Secrets Manager generated no password");
-    tokens[key] = RandomPassword;
-  }
-  if (missing.length > 0) {
-    await client.send(
-      new PutSecretValueCommand({ SecretId: secretId, SecretString: JSON.stringify(tokens) }),
+export async function carryOverTokens(
+  clients: {
+    cloudFormation: Pick<CloudFormationClient, "send">;
+    secretsManager: Pick<SecretsManagerClient, "send">;
+  },
+  {
+    stackId,
+    legacyLogicalId,
+    targets,
+  }: { stackId: string; legacyLogicalId: string; targets: Record<TokenName, string> },
+): Promise<TokenName[]> {
+  let legacyArn: string | undefined;
+  try {
+    const { StackResourceDetail } = await clients.cloudFormation.send(
+      new DescribeStackResourceCommand({ StackName: stackId, LogicalResourceId: legacyLogicalId }),
     );
+    legacyArn = StackResourceDetail?.PhysicalResourceId;
+  } catch (error) {
+    // "Resource … does not exist for stack …": a stack made after the split, or already carried.
+    if ((error as Error).name === "ValidationError") return [];
+    throw error;
   }
-  return missing;
+  if (!legacyArn) return [];
+  const read = async (secretId: string) =>
+    (await clients.secretsManager.send(new GetSecretValueCommand({ SecretId: secretId })))
+      .SecretString;
+  const legacy = parseTokensSecret((await read(legacyArn)) ?? "");
+  const written: TokenName[] = [];
+  for (const [name, secretId] of Object.entries(targets) as [TokenName, string][]) {
+    if ((await read(secretId)) === legacy[name]) continue;
+    await clients.secretsManager.send(
+      new PutSecretValueCommand({ SecretId: secretId, SecretString: legacy[name] }),
+    );
+    written.push(name);
+  }
+  return written;
 }
 
 /**
- * The stack's custom resource that completes the tokens secret at deploy time (CloudFormation
- * generates one value per secret). It always answers CloudFormation, which would otherwise wait
- * an hour; a deletion leaves the secret as it is (retained with the stack's other state).
+ * The stack's custom resource that carries the tokens over from the one-secret layout at deploy
+ * time. It always answers CloudFormation, which would otherwise wait an hour; a deletion leaves
+ * every secret as it is (retained with the stack's other state).
  */
 export async function handler(
   event: CloudFormationCustomResourceEvent,
   context: Context,
 ): Promise<void> {
-  const secretId = String(event.ResourceProperties.SecretId);
+  const properties = event.ResourceProperties;
   const log = createLogger();
   let failure: string | undefined;
   try {
     if (event.RequestType !== "Delete") {
-      const added = await fillTokensSecret(new SecretsManagerClient({}), secretId);
-      // The keys added, never a token.
-      log.info("tokens secret completed", { added });
+      const written = await carryOverTokens(
+        {
+          cloudFormation: new CloudFormationClient({}),
+          secretsManager: new SecretsManagerClient({}),
+        },
+        {
+          stackId: event.StackId,
+          legacyLogicalId: String(properties.LegacyLogicalId),
+          targets: {
+            asToken: String(properties.AsTokenSecretId),
+            hsToken: String(properties.HsTokenSecretId),
+            adminToken: String(properties.AdminTokenSecretId),
+          },
+        },
+      );
+      // The tokens' names, never a token.
+      log.info("tokens carried over from the one-secret layout", { written });
     }
   } catch (error) {
     failure = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-    log.error("completing the tokens secret failed", { failure });
+    log.error("carrying the tokens over failed", { failure });
   }
   // The presigned URL signs no content type: send none.
   const response = await fetch(event.ResponseURL, {
@@ -65,7 +100,7 @@ export async function handler(
     body: JSON.stringify({
       Status: failure ? "FAILED" : "SUCCESS",
       Reason: failure ?? `See ${context.logGroupName} ${context.logStreamName}`,
-      PhysicalResourceId: secretId,
+      PhysicalResourceId: `${event.LogicalResourceId}-tokens`,
       StackId: event.StackId,
       RequestId: event.RequestId,
       LogicalResourceId: event.LogicalResourceId,

@@ -227,6 +227,9 @@ async function afterServerError(
   return { kind: "retry", delaySeconds: backoffSeconds(attempt, backoff), reason: retry };
 }
 
+/** A retry's reason when the homeserver refused the as_token (401). */
+export const AS_TOKEN_REFUSED = "as_token refused (401): retried until the configuration is fixed";
+
 class Retry extends Error {
   constructor(
     readonly delaySeconds: number,
@@ -311,6 +314,19 @@ export async function performAction(
     }
     if (response.status >= 500) {
       return serverError(reasonOf(response), `homeserver error ${response.status}`);
+    }
+    // The as_token refused (M_UNKNOWN_TOKEN, M_MISSING_TOKEN): every call fails alike until
+    // the registration and the stack's token agree again (a rotation's step missed). A fault of
+    // configuration, not of this action: retried with the backoff, uncounted, and logged at
+    // ERROR, which the alarm counts.
+    if (response.status === 401) {
+      const reason = reasonOf(response);
+      log.error("the homeserver refused the as_token: the registration and the stack disagree", {
+        actionId: action.id,
+        status: 401,
+        ...(reason.errcode && { errcode: reason.errcode }),
+      });
+      throw new Retry(backoffSeconds(attempt, backoff), AS_TOKEN_REFUSED, 401);
     }
     return response;
   };

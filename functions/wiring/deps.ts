@@ -27,7 +27,7 @@ import { deliveryOutcomes } from "../store/delivery-outcomes.ts";
 import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-data.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
-import type { Config } from "./env.ts";
+import type { Config, TOKEN_SECRET_FIELDS, TokenName } from "./env.ts";
 import {
   actionBudgetMs,
   EVENTS_RECORD_BUDGET_MS,
@@ -76,7 +76,7 @@ export interface Platform<L extends Log = Log> {
 
 /** A function's configuration without the secrets' ARNs (read through the `Platform`). */
 export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app" | "admin"> =
-  Omit<Config<F>, "tokensSecretArn" | "relaySecretArn">;
+  Omit<Config<F>, (typeof TOKEN_SECRET_FIELDS)[TokenName] | "relaySecretArn">;
 
 const stores = (tableName: string, platform: Platform) => {
   const store = new DynamoDbStore(platform.dynamodb, tableName);

@@ -13,7 +13,9 @@ export const ENV = {
   inboundDeadLetterQueueUrl: "INBOUND_DEAD_LETTER_QUEUE_URL",
   outboundQueueUrl: "OUTBOUND_QUEUE_URL",
   outboundDeadLetterQueueUrl: "OUTBOUND_DEAD_LETTER_QUEUE_URL",
-  tokensSecretArn: "TOKENS_SECRET_ARN",
+  asTokenSecretArn: "AS_TOKEN_SECRET_ARN",
+  hsTokenSecretArn: "HS_TOKEN_SECRET_ARN",
+  adminTokenSecretArn: "ADMIN_TOKEN_SECRET_ARN",
   homeserverUrl: "HOMESERVER_URL",
   botUserId: "BOT_USER_ID",
   publicBaseUrl: "PUBLIC_BASE_URL",
@@ -29,8 +31,9 @@ export const ENV = {
 } as const;
 
 /**
- * The keys of the one Secrets Manager secret (`tokensSecretArn`) that holds the appservice's
- * tokens, as JSON: `{"as_token", "hs_token", "admin_token"}`, each 64 random characters.
+ * The tokens by their registration names. In AWS each is a Secrets Manager secret of its own
+ * (a plain string; `TOKEN_SECRET_FIELDS`), so that a function is granted only those it uses; an
+ * older stack kept them in one secret, as JSON of these keys (`parseTokensSecret`).
  */
 export const TOKENS_SECRET_KEYS = {
   asToken: "as_token",
@@ -39,13 +42,23 @@ export const TOKENS_SECRET_KEYS = {
 } as const;
 export type TokenName = keyof typeof TOKENS_SECRET_KEYS;
 
+/** The configuration field holding the ARN of each token's secret. */
+export const TOKEN_SECRET_FIELDS = {
+  asToken: "asTokenSecretArn",
+  hsToken: "hsTokenSecretArn",
+  adminToken: "adminTokenSecretArn",
+} as const satisfies Record<TokenName, keyof typeof ENV>;
+
 const tokensSecret = z.object(
   Object.fromEntries(
     Object.values(TOKENS_SECRET_KEYS).map((key) => [key, z.string().check(z.minLength(1))]),
   ) as Record<(typeof TOKENS_SECRET_KEYS)[TokenName], z.ZodMiniString>,
 );
 
-/** The tokens of the secret's JSON value; the error names the keys missing, never a value. */
+/**
+ * The tokens of the older stacks' one secret's JSON value (what the upgrade carries over); the
+ * error names the keys missing, never a value.
+ */
 export function parseTokensSecret(value: string): Record<TokenName, string> {
   let json: unknown;
   try {
@@ -87,7 +100,9 @@ const fields = {
   inboundDeadLetterQueueUrl: text,
   outboundQueueUrl: text,
   outboundDeadLetterQueueUrl: text,
-  tokensSecretArn: text,
+  asTokenSecretArn: text,
+  hsTokenSecretArn: text,
+  adminTokenSecretArn: text,
   homeserverUrl: text,
   botUserId: text,
   publicBaseUrl: z.pipe(text, z.transform(trimBaseUrl)),
@@ -123,7 +138,8 @@ const service = [
   "tableName",
   "outboundQueueUrl",
   "botUserId",
-  "tokensSecretArn",
+  // Its own calls, and the HMAC key of the application's derived IDs.
+  "asTokenSecretArn",
   "homeserverUrl",
   "publicBaseUrl",
   // The alias namespaces: where rooms created under a key get their alias.
@@ -134,13 +150,13 @@ const service = [
 
 /** Each function's configuration: the variables it reads, and nothing else. */
 export const configSchemas = {
-  transactions: pick("tableName", "inboundQueueUrl", "tokensSecretArn"),
+  transactions: pick("tableName", "inboundQueueUrl", "hsTokenSecretArn"),
   events: pick(...service, "inboundQueueUrl", "inboundDeadLetterQueueUrl", "relayUrl"),
   outbox: pick(
     "tableName",
     "outboundQueueUrl",
     "outboundDeadLetterQueueUrl",
-    "tokensSecretArn",
+    "asTokenSecretArn",
     "homeserverUrl",
     "botUserId",
     "registration",
@@ -149,7 +165,14 @@ export const configSchemas = {
     "deliveryAllowedAddresses",
     "relaySecretArn",
   ),
-  queries: pick("tableName", "tokensSecretArn", "homeserverUrl", "botUserId", "registration"),
+  queries: pick(
+    "tableName",
+    "asTokenSecretArn",
+    "hsTokenSecretArn",
+    "homeserverUrl",
+    "botUserId",
+    "registration",
+  ),
   fallback: pick("appRoutes"),
   app: pick(...service, "relaySecretArn"),
   admin: pick(
@@ -160,6 +183,7 @@ export const configSchemas = {
     "registration",
     "version",
     "logGroups",
+    "adminTokenSecretArn",
   ),
 };
 

@@ -19,7 +19,12 @@ import { ScriptedHomeserver } from "../support/homeserver.ts";
 
 const SERVER = "test.local";
 const bot = `@bot:${SERVER}`;
-const TOKENS_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tokens";
+/** A secret a token, as the stack makes them (plain strings). */
+const TOKEN_ARNS = {
+  as: "arn:aws:secretsmanager:us-east-1:123456789012:secret:as",
+  hs: "arn:aws:secretsmanager:us-east-1:123456789012:secret:hs",
+  admin: "arn:aws:secretsmanager:us-east-1:123456789012:secret:admin",
+};
 
 /**
  * Every Lambda `handler` export, invoked as Lambda invokes it: the environment the synthesized
@@ -67,16 +72,18 @@ describe("the Lambda entries, with the stack's environment", () => {
       [ENV.inboundDeadLetterQueueUrl]: inbound.deadLetterUrl,
       [ENV.outboundQueueUrl]: outbound.url,
       [ENV.outboundDeadLetterQueueUrl]: outbound.deadLetterUrl,
-      [ENV.tokensSecretArn]: TOKENS_ARN,
+      [ENV.asTokenSecretArn]: TOKEN_ARNS.as,
+      [ENV.hsTokenSecretArn]: TOKEN_ARNS.hs,
+      [ENV.adminTokenSecretArn]: TOKEN_ARNS.admin,
       [ENV.publicBaseUrl]: "https://appservice.example.org/",
     });
-    secrets.on(GetSecretValueCommand, { SecretId: TOKENS_ARN }).resolves({
-      SecretString: JSON.stringify({
-        as_token: "as-token",
-        hs_token: "hs-token",
-        admin_token: "admin-token",
-      }),
-    });
+    secrets
+      .on(GetSecretValueCommand, { SecretId: TOKEN_ARNS.as })
+      .resolves({ SecretString: "as-token" })
+      .on(GetSecretValueCommand, { SecretId: TOKEN_ARNS.hs })
+      .resolves({ SecretString: "hs-token" })
+      .on(GetSecretValueCommand, { SecretId: TOKEN_ARNS.admin })
+      .resolves({ SecretString: "admin-token" });
     // Bundling skipped: only the environment is read here.
     const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
     const stack = new AppserviceStack(app, "Entries", {

@@ -154,8 +154,9 @@ export async function synthesized(name: SynthName = "webhooks") {
   if (result.code !== 0) {
     throw new Error(`cdk synth failed (${result.code ?? result.signal}):\n${result.output}`);
   }
-  const template = JSON.parse(
-    await readFile(join(outDir, `${STACKS[name].stackName}.template.json`), "utf8"),
-  ) as { Resources: Record<string, { Type: string; Metadata?: Record<string, unknown> }> };
-  return { outDir, template };
+  const templateFile = join(outDir, `${STACKS[name].stackName}.template.json`);
+  const template = JSON.parse(await readFile(templateFile, "utf8")) as {
+    Resources: Record<string, { Type: string; Metadata?: Record<string, unknown> }>;
+  };
+  return { outDir, templateFile, template };
 }

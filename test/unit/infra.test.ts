@@ -1,12 +1,22 @@
-import { App, Aspects } from "aws-cdk-lib";
+import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { App, Aspects, type CfnElement, Stack } from "aws-cdk-lib";
 import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
+import { Secret } from "aws-cdk-lib/aws-secretsmanager";
 import { AwsSolutionsChecks } from "cdk-nag";
+import { Construct } from "constructs";
 import { beforeAll, describe, expect, it } from "vitest";
 import { application } from "../../functions/app/index.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../../functions/appservice/pipeline/process-inbound.ts";
 import { routeTable } from "../../functions/appservice/protocol/routes.ts";
 import { TOKEN_GENERATION } from "../../functions/handlers/tokens-secret.ts";
-import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/matrix/backoff.ts";
+import {
+  DEFAULT_BACKOFF,
+  OUTBOUND_MAX_RECEIVE_COUNT,
+  retriesCovering,
+} from "../../functions/matrix/backoff.ts";
+import { OUTCOME_LOG_MESSAGES } from "../../functions/matrix/outbox.ts";
 import {
   configSchemas,
   ENV,
@@ -14,15 +24,18 @@ import {
   type FunctionName,
   PLATFORM_ENV,
   readConfig,
-  TOKENS_SECRET_KEYS,
 } from "../../functions/wiring/env.ts";
 import { actionBudgetMs, HOMESERVER_TIMEOUT_MS } from "../../functions/wiring/timeouts.ts";
 import { applicationChoice } from "../../infra/application.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import type { MatrixAppserviceProps } from "../../infra/matrix-appservice.ts";
 import {
+  ALARM_CLEAR_PERIODS,
+  APP_FUNCTION_MEMORY_MB,
   EVENTS_FUNCTION_TIMEOUT,
+  FUNCTION_MEMORY_MB,
   OUTBOX_FUNCTION_TIMEOUT,
+  OUTBOX_RETRIES_BEFORE_ALARM,
   QUEUE_AGE_ALARM,
 } from "../../infra/matrix-appservice.ts";
 import { synthesized } from "../support/cdk-synth.ts";
@@ -215,7 +228,7 @@ describe("AppserviceStack", () => {
     ]);
   });
 
-  it("runs each function on nodejs22.x, ARM64, ESM with source maps, its logs kept for a month", () => {
+  it("runs each function on nodejs24.x, ARM64, ESM with source maps, its logs kept for a month", () => {
     const functions = resources("AWS::Lambda::Function");
     // The seven of the API and the queues (the operator console's among them), and the one that
     // completes the tokens secret.
@@ -229,57 +242,143 @@ describe("AppserviceStack", () => {
       2 * actionBudgetMs(HOMESERVER_TIMEOUT_MS),
     );
     expect((fns[functionId("Events")] as Resource).Properties.TracingConfig).toBeUndefined();
-    for (const [, fn] of functions) {
+    // The application function's memory from its measurement; no reserved concurrency unless asked.
+    expect((fns[functionId("App")] as Resource).Properties.MemorySize).toBe(APP_FUNCTION_MEMORY_MB);
+    expect(APP_FUNCTION_MEMORY_MB).toBe(512);
+    for (const [id, fn] of functions) {
       expect(fn.Properties).toMatchObject({
-        Runtime: "nodejs22.x",
+        Runtime: "nodejs24.x",
         Architectures: ["arm64"],
         Handler: "index.handler",
       });
+      if (id !== functionId("App")) expect(fn.Properties.MemorySize, id).toBe(FUNCTION_MEMORY_MB);
+      expect(fn.Properties.ReservedConcurrentExecutions, id).toBeUndefined();
       expect(JSON.stringify(fn.Properties.Environment)).toContain("--enable-source-maps");
     }
     for (const [, group] of resources("AWS::Logs::LogGroup"))
       expect(group.Properties.RetentionInDays).toBe(30);
   });
 
-  it("keeps the tokens in one generated secret, never in environment variables or outputs", () => {
-    template.resourceCountIs("AWS::SecretsManager::Secret", 1);
-    const [[secretId, secret]] = resources("AWS::SecretsManager::Secret") as [[string, Resource]];
-    // Replacing the stack's secret would change the tokens the homeserver knows.
-    expect([secret.DeletionPolicy, secret.UpdateReplacePolicy]).toEqual(["Retain", "Retain"]);
-    // CloudFormation generates the as_token; the custom resource the others, the same way.
-    expect(secret.Properties.GenerateSecretString).toEqual({
-      SecretStringTemplate: "{}",
-      GenerateStringKey: TOKENS_SECRET_KEYS.asToken,
-      PasswordLength: TOKEN_GENERATION.PasswordLength,
-      ExcludePunctuation: TOKEN_GENERATION.ExcludePunctuation,
-    });
-    const [[filledId, filled]] = resources("Custom::AppserviceTokens") as [[string, Resource]];
-    expect(filled.Properties).toEqual({
-      ServiceToken: { "Fn::GetAtt": [functionId("Tokens"), "Arn"] },
-      SecretId: { Ref: secretId },
-    });
-    // No function of the API or the queues runs before the tokens are complete.
-    for (const name of ["Transactions", "Events", "Outbox", "Queries", "App", "Fallback"]) {
-      const fn = template.toJSON().Resources[functionId(name)] as { DependsOn?: string[] };
-      expect(fn.DependsOn, name).toContain(filledId);
+  it("keeps each token in a secret of its own, generated whole by CloudFormation, never in environment variables or outputs", () => {
+    template.resourceCountIs("AWS::SecretsManager::Secret", 3);
+    const secretIds = Object.fromEntries(
+      resources("AWS::SecretsManager::Secret").map(([id, secret]) => {
+        // Replacing a secret would change a token the homeserver knows.
+        expect([secret.DeletionPolicy, secret.UpdateReplacePolicy], id).toEqual([
+          "Retain",
+          "Retain",
+        ]);
+        // A whole token each: a change of these settings regenerates a whole token, and no
+        // function ever finds one missing (the one-secret layout's custom resource did not run
+        // again when they changed).
+        expect(secret.Properties.GenerateSecretString, id).toEqual({
+          PasswordLength: TOKEN_GENERATION.PasswordLength,
+          ExcludePunctuation: TOKEN_GENERATION.ExcludePunctuation,
+        });
+        return [id.replace(/^Appservice|[0-9A-F]{8}$/g, ""), id];
+      }),
+    );
+    expect(Object.keys(secretIds).sort()).toEqual(["AdminToken", "AsToken", "HsToken"]);
+    // The two-secret layout's as_token and hs_token: same logical IDs, same properties, so such
+    // a stack keeps them, values and all.
+    for (const [name, description] of [
+      ["AsToken", "The appservice's as_token (registration file)"],
+      ["HsToken", "The appservice's hs_token (registration file)"],
+    ] as const) {
+      expect(secretIds[name]).toBe(`Appservice${name}${secretIds[name]?.slice(-8)}`);
+      expect(
+        (template.toJSON().Resources[secretIds[name] as string] as Resource).Properties.Description,
+      ).toBe(description);
     }
-    // The generator reads and writes that secret alone, and asks Secrets Manager for passwords.
+    // The one-secret layout's tokens carried over at deploy time, from the secret it had.
+    const legacy = new Secret(new Construct(new Stack(new App(), "Old"), "Appservice"), "Tokens");
+    const legacyId = Stack.of(legacy).getLogicalId(legacy.node.defaultChild as CfnElement);
+    const [[carriedId, carried]] = resources("Custom::AppserviceTokensCarried") as [
+      [string, Resource],
+    ];
+    expect(carried.Properties).toEqual({
+      ServiceToken: { "Fn::GetAtt": [functionId("Tokens"), "Arn"] },
+      LegacyLogicalId: legacyId,
+      AsTokenSecretId: { Ref: secretIds.AsToken },
+      HsTokenSecretId: { Ref: secretIds.HsToken },
+      AdminTokenSecretId: { Ref: secretIds.AdminToken },
+    });
+    // No function of the API or the queues runs before the tokens are carried over.
+    for (const name of [
+      "Transactions",
+      "Events",
+      "Outbox",
+      "Queries",
+      "App",
+      "Fallback",
+      "Admin",
+    ]) {
+      const fn = template.toJSON().Resources[functionId(name)] as { DependsOn?: string[] };
+      expect(fn.DependsOn, name).toContain(carriedId);
+    }
+    // It reads its own stack's record, the old secret alone, and writes the three.
     expect(
       policyOf("Tokens").map((statement) => [[statement.Action].flat().sort(), statement.Resource]),
     ).toEqual([
-      [["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"], { Ref: secretId }],
-      [["secretsmanager:GetRandomPassword"], "*"],
+      [
+        ["cloudformation:DescribeStackResource"],
+        {
+          "Fn::Join": ["", expect.arrayContaining([":cloudformation:", ":stack/Test/*"])],
+        },
+      ],
+      [
+        ["secretsmanager:GetSecretValue"],
+        { "Fn::Join": ["", expect.arrayContaining([`:secret:${legacyId}-*`])] },
+      ],
+      [
+        ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+        [{ Ref: secretIds.AsToken }, { Ref: secretIds.HsToken }, { Ref: secretIds.AdminToken }],
+      ],
     ]);
-    for (const name of ["Transactions", "Events", "Outbox", "Queries", "App"]) {
+    // Each function is given, and may read, only the tokens it uses.
+    const variableOf = {
+      AsToken: ENV.asTokenSecretArn,
+      HsToken: ENV.hsTokenSecretArn,
+      AdminToken: ENV.adminTokenSecretArn,
+    };
+    const uses: Record<string, (keyof typeof variableOf)[]> = {
+      Transactions: ["HsToken"],
+      Events: ["AsToken"],
+      Outbox: ["AsToken"],
+      Queries: ["AsToken", "HsToken"],
+      App: ["AsToken"],
+      Admin: ["AdminToken", "AsToken"],
+      Fallback: [],
+    };
+    for (const [name, tokens] of Object.entries(uses)) {
       const env = environmentOf(name);
-      expect(env.TOKENS_SECRET_ARN, name).toEqual({ Ref: secretId });
+      const given = Object.entries(variableOf)
+        .filter(([, variable]) => variable in env)
+        .map(([token]) => token);
+      expect(given.sort(), name).toEqual(tokens);
+      for (const token of tokens) {
+        expect(env[variableOf[token]], name).toEqual({ Ref: secretIds[token] });
+      }
+      const readable = policyOf(name)
+        .filter((statement) => [statement.Action].flat().includes("secretsmanager:GetSecretValue"))
+        .map((statement) => JSON.stringify(statement.Resource));
+      expect(readable.sort(), name).toEqual(
+        tokens
+          // A generated secret's reference is its complete ARN.
+          .map((token) => JSON.stringify({ Ref: secretIds[token] }))
+          .sort(),
+      );
       expect(JSON.stringify(env), name).not.toMatch(/_TOKEN"|resolve:secretsmanager/);
     }
     const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
-    expect(Object.keys(outputs)).toEqual(
-      expect.arrayContaining(["ApiUrl", "TokensSecretArn", "Registration"]),
-    );
-    expect(outputs.TokensSecretArn?.Value).toEqual({ Ref: secretId });
+    for (const [output, token] of [
+      ["AsTokenSecretArn", "AsToken"],
+      ["HsTokenSecretArn", "HsToken"],
+      ["AdminTokenSecretArn", "AdminToken"],
+    ] as const) {
+      expect(outputs[output]?.Value).toEqual({ Ref: secretIds[token] });
+    }
+    expect(outputs).not.toHaveProperty("TokensSecretArn");
     expect(JSON.stringify(outputs)).not.toMatch(/SecretString|resolve:secretsmanager/);
   });
 
@@ -382,11 +481,13 @@ describe("AppserviceStack", () => {
         "sqs:SendMessage",
       ].sort(),
     );
+    // The as_token's secret and the hs_token's.
     expect(actions("Queries")).toEqual(
       [
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
+        "secretsmanager:GetSecretValue",
         "secretsmanager:GetSecretValue",
       ].sort(),
     );
@@ -473,11 +574,11 @@ describe("AppserviceStack", () => {
     ]);
     const wildcards = statements.filter((s) => JSON.stringify(s.Resource) === '"*"');
     expect(wildcards.map((s) => s.Action)).toEqual(["cloudwatch:GetMetricData"]);
-    // Its token (and the as_token, for the homeserver's ping) from the tokens secret.
-    expect(byAction("secretsmanager:GetSecretValue")).toHaveLength(1);
+    // Its token (and the as_token, for the homeserver's ping), each from its secret.
+    expect(byAction("secretsmanager:GetSecretValue")).toHaveLength(2);
     expect(environmentOf("Admin")).not.toHaveProperty("ADMIN_TOKEN");
-    expect(environmentOf("Admin")[ENV.tokensSecretArn]).toEqual({
-      Ref: expect.stringMatching(/^AppserviceTokens/),
+    expect(environmentOf("Admin")[ENV.adminTokenSecretArn]).toEqual({
+      Ref: expect.stringMatching(/^AppserviceAdminToken/),
     });
   });
 
@@ -514,12 +615,19 @@ describe("AppserviceStack", () => {
     const alarms = resources("AWS::CloudWatch::Alarm");
     expect(alarms.map(([id]) => id.replace(/[0-9A-F]{8}$/, ""))).toEqual(["AppserviceAlarm"]);
     const [[, alarm]] = alarms as [[string, Resource]];
+    // Fires at one breaching period, clears after three clear ones (15 minutes: longer than the
+    // outbox's longest wait between retries), so a call retried for a day keeps it firing.
     expect(alarm.Properties).toMatchObject({
       Threshold: 1,
       ComparisonOperator: "GreaterThanOrEqualToThreshold",
-      EvaluationPeriods: 1,
+      EvaluationPeriods: ALARM_CLEAR_PERIODS,
+      DatapointsToAlarm: 1,
       TreatMissingData: "notBreaching",
     });
+    expect(ALARM_CLEAR_PERIODS * 300).toBeGreaterThan(DEFAULT_BACKOFF.capSeconds);
+    // No action unless asked (alarmAction).
+    expect(alarm.Properties.AlarmActions).toBeUndefined();
+    template.resourceCountIs("AWS::SNS::Topic", 0);
     const metrics = alarm.Properties.Metrics as {
       Id: string;
       Expression?: string;
@@ -563,7 +671,7 @@ describe("AppserviceStack", () => {
     }
   });
 
-  it("feeds the problems metric from free log filters: every function's errors and runtime failures, API 5xx, 401/403 on transactions", () => {
+  it("feeds the problems metric from free log filters: every function's errors and runtime failures (both timeout forms), late outbox retries, API 5xx, any answer but 200 on every transactions route", () => {
     const filters = resources("AWS::Logs::MetricFilter").map(([, f]) => f.Properties);
     for (const filter of filters) {
       expect(filter.MetricTransformations).toEqual([
@@ -588,16 +696,38 @@ describe("AppserviceStack", () => {
       "app",
       "admin",
     ]) {
-      expect(patternsOf(new RegExp(`^Appservice${name}Logs`))).toEqual([
-        '?"Task timed out" ?"Invoke Error" ?"Uncaught Exception" ?"Runtime.ExitError"',
-        '{ $.level = "ERROR" }',
-      ]);
+      expect(patternsOf(new RegExp(`^Appservice${name}Logs`))).toEqual(
+        [
+          // Lambda's timeout as the runtime writes it, and as the REPORT line says it now.
+          '?"Task timed out" ?"Status: timeout" ?"Invoke Error" ?"Uncaught Exception" ?"Runtime.ExitError"',
+          '{ $.level = "ERROR" }',
+          // An outbound call retried past the attempts that fill the queue age threshold.
+          ...(name === "outbox"
+            ? [
+                `{ $.level = "WARN" && $.message = "${OUTCOME_LOG_MESSAGES.retry}" && $.attempt >= ${OUTBOX_RETRIES_BEFORE_ALARM} }`,
+              ]
+            : []),
+        ].sort(),
+      );
     }
-    expect(patternsOf(/^AppserviceApiAccessLogs/)).toEqual([
-      '{ $.status >= 500 || $.integrationError != "-" }',
-      '{ ($.status = 401 || $.status = 403) && ($.routeKey = "PUT /_matrix/app/v1/transactions/{txnId}" || $.routeKey = "PUT /transactions/{txnId}") }',
+    // The retries expected to fill the 15 minutes after which a queue's oldest message alarms.
+    expect(OUTBOX_RETRIES_BEFORE_ALARM).toBe(
+      retriesCovering(QUEUE_AGE_ALARM.toSeconds(), DEFAULT_BACKOFF),
+    );
+    expect(OUTBOX_RETRIES_BEFORE_ALARM).toBeGreaterThan(3);
+    // Every transactions route, the legacy path's too, whatever the status but 200.
+    const transactionRoutes = routeTable([])
+      .filter((route) => route.handler === "transactions")
+      .map((route) => `$.routeKey = "${route.method} ${route.path}"`);
+    expect(transactionRoutes).toEqual([
+      '$.routeKey = "PUT /_matrix/app/v1/transactions/{txnId}"',
+      '$.routeKey = "PUT /transactions/{txnId}"',
     ]);
-    expect(filters).toHaveLength(16);
+    expect(patternsOf(/^AppserviceApiAccessLogs/)).toEqual([
+      '{ $.status != 200 && ($.routeKey = "PUT /_matrix/app/v1/transactions/{txnId}" || $.routeKey = "PUT /transactions/{txnId}") }',
+      '{ $.status >= 500 || $.integrationError != "-" }',
+    ]);
+    expect(filters).toHaveLength(17);
   });
 
   it("gives the events function its queue and dead-letter queue, to set each retry's wait and set failing items aside", () => {
@@ -612,7 +742,7 @@ describe("AppserviceStack", () => {
     expect(env).toMatchObject({
       HOMESERVER_URL: "https://matrix.example.org",
       BOT_USER_ID: "@bot:example.org",
-      TOKENS_SECRET_ARN: { Ref: expect.stringMatching(/^AppserviceTokens/) },
+      AS_TOKEN_SECRET_ARN: { Ref: expect.stringMatching(/^AppserviceAsToken/) },
       // The bot's display name: the registration's id unless configured.
       BOT_DISPLAY_NAME: "test",
     });
@@ -662,8 +792,46 @@ describe("AppserviceStack with its options", () => {
       homeserverRateLimit: 7,
       tracing: true,
       deliveryAllowedAddresses: ["10.0.0.0/8", "fd00::/8"],
+      alarmAction: { email: "ops@example.org" },
+      transactionsReservedConcurrency: 20,
+      appReservedConcurrency: 5,
     }));
   }, 120_000);
+
+  it("sends the alarm, firing and clearing, to an SNS topic with the email subscribed; or to a given topic", () => {
+    const topics = Object.keys(template.findResources("AWS::SNS::Topic"));
+    expect(topics).toHaveLength(1);
+    template.hasResourceProperties("AWS::SNS::Subscription", {
+      Protocol: "email",
+      Endpoint: "ops@example.org",
+      TopicArn: { Ref: topics[0] },
+    });
+    template.hasResourceProperties("AWS::CloudWatch::Alarm", {
+      AlarmActions: [{ Ref: topics[0] }],
+      OKActions: [{ Ref: topics[0] }],
+    });
+    const arn = "arn:aws:sns:us-east-1:123456789012:ops";
+    const given = synthesize("GivenTopic", { alarmAction: { topicArn: arn } }).template;
+    given.resourceCountIs("AWS::SNS::Topic", 0);
+    given.resourceCountIs("AWS::SNS::Subscription", 0);
+    given.hasResourceProperties("AWS::CloudWatch::Alarm", {
+      AlarmActions: [arn],
+      OKActions: [arn],
+    });
+  });
+
+  it("reserves concurrency for the transactions function and caps the application function, as asked", () => {
+    const fns = Object.entries(template.findResources("AWS::Lambda::Function"));
+    const reserved = Object.fromEntries(
+      fns
+        .filter(([, fn]) => fn.Properties.ReservedConcurrentExecutions !== undefined)
+        .map(([id, fn]) => [
+          id.replace(/Function.*$/, ""),
+          fn.Properties.ReservedConcurrentExecutions,
+        ]),
+    );
+    expect(reserved).toEqual({ AppserviceTransactions: 20, AppserviceApp: 5 });
+  });
 
   it("gives the outbox the ranges deliveries may reach, which it reads back; a bad range fails the synth", () => {
     const fns = template.findResources("AWS::Lambda::Function");
@@ -788,6 +956,28 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
   });
 });
 
+/** cfn-lint's version, or undefined where it is not installed (it comes with Python's packages). */
+const cfnLintVersion = (() => {
+  const result = spawnSync("cfn-lint", ["--version"], { encoding: "utf8" });
+  return result.status === 0 ? result.stdout.trim() : undefined;
+})();
+
+interface CfnLintMatch {
+  Level: "Error" | "Warning" | "Informational";
+  Message: string;
+  Rule: { Id: string };
+  Location: { Path: (string | number)[] };
+}
+
+/** cfn-lint's findings on a template file (JSON output; its exit code only says which levels). */
+function cfnLint(file: string): CfnLintMatch[] {
+  const result = spawnSync("cfn-lint", ["--format", "json", "--", file], { encoding: "utf8" });
+  if (result.error || !result.stdout.trim().startsWith("[")) {
+    throw new Error(`cfn-lint did not run: ${result.error ?? result.stderr}`);
+  }
+  return JSON.parse(result.stdout) as CfnLintMatch[];
+}
+
 describe("cdk synth", () => {
   it("runs with the CDK CLI, offline and without credentials", async () => {
     const { template } = await synthesized();
@@ -799,5 +989,54 @@ describe("cdk synth", () => {
         "AWS::DynamoDB::Table",
       ]),
     );
+  }, 240_000);
+
+  // A property CloudFormation would refuse fails here, not in a deploy: errors fail, warnings are
+  // listed.
+  for (const name of ["webhooks", "relay"] as const) {
+    it(`passes cfn-lint (the ${name} stack's template): no error`, async (context) => {
+      if (!cfnLintVersion) {
+        context.skip(
+          "cfn-lint is not installed (pip install cfn-lint): the templates were not linted",
+        );
+      }
+      const { templateFile } = await synthesized(name);
+      const findings = cfnLint(templateFile);
+      const line = (m: CfnLintMatch) =>
+        `${m.Level} ${m.Rule.Id} at ${m.Location.Path.join("/")}: ${m.Message}`;
+      const warnings = findings.filter((m) => m.Level !== "Error");
+      if (warnings.length > 0) {
+        console.warn(`${cfnLintVersion}, ${name} stack:\n${warnings.map(line).join("\n")}`);
+      }
+      expect(findings.filter((m) => m.Level === "Error").map(line)).toEqual([]);
+    }, 240_000);
+  }
+
+  it("cfn-lint's rules see what they should: a property CloudFormation refuses is an error", async (context) => {
+    if (!cfnLintVersion) context.skip("cfn-lint is not installed (pip install cfn-lint)");
+    const { templateFile, template } = await synthesized();
+    const [id, queue] = Object.entries(template.Resources).find(
+      ([, r]) => r.Type === "AWS::SQS::Queue",
+    ) as unknown as [string, { Properties: Record<string, unknown> }];
+    const broken = join(dirname(templateFile), "broken.template.json");
+    writeFileSync(
+      broken,
+      JSON.stringify({
+        ...template,
+        Resources: {
+          ...template.Resources,
+          // Over SQS's 14 days, as a typo would make it.
+          [id]: {
+            ...queue,
+            Properties: { ...queue.Properties, MessageRetentionPeriod: 12_096_000 },
+          },
+        },
+      }),
+    );
+    expect(
+      cfnLint(broken)
+        .filter((m) => m.Level === "Error")
+        .map((m) => m.Location.Path.join("/")),
+    ).toContain(`Resources/${id}/Properties/MessageRetentionPeriod`);
   }, 240_000);
 });

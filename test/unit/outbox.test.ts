@@ -7,6 +7,7 @@ import { backoffSeconds, rateLimitSeconds } from "../../functions/matrix/backoff
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
 import {
+  AS_TOKEN_REFUSED,
   decideOutboundAction,
   type OutboxDeps,
   performAction,
@@ -179,10 +180,37 @@ describe("performAction: what each answer means", () => {
     expect(plain.store.sentEvents.size).toBe(0);
   });
 
-  it("400, 401, 404, 409 and a 3xx → dead at once, with status, errcode and error; never retried", async () => {
+  it("401 (the as_token refused) → retry with the backoff, logged at ERROR, no server error counted: a configuration fault, not the action's", async () => {
+    const errors: { message: string; fields: unknown }[] = [];
+    const log = {
+      ...silent,
+      error: (message: string, fields: unknown) => errors.push({ message, fields }),
+    };
+    const store = new MemoryOutboxStore();
+    const action = { ...send(), maxServerErrors: 1 };
+    const unknownToken = answer(401, {
+      errcode: "M_UNKNOWN_TOKEN",
+      error: "Unrecognised access token.",
+    });
+    for (const attempt of [0, 1, 2]) {
+      const homeserver = new FakeHomeserver({ action: [unknownToken] });
+      const outcome = await performAction(action, attempt, { ...deps(homeserver, store), log });
+      expect(outcome).toMatchObject({ kind: "retry", reason: AS_TOKEN_REFUSED, status: 401 });
+      expect((outcome as { delaySeconds: number }).delaySeconds).toBeLessThanOrEqual(2 ** attempt);
+      expect(homeserver.calls).toHaveLength(1);
+    }
+    // At an action bounded to 1 server error: not given up.
+    expect(store.serverErrors.size).toBe(0);
+    expect(errors).toHaveLength(3);
+    expect(errors[0]).toEqual({
+      message: "the homeserver refused the as_token: the registration and the stack disagree",
+      fields: { actionId: action.id, status: 401, errcode: "M_UNKNOWN_TOKEN" },
+    });
+  });
+
+  it("400, 404, 409 and a 3xx → dead at once, with status, errcode and error; never retried", async () => {
     const cases: [number, unknown][] = [
       [400, { errcode: "M_BAD_JSON", error: "Content not JSON." }],
-      [401, { errcode: "M_UNKNOWN_TOKEN", error: "Unrecognised access token." }],
       [404, { errcode: "M_NOT_FOUND", error: "Unknown room" }],
       [409, { errcode: "M_UNKNOWN", error: "Conflict" }],
       [307, ""],

@@ -42,7 +42,14 @@ describe("registrationFromStack", () => {
     const secretsManager = mockClient(SecretsManagerClient);
     secretsManager
       .on(GetSecretValueCommand, { SecretId: "arn:tokens" })
-      .resolves({ SecretString: secretString });
+      .resolves({ SecretString: secretString })
+      // Since the split: a secret a token, a plain string each.
+      .on(GetSecretValueCommand, { SecretId: "arn:as" })
+      .resolves({ SecretString: "a".repeat(64) })
+      .on(GetSecretValueCommand, { SecretId: "arn:hs" })
+      .resolves({ SecretString: "h".repeat(64) })
+      .on(GetSecretValueCommand, { SecretId: "arn:admin" })
+      .resolves({ SecretString: "d".repeat(64) });
     return {
       cloudFormation: new CloudFormationClient({ region: "eu-west-1" }),
       secretsManager: new SecretsManagerClient({ region: "eu-west-1" }),
@@ -60,7 +67,27 @@ describe("registrationFromStack", () => {
     ).rejects.toThrow(/admin_token/);
   });
 
-  it("joins the stack's outputs and its secrets into a valid registration", async () => {
+  it("reads each token from its own secret once the stack has one a token (AsTokenSecretArn, …)", async () => {
+    const split = [
+      ...outputs.filter((output) => output.OutputKey !== "TokensSecretArn"),
+      { OutputKey: "AsTokenSecretArn", OutputValue: "arn:as" },
+      { OutputKey: "HsTokenSecretArn", OutputValue: "arn:hs" },
+      { OutputKey: "AdminTokenSecretArn", OutputValue: "arn:admin" },
+    ];
+    expect(await registrationFromStack("MatrixAppservice", clients(split))).toMatchObject({
+      as_token: "a".repeat(64),
+      hs_token: "h".repeat(64),
+    });
+    expect((await consoleOfStack("MatrixAppservice", clients(split))).token).toBe("d".repeat(64));
+    await expect(
+      consoleOfStack(
+        "MatrixAppservice",
+        clients(split.filter((output) => output.OutputKey !== "AdminTokenSecretArn")),
+      ),
+    ).rejects.toThrow("has no output AdminTokenSecretArn");
+  });
+
+  it("joins the stack's outputs and its secrets into a valid registration (a stack of the one-secret layout)", async () => {
     const registration = await registrationFromStack("MatrixAppservice", clients(outputs));
     expect(registration).toMatchObject({
       ...publicFields,

@@ -1,32 +1,35 @@
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import type { SecretSource } from "../../wiring/deps.ts";
-import { parseTokensSecret } from "../../wiring/env.ts";
+import { TOKEN_SECRET_FIELDS, type TokenName } from "../../wiring/env.ts";
 
 /**
- * The tokens kept in the one Secrets Manager secret of the function's configuration: read once
- * per cold start, and only if a token is asked for; never put in the environment itself.
+ * The tokens kept in Secrets Manager, a secret each, by the ARNs of the function's configuration
+ * (only those it uses): each read once per cold start, and only if asked for; never put in the
+ * environment itself.
  */
-export function secretsManagerSource({
-  tokensSecretArn,
-}: {
-  tokensSecretArn?: string;
-}): SecretSource {
-  let tokens: Promise<ReturnType<typeof parseTokensSecret>> | undefined;
-  const read = async () => {
-    if (!tokensSecretArn) throw new Error("This function is given no tokens secret");
-    const { SecretString } = await new SecretsManagerClient({}).send(
-      new GetSecretValueCommand({ SecretId: tokensSecretArn }),
-    );
-    if (!SecretString) throw new Error("The tokens secret has no string value");
-    return parseTokensSecret(SecretString);
+export function secretsManagerSource(
+  arns: Partial<Record<(typeof TOKEN_SECRET_FIELDS)[TokenName], string>>,
+): SecretSource {
+  const client = new SecretsManagerClient({});
+  const tokens = new Map<TokenName, Promise<string>>();
+  const read = async (token: TokenName) => {
+    const arn = arns[TOKEN_SECRET_FIELDS[token]];
+    if (!arn) throw new Error(`This function is given no ${token} secret`);
+    const { SecretString } = await client.send(new GetSecretValueCommand({ SecretId: arn }));
+    if (!SecretString) throw new Error(`The ${token} secret has no string value`);
+    return SecretString;
   };
-  return async (token) => {
-    // A failed read is not kept: the next call reads again.
-    tokens ??= read().catch((error: unknown) => {
-      tokens = undefined;
-      throw error;
-    });
-    return (await tokens)[token];
+  return (token) => {
+    let value = tokens.get(token);
+    if (!value) {
+      // A failed read is not kept: the next call reads again.
+      value = read(token).catch((error: unknown) => {
+        tokens.delete(token);
+        throw error;
+      });
+      tokens.set(token, value);
+    }
+    return value;
   };
 }
 
