@@ -126,6 +126,17 @@ describe("operator console API", () => {
     });
   });
 
+  it("a wrong token spends no budget of the right one: after 40 wrong tokens, the operator gets in", async () => {
+    const { call } = await consoleOf({ application: echo });
+    const wrong = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => call("traffic", undefined, `wrong${i}`)),
+    );
+    expect(wrong.filter((answer) => answer.status === 429).length).toBeGreaterThan(0);
+    expect(wrong.every((answer) => [401, 429].includes(answer.status))).toBe(true);
+    const right = await Promise.all(Array.from({ length: 10 }, () => call("traffic")));
+    expect(right.map((answer) => answer.status)).toEqual(Array(10).fill(200));
+  });
+
   it("lists outbound dead letters with their reason; replay keeps the room's order and doubles nothing, even replayed again after a partial success", async () => {
     const { local, homeserver, send, bot, call, lines } = await consoleOf({ application: echo });
     const room = "!dead:test.local";
