@@ -185,8 +185,16 @@ export async function decideOutboundAction(
       deps.log.info(OUTCOME_LOG_MESSAGES.done, { ...about, attempt, status: outcome.status });
       return { kind: "done", metric: OUTCOME_METRICS.done };
     case "retry": {
-      const { delaySeconds, reason } = outcome;
-      deps.log.warn(OUTCOME_LOG_MESSAGES.retry, { ...about, attempt, ...outcome });
+      const { delaySeconds, reason, status } = outcome;
+      // Named, not spread: the outcome's `kind` ("retry") would replace the action's, which
+      // the operator console's traffic view reads back from this line.
+      deps.log.warn(OUTCOME_LOG_MESSAGES.retry, {
+        ...about,
+        attempt,
+        delaySeconds,
+        reason,
+        ...(status !== undefined && { status }),
+      });
       return { kind: "retry", delaySeconds, reason, metric: OUTCOME_METRICS.retry };
     }
     case "dead":

@@ -422,7 +422,7 @@ describe("decideOutboundAction: what the consumer does with the message", () => 
       "error outbound call failed for good: dead-lettered",
     ]);
     expect(lines[0]?.[2]).toMatchObject({ actionId: "a1", kind: "send", status: 200 });
-    expect(lines[1]?.[2]).toMatchObject({ status: 429, attempt: 0 });
+    expect(lines[1]?.[2]).toMatchObject({ actionId: "a1", kind: "send", status: 429, attempt: 0 });
     expect(lines[2]?.[2]).toMatchObject({ actionId: "a1", kind: "send", roomId: ROOM });
   });
 });
