@@ -86,18 +86,30 @@ export function jsonBody(event: APIGatewayProxyEventV2): unknown {
   return parseJson(text, "The request body is not valid JSON");
 }
 
+/**
+ * A request as log lines and metrics name it: its route's template (`POST /webhook/{id}`), never
+ * the path's values nor the query. A path parameter may be a bearer secret (an application's URL)
+ * and a query an `access_token`; the route says which code ran, which is what a log needs.
+ * Unrouted (`$default`), only the method: the path could be a secret URL mistyped.
+ */
+export const routeForLog = (event: APIGatewayProxyEventV2): string =>
+  event.routeKey && event.routeKey !== "$default"
+    ? event.routeKey
+    : `${event.requestContext?.http?.method ?? "?"} (no route)`;
+
 /** Turns errors into Matrix error responses; anything unexpected is logged and becomes a 500. */
 export const matrixErrors = (
   log: Log,
 ): MiddlewareObj<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2> => ({
   onError: (request) => {
     const { error } = request;
+    const route = routeForLog(request.event);
     if (error instanceof MatrixError) {
-      if (error.status >= 500) log.error("request failed", { path: request.event.rawPath, error });
+      if (error.status >= 500) log.error("request failed", { route, error });
       request.response = jsonResponse(error.status, error.body);
       return;
     }
-    log.error("unexpected error", { path: request.event.rawPath, error });
+    log.error("unexpected error", { route, error });
     request.response = jsonResponse(500, { errcode: "M_UNKNOWN", error: "Internal server error" });
   },
 });

@@ -1,7 +1,6 @@
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-import { decideOutboundAction, type OutboxDeps } from "../matrix/outbox.ts";
-import { isDelivery, type QueuedAction } from "../matrix/request.ts";
+import { decideOutboundMessage, type OutboxDeps } from "../matrix/outbox.ts";
 import { queueJson, type ReceivedMessageControl, RetryLater } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
 import type { Metrics } from "../shared/metrics.ts";
@@ -19,17 +18,16 @@ export interface OutboxHandlerDeps extends OutboxDeps {
 }
 
 /**
- * The outbound queue's consumer: hands each action to the outbox (`decideOutboundAction`), in
+ * The outbound queue's consumer: hands each message to the outbox (`decideOutboundMessage`), in
  * order per group, and does what it decided: a message to retry is failed with its wait; one
  * that can never succeed goes to the dead-letter queue, so its room goes on.
  */
 export const createOutboxHandler = (deps: OutboxHandlerDeps) => {
   const processRecord = async (record: SQSRecord) => {
-    const action = JSON.parse(record.body) as QueuedAction;
     const attempt = Number(record.attributes.ApproximateReceiveCount) - 1;
     const queuedAt = Number(record.attributes.SentTimestamp);
-    const decision = await decideOutboundAction(
-      action,
+    const decision = await decideOutboundMessage(
+      record.body,
       attempt,
       deps,
       Number.isFinite(queuedAt) ? queuedAt : undefined,
@@ -38,8 +36,8 @@ export const createOutboxHandler = (deps: OutboxHandlerDeps) => {
     if (decision.kind === "retry") throw new RetryLater(decision.delaySeconds, decision.reason);
     if (decision.kind === "dead") {
       await deps.control.deadLetter({
-        groupId:
-          record.attributes.MessageGroupId ?? (isDelivery(action) ? action.id : action.userId),
+        // A FIFO message always has its group; the rest is for a hand-made event.
+        groupId: record.attributes.MessageGroupId ?? record.messageId,
         // Not the action's id, which a refused action may not have in a form SQS takes.
         deduplicationId: sha256(record.body),
         body: queueJson(decision.deadLetter),

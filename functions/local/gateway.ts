@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import type {
   APIGatewayProxyEventV2,
   APIGatewayProxyStructuredResultV2,
@@ -27,13 +28,25 @@ export interface GatewayOptions {
   fallback: HttpHandler;
   /** Connections served at once; more are closed unanswered. @default MAX_CONNECTIONS */
   maxConnections?: number;
+  /** Of those, the homeserver's share (see `shareConnections`). @default RESERVED_CONNECTIONS */
+  reservedConnections?: number;
+  /** The rest's, from one client address. @default MAX_CONNECTIONS_PER_ADDRESS */
+  maxConnectionsPerAddress?: number;
+  /** How long a client may take to send its headers. @default HEADERS_TIMEOUT_MS */
+  headersTimeoutMs?: number;
 }
 
 /** Connections served at once: far more than a homeserver and webhook senders need. */
 export const MAX_CONNECTIONS = 256;
+/** Of those, kept for the homeserver's routes and `/health`. */
+export const RESERVED_CONNECTIONS = 64;
+/** Connections from one address outside the homeserver's share. */
+export const MAX_CONNECTIONS_PER_ADDRESS = 128;
 /** How long a client may take to send its headers, and its whole request. */
 export const HEADERS_TIMEOUT_MS = 10_000;
 export const REQUEST_TIMEOUT_MS = 30_000;
+/** A request line longer than this (the homeserver's are short) is not the homeserver's. */
+const REQUEST_LINE_BYTES = 4096;
 const send = (res: ServerResponse, status: number, body: unknown, headers = {}) => {
   res.writeHead(status, { "content-type": "application/json", ...headers });
   res.end(typeof body === "string" ? body : JSON.stringify(body));
@@ -145,6 +158,92 @@ function toEvent(
   };
 }
 
+/** The routes the homeserver calls, with the `hs_token`: all but the application's and the console's. */
+const isHomeserverRoute = (route: Route | undefined) =>
+  route !== undefined && route.handler !== "app" && route.handler !== "admin";
+
+/**
+ * Shares the connections between the homeserver and everyone else: as every local client
+ * (homeserver, tests, a tunnel) arrives from 127.0.0.1, a cap per address alone would let one
+ * flood starve the homeserver.
+ *
+ * A connection counts against the public share (and its address's cap) until its request
+ * line, which comes first, names a homeserver route or `/health`: it then moves to the
+ * reserved share if there is room. One arriving with the public share or its address full
+ * waits in the reserved share for its request line, the longest waiting closed to make room
+ * (the homeserver writes its line at once); a public line closes it unanswered. Half-sent
+ * headers thus hold only public slots, until the headers timeout.
+ */
+function shareConnections(
+  server: Server,
+  routes: readonly Route[],
+  limits: { max: number; reserved: number; perAddress: number },
+) {
+  const publicShare = limits.max - limits.reserved;
+  let publicCount = 0;
+  let reservedCount = 0;
+  const perAddress = new Map<string, number>();
+  // Insertion-ordered: the first is the longest waiting. Each maps to how it leaves.
+  const waiting = new Map<Socket, () => void>();
+
+  server.on("connection", (socket: Socket) => {
+    const address = socket.remoteAddress ?? "";
+    let share: "public" | "reserved" | "waiting" | undefined;
+    const count = (delta: 1 | -1) => {
+      if (share === "public") {
+        publicCount += delta;
+        const left = (perAddress.get(address) ?? 0) + delta;
+        if (left === 0) perAddress.delete(address);
+        else perAddress.set(address, left);
+      } else if (share === "reserved") reservedCount += delta;
+      else if (share === "waiting") {
+        if (delta === 1) waiting.set(socket, close);
+        else waiting.delete(socket);
+      }
+    };
+    const move = (to: typeof share) => {
+      count(-1);
+      share = to;
+      if (to) count(1);
+    };
+    // Counted out at once: its `close` event comes later, after the connections it made room for.
+    const close = () => {
+      move(undefined);
+      socket.destroy();
+    };
+    socket.once("close", () => move(undefined));
+
+    if (publicCount < publicShare && (perAddress.get(address) ?? 0) < limits.perAddress) {
+      move("public");
+    } else {
+      if (reservedCount + waiting.size >= limits.reserved) {
+        const longest = waiting.values().next().value;
+        if (!longest) return socket.destroy();
+        longest();
+      }
+      move("waiting");
+    }
+
+    let head = "";
+    const onData = (chunk: Buffer) => {
+      head += chunk.toString("latin1");
+      const end = head.indexOf("\n");
+      if (end === -1 && head.length < REQUEST_LINE_BYTES) return;
+      socket.off("data", onData);
+      const [method = "", target = ""] = (end === -1 ? "" : head.slice(0, end)).trim().split(" ");
+      const path = target.split("?")[0] as string;
+      const homeserver =
+        path === "/health"
+          ? method === "GET"
+          : isHomeserverRoute(findRoute(method, path, routes).route);
+      if (homeserver && share === "waiting") move("reserved");
+      else if (homeserver && reservedCount + waiting.size < limits.reserved) move("reserved");
+      else if (share === "waiting") close();
+    };
+    if (share) socket.on("data", onData);
+  });
+}
+
 const context = (functionName: string) =>
   ({
     functionName,
@@ -187,7 +286,7 @@ export function createGateway(options: GatewayOptions): Server {
         if (!ready || token === undefined) throw unavailable("Starting; retry shortly");
         const event = toEvent(req, url, rawPath, `${route.method} ${route.path}`, pathParameters);
         // The application's routes are public; the console's check the admin token themselves.
-        if (route.handler !== "app" && route.handler !== "admin") {
+        if (isHomeserverRoute(route)) {
           authenticateHomeserver(
             event.headers.authorization,
             event.queryStringParameters?.access_token,
@@ -224,7 +323,7 @@ export function createGateway(options: GatewayOptions): Server {
   };
   const server = createServer(
     {
-      headersTimeout: HEADERS_TIMEOUT_MS,
+      headersTimeout: options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS,
       requestTimeout: REQUEST_TIMEOUT_MS,
       // How often those timeouts are checked (30 s by default).
       connectionsCheckingInterval: 1_000,
@@ -233,7 +332,14 @@ export function createGateway(options: GatewayOptions): Server {
   );
   // Without this listener Node would send `100 Continue` before the request is checked.
   server.on("checkContinue", handle);
-  server.maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
+  const max = options.maxConnections ?? MAX_CONNECTIONS;
+  shareConnections(server, routes, {
+    max,
+    reserved: options.reservedConnections ?? RESERVED_CONNECTIONS,
+    perAddress: options.maxConnectionsPerAddress ?? MAX_CONNECTIONS_PER_ADDRESS,
+  });
+  // A backstop only: the sockets closed to make room count here until their `close` event.
+  server.maxConnections = 2 * max;
   return server;
 }
 

@@ -77,6 +77,14 @@ export interface DeadLetter {
   failedAt: string;
 }
 
+/** What the dead-letter queue keeps of a message that is no action at all: its body, as received. */
+export interface UnreadableDeadLetter {
+  body: string;
+  reason: FailureReason;
+  attempts: number;
+  failedAt: string;
+}
+
 /**
  * The outbox's log line for each outcome: with the action's ID, kind, user, room and attempt, they
  * are its recent traffic (the operator console reads them back).
@@ -100,7 +108,56 @@ export type OutboxDecision =
       reason: string;
       metric: (typeof OUTCOME_METRICS)["retry"];
     }
-  | { kind: "dead"; deadLetter: DeadLetter; metric: (typeof OUTCOME_METRICS)["dead"] };
+  | {
+      kind: "dead";
+      deadLetter: DeadLetter | UnreadableDeadLetter;
+      metric: (typeof OUTCOME_METRICS)["dead"];
+    };
+
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
+
+/**
+ * Decides on a received message's body (`decideOutboundAction`), whatever it holds. A body that is
+ * not a JSON object used to throw before any decision, and so did any unexpected failure: such a
+ * message came back until SQS's redrive set it aside at the receive limit, with no reason and no
+ * ERROR line. Now the first is dead-lettered at once, and the second at its last receive before
+ * the redrive, each with its reason and one ERROR line.
+ */
+export async function decideOutboundMessage(
+  body: string,
+  attempt: number,
+  deps: OutboxDeps,
+  queuedAt?: number,
+): Promise<OutboxDecision> {
+  const dead = (reason: FailureReason, about: Record<string, unknown>): OutboxDecision => {
+    deps.log.error(OUTCOME_LOG_MESSAGES.dead, { ...about, attempt, reason });
+    return {
+      kind: "dead",
+      deadLetter: { body, reason, attempts: attempt + 1, failedAt: new Date().toISOString() },
+      metric: OUTCOME_METRICS.dead,
+    };
+  };
+  let action: unknown;
+  try {
+    action = JSON.parse(body);
+  } catch {
+    action = undefined;
+  }
+  if (!isObject(action)) {
+    return dead({ error: "refused, not sent: the message is not a JSON object" }, {});
+  }
+  try {
+    return await decideOutboundAction(action as unknown as QueuedAction, attempt, deps, queuedAt);
+  } catch (error) {
+    if (attempt + 1 < OUTBOUND_MAX_RECEIVE_COUNT) throw error;
+    const { id, kind } = action;
+    return dead(
+      { error: `gave up after ${attempt + 1} attempts: ${(error as Error).message}` },
+      { actionId: id, kind },
+    );
+  }
+}
 
 /**
  * Performs the `attempt`-th try (0 the first) of an action as `performAction` does (a delivery
@@ -131,8 +188,16 @@ export async function decideOutboundAction(
       deps.log.info(OUTCOME_LOG_MESSAGES.done, { ...about, attempt, status: outcome.status });
       return { kind: "done", metric: OUTCOME_METRICS.done };
     case "retry": {
-      const { delaySeconds, reason } = outcome;
-      deps.log.warn(OUTCOME_LOG_MESSAGES.retry, { ...about, attempt, ...outcome });
+      const { delaySeconds, reason, status } = outcome;
+      // Named, not spread: the outcome's `kind` ("retry") would replace the action's, which
+      // the operator console's traffic view reads back from this line.
+      deps.log.warn(OUTCOME_LOG_MESSAGES.retry, {
+        ...about,
+        attempt,
+        delaySeconds,
+        reason,
+        ...(status !== undefined && { status }),
+      });
       return { kind: "retry", delaySeconds, reason, metric: OUTCOME_METRICS.retry };
     }
     case "dead":

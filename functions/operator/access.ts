@@ -16,8 +16,9 @@ export const OPERATOR_RATE = { perSecond: 5, burst: 20 };
 
 /**
  * A token bucket for the console's API in this process (a Lambda instance, or local mode): a
- * page left open, a script in a loop or someone guessing tokens gets 429s, before the token is
- * even compared. In AWS the API's route throttle holds all instances together.
+ * page left open, a script in a loop or someone guessing tokens gets 429s. The API keeps one for
+ * the admin token and one for everything else, so guesses never spend the operator's. In AWS the
+ * API's route throttle holds all instances together.
  */
 export class RequestBudget {
   private tokens: number;

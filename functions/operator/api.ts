@@ -2,7 +2,7 @@ import * as z from "zod/mini";
 import { OPERATOR_PATH } from "../appservice/protocol/routes.ts";
 import { badJson, MatrixError, parseJson, unrecognized } from "../shared/errors.ts";
 import type { Log } from "../shared/log.ts";
-import { authenticateOperator, type RequestBudget } from "./access.ts";
+import { authenticateOperator, RequestBudget } from "./access.ts";
 import type { Operator, OperatorConsole, Selection } from "./console.ts";
 import { OPERATOR_PAGE, OPERATOR_PAGE_HEADERS } from "./page.ts";
 
@@ -28,7 +28,13 @@ export interface OperatorResponse {
 export interface OperatorApiDeps {
   console: OperatorConsole;
   adminToken: string;
+  /** The admin token's requests. */
   budget: RequestBudget;
+  /**
+   * Requests without the admin token, apart: a wrong token spending the right one's budget
+   * would lock the operator out. @default a `RequestBudget` of its own
+   */
+  refusals?: RequestBudget;
   log: Log;
 }
 
@@ -80,6 +86,7 @@ export function createOperatorApi({
   console,
   adminToken,
   budget,
+  refusals = new RequestBudget(),
   log,
 }: OperatorApiDeps): OperatorApi {
   const route = async (request: OperatorRequest, operator: Operator): Promise<unknown> => {
@@ -120,7 +127,16 @@ export function createOperatorApi({
       return { status: 200, headers: OPERATOR_PAGE_HEADERS, body: OPERATOR_PAGE };
     }
     try {
-      const waitMs = budget.take();
+      // Compared first (constant time, a hash of a short header), so that the bucket charged is
+      // the one of who asks.
+      let refused: MatrixError | undefined;
+      try {
+        authenticateOperator(request.headers.authorization, adminToken);
+      } catch (error) {
+        if (!(error instanceof MatrixError)) throw error;
+        refused = error;
+      }
+      const waitMs = (refused ? refusals : budget).take();
       if (waitMs !== undefined) {
         return json(
           429,
@@ -128,7 +144,7 @@ export function createOperatorApi({
           { "retry-after": String(Math.ceil(waitMs / 1000)) },
         );
       }
-      authenticateOperator(request.headers.authorization, adminToken);
+      if (refused) throw refused;
       const operator: Operator = {
         ...operatorName(request.headers["x-operator"]),
         sourceIp: request.sourceIp,

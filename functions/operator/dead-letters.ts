@@ -33,6 +33,8 @@ type Parsed =
   | { shape: "action"; action: QueuedAction; reason: FailureReason; attempts?: number }
   | { shape: "item"; txnId: string; item: InboundItem; reason: FailureReason; attempts?: number }
   | { shape: "message"; message: InboundMessage }
+  /** An outbound message that was no action, set aside as `{body, reason, …}`: not replayable. */
+  | { shape: "body"; reason: FailureReason; attempts?: number }
   | { shape: "unreadable" };
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
@@ -76,6 +78,9 @@ function parse(letter: StoredDeadLetter): Parsed {
       };
     }
     if (isAction(body)) return { shape: "action", action: body, reason: { error: REDRIVEN } };
+    if (typeof body.body === "string" && isObject(body.reason)) {
+      return { shape: "body", reason: reasonOf(body.reason), ...attemptsOf(body.attempts) };
+    }
     return { shape: "unreadable" };
   }
   if (typeof body.txnId !== "string") return { shape: "unreadable" };
@@ -145,6 +150,14 @@ export function viewDeadLetter(letter: StoredDeadLetter, now: number): DeadLette
         txnId: parsed.message.txnId,
       };
     }
+    case "body":
+      return {
+        ...base,
+        kind: "unknown",
+        reason: parsed.reason,
+        ...(parsed.attempts !== undefined && { attempts: parsed.attempts }),
+        failedAt,
+      };
     case "unreadable":
       return { ...base, kind: "unknown", reason: { error: "unreadable dead letter" }, failedAt };
   }
@@ -197,6 +210,7 @@ export function replayPlan(letter: StoredDeadLetter): ReplayPlan | undefined {
     case "message":
       // Items done before are skipped by their claims; the others run.
       return { direction: "inbound", message: message(letter.body) };
+    case "body":
     case "unreadable":
       return undefined;
   }

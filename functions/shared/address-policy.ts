@@ -28,7 +28,8 @@ const REFUSED_RANGES: readonly (readonly [string, string])[] = [
   ["203.0.113.0/24", "a documentation address"],
   ["224.0.0.0/4", "a multicast address"],
   ["240.0.0.0/4", "a reserved address"],
-  // IPv4-mapped addresses (::ffff:a.b.c.d) are checked against the IPv4 ranges by BlockList.
+  // IPv4-mapped addresses (::ffff:a.b.c.d) are matched against the IPv4 ranges by BlockList, and
+  // refused in any case (MAPPED_RANGE).
   ["::1/128", "a loopback IPv6 address"],
   ["::/128", "the unspecified IPv6 address"],
   ["::/96", "an IPv4-compatible IPv6 address (deprecated)"],
@@ -36,11 +37,24 @@ const REFUSED_RANGES: readonly (readonly [string, string])[] = [
   ["100::/64", "a discard-only IPv6 address"],
   ["2001::/32", "a Teredo address"],
   ["2001:db8::/32", "a documentation IPv6 address"],
+  ["3fff::/20", "a documentation IPv6 address"],
+  ["5f00::/16", "an SRv6 segment identifier"],
   ["fc00::/7", "a unique-local IPv6 address (AWS's metadata endpoint fd00:ec2::254 is one)"],
   ["fe80::/10", "a link-local IPv6 address"],
   ["fec0::/10", "a site-local IPv6 address"],
   ["ff00::/8", "a multicast IPv6 address"],
 ];
+
+/**
+ * `::ffff:0:0/96`, IPv4-mapped: never a host's public address on the wire, whatever IPv4 address it
+ * carries. Not in REFUSED_RANGES: BlockList matches an IPv6 rule of this range against every IPv4
+ * address too, so it is tested on the groups of an address written as IPv6.
+ */
+const MAPPED_RANGE = "::ffff:0:0/96";
+const isMapped = (address: string) => {
+  const groups = expandIpv6(address);
+  return groups?.slice(0, 5).every((g) => g === 0) === true && groups[5] === 0xffff;
+};
 
 /** IPv6 ranges that carry an IPv4 address, which is checked as well: NAT64 and 6to4. */
 const embeddedIpv4 = (address: string): string | undefined => {
@@ -109,8 +123,17 @@ export interface AddressPolicy {
 
 /** The policy that refuses the ranges above except those in `allowed` (CIDRs). */
 export function addressPolicy(allowed: readonly string[] = []): AddressPolicy {
-  const allowList = new BlockList();
-  for (const cidr of allowed) addCidr(allowList, cidr);
+  // Apart by family: BlockList would match an allowed `::ffff:0:0/96` against every IPv4 address.
+  const allowV4 = new BlockList();
+  const allowV6 = new BlockList();
+  for (const cidr of allowed) {
+    addCidr(isIP(cidr.trim().split("/")[0] ?? "") === 6 ? allowV6 : allowV4, cidr);
+  }
+  const allowList = {
+    // An IPv4 rule matches the IPv4-mapped form of its addresses too (the same host).
+    check: (address: string, family: "ipv4" | "ipv6") =>
+      allowV4.check(address, family) || (family === "ipv6" && allowV6.check(address, "ipv6")),
+  };
   const refused = REFUSED_RANGES.map(([cidr, what]) => {
     const list = new BlockList();
     addCidr(list, cidr);
@@ -125,6 +148,7 @@ export function addressPolicy(allowed: readonly string[] = []): AddressPolicy {
       if (allowList.check(address, familyOf(address))) return undefined;
       const what = rangeOf(address);
       if (what) return `${address} is ${what}`;
+      if (isMapped(address)) return `${address} is an IPv4-mapped IPv6 address (${MAPPED_RANGE})`;
       const inner = embeddedIpv4(address);
       const innerWhat = inner && !allowList.check(inner, "ipv4") && rangeOf(inner);
       return innerWhat ? `${address} carries ${inner}, ${innerWhat}` : undefined;

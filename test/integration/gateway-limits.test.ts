@@ -7,9 +7,12 @@ import { MAX_BODY_BYTES } from "../../functions/handlers/http.ts";
 import { createLogger } from "../../functions/handlers/shared/logger.ts";
 import {
   createGateway,
+  type GatewayOptions,
   HEADERS_TIMEOUT_MS,
   MAX_CONNECTIONS,
+  MAX_CONNECTIONS_PER_ADDRESS,
   REQUEST_TIMEOUT_MS,
+  RESERVED_CONNECTIONS,
 } from "../../functions/local/gateway.ts";
 import { makeEvent, waitFor } from "../support/appservice.ts";
 import { startAppserviceAndHomeserver } from "../support/with-homeserver.ts";
@@ -22,9 +25,12 @@ interface Exchange {
   closed: Promise<void>;
 }
 
-/** Opens a connection and sends `data` (headers, maybe part of a body), and nothing more. */
-function open(port: number, data = ""): Exchange {
-  const socket = connect(port, "127.0.0.1");
+/**
+ * Opens a connection (from `localAddress`, another loopback address, when given) and sends
+ * `data` (headers, maybe part of a body), and nothing more.
+ */
+function open(port: number, data = "", localAddress?: string): Exchange {
+  const socket = connect({ port, host: "127.0.0.1", ...(localAddress && { localAddress }) });
   let received = "";
   socket.on("data", (chunk) => (received += chunk));
   // The server may reset a connection it refused; what it sent before is what counts.
@@ -51,6 +57,13 @@ function answer(received: string): { status: number; body: Record<string, unknow
     body = decoded;
   }
   return { status: Number(head.split(" ")[1]), body: body ? JSON.parse(body) : {} };
+}
+
+/** What the server sends back to `GET /nothing` (404 if served, nothing if refused). */
+async function getNothing(port: number, localAddress?: string) {
+  const exchange = open(port, head("GET /nothing", { connection: "close" }), localAddress);
+  await exchange.closed;
+  return exchange.received();
 }
 
 const head = (requestLine: string, headers: Record<string, string | number>) =>
@@ -216,17 +229,46 @@ describe("the local gateway refuses a body unread: routed, sized and authenticat
     expect(statuses.filter((status) => status === 401)).toHaveLength(50);
     expect((await started.send("after-held", [makeEvent("!r:test.local", "hi")])).status).toBe(200);
   });
+
+  it("300 half-sent connections from the homeserver's own address: its transaction and /health still get 200 at once", async () => {
+    // Every other one sends half a request to a public route, the rest nothing at all.
+    const attack = Array.from({ length: 300 }, (_, i) =>
+      open(port, i % 2 === 0 ? "POST /webhook/flood HTTP/1.1\r\nhost: 127.0.0.1\r\n" : ""),
+    );
+    let refused = 0;
+    for (const connection of attack) connection.closed.then(() => refused++);
+    onTestFinished(async () => {
+      for (const connection of attack) connection.socket.destroy();
+      await Promise.all(attack.map((connection) => connection.closed));
+    });
+    // 128 for the address, at most 64 waiting in the homeserver's share: at least 108 refused.
+    await waitFor(() => refused >= 300 - 128 - 64, 10_000, "the excess refused");
+    expect(attack.filter((connection) => connection.received() !== "")).toEqual([]);
+
+    const begun = Date.now();
+    expect((await started.send("under-flood", [makeEvent("!r:test.local", "hi")])).status).toBe(
+      200,
+    );
+    const health = await fetch(`${started.local.url}/health`);
+    expect(health.status).toBe(200);
+    expect(Date.now() - begun).toBeLessThan(5_000);
+
+    // One more public request from that address is refused unanswered; from another it is served.
+    expect(await getNothing(port)).toBe("");
+    expect(answer(await getNothing(port, "127.0.0.2")).status).toBe(404);
+    expect(refused).toBeLessThan(300);
+  }, 30_000);
 });
 
 describe("the local gateway's connection limits", () => {
-  const startGateway = async (maxConnections?: number) => {
+  const startGateway = async (limits: Partial<GatewayOptions> = {}) => {
     const routes = routeTable([]);
     const server = createGateway({
       routes,
       handlers: () => undefined,
       hsToken: () => undefined,
       fallback: createFallbackHandler(routes, createLogger()),
-      ...(maxConnections && { maxConnections }),
+      ...limits,
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     onTestFinished(
@@ -236,52 +278,99 @@ describe("the local gateway's connection limits", () => {
           server.closeAllConnections();
         }),
     );
-    // The connections being served (one past the limit is closed before `connection`).
+    // The connections open at the server, and those it has seen.
     let served = 0;
+    let seen = 0;
     server.on("connection", (socket) => {
       served++;
+      seen++;
       socket.once("close", () => served--);
     });
-    return { server, port: (server.address() as { port: number }).port, served: () => served };
+    return {
+      server,
+      port: (server.address() as { port: number }).port,
+      served: () => served,
+      seen: () => seen,
+    };
   };
+  /** Half a request to a public route: it holds its connection until the headers timeout. */
+  const halfPublic = "POST /webhook/x HTTP/1.1\r\nhost: 127.0.0.1\r\n";
+  /** Still starting (no handlers here): the gateway's own answer to `/health`. */
+  const starting = { status: 503, body: { errcode: "M_UNKNOWN", error: "Starting" } };
 
-  it("serves at most 256 connections at once, 10 s for the headers and 30 s for the request", async () => {
+  it("serves 256 connections, 64 kept for the homeserver, 128 from one address; 10 s for the headers and 30 s for the request", async () => {
     const { server } = await startGateway();
-    expect(server.maxConnections).toBe(MAX_CONNECTIONS);
-    expect(MAX_CONNECTIONS).toBe(256);
+    expect([MAX_CONNECTIONS, RESERVED_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS]).toEqual([
+      256, 64, 128,
+    ]);
     expect(server.headersTimeout).toBe(HEADERS_TIMEOUT_MS);
     expect(HEADERS_TIMEOUT_MS).toBe(10_000);
     expect(server.requestTimeout).toBe(REQUEST_TIMEOUT_MS);
     expect(REQUEST_TIMEOUT_MS).toBe(30_000);
   });
 
-  it("closes a connection past the limit unanswered, and serves again once one ends", async () => {
-    const { port, served } = await startGateway(2);
-    const holding = [
-      open(port, "GET /health HTTP/1.1\r\n"),
-      open(port, "GET /health HTTP/1.1\r\n"),
-    ];
+  it("closes a public connection past the public share unanswered, and serves again once one ends", async () => {
+    const { port, served } = await startGateway({ maxConnections: 3, reservedConnections: 1 });
+    const holding = [open(port, halfPublic), open(port, halfPublic)];
     await waitFor(() => served() === 2, 10_000, "two connections");
-    const over = open(port, head("GET /health", { connection: "close" }));
-    await over.closed;
-    expect(over.received()).toBe("");
+    expect(await getNothing(port)).toBe("");
 
     holding[0]?.socket.destroy();
     await waitFor(() => served() === 1, 10_000, "one connection");
-    const after = open(port, head("GET /health", { connection: "close" }));
-    await after.closed;
-    // Still starting (no handlers here): the answer is the gateway's own.
-    expect(answer(after.received())).toEqual({
-      status: 503,
-      body: { errcode: "M_UNKNOWN", error: "Starting" },
-    });
+    expect(answer(await getNothing(port)).status).toBe(404);
     holding[1]?.socket.destroy();
   });
 
-  it("closes a connection whose headers take longer than 10 s", async () => {
-    const { port } = await startGateway();
+  it("caps the public connections of one address; another address is still served", async () => {
+    const { port, served } = await startGateway({
+      maxConnections: 10,
+      reservedConnections: 2,
+      maxConnectionsPerAddress: 2,
+    });
+    const holding = [open(port, halfPublic), open(port, halfPublic)];
+    onTestFinished(() => {
+      for (const connection of holding) connection.socket.destroy();
+    });
+    await waitFor(() => served() === 2, 10_000, "two connections");
+    expect(await getNothing(port)).toBe("");
+    expect(answer(await getNothing(port, "127.0.0.2")).status).toBe(404);
+  });
+
+  it("with the public share full, the homeserver's routes are served; the longest silent waiter makes room", async () => {
+    const { port, served, seen } = await startGateway({
+      maxConnections: 4,
+      reservedConnections: 2,
+    });
+    const holding = [open(port, halfPublic), open(port, halfPublic)];
+    await waitFor(() => served() === 2, 10_000, "the public share full");
+    // Silent: they may be the homeserver's, so they wait in its share.
+    const silent = [open(port), open(port)];
+    onTestFinished(() => {
+      for (const connection of [...holding, ...silent]) connection.socket.destroy();
+    });
+    await waitFor(() => seen() === 4, 10_000, "two waiting");
+    const health = open(port, head("GET /health", { connection: "close" }));
+    await silent[0]?.closed;
+    await health.closed;
+    expect(answer(health.received())).toEqual(starting);
+    // A transaction's line takes the reserved share too (refused here: no token yet).
+    const transaction = open(
+      port,
+      head("PUT /_matrix/app/v1/transactions/1", { "content-length": 0, connection: "close" }),
+    );
+    await transaction.closed;
+    expect(answer(transaction.received()).status).toBe(503);
+    // A public line over the public share is closed unanswered; those held are still open.
+    expect(await getNothing(port)).toBe("");
+    expect(holding.map((connection) => connection.socket.destroyed)).toEqual([false, false]);
+  });
+
+  it("closes a connection whose headers take longer than the headers timeout", async () => {
+    const { port } = await startGateway({ headersTimeoutMs: 1_000 });
+    const begun = Date.now();
     const slow = open(port, "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n");
     await slow.closed;
     expect(slow.received()).toMatch(/^HTTP\/1\.1 408 /);
-  }, 30_000);
+    expect(Date.now() - begun).toBeLessThan(5_000);
+  });
 });

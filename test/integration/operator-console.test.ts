@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import type { Application } from "../../functions/appservice/application.ts";
-import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
 import type { LocalOptions } from "../../functions/local/local.ts";
+import { SqsFifoQueue } from "../../functions/queue/sqs/queue.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { DynamoDbDeadLetters } from "../../functions/store/dynamodb/dead-letters.ts";
 import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
@@ -126,6 +127,17 @@ describe("operator console API", () => {
     });
   });
 
+  it("a wrong token spends no budget of the right one: after 40 wrong tokens, the operator gets in", async () => {
+    const { call } = await consoleOf({ application: echo });
+    const wrong = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => call("traffic", undefined, `wrong${i}`)),
+    );
+    expect(wrong.filter((answer) => answer.status === 429).length).toBeGreaterThan(0);
+    expect(wrong.every((answer) => [401, 429].includes(answer.status))).toBe(true);
+    const right = await Promise.all(Array.from({ length: 10 }, () => call("traffic")));
+    expect(right.map((answer) => answer.status)).toEqual(Array(10).fill(200));
+  });
+
   it("lists outbound dead letters with their reason; replay keeps the room's order and doubles nothing, even replayed again after a partial success", async () => {
     const { local, homeserver, send, bot, call, lines } = await consoleOf({ application: echo });
     const room = "!dead:test.local";
@@ -204,6 +216,39 @@ describe("operator console API", () => {
       "dead",
     ]);
     expect(traffic.body.transactions).toMatchObject([{ txnId: "t1", events: 3, outcome: "new" }]);
+  });
+
+  it("shows a retried call under its action's kind, and a message that was no action with its reason", async () => {
+    const { local, homeserver, send, bot, call } = await consoleOf({ application: echo });
+    const room = "!retried:test.local";
+    homeserver.createRoom(room, [bot]);
+    homeserver.cue(isSend, { status: 500, body: { errcode: "M_UNKNOWN", error: "Down." } }, 1);
+    await send("t1", [makeEvent(room, "one")]);
+    await waitFor(() => homeserver.sent.length >= 1);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    const traffic = (await call("traffic")).body.outbound;
+    expect(traffic).toMatchObject([
+      { kind: "send", outcome: "done", status: 200, attempts: 2, roomId: room },
+      { kind: "send", outcome: "retry", status: 500, attempts: 1, roomId: room },
+    ]);
+
+    // A body that is no JSON object is dead-lettered as itself, with the reason.
+    const queue = new SqsFifoQueue(localSqs(local.sqsEndpoint), local.outboundQueueUrl);
+    await queue.send([{ groupId: "injected", deduplicationId: "injected", body: "not json {" }]);
+    expect(await waitUntilDrained(local)).toEqual({ ...NO_DEAD_LETTERS, outboundDeadLetters: 1 });
+    const listed = (await call("dead-letters?direction=outbound")).body.deadLetters;
+    expect(listed).toEqual([
+      {
+        id: expect.any(String),
+        direction: "outbound",
+        group: "injected",
+        kind: "unknown",
+        reason: { error: "refused, not sent: the message is not a JSON object" },
+        attempts: 1,
+        failedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+        ageSeconds: expect.any(Number),
+      },
+    ]);
   });
 
   it("discards one, or all of a room, logged with who did it; a discarded one is never sent", async () => {

@@ -147,6 +147,34 @@ describe("the outbox sends only what the appservice may ask, and gives up on unt
     letters.length = 0;
   });
 
+  it("messages that are no action, each in a group of its own → dead-lettered at once with the reason, one ERROR line each; none left to SQS's redrive", async () => {
+    const { local } = started;
+    // Before, these threw before any decision: back after each visibility timeout until the
+    // redrive set them aside at the receive limit, "never decided on", without an ERROR line.
+    const bodies = ["not json {", "null", "42", '"a string"', "[1,2]"];
+    const queue = new SqsFifoQueue(sqs, local.outboundQueueUrl);
+    await queue.send(
+      bodies.map((body, i) => ({
+        groupId: `injected-${i}`,
+        deduplicationId: sha256(`injected ${body}`),
+        body,
+      })),
+    );
+    const deadline = Date.now() + 15_000;
+    while (letters.length < bodies.length && Date.now() < deadline) await receiveLetters();
+    const unreadable = letters as unknown as { body: string; reason: { error: string } }[];
+    expect(unreadable.map((l) => l.body).sort()).toEqual([...bodies].sort());
+    for (const letter of unreadable) {
+      expect(letter.reason.error).toBe("refused, not sent: the message is not a JSON object");
+    }
+    const deadLines = logged.filter(
+      (l) => l.level === "error" && l.line.includes("the message is not a JSON object"),
+    );
+    expect(deadLines).toHaveLength(bodies.length);
+    expect(deadLines.every((l) => l.line.startsWith("outbound call failed for good"))).toBe(true);
+    letters.length = 0;
+  });
+
   it(`a webhook message the homeserver keeps refusing with 5xx → dead-lettered at the ${WEBHOOK_MAX_SERVER_ERRORS}th (a 429 not counted); the room's next message goes through`, async () => {
     const { homeserver } = started;
     const { url } = await newWebhook(started, "ci", MODERATOR, ROOM);

@@ -1,5 +1,7 @@
+import { readFile } from "node:fs/promises";
 import { GetItemCommand } from "@aws-sdk/client-dynamodb";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { routes } from "../../functions/appservice/protocol/routes.ts";
 import { MAX_BODY_BYTES } from "../../functions/handlers/http.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import type { LocalAppservice } from "../../functions/local/local.ts";
@@ -60,6 +62,35 @@ describe("transactions endpoint: auth and errors", () => {
     );
     expect(response.status).toBe(200);
     await waitFor(() => recorder.events.some((e) => e.event_id === event.event_id));
+  });
+
+  it("/_matrix/app/unstable serves the third-party lookups only, as the README says: a transaction there is 404 M_UNRECOGNIZED, nothing queued", async () => {
+    const event = makeEvent("!unstable:test.local", "via the unstable prefix");
+    const response = await putTransaction(
+      local.url,
+      "x",
+      { events: [event] },
+      { token, path: "/_matrix/app/unstable/transactions/unstable-path" },
+    );
+    await expectError(response, 404, "M_UNRECOGNIZED");
+    // The README names each old path the route table serves, and no other.
+    const readme = await readFile(new URL("../../README.md", import.meta.url), "utf8");
+    const header = /^\| route \(old homeservers' paths too: (.*)\| \|$/m.exec(readme)?.[1] ?? "";
+    const old = routes.map((r) => r.path).filter((path) => !path.startsWith("/_matrix/app/v1/"));
+    expect(old.filter((path) => path.startsWith("/_matrix/app/unstable/"))).toEqual(
+      old.filter((path) => path.startsWith("/_matrix/app/unstable/thirdparty/")),
+    );
+    for (const path of old.filter((path) => !path.startsWith("/_matrix/"))) {
+      expect(header).toContain(`\`${path}\``);
+    }
+    expect(header).toContain("`/thirdparty/…` lookups under `/_matrix/app/unstable`; no other");
+    // A fresh transaction afterwards reaches the application; the refused one never did.
+    const after = makeEvent("!unstable:test.local", "after");
+    expect(
+      (await putTransaction(local.url, "unstable-after", { events: [after] }, { token })).status,
+    ).toBe(200);
+    await waitFor(() => recorder.events.some((e) => e.event_id === after.event_id));
+    expect(recorder.events.some((e) => e.event_id === event.event_id)).toBe(false);
   });
 
   it("401 M_UNAUTHORIZED without a token", async () => {

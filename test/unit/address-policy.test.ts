@@ -34,6 +34,13 @@ describe("the address policy", () => {
     ["::ffff:a9fe:a9fe", "link-local"],
     ["64:ff9b::a00:1", "carries 10.0.0.1, a private address"],
     ["2002:7f00:1::", "carries 127.0.0.1, a loopback address"],
+    // IPv4-mapped, whatever it carries: ::ffff:0:0/96 is no address a public host has.
+    ["::ffff:8.8.8.8", "IPv4-mapped IPv6 address (::ffff:0:0/96)"],
+    ["::ffff:808:808", "IPv4-mapped IPv6 address (::ffff:0:0/96)"],
+    ["3fff::1", "documentation IPv6"],
+    ["3fff:fff:ffff::1", "documentation IPv6"],
+    ["5f00::1", "SRv6 segment identifier"],
+    ["5f00:ffff::1", "SRv6 segment identifier"],
   ])("refuses %s (%s)", (address, what) => {
     expect(strict.refusal(address)).toContain(what);
   });
@@ -45,6 +52,9 @@ describe("the address policy", () => {
     "2606:4700:4700::1111",
     "64:ff9b::808:808",
     "2002:808:808::",
+    // Just outside 3fff::/20 and 5f00::/16.
+    "3fff:1000::1",
+    "5f01::1",
   ])("allows the public address %s", (address) => {
     expect(strict.refusal(address)).toBeUndefined();
   });
@@ -61,6 +71,18 @@ describe("the address policy", () => {
     expect(lan.refusal("10.9.9.9")).toBeUndefined();
     expect(lan.refusal("192.168.1.7")).toBeUndefined();
     expect(lan.refusal("192.168.1.8")).toContain("private");
+  });
+
+  it("allows IPv4-mapped addresses only where the operator allows them, and no IPv4 address with them", () => {
+    const mapped = addressPolicy(["::ffff:0:0/96"]);
+    expect(mapped.refusal("::ffff:8.8.8.8")).toBeUndefined();
+    // Allowing the mapped range allows no IPv4 range (BlockList alone would match them all).
+    expect(mapped.refusal("10.0.0.1")).toContain("private");
+    expect(mapped.refusal("127.0.0.1")).toContain("loopback");
+    // An allowed IPv4 range allows its mapped form too (the same host); nothing more.
+    const lan = addressPolicy(["10.0.0.0/8"]);
+    expect(lan.refusal("::ffff:10.1.2.3")).toBeUndefined();
+    expect(lan.refusal("::ffff:8.8.8.8")).toContain("IPv4-mapped");
   });
 
   it("names a bad setting", () => {

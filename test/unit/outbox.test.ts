@@ -3,12 +3,17 @@ import { describe, expect, it } from "vitest";
 import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
 import { createActions } from "../../functions/matrix/actions.ts";
 import { actionProblem, requestProblem } from "../../functions/matrix/allowed-request.ts";
-import { backoffSeconds, rateLimitSeconds } from "../../functions/matrix/backoff.ts";
+import {
+  backoffSeconds,
+  OUTBOUND_MAX_RECEIVE_COUNT,
+  rateLimitSeconds,
+} from "../../functions/matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
 import {
   AS_TOKEN_REFUSED,
   decideOutboundAction,
+  decideOutboundMessage,
   type OutboxDeps,
   performAction,
 } from "../../functions/matrix/outbox.ts";
@@ -421,15 +426,21 @@ describe("performAction: what each answer means", () => {
   });
 });
 
+/** A log that keeps each line as `[level, message, attributes]`. */
+const recordingLog = () => {
+  const lines: [string, string, unknown][] = [];
+  const log = Object.fromEntries(
+    (["debug", "info", "warn", "error"] as const).map((level) => [
+      level,
+      (message: string, attributes: unknown) => lines.push([level, message, attributes]),
+    ]),
+  ) as unknown as OutboxDeps["log"];
+  return { lines, log };
+};
+
 describe("decideOutboundAction: what the consumer does with the message", () => {
   it("done, retry and dead each name their metric; dead carries the dead letter; each failure is logged", async () => {
-    const lines: [string, string, unknown][] = [];
-    const log = Object.fromEntries(
-      (["debug", "info", "warn", "error"] as const).map((level) => [
-        level,
-        (message: string, attributes: unknown) => lines.push([level, message, attributes]),
-      ]),
-    ) as unknown as OutboxDeps["log"];
+    const { lines, log } = recordingLog();
     const decide = (action: OutboundAction, script: Record<string, Answer[]>) =>
       decideOutboundAction(action, 0, { ...deps(new FakeHomeserver(script)), log });
     expect(await decide(send(), { action: [answer(200)] })).toEqual({
@@ -466,7 +477,7 @@ describe("decideOutboundAction: what the consumer does with the message", () => 
       "error outbound call failed for good: dead-lettered",
     ]);
     expect(lines[0]?.[2]).toMatchObject({ actionId: "a1", kind: "send", status: 200 });
-    expect(lines[1]?.[2]).toMatchObject({ status: 429, attempt: 0 });
+    expect(lines[1]?.[2]).toMatchObject({ actionId: "a1", kind: "send", status: 429, attempt: 0 });
     expect(lines[2]?.[2]).toMatchObject({ actionId: "a1", kind: "send", roomId: ROOM });
   });
 });
@@ -743,5 +754,50 @@ describe("backoff", () => {
     expect(rateLimitSeconds(undefined, { retry_after_ms: "5" })).toBeUndefined();
     expect(rateLimitSeconds(undefined, "Too Many Requests")).toBeUndefined();
     expect(rateLimitSeconds(undefined, undefined)).toBeUndefined();
+  });
+});
+
+describe("decideOutboundMessage: nothing is left to SQS's redrive, which gives no reason", () => {
+  it("an unexpected failure throws (the message comes back), and is dead-lettered with its reason at the last receive before the redrive", async () => {
+    const { lines, log } = recordingLog();
+    const store = new MemoryOutboxStore();
+    const failing = {
+      ...deps(new FakeHomeserver({ action: [answer(403, { errcode: "M_FORBIDDEN" })] }), store),
+      log,
+      outboxMemory: {
+        ...store,
+        isRegistered: () => Promise.reject(new Error("table unreachable")),
+      } as unknown as OutboxDeps["outboxMemory"],
+    };
+    const ghost = JSON.stringify(send({ userId: GHOST }));
+    const reason = {
+      error: `gave up after ${OUTBOUND_MAX_RECEIVE_COUNT} attempts: table unreachable`,
+    };
+    await expect(decideOutboundMessage(ghost, 0, failing)).rejects.toThrow("table unreachable");
+    const last = OUTBOUND_MAX_RECEIVE_COUNT - 1;
+    const decision = await decideOutboundMessage(ghost, last, {
+      ...failing,
+      homeserver: new FakeHomeserver({ action: [answer(403, { errcode: "M_FORBIDDEN" })] }),
+    });
+    expect(decision).toMatchObject({
+      kind: "dead",
+      deadLetter: {
+        body: ghost,
+        reason,
+        attempts: OUTBOUND_MAX_RECEIVE_COUNT,
+      },
+    });
+    expect(lines.filter(([level]) => level === "error")).toEqual([
+      [
+        "error",
+        "outbound call failed for good: dead-lettered",
+        {
+          actionId: "a1",
+          kind: "send",
+          attempt: last,
+          reason,
+        },
+      ],
+    ]);
   });
 });
