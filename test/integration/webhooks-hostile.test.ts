@@ -1,0 +1,119 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/app/webhooks/post.ts";
+import { makeEvent, waitFor } from "../support/appservice.ts";
+import { newWebhook, startWithWebhookRoom } from "../support/webhooks.ts";
+import { SERVER } from "../support/with-homeserver.ts";
+
+const ROOM = `!hostile:${SERVER}`;
+const OTHER_ROOM = `!bystander:${SERVER}`;
+const MODERATOR = `@mod:${SERVER}`;
+
+/** A Markdown table of about `bytes` bytes. */
+const table = (bytes: number) => {
+  const rows = ["| a | b |", "|---|---|"];
+  let size = 20;
+  while (size < bytes) {
+    rows.push("| x | y |");
+    size += 10;
+  }
+  return rows.join("\n");
+};
+
+describe("webhook payloads built to stall the HTTP thread", () => {
+  let started: Awaited<ReturnType<typeof startWithWebhookRoom>>;
+  let hostile: string;
+  let bystander: string;
+
+  beforeAll(async () => {
+    started = await startWithWebhookRoom(ROOM, MODERATOR);
+    started.homeserver.createRoom(OTHER_ROOM, [MODERATOR, started.bot]);
+    started.homeserver.setState(OTHER_ROOM, "m.room.power_levels", "", {
+      users: { [MODERATOR]: 50 },
+      users_default: 0,
+    });
+    hostile = (await newWebhook(started, "target", MODERATOR, ROOM)).url;
+    bystander = (await newWebhook(started, "other", MODERATOR, OTHER_ROOM)).url;
+  }, 120_000);
+  afterAll(() => started?.stop());
+
+  const timedPost = async (url: string, payload: unknown) => {
+    const begun = performance.now();
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(payload),
+    });
+    const body = (await response.json().catch(() => undefined)) as
+      | { errcode?: string; error?: string }
+      | undefined;
+    return { status: response.status, body, ms: performance.now() - begun };
+  };
+
+  it("refused before rendering, each at once with a spec-shaped error naming the limit; a transaction and another room's webhook are answered meanwhile", async () => {
+    const payloads = {
+      // 16 s of Markdown before the fix, refused after it.
+      "4 MB Markdown table": { text: table(Math.floor(WEBHOOK_MAX_BODY_BYTES * 0.85)) },
+      // 69 s in the sanitizer before the fix.
+      "<b> × 400,000": { text: "x", html: "<b>".repeat(400_000) },
+      // Within the size limit, nested 19,000 deep.
+      "<b> × 19,000": { text: "x", html: "<b>".repeat(19_000) },
+      "<div><b> × 7,000": { text: "x", html: "<div><b>".repeat(7_000) },
+    };
+    const expected = {
+      "4 MB Markdown table": [413, "M_TOO_LARGE", /over 60000 bytes, the most a Matrix event/],
+      "<b> × 400,000": [413, "M_TOO_LARGE", /over 60000 bytes, the most a Matrix event/],
+      "<b> × 19,000": [400, "M_INVALID_PARAM", /nests tags deeper than 100 levels/],
+      "<div><b> × 7,000": [400, "M_INVALID_PARAM", /nests tags deeper than 100 levels/],
+    } as const;
+    const sentBefore = started.homeserver.sent.length;
+    const answers = Promise.all(
+      Object.entries(payloads).map(async ([name, payload]) => [
+        name,
+        await timedPost(hostile, payload),
+      ]),
+    );
+    // While they arrive: the homeserver's transaction and another room's webhook.
+    const begun = performance.now();
+    const [transaction, other] = await Promise.all([
+      started
+        .send("bystander-txn", [makeEvent(OTHER_ROOM, "hello", { sender: MODERATOR })])
+        .then((response) => ({ status: response.status, ms: performance.now() - begun })),
+      timedPost(bystander, { text: "**deploy** done" }),
+    ]);
+    const results = Object.fromEntries(await answers) as Record<
+      keyof typeof payloads,
+      Awaited<ReturnType<typeof timedPost>>
+    >;
+    for (const [name, [status, errcode, error]] of Object.entries(expected)) {
+      const result = results[name as keyof typeof payloads];
+      expect(result.status, name).toBe(status);
+      expect(result.body?.errcode, name).toBe(errcode);
+      expect(result.body?.error, name).toMatch(error);
+    }
+    console.log(
+      "refusal round trips (ms):",
+      Object.entries(results).map(([name, { ms }]) => `${name}: ${Math.round(ms)}`),
+      `transaction: ${Math.round(transaction.ms)}, other room's webhook: ${Math.round(other.ms)}`,
+    );
+    // Before the fix: 16 s and 69 s on one thread, which the transaction and the other webhook
+    // waited for. Each round trip here carries DynamoDB Local's lookups, a 4 MB upload and six
+    // requests at once on one thread: 0.6–2.8 s measured on a 2-core machine at load 18 (the
+    // refusal itself is timed in test/unit/render.test.ts).
+    const bound = 10_000;
+    for (const { ms } of Object.values(results)) expect(ms).toBeLessThan(bound);
+    expect(transaction).toMatchObject({ status: 200 });
+    expect(transaction.ms).toBeLessThan(bound);
+    expect(other.status).toBe(202);
+    expect(other.ms).toBeLessThan(bound);
+    await waitFor(
+      () =>
+        started.homeserver.sent.some(
+          (e) => e.roomId === OTHER_ROOM && e.content.body === "**deploy** done",
+        ),
+      20_000,
+      "the other room's message",
+    );
+    // Nothing of the refused payloads was posted.
+    expect(started.homeserver.sent.slice(sentBefore).filter((e) => e.roomId === ROOM)).toEqual([]);
+  });
+});
