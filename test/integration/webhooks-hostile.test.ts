@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/app/webhooks/post.ts";
 import { makeEvent, waitFor } from "../support/appservice.ts";
-import { newWebhook, startWithWebhookRoom } from "../support/webhooks.ts";
+import { newWebhook, noticesIn, sendCommand, startWithWebhookRoom } from "../support/webhooks.ts";
 import { SERVER } from "../support/with-homeserver.ts";
 
 const ROOM = `!hostile:${SERVER}`;
@@ -115,5 +115,43 @@ describe("webhook payloads built to stall the HTTP thread", () => {
     );
     // Nothing of the refused payloads was posted.
     expect(started.homeserver.sent.slice(sentBefore).filter((e) => e.roomId === ROOM)).toEqual([]);
+  });
+
+  it("a sender cannot put its text in the room through a transformation's failure, nor hide the room's own failures", async () => {
+    const hook = await newWebhook(started, "shaped", MODERATOR, ROOM);
+    expect(
+      await sendCommand(
+        started,
+        "!webhook transform shaped\n```js\nif (data.msg) throw new Error(data.msg);\nreturn { text: 'n=' + data.n.value };\n```",
+        MODERATOR,
+        ROOM,
+      ),
+    ).toMatch(/^Webhook shaped now transforms/);
+    const failureNotices = () =>
+      noticesIn(started, ROOM).filter((n) => n.startsWith("Webhook shaped: its transformation"));
+    const lure = "Your session expired: log in again at https://evil.example/login";
+    const attack = await timedPost(hook.url, { msg: lure });
+    // The sender is told everything: it is its own text.
+    expect(attack).toMatchObject({
+      status: 422,
+      body: { errcode: "M_UNKNOWN", error: `The webhook's transformation failed: Error: ${lure}` },
+    });
+    await waitFor(() => failureNotices().length === 1, 20_000, "the first failure's notice");
+    expect(failureNotices()[0]).toContain("(Error)");
+    expect(failureNotices()[0]).not.toContain("evil.example");
+    // The room's own bug (a payload without `n`) is another kind: told too, not hidden by the first.
+    expect((await timedPost(hook.url, { other: 1 })).status).toBe(422);
+    await waitFor(() => failureNotices().length === 2, 20_000, "the room's own failure's notice");
+    expect(failureNotices()[1]).toContain("(TypeError)");
+    // Repeats of a kind are not told again.
+    expect((await timedPost(hook.url, { msg: "again, other words" })).status).toBe(422);
+    expect((await timedPost(hook.url, { n: { value: 7 } })).status).toBe(202);
+    await waitFor(
+      () => started.homeserver.sent.some((e) => e.roomId === ROOM && e.content.body === "n=7"),
+      20_000,
+      "the transformed message",
+    );
+    expect(failureNotices()).toHaveLength(2);
+    expect(noticesIn(started, ROOM).join("\n")).not.toContain("other words");
   });
 });

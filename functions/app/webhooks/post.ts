@@ -51,8 +51,11 @@ function messageContent(text: string, html: string, msgtype: Msgtype): Record<st
 const TRANSFORMATION_ERRORS = "webhook-transformation-errors";
 
 /**
- * Runs the webhook's transformation on the payload. A failure is told to the room once per
- * version of the code (not per request), and answered 422.
+ * Runs the webhook's transformation on the payload. A failure of its code is told to the room
+ * once per version of the code and kind of failure (not per request), in words of ours alone: the
+ * message of an error may be the payload's text, which a sender must not put in the room (nor,
+ * by failing first, hide the room's real failures behind). The sender gets it all, with a 422.
+ * A run that never started (no engine) is no fault of the code: 503, and the room is not told.
  */
 async function transform(
   webhook: Webhook,
@@ -62,33 +65,52 @@ async function transform(
   const transformation = webhook.transformation as Transformation;
   const code =
     "preset" in transformation ? PRESETS[transformation.preset as PresetName] : transformation.code;
-  const { runTransformation } = await import("./sandbox.ts");
+  const { runTransformation, TransformationError } = await import("./sandbox.ts");
+  let result: unknown;
   try {
-    return messageOfResult(await runTransformation(code ?? "return null;", payload));
+    result = await runTransformation(code ?? "return null;", payload);
   } catch (error) {
-    const reason =
-      error instanceof MatrixError ? `its result: ${error.message}` : (error as Error).message;
-    const errorKey = `${webhook.roomId}
-${webhook.name}
-${sha256(code ?? "")}`;
-    const first = await context.data.write([
-      {
-        collection: TRANSFORMATION_ERRORS,
-        key: errorKey,
-        value: { reason },
-        ifAbsent: true,
-        expiresAt: Date.now() + IDEMPOTENCY_KEY_TTL_MS * 30,
-      },
-    ]);
-    if (first) {
-      await context.actions.sendNotice(
-        webhook.roomId,
-        `Webhook ${webhook.name}: its transformation failed (${reason}). Later failures of this version are not reported; change it with !webhook transform ${webhook.name}.`,
-      );
+    if (!(error instanceof TransformationError)) throw error;
+    if (!error.ofTheCode) {
+      throw new MatrixError(503, "M_UNKNOWN", `The transformation could not run: try again later`);
     }
-    context.log.info("webhook transformation failed", { name: webhook.name, reason, first });
-    throw new MatrixError(422, "M_UNKNOWN", `The webhook's transformation failed: ${reason}`);
+    await transformationFailed(webhook, code, error.kind, error.message, context);
   }
+  try {
+    return messageOfResult(result);
+  } catch (error) {
+    if (!(error instanceof MatrixError)) throw error;
+    // Our own words (which field is wrong): safe to tell the room.
+    const reason = `its result: ${error.message}`;
+    return transformationFailed(webhook, code, reason, reason, context);
+  }
+}
+
+async function transformationFailed(
+  webhook: Webhook,
+  code: string | undefined,
+  kind: string,
+  reason: string,
+  context: ServiceContext,
+): Promise<never> {
+  const errorKey = `${webhook.roomId}\n${webhook.name}\n${sha256(code ?? "")}\n${kind}`;
+  const first = await context.data.write([
+    {
+      collection: TRANSFORMATION_ERRORS,
+      key: errorKey,
+      value: { kind },
+      ifAbsent: true,
+      expiresAt: Date.now() + IDEMPOTENCY_KEY_TTL_MS * 30,
+    },
+  ]);
+  if (first) {
+    await context.actions.sendNotice(
+      webhook.roomId,
+      `Webhook ${webhook.name}: its transformation failed on a payload (${kind}). The sender was told why; later failures of this kind in this version are not reported. Change it with !webhook transform ${webhook.name}.`,
+    );
+  }
+  context.log.info("webhook transformation failed", { name: webhook.name, kind, first });
+  throw new MatrixError(422, "M_UNKNOWN", `The webhook's transformation failed: ${reason}`);
 }
 
 /** What a request posts: its text's content (if any), then its files' messages, in order. */
