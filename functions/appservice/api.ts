@@ -76,3 +76,5 @@ export {
   isInviteOf,
   type ToDeviceMessage,
 } from "./protocol/transaction.ts";
+// What senders from outside write, made safe as message text and as names (webhooks, the relay).
+export { cleanName, cleanText } from "./text.ts";

@@ -3,6 +3,7 @@ import {
   type Attachment,
   badJson,
   base64Attachment,
+  cleanName,
   HomeserverRefused,
   imageSize,
   MatrixError,
@@ -12,7 +13,6 @@ import {
   tooLarge,
 } from "../../appservice/api.ts";
 import { mediaTypeOf, readPayload } from "./message.ts";
-import { cleanName } from "./text.ts";
 
 /** The most files one request posts: each is a message of its own. */
 export const MAX_FILES = 10;
