@@ -1,4 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { MAX_OUTBOUND_PER_ROOM } from "../../functions/app/webhooks/outbound.ts";
 import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/app/webhooks/post.ts";
 import { makeEvent, waitFor } from "../support/appservice.ts";
 import { newWebhook, noticesIn, sendCommand, startWithWebhookRoom } from "../support/webhooks.ts";
@@ -153,5 +156,73 @@ describe("webhook payloads built to stall the HTTP thread", () => {
     );
     expect(failureNotices()).toHaveLength(2);
     expect(noticesIn(started, ROOM).join("\n")).not.toContain("other words");
+  });
+
+  it("a command sent as m.notice is no command: not obeyed, not answered", async () => {
+    const roomsBefore = started.homeserver.createdRooms.length;
+    const noticesBefore = noticesIn(started, ROOM).length;
+    const notice = (body: string) =>
+      makeEvent(ROOM, body, { sender: MODERATOR, content: { msgtype: "m.notice", body } });
+    expect(
+      (await started.send("notices", [notice("!webhook new sneaky"), notice("!ping")])).status,
+    ).toBe(200);
+    // The room's next command is answered first: nothing came of the notices before it.
+    const answer = await sendCommand(started, "!webhook list", MODERATOR, ROOM);
+    expect(answer).toMatch(/^Webhooks in this room:/);
+    expect(answer).not.toContain("sneaky");
+    expect(noticesIn(started, ROOM).slice(noticesBefore)).toEqual([answer]);
+    expect(started.homeserver.createdRooms.length).toBe(roomsBefore);
+  });
+
+  it("outbound webhooks of one room each in their own order: a target that keeps failing holds back no other at the same origin; at most 5 per room", async () => {
+    // One origin, two paths: /slow fails until told otherwise, /fast answers at once. The slow
+    // one's name comes first, so its delivery is queued first.
+    let slowFails = true;
+    const arrivals: { path: string; status: number; at: number }[] = [];
+    const server = createServer((request, response) => {
+      request.resume();
+      request.on("end", () => {
+        const status = request.url === "/slow" && slowFails ? 500 : 200;
+        arrivals.push({ path: request.url ?? "", status, at: Date.now() });
+        response.writeHead(status).end("{}");
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const out = (body: string) => sendCommand(started, body, MODERATOR, OTHER_ROOM);
+    expect(await out(`!webhook out aaa ${origin}/slow`)).toMatch(/^Outbound webhook aaa created/);
+    expect(await out(`!webhook out zzz ${origin}/fast`)).toMatch(/^Outbound webhook zzz created/);
+    const message = makeEvent(OTHER_ROOM, "to both", { sender: MODERATOR });
+    expect((await started.send("outbound-order", [message])).status).toBe(200);
+    // Before: the fast one waited behind the slow one's retries (for up to a day).
+    await waitFor(
+      () => arrivals.some((a) => a.path === "/fast" && a.status === 200),
+      30_000,
+      "the fast target's delivery",
+    );
+    // Delivered while the other still fails.
+    expect(arrivals.filter((a) => a.path === "/slow").map((a) => a.status)).not.toContain(200);
+    // Let the slow one through, so that nothing stays queued.
+    slowFails = false;
+    await waitFor(
+      () => arrivals.some((a) => a.path === "/slow" && a.status === 200),
+      60_000,
+      "the slow target's delivery once it is up",
+    );
+
+    // The cap: 5 in all, the sixth refused, saying why.
+    for (let i = 3; i <= MAX_OUTBOUND_PER_ROOM; i++) {
+      expect(await out(`!webhook out n${i} ${origin}/n${i}`)).toMatch(
+        /^Outbound webhook n\d created/,
+      );
+    }
+    expect(await out(`!webhook out extra ${origin}/extra`)).toBe(
+      `This room has ${MAX_OUTBOUND_PER_ROOM} outbound webhooks, the most it may: remove one first (!webhook out remove <name>).`,
+    );
+    expect(await out("!webhook out remove n3")).toMatch(/^Outbound webhook n3 removed/);
+    expect(await out(`!webhook out extra ${origin}/extra`)).toMatch(
+      /^Outbound webhook extra created/,
+    );
   });
 });
