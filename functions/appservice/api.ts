@@ -36,7 +36,7 @@ export {
   unauthorized,
 } from "../shared/errors.ts";
 export { sha256 } from "../shared/hash.ts";
-export { type ImageSize, imageSize } from "../shared/image-size.ts";
+export { type ImageSize, imageInfo, imageSize } from "../shared/image-size.ts";
 export type { Log } from "../shared/log.ts";
 export type { RemoteRequest } from "../shared/remote-http.ts";
 export {
