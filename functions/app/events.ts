@@ -38,7 +38,10 @@ export const application: ApplicationEvents = {
     if (event.type !== "m.room.message" || ours) return;
     // No periodic trigger runs the application: a webhook's coming expiry is checked whenever
     // it is used and whenever someone writes in its room.
-    if (isWebhookCommand(event.content.body)) {
+    // A notice is a bot's voice, never a command (the spec: bots must not answer notices), so
+    // another bot's notice quoting "!webhook …" is not obeyed.
+    const notice = event.content.msgtype === "m.notice";
+    if (!notice && isWebhookCommand(event.content.body)) {
       // The bot's: never sent out (one may hold another webhook's URL). Its room's webhooks are
       // read once it is done, so that one it made with `--expires` is noticed at once.
       await onWebhookCommand(event, context);
@@ -51,7 +54,7 @@ export const application: ApplicationEvents = {
       listWebhooks(context.data, event.room_id),
     ]);
     await deliverToOutboundWebhooks(event, outbound, context);
-    if (event.content.body === "!ping") await actions.sendNotice(event.room_id, "pong");
+    if (!notice && event.content.body === "!ping") await actions.sendNotice(event.room_id, "pong");
     await noticeExpiries(context, webhooks);
   },
   onEphemeral(event, { log }) {

@@ -36,12 +36,7 @@ export {
   unauthorized,
 } from "../shared/errors.ts";
 export { sha256 } from "../shared/hash.ts";
-export {
-  type ImageSize,
-  imageSize,
-  type SniffedImage,
-  sniffImage,
-} from "../shared/image-size.ts";
+export { type ImageSize, imageInfo, imageSize } from "../shared/image-size.ts";
 export type { Log } from "../shared/log.ts";
 export type { RemoteRequest } from "../shared/remote-http.ts";
 // Requests signed with a secret shared with a remote service (the relay's, both ways).
@@ -52,8 +47,6 @@ export {
   signatureValid,
   TIMESTAMP_HEADER,
 } from "../shared/signature.ts";
-// What a remote sender writes, cleaned before it becomes a message or a name.
-export { cleanName, cleanText } from "../shared/text.ts";
 export {
   type AppDataStore,
   type AppDataWrite,
@@ -93,3 +86,5 @@ export {
   isInviteOf,
   type ToDeviceMessage,
 } from "./protocol/transaction.ts";
+// What senders from outside write, made safe as message text and as names (webhooks, the relay).
+export { cleanName, cleanText } from "./text.ts";

@@ -50,6 +50,11 @@ export interface DeliveryOptions {
    */
   orderedWith?: string;
   /**
+   * Orders this delivery apart from the other deliveries of `orderedWith` to the same origin that
+   * have another key (an outbound webhook's own: one target that is down holds back no other).
+   */
+  orderKey?: string;
+  /**
    * Retried for at most this long after it was queued (a replay starts again), then
    * dead-lettered with the last failure as the reason. As long as the queue keeps it when absent.
    */
@@ -231,7 +236,8 @@ function actionsWith(
     }
     // A target that is down holds back only the room's deliveries to it.
     const origin = new URL(request.url).origin;
-    return put(delivery, roomId ? `delivery ${roomId} ${origin}` : `delivery ${origin}`, body);
+    const group = roomId ? `delivery ${roomId} ${origin}` : `delivery ${origin}`;
+    return put(delivery, options?.orderKey ? `${group} ${options.orderKey}` : group, body);
   };
   const send = (
     roomId: string,

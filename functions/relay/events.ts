@@ -1,10 +1,10 @@
 import {
   type ApplicationEvents,
   type ClientEvent,
+  imageInfo,
   isInviteOf,
   MediaTooLarge,
   type ServiceContext,
-  sniffImage,
 } from "../appservice/api.ts";
 import { RELAY_PREFIX } from "./names.ts";
 
@@ -40,7 +40,7 @@ async function relayOut(event: ClientEvent, context: ServiceContext, remoteUrl: 
         throw error;
       });
     // Typed by its bytes, not by what the sender's client said: an SVG goes as its text alone.
-    const type = media && sniffImage(media.bytes)?.mimetype;
+    const type = media && imageInfo(media.bytes)?.mimetype;
     if (media && type) {
       image = { content_type: type, data: Buffer.from(media.bytes).toString("base64") };
     }

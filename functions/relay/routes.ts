@@ -7,11 +7,11 @@ import {
   base64Attachment,
   cleanName,
   cleanText,
+  imageInfo,
   MatrixError,
   parseJson,
   type ServiceContext,
   sha256,
-  sniffImage,
   takeBucketToken,
 } from "../appservice/api.ts";
 import { RELAY_PREFIX } from "./names.ts";
@@ -67,7 +67,7 @@ function parseMessage(body: string): RemoteMessage {
   if (typeof text !== "string") throw badJson("text must be a string");
   const avatarAttachment = base64Attachment(avatar, "avatar");
   // The sender's content type is not trusted: an SVG or HTML "avatar" is no picture to set.
-  const avatarType = avatarAttachment && sniffImage(avatarAttachment.bytes)?.mimetype;
+  const avatarType = avatarAttachment && imageInfo(avatarAttachment.bytes)?.mimetype;
   if (avatarAttachment && !avatarType) {
     throw badJson("avatar must be a PNG, GIF, JPEG or WebP image");
   }
@@ -92,7 +92,7 @@ const puppetOf = (user: string, server: string) => `@${RELAY_PREFIX}${user}:${se
  * `application/octet-stream`, which clients neither render inline nor run.
  */
 async function fileContent({ bytes, fileName }: Attachment, context: ServiceContext) {
-  const image = sniffImage(bytes);
+  const image = imageInfo(bytes);
   const contentType = image?.mimetype ?? "application/octet-stream";
   const name = cleanName(fileName ?? "", MAX_FILE_NAME) || (image ? "image" : "file");
   const url = await context.homeserver.uploadMedia(bytes, { contentType, fileName: name });

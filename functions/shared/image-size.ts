@@ -43,29 +43,53 @@ function webpSize(bytes: Buffer): ImageSize | undefined {
   return undefined;
 }
 
-/** A raster image recognised by its header: its MIME type and size. */
-export interface SniffedImage extends ImageSize {
-  mimetype: "image/png" | "image/gif" | "image/jpeg" | "image/webp";
+/** The image type a header belongs to, by its signature. */
+function typeOf(bytes: Buffer): string | undefined {
+  if (startsWith(bytes, 0, "\x89PNG\r\n\x1a\n") && startsWith(bytes, 12, "IHDR"))
+    return "image/png";
+  if (startsWith(bytes, 0, "GIF87a") || startsWith(bytes, 0, "GIF89a")) return "image/gif";
+  if (bytes[0] === 0xff && bytes[1] === 0xd8) return "image/jpeg";
+  if (startsWith(bytes, 0, "RIFF") && startsWith(bytes, 8, "WEBP")) return "image/webp";
+  return undefined;
 }
 
-function headerImage(bytes: Buffer): SniffedImage | undefined {
-  const typed = (mimetype: SniffedImage["mimetype"], size: ImageSize | undefined) =>
-    size && { mimetype, ...size };
-  if (startsWith(bytes, 0, "\x89PNG\r\n\x1a\n") && startsWith(bytes, 12, "IHDR")) {
-    return bytes.length >= 24
-      ? typed("image/png", { w: bytes.readUInt32BE(16), h: bytes.readUInt32BE(20) })
-      : undefined;
-  }
-  if (startsWith(bytes, 0, "GIF87a") || startsWith(bytes, 0, "GIF89a")) {
-    return bytes.length >= 10
-      ? typed("image/gif", { w: bytes.readUInt16LE(6), h: bytes.readUInt16LE(8) })
-      : undefined;
-  }
-  if (bytes[0] === 0xff && bytes[1] === 0xd8) return typed("image/jpeg", jpegSize(bytes));
-  if (startsWith(bytes, 0, "RIFF") && startsWith(bytes, 8, "WEBP")) {
-    return typed("image/webp", webpSize(bytes));
+function headerSize(bytes: Buffer, type: string | undefined): ImageSize | undefined {
+  switch (type) {
+    case "image/png":
+      return bytes.length >= 24
+        ? { w: bytes.readUInt32BE(16), h: bytes.readUInt32BE(20) }
+        : undefined;
+    case "image/gif":
+      return bytes.length >= 10
+        ? { w: bytes.readUInt16LE(6), h: bytes.readUInt16LE(8) }
+        : undefined;
+    case "image/jpeg":
+      return jpegSize(bytes);
+    case "image/webp":
+      return webpSize(bytes);
   }
   return undefined;
+}
+
+/**
+ * The most pixels on a side believed: past it, a header says nothing sensible (PNG's 32-bit
+ * fields allow 4 billion, which a client would try to lay out).
+ */
+export const MAX_IMAGE_SIDE = 65_535;
+
+/**
+ * A PNG's, GIF's, JPEG's or WebP's type and size, from the signature and header of its bytes,
+ * read without decoding the image; undefined for any other bytes (an SVG, HTML), or a header
+ * that says nothing sensible (no size, 0, over `MAX_IMAGE_SIDE`).
+ */
+export function imageInfo(bytes: Uint8Array): (ImageSize & { mimetype: string }) | undefined {
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const mimetype = typeOf(buffer);
+  const size = headerSize(buffer, mimetype);
+  const sensible = (side: number) => side > 0 && side <= MAX_IMAGE_SIDE;
+  return mimetype && size && sensible(size.w) && sensible(size.h)
+    ? { mimetype, w: size.w, h: size.h }
+    : undefined;
 }
 
 /**
@@ -73,13 +97,7 @@ function headerImage(bytes: Buffer): SniffedImage | undefined {
  * or WebP with its type and size, read without decoding it; undefined for any other bytes (an
  * SVG, HTML), or a header that says nothing sensible.
  */
-export function sniffImage(bytes: Uint8Array): SniffedImage | undefined {
-  const image = headerImage(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-  return image && image.w > 0 && image.h > 0 ? image : undefined;
-}
-
-/** The size a PNG, GIF, JPEG or WebP gives in its header (`sniffImage`), without its type. */
 export function imageSize(bytes: Uint8Array): ImageSize | undefined {
-  const image = sniffImage(bytes);
-  return image && { w: image.w, h: image.h };
+  const info = imageInfo(bytes);
+  return info && { w: info.w, h: info.h };
 }

@@ -124,6 +124,48 @@ describe("webhooks: files (multipart and JSON attachments) and ?wait=true", () =
     expect(mediaOf(contents[2]?.url)).toMatchObject({ bytes: audio });
   });
 
+  it("the type comes from the bytes: an SVG or HTML sent as an image is a file of bytes; w/h only from a sensible header", async () => {
+    const { url } = await newHook("sniffed");
+    const svg = Buffer.from(
+      '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+    );
+    const html = Buffer.from("<!doctype html><script>alert(1)</script>");
+    // A PNG header claiming 4 billion pixels wide.
+    const huge = Buffer.concat([pngHeader(4_000_000_000, 1), Buffer.from("rest")]);
+    const attachments = [
+      ["logo.svg", svg, "image/svg+xml"],
+      ["page.png", html, "image/png"],
+      ["page.html", html, "text/html"],
+      ["huge.png", huge, "image/png"],
+      // A real GIF the sender mislabels: an image all the same, as the bytes say.
+      ["chart.bin", GIF, "application/octet-stream"],
+    ] as const;
+    const response = await postJson(url, {
+      attachments: attachments.map(([filename, bytes, type]) => ({
+        filename,
+        content_type: type,
+        data: bytes.toString("base64"),
+      })),
+    });
+    expect(response.status).toBe(202);
+    await waitFor(() => hookMessages("sniffed").length === attachments.length);
+    const contents = hookMessages("sniffed").map((m) => m.content);
+    expect(contents.map((c) => [c.msgtype, (c.info as { mimetype: string }).mimetype])).toEqual([
+      ["m.file", "application/octet-stream"],
+      ["m.file", "application/octet-stream"],
+      ["m.file", "application/octet-stream"],
+      ["m.file", "application/octet-stream"],
+      ["m.image", "image/gif"],
+    ]);
+    for (const content of contents.slice(0, 4)) {
+      expect(content.info).not.toHaveProperty("w");
+      // Stored as bytes, not as the page or image the sender named.
+      expect(mediaOf(content.url)).toMatchObject({ contentType: "application/octet-stream" });
+    }
+    expect(contents[4]?.info).toEqual({ mimetype: "image/gif", size: GIF.length, w: 5, h: 4 });
+    expect(mediaOf(contents[4]?.url)).toMatchObject({ contentType: "image/gif" });
+  });
+
   it("Idempotency-Key with a form: the same form again (a new boundary) posts once and gets the first answer", async () => {
     const { url } = await newHook("idemform");
     const headers = { "idempotency-key": "upload-1" };

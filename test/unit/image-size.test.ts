@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { imageSize, sniffImage } from "../../functions/shared/image-size.ts";
+import { imageInfo, imageSize } from "../../functions/shared/image-size.ts";
 import { gifHeader, jpegHeader, pngHeader, webpHeader } from "../support/images.ts";
 
 describe("imageSize: the width and height an image's header gives", () => {
@@ -40,17 +40,17 @@ describe("imageSize: the width and height an image's header gives", () => {
   });
 });
 
-describe("sniffImage: the type by the bytes, never by what the sender says", () => {
+describe("imageInfo: the type by the bytes, never by what the sender says", () => {
   it("types PNG, GIF, JPEG and WebP by their headers; an SVG, HTML or text is no image", () => {
-    expect(sniffImage(pngHeader(640, 480))).toEqual({ mimetype: "image/png", w: 640, h: 480 });
-    expect(sniffImage(gifHeader(32, 16))).toMatchObject({ mimetype: "image/gif" });
-    expect(sniffImage(jpegHeader(1920, 1080))).toMatchObject({ mimetype: "image/jpeg" });
+    expect(imageInfo(pngHeader(640, 480))).toEqual({ mimetype: "image/png", w: 640, h: 480 });
+    expect(imageInfo(gifHeader(32, 16))).toMatchObject({ mimetype: "image/gif" });
+    expect(imageInfo(jpegHeader(1920, 1080))).toMatchObject({ mimetype: "image/jpeg" });
     for (const text of [
       '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
       "<!doctype html><img src=x onerror=alert(1)>",
       "GIF8 not quite",
     ]) {
-      expect(sniffImage(Buffer.from(text))).toBeUndefined();
+      expect(imageInfo(Buffer.from(text))).toBeUndefined();
     }
   });
 });

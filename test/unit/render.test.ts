@@ -1,6 +1,11 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { renderMarkdown, sanitizeMatrixHtml } from "../../functions/app/webhooks/render.ts";
+import {
+  MAX_HTML_DEPTH,
+  renderMarkdown,
+  sanitizeMatrixHtml,
+} from "../../functions/app/webhooks/render.ts";
+import { MatrixError } from "../../functions/appservice/api.ts";
 
 // Where a Matrix web client runs: a URL that resolves to it was relative.
 const CLIENT = "https://client.invalid/app/";
@@ -130,6 +135,47 @@ describe("sanitizeMatrixHtml: the red team's payloads", () => {
     );
   });
 
+  it("drops data-mx-maths with \\includegraphics or any \\html… command", () => {
+    for (const maths of [
+      "\\includegraphics[height=9in]{https://evil.example/p.png}",
+      "\\htmlStyle{position:fixed;inset:0}{x}",
+      "\\htmlClass{x}{y}",
+      "\\htmlId{x}{y}",
+      "\\htmlData{x=1}{y}",
+      "a &#92;HTMLstyle{x}{y}",
+    ]) {
+      expect(sanitizeMatrixHtml(`<span data-mx-maths="${maths}">x</span>`)).toBe("<span>x</span>");
+      expect(sanitizeMatrixHtml(`<div data-mx-maths="${maths}">x</div>`)).toBe("<div>x</div>");
+    }
+    expect(sanitizeMatrixHtml('<span data-mx-maths="\\frac{a}{b}">x</span>')).toBe(
+      '<span data-mx-maths="\\frac{a}{b}">x</span>',
+    );
+  });
+
+  it.each([
+    "https://ok.example/a%0aSet-Cookie:x",
+    "https://ok.example/a%0D%0Ab",
+    "https://ok.example/%00",
+    "https://ok.example/a%7f",
+    "https://ok.example/a&#10;b",
+    "https://ok.example/a&#13;b",
+    "https://ok.example/a&#9;b",
+    "https://ok.example/a%1b[31mb",
+  ])("drops the href %s (a control, raw or encoded)", (href) => {
+    expect(sanitizeMatrixHtml(`<a href="${href}">text</a>`)).toBe("<a>text</a>");
+  });
+
+  it("removes a stripped mx-reply whole: no forged 'In reply to' quote is left", () => {
+    const forged =
+      '<mx-reply><blockquote><a href="https://matrix.to/#/!room:x/$e">In reply to</a> <a href="https://matrix.to/#/@admin:x">@admin:x</a><br>I approve the transfer</blockquote></mx-reply>Done.';
+    expect(sanitizeMatrixHtml(forged)).toBe("Done.");
+    expect(sanitizeMatrixHtml(`<p>${forged}</p>`)).toBe("<p>Done.</p>");
+    expect(sanitizeMatrixHtml("<MX-REPLY><b>x</b>")).toBe("");
+    expect(sanitizeMatrixHtml("<blockquote>a real quote</blockquote>")).toBe(
+      "<blockquote>a real quote</blockquote>",
+    );
+  });
+
   it("Markdown images and relative links go the same way", () => {
     expect(renderMarkdown("![x](//evil.example/p.png) [rel](/x) [ok](https://ok.example)")).toBe(
       '<p> <a>rel</a> <a href="https://ok.example">ok</a></p>',
@@ -202,5 +248,69 @@ describe("sanitizeMatrixHtml: any input", () => {
     expect(() => expectSafe('<font color="red">x</font>')).toThrow();
     expect(() => expectSafe('<span data-mx-maths="\\href{a}{b}">x</span>')).toThrow();
     expectSafe('<img src="mxc://example.org/abc" /><a href="https://ok.example/">x</a>');
+  });
+});
+
+/** How long `run` takes, the best of three (a loaded machine slows a run, never speeds it). */
+function bestMs(run: () => unknown): number {
+  let best = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now();
+    try {
+      run();
+    } catch {}
+    best = Math.min(best, performance.now() - started);
+  }
+  return best;
+}
+
+describe("sanitizeMatrixHtml: bounded work", () => {
+  const refusal = (html: string) => {
+    try {
+      sanitizeMatrixHtml(html);
+    } catch (error) {
+      return error;
+    }
+    return undefined;
+  };
+
+  it("refuses tags nested past 100 levels with a 400, within 100 ms even for 400,000 (was 69 s)", () => {
+    for (const html of [
+      "<b>".repeat(400_000),
+      "<div><b>".repeat(20_000),
+      "<p><i>".repeat(10_000),
+    ]) {
+      const started = performance.now();
+      const error = refusal(html);
+      const ms = performance.now() - started;
+      expect(error).toBeInstanceOf(MatrixError);
+      expect(error).toMatchObject({ status: 400, errcode: "M_INVALID_PARAM" });
+      expect((error as Error).message).toBe(
+        `The HTML nests tags deeper than ${MAX_HTML_DEPTH} levels`,
+      );
+      expect(ms).toBeLessThan(100);
+    }
+    // At the limit it is sanitized; void and implied closes do not count as depth.
+    const deepest = `${"<b>".repeat(MAX_HTML_DEPTH)}x`;
+    expect(sanitizeMatrixHtml(deepest)).toBe(`${deepest}${"</b>".repeat(MAX_HTML_DEPTH)}`);
+    expect(sanitizeMatrixHtml("<br>".repeat(1000) + "<p>a".repeat(1000))).toContain("<p>a</p>");
+  });
+
+  it("Markdown nested past the limit (emphasis escapes markdown-it's own) is a 400 too", () => {
+    expect(() => renderMarkdown(`${"*".repeat(500)}x${"*".repeat(500)}`)).toThrow(
+      `The text, rendered from Markdown, nests tags deeper than ${MAX_HTML_DEPTH} levels`,
+    );
+    // Blocks stop nesting at markdown-it's limit (20) and render.
+    expect(renderMarkdown(`${"> ".repeat(500)}x`)).toContain("<blockquote>");
+  });
+
+  it("time grows linearly with the input: four times the HTML, about four times the time", () => {
+    // Blocks nested 100 deep, the deepest taken: the shape that was quadratic.
+    const block = `${"<b>".repeat(MAX_HTML_DEPTH)}x${"</b>".repeat(MAX_HTML_DEPTH)}`;
+    const small = block.repeat(100);
+    const large = block.repeat(400);
+    const ratio = bestMs(() => sanitizeMatrixHtml(large)) / bestMs(() => sanitizeMatrixHtml(small));
+    // Linear is 4; the square would be 16. Generous for a loaded machine's noise.
+    expect(ratio).toBeLessThan(9);
   });
 });

@@ -56,6 +56,68 @@ describe("transformations, in QuickJS (WebAssembly)", () => {
     expect(await runTransformation("return 'still fine';", null)).toBe("still fine");
   });
 
+  it("a run that replaces JSON.stringify gets its own result, and the runs beside it theirs", async () => {
+    const runs = await Promise.allSettled([
+      runTransformation("JSON.stringify = () => ({}); return { text: 'mine' };", null),
+      ...[1, 2, 3].map((n) => runTransformation("return data.n * 10;", { n })),
+      runTransformation("return { toJSON() { throw new RangeError('no'); } };", null),
+      runTransformation("JSON.parse = () => 1; return 'still me';", null),
+    ]);
+    expect(runs.slice(0, 4)).toEqual([
+      { status: "fulfilled", value: { text: "mine" } },
+      { status: "fulfilled", value: 10 },
+      { status: "fulfilled", value: 20 },
+      { status: "fulfilled", value: 30 },
+    ]);
+    expect(runs[4]).toMatchObject({
+      status: "rejected",
+      reason: { kind: "RangeError", message: "RangeError: no" },
+    });
+    expect(runs[5]).toEqual({ status: "fulfilled", value: "still me" });
+  });
+
+  it("a run ended with its thread at the hard limit fails alone: the runs queued behind it go on, each timed from its own start", async () => {
+    // A built-in that never reaches the interrupt: a naive search of 10^4 characters in 10^6.
+    const stuck = "const s = 'a'.repeat(1e6); return s.indexOf('a'.repeat(1e4) + 'b');";
+    const started = performance.now();
+    const [first, second, ...others] = await Promise.allSettled([
+      runTransformation(stuck, null),
+      runTransformation(stuck, null),
+      ...[1, 2, 3, 4, 5, 6].map((n) =>
+        // Each about half of its own time limit, and all queued behind the stuck ones: together
+        // far over any one run's time, had it started when the run was asked for.
+        runTransformation(
+          `const end = Date.now() + ${TRANSFORMATION_TIME_MS / 2}; while (Date.now() < end) {} return data.n;`,
+          { n },
+        ),
+      ),
+    ]);
+    for (const killed of [first, second]) {
+      expect(killed).toMatchObject({
+        status: "rejected",
+        reason: { kind: "over the time limit", ofTheCode: true },
+      });
+    }
+    // Ended by the host's hard limit, not the engine's interrupt.
+    expect(performance.now() - started).toBeGreaterThanOrEqual(TRANSFORMATION_KILL_MS);
+    expect(others).toEqual([1, 2, 3, 4, 5, 6].map((n) => ({ status: "fulfilled", value: n })));
+  });
+
+  it("a failure's kind is in words of ours; its message (maybe the payload's) apart", async () => {
+    const thrown = await runTransformation("throw new Error(data.text);", {
+      text: "Your account is locked: log in at https://evil.example",
+    }).catch((error: unknown) => error);
+    expect(thrown).toMatchObject({
+      kind: "Error",
+      message: "Error: Your account is locked: log in at https://evil.example",
+    });
+    const named = await runTransformation("throw { name: data.text, message: 'x' };", {
+      text: "Visit evil.example",
+    }).catch((error: unknown) => error);
+    expect(named).toMatchObject({ kind: "a thrown value" });
+    expect((await failure("for (;;) {}")).message).toMatch(/stopped/);
+  });
+
   it("no access to the host: no require, process, fetch, timers or I/O; one run's globals do not reach the next", async () => {
     const globals = await runTransformation(
       "return ['require', 'process', 'fetch', 'setTimeout', 'std', 'os', 'Deno', 'Bun', 'XMLHttpRequest', 'WebAssembly'].filter((name) => typeof globalThis[name] !== 'undefined');",

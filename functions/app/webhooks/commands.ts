@@ -1,4 +1,4 @@
-import type { ClientEvent, ServiceContext } from "../../appservice/api.ts";
+import { type ClientEvent, cleanName, type ServiceContext } from "../../appservice/api.ts";
 import { isExpired, parseDuration } from "./expiry.ts";
 import { MODERATOR_LEVEL, powerLevel } from "./moderators.ts";
 import { OUTBOUND_USAGE, onOutboundCommand, outboundListLines } from "./outbound.ts";
@@ -12,7 +12,7 @@ import {
   updateWebhook,
   type Webhook,
 } from "./store.ts";
-import { cleanName, WEBHOOK_NAME as NAME } from "./text.ts";
+import { WEBHOOK_NAME as NAME } from "./text.ts";
 import { webhookUserId } from "./user.ts";
 
 const presetList = PRESET_NAMES.join(", ");

@@ -3,8 +3,9 @@ import {
   type Attachment,
   badJson,
   base64Attachment,
+  cleanName,
   HomeserverRefused,
-  imageSize,
+  imageInfo,
   MatrixError,
   MediaTooLarge,
   MIME_TYPE,
@@ -12,7 +13,6 @@ import {
   tooLarge,
 } from "../../appservice/api.ts";
 import { mediaTypeOf, readPayload } from "./message.ts";
-import { cleanName } from "./text.ts";
 
 /** The most files one request posts: each is a message of its own. */
 export const MAX_FILES = 10;
@@ -99,11 +99,33 @@ export async function readRequest(
   return { payload: read.payload, files };
 }
 
-/** The message type a file is posted as, by its MIME type. */
-const msgtypeOf = (contentType: string) => {
-  const kind = contentType.split("/")[0];
-  return kind === "image" || kind === "video" || kind === "audio" ? `m.${kind}` : "m.file";
-};
+// Types a browser runs or renders as a page: never served as the sender says, unless the bytes
+// are a raster image.
+const ACTIVE_TYPE =
+  /^(?:image\/|text\/html|application\/xhtml|text\/xml|application\/xml|[^/]+\/[^;]*\+xml|text\/javascript|application\/javascript)/;
+
+/**
+ * What a file is stored and posted as. An image only from its bytes: a PNG, GIF, JPEG or WebP
+ * header with a sensible size (`w`, `h` from it); anything else the sender calls an image (an SVG,
+ * HTML) and any active type is a file of bytes. Audio and video as the sender says.
+ */
+function kindOf(file: Attachment): {
+  msgtype: string;
+  contentType: string;
+  w?: number;
+  h?: number;
+} {
+  const image = imageInfo(file.bytes);
+  if (image) return { msgtype: "m.image", contentType: image.mimetype, w: image.w, h: image.h };
+  if (ACTIVE_TYPE.test(file.contentType)) {
+    return { msgtype: "m.file", contentType: "application/octet-stream" };
+  }
+  const kind = file.contentType.split("/")[0];
+  return {
+    msgtype: kind === "video" || kind === "audio" ? `m.${kind}` : "m.file",
+    contentType: file.contentType,
+  };
+}
 
 /**
  * Uploads each file to the media repository (once per content: a repeat gets the same URI) and
@@ -117,10 +139,11 @@ export async function uploadFiles(
   const contents: Record<string, unknown>[] = [];
   for (const file of files) {
     const name = cleanName(file.fileName ?? "", MAX_FILE_NAME) || "file";
+    const { msgtype, contentType, ...size } = kindOf(file);
     let url: string;
     try {
       url = await context.homeserver.uploadMedia(file.bytes, {
-        contentType: file.contentType,
+        contentType,
         fileName: name,
       });
     } catch (error) {
@@ -130,14 +153,12 @@ export async function uploadFiles(
       }
       throw error;
     }
-    const msgtype = msgtypeOf(file.contentType);
-    const size = msgtype === "m.image" ? imageSize(file.bytes) : undefined;
     contents.push({
       msgtype,
       body: name,
       filename: name,
       url,
-      info: { mimetype: file.contentType, size: file.bytes.byteLength, ...size },
+      info: { mimetype: contentType, size: file.bytes.byteLength, ...size },
     });
   }
   return contents;

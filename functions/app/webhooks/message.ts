@@ -1,5 +1,4 @@
-import { type AppRequest, badJson, parseJson } from "../../appservice/api.ts";
-import { cleanName, cleanText } from "./text.ts";
+import { type AppRequest, badJson, cleanName, cleanText, parseJson } from "../../appservice/api.ts";
 
 /** The message types a payload may ask for; a webhook's default is one of the first two. */
 export const MSGTYPES = ["m.text", "m.notice", "m.emote"] as const;

@@ -35,6 +35,12 @@ const byRoom = (roomId: string) => `outbound-in:${roomId}`;
 const ALL = "outbound";
 const allKey = (roomId: string, name: string) => `${roomId}\n${name}`;
 
+/**
+ * The most outbound webhooks a room has: each message of the room is queued once for each, so a
+ * room's messages cost at most this many deliveries.
+ */
+export const MAX_OUTBOUND_PER_ROOM = 5;
+
 /** A delivery that still fails a day after its message is dead-lettered with the reason. */
 const OUTBOUND_RETRY_MS = 24 * 60 * 60 * 1000;
 /** The longest target URL taken: it rides in every queued delivery. */
@@ -178,6 +184,17 @@ export async function onOutboundCommand(
   }
   if (problem) {
     await reply(`I cannot deliver to that URL: ${problem}.`);
+    return;
+  }
+  // The room's events are handled one at a time (one queue group): no other command races this.
+  const existing = await listOutbound(data, roomId);
+  if (
+    existing.length >= MAX_OUTBOUND_PER_ROOM &&
+    !existing.some((webhook) => webhook.commandEventId === event.event_id)
+  ) {
+    await reply(
+      `This room has ${MAX_OUTBOUND_PER_ROOM} outbound webhooks, the most it may: remove one first (!webhook out remove <name>).`,
+    );
     return;
   }
   const webhook: OutboundWebhook = {
@@ -343,7 +360,10 @@ export async function deliverToOutboundWebhooks(
           : { body: body.toString("base64"), bodyEncoding: "base64" as const }),
       },
       {
+        // Each webhook in its own order: a target that is down holds back its own deliveries,
+        // never another webhook's of the room (to the same origin, they shared one for a day).
         orderedWith: event.room_id,
+        orderKey: webhook.commandEventId,
         retryForMs: OUTBOUND_RETRY_MS,
         outcomeKey: outcomeKey(webhook),
       },

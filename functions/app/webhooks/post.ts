@@ -51,8 +51,11 @@ function messageContent(text: string, html: string, msgtype: Msgtype): Record<st
 const TRANSFORMATION_ERRORS = "webhook-transformation-errors";
 
 /**
- * Runs the webhook's transformation on the payload. A failure is told to the room once per
- * version of the code (not per request), and answered 422.
+ * Runs the webhook's transformation on the payload. A failure of its code is told to the room
+ * once per version of the code and kind of failure (not per request), in words of ours alone: the
+ * message of an error may be the payload's text, which a sender must not put in the room (nor,
+ * by failing first, hide the room's real failures behind). The sender gets it all, with a 422.
+ * A run that never started (no engine) is no fault of the code: 503, and the room is not told.
  */
 async function transform(
   webhook: Webhook,
@@ -62,38 +65,58 @@ async function transform(
   const transformation = webhook.transformation as Transformation;
   const code =
     "preset" in transformation ? PRESETS[transformation.preset as PresetName] : transformation.code;
-  const { runTransformation } = await import("./sandbox.ts");
+  const { runTransformation, TransformationError } = await import("./sandbox.ts");
+  let result: unknown;
   try {
-    return messageOfResult(await runTransformation(code ?? "return null;", payload));
+    result = await runTransformation(code ?? "return null;", payload);
   } catch (error) {
-    const reason =
-      error instanceof MatrixError ? `its result: ${error.message}` : (error as Error).message;
-    const errorKey = `${webhook.roomId}
-${webhook.name}
-${sha256(code ?? "")}`;
-    const first = await context.data.write([
-      {
-        collection: TRANSFORMATION_ERRORS,
-        key: errorKey,
-        value: { reason },
-        ifAbsent: true,
-        expiresAt: Date.now() + IDEMPOTENCY_KEY_TTL_MS * 30,
-      },
-    ]);
-    if (first) {
-      await context.actions.sendNotice(
-        webhook.roomId,
-        `Webhook ${webhook.name}: its transformation failed (${reason}). Later failures of this version are not reported; change it with !webhook transform ${webhook.name}.`,
-      );
+    if (!(error instanceof TransformationError)) throw error;
+    if (!error.ofTheCode) {
+      throw new MatrixError(503, "M_UNKNOWN", `The transformation could not run: try again later`);
     }
-    context.log.info("webhook transformation failed", { name: webhook.name, reason, first });
-    throw new MatrixError(422, "M_UNKNOWN", `The webhook's transformation failed: ${reason}`);
+    await transformationFailed(webhook, code, error.kind, error.message, context);
+  }
+  try {
+    return messageOfResult(result);
+  } catch (error) {
+    if (!(error instanceof MatrixError)) throw error;
+    // Our own words (which field is wrong): safe to tell the room.
+    const reason = `its result: ${error.message}`;
+    return transformationFailed(webhook, code, reason, reason, context);
   }
 }
 
-/** What a request posts: its text (if any), then its files' messages, in order. */
+async function transformationFailed(
+  webhook: Webhook,
+  code: string | undefined,
+  kind: string,
+  reason: string,
+  context: ServiceContext,
+): Promise<never> {
+  const errorKey = `${webhook.roomId}\n${webhook.name}\n${sha256(code ?? "")}\n${kind}`;
+  const first = await context.data.write([
+    {
+      collection: TRANSFORMATION_ERRORS,
+      key: errorKey,
+      value: { kind },
+      ifAbsent: true,
+      expiresAt: Date.now() + IDEMPOTENCY_KEY_TTL_MS * 30,
+    },
+  ]);
+  if (first) {
+    await context.actions.sendNotice(
+      webhook.roomId,
+      `Webhook ${webhook.name}: its transformation failed on a payload (${kind}). The sender was told why; later failures of this kind in this version are not reported. Change it with !webhook transform ${webhook.name}.`,
+    );
+  }
+  context.log.info("webhook transformation failed", { name: webhook.name, kind, first });
+  throw new MatrixError(422, "M_UNKNOWN", `The webhook's transformation failed: ${reason}`);
+}
+
+/** What a request posts: its text's content (if any), then its files' messages, in order. */
 interface WebhookPost {
   message: WebhookMessage;
+  text: Record<string, unknown> | undefined;
   files: Record<string, unknown>[];
 }
 
@@ -103,14 +126,27 @@ async function textContent(
   message: WebhookMessage,
 ): Promise<Record<string, unknown> | undefined> {
   if (!message.text.trim()) return undefined;
+  // The size is checked before each step that costs time (Markdown, the sanitizer): a 4 MiB
+  // table took 16 s to render only to be refused after.
+  const textBytes = Buffer.byteLength(message.text);
+  const overLimit = (htmlBytes: number) => textBytes + htmlBytes > MAX_CONTENT_BYTES;
+  const refuse = (htmlBytes: number, what: string) =>
+    tooLarge(
+      `The message is over ${MAX_CONTENT_BYTES} bytes, the most a Matrix event holds: its text is ${textBytes} bytes, ${what} ${htmlBytes}`,
+    );
+  if (overLimit(message.html ? Buffer.byteLength(message.html) : 0)) {
+    throw refuse(message.html ? Buffer.byteLength(message.html) : 0, "its html");
+  }
   // Loaded on first use: the functions that bundle the application but never render (events,
   // queries) do not pay for markdown-it and sanitize-html at cold start.
   const { renderMarkdown, sanitizeMatrixHtml } = await import("./render.ts");
   // An `html` that sanitizes to nothing falls back to the text's rendering.
-  const html = (message.html && sanitizeMatrixHtml(message.html)) || renderMarkdown(message.text);
-  if (Buffer.byteLength(message.text) + Buffer.byteLength(html) > MAX_CONTENT_BYTES) {
-    throw tooLarge("The message is too large for a Matrix event once rendered");
-  }
+  const html =
+    (message.html && sanitizeMatrixHtml(message.html)) ||
+    renderMarkdown(message.text, (rendered) => {
+      if (overLimit(rendered)) throw refuse(rendered, "rendered as HTML");
+    });
+  if (overLimit(Buffer.byteLength(html))) throw refuse(Buffer.byteLength(html), "its HTML");
   return messageContent(message.text, html, message.msgtype ?? webhook.msgtype ?? "m.text");
 }
 
@@ -122,7 +158,7 @@ async function textContent(
  */
 async function postMessages(
   webhook: Webhook,
-  { message, files }: WebhookPost,
+  { message, text, files }: WebhookPost,
   seed: string | undefined,
   recordEventIds: boolean,
   context: ServiceContext,
@@ -133,7 +169,6 @@ async function postMessages(
     ).withServerErrorLimit(WEBHOOK_MAX_SERVER_ERRORS);
     return recordEventIds ? actions.recordingEventIds() : actions;
   };
-  const text = await textContent(webhook, message);
   const { data } = context;
   const userId = webhook.userId ?? webhookUserId(context, webhook.roomId, webhook.name);
   const displayName = message.username ?? webhook.name;
@@ -237,11 +272,13 @@ async function acceptMessage(
     ? await transform(webhook, payload, context)
     : messageOf(payload, files.length > 0);
   if (!message) return { status: 204 };
-  // Uploaded before anything is sent: a file refused (too large) posts nothing.
+  // Rendered, then uploaded, before anything is sent: a text or a file refused (too large) posts
+  // nothing, and a text refused uploads nothing.
+  const text = await textContent(webhook, message);
   const fileContents = await uploadFiles(files, context);
   const sendIds = await postMessages(
     webhook,
-    { message, files: fileContents },
+    { message, text, files: fileContents },
     seed,
     wait,
     context,

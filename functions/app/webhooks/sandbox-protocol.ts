@@ -17,5 +17,45 @@ export interface SandboxRequest {
   compileOnly: boolean;
 }
 
-/** Its answer: the result as a JSON value, or why the code failed. */
-export type SandboxReply = { id: number; value: unknown } | { id: number; error: string };
+/**
+ * What kind of failure, in words of ours alone: what a room is told. The `error` beside it may
+ * hold text of the payload's (a message the code built from it), so it goes to the sender only.
+ */
+export type FailureKind =
+  | "Error"
+  | "TypeError"
+  | "RangeError"
+  | "ReferenceError"
+  | "SyntaxError"
+  | "URIError"
+  | "EvalError"
+  | "AggregateError"
+  | "InternalError"
+  | "a thrown value"
+  | "over the time limit"
+  | "out of memory"
+  | "stack overflow"
+  | "result too large"
+  | "result not JSON"
+  | "the engine failed";
+
+/** Names of errors the engine itself defines: any other name is a thrown value's. */
+export const ERROR_NAMES: readonly FailureKind[] = [
+  "Error",
+  "TypeError",
+  "RangeError",
+  "ReferenceError",
+  "SyntaxError",
+  "URIError",
+  "EvalError",
+  "AggregateError",
+  "InternalError",
+];
+
+/**
+ * Its answer: the result as a JSON value, or why the code failed. `broken`: the engine may be
+ * left in a bad state (a failure that was not the code's): the host replaces its thread.
+ */
+export type SandboxReply =
+  | { id: number; value: unknown }
+  | { id: number; error: string; kind: FailureKind; broken?: boolean };

@@ -4,6 +4,8 @@
 import { parentPort } from "node:worker_threads";
 import { newQuickJSWASMModuleFromVariant, type QuickJSWASMModule } from "quickjs-emscripten-core";
 import {
+  ERROR_NAMES,
+  type FailureKind,
   type SandboxReply,
   type SandboxRequest,
   TRANSFORMATION_MEMORY_BYTES,
@@ -16,27 +18,49 @@ const MAX_RESULT_BYTES = 128 * 1024;
 
 /**
  * The code as the body of a function of `data` that returns the message: `return {…}` or, as
- * hookshot's scripts do, `result = {…}`. Its value leaves the engine as JSON text.
+ * hookshot's scripts do, `result = {…}`. Its value leaves the engine as JSON text, written by the
+ * `JSON.stringify` taken before the code ran (the code may replace the global one).
  */
 const program = (code: string, dataJson: string) =>
   `"use strict";
+const __stringify = JSON.stringify;
 const __result = (function (data) {
 let result;
 ${code}
 ;return result;
 })(JSON.parse(${JSON.stringify(dataJson)}));
-JSON.stringify(__result === undefined ? null : __result) ?? "null";`;
+__stringify(__result === undefined ? null : __result) ?? "null";`;
 
-class Failure extends Error {}
+/** A failure of the code's, with its kind (our words) and its message (maybe the payload's). */
+class Failure extends Error {
+  constructor(
+    message: string,
+    readonly kind: FailureKind,
+  ) {
+    super(message);
+  }
+}
 
 // The error's name and message only: its stack names lines of the wrapper, not of the code.
-function describeThrown(thrown: { name?: unknown; message?: unknown } | null): string {
+function failureOf(thrown: { name?: unknown; message?: unknown } | null): Failure {
   if (thrown === null || typeof thrown !== "object") {
-    return `it threw ${String(JSON.stringify(thrown)).slice(0, 200)}`;
+    return new Failure(
+      `it threw ${String(JSON.stringify(thrown)).slice(0, 200)}`,
+      "a thrown value",
+    );
   }
   const name = typeof thrown.name === "string" ? thrown.name : "Error";
   const message = typeof thrown.message === "string" ? thrown.message : "";
-  return `${name}: ${message}`.slice(0, 300);
+  const engineError = (ERROR_NAMES as readonly string[]).includes(name);
+  const kind: FailureKind =
+    name === "InternalError" && /out of memory/.test(message)
+      ? "out of memory"
+      : name === "InternalError" && /stack overflow/.test(message)
+        ? "stack overflow"
+        : engineError
+          ? (name as FailureKind)
+          : "a thrown value";
+  return new Failure(`${name}: ${message}`.slice(0, 300), kind);
 }
 
 /**
@@ -64,22 +88,26 @@ function evaluate(quickjs: QuickJSWASMModule, request: SandboxRequest, timed = t
       if (outcome.error) {
         const thrown = vm.dump(outcome.error) as { name?: unknown; message?: unknown } | null;
         outcome.error.dispose();
-        throw new Failure(
-          interrupted
-            ? `stopped: it ran over ${TRANSFORMATION_TIME_MS} ms`
-            : describeThrown(thrown),
-        );
+        throw interrupted
+          ? new Failure(`stopped: it ran over ${TRANSFORMATION_TIME_MS} ms`, "over the time limit")
+          : failureOf(thrown);
       }
       if (request.compileOnly) {
         outcome.value.dispose();
         return null;
       }
-      const json = vm.getString(outcome.value);
+      const isString = vm.typeof(outcome.value) === "string";
+      const json = isString ? vm.getString(outcome.value) : "";
       outcome.value.dispose();
+      if (!isString) throw new Failure("its result cannot be written as JSON", "result not JSON");
       if (Buffer.byteLength(json) > MAX_RESULT_BYTES) {
-        throw new Failure(`its result is over ${MAX_RESULT_BYTES} bytes`);
+        throw new Failure(`its result is over ${MAX_RESULT_BYTES} bytes`, "result too large");
       }
-      return JSON.parse(json);
+      try {
+        return JSON.parse(json);
+      } catch {
+        throw new Failure("its result is not JSON", "result not JSON");
+      }
     } finally {
       vm.dispose();
     }
@@ -111,9 +139,17 @@ port.on("message", (request: SandboxRequest) => {
   try {
     reply = { id: request.id, value: evaluate(quickjs, request) };
   } catch (error) {
-    // Anything else is the engine's own failure: the host replaces this thread.
-    if (!(error instanceof Failure)) throw error;
-    reply = { id: request.id, error: error.message };
+    // Anything else is the engine's own failure, answered for this run alone: the host replaces
+    // this thread, and no other run is touched.
+    reply =
+      error instanceof Failure
+        ? { id: request.id, error: error.message, kind: error.kind }
+        : {
+            id: request.id,
+            error: `the engine failed: ${(error as Error).message}`.slice(0, 300),
+            kind: "the engine failed",
+            broken: true,
+          };
   }
   port.postMessage(reply);
 });
