@@ -62,6 +62,8 @@ export interface Platform<L extends Log = Log> {
   /** The inbound queue's visibility timeout, which bounds the events' lease. */
   inboundVisibilityTimeoutSeconds?: number;
   leaseMs?: number;
+  /** The events function's timeout (local mode's, shortened by tests). @default `EVENTS_TIMEOUT_MS` */
+  eventsTimeoutMs?: number;
   inboundRetry?: InboundRetryPolicy;
   backoff?: BackoffPolicy;
   /** How long a room creation's claim holds (`HttpHomeserverCalls`). */
@@ -161,6 +163,7 @@ export async function eventsDeps<L extends Log>(
       platform.leaseMs ??
       eventsLeaseMs(
         platform.inboundVisibilityTimeoutSeconds ?? visibilityTimeoutSeconds(EVENTS_TIMEOUT_MS),
+        platform.eventsTimeoutMs,
       ),
     metrics: platform.metrics,
     control: new SqsMessageControl(
@@ -169,7 +172,11 @@ export async function eventsDeps<L extends Log>(
       config.inboundDeadLetterQueueUrl,
     ),
     retry: platform.inboundRetry ?? INBOUND_RETRY,
-    recordBudgetMs: EVENTS_RECORD_BUDGET_MS,
+    // A shortened timeout (tests) still leaves each message time to start.
+    recordBudgetMs: Math.min(
+      EVENTS_RECORD_BUDGET_MS,
+      (platform.eventsTimeoutMs ?? EVENTS_TIMEOUT_MS) / 2,
+    ),
   };
 }
 

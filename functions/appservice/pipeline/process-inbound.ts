@@ -3,7 +3,7 @@ import { queueJson, type ReceivedMessageControl, RetryLater } from "../../queue/
 import { sha256 } from "../../shared/hash.ts";
 import type { Log } from "../../shared/log.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
-import type { ClaimStore } from "../../store/store.ts";
+import { ABANDONED_RUN_REASON, type ClaimStore, holdsClaim } from "../../store/store.ts";
 import type { ApplicationContext, ApplicationEvents, ServiceContext } from "../application.ts";
 import type { InboundItem, InboundMessage } from "./inbound.ts";
 
@@ -91,6 +91,10 @@ const reasonOf = (error: unknown) =>
  * claimed together, each with a lease; those already done are skipped. Each success is marked
  * done at once (without waiting for it before the next item).
  *
+ * A run that ended unanswered (a timeout or a crash: its leases ran out) is counted as a failed
+ * run of the first item it had not finished; at `maxAttempts` that item is set aside without
+ * running again, and the items after it go on.
+ *
  * When the application throws, the error is logged and counted on that item's claim record. Short
  * of `maxAttempts`, the claims not yet done are released and a `RetryLater` asks for the message
  * again after a backoff (the items before the failed one are then skipped as done). At
@@ -104,6 +108,9 @@ export async function processInboundMessage(
 ): Promise<ProcessOutcome> {
   const keys = [...new Set(message.items.map(claimKey))];
   const claimed = await claims.claim(keys, owner, leaseMs);
+  // A run that timed out or died ended on the first item it had not finished: only that one's
+  // run is counted as failed; the items after it never started.
+  const abandonedKey = keys.find((key) => claimed.get(key) === "taken over");
   const outcome: ProcessOutcome = { handled: 0, duplicates: 0, deadLettered: 0 };
   const completions: Promise<void>[] = [];
   // Keys this run finished with: a repeat within the message is a duplicate too.
@@ -135,45 +142,71 @@ export async function processInboundMessage(
     return attempt;
   };
 
+  /** Sets the item alone aside in the dead-letter queue, with the reason. */
+  const setAside = async (item: InboundItem, key: string, reason: string, attempts: number) => {
+    await deadLetters.deadLetter({
+      groupId,
+      deduplicationId: sha256(key),
+      body: queueJson({
+        txnId: message.txnId,
+        item,
+        reason: { error: reason },
+        attempts,
+        failedAt: new Date().toISOString(),
+      }),
+    });
+    outcome.deadLettered++;
+  };
+
   try {
     for (const item of message.items) {
       const key = claimKey(item);
-      if (claimed.get(key) === "done" || finished.has(key)) {
+      const claim = claimed.get(key);
+      if (claim === "done" || finished.has(key)) {
         outcome.duplicates++;
         log.debug("duplicate skipped", { txnId: message.txnId, kind: item.kind, id: item.id });
         continue;
       }
-      if (claimed.get(key) === "busy") {
+      if (claim === "busy") {
         // Not a failure of the item: try again once the other lease has run out.
         throw new RetryLater(
           Math.ceil(leaseMs / 1000),
           `${item.kind} ${item.id} is being processed elsewhere`,
         );
       }
-      try {
-        await deliver(item, application, { ...contextFor(key), txnId: message.txnId });
-        outcome.handled++;
-      } catch (error) {
-        const attempts = await recordFailure(item, key, error);
-        if (attempts < retry.maxAttempts) {
-          throw new RetryLater(
-            backoffSeconds(Math.max(0, attempts - 1), retry.backoff),
-            `${item.kind} ${item.id} failed (attempt ${attempts} of ${retry.maxAttempts})`,
-            { cause: error },
-          );
-        }
-        await deadLetters.deadLetter({
-          groupId,
-          deduplicationId: sha256(key),
-          body: queueJson({
+      let abandonedRuns: number | undefined;
+      if (key === abandonedKey) {
+        abandonedRuns = await claims.countAbandonedRun(key, owner);
+        // Logged here: the run that timed out or died could not log its own end.
+        log.error(
+          abandonedRuns >= retry.maxAttempts
+            ? "an item's run ended without an answer (a timeout or a crash) for the last time: it goes to the dead-letter queue"
+            : "an item's run ended without an answer (a timeout or a crash): it runs again",
+          {
             txnId: message.txnId,
-            item,
-            reason: { error: reasonOf(error) },
-            attempts,
-            failedAt: new Date().toISOString(),
-          }),
-        });
-        outcome.deadLettered++;
+            ...describeItem(item),
+            attempt: abandonedRuns,
+            maxAttempts: retry.maxAttempts,
+          },
+        );
+      }
+      if (abandonedRuns !== undefined && abandonedRuns >= retry.maxAttempts) {
+        await setAside(item, key, ABANDONED_RUN_REASON, abandonedRuns);
+      } else {
+        try {
+          await deliver(item, application, { ...contextFor(key), txnId: message.txnId });
+          outcome.handled++;
+        } catch (error) {
+          const attempts = await recordFailure(item, key, error);
+          if (attempts < retry.maxAttempts) {
+            throw new RetryLater(
+              backoffSeconds(Math.max(0, attempts - 1), retry.backoff),
+              `${item.kind} ${item.id} failed (attempt ${attempts} of ${retry.maxAttempts})`,
+              { cause: error },
+            );
+          }
+          await setAside(item, key, reasonOf(error), attempts);
+        }
       }
       finished.add(key);
       const completion = claims.complete(key);
@@ -183,7 +216,7 @@ export async function processInboundMessage(
     }
   } catch (error) {
     const unfinished = keys.filter(
-      (key) => claimed.get(key) === "claimed" && !finished.has(key) && key !== failedKey,
+      (key) => holdsClaim(claimed.get(key)) && !finished.has(key) && key !== failedKey,
     );
     await Promise.all(
       unfinished.map((key) =>
