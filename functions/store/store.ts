@@ -61,3 +61,14 @@ export interface ClaimStore {
    */
   countAbandonedRun(key: string, owner: string): Promise<number>;
 }
+
+/**
+ * Inbound items too large for a queue message, kept under the hash of their JSON until their
+ * reference is handled (content-addressed: a retry writes the same thing again).
+ */
+export interface SetAsideItems {
+  /** Stores each item's JSON durably; resolves once all are stored. */
+  put(items: { sha256: string; json: string }[]): Promise<void>;
+  /** The JSON stored under this hash, or undefined if none is. */
+  get(sha256: string): Promise<string | undefined>;
+}

@@ -25,6 +25,7 @@ import type { Metrics } from "../shared/metrics.ts";
 import { HttpRemoteClient } from "../shared/remote-http.ts";
 import { deliveryOutcomes } from "../store/delivery-outcomes.ts";
 import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-data.ts";
+import { DynamoDbSetAsideItems } from "../store/dynamodb/set-aside-items.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import type { Config } from "./env.ts";
@@ -91,6 +92,7 @@ export async function transactionsDeps<L extends Log>(
     hsToken: await platform.secrets("hsToken"),
     transactions: stores(config.tableName, platform).wrapped,
     inboundQueue: new SqsFifoQueue(platform.sqs, config.inboundQueueUrl),
+    setAsideItems: new DynamoDbSetAsideItems(platform.dynamodb, config.tableName),
     log: platform.log,
     metrics: platform.metrics,
   };
@@ -158,6 +160,7 @@ export async function eventsDeps<L extends Log>(
   return {
     ...(await serviceDeps(config, platform)),
     claims: stores(config.tableName, platform).wrapped,
+    setAsideItems: new DynamoDbSetAsideItems(platform.dynamodb, config.tableName),
     application,
     leaseMs:
       platform.leaseMs ??

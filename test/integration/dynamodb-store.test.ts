@@ -156,6 +156,7 @@ describe("DynamoDbStore against DynamoDB Local", () => {
         log: noServices.log,
         leaseMs: 60_000,
         contextFor: (origin) => serviceContext(noServices, origin),
+        setAsideItems: { get: () => Promise.reject(new Error("no reference expected")) },
         retry: INBOUND_RETRY,
         deadLetters: { deadLetter: () => Promise.reject(new Error("no dead letter expected")) },
       },

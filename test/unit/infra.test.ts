@@ -299,6 +299,7 @@ describe("AppserviceStack", () => {
       MessageRetentionPeriod: 14 * 24 * 3600,
       DeduplicationScope: "messageGroup",
       FifoThroughputLimit: "perMessageGroupId",
+      MaximumMessageSize: 1_048_576,
     });
     for (const [, queue] of resources("AWS::SQS::Queue")) {
       expect([queue.DeletionPolicy, queue.UpdateReplacePolicy]).toEqual(["Retain", "Retain"]);
@@ -365,7 +366,14 @@ describe("AppserviceStack", () => {
       "sqs:ReceiveMessage",
     ];
     expect(actions("Events")).toEqual(
-      [...applicationGrants, ...consumer, "dynamodb:UpdateItem", "sqs:SendMessage"].sort(),
+      [
+        ...applicationGrants,
+        ...consumer,
+        "dynamodb:UpdateItem",
+        // The inbound items set aside (`INBOUND#`).
+        "dynamodb:Query",
+        "sqs:SendMessage",
+      ].sort(),
     );
     expect(actions("Outbox")).toEqual(
       [
@@ -502,6 +510,7 @@ describe("AppserviceStack", () => {
     ).toEqual({
       "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*", "CALLS#*"],
       "dynamodb:UpdateItem": ["EVENT#*", "ITEM#*", "sha256:*"],
+      "dynamodb:Query": ["INBOUND#*"],
     });
   });
 

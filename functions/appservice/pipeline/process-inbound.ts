@@ -3,9 +3,14 @@ import { queueJson, type ReceivedMessageControl, RetryLater } from "../../queue/
 import { sha256 } from "../../shared/hash.ts";
 import type { Log } from "../../shared/log.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
-import { ABANDONED_RUN_REASON, type ClaimStore, holdsClaim } from "../../store/store.ts";
+import {
+  ABANDONED_RUN_REASON,
+  type ClaimStore,
+  holdsClaim,
+  type SetAsideItems,
+} from "../../store/store.ts";
 import type { ApplicationContext, ApplicationEvents, ServiceContext } from "../application.ts";
-import type { InboundItem, InboundMessage } from "./inbound.ts";
+import type { InboundItem, InboundMessage, ItemReference } from "./inbound.ts";
 
 /** How an item the application fails on is retried, and when it is set aside. */
 export interface InboundRetryPolicy {
@@ -41,6 +46,8 @@ export interface ProcessInboundDeps {
   /** The handler's context for the item with this claim key. */
   contextFor(origin: string): ServiceContext;
   retry: InboundRetryPolicy;
+  /** Where the items queued by reference are kept. */
+  setAsideItems: Pick<SetAsideItems, "get">;
   /** Where an item that failed its every attempt is set aside, with the reason. */
   deadLetters: Pick<ReceivedMessageControl, "deadLetter">;
 }
@@ -59,8 +66,19 @@ export interface ProcessOutcome {
   deadLettered: number;
 }
 
-export const claimKey = (item: InboundItem) =>
-  item.kind === "event" ? claimKeys.event(item.id) : claimKeys.item(item.id);
+export const claimKey = (item: InboundItem | ItemReference) =>
+  (item.kind === "reference" ? item.of : item.kind) === "event"
+    ? claimKeys.event(item.id)
+    : claimKeys.item(item.id);
+
+/** The item a reference stands for, read back from where the ack path set it aside. */
+async function readSetAside(reference: ItemReference, store: Pick<SetAsideItems, "get">) {
+  const json = await store.get(reference.sha256);
+  if (json === undefined || sha256(json) !== reference.sha256) {
+    throw new Error(`the ${reference.of} ${reference.id} set aside is missing or incomplete`);
+  }
+  return JSON.parse(json) as InboundItem;
+}
 
 function deliver(item: InboundItem, application: ApplicationEvents, context: ApplicationContext) {
   switch (item.kind) {
@@ -76,9 +94,10 @@ function deliver(item: InboundItem, application: ApplicationEvents, context: App
 }
 
 /** What a log line or a dead letter says about an item: never its content. */
-const describeItem = (item: InboundItem) => ({
-  kind: item.kind,
+const describeItem = (item: InboundItem | ItemReference) => ({
+  kind: item.kind === "reference" ? item.of : item.kind,
   id: item.id,
+  ...(item.kind === "reference" && item.roomId && { roomId: item.roomId }),
   ...(item.kind === "event" && { roomId: item.event.room_id }),
   ...(item.kind === "ephemeral" && item.event.room_id && { roomId: item.event.room_id }),
 });
@@ -104,7 +123,16 @@ const reasonOf = (error: unknown) =>
 export async function processInboundMessage(
   message: InboundMessage,
   { owner, groupId }: InboundDelivery,
-  { claims, application, log, leaseMs, contextFor, retry, deadLetters }: ProcessInboundDeps,
+  {
+    claims,
+    application,
+    log,
+    leaseMs,
+    contextFor,
+    retry,
+    deadLetters,
+    setAsideItems,
+  }: ProcessInboundDeps,
 ): Promise<ProcessOutcome> {
   const keys = [...new Set(message.items.map(claimKey))];
   const claimed = await claims.claim(keys, owner, leaseMs);
@@ -119,7 +147,7 @@ export async function processInboundMessage(
   let failedKey: string | undefined;
 
   /** Counts a failed run on its claim; logs it once, whether or not the count could be kept. */
-  const recordFailure = async (item: InboundItem, key: string, error: unknown) => {
+  const recordFailure = async (item: InboundItem | ItemReference, key: string, error: unknown) => {
     let attempt: number | undefined;
     try {
       attempt = await claims.fail(key, owner, reasonOf(error));
@@ -143,7 +171,13 @@ export async function processInboundMessage(
   };
 
   /** Sets the item alone aside in the dead-letter queue, with the reason. */
-  const setAside = async (item: InboundItem, key: string, reason: string, attempts: number) => {
+  // A reference stays one in the dead letter: the item itself may be over a message's size.
+  const setAside = async (
+    item: InboundItem | ItemReference,
+    key: string,
+    reason: string,
+    attempts: number,
+  ) => {
     await deadLetters.deadLetter({
       groupId,
       deduplicationId: sha256(key),
@@ -194,7 +228,8 @@ export async function processInboundMessage(
         await setAside(item, key, ABANDONED_RUN_REASON, abandonedRuns);
       } else {
         try {
-          await deliver(item, application, { ...contextFor(key), txnId: message.txnId });
+          const whole = item.kind === "reference" ? await readSetAside(item, setAsideItems) : item;
+          await deliver(whole, application, { ...contextFor(key), txnId: message.txnId });
           outcome.handled++;
         } catch (error) {
           const attempts = await recordFailure(item, key, error);
