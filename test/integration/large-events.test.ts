@@ -49,4 +49,20 @@ describe("events too large for a queue message", () => {
     expect(handled.filter((e) => e.room_id === room)).toEqual(events.slice(0, 4));
     expect(handled.map((e) => e.event_id).sort()).toEqual(events.map((e) => e.event_id).sort());
   });
+
+  // Before: 413 past 6,000,000 bytes, below what Lambda takes (6,291,556, the body escaped).
+  it("a transaction of 6.1 MB, under Lambda's limit once escaped → 200; each event handled once", async () => {
+    const { application, events: handled } = recordingApplication();
+    const local = await startTestAppservice({ application });
+    onTestFinished(() => local.stop());
+    const events = Array.from({ length: 100 }, (_, i) =>
+      makeEvent(`!r${i % 7}:test.local`, "x".repeat(61_000)),
+    );
+    const body = JSON.stringify({ events });
+    expect(Buffer.byteLength(body)).toBeGreaterThan(6_100_000);
+    const token = local.registration.hs_token;
+    expect((await putTransaction(local.url, "1", body, { token })).status).toBe(200);
+    expect(await waitUntilDrained(local, 60_000)).toEqual(NO_DEAD_LETTERS);
+    expect(handled.map((e) => e.event_id).sort()).toEqual(events.map((e) => e.event_id).sort());
+  });
 });
