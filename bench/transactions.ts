@@ -70,7 +70,7 @@ const prepare = (eventsPerTxn: number): Prepared => {
   return {
     txnId,
     events: transaction.events,
-    messages: inboundMessages(txnId, transaction),
+    messages: inboundMessages(txnId, transaction).messages,
     bodyHash: transactionHash(transaction),
   };
 };
@@ -244,7 +244,7 @@ for (const { concurrency, eventsPerTxn, results } of scenarios.filter((s) => s.c
       `  parse (size and depth checks, JSON.parse) ${ms(cpuTime(() => jsonBody(event)))}`,
       `  validate (parseTransaction) ${ms(cpuTime(() => parseTransaction(JSON.parse(body))) - cpuTime(() => JSON.parse(body)))}`,
       `  hash (transactionHash) ${ms(cpuTime(() => transactionHash(transaction)))}`,
-      `  messages (inboundMessages) ${ms(cpuTime(() => inboundMessages(txnId, transaction)))}`,
+      `  messages (inboundMessages) ${ms(cpuTime(() => inboundMessages(txnId, transaction).messages))}`,
       `  enqueue (SendMessageBatch) ${part(results.get("bare"))}, record (conditional PutItem) ${part(results.get("record"))}, both at once ${part(results.get("floor"))}`,
       `  the ack ${part(results.get("ours"))}`,
     ].join("\n"),

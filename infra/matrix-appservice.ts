@@ -58,6 +58,7 @@ import {
 } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
 import { OUTCOME_LOG_MESSAGES } from "../functions/matrix/outbox.ts";
+import { MAX_MESSAGE_BYTES } from "../functions/queue/queue.ts";
 import { addressPolicy } from "../functions/shared/address-policy.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
 import { DELIVERY_OUTCOMES_COLLECTION } from "../functions/store/delivery-outcomes.ts";
@@ -66,6 +67,7 @@ import {
   CALL_RECORDS_KEY_PREFIX,
 } from "../functions/store/dynamodb/app-data.ts";
 import { DEAD_LETTER_KEY_PREFIX } from "../functions/store/dynamodb/dead-letters.ts";
+import { SET_ASIDE_KEY_PREFIX } from "../functions/store/dynamodb/set-aside-items.ts";
 import { HASHED_KEY_PREFIX, SERVER_ERRORS_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
 import type { ApplicationName } from "../functions/wiring/application.ts";
@@ -298,6 +300,8 @@ export class MatrixAppservice extends Construct {
       encryption: QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
       retentionPeriod: QUEUE_RETENTION,
+      // SQS's most: an inbound item over it is set aside in the table and queued by reference.
+      maxMessageSizeBytes: MAX_MESSAGE_BYTES,
       removalPolicy: RemovalPolicy.RETAIN,
     };
     this.inboundDeadLetterQueue = new Queue(this, "InboundDeadLetterQueue", fifo);
@@ -540,6 +544,8 @@ export class MatrixAppservice extends Construct {
       ["UpdateItem"],
       [CLAIM_KEY_PREFIXES.event, CLAIM_KEY_PREFIXES.item, HASHED_KEY_PREFIX],
     );
+    // The inbound items too large for a message, which the transactions function set aside.
+    tableActions(events, ["Query"], [SET_ASIDE_KEY_PREFIX]);
     sendTo(events, this.inboundDeadLetterQueue);
     // Queries claim the creation of a user or alias, and remember registered users.
     tableActions(queries, ["GetItem", "PutItem", "UpdateItem"]);

@@ -9,7 +9,7 @@ import {
 import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
 import type { ReceivedMessageControl } from "../queue/queue.ts";
 import type { Metrics } from "../shared/metrics.ts";
-import type { ClaimStore } from "../store/store.ts";
+import type { ClaimStore, SetAsideItems } from "../store/store.ts";
 // The application's part this function runs, and only that part's code and packages.
 import { eventsPart } from "../wiring/application.ts";
 import { eventsDeps } from "../wiring/deps.ts";
@@ -20,6 +20,8 @@ import { flushMetrics } from "./shared/metrics.ts";
 
 export interface EventsDeps extends ServiceDeps {
   claims: ClaimStore;
+  /** The items queued by reference, too large for a message. */
+  setAsideItems: Pick<SetAsideItems, "get">;
   application: ApplicationEvents;
   /** Lease on an item being processed; must run out before the message is visible again. */
   leaseMs: number;

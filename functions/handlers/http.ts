@@ -4,17 +4,15 @@ import { badJson, MatrixError, parseJson, tooLarge } from "../shared/errors.ts";
 import type { Log } from "../shared/log.ts";
 
 /**
- * The largest request body read: about Lambda's own 6 MB invocation limit. A full Synapse
- * transaction (100 events of at most 64 KiB) fits.
- */
-export const MAX_BODY_BYTES = 6 * 1000 * 1000;
-
-/**
  * Lambda's limit on a synchronous invocation's request: the whole event as JSON, in which the
  * body is escaped (every `"` of a JSON body becomes `\"`). API Gateway cannot deliver a larger
- * request to the function at all.
+ * request to the function at all: a full Synapse transaction (100 events of up to 64 KiB, 6.5 MB)
+ * may not fit (docs/reliability.md, "Size").
  */
 export const LAMBDA_EVENT_MAX_BYTES = 6_291_556;
+
+/** The largest request body read: no body over Lambda's limit could reach a function. */
+export const MAX_BODY_BYTES = LAMBDA_EVENT_MAX_BYTES;
 
 export const jsonResponse = (
   statusCode: number,

@@ -7,7 +7,7 @@ import type { FifoQueue } from "../queue/queue.ts";
 import { badJson } from "../shared/errors.ts";
 import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
-import type { TransactionStore } from "../store/store.ts";
+import type { SetAsideItems, TransactionStore } from "../store/store.ts";
 import { transactionsDeps } from "../wiring/deps.ts";
 import { jsonBody, jsonResponse, matrixErrors } from "./http.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
@@ -19,6 +19,7 @@ export interface TransactionsDeps {
   metrics: Metrics;
   transactions: TransactionStore;
   inboundQueue: FifoQueue;
+  setAsideItems: SetAsideItems;
   log: Log;
 }
 

@@ -45,6 +45,7 @@ export type Tuning = Pick<
   Platform,
   | "inboundVisibilityTimeoutSeconds"
   | "leaseMs"
+  | "eventsTimeoutMs"
   | "inboundRetry"
   | "backoff"
   | "claimLeaseMs"
@@ -114,6 +115,6 @@ export async function startConsumer(
     queueUrl: queues.inbound.url,
     queueArn: queues.inbound.arn,
     handler: createEventsHandler(await eventsDeps(settings.events, platform, application)),
-    timeoutMs: EVENTS_TIMEOUT_MS,
+    timeoutMs: platform.eventsTimeoutMs ?? EVENTS_TIMEOUT_MS,
   });
 }

@@ -72,6 +72,11 @@ export interface LocalOptions {
   /** How the events consumer retries an item the application fails on. */
   inboundRetry?: InboundRetryPolicy;
   leaseMs?: number;
+  /**
+   * The events function's timeout: a batch still running then is abandoned, as Lambda ends it.
+   * @default `EVENTS_TIMEOUT_MS`
+   */
+  eventsTimeoutMs?: number;
   pollers?: number;
   log?: Log;
   /** The outbox's retry policy for 5xx, timeouts and refused connections. */
@@ -305,6 +310,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     const tuning: Tuning = {
       inboundVisibilityTimeoutSeconds: visibilityTimeoutSeconds,
       ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
+      ...(options.eventsTimeoutMs !== undefined && { eventsTimeoutMs: options.eventsTimeoutMs }),
       ...(options.inboundRetry && { inboundRetry: options.inboundRetry }),
       ...(options.backoff && { backoff: options.backoff }),
       ...(options.claimLeaseMs !== undefined && { claimLeaseMs: options.claimLeaseMs }),

@@ -95,15 +95,26 @@ export function startPoller(options: PollerOptions): {
   const handle = async (messages: Message[]) => {
     const records = messages.map((message) => toRecord(message, queueArn));
     let failed: Set<string>;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      const response = await handler(
-        { Records: records },
-        lambdaContext(options.functionName, options.timeoutMs),
-      );
+      // Lambda ends an invocation at its timeout, and its batch comes back after the visibility
+      // timeout: the run left behind here is no longer waited for.
+      const timedOut = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`Task timed out after ${options.timeoutMs / 1000} seconds`)),
+          options.timeoutMs,
+        );
+      });
+      const response = await Promise.race([
+        handler({ Records: records }, lambdaContext(options.functionName, options.timeoutMs)),
+        timedOut,
+      ]);
       failed = new Set(response?.batchItemFailures.map((f) => f.itemIdentifier) ?? []);
     } catch (error) {
       log.error("handler failed; the whole batch will be retried", { queueUrl, error });
       return;
+    } finally {
+      clearTimeout(timer);
     }
     const done = records.filter((record) => !failed.has(record.messageId));
     if (done.length === 0) return;

@@ -1,4 +1,5 @@
 import { CreateQueueCommand, GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import { MAX_MESSAGE_BYTES } from "../queue/queue.ts";
 
 export interface FifoQueueWithDlq {
   url: string;
@@ -15,11 +16,12 @@ export async function ensureFifoQueue(
   name: string,
   options: { visibilityTimeoutSeconds: number; maxReceiveCount: number },
 ): Promise<FifoQueueWithDlq> {
-  // Kept 14 days, as in AWS.
+  // Kept 14 days, and messages up to 1 MiB, as in AWS.
   const fifo = {
     FifoQueue: "true",
     ContentBasedDeduplication: "false",
     MessageRetentionPeriod: String(14 * 24 * 3600),
+    MaximumMessageSize: String(MAX_MESSAGE_BYTES),
   };
   const dlq = await sqs.send(
     new CreateQueueCommand({ QueueName: `${name}-dlq.fifo`, Attributes: fifo }),

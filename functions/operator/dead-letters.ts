@@ -1,4 +1,4 @@
-import type { InboundItem, InboundMessage } from "../appservice/pipeline/inbound.ts";
+import type { InboundItem, InboundMessage, ItemReference } from "../appservice/pipeline/inbound.ts";
 import { claimKey } from "../appservice/pipeline/process-inbound.ts";
 import type { FailureReason } from "../matrix/outbox.ts";
 import type { QueuedAction } from "../matrix/request.ts";
@@ -31,7 +31,13 @@ const REDRIVEN = "set aside by the queue after its receive limit (never decided 
 
 type Parsed =
   | { shape: "action"; action: QueuedAction; reason: FailureReason; attempts?: number }
-  | { shape: "item"; txnId: string; item: InboundItem; reason: FailureReason; attempts?: number }
+  | {
+      shape: "item";
+      txnId: string;
+      item: InboundItem | ItemReference;
+      reason: FailureReason;
+      attempts?: number;
+    }
   | { shape: "message"; message: InboundMessage }
   /** An outbound message that was no action, set aside as `{body, reason, …}`: not replayable. */
   | { shape: "body"; reason: FailureReason; attempts?: number }
@@ -47,7 +53,7 @@ const isAction = (value: unknown): value is QueuedAction =>
   (value.kind === "delivery"
     ? isObject(value.delivery)
     : typeof value.userId === "string" && isObject(value.request));
-const isItem = (value: unknown): value is InboundItem =>
+const isItem = (value: unknown): value is InboundItem | ItemReference =>
   isObject(value) && typeof value.kind === "string" && typeof value.id === "string";
 const reasonOf = (value: unknown): FailureReason =>
   isObject(value) && typeof value.error === "string"
@@ -99,8 +105,12 @@ function parse(letter: StoredDeadLetter): Parsed {
   return { shape: "unreadable" };
 }
 
-const roomOfItem = (item: InboundItem): string | undefined =>
-  item.kind === "event" || item.kind === "ephemeral" ? item.event.room_id : undefined;
+const roomOfItem = (item: InboundItem | ItemReference): string | undefined =>
+  item.kind === "reference"
+    ? item.roomId
+    : item.kind === "event" || item.kind === "ephemeral"
+      ? item.event.room_id
+      : undefined;
 
 export function viewDeadLetter(letter: StoredDeadLetter, now: number): DeadLetterView {
   const parsed = parse(letter);
@@ -130,7 +140,7 @@ export function viewDeadLetter(letter: StoredDeadLetter, now: number): DeadLette
       const roomId = roomOfItem(parsed.item);
       return {
         ...base,
-        kind: parsed.item.kind,
+        kind: parsed.item.kind === "reference" ? parsed.item.of : parsed.item.kind,
         ...(roomId && { roomId }),
         reason: parsed.reason,
         ...(parsed.attempts !== undefined && { attempts: parsed.attempts }),

@@ -27,8 +27,11 @@ export const queueJson = (value: unknown): string =>
     char.split("").map(escapeUnit).join(""),
   );
 
-/** SQS's size limit for one message and for one batch request (the lowest a queue may have). */
-export const MAX_MESSAGE_BYTES = 256 * 1024;
+/**
+ * SQS's size limit for one message and for one batch request: the most a queue may be set to
+ * (the stack and local mode set their queues so).
+ */
+export const MAX_MESSAGE_BYTES = 1024 * 1024;
 
 /** What a consumer may do with a message it received, beyond succeeding or failing. */
 export interface ReceivedMessageControl {

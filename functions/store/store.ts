@@ -26,10 +26,19 @@ export interface TransactionHistory {
 }
 
 /**
- * `claimed`: this caller holds the lease and must complete, release or fail it;
+ * `claimed`: this caller holds the lease and must complete, release or fail it; `taken over`: the
+ * same, from a lease that ran out (the run holding it timed out or died);
  * `done`: already processed (or set aside); `busy`: another caller holds an unexpired lease.
  */
-export type ClaimOutcome = "claimed" | "done" | "busy";
+export type ClaimOutcome = "claimed" | "taken over" | "done" | "busy";
+
+/** Whether the caller holds the lease after this outcome. */
+export const holdsClaim = (outcome: ClaimOutcome | undefined): boolean =>
+  outcome === "claimed" || outcome === "taken over";
+
+/** The reason a claim record keeps for a run that ended unanswered. */
+export const ABANDONED_RUN_REASON =
+  "the run ended without an answer: the function timed out or its process died";
 
 /**
  * Exactly-once processing of items identified by a key, with leases that expire. Each key's
@@ -46,4 +55,20 @@ export interface ClaimStore {
    * failed runs so far, or 0 when the lease was no longer ours (nothing is counted then).
    */
   fail(key: string, owner: string, reason: string): Promise<number>;
+  /**
+   * Counts a failed run on an item `owner` took over, keeping the lease: the run before ended
+   * unanswered on it. The failed runs so far, or 0 when the lease is no longer ours.
+   */
+  countAbandonedRun(key: string, owner: string): Promise<number>;
+}
+
+/**
+ * Inbound items too large for a queue message, kept under the hash of their JSON until their
+ * reference is handled (content-addressed: a retry writes the same thing again).
+ */
+export interface SetAsideItems {
+  /** Stores each item's JSON durably; resolves once all are stored. */
+  put(items: { sha256: string; json: string }[]): Promise<void>;
+  /** The JSON stored under this hash, or undefined if none is. */
+  get(sha256: string): Promise<string | undefined>;
 }

@@ -25,6 +25,7 @@ import type { Metrics } from "../shared/metrics.ts";
 import { HttpRemoteClient } from "../shared/remote-http.ts";
 import { deliveryOutcomes } from "../store/delivery-outcomes.ts";
 import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-data.ts";
+import { DynamoDbSetAsideItems } from "../store/dynamodb/set-aside-items.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import type { Config, TOKEN_SECRET_FIELDS, TokenName } from "./env.ts";
@@ -64,6 +65,8 @@ export interface Platform<L extends Log = Log> {
   /** The inbound queue's visibility timeout, which bounds the events' lease. */
   inboundVisibilityTimeoutSeconds?: number;
   leaseMs?: number;
+  /** The events function's timeout (local mode's, shortened by tests). @default `EVENTS_TIMEOUT_MS` */
+  eventsTimeoutMs?: number;
   inboundRetry?: InboundRetryPolicy;
   backoff?: BackoffPolicy;
   /** How long a room creation's claim holds (`HttpHomeserverCalls`). */
@@ -91,6 +94,7 @@ export async function transactionsDeps<L extends Log>(
     hsToken: await platform.secrets("hsToken"),
     transactions: stores(config.tableName, platform).wrapped,
     inboundQueue: new SqsFifoQueue(platform.sqs, config.inboundQueueUrl),
+    setAsideItems: new DynamoDbSetAsideItems(platform.dynamodb, config.tableName),
     log: platform.log,
     metrics: platform.metrics,
   };
@@ -159,11 +163,13 @@ export async function eventsDeps<L extends Log>(
   return {
     ...(await serviceDeps(config, platform)),
     claims: stores(config.tableName, platform).wrapped,
+    setAsideItems: new DynamoDbSetAsideItems(platform.dynamodb, config.tableName),
     application,
     leaseMs:
       platform.leaseMs ??
       eventsLeaseMs(
         platform.inboundVisibilityTimeoutSeconds ?? visibilityTimeoutSeconds(EVENTS_TIMEOUT_MS),
+        platform.eventsTimeoutMs,
       ),
     metrics: platform.metrics,
     control: new SqsMessageControl(
@@ -172,7 +178,11 @@ export async function eventsDeps<L extends Log>(
       config.inboundDeadLetterQueueUrl,
     ),
     retry: platform.inboundRetry ?? INBOUND_RETRY,
-    recordBudgetMs: EVENTS_RECORD_BUDGET_MS,
+    // A shortened timeout (tests) still leaves each message time to start.
+    recordBudgetMs: Math.min(
+      EVENTS_RECORD_BUDGET_MS,
+      (platform.eventsTimeoutMs ?? EVENTS_TIMEOUT_MS) / 2,
+    ),
   };
 }
 

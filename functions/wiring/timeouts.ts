@@ -43,5 +43,5 @@ export const visibilityTimeoutSeconds = (consumerTimeoutMs: number) =>
  * The lease on an item being processed: the events function's timeout, and in any case run out
  * (by a second) before the message becomes visible again for another consumer.
  */
-export const eventsLeaseMs = (visibilityTimeoutSeconds: number) =>
-  Math.min(EVENTS_TIMEOUT_MS, Math.max(1000, visibilityTimeoutSeconds * 1000 - 1000));
+export const eventsLeaseMs = (visibilityTimeoutSeconds: number, timeoutMs = EVENTS_TIMEOUT_MS) =>
+  Math.min(timeoutMs, Math.max(1000, visibilityTimeoutSeconds * 1000 - 1000));

@@ -89,7 +89,7 @@ describe("DynamoDbStore against DynamoDB Local", () => {
     await store.release(key, "someone-else");
     expect((await store.claim([key], "second", 5_000)).get(key)).toBe("busy");
     clock += 6_000;
-    expect((await store.claim([key], "second", 5_000)).get(key)).toBe("claimed");
+    expect((await store.claim([key], "second", 5_000)).get(key)).toBe("taken over");
     await store.release(key, "second");
     expect((await store.claim([key], "third", 5_000)).get(key)).toBe("claimed");
   });
@@ -111,6 +111,21 @@ describe("DynamoDbStore against DynamoDB Local", () => {
     expect((await store.claim([key], "fifth", 60_000)).get(key)).toBe("claimed");
     await store.complete(key);
     expect((await store.claim([key], "sixth", 60_000)).get(key)).toBe("done");
+  });
+
+  it("counts the run that ended unanswered on a key taken over, for its new owner only, keeping the lease", async () => {
+    const key = `k-${randomUUID()}`;
+    expect((await store.claim([key], "first", 5_000)).get(key)).toBe("claimed");
+    expect(await store.fail(key, "first", "Error: boom")).toBe(1);
+    expect((await store.claim([key], "second", 5_000)).get(key)).toBe("claimed");
+    // The second run dies: its lease runs out.
+    clock += 6_000;
+    expect((await store.claim([key], "third", 5_000)).get(key)).toBe("taken over");
+    expect(await store.countAbandonedRun(key, "second")).toBe(0);
+    expect(await store.countAbandonedRun(key, "third")).toBe(2);
+    // Still the third's lease.
+    expect((await store.claim([key], "fourth", 5_000)).get(key)).toBe("busy");
+    expect(await store.fail(key, "third", "Error: boom")).toBe(3);
   });
 
   it("claims 230 keys in one call, each by its own conditional write", async () => {
@@ -141,6 +156,7 @@ describe("DynamoDbStore against DynamoDB Local", () => {
         log: noServices.log,
         leaseMs: 60_000,
         contextFor: (origin) => serviceContext(noServices, origin),
+        setAsideItems: { get: () => Promise.reject(new Error("no reference expected")) },
         retry: INBOUND_RETRY,
         deadLetters: { deadLetter: () => Promise.reject(new Error("no dead letter expected")) },
       },

@@ -72,7 +72,7 @@ describe("events handler (the inbound queue's consumer) on SQS's batch shape", (
   async function enqueue(queue: Queue, transactions: ClientEvent[][]) {
     let sequence = 0;
     for (const events of transactions) {
-      const messages = inboundMessages(randomUUID(), { events, ephemeral: [], toDevice: [] });
+      const { messages } = inboundMessages(randomUUID(), { events, ephemeral: [], toDevice: [] });
       for (const message of messages) {
         sequence++;
         await new SqsFifoQueue(sqs, queue.url).send([
@@ -148,6 +148,7 @@ describe("events handler (the inbound queue's consumer) on SQS's batch shape", (
   ) =>
     createEventsHandler({
       ...noServices,
+      setAsideItems: { get: () => Promise.reject(new Error("no reference expected")) },
       log,
       claims: new DynamoDbStore(dynamodb, tableName),
       leaseMs: 60_000,

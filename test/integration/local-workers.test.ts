@@ -2,8 +2,10 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
+import type { LocalOptions } from "../../functions/local/local.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import {
+  deadLetters,
   makeEvent,
   NO_DEAD_LETTERS,
   putTransaction,
@@ -20,7 +22,10 @@ afterEach(async () => {
 });
 
 /** Local mode with each function in a worker thread, running `worker-application.ts`. */
-async function startWithWorkers(visibilityTimeoutSeconds: number) {
+async function startWithWorkers(
+  visibilityTimeoutSeconds: number,
+  options: Partial<LocalOptions> = {},
+) {
   const errors: { message: string; attributes: Record<string, unknown> }[] = [];
   const log: Log = {
     debug() {},
@@ -33,6 +38,7 @@ async function startWithWorkers(visibilityTimeoutSeconds: number) {
     applicationModule: new URL("../support/worker-application.ts", import.meta.url).href,
     log,
     visibilityTimeoutSeconds,
+    ...options,
   });
   cleanups.push(() => local.stop());
   const dir = await tempDir();
@@ -112,4 +118,41 @@ describe("local mode with each function in a worker thread", () => {
     }
     expect(await ack([event()])).toBe(200);
   });
+
+  // Before: a run that timed out or crashed was never counted, so its item came back for ever
+  // (~1,000 receives × the visibility timeout, ~50 h in AWS), then SQS's redrive set it aside
+  // with the room's events batched behind it.
+  const poisonRuns = [
+    { kind: "hangs past its function's timeout", orders: { hang: true }, timeoutMs: 2_000 },
+    { kind: "kills its function's thread", orders: { crashAlways: true }, timeoutMs: undefined },
+  ];
+  for (const { kind, orders, timeoutMs } of poisonRuns) {
+    it(`an event whose handler ${kind} → dead-lettered alone after the configured attempts; the room's next event is handled`, async () => {
+      const maxAttempts = 3;
+      const { local, lines, event, ack } = await startWithWorkers(3, {
+        inboundRetry: { backoff: { baseSeconds: 1, capSeconds: 1 }, maxAttempts },
+        ...(timeoutMs !== undefined && { eventsTimeoutMs: timeoutMs }),
+      });
+      const poison = event(orders);
+      const next = event();
+      expect(await ack([poison, next])).toBe(200);
+      await waitFor(() => handledOnce(lines(), [next]), 40_000, "the room's next event");
+      expect(await waitUntilDrained(local)).toEqual({
+        inboundDeadLetters: 1,
+        outboundDeadLetters: 0,
+      });
+      expect(lines().filter((line) => line === `running ${poison.event_id}`)).toHaveLength(
+        maxAttempts,
+      );
+      expect(lines()).not.toContain(`handled ${poison.event_id}`);
+      expect(handledOnce(lines(), [next])).toBe(true);
+      expect(await deadLetters(local, "inbound")).toEqual([
+        expect.objectContaining({
+          item: expect.objectContaining({ id: poison.event_id }),
+          reason: { error: expect.stringContaining("timed out or its process died") },
+          attempts: maxAttempts,
+        }),
+      ]);
+    });
+  }
 });

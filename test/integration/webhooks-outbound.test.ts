@@ -281,7 +281,7 @@ describe("outbound webhooks: room messages POSTed to a URL, signed, retried, dea
       contentType: "image/png",
       fileName: "pic.png",
     });
-    const big = Buffer.alloc(300 * 1024, 7);
+    const big = Buffer.alloc(1100 * 1024, 7);
     started.homeserver.media.set("big", { creator: ALICE, bytes: big, contentType: "video/mp4" });
     const image = makeEvent(ROOM, "pic.png", {
       sender: ALICE,

@@ -54,7 +54,7 @@ describe("DynamoDB write units per event", () => {
     writeUnits = 0;
     // What the ack writes to DynamoDB (its enqueue is SQS's), then what each queue message costs.
     await store.recordTransaction(txnId, { bodyHash: transactionHash(transaction) });
-    for (const [i, message] of inboundMessages(txnId, transaction).entries()) {
+    for (const [i, message] of inboundMessages(txnId, transaction).messages.entries()) {
       await processInboundMessage(
         JSON.parse(message.body) as InboundMessage,
         { owner: `delivery-${i}`, groupId: message.groupId },
@@ -64,6 +64,7 @@ describe("DynamoDB write units per event", () => {
           log: noServices.log,
           leaseMs: 60_000,
           contextFor: (origin) => serviceContext(noServices, origin),
+          setAsideItems: { get: () => Promise.reject(new Error("no reference expected")) },
           retry: INBOUND_RETRY,
           deadLetters: { deadLetter: () => Promise.reject(new Error("no dead letter expected")) },
         },

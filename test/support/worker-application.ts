@@ -12,6 +12,10 @@ export interface Orders {
   burnUntil?: string;
   /** Crashes the thread the first time (while this file does not exist; it creates it). */
   crashOnce?: string;
+  /** Crashes the thread every time, after appending `running <event ID>`. */
+  crashAlways?: boolean;
+  /** Never settles, after appending `running <event ID>`: the function's timeout ends it. */
+  hang?: boolean;
 }
 
 /** How long a burn lasts at most: far longer than a few acks take on a loaded machine. */
@@ -36,6 +40,10 @@ export const application: Application = {
     if (orders.crashOnce && !existsSync(orders.crashOnce)) {
       writeFileSync(orders.crashOnce, "");
       return crash();
+    }
+    if (orders.crashAlways || orders.hang) {
+      appendFileSync(orders.record, `running ${event.event_id}\n`);
+      return orders.hang ? new Promise<never>(() => undefined) : crash();
     }
     if (orders.burnUntil) {
       appendFileSync(orders.record, `burning ${event.event_id}\n`);

@@ -403,6 +403,7 @@ describe("AppserviceStack", () => {
       MessageRetentionPeriod: 14 * 24 * 3600,
       DeduplicationScope: "messageGroup",
       FifoThroughputLimit: "perMessageGroupId",
+      MaximumMessageSize: 1_048_576,
     });
     for (const [, queue] of resources("AWS::SQS::Queue")) {
       expect([queue.DeletionPolicy, queue.UpdateReplacePolicy]).toEqual(["Retain", "Retain"]);
@@ -469,7 +470,14 @@ describe("AppserviceStack", () => {
       "sqs:ReceiveMessage",
     ];
     expect(actions("Events")).toEqual(
-      [...applicationGrants, ...consumer, "dynamodb:UpdateItem", "sqs:SendMessage"].sort(),
+      [
+        ...applicationGrants,
+        ...consumer,
+        "dynamodb:UpdateItem",
+        // The inbound items set aside (`INBOUND#`).
+        "dynamodb:Query",
+        "sqs:SendMessage",
+      ].sort(),
     );
     expect(actions("Outbox")).toEqual(
       [
@@ -608,6 +616,7 @@ describe("AppserviceStack", () => {
     ).toEqual({
       "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*", "CALLS#*"],
       "dynamodb:UpdateItem": ["EVENT#*", "ITEM#*", "sha256:*"],
+      "dynamodb:Query": ["INBOUND#*"],
     });
   });
 

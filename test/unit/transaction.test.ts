@@ -54,7 +54,7 @@ describe("inboundMessages", () => {
 
   it("puts each room's events in one message of that room's group, in order", () => {
     const events = Array.from({ length: 9 }, (_, i) => makeEvent(`!r${i % 3}:x`, `m${i}`));
-    const messages = inboundMessages("7", { events, ephemeral: [], toDevice: [] });
+    const messages = inboundMessages("7", { events, ephemeral: [], toDevice: [] }).messages;
     expect(messages.map((m) => m.groupId)).toEqual(["!r0:x", "!r1:x", "!r2:x"]);
     const room1 = decode(messages[1]?.body as string).items.map((item) => item.id);
     expect(room1).toEqual([events[1], events[4], events[7]].map((e) => e?.event_id));
@@ -62,22 +62,22 @@ describe("inboundMessages", () => {
 
   it("derives the same deduplication IDs on a retry, and other ones for other events", () => {
     const events = [makeEvent("!r:x", "a")];
-    const first = inboundMessages("1", { events, ephemeral: [], toDevice: [] });
-    const retry = inboundMessages("1", { events, ephemeral: [], toDevice: [] });
+    const first = inboundMessages("1", { events, ephemeral: [], toDevice: [] }).messages;
+    const retry = inboundMessages("1", { events, ephemeral: [], toDevice: [] }).messages;
     expect(retry).toEqual(first);
     const other = inboundMessages("1", {
       events: [makeEvent("!r:x", "b")],
       ephemeral: [],
       toDevice: [],
-    });
+    }).messages;
     expect(other[0]?.deduplicationId).not.toBe(first[0]?.deduplicationId);
   });
 
   it("splits a room too large for one message into several, in order, each within the size limit", () => {
-    const events = Array.from({ length: 12 }, (_, i) =>
+    const events = Array.from({ length: 40 }, (_, i) =>
       makeEvent("!big:x", "x".repeat(60_000) + i),
     );
-    const messages = inboundMessages("1", { events, ephemeral: [], toDevice: [] });
+    const messages = inboundMessages("1", { events, ephemeral: [], toDevice: [] }).messages;
     expect(messages.length).toBeGreaterThan(1);
     for (const message of messages)
       expect(Buffer.byteLength(message.body)).toBeLessThanOrEqual(MAX_MESSAGE_BYTES);
@@ -90,7 +90,7 @@ describe("inboundMessages", () => {
       events: [],
       ephemeral: [{ type: "m.presence", sender: "@a:x", content: {} }],
       toDevice: [{ type: "t", sender: "@a:x", to_user_id: "@b:x", to_device_id: "D", content: {} }],
-    });
+    }).messages;
     expect(messages.map((m) => m.groupId)).toEqual(["@a:x", "@b:x"]);
   });
 

@@ -1,13 +1,15 @@
 import type { FifoQueue } from "../../queue/queue.ts";
 import { unavailable } from "../../shared/errors.ts";
 import type { Log } from "../../shared/log.ts";
-import type { RecordOutcome, TransactionStore } from "../../store/store.ts";
+import type { RecordOutcome, SetAsideItems, TransactionStore } from "../../store/store.ts";
 import type { Transaction } from "../protocol/transaction.ts";
 import { inboundMessages, transactionHash } from "./inbound.ts";
 
 export interface AcceptTransactionDeps {
   transactions: TransactionStore;
   inboundQueue: FifoQueue;
+  /** Where items too large for a queue message are kept before their reference is queued. */
+  setAsideItems: SetAsideItems;
   log: Log;
   counterResets: CounterResets;
 }
@@ -75,11 +77,16 @@ export class CounterResets {
 export async function acceptTransaction(
   txnId: string,
   transaction: Transaction,
-  { transactions, inboundQueue, log, counterResets }: AcceptTransactionDeps,
+  { transactions, inboundQueue, setAsideItems, log, counterResets }: AcceptTransactionDeps,
 ): Promise<AcceptOutcome> {
-  const messages = inboundMessages(txnId, transaction);
+  const { messages, setAside } = inboundMessages(txnId, transaction);
+  // An item set aside is stored before its reference is queued: no consumer finds it missing.
+  const enqueue = async () => {
+    if (setAside.length > 0) await setAsideItems.put(setAside);
+    if (messages.length > 0) await inboundQueue.send(messages);
+  };
   const [queued, recorded] = await Promise.allSettled([
-    messages.length > 0 ? inboundQueue.send(messages) : undefined,
+    enqueue(),
     transactions.recordTransaction(txnId, { bodyHash: transactionHash(transaction) }),
   ]);
   if (queued.status === "rejected") {

@@ -1,5 +1,4 @@
 import { type FifoMessage, MAX_MESSAGE_BYTES, queueJson } from "../../queue/queue.ts";
-import { tooLarge } from "../../shared/errors.ts";
 import { sha256 } from "../../shared/hash.ts";
 import type {
   ClientEvent,
@@ -16,10 +15,36 @@ export type InboundItem =
   | { kind: "to_device"; id: string; message: ToDeviceMessage }
   | { kind: "devices"; id: string; devices: DeviceData };
 
+/**
+ * An item too large for a queue message, queued by reference: its JSON is set aside in the store
+ * under its hash (`SetAsideItem`), and read back by the consumer once it holds the item's claim.
+ */
+export interface ItemReference {
+  kind: "reference";
+  /** The item's kind and ID: its claim key, as if it were queued whole. */
+  of: InboundItem["kind"];
+  id: string;
+  roomId?: string;
+  sha256: string;
+  bytes: number;
+}
+
+/** An item's JSON, kept in the store before the reference to it is queued. */
+export interface SetAsideItem {
+  sha256: string;
+  json: string;
+}
+
+/** A transaction's items as queue messages, and the items set aside that they refer to. */
+export interface InboundBatch {
+  messages: FifoMessage[];
+  setAside: SetAsideItem[];
+}
+
 /** The body of one inbound queue message: items of one ordering group, in stream order. */
 export interface InboundMessage {
   txnId: string;
-  items: InboundItem[];
+  items: (InboundItem | ItemReference)[];
 }
 
 /**
@@ -69,11 +94,27 @@ export function inboundItems(
   ];
 }
 
+const referenceTo = (item: InboundItem, json: string): ItemReference => {
+  const roomId =
+    item.kind === "event" || item.kind === "ephemeral" ? item.event.room_id : undefined;
+  return {
+    kind: "reference",
+    of: item.kind,
+    id: item.id,
+    ...(roomId && { roomId }),
+    sha256: sha256(json),
+    bytes: Buffer.byteLength(json),
+  };
+};
+
 /**
  * Packs the transaction's items into FIFO messages: one per group where they fit,
- * several in order where they don't. The deduplication ID hashes the item IDs carried.
+ * several in order where they don't. The deduplication ID hashes the item IDs carried. An item
+ * too large for a message on its own (an event's content and `unsigned` have no bound the
+ * homeserver enforces for us) is set aside and queued by reference in its place: a transaction
+ * is never refused for its size.
  */
-export function inboundMessages(txnId: string, transaction: Transaction): FifoMessage[] {
+export function inboundMessages(txnId: string, transaction: Transaction): InboundBatch {
   const groups = new Map<string, InboundItem[]>();
   for (const { groupId, item } of inboundItems(txnId, transaction)) {
     const items = groups.get(groupId);
@@ -85,30 +126,36 @@ export function inboundMessages(txnId: string, transaction: Transaction): FifoMe
   const envelope = (itemsJson: string) => `{"txnId":${queueJson(txnId)},"items":[${itemsJson}]}`;
   const envelopeBytes = Buffer.byteLength(envelope(""));
   const messages: FifoMessage[] = [];
+  const setAside: SetAsideItem[] = [];
   for (const [groupId, items] of groups) {
-    let chunk: { item: InboundItem; json: string }[] = [];
+    let chunk: { item: InboundItem | ItemReference; json: string }[] = [];
     let chunkBytes = envelopeBytes;
     const flush = () => {
       if (chunk.length === 0) return;
       messages.push({
         groupId,
-        deduplicationId: sha256(chunk.map(({ item }) => `${item.kind}:${item.id}`).join("\n")),
+        deduplicationId: sha256(
+          chunk.map(({ item }) => `${"of" in item ? item.of : item.kind}:${item.id}`).join("\n"),
+        ),
         body: envelope(chunk.map(({ json }) => json).join(",")),
       });
       chunk = [];
       chunkBytes = envelopeBytes;
     };
-    for (const item of items) {
-      const json = queueJson(item);
-      const itemBytes = Buffer.byteLength(json) + 1;
-      if (envelopeBytes + itemBytes > MAX_MESSAGE_BYTES) {
-        throw tooLarge(`A ${item.kind} item (${item.id}) is over ${MAX_MESSAGE_BYTES} bytes`);
+    for (const whole of items) {
+      let item: InboundItem | ItemReference = whole;
+      let json = queueJson(whole);
+      if (envelopeBytes + Buffer.byteLength(json) + 1 > MAX_MESSAGE_BYTES) {
+        item = referenceTo(whole, json);
+        setAside.push({ sha256: item.sha256, json });
+        json = queueJson(item);
       }
+      const itemBytes = Buffer.byteLength(json) + 1;
       if (chunkBytes + itemBytes > MAX_MESSAGE_BYTES) flush();
       chunk.push({ item, json });
       chunkBytes += itemBytes;
     }
     flush();
   }
-  return messages;
+  return { messages, setAside };
 }

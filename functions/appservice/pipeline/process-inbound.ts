@@ -3,9 +3,14 @@ import { queueJson, type ReceivedMessageControl, RetryLater } from "../../queue/
 import { sha256 } from "../../shared/hash.ts";
 import type { Log } from "../../shared/log.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
-import type { ClaimStore } from "../../store/store.ts";
+import {
+  ABANDONED_RUN_REASON,
+  type ClaimStore,
+  holdsClaim,
+  type SetAsideItems,
+} from "../../store/store.ts";
 import type { ApplicationContext, ApplicationEvents, ServiceContext } from "../application.ts";
-import type { InboundItem, InboundMessage } from "./inbound.ts";
+import type { InboundItem, InboundMessage, ItemReference } from "./inbound.ts";
 
 /** How an item the application fails on is retried, and when it is set aside. */
 export interface InboundRetryPolicy {
@@ -41,6 +46,8 @@ export interface ProcessInboundDeps {
   /** The handler's context for the item with this claim key. */
   contextFor(origin: string): ServiceContext;
   retry: InboundRetryPolicy;
+  /** Where the items queued by reference are kept. */
+  setAsideItems: Pick<SetAsideItems, "get">;
   /** Where an item that failed its every attempt is set aside, with the reason. */
   deadLetters: Pick<ReceivedMessageControl, "deadLetter">;
 }
@@ -59,8 +66,19 @@ export interface ProcessOutcome {
   deadLettered: number;
 }
 
-export const claimKey = (item: InboundItem) =>
-  item.kind === "event" ? claimKeys.event(item.id) : claimKeys.item(item.id);
+export const claimKey = (item: InboundItem | ItemReference) =>
+  (item.kind === "reference" ? item.of : item.kind) === "event"
+    ? claimKeys.event(item.id)
+    : claimKeys.item(item.id);
+
+/** The item a reference stands for, read back from where the ack path set it aside. */
+async function readSetAside(reference: ItemReference, store: Pick<SetAsideItems, "get">) {
+  const json = await store.get(reference.sha256);
+  if (json === undefined || sha256(json) !== reference.sha256) {
+    throw new Error(`the ${reference.of} ${reference.id} set aside is missing or incomplete`);
+  }
+  return JSON.parse(json) as InboundItem;
+}
 
 function deliver(item: InboundItem, application: ApplicationEvents, context: ApplicationContext) {
   switch (item.kind) {
@@ -76,9 +94,10 @@ function deliver(item: InboundItem, application: ApplicationEvents, context: App
 }
 
 /** What a log line or a dead letter says about an item: never its content. */
-const describeItem = (item: InboundItem) => ({
-  kind: item.kind,
+const describeItem = (item: InboundItem | ItemReference) => ({
+  kind: item.kind === "reference" ? item.of : item.kind,
   id: item.id,
+  ...(item.kind === "reference" && item.roomId && { roomId: item.roomId }),
   ...(item.kind === "event" && { roomId: item.event.room_id }),
   ...(item.kind === "ephemeral" && item.event.room_id && { roomId: item.event.room_id }),
 });
@@ -91,6 +110,10 @@ const reasonOf = (error: unknown) =>
  * claimed together, each with a lease; those already done are skipped. Each success is marked
  * done at once (without waiting for it before the next item).
  *
+ * A run that ended unanswered (a timeout or a crash: its leases ran out) is counted as a failed
+ * run of the first item it had not finished; at `maxAttempts` that item is set aside without
+ * running again, and the items after it go on.
+ *
  * When the application throws, the error is logged and counted on that item's claim record. Short
  * of `maxAttempts`, the claims not yet done are released and a `RetryLater` asks for the message
  * again after a backoff (the items before the failed one are then skipped as done). At
@@ -100,10 +123,22 @@ const reasonOf = (error: unknown) =>
 export async function processInboundMessage(
   message: InboundMessage,
   { owner, groupId }: InboundDelivery,
-  { claims, application, log, leaseMs, contextFor, retry, deadLetters }: ProcessInboundDeps,
+  {
+    claims,
+    application,
+    log,
+    leaseMs,
+    contextFor,
+    retry,
+    deadLetters,
+    setAsideItems,
+  }: ProcessInboundDeps,
 ): Promise<ProcessOutcome> {
   const keys = [...new Set(message.items.map(claimKey))];
   const claimed = await claims.claim(keys, owner, leaseMs);
+  // A run that timed out or died ended on the first item it had not finished: only that one's
+  // run is counted as failed; the items after it never started.
+  const abandonedKey = keys.find((key) => claimed.get(key) === "taken over");
   const outcome: ProcessOutcome = { handled: 0, duplicates: 0, deadLettered: 0 };
   const completions: Promise<void>[] = [];
   // Keys this run finished with: a repeat within the message is a duplicate too.
@@ -112,7 +147,7 @@ export async function processInboundMessage(
   let failedKey: string | undefined;
 
   /** Counts a failed run on its claim; logs it once, whether or not the count could be kept. */
-  const recordFailure = async (item: InboundItem, key: string, error: unknown) => {
+  const recordFailure = async (item: InboundItem | ItemReference, key: string, error: unknown) => {
     let attempt: number | undefined;
     try {
       attempt = await claims.fail(key, owner, reasonOf(error));
@@ -135,45 +170,78 @@ export async function processInboundMessage(
     return attempt;
   };
 
+  /** Sets the item alone aside in the dead-letter queue, with the reason. */
+  // A reference stays one in the dead letter: the item itself may be over a message's size.
+  const setAside = async (
+    item: InboundItem | ItemReference,
+    key: string,
+    reason: string,
+    attempts: number,
+  ) => {
+    await deadLetters.deadLetter({
+      groupId,
+      deduplicationId: sha256(key),
+      body: queueJson({
+        txnId: message.txnId,
+        item,
+        reason: { error: reason },
+        attempts,
+        failedAt: new Date().toISOString(),
+      }),
+    });
+    outcome.deadLettered++;
+  };
+
   try {
     for (const item of message.items) {
       const key = claimKey(item);
-      if (claimed.get(key) === "done" || finished.has(key)) {
+      const claim = claimed.get(key);
+      if (claim === "done" || finished.has(key)) {
         outcome.duplicates++;
         log.debug("duplicate skipped", { txnId: message.txnId, kind: item.kind, id: item.id });
         continue;
       }
-      if (claimed.get(key) === "busy") {
+      if (claim === "busy") {
         // Not a failure of the item: try again once the other lease has run out.
         throw new RetryLater(
           Math.ceil(leaseMs / 1000),
           `${item.kind} ${item.id} is being processed elsewhere`,
         );
       }
-      try {
-        await deliver(item, application, { ...contextFor(key), txnId: message.txnId });
-        outcome.handled++;
-      } catch (error) {
-        const attempts = await recordFailure(item, key, error);
-        if (attempts < retry.maxAttempts) {
-          throw new RetryLater(
-            backoffSeconds(Math.max(0, attempts - 1), retry.backoff),
-            `${item.kind} ${item.id} failed (attempt ${attempts} of ${retry.maxAttempts})`,
-            { cause: error },
-          );
-        }
-        await deadLetters.deadLetter({
-          groupId,
-          deduplicationId: sha256(key),
-          body: queueJson({
+      let abandonedRuns: number | undefined;
+      if (key === abandonedKey) {
+        abandonedRuns = await claims.countAbandonedRun(key, owner);
+        // Logged here: the run that timed out or died could not log its own end.
+        log.error(
+          abandonedRuns >= retry.maxAttempts
+            ? "an item's run ended without an answer (a timeout or a crash) for the last time: it goes to the dead-letter queue"
+            : "an item's run ended without an answer (a timeout or a crash): it runs again",
+          {
             txnId: message.txnId,
-            item,
-            reason: { error: reasonOf(error) },
-            attempts,
-            failedAt: new Date().toISOString(),
-          }),
-        });
-        outcome.deadLettered++;
+            ...describeItem(item),
+            attempt: abandonedRuns,
+            maxAttempts: retry.maxAttempts,
+          },
+        );
+      }
+      if (abandonedRuns !== undefined && abandonedRuns >= retry.maxAttempts) {
+        await setAside(item, key, ABANDONED_RUN_REASON, abandonedRuns);
+      } else {
+        try {
+          const whole = item.kind === "reference" ? await readSetAside(item, setAsideItems) : item;
+          await deliver(whole, application, { ...contextFor(key), txnId: message.txnId });
+          outcome.handled++;
+        } catch (error) {
+          const attempts = await recordFailure(item, key, error);
+          if (attempts < retry.maxAttempts) {
+            throw new RetryLater(
+              backoffSeconds(Math.max(0, attempts - 1), retry.backoff),
+              `${item.kind} ${item.id} failed (attempt ${attempts} of ${retry.maxAttempts})`,
+              { cause: error },
+            );
+          }
+          await setAside(item, key, reasonOf(error), attempts);
+        }
       }
       finished.add(key);
       const completion = claims.complete(key);
@@ -183,7 +251,7 @@ export async function processInboundMessage(
     }
   } catch (error) {
     const unfinished = keys.filter(
-      (key) => claimed.get(key) === "claimed" && !finished.has(key) && key !== failedKey,
+      (key) => holdsClaim(claimed.get(key)) && !finished.has(key) && key !== failedKey,
     );
     await Promise.all(
       unfinished.map((key) =>

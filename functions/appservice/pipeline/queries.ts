@@ -8,7 +8,7 @@ import { createRoomRequest, profileRequest, registerRequest } from "../../matrix
 import type { Log } from "../../shared/log.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
 import type { OutboxMemory } from "../../store/outbox-memory.ts";
-import type { ClaimStore } from "../../store/store.ts";
+import { type ClaimStore, holdsClaim } from "../../store/store.ts";
 import type { ApplicationQueries } from "../application.ts";
 import type { createNamespaceMatcher } from "../protocol/namespaces.ts";
 
@@ -49,7 +49,7 @@ async function createOnce(
   for (;;) {
     const outcome = (await deps.claims.claim([key], deps.owner, deps.budgetMs + 5000)).get(key);
     if (outcome === "done") return true;
-    if (outcome === "claimed") break;
+    if (holdsClaim(outcome)) break;
     if (Date.now() + POLL_MS > deadline) {
       deps.log.warn("query gave up waiting for a concurrent creation", { key });
       return false;

@@ -1,9 +1,7 @@
 import {
-  type AttributeValue,
   DeleteItemCommand,
   type DynamoDBClient,
   PutItemCommand,
-  QueryCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
 import {
@@ -14,6 +12,7 @@ import {
   type StoredDeadLetter,
 } from "../dead-letters.ts";
 import { isConditionFailure, keyOf, SERVER_ERRORS_KEY_PREFIX } from "./store.ts";
+import { partitionItems } from "./table.ts";
 
 /** As long as the dead-letter queue would have kept it (SQS's maximum retention). */
 export const DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600;
@@ -54,30 +53,17 @@ export class DynamoDbDeadLetters implements DeadLetterStore, ReplayReset {
   }
 
   async list(direction: Direction): Promise<StoredDeadLetter[]> {
-    const letters: StoredDeadLetter[] = [];
-    let startKey: Record<string, AttributeValue> | undefined;
-    do {
-      const page = await this.client.send(
-        new QueryCommand({
-          TableName: this.tableName,
-          KeyConditionExpression: "pk = :pk",
-          ExpressionAttributeValues: { ":pk": { S: partition(direction) } },
-          ConsistentRead: true,
-          ...(startKey && { ExclusiveStartKey: startKey }),
-        }),
-      );
-      for (const item of page.Items ?? []) {
-        letters.push({
-          direction,
-          id: item.sk?.S ?? "",
-          groupId: item.groupId?.S ?? "",
-          sequenceNumber: item.sequenceNumber?.S ?? "0",
-          sentAt: Number(item.sentAt?.N ?? 0),
-          body: item.body?.S ?? "",
-        });
-      }
-      startKey = page.LastEvaluatedKey;
-    } while (startKey);
+    const items = await partitionItems(this.client, this.tableName, partition(direction));
+    const letters = items.map(
+      (item): StoredDeadLetter => ({
+        direction,
+        id: item.sk?.S ?? "",
+        groupId: item.groupId?.S ?? "",
+        sequenceNumber: item.sequenceNumber?.S ?? "0",
+        sentAt: Number(item.sentAt?.N ?? 0),
+        body: item.body?.S ?? "",
+      }),
+    );
     return letters.sort(inQueueOrder);
   }
 

@@ -10,14 +10,16 @@ import {
 import { sha256 } from "../../shared/hash.ts";
 import type { OutboxMemory, ServerErrorCounter } from "../outbox-memory.ts";
 import type { SentEventReader, SentEventRecorder } from "../sent-events.ts";
-import type {
-  ClaimOutcome,
-  ClaimStore,
-  LastTransaction,
-  RecordOutcome,
-  TransactionHistory,
-  TransactionRecord,
-  TransactionStore,
+import {
+  ABANDONED_RUN_REASON,
+  type ClaimOutcome,
+  type ClaimStore,
+  holdsClaim,
+  type LastTransaction,
+  type RecordOutcome,
+  type TransactionHistory,
+  type TransactionRecord,
+  type TransactionStore,
 } from "../store.ts";
 
 /** How long transaction and item records are kept to recognise retries (TTL). */
@@ -38,6 +40,11 @@ export const keyOf = (prefix: string, id: string, sk = "-") => ({
   pk: { S: `${prefix}${storedId(id)}` },
   sk: { S: sk },
 });
+
+/** Makes a record claimable again at once (PENDING, no lease). */
+const GIVE_UP_LEASE = "REMOVE leaseOwner, leaseUntil";
+/** A failed run on the record: its reason and time set, and counted. */
+const FAILED_RUN = { set: "lastError = :reason, failedAt = :now", add: "ADD attempts :one" };
 
 // A failure's reason is kept for whoever looks at the record, not in full.
 const MAX_REASON_CHARS = 1000;
@@ -138,7 +145,7 @@ export class DynamoDbStore
       await Promise.all(
         keys.map((key, i) => {
           const result = results[i];
-          return result?.status === "fulfilled" && result.value === "claimed"
+          return result?.status === "fulfilled" && holdsClaim(result.value)
             ? this.release(key, owner).catch(() => undefined)
             : undefined;
         }),
@@ -157,7 +164,7 @@ export class DynamoDbStore
     now: number,
   ): Promise<ClaimOutcome> {
     try {
-      await this.client.send(
+      const { Attributes } = await this.client.send(
         // An update, not a put: the record keeps the count of the item's failed runs.
         new UpdateItemCommand({
           TableName: this.tableName,
@@ -175,10 +182,12 @@ export class DynamoDbStore
             ":expiresAt": expiresAt(now),
             ":now": { N: String(now) },
           },
+          // The status before tells a lease that ran out (no extra write unit).
+          ReturnValues: "UPDATED_OLD",
           ReturnValuesOnConditionCheckFailure: "ALL_OLD",
         }),
       );
-      return "claimed";
+      return Attributes?.status?.S === "INPROGRESS" ? "taken over" : "claimed";
     } catch (error) {
       if (!isConditionFailure(error)) throw error;
       return error.Item?.status?.S === "DONE" ? "done" : "busy";
@@ -199,43 +208,58 @@ export class DynamoDbStore
   }
 
   async release(key: string, owner: string): Promise<void> {
-    await this.giveUpLease(key, owner, "");
+    await this.updateOwnLease(key, owner, `SET #status = :pending ${GIVE_UP_LEASE}`, {
+      ":pending": { S: "PENDING" },
+    });
   }
 
   async fail(key: string, owner: string, reason: string): Promise<number> {
-    const attributes = await this.giveUpLease(
+    const attributes = await this.updateOwnLease(
       key,
       owner,
-      ", lastError = :reason, failedAt = :now ADD attempts :one",
-      {
-        ":reason": { S: reason.slice(0, MAX_REASON_CHARS) },
-        ":now": { N: String(this.now()) },
-        ":one": { N: "1" },
-      },
+      `SET #status = :pending, ${FAILED_RUN.set} ${GIVE_UP_LEASE} ${FAILED_RUN.add}`,
+      { ":pending": { S: "PENDING" }, ...this.failedRun(reason) },
     );
     return Number(attributes?.attempts?.N ?? 0);
   }
 
+  async countAbandonedRun(key: string, owner: string): Promise<number> {
+    const attributes = await this.updateOwnLease(
+      key,
+      owner,
+      `SET ${FAILED_RUN.set} ${FAILED_RUN.add}`,
+      this.failedRun(ABANDONED_RUN_REASON),
+    );
+    return Number(attributes?.attempts?.N ?? 0);
+  }
+
+  private failedRun(reason: string): Record<string, AttributeValue> {
+    return {
+      ":reason": { S: reason.slice(0, MAX_REASON_CHARS) },
+      ":now": { N: String(this.now()) },
+      ":one": { N: "1" },
+    };
+  }
+
   /**
-   * Makes a record held by `owner` claimable again at once (PENDING, no lease), with `more` of
-   * an update expression; undefined when someone else holds or finished it.
+   * Updates a record while `owner` holds its lease; undefined when someone else holds or
+   * finished it.
    */
-  private async giveUpLease(
+  private async updateOwnLease(
     key: string,
     owner: string,
-    more: string,
-    values: Record<string, AttributeValue> = {},
+    updateExpression: string,
+    values: Record<string, AttributeValue>,
   ): Promise<Record<string, AttributeValue> | undefined> {
     try {
       const { Attributes } = await this.client.send(
         new UpdateItemCommand({
           TableName: this.tableName,
           Key: keyOf("", key),
-          UpdateExpression: `SET #status = :pending${more} REMOVE leaseOwner, leaseUntil`,
+          UpdateExpression: updateExpression,
           ConditionExpression: "#status = :inProgress AND leaseOwner = :owner",
           ExpressionAttributeNames: { "#status": "status" },
           ExpressionAttributeValues: {
-            ":pending": { S: "PENDING" },
             ":inProgress": { S: "INPROGRESS" },
             ":owner": { S: owner },
             ...values,
@@ -245,7 +269,7 @@ export class DynamoDbStore
       );
       return Attributes ?? {};
     } catch (error) {
-      // Someone else holds or finished it: nothing of ours to give up.
+      // Someone else holds or finished it: nothing of ours to change.
       if (isConditionFailure(error)) return undefined;
       throw error;
     }
