@@ -14,9 +14,7 @@ import {
   type StoredDeadLetter,
 } from "../dead-letters.ts";
 import { isConditionFailure, keyOf, SERVER_ERRORS_KEY_PREFIX } from "./store.ts";
-
-/** As long as the dead-letter queue would have kept it (SQS's maximum retention). */
-export const DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600;
+import { TABLE_KEY } from "./table.ts";
 
 /** How the dead letters' partition keys begin (IAM limits the console to them). */
 export const DEAD_LETTER_KEY_PREFIX = "DEADLETTER#";
@@ -41,9 +39,6 @@ export class DynamoDbDeadLetters implements DeadLetterStore, ReplayReset {
             sequenceNumber: { S: letter.sequenceNumber },
             sentAt: { N: String(letter.sentAt) },
             body: { S: letter.body },
-            expiresAt: {
-              N: String(Math.floor(letter.sentAt / 1000) + DEAD_LETTER_RETENTION_SECONDS),
-            },
           },
           ConditionExpression: "attribute_not_exists(pk)",
         }),
@@ -53,8 +48,8 @@ export class DynamoDbDeadLetters implements DeadLetterStore, ReplayReset {
     }
   }
 
-  async list(direction: Direction): Promise<StoredDeadLetter[]> {
-    const letters: StoredDeadLetter[] = [];
+  /** Every item of a queue's partition, page by page (`projection`: those attributes only). */
+  private async *items(direction: Direction, projection?: string[]) {
     let startKey: Record<string, AttributeValue> | undefined;
     do {
       const page = await this.client.send(
@@ -62,23 +57,57 @@ export class DynamoDbDeadLetters implements DeadLetterStore, ReplayReset {
           TableName: this.tableName,
           KeyConditionExpression: "pk = :pk",
           ExpressionAttributeValues: { ":pk": { S: partition(direction) } },
+          ...(projection && {
+            ProjectionExpression: projection.map((_, i) => `#p${i}`).join(", "),
+            ExpressionAttributeNames: Object.fromEntries(projection.map((a, i) => [`#p${i}`, a])),
+          }),
           ConsistentRead: true,
           ...(startKey && { ExclusiveStartKey: startKey }),
         }),
       );
-      for (const item of page.Items ?? []) {
-        letters.push({
-          direction,
-          id: item.sk?.S ?? "",
-          groupId: item.groupId?.S ?? "",
-          sequenceNumber: item.sequenceNumber?.S ?? "0",
-          sentAt: Number(item.sentAt?.N ?? 0),
-          body: item.body?.S ?? "",
-        });
-      }
+      yield* page.Items ?? [];
       startKey = page.LastEvaluatedKey;
     } while (startKey);
+  }
+
+  async list(direction: Direction): Promise<StoredDeadLetter[]> {
+    const letters: StoredDeadLetter[] = [];
+    for await (const item of this.items(direction)) {
+      letters.push({
+        direction,
+        id: item.sk?.S ?? "",
+        groupId: item.groupId?.S ?? "",
+        sequenceNumber: item.sequenceNumber?.S ?? "0",
+        sentAt: Number(item.sentAt?.N ?? 0),
+        body: item.body?.S ?? "",
+      });
+    }
     return letters.sort(inQueueOrder);
+  }
+
+  async count(direction: Direction): Promise<number> {
+    let count = 0;
+    // The keys alone (never the bodies), and the expiry an older version gave each.
+    const { partitionKey, sortKey, ttlAttribute } = TABLE_KEY;
+    for await (const item of this.items(direction, [partitionKey, sortKey, ttlAttribute])) {
+      count += 1;
+      if (!item[ttlAttribute] || !item.pk || !item.sk) continue;
+      // Kept until replayed or discarded: an expiry written before would drop it unseen.
+      await this.client
+        .send(
+          new UpdateItemCommand({
+            TableName: this.tableName,
+            Key: { pk: item.pk, sk: item.sk },
+            UpdateExpression: "REMOVE #expiresAt",
+            ConditionExpression: "attribute_exists(pk)",
+            ExpressionAttributeNames: { "#expiresAt": ttlAttribute },
+          }),
+        )
+        .catch((error: unknown) => {
+          if (!isConditionFailure(error)) throw error;
+        });
+    }
+    return count;
   }
 
   async delete(direction: Direction, id: string): Promise<boolean> {
