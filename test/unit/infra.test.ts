@@ -964,7 +964,8 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     const { template } = synthesize("RelaySecret", { application: choice });
     const secrets = Object.entries(template.findResources("AWS::SecretsManager::Secret"));
     const relay = secrets.find(([id]) => id.includes("RelaySecret"));
-    expect(secrets).toHaveLength(2);
+    // The three tokens' and the relay's.
+    expect(secrets).toHaveLength(4);
     const [relayId, relaySecret] = relay as [string, Resource];
     expect(relaySecret.Properties.GenerateSecretString).toEqual({
       PasswordLength: 64,
