@@ -28,6 +28,8 @@ import {
 } from "aws-cdk-lib/aws-cloudwatch";
 import { SnsAction } from "aws-cdk-lib/aws-cloudwatch-actions";
 import { AttributeType, BillingMode, Table } from "aws-cdk-lib/aws-dynamodb";
+import { Rule, Schedule } from "aws-cdk-lib/aws-events";
+import { LambdaFunction } from "aws-cdk-lib/aws-events-targets";
 import { type IGrantable, PolicyStatement } from "aws-cdk-lib/aws-iam";
 import { Architecture, Runtime, Tracing } from "aws-cdk-lib/aws-lambda";
 import { SqsEventSource } from "aws-cdk-lib/aws-lambda-event-sources";
@@ -58,6 +60,7 @@ import {
 } from "../functions/matrix/backoff.ts";
 import { botProfile } from "../functions/matrix/bot-profile.ts";
 import { OUTCOME_LOG_MESSAGES } from "../functions/matrix/outbox.ts";
+import { DEAD_LETTER_SWEEP_MINUTES } from "../functions/operator/console.ts";
 import { MAX_MESSAGE_BYTES } from "../functions/queue/queue.ts";
 import { addressPolicy } from "../functions/shared/address-policy.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
@@ -660,7 +663,8 @@ export class MatrixAppservice extends Construct {
    * One alarm, over three metrics ($0.30 a month: CloudWatch bills each metric an alarm reads):
    * - problems: one metric that free log metric filters feed: every ERROR log line of every
    *   function (unexpected errors, an application's failures, each failed attempt of an inbound
-   *   item and its dead-lettering, dead-lettered calls, an invocation close to its timeout), the
+   *   item and its dead-lettering, dead-lettered calls, an invocation close to its timeout, the
+   *   sweep's "dead letters waiting" every 5 minutes until the operator replays or discards), the
    *   runtime's own failures (timeouts, in both of the forms Lambda writes, and crashes), an
    *   outbound call still failing after `OUTBOX_RETRIES_BEFORE_ALARM` attempts, 5xx answers and
    *   integration errors of the API (a function failed or throttled), and every answer but 200 on
@@ -737,7 +741,7 @@ export class MatrixAppservice extends Construct {
       label: "Problems counted, or the oldest message's age over its threshold",
       period: Duration.minutes(5),
     }).createAlarm(this, "Alarm", {
-      alarmDescription: `Errors logged by a function (failed items and dead letters included), timeouts and crashes, invocations within ${NEAR_TIMEOUT_SHARE * 100}% of their timeout, an outbound call failing ${OUTBOX_RETRIES_BEFORE_ALARM} times, API 5xx or integration errors, or an answer but 200 on a transactions route (see the logs); or a queue's oldest message over ${QUEUE_AGE_ALARM.toMinutes()} minutes old (its consumer throttled, failing or held up; the homeserver down?)`,
+      alarmDescription: `Errors logged by a function (failed items and dead letters included; every ${DEAD_LETTER_SWEEP_MINUTES} minutes while dead letters wait for the operator), timeouts and crashes, invocations within ${NEAR_TIMEOUT_SHARE * 100}% of their timeout, an outbound call failing ${OUTBOX_RETRIES_BEFORE_ALARM} times, API 5xx or integration errors, or an answer but 200 on a transactions route (see the logs); or a queue's oldest message over ${QUEUE_AGE_ALARM.toMinutes()} minutes old (its consumer throttled, failing or held up; the homeserver down?)`,
       threshold: 1,
       evaluationPeriods: ALARM_CLEAR_PERIODS,
       datapointsToAlarm: 1,
@@ -940,16 +944,25 @@ export class MatrixAppservice extends Construct {
 
   /**
    * The operator console: its dead letters taken off the dead-letter queues into the table
-   * (`DEADLETTER#…` items) and replayed to the queues, a replayed inbound item's claim reopened
-   * and an outbound action's server errors forgotten, the application's data read (webhooks),
-   * the queues' depths and ages, the functions' log lines.
+   * (`DEADLETTER#…` items, kept until replayed or discarded: the expiry an older version gave
+   * them removed) and replayed to the queues, a replayed inbound item's claim reopened and an
+   * outbound action's server errors forgotten, the application's data read (webhooks), the
+   * queues' depths and ages, the functions' log lines. Every 5 minutes a schedule runs its
+   * dead-letter sweep, with these same permissions.
    */
   private grantOperatorConsole(
     admin: NodejsFunction,
     tableActions: (fn: IGrantable, actions: string[], keyPrefixes?: string[]) => void,
     sendTo: (fn: IGrantable, queue: IQueue) => void,
   ) {
-    tableActions(admin, ["Query", "PutItem", "DeleteItem"], [DEAD_LETTER_KEY_PREFIX]);
+    tableActions(admin, ["Query", "PutItem", "DeleteItem", "UpdateItem"], [DEAD_LETTER_KEY_PREFIX]);
+    // Dead letters leave their queues (which delete them after 14 days) even when nobody opens
+    // the console, and while any wait the sweep logs the ERROR line that keeps the alarm firing.
+    new Rule(this, "DeadLetterSweep", {
+      description: "Takes the dead letters into the table; logs ERROR while any wait",
+      schedule: Schedule.rate(Duration.minutes(DEAD_LETTER_SWEEP_MINUTES)),
+      targets: [new LambdaFunction(admin, { retryAttempts: 0 })],
+    });
     tableActions(
       admin,
       ["UpdateItem"],

@@ -1,4 +1,8 @@
-import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
+import type {
+  APIGatewayProxyEventV2,
+  APIGatewayProxyStructuredResultV2,
+  ScheduledEvent,
+} from "aws-lambda";
 import type { OperatorApi } from "../operator/api.ts";
 import { cloudWatchOperatorPlatform } from "../operator/cloudwatch.ts";
 import type { Log } from "../shared/log.ts";
@@ -9,6 +13,8 @@ import { lambdaHandler } from "./shared/lambda-handler.ts";
 
 export interface AdminHandlerDeps {
   api: OperatorApi;
+  /** The dead letters taken off their queues, and those waiting counted (`OperatorConsole.sweep`). */
+  sweep: () => Promise<unknown>;
   log: Log;
 }
 
@@ -33,5 +39,11 @@ export const handler = lambdaHandler(
     lambdaDeps("admin", async (config, platform) =>
       adminDeps(config, platform, await operatorPart(), cloudWatchOperatorPlatform(config)),
     ),
-  createAdminHandler,
+  (deps) => {
+    const http = createAdminHandler(deps);
+    // The stack's schedule (EventBridge, every 5 minutes) runs the dead-letter sweep here: the
+    // function that already holds the dead-letter queues and the dead letters' items.
+    return async (event: APIGatewayProxyEventV2 | ScheduledEvent) =>
+      "detail-type" in event ? void (await deps.sweep()) : http(event);
+  },
 );

@@ -2,7 +2,7 @@ import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { type QueryDeps, queryAlias, queryUser } from "../appservice/pipeline/queries.ts";
 import { thirdPartyLookup } from "../appservice/pipeline/third-party.ts";
-import { authenticateHomeserver } from "../appservice/protocol/auth.ts";
+import type { HsTokens } from "../appservice/protocol/auth.ts";
 import { unversionedPath } from "../appservice/protocol/routes.ts";
 import { MatrixError } from "../shared/errors.ts";
 // The application's part this function runs, and only that part's code and packages.
@@ -13,7 +13,8 @@ import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
 
 export interface QueriesDeps extends Omit<QueryDeps, "owner"> {
-  hsToken: string;
+  /** The hs_tokens accepted (the previous one too, during a rotation). */
+  hsTokens: HsTokens;
 }
 
 const exists = (found: boolean, what: string) => {
@@ -30,7 +31,7 @@ export const createQueriesHandler = (deps: QueriesDeps) =>
     .use(matrixErrors(deps.log))
     .handler(async (event) => {
       const query = event.queryStringParameters ?? {};
-      authenticateHomeserver(event.headers.authorization, query.access_token, deps.hsToken);
+      await deps.hsTokens.authenticate(event.headers.authorization, query.access_token);
       const path = unversionedPath(event.routeKey.split(" ")[1] as string);
       const params = event.pathParameters ?? {};
       const queryDeps = { ...deps, owner: event.requestContext.requestId };

@@ -1,7 +1,7 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { acceptTransaction, CounterResets } from "../appservice/pipeline/accept-transaction.ts";
-import { authenticateHomeserver } from "../appservice/protocol/auth.ts";
+import type { HsTokens } from "../appservice/protocol/auth.ts";
 import { parseTransaction } from "../appservice/protocol/transaction.ts";
 import type { FifoQueue } from "../queue/queue.ts";
 import { badJson } from "../shared/errors.ts";
@@ -15,7 +15,8 @@ import { lambdaHandler } from "./shared/lambda-handler.ts";
 import { flushMetrics } from "./shared/metrics.ts";
 
 export interface TransactionsDeps {
-  hsToken: string;
+  /** The hs_tokens accepted (the previous one too, during a rotation). */
+  hsTokens: HsTokens;
   metrics: Metrics;
   transactions: TransactionStore;
   inboundQueue: FifoQueue;
@@ -30,10 +31,9 @@ export const createTransactionsHandler = (deps: TransactionsDeps) => {
     .use(matrixErrors(deps.log))
     .use(flushMetrics(deps.metrics))
     .handler(async (event) => {
-      authenticateHomeserver(
+      await deps.hsTokens.authenticate(
         event.headers.authorization,
         event.queryStringParameters?.access_token,
-        deps.hsToken,
       );
       const txnId = event.pathParameters?.txnId;
       if (!txnId) throw badJson("Missing txnId");

@@ -14,6 +14,7 @@ import {
   httpHandlers,
   type LocalFunctionsConfig,
   startConsumer,
+  startSchedule,
   type Tuning,
 } from "./functions.ts";
 import { closeGracefully, createGateway } from "./gateway.ts";
@@ -94,10 +95,11 @@ export async function runFunctionWorker(application: Application): Promise<void>
   let stop: () => Promise<void>;
   if (data.role === "http") {
     const routes = routeTable(application.routes ?? []);
-    const handlers = await httpHandlers(data.config, platform, application, {
+    const { handlers, sweep } = await httpHandlers(data.config, platform, application, {
       logs: recentLines as RecentLogLines,
       sqsEndpoint: data.sqsEndpoint,
     });
+    const schedule = startSchedule(sweep, data.config.deadLetterSweepMs, log);
     const server = createGateway({
       routes,
       handlers: () => handlers,
@@ -108,7 +110,10 @@ export async function runFunctionWorker(application: Application): Promise<void>
       server.once("error", reject);
       server.listen(data.port, "127.0.0.1", resolve);
     });
-    stop = () => closeGracefully(server);
+    stop = async () => {
+      await schedule.stop();
+      await closeGracefully(server);
+    };
   } else {
     const poller = await startConsumer(data.role, data.config, platform, application, (busy) =>
       post({ busy }),

@@ -7,6 +7,7 @@ import { createOutboxHandler } from "../handlers/outbox.ts";
 import { createQueriesHandler } from "../handlers/queries.ts";
 import { createTransactionsHandler } from "../handlers/transactions.ts";
 import type { LogSource } from "../operator/traffic.ts";
+import type { Log } from "../shared/log.ts";
 import { adminDeps } from "../wiring/admin-deps.ts";
 import {
   appDeps,
@@ -38,6 +39,8 @@ export interface LocalFunctionsConfig {
   queues: Record<"inbound" | "outbound", { url: string; arn: string }>;
   /** Receive loops per queue consumer. */
   pollers: number;
+  /** How often the dead letters are swept into the table, as the stack's schedule does. */
+  deadLetterSweepMs: number;
 }
 
 /** The platform's knobs that tests turn, as plain data. */
@@ -54,16 +57,16 @@ export type Tuning = Pick<
 >;
 
 /**
- * The handlers of the HTTP functions, by the name the route table gives them. The operator
- * console reads the recent log lines from `logs` and the queues' ages from fauxqs at
- * `sqsEndpoint`.
+ * The handlers of the HTTP functions, by the name the route table gives them, and the admin
+ * function's scheduled dead-letter sweep. The operator console reads the recent log lines from
+ * `logs` and the queues' ages from fauxqs at `sqsEndpoint`.
  */
 export async function httpHandlers(
   config: LocalFunctionsConfig,
   platform: Platform,
   application: Application,
   operator: { logs: LogSource; sqsEndpoint: string },
-): Promise<Record<Route["handler"], HttpHandler>> {
+): Promise<{ handlers: Record<Route["handler"], HttpHandler>; sweep: () => Promise<unknown> }> {
   const { settings } = config;
   const [app, transactions, queries, admin] = await Promise.all([
     appDeps(settings.app, platform, application),
@@ -76,10 +79,39 @@ export async function httpHandlers(
     }),
   ]);
   return {
-    app: createAppHandler(app),
-    transactions: createTransactionsHandler(transactions),
-    queries: createQueriesHandler(queries),
-    admin: createAdminHandler(admin),
+    handlers: {
+      app: createAppHandler(app),
+      transactions: createTransactionsHandler(transactions),
+      queries: createQueriesHandler(queries),
+      admin: createAdminHandler(admin),
+    },
+    sweep: admin.sweep,
+  };
+}
+
+/**
+ * Runs `sweep` every `intervalMs`, as the stack's schedule runs the admin function, one run at a
+ * time; a failed run is logged and the next one tries again. The stop waits for a running one.
+ */
+export function startSchedule(sweep: () => Promise<unknown>, intervalMs: number, log: Log) {
+  let running: Promise<unknown> = Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  const next = () => {
+    timer = setTimeout(() => {
+      running = sweep()
+        .catch((error: unknown) => log.error("the dead-letter sweep failed", { error }))
+        .finally(() => {
+          if (timer) next();
+        });
+    }, intervalMs);
+  };
+  next();
+  return {
+    stop: async () => {
+      clearTimeout(timer);
+      timer = undefined;
+      await running;
+    },
   };
 }
 

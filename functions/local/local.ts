@@ -21,6 +21,7 @@ import { type Route, routeTable } from "../appservice/protocol/routes.ts";
 import { createFallbackHandler } from "../handlers/fallback.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
 import { type BackoffPolicy, OUTBOUND_MAX_RECEIVE_COUNT } from "../matrix/backoff.ts";
+import { DEAD_LETTER_SWEEP_MINUTES } from "../operator/console.ts";
 import { forwardTrafficLines, type LogLine, RecentLogLines } from "../operator/traffic.ts";
 import { LOOPBACK_RANGES } from "../shared/address-policy.ts";
 import type { Log } from "../shared/log.ts";
@@ -38,6 +39,7 @@ import {
   httpHandlers,
   type LocalFunctionsConfig,
   startConsumer,
+  startSchedule,
   type Tuning,
 } from "./functions.ts";
 import { closeGracefully, createGateway, type HttpHandler } from "./gateway.ts";
@@ -107,6 +109,11 @@ export interface LocalOptions {
    * requests with it, the outbox signs deliveries. @default none (every check fails)
    */
   relaySecret?: string;
+  /**
+   * How often the dead letters are taken off their queues into the table, and those waiting
+   * logged at ERROR, as the stack's schedule does. @default 5 minutes
+   */
+  deadLetterSweepMs?: number;
   /** Lets tests put a fault injector around the store (without `workers`). */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
   /**
@@ -362,6 +369,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       },
       queues: { inbound, outbound },
       pollers: options.pollers ?? 4,
+      deadLetterSweepMs: options.deadLetterSweepMs ?? DEAD_LETTER_SWEEP_MINUTES * 60_000,
     };
     let handlersRunning: () => number;
     if (options.workers) {
@@ -417,10 +425,14 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       // Pollers stop first, before the servers they read from; together, as each may be waiting
       // out a receive.
       stops.push(async () => void (await Promise.all([poller.stop(), outbox.stop()])));
-      handlers = await httpHandlers(config, platform, application, {
+      const http = await httpHandlers(config, platform, application, {
         logs: recentLines,
         sqsEndpoint,
       });
+      const schedule = startSchedule(http.sweep, config.deadLetterSweepMs, log);
+      // Before the pollers and servers it reads from.
+      stops.push(schedule.stop);
+      handlers = http.handlers;
       handlersRunning = () => poller.busy() + outbox.busy();
     }
 

@@ -65,6 +65,17 @@ export interface OperationResult {
 
 /** Dead letters taken off a queue per request at most: the rest on the next. */
 const MAX_COLLECTED = 1000;
+/**
+ * Per queue and scheduled sweep: within the admin function's time (each is two writes), the rest
+ * five minutes later.
+ */
+const MAX_SWEPT = 300;
+
+/** How often the stack (EventBridge) and local mode (a timer) run `OperatorConsole.sweep`. */
+export const DEAD_LETTER_SWEEP_MINUTES = 5;
+
+/** Dead letters waiting for the operator, by queue. */
+export type Waiting = Record<Direction, number>;
 const RECENT_TRAFFIC = 50;
 const RECENT_ERRORS = 20;
 const DIRECTIONS: Direction[] = ["inbound", "outbound"];
@@ -120,18 +131,40 @@ export class OperatorConsole {
   private async deadLetterCount(direction: Direction): Promise<number> {
     const [queued, kept] = await Promise.all([
       this.deps.monitor.depth(`${direction}DeadLetters`),
-      this.deps.deadLetters.list(direction),
+      this.deps.deadLetters.count(direction),
     ]);
-    return queued.waiting + queued.inFlight + queued.delayed + kept.length;
+    return queued.waiting + queued.inFlight + queued.delayed + kept;
+  }
+
+  /**
+   * The scheduled sweep (every 5 minutes): takes the dead letters off their queues into the store,
+   * where they stay until replayed or discarded (a queue would delete them after 14 days), and,
+   * while any wait, logs an ERROR line that the alarm counts, so that it stays in ALARM until the
+   * operator has dealt with them all.
+   */
+  async sweep(): Promise<Waiting> {
+    const [inbound, outbound] = await Promise.all(
+      DIRECTIONS.map(async (direction) => {
+        await this.collect(direction, MAX_SWEPT);
+        return this.deadLetterCount(direction);
+      }),
+    );
+    const waiting = { inbound: inbound ?? 0, outbound: outbound ?? 0 };
+    if (waiting.inbound + waiting.outbound > 0) {
+      this.deps.log.error("dead letters waiting", { deadLetters: waiting });
+    } else {
+      this.deps.log.debug("no dead letters waiting");
+    }
+    return waiting;
   }
 
   /**
    * Takes what waits in a dead-letter queue into the store: each message kept before it is
    * deleted, so a failure in between keeps it twice at most under the same ID (once).
    */
-  private async collect(direction: Direction): Promise<void> {
+  private async collect(direction: Direction, limit = MAX_COLLECTED): Promise<void> {
     const queue = this.deps.deadLetterQueues[direction];
-    for (let taken = 0; taken < MAX_COLLECTED; ) {
+    for (let taken = 0; taken < limit; ) {
       const messages = await queue.receive();
       if (messages.length === 0) return;
       for (const message of messages) {

@@ -25,6 +25,11 @@ export interface DeadLetterStore {
   put(letter: StoredDeadLetter): Promise<void>;
   /** Every one kept from that queue, each group's in its order. */
   list(direction: Direction): Promise<StoredDeadLetter[]>;
+  /**
+   * How many are kept from that queue. Each is kept until replayed or discarded: one an older
+   * version kept with an expiry (14 days) loses it here.
+   */
+  count(direction: Direction): Promise<number>;
   /** False when it was no longer kept. */
   delete(direction: Direction, id: string): Promise<boolean>;
 }

@@ -63,6 +63,7 @@ export async function adminDeps<L extends Log>(
       budget: new RequestBudget(),
       log: platform.log,
     }),
+    sweep: () => operatorConsole.sweep(),
     log: platform.log,
   };
 }

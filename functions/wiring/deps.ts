@@ -6,6 +6,7 @@ import type {
   ApplicationRoutes,
 } from "../appservice/application.ts";
 import { INBOUND_RETRY, type InboundRetryPolicy } from "../appservice/pipeline/process-inbound.ts";
+import { HsTokens, type HsTokenVersions } from "../appservice/protocol/auth.ts";
 import { createNamespaceMatcher, derivedAliasPrefix } from "../appservice/protocol/namespaces.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
 import type { AppHandlerDeps } from "../handlers/app.ts";
@@ -58,6 +59,11 @@ export interface Platform<L extends Log = Log> {
   dynamodb: DynamoDBClient;
   sqs: SQSClient;
   secrets: SecretSource;
+  /**
+   * The hs_token's current and previous values, read anew at each call (Secrets Manager's
+   * `AWSCURRENT` and `AWSPREVIOUS`). @default the current one alone (`secrets`)
+   */
+  hsTokenVersions?: () => Promise<HsTokenVersions>;
   /** The secret shared with the remote service (`RELAY_SECRET`), for the functions given one. */
   remoteSecret?: () => Promise<string>;
   log: L;
@@ -77,6 +83,12 @@ export interface Platform<L extends Log = Log> {
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
 }
 
+/** The hs_tokens accepted: during a rotation, the one before too. */
+const hsTokensOf = (platform: Platform) =>
+  HsTokens.load(
+    platform.hsTokenVersions ?? (async () => ({ current: await platform.secrets("hsToken") })),
+  );
+
 /** A function's configuration without the secrets' ARNs (read through the `Platform`). */
 export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app" | "admin"> =
   Omit<Config<F>, (typeof TOKEN_SECRET_FIELDS)[TokenName] | "relaySecretArn">;
@@ -91,7 +103,7 @@ export async function transactionsDeps<L extends Log>(
   platform: Platform<L>,
 ): Promise<TransactionsDeps & { log: L }> {
   return {
-    hsToken: await platform.secrets("hsToken"),
+    hsTokens: await hsTokensOf(platform),
     transactions: stores(config.tableName, platform).wrapped,
     inboundQueue: new SqsFifoQueue(platform.sqs, config.inboundQueueUrl),
     setAsideItems: new DynamoDbSetAsideItems(platform.dynamodb, config.tableName),
@@ -231,13 +243,13 @@ export async function queriesDeps<L extends Log>(
   platform: Platform<L>,
   application: ApplicationQueries,
 ): Promise<QueriesDeps & { log: L }> {
-  const [asToken, hsToken] = await Promise.all([
+  const [asToken, hsTokens] = await Promise.all([
     platform.secrets("asToken"),
-    platform.secrets("hsToken"),
+    hsTokensOf(platform),
   ]);
   const { store, wrapped } = stores(config.tableName, platform);
   return {
-    hsToken,
+    hsTokens,
     application,
     namespaces: createNamespaceMatcher(config.registration.namespaces),
     homeserver: new HttpHomeserverClient(

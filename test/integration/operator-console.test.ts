@@ -1,3 +1,4 @@
+import { GetItemCommand, PutItemCommand } from "@aws-sdk/client-dynamodb";
 import { describe, expect, it } from "vitest";
 import type { Application } from "../../functions/appservice/application.ts";
 import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
@@ -6,6 +7,7 @@ import { SqsFifoQueue } from "../../functions/queue/sqs/queue.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { DynamoDbDeadLetters } from "../../functions/store/dynamodb/dead-letters.ts";
 import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
+import { waitForAsync } from "../support/wait.ts";
 import { startWithHomeserver } from "../support/with-homeserver.ts";
 
 const isSend = (r: { method: string; path: string }) =>
@@ -334,5 +336,82 @@ describe("operator console API", () => {
     await waitFor(() => handled.length >= 1);
     expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(handled).toEqual(["first"]);
+  });
+
+  it("sweeps dead letters into the table for good, logs ERROR while any wait, and the console replays and discards them", async () => {
+    const { local, homeserver, send, bot, call, lines } = await consoleOf({
+      application: echo,
+      deadLetterSweepMs: 200,
+    });
+    const dynamodb = localDynamoDb(local.dynamodbEndpoint);
+    const store = new DynamoDbDeadLetters(dynamodb, local.tableName);
+    const itemOf = async (id: string) =>
+      (
+        await dynamodb.send(
+          new GetItemCommand({
+            TableName: local.tableName,
+            Key: { pk: { S: "DEADLETTER#outbound" }, sk: { S: id } },
+            ConsistentRead: true,
+          }),
+        )
+      ).Item;
+    // One an older version kept, with the 14-day expiry it gave each.
+    await dynamodb.send(
+      new PutItemCommand({
+        TableName: local.tableName,
+        Item: {
+          pk: { S: "DEADLETTER#outbound" },
+          sk: { S: "legacy" },
+          groupId: { S: "!old:test.local" },
+          sequenceNumber: { S: "1" },
+          sentAt: { N: String(Date.now()) },
+          body: { S: "not json {" },
+          expiresAt: { N: String(Math.floor(Date.now() / 1000) + 3600) },
+        },
+      }),
+    );
+    const room = "!swept:test.local";
+    homeserver.createRoom(room, [bot]);
+    homeserver.cue(isSend, { status: 400, body: { errcode: "M_BAD_JSON", error: "No." } }, 1);
+    await send("t1", [makeEvent(room, "one")]);
+
+    // Nobody opened the console: the sweep took it off its queue into the table.
+    await waitForAsync(async () => (await store.list("outbound")).length === 2);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    const kept = (await store.list("outbound")).find((letter) => letter.id !== "legacy");
+    if (!kept) throw new Error("no dead letter swept");
+    expect(await itemOf(kept.id)).not.toHaveProperty("expiresAt");
+    expect(await itemOf("legacy")).not.toHaveProperty("expiresAt");
+    await waitFor(() =>
+      lines.some(
+        (line) =>
+          line.level === "error" &&
+          line.message === "dead letters waiting" &&
+          (line.attributes.deadLetters as { outbound: number }).outbound === 2,
+      ),
+    );
+    const waiting = lines.filter((line) => line.message === "dead letters waiting");
+    expect(waiting.at(-1)?.attributes).toEqual({ deadLetters: { inbound: 0, outbound: 2 } });
+
+    // The console lists the swept ones; replayed and discarded, none waits.
+    const listed = (await call("dead-letters?direction=outbound")).body.deadLetters;
+    expect(listed.map((letter: { id: string }) => letter.id).sort()).toEqual(
+      [kept.id, "legacy"].sort(),
+    );
+    expect((await call("status")).body.deadLetters).toEqual({ inbound: 0, outbound: 2 });
+    const replayed = await call("dead-letters/replay", { direction: "outbound", ids: [kept.id] });
+    expect(replayed.body).toEqual({ done: [kept.id], skipped: [] });
+    const discarded = await call("dead-letters/discard", {
+      direction: "outbound",
+      ids: ["legacy"],
+    });
+    expect(discarded.body).toEqual({ done: ["legacy"], skipped: [] });
+    await waitFor(() => homeserver.sent.length >= 1);
+    expect(homeserver.sent.map((event) => event.content.body)).toEqual(["echo: one"]);
+    const before = lines.length;
+    await waitFor(() =>
+      lines.slice(before).some((line) => line.message === "no dead letters waiting"),
+    );
+    expect((await call("status")).body.deadLetters).toEqual({ inbound: 0, outbound: 0 });
   });
 });

@@ -550,7 +550,7 @@ describe("AppserviceStack", () => {
         .filter((s) => [s.Action].flat().some((a) => a.startsWith("dynamodb:")))
         .map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
     ).toEqual([
-      ["dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem", ["DEADLETTER#*"]],
+      ["dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem,dynamodb:UpdateItem", ["DEADLETTER#*"]],
       ["dynamodb:UpdateItem", ["EVENT#*", "ITEM#*", "sha256:*"]],
       ["dynamodb:DeleteItem", ["OUTBOX#*"]],
       ["dynamodb:GetItem,dynamodb:Query", ["APP#*"]],
@@ -588,6 +588,50 @@ describe("AppserviceStack", () => {
     expect(environmentOf("Admin")[ENV.adminTokenSecretArn]).toEqual({
       Ref: expect.stringMatching(/^AppserviceAdminToken/),
     });
+  });
+
+  it("sweeps the dead letters every 5 minutes with the admin function: a schedule only it is the target of, no permission more", () => {
+    const rules = resources("AWS::Events::Rule");
+    expect(rules).toHaveLength(1);
+    const [[, rule]] = rules as [[string, Resource]];
+    expect(rule.Properties).toMatchObject({
+      ScheduleExpression: "rate(5 minutes)",
+      State: "ENABLED",
+      Targets: [
+        {
+          Arn: { "Fn::GetAtt": [functionId("Admin"), "Arn"] },
+          RetryPolicy: { MaximumRetryAttempts: 0 },
+        },
+      ],
+    });
+    // EventBridge may invoke the admin function, from that rule alone; no other function.
+    const invokers = resources("AWS::Lambda::Permission")
+      .map(([, p]) => p.Properties)
+      .filter((p) => p.Principal === "events.amazonaws.com");
+    expect(invokers).toEqual([
+      expect.objectContaining({
+        Action: "lambda:InvokeFunction",
+        FunctionName: { "Fn::GetAtt": [functionId("Admin"), "Arn"] },
+        SourceArn: { "Fn::GetAtt": [rules[0]?.[0], "Arn"] },
+      }),
+    ]);
+    // The dead letters' items, kept (no expiry), counted, and an older expiry removed: on their
+    // own partition only. The sweep's ERROR line ("dead letters waiting") is counted as any of
+    // the admin function's ERROR lines (below), so the alarm fires while they wait.
+    const updates = policyOf("Admin").filter((s) =>
+      [s.Action].flat().includes("dynamodb:UpdateItem"),
+    );
+    expect(updates.map((s) => s.Condition)).toEqual([
+      { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": ["DEADLETTER#*"] } },
+      { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": ["EVENT#*", "ITEM#*", "sha256:*"] } },
+    ]);
+    expect(
+      resources("AWS::Logs::MetricFilter").some(
+        ([, f]) =>
+          /^AppserviceadminLogs/.test((f.Properties.LogGroupName as { Ref: string }).Ref) &&
+          f.Properties.FilterPattern === '{ $.level = "ERROR" }',
+      ),
+    ).toBe(true);
   });
 
   it("keeps the functions that run the application's code to their own items of the table", () => {
@@ -929,7 +973,8 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     const { template } = synthesize("RelaySecret", { application: choice });
     const secrets = Object.entries(template.findResources("AWS::SecretsManager::Secret"));
     const relay = secrets.find(([id]) => id.includes("RelaySecret"));
-    expect(secrets).toHaveLength(2);
+    // The three tokens' and the relay's.
+    expect(secrets).toHaveLength(4);
     const [relayId, relaySecret] = relay as [string, Resource];
     expect(relaySecret.Properties.GenerateSecretString).toEqual({
       PasswordLength: 64,

@@ -5,7 +5,7 @@ import type { Platform } from "../../wiring/deps.ts";
 import { type Config, readConfig } from "../../wiring/env.ts";
 import { createLogger } from "./logger.ts";
 import { createCloudWatchMetrics } from "./metrics.ts";
-import { secretStringSource, secretsManagerSource } from "./secrets.ts";
+import { hsTokenVersionsSource, secretStringSource, secretsManagerSource } from "./secrets.ts";
 
 type AwsFunction = "transactions" | "events" | "outbox" | "queries" | "app" | "admin";
 
@@ -20,10 +20,12 @@ export function lambdaDeps<F extends AwsFunction, D>(
 ): Promise<D> {
   const config = readConfig(fn, process.env);
   const relaySecretArn = (config as { relaySecretArn?: string }).relaySecretArn;
+  const hsTokenSecretArn = (config as { hsTokenSecretArn?: string }).hsTokenSecretArn;
   return build(config, {
     dynamodb: new DynamoDBClient({}),
     sqs: new SQSClient({}),
     secrets: secretsManagerSource(config),
+    ...(hsTokenSecretArn && { hsTokenVersions: hsTokenVersionsSource(hsTokenSecretArn) }),
     ...(relaySecretArn && { remoteSecret: secretStringSource(relaySecretArn) }),
     log: createLogger(),
     metrics: createCloudWatchMetrics(),

@@ -1,4 +1,9 @@
-import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
+import {
+  GetSecretValueCommand,
+  ResourceNotFoundException,
+  SecretsManagerClient,
+} from "@aws-sdk/client-secrets-manager";
+import type { HsTokenVersions } from "../../appservice/protocol/auth.ts";
 import type { SecretSource } from "../../wiring/deps.ts";
 import { TOKEN_SECRET_FIELDS, type TokenName } from "../../wiring/env.ts";
 
@@ -30,6 +35,32 @@ export function secretsManagerSource(
       tokens.set(token, value);
     }
     return value;
+  };
+}
+
+/**
+ * The hs_token's secret, both stages (`AWSCURRENT` and, after a rotation, `AWSPREVIOUS`) and when
+ * the current one was put: read anew at each call (`HsTokens` bounds how often).
+ */
+export function hsTokenVersionsSource(hsTokenSecretArn: string): () => Promise<HsTokenVersions> {
+  const client = new SecretsManagerClient({});
+  const stage = (VersionStage: "AWSCURRENT" | "AWSPREVIOUS") =>
+    client.send(new GetSecretValueCommand({ SecretId: hsTokenSecretArn, VersionStage }));
+  return async () => {
+    const [current, previous] = await Promise.all([
+      stage("AWSCURRENT"),
+      // A secret never rotated has no previous version.
+      stage("AWSPREVIOUS").catch((error: unknown) => {
+        if (error instanceof ResourceNotFoundException) return undefined;
+        throw error;
+      }),
+    ]);
+    if (!current.SecretString) throw new Error("The hsToken secret has no string value");
+    return {
+      current: current.SecretString,
+      ...(previous?.SecretString && { previous: previous.SecretString }),
+      ...(current.CreatedDate && { currentSince: current.CreatedDate.getTime() }),
+    };
   };
 }
 

@@ -12,10 +12,7 @@ import {
   type StoredDeadLetter,
 } from "../dead-letters.ts";
 import { isConditionFailure, keyOf, SERVER_ERRORS_KEY_PREFIX } from "./store.ts";
-import { partitionItems } from "./table.ts";
-
-/** As long as the dead-letter queue would have kept it (SQS's maximum retention). */
-export const DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600;
+import { partitionItems, TABLE_KEY } from "./table.ts";
 
 /** How the dead letters' partition keys begin (IAM limits the console to them). */
 export const DEAD_LETTER_KEY_PREFIX = "DEADLETTER#";
@@ -40,9 +37,6 @@ export class DynamoDbDeadLetters implements DeadLetterStore, ReplayReset {
             sequenceNumber: { S: letter.sequenceNumber },
             sentAt: { N: String(letter.sentAt) },
             body: { S: letter.body },
-            expiresAt: {
-              N: String(Math.floor(letter.sentAt / 1000) + DEAD_LETTER_RETENTION_SECONDS),
-            },
           },
           ConditionExpression: "attribute_not_exists(pk)",
         }),
@@ -65,6 +59,34 @@ export class DynamoDbDeadLetters implements DeadLetterStore, ReplayReset {
       }),
     );
     return letters.sort(inQueueOrder);
+  }
+
+  async count(direction: Direction): Promise<number> {
+    // The keys alone (never the bodies), and the expiry an older version gave each.
+    const { partitionKey, sortKey, ttlAttribute } = TABLE_KEY;
+    const items = await partitionItems(this.client, this.tableName, partition(direction), [
+      partitionKey,
+      sortKey,
+      ttlAttribute,
+    ]);
+    for (const item of items) {
+      if (!item[ttlAttribute] || !item.pk || !item.sk) continue;
+      // Kept until replayed or discarded: an expiry written before would drop it unseen.
+      await this.client
+        .send(
+          new UpdateItemCommand({
+            TableName: this.tableName,
+            Key: { pk: item.pk, sk: item.sk },
+            UpdateExpression: "REMOVE #expiresAt",
+            ConditionExpression: "attribute_exists(pk)",
+            ExpressionAttributeNames: { "#expiresAt": ttlAttribute },
+          }),
+        )
+        .catch((error: unknown) => {
+          if (!isConditionFailure(error)) throw error;
+        });
+    }
+    return items.length;
   }
 
   async delete(direction: Direction, id: string): Promise<boolean> {

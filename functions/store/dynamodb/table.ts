@@ -46,6 +46,7 @@ export async function partitionItems(
   client: DynamoDBClient,
   tableName: string,
   pk: string,
+  projection?: string[],
 ): Promise<Record<string, AttributeValue>[]> {
   const items: Record<string, AttributeValue>[] = [];
   let startKey: Record<string, AttributeValue> | undefined;
@@ -55,6 +56,10 @@ export async function partitionItems(
         TableName: tableName,
         KeyConditionExpression: "pk = :pk",
         ExpressionAttributeValues: { ":pk": { S: pk } },
+        ...(projection && {
+          ProjectionExpression: projection.map((_, i) => `#p${i}`).join(", "),
+          ExpressionAttributeNames: Object.fromEntries(projection.map((a, i) => [`#p${i}`, a])),
+        }),
         ConsistentRead: true,
         ...(startKey && { ExclusiveStartKey: startKey }),
       }),
