@@ -10,7 +10,7 @@ import { esbuildOptionsFor } from "../infra/bundling.ts";
 
 const root = join(import.meta.dirname, "..");
 /** Where the application lives: its own npm packages count in the floor. */
-const APPLICATION_FOLDERS = ["functions/app/", "functions/echo-bot/", "functions/relay/"];
+const APPLICATION_FOLDERS = ["functions/applications/"];
 
 /** Each function's bundle may be at most this much larger than its floor, in bytes and load time. */
 export const FLOOR_RATIO_TARGET = 1.15;

@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { application } from "../functions/app/index.ts";
+import { application } from "../functions/applications/webhooks/index.ts";
 import {
   newRegistration,
   registrationYaml,

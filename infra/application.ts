@@ -1,6 +1,6 @@
-import { application as webhooks } from "../functions/app/index.ts";
+import { createRelay } from "../functions/applications/relay/index.ts";
+import { application as webhooks } from "../functions/applications/webhooks/index.ts";
 import type { Application } from "../functions/appservice/application.ts";
-import { createRelay } from "../functions/relay/index.ts";
 import { APPLICATION_NAMES } from "../functions/wiring/application.ts";
 
 /** The application a stack runs, with what it needs to be told. */

@@ -72,7 +72,9 @@ export const runtimeFiles: Record<
   webhooks: {
     app: {
       copy: [QUICKJS_WASM],
-      bundle: { "sandbox-worker.mjs": "functions/app/webhooks/sandbox-worker.ts" },
+      bundle: {
+        "sandbox-worker.mjs": "functions/applications/webhooks/webhooks/sandbox-worker.ts",
+      },
     },
   },
   relay: {},

@@ -5,15 +5,18 @@ import type { Application } from "../appservice/application.ts";
 import type { ApplicationName } from "../wiring/application.ts";
 
 /** The module whose `application` export local mode runs by default. */
-export const DEFAULT_APPLICATION_MODULE = new URL("../app/index.ts", import.meta.url).href;
+export const DEFAULT_APPLICATION_MODULE = new URL(
+  "../applications/webhooks/index.ts",
+  import.meta.url,
+).href;
 
 /**
  * `APPLICATION`: the module each function loads its application from: the webhooks
- * (`functions/app/`) by default, or the relay bridge's example (its remote service at `RELAY_URL`).
+ * (`functions/applications/webhooks/`) by default, or the relay bridge's example (its remote service at `RELAY_URL`).
  */
 export const APPLICATION_MODULES: Record<ApplicationName, string> = {
   webhooks: DEFAULT_APPLICATION_MODULE,
-  relay: new URL("../relay/from-environment.ts", import.meta.url).href,
+  relay: new URL("../applications/relay/from-environment.ts", import.meta.url).href,
 };
 
 /** The module of the application `name` (the webhooks when undefined); throws on another name. */

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { application as defaultApplication } from "../app/index.ts";
+import { application as defaultApplication } from "../applications/webhooks/index.ts";
 import type { Application } from "../appservice/application.ts";
 import {
   INBOUND_MAX_RECEIVE_COUNT,
@@ -64,7 +64,7 @@ export interface LocalOptions {
   sqsEndpoint?: string;
   tableName?: string;
   queuePrefix?: string;
-  /** The application, run in this thread (without `workers`). @default functions/app/index.ts */
+  /** The application, run in this thread (without `workers`). @default functions/applications/webhooks/index.ts */
   application?: Application;
   visibilityTimeoutSeconds?: number;
   /** Receives of an inbound message before the queue's own redrive (a last resort). */
@@ -112,7 +112,7 @@ export interface LocalOptions {
    * refused.
    */
   workers?: boolean;
-  /** The URL of a module exporting the `application` to run. @default functions/app/index.ts */
+  /** The URL of a module exporting the `application` to run. @default functions/applications/webhooks/index.ts */
   applicationModule?: string;
 }
 

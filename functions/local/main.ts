@@ -1,8 +1,8 @@
 // `npm start`: the appservice on this machine, no AWS account needed.
 import { resolve } from "node:path";
+import { RELAY_URL } from "../applications/relay/from-environment.ts";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
-import { RELAY_URL } from "../relay/from-environment.ts";
 import { parseAllowedRanges } from "../shared/address-policy.ts";
 import { applicationModuleOf } from "./applications.ts";
 import { startLocal } from "./local.ts";

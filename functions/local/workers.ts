@@ -51,7 +51,7 @@ async function bundleFunctions(applicationModule: string): Promise<string> {
   const { outputFiles } = await build({
     entryPoints: {
       "function-worker": ENTRY,
-      "sandbox-worker": source("../app/webhooks/sandbox-worker.ts"),
+      "sandbox-worker": source("../applications/webhooks/webhooks/sandbox-worker.ts"),
     },
     bundle: true,
     platform: "node",

@@ -25,22 +25,28 @@ export const BUNDLED_APPLICATION_CONSTANT = "BUNDLED_APPLICATION";
 /** The events function's part of the bundled application. */
 export const eventsPart = async (config: Config<"events">): Promise<ApplicationEvents> =>
   BUNDLED_APPLICATION === "relay"
-    ? (await import("../relay/events.ts")).relayEvents({ remoteUrl: relayUrlOf(config) })
-    : (await import("../app/events.ts")).application;
+    ? (await import("../applications/relay/events.ts")).relayEvents({
+        remoteUrl: relayUrlOf(config),
+      })
+    : (await import("../applications/webhooks/events.ts")).application;
 
 /** The app function's part: the application's own HTTP routes. */
 export const routesPart = async (): Promise<ApplicationRoutes> =>
   BUNDLED_APPLICATION === "relay"
-    ? (await import("../relay/routes.ts")).application
-    : (await import("../app/routes.ts")).application;
+    ? (await import("../applications/relay/routes.ts")).application
+    : (await import("../applications/webhooks/routes.ts")).application;
 
 /** The queries function's part: the relay answers no query. */
 export const queriesPart = async (): Promise<ApplicationQueries> =>
-  BUNDLED_APPLICATION === "relay" ? {} : (await import("../app/queries.ts")).application;
+  BUNDLED_APPLICATION === "relay"
+    ? {}
+    : (await import("../applications/webhooks/queries.ts")).application;
 
 /** The operator console's part: the relay adds nothing to it. */
 export const operatorPart = async (): Promise<ApplicationOperator> =>
-  BUNDLED_APPLICATION === "relay" ? {} : (await import("../app/operator.ts")).application;
+  BUNDLED_APPLICATION === "relay"
+    ? {}
+    : (await import("../applications/webhooks/operator.ts")).application;
 
 function relayUrlOf(config: Config<"events">): string {
   if (!config.relayUrl) throw new Error("The relay's events function needs RELAY_URL");

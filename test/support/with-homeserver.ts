@@ -1,7 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { onTestFinished } from "vitest";
-import { application as defaultApplication } from "../../functions/app/index.ts";
+import { application as defaultApplication } from "../../functions/applications/webhooks/index.ts";
 import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
 import {
   type NewRegistrationOptions,

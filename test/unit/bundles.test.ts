@@ -95,7 +95,9 @@ describe("function bundles", () => {
       if (floorBytes > 0) expect(size / floorBytes).toBeLessThanOrEqual(MAX_FLOOR_RATIO);
       else expect(size).toBeLessThan(64 * 1024);
       // The webhooks' bundles hold none of the relay's code (cdk.json: application=relay).
-      expect(ours.inputs.filter((input) => input.startsWith("functions/relay/"))).toEqual([]);
+      expect(
+        ours.inputs.filter((input) => input.startsWith("functions/applications/relay/")),
+      ).toEqual([]);
       if (name !== "app") {
         expect(
           ours.inputs.filter((input) => RENDERER_PACKAGES.some((p) => input.includes(p))),
@@ -124,7 +126,9 @@ describe("a relay stack's bundles (cdk.json: application=relay)", () => {
       const inputs = sources.map((source) => relative(root, resolve(assetDir, source)));
       const { size } = await stat(join(assetDir, "index.mjs"));
       console.log(`relay ${name}: ${(size / 1024).toFixed(0)} KB`);
-      expect(inputs.filter((input) => input.startsWith("functions/app/"))).toEqual([]);
+      expect(
+        inputs.filter((input) => input.startsWith("functions/applications/webhooks/")),
+      ).toEqual([]);
       expect(
         inputs.filter((input) =>
           [...RENDERER_PACKAGES, "node_modules/quickjs-emscripten-core/"].some((p) =>
@@ -133,14 +137,17 @@ describe("a relay stack's bundles (cdk.json: application=relay)", () => {
         ),
       ).toEqual([]);
       const relayPart = { events: "events.ts", app: "routes.ts" }[name as string];
-      if (relayPart) expect(inputs).toContain(`functions/relay/${relayPart}`);
-      else expect(inputs.filter((input) => input.startsWith("functions/relay/"))).toEqual([]);
+      if (relayPart) expect(inputs).toContain(`functions/applications/relay/${relayPart}`);
+      else
+        expect(inputs.filter((input) => input.startsWith("functions/applications/relay/"))).toEqual(
+          [],
+        );
     },
   );
 });
 
 describe("the application's parts", () => {
-  it.each(["app", "echo-bot"])(
+  it.each(["applications/webhooks", "applications/echo-bot"])(
     "functions/%s: each Lambda function's part holds what the whole application (local mode's) holds",
     async (folder) => {
       const load = async (module: string) =>

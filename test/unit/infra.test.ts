@@ -7,7 +7,7 @@ import { Secret } from "aws-cdk-lib/aws-secretsmanager";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { Construct } from "constructs";
 import { beforeAll, describe, expect, it } from "vitest";
-import { application } from "../../functions/app/index.ts";
+import { application } from "../../functions/applications/webhooks/index.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../../functions/appservice/pipeline/process-inbound.ts";
 import { routeTable } from "../../functions/appservice/protocol/routes.ts";
 import { TOKEN_GENERATION } from "../../functions/handlers/tokens-secret.ts";

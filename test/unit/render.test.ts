@@ -1,6 +1,9 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { renderMarkdown, sanitizeMatrixHtml } from "../../functions/app/webhooks/render.ts";
+import {
+  renderMarkdown,
+  sanitizeMatrixHtml,
+} from "../../functions/applications/webhooks/webhooks/render.ts";
 
 // Where a Matrix web client runs: a URL that resolves to it was relative.
 const CLIENT = "https://client.invalid/app/";

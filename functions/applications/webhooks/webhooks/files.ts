@@ -10,7 +10,7 @@ import {
   MIME_TYPE,
   type ServiceContext,
   tooLarge,
-} from "../../appservice/api.ts";
+} from "../../../appservice/api.ts";
 import { mediaTypeOf, readPayload } from "./message.ts";
 import { cleanName } from "./text.ts";
 

@@ -1,4 +1,4 @@
-import { type AppRequest, badJson, parseJson } from "../../appservice/api.ts";
+import { type AppRequest, badJson, parseJson } from "../../../appservice/api.ts";
 import { cleanName, cleanText } from "./text.ts";
 
 /** The message types a payload may ask for; a webhook's default is one of the first two. */

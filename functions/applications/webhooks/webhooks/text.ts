@@ -1,5 +1,5 @@
 // The cleaners are the application API's (the relay shares them).
-export { cleanName, cleanText } from "../../appservice/api.ts";
+export { cleanName, cleanText } from "../../../appservice/api.ts";
 
 /** Webhook names become user localparts (`@_webhook_<tag>_<name>`): the characters those allow. */
 export const WEBHOOK_NAME = /^[a-z0-9._=-]{1,32}$/;
