@@ -5,7 +5,6 @@
 import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { build } from "esbuild";
-import type { ApplicationName } from "../functions/wiring/application.ts";
 import { esbuildOptionsFor } from "../infra/bundling.ts";
 
 const root = join(import.meta.dirname, "..");
@@ -25,7 +24,7 @@ export interface Bundle {
 export async function bundle(
   entry: string,
   outfile: string,
-  application: ApplicationName = "webhooks",
+  application = "webhooks",
 ): Promise<Bundle> {
   const result = await build({
     ...esbuildOptionsFor(application),

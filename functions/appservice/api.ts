@@ -87,6 +87,14 @@ export type {
 } from "./application.ts";
 export { type Attachment, base64Attachment, MIME_TYPE } from "./attachment.ts";
 export {
+  type ApplicationConfig,
+  type ApplicationManifest,
+  type ApplicationSetting,
+  type BundleFiles,
+  defineApplication,
+  type PartLoader,
+} from "./manifest.ts";
+export {
   type ClientEvent,
   type DeviceData,
   type EphemeralEvent,

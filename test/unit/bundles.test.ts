@@ -5,8 +5,9 @@ import { basename, join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { bundle, floorOf } from "../../bench/floor.ts";
+import { manifest as webhooks } from "../../functions/applications/webhooks/manifest.ts";
 import type { Application } from "../../functions/appservice/application.ts";
-import { functionEntries, runtimeFiles } from "../../infra/bundling.ts";
+import { functionEntries, runtimeFilesOf } from "../../infra/bundling.ts";
 import { synthesized } from "../support/cdk-synth.ts";
 
 const root = join(import.meta.dirname, "../..");
@@ -60,7 +61,7 @@ describe("function bundles", () => {
       expect(await handlerType(outfile)).toBe("function");
       // What it reads at run time sits beside the bundle: the transformations' engine runs a
       // payload in its thread, from the bundle's folder alone.
-      const files = runtimeFiles.webhooks[name as keyof typeof functionEntries];
+      const files = runtimeFilesOf("webhooks", webhooks, name);
       for (const file of files?.copy ?? []) {
         const copied = join(assetDir, basename(file));
         expect((await stat(copied)).size, copied).toBe((await stat(file)).size);
