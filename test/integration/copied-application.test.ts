@@ -17,7 +17,7 @@ import {
 } from "../../functions/local/applications.ts";
 import { functionEntries } from "../../infra/bundling.ts";
 import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
-import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
+import { roomWithBot, SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
 const root = join(import.meta.dirname, "../..");
 const name = `copied-echo-${process.pid}`;
@@ -59,16 +59,10 @@ describe("an application copied into functions/applications/ runs by its folder'
 
   it("handles its events in-process: joins when invited, echoes a message", async () => {
     const { application } = await loadApplication(applicationModuleOf(name));
-    const { homeserver, send, bot, local } = await startWithHomeserver({ application });
+    const started = await startWithHomeserver({ application });
+    const { homeserver, send, local } = started;
     const room = `!copied:${SERVER}`;
-    homeserver.createRoom(room, [`@alice:${SERVER}`]);
-    const invite = makeEvent(room, "", {
-      type: "m.room.member",
-      state_key: bot,
-      content: { membership: "invite" },
-    });
-    expect((await send("invite", [invite])).status).toBe(200);
-    await waitFor(() => homeserver.rooms.get(room)?.has(bot) === true);
+    await roomWithBot(started, room);
     expect((await send("hello", [makeEvent(room, "hello")])).status).toBe(200);
     await waitFor(() => homeserver.sent.length >= 1);
     expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
