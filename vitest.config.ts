@@ -1,5 +1,4 @@
 import { defineConfig } from "vitest/config";
-import { BUNDLED_APPLICATION_CONSTANT } from "./functions/wiring/application.ts";
 
 // The SDK's 9-line warning that it will need Node.js 22, from this process (the global setups),
 // every test worker and every npm start's threads: the README says it (Set-up), npm start in one
@@ -10,9 +9,6 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 const infraTests = ["test/unit/infra.test.ts", "test/unit/bundles.test.ts"];
 
 export default defineConfig({
-  // The tests import the Lambda handlers from their sources: they run the default application,
-  // as its bundles do (functions/wiring/application.ts).
-  define: { [BUNDLED_APPLICATION_CONSTANT]: JSON.stringify("webhooks") },
   test: {
     reporters: ["default", "./test/support/summary-reporter.ts"],
     testTimeout: 60_000,

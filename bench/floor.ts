@@ -5,12 +5,11 @@
 import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { build } from "esbuild";
-import type { ApplicationName } from "../functions/wiring/application.ts";
 import { esbuildOptionsFor } from "../infra/bundling.ts";
 
 const root = join(import.meta.dirname, "..");
 /** Where the application lives: its own npm packages count in the floor. */
-const APPLICATION_FOLDERS = ["functions/app/", "functions/echo-bot/", "functions/relay/"];
+const APPLICATION_FOLDERS = ["functions/applications/"];
 
 /** Each function's bundle may be at most this much larger than its floor, in bytes and load time. */
 export const FLOOR_RATIO_TARGET = 1.15;
@@ -25,7 +24,7 @@ export interface Bundle {
 export async function bundle(
   entry: string,
   outfile: string,
-  application: ApplicationName = "webhooks",
+  application = "webhooks",
 ): Promise<Bundle> {
   const result = await build({
     ...esbuildOptionsFor(application),

@@ -6,17 +6,20 @@ import { randomUUID } from "node:crypto";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { application } from "../functions/app/index.ts";
 import {
   newRegistration,
   registrationYaml,
 } from "../functions/appservice/protocol/registration.ts";
 import type { ClientEvent } from "../functions/appservice/protocol/transaction.ts";
+import { applicationModuleOf, importApplicationModule } from "../functions/local/applications.ts";
 import { freePort } from "../functions/local/free-port.ts";
 import { ScriptedHomeserver } from "../test/support/homeserver.ts";
 import { percentile, startServer, stopServer } from "./support.ts";
 
 const SERVER = "bench.local";
+// The webhooks, chosen by name as npm start chooses it; their users' namespace from the manifest.
+const APPLICATION = "webhooks";
+const { namespaces } = (await importApplicationModule(applicationModuleOf(APPLICATION))).manifest;
 const dir = await mkdtemp(join(tmpdir(), "appservice-outbound-bench-"));
 const registrationPath = join(dir, "registration.yaml");
 const registration = newRegistration({
@@ -25,7 +28,7 @@ const registration = newRegistration({
   senderLocalpart: "bot",
   serverName: SERVER,
   prefix: "_b_",
-  ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
+  ...(namespaces?.users && { userPrefixes: namespaces.users }),
 });
 await writeFile(registrationPath, registrationYaml(registration));
 const bot = `@bot:${SERVER}`;
@@ -34,6 +37,7 @@ await homeserver.start();
 
 const port = await freePort();
 const { child } = await startServer("functions/local/main.ts", {
+  APPLICATION,
   PORT: String(port),
   REGISTRATION: registrationPath,
   HOMESERVER_URL: homeserver.url,

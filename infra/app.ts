@@ -9,7 +9,7 @@ import {
   type Registration,
 } from "../functions/appservice/protocol/registration.ts";
 import { parseAllowedRanges } from "../functions/shared/address-policy.ts";
-import { applicationChoice, wholeApplication } from "./application.ts";
+import { applicationChoice } from "./application.ts";
 import { AppserviceStack } from "./appservice-stack.ts";
 import type { PublicRegistration } from "./matrix-appservice.ts";
 
@@ -17,8 +17,8 @@ import type { PublicRegistration } from "./matrix-appservice.ts";
 const app = new App();
 const context = (key: string) => app.node.tryGetContext(key) as string | undefined;
 const serverName = context("serverName") ?? "example.org";
-const choice = applicationChoice(context("application"), context("relayUrl"));
-const application = wholeApplication(choice);
+const choice = await applicationChoice(context("application"), context);
+const { application } = choice;
 
 /** From a registration file (its tokens are ignored: the stack keeps its own in Secrets Manager). */
 function publicRegistrationFromFile(path: string): PublicRegistration {

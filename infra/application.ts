@@ -1,28 +1,69 @@
-import { application as webhooks } from "../functions/app/index.ts";
+import { pathToFileURL } from "node:url";
 import type { Application } from "../functions/appservice/application.ts";
-import { createRelay } from "../functions/relay/index.ts";
-import { APPLICATION_NAMES } from "../functions/wiring/application.ts";
+import {
+  type ApplicationConfig,
+  type ApplicationFunction,
+  type ApplicationModule,
+  applicationConfig,
+  wholeApplication,
+} from "../functions/appservice/manifest.ts";
+import {
+  applicationNames,
+  DEFAULT_APPLICATION,
+  manifestPathOf,
+} from "../functions/local/applications.ts";
 
-/** The application a stack runs, with what it needs to be told. */
-export type ApplicationChoice = { name: "webhooks" } | { name: "relay"; relayUrl: string };
+/** The application a stack runs, by name, with its settings' values and its whole (read at synth). */
+export interface ApplicationChoice {
+  name: string;
+  module: ApplicationModule;
+  /** Its settings, by environment variable, from their context values. */
+  config: ApplicationConfig;
+  /** Its routes, the users and aliases it acts as. */
+  application: Application;
+}
 
-/** The whole application (its routes, the users and aliases it acts as), read at synth time. */
-export const wholeApplication = (choice: ApplicationChoice): Application =>
-  choice.name === "relay" ? createRelay({ remoteUrl: choice.relayUrl }) : webhooks;
-
-/** cdk.json's `application` (the webhooks by default) and, for the relay, its `relayUrl`. */
-export function applicationChoice(
+/**
+ * cdk.json's `application` (the default application's folder by default) and the context values
+ * its manifest's settings are taken from (`relayUrl` for the relay).
+ */
+export async function applicationChoice(
   name: string | undefined,
-  relayUrl: string | undefined,
-): ApplicationChoice {
-  if (name === undefined || name === "webhooks") return { name: "webhooks" };
-  if (name !== "relay") {
+  context: (key: string) => string | undefined,
+): Promise<ApplicationChoice> {
+  const chosen = name ?? DEFAULT_APPLICATION;
+  if (!applicationNames().includes(chosen)) {
     throw new Error(
-      `The context value application=${name} is none of ${APPLICATION_NAMES.join(", ")}`,
+      `The context value application=${chosen} is none of ${applicationNames().join(", ")}`,
     );
   }
-  if (!relayUrl || !URL.canParse(relayUrl) || !/^https?:$/.test(new URL(relayUrl).protocol)) {
-    throw new Error("application=relay needs relayUrl, its remote service's http(s) URL");
+  const module = (await import(pathToFileURL(manifestPathOf(chosen)).href)) as ApplicationModule;
+  const settings = Object.entries(module.manifest.settings ?? {});
+  const config = Object.fromEntries(
+    settings.flatMap(([variable, setting]) => {
+      const value = context(setting.context);
+      return value === undefined ? [] : [[variable, value]];
+    }),
+  );
+  try {
+    applicationConfig(module.manifest, config);
+  } catch (error) {
+    const [variable, setting] =
+      settings.find(([variable]) => (error as Error).message.startsWith(variable)) ?? [];
+    throw new Error(
+      `application=${chosen} needs ${setting?.context ?? "a setting"} (${variable}): ${(error as Error).message}`,
+    );
   }
-  return { name, relayUrl };
+  return { name: chosen, module, config, application: await wholeApplication(module, config) };
 }
+
+/** The default application, as a stack given no `application` runs it. */
+export const DEFAULT_CHOICE = await applicationChoice(undefined, () => undefined);
+
+/** The environment a function gets for the application's settings it reads. */
+export const settingsEnvironment = (choice: ApplicationChoice, fn: ApplicationFunction) =>
+  Object.fromEntries(
+    Object.entries(choice.module.manifest.settings ?? {})
+      .filter(([, setting]) => setting.functions.includes(fn))
+      .map(([variable]) => [variable, choice.config[variable] as string]),
+  );

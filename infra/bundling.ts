@@ -1,9 +1,7 @@
 import { createRequire } from "node:module";
+import { join } from "node:path";
 import type { BuildOptions } from "esbuild";
-import {
-  type ApplicationName,
-  BUNDLED_APPLICATION_CONSTANT,
-} from "../functions/wiring/application.ts";
+import type { ApplicationManifest, BundleFiles } from "../functions/appservice/manifest.ts";
 
 /**
  * How every function is bundled: by the local esbuild (no Docker), ESM for Node 24 on Lambda (`nodejs24.x`),
@@ -19,16 +17,23 @@ export const bundling = {
   banner: "import { createRequire } from 'module'; const require = createRequire(import.meta.url);",
 } as const;
 
+/** The project's root: esbuild runs there, and the paths below are relative to it. */
+const PROJECT_ROOT = join(import.meta.dirname, "..");
+
+/** The manifest module of the application `name`, relative to the project's root. */
+export const manifestPathOf = (application: string) =>
+  `functions/applications/${application}/manifest.ts`;
+
 /**
  * What makes a bundle the chosen application's and no other's (functions/wiring/application.ts):
- * esbuild's `define`.
+ * esbuild's alias of `#application` to its manifest module.
  */
-export const applicationDefine = (application: ApplicationName) => ({
-  [BUNDLED_APPLICATION_CONSTANT]: JSON.stringify(application),
+export const applicationAlias = (application: string) => ({
+  "#application": join(PROJECT_ROOT, manifestPathOf(application)),
 });
 
 /** The same, as esbuild's own options, for one application (the benchmark, the bundling test). */
-export const esbuildOptionsFor = (application: ApplicationName): BuildOptions => ({
+export const esbuildOptionsFor = (application: string): BuildOptions => ({
   bundle: true,
   platform: "node",
   format: "esm",
@@ -37,7 +42,7 @@ export const esbuildOptionsFor = (application: ApplicationName): BuildOptions =>
   sourcemap: bundling.sourceMap,
   mainFields: [...bundling.mainFields],
   banner: { js: bundling.banner },
-  define: applicationDefine(application),
+  alias: applicationAlias(application),
   logLevel: "silent",
 });
 
@@ -55,37 +60,34 @@ export const functionEntries = {
 /** The deploy-time function that completes the generated tokens secret (not part of the API). */
 export const TOKENS_SECRET_ENTRY = "functions/handlers/tokens-secret.ts";
 
-const QUICKJS_WASM = createRequire(import.meta.url).resolve(
-  "@jitl/quickjs-wasmfile-release-sync/wasm",
-);
-
 /**
- * What a function needs beside its bundle at run time, by application: for the webhooks' app
- * function, the transformation engine, a worker thread's bundle (`sandbox-worker.mjs`, built
- * with the same settings) and QuickJS's WebAssembly, which it reads when it starts, at the
- * first transformation of a process. The relay needs nothing beside its bundles.
+ * What a function needs beside its bundle at run time, as the application's manifest declares it
+ * (the webhooks' app function: the transformations' worker thread and QuickJS's WebAssembly):
+ * files copied, resolved as npm packages, and extra bundles, built with the same settings.
  */
-export const runtimeFiles: Record<
-  ApplicationName,
-  Partial<Record<keyof typeof functionEntries, { copy: string[]; bundle: Record<string, string> }>>
-> = {
-  webhooks: {
-    app: {
-      copy: [QUICKJS_WASM],
-      bundle: { "sandbox-worker.mjs": "functions/app/webhooks/sandbox-worker.ts" },
-    },
-  },
-  relay: {},
-};
+export function runtimeFilesOf(
+  application: string,
+  manifest: ApplicationManifest,
+  name: string,
+): { copy: string[]; bundle: Record<string, string> } | undefined {
+  const files: BundleFiles | undefined =
+    manifest.bundleFiles?.[name as keyof NonNullable<ApplicationManifest["bundleFiles"]>];
+  if (!files) return undefined;
+  const folder = `functions/applications/${application}`;
+  return {
+    copy: (files.copy ?? []).map((file) => createRequire(import.meta.url).resolve(file)),
+    bundle: Object.fromEntries(
+      Object.entries(files.bundle ?? {}).map(([outfile, entry]) => [outfile, join(folder, entry)]),
+    ),
+  };
+}
 
 /** The shell commands that put a function's runtime files in its bundle's folder. */
 export function runtimeFileCommands(
-  application: ApplicationName,
-  name: string,
+  files: ReturnType<typeof runtimeFilesOf>,
   inputDir: string,
   outputDir: string,
 ): string[] {
-  const files = runtimeFiles[application][name as keyof typeof functionEntries];
   if (!files) return [];
   const quote = (text: string) => `'${text.replaceAll("'", "'\\''")}'`;
   return [

@@ -73,7 +73,6 @@ import { DEAD_LETTER_KEY_PREFIX } from "../functions/store/dynamodb/dead-letters
 import { SET_ASIDE_KEY_PREFIX } from "../functions/store/dynamodb/set-aside-items.ts";
 import { HASHED_KEY_PREFIX, SERVER_ERRORS_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
-import type { ApplicationName } from "../functions/wiring/application.ts";
 import { botUserIdOf } from "../functions/wiring/deps.ts";
 import {
   ENV,
@@ -87,12 +86,13 @@ import {
   OUTBOX_TIMEOUT_MS,
   visibilityTimeoutSeconds,
 } from "../functions/wiring/timeouts.ts";
-import { type ApplicationChoice, wholeApplication } from "./application.ts";
+import { type ApplicationChoice, DEFAULT_CHOICE, settingsEnvironment } from "./application.ts";
 import {
-  applicationDefine,
+  applicationAlias,
   bundling,
   functionEntries,
   runtimeFileCommands,
+  runtimeFilesOf,
   TOKENS_SECRET_ENTRY,
 } from "./bundling.ts";
 
@@ -345,23 +345,22 @@ export class MatrixAppservice extends Construct {
       props.botProfile?.displayName ?? (props.registration as Pick<Registration, "id">).id,
       props.botProfile?.avatarUrl,
     );
-    const choice = props.application ?? { name: "webhooks" };
+    const choice = props.application ?? DEFAULT_CHOICE;
     // A secret of its own, made at deploy, read by the two functions that use it: the app
     // function checks the remote service's requests, the outbox signs the deliveries to it.
     // Retained, as the tokens: the remote service was given it.
-    this.relaySecret =
-      choice.name === "relay"
-        ? new Secret(this, "RelaySecret", {
-            description:
-              "The relay's secret shared with its remote service (X-Relay-Signature, both ways)",
-            generateSecretString: { passwordLength: 64, excludePunctuation: true },
-            removalPolicy: RemovalPolicy.RETAIN,
-          })
-        : undefined;
+    this.relaySecret = choice.module.manifest.remoteSecret
+      ? new Secret(this, "RelaySecret", {
+          description:
+            "The relay's secret shared with its remote service (X-Relay-Signature, both ways)",
+          generateSecretString: { passwordLength: 64, excludePunctuation: true },
+          removalPolicy: RemovalPolicy.RETAIN,
+        })
+      : undefined;
     const relaySecretEnvironment = this.relaySecret
       ? environmentOf({ relaySecretArn: this.relaySecret.secretArn })
       : {};
-    const appRoutes = (props.appRoutes ?? wholeApplication(choice).routes ?? []).map(
+    const appRoutes = (props.appRoutes ?? choice.application.routes ?? []).map(
       ({ method, path, rateLimit }) => ({ method, path, rateLimit }),
     );
     const routes = routeTable(appRoutes);
@@ -400,7 +399,7 @@ export class MatrixAppservice extends Construct {
       this.nodeFunction(name, functionEntries[name], timeout, environment, {
         logRetention,
         tracing: props.tracing ?? false,
-        application: choice.name,
+        application: choice,
         ...sizing[name],
       });
 
@@ -419,8 +418,8 @@ export class MatrixAppservice extends Construct {
         ...environmentOf({
           inboundQueueUrl: this.inboundQueue.queueUrl,
           inboundDeadLetterQueueUrl: this.inboundDeadLetterQueue.queueUrl,
-          ...(choice.name === "relay" && { relayUrl: choice.relayUrl }),
         }),
+        ...settingsEnvironment(choice, "events"),
       }),
       outbox: createFunction("outbox", OUTBOX_FUNCTION_TIMEOUT, {
         ...environmentOf({
@@ -437,10 +436,8 @@ export class MatrixAppservice extends Construct {
         }),
         ...relaySecretEnvironment,
       }),
-      queries: createFunction(
-        "queries",
-        TRANSACTIONS_FUNCTION_TIMEOUT,
-        environmentOf({
+      queries: createFunction("queries", TRANSACTIONS_FUNCTION_TIMEOUT, {
+        ...environmentOf({
           tableName: this.table.tableName,
           asTokenSecretArn: arnOf("asToken"),
           hsTokenSecretArn: arnOf("hsToken"),
@@ -448,7 +445,8 @@ export class MatrixAppservice extends Construct {
           botUserId,
           registration: JSON.stringify(props.registration),
         }),
-      ),
+        ...settingsEnvironment(choice, "queries"),
+      }),
       fallback: createFunction(
         "fallback",
         Duration.seconds(5),
@@ -459,11 +457,13 @@ export class MatrixAppservice extends Construct {
       app: createFunction("app", TRANSACTIONS_FUNCTION_TIMEOUT, {
         ...serviceEnvironment,
         ...relaySecretEnvironment,
+        ...settingsEnvironment(choice, "app"),
       }),
     };
     // The operator console reads the others' log lines for its traffic and errors.
     const admin = createFunction("admin", TRANSACTIONS_FUNCTION_TIMEOUT, {
       ...serviceEnvironment,
+      ...settingsEnvironment(choice, "admin"),
       ...environmentOf({
         inboundQueueUrl: this.inboundQueue.queueUrl,
         inboundDeadLetterQueueUrl: this.inboundDeadLetterQueue.queueUrl,
@@ -782,7 +782,7 @@ export class MatrixAppservice extends Construct {
       memorySize?: number;
       reservedConcurrentExecutions?: number;
       /** The application whose part it runs; none for the deploy-time tokens function. */
-      application?: ApplicationName;
+      application?: ApplicationChoice;
     },
   ) {
     return new NodejsFunction(this, `${name[0]?.toUpperCase()}${name.slice(1)}Function`, {
@@ -816,14 +816,28 @@ export class MatrixAppservice extends Construct {
         sourceMap: bundling.sourceMap,
         mainFields: [...bundling.mainFields],
         banner: bundling.banner,
-        ...(application && { define: applicationDefine(application) }),
+        // The chosen application's manifest module as `#application`: its part alone.
+        ...(application && {
+          esbuildArgs: Object.fromEntries(
+            Object.entries(applicationAlias(application.name)).map(([key, path]) => [
+              `--alias:${key}`,
+              path,
+            ]),
+          ),
+        }),
         // Bundle the AWS SDK too: the version our tests ran, tree-shaken.
         externalModules: [],
         commandHooks: {
           beforeBundling: () => [],
           beforeInstall: () => [],
           afterBundling: (inputDir, outputDir) =>
-            application ? runtimeFileCommands(application, name, inputDir, outputDir) : [],
+            application
+              ? runtimeFileCommands(
+                  runtimeFilesOf(application.name, application.module.manifest, name),
+                  inputDir,
+                  outputDir,
+                )
+              : [],
         },
       },
     });

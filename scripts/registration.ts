@@ -6,7 +6,7 @@ import {
   newRegistration,
   registrationYaml,
 } from "../functions/appservice/protocol/registration.ts";
-import { applicationModuleOf, loadApplication } from "../functions/local/applications.ts";
+import { applicationModuleOf, importApplicationModule } from "../functions/local/applications.ts";
 import { defaultStackClients, registrationFromStack } from "./registration-from-stack.ts";
 
 const usage = `Usage: npm run registration -- [options]
@@ -14,7 +14,8 @@ const usage = `Usage: npm run registration -- [options]
   --stack NAME          the registration of this deployed stack (AWS credentials needed)
   --region REGION       the stack's region (default: the AWS SDK's)
 Fresh registrations (without --stack), for the application APPLICATION names as npm start
-reads it (webhooks, the default, or relay), whose users and aliases it adds:
+reads it (a folder of functions/applications/; webhooks by default), whose users and aliases
+it adds:
   --url URL             where the homeserver reaches the appservice (default: http://127.0.0.1:9000)
   --id ID               the appservice's unique ID (default: serverless-appservice-<8 random
                         hex digits>: a homeserver refuses two registrations with one ID)
@@ -46,15 +47,15 @@ async function freshRegistration() {
     console.error((error as Error).message);
     process.exit(1);
   }
-  const application = await loadApplication(module);
+  const { namespaces } = (await importApplicationModule(module)).manifest;
   return newRegistration({
     id: values.id,
     url: values.url,
     serverName: values["server-name"],
     senderLocalpart: values.localpart,
     prefix: values.prefix,
-    ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
-    ...(application.aliasPrefixes && { aliasPrefixes: application.aliasPrefixes }),
+    ...(namespaces?.users && { userPrefixes: namespaces.users }),
+    ...(namespaces?.aliases && { aliasPrefixes: namespaces.aliases }),
   });
 }
 

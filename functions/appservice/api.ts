@@ -1,5 +1,5 @@
 /**
- * The application API: everything an application (`functions/app/`, `functions/echo-bot/`) may
+ * The application API: everything an application (`functions/applications/webhooks/`, `functions/applications/echo-bot/`) may
  * import from this project. The callbacks and routes it implements, the context they act with
  * (queued actions, immediate calls, its own data with portals and puppets, derived secrets), the
  * events it is given, the errors it may throw and those the immediate calls throw. test/unit/layers.test.ts holds applications to this module alone.
@@ -79,6 +79,14 @@ export type {
   WebhookView,
 } from "./application.ts";
 export { type Attachment, base64Attachment, MIME_TYPE } from "./attachment.ts";
+export {
+  type ApplicationConfig,
+  type ApplicationManifest,
+  type ApplicationSetting,
+  type BundleFiles,
+  defineApplication,
+  type PartLoader,
+} from "./manifest.ts";
 export {
   type ClientEvent,
   type DeviceData,

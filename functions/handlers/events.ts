@@ -69,7 +69,7 @@ export const createEventsHandler = (deps: EventsDeps) => {
 export const handler = lambdaHandler(
   () =>
     lambdaDeps("events", async (config, platform) =>
-      eventsDeps(config, platform, await eventsPart(config)),
+      eventsDeps(config, platform, await eventsPart()),
     ),
   createEventsHandler,
 );

@@ -1,31 +1,59 @@
-// The applications local mode and `npm run registration` choose from by name (`APPLICATION`),
-// apart from main.ts (which starts on import) and local.ts (which loads the AWS SDK), so that
-// the registration script reads the same list.
+// The applications local mode, `npm run registration` and the bench choose from by name
+// (`APPLICATION`): the folders under functions/applications/ with a manifest.ts. Apart from
+// main.ts (which starts on import) and local.ts (which loads the AWS SDK), so that the
+// registration script reads the same list.
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import type { Application } from "../appservice/application.ts";
-import type { ApplicationName } from "../wiring/application.ts";
+import {
+  type ApplicationConfig,
+  type ApplicationModule,
+  applicationConfig,
+  wholeApplication,
+} from "../appservice/manifest.ts";
 
-/** The module whose `application` export local mode runs by default. */
-export const DEFAULT_APPLICATION_MODULE = new URL("../app/index.ts", import.meta.url).href;
+const APPLICATIONS_FOLDER = fileURLToPath(new URL("../applications/", import.meta.url));
 
-/**
- * `APPLICATION`: the module each function loads its application from: the webhooks
- * (`functions/app/`) by default, or the relay bridge's example (its remote service at `RELAY_URL`).
- */
-export const APPLICATION_MODULES: Record<ApplicationName, string> = {
-  webhooks: DEFAULT_APPLICATION_MODULE,
-  relay: new URL("../relay/from-environment.ts", import.meta.url).href,
-};
+/** The names of the applications: the folders with a manifest, sorted. */
+export const applicationNames = (): string[] =>
+  readdirSync(APPLICATIONS_FOLDER, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory())
+    .map((entry) => entry.name)
+    .filter((name) => existsSync(join(APPLICATIONS_FOLDER, name, "manifest.ts")))
+    .sort();
 
-/** The module of the application `name` (the webhooks when undefined); throws on another name. */
-export function applicationModuleOf(name = "webhooks"): string {
-  if (!Object.hasOwn(APPLICATION_MODULES, name)) {
-    throw new Error(
-      `APPLICATION=${name} is none of ${Object.keys(APPLICATION_MODULES).join(", ")}`,
-    );
+/** The default application: the one package.json's `#application` names (the tests' too). */
+export const DEFAULT_APPLICATION = (() => {
+  const { imports } = JSON.parse(
+    readFileSync(new URL("../../package.json", import.meta.url), "utf8"),
+  ) as { imports: Record<string, string> };
+  return /applications\/([^/]+)\/manifest\.ts$/.exec(imports["#application"] ?? "")?.[1] as string;
+})();
+
+/** The path of the manifest of the application `name`; throws naming the others. */
+export function manifestPathOf(name = DEFAULT_APPLICATION): string {
+  const names = applicationNames();
+  if (!names.includes(name)) {
+    throw new Error(`APPLICATION=${name} is none of ${names.join(", ")}`);
   }
-  return APPLICATION_MODULES[name as ApplicationName];
+  return join(APPLICATIONS_FOLDER, name, "manifest.ts");
 }
 
-/** The `application` a module exports. */
-export const loadApplication = async (module: string): Promise<Application> =>
-  ((await import(module)) as { application: Application }).application;
+/** The URL of the manifest module of the application `name` (the default when undefined). */
+export const applicationModuleOf = (name?: string): string =>
+  pathToFileURL(manifestPathOf(name)).href;
+
+/** A manifest module, by its URL. */
+export const importApplicationModule = async (module: string): Promise<ApplicationModule> =>
+  (await import(module)) as ApplicationModule;
+
+/** An application as local mode runs it: whole, its settings from `env` or their defaults. */
+export async function loadApplication(
+  module: string,
+  env: Record<string, string | undefined> = process.env,
+): Promise<{ application: Application; config: ApplicationConfig; module: ApplicationModule }> {
+  const loaded = await importApplicationModule(module);
+  const config = applicationConfig(loaded.manifest, env, { local: true });
+  return { application: await wholeApplication(loaded, config), config, module: loaded };
+}

@@ -2,7 +2,6 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { application as defaultApplication } from "../app/index.ts";
 import type { Application } from "../appservice/application.ts";
 import {
   INBOUND_MAX_RECEIVE_COUNT,
@@ -31,7 +30,7 @@ import { ensureTable } from "../store/dynamodb/table.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import { botUserIdOf, type Platform } from "../wiring/deps.ts";
 import { trimBaseUrl } from "../wiring/env.ts";
-import { DEFAULT_APPLICATION_MODULE, loadApplication } from "./applications.ts";
+import { applicationModuleOf, loadApplication } from "./applications.ts";
 import { localDynamoDb, localSqs } from "./aws-clients.ts";
 import { startDynamoDbLocal } from "./dynamodb-local.ts";
 import { freePort } from "./free-port.ts";
@@ -66,7 +65,7 @@ export interface LocalOptions {
   sqsEndpoint?: string;
   tableName?: string;
   queuePrefix?: string;
-  /** The application, run in this thread (without `workers`). @default functions/app/index.ts */
+  /** The application, run in this thread (without `workers`). @default `applicationModule`'s */
   application?: Application;
   visibilityTimeoutSeconds?: number;
   /** Receives of an inbound message before the queue's own redrive (a last resort). */
@@ -124,7 +123,7 @@ export interface LocalOptions {
    * refused.
    */
   workers?: boolean;
-  /** The URL of a module exporting the `application` to run. @default functions/app/index.ts */
+  /** The URL of the manifest module of the application to run. @default the default application's */
   applicationModule?: string;
 }
 
@@ -251,11 +250,9 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
     if (options.workers && (options.application || options.wrapStore)) {
       throw new Error("With workers, the functions load the application from applicationModule");
     }
+    const applicationModule = options.applicationModule ?? applicationModuleOf();
     const application =
-      options.application ??
-      (options.applicationModule
-        ? await loadApplication(options.applicationModule)
-        : defaultApplication);
+      options.application ?? (await loadApplication(applicationModule)).application;
     const routes = routeTable(application.routes ?? []);
     let handlers: Record<Route["handler"], HttpHandler> | undefined;
     let registration = existing;
@@ -383,7 +380,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
               sqsEndpoint,
               tokens,
               tuning,
-              applicationModule: options.applicationModule ?? DEFAULT_APPLICATION_MODULE,
+              applicationModule,
               port,
             },
             log,

@@ -2,9 +2,8 @@
 import { resolve } from "node:path";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
-import { RELAY_URL } from "../relay/from-environment.ts";
 import { parseAllowedRanges } from "../shared/address-policy.ts";
-import { applicationModuleOf } from "./applications.ts";
+import { applicationModuleOf, DEFAULT_APPLICATION, loadApplication } from "./applications.ts";
 import { startLocal } from "./local.ts";
 import { localRelaySecret, type RelaySecret } from "./relay-secret.ts";
 
@@ -19,14 +18,18 @@ const sdkNodeNotice =
   env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED !== "true";
 // Before any client or worker: the workers copy this environment.
 if (sdkNodeNotice) env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true";
-const applicationName = env.APPLICATION ?? "webhooks";
+const applicationName = env.APPLICATION || DEFAULT_APPLICATION;
 let applicationModule: string;
+let chosen: Awaited<ReturnType<typeof loadApplication>>;
 try {
   applicationModule = applicationModuleOf(applicationName);
+  // Its settings checked here, before anything starts; the functions read them again.
+  chosen = await loadApplication(applicationModule);
 } catch (error) {
   console.error((error as Error).message);
   process.exit(1);
 }
+const { settings = {}, remoteSecret } = chosen.module.manifest;
 
 /**
  * The variable `name` as whole seconds from 1 to `max`; undefined when unset or empty. Anything
@@ -49,11 +52,11 @@ const backoffCapSeconds = secondsFrom("OUTBOX_BACKOFF_CAP_SECONDS", 43_200);
 const roomClaimLeaseSeconds = secondsFrom("ROOM_CLAIM_LEASE_SECONDS", 900);
 
 try {
-  // The relay's routes and deliveries are signed with it: never run without one.
-  const relaySecret: RelaySecret | undefined =
-    applicationName === "relay"
-      ? await localRelaySecret(env.RELAY_SECRET, registrationPath)
-      : undefined;
+  // An application sharing a secret with its remote service never runs without one: its routes
+  // and deliveries are signed with it.
+  const relaySecret: RelaySecret | undefined = remoteSecret
+    ? await localRelaySecret(env.RELAY_SECRET, registrationPath)
+    : undefined;
   const local = await startLocal({
     applicationModule,
     port,
@@ -119,12 +122,18 @@ try {
             `Node.js ${process.version}: the AWS SDK's releases after January 2027 need Node.js 22 (README: Set-up)`,
           ]
         : []),
-      `Application: ${applicationName}${applicationName === "relay" ? ` (the remote service at ${RELAY_URL}: RELAY_URL)` : ""}`,
+      `Application: ${applicationName}${
+        Object.keys(settings).length > 0
+          ? ` (${Object.entries(settings)
+              .map(([name, setting]) => `${setting.description} ${chosen.config[name]}: ${name}`)
+              .join(", ")})`
+          : ""
+      }`,
       ...(relaySecret
         ? [
             relaySecret.source === "RELAY_SECRET"
-              ? "The relay signs and checks requests with RELAY_SECRET"
-              : `The relay signs and checks requests with the secret in ${relaySecret.source}${relaySecret.created ? " (new, readable by you only)" : ""}: give it to the remote service, or set RELAY_SECRET`,
+              ? `The ${applicationName} signs and checks requests with RELAY_SECRET`
+              : `The ${applicationName} signs and checks requests with the secret in ${relaySecret.source}${relaySecret.created ? " (new, readable by you only)" : ""}: give it to the remote service, or set RELAY_SECRET`,
           ]
         : []),
       `Homeserver: ${homeserverUrl}`,

@@ -8,6 +8,7 @@ import { build, type Plugin } from "esbuild";
 import type { LogLine } from "../operator/traffic.ts";
 import type { Log } from "../shared/log.ts";
 import type { CountingMetrics } from "../shared/metrics.ts";
+import { importApplicationModule } from "./applications.ts";
 import type { FunctionWorkerData, FunctionWorkerMessage } from "./function-worker.ts";
 
 const source = (path: string) => fileURLToPath(new URL(path, import.meta.url));
@@ -30,9 +31,11 @@ const entryPlugin = (applicationModule: string): Plugin => ({
     }));
     builder.onLoad({ filter: /.*/, namespace: ENTRY }, () => ({
       contents: [
-        `import { application } from ${JSON.stringify(fileURLToPath(applicationModule))};`,
+        `import * as module from ${JSON.stringify(fileURLToPath(applicationModule))};`,
+        `import { applicationConfig, wholeApplication } from ${JSON.stringify(source("../appservice/manifest.ts"))};`,
         `import { runFunctionWorker } from ${JSON.stringify(source("./function-worker.ts"))};`,
-        "await runFunctionWorker(application);",
+        "const config = applicationConfig(module.manifest, process.env, { local: true });",
+        "await runFunctionWorker(await wholeApplication(module, config));",
       ].join("\n"),
       resolveDir: source("."),
       loader: "ts",
@@ -41,17 +44,33 @@ const entryPlugin = (applicationModule: string): Plugin => ({
 });
 
 /**
+ * The extra bundles the application's manifest declares (the webhooks' transformation thread), by
+ * name without `.mjs`, as esbuild's entry points.
+ */
+async function extraBundles(applicationModule: string): Promise<Record<string, string>> {
+  const { manifest } = await importApplicationModule(applicationModule);
+  return Object.fromEntries(
+    Object.values(manifest.bundleFiles ?? {}).flatMap((files) =>
+      Object.entries(files.bundle ?? {}).map(([outfile, entry]) => [
+        outfile.replace(/\.mjs$/, ""),
+        fileURLToPath(new URL(entry, applicationModule)),
+      ]),
+    ),
+  );
+}
+
+/**
  * The functions' code and their application's, bundled with esbuild as the stack bundles each
  * function: a worker loads one file in about a second where loading the sources through tsx took
- * several. Beside it, the webhooks' transformation thread (`sandbox-worker.mjs`, which
- * `app/webhooks/sandbox.ts` starts from beside its bundle); QuickJS stays in node_modules, where
+ * several. Beside it, the extra bundles its manifest declares (the webhooks' transformation thread,
+ * `sandbox-worker.mjs`, which `webhooks/sandbox.ts` starts from beside its bundle); QuickJS stays in node_modules, where
  * it reads its WebAssembly.
  */
 async function bundleFunctions(applicationModule: string): Promise<string> {
   const { outputFiles } = await build({
     entryPoints: {
       "function-worker": ENTRY,
-      "sandbox-worker": source("../app/webhooks/sandbox-worker.ts"),
+      ...(await extraBundles(applicationModule)),
     },
     bundle: true,
     platform: "node",

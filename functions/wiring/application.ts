@@ -1,48 +1,42 @@
+// The application a Lambda bundle runs, fixed when it is built: `#application` is its manifest
+// module, functions/applications/<name>/manifest.ts, by esbuild's alias (infra/bundling.ts); in
+// sources (tests, tsc) package.json's `imports` maps it to the default application's.
+// Each part is read off the module's own export, never the module as an object: esbuild then
+// keeps that part's loader, and the code it imports, and drops the other parts.
+import * as bundled from "#application";
 import type {
   ApplicationEvents,
   ApplicationOperator,
   ApplicationQueries,
   ApplicationRoutes,
 } from "../appservice/application.ts";
-import type { Config } from "./env.ts";
+import {
+  type ApplicationFunction,
+  applicationConfig,
+  type PartLoader,
+} from "../appservice/manifest.ts";
 
-/** The applications a stack can run: cdk.json's `application` (local mode: `APPLICATION`). */
-export const APPLICATION_NAMES = ["webhooks", "relay"] as const;
-export type ApplicationName = (typeof APPLICATION_NAMES)[number];
+/** The bundled application's settings that `fn` reads, from the environment the stack set. */
+const configOf = (fn: ApplicationFunction) =>
+  applicationConfig(bundled.manifest, process.env, { fn });
 
-/**
- * The application a Lambda bundle runs, fixed when it is built: the stack has esbuild `define`
- * this name (infra/bundling.ts), so every branch below but the chosen one is dead code, and an
- * `import()` in dead code is never bundled: a bundle holds one application's code and packages.
- * The tests, which import the handlers from their sources, define it too (vitest.config.ts).
- */
-declare const BUNDLED_APPLICATION: ApplicationName;
-export const BUNDLED_APPLICATION_CONSTANT = "BUNDLED_APPLICATION";
-
-// Each part is one conditional expression: esbuild drops its dead branch, but not the code after
-// an `if` that returns.
+const eventsLoader: PartLoader<ApplicationEvents> | undefined = bundled.events;
+const routesLoader: PartLoader<ApplicationRoutes> | undefined = bundled.routes;
+const queriesLoader: PartLoader<ApplicationQueries> | undefined = bundled.queries;
+const operatorLoader: PartLoader<ApplicationOperator> | undefined = bundled.operator;
 
 /** The events function's part of the bundled application. */
-export const eventsPart = async (config: Config<"events">): Promise<ApplicationEvents> =>
-  BUNDLED_APPLICATION === "relay"
-    ? (await import("../relay/events.ts")).relayEvents({ remoteUrl: relayUrlOf(config) })
-    : (await import("../app/events.ts")).application;
+export const eventsPart = async (): Promise<ApplicationEvents> =>
+  (await eventsLoader?.(configOf("events"))) ?? {};
 
 /** The app function's part: the application's own HTTP routes. */
 export const routesPart = async (): Promise<ApplicationRoutes> =>
-  BUNDLED_APPLICATION === "relay"
-    ? (await import("../relay/routes.ts")).application
-    : (await import("../app/routes.ts")).application;
+  (await routesLoader?.(configOf("app"))) ?? {};
 
-/** The queries function's part: the relay answers no query. */
+/** The queries function's part. */
 export const queriesPart = async (): Promise<ApplicationQueries> =>
-  BUNDLED_APPLICATION === "relay" ? {} : (await import("../app/queries.ts")).application;
+  (await queriesLoader?.(configOf("queries"))) ?? {};
 
-/** The operator console's part: the relay adds nothing to it. */
+/** The operator console's part. */
 export const operatorPart = async (): Promise<ApplicationOperator> =>
-  BUNDLED_APPLICATION === "relay" ? {} : (await import("../app/operator.ts")).application;
-
-function relayUrlOf(config: Config<"events">): string {
-  if (!config.relayUrl) throw new Error("The relay's events function needs RELAY_URL");
-  return config.relayUrl;
-}
+  (await operatorLoader?.(configOf("admin"))) ?? {};

@@ -26,7 +26,6 @@ export const ENV = {
   version: "APP_VERSION",
   logGroups: "LOG_GROUPS",
   deliveryAllowedAddresses: "DELIVERY_ALLOWED_ADDRESSES",
-  relayUrl: "RELAY_URL",
   relaySecretArn: "RELAY_SECRET_ARN",
 } as const;
 
@@ -120,8 +119,6 @@ const fields = {
       z.transform((value: string) => parseAllowedRanges(value)),
     ),
   ),
-  /** The relay's remote service (cdk.json's `relayUrl`); set only when the stack runs the relay. */
-  relayUrl: z.optional(text),
   /**
    * The relay's secret shared with its remote service (a Secrets Manager secret of its own, a
    * plain string): the app function checks requests with it, the outbox signs deliveries.
@@ -151,7 +148,7 @@ const service = [
 /** Each function's configuration: the variables it reads, and nothing else. */
 export const configSchemas = {
   transactions: pick("tableName", "inboundQueueUrl", "hsTokenSecretArn"),
-  events: pick(...service, "inboundQueueUrl", "inboundDeadLetterQueueUrl", "relayUrl"),
+  events: pick(...service, "inboundQueueUrl", "inboundDeadLetterQueueUrl"),
   outbox: pick(
     "tableName",
     "outboundQueueUrl",

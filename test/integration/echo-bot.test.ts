@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { application as echoBot } from "../../functions/echo-bot/index.ts";
+import { application as echoBot } from "../../functions/applications/echo-bot/index.ts";
 import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
 import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
@@ -13,7 +13,9 @@ describe("the README's echo bot, run in place of the shipped application", () =>
     const example = /<!-- echo-bot:start -->\n```ts\n([\s\S]*?)```\n<!-- echo-bot:end -->/.exec(
       readme,
     )?.[1];
-    expect(example).toBe(readFileSync(join(root, "functions/echo-bot/index.ts"), "utf8"));
+    expect(example).toBe(
+      readFileSync(join(root, "functions/applications/echo-bot/index.ts"), "utf8"),
+    );
   });
 
   it("joins when invited, echoes text messages once, and serves its own route", async () => {

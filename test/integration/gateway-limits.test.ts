@@ -1,6 +1,6 @@
 import { connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
-import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/app/webhooks/post.ts";
+import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/applications/webhooks/webhooks/post.ts";
 import { routeTable } from "../../functions/appservice/protocol/routes.ts";
 import { createFallbackHandler } from "../../functions/handlers/fallback.ts";
 import { MAX_BODY_BYTES } from "../../functions/handlers/http.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, it, onTestFinished } from "vitest";
-import { WEBHOOK_USER_PREFIX } from "../../functions/app/webhooks/user.ts";
+import { WEBHOOK_USER_PREFIX } from "../../functions/applications/webhooks/webhooks/user.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { newWebhook } from "../support/webhooks.ts";
 import { SERVER, startAppserviceAndHomeserver } from "../support/with-homeserver.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, it, onTestFinished } from "vitest";
-import { createRelay } from "../../functions/relay/index.ts";
+import { createRelay } from "../../functions/applications/relay/index.ts";
 import { signatureHeaders } from "../../functions/shared/signature.ts";
 import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
 import { pngHeader } from "../support/images.ts";

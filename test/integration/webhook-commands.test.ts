@@ -1,12 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { application } from "../../functions/app/events.ts";
+import { application } from "../../functions/applications/webhooks/events.ts";
 import {
   onUrlMessageRequest,
   onWebhookCommand,
   URL_MESSAGE_REQUEST,
-} from "../../functions/app/webhooks/commands.ts";
-import { listWebhooks } from "../../functions/app/webhooks/store.ts";
+} from "../../functions/applications/webhooks/webhooks/commands.ts";
+import { listWebhooks } from "../../functions/applications/webhooks/webhooks/store.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import { type ServiceDeps, serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";

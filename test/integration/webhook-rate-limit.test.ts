@@ -1,8 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { webhookRoute } from "../../functions/app/webhooks/post.ts";
-import { takeToken, WEBHOOK_RATE } from "../../functions/app/webhooks/rate-limit.ts";
-import { createWebhook, webhookKey } from "../../functions/app/webhooks/store.ts";
+import { webhookRoute } from "../../functions/applications/webhooks/webhooks/post.ts";
+import {
+  takeToken,
+  WEBHOOK_RATE,
+} from "../../functions/applications/webhooks/webhooks/rate-limit.ts";
+import { createWebhook, webhookKey } from "../../functions/applications/webhooks/webhooks/store.ts";
 import { serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import type { OutboundAction } from "../../functions/matrix/request.ts";

@@ -1,7 +1,10 @@
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MAX_FILES } from "../../functions/app/webhooks/files.ts";
-import { WEBHOOK_MAX_BODY_BYTES, WEBHOOK_WAIT_MS } from "../../functions/app/webhooks/post.ts";
+import { MAX_FILES } from "../../functions/applications/webhooks/webhooks/files.ts";
+import {
+  WEBHOOK_MAX_BODY_BYTES,
+  WEBHOOK_WAIT_MS,
+} from "../../functions/applications/webhooks/webhooks/post.ts";
 import { NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
 import { gifHeader, pngHeader } from "../support/images.ts";
 import { newWebhook, sendCommand, startWithWebhookRoom } from "../support/webhooks.ts";

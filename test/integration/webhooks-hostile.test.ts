@@ -1,8 +1,8 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
-import { MAX_OUTBOUND_PER_ROOM } from "../../functions/app/webhooks/outbound.ts";
-import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/app/webhooks/post.ts";
+import { MAX_OUTBOUND_PER_ROOM } from "../../functions/applications/webhooks/webhooks/outbound.ts";
+import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/applications/webhooks/webhooks/post.ts";
 import { makeEvent, waitFor } from "../support/appservice.ts";
 import { newWebhook, noticesIn, sendCommand, startWithWebhookRoom } from "../support/webhooks.ts";
 import { SERVER } from "../support/with-homeserver.ts";

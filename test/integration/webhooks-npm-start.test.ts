@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { application } from "../../functions/app/index.ts";
+import { application } from "../../functions/applications/webhooks/index.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import { putTransaction, tempDir } from "../support/appservice.ts";
 import type { ScriptedHomeserver } from "../support/homeserver.ts";

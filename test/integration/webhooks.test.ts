@@ -1,9 +1,9 @@
 import { GetItemCommand, ScanCommand } from "@aws-sdk/client-dynamodb";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/app/webhooks/post.ts";
-import { WEBHOOK_RATE } from "../../functions/app/webhooks/rate-limit.ts";
-import { createWebhook } from "../../functions/app/webhooks/store.ts";
+import { WEBHOOK_MAX_BODY_BYTES } from "../../functions/applications/webhooks/webhooks/post.ts";
+import { WEBHOOK_RATE } from "../../functions/applications/webhooks/webhooks/rate-limit.ts";
+import { createWebhook } from "../../functions/applications/webhooks/webhooks/store.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { sha256 } from "../../functions/shared/hash.ts";
 import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";

@@ -1,7 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { onTestFinished } from "vitest";
-import { application as defaultApplication } from "../../functions/app/index.ts";
+import { application as defaultApplication } from "../../functions/applications/webhooks/index.ts";
 import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
 import {
   type NewRegistrationOptions,
@@ -10,7 +10,7 @@ import {
 } from "../../functions/appservice/protocol/registration.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import type { LocalOptions } from "../../functions/local/local.ts";
-import { putTransaction, startTestAppservice, tempDir } from "./appservice.ts";
+import { makeEvent, putTransaction, startTestAppservice, tempDir, waitFor } from "./appservice.ts";
 import { ScriptedHomeserver } from "./homeserver.ts";
 
 export const SERVER = "test.local";
@@ -23,6 +23,22 @@ export async function startWithHomeserver(options: Partial<LocalOptions> = {}) {
   const started = await startAppserviceAndHomeserver(options);
   onTestFinished(started.stop);
   return started;
+}
+
+/** A room of alice's, made on the homeserver, that the bot is invited to and has joined. */
+export async function roomWithBot(
+  { homeserver, send, bot }: Awaited<ReturnType<typeof startWithHomeserver>>,
+  room: string,
+) {
+  homeserver.createRoom(room, [`@alice:${SERVER}`]);
+  const invite = makeEvent(room, "", {
+    type: "m.room.member",
+    state_key: bot,
+    content: { membership: "invite" },
+  });
+  const answer = await send(`invite ${room}`, [invite]);
+  if (answer.status !== 200) throw new Error(`the invite got ${answer.status}`);
+  await waitFor(() => homeserver.rooms.get(room)?.has(bot) === true);
 }
 
 /** A registration file, and a scripted homeserver started that knows it (its namespaces too). */

@@ -2,7 +2,7 @@
 // their own, so it shares nothing with the test: each event's content says what its handler
 // does, and the handler notes what it did in a file the test reads.
 import { appendFileSync, existsSync, writeFileSync } from "node:fs";
-import type { Application } from "../../functions/appservice/api.ts";
+import { type Application, defineApplication } from "../../functions/appservice/api.ts";
 
 /** What an event asks of its handler. */
 export interface Orders {
@@ -32,7 +32,7 @@ const crash = () => {
   return new Promise<never>(() => undefined);
 };
 
-export const application: Application = {
+const application: Application = {
   // Crashes the HTTP functions' thread.
   routes: [{ method: "POST", path: "/crash", handle: crash }],
   onEvent(event) {
@@ -55,3 +55,11 @@ export const application: Application = {
     appendFileSync(orders.record, `handled ${event.event_id}\n`);
   },
 };
+
+// A manifest module, as local mode loads an application: the whole in every part.
+export const manifest = defineApplication({});
+const whole = async () => application;
+export const events = whole;
+export const queries = whole;
+export const routes = whole;
+export const operator = whole;

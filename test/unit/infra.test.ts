@@ -7,7 +7,8 @@ import { Secret } from "aws-cdk-lib/aws-secretsmanager";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { Construct } from "constructs";
 import { beforeAll, describe, expect, it } from "vitest";
-import { application } from "../../functions/app/index.ts";
+import { application } from "../../functions/applications/webhooks/index.ts";
+import { applicationConfig } from "../../functions/appservice/manifest.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../../functions/appservice/pipeline/process-inbound.ts";
 import { routeTable } from "../../functions/appservice/protocol/routes.ts";
 import { TOKEN_GENERATION } from "../../functions/handlers/tokens-secret.ts";
@@ -186,12 +187,11 @@ describe("AppserviceStack", () => {
     for (const name of Object.keys(configSchemas) as FunctionName[]) {
       const id = `${name[0]?.toUpperCase()}${name.slice(1)}`;
       const set = Object.keys(environmentOf(id)).sort();
-      // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES, RELAY_URL and RELAY_SECRET_ARN (the relay's)
+      // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES and RELAY_SECRET_ARN (the relay's)
       // are optional, and this stack sets none of them.
       const optional: string[] = [
         ENV.botAvatarUrl,
         ENV.deliveryAllowedAddresses,
-        ENV.relayUrl,
         ENV.relaySecretArn,
       ];
       const read = envNamesOf(name).filter((variable) => !optional.includes(variable));
@@ -925,19 +925,29 @@ describe("AppserviceStack with its options", () => {
   });
 });
 
-describe("AppserviceStack running the relay (cdk.json: application=relay, relayUrl)", () => {
-  const choice = applicationChoice("relay", "https://chat.example.org");
+// The relay, as `-c application=relay -c relayUrl=…` chooses it.
+const relayContext = (key: string) => ({ relayUrl: "https://chat.example.org" })[key];
+const choice = await applicationChoice("relay", relayContext);
 
-  it("takes the application and its remote service from the context values, and refuses what it cannot run", () => {
-    expect(choice).toEqual({ name: "relay", relayUrl: "https://chat.example.org" });
-    expect(applicationChoice(undefined, undefined)).toEqual({ name: "webhooks" });
-    expect(() => applicationChoice("bridge", undefined)).toThrow(
-      "The context value application=bridge is none of webhooks, relay",
+describe("AppserviceStack running the relay (cdk.json: application=relay, relayUrl)", () => {
+  it("takes the application and its remote service from the context values, and refuses what it cannot run", async () => {
+    expect(choice).toMatchObject({
+      name: "relay",
+      config: { RELAY_URL: "https://chat.example.org" },
+    });
+    expect(await applicationChoice(undefined, () => undefined)).toMatchObject({
+      name: "webhooks",
+      config: {},
+    });
+    await expect(applicationChoice("bridge", () => undefined)).rejects.toThrow(
+      "The context value application=bridge is none of echo-bot, relay, webhooks",
     );
-    expect(() => applicationChoice("relay", undefined)).toThrow("application=relay needs relayUrl");
-    expect(() => applicationChoice("relay", "ftp://chat.example.org")).toThrow(
+    await expect(applicationChoice("relay", () => undefined)).rejects.toThrow(
       "application=relay needs relayUrl",
     );
+    await expect(
+      applicationChoice("relay", (key) => ({ relayUrl: "ftp://chat.example.org" })[key]),
+    ).rejects.toThrow("application=relay needs relayUrl");
   });
 
   it("gives the events function RELAY_URL, which it reads back, and no other function; serves the relay's route, not the webhooks'", () => {
@@ -949,7 +959,7 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
           .Environment as { Variables: Record<string, unknown> }
       ).Variables;
     const withRelayUrl = fns.filter(([, fn]) =>
-      JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.relayUrl),
+      JSON.stringify(fn.Properties.Environment ?? {}).includes("RELAY_URL"),
     );
     expect(withRelayUrl.map(([id]) => id)).toEqual([expect.stringContaining("EventsFunction")]);
     const events = Object.fromEntries(
@@ -958,7 +968,9 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
         typeof value === "string" ? value : "deployed",
       ]),
     );
-    expect(readConfig("events", events).relayUrl).toBe("https://chat.example.org");
+    expect(applicationConfig(choice.module.manifest, events, { fn: "events" }).RELAY_URL).toBe(
+      "https://chat.example.org",
+    );
     expect(JSON.parse(variablesOf("Fallback")[ENV.appRoutes] as string)).toEqual([
       { method: "POST", path: "/relay/{channel}/messages" },
     ]);

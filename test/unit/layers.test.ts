@@ -17,7 +17,8 @@ const LAYERS: { name: string; rank: number; paths: string[]; application?: true 
   {
     name: "applications",
     rank: 6,
-    paths: ["functions/app/", "functions/echo-bot/", "functions/relay/"],
+    // Each folder under it is an application of its own (layerOf).
+    paths: ["functions/applications/"],
     application: true,
   },
   { name: "pipeline", rank: 5, paths: ["functions/appservice/pipeline/"] },
@@ -41,7 +42,9 @@ function layerOf(file: string) {
       }
     }
   }
-  return best;
+  // An application's own folder is the one under functions/applications/ it sits in.
+  const application = /^functions\/applications\/[^/]+\//.exec(file)?.[0];
+  return best?.layer.application && application ? { ...best, folder: application } : best;
 }
 
 /** Relative specifiers of static imports and re-exports, side-effect imports and `import()`. */
@@ -103,7 +106,7 @@ describe("the layer rule", () => {
     // Static, type-only, multi-line and dynamic imports are all read.
     expect(edges).toContain("functions/shared/hash.ts");
     expect(edges).toContain("functions/appservice/api.ts");
-    expect(edges).toContain("functions/app/webhooks/render.ts");
+    expect(edges).toContain("functions/applications/webhooks/webhooks/render.ts");
   });
 
   it("fails on an upward import, static or dynamic", () => {
@@ -126,16 +129,17 @@ describe("the layer rule", () => {
   it("fails on an application importing anything of functions/ but the API module", () => {
     expect(
       layerViolations({
-        "functions/app/webhooks/store.ts": [
-          'import { type AppDataStore, sha256 } from "../../appservice/api.ts";',
+        "functions/applications/webhooks/webhooks/store.ts": [
+          'import { type AppDataStore, sha256 } from "../../../appservice/api.ts";',
           'import { forgetBucket } from "./rate-limit.ts";',
-          'import { sha256 } from "../../shared/hash.ts";',
+          'import { sha256 } from "../../../shared/hash.ts";',
         ].join("\n"),
-        "functions/echo-bot/index.ts": 'import { application } from "../app/index.ts";',
+        "functions/applications/echo-bot/index.ts":
+          'import { application } from "../webhooks/index.ts";',
       }),
     ).toEqual([
-      "functions/app/webhooks/store.ts imports functions/shared/hash.ts: an application imports functions/appservice/api.ts alone",
-      "functions/echo-bot/index.ts imports functions/app/index.ts: an application imports functions/appservice/api.ts alone",
+      "functions/applications/webhooks/webhooks/store.ts imports functions/shared/hash.ts: an application imports functions/appservice/api.ts alone",
+      "functions/applications/echo-bot/index.ts imports functions/applications/webhooks/index.ts: an application imports functions/appservice/api.ts alone",
     ]);
   });
 
@@ -143,7 +147,8 @@ describe("the layer rule", () => {
     expect(
       layerViolations({
         "functions/local/local.ts": 'import { x } from "../handlers/shared/services.ts";',
-        "functions/handlers/events.ts": 'import { application } from "../app/index.ts";',
+        "functions/handlers/events.ts":
+          'import { application } from "../applications/webhooks/index.ts";',
         "functions/appservice/pipeline/queries.ts":
           'import { y } from "../../store/claim-keys.ts";',
         "functions/unplaced/lambda.ts": 'import { z } from "../shared/log.ts";',

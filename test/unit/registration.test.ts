@@ -205,7 +205,7 @@ describe("registration", () => {
     expect(relay.id).toMatch(/^serverless-appservice-[0-9a-f]{8}$/);
     expect(webhooks.id).not.toBe(relay.id);
     await expect(registrationFor("irc")).rejects.toThrow(
-      "APPLICATION=irc is none of webhooks, relay",
+      "APPLICATION=irc is none of echo-bot, relay, webhooks",
     );
   });
 

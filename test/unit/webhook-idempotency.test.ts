@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { bodyHashOf } from "../../functions/app/webhooks/idempotency.ts";
+import { bodyHashOf } from "../../functions/applications/webhooks/webhooks/idempotency.ts";
 
 const formOf = (boundary: string, value: string) =>
   Buffer.from(

@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { codeOf } from "../../functions/app/webhooks/commands.ts";
-import { messageOfResult } from "../../functions/app/webhooks/message.ts";
-import { PRESETS } from "../../functions/app/webhooks/presets.ts";
+import { codeOf } from "../../functions/applications/webhooks/webhooks/commands.ts";
+import { messageOfResult } from "../../functions/applications/webhooks/webhooks/message.ts";
+import { PRESETS } from "../../functions/applications/webhooks/webhooks/presets.ts";
 import {
   runTransformation,
   TRANSFORMATION_TIME_MS,
   TransformationError,
-} from "../../functions/app/webhooks/sandbox.ts";
-import { TRANSFORMATION_KILL_MS } from "../../functions/app/webhooks/sandbox-protocol.ts";
+} from "../../functions/applications/webhooks/webhooks/sandbox.ts";
+import { TRANSFORMATION_KILL_MS } from "../../functions/applications/webhooks/webhooks/sandbox-protocol.ts";
 import { DISK_FULL_ALERT } from "../support/webhooks.ts";
 
 const failure = async (code: string, data: unknown = {}) => {

@@ -10,7 +10,7 @@ import {
   type ServiceContext,
   sha256,
   type WebhookView,
-} from "../../appservice/api.ts";
+} from "../../../appservice/api.ts";
 import { WEBHOOK_NAME } from "./text.ts";
 import { WEBHOOK_USER_PREFIX } from "./user.ts";
 

@@ -1,4 +1,4 @@
-import type { Application } from "../appservice/api.ts";
+import type { Application } from "../../appservice/api.ts";
 import { application as events } from "./events.ts";
 import { application as operator } from "./operator.ts";
 import { application as queries } from "./queries.ts";

@@ -4,7 +4,7 @@ import {
   type BucketPolicy,
   lastBucketToken,
   takeBucketToken,
-} from "../../appservice/api.ts";
+} from "../../../appservice/api.ts";
 
 export type { BucketPolicy };
 

@@ -4,7 +4,7 @@ import {
   type AppValue,
   MatrixError,
   sha256,
-} from "../../appservice/api.ts";
+} from "../../../appservice/api.ts";
 
 /** How long a key is remembered: a repeat within it gets the first answer. */
 export const IDEMPOTENCY_KEY_TTL_MS = 24 * 60 * 60 * 1000;

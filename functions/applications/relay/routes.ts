@@ -13,7 +13,7 @@ import {
   type ServiceContext,
   sha256,
   takeBucketToken,
-} from "../appservice/api.ts";
+} from "../../appservice/api.ts";
 import { RELAY_PREFIX } from "./names.ts";
 
 /** Channel and user names as the remote service writes them: lower-case, localpart-safe. */

@@ -1,4 +1,4 @@
-import type { ServiceContext } from "../../appservice/api.ts";
+import type { ServiceContext } from "../../../appservice/api.ts";
 import type { Webhook } from "./store.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;

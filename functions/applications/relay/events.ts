@@ -5,7 +5,7 @@ import {
   isInviteOf,
   MediaTooLarge,
   type ServiceContext,
-} from "../appservice/api.ts";
+} from "../../appservice/api.ts";
 import { RELAY_PREFIX } from "./names.ts";
 
 /** The largest image delivered to the remote side: its base64 must fit one queued delivery. */

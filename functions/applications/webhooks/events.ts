@@ -1,4 +1,4 @@
-import { type ApplicationEvents, isInviteOf } from "../appservice/api.ts";
+import { type ApplicationEvents, isInviteOf } from "../../appservice/api.ts";
 import {
   isUrlMessageRequest,
   isWebhookCommand,

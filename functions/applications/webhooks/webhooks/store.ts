@@ -1,4 +1,4 @@
-import { type AppDataStore, listValues, sha256 } from "../../appservice/api.ts";
+import { type AppDataStore, listValues, sha256 } from "../../../appservice/api.ts";
 import { forgetBucket } from "./rate-limit.ts";
 
 export interface Webhook {

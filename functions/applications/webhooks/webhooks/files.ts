@@ -11,7 +11,7 @@ import {
   MIME_TYPE,
   type ServiceContext,
   tooLarge,
-} from "../../appservice/api.ts";
+} from "../../../appservice/api.ts";
 import { mediaTypeOf, readPayload } from "./message.ts";
 
 /** The most files one request posts: each is a message of its own. */

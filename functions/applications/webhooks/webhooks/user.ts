@@ -1,4 +1,4 @@
-import type { ServiceContext } from "../../appservice/api.ts";
+import type { ServiceContext } from "../../../appservice/api.ts";
 
 /** The virtual users webhooks post as: `@_webhook_<room tag>_<name>:<server>`. */
 export const WEBHOOK_USER_PREFIX = "_webhook_";

@@ -1,4 +1,4 @@
-import { type ClientEvent, cleanName, type ServiceContext } from "../../appservice/api.ts";
+import { type ClientEvent, cleanName, type ServiceContext } from "../../../appservice/api.ts";
 import { isExpired, parseDuration } from "./expiry.ts";
 import { MODERATOR_LEVEL, powerLevel } from "./moderators.ts";
 import { OUTBOUND_USAGE, onOutboundCommand, outboundListLines } from "./outbound.ts";

@@ -7,7 +7,7 @@ import {
   type ServiceContext,
   sha256,
   tooLarge,
-} from "../../appservice/api.ts";
+} from "../../../appservice/api.ts";
 import { isExpired, noticeExpirySoon } from "./expiry.ts";
 import { readRequest, uploadFiles } from "./files.ts";
 import {

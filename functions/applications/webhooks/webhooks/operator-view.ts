@@ -1,4 +1,4 @@
-import type { ServiceContext, WebhookView } from "../../appservice/api.ts";
+import type { ServiceContext, WebhookView } from "../../../appservice/api.ts";
 import { outboundViews } from "./outbound.ts";
 import { lastTokenTaken } from "./rate-limit.ts";
 import { allWebhooks } from "./store.ts";

@@ -1,4 +1,4 @@
-import type { HomeserverReader } from "../../appservice/api.ts";
+import type { HomeserverReader } from "../../../appservice/api.ts";
 
 /** The power level the webhook commands ask for: a room moderator's. */
 export const MODERATOR_LEVEL = 50;

@@ -1,4 +1,4 @@
-import type { Application } from "../appservice/api.ts";
+import type { Application } from "../../appservice/api.ts";
 import { type RelayOptions, relayEvents } from "./events.ts";
 import { RELAY_PREFIX } from "./names.ts";
 import { application as routes } from "./routes.ts";

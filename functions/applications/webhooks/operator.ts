@@ -1,4 +1,4 @@
-import type { ApplicationOperator } from "../appservice/api.ts";
+import type { ApplicationOperator } from "../../appservice/api.ts";
 import { webhookViews } from "./webhooks/operator-view.ts";
 
 /** The operator console's part: the webhooks it lists. */

@@ -1,6 +1,6 @@
 import MarkdownIt from "markdown-it";
 import sanitizeHtml from "sanitize-html";
-import { MatrixError } from "../../appservice/api.ts";
+import { MatrixError } from "../../../appservice/api.ts";
 
 /**
  * The deepest nesting of tags taken. The parser under sanitize-html (htmlparser2) keeps its open

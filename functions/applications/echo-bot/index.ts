@@ -1,4 +1,4 @@
-import type { Application } from "../appservice/api.ts";
+import type { Application } from "../../appservice/api.ts";
 
 /** An echo bot: joins when invited, and repeats every text message back into its room. */
 export const application: Application = {

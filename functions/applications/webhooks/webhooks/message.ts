@@ -1,4 +1,10 @@
-import { type AppRequest, badJson, cleanName, cleanText, parseJson } from "../../appservice/api.ts";
+import {
+  type AppRequest,
+  badJson,
+  cleanName,
+  cleanText,
+  parseJson,
+} from "../../../appservice/api.ts";
 
 /** The message types a payload may ask for; a webhook's default is one of the first two. */
 export const MSGTYPES = ["m.text", "m.notice", "m.emote"] as const;

@@ -1,0 +1,118 @@
+import type {
+  Application,
+  ApplicationEvents,
+  ApplicationOperator,
+  ApplicationQueries,
+  ApplicationRoutes,
+} from "./application.ts";
+
+/** The Lambda functions that run an application's code. */
+export type ApplicationFunction = "events" | "queries" | "app" | "admin";
+
+/** A variable of the environment an application reads, declared in its manifest. */
+export interface ApplicationSetting {
+  /** What its value is, as `npm start` prints it before the value ("the remote service at"). */
+  description: string;
+  /** The functions that read it: the stack sets it on those alone. */
+  functions: readonly ApplicationFunction[];
+  /** The stack's context key it is taken from (`-c relayUrl=…`); the synth fails without it. */
+  context: string;
+  /** Local mode's value when the variable is unset. */
+  localDefault?: string;
+  /** Why a value is refused; undefined when it is fine. */
+  problem?(value: string): string | undefined;
+}
+
+/** An application's settings, by the name of their environment variable. */
+export type ApplicationSettings = Record<string, ApplicationSetting>;
+
+/** What a function's bundle holds beside the bundle itself, read at run time. */
+export interface BundleFiles {
+  /** npm package specifiers of files copied beside the bundle (`pkg/wasm`). */
+  copy?: string[];
+  /** Extra bundles: output file name → entry, relative to the manifest's folder. */
+  bundle?: Record<string, string>;
+}
+
+/**
+ * An application declares itself in `manifest.ts`, in its folder under `functions/applications/`:
+ * the folder's name is the application's (`APPLICATION=`, `-c application=`). The module exports
+ * `manifest` and one loader per part (`events`, `queries`, `routes`, `operator`), undefined for a
+ * part it has not; separate exports, so that a function's bundle keeps its own part's loader and
+ * the code it imports, and tree-shakes the others away.
+ */
+export interface ApplicationManifest<S extends ApplicationSettings = ApplicationSettings> {
+  /** Its configuration: the environment variables it reads. */
+  settings?: S;
+  /** The localpart prefixes of the users and room aliases it acts as (the registration's). */
+  namespaces?: { users?: string[]; aliases?: string[] };
+  /**
+   * It shares a secret with its remote service (`RELAY_SECRET` locally; in the stack a Secrets
+   * Manager secret of its own): its routes check requests with it, the outbox signs deliveries.
+   */
+  remoteSecret?: boolean;
+  /** Files a function's bundle needs at run time, by function. */
+  bundleFiles?: Partial<Record<ApplicationFunction, BundleFiles>>;
+}
+
+/** The settings' values, by variable name. */
+export type ApplicationConfig<S extends ApplicationSettings = ApplicationSettings> = {
+  [K in keyof S]: string;
+};
+
+/** Loads one part, given the configuration (only the settings of its function in Lambda). */
+export type PartLoader<P, S extends ApplicationSettings = ApplicationSettings> = (
+  config: ApplicationConfig<S>,
+) => Promise<P>;
+
+/** What a manifest module exports. */
+export interface ApplicationModule<S extends ApplicationSettings = ApplicationSettings> {
+  manifest: ApplicationManifest<S>;
+  events: PartLoader<ApplicationEvents, S> | undefined;
+  queries: PartLoader<ApplicationQueries, S> | undefined;
+  routes: PartLoader<ApplicationRoutes, S> | undefined;
+  operator: PartLoader<ApplicationOperator, S> | undefined;
+}
+
+/** Types a manifest, keeping its settings' names for the part loaders' configuration. */
+export const defineApplication = <const S extends ApplicationSettings = Record<never, never>>(
+  manifest: ApplicationManifest<S>,
+): ApplicationManifest<S> => manifest;
+
+/**
+ * The settings' values from `env`: those `fn` reads (all without it), local mode's defaults
+ * where `local`. Throws naming the variable when one is missing or refused.
+ */
+export function applicationConfig(
+  manifest: ApplicationManifest,
+  env: Record<string, string | undefined>,
+  { fn, local = false }: { fn?: ApplicationFunction; local?: boolean } = {},
+): ApplicationConfig {
+  const config: ApplicationConfig = {};
+  for (const [name, setting] of Object.entries(manifest.settings ?? {})) {
+    if (fn && !setting.functions.includes(fn)) continue;
+    const value = env[name] || (local ? setting.localDefault : undefined);
+    if (value === undefined) throw new Error(`${name} is not set: ${setting.description}`);
+    const problem = setting.problem?.(value);
+    if (problem) throw new Error(`${name}=${value}: ${problem}`);
+    config[name] = value;
+  }
+  return config;
+}
+
+/** The whole application (local mode, the stack's routes): every part, and its namespaces. */
+export async function wholeApplication(
+  module: ApplicationModule,
+  config: ApplicationConfig,
+): Promise<Application> {
+  const parts = await Promise.all(
+    [module.events, module.queries, module.routes, module.operator].map((load) => load?.(config)),
+  );
+  const { users, aliases } = module.manifest.namespaces ?? {};
+  return Object.assign(
+    {},
+    ...parts,
+    users && { userPrefixes: users },
+    aliases && { aliasPrefixes: aliases },
+  ) as Application;
+}
