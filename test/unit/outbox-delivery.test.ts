@@ -179,11 +179,13 @@ describe("performDelivery: the homeserver's rules for a remote service", () => {
   it("the last attempt SQS's redrive allows → dead with the reason, not set aside without one", async () => {
     const remote = await remoteService([{ status: 429, headers: { "retry-after": "1" } }]);
     const last = OUTBOUND_MAX_RECEIVE_COUNT - 1;
-    expect(await performDelivery(delivery(remote.url), last, deps())).toEqual({
+    expect(await decideOutboundAction(delivery(remote.url), last, deps())).toMatchObject({
       kind: "dead",
-      reason: {
-        status: 429,
-        error: `gave up after ${OUTBOUND_MAX_RECEIVE_COUNT} attempts: rate limited (429)`,
+      deadLetter: {
+        reason: {
+          status: 429,
+          error: `gave up after ${OUTBOUND_MAX_RECEIVE_COUNT} attempts: rate limited (429)`,
+        },
       },
     });
   });

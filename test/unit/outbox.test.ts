@@ -14,6 +14,7 @@ import {
   AS_TOKEN_REFUSED,
   decideOutboundAction,
   decideOutboundMessage,
+  OUTCOME_LOG_MESSAGES,
   type OutboxDeps,
   performAction,
 } from "../../functions/matrix/outbox.ts";
@@ -482,6 +483,49 @@ describe("decideOutboundAction: what the consumer does with the message", () => 
   });
 });
 
+describe("decideOutboundAction: a retry at the last receive is given up with its reason", () => {
+  const last = OUTBOUND_MAX_RECEIVE_COUNT - 1;
+  for (const [what, failure, status, retried] of [
+    [
+      "401 (the as_token refused)",
+      answer(401, { errcode: "M_UNKNOWN_TOKEN", error: "Unrecognised access token." }),
+      401,
+      AS_TOKEN_REFUSED,
+    ],
+    ["a 5xx (no maxServerErrors)", answer(503, "down"), 503, "homeserver error 503"],
+    ["a 429", answer(429, {}, 4), 429, "rate limited (429)"],
+    ["a refused connection", refused(), undefined, "homeserver unreachable: fetch failed"],
+  ] as const) {
+    it(`${what} at attempt ${last} → dead-lettered with the reason and an ERROR line, never left to SQS's redrive`, async () => {
+      const { lines, log } = recordingLog();
+      const decide = (attempt: number) =>
+        decideOutboundAction(send(), attempt, {
+          ...deps(new FakeHomeserver({ action: [failure] })),
+          log,
+        });
+      expect((await decide(last - 1)).kind).toBe("retry");
+      const reason = {
+        ...(status !== undefined && { status }),
+        error: `gave up after ${OUTBOUND_MAX_RECEIVE_COUNT} attempts: ${retried}`,
+      };
+      expect(await decide(last)).toEqual({
+        kind: "dead",
+        deadLetter: {
+          action: send(),
+          reason,
+          attempts: OUTBOUND_MAX_RECEIVE_COUNT,
+          failedAt: expect.any(String),
+        },
+        metric: "OutboundCallsDeadLettered",
+      });
+      const deadLines = lines.filter(([, message]) => message === OUTCOME_LOG_MESSAGES.dead);
+      expect(deadLines).toEqual([
+        ["error", OUTCOME_LOG_MESSAGES.dead, expect.objectContaining({ attempt: last, reason })],
+      ]);
+    });
+  }
+});
+
 describe("performAction: a bound on server errors (maxServerErrors)", () => {
   it("dead at the limit-th 5xx or timeout, with the last error; 429s and refused connections do not count", async () => {
     const bounded = send({ maxServerErrors: 3 });
@@ -779,13 +823,16 @@ describe("decideOutboundMessage: nothing is left to SQS's redrive, which gives n
       ...failing,
       homeserver: new FakeHomeserver({ action: [answer(403, { errcode: "M_FORBIDDEN" })] }),
     });
-    expect(decision).toMatchObject({
+    // An action still: dead-lettered as one, which the operator console can replay.
+    expect(decision).toEqual({
       kind: "dead",
       deadLetter: {
-        body: ghost,
+        action: send({ userId: GHOST }),
         reason,
         attempts: OUTBOUND_MAX_RECEIVE_COUNT,
+        failedAt: expect.any(String),
       },
+      metric: "OutboundCallsDeadLettered",
     });
     expect(lines.filter(([level]) => level === "error")).toEqual([
       [
