@@ -431,6 +431,8 @@ export class MatrixAppservice extends Construct {
           botDisplayName: profile.displayname,
           ...(profile.avatar_url && { botAvatarUrl: profile.avatar_url }),
           ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
+          // The one origin the outbox signs deliveries to.
+          ...(choice.name === "relay" && { relayUrl: choice.relayUrl }),
         }),
         ...relaySecretEnvironment,
       }),

@@ -107,6 +107,8 @@ export interface LocalOptions {
    * requests with it, the outbox signs deliveries. @default none (every check fails)
    */
   relaySecret?: string;
+  /** The remote service (`RELAY_URL`): the one origin the outbox signs deliveries to. */
+  relayUrl?: string;
   /** Lets tests put a fault injector around the store (without `workers`). */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
   /**
@@ -348,6 +350,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
           botDisplayName: options.botDisplayName ?? registration.id,
           botAvatarUrl: options.botAvatarUrl,
           deliveryAllowedAddresses,
+          ...(options.relayUrl && { relayUrl: options.relayUrl }),
         },
         queries: { tableName, homeserverUrl: options.homeserverUrl, botUserId, registration },
         app: service,

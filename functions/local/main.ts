@@ -76,7 +76,7 @@ try {
     ...(env.DELIVERY_ALLOWED_ADDRESSES !== undefined && {
       deliveryAllowedAddresses: parseAllowedRanges(env.DELIVERY_ALLOWED_ADDRESSES),
     }),
-    ...(relaySecret && { relaySecret: relaySecret.secret }),
+    ...(relaySecret && { relaySecret: relaySecret.secret, relayUrl: RELAY_URL }),
   });
   // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
   process.stdout.on("error", () => undefined);

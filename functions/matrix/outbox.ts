@@ -48,6 +48,11 @@ export interface OutboxDeps {
   deliveryOutcomes: DeliveryOutcomeStore;
   /** The secret shared with the remote service, which signs `signed` deliveries. */
   remoteSecret?: string;
+  /**
+   * The remote service's origin (the relay's `RELAY_URL`): the only one `signed` deliveries go to,
+   * since its inbound route accepts the same signature.
+   */
+  remoteOrigin?: string;
 }
 
 export interface FailureReason {
@@ -513,12 +518,22 @@ export async function performDelivery(
 async function sendDelivery(
   delivery: OutboundDelivery,
   attempt: number,
-  { remote, serverErrors, backoff, remoteSecret }: OutboxDeps,
+  { remote, serverErrors, backoff, remoteSecret, remoteOrigin }: OutboxDeps,
 ): Promise<OutboxOutcome> {
   const problem = deliveryProblem(delivery);
   if (problem) return { kind: "dead", reason: { error: `refused, not sent: ${problem}` } };
   if (delivery.signed && !remoteSecret) {
     return { kind: "dead", reason: { error: "refused, not sent: no secret to sign it with" } };
+  }
+  // Signed elsewhere, it would be a request the relay's own inbound route accepts as the remote
+  // service's: an application could forge it, or a third party replay it to us.
+  if (delivery.signed && targetOf(delivery) !== remoteOrigin) {
+    return {
+      kind: "dead",
+      reason: {
+        error: `refused, not sent: signed deliveries go only to the remote service (${remoteOrigin ?? "none configured"}), not ${targetOf(delivery)}`,
+      },
+    };
   }
   const { body, bodyEncoding } = delivery.delivery;
   // Signed now, not when queued: the timestamp is this attempt's.

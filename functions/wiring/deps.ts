@@ -216,6 +216,7 @@ export async function outboxDeps<L extends Log>(
     ),
     deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
     remoteSecret: await platform.remoteSecret?.(),
+    ...(config.relayUrl && { remoteOrigin: new URL(config.relayUrl).origin }),
     metrics: platform.metrics,
     recordBudgetMs: actionBudgetMs(homeserverTimeoutMs),
     control: new SqsMessageControl(

@@ -120,7 +120,10 @@ const fields = {
       z.transform((value: string) => parseAllowedRanges(value)),
     ),
   ),
-  /** The relay's remote service (cdk.json's `relayUrl`); set only when the stack runs the relay. */
+  /**
+   * The relay's remote service (cdk.json's `relayUrl`); set only when the stack runs the relay.
+   * The outbox signs deliveries to its origin alone.
+   */
   relayUrl: z.optional(text),
   /**
    * The relay's secret shared with its remote service (a Secrets Manager secret of its own, a
@@ -164,6 +167,7 @@ export const configSchemas = {
     "botAvatarUrl",
     "deliveryAllowedAddresses",
     "relaySecretArn",
+    "relayUrl",
   ),
   queries: pick(
     "tableName",

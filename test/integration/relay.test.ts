@@ -25,6 +25,7 @@ async function startRelay() {
   const started = await startWithHomeserver({
     application: createRelay({ remoteUrl: remote.url }),
     relaySecret: SECRET,
+    relayUrl: remote.url,
   });
   const urlOf = (channel: string) => `${started.local.url}/relay/${channel}/messages`;
   /** The remote service's post, signed as it must be. */

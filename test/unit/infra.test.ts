@@ -896,7 +896,7 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     );
   });
 
-  it("gives the events function RELAY_URL, which it reads back, and no other function; serves the relay's route, not the webhooks'", () => {
+  it("gives the events and outbox functions RELAY_URL, which they read back, and no other function; serves the relay's route, not the webhooks'", () => {
     const { stack, template } = synthesize("Relay", { application: choice });
     const fns = Object.entries(template.findResources("AWS::Lambda::Function"));
     const variablesOf = (name: string) =>
@@ -907,14 +907,20 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     const withRelayUrl = fns.filter(([, fn]) =>
       JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.relayUrl),
     );
-    expect(withRelayUrl.map(([id]) => id)).toEqual([expect.stringContaining("EventsFunction")]);
-    const events = Object.fromEntries(
-      Object.entries(variablesOf("Events")).map(([key, value]) => [
-        key,
-        typeof value === "string" ? value : "deployed",
-      ]),
-    );
-    expect(readConfig("events", events).relayUrl).toBe("https://chat.example.org");
+    expect(withRelayUrl.map(([id]) => id).sort()).toEqual([
+      expect.stringContaining("EventsFunction"),
+      expect.stringContaining("OutboxFunction"),
+    ]);
+    const variables = (name: string) =>
+      Object.fromEntries(
+        Object.entries(variablesOf(name)).map(([key, value]) => [
+          key,
+          typeof value === "string" ? value : "deployed",
+        ]),
+      );
+    expect(readConfig("events", variables("Events")).relayUrl).toBe("https://chat.example.org");
+    // The one origin the outbox signs deliveries to.
+    expect(readConfig("outbox", variables("Outbox")).relayUrl).toBe("https://chat.example.org");
     expect(JSON.parse(variablesOf("Fallback")[ENV.appRoutes] as string)).toEqual([
       { method: "POST", path: "/relay/{channel}/messages" },
     ]);

@@ -356,7 +356,7 @@ describe("performDelivery: signed deliveries (the relay's RELAY_SECRET)", () => 
 
   it("signed with the secret at each attempt, over the bytes sent (base64 bodies decoded); never signed unless asked", async () => {
     const remote = await remoteService([{ status: 500 }]);
-    const signedDeps = { ...deps(), remoteSecret: SECRET };
+    const signedDeps = { ...deps(), remoteSecret: SECRET, remoteOrigin: remote.url };
     const text = delivery(remote.url, { signed: true });
     const bytes = Buffer.from([0, 1, 2, 255]);
     const binary = delivery(remote.url, {
@@ -385,6 +385,27 @@ describe("performDelivery: signed deliveries (the relay's RELAY_SECRET)", () => 
       kind: "dead",
       reason: { error: "refused, not sent: no secret to sign it with" },
     });
+    expect(remote.connections()).toBe(0);
+  });
+
+  it("signed, to an origin other than the remote service's (or with none configured) → dead with the reason, never connected to", async () => {
+    const remote = await remoteService([]);
+    const other = await remoteService([]);
+    const signed = delivery(other.url, { signed: true });
+    const withSecret = { ...deps(), remoteSecret: SECRET };
+    expect(await performDelivery(signed, 0, { ...withSecret, remoteOrigin: remote.url })).toEqual({
+      kind: "dead",
+      reason: {
+        error: `refused, not sent: signed deliveries go only to the remote service (${remote.url}), not ${other.url}`,
+      },
+    });
+    expect(await performDelivery(signed, 0, withSecret)).toEqual({
+      kind: "dead",
+      reason: {
+        error: `refused, not sent: signed deliveries go only to the remote service (none configured), not ${other.url}`,
+      },
+    });
+    expect(other.connections()).toBe(0);
     expect(remote.connections()).toBe(0);
   });
 });
