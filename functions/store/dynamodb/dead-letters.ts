@@ -11,8 +11,8 @@ import {
   type ReplayReset,
   type StoredDeadLetter,
 } from "../dead-letters.ts";
+import { partitionItems } from "./partition.ts";
 import { isConditionFailure, keyOf, SERVER_ERRORS_KEY_PREFIX } from "./store.ts";
-import { partitionItems } from "./table.ts";
 
 /** As long as the dead-letter queue would have kept it (SQS's maximum retention). */
 export const DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 3600;
