@@ -129,7 +129,11 @@ export async function serviceDeps<L extends Log>(
   config: Settings<"app">,
   platform: Platform<L>,
 ): Promise<ServiceDeps & { log: L }> {
-  const asToken = await platform.secrets("asToken");
+  // At once: each is a Secrets Manager call on the cold start.
+  const [asToken, remoteSecret] = await Promise.all([
+    platform.secrets("asToken"),
+    platform.remoteSecret?.(),
+  ]);
   const namespaces = createNamespaceMatcher(config.registration.namespaces);
   return {
     log: platform.log,
@@ -143,7 +147,7 @@ export async function serviceDeps<L extends Log>(
     deliveryPolicy: addressPolicy(config.deliveryAllowedAddresses),
     deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
     sentEvents: stores(config.tableName, platform).store,
-    remoteSecret: await platform.remoteSecret?.(),
+    remoteSecret,
   };
 }
 
@@ -193,10 +197,15 @@ export async function outboxDeps<L extends Log>(
   const { store } = stores(config.tableName, platform);
   const users = createNamespaceMatcher(config.registration.namespaces);
   const homeserverTimeoutMs = platform.homeserverTimeoutMs ?? HOMESERVER_TIMEOUT_MS;
+  // At once: each is a Secrets Manager call on the cold start.
+  const [asToken, remoteSecret] = await Promise.all([
+    platform.secrets("asToken"),
+    platform.remoteSecret?.(),
+  ]);
   return {
     homeserver: new HttpHomeserverClient(
       config.homeserverUrl,
-      await platform.secrets("asToken"),
+      asToken,
       config.botUserId,
       homeserverTimeoutMs,
     ),
@@ -215,7 +224,7 @@ export async function outboxDeps<L extends Log>(
       platform.log,
     ),
     deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
-    remoteSecret: await platform.remoteSecret?.(),
+    remoteSecret,
     ...(config.relayUrl && { remoteOrigin: new URL(config.relayUrl).origin }),
     metrics: platform.metrics,
     recordBudgetMs: actionBudgetMs(homeserverTimeoutMs),
