@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
 import { createActions } from "../../functions/matrix/actions.ts";
 import { actionProblem, requestProblem } from "../../functions/matrix/allowed-request.ts";
@@ -198,16 +198,24 @@ describe("performAction: what each answer means", () => {
       errcode: "M_UNKNOWN_TOKEN",
       error: "Unrecognised access token.",
     });
-    for (const attempt of [0, 1, 2]) {
+    // The backoff's draw pinned to its top: the wait is base·2^attempt, capped, as the policy
+    // says (a constant wait would not pass).
+    const random = vi.spyOn(Math, "random").mockReturnValue(0.999_999);
+    onTestFinished(() => random.mockRestore());
+    for (const attempt of [0, 1, 2, 9]) {
       const homeserver = new FakeHomeserver({ action: [unknownToken] });
       const outcome = await performAction(action, attempt, { ...deps(homeserver, store), log });
-      expect(outcome).toMatchObject({ kind: "retry", reason: AS_TOKEN_REFUSED, status: 401 });
-      expect((outcome as { delaySeconds: number }).delaySeconds).toBeLessThanOrEqual(2 ** attempt);
+      expect(outcome).toEqual({
+        kind: "retry",
+        delaySeconds: Math.min(300, 2 ** attempt),
+        reason: AS_TOKEN_REFUSED,
+        status: 401,
+      });
       expect(homeserver.calls).toHaveLength(1);
     }
     // At an action bounded to 1 server error: not given up.
     expect(store.serverErrors.size).toBe(0);
-    expect(errors).toHaveLength(3);
+    expect(errors).toHaveLength(4);
     expect(errors[0]).toEqual({
       message: "the homeserver refused the as_token: the registration and the stack disagree",
       fields: { actionId: action.id, status: 401, errcode: "M_UNKNOWN_TOKEN" },
