@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { App, Aspects } from "aws-cdk-lib";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { parse } from "yaml";
-import { uncoveredUserPrefixes } from "../functions/appservice/protocol/namespaces.ts";
+import { missingNamespaces } from "../functions/appservice/protocol/namespaces.ts";
 import {
   parseRegistration,
   publicRegistration,
@@ -43,14 +43,15 @@ const registration: PublicRegistration = registrationFile
       ...(application.aliasPrefixes && { aliasPrefixes: application.aliasPrefixes }),
     });
 
-const uncovered = uncoveredUserPrefixes(
+// Users and aliases both, as local mode checks: a missing alias namespace fails the portals.
+const missing = missingNamespaces(
   (registration as Pick<Registration, "namespaces">).namespaces,
   serverName,
-  application.userPrefixes ?? [],
+  application,
 );
-if (uncovered.length > 0) {
+if (missing.length > 0) {
   throw new Error(
-    `The registration's user namespaces miss the users the application acts as: add ${uncovered.map((prefix) => `@${prefix}.*:${serverName}`).join(", ")}`,
+    `The registration's namespaces miss the users or aliases the application needs: add ${missing.join(", ")}`,
   );
 }
 

@@ -349,7 +349,8 @@ export class MatrixAppservice extends Construct {
     // A secret of its own, made at deploy, read by the two functions that use it: the app
     // function checks the remote service's requests, the outbox signs the deliveries to it.
     // Retained, as the tokens: the remote service was given it.
-    this.relaySecret = choice.module.manifest.remoteSecret
+    const { remoteSecret } = choice.module.manifest;
+    this.relaySecret = remoteSecret
       ? new Secret(this, "RelaySecret", {
           description:
             "The relay's secret shared with its remote service (X-Relay-Signature, both ways)",
@@ -433,6 +434,8 @@ export class MatrixAppservice extends Construct {
           botDisplayName: profile.displayname,
           ...(profile.avatar_url && { botAvatarUrl: profile.avatar_url }),
           ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
+          // The one origin the outbox signs deliveries to.
+          ...(remoteSecret && { remoteServiceUrl: choice.config[remoteSecret.urlSetting] }),
         }),
         ...relaySecretEnvironment,
       }),

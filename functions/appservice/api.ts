@@ -36,17 +36,9 @@ export {
   unauthorized,
 } from "../shared/errors.ts";
 export { sha256 } from "../shared/hash.ts";
-export { type ImageSize, imageInfo, imageSize } from "../shared/image-size.ts";
+export { type ImageSize, imageInfo } from "../shared/image-size.ts";
 export type { Log } from "../shared/log.ts";
 export type { RemoteRequest } from "../shared/remote-http.ts";
-// Requests signed with a secret shared with a remote service (the relay's, both ways).
-export {
-  SIGNATURE_HEADER,
-  SIGNATURE_MAX_AGE_SECONDS,
-  signatureHeaders,
-  signatureValid,
-  TIMESTAMP_HEADER,
-} from "../shared/signature.ts";
 export {
   type AppDataStore,
   type AppDataWrite,

@@ -48,9 +48,10 @@ export interface ApplicationManifest<S extends ApplicationSettings = Application
   namespaces?: { users?: string[]; aliases?: string[] };
   /**
    * It shares a secret with its remote service (`RELAY_SECRET` locally; in the stack a Secrets
-   * Manager secret of its own): its routes check requests with it, the outbox signs deliveries.
+   * Manager secret of its own): its routes check requests with it, the outbox signs deliveries,
+   * to the origin of the URL in the setting `urlSetting` alone.
    */
-  remoteSecret?: boolean;
+  remoteSecret?: { urlSetting: keyof S & string };
   /** Files a function's bundle needs at run time, by function. */
   bundleFiles?: Partial<Record<ApplicationFunction, BundleFiles>>;
 }

@@ -68,11 +68,12 @@ export async function httpHandlers(
   operator: { logs: LogSource; sqsEndpoint: string },
 ): Promise<{ handlers: Record<Route["handler"], HttpHandler>; sweep: () => Promise<unknown> }> {
   const { settings } = config;
+  const others = withoutRemoteSecret(platform);
   const [app, transactions, queries, admin] = await Promise.all([
     appDeps(settings.app, platform, application),
-    transactionsDeps(settings.transactions, platform),
-    queriesDeps(settings.queries, platform, application),
-    adminDeps(settings.admin, platform, application, {
+    transactionsDeps(settings.transactions, others),
+    queriesDeps(settings.queries, others, application),
+    adminDeps(settings.admin, others, application, {
       logs: operator.logs,
       queueAge: (queueUrl) =>
         oldestAgeSeconds(operator.sqsEndpoint, queueUrl.slice(queueUrl.lastIndexOf("/") + 1)),
@@ -115,6 +116,12 @@ export function startSchedule(sweep: () => Promise<unknown>, intervalMs: number,
   };
 }
 
+/**
+ * The platform of a function that is not given the relay's secret: in AWS only the app function
+ * (it checks the remote service's requests) and the outbox (it signs deliveries) read it.
+ */
+const withoutRemoteSecret = ({ remoteSecret: _, ...platform }: Platform): Platform => platform;
+
 export type Consumer = "events" | "outbox";
 
 /** A queue consumer driven as Lambda's event source mapping drives it. */
@@ -146,7 +153,9 @@ export async function startConsumer(
     ...common,
     queueUrl: queues.inbound.url,
     queueArn: queues.inbound.arn,
-    handler: createEventsHandler(await eventsDeps(settings.events, platform, application)),
+    handler: createEventsHandler(
+      await eventsDeps(settings.events, withoutRemoteSecret(platform), application),
+    ),
     timeoutMs: platform.eventsTimeoutMs ?? EVENTS_TIMEOUT_MS,
   });
 }

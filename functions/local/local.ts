@@ -113,6 +113,8 @@ export interface LocalOptions {
    * logged at ERROR, as the stack's schedule does. @default 5 minutes
    */
   deadLetterSweepMs?: number;
+  /** The remote service the secret is shared with: the one origin the outbox signs deliveries to. */
+  remoteServiceUrl?: string;
   /** Lets tests put a fault injector around the store (without `workers`). */
   wrapStore?: (store: DynamoDbStore) => TransactionStore & ClaimStore;
   /**
@@ -352,6 +354,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
           botDisplayName: options.botDisplayName ?? registration.id,
           botAvatarUrl: options.botAvatarUrl,
           deliveryAllowedAddresses,
+          ...(options.remoteServiceUrl && { remoteServiceUrl: options.remoteServiceUrl }),
         },
         queries: { tableName, homeserverUrl: options.homeserverUrl, botUserId, registration },
         app: service,

@@ -79,7 +79,11 @@ try {
     ...(env.DELIVERY_ALLOWED_ADDRESSES !== undefined && {
       deliveryAllowedAddresses: parseAllowedRanges(env.DELIVERY_ALLOWED_ADDRESSES),
     }),
-    ...(relaySecret && { relaySecret: relaySecret.secret }),
+    ...(relaySecret &&
+      remoteSecret && {
+        relaySecret: relaySecret.secret,
+        remoteServiceUrl: chosen.config[remoteSecret.urlSetting],
+      }),
   });
   // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
   process.stdout.on("error", () => undefined);

@@ -18,6 +18,8 @@ import {
   type ClientServerResponse,
   type HomeserverClient,
   isDelivery,
+  isObject,
+  isQueuedAction,
   matrixError,
   type OutboundAction,
   type OutboundDelivery,
@@ -46,6 +48,11 @@ export interface OutboxDeps {
   deliveryOutcomes: DeliveryOutcomeStore;
   /** The secret shared with the remote service, which signs `signed` deliveries. */
   remoteSecret?: string;
+  /**
+   * The remote service's origin (the relay's `RELAY_URL`): the only one `signed` deliveries go to,
+   * since its inbound route accepts the same signature.
+   */
+  remoteOrigin?: string;
 }
 
 export interface FailureReason {
@@ -114,9 +121,6 @@ export type OutboxDecision =
       metric: (typeof OUTCOME_METRICS)["dead"];
     };
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value);
-
 /**
  * Decides on a received message's body (`decideOutboundAction`), whatever it holds. A body that is
  * not a JSON object used to throw before any decision, and so did any unexpected failure: such a
@@ -132,9 +136,11 @@ export async function decideOutboundMessage(
 ): Promise<OutboxDecision> {
   const dead = (reason: FailureReason, about: Record<string, unknown>): OutboxDecision => {
     deps.log.error(OUTCOME_LOG_MESSAGES.dead, { ...about, attempt, reason });
+    const failure = { reason, attempts: attempt + 1, failedAt: new Date().toISOString() };
     return {
       kind: "dead",
-      deadLetter: { body, reason, attempts: attempt + 1, failedAt: new Date().toISOString() },
+      // An action keeps the shape the operator console replays; only what is none keeps its body.
+      deadLetter: isQueuedAction(action) ? { action, ...failure } : { body, ...failure },
       metric: OUTCOME_METRICS.dead,
     };
   };
@@ -171,9 +177,20 @@ export async function decideOutboundAction(
   queuedAt?: number,
 ): Promise<OutboxDecision> {
   const delivery = isDelivery(action);
-  const outcome = delivery
+  let outcome = delivery
     ? await performDelivery(action, attempt, deps, queuedAt)
     : await performAction(action, attempt, deps);
+  // Any retry at the last receive is given up here, with its reason and an ERROR line: SQS's
+  // redrive would set it aside with neither.
+  if (outcome.kind === "retry" && attempt + 1 >= OUTBOUND_MAX_RECEIVE_COUNT) {
+    outcome = {
+      kind: "dead",
+      reason: {
+        ...(outcome.status !== undefined && { status: outcome.status }),
+        error: `gave up after ${attempt + 1} attempts: ${outcome.reason}`,
+      },
+    };
+  }
   if (delivery && action.outcomeKey !== undefined) {
     await recordOutcome(action, action.outcomeKey, outcome, attempt, deps);
   }
@@ -492,9 +509,6 @@ export async function performDelivery(
       error: `${why}: ${outcome.reason}`,
     },
   });
-  // Decided here, with the reason, before SQS's redrive would set it aside without one.
-  if (attempt + 1 >= OUTBOUND_MAX_RECEIVE_COUNT)
-    return giveUp(`gave up after ${attempt + 1} attempts`);
   if (retryForMs === undefined || queuedAt === undefined) return outcome;
   if (Date.now() + outcome.delaySeconds * 1000 <= queuedAt + retryForMs) return outcome;
   return giveUp(`gave up after retrying for ${Math.round(retryForMs / 60_000)} minutes`);
@@ -504,12 +518,22 @@ export async function performDelivery(
 async function sendDelivery(
   delivery: OutboundDelivery,
   attempt: number,
-  { remote, serverErrors, backoff, remoteSecret }: OutboxDeps,
+  { remote, serverErrors, backoff, remoteSecret, remoteOrigin }: OutboxDeps,
 ): Promise<OutboxOutcome> {
   const problem = deliveryProblem(delivery);
   if (problem) return { kind: "dead", reason: { error: `refused, not sent: ${problem}` } };
   if (delivery.signed && !remoteSecret) {
     return { kind: "dead", reason: { error: "refused, not sent: no secret to sign it with" } };
+  }
+  // Signed elsewhere, it would be a request the relay's own inbound route accepts as the remote
+  // service's: an application could forge it, or a third party replay it to us.
+  if (delivery.signed && targetOf(delivery) !== remoteOrigin) {
+    return {
+      kind: "dead",
+      reason: {
+        error: `refused, not sent: signed deliveries go only to the remote service (${remoteOrigin ?? "none configured"}), not ${targetOf(delivery)}`,
+      },
+    };
   }
   const { body, bodyEncoding } = delivery.delivery;
   // Signed now, not when queued: the timestamp is this attempt's.

@@ -66,6 +66,22 @@ export interface OutboundDelivery {
 /** What the outbound queue holds. */
 export type QueuedAction = OutboundAction | OutboundDelivery;
 
+/** A JSON object: not null, not an array. */
+export const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
+
+/**
+ * Whether a parsed value has a queued action's shape: a call on the homeserver, or a delivery to
+ * another service (`actions.deliver`). What a dead letter needs to be replayable.
+ */
+export const isQueuedAction = (value: unknown): value is QueuedAction =>
+  isObject(value) &&
+  typeof value.id === "string" &&
+  typeof value.kind === "string" &&
+  (value.kind === "delivery"
+    ? isObject(value.delivery)
+    : typeof value.userId === "string" && isObject(value.request));
+
 export const isDelivery = (action: QueuedAction): action is OutboundDelivery =>
   action.kind === "delivery";
 

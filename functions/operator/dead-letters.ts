@@ -1,7 +1,7 @@
 import type { InboundItem, InboundMessage, ItemReference } from "../appservice/pipeline/inbound.ts";
 import { claimKey } from "../appservice/pipeline/process-inbound.ts";
 import type { FailureReason } from "../matrix/outbox.ts";
-import type { QueuedAction } from "../matrix/request.ts";
+import { isQueuedAction as isAction, isObject, type QueuedAction } from "../matrix/request.ts";
 import { type FifoMessage, queueJson } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
 import type { Direction, StoredDeadLetter } from "../store/dead-letters.ts";
@@ -43,16 +43,6 @@ type Parsed =
   | { shape: "body"; reason: FailureReason; attempts?: number }
   | { shape: "unreadable" };
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value);
-/** A call on the homeserver, or a delivery to another service (`actions.deliver`). */
-const isAction = (value: unknown): value is QueuedAction =>
-  isObject(value) &&
-  typeof value.id === "string" &&
-  typeof value.kind === "string" &&
-  (value.kind === "delivery"
-    ? isObject(value.delivery)
-    : typeof value.userId === "string" && isObject(value.request));
 const isItem = (value: unknown): value is InboundItem | ItemReference =>
   isObject(value) && typeof value.kind === "string" && typeof value.id === "string";
 const reasonOf = (value: unknown): FailureReason =>

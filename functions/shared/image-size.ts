@@ -91,13 +91,3 @@ export function imageInfo(bytes: Uint8Array): (ImageSize & { mimetype: string })
     ? { mimetype, w: size.w, h: size.h }
     : undefined;
 }
-
-/**
- * What the bytes are, by their header alone (never by what their sender says): a PNG, GIF, JPEG
- * or WebP with its type and size, read without decoding it; undefined for any other bytes (an
- * SVG, HTML), or a header that says nothing sensible.
- */
-export function imageSize(bytes: Uint8Array): ImageSize | undefined {
-  const info = imageInfo(bytes);
-  return info && { w: info.w, h: info.h };
-}

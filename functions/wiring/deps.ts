@@ -141,7 +141,11 @@ export async function serviceDeps<L extends Log>(
   config: Settings<"app">,
   platform: Platform<L>,
 ): Promise<ServiceDeps & { log: L }> {
-  const asToken = await platform.secrets("asToken");
+  // At once: each is a Secrets Manager call on the cold start.
+  const [asToken, remoteSecret] = await Promise.all([
+    platform.secrets("asToken"),
+    platform.remoteSecret?.(),
+  ]);
   const namespaces = createNamespaceMatcher(config.registration.namespaces);
   return {
     log: platform.log,
@@ -155,7 +159,7 @@ export async function serviceDeps<L extends Log>(
     deliveryPolicy: addressPolicy(config.deliveryAllowedAddresses),
     deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
     sentEvents: stores(config.tableName, platform).store,
-    remoteSecret: await platform.remoteSecret?.(),
+    remoteSecret,
   };
 }
 
@@ -205,10 +209,15 @@ export async function outboxDeps<L extends Log>(
   const { store } = stores(config.tableName, platform);
   const users = createNamespaceMatcher(config.registration.namespaces);
   const homeserverTimeoutMs = platform.homeserverTimeoutMs ?? HOMESERVER_TIMEOUT_MS;
+  // At once: each is a Secrets Manager call on the cold start.
+  const [asToken, remoteSecret] = await Promise.all([
+    platform.secrets("asToken"),
+    platform.remoteSecret?.(),
+  ]);
   return {
     homeserver: new HttpHomeserverClient(
       config.homeserverUrl,
-      await platform.secrets("asToken"),
+      asToken,
       config.botUserId,
       homeserverTimeoutMs,
     ),
@@ -227,7 +236,8 @@ export async function outboxDeps<L extends Log>(
       platform.log,
     ),
     deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
-    remoteSecret: await platform.remoteSecret?.(),
+    remoteSecret,
+    ...(config.remoteServiceUrl && { remoteOrigin: new URL(config.remoteServiceUrl).origin }),
     metrics: platform.metrics,
     recordBudgetMs: actionBudgetMs(homeserverTimeoutMs),
     control: new SqsMessageControl(

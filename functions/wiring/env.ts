@@ -26,6 +26,7 @@ export const ENV = {
   version: "APP_VERSION",
   logGroups: "LOG_GROUPS",
   deliveryAllowedAddresses: "DELIVERY_ALLOWED_ADDRESSES",
+  remoteServiceUrl: "REMOTE_SERVICE_URL",
   relaySecretArn: "RELAY_SECRET_ARN",
 } as const;
 
@@ -120,6 +121,11 @@ const fields = {
     ),
   ),
   /**
+   * The remote service an application shares its secret with (its manifest's `remoteSecret`).
+   * The outbox signs deliveries to its origin alone.
+   */
+  remoteServiceUrl: z.optional(text),
+  /**
    * The relay's secret shared with its remote service (a Secrets Manager secret of its own, a
    * plain string): the app function checks requests with it, the outbox signs deliveries.
    */
@@ -161,6 +167,7 @@ export const configSchemas = {
     "botAvatarUrl",
     "deliveryAllowedAddresses",
     "relaySecretArn",
+    "remoteServiceUrl",
   ),
   queries: pick(
     "tableName",

@@ -1,26 +1,26 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { imageInfo, imageSize } from "../../functions/shared/image-size.ts";
+import { imageInfo } from "../../functions/shared/image-size.ts";
 import { gifHeader, jpegHeader, pngHeader, webpHeader } from "../support/images.ts";
 
-describe("imageSize: the width and height an image's header gives", () => {
+describe("imageInfo: the width and height an image's header gives", () => {
   it("reads PNG, GIF, JPEG (after other segments) and WebP headers", () => {
-    expect(imageSize(pngHeader(640, 480))).toEqual({ w: 640, h: 480 });
-    expect(imageSize(gifHeader(32, 16))).toEqual({ w: 32, h: 16 });
-    expect(imageSize(jpegHeader(1920, 1080))).toEqual({ w: 1920, h: 1080 });
-    expect(imageSize(webpHeader(4000, 3000))).toEqual({ w: 4000, h: 3000 });
+    expect(imageInfo(pngHeader(640, 480))).toMatchObject({ w: 640, h: 480 });
+    expect(imageInfo(gifHeader(32, 16))).toMatchObject({ w: 32, h: 16 });
+    expect(imageInfo(jpegHeader(1920, 1080))).toMatchObject({ w: 1920, h: 1080 });
+    expect(imageInfo(webpHeader(4000, 3000))).toEqual({ mimetype: "image/webp", w: 4000, h: 3000 });
   });
 
   it("reads a view into a larger buffer from the view's start", () => {
     const backing = Buffer.concat([Buffer.from("junk"), gifHeader(7, 9)]);
-    expect(imageSize(backing.subarray(4))).toEqual({ w: 7, h: 9 });
+    expect(imageInfo(backing.subarray(4))).toEqual({ mimetype: "image/gif", w: 7, h: 9 });
   });
 
   it("undefined for other bytes, truncated headers and zero sizes", () => {
-    expect(imageSize(Buffer.from("%PDF-1.7"))).toBeUndefined();
-    expect(imageSize(pngHeader(10, 10).subarray(0, 20))).toBeUndefined();
-    expect(imageSize(jpegHeader(10, 10).subarray(0, 24))).toBeUndefined();
-    expect(imageSize(gifHeader(0, 10))).toBeUndefined();
+    expect(imageInfo(Buffer.from("%PDF-1.7"))).toBeUndefined();
+    expect(imageInfo(pngHeader(10, 10).subarray(0, 20))).toBeUndefined();
+    expect(imageInfo(jpegHeader(10, 10).subarray(0, 24))).toBeUndefined();
+    expect(imageInfo(gifHeader(0, 10))).toBeUndefined();
   });
 
   it("never throws, whatever the bytes after a known signature", () => {
@@ -33,7 +33,7 @@ describe("imageSize: the width and height an image's header gives", () => {
     ];
     fc.assert(
       fc.property(fc.constantFrom(...signatures), fc.uint8Array({ maxLength: 64 }), (sig, rest) => {
-        const size = imageSize(Buffer.concat([sig, rest]));
+        const size = imageInfo(Buffer.concat([sig, rest]));
         expect(size === undefined || (size.w > 0 && size.h > 0)).toBe(true);
       }),
     );

@@ -950,7 +950,7 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     ).rejects.toThrow("application=relay needs relayUrl");
   });
 
-  it("gives the events function RELAY_URL, which it reads back, and no other function; serves the relay's route, not the webhooks'", () => {
+  it("gives the events and outbox functions RELAY_URL, which they read back, and no other function; serves the relay's route, not the webhooks'", () => {
     const { stack, template } = synthesize("Relay", { application: choice });
     const fns = Object.entries(template.findResources("AWS::Lambda::Function"));
     const variablesOf = (name: string) =>
@@ -959,16 +959,21 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
           .Environment as { Variables: Record<string, unknown> }
       ).Variables;
     const withRelayUrl = fns.filter(([, fn]) =>
-      JSON.stringify(fn.Properties.Environment ?? {}).includes("RELAY_URL"),
+      JSON.stringify(fn.Properties.Environment ?? {}).includes('"RELAY_URL"'),
     );
     expect(withRelayUrl.map(([id]) => id)).toEqual([expect.stringContaining("EventsFunction")]);
-    const events = Object.fromEntries(
-      Object.entries(variablesOf("Events")).map(([key, value]) => [
-        key,
-        typeof value === "string" ? value : "deployed",
-      ]),
-    );
-    expect(applicationConfig(choice.module.manifest, events, { fn: "events" }).RELAY_URL).toBe(
+    const variables = (name: string) =>
+      Object.fromEntries(
+        Object.entries(variablesOf(name)).map(([key, value]) => [
+          key,
+          typeof value === "string" ? value : "deployed",
+        ]),
+      );
+    expect(
+      applicationConfig(choice.module.manifest, variables("Events"), { fn: "events" }).RELAY_URL,
+    ).toBe("https://chat.example.org");
+    // The one origin the outbox signs deliveries to.
+    expect(readConfig("outbox", variables("Outbox")).remoteServiceUrl).toBe(
       "https://chat.example.org",
     );
     expect(JSON.parse(variablesOf("Fallback")[ENV.appRoutes] as string)).toEqual([
@@ -985,8 +990,9 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     const { template } = synthesize("RelaySecret", { application: choice });
     const secrets = Object.entries(template.findResources("AWS::SecretsManager::Secret"));
     const relay = secrets.find(([id]) => id.includes("RelaySecret"));
-    // The three tokens' and the relay's.
+    // The three tokens' secrets, and the relay's own.
     expect(secrets).toHaveLength(4);
+    expect(secrets.filter(([id]) => id.includes("RelaySecret"))).toHaveLength(1);
     const [relayId, relaySecret] = relay as [string, Resource];
     expect(relaySecret.Properties.GenerateSecretString).toEqual({
       PasswordLength: 64,

@@ -179,11 +179,13 @@ describe("performDelivery: the homeserver's rules for a remote service", () => {
   it("the last attempt SQS's redrive allows → dead with the reason, not set aside without one", async () => {
     const remote = await remoteService([{ status: 429, headers: { "retry-after": "1" } }]);
     const last = OUTBOUND_MAX_RECEIVE_COUNT - 1;
-    expect(await performDelivery(delivery(remote.url), last, deps())).toEqual({
+    expect(await decideOutboundAction(delivery(remote.url), last, deps())).toMatchObject({
       kind: "dead",
-      reason: {
-        status: 429,
-        error: `gave up after ${OUTBOUND_MAX_RECEIVE_COUNT} attempts: rate limited (429)`,
+      deadLetter: {
+        reason: {
+          status: 429,
+          error: `gave up after ${OUTBOUND_MAX_RECEIVE_COUNT} attempts: rate limited (429)`,
+        },
       },
     });
   });
@@ -354,7 +356,7 @@ describe("performDelivery: signed deliveries (the relay's RELAY_SECRET)", () => 
 
   it("signed with the secret at each attempt, over the bytes sent (base64 bodies decoded); never signed unless asked", async () => {
     const remote = await remoteService([{ status: 500 }]);
-    const signedDeps = { ...deps(), remoteSecret: SECRET };
+    const signedDeps = { ...deps(), remoteSecret: SECRET, remoteOrigin: remote.url };
     const text = delivery(remote.url, { signed: true });
     const bytes = Buffer.from([0, 1, 2, 255]);
     const binary = delivery(remote.url, {
@@ -383,6 +385,27 @@ describe("performDelivery: signed deliveries (the relay's RELAY_SECRET)", () => 
       kind: "dead",
       reason: { error: "refused, not sent: no secret to sign it with" },
     });
+    expect(remote.connections()).toBe(0);
+  });
+
+  it("signed, to an origin other than the remote service's (or with none configured) → dead with the reason, never connected to", async () => {
+    const remote = await remoteService([]);
+    const other = await remoteService([]);
+    const signed = delivery(other.url, { signed: true });
+    const withSecret = { ...deps(), remoteSecret: SECRET };
+    expect(await performDelivery(signed, 0, { ...withSecret, remoteOrigin: remote.url })).toEqual({
+      kind: "dead",
+      reason: {
+        error: `refused, not sent: signed deliveries go only to the remote service (${remote.url}), not ${other.url}`,
+      },
+    });
+    expect(await performDelivery(signed, 0, withSecret)).toEqual({
+      kind: "dead",
+      reason: {
+        error: `refused, not sent: signed deliveries go only to the remote service (none configured), not ${other.url}`,
+      },
+    });
+    expect(other.connections()).toBe(0);
     expect(remote.connections()).toBe(0);
   });
 });

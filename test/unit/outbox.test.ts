@@ -1,5 +1,5 @@
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
 import { createActions } from "../../functions/matrix/actions.ts";
 import { actionProblem, requestProblem } from "../../functions/matrix/allowed-request.ts";
@@ -14,6 +14,7 @@ import {
   AS_TOKEN_REFUSED,
   decideOutboundAction,
   decideOutboundMessage,
+  OUTCOME_LOG_MESSAGES,
   type OutboxDeps,
   performAction,
 } from "../../functions/matrix/outbox.ts";
@@ -197,16 +198,24 @@ describe("performAction: what each answer means", () => {
       errcode: "M_UNKNOWN_TOKEN",
       error: "Unrecognised access token.",
     });
-    for (const attempt of [0, 1, 2]) {
+    // The backoff's draw pinned to its top: the wait is base·2^attempt, capped, as the policy
+    // says (a constant wait would not pass).
+    const random = vi.spyOn(Math, "random").mockReturnValue(0.999_999);
+    onTestFinished(() => random.mockRestore());
+    for (const attempt of [0, 1, 2, 9]) {
       const homeserver = new FakeHomeserver({ action: [unknownToken] });
       const outcome = await performAction(action, attempt, { ...deps(homeserver, store), log });
-      expect(outcome).toMatchObject({ kind: "retry", reason: AS_TOKEN_REFUSED, status: 401 });
-      expect((outcome as { delaySeconds: number }).delaySeconds).toBeLessThanOrEqual(2 ** attempt);
+      expect(outcome).toEqual({
+        kind: "retry",
+        delaySeconds: Math.min(300, 2 ** attempt),
+        reason: AS_TOKEN_REFUSED,
+        status: 401,
+      });
       expect(homeserver.calls).toHaveLength(1);
     }
     // At an action bounded to 1 server error: not given up.
     expect(store.serverErrors.size).toBe(0);
-    expect(errors).toHaveLength(3);
+    expect(errors).toHaveLength(4);
     expect(errors[0]).toEqual({
       message: "the homeserver refused the as_token: the registration and the stack disagree",
       fields: { actionId: action.id, status: 401, errcode: "M_UNKNOWN_TOKEN" },
@@ -480,6 +489,49 @@ describe("decideOutboundAction: what the consumer does with the message", () => 
     expect(lines[1]?.[2]).toMatchObject({ actionId: "a1", kind: "send", status: 429, attempt: 0 });
     expect(lines[2]?.[2]).toMatchObject({ actionId: "a1", kind: "send", roomId: ROOM });
   });
+});
+
+describe("decideOutboundAction: a retry at the last receive is given up with its reason", () => {
+  const last = OUTBOUND_MAX_RECEIVE_COUNT - 1;
+  for (const [what, failure, status, retried] of [
+    [
+      "401 (the as_token refused)",
+      answer(401, { errcode: "M_UNKNOWN_TOKEN", error: "Unrecognised access token." }),
+      401,
+      AS_TOKEN_REFUSED,
+    ],
+    ["a 5xx (no maxServerErrors)", answer(503, "down"), 503, "homeserver error 503"],
+    ["a 429", answer(429, {}, 4), 429, "rate limited (429)"],
+    ["a refused connection", refused(), undefined, "homeserver unreachable: fetch failed"],
+  ] as const) {
+    it(`${what} at attempt ${last} → dead-lettered with the reason and an ERROR line, never left to SQS's redrive`, async () => {
+      const { lines, log } = recordingLog();
+      const decide = (attempt: number) =>
+        decideOutboundAction(send(), attempt, {
+          ...deps(new FakeHomeserver({ action: [failure] })),
+          log,
+        });
+      expect((await decide(last - 1)).kind).toBe("retry");
+      const reason = {
+        ...(status !== undefined && { status }),
+        error: `gave up after ${OUTBOUND_MAX_RECEIVE_COUNT} attempts: ${retried}`,
+      };
+      expect(await decide(last)).toEqual({
+        kind: "dead",
+        deadLetter: {
+          action: send(),
+          reason,
+          attempts: OUTBOUND_MAX_RECEIVE_COUNT,
+          failedAt: expect.any(String),
+        },
+        metric: "OutboundCallsDeadLettered",
+      });
+      const deadLines = lines.filter(([, message]) => message === OUTCOME_LOG_MESSAGES.dead);
+      expect(deadLines).toEqual([
+        ["error", OUTCOME_LOG_MESSAGES.dead, expect.objectContaining({ attempt: last, reason })],
+      ]);
+    });
+  }
 });
 
 describe("performAction: a bound on server errors (maxServerErrors)", () => {
@@ -779,13 +831,16 @@ describe("decideOutboundMessage: nothing is left to SQS's redrive, which gives n
       ...failing,
       homeserver: new FakeHomeserver({ action: [answer(403, { errcode: "M_FORBIDDEN" })] }),
     });
-    expect(decision).toMatchObject({
+    // An action still: dead-lettered as one, which the operator console can replay.
+    expect(decision).toEqual({
       kind: "dead",
       deadLetter: {
-        body: ghost,
+        action: send({ userId: GHOST }),
         reason,
         attempts: OUTBOUND_MAX_RECEIVE_COUNT,
+        failedAt: expect.any(String),
       },
+      metric: "OutboundCallsDeadLettered",
     });
     expect(lines.filter(([level]) => level === "error")).toEqual([
       [

@@ -26,7 +26,7 @@ export const manifest = defineApplication({
     },
   },
   namespaces: { users: [RELAY_PREFIX], aliases: [RELAY_PREFIX] },
-  remoteSecret: true,
+  remoteSecret: { urlSetting: "RELAY_URL" },
 });
 
 type Settings = NonNullable<(typeof manifest)["settings"]>;

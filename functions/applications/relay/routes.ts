@@ -183,13 +183,14 @@ export const application: ApplicationRoutes = {
         }
         const message = parseMessage(request.body);
         const { data, portals } = context;
-        const channelWait = await takeBucketToken(data, CHANNEL_BUCKETS, channel, CHANNEL_RATE);
-        if (channelWait !== undefined) {
-          return limited("Too many messages in this channel", channelWait);
-        }
+        // The portal cap first: a new channel it refuses spends none of the channel's tokens.
         if (!(await portals.byRemoteId(channel))) {
           const portalWait = await takeBucketToken(data, PORTAL_BUCKETS, "new", NEW_PORTAL_RATE);
           if (portalWait !== undefined) return limited("Too many new channels", portalWait);
+        }
+        const channelWait = await takeBucketToken(data, CHANNEL_BUCKETS, channel, CHANNEL_RATE);
+        if (channelWait !== undefined) {
+          return limited("Too many messages in this channel", channelWait);
         }
         await relayIn(channel, message, context);
         return { status: 202, body: {} };

@@ -17,13 +17,6 @@ export function createNamespaceMatcher(namespaces: Registration["namespaces"]) {
   };
 }
 
-/** The user localpart prefixes none of the registration's user namespaces covers. */
-export const uncoveredUserPrefixes = (
-  namespaces: Registration["namespaces"],
-  serverName: string,
-  prefixes: readonly string[],
-): string[] => uncovered(namespaces, "users", serverName, prefixes);
-
 function uncovered(
   namespaces: Registration["namespaces"],
   kind: "users" | "aliases",

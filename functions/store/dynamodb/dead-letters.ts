@@ -11,8 +11,9 @@ import {
   type ReplayReset,
   type StoredDeadLetter,
 } from "../dead-letters.ts";
+import { partitionItems } from "./partition.ts";
 import { isConditionFailure, keyOf, SERVER_ERRORS_KEY_PREFIX } from "./store.ts";
-import { partitionItems, TABLE_KEY } from "./table.ts";
+import { TABLE_KEY } from "./table.ts";
 
 /** How the dead letters' partition keys begin (IAM limits the console to them). */
 export const DEAD_LETTER_KEY_PREFIX = "DEADLETTER#";

@@ -1,7 +1,7 @@
 import { type DynamoDBClient, PutItemCommand } from "@aws-sdk/client-dynamodb";
 import type { SetAsideItems } from "../store.ts";
+import { partitionItems } from "./partition.ts";
 import { RETENTION_SECONDS } from "./store.ts";
-import { partitionItems } from "./table.ts";
 
 /** How the keys of inbound items set aside begin. */
 export const SET_ASIDE_KEY_PREFIX = "INBOUND#";

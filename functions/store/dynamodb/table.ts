@@ -1,8 +1,6 @@
 import {
-  type AttributeValue,
   CreateTableCommand,
   type DynamoDBClient,
-  QueryCommand,
   ResourceInUseException,
   UpdateTimeToLiveCommand,
   waitUntilTableExists,
@@ -39,33 +37,4 @@ export async function ensureTable(client: DynamoDBClient, tableName: string): Pr
       TimeToLiveSpecification: { AttributeName: TABLE_KEY.ttlAttribute, Enabled: true },
     }),
   );
-}
-
-/** Every item of one partition, in sort key order, read consistently page by page. */
-export async function partitionItems(
-  client: DynamoDBClient,
-  tableName: string,
-  pk: string,
-  projection?: string[],
-): Promise<Record<string, AttributeValue>[]> {
-  const items: Record<string, AttributeValue>[] = [];
-  let startKey: Record<string, AttributeValue> | undefined;
-  do {
-    const page = await client.send(
-      new QueryCommand({
-        TableName: tableName,
-        KeyConditionExpression: "pk = :pk",
-        ExpressionAttributeValues: { ":pk": { S: pk } },
-        ...(projection && {
-          ProjectionExpression: projection.map((_, i) => `#p${i}`).join(", "),
-          ExpressionAttributeNames: Object.fromEntries(projection.map((a, i) => [`#p${i}`, a])),
-        }),
-        ConsistentRead: true,
-        ...(startKey && { ExclusiveStartKey: startKey }),
-      }),
-    );
-    items.push(...(page.Items ?? []));
-    startKey = page.LastEvaluatedKey;
-  } while (startKey);
-  return items;
 }

@@ -159,17 +159,18 @@ function dispatch() {
     }
     const run = queue.shift() as Run;
     // Its time starts now, when its thread takes it: never while it waited for another.
-    const timer = setTimeout(
-      () =>
-        retire(
-          idle,
-          new TransformationError(
-            `stopped: it ran over ${TRANSFORMATION_TIME_MS} ms`,
-            "over the time limit",
-          ),
+    const timer = setTimeout(() => {
+      retire(
+        idle,
+        new TransformationError(
+          `stopped: it ran over ${TRANSFORMATION_TIME_MS} ms`,
+          "over the time limit",
         ),
-      TRANSFORMATION_KILL_MS,
-    );
+      );
+      // The thread's exit finds it forgotten and does nothing: the runs waiting need a new
+      // engine now, or they would wait for the next call.
+      dispatch();
+    }, TRANSFORMATION_KILL_MS);
     idle.running = { run, timer };
     idle.worker.postMessage(run.request);
   }
