@@ -3,20 +3,12 @@ import type {
   APIGatewayProxyStructuredResultV2,
   ScheduledEvent,
 } from "aws-lambda";
-import type { OperatorApi } from "../operator/api.ts";
-import { cloudWatchOperatorPlatform } from "../operator/cloudwatch.ts";
-import type { Log } from "../shared/log.ts";
+import { cloudWatchOperatorPlatform } from "../cloudwatch/operator-platform.ts";
 import { adminDeps } from "../wiring/admin-deps.ts";
 import { operatorPart } from "../wiring/application.ts";
+import type { AdminHandlerDeps } from "../wiring/handler-deps.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
-
-export interface AdminHandlerDeps {
-  api: OperatorApi;
-  /** The dead letters taken off their queues, and those waiting counted (`OperatorConsole.sweep`). */
-  sweep: () => Promise<unknown>;
-  log: Log;
-}
 
 /** The operator console (`/admin` and its API): the request mapped to the console's API and back. */
 export const createAdminHandler =

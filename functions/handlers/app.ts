@@ -1,18 +1,15 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import type { ApplicationRoutes, AppRoute } from "../appservice/application.ts";
-import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
+import type { AppRoute } from "../appservice/application.ts";
+import { serviceContext } from "../appservice/service-context.ts";
 import { tooLarge, unrecognized } from "../shared/errors.ts";
 // The application's part this function runs, and only that part's code and packages.
 import { routesPart } from "../wiring/application.ts";
 import { appDeps } from "../wiring/deps.ts";
+import type { AppHandlerDeps } from "../wiring/handler-deps.ts";
 import { jsonResponse, LAMBDA_EVENT_MAX_BYTES, matrixErrors, overLambdaLimit } from "./http.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
-
-export interface AppHandlerDeps extends ServiceDeps {
-  application: ApplicationRoutes;
-}
 
 const routeKey = (route: Pick<AppRoute, "method" | "path">) => `${route.method} ${route.path}`;
 

@@ -1,36 +1,16 @@
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-import type { ApplicationEvents } from "../appservice/application.ts";
 import type { InboundMessage } from "../appservice/pipeline/inbound.ts";
-import {
-  type InboundRetryPolicy,
-  processInboundMessage,
-} from "../appservice/pipeline/process-inbound.ts";
-import { type ServiceDeps, serviceContext } from "../appservice/service-context.ts";
-import type { ReceivedMessageControl } from "../queue/queue.ts";
-import type { Metrics } from "../shared/metrics.ts";
-import type { ClaimStore, SetAsideItems } from "../store/store.ts";
+import { processInboundMessage } from "../appservice/pipeline/process-inbound.ts";
+import { serviceContext } from "../appservice/service-context.ts";
 // The application's part this function runs, and only that part's code and packages.
 import { eventsPart } from "../wiring/application.ts";
 import { eventsDeps } from "../wiring/deps.ts";
+import type { EventsDeps } from "../wiring/handler-deps.ts";
 import { processFifoBatch } from "./shared/fifo-batch.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
 import { flushMetrics } from "./shared/metrics.ts";
-
-export interface EventsDeps extends ServiceDeps {
-  claims: ClaimStore;
-  /** The items queued by reference, too large for a message. */
-  setAsideItems: Pick<SetAsideItems, "get">;
-  application: ApplicationEvents;
-  /** Lease on an item being processed; must run out before the message is visible again. */
-  leaseMs: number;
-  metrics: Metrics;
-  /** The inbound queue: a failed message's next attempt, and its dead-letter queue. */
-  control: ReceivedMessageControl;
-  retry: InboundRetryPolicy;
-  recordBudgetMs: number;
-}
 
 /**
  * The inbound queue's consumer. FIFO: when a message fails, the rest of its group in the batch

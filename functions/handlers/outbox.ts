@@ -1,21 +1,14 @@
 import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
-import { decideOutboundMessage, type OutboxDeps } from "../matrix/outbox.ts";
-import { queueJson, type ReceivedMessageControl, RetryLater } from "../queue/queue.ts";
+import { decideOutboundMessage } from "../matrix/outbox.ts";
+import { queueJson, RetryLater } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
-import type { Metrics } from "../shared/metrics.ts";
 import { outboxDeps } from "../wiring/deps.ts";
+import type { OutboxHandlerDeps } from "../wiring/handler-deps.ts";
 import { processFifoBatch } from "./shared/fifo-batch.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
 import { flushMetrics } from "./shared/metrics.ts";
-
-export interface OutboxHandlerDeps extends OutboxDeps {
-  control: ReceivedMessageControl;
-  metrics: Metrics;
-  /** `actionBudgetMs` of the homeserver's timeout. */
-  recordBudgetMs: number;
-}
 
 /**
  * The outbound queue's consumer: hands each message to the outbox (`decideOutboundMessage`), in

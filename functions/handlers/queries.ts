@@ -1,21 +1,16 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
-import { type QueryDeps, queryAlias, queryUser } from "../appservice/pipeline/queries.ts";
+import { queryAlias, queryUser } from "../appservice/pipeline/queries.ts";
 import { thirdPartyLookup } from "../appservice/pipeline/third-party.ts";
-import type { HsTokens } from "../appservice/protocol/auth.ts";
 import { unversionedPath } from "../appservice/protocol/routes.ts";
 import { MatrixError } from "../shared/errors.ts";
 // The application's part this function runs, and only that part's code and packages.
 import { queriesPart } from "../wiring/application.ts";
 import { queriesDeps } from "../wiring/deps.ts";
+import type { QueriesDeps } from "../wiring/handler-deps.ts";
 import { jsonBody, jsonResponse, matrixErrors } from "./http.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
-
-export interface QueriesDeps extends Omit<QueryDeps, "owner"> {
-  /** The hs_tokens accepted (the previous one too, during a rotation). */
-  hsTokens: HsTokens;
-}
 
 const exists = (found: boolean, what: string) => {
   if (!found) throw new MatrixError(404, "M_NOT_FOUND", `No such ${what}`);

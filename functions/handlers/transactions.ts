@@ -1,28 +1,14 @@
 import middy from "@middy/core";
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from "aws-lambda";
 import { acceptTransaction, CounterResets } from "../appservice/pipeline/accept-transaction.ts";
-import type { HsTokens } from "../appservice/protocol/auth.ts";
 import { parseTransaction } from "../appservice/protocol/transaction.ts";
-import type { FifoQueue } from "../queue/queue.ts";
 import { badJson } from "../shared/errors.ts";
-import type { Log } from "../shared/log.ts";
-import type { Metrics } from "../shared/metrics.ts";
-import type { SetAsideItems, TransactionStore } from "../store/store.ts";
 import { transactionsDeps } from "../wiring/deps.ts";
+import type { TransactionsDeps } from "../wiring/handler-deps.ts";
 import { jsonBody, jsonResponse, matrixErrors } from "./http.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
 import { flushMetrics } from "./shared/metrics.ts";
-
-export interface TransactionsDeps {
-  /** The hs_tokens accepted (the previous one too, during a rotation). */
-  hsTokens: HsTokens;
-  metrics: Metrics;
-  transactions: TransactionStore;
-  inboundQueue: FifoQueue;
-  setAsideItems: SetAsideItems;
-  log: Log;
-}
 
 /** `PUT /_matrix/app/v1/transactions/{txnId}` (and the legacy unprefixed path). */
 export const createTransactionsHandler = (deps: TransactionsDeps) => {

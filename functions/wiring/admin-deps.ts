@@ -1,16 +1,16 @@
 import type { ApplicationOperator } from "../appservice/application.ts";
 import { serviceContext } from "../appservice/service-context.ts";
-import type { AdminHandlerDeps } from "../handlers/admin.ts";
+import type { OperatorPlatform } from "../cloudwatch/operator-platform.ts";
 import { checkHomeserver } from "../matrix/homeserver-health.ts";
 import { RequestBudget } from "../operator/access.ts";
 import { createOperatorApi } from "../operator/api.ts";
-import type { OperatorPlatform } from "../operator/cloudwatch.ts";
 import { OperatorConsole } from "../operator/console.ts";
 import { SqsDeadLetterQueue, sqsQueueDepth } from "../queue/sqs/inspect.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
 import type { Log } from "../shared/log.ts";
 import { DynamoDbDeadLetters } from "../store/dynamodb/dead-letters.ts";
 import { type Platform, type Settings, serviceDeps } from "./deps.ts";
+import type { AdminHandlerDeps } from "./handler-deps.ts";
 
 // Apart from deps.ts, which every function bundles: only the admin function carries the console.
 

@@ -9,11 +9,6 @@ import { INBOUND_RETRY, type InboundRetryPolicy } from "../appservice/pipeline/p
 import { HsTokens, type HsTokenVersions } from "../appservice/protocol/auth.ts";
 import { createNamespaceMatcher, derivedAliasPrefix } from "../appservice/protocol/namespaces.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
-import type { AppHandlerDeps } from "../handlers/app.ts";
-import type { EventsDeps } from "../handlers/events.ts";
-import type { OutboxHandlerDeps } from "../handlers/outbox.ts";
-import type { QueriesDeps } from "../handlers/queries.ts";
-import type { TransactionsDeps } from "../handlers/transactions.ts";
 import { type BackoffPolicy, DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
 import { CALL_TIMEOUT_MS, HttpHomeserverCalls } from "../matrix/homeserver-calls.ts";
@@ -30,6 +25,13 @@ import { DynamoDbSetAsideItems } from "../store/dynamodb/set-aside-items.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import type { Config, TOKEN_SECRET_FIELDS, TokenName } from "./env.ts";
+import type {
+  AppHandlerDeps,
+  EventsDeps,
+  OutboxHandlerDeps,
+  QueriesDeps,
+  TransactionsDeps,
+} from "./handler-deps.ts";
 import {
   actionBudgetMs,
   EVENTS_RECORD_BUDGET_MS,

@@ -1,136 +1,202 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: the cases quote template literals as source
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, posix } from "node:path";
 import { describe, expect, it } from "vitest";
+import { API_MODULE, LAYERS, layerViolations, references } from "../support/layers.ts";
 
 const root = join(dirname(new URL(import.meta.url).pathname), "../..");
-
-/**
- * The layers of functions/, top down (docs/architecture.md). A file imports files of its own
- * layer or of a lower one; an application imports its own folder and API_MODULE alone.
- */
-const LAYERS: { name: string; rank: number; paths: string[]; application?: true }[] = [
-  {
-    name: "edges",
-    rank: 7,
-    paths: ["functions/handlers/", "functions/local/", "functions/wiring/"],
-  },
-  {
-    name: "applications",
-    rank: 6,
-    // Each folder under it is an application of its own (layerOf).
-    paths: ["functions/applications/"],
-    application: true,
-  },
-  { name: "pipeline", rank: 5, paths: ["functions/appservice/pipeline/"] },
-  // The operator console's core: it reads and replays what the pipeline and the outbox queued.
-  { name: "operator console", rank: 5, paths: ["functions/operator/"] },
-  { name: "application API", rank: 4, paths: ["functions/appservice/"] },
-  { name: "protocol", rank: 3, paths: ["functions/appservice/protocol/"] },
-  { name: "client-server", rank: 2, paths: ["functions/matrix/"] },
-  { name: "adapters", rank: 1, paths: ["functions/store/", "functions/queue/"] },
-  { name: "shared", rank: 0, paths: ["functions/shared/"] },
-];
-const API_MODULE = "functions/appservice/api.ts";
-
-/** The layer of a path (the longest matching prefix), and the folder that places it there. */
-function layerOf(file: string) {
-  let best: { layer: (typeof LAYERS)[number]; folder: string } | undefined;
-  for (const layer of LAYERS) {
-    for (const folder of layer.paths) {
-      if (file.startsWith(folder) && folder.length > (best?.folder.length ?? 0)) {
-        best = { layer, folder };
-      }
-    }
-  }
-  // An application's own folder is the one under functions/applications/ it sits in.
-  const application = /^functions\/applications\/[^/]+\//.exec(file)?.[0];
-  return best?.layer.application && application ? { ...best, folder: application } : best;
-}
-
-/** Relative specifiers of static imports and re-exports, side-effect imports and `import()`. */
-const relativeImports = (source: string): string[] =>
-  [...source.matchAll(/(?:\bfrom\s*|\bimport\s*\(?\s*)["'](\.{1,2}\/[^"']+)["']/g)].map(
-    (match) => match[1] as string,
-  );
-
-/** Every import of `files` (repository path → source) that breaks the layer rule. */
-function layerViolations(files: Record<string, string>): string[] {
-  const violations: string[] = [];
-  for (const [file, source] of Object.entries(files)) {
-    const from = layerOf(file);
-    if (!from) {
-      violations.push(`${file} is in no layer: add its folder to LAYERS`);
-      continue;
-    }
-    for (const specifier of relativeImports(source)) {
-      const target = posix.normalize(posix.join(posix.dirname(file), specifier));
-      const to = layerOf(target);
-      const edge = `${file} imports ${target}`;
-      if (!target.startsWith("functions/")) {
-        violations.push(`${edge}: outside functions/`);
-      } else if (!to) {
-        violations.push(`${edge}, which is in no layer`);
-      } else if (from.layer.application) {
-        if (to.folder !== from.folder && target !== API_MODULE) {
-          violations.push(`${edge}: an application imports ${API_MODULE} alone`);
-        }
-      } else if (to.layer.rank > from.layer.rank) {
-        violations.push(`${edge}: ${from.layer.name} may not import ${to.layer.name} (above it)`);
-      }
-    }
-  }
-  return violations;
-}
+const SCANNED = ["functions", "infra", "scripts", "bench", "test"];
 
 const sourceFiles = (folder: string): string[] =>
   readdirSync(join(root, folder), { recursive: true, encoding: "utf8" })
     .filter((name) => /\.[cm]?[jt]s$/.test(name))
     .map((name) => posix.join(folder, name.split("\\").join("/")));
 
+const packageImports = (): Record<string, string> =>
+  Object.fromEntries(
+    Object.entries(
+      (
+        JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
+          imports: Record<string, string>;
+        }
+      ).imports,
+    ).map(([name, path]) => [name, posix.normalize(path)]),
+  );
+
+const PACKAGE_IMPORTS = { "#application": "functions/applications/webhooks/manifest.ts" };
+/** The checker's answer on a synthetic tree. */
+const check = (files: Record<string, string>) =>
+  layerViolations({ files, packageImports: PACKAGE_IMPORTS });
+
+describe("the layer table", () => {
+  it("has distinct ranks, top down, and folders that exist", () => {
+    const ranks = LAYERS.map((layer) => layer.rank);
+    expect(ranks).toEqual([...ranks].sort((a, b) => b - a));
+    expect(new Set(ranks).size).toBe(ranks.length);
+    const folders = LAYERS.flatMap((layer) => layer.folders);
+    expect(new Set(folders).size).toBe(folders.length);
+    for (const folder of folders) expect(readdirSync(join(root, folder)).length).toBeGreaterThan(0);
+  });
+
+  it("is the one docs/architecture.md shows", () => {
+    const doc = readFileSync(join(root, "docs/architecture.md"), "utf8");
+    const section = doc.slice(
+      doc.indexOf("## Layers"),
+      doc.indexOf("\n## ", doc.indexOf("## Layers") + 1),
+    );
+    const rows = [...section.matchAll(/^\| ([^|]+) \| ([^|]+) \| [^|]+ \|$/gm)]
+      .slice(1) // the header row (the |---| line does not match)
+      .map(([, name, folders]) => ({
+        name: name?.trim(),
+        folders: [...(folders ?? "").matchAll(/`([^`]+)`/g)].map((match) => match[1]),
+      }));
+    expect(rows).toEqual(LAYERS.map(({ name, folders }) => ({ name, folders })));
+  });
+});
+
 describe("the layer rule", () => {
-  it("holds over every file under functions/", () => {
-    const files = sourceFiles("functions");
-    expect(files).toContain(API_MODULE);
-    const sources = Object.fromEntries(
-      files.map((file) => [file, readFileSync(join(root, file), "utf8")]),
+  it("holds over every file of functions/, infra/, scripts/, bench/ and test/", () => {
+    const files = Object.fromEntries(
+      SCANNED.flatMap(sourceFiles).map((file) => [file, readFileSync(join(root, file), "utf8")]),
     );
-    expect(layerViolations(sources)).toEqual([]);
+    for (const folder of ["functions/", "infra/", "scripts/", "bench/"]) {
+      expect(Object.keys(files).some((file) => file.startsWith(folder))).toBe(true);
+    }
+    expect(files).toHaveProperty([API_MODULE]);
+    expect(layerViolations({ files, packageImports: packageImports() })).toEqual([]);
   });
 
-  it("sees the imports the tree has: a layer's files import the ones below", () => {
-    const edges = sourceFiles("functions").flatMap((file) =>
-      relativeImports(readFileSync(join(root, file), "utf8")).map((specifier) =>
-        posix.normalize(posix.join(posix.dirname(file), specifier)),
-      ),
-    );
-    // Static, type-only, multi-line and dynamic imports are all read.
-    expect(edges).toContain("functions/shared/hash.ts");
-    expect(edges).toContain("functions/appservice/api.ts");
-    expect(edges).toContain("functions/applications/webhooks/webhooks/render.ts");
-  });
-
-  it("fails on an upward import, static or dynamic", () => {
-    expect(
-      layerViolations({
-        "functions/matrix/actions.ts": 'import { sha256 } from "../appservice/api.ts";',
-        "functions/store/dynamodb/store.ts": 'const m = await import("../../matrix/request.ts");',
-        "functions/appservice/protocol/auth.ts":
-          'export { claimKey } from "../pipeline/process-inbound.ts";',
-        "functions/shared/log.ts": 'import type {\n  Metrics,\n} from "../queue/queue.ts";',
-      }),
-    ).toEqual([
-      "functions/matrix/actions.ts imports functions/appservice/api.ts: client-server may not import application API (above it)",
-      "functions/store/dynamodb/store.ts imports functions/matrix/request.ts: adapters may not import client-server (above it)",
-      "functions/appservice/protocol/auth.ts imports functions/appservice/pipeline/process-inbound.ts: protocol may not import pipeline (above it)",
-      "functions/shared/log.ts imports functions/queue/queue.ts: shared may not import adapters (above it)",
+  it("reads every kind of reference, and none inside strings", () => {
+    const source = [
+      'import { a } from "./a.ts";',
+      'import type {\n  B,\n} from "./b.ts";',
+      'export { c } from "./c.ts";',
+      'import "./d.ts";',
+      'const e = await import("./e.ts");',
+      "type F = import('./f.ts').F;",
+      'const g = require("./g.cjs");',
+      'const h = new URL(flag ? "./h.ts" : "./h.mjs", import.meta.url);',
+      "const i = await import(`./${name}.ts`);",
+      'const code = `await import("./not-a-reference.ts")`;',
+    ].join("\n");
+    expect(references("x.ts", source)).toEqual([
+      { specifier: "./a.ts", kind: "literal", via: "import" },
+      { specifier: "./b.ts", kind: "literal", via: "import" },
+      { specifier: "./c.ts", kind: "literal", via: "import" },
+      { specifier: "./d.ts", kind: "literal", via: "import" },
+      { specifier: "./e.ts", kind: "literal", via: "import" },
+      { specifier: "./f.ts", kind: "literal", via: "import" },
+      { specifier: "./g.cjs", kind: "literal", via: "import" },
+      { specifier: "./h.ts", kind: "literal", via: "url" },
+      { specifier: "./h.mjs", kind: "literal", via: "url" },
+      { specifier: "`./${name}.ts`", kind: "computed", via: "import" },
     ]);
   });
 
-  it("fails on an application importing anything of functions/ but the API module", () => {
+  // Each case is a violation the old test let through (issue 25, item 7).
+  it("fails on a handler importing local mode", () => {
     expect(
-      layerViolations({
+      check({ "functions/handlers/http.ts": 'import { x } from "../local/gateway.ts";' }),
+    ).toEqual([
+      "functions/handlers/http.ts imports functions/local/gateway.ts: handlers may not import local (above it)",
+    ]);
+  });
+
+  it("fails on same-layer folders importing each other without a declared edge", () => {
+    expect(
+      check({
+        "functions/store/dynamodb/store.ts": 'import { q } from "../../queue/sqs/queue.ts";',
+        "functions/store/store.ts": 'import { r } from "../queue/queue.ts";',
+      }),
+    ).toEqual([
+      "functions/store/dynamodb/store.ts imports functions/queue/sqs/queue.ts: functions/store/dynamodb/ → functions/queue/sqs/ is no declared sibling edge",
+      "functions/store/store.ts imports functions/queue/queue.ts: functions/store/ → functions/queue/ is no declared sibling edge",
+    ]);
+  });
+
+  it("fails on a URL or a computed import() that dodges the rule", () => {
+    expect(
+      check({
+        "functions/matrix/actions.ts":
+          'const worker = new URL("../appservice/pipeline/inbound.ts", import.meta.url);',
+        "functions/shared/log.ts": "const m = await import(`../handlers/${name}.ts`);",
+        "functions/queue/queue.ts": "const n = require(moduleName);",
+        "functions/store/store.ts": "const p = new URL(`./${name}.ts`, import.meta.url);",
+      }),
+    ).toEqual([
+      "functions/matrix/actions.ts refers by URL to functions/appservice/pipeline/inbound.ts: client-server may not import pipeline (above it)",
+      "functions/shared/log.ts loads `../handlers/${name}.ts`, a computed name the checker cannot follow: use a literal or declare it in LOADERS",
+      "functions/queue/queue.ts loads moduleName, a computed name the checker cannot follow: use a literal or declare it in LOADERS",
+      "functions/store/store.ts loads `./${name}.ts`, a computed name the checker cannot follow: use a literal or declare it in LOADERS",
+    ]);
+  });
+
+  it("follows #application to the manifest it names", () => {
+    expect(
+      check({
+        "functions/wiring/application.ts": 'import * as bundled from "#application";',
+        "functions/matrix/intent.ts": 'import * as bundled from "#application";',
+        "functions/shared/hash.ts": 'import * as other from "#other";',
+      }),
+    ).toEqual([
+      "functions/matrix/intent.ts imports #application = functions/applications/webhooks/manifest.ts: client-server may not import applications (above it)",
+      "functions/shared/hash.ts imports #other, which package.json does not map",
+    ]);
+  });
+
+  it("fails on infra/, scripts/ and bench/ importing upward", () => {
+    expect(
+      check({
+        "infra/app.ts": 'import { ping } from "../scripts/ping.ts";',
+        "scripts/ping.ts": 'import { soak } from "../bench/soak.ts";',
+        "bench/soak.ts": 'import { x } from "../test/unit/layers.test.ts";',
+        "functions/local/main.ts": 'import { app } from "../../infra/app.ts";',
+      }),
+    ).toEqual([
+      "infra/app.ts imports scripts/ping.ts: infra may not import scripts (above it)",
+      "scripts/ping.ts imports bench/soak.ts: scripts may not import bench (above it)",
+      "bench/soak.ts imports test/unit/layers.test.ts: bench may not import tests (above it)",
+      "functions/local/main.ts imports infra/app.ts: local may not import infra (above it)",
+    ]);
+  });
+
+  it("fails on a cycle, between folders and between files", () => {
+    const violations = check({
+      "functions/wiring/deps.ts": 'import type { EventsDeps } from "../handlers/events.ts";',
+      "functions/handlers/events.ts": 'import { eventsDeps } from "../wiring/deps.ts";',
+      "functions/matrix/a.ts": 'import { b } from "./b.ts";',
+      "functions/matrix/b.ts": 'import { a } from "./a.ts";',
+    });
+    expect(violations).toEqual([
+      "functions/wiring/deps.ts imports functions/handlers/events.ts: wiring may not import handlers (above it)",
+      "a cycle of folders: functions/handlers/, functions/wiring/",
+      "a cycle of files: functions/handlers/events.ts, functions/wiring/deps.ts",
+      "a cycle of files: functions/matrix/a.ts, functions/matrix/b.ts",
+    ]);
+  });
+
+  it("fails on the platform's packages outside adapters and edges", () => {
+    expect(
+      check({
+        "functions/operator/cloudwatch.ts":
+          'import { CloudWatchClient } from "@aws-sdk/client-cloudwatch";',
+        "functions/matrix/outbox.ts": 'import type { SQSEvent } from "aws-lambda";',
+        "functions/store/dynamodb/table.ts":
+          'import { DynamoDBClient } from "@aws-sdk/client-dynamodb";',
+        "functions/handlers/events.ts": 'import middy from "@middy/core";',
+        "infra/app.ts": 'import { App } from "aws-cdk-lib";',
+      }),
+    ).toEqual([
+      "functions/operator/cloudwatch.ts imports @aws-sdk/client-cloudwatch: only adapters and edges use the platform (operator console may not)",
+      "functions/matrix/outbox.ts imports aws-lambda: only adapters and edges use the platform (client-server may not)",
+    ]);
+  });
+
+  it("fails on an application importing anything of ours but the API module", () => {
+    expect(
+      check({
         "functions/applications/webhooks/webhooks/store.ts": [
-          'import { type AppDataStore, sha256 } from "../../../appservice/api.ts";',
+          'import { sha256 } from "../../../appservice/api.ts";',
           'import { forgetBucket } from "./rate-limit.ts";',
           'import { sha256 } from "../../../shared/hash.ts";',
         ].join("\n"),
@@ -143,20 +209,16 @@ describe("the layer rule", () => {
     ]);
   });
 
-  it("allows imports within a layer and downward, and fails on files of no layer", () => {
+  it("fails on files of no layer and imports leaving the repository, not on data URLs", () => {
     expect(
-      layerViolations({
-        "functions/local/local.ts": 'import { x } from "../handlers/shared/services.ts";',
-        "functions/handlers/events.ts":
-          'import { application } from "../applications/webhooks/index.ts";',
-        "functions/appservice/pipeline/queries.ts":
-          'import { y } from "../../store/claim-keys.ts";',
+      check({
         "functions/unplaced/lambda.ts": 'import { z } from "../shared/log.ts";',
-        "functions/queue/queue.ts": 'import { w } from "../../infra/app.ts";',
+        "functions/queue/queue.ts": 'import { w } from "../../../elsewhere/app.ts";',
+        "functions/local/local.ts": 'const pkg = new URL("../../package.json", import.meta.url);',
       }),
     ).toEqual([
       "functions/unplaced/lambda.ts is in no layer: add its folder to LAYERS",
-      "functions/queue/queue.ts imports infra/app.ts: outside functions/",
+      "functions/queue/queue.ts imports ../elsewhere/app.ts, outside the repository's layers",
     ]);
   });
 });

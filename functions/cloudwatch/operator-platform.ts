@@ -1,7 +1,7 @@
 import { CloudWatchClient, GetMetricDataCommand } from "@aws-sdk/client-cloudwatch";
 import { CloudWatchLogsClient, FilterLogEventsCommand } from "@aws-sdk/client-cloudwatch-logs";
 import { TRANSACTION_LOG_MESSAGE } from "../appservice/pipeline/accept-transaction.ts";
-import type { LogKind, LogRecord, LogSource } from "./traffic.ts";
+import type { LogKind, LogRecord, LogSource } from "../operator/traffic.ts";
 
 /** What the console reads in AWS that local mode keeps in memory. */
 export interface OperatorPlatform {

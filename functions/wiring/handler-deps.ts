@@ -1,0 +1,60 @@
+// What each handler takes, built by deps.ts and admin-deps.ts. Here rather than beside the
+// handlers so that the wiring, which the handlers import, never imports a handler.
+import type { ApplicationEvents, ApplicationRoutes } from "../appservice/application.ts";
+import type { InboundRetryPolicy } from "../appservice/pipeline/process-inbound.ts";
+import type { QueryDeps } from "../appservice/pipeline/queries.ts";
+import type { HsTokens } from "../appservice/protocol/auth.ts";
+import type { ServiceDeps } from "../appservice/service-context.ts";
+import type { OutboxDeps } from "../matrix/outbox.ts";
+import type { OperatorApi } from "../operator/api.ts";
+import type { FifoQueue, ReceivedMessageControl } from "../queue/queue.ts";
+import type { Log } from "../shared/log.ts";
+import type { Metrics } from "../shared/metrics.ts";
+import type { ClaimStore, SetAsideItems, TransactionStore } from "../store/store.ts";
+
+export interface AdminHandlerDeps {
+  api: OperatorApi;
+  /** The dead letters taken off their queues, and those waiting counted (`OperatorConsole.sweep`). */
+  sweep: () => Promise<unknown>;
+  log: Log;
+}
+
+export interface AppHandlerDeps extends ServiceDeps {
+  application: ApplicationRoutes;
+}
+
+export interface EventsDeps extends ServiceDeps {
+  claims: ClaimStore;
+  /** The items queued by reference, too large for a message. */
+  setAsideItems: Pick<SetAsideItems, "get">;
+  application: ApplicationEvents;
+  /** Lease on an item being processed; must run out before the message is visible again. */
+  leaseMs: number;
+  metrics: Metrics;
+  /** The inbound queue: a failed message's next attempt, and its dead-letter queue. */
+  control: ReceivedMessageControl;
+  retry: InboundRetryPolicy;
+  recordBudgetMs: number;
+}
+
+export interface OutboxHandlerDeps extends OutboxDeps {
+  control: ReceivedMessageControl;
+  metrics: Metrics;
+  /** `actionBudgetMs` of the homeserver's timeout. */
+  recordBudgetMs: number;
+}
+
+export interface QueriesDeps extends Omit<QueryDeps, "owner"> {
+  /** The hs_tokens accepted (the previous one too, during a rotation). */
+  hsTokens: HsTokens;
+}
+
+export interface TransactionsDeps {
+  /** The hs_tokens accepted (the previous one too, during a rotation). */
+  hsTokens: HsTokens;
+  metrics: Metrics;
+  transactions: TransactionStore;
+  inboundQueue: FifoQueue;
+  setAsideItems: SetAsideItems;
+  log: Log;
+}
