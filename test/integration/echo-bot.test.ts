@@ -7,9 +7,9 @@ import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
 const root = join(import.meta.dirname, "../..");
 
-describe("the README's echo bot, run in place of the shipped application", () => {
-  it("is the README's example, word for word", () => {
-    const readme = readFileSync(join(root, "README.md"), "utf8");
+describe("the docs' echo bot, run in place of the shipped application", () => {
+  it("is docs/writing-an-application.md's example, word for word", () => {
+    const readme = readFileSync(join(root, "docs/writing-an-application.md"), "utf8");
     const example = /<!-- echo-bot:start -->\n```ts\n([\s\S]*?)```\n<!-- echo-bot:end -->/.exec(
       readme,
     )?.[1];
