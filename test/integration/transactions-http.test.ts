@@ -64,7 +64,7 @@ describe("transactions endpoint: auth and errors", () => {
     await waitFor(() => recorder.events.some((e) => e.event_id === event.event_id));
   });
 
-  it("/_matrix/app/unstable serves the third-party lookups only, as the README says: a transaction there is 404 M_UNRECOGNIZED, nothing queued", async () => {
+  it("/_matrix/app/unstable serves the third-party lookups only, as docs/api.md says: a transaction there is 404 M_UNRECOGNIZED, nothing queued", async () => {
     const event = makeEvent("!unstable:test.local", "via the unstable prefix");
     const response = await putTransaction(
       local.url,
@@ -73,8 +73,8 @@ describe("transactions endpoint: auth and errors", () => {
       { token, path: "/_matrix/app/unstable/transactions/unstable-path" },
     );
     await expectError(response, 404, "M_UNRECOGNIZED");
-    // The README names each old path the route table serves, and no other.
-    const readme = await readFile(new URL("../../README.md", import.meta.url), "utf8");
+    // docs/api.md names each old path the route table serves, and no other.
+    const readme = await readFile(new URL("../../docs/api.md", import.meta.url), "utf8");
     const header = /^\| route \(old homeservers' paths too: (.*)\| \|$/m.exec(readme)?.[1] ?? "";
     const old = routes.map((r) => r.path).filter((path) => !path.startsWith("/_matrix/app/v1/"));
     expect(old.filter((path) => path.startsWith("/_matrix/app/unstable/"))).toEqual(
