@@ -36,7 +36,7 @@ export const WEBHOOK_MAX_TRANSFORMED_BYTES = 16 * 1024;
  */
 export const WEBHOOK_WAIT_MS = 10_000;
 // Matrix events are at most 65,536 bytes with their envelope.
-const MAX_CONTENT_BYTES = 60_000;
+export const MAX_CONTENT_BYTES = 60_000;
 /** A request's calls that the homeserver keeps failing (5xx) give up here, freeing the room. */
 export const WEBHOOK_MAX_SERVER_ERRORS = 8;
 // The display name each webhook user was last given in its room, so that it is set only on a
