@@ -8,7 +8,7 @@ import {
   publicRegistration,
   type Registration,
 } from "../functions/appservice/protocol/registration.ts";
-import { parseAllowedRanges } from "../functions/shared/address-policy.ts";
+import { parseAllowedRanges } from "../functions/remote/address-policy.ts";
 import { applicationChoice } from "./application.ts";
 import { AppserviceStack } from "./appservice-stack.ts";
 import type { PublicRegistration } from "./matrix-appservice.ts";

@@ -62,7 +62,7 @@ import { botProfile } from "../functions/matrix/bot-profile.ts";
 import { OUTCOME_LOG_MESSAGES } from "../functions/matrix/outbox.ts";
 import { DEAD_LETTER_SWEEP_MINUTES } from "../functions/operator/console.ts";
 import { MAX_MESSAGE_BYTES } from "../functions/queue/queue.ts";
-import { addressPolicy } from "../functions/shared/address-policy.ts";
+import { addressPolicy } from "../functions/remote/address-policy.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
 import { DELIVERY_OUTCOMES_COLLECTION } from "../functions/store/delivery-outcomes.ts";
 import {

@@ -27,6 +27,7 @@ export type { DownloadedMedia, MediaContent, UploadOptions } from "../matrix/med
 export { MediaTooLarge } from "../matrix/media.ts";
 export { HomeserverRefused } from "../matrix/request.ts";
 export type { HomeserverReader, StateEvent } from "../matrix/room-state.ts";
+export type { RemoteRequest } from "../remote/remote-http.ts";
 export {
   badJson,
   forbidden,
@@ -38,7 +39,6 @@ export {
 export { sha256 } from "../shared/hash.ts";
 export { type ImageSize, imageInfo } from "../shared/image-size.ts";
 export type { Log } from "../shared/log.ts";
-export type { RemoteRequest } from "../shared/remote-http.ts";
 export {
   type AppDataStore,
   type AppDataWrite,

@@ -1,5 +1,4 @@
-import middy from "@middy/core";
-import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
+import type { SQSRecord } from "aws-lambda";
 import type { InboundMessage } from "../appservice/pipeline/inbound.ts";
 import { processInboundMessage } from "../appservice/pipeline/process-inbound.ts";
 import { serviceContext } from "../appservice/service-context.ts";
@@ -7,10 +6,9 @@ import { serviceContext } from "../appservice/service-context.ts";
 import { eventsPart } from "../wiring/application.ts";
 import { eventsDeps } from "../wiring/deps.ts";
 import type { EventsDeps } from "../wiring/handler-deps.ts";
-import { processFifoBatch } from "./shared/fifo-batch.ts";
+import { fifoConsumer } from "./shared/fifo-batch.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
-import { flushMetrics } from "./shared/metrics.ts";
 
 /**
  * The inbound queue's consumer. FIFO: when a message fails, the rest of its group in the batch
@@ -35,15 +33,7 @@ export const createEventsHandler = (deps: EventsDeps) => {
     deps.metrics.count("ItemsDuplicate", outcome.duplicates);
     deps.log.debug("inbound message processed", { txnId: message.txnId, groupId, ...outcome });
   };
-  return middy<SQSEvent, SQSBatchResponse>()
-    .use(flushMetrics(deps.metrics))
-    .handler((event, context: Context) =>
-      processFifoBatch(event, context, processRecord, {
-        control: deps.control,
-        recordBudgetMs: deps.recordBudgetMs,
-        log: deps.log,
-      }),
-    );
+  return fifoConsumer(processRecord, deps);
 };
 
 export const handler = lambdaHandler(

@@ -1,14 +1,12 @@
-import middy from "@middy/core";
-import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
+import type { SQSRecord } from "aws-lambda";
 import { decideOutboundMessage } from "../matrix/outbox.ts";
 import { queueJson, RetryLater } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
 import { outboxDeps } from "../wiring/deps.ts";
 import type { OutboxHandlerDeps } from "../wiring/handler-deps.ts";
-import { processFifoBatch } from "./shared/fifo-batch.ts";
+import { fifoConsumer } from "./shared/fifo-batch.ts";
 import { lambdaDeps } from "./shared/lambda-deps.ts";
 import { lambdaHandler } from "./shared/lambda-handler.ts";
-import { flushMetrics } from "./shared/metrics.ts";
 
 /**
  * The outbound queue's consumer: hands each message to the outbox (`decideOutboundMessage`), in
@@ -37,15 +35,7 @@ export const createOutboxHandler = (deps: OutboxHandlerDeps) => {
       });
     }
   };
-  return middy<SQSEvent, SQSBatchResponse>()
-    .use(flushMetrics(deps.metrics))
-    .handler((event, context: Context) =>
-      processFifoBatch(event, context, processRecord, {
-        control: deps.control,
-        recordBudgetMs: deps.recordBudgetMs,
-        log: deps.log,
-      }),
-    );
+  return fifoConsumer(processRecord, deps);
 };
 
 export const handler = lambdaHandler(() => lambdaDeps("outbox", outboxDeps), createOutboxHandler);

@@ -2,7 +2,7 @@
 import { resolve } from "node:path";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
-import { parseAllowedRanges } from "../shared/address-policy.ts";
+import { parseAllowedRanges } from "../remote/address-policy.ts";
 import { applicationModuleOf, DEFAULT_APPLICATION, loadApplication } from "./applications.ts";
 import { startLocal } from "./local.ts";
 import { localRelaySecret, type RelaySecret } from "./relay-secret.ts";

@@ -1,6 +1,6 @@
 import { type FifoQueue, MAX_MESSAGE_BYTES, queueJson } from "../queue/queue.ts";
+import type { RemoteRequest } from "../remote/remote-http.ts";
 import { sha256 } from "../shared/hash.ts";
-import type { RemoteRequest } from "../shared/remote-http.ts";
 import { deliveryProblem } from "./allowed-request.ts";
 import type {
   ClientServerRequest,

@@ -3,8 +3,8 @@ import {
   type Lookup,
   resolveTarget,
   TargetRefused,
-} from "../shared/address-policy.ts";
-import { MAX_REMOTE_TIMEOUT_MS } from "../shared/remote-http.ts";
+} from "../remote/address-policy.ts";
+import { MAX_REMOTE_TIMEOUT_MS } from "../remote/remote-http.ts";
 
 /**
  * What the appservice may ask of the homeserver with its as_token. The outbox performs what it

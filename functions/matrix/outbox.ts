@@ -1,7 +1,7 @@
-import { TargetRefused } from "../shared/address-policy.ts";
+import { TargetRefused } from "../remote/address-policy.ts";
+import type { RemoteClient, RemoteResponse } from "../remote/remote-http.ts";
+import { signatureHeaders } from "../remote/signature.ts";
 import type { Log } from "../shared/log.ts";
-import type { RemoteClient, RemoteResponse } from "../shared/remote-http.ts";
-import { signatureHeaders } from "../shared/signature.ts";
 import type { DeliveryOutcomeStore } from "../store/delivery-outcomes.ts";
 import type { OutboxMemory, ServerErrorCounter } from "../store/outbox-memory.ts";
 import type { SentEventRecorder } from "../store/sent-events.ts";

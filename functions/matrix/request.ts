@@ -1,4 +1,4 @@
-import type { RemoteRequest } from "../shared/remote-http.ts";
+import type { RemoteRequest } from "../remote/remote-http.ts";
 
 /**
  * One client-server API call, as the outbox performs it: acting as `userId` (the bot when it is

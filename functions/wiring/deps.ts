@@ -15,10 +15,10 @@ import { CALL_TIMEOUT_MS, HttpHomeserverCalls } from "../matrix/homeserver-calls
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
-import { addressPolicy } from "../shared/address-policy.ts";
+import { addressPolicy } from "../remote/address-policy.ts";
+import { HttpRemoteClient } from "../remote/remote-http.ts";
 import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
-import { HttpRemoteClient } from "../shared/remote-http.ts";
 import { deliveryOutcomes } from "../store/delivery-outcomes.ts";
 import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-data.ts";
 import { DynamoDbSetAsideItems } from "../store/dynamodb/set-aside-items.ts";

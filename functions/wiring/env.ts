@@ -1,7 +1,7 @@
 import * as z from "zod/mini";
 import type { Registration } from "../appservice/protocol/registration.ts";
 import type { Route } from "../appservice/protocol/routes.ts";
-import { parseAllowedRanges } from "../shared/address-policy.ts";
+import { parseAllowedRanges } from "../remote/address-policy.ts";
 
 /**
  * The environment variables the functions read, by the configuration field each fills. The

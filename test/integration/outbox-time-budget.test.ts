@@ -18,9 +18,9 @@ import {
 import type { OutboundAction } from "../../functions/matrix/request.ts";
 import { SqsMessageControl } from "../../functions/queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../../functions/queue/sqs/queue.ts";
-import { addressPolicy } from "../../functions/shared/address-policy.ts";
+import { addressPolicy } from "../../functions/remote/address-policy.ts";
+import { HttpRemoteClient } from "../../functions/remote/remote-http.ts";
 import { CountingMetrics } from "../../functions/shared/metrics.ts";
-import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import {

@@ -4,7 +4,7 @@ import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RELAY_PREFIX } from "../../functions/applications/relay/names.ts";
 import type { Registration } from "../../functions/appservice/protocol/registration.ts";
-import { signatureValid } from "../../functions/shared/signature.ts";
+import { signatureValid } from "../../functions/remote/signature.ts";
 import { makeEvent, putTransaction, waitFor } from "../support/appservice.ts";
 import type { RecordedRequest, ScriptedHomeserver } from "../support/homeserver.ts";
 import { type NpmStart, startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";

@@ -1,6 +1,6 @@
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createRelay } from "../../functions/applications/relay/index.ts";
-import { signatureHeaders } from "../../functions/shared/signature.ts";
+import { signatureHeaders } from "../../functions/remote/signature.ts";
 import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
 import { pngHeader } from "../support/images.ts";
 import { RemoteService, signedPost } from "../support/remote-service.ts";

@@ -16,7 +16,7 @@ import {
   type QueuedAction,
 } from "../../functions/matrix/request.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
-import { addressPolicy } from "../../functions/shared/address-policy.ts";
+import { addressPolicy } from "../../functions/remote/address-policy.ts";
 import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { countingStore, makeEvent, noServices } from "../support/appservice.ts";

@@ -14,7 +14,7 @@ import {
   startLocal,
 } from "../../functions/local/local.ts";
 import { sqsQueueDepth } from "../../functions/queue/sqs/inspect.ts";
-import { addressPolicy } from "../../functions/shared/address-policy.ts";
+import { addressPolicy } from "../../functions/remote/address-policy.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import type { AppDataStore, AppDataWrite } from "../../functions/store/app-data.ts";
 import { sleep } from "./wait.ts";

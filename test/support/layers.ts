@@ -20,26 +20,28 @@ export interface Layer {
 }
 
 export const LAYERS: Layer[] = [
-  { name: "tests", rank: 17, folders: ["test/"], platform: true },
+  { name: "tests", rank: 18, folders: ["test/"], platform: true },
   // bench/floor.ts measures the bundles the tests check the size of.
-  { name: "bench", rank: 16, folders: ["bench/"], platform: true },
+  { name: "bench", rank: 17, folders: ["bench/"], platform: true },
   // Below bench: the soak and outbound runs start the test homeserver.
-  { name: "test support", rank: 15, folders: ["test/support/"], platform: true },
-  { name: "scripts", rank: 14, folders: ["scripts/"], platform: true },
-  { name: "infra", rank: 13, folders: ["infra/"], platform: true },
+  { name: "test support", rank: 16, folders: ["test/support/"], platform: true },
+  { name: "scripts", rank: 15, folders: ["scripts/"], platform: true },
+  { name: "infra", rank: 14, folders: ["infra/"], platform: true },
   // Above the handlers: it runs them (and reads their body limit) behind its HTTP server.
-  { name: "local", rank: 12, folders: ["functions/local/"], platform: true },
-  { name: "handlers", rank: 11, folders: ["functions/handlers/"], platform: true },
+  { name: "local", rank: 13, folders: ["functions/local/"], platform: true },
+  { name: "handlers", rank: 12, folders: ["functions/handlers/"], platform: true },
   // Below the handlers: it owns the dependency types the handlers take, and builds them.
-  { name: "wiring", rank: 10, folders: ["functions/wiring/"], platform: true },
-  { name: "applications", rank: 9, folders: ["functions/applications/"], applications: true },
+  { name: "wiring", rank: 11, folders: ["functions/wiring/"], platform: true },
+  { name: "applications", rank: 10, folders: ["functions/applications/"], applications: true },
   // Above the console's core: it implements the console's log and queue-age reads in AWS.
-  { name: "console adapters", rank: 8, folders: ["functions/cloudwatch/"], platform: true },
-  { name: "operator console", rank: 7, folders: ["functions/operator/"] },
-  { name: "pipeline", rank: 6, folders: ["functions/appservice/pipeline/"] },
-  { name: "application API", rank: 5, folders: ["functions/appservice/"] },
-  { name: "protocol", rank: 4, folders: ["functions/appservice/protocol/"] },
-  { name: "client-server", rank: 3, folders: ["functions/matrix/"] },
+  { name: "console adapters", rank: 9, folders: ["functions/cloudwatch/"], platform: true },
+  { name: "operator console", rank: 8, folders: ["functions/operator/"] },
+  { name: "pipeline", rank: 7, folders: ["functions/appservice/pipeline/"] },
+  { name: "application API", rank: 6, folders: ["functions/appservice/"] },
+  { name: "protocol", rank: 5, folders: ["functions/appservice/protocol/"] },
+  { name: "client-server", rank: 4, folders: ["functions/matrix/"] },
+  // Below client-server: the outbox decides on each queued action and hands deliveries here.
+  { name: "remote", rank: 3, folders: ["functions/remote/"] },
   {
     name: "adapters",
     rank: 2,

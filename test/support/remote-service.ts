@@ -1,6 +1,6 @@
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { signatureHeaders, signatureValid } from "../../functions/shared/signature.ts";
+import { signatureHeaders, signatureValid } from "../../functions/remote/signature.ts";
 
 /** A request the remote service received. */
 export interface RemoteRequestSeen {

@@ -5,7 +5,7 @@ import {
   parseAllowedRanges,
   resolveTarget,
   TargetRefused,
-} from "../../functions/shared/address-policy.ts";
+} from "../../functions/remote/address-policy.ts";
 
 const strict = addressPolicy();
 

@@ -10,10 +10,10 @@ import {
 } from "../../functions/matrix/outbox.ts";
 import type { OutboundDelivery } from "../../functions/matrix/request.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
-import { addressPolicy, LOOPBACK_RANGES } from "../../functions/shared/address-policy.ts";
+import { addressPolicy, LOOPBACK_RANGES } from "../../functions/remote/address-policy.ts";
+import { HttpRemoteClient } from "../../functions/remote/remote-http.ts";
+import { signatureValid } from "../../functions/remote/signature.ts";
 import { sha256 } from "../../functions/shared/hash.ts";
-import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
-import { signatureValid } from "../../functions/shared/signature.ts";
 import type { DeliveryOutcome } from "../../functions/store/delivery-outcomes.ts";
 import type { ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 import { recordingLog } from "../support/appservice.ts";

@@ -26,8 +26,8 @@ import {
   RequestRefused,
 } from "../../functions/matrix/request.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
-import { addressPolicy } from "../../functions/shared/address-policy.ts";
-import { HttpRemoteClient } from "../../functions/shared/remote-http.ts";
+import { addressPolicy } from "../../functions/remote/address-policy.ts";
+import { HttpRemoteClient } from "../../functions/remote/remote-http.ts";
 import type { OutboxMemory, ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 import type { SentEventRecorder } from "../../functions/store/sent-events.ts";
 

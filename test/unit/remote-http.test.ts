@@ -6,8 +6,8 @@ import {
   LOOPBACK_RANGES,
   type Lookup,
   TargetRefused,
-} from "../../functions/shared/address-policy.ts";
-import { HttpRemoteClient, retryAfterSeconds } from "../../functions/shared/remote-http.ts";
+} from "../../functions/remote/address-policy.ts";
+import { HttpRemoteClient, retryAfterSeconds } from "../../functions/remote/remote-http.ts";
 
 // Real HTTP servers on 127.0.0.1. Names other than IP literals go through a lookup the test
 // gives (the one place the system's resolver cannot serve: made-up names for other origins).

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { signatureHeaders, signatureValid } from "../../functions/shared/signature.ts";
+import { signatureHeaders, signatureValid } from "../../functions/remote/signature.ts";
 
 // The relay's signature both ways: X-Relay-Timestamp and X-Relay-Signature, HMAC-SHA256 of
 // "<timestamp>.<raw body>" under the shared secret, within 5 minutes.

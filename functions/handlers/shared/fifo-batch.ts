@@ -1,7 +1,10 @@
 import { processPartialResponse, SqsFifoPartialProcessorAsync } from "@aws-lambda-powertools/batch";
+import middy from "@middy/core";
 import type { Context, SQSBatchResponse, SQSEvent, SQSRecord } from "aws-lambda";
 import { type ReceivedMessageControl, RetryLater } from "../../queue/queue.ts";
 import type { Log } from "../../shared/log.ts";
+import type { Metrics } from "../../shared/metrics.ts";
+import { flushMetrics } from "./metrics.ts";
 
 export interface FifoBatchOptions {
   control: ReceivedMessageControl;
@@ -79,3 +82,15 @@ export async function processFifoBatch(
   }
   return response;
 }
+
+/**
+ * A FIFO queue's consumer (the events and outbox functions): each batch through
+ * `processFifoBatch`, and the invocation's metrics flushed however it ends.
+ */
+export const fifoConsumer = (
+  processRecord: (record: SQSRecord) => Promise<void>,
+  deps: FifoBatchOptions & { metrics: Metrics },
+) =>
+  middy<SQSEvent, SQSBatchResponse>()
+    .use(flushMetrics(deps.metrics))
+    .handler((event, context: Context) => processFifoBatch(event, context, processRecord, deps));
