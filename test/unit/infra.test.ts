@@ -527,7 +527,8 @@ describe("AppserviceStack", () => {
       "GET /admin/api/status",
       "GET /admin/api/traffic",
       "GET /admin/api/dead-letters",
-      "GET /admin/api/webhooks",
+      "GET /admin/api/sections",
+      "GET /admin/api/sections/{id}",
       "POST /admin/api/dead-letters/replay",
       "POST /admin/api/dead-letters/discard",
     ]);
