@@ -32,6 +32,11 @@ export interface BundleFiles {
   copy?: string[];
   /** Extra bundles: output file name → entry, relative to the manifest's folder. */
   bundle?: Record<string, string>;
+  /**
+   * npm packages local mode leaves in node_modules instead of bundling: those that read a file of
+   * their own package at run time, which the stack's bundle has beside it by `copy`.
+   */
+  localExternals?: string[];
 }
 
 /**
