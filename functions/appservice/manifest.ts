@@ -52,13 +52,18 @@ export interface ApplicationManifest<S extends ApplicationSettings = Application
   /** The localpart prefixes of the users and room aliases it acts as (the registration's). */
   namespaces?: { users?: string[]; aliases?: string[] };
   /**
-   * It shares a secret with its remote service (`RELAY_SECRET` locally; in the stack a Secrets
-   * Manager secret of its own): its routes check requests with it, the outbox signs deliveries.
+   * It shares a secret with its remote service: its routes check requests with it, the outbox
+   * signs deliveries. Locally the variable `env` (`REMOTE_SECRET` by default) or a file beside the
+   * registration; in the stack a Secrets Manager secret of its own.
    */
-  remoteSecret?: boolean;
+  remoteSecret?: { env?: string };
   /** Files a function's bundle needs at run time, by function. */
   bundleFiles?: Partial<Record<ApplicationFunction, BundleFiles>>;
 }
+
+/** The variable that gives local mode the remote secret. */
+export const remoteSecretVariable = (manifest: ApplicationManifest) =>
+  manifest.remoteSecret?.env ?? "REMOTE_SECRET";
 
 /** The settings' values, by variable name. */
 export type ApplicationConfig<S extends ApplicationSettings = ApplicationSettings> = {

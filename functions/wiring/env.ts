@@ -26,7 +26,7 @@ export const ENV = {
   version: "APP_VERSION",
   logGroups: "LOG_GROUPS",
   deliveryAllowedAddresses: "DELIVERY_ALLOWED_ADDRESSES",
-  relaySecretArn: "RELAY_SECRET_ARN",
+  remoteSecretArn: "REMOTE_SECRET_ARN",
 } as const;
 
 /**
@@ -123,7 +123,7 @@ const fields = {
    * The relay's secret shared with its remote service (a Secrets Manager secret of its own, a
    * plain string): the app function checks requests with it, the outbox signs deliveries.
    */
-  relaySecretArn: z.optional(text),
+  remoteSecretArn: z.optional(text),
 } satisfies Record<keyof typeof ENV, z.ZodMiniType>;
 
 type Field = keyof typeof fields;
@@ -160,7 +160,7 @@ export const configSchemas = {
     "botDisplayName",
     "botAvatarUrl",
     "deliveryAllowedAddresses",
-    "relaySecretArn",
+    "remoteSecretArn",
   ),
   queries: pick(
     "tableName",
@@ -171,7 +171,7 @@ export const configSchemas = {
     "registration",
   ),
   fallback: pick("appRoutes"),
-  app: pick(...service, "relaySecretArn"),
+  app: pick(...service, "remoteSecretArn"),
   admin: pick(
     ...service,
     "inboundQueueUrl",

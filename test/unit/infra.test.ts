@@ -187,12 +187,12 @@ describe("AppserviceStack", () => {
     for (const name of Object.keys(configSchemas) as FunctionName[]) {
       const id = `${name[0]?.toUpperCase()}${name.slice(1)}`;
       const set = Object.keys(environmentOf(id)).sort();
-      // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES and RELAY_SECRET_ARN (the relay's)
+      // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES and REMOTE_SECRET_ARN (the relay's)
       // are optional, and this stack sets none of them.
       const optional: string[] = [
         ENV.botAvatarUrl,
         ENV.deliveryAllowedAddresses,
-        ENV.relaySecretArn,
+        ENV.remoteSecretArn,
       ];
       const read = envNamesOf(name).filter((variable) => !optional.includes(variable));
       expect(set, name).toEqual([...read, ...PLATFORM_ENV].sort());
@@ -989,6 +989,9 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     // The three tokens' and the relay's.
     expect(secrets).toHaveLength(4);
     const [relayId, relaySecret] = relay as [string, Resource];
+    // Its construct id is the application's name (`RelaySecret`), as first deployed: a new logical
+    // ID would replace the secret the remote service holds.
+    expect(relayId).toMatch(/^\w*RelaySecret[0-9A-F]{8}$/);
     expect(relaySecret.Properties.GenerateSecretString).toEqual({
       PasswordLength: 64,
       ExcludePunctuation: true,
@@ -996,7 +999,7 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     expect(relaySecret.DeletionPolicy).toBe("Retain");
     const fns = Object.entries(template.findResources("AWS::Lambda::Function"));
     const named = fns.filter(([, fn]) =>
-      JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.relaySecretArn),
+      JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.remoteSecretArn),
     );
     expect(named.map(([id]) => id.replace(/Function.*$/, "")).sort()).toEqual([
       expect.stringMatching(/App$/),
@@ -1005,7 +1008,7 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     for (const [, fn] of named) {
       const variables = (fn.Properties.Environment as { Variables: Record<string, unknown> })
         .Variables;
-      expect(variables[ENV.relaySecretArn]).toEqual({ Ref: relayId });
+      expect(variables[ENV.remoteSecretArn]).toEqual({ Ref: relayId });
     }
     // Read by those two functions' roles alone, and by nothing else of the stack.
     const readers = Object.entries(template.findResources("AWS::IAM::Policy")).filter(

@@ -26,7 +26,8 @@ export const manifest = defineApplication({
     },
   },
   namespaces: { users: [RELAY_PREFIX], aliases: [RELAY_PREFIX] },
-  remoteSecret: true,
+  // The variable docs/bridge.md and the README give the remote side.
+  remoteSecret: { env: "RELAY_SECRET" },
 });
 
 type Settings = NonNullable<(typeof manifest)["settings"]>;
