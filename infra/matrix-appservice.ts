@@ -136,7 +136,7 @@ export interface MatrixAppserviceProps {
   tracing?: boolean;
   /**
    * The application the functions run: each function's bundle holds its part of that one
-   * application alone. @default the webhooks (`functions/app`)
+   * application alone. @default package.json's default application (`DEFAULT_APPLICATION`)
    */
   application?: ApplicationChoice;
   /** The application's HTTP routes. @default the application's own */

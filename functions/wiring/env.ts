@@ -120,8 +120,9 @@ const fields = {
     ),
   ),
   /**
-   * The relay's secret shared with its remote service (a Secrets Manager secret of its own, a
-   * plain string): the app function checks requests with it, the outbox signs deliveries.
+   * The secret the application shares with its remote service (the manifest's `remoteSecret`; a
+   * Secrets Manager secret of its own, a plain string): the app function checks requests with
+   * it, the outbox signs deliveries.
    */
   remoteSecretArn: z.optional(text),
 } satisfies Record<keyof typeof ENV, z.ZodMiniType>;
