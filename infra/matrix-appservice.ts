@@ -136,7 +136,7 @@ export interface MatrixAppserviceProps {
   tracing?: boolean;
   /**
    * The application the functions run: each function's bundle holds its part of that one
-   * application alone. @default the webhooks (`functions/app`)
+   * application alone. @default package.json's default application (`DEFAULT_APPLICATION`)
    */
   application?: ApplicationChoice;
   /** The application's HTTP routes. @default the application's own */
@@ -272,8 +272,11 @@ export class MatrixAppservice extends Construct {
   readonly functions: Record<keyof typeof functionEntries, NodejsFunction>;
   /** A secret for each token, its value the token itself. */
   readonly tokenSecrets: TokenSecrets;
-  /** The relay's secret shared with its remote service (a plain string), when it runs the relay. */
-  readonly relaySecret?: Secret;
+  /**
+   * The secret shared with the application's remote service (a plain string), when its manifest
+   * declares `remoteSecret`.
+   */
+  readonly remoteSecret?: Secret;
   readonly alarms: Alarm[] = [];
   /** Where the stack generates the tokens secret: the deploy-time function that completes it. */
   private tokensGenerator?: NodejsFunction;
@@ -349,17 +352,19 @@ export class MatrixAppservice extends Construct {
     // A secret of its own, made at deploy, read by the two functions that use it: the app
     // function checks the remote service's requests, the outbox signs the deliveries to it.
     // Retained, as the tokens: the remote service was given it.
-    const { remoteSecret } = choice.module.manifest;
-    this.relaySecret = remoteSecret
-      ? new Secret(this, "RelaySecret", {
-          description:
-            "The relay's secret shared with its remote service (X-Relay-Signature, both ways)",
+    // Its id from the application's name: the relay's stays `RelaySecret`, the logical ID it was
+    // deployed under (another would replace the secret the remote service holds).
+    const remoteSecretId = `${choice.name.replace(/(^|-)(\w)/g, (_, _dash, c: string) => c.toUpperCase())}Secret`;
+    const manifestSecret = choice.module.manifest.remoteSecret;
+    this.remoteSecret = manifestSecret
+      ? new Secret(this, remoteSecretId, {
+          description: `The ${choice.name}'s secret shared with its remote service (X-Relay-Signature, both ways)`,
           generateSecretString: { passwordLength: 64, excludePunctuation: true },
           removalPolicy: RemovalPolicy.RETAIN,
         })
       : undefined;
-    const relaySecretEnvironment = this.relaySecret
-      ? environmentOf({ relaySecretArn: this.relaySecret.secretArn })
+    const remoteSecretEnvironment = this.remoteSecret
+      ? environmentOf({ remoteSecretArn: this.remoteSecret.secretArn })
       : {};
     const appRoutes = (props.appRoutes ?? choice.application.routes ?? []).map(
       ({ method, path, rateLimit }) => ({ method, path, rateLimit }),
@@ -435,9 +440,9 @@ export class MatrixAppservice extends Construct {
           ...(profile.avatar_url && { botAvatarUrl: profile.avatar_url }),
           ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
           // The one origin the outbox signs deliveries to.
-          ...(remoteSecret && { remoteServiceUrl: choice.config[remoteSecret.urlSetting] }),
+          ...(manifestSecret && { remoteServiceUrl: choice.config[manifestSecret.urlSetting] }),
         }),
-        ...relaySecretEnvironment,
+        ...remoteSecretEnvironment,
       }),
       queries: createFunction("queries", TRANSACTIONS_FUNCTION_TIMEOUT, {
         ...environmentOf({
@@ -459,7 +464,7 @@ export class MatrixAppservice extends Construct {
       ),
       app: createFunction("app", TRANSACTIONS_FUNCTION_TIMEOUT, {
         ...serviceEnvironment,
-        ...relaySecretEnvironment,
+        ...remoteSecretEnvironment,
         ...settingsEnvironment(choice, "app"),
       }),
     };
@@ -528,7 +533,7 @@ export class MatrixAppservice extends Construct {
     };
     for (const [token, fns] of Object.entries(tokensOf) as [TokenName, IGrantable[]][])
       for (const fn of fns) readSecret(fn, this.tokenSecrets[token]);
-    if (this.relaySecret) for (const fn of [app, outbox]) readSecret(fn, this.relaySecret);
+    if (this.remoteSecret) for (const fn of [app, outbox]) readSecret(fn, this.remoteSecret);
     this.grantOperatorConsole(admin, tableActions, sendTo);
     tableActions(transactions, ["PutItem"]);
     sendTo(transactions, this.inboundQueue);
@@ -647,10 +652,10 @@ export class MatrixAppservice extends Construct {
         description: `The secret of the ${key} (a plain string)`,
       });
     }
-    if (this.relaySecret) {
-      new CfnOutput(stack, "RelaySecretArn", {
-        value: this.relaySecret.secretArn,
-        description: "The relay's secret, to give its remote service (RELAY_SECRET)",
+    if (this.remoteSecret) {
+      new CfnOutput(stack, `${remoteSecretId}Arn`, {
+        value: this.remoteSecret.secretArn,
+        description: `The ${choice.name}'s secret, to give its remote service`,
       });
     }
     new CfnOutput(stack, "Registration", {
@@ -1079,8 +1084,8 @@ export class MatrixAppservice extends Construct {
         { id: "AwsSolutions-SQS3", reason: "This is a dead-letter queue." },
       ]);
     }
-    if (this.relaySecret) {
-      NagSuppressions.addResourceSuppressions(this.relaySecret, [
+    if (this.remoteSecret) {
+      NagSuppressions.addResourceSuppressions(this.remoteSecret, [
         {
           id: "AwsSolutions-SMG4",
           reason:

@@ -60,15 +60,18 @@ export type {
   AppRequest,
   AppResponse,
   AppRoute,
-  OperatorView,
+  ConsoleColumn,
+  ConsoleContext,
+  ConsoleRow,
+  ConsoleSection,
   QueryContext,
+  RecentCall,
   ServiceContext,
   ThirdParty,
   ThirdPartyLocation,
   ThirdPartyProtocol,
   ThirdPartyUser,
   UserProfile,
-  WebhookView,
 } from "./application.ts";
 export { type Attachment, base64Attachment, MIME_TYPE } from "./attachment.ts";
 export {

@@ -200,33 +200,44 @@ export interface Application {
    */
   aliasPrefixes?: string[];
   /**
-   * What the operator console shows of the application (`/admin`), read when the operator looks:
-   * from its data, never acting.
+   * Tables the operator console shows of the application (`/admin`), each loaded when the
+   * operator looks: from its data, never acting.
    */
-  operatorView?(context: ServiceContext): Promise<OperatorView>;
+  consoleSections?: ConsoleSection[];
 }
 
-/** A webhook as the operator console lists it. */
-export interface WebhookView {
-  roomId: string;
-  /** `inbound`: posts into the room; `outbound`: the room's messages posted out. */
-  direction: "inbound" | "outbound";
-  name: string;
+/** A column of a console section: `key` is the rows' field it shows, as text. */
+export interface ConsoleColumn {
+  key: string;
+  label: string;
+}
+
+/** A console section's row: its fields by column key (more may be there, for API clients). */
+export type ConsoleRow = Record<string, string | number | boolean | null | undefined>;
+
+/** An outbound call of the console's recent traffic (the outbox's log lines). */
+export interface RecentCall {
   /** ISO 8601. */
-  createdAt?: string;
-  /** When it was last used (ISO 8601). */
-  lastUsedAt?: string;
-  /** How its last delivery went (`done 200`, `dead 400`, …). */
-  lastStatus?: string;
-  /** When that was (ISO 8601). */
-  lastStatusAt?: string;
-  /** The user it posts as: the console finds its last call in the recent traffic. */
-  postsAs?: string;
+  at: string;
+  roomId?: string;
+  userId?: string;
+  status?: number;
+  outcome: "done" | "retry" | "dead";
 }
 
-/** What an application shows in the operator console; more sections may come. */
-export interface OperatorView {
-  webhooks?: WebhookView[];
+/** What a section's loader reads with: the application's context, and the console's own. */
+export interface ConsoleContext extends ServiceContext {
+  /** The recent outbound calls, newest first. */
+  recentCalls(): Promise<RecentCall[]>;
+}
+
+/** A table of the operator console, declared by the application (the page renders any). */
+export interface ConsoleSection {
+  /** In the API's path (`/admin/api/sections/{id}`): lower case, digits and `-`. */
+  id: string;
+  title: string;
+  columns: ConsoleColumn[];
+  rows(context: ConsoleContext): Promise<ConsoleRow[]>;
 }
 
 /**
@@ -244,4 +255,4 @@ export type ApplicationQueries = Pick<Application, "onUserQuery" | "onAliasQuery
 /** The `app` function's part: the application's own HTTP routes. */
 export type ApplicationRoutes = Pick<Application, "routes">;
 /** The `admin` function's part: what the operator console shows of it. */
-export type ApplicationOperator = Pick<Application, "operatorView">;
+export type ApplicationOperator = Pick<Application, "consoleSections">;

@@ -32,6 +32,11 @@ export interface BundleFiles {
   copy?: string[];
   /** Extra bundles: output file name → entry, relative to the manifest's folder. */
   bundle?: Record<string, string>;
+  /**
+   * npm packages local mode leaves in node_modules instead of bundling: those that read a file of
+   * their own package at run time, which the stack's bundle has beside it by `copy`.
+   */
+  localExternals?: string[];
 }
 
 /**
@@ -47,14 +52,19 @@ export interface ApplicationManifest<S extends ApplicationSettings = Application
   /** The localpart prefixes of the users and room aliases it acts as (the registration's). */
   namespaces?: { users?: string[]; aliases?: string[] };
   /**
-   * It shares a secret with its remote service (`RELAY_SECRET` locally; in the stack a Secrets
-   * Manager secret of its own): its routes check requests with it, the outbox signs deliveries,
-   * to the origin of the URL in the setting `urlSetting` alone.
+   * It shares a secret with its remote service: its routes check requests with it, the outbox
+   * signs deliveries, to the origin of the URL in the setting `urlSetting` alone. Locally the
+   * variable `env` (`REMOTE_SECRET` by default) or a file beside the registration; in the stack a
+   * Secrets Manager secret of its own.
    */
-  remoteSecret?: { urlSetting: keyof S & string };
+  remoteSecret?: { env?: string; urlSetting: keyof S & string };
   /** Files a function's bundle needs at run time, by function. */
   bundleFiles?: Partial<Record<ApplicationFunction, BundleFiles>>;
 }
+
+/** The variable that gives local mode the remote secret. */
+export const remoteSecretVariable = (manifest: ApplicationManifest) =>
+  manifest.remoteSecret?.env ?? "REMOTE_SECRET";
 
 /** The settings' values, by variable name. */
 export type ApplicationConfig<S extends ApplicationSettings = ApplicationSettings> = {

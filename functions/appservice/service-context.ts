@@ -31,7 +31,7 @@ export interface ServiceDeps {
   deliveryOutcomes: DeliveryOutcomeStore;
   /** The event IDs the outbox recorded for the sends that asked. */
   sentEvents: SentEventReader;
-  /** The secret shared with the remote service (`RELAY_SECRET`), if the stack has one. */
+  /** The secret shared with the remote service (the manifest's `remoteSecret`), if the application has one. */
   remoteSecret?: string;
 }
 

@@ -26,7 +26,7 @@ export interface FunctionWorkerData {
   dynamodbEndpoint: string;
   sqsEndpoint: string;
   /** The registration's tokens, where AWS reads Secrets Manager. */
-  tokens: { asToken: string; hsToken: string; adminToken: string; relaySecret?: string };
+  tokens: { asToken: string; hsToken: string; adminToken: string; remoteSecret?: string };
   tuning: Tuning;
   /** The URL of the module whose `application` export this function runs (bundled with it). */
   applicationModule: string;
@@ -82,7 +82,7 @@ const platform: Platform = {
   dynamodb,
   sqs,
   secrets: async (token) => data.tokens[token],
-  ...(data.tokens.relaySecret && { remoteSecret: async () => data.tokens.relaySecret as string }),
+  ...(data.tokens.remoteSecret && { remoteSecret: async () => data.tokens.remoteSecret as string }),
   log,
   metrics,
   ...data.tuning,

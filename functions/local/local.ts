@@ -104,10 +104,10 @@ export interface LocalOptions {
    */
   deliveryAllowedAddresses?: readonly string[];
   /**
-   * The secret shared with the remote service (`RELAY_SECRET`): the application's routes check
+   * The secret shared with the remote service (the manifest's `remoteSecret`): the application's routes check
    * requests with it, the outbox signs deliveries. @default none (every check fails)
    */
-  relaySecret?: string;
+  remoteSecret?: string;
   /**
    * How often the dead letters are taken off their queues into the table, and those waiting
    * logged at ERROR, as the stack's schedule does. @default 5 minutes
@@ -311,7 +311,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       asToken: registration.as_token,
       hsToken: registration.hs_token,
       adminToken,
-      ...(options.relaySecret && { relaySecret: options.relaySecret }),
+      ...(options.remoteSecret && { remoteSecret: options.remoteSecret }),
     };
     const tuning: Tuning = {
       inboundVisibilityTimeoutSeconds: visibilityTimeoutSeconds,
@@ -412,7 +412,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         dynamodb,
         sqs,
         secrets: async (token) => tokens[token],
-        ...(tokens.relaySecret && { remoteSecret: async () => tokens.relaySecret as string }),
+        ...(tokens.remoteSecret && { remoteSecret: async () => tokens.remoteSecret as string }),
         log,
         metrics,
         ...tuning,

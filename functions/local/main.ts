@@ -1,11 +1,12 @@
 // `npm start`: the appservice on this machine, no AWS account needed.
 import { resolve } from "node:path";
+import { remoteSecretVariable } from "../appservice/manifest.ts";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { parseAllowedRanges } from "../remote/address-policy.ts";
 import { applicationModuleOf, DEFAULT_APPLICATION, loadApplication } from "./applications.ts";
 import { startLocal } from "./local.ts";
-import { localRelaySecret, type RelaySecret } from "./relay-secret.ts";
+import { localRemoteSecret, type RemoteSecret } from "./remote-secret.ts";
 
 const env = process.env;
 const port = Number(env.PORT ?? 9000);
@@ -29,7 +30,7 @@ try {
   console.error((error as Error).message);
   process.exit(1);
 }
-const { settings = {}, remoteSecret } = chosen.module.manifest;
+const { settings = {} } = chosen.module.manifest;
 
 /**
  * The variable `name` as whole seconds from 1 to `max`; undefined when unset or empty. Anything
@@ -54,8 +55,12 @@ const roomClaimLeaseSeconds = secondsFrom("ROOM_CLAIM_LEASE_SECONDS", 900);
 try {
   // An application sharing a secret with its remote service never runs without one: its routes
   // and deliveries are signed with it.
-  const relaySecret: RelaySecret | undefined = remoteSecret
-    ? await localRelaySecret(env.RELAY_SECRET, registrationPath)
+  const secretVariable = remoteSecretVariable(chosen.module.manifest);
+  const remoteSecret: RemoteSecret | undefined = chosen.module.manifest.remoteSecret
+    ? await localRemoteSecret(
+        { variable: secretVariable, value: env[secretVariable], application: applicationName },
+        registrationPath,
+      )
     : undefined;
   const local = await startLocal({
     applicationModule,
@@ -79,10 +84,10 @@ try {
     ...(env.DELIVERY_ALLOWED_ADDRESSES !== undefined && {
       deliveryAllowedAddresses: parseAllowedRanges(env.DELIVERY_ALLOWED_ADDRESSES),
     }),
-    ...(relaySecret &&
-      remoteSecret && {
-        relaySecret: relaySecret.secret,
-        remoteServiceUrl: chosen.config[remoteSecret.urlSetting],
+    ...(remoteSecret &&
+      chosen.module.manifest.remoteSecret && {
+        remoteSecret: remoteSecret.secret,
+        remoteServiceUrl: chosen.config[chosen.module.manifest.remoteSecret.urlSetting],
       }),
   });
   // Once our parent is gone, so may be the pipe to our stdout: a failed log must not stop us.
@@ -133,11 +138,11 @@ try {
               .join(", ")})`
           : ""
       }`,
-      ...(relaySecret
+      ...(remoteSecret
         ? [
-            relaySecret.source === "RELAY_SECRET"
-              ? `The ${applicationName} signs and checks requests with RELAY_SECRET`
-              : `The ${applicationName} signs and checks requests with the secret in ${relaySecret.source}${relaySecret.created ? " (new, readable by you only)" : ""}: give it to the remote service, or set RELAY_SECRET`,
+            remoteSecret.source === secretVariable
+              ? `The ${applicationName} signs and checks requests with ${secretVariable}`
+              : `The ${applicationName} signs and checks requests with the secret in ${remoteSecret.source}${remoteSecret.created ? " (new, readable by you only)" : ""}: give it to the remote service, or set ${secretVariable}`,
           ]
         : []),
       `Homeserver: ${homeserverUrl}`,

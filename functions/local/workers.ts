@@ -44,34 +44,36 @@ const entryPlugin = (applicationModule: string): Plugin => ({
 });
 
 /**
- * The extra bundles the application's manifest declares (the webhooks' transformation thread), by
- * name without `.mjs`, as esbuild's entry points.
+ * What the application's manifest adds to local mode's build: its extra bundles (by name without
+ * `.mjs`, as esbuild's entry points) and the packages left in node_modules.
  */
-async function extraBundles(applicationModule: string): Promise<Record<string, string>> {
+async function manifestBuild(applicationModule: string) {
   const { manifest } = await importApplicationModule(applicationModule);
-  return Object.fromEntries(
-    Object.values(manifest.bundleFiles ?? {}).flatMap((files) =>
-      Object.entries(files.bundle ?? {}).map(([outfile, entry]) => [
-        outfile.replace(/\.mjs$/, ""),
-        fileURLToPath(new URL(entry, applicationModule)),
-      ]),
+  const files = Object.values(manifest.bundleFiles ?? {});
+  return {
+    entryPoints: Object.fromEntries(
+      files.flatMap((declared) =>
+        Object.entries(declared.bundle ?? {}).map(([outfile, entry]) => [
+          outfile.replace(/\.mjs$/, ""),
+          fileURLToPath(new URL(entry, applicationModule)),
+        ]),
+      ),
     ),
-  );
+    external: [...new Set(files.flatMap((declared) => declared.localExternals ?? []))],
+  };
 }
 
 /**
  * The functions' code and their application's, bundled with esbuild as the stack bundles each
  * function: a worker loads one file in about a second where loading the sources through tsx took
- * several. Beside it, the extra bundles its manifest declares (the webhooks' transformation thread,
- * `sandbox-worker.mjs`, which `webhooks/sandbox.ts` starts from beside its bundle); QuickJS stays in node_modules, where
- * it reads its WebAssembly.
+ * several. Beside it, the extra bundles its manifest declares (a worker thread's, started from
+ * beside the bundle); the packages it keeps external stay in node_modules, where they read their
+ * own files.
  */
 async function bundleFunctions(applicationModule: string): Promise<string> {
+  const declared = await manifestBuild(applicationModule);
   const { outputFiles } = await build({
-    entryPoints: {
-      "function-worker": ENTRY,
-      ...(await extraBundles(applicationModule)),
-    },
+    entryPoints: { "function-worker": ENTRY, ...declared.entryPoints },
     bundle: true,
     platform: "node",
     format: "esm",
@@ -83,7 +85,7 @@ async function bundleFunctions(applicationModule: string): Promise<string> {
     banner: {
       js: "import { createRequire } from 'module'; const require = createRequire(import.meta.url);",
     },
-    external: ["@jitl/quickjs-wasmfile-release-sync", "quickjs-emscripten-core"],
+    external: declared.external,
     plugins: [entryPlugin(applicationModule)],
     write: false,
     logLevel: "silent",

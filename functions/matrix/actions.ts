@@ -66,7 +66,7 @@ export interface DeliveryOptions {
   outcomeKey?: string;
   /**
    * Signed by the outbox at each attempt with the secret shared with the remote service
-   * (`RELAY_SECRET`): `X-Relay-Timestamp` and `X-Relay-Signature` (`signatureHeaders`), made when
+   * (the manifest's `remoteSecret`): `X-Relay-Timestamp` and `X-Relay-Signature` (`signatureHeaders`), made when
    * sent, so that a retry hours later is still fresh. Dead-lettered when the outbox has no secret.
    */
   signed?: boolean;

@@ -38,6 +38,9 @@ export interface OperatorApiDeps {
   log: Log;
 }
 
+/** `GET …/sections/{id}`: an application's section, by its (plain) ID. */
+const SECTION_PATH = new RegExp(`^GET ${OPERATOR_API_PATH}/sections/([a-z0-9-]{1,64})$`);
+
 const API_HEADERS = {
   "content-type": "application/json",
   "cache-control": "no-store",
@@ -112,10 +115,14 @@ export function createOperatorApi({
         return console.replay(parseSelection(request.body), operator);
       case `POST ${OPERATOR_API_PATH}/dead-letters/discard`:
         return console.discard(parseSelection(request.body), operator);
-      case `GET ${OPERATOR_API_PATH}/webhooks`:
-        return { webhooks: await console.webhooks() };
-      default:
-        throw unrecognized(404, "Unrecognized request");
+      case `GET ${OPERATOR_API_PATH}/sections`:
+        return { sections: console.sections() };
+      default: {
+        const id = SECTION_PATH.exec(action)?.[1];
+        const rows = id === undefined ? undefined : await console.sectionRows(id);
+        if (!rows) throw unrecognized(404, "Unrecognized request");
+        return { rows };
+      }
     }
   };
 

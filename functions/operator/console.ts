@@ -1,4 +1,9 @@
-import type { OperatorView, WebhookView } from "../appservice/application.ts";
+import type {
+  ConsoleColumn,
+  ConsoleRow,
+  ConsoleSection,
+  ServiceContext,
+} from "../appservice/application.ts";
 import type { HomeserverHealth } from "../matrix/homeserver-health.ts";
 import type { DeadLetterQueue, FifoQueue, QueueDepth } from "../queue/queue.ts";
 import type { Log } from "../shared/log.ts";
@@ -34,8 +39,10 @@ export interface OperatorDeps {
   monitor: QueueMonitor;
   logs: LogSource;
   homeserver: () => Promise<HomeserverHealth>;
-  /** What the application shows the operator (its webhooks). */
-  applicationView: () => Promise<OperatorView>;
+  /** The tables the application shows the operator. */
+  sections: readonly ConsoleSection[];
+  /** The application's context, for the sections' loaders. */
+  applicationContext: () => ServiceContext;
   version: string;
   log: Log;
   now?: () => number;
@@ -82,7 +89,7 @@ const DIRECTIONS: Direction[] = ["inbound", "outbound"];
 
 /**
  * The operator console's core: health, recent traffic, dead letters (listed, replayed,
- * discarded) and the application's webhooks. Knows nothing of HTTP or Lambda.
+ * discarded) and the sections the application declares. Knows nothing of HTTP or Lambda.
  */
 export class OperatorConsole {
   private readonly now: () => number;
@@ -281,24 +288,20 @@ export class OperatorConsole {
     return { direction, deadLetterId: id, group };
   }
 
-  /**
-   * The application's webhooks; an inbound one that does not say how its last message went gets
-   * the last outbound call made as its user in its room, from the recent traffic.
-   */
-  async webhooks(): Promise<WebhookView[]> {
-    const [view, outbound] = await Promise.all([
-      this.deps.applicationView(),
-      this.deps.logs.recent("outbound", RECENT_TRAFFIC * 4),
-    ]);
-    const calls = outbound.map(outboundTraffic);
-    return (view.webhooks ?? []).map((webhook) => {
-      if (webhook.lastStatus || !webhook.postsAs) return webhook;
-      const last = calls.find(
-        (call) => call.userId === webhook.postsAs && call.roomId === webhook.roomId,
-      );
-      if (!last) return webhook;
-      const status = [last.outcome, last.status].filter((part) => part !== undefined).join(" ");
-      return { ...webhook, lastStatus: status, lastStatusAt: last.at };
+  /** The application's sections, as declared: what the page lays out. */
+  sections(): { id: string; title: string; columns: ConsoleColumn[] }[] {
+    return this.deps.sections.map(({ id, title, columns }) => ({ id, title, columns }));
+  }
+
+  /** One section's rows, undefined for a section the application has not. */
+  async sectionRows(id: string): Promise<ConsoleRow[] | undefined> {
+    const section = this.deps.sections.find((candidate) => candidate.id === id);
+    if (!section) return undefined;
+    return section.rows({
+      ...this.deps.applicationContext(),
+      // Wider than the page's table: a section may look further back for its rows' last calls.
+      recentCalls: async () =>
+        (await this.deps.logs.recent("outbound", RECENT_TRAFFIC * 4)).map(outboundTraffic),
     });
   }
 }

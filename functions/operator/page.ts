@@ -74,7 +74,7 @@ async function api(path, body) {
 }
 
 function table(target, columns, rows) {
-  const box = $(target); box.replaceChildren();
+  const box = typeof target === "string" ? $(target) : target; box.replaceChildren();
   if (rows.length === 0) { box.append(el("p", "None.")); return; }
   const t = el("table"), head = el("tr");
   for (const c of columns) head.append(el("th", c));
@@ -155,9 +155,17 @@ async function loadTraffic() {
   table("outbound", ["when", "kind", "room", "status", "attempts", "outcome"], t.outbound.map((x) => [ago(x.at), x.kind, x.roomId || x.userId, x.status, x.attempts, x.outcome + (x.reason ? ": " + x.reason : "")]));
 }
 
-async function loadWebhooks() {
-  const { webhooks } = await api("webhooks");
-  table("webhooks", ["room", "direction", "name", "last used", "last delivery"], webhooks.map((w) => [w.roomId, w.direction, w.name, ago(w.lastUsedAt), w.lastStatus ? w.lastStatus + " (" + ago(w.lastStatusAt) + ")" : undefined]));
+// The application's own tables, as it declares them: its columns' fields, as text.
+async function loadSections() {
+  const { sections } = await api("sections");
+  const loaded = await Promise.all(sections.map(async (s) => ({ s, rows: (await api("sections/" + encodeURIComponent(s.id))).rows })));
+  const nodes = [];
+  for (const { s, rows } of loaded) {
+    const box = el("div", null, "scroll"); box.id = "section-" + s.id;
+    table(box, s.columns.map((c) => c.label), rows.map((r) => s.columns.map((c) => r[c.key])));
+    nodes.push(el("h2", s.title), box);
+  }
+  $("sections").replaceChildren(...nodes);
 }
 
 let refreshing = false;
@@ -165,7 +173,7 @@ async function refresh() {
   if (!token() || refreshing) return;
   refreshing = true;
   try {
-    await Promise.all([loadStatus(), loadDeadLetters(), loadTraffic(), loadWebhooks()]);
+    await Promise.all([loadStatus(), loadDeadLetters(), loadTraffic(), loadSections()]);
     $("updated").textContent = "Updated " + new Date().toLocaleTimeString();
   } catch (error) { if (error.message !== "unauthorized") say(error.message, "bad"); }
   finally { refreshing = false; }
@@ -223,8 +231,7 @@ const BODY = `
   <div id="transactions" class="scroll"></div>
   <h3>Outbound calls</h3>
   <div id="outbound" class="scroll"></div>
-  <h2>Webhooks</h2>
-  <div id="webhooks" class="scroll"></div>
+  <div id="sections"></div>
 </main>
 `;
 

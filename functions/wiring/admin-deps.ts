@@ -51,8 +51,8 @@ export async function adminDeps<L extends Log>(
     },
     logs: operatorPlatform.logs,
     homeserver: () => checkHomeserver(config.homeserverUrl, config.registration.id, asToken),
-    applicationView: async () =>
-      (await application.operatorView?.(serviceContext(service, "operator-console"))) ?? {},
+    sections: application.consoleSections ?? [],
+    applicationContext: () => serviceContext(service, "operator-console"),
     version: config.version,
     log: platform.log,
   });

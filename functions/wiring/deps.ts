@@ -66,7 +66,7 @@ export interface Platform<L extends Log = Log> {
    * `AWSCURRENT` and `AWSPREVIOUS`). @default the current one alone (`secrets`)
    */
   hsTokenVersions?: () => Promise<HsTokenVersions>;
-  /** The secret shared with the remote service (`RELAY_SECRET`), for the functions given one. */
+  /** The secret shared with the remote service (the manifest's `remoteSecret`), for the functions given one. */
   remoteSecret?: () => Promise<string>;
   log: L;
   metrics: Metrics;
@@ -93,7 +93,7 @@ const hsTokensOf = (platform: Platform) =>
 
 /** A function's configuration without the secrets' ARNs (read through the `Platform`). */
 export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app" | "admin"> =
-  Omit<Config<F>, (typeof TOKEN_SECRET_FIELDS)[TokenName] | "relaySecretArn">;
+  Omit<Config<F>, (typeof TOKEN_SECRET_FIELDS)[TokenName] | "remoteSecretArn">;
 
 const stores = (tableName: string, platform: Platform) => {
   const store = new DynamoDbStore(platform.dynamodb, tableName);

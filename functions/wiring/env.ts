@@ -27,7 +27,7 @@ export const ENV = {
   logGroups: "LOG_GROUPS",
   deliveryAllowedAddresses: "DELIVERY_ALLOWED_ADDRESSES",
   remoteServiceUrl: "REMOTE_SERVICE_URL",
-  relaySecretArn: "RELAY_SECRET_ARN",
+  remoteSecretArn: "REMOTE_SECRET_ARN",
 } as const;
 
 /**
@@ -126,10 +126,11 @@ const fields = {
    */
   remoteServiceUrl: z.optional(text),
   /**
-   * The relay's secret shared with its remote service (a Secrets Manager secret of its own, a
-   * plain string): the app function checks requests with it, the outbox signs deliveries.
+   * The secret the application shares with its remote service (the manifest's `remoteSecret`; a
+   * Secrets Manager secret of its own, a plain string): the app function checks requests with
+   * it, the outbox signs deliveries.
    */
-  relaySecretArn: z.optional(text),
+  remoteSecretArn: z.optional(text),
 } satisfies Record<keyof typeof ENV, z.ZodMiniType>;
 
 type Field = keyof typeof fields;
@@ -166,7 +167,7 @@ export const configSchemas = {
     "botDisplayName",
     "botAvatarUrl",
     "deliveryAllowedAddresses",
-    "relaySecretArn",
+    "remoteSecretArn",
     "remoteServiceUrl",
   ),
   queries: pick(
@@ -178,7 +179,7 @@ export const configSchemas = {
     "registration",
   ),
   fallback: pick("appRoutes"),
-  app: pick(...service, "relaySecretArn"),
+  app: pick(...service, "remoteSecretArn"),
   admin: pick(
     ...service,
     "inboundQueueUrl",

@@ -105,6 +105,9 @@ describe("the operator console in a real browser", () => {
       expect(page.url()).toBe(`${url}/admin`);
       expect(requests.filter((r) => r.includes(token as string))).toEqual([]);
       await page.locator("#health").getByText("reachable, ping").waitFor();
+      // The application's section (npm start's default, the webhooks), as its manifest declares it.
+      await page.locator("#sections h2", { hasText: "Webhooks" }).waitFor();
+      await expect(page.locator("#section-webhooks").textContent()).resolves.toBe("None.");
       if (process.env.UPDATE_SCREENSHOT) {
         await page.screenshot({ path: join(dir, "console.png"), fullPage: true });
         await copyFile(join(dir, "console.png"), SCREENSHOT);

@@ -72,7 +72,8 @@ describe("operator console API", () => {
       ["status", undefined],
       ["traffic", undefined],
       ["dead-letters", undefined],
-      ["webhooks", undefined],
+      ["sections", undefined],
+      ["sections/rooms", undefined],
       ["dead-letters/replay", { direction: "outbound", all: true }],
       ["dead-letters/discard", { direction: "outbound", all: true }],
     ] as const) {
@@ -113,6 +114,53 @@ describe("operator console API", () => {
       queues: { inbound: { waiting: 0 }, outbound: { waiting: 0 } },
       deadLetters: { inbound: 0, outbound: 0 },
     });
+  });
+
+  it("shows the sections the application declares: their columns, then their rows, loaded with the recent calls; an unknown section is 404", async () => {
+    const room = "!sections:test.local";
+    const declared = {
+      id: "rooms",
+      title: "Rooms <echoed>",
+      columns: [
+        { key: "roomId", label: "room" },
+        { key: "last", label: "last call" },
+      ],
+    };
+    const withSection: Application = {
+      ...echo,
+      consoleSections: [
+        {
+          ...declared,
+          async rows(context) {
+            const [last] = (await context.recentCalls()).filter((call) => call.roomId === room);
+            return [{ roomId: room, last: last && `${last.outcome} ${last.status}`, more: true }];
+          },
+        },
+      ],
+    };
+    const { homeserver, send, bot, call } = await consoleOf({ application: withSection });
+    homeserver.createRoom(room, [bot]);
+    await send("t1", [makeEvent(room, "hello")]);
+    await waitFor(() => homeserver.sent.length === 1);
+
+    // The declarations alone, without their loader.
+    expect((await call("sections")).body).toEqual({ sections: [declared] });
+    await waitForAsync(
+      async () => (await call("sections/rooms")).body.rows[0].last === "done 200",
+      10_000,
+      "the echo's call in the section",
+    );
+    expect((await call("sections/rooms")).body).toEqual({
+      rows: [{ roomId: room, last: "done 200", more: true }],
+    });
+    for (const path of ["sections/nothing", "sections/Rooms", "sections/", "sections/rooms/x"]) {
+      const answer = await call(path);
+      expect({ path, status: answer.status, errcode: answer.body.errcode }).toEqual({
+        path,
+        status: 404,
+        errcode: "M_UNRECOGNIZED",
+      });
+    }
   });
 
   it("rate-limits the API: past its burst, 429 M_LIMIT_EXCEEDED with retry_after_ms", async () => {

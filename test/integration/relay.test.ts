@@ -24,7 +24,7 @@ async function startRelay() {
   onTestFinished(() => remote.stop());
   const started = await startWithHomeserver({
     application: createRelay({ remoteUrl: remote.url }),
-    relaySecret: SECRET,
+    remoteSecret: SECRET,
     remoteServiceUrl: remote.url,
   });
   const urlOf = (channel: string) => `${started.local.url}/relay/${channel}/messages`;

@@ -253,9 +253,9 @@ describe("outbound webhooks: room messages POSTed to a URL, signed, retried, dea
     expect(letters.text).not.toContain(secret);
     expect(letters.text).not.toContain(String(remote.requests[0]?.headers["x-webhook-signature"]));
     expect(letters.text).not.toContain("into the void");
-    const webhooks = await admin("webhooks");
+    const webhooks = await admin("sections/webhooks");
     expect(JSON.stringify(webhooks.json)).not.toContain(secret);
-    expect(webhooks.json.webhooks).toContainEqual(
+    expect(webhooks.json.rows).toContainEqual(
       expect.objectContaining({
         roomId: ROOM,
         direction: "outbound",

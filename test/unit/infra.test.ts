@@ -187,12 +187,14 @@ describe("AppserviceStack", () => {
     for (const name of Object.keys(configSchemas) as FunctionName[]) {
       const id = `${name[0]?.toUpperCase()}${name.slice(1)}`;
       const set = Object.keys(environmentOf(id)).sort();
-      // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES and RELAY_SECRET_ARN (the relay's)
-      // are optional, and this stack sets none of them.
+      // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES, REMOTE_SECRET_ARN and REMOTE_SERVICE_URL
+      // (an application's with a remote secret, as the relay) are optional, and this stack sets
+      // none of them.
       const optional: string[] = [
         ENV.botAvatarUrl,
         ENV.deliveryAllowedAddresses,
-        ENV.relaySecretArn,
+        ENV.remoteSecretArn,
+        ENV.remoteServiceUrl,
       ];
       const read = envNamesOf(name).filter((variable) => !optional.includes(variable));
       expect(set, name).toEqual([...read, ...PLATFORM_ENV].sort());
@@ -527,7 +529,8 @@ describe("AppserviceStack", () => {
       "GET /admin/api/status",
       "GET /admin/api/traffic",
       "GET /admin/api/dead-letters",
-      "GET /admin/api/webhooks",
+      "GET /admin/api/sections",
+      "GET /admin/api/sections/{id}",
       "POST /admin/api/dead-letters/replay",
       "POST /admin/api/dead-letters/discard",
     ]);
@@ -994,6 +997,9 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     expect(secrets).toHaveLength(4);
     expect(secrets.filter(([id]) => id.includes("RelaySecret"))).toHaveLength(1);
     const [relayId, relaySecret] = relay as [string, Resource];
+    // Its construct id is the application's name (`RelaySecret`), as first deployed: a new logical
+    // ID would replace the secret the remote service holds.
+    expect(relayId).toMatch(/^\w*RelaySecret[0-9A-F]{8}$/);
     expect(relaySecret.Properties.GenerateSecretString).toEqual({
       PasswordLength: 64,
       ExcludePunctuation: true,
@@ -1001,7 +1007,7 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     expect(relaySecret.DeletionPolicy).toBe("Retain");
     const fns = Object.entries(template.findResources("AWS::Lambda::Function"));
     const named = fns.filter(([, fn]) =>
-      JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.relaySecretArn),
+      JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.remoteSecretArn),
     );
     expect(named.map(([id]) => id.replace(/Function.*$/, "")).sort()).toEqual([
       expect.stringMatching(/App$/),
@@ -1010,7 +1016,7 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     for (const [, fn] of named) {
       const variables = (fn.Properties.Environment as { Variables: Record<string, unknown> })
         .Variables;
-      expect(variables[ENV.relaySecretArn]).toEqual({ Ref: relayId });
+      expect(variables[ENV.remoteSecretArn]).toEqual({ Ref: relayId });
     }
     // Read by those two functions' roles alone, and by nothing else of the stack.
     const readers = Object.entries(template.findResources("AWS::IAM::Policy")).filter(

@@ -26,7 +26,8 @@ export const manifest = defineApplication({
     },
   },
   namespaces: { users: [RELAY_PREFIX], aliases: [RELAY_PREFIX] },
-  remoteSecret: { urlSetting: "RELAY_URL" },
+  // The variable docs/bridge.md and the README give the remote side.
+  remoteSecret: { env: "RELAY_SECRET", urlSetting: "RELAY_URL" },
 });
 
 type Settings = NonNullable<(typeof manifest)["settings"]>;

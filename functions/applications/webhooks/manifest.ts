@@ -14,6 +14,7 @@ export const manifest = defineApplication({
     app: {
       copy: ["@jitl/quickjs-wasmfile-release-sync/wasm"],
       bundle: { "sandbox-worker.mjs": "webhooks/sandbox-worker.ts" },
+      localExternals: ["@jitl/quickjs-wasmfile-release-sync", "quickjs-emscripten-core"],
     },
   },
 });

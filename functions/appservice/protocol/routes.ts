@@ -42,7 +42,7 @@ export const routes: readonly Route[] = [
 export const OPERATOR_PATH = "/admin";
 export const operatorRoutes: readonly Route[] = [
   { method: "GET", path: OPERATOR_PATH, handler: "admin" },
-  ...["status", "traffic", "dead-letters", "webhooks"].map((name) => ({
+  ...["status", "traffic", "dead-letters", "sections", "sections/{id}"].map((name) => ({
     method: "GET" as const,
     path: `${OPERATOR_PATH}/api/${name}`,
     handler: "admin" as const,

@@ -19,14 +19,14 @@ export function lambdaDeps<F extends AwsFunction, D>(
   build: (config: Config<F>, platform: Platform<Logger>) => Promise<D>,
 ): Promise<D> {
   const config = readConfig(fn, process.env);
-  const relaySecretArn = (config as { relaySecretArn?: string }).relaySecretArn;
+  const remoteSecretArn = (config as { remoteSecretArn?: string }).remoteSecretArn;
   const hsTokenSecretArn = (config as { hsTokenSecretArn?: string }).hsTokenSecretArn;
   return build(config, {
     dynamodb: new DynamoDBClient({}),
     sqs: new SQSClient({}),
     secrets: secretsManagerSource(config),
     ...(hsTokenSecretArn && { hsTokenVersions: hsTokenVersionsSource(hsTokenSecretArn) }),
-    ...(relaySecretArn && { remoteSecret: secretStringSource(relaySecretArn) }),
+    ...(remoteSecretArn && { remoteSecret: secretStringSource(remoteSecretArn) }),
     log: createLogger(),
     metrics: createCloudWatchMetrics(),
   });

@@ -1,16 +1,38 @@
-import type { ServiceContext, WebhookView } from "../../../appservice/api.ts";
+import type {
+  ConsoleContext,
+  ConsoleSection,
+  RecentCall,
+  ServiceContext,
+} from "../../../appservice/api.ts";
 import { outboundViews } from "./outbound.ts";
 import { lastTokenTaken } from "./rate-limit.ts";
 import { allWebhooks } from "./store.ts";
 import { webhookUserId } from "./user.ts";
 
+/** A webhook as the operator console lists it (a row of the `webhooks` section). */
+export type WebhookView = {
+  roomId: string;
+  /** `inbound`: posts into the room; `outbound`: the room's messages posted out. */
+  direction: "inbound" | "outbound";
+  name: string;
+  /** ISO 8601. */
+  createdAt?: string;
+  /** When it was last used (ISO 8601). */
+  lastUsedAt?: string;
+  /** How its last delivery went (`done 200`, `dead 400`, …). */
+  lastStatus?: string;
+  /** When that was (ISO 8601). */
+  lastStatusAt?: string;
+  /** The user it posts as, whose last call in the room tells how its last message went. */
+  postsAs?: string;
+};
+
 /**
  * The webhooks the operator console lists: each room's, when made and last used (its rate
- * limit's last token). How its last message went, the console reads from the outbox's traffic
- * as the webhook's user. The outbound ones say how their last delivery went, as the outbox
- * recorded it.
+ * limit's last token). The outbound ones say how their last delivery went, as the outbox
+ * recorded it; an inbound one, how its user's last call in its room went, in the recent traffic.
  */
-export async function webhookViews(context: ServiceContext): Promise<WebhookView[]> {
+async function webhookViews(context: ServiceContext): Promise<WebhookView[]> {
   const [webhooks, outbound] = await Promise.all([
     allWebhooks(context.data),
     outboundViews(context),
@@ -30,3 +52,32 @@ export async function webhookViews(context: ServiceContext): Promise<WebhookView
   );
   return [...inbound, ...outbound];
 }
+
+/** A webhook without a status of its own gets its user's last call in its room, if any. */
+function withLastCall(webhook: WebhookView, calls: RecentCall[]): WebhookView {
+  if (webhook.lastStatus || !webhook.postsAs) return webhook;
+  const last = calls.find(
+    (call) => call.userId === webhook.postsAs && call.roomId === webhook.roomId,
+  );
+  if (!last) return webhook;
+  const status = [last.outcome, last.status].filter((part) => part !== undefined).join(" ");
+  return { ...webhook, lastStatus: status, lastStatusAt: last.at };
+}
+
+/** The console's Webhooks section. */
+export const webhooksSection: ConsoleSection = {
+  id: "webhooks",
+  title: "Webhooks",
+  columns: [
+    { key: "roomId", label: "room" },
+    { key: "direction", label: "direction" },
+    { key: "name", label: "name" },
+    { key: "lastUsedAt", label: "last used" },
+    { key: "lastStatus", label: "last delivery" },
+    { key: "lastStatusAt", label: "delivered at" },
+  ],
+  async rows(context: ConsoleContext) {
+    const [webhooks, calls] = await Promise.all([webhookViews(context), context.recentCalls()]);
+    return webhooks.map((webhook) => withLastCall(webhook, calls));
+  },
+};

@@ -9,8 +9,8 @@ import {
   MediaTooLarge,
   type ServiceContext,
   sha256,
-  type WebhookView,
 } from "../../../appservice/api.ts";
+import type { WebhookView } from "./operator-view.ts";
 import { WEBHOOK_NAME } from "./text.ts";
 import { WEBHOOK_USER_PREFIX } from "./user.ts";
 

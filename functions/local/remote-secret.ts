@@ -1,0 +1,51 @@
+import { readFile, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { generateToken } from "../appservice/protocol/registration.ts";
+
+/** The shortest remote secret taken: 32 characters, so that no guessable word signs requests. */
+export const MIN_REMOTE_SECRET_LENGTH = 32;
+
+/** The remote secret for local mode, and where it came from (printed; the secret never is). */
+export interface RemoteSecret {
+  secret: string;
+  /** Its variable's name, or the file it was read from or written to. */
+  source: string;
+  created: boolean;
+}
+
+/**
+ * The variable the manifest names (`RELAY_SECRET`) when set, refused when shorter than 32
+ * characters; else the secret in the file `<application>-secret` beside the registration, written
+ * with a fresh one (mode 0600) at the first start, as the registration's tokens are: the
+ * application never runs unauthenticated, and a restart keeps the secret the remote service was
+ * given.
+ */
+export async function localRemoteSecret(
+  {
+    variable,
+    value,
+    application,
+  }: { variable: string; value?: string | undefined; application: string },
+  registrationPath: string,
+): Promise<RemoteSecret> {
+  if (value !== undefined && value !== "") {
+    if (value.length < MIN_REMOTE_SECRET_LENGTH) {
+      throw new Error(`${variable} must be at least ${MIN_REMOTE_SECRET_LENGTH} characters`);
+    }
+    return { secret: value, source: variable, created: false };
+  }
+  const file = join(dirname(registrationPath), `${application}-secret`);
+  try {
+    const stored = (await readFile(file, "utf8")).trim();
+    if (stored.length < MIN_REMOTE_SECRET_LENGTH) {
+      throw new Error(`${file} must hold at least ${MIN_REMOTE_SECRET_LENGTH} characters`);
+    }
+    return { secret: stored, source: file, created: false };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+  const secret = generateToken();
+  // `wx`: another start racing this one keeps its file, and this one fails rather than differ.
+  await writeFile(file, `${secret}\n`, { mode: 0o600, flag: "wx" });
+  return { secret, source: file, created: true };
+}
