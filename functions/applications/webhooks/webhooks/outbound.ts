@@ -10,9 +10,9 @@ import {
   type ServiceContext,
   sha256,
 } from "../../../appservice/api.ts";
-import type { WebhookView } from "./operator-view.ts";
 import { WEBHOOK_NAME } from "./text.ts";
 import { WEBHOOK_USER_PREFIX } from "./user.ts";
+import type { WebhookView } from "./webhook-view.ts";
 
 /**
  * Outbound webhooks: `!webhook out <name> <url>` has every later message of the room POSTed to
