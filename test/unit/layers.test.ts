@@ -24,6 +24,9 @@ const LAYERS: { name: string; rank: number; paths: string[]; application?: true 
   // The operator console's core: it reads and replays what the pipeline and the outbox queued.
   { name: "operator console", rank: 5, paths: ["functions/operator/"] },
   { name: "application API", rank: 4, paths: ["functions/appservice/"] },
+  // End-to-end encryption: below the appservice (its pipeline decrypts), above the homeserver
+  // calls and the stores it uses (design.md).
+  { name: "crypto", rank: 3.5, paths: ["functions/crypto/"] },
   { name: "protocol", rank: 3, paths: ["functions/appservice/protocol/"] },
   { name: "client-server", rank: 2, paths: ["functions/matrix/"] },
   { name: "adapters", rank: 1, paths: ["functions/store/", "functions/queue/"] },
