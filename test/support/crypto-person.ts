@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type * as Sdk from "@matrix-org/matrix-sdk-crypto-wasm";
+import { bootstrapCrossSigning } from "../../functions/crypto/cross-signing.ts";
 import {
   type CryptoCall,
-  type CryptoRequest,
   sendOutgoingRequests,
   sendRequest,
 } from "../../functions/crypto/requests.ts";
@@ -65,13 +65,7 @@ export class CryptoPerson {
 
   /** Makes, signs and uploads its cross-signing keys (the bootstrap's three requests, in order). */
   async bootstrapCrossSigning() {
-    const requests = await this.machine.bootstrapCrossSigning(true);
-    const send = (call: CryptoCall) => this.call(call);
-    if (requests.uploadKeysRequest) {
-      await sendRequest(this.machine, requests.uploadKeysRequest as CryptoRequest, send);
-    }
-    await sendRequest(this.machine, requests.uploadSigningKeysRequest, send);
-    await sendRequest(this.machine, requests.uploadSignaturesRequest, send);
+    await bootstrapCrossSigning(this.machine, (call) => this.call(call));
     await this.sendOutgoing();
   }
 
