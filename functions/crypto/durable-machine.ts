@@ -1,24 +1,33 @@
-import { randomUUID } from "node:crypto";
 import type { OlmMachine } from "@matrix-org/matrix-sdk-crypto-wasm";
 import {
   type CryptoOwner,
   type CryptoStateStore,
   StaleCryptoStateError,
 } from "../store/crypto-state.ts";
-import {
-  deleteDatabases,
-  dumpDatabases,
-  type IDBFactory,
-  restoreDatabases,
-} from "./idb-snapshot.ts";
+import { dumpDatabases, type IDBFactory, restoreDatabases } from "./idb-snapshot.ts";
 import { loadCrypto } from "./wasm.ts";
 
 export { StaleCryptoStateError };
 
-/** fake-indexeddb's IndexedDB, made global (where crypto-wasm looks for it) on first use. */
-async function indexedDb(): Promise<IDBFactory> {
+/**
+ * Runs `open` with a new fake-indexeddb IndexedDB of its own as the global one, where
+ * crypto-wasm looks for it when it opens its store, one open at a time. Each machine's databases
+ * then live in its own IndexedDB, freed with it: deleting them instead would wait for
+ * connections crypto-wasm never closes (and keep the process up).
+ */
+let opening: Promise<unknown> = Promise.resolve();
+async function withOwnIndexedDb<T>(open: (factory: IDBFactory) => Promise<T>): Promise<T> {
   await import("fake-indexeddb/auto");
-  return (globalThis as unknown as { indexedDB: IDBFactory }).indexedDB;
+  const { IDBFactory: FakeFactory } = (await import("fake-indexeddb")) as unknown as {
+    IDBFactory: new () => IDBFactory;
+  };
+  const run = opening.then(async () => {
+    const factory = new FakeFactory();
+    (globalThis as unknown as { indexedDB: IDBFactory }).indexedDB = factory;
+    return open(factory);
+  });
+  opening = run.catch(() => undefined);
+  return run;
 }
 
 /**
@@ -50,13 +59,9 @@ export class DurableOlmMachine {
     owner: CryptoOwner,
     storeKey: Uint8Array,
   ): Promise<DurableOlmMachine> {
-    const [sdk, factory, snapshot] = await Promise.all([
-      loadCrypto(),
-      indexedDb(),
-      store.load(owner),
-    ]);
-    const prefix = `crypto-${randomUUID()}`;
-    try {
+    const [sdk, snapshot] = await Promise.all([loadCrypto(), store.load(owner)]);
+    const prefix = `crypto-${owner.deviceId}`;
+    return withOwnIndexedDb(async (factory) => {
       if (snapshot) await restoreDatabases(factory, prefix, snapshot.data);
       const handle = await sdk.StoreHandle.openWithKey(prefix, storeKey);
       const machine = await sdk.OlmMachine.initFromStore(
@@ -65,10 +70,7 @@ export class DurableOlmMachine {
         handle,
       );
       return new DurableOlmMachine(machine, owner, store, factory, prefix, snapshot?.version ?? 0);
-    } catch (error) {
-      await deleteDatabases(factory, prefix).catch(() => undefined);
-      throw error;
-    }
+    });
   }
 
   /**
@@ -82,11 +84,10 @@ export class DurableOlmMachine {
     return { version: this.version, bytes: data.length };
   }
 
-  /** Frees the machine and its in-memory databases (what was not saved is lost). */
+  /** Frees the machine; its in-memory databases go with it (what was not saved is lost). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.machine.close();
-    await deleteDatabases(this.factory, this.databasePrefix);
   }
 }

@@ -243,15 +243,3 @@ export async function restoreDatabases(
     }
   }
 }
-
-/**
- * Asks for the databases named `<prefix>::…` to be deleted, without waiting: a deletion waits
- * for the connections to close, and crypto-wasm's stay open after its machine is closed until
- * they are collected.
- */
-export async function deleteDatabases(factory: IDBFactory, prefix: string): Promise<void> {
-  for (const name of await databaseNames(factory, prefix)) {
-    const request = factory.deleteDatabase(name);
-    request.onerror = () => undefined;
-  }
-}

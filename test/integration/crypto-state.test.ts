@@ -1,4 +1,8 @@
+import { spawn } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { text } from "node:stream/consumers";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { parseTransaction } from "../../functions/appservice/protocol/transaction.ts";
 import { bootstrapCrossSigning } from "../../functions/crypto/cross-signing.ts";
@@ -15,6 +19,7 @@ import { ScriptedHomeserver } from "../support/homeserver.ts";
 const SERVER = "test.local";
 const BOT = `@bot:${SERVER}`;
 const ROOM = `!encrypted:${SERVER}`;
+const CHILD = fileURLToPath(new URL("../support/crypto-restore-child.ts", import.meta.url));
 const ms = (since: number) => Math.round(performance.now() - since);
 
 describe("a device's crypto state kept in DynamoDB between processes", () => {
@@ -129,6 +134,33 @@ describe("a device's crypto state kept in DynamoDB between processes", () => {
       "HEAD",
       expect.stringMatching(/^PART#[-0-9a-f]{36}#00000$/),
     ]);
+  });
+
+  it("is restored whole by another process, which decrypts what this one received", async () => {
+    const bot = await DurableOlmMachine.open(store, owner, storeKey);
+    const identity = bot.machine.identityKeys.curve25519.toBase64();
+    expect(await alice.machine.invalidateGroupSession(new alice.sdk.RoomId(ROOM))).toBe(true);
+    const eventId = await alice.sendEncrypted(ROOM, [alice.userId, BOT], { body: "elsewhere" });
+    await receivePush(bot);
+    const { version } = await bot.save();
+    await bot.close();
+    await alice.sync();
+    const child = spawn(process.execPath, ["--import", "tsx", CHILD], {
+      stdio: ["pipe", "pipe", "inherit"],
+      timeout: 30_000,
+    });
+    child.stdin.end(
+      JSON.stringify({
+        endpoint: inject("dynamodbEndpoint"),
+        tableName,
+        owner,
+        storeKey: storeKey.toString("hex"),
+        event: alice.event(eventId),
+      }),
+    );
+    const [output, [code]] = await Promise.all([text(child.stdout), once(child, "exit")]);
+    expect(code).toBe(0);
+    expect(JSON.parse(output)).toEqual({ version, curve25519: identity, body: "elsewhere" });
   });
 
   it("refuses a save over a version another writer saved since", async () => {
