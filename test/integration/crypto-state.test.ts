@@ -163,6 +163,38 @@ describe("a device's crypto state kept in DynamoDB between processes", () => {
     expect(JSON.parse(output)).toEqual({ version, curve25519: identity, body: "elsewhere" });
   });
 
+  it("tops up its one-time keys from a pushed count of none left", async () => {
+    const bot = await DurableOlmMachine.open(store, owner, storeKey);
+    try {
+      const device = homeserver.encryption.device(BOT, owner.deviceId);
+      const uploaded = device?.oneTimeKeys.size ?? 0;
+      expect(uploaded).toBeGreaterThan(10);
+      const fallback = device?.fallbackKeys.get("signed_curve25519")?.keyId;
+      expect(fallback).toBeDefined();
+      // Every one-time key claimed, then the fallback key (Synapse pushes nothing for a claim).
+      for (let i = 0; i <= uploaded; i++) {
+        await alice.call({
+          method: "POST",
+          path: "/keys/claim",
+          body: JSON.stringify({
+            one_time_keys: { [BOT]: { [owner.deviceId]: "signed_curve25519" } },
+          }),
+        });
+      }
+      expect(device?.oneTimeKeys.size).toBe(0);
+      expect(device?.fallbackKeys.get("signed_curve25519")?.used).toBe(true);
+      // The next transaction says `{}` (none left) and no unused fallback key.
+      await receivePush(bot);
+      expect(device?.oneTimeKeys.size).toBeGreaterThanOrEqual(uploaded);
+      // The used fallback key is not replaced at once: matrix-rust-sdk rotates fallback keys by
+      // time, not when told one was used (its PR #3151).
+      expect(device?.fallbackKeys.get("signed_curve25519")?.keyId).toBe(fallback);
+      await bot.save();
+    } finally {
+      await bot.close();
+    }
+  });
+
   it("refuses a save over a version another writer saved since", async () => {
     const one = await DurableOlmMachine.open(store, owner, storeKey);
     const two = await DurableOlmMachine.open(store, owner, storeKey);
