@@ -2,20 +2,10 @@ import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
+import { HomeserverEncryption } from "./homeserver-crypto.ts";
+import type { RecordedRequest } from "./recorded-request.ts";
 
-export interface RecordedRequest {
-  method: string;
-  path: string;
-  query: Record<string, string>;
-  authorization: string | undefined;
-  /** JSON, parsed; undefined for none, and for a media upload's bytes (in `bytes`). */
-  body: unknown;
-  bytes?: Buffer;
-  contentType?: string;
-  at: number;
-  /** The status it was answered with (undefined while pending or when it hung). */
-  status?: number;
-}
+export type { RecordedRequest } from "./recorded-request.ts";
 
 /** A canned answer for the next matching request, instead of the homeserver's own. */
 export type Cue =
@@ -90,6 +80,11 @@ export class ScriptedHomeserver {
 
   /** Room state: `roomId\ntype\nstateKey` → the event's sender and content. */
   readonly state = new Map<string, { sender: string; content: Record<string, unknown> }>();
+  /**
+   * End-to-end encryption (test/support/homeserver-crypto.ts): devices, keys, to-device messages,
+   * people with their own tokens and `/sync`, and what `pushTransaction` pushes.
+   */
+  readonly encryption: HomeserverEncryption;
 
   constructor(
     readonly asToken: string,
@@ -99,6 +94,41 @@ export class ScriptedHomeserver {
     readonly inNamespace: (userId: string) => boolean = () => true,
   ) {
     this.registered.add(botUserId);
+    this.encryption = new HomeserverEncryption({
+      asToken,
+      serverName,
+      botUserId,
+      interestedIn: (userId) => this.interestedIn(userId),
+      appserviceActor: (request) => this.actor(request),
+      timeline: () =>
+        this.sent.map((event, index) => ({
+          event_id: event.eventId,
+          room_id: event.roomId,
+          type: event.type,
+          sender: event.sender,
+          origin_server_ts: index,
+          content: event.content,
+        })),
+    });
+  }
+
+  /**
+   * Pushes a transaction to the appservice as Synapse does with MSC2409 and MSC3202 on: `events`,
+   * and the to-device messages, device-list changes and key counts for its users' devices.
+   */
+  pushTransaction(events: ClientEvent[] = [], txnId = this.encryption.nextTransactionId()) {
+    if (!this.appservice?.url) throw new Error("No appservice to push to");
+    return fetch(
+      `${this.appservice.url}/_matrix/app/v1/transactions/${encodeURIComponent(txnId)}`,
+      {
+        method: "PUT",
+        headers: {
+          authorization: `Bearer ${this.appservice.hsToken}`,
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ events, ...this.encryption.takeTransactionExtensions() }),
+      },
+    );
   }
 
   setState(
@@ -348,6 +378,9 @@ export class ScriptedHomeserver {
         },
       ];
     }
+    // A device's own token (a person's, or one `m.login.application_service` gave).
+    const owner = this.encryption.tokenOwner(request.authorization);
+    if (owner) return owner.userId;
     if (request.authorization !== `Bearer ${this.asToken}`) {
       return [401, { errcode: "M_UNKNOWN_TOKEN", error: "Unrecognised access token." }];
     }
@@ -522,6 +555,8 @@ export class ScriptedHomeserver {
       403,
       { errcode: "M_FORBIDDEN", error },
     ];
+    const encryption = this.encryption.answer(request);
+    if (encryption) return encryption;
     const actor = this.actor(request);
     if (typeof actor !== "string" && (actor[0] as number) === 401) return actor;
     const path = request.path.replace(/^\/_matrix\/client\/v3/, "");

@@ -20,24 +20,27 @@ export interface Layer {
 }
 
 export const LAYERS: Layer[] = [
-  { name: "tests", rank: 18, folders: ["test/"], platform: true },
+  { name: "tests", rank: 19, folders: ["test/"], platform: true },
   // bench/floor.ts measures the bundles the tests check the size of.
-  { name: "bench", rank: 17, folders: ["bench/"], platform: true },
+  { name: "bench", rank: 18, folders: ["bench/"], platform: true },
   // Below bench: the soak and outbound runs start the test homeserver.
-  { name: "test support", rank: 16, folders: ["test/support/"], platform: true },
-  { name: "scripts", rank: 15, folders: ["scripts/"], platform: true },
-  { name: "infra", rank: 14, folders: ["infra/"], platform: true },
+  { name: "test support", rank: 17, folders: ["test/support/"], platform: true },
+  { name: "scripts", rank: 16, folders: ["scripts/"], platform: true },
+  { name: "infra", rank: 15, folders: ["infra/"], platform: true },
   // Above the handlers: it runs them (and reads their body limit) behind its HTTP server.
-  { name: "local", rank: 13, folders: ["functions/local/"], platform: true },
-  { name: "handlers", rank: 12, folders: ["functions/handlers/"], platform: true },
+  { name: "local", rank: 14, folders: ["functions/local/"], platform: true },
+  { name: "handlers", rank: 13, folders: ["functions/handlers/"], platform: true },
   // Below the handlers: it owns the dependency types the handlers take, and builds them.
-  { name: "wiring", rank: 11, folders: ["functions/wiring/"], platform: true },
-  { name: "applications", rank: 10, folders: ["functions/applications/"], applications: true },
+  { name: "wiring", rank: 12, folders: ["functions/wiring/"], platform: true },
+  { name: "applications", rank: 11, folders: ["functions/applications/"], applications: true },
   // Above the console's core: it implements the console's log and queue-age reads in AWS.
-  { name: "console adapters", rank: 9, folders: ["functions/cloudwatch/"], platform: true },
-  { name: "operator console", rank: 8, folders: ["functions/operator/"] },
-  { name: "pipeline", rank: 7, folders: ["functions/appservice/pipeline/"] },
-  { name: "application API", rank: 6, folders: ["functions/appservice/"] },
+  { name: "console adapters", rank: 10, folders: ["functions/cloudwatch/"], platform: true },
+  { name: "operator console", rank: 9, folders: ["functions/operator/"] },
+  { name: "pipeline", rank: 8, folders: ["functions/appservice/pipeline/"] },
+  { name: "application API", rank: 7, folders: ["functions/appservice/"] },
+  // End-to-end encryption: below the appservice (its pipeline decrypts), above the wire types it
+  // reads and the stores it keeps its state in (design.md).
+  { name: "crypto", rank: 6, folders: ["functions/crypto/"] },
   { name: "protocol", rank: 5, folders: ["functions/appservice/protocol/"] },
   { name: "client-server", rank: 4, folders: ["functions/matrix/"] },
   // Below client-server: the outbox decides on each queued action and hands deliveries here.
