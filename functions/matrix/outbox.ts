@@ -546,10 +546,14 @@ async function sendDelivery(
       : {};
   let response: RemoteResponse;
   try {
-    response = await remote.send({
-      ...delivery.delivery,
-      headers: { ...delivery.delivery.headers, ...signature, "idempotency-key": delivery.id },
-    });
+    // Signed, it goes to the remote service's origin only: a redirect elsewhere is refused.
+    response = await remote.send(
+      {
+        ...delivery.delivery,
+        headers: { ...delivery.delivery.headers, ...signature, "idempotency-key": delivery.id },
+      },
+      { sameOriginOnly: delivery.signed === true },
+    );
   } catch (error) {
     if (error instanceof TargetRefused) {
       return { kind: "dead", reason: { error: `refused, not sent: ${error.message}` } };
