@@ -149,6 +149,19 @@ export interface SupervisedFunction {
   stop(): Promise<void>;
 }
 
+/** The threads whose functions read the remote secret: the HTTP one (the app function's) and the outbox. */
+const REMOTE_SECRET_ROLES: ReadonlySet<FunctionWorkerData["role"]> = new Set(["http", "outbox"]);
+
+/**
+ * What the thread of `data.role` is given: the remote secret only where, in AWS, a function of
+ * that thread reads it; the events thread runs the application's code, and never sees it.
+ */
+export function workerDataFor(data: FunctionWorkerData): FunctionWorkerData {
+  if (REMOTE_SECRET_ROLES.has(data.role)) return data;
+  const { remoteSecret: _, ...tokens } = data.tokens;
+  return { ...data, tokens };
+}
+
 /**
  * Runs one of local mode's functions in a worker thread of its own, as Lambda runs each function
  * apart, and starts it again (after `RESTART_DELAY_MS`) whenever it crashes: its crash is logged,
@@ -172,7 +185,7 @@ export async function superviseFunction(
   const start = () =>
     new Promise<void>((resolve, reject) => {
       // Plain JavaScript: no loader of the parent's (`--import tsx`) is wanted in the thread.
-      worker = new Worker(bundle, { workerData: data, execArgv: [] });
+      worker = new Worker(bundle, { workerData: workerDataFor(data), execArgv: [] });
       running = true;
       busy = 0;
       let ready = false;
