@@ -70,9 +70,9 @@ async function manifestBuild(applicationModule: string) {
  * beside the bundle); the packages it keeps external stay in node_modules, where they read their
  * own files.
  */
-async function bundleFunctions(applicationModule: string): Promise<string> {
+export async function buildFunctions(applicationModule: string) {
   const declared = await manifestBuild(applicationModule);
-  const { outputFiles } = await build({
+  return build({
     entryPoints: { "function-worker": ENTRY, ...declared.entryPoints },
     bundle: true,
     platform: "node",
@@ -86,10 +86,18 @@ async function bundleFunctions(applicationModule: string): Promise<string> {
       js: "import { createRequire } from 'module'; const require = createRequire(import.meta.url);",
     },
     external: declared.external,
+    // The chosen application's manifest where the code imports `#application`, as the stack's
+    // bundles have it (infra/bundling.ts's `applicationAlias`): not package.json's default.
+    alias: { "#application": fileURLToPath(applicationModule) },
     plugins: [entryPlugin(applicationModule)],
     write: false,
+    metafile: true,
     logLevel: "silent",
   });
+}
+
+async function bundleFunctions(applicationModule: string): Promise<string> {
+  const { outputFiles } = await buildFunctions(applicationModule);
   const hash = createHash("sha256");
   for (const file of outputFiles) hash.update(file.path).update(file.contents);
   const folder = join(BUNDLES, hash.digest("hex").slice(0, 16));
