@@ -525,8 +525,8 @@ async function sendDelivery(
   if (delivery.signed && !remoteSecret) {
     return { kind: "dead", reason: { error: "refused, not sent: no secret to sign it with" } };
   }
-  // Signed elsewhere, it would be a request the relay's own inbound route accepts as the remote
-  // service's: an application could forge it, or a third party replay it to us.
+  // Signed elsewhere, it would be a request the application's own inbound route (the relay's)
+  // accepts as the remote service's: an application could forge it, or a third party replay it.
   if (delivery.signed && targetOf(delivery) !== remoteOrigin) {
     return {
       kind: "dead",
