@@ -358,7 +358,8 @@ export class MatrixAppservice extends Construct {
     const manifestSecret = choice.module.manifest.remoteSecret;
     this.remoteSecret = manifestSecret
       ? new Secret(this, remoteSecretId, {
-          description: `The ${choice.name}'s secret shared with its remote service (X-Relay-Signature, both ways)`,
+          // A description change is an in-place update: the construct id above is what keeps it.
+          description: `The ${choice.name} application's secret shared with its remote service: requests signed with it, both ways`,
           generateSecretString: { passwordLength: 64, excludePunctuation: true },
           removalPolicy: RemovalPolicy.RETAIN,
         })

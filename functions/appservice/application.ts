@@ -233,7 +233,10 @@ export interface ConsoleContext extends ServiceContext {
 
 /** A table of the operator console, declared by the application (the page renders any). */
 export interface ConsoleSection {
-  /** In the API's path (`/admin/api/sections/{id}`): lower case, digits and `-`. */
+  /**
+   * In the API's path (`/admin/api/sections/{id}`): 1 to 64 of a-z, 0-9 and `-`, unique (the
+   * console refuses others when it is built).
+   */
   id: string;
   title: string;
   columns: ConsoleColumn[];

@@ -108,7 +108,29 @@ export function applicationConfig(
     if (problem) throw new Error(`${name}=${value}: ${problem}`);
     config[name] = value;
   }
+  remoteUrlProblem(manifest, config);
   return config;
+}
+
+/**
+ * Throws when the manifest's `remoteSecret.urlSetting` is none of its settings, or its value (when
+ * `config` has it) is not an http(s) URL: the outbox takes the remote service's origin from it,
+ * and signs what goes there.
+ */
+function remoteUrlProblem(manifest: ApplicationManifest, config: ApplicationConfig): void {
+  const name = manifest.remoteSecret?.urlSetting;
+  if (name === undefined) return;
+  if (!manifest.settings?.[name]) {
+    throw new Error(`remoteSecret.urlSetting ${name} is none of the manifest's settings`);
+  }
+  const value = config[name];
+  if (value === undefined) return;
+  const protocol = URL.canParse(value) ? new URL(value).protocol : undefined;
+  if (protocol !== "http:" && protocol !== "https:") {
+    throw new Error(
+      `${name}=${value}: not an http(s) URL (the remote service's, remoteSecret.urlSetting)`,
+    );
+  }
 }
 
 /** The whole application (local mode, the stack's routes): every part, and its namespaces. */

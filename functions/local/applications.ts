@@ -15,13 +15,41 @@ import {
 
 const APPLICATIONS_FOLDER = fileURLToPath(new URL("../applications/", import.meta.url));
 
-/** The names of the applications: the folders with a manifest, sorted. */
-export const applicationNames = (): string[] =>
-  readdirSync(APPLICATIONS_FOLDER, { withFileTypes: true })
+/**
+ * Names the stack turns into its remote secret's id (`<Name>Secret`) and local mode into a file
+ * beside the registration: lower case, digits and dashes, from a letter.
+ */
+const APPLICATION_NAME = /^[a-z][a-z0-9-]*$/;
+/** Names whose secret would be named as a token's (`AsToken`, `HsToken`, `AdminToken`). */
+const RESERVED_NAMES = ["as-token", "hs-token", "admin-token"];
+
+/** Why `name` cannot be an application's, or undefined when it can. */
+export function applicationNameProblem(name: string): string | undefined {
+  if (!APPLICATION_NAME.test(name)) {
+    return "is not lower-case letters, digits and dashes, starting with a letter";
+  }
+  if (RESERVED_NAMES.includes(name)) {
+    return `is reserved: its secret would be named as a token's (${RESERVED_NAMES.join(", ")})`;
+  }
+  return undefined;
+}
+
+/**
+ * The names of the applications: the folders with a manifest, sorted. Throws on a folder whose
+ * name `applicationNameProblem` refuses.
+ */
+export function applicationNames(folder: string = APPLICATIONS_FOLDER): string[] {
+  const names = readdirSync(folder, { withFileTypes: true })
     .filter((entry) => entry.isDirectory())
     .map((entry) => entry.name)
-    .filter((name) => existsSync(join(APPLICATIONS_FOLDER, name, "manifest.ts")))
+    .filter((name) => existsSync(join(folder, name, "manifest.ts")))
     .sort();
+  for (const name of names) {
+    const problem = applicationNameProblem(name);
+    if (problem) throw new Error(`The application folder ${join(folder, name)} ${problem}`);
+  }
+  return names;
+}
 
 /** The default application: the one package.json's `#application` names (the tests' too). */
 export const DEFAULT_APPLICATION = (() => {

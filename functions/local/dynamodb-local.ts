@@ -71,6 +71,32 @@ const spawnWatchdog = (pid: number) =>
     detached: true,
   });
 
+/** What the JVM is given of our environment: what finds and runs Java, nothing else. */
+const JVM_VARIABLES = [
+  "PATH",
+  "HOME",
+  "TMPDIR",
+  "LANG",
+  "LC_ALL",
+  "TZ",
+  "JAVA_HOME",
+  "JAVA_TOOL_OPTIONS",
+  "JDK_JAVA_OPTIONS",
+  "_JAVA_OPTIONS",
+];
+
+/**
+ * The DynamoDB Local process's environment: the variables Java needs, never the rest of ours
+ * (the tokens and secrets a start is given are no business of the database's).
+ */
+export function dynamoDbLocalEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const kept = Object.fromEntries(
+    JVM_VARIABLES.flatMap((name) => (env[name] === undefined ? [] : [[name, env[name]]])),
+  );
+  // DynamoDB Local 2.x reports telemetry unless told not to.
+  return { ...kept, DDB_LOCAL_TELEMETRY: "0" };
+}
+
 export interface DynamoDbLocal {
   endpoint: string;
   /** The Java process's PID. */
@@ -110,8 +136,7 @@ export async function startDynamoDbLocal(
       "-disableTelemetry",
       ...(options.dataDir ? ["-dbPath", options.dataDir] : ["-inMemory"]),
     ],
-    // DynamoDB Local 2.x reports telemetry unless told not to.
-    { env: { ...process.env, DDB_LOCAL_TELEMETRY: "0" }, stdio: ["ignore", "pipe", "pipe"] },
+    { env: dynamoDbLocalEnv(process.env), stdio: ["ignore", "pipe", "pipe"] },
   );
   let output = "";
   const collect = (chunk: Buffer) => {

@@ -117,8 +117,9 @@ export function startSchedule(sweep: () => Promise<unknown>, intervalMs: number,
 }
 
 /**
- * The platform of a function that is not given the relay's secret: in AWS only the app function
- * (it checks the remote service's requests) and the outbox (it signs deliveries) read it.
+ * The platform of a function that is not given the application's remote secret (its manifest's
+ * `remoteSecret`): in AWS only the app function (it checks the remote service's requests) and the
+ * outbox (it signs deliveries) read it.
  */
 const withoutRemoteSecret = ({ remoteSecret: _, ...platform }: Platform): Platform => platform;
 

@@ -6,7 +6,7 @@ import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { parseAllowedRanges } from "../remote/address-policy.ts";
 import { applicationModuleOf, DEFAULT_APPLICATION, loadApplication } from "./applications.ts";
 import { startLocal } from "./local.ts";
-import { localRemoteSecret, type RemoteSecret } from "./remote-secret.ts";
+import { localRemoteSecret, type RemoteSecret, takeVariable } from "./remote-secret.ts";
 
 const env = process.env;
 const port = Number(env.PORT ?? 9000);
@@ -56,9 +56,13 @@ try {
   // An application sharing a secret with its remote service never runs without one: its routes
   // and deliveries are signed with it.
   const secretVariable = remoteSecretVariable(chosen.module.manifest);
+  // Out of the environment before any worker or child process copies it.
+  const secretValue = chosen.module.manifest.remoteSecret
+    ? takeVariable(env, secretVariable)
+    : undefined;
   const remoteSecret: RemoteSecret | undefined = chosen.module.manifest.remoteSecret
     ? await localRemoteSecret(
-        { variable: secretVariable, value: env[secretVariable], application: applicationName },
+        { variable: secretVariable, value: secretValue, application: applicationName },
         registrationPath,
       )
     : undefined;

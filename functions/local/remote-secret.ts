@@ -14,6 +14,17 @@ export interface RemoteSecret {
 }
 
 /**
+ * The variable `name` of `env`, removed from it: read once at the start, it is passed on to the
+ * functions that need it (app and outbox) and to nothing else, where the worker threads and child
+ * processes would otherwise each copy it with the environment.
+ */
+export function takeVariable(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const value = env[name];
+  delete env[name];
+  return value;
+}
+
+/**
  * The variable the manifest names (`RELAY_SECRET`) when set, refused when shorter than 32
  * characters; else the secret in the file `<application>-secret` beside the registration, written
  * with a fresh one (mode 0600) at the first start, as the registration's tokens are: the

@@ -70,9 +70,9 @@ async function manifestBuild(applicationModule: string) {
  * beside the bundle); the packages it keeps external stay in node_modules, where they read their
  * own files.
  */
-async function bundleFunctions(applicationModule: string): Promise<string> {
+export async function buildFunctions(applicationModule: string) {
   const declared = await manifestBuild(applicationModule);
-  const { outputFiles } = await build({
+  return build({
     entryPoints: { "function-worker": ENTRY, ...declared.entryPoints },
     bundle: true,
     platform: "node",
@@ -86,10 +86,18 @@ async function bundleFunctions(applicationModule: string): Promise<string> {
       js: "import { createRequire } from 'module'; const require = createRequire(import.meta.url);",
     },
     external: declared.external,
+    // The chosen application's manifest where the code imports `#application`, as the stack's
+    // bundles have it (infra/bundling.ts's `applicationAlias`): not package.json's default.
+    alias: { "#application": fileURLToPath(applicationModule) },
     plugins: [entryPlugin(applicationModule)],
     write: false,
+    metafile: true,
     logLevel: "silent",
   });
+}
+
+async function bundleFunctions(applicationModule: string): Promise<string> {
+  const { outputFiles } = await buildFunctions(applicationModule);
   const hash = createHash("sha256");
   for (const file of outputFiles) hash.update(file.path).update(file.contents);
   const folder = join(BUNDLES, hash.digest("hex").slice(0, 16));
@@ -149,6 +157,19 @@ export interface SupervisedFunction {
   stop(): Promise<void>;
 }
 
+/** The threads whose functions read the remote secret: the HTTP one (the app function's) and the outbox. */
+const REMOTE_SECRET_ROLES: ReadonlySet<FunctionWorkerData["role"]> = new Set(["http", "outbox"]);
+
+/**
+ * What the thread of `data.role` is given: the remote secret only where, in AWS, a function of
+ * that thread reads it; the events thread runs the application's code, and never sees it.
+ */
+export function workerDataFor(data: FunctionWorkerData): FunctionWorkerData {
+  if (REMOTE_SECRET_ROLES.has(data.role)) return data;
+  const { remoteSecret: _, ...tokens } = data.tokens;
+  return { ...data, tokens };
+}
+
 /**
  * Runs one of local mode's functions in a worker thread of its own, as Lambda runs each function
  * apart, and starts it again (after `RESTART_DELAY_MS`) whenever it crashes: its crash is logged,
@@ -172,7 +193,7 @@ export async function superviseFunction(
   const start = () =>
     new Promise<void>((resolve, reject) => {
       // Plain JavaScript: no loader of the parent's (`--import tsx`) is wanted in the thread.
-      worker = new Worker(bundle, { workerData: data, execArgv: [] });
+      worker = new Worker(bundle, { workerData: workerDataFor(data), execArgv: [] });
       running = true;
       busy = 0;
       let ready = false;

@@ -525,8 +525,8 @@ async function sendDelivery(
   if (delivery.signed && !remoteSecret) {
     return { kind: "dead", reason: { error: "refused, not sent: no secret to sign it with" } };
   }
-  // Signed elsewhere, it would be a request the relay's own inbound route accepts as the remote
-  // service's: an application could forge it, or a third party replay it to us.
+  // Signed elsewhere, it would be a request the application's own inbound route (the relay's)
+  // accepts as the remote service's: an application could forge it, or a third party replay it.
   if (delivery.signed && targetOf(delivery) !== remoteOrigin) {
     return {
       kind: "dead",
@@ -546,10 +546,14 @@ async function sendDelivery(
       : {};
   let response: RemoteResponse;
   try {
-    response = await remote.send({
-      ...delivery.delivery,
-      headers: { ...delivery.delivery.headers, ...signature, "idempotency-key": delivery.id },
-    });
+    // Signed, it goes to the remote service's origin only: a redirect elsewhere is refused.
+    response = await remote.send(
+      {
+        ...delivery.delivery,
+        headers: { ...delivery.delivery.headers, ...signature, "idempotency-key": delivery.id },
+      },
+      { sameOriginOnly: delivery.signed === true },
+    );
   } catch (error) {
     if (error instanceof TargetRefused) {
       return { kind: "dead", reason: { error: `refused, not sent: ${error.message}` } };

@@ -87,6 +87,16 @@ const RECENT_TRAFFIC = 50;
 const RECENT_ERRORS = 20;
 const DIRECTIONS: Direction[] = ["inbound", "outbound"];
 
+/** A section's ID: a path segment of the API (`/admin/api/sections/{id}`) and the page's. */
+const SECTION_ID = /^[a-z0-9-]{1,64}$/;
+
+/** Why `id` cannot be a section's, given the IDs of the sections before it; undefined if it can. */
+export function sectionIdProblem(id: string, taken: ReadonlySet<string>): string | undefined {
+  if (!SECTION_ID.test(id)) return "has an ID that is not 1 to 64 of a-z, 0-9 and -";
+  if (taken.has(id)) return "is declared twice: section IDs are unique";
+  return undefined;
+}
+
 /**
  * The operator console's core: health, recent traffic, dead letters (listed, replayed,
  * discarded) and the sections the application declares. Knows nothing of HTTP or Lambda.
@@ -94,8 +104,15 @@ const DIRECTIONS: Direction[] = ["inbound", "outbound"];
 export class OperatorConsole {
   private readonly now: () => number;
 
+  /** Throws, naming it, on a section whose ID is refused (`sectionIdProblem`). */
   constructor(private readonly deps: OperatorDeps) {
     this.now = deps.now ?? Date.now;
+    const seen = new Set<string>();
+    for (const { id } of deps.sections) {
+      const problem = sectionIdProblem(id, seen);
+      if (problem) throw new Error(`The console section ${JSON.stringify(id)} ${problem}`);
+      seen.add(id);
+    }
   }
 
   async status() {

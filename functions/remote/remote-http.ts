@@ -8,6 +8,7 @@ import {
   resolveTarget,
   TargetRefused,
 } from "./address-policy.ts";
+import { SIGNATURE_HEADER, TIMESTAMP_HEADER } from "./signature.ts";
 
 /** An HTTP request to a service other than the homeserver (a bridge's remote network, a webhook). */
 export interface RemoteRequest {
@@ -35,13 +36,22 @@ export interface RemoteResponse {
   url: string;
 }
 
+export interface SendOptions {
+  /**
+   * Refuse (`TargetRefused`, nothing sent there) a redirect to another origin: for requests whose
+   * headers vouch for the sender (signed ones), which must reach only the origin they were
+   * signed for.
+   */
+  sameOriginOnly?: boolean;
+}
+
 /**
  * Sends remote requests. Throws `TargetRefused` (nothing sent) when the address policy refuses
- * the target or one it redirects to, and otherwise only on network failure (a timeout's error is
- * a `TimeoutError`).
+ * the target or one it redirects to, or a redirect leaves the origin under `sameOriginOnly`,
+ * and otherwise only on network failure (a timeout's error is a `TimeoutError`).
  */
 export interface RemoteClient {
-  send(request: RemoteRequest): Promise<RemoteResponse>;
+  send(request: RemoteRequest, options?: SendOptions): Promise<RemoteResponse>;
 }
 
 export const DEFAULT_REMOTE_TIMEOUT_MS = 10_000;
@@ -52,8 +62,17 @@ export const DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024;
 export const DEFAULT_MAX_REDIRECTS = 5;
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
-/** Headers not carried to another origin by a redirect, as browsers do. */
-const CREDENTIAL_HEADERS = ["authorization", "cookie", "proxy-authorization"];
+/**
+ * Headers not carried to another origin by a redirect: credentials, as browsers do, and the
+ * signature headers (`signature.ts`), which vouch for the request to the origin it was meant for.
+ */
+const CREDENTIAL_HEADERS = [
+  "authorization",
+  "cookie",
+  "proxy-authorization",
+  TIMESTAMP_HEADER,
+  SIGNATURE_HEADER,
+];
 
 /** `Retry-After` as seconds from now: a number of seconds or an HTTP date; undefined otherwise. */
 export function retryAfterSeconds(value: string | undefined, now = Date.now()): number | undefined {
@@ -89,7 +108,7 @@ export interface HttpRemoteClientOptions {
 export class HttpRemoteClient implements RemoteClient {
   constructor(private readonly options: HttpRemoteClientOptions) {}
 
-  async send(request: RemoteRequest): Promise<RemoteResponse> {
+  async send(request: RemoteRequest, options: SendOptions = {}): Promise<RemoteResponse> {
     const { policy, lookup } = this.options;
     const maxRedirects = this.options.maxRedirects ?? DEFAULT_MAX_REDIRECTS;
     const signal = AbortSignal.timeout(request.timeoutMs ?? DEFAULT_REMOTE_TIMEOUT_MS);
@@ -112,6 +131,11 @@ export class HttpRemoteClient implements RemoteClient {
         throw new TargetRefused(`redirected to a ${next.protocol} URL`);
       }
       if (next.origin !== url.origin) {
+        if (options.sameOriginOnly) {
+          throw new TargetRefused(
+            `redirected from ${url.origin} to another origin (${next.origin}), not followed`,
+          );
+        }
         headers = Object.fromEntries(
           Object.entries(headers).filter(
             ([name]) => !CREDENTIAL_HEADERS.includes(name.toLowerCase()),

@@ -39,7 +39,7 @@ export const LAYERS: Layer[] = [
   { name: "pipeline", rank: 8, folders: ["functions/appservice/pipeline/"] },
   { name: "application API", rank: 7, folders: ["functions/appservice/"] },
   // End-to-end encryption: below the appservice (its pipeline decrypts), above the wire types it
-  // reads and the stores it keeps its state in (design.md).
+  // reads and the stores it keeps its state in (docs/encryption.md).
   { name: "crypto", rank: 6, folders: ["functions/crypto/"] },
   { name: "protocol", rank: 5, folders: ["functions/appservice/protocol/"] },
   { name: "client-server", rank: 4, folders: ["functions/matrix/"] },

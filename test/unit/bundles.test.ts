@@ -7,6 +7,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { bundle, floorOf } from "../../bench/floor.ts";
 import { manifest as webhooks } from "../../functions/applications/webhooks/manifest.ts";
 import type { Application } from "../../functions/appservice/application.ts";
+import { type ApplicationModule, applicationConfig } from "../../functions/appservice/manifest.ts";
 import { functionEntries, runtimeFilesOf } from "../../infra/bundling.ts";
 import { synthesized } from "../support/cdk-synth.ts";
 
@@ -157,15 +158,19 @@ describe("the application's parts", () => {
   it.each(["webhooks", "echo-bot"])(
     "functions/applications/%s: each Lambda function's part holds what the whole application (local mode's) holds",
     async (folder) => {
-      const load = async (module: string) =>
-        (
-          (await import(`../../functions/applications/${folder}/${module}.ts`)) as {
-            application: Application;
-          }
-        ).application;
-      const [whole, events, queries, routes] = await Promise.all(
-        ["index", "events", "queries", "routes"].map(load),
-      );
+      // Each part as its Lambda function loads it: through the manifest's loader.
+      const module = (await import(
+        `../../functions/applications/${folder}/manifest.ts`
+      )) as ApplicationModule;
+      const config = applicationConfig(module.manifest, {}, { local: true });
+      const whole = (
+        (await import(`../../functions/applications/${folder}/index.ts`)) as {
+          application: Application;
+        }
+      ).application;
+      const [events, queries, routes] = (await Promise.all(
+        [module.events, module.queries, module.routes].map((load) => load?.(config)),
+      )) as (Partial<Application> | undefined)[];
       const parts = {
         events: ["onEvent", "onEphemeral", "onToDevice", "onDeviceData"],
         queries: ["onUserQuery", "onAliasQuery", "thirdParty"],

@@ -1005,6 +1005,10 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
       ExcludePunctuation: true,
     });
     expect(relaySecret.DeletionPolicy).toBe("Retain");
+    // Generic: any application's secret is described so, the relay's included.
+    expect(relaySecret.Properties.Description).toBe(
+      "The relay application's secret shared with its remote service: requests signed with it, both ways",
+    );
     const fns = Object.entries(template.findResources("AWS::Lambda::Function"));
     const named = fns.filter(([, fn]) =>
       JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.remoteSecretArn),

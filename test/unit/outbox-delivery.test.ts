@@ -408,4 +408,21 @@ describe("performDelivery: signed deliveries (the relay's RELAY_SECRET)", () => 
     expect(other.connections()).toBe(0);
     expect(remote.connections()).toBe(0);
   });
+  it("signed, and the remote service redirects to another origin → dead with the reason, the other origin never connected to", async () => {
+    const other = await remoteService([]);
+    for (const status of [307, 308, 302]) {
+      const remote = await remoteService([
+        { status, headers: { location: `${other.url}/elsewhere` } },
+      ]);
+      const signedDeps = { ...deps(), remoteSecret: SECRET, remoteOrigin: remote.url };
+      expect(await performDelivery(delivery(remote.url, { signed: true }), 0, signedDeps)).toEqual({
+        kind: "dead",
+        reason: {
+          error: `refused, not sent: redirected from ${remote.url} to another origin (${other.url}), not followed`,
+        },
+      });
+      expect(remote.requests).toHaveLength(1);
+    }
+    expect(other.connections()).toBe(0);
+  });
 });

@@ -162,6 +162,33 @@ describe("HttpRemoteClient", () => {
     expect(final.requests[0]?.headers["content-type"]).toBeUndefined();
   });
 
+  it("another origin gets no signature headers; with sameOriginOnly, a redirect there is refused and it gets nothing", async () => {
+    const other = await target((_seen, response) => response.end("elsewhere"));
+    const first = await target((_seen, response) => {
+      response.writeHead(307, { location: `http://other.example:${other.port}/moved` }).end();
+    });
+    const lookup: Lookup = async () => [{ address: "127.0.0.1", family: 4 }];
+    const client = new HttpRemoteClient({ policy: loopback, lookup });
+    const signed = {
+      method: "POST" as const,
+      url: first.url,
+      headers: {
+        "X-Relay-Timestamp": "1700000000",
+        "X-Relay-Signature": "sha256=00",
+        "x-k": "v",
+      },
+      body: "{}",
+    };
+    await expect(client.send(signed, { sameOriginOnly: true })).rejects.toThrow(TargetRefused);
+    expect(other.connections()).toBe(0);
+    expect(first.requests[0]?.headers["x-relay-signature"]).toBe("sha256=00");
+    const response = await client.send(signed);
+    expect(response).toMatchObject({ status: 200, body: "elsewhere" });
+    expect(other.requests[0]?.headers["x-relay-signature"]).toBeUndefined();
+    expect(other.requests[0]?.headers["x-relay-timestamp"]).toBeUndefined();
+    expect(other.requests[0]?.headers["x-k"]).toBe("v");
+  });
+
   it("stops after the redirect limit and returns the last redirect", async () => {
     const loop = await target((_seen, response) =>
       response.writeHead(302, { location: "/again" }).end(),

@@ -1,2 +1,0 @@
-// A small application: every function bundles the whole of it.
-export { application } from "./index.ts";
