@@ -7,6 +7,19 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 
 /** The stack's tests: they share the run's `cdk synth`s (test/support/cdk-synth.ts), which bundle every function. */
 const infraTests = ["test/unit/infra.test.ts", "test/unit/bundles.test.ts"];
+/**
+ * The integration tests that spawn `npm start` (local-services: `npm run local-services`, its
+ * emulators alone) and wait on it: its start, its signals, its restarts. `npm run test:fast`
+ * leaves them out.
+ */
+const npmStartTests = [
+  "test/integration/local-mode.test.ts",
+  "test/integration/local-services.test.ts",
+  "test/integration/npm-start-defaults.test.ts",
+  "test/integration/operator-console-browser.test.ts",
+  "test/integration/relay-npm-start.test.ts",
+  "test/integration/webhooks-npm-start.test.ts",
+];
 
 export default defineConfig({
   test: {
@@ -21,9 +34,13 @@ export default defineConfig({
       AWS_EC2_METADATA_DISABLED: "true",
       POWERTOOLS_LOG_LEVEL: "SILENT",
     },
+    // Each test file's tempDir() folders are removed after it.
+    setupFiles: ["test/support/clean-temp-dirs.ts"],
     // Run one after the other (groupOrder): the unit tests two files at a time, then the
-    // integration tests one file at a time (they start servers and time retries: a 2-core
-    // machine runs one well), then the stack's, whose `cdk synth` ran meanwhile.
+    // integration tests (they start servers and time retries), then the stack's, whose
+    // `cdk synth` ran meanwhile. The integration tests run as two queues side by side, one file
+    // at a time each: those in this process, and those that spawn `npm start`, which mostly wait
+    // on their children (a 2-core machine runs the two well).
     projects: [
       {
         extends: true,
@@ -40,10 +57,22 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
+          exclude: npmStartTests,
           globalSetup: ["test/support/global-setup.ts"],
           fileParallelism: false,
           // One worker for them all: the SDK, fauxqs and the handlers load and warm up once,
           // not once a file. Each file stops what it starts.
+          isolate: false,
+          sequence: { groupOrder: 1 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "npm-start",
+          include: npmStartTests,
+          globalSetup: ["test/support/global-setup.ts"],
+          fileParallelism: false,
           isolate: false,
           sequence: { groupOrder: 1 },
         },

@@ -5,7 +5,7 @@ import { RegistrationError } from "../appservice/protocol/registration.ts";
 import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { parseAllowedRanges } from "../remote/address-policy.ts";
 import { applicationModuleOf, DEFAULT_APPLICATION, loadApplication } from "./applications.ts";
-import { startLocal } from "./local.ts";
+import { startLocalWorkers } from "./local-workers.ts";
 import { localRemoteSecret, type RemoteSecret, takeVariable } from "./remote-secret.ts";
 
 const env = process.env;
@@ -51,6 +51,11 @@ function secondsFrom(name: string, max: number): number | undefined {
 // minutes): a crashed creation's retries wait it out, and a longer one would spend them.
 const backoffCapSeconds = secondsFrom("OUTBOX_BACKOFF_CAP_SECONDS", 43_200);
 const roomClaimLeaseSeconds = secondsFrom("ROOM_CLAIM_LEASE_SECONDS", 900);
+// How long a message received and not deleted (its consumer crashed or was killed) stays hidden
+// before it is handed out again; up to SQS's longest. Shorter, the work a killed process held
+// comes back sooner (the tests run so); the claims' lease is a second less (at most the events
+// function's timeout), so a handler that outlives it may be run again.
+const visibilityTimeoutSeconds = secondsFrom("VISIBILITY_TIMEOUT_SECONDS", 43_200);
 
 try {
   // An application sharing a secret with its remote service never runs without one: its routes
@@ -66,14 +71,12 @@ try {
         registrationPath,
       )
     : undefined;
-  const local = await startLocal({
+  const local = await startLocalWorkers({
     applicationModule,
     port,
     registrationPath,
     homeserverUrl,
     serverName: env.SERVER_NAME ?? "localhost",
-    // Each function in a thread of its own, as Lambda runs them apart.
-    workers: true,
     ...(env.DATA_DIR && { dataDir: resolve(env.DATA_DIR) }),
     ...(env.DYNAMODB_ENDPOINT && { dynamodbEndpoint: env.DYNAMODB_ENDPOINT }),
     ...(env.SQS_ENDPOINT && { sqsEndpoint: env.SQS_ENDPOINT }),
@@ -85,6 +88,7 @@ try {
       backoff: { ...DEFAULT_BACKOFF, capSeconds: backoffCapSeconds },
     }),
     ...(roomClaimLeaseSeconds !== undefined && { claimLeaseMs: roomClaimLeaseSeconds * 1000 }),
+    ...(visibilityTimeoutSeconds !== undefined && { visibilityTimeoutSeconds }),
     ...(env.DELIVERY_ALLOWED_ADDRESSES !== undefined && {
       deliveryAllowedAddresses: parseAllowedRanges(env.DELIVERY_ALLOWED_ADDRESSES),
     }),

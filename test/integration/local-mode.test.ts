@@ -32,6 +32,12 @@ import { startNpm, stopAllNpmStarts } from "../support/npm-start.ts";
 
 afterEach(() => stopAllNpmStarts());
 
+/**
+ * The visibility timeout of the cases that wait for a message a stopped or killed process had
+ * received (30 s by default): long enough that no handler on a loaded machine outlives its claim.
+ */
+const VISIBILITY_TIMEOUT_SECONDS = 10;
+
 /** A registration file (bot `@bot:test.local`) in a new folder, and a homeserver for it. */
 async function withHomeserver(id: string) {
   const dir = await tempDir();
@@ -192,6 +198,7 @@ describe("npm start killed mid-batch", () => {
           SERVER_NAME: "test.local",
           DYNAMODB_ENDPOINT: inject("dynamodbEndpoint"),
           SQS_ENDPOINT: sqs.endpoint,
+          VISIBILITY_TIMEOUT_SECONDS: String(VISIBILITY_TIMEOUT_SECONDS),
         },
         { command: [process.execPath, "--import", "tsx", "functions/local/main.ts"] },
       );
@@ -236,7 +243,7 @@ describe("npm start killed mid-batch", () => {
     const pongsAtKill = homeserver.sent.length;
     await start();
     await pushing;
-    // In-flight messages come back once their visibility timeout (30 s) has run out.
+    // In-flight messages come back once their visibility timeout has run out.
     await waitFor(() => homeserver.sent.length >= pings.length, 90_000, "every pong");
     // At rest: every message handled and deleted, none in flight that could still be redelivered.
     const queued = async () =>
@@ -388,6 +395,7 @@ describe("npm start with DATA_DIR, stopped and started again", () => {
         HOMESERVER_URL: homeserver.url,
         SERVER_NAME: "test.local",
         DATA_DIR: dir,
+        VISIBILITY_TIMEOUT_SECONDS: String(VISIBILITY_TIMEOUT_SECONDS),
       });
 
     const first = await start();
@@ -433,7 +441,7 @@ describe("npm start with DATA_DIR, stopped and started again", () => {
     expect(existsSync(queuesFile)).toBe(false);
     const sqs = localSqs(second.sqsEndpoint);
     onTestFinished(() => sqs.destroy());
-    // The command waits out what was left of its visibility timeout (30 s), as it would in AWS.
+    // The command waits out what was left of its visibility timeout, as it would in AWS.
     await waitFor(() => homeserver.sent.length >= 2, 60_000, "the pong and the webhook's URL");
     await vi.waitUntil(async () => (await queuedCount(sqs)) === 0, { timeout: 20_000 });
     const bodies = homeserver.sent.map((e) => String(e.content.body));
