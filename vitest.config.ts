@@ -34,13 +34,16 @@ export default defineConfig({
       AWS_EC2_METADATA_DISABLED: "true",
       POWERTOOLS_LOG_LEVEL: "SILENT",
     },
+    // Two test files at a time in each group, whatever the cores (vitest's default is one fewer
+    // than them; a group's projects share one limit).
+    maxWorkers: 2,
     // Each test file's tempDir() folders are removed after it.
     setupFiles: ["test/support/clean-temp-dirs.ts"],
-    // Run one after the other (groupOrder): the unit tests two files at a time, then the
-    // integration tests (they start servers and time retries), then the stack's, whose
-    // `cdk synth` ran meanwhile. The integration tests run as two queues side by side, one file
-    // at a time each: those in this process, and those that spawn `npm start`, which mostly wait
-    // on their children (a 2-core machine runs the two well).
+    // Run one after the other (groupOrder): the unit tests, then the integration tests, then the
+    // stack's, whose `cdk synth` ran meanwhile. The integration tests start servers and time
+    // retries, and mostly wait (on a visibility timeout, a backoff, a child process): a 2-core
+    // machine runs two of their files at a time well. Each file uses tables, queues and ports of
+    // its own, and stops what it starts.
     projects: [
       {
         extends: true,
@@ -48,7 +51,6 @@ export default defineConfig({
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
           exclude: infraTests,
-          maxWorkers: 2,
           sequence: { groupOrder: 0 },
         },
       },
@@ -59,9 +61,8 @@ export default defineConfig({
           include: ["test/integration/**/*.test.ts"],
           exclude: npmStartTests,
           globalSetup: ["test/support/global-setup.ts"],
-          fileParallelism: false,
-          // One worker for them all: the SDK, fauxqs and the handlers load and warm up once,
-          // not once a file. Each file stops what it starts.
+          // Workers kept from file to file: the SDK, fauxqs and the handlers load and warm up
+          // once a worker, not once a file.
           isolate: false,
           sequence: { groupOrder: 1 },
         },
@@ -72,7 +73,6 @@ export default defineConfig({
           name: "npm-start",
           include: npmStartTests,
           globalSetup: ["test/support/global-setup.ts"],
-          fileParallelism: false,
           isolate: false,
           sequence: { groupOrder: 1 },
         },
@@ -83,7 +83,6 @@ export default defineConfig({
           name: "infra",
           include: infraTests,
           globalSetup: ["test/support/cdk-synth.ts"],
-          maxWorkers: 2,
           sequence: { groupOrder: 2 },
         },
       },

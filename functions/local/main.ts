@@ -7,6 +7,7 @@ import { parseAllowedRanges } from "../remote/address-policy.ts";
 import { applicationModuleOf, DEFAULT_APPLICATION, loadApplication } from "./applications.ts";
 import { startLocalWorkers } from "./local-workers.ts";
 import { localRemoteSecret, type RemoteSecret, takeVariable } from "./remote-secret.ts";
+import { secondsSettings } from "./seconds-settings.ts";
 
 const env = process.env;
 const port = Number(env.PORT ?? 9000);
@@ -32,30 +33,19 @@ try {
 }
 const { settings = {} } = chosen.module.manifest;
 
-/**
- * The variable `name` as whole seconds from 1 to `max`; undefined when unset or empty. Anything
- * else stops the start.
- */
-function secondsFrom(name: string, max: number): number | undefined {
-  const value = env[name];
-  if (!value) return undefined;
-  if (!/^[1-9][0-9]*$/.test(value) || Number(value) > max) {
-    console.error(`${name}=${value} is not a whole number of seconds from 1 to ${max}`);
-    process.exit(1);
-  }
-  return Number(value);
+// Checked here, before anything starts.
+let seconds: ReturnType<typeof secondsSettings>;
+try {
+  seconds = secondsSettings(env);
+} catch (error) {
+  console.error((error as Error).message);
+  process.exit(1);
 }
-// Shorter than their defaults, a service back from an outage is retried sooner, and so is a room
-// creation its process died in (the tests run so). The cap goes up to SQS's longest visibility
-// timeout (12 hours), which bounds a retry's wait; the lease up to Lambda's longest run (15
-// minutes): a crashed creation's retries wait it out, and a longer one would spend them.
-const backoffCapSeconds = secondsFrom("OUTBOX_BACKOFF_CAP_SECONDS", 43_200);
-const roomClaimLeaseSeconds = secondsFrom("ROOM_CLAIM_LEASE_SECONDS", 900);
-// How long a message received and not deleted (its consumer crashed or was killed) stays hidden
-// before it is handed out again; up to SQS's longest. Shorter, the work a killed process held
-// comes back sooner (the tests run so); the claims' lease is a second less (at most the events
-// function's timeout), so a handler that outlives it may be run again.
-const visibilityTimeoutSeconds = secondsFrom("VISIBILITY_TIMEOUT_SECONDS", 43_200);
+const {
+  OUTBOX_BACKOFF_CAP_SECONDS: backoffCapSeconds,
+  ROOM_CLAIM_LEASE_SECONDS: roomClaimLeaseSeconds,
+  VISIBILITY_TIMEOUT_SECONDS: visibilityTimeoutSeconds,
+} = seconds;
 
 try {
   // An application sharing a secret with its remote service never runs without one: its routes
