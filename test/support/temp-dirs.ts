@@ -5,9 +5,12 @@ import { join } from "node:path";
 /** The folders `tempDir` made that are still there. */
 const made = new Set<string>();
 
-/** A new folder under the system's temporary one, removed after its test file (`removeTempDirs`). */
-export async function tempDir() {
-  const dir = await mkdtemp(join(tmpdir(), "appservice-test-"));
+/**
+ * A new folder under the system's temporary one, named from `prefix`, removed after its test file
+ * (`removeTempDirs`).
+ */
+export async function tempDir(prefix = "appservice-test-") {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
   made.add(dir);
   return dir;
 }
