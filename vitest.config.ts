@@ -1,4 +1,5 @@
 import { defineConfig } from "vitest/config";
+import LongestFirst from "./test/support/sequencer.ts";
 
 // The SDK's 9-line warning that it will need Node.js 22, from this process (the global setups),
 // every test worker and every npm start's threads: the README says it (Set-up), npm start in one
@@ -37,6 +38,8 @@ export default defineConfig({
     // Two test files at a time in each group, whatever the cores (vitest's default is one fewer
     // than them; a group's projects share one limit).
     maxWorkers: 2,
+    // The longest files first across a group's projects, not project by project.
+    sequence: { sequencer: LongestFirst },
     // Each test file's tempDir() folders are removed after it.
     setupFiles: ["test/support/clean-temp-dirs.ts"],
     // Run one after the other (groupOrder): the unit tests, then the integration tests, then the
