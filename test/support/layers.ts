@@ -302,6 +302,21 @@ export function layerViolations({ files, packageImports = {} }: Tree): string[] 
         }
         const loader = LOADERS[file];
         if (loader) {
+          // A template's literal start (`../../infra/${x}`) shows a folder: one of `reaches`, or
+          // above them (the rest of the name may lead down into one), else it goes elsewhere.
+          const head = /^`(\.{1,2}\/[^`$]*)/.exec(specifier)?.[1];
+          if (head !== undefined) {
+            const joined = posix.join(
+              posix.dirname(file),
+              head.slice(0, head.lastIndexOf("/") + 1),
+            );
+            const at = joined === "./" || joined === "." ? "" : joined.replace(/\/?$/, "/");
+            if (!loader.reaches.some((folder) => at.startsWith(folder) || folder.startsWith(at))) {
+              violations.push(
+                `${file} loads ${specifier}, outside the folders LOADERS lets it reach (${loader.reaches.join(", ")})`,
+              );
+            }
+          }
           for (const folder of loader.reaches) check(file, folder, "loads from");
         } else {
           violations.push(

@@ -133,6 +133,22 @@ describe("the layer rule", () => {
     ]);
   });
 
+  it("fails on a declared loader whose template starts outside the folders it may reach", () => {
+    expect(
+      check({
+        "functions/local/applications.ts": [
+          "const a = await import(`../applications/${name}/manifest.ts`);",
+          "const b = await import(`../../infra/${name}.ts`);",
+          "const c = await import(`../../../${name}.ts`);",
+        ].join("\n"),
+        "test/integration/lambda-entries.test.ts": "const d = await import(`../../${entry}`);",
+      }),
+    ).toEqual([
+      "functions/local/applications.ts loads `../../infra/${name}.ts`, outside the folders LOADERS lets it reach (functions/applications/)",
+      "functions/local/applications.ts loads `../../../${name}.ts`, outside the folders LOADERS lets it reach (functions/applications/)",
+    ]);
+  });
+
   it("follows #application to the manifest it names", () => {
     expect(
       check({
