@@ -18,9 +18,9 @@ import {
   registrationYaml,
 } from "../appservice/protocol/registration.ts";
 import { routeTable } from "../appservice/protocol/routes.ts";
-import { type BackoffPolicy, OUTBOUND_MAX_RECEIVE_COUNT } from "../matrix/backoff.ts";
 import { DEAD_LETTER_SWEEP_MINUTES } from "../operator/console.ts";
 import { LOOPBACK_RANGES } from "../remote/address-policy.ts";
+import { type BackoffPolicy, OUTBOUND_MAX_RECEIVE_COUNT } from "../shared/backoff.ts";
 import type { Log } from "../shared/log.ts";
 import { CountingMetrics } from "../shared/metrics.ts";
 import { ensureTable } from "../store/dynamodb/table.ts";
