@@ -1,5 +1,6 @@
+import { relative } from "node:path";
 import { defineConfig } from "vitest/config";
-import LongestFirst from "./test/support/sequencer.ts";
+import { BaseSequencer, type TestSpecification } from "vitest/node";
 
 // The SDK's 9-line warning that it will need Node.js 22, from this process (the global setups),
 // every test worker and every npm start's threads: the README says it (Set-up), npm start in one
@@ -21,6 +22,37 @@ const npmStartTests = [
   "test/integration/relay-npm-start.test.ts",
   "test/integration/webhooks-npm-start.test.ts",
 ];
+
+/**
+ * Vitest's order, but across a group's projects rather than one project's files after the
+ * other's: in each group (`sequence.groupOrder`), files the last run did not see first, the
+ * largest first; then the longest the last run took first. The integration group's two projects
+ * then share its two workers from the start, and its longest file (an npm-start one) does not
+ * start last and run on alone.
+ */
+class LongestFirst extends BaseSequencer {
+  override async sort(files: TestSpecification[]) {
+    const { cache, config } = this.ctx;
+    const weight = (spec: TestSpecification) => {
+      const key = `${spec.project.name}:${relative(config.root, spec.moduleId)}`;
+      const duration = cache.getFileTestResults(key)?.duration;
+      return duration === undefined
+        ? { seen: 0, size: cache.getFileStats(key)?.size ?? 0 }
+        : { seen: 1, size: duration };
+    };
+    const weights = new Map(files.map((spec) => [spec, weight(spec)]));
+    return [...files].sort((a, b) => {
+      const groupOrder =
+        a.project.config.sequence.groupOrder - b.project.config.sequence.groupOrder;
+      if (groupOrder !== 0) return groupOrder;
+      const [wa, wb] = [weights.get(a), weights.get(b)] as [
+        ReturnType<typeof weight>,
+        ReturnType<typeof weight>,
+      ];
+      return wa.seen - wb.seen || wb.size - wa.size;
+    });
+  }
+}
 
 export default defineConfig({
   test: {
