@@ -70,6 +70,7 @@ import {
   CALL_RECORDS_KEY_PREFIX,
 } from "../functions/store/dynamodb/app-data.ts";
 import { DEAD_LETTER_KEY_PREFIX } from "../functions/store/dynamodb/dead-letters.ts";
+import { ROOM_KEY_PREFIX, USER_KEY_PREFIX } from "../functions/store/dynamodb/intent-memory.ts";
 import { SET_ASIDE_KEY_PREFIX } from "../functions/store/dynamodb/set-aside-items.ts";
 import { HASHED_KEY_PREFIX, SERVER_ERRORS_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { TABLE_KEY } from "../functions/store/dynamodb/table.ts";
@@ -538,13 +539,14 @@ export class MatrixAppservice extends Construct {
     this.grantOperatorConsole(admin, tableActions, sendTo);
     tableActions(transactions, ["PutItem"]);
     sendTo(transactions, this.inboundQueue);
-    // The application's data, and what its immediate calls remember (reads, and writes in
-    // transactions of puts and deletes).
+    // The application's data, what its immediate calls remember (reads, and writes in
+    // transactions of puts and deletes), and the Intent's memory they share with the outbox (the
+    // users registered, the rooms joined).
     for (const fn of [events, app]) {
       tableActions(
         fn,
         ["GetItem", "Query", "PutItem", "DeleteItem"],
-        [APP_DATA_KEY_PREFIX, CALL_RECORDS_KEY_PREFIX],
+        [APP_DATA_KEY_PREFIX, CALL_RECORDS_KEY_PREFIX, USER_KEY_PREFIX, ROOM_KEY_PREFIX],
       );
       sendTo(fn, this.outboundQueue);
     }
@@ -561,9 +563,9 @@ export class MatrixAppservice extends Construct {
     sendTo(events, this.inboundDeadLetterQueue);
     // Queries claim the creation of a user or alias, and remember registered users.
     tableActions(queries, ["GetItem", "PutItem", "UpdateItem"]);
-    // The users it registered, the bot's profile; server errors counted and the event IDs of
-    // the sends that asked (`OUTBOX#…` items).
-    tableActions(outbox, ["GetItem", "PutItem", "UpdateItem"]);
+    // The Intent's memory (a user's items read in one query), the bot's profile; server errors
+    // counted and the event IDs of the sends that asked (`OUTBOX#…` items).
+    tableActions(outbox, ["GetItem", "Query", "PutItem", "UpdateItem"]);
     sendTo(outbox, this.outboundDeadLetterQueue);
     // The event sources grant receive, delete and visibility changes on their queues. Bounded:
     // a flood of rooms must not take the account's concurrency from the transactions function,
