@@ -53,16 +53,16 @@ import type { Registration } from "../functions/appservice/protocol/registration
 import { type Route, routeTable } from "../functions/appservice/protocol/routes.ts";
 import { NEAR_TIMEOUT_SHARE } from "../functions/handlers/shared/lambda-handler.ts";
 import { TOKEN_GENERATION } from "../functions/handlers/tokens-secret.ts";
+import { botProfile } from "../functions/matrix/bot-profile.ts";
+import { DEAD_LETTER_SWEEP_MINUTES } from "../functions/operator/console.ts";
+import { OUTCOME_LOG_MESSAGES } from "../functions/outbox/decide.ts";
+import { MAX_MESSAGE_BYTES } from "../functions/queue/queue.ts";
+import { addressPolicy } from "../functions/remote/address-policy.ts";
 import {
   DEFAULT_BACKOFF,
   OUTBOUND_MAX_RECEIVE_COUNT,
   retriesCovering,
-} from "../functions/matrix/backoff.ts";
-import { botProfile } from "../functions/matrix/bot-profile.ts";
-import { OUTCOME_LOG_MESSAGES } from "../functions/matrix/outbox.ts";
-import { DEAD_LETTER_SWEEP_MINUTES } from "../functions/operator/console.ts";
-import { MAX_MESSAGE_BYTES } from "../functions/queue/queue.ts";
-import { addressPolicy } from "../functions/remote/address-policy.ts";
+} from "../functions/shared/backoff.ts";
 import { CLAIM_KEY_PREFIXES } from "../functions/store/claim-keys.ts";
 import { DELIVERY_OUTCOMES_COLLECTION } from "../functions/store/delivery-outcomes.ts";
 import {

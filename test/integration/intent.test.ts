@@ -7,8 +7,6 @@ import { HttpHomeserverCalls } from "../../functions/matrix/homeserver-calls.ts"
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
 import { type OutboxDeps, performAction } from "../../functions/matrix/outbox.ts";
 import type { OutboundAction } from "../../functions/matrix/request.ts";
-import { addressPolicy } from "../../functions/remote/address-policy.ts";
-import { HttpRemoteClient } from "../../functions/remote/remote-http.ts";
 import {
   CALL_RECORDS_KEY_PREFIX,
   DynamoDbAppData,
@@ -55,7 +53,6 @@ describe("one Intent for the outbox and the immediate calls (scripted homeserver
     });
     const outboxDeps: OutboxDeps = {
       homeserver: client,
-      remote: new HttpRemoteClient({ policy: addressPolicy() }),
       intentMemory: memory,
       serverErrors: store,
       sentEvents: store,
@@ -63,7 +60,6 @@ describe("one Intent for the outbox and the immediate calls (scripted homeserver
       isOurUser: (userId) => userId.startsWith("@_as_"),
       backoff: { baseSeconds: 1, capSeconds: 1 },
       log: quiet,
-      deliveryOutcomes: noServices.deliveryOutcomes,
       botProfile: new BotProfileKeeper(BOT, botProfile("Bot"), memory, quiet),
     };
     const queued: OutboundAction[] = [];

@@ -20,30 +20,33 @@ export interface Layer {
 }
 
 export const LAYERS: Layer[] = [
-  { name: "tests", rank: 19, folders: ["test/"], platform: true },
+  { name: "tests", rank: 20, folders: ["test/"], platform: true },
   // bench/floor.ts measures the bundles the tests check the size of.
-  { name: "bench", rank: 18, folders: ["bench/"], platform: true },
+  { name: "bench", rank: 19, folders: ["bench/"], platform: true },
   // Below bench: the soak and outbound runs start the test homeserver.
-  { name: "test support", rank: 17, folders: ["test/support/"], platform: true },
-  { name: "scripts", rank: 16, folders: ["scripts/"], platform: true },
-  { name: "infra", rank: 15, folders: ["infra/"], platform: true },
+  { name: "test support", rank: 18, folders: ["test/support/"], platform: true },
+  { name: "scripts", rank: 17, folders: ["scripts/"], platform: true },
+  { name: "infra", rank: 16, folders: ["infra/"], platform: true },
   // Above the handlers: it runs them (and reads their body limit) behind its HTTP server.
-  { name: "local", rank: 14, folders: ["functions/local/"], platform: true },
-  { name: "handlers", rank: 13, folders: ["functions/handlers/"], platform: true },
+  { name: "local", rank: 15, folders: ["functions/local/"], platform: true },
+  { name: "handlers", rank: 14, folders: ["functions/handlers/"], platform: true },
   // Below the handlers: it owns the dependency types the handlers take, and builds them.
-  { name: "wiring", rank: 12, folders: ["functions/wiring/"], platform: true },
-  { name: "applications", rank: 11, folders: ["functions/applications/"], applications: true },
+  { name: "wiring", rank: 13, folders: ["functions/wiring/"], platform: true },
+  { name: "applications", rank: 12, folders: ["functions/applications/"], applications: true },
   // Above the console's core: it implements the console's log and queue-age reads in AWS.
-  { name: "console adapters", rank: 10, folders: ["functions/cloudwatch/"], platform: true },
-  { name: "operator console", rank: 9, folders: ["functions/operator/"] },
-  { name: "pipeline", rank: 8, folders: ["functions/appservice/pipeline/"] },
-  { name: "application API", rank: 7, folders: ["functions/appservice/"] },
+  { name: "console adapters", rank: 11, folders: ["functions/cloudwatch/"], platform: true },
+  { name: "operator console", rank: 10, folders: ["functions/operator/"] },
+  { name: "pipeline", rank: 9, folders: ["functions/appservice/pipeline/"] },
+  { name: "application API", rank: 8, folders: ["functions/appservice/"] },
   // End-to-end encryption: below the appservice (its pipeline decrypts), above the wire types it
   // reads and the stores it keeps its state in (docs/encryption.md).
-  { name: "crypto", rank: 6, folders: ["functions/crypto/"] },
-  { name: "protocol", rank: 5, folders: ["functions/appservice/protocol/"] },
+  { name: "crypto", rank: 7, folders: ["functions/crypto/"] },
+  { name: "protocol", rank: 6, folders: ["functions/appservice/protocol/"] },
+  // Above client-server and remote: it decides on each queued message and hands a call on the
+  // homeserver to the one and a delivery to the other.
+  { name: "outbox", rank: 5, folders: ["functions/outbox/"] },
   { name: "client-server", rank: 4, folders: ["functions/matrix/"] },
-  // Below client-server: the outbox decides on each queued action and hands deliveries here.
+  // Below client-server: the application's actions queue deliveries, checked here.
   { name: "remote", rank: 3, folders: ["functions/remote/"] },
   {
     name: "adapters",

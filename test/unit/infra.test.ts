@@ -12,12 +12,12 @@ import { applicationConfig } from "../../functions/appservice/manifest.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../../functions/appservice/pipeline/process-inbound.ts";
 import { routeTable } from "../../functions/appservice/protocol/routes.ts";
 import { TOKEN_GENERATION } from "../../functions/handlers/tokens-secret.ts";
+import { OUTCOME_LOG_MESSAGES } from "../../functions/outbox/decide.ts";
 import {
   DEFAULT_BACKOFF,
   OUTBOUND_MAX_RECEIVE_COUNT,
   retriesCovering,
-} from "../../functions/matrix/backoff.ts";
-import { OUTCOME_LOG_MESSAGES } from "../../functions/matrix/outbox.ts";
+} from "../../functions/shared/backoff.ts";
 import {
   configSchemas,
   ENV,
