@@ -205,7 +205,8 @@ export class HttpHomeserverCalls extends HttpHomeserverReader implements Homeser
   ): Promise<ClientServerResponse> {
     const response = await callBefore(deadline, this.homeserver, userId, request);
     if (!isForbidden(response)) return response;
-    if ((await this.intent(deadline).ensureRegistered(userId)) === "remembered") return response;
+    const { registration } = await this.intent(deadline).ensureUser(userId);
+    if (registration === "remembered") return response;
     return callBefore(deadline, this.homeserver, userId, request);
   }
 
@@ -422,18 +423,17 @@ export class HttpHomeserverCalls extends HttpHomeserverReader implements Homeser
   async ensurePuppet(userId: string, options: PuppetOptions = {}) {
     const { displayName, avatarUrl, roomId, roomProfile } = options;
     const intent = this.intent(this.deadline());
-    await intent.ensureRegistered(userId);
-    await intent.ensureProfile(userId, {
-      ...(displayName !== undefined && { displayname: displayName }),
-      ...(avatarUrl !== undefined && { avatar_url: avatarUrl }),
-    });
+    // The fields left undefined are not set.
+    const wanted = { displayname: displayName, avatar_url: avatarUrl };
+    const { profile } = await intent.ensureUser(userId, wanted);
     if (!roomId) return;
-    await intent.ensureJoined(userId, roomId);
+    const last = await intent.ensureJoined(userId, roomId);
     if (roomProfile) {
-      await intent.ensureLook(userId, roomId, {
+      const look = {
         ...(roomProfile.displayName !== undefined && { displayname: roomProfile.displayName }),
         ...(roomProfile.avatarUrl !== undefined && { avatar_url: roomProfile.avatarUrl }),
-      });
+      };
+      await intent.ensureLook(userId, roomId, look, { last, profile });
     }
   }
 

@@ -1,5 +1,5 @@
 import type { Log } from "../shared/log.ts";
-import type { IntentMemory, ProfileFields, UserMemory } from "../store/intent-memory.ts";
+import type { IntentMemory, ProfileFields } from "../store/intent-memory.ts";
 import {
   type ClientServerRequest,
   type ClientServerResponse,
@@ -44,116 +44,81 @@ const same = (a: ProfileFields, b: ProfileFields) =>
  * virtual user is let in by the bot before it joins: registered, invited, joined, then its member
  * state. What the homeserver refuses for good throws `HomeserverRefused`; what `call` throws
  * (its retries) goes through.
- *
- * One per operation: it keeps what it read of the memory for the operation's length.
  */
 export class Intent {
-  private readonly users = new Map<string, Promise<UserMemory>>();
-  private readonly members = new Map<string, Promise<ProfileFields | undefined>>();
-
   constructor(
     private readonly deps: IntentDeps,
     private readonly call: Call,
   ) {}
 
-  private user(userId: string): Promise<UserMemory> {
-    let known = this.users.get(userId);
-    if (!known) {
-      known = this.deps.memory.user(userId);
-      this.users.set(userId, known);
-      // A failed read is not kept: the next asks again.
-      known.catch(() => this.users.delete(userId));
-    }
-    return known;
-  }
-
-  private member(roomId: string, userId: string): Promise<ProfileFields | undefined> {
-    const key = `${roomId}\n${userId}`;
-    let known = this.members.get(key);
-    if (!known) {
-      known = this.deps.memory.member(roomId, userId);
-      this.members.set(key, known);
-      known.catch(() => this.members.delete(key));
-    }
-    return known;
-  }
-
-  /** Registers a virtual user the memory does not know (the bot is never registered). */
-  async ensureRegistered(userId: string): Promise<Registration> {
-    const { botUserId, memory, log } = this.deps;
-    if (userId === botUserId) return "remembered";
-    const known = await this.user(userId);
-    if (known.registered) return "remembered";
-    const response = await this.call(botUserId, registerRequest(userId));
-    const inUse = matrixError(response.body).errcode === "M_USER_IN_USE";
-    if (!ok(response) && !inUse) {
-      throw new HomeserverRefused(`registering ${userId}`, response.status, response.body);
-    }
-    await memory.markRegistered(userId);
-    this.users.set(userId, Promise.resolve({ ...known, registered: true }));
-    log.info("registered a virtual user", { userId, ...(inUse && { inUse }) });
-    return inUse ? "in use" : "created";
-  }
-
   /**
-   * Sets the fields of `wanted` that differ from those last set (as the user itself), and returns
-   * the global profile as it now stands.
+   * Registers a virtual user the memory does not know (the bot is never registered), then sets
+   * the fields of `wanted` that differ from those last set (as the user itself). Returns how the
+   * registration went and the global profile as it now stands: one read of the memory for both.
    */
-  async ensureProfile(userId: string, wanted: ProfileFields): Promise<ProfileFields> {
-    const known = await this.user(userId);
+  async ensureUser(
+    userId: string,
+    wanted: ProfileFields = {},
+  ): Promise<{ registration: Registration; profile: ProfileFields }> {
+    const { botUserId, memory, log } = this.deps;
+    const known = await memory.user(userId);
+    let registration: Registration = "remembered";
+    if (userId !== botUserId && !known.registered) {
+      const response = await this.call(botUserId, registerRequest(userId));
+      const inUse = matrixError(response.body).errcode === "M_USER_IN_USE";
+      if (!ok(response) && !inUse) {
+        throw new HomeserverRefused(`registering ${userId}`, response.status, response.body);
+      }
+      await memory.markRegistered(userId);
+      log.info("registered a virtual user", { userId });
+      registration = inUse ? "in use" : "created";
+    }
     const profile = { ...known.profile };
     for (const field of PROFILE_FIELDS) {
       const value = wanted[field];
       if (value === undefined || profile[field] === value) continue;
-      const response = await this.call(userId, profileRequest(userId, field, value));
-      if (!ok(response)) {
-        throw new HomeserverRefused(
-          `setting ${field} of ${userId}`,
-          response.status,
-          response.body,
-        );
-      }
+      await this.expectOk(
+        userId,
+        profileRequest(userId, field, value),
+        `setting ${field} of ${userId}`,
+      );
       profile[field] = value;
     }
-    if (!same(profile, known.profile)) {
-      await this.deps.memory.markProfileSet(userId, profile);
-      this.users.set(userId, Promise.resolve({ ...known, profile }));
-    }
-    return profile;
+    if (!same(profile, known.profile)) await memory.markProfileSet(userId, profile);
+    return { registration, profile };
   }
 
   /**
-   * Joins the user to the room unless the memory says it is in (or `force`: a 403 said it is
-   * not). A virtual user is registered first, then invited by the bot before it joins: a room
-   * that needs an invite would deny the join (Synapse logs each such denial), and one that needs
-   * none, or a user already in, makes the invite's refusal harmless; the join's answer decides.
-   * The bot is not invited by itself.
+   * Joins a user (registered: `ensureUser` first) to the room unless the memory says it is in
+   * (or `force`: a 403 said it is not). A virtual user is invited by the bot before it joins: a
+   * room that needs an invite would deny the join (Synapse logs each such denial), and one that
+   * needs none, or a user already in, makes the invite's refusal harmless; the join's answer
+   * decides. The bot is not invited by itself. Returns its look in the room as last set.
    */
-  async ensureJoined(userId: string, roomId: string, { force = false } = {}): Promise<void> {
+  async ensureJoined(userId: string, roomId: string, force = false): Promise<ProfileFields> {
     const { botUserId, memory, log } = this.deps;
-    if (!force && (await this.member(roomId, userId)) !== undefined) return;
-    await this.ensureRegistered(userId);
+    const last = force ? undefined : await memory.member(roomId, userId);
+    if (last) return last;
     if (userId !== botUserId) await this.call(botUserId, inviteRequest(roomId, userId));
-    const joined = await this.call(userId, joinRequest(roomId));
-    if (!ok(joined)) {
-      throw new HomeserverRefused(`joining ${userId} to ${roomId}`, joined.status, joined.body);
-    }
+    await this.expectOk(userId, joinRequest(roomId), `joining ${userId} to ${roomId}`);
     // A join writes the global profile into the room: no look of its own there any more.
     await memory.markJoined(roomId, userId, {});
-    this.members.set(`${roomId}\n${userId}`, Promise.resolve({}));
     log.info("joined a room to act in it", { userId, roomId });
+    return {};
   }
 
   /**
    * Sets the user's look in the room (its `m.room.member` content: `look` over its global
-   * profile) unless it is the one last set. The user is joined first if the memory does not say
-   * it is in; if the homeserver says it is not (403), it is joined again and the look set again.
+   * `profile`) unless it is `last`, the one last set (`ensureJoined` first). Refused (403) for a
+   * user the memory says is in, it is let in again and the look set again.
    */
-  async ensureLook(userId: string, roomId: string, look: ProfileFields): Promise<void> {
-    await this.ensureJoined(userId, roomId);
-    const last = await this.member(roomId, userId);
-    if (last && same(last, look)) return;
-    const { profile } = await this.user(userId);
+  async ensureLook(
+    userId: string,
+    roomId: string,
+    look: ProfileFields,
+    { last, profile }: { last: ProfileFields; profile: ProfileFields },
+  ): Promise<void> {
+    if (same(last, look)) return;
     const request = stateRequest(roomId, "m.room.member", userId, {
       membership: "join",
       ...profile,
@@ -161,7 +126,7 @@ export class Intent {
     });
     let response = await this.call(userId, request);
     if (isForbidden(response)) {
-      await this.ensureJoined(userId, roomId, { force: true });
+      await this.ensureJoined(userId, roomId, true);
       response = await this.call(userId, request);
     }
     if (!ok(response)) {
@@ -172,6 +137,10 @@ export class Intent {
       );
     }
     await this.deps.memory.markJoined(roomId, userId, look);
-    this.members.set(`${roomId}\n${userId}`, Promise.resolve(look));
+  }
+
+  private async expectOk(userId: string, request: ClientServerRequest, what: string) {
+    const response = await this.call(userId, request);
+    if (!ok(response)) throw new HomeserverRefused(what, response.status, response.body);
   }
 }

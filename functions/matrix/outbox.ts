@@ -161,7 +161,7 @@ export async function performAction(
     const { roomId } = action;
     const inRoom = roomId !== undefined && action.kind !== "join";
     if (isForbidden(response)) {
-      const registration = await intent.ensureRegistered(action.userId);
+      const { registration } = await intent.ensureUser(action.userId);
       // A user just created is in no room: it is let in before the call, which Synapse would
       // otherwise deny ("Denying new event").
       const created = registration === "created" && inRoom;
@@ -170,7 +170,7 @@ export async function performAction(
       }
       if ((created || isForbidden(response)) && inRoom) {
         // The 403 says the user is not in the room, whatever the memory says.
-        await intent.ensureJoined(action.userId, roomId, { force: true });
+        await intent.ensureJoined(action.userId, roomId, true);
         response = await call(action.userId, action.request);
       }
     }

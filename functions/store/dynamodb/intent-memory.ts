@@ -23,12 +23,9 @@ const memberKey = (roomId: string, userId: string) =>
 
 const fieldsOf = (map: Record<string, AttributeValue> | undefined): ProfileFields =>
   Object.fromEntries(Object.entries(map ?? {}).map(([field, value]) => [field, value.S ?? ""]));
+/** Fields with a value each (the Intent writes none undefined). */
 const mapOf = (fields: ProfileFields): AttributeValue => ({
-  M: Object.fromEntries(
-    Object.entries(fields)
-      .filter(([, value]) => typeof value === "string")
-      .map(([field, value]) => [field, { S: value as string }]),
-  ),
+  M: Object.fromEntries(Object.entries(fields).map(([field, value]) => [field, { S: value }])),
 });
 
 /** The Intent's memory in the appservice's table. Nothing expires: registrations and joins last. */
