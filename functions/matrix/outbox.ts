@@ -1,23 +1,26 @@
 import { afterServerError, type FailureReason, type OutboxOutcome } from "../queue/outbound.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "../shared/backoff.ts";
 import type { Log } from "../shared/log.ts";
-import type { OutboxMemory, ServerErrorCounter } from "../store/outbox-memory.ts";
+import type { IntentMemory } from "../store/intent-memory.ts";
+import type { ServerErrorCounter } from "../store/outbox-memory.ts";
 import type { SentEventRecorder } from "../store/sent-events.ts";
 import { actionProblem } from "./allowed-request.ts";
 import type { BotProfileKeeper } from "./bot-profile.ts";
+import { Intent, isForbidden } from "./intent.ts";
 import {
   type ClientServerRequest,
   type ClientServerResponse,
   type HomeserverClient,
+  HomeserverRefused,
   matrixError,
   type OutboundAction,
   RequestRefused,
 } from "./request.ts";
-import { inviteRequest, joinRequest, registerRequest } from "./requests.ts";
 
 export interface OutboxDeps {
   homeserver: HomeserverClient;
-  outboxMemory: OutboxMemory;
+  /** The users registered and the rooms joined, shared with the immediate calls. */
+  intentMemory: IntentMemory;
   /** Server errors of the actions that have a `maxServerErrors`. */
   serverErrors: ServerErrorCounter;
   /** Where the sends that ask for it (`recordEventId`) have their event ID recorded. */
@@ -63,16 +66,17 @@ class GiveUp extends Error {
 
 /**
  * The most calls `performAction` makes for one action: the call, register (`M_USER_IN_USE`: a
- * user made before, forgotten), the call again, join, invite, join, the call again.
+ * user made before, forgotten), the call again, invite, join, the call again.
  */
-export const MAX_CALLS_PER_ACTION = 7;
+export const MAX_CALLS_PER_ACTION = 6;
 
 /**
  * Performs one outbound action. An action outside what the appservice may ask (see
  * `actionProblem`) is dead-lettered unsent. A 403 may mean the virtual user was never
- * registered or is not in the room: then it registers the user (`M_USER_IN_USE` counts as done)
- * and/or joins the room (the bot inviting it first if it must; always, for a user just created)
- * and tries again. 429 waits what
+ * registered or is not in the room: then the Intent (`intent.ts`, one memory with the immediate
+ * calls) registers the user unless it remembers doing so (`M_USER_IN_USE` counts as done) and/or
+ * lets it into the room (the bot invites a virtual user, which then joins), and the action is
+ * tried again. A join, leave, kick or ban done is remembered. 429 waits what
  * the server says; 5xx, timeouts and refused connections back off exponentially, until an
  * action's `maxServerErrors` (5xx and timeouts) if it has one; any other answer is final.
  */
@@ -81,7 +85,7 @@ export async function performAction(
   attempt: number,
   {
     homeserver,
-    outboxMemory,
+    intentMemory,
     serverErrors,
     sentEvents,
     botUserId,
@@ -146,8 +150,7 @@ export async function performAction(
     return response;
   };
   const ok = (response: ClientServerResponse) => response.status >= 200 && response.status < 300;
-  const isForbidden = (response: ClientServerResponse) =>
-    response.status === 403 && matrixError(response.body).errcode === "M_FORBIDDEN";
+  const intent = new Intent({ memory: intentMemory, botUserId, log }, call);
 
   try {
     if (action.userId === botUserId) await botProfile.ensure((request) => call(botUserId, request));
@@ -155,39 +158,24 @@ export async function performAction(
     if (action.kind === "register" && matrixError(response.body).errcode === "M_USER_IN_USE") {
       return { kind: "done", status: response.status };
     }
-    const virtual = action.userId !== botUserId;
     const { roomId } = action;
     const inRoom = roomId !== undefined && action.kind !== "join";
-    let created = false;
-    if (isForbidden(response) && virtual && !(await outboxMemory.isRegistered(action.userId))) {
-      const registered = await call(botUserId, registerRequest(action.userId));
-      if (!ok(registered) && matrixError(registered.body).errcode !== "M_USER_IN_USE") {
-        return { kind: "dead", reason: reasonOf(registered) };
+    if (isForbidden(response)) {
+      const { registration } = await intent.ensureUser(action.userId);
+      // A user just created is in no room: it is let in before the call, which Synapse would
+      // otherwise deny ("Denying new event").
+      const created = registration === "created" && inRoom;
+      if (registration !== "remembered" && !created) {
+        response = await call(action.userId, action.request);
       }
-      await outboxMemory.markRegistered(action.userId);
-      log.info("registered a virtual user", { userId: action.userId, actionId: action.id });
-      // A user just created is in no room: it is invited and joined before the call, which
-      // Synapse would otherwise deny, and then the uninvited join, each a "Denying new event".
-      created = ok(registered) && inRoom;
-      if (!created) response = await call(action.userId, action.request);
-    }
-    if ((created || isForbidden(response)) && inRoom) {
-      const join = () => call(action.userId, joinRequest(roomId));
-      // The bot lets the user into an invite-only room (a public one needs no invite).
-      const invite = () => call(botUserId, inviteRequest(roomId, action.userId));
-      let joined: ClientServerResponse;
-      if (created) {
-        await invite();
-        joined = await join();
-      } else {
-        joined = await join();
-        if (isForbidden(joined) && virtual && ok(await invite())) joined = await join();
+      if ((created || isForbidden(response)) && inRoom) {
+        // The 403 says the user is not in the room, whatever the memory says.
+        await intent.ensureJoined(action.userId, roomId, true);
+        response = await call(action.userId, action.request);
       }
-      if (!ok(joined)) return { kind: "dead", reason: reasonOf(joined) };
-      log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });
-      response = await call(action.userId, action.request);
     }
     if (!ok(response)) return { kind: "dead", reason: reasonOf(response) };
+    await rememberMembership(action, response, intentMemory);
     const eventId = (response.body as { event_id?: unknown } | undefined)?.event_id;
     if (action.recordEventId && typeof eventId === "string") {
       // A failure here fails the action: its retry sends under the same txnId, which the
@@ -205,6 +193,36 @@ export async function performAction(
       };
     }
     if (error instanceof GiveUp) return { kind: "dead", reason: error.reason };
+    // The Intent's refusals: a registration or a join refused for good.
+    if (error instanceof HomeserverRefused) {
+      return { kind: "dead", reason: reasonOf({ status: error.status, body: error.body }) };
+    }
     throw error;
+  }
+}
+
+/**
+ * A membership changed by an action done, in the Intent's memory: a join (its room's ID as the
+ * homeserver answers, for an alias), a leave, and the target of a kick or ban. A failure to
+ * write fails the action, whose retry does the same again.
+ */
+async function rememberMembership(
+  { kind, userId, roomId, request }: OutboundAction,
+  response: ClientServerResponse,
+  memory: IntentMemory,
+) {
+  if (kind === "join") {
+    const joined = (response.body as { room_id?: unknown } | undefined)?.room_id ?? roomId;
+    if (typeof joined === "string") await memory.markJoined(joined, userId, {});
+    return;
+  }
+  const left =
+    kind === "leave" ? userId : (request.body as { user_id?: unknown } | undefined)?.user_id;
+  if (
+    (kind === "leave" || kind === "kick" || kind === "ban") &&
+    roomId &&
+    typeof left === "string"
+  ) {
+    await memory.markLeft(roomId, left);
   }
 }

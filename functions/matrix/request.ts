@@ -82,7 +82,8 @@ export class HomeserverRefused extends Error {
   constructor(
     what: string,
     readonly status: number,
-    body: unknown,
+    /** The answer's body, as the homeserver gave it. */
+    readonly body: unknown,
   ) {
     const { errcode, error } = matrixError(body);
     super(`${what}: ${status} ${errcode ?? ""} ${error ?? ""}`.replace(/ +/g, " ").trim());

@@ -88,6 +88,8 @@ export const inviteRequest = (roomId: string, userId: string): ClientServerReque
   membershipRequest("invite", roomId, userId);
 
 export type ProfileField = "displayname" | "avatar_url";
+/** Every profile field, in the order they are set. */
+export const PROFILE_FIELDS: readonly ProfileField[] = ["displayname", "avatar_url"];
 
 export const profileRequest = (
   userId: string,

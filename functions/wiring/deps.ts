@@ -21,6 +21,7 @@ import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import { deliveryOutcomes } from "../store/delivery-outcomes.ts";
 import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-data.ts";
+import { DynamoDbIntentMemory } from "../store/dynamodb/intent-memory.ts";
 import { DynamoDbSetAsideItems } from "../store/dynamodb/set-aside-items.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
@@ -118,6 +119,10 @@ export async function transactionsDeps<L extends Log>(
 const callRecords = (tableName: string, platform: Platform) =>
   new DynamoDbAppData(platform.dynamodb, tableName, CALL_RECORDS_KEY_PREFIX);
 
+/** The Intent's one memory: the users registered, the profiles set, the rooms joined. */
+const intentMemory = (tableName: string, platform: Platform) =>
+  new DynamoDbIntentMemory(platform.dynamodb, tableName);
+
 /** The calls the application's handlers make at once, with their records. */
 const homeserverCalls = (config: Settings<"app">, asToken: string, platform: Platform) => {
   const { namespaces } = config.registration;
@@ -131,6 +136,7 @@ const homeserverCalls = (config: Settings<"app">, asToken: string, platform: Pla
     ),
     botUserId: config.botUserId,
     records: callRecords(config.tableName, platform),
+    intentMemory: intentMemory(config.tableName, platform),
     ownsAlias: (alias) => matcher.matches("aliases", alias),
     derivedAliasPrefix: derivedAliasPrefix(namespaces),
     log: platform.log,
@@ -209,6 +215,7 @@ export async function outboxDeps<L extends Log>(
   platform: Platform<L>,
 ): Promise<OutboxHandlerDeps & { log: L }> {
   const { store } = stores(config.tableName, platform);
+  const memory = intentMemory(config.tableName, platform);
   const users = createNamespaceMatcher(config.registration.namespaces);
   const homeserverTimeoutMs = platform.homeserverTimeoutMs ?? HOMESERVER_TIMEOUT_MS;
   // At once: each is a Secrets Manager call on the cold start.
@@ -224,7 +231,7 @@ export async function outboxDeps<L extends Log>(
       homeserverTimeoutMs,
     ),
     remote: new HttpRemoteClient({ policy: addressPolicy(config.deliveryAllowedAddresses) }),
-    outboxMemory: store,
+    intentMemory: memory,
     serverErrors: store,
     sentEvents: store,
     botUserId: config.botUserId,
@@ -234,7 +241,7 @@ export async function outboxDeps<L extends Log>(
     botProfile: new BotProfileKeeper(
       config.botUserId,
       botProfile(config.botDisplayName, config.botAvatarUrl),
-      store,
+      memory,
       platform.log,
     ),
     deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
@@ -259,7 +266,7 @@ export async function queriesDeps<L extends Log>(
     platform.secrets("asToken"),
     hsTokensOf(platform),
   ]);
-  const { store, wrapped } = stores(config.tableName, platform);
+  const { wrapped } = stores(config.tableName, platform);
   return {
     hsTokens,
     application,
@@ -270,7 +277,7 @@ export async function queriesDeps<L extends Log>(
       config.botUserId,
       QUERY_HOMESERVER_TIMEOUT_MS,
     ),
-    outboxMemory: store,
+    intentMemory: intentMemory(config.tableName, platform),
     claims: wrapped,
     botUserId: config.botUserId,
     log: platform.log,

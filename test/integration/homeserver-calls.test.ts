@@ -14,6 +14,7 @@ import {
   CALL_RECORDS_KEY_PREFIX,
   DynamoDbAppData,
 } from "../../functions/store/dynamodb/app-data.ts";
+import { DynamoDbIntentMemory } from "../../functions/store/dynamodb/intent-memory.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
 
@@ -30,7 +31,10 @@ describe("immediate calls against the scripted homeserver, records in DynamoDB L
   afterAll(() => client.destroy());
   afterEach(() => homeserver?.stop());
 
-  /** A homeserver of its own and records of their own (a fresh prefix) for each test. */
+  /**
+   * A homeserver of its own and records of their own (a fresh prefix) for each test, and a table
+   * of its own for the Intent's memory (its keys are the users' and rooms' IDs).
+   */
   const setUp = async (overrides: Partial<HomeserverCallsDeps> = {}) => {
     homeserver = new ScriptedHomeserver("as-token", SERVER, BOT, (user) =>
       user.startsWith("@_as_"),
@@ -42,10 +46,13 @@ describe("immediate calls against the scripted homeserver, records in DynamoDB L
       tableName,
       `${CALL_RECORDS_KEY_PREFIX}${randomUUID().slice(0, 8)}#`,
     );
+    const memoryTable = `calls-memory-${randomUUID().slice(0, 8)}`;
+    await ensureTable(client, memoryTable);
     const deps: HomeserverCallsDeps = {
       homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, 2_000),
       botUserId: BOT,
       records,
+      intentMemory: new DynamoDbIntentMemory(client, memoryTable),
       ownsAlias: (alias) => alias.startsWith("#_as_"),
       derivedAliasPrefix: "_as_",
       log: quiet,

@@ -126,8 +126,11 @@ describe("relay: Matrix → remote", () => {
     // !relay invite, in a room with the bot.
     homeserver.createRoom("!dm:test.local", [bot, BOB]);
     await send("t1", [makeEvent("!dm:test.local", "!relay invite general", { sender: BOB })]);
-    await waitFor(() => homeserver.requests.some((r) => r.path.endsWith("/invite")));
-    const invite = homeserver.requests.find((r) => r.path.endsWith("/invite"));
+    // Bob's invite (the puppets are invited too, before they join).
+    const invitesBob = (r: { path: string; body: unknown }) =>
+      r.path.endsWith("/invite") && (r.body as { user_id?: string }).user_id === BOB;
+    await waitFor(() => homeserver.requests.some(invitesBob));
+    const invite = homeserver.requests.find(invitesBob);
     expect(invite?.path).toBe(`/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/invite`);
     expect(invite?.body).toMatchObject({ user_id: BOB });
     // Bob in the portal, with his name there.

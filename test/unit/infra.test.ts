@@ -506,6 +506,8 @@ describe("AppserviceStack", () => {
       [
         ...consumer,
         "dynamodb:GetItem",
+        // A user's items of the Intent's memory, in one request.
+        "dynamodb:Query",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "secretsmanager:GetSecretValue",
@@ -665,15 +667,21 @@ describe("AppserviceStack", () => {
       (statement.Condition as { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": string[] } })[
         "ForAllValues:StringLike"
       ]["dynamodb:LeadingKeys"];
-    // The internet-facing application function: the application's data, and what its immediate
-    // calls remember (rooms by key, media by hash, puppets); the outbox's records of actions, read
-    // only (the event IDs of sends).
+    // The internet-facing application function: the application's data, what its immediate
+    // calls remember (rooms by key, media by hash) and the Intent's memory they share with the
+    // outbox (users registered, rooms joined); the outbox's records of actions, read only (the
+    // event IDs of sends).
     expect(
       Object.fromEntries(
         tableStatements("App").map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
       ),
     ).toEqual({
-      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*", "CALLS#*"],
+      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": [
+        "APP#*",
+        "CALLS#*",
+        "USER#*",
+        "ROOM#*",
+      ],
       "dynamodb:GetItem": ["OUTBOX#*"],
     });
     // The events function: the same, and the claim records of items.
@@ -682,7 +690,12 @@ describe("AppserviceStack", () => {
         tableStatements("Events").map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
       ),
     ).toEqual({
-      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*", "CALLS#*"],
+      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": [
+        "APP#*",
+        "CALLS#*",
+        "USER#*",
+        "ROOM#*",
+      ],
       "dynamodb:UpdateItem": ["EVENT#*", "ITEM#*", "sha256:*"],
       "dynamodb:Query": ["INBOUND#*"],
     });

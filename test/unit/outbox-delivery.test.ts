@@ -70,11 +70,13 @@ const silent = { debug() {}, info() {}, warn() {}, error() {} };
 const deps = (allowLoopback = true, serverErrors = new MemoryServerErrors()): OutboundDeps => ({
   homeserver: { call: unexpected },
   remote: new HttpRemoteClient({ policy: addressPolicy(allowLoopback ? LOOPBACK_RANGES : []) }),
-  outboxMemory: {
-    isRegistered: unexpected,
+  intentMemory: {
+    user: unexpected,
     markRegistered: unexpected,
-    lastProfile: unexpected,
     markProfileSet: unexpected,
+    member: unexpected,
+    markJoined: unexpected,
+    markLeft: unexpected,
   },
   serverErrors,
   sentEvents: { recordEventId: unexpected },
