@@ -1,4 +1,5 @@
 // `npm start`: the appservice on this machine, no AWS account needed.
+import { mkdir } from "node:fs/promises";
 import { resolve } from "node:path";
 import { remoteSecretVariable } from "../appservice/manifest.ts";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
@@ -6,7 +7,13 @@ import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { parseAllowedRanges } from "../remote/address-policy.ts";
 import { applicationModuleOf, DEFAULT_APPLICATION, loadApplication } from "./applications.ts";
 import { startLocal } from "./local.ts";
-import { localRemoteSecret, type RemoteSecret, takeVariable } from "./remote-secret.ts";
+import {
+  cryptoStoreSecretFile,
+  localRemoteSecret,
+  type RemoteSecret,
+  secretInFile,
+  takeVariable,
+} from "./remote-secret.ts";
 
 const env = process.env;
 const port = Number(env.PORT ?? 9000);
@@ -66,6 +73,11 @@ try {
         registrationPath,
       )
     : undefined;
+  const dataDir = env.DATA_DIR ? resolve(env.DATA_DIR) : undefined;
+  // The bot device's crypto state is encrypted under a secret of its own, kept in a file (0600)
+  // from the first start on: the as_token's rotation must not lose the device.
+  if (dataDir) await mkdir(dataDir, { recursive: true });
+  const cryptoStore = await secretInFile(cryptoStoreSecretFile(dataDir, registrationPath));
   const local = await startLocal({
     applicationModule,
     port,
@@ -74,7 +86,8 @@ try {
     serverName: env.SERVER_NAME ?? "localhost",
     // Each function in a thread of its own, as Lambda runs them apart.
     workers: true,
-    ...(env.DATA_DIR && { dataDir: resolve(env.DATA_DIR) }),
+    ...(dataDir && { dataDir }),
+    cryptoStoreSecret: cryptoStore.secret,
     ...(env.DYNAMODB_ENDPOINT && { dynamodbEndpoint: env.DYNAMODB_ENDPOINT }),
     ...(env.SQS_ENDPOINT && { sqsEndpoint: env.SQS_ENDPOINT }),
     ...(env.PUBLIC_BASE_URL && { publicBaseUrl: env.PUBLIC_BASE_URL }),
