@@ -74,10 +74,15 @@ try {
       )
     : undefined;
   const dataDir = env.DATA_DIR ? resolve(env.DATA_DIR) : undefined;
+  // Opt-in until what the application sends into encrypted rooms is encrypted: decrypted, a
+  // message an application echoes would go back into its room in clear.
+  const readEncryptedRooms = env.READ_ENCRYPTED_ROOMS === "true";
   // The bot device's crypto state is encrypted under a secret of its own, kept in a file (0600)
   // from the first start on: the as_token's rotation must not lose the device.
   if (dataDir) await mkdir(dataDir, { recursive: true });
-  const cryptoStore = await secretInFile(cryptoStoreSecretFile(dataDir, registrationPath));
+  const cryptoStore = readEncryptedRooms
+    ? await secretInFile(cryptoStoreSecretFile(dataDir, registrationPath))
+    : undefined;
   const local = await startLocal({
     applicationModule,
     port,
@@ -87,7 +92,7 @@ try {
     // Each function in a thread of its own, as Lambda runs them apart.
     workers: true,
     ...(dataDir && { dataDir }),
-    cryptoStoreSecret: cryptoStore.secret,
+    ...(cryptoStore && { cryptoStoreSecret: cryptoStore.secret }),
     ...(env.DYNAMODB_ENDPOINT && { dynamodbEndpoint: env.DYNAMODB_ENDPOINT }),
     ...(env.SQS_ENDPOINT && { sqsEndpoint: env.SQS_ENDPOINT }),
     ...(env.PUBLIC_BASE_URL && { publicBaseUrl: env.PUBLIC_BASE_URL }),
