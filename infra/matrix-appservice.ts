@@ -90,6 +90,8 @@ import { type ApplicationChoice, DEFAULT_CHOICE, settingsEnvironment } from "./a
 import {
   applicationAlias,
   bundling,
+  CRYPTO_FUNCTIONS,
+  cryptoWasmCommands,
   functionEntries,
   runtimeFileCommands,
   runtimeFilesOf,
@@ -134,6 +136,12 @@ export interface MatrixAppserviceProps {
   outboxMaxConcurrency?: number;
   /** AWS X-Ray active tracing on every function. @default false */
   tracing?: boolean;
+  /**
+   * The bot gets a device and the events function decrypts encrypted rooms' messages for the
+   * application (docs/encryption.md). Off until what the application sends there is encrypted.
+   * @default false
+   */
+  readEncryptedRooms?: boolean;
   /**
    * The application the functions run: each function's bundle holds its part of that one
    * application alone. @default package.json's default application (`DEFAULT_APPLICATION`)
@@ -364,6 +372,24 @@ export class MatrixAppservice extends Construct {
           removalPolicy: RemovalPolicy.RETAIN,
         })
       : undefined;
+    // The secret the bot device's crypto state is encrypted under (docs/encryption.md), read by
+    // the events function alone, which decrypts. Retained: a new one could not open the state.
+    const cryptoStoreSecret = props.readEncryptedRooms
+      ? new Secret(this, "CryptoStoreSecret", {
+          description: "The key of the bot device's crypto state (encrypted rooms)",
+          generateSecretString: { passwordLength: 64, excludePunctuation: true },
+          removalPolicy: RemovalPolicy.RETAIN,
+        })
+      : undefined;
+    if (cryptoStoreSecret) {
+      NagSuppressions.addResourceSuppressions(cryptoStoreSecret, [
+        {
+          id: "AwsSolutions-SMG4",
+          reason:
+            "It encrypts the crypto state saved in the table: a rotated secret could not open the state saved under the one before.",
+        },
+      ]);
+    }
     const remoteSecretEnvironment = this.remoteSecret
       ? environmentOf({ remoteSecretArn: this.remoteSecret.secretArn })
       : {};
@@ -425,6 +451,7 @@ export class MatrixAppservice extends Construct {
         ...environmentOf({
           inboundQueueUrl: this.inboundQueue.queueUrl,
           inboundDeadLetterQueueUrl: this.inboundDeadLetterQueue.queueUrl,
+          ...(cryptoStoreSecret && { cryptoStoreSecretArn: cryptoStoreSecret.secretArn }),
         }),
         ...settingsEnvironment(choice, "events"),
       }),
@@ -535,6 +562,7 @@ export class MatrixAppservice extends Construct {
     for (const [token, fns] of Object.entries(tokensOf) as [TokenName, IGrantable[]][])
       for (const fn of fns) readSecret(fn, this.tokenSecrets[token]);
     if (this.remoteSecret) for (const fn of [app, outbox]) readSecret(fn, this.remoteSecret);
+    if (cryptoStoreSecret) readSecret(events, cryptoStoreSecret);
     this.grantOperatorConsole(admin, tableActions, sendTo);
     tableActions(transactions, ["PutItem"]);
     sendTo(transactions, this.inboundQueue);
@@ -839,14 +867,16 @@ export class MatrixAppservice extends Construct {
         commandHooks: {
           beforeBundling: () => [],
           beforeInstall: () => [],
-          afterBundling: (inputDir, outputDir) =>
-            application
+          afterBundling: (inputDir, outputDir) => [
+            ...(application
               ? runtimeFileCommands(
                   runtimeFilesOf(application.name, application.module.manifest, name),
                   inputDir,
                   outputDir,
                 )
-              : [],
+              : []),
+            ...(CRYPTO_FUNCTIONS.has(name) ? cryptoWasmCommands(inputDir, outputDir) : []),
+          ],
         },
       },
     });

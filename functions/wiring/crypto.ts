@@ -46,11 +46,11 @@ export function clientServerCall(
  * crypto store secret (encrypted rooms on); as they are otherwise. Kept out of `deps.ts` so that
  * only the function that does crypto bundles crypto-wasm.
  */
-export async function withBotCrypto(
-  deps: EventsDeps,
+export async function withBotCrypto<D extends EventsDeps>(
+  deps: D,
   config: Settings<"events">,
   platform: Platform,
-): Promise<EventsDeps> {
+): Promise<D> {
   if (!platform.cryptoStoreSecret) return deps;
   const [asToken, secret] = await Promise.all([
     platform.secrets("asToken"),

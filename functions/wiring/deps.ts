@@ -100,7 +100,10 @@ const hsTokensOf = (platform: Platform) =>
 
 /** A function's configuration without the secrets' ARNs (read through the `Platform`). */
 export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app" | "admin"> =
-  Omit<Config<F>, (typeof TOKEN_SECRET_FIELDS)[TokenName] | "remoteSecretArn">;
+  Omit<
+    Config<F>,
+    (typeof TOKEN_SECRET_FIELDS)[TokenName] | "remoteSecretArn" | "cryptoStoreSecretArn"
+  >;
 
 const stores = (tableName: string, platform: Platform) => {
   const store = new DynamoDbStore(platform.dynamodb, tableName);
