@@ -165,6 +165,9 @@ export class AppserviceFunctions {
         ...environmentOf({
           inboundQueueUrl: inboundQueue.queueUrl,
           inboundDeadLetterQueueUrl: inboundDeadLetterQueue.queueUrl,
+          ...(secrets.cryptoStoreSecret && {
+            cryptoStoreSecretArn: secrets.cryptoStoreSecret.secretArn,
+          }),
         }),
         ...settingsEnvironment(choice, "events"),
       }),
@@ -275,6 +278,7 @@ export class AppserviceFunctions {
     for (const [token, fns] of Object.entries(tokensOf) as [TokenName, IGrantable[]][])
       for (const fn of fns) secrets.grantToken(fn, token);
     for (const fn of [app, outbox]) secrets.grantRemoteSecret(fn);
+    secrets.grantCryptoStoreSecret(events);
     this.grantOperatorConsole(scope);
     storage.grantTable(transactions, ["PutItem"]);
     storage.grantSend(transactions, storage.inboundQueue);

@@ -64,6 +64,8 @@ export type {
   ConsoleContext,
   ConsoleRow,
   ConsoleSection,
+  DeliveredEvent,
+  EventDecryption,
   QueryContext,
   RecentCall,
   ServiceContext,

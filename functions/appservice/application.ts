@@ -161,12 +161,27 @@ export interface QueryContext {
 }
 
 /**
+ * How an `m.room.encrypted` event reached the application: decrypted (its `type` and `content`
+ * are then the clear event's), or not, with the reason (its `content` is then the ciphertext).
+ * Decrypted only from devices their owner cross-signed (Element's strict policy): a message from
+ * any other device is `undecryptable` (`UnsignedSenderDevice`, `UnknownSenderDevice`). One whose
+ * room key never came is held back a while, then `undecryptable` (`MissingRoomKey`).
+ */
+export type EventDecryption =
+  | { status: "decrypted"; senderTrust: "cross-signed"; senderDevice?: string }
+  | { status: "undecryptable"; reason: string };
+
+/** An event as `onEvent` gets it: marked when it came encrypted. */
+export type DeliveredEvent = ClientEvent & { decryption?: EventDecryption };
+
+/**
  * What an appservice application implements. Each callback runs exactly once per item
  * (per event ID for events), in stream order within a room; a callback that throws is
  * retried later, and so is everything after it in the same room.
  */
 export interface Application {
-  onEvent?(event: ClientEvent, context: ApplicationContext): Promise<void> | void;
+  /** An event; an encrypted one decrypted where the bot could, and marked (`decryption`). */
+  onEvent?(event: DeliveredEvent, context: ApplicationContext): Promise<void> | void;
   /** `m.typing`, `m.receipt` (with `room_id`) and `m.presence`; needs `receive_ephemeral`. */
   onEphemeral?(event: EphemeralEvent, context: ApplicationContext): Promise<void> | void;
   onToDevice?(message: ToDeviceMessage, context: ApplicationContext): Promise<void> | void;

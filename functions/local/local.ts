@@ -113,6 +113,14 @@ export interface LocalOptions {
    * logged at ERROR, as the stack's schedule does. @default 5 minutes
    */
   deadLetterSweepMs?: number;
+  /**
+   * The secret the bot device's crypto state is encrypted under: given, encrypted rooms are
+   * read (the events function decrypts). @default none: encrypted events reach the application
+   * as they came
+   */
+  cryptoStoreSecret?: string;
+  /** How long an encrypted event waits for its room key. @default `KEY_WAIT` */
+  keyWait?: InboundRetryPolicy;
   /** The remote service the secret is shared with: the one origin the outbox signs deliveries to. */
   remoteServiceUrl?: string;
   /** Lets tests put a fault injector around the store (without `workers`). */
@@ -312,6 +320,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
       hsToken: registration.hs_token,
       adminToken,
       ...(options.remoteSecret && { remoteSecret: options.remoteSecret }),
+      ...(options.cryptoStoreSecret && { cryptoStoreSecret: options.cryptoStoreSecret }),
     };
     const tuning: Tuning = {
       inboundVisibilityTimeoutSeconds: visibilityTimeoutSeconds,
@@ -324,6 +333,7 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         homeserverTimeoutMs: options.homeserverTimeoutMs,
       }),
       ...(options.queryBudgetMs !== undefined && { queryBudgetMs: options.queryBudgetMs }),
+      ...(options.keyWait && { keyWait: options.keyWait }),
     };
     // The configuration the stack would give each function, with the local endpoints' names.
     const deliveryAllowedAddresses = [...(options.deliveryAllowedAddresses ?? LOOPBACK_RANGES)];
@@ -413,6 +423,9 @@ export async function startLocal(options: LocalOptions): Promise<LocalAppservice
         sqs,
         secrets: async (token) => tokens[token],
         ...(tokens.remoteSecret && { remoteSecret: async () => tokens.remoteSecret as string }),
+        ...(tokens.cryptoStoreSecret && {
+          cryptoStoreSecret: async () => tokens.cryptoStoreSecret as string,
+        }),
         log,
         metrics,
         ...tuning,

@@ -69,6 +69,13 @@ export interface Platform<L extends Log = Log> {
   hsTokenVersions?: () => Promise<HsTokenVersions>;
   /** The secret shared with the remote service (the manifest's `remoteSecret`), for the functions given one. */
   remoteSecret?: () => Promise<string>;
+  /**
+   * The secret the bot device's crypto state is encrypted under, for the function that does
+   * crypto (events): given, encrypted rooms are read (`wiring/crypto.ts`).
+   */
+  cryptoStoreSecret?: () => Promise<string>;
+  /** How long an encrypted event waits for its room key. @default `KEY_WAIT` */
+  keyWait?: InboundRetryPolicy;
   log: L;
   metrics: Metrics;
   /** The inbound queue's visibility timeout, which bounds the events' lease. */
@@ -94,7 +101,10 @@ const hsTokensOf = (platform: Platform) =>
 
 /** A function's configuration without the secrets' ARNs (read through the `Platform`). */
 export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app" | "admin"> =
-  Omit<Config<F>, (typeof TOKEN_SECRET_FIELDS)[TokenName] | "remoteSecretArn">;
+  Omit<
+    Config<F>,
+    (typeof TOKEN_SECRET_FIELDS)[TokenName] | "remoteSecretArn" | "cryptoStoreSecretArn"
+  >;
 
 const stores = (tableName: string, platform: Platform) => {
   const store = new DynamoDbStore(platform.dynamodb, tableName);

@@ -209,13 +209,14 @@ describe("AppserviceStack", () => {
       const id = `${name[0]?.toUpperCase()}${name.slice(1)}`;
       const set = Object.keys(environmentOf(id)).sort();
       // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES, REMOTE_SECRET_ARN and REMOTE_SERVICE_URL
-      // (an application's with a remote secret, as the relay) are optional, and this stack sets
-      // none of them.
+      // (an application's with a remote secret, as the relay) and CRYPTO_STORE_SECRET_ARN
+      // (`readEncryptedRooms`) are optional, and this stack sets none of them.
       const optional: string[] = [
         ENV.botAvatarUrl,
         ENV.deliveryAllowedAddresses,
         ENV.remoteSecretArn,
         ENV.remoteServiceUrl,
+        ENV.cryptoStoreSecretArn,
       ];
       const read = envNamesOf(name).filter((variable) => !optional.includes(variable));
       expect(set, name).toEqual([...read, ...PLATFORM_ENV].sort());
@@ -886,8 +887,36 @@ describe("AppserviceStack with its options", () => {
       alarmAction: { email: "ops@example.org" },
       transactionsReservedConcurrency: 20,
       appReservedConcurrency: 5,
+      readEncryptedRooms: true,
     }));
   }, 120_000);
+
+  it("reads encrypted rooms as asked: a crypto store secret of its own (retained), named to the events function alone, which alone may read it", () => {
+    const secrets = Object.entries(template.findResources("AWS::SecretsManager::Secret")).filter(
+      ([id]) => id.includes("CryptoStoreSecret"),
+    );
+    expect(secrets).toHaveLength(1);
+    const [secretId, secret] = secrets[0] as [string, Resource];
+    expect(secret.DeletionPolicy).toBe("Retain");
+    expect(secret.Properties.GenerateSecretString).toEqual({
+      PasswordLength: 64,
+      ExcludePunctuation: true,
+    });
+    const named = Object.entries(template.findResources("AWS::Lambda::Function")).filter(([, fn]) =>
+      JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.cryptoStoreSecretArn),
+    );
+    expect(named.map(([id]) => id.replace(/Function.*$/, ""))).toEqual([
+      expect.stringMatching(/Events$/),
+    ]);
+    const readers = Object.entries(template.findResources("AWS::IAM::Policy")).filter(
+      ([, policy]) => JSON.stringify(policy.Properties.PolicyDocument).includes(secretId),
+    );
+    expect(
+      readers
+        .flatMap(([, policy]) => (policy.Properties.Roles as { Ref: string }[]).map((r) => r.Ref))
+        .map((role) => role.replace(/FunctionServiceRole.*$/, "")),
+    ).toEqual([expect.stringMatching(/Events$/)]);
+  });
 
   it("sends the alarm, firing and clearing, to an SNS topic with the email subscribed; or to a given topic", () => {
     const topics = Object.keys(template.findResources("AWS::SNS::Topic"));
