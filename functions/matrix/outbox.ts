@@ -1,8 +1,12 @@
-import { afterServerError, type FailureReason, type OutboxOutcome } from "../queue/outbound.ts";
+import {
+  afterServerError,
+  type FailureReason,
+  type OutboxOutcome,
+  type ServerErrorCounter,
+} from "../queue/outbound.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "../shared/backoff.ts";
 import type { Log } from "../shared/log.ts";
 import type { IntentMemory } from "../store/intent-memory.ts";
-import type { ServerErrorCounter } from "../store/outbox-memory.ts";
 import type { SentEventRecorder } from "../store/sent-events.ts";
 import { actionProblem } from "./allowed-request.ts";
 import type { BotProfileKeeper } from "./bot-profile.ts";

@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { createActions, MAX_DELIVERY_BYTES } from "../../functions/matrix/actions.ts";
 import { decideOutboundAction, type OutboundDeps } from "../../functions/outbox/decide.ts";
+import type { ServerErrorCounter } from "../../functions/queue/outbound.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy, LOOPBACK_RANGES } from "../../functions/remote/address-policy.ts";
 import { performDelivery } from "../../functions/remote/delivery.ts";
@@ -12,7 +13,6 @@ import { signatureValid } from "../../functions/remote/signature.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/shared/backoff.ts";
 import { sha256 } from "../../functions/shared/hash.ts";
 import type { DeliveryOutcome } from "../../functions/store/delivery-outcomes.ts";
-import type { ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 import { recordingLog } from "../support/appservice.ts";
 
 // Deliveries through the outbox's decision, sent by the real HTTP client to a real server on

@@ -19,6 +19,7 @@ import {
   OUTCOME_LOG_MESSAGES,
   type OutboundDeps,
 } from "../../functions/outbox/decide.ts";
+import type { ServerErrorCounter } from "../../functions/queue/outbound.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy } from "../../functions/remote/address-policy.ts";
 import { HttpRemoteClient } from "../../functions/remote/remote-http.ts";
@@ -28,7 +29,6 @@ import {
   rateLimitSeconds,
 } from "../../functions/shared/backoff.ts";
 import type { IntentMemory, ProfileFields } from "../../functions/store/intent-memory.ts";
-import type { ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 import type { SentEventRecorder } from "../../functions/store/sent-events.ts";
 
 // The outbox's decisions, against test doubles of the project's own interfaces (the homeserver

@@ -7,8 +7,8 @@ import {
   ScanCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
+import type { ServerErrorCounter } from "../../queue/outbound.ts";
 import { sha256 } from "../../shared/hash.ts";
-import type { ServerErrorCounter } from "../outbox-memory.ts";
 import type { SentEventReader, SentEventRecorder } from "../sent-events.ts";
 import {
   ABANDONED_RUN_REASON,
