@@ -14,6 +14,7 @@ import {
   RequestRefused,
 } from "./request.ts";
 import { inviteRequest, joinRequest, registerRequest } from "./requests.ts";
+import { encryptedRequest, type RoomEncryptor } from "./room-encryptor.ts";
 
 export interface OutboxDeps {
   homeserver: HomeserverClient;
@@ -29,6 +30,8 @@ export interface OutboxDeps {
   log: Log;
   /** Gives the bot its profile before it first acts. */
   botProfile: BotProfileKeeper;
+  /** Encrypts the sends into encrypted rooms; without it every send goes as it is. */
+  roomEncryptor?: RoomEncryptor;
 }
 
 const reasonOf = (response: ClientServerResponse): FailureReason => {
@@ -89,6 +92,7 @@ export async function performAction(
     backoff,
     log,
     botProfile,
+    roomEncryptor,
   }: OutboxDeps,
 ): Promise<OutboxOutcome> {
   const problem = actionProblem(action, (userId) => userId === botUserId || isOurUser(userId));
@@ -145,13 +149,34 @@ export async function performAction(
     }
     return response;
   };
+  /**
+   * The action's own call, its send encrypted if the room is. A user that cannot read the room's
+   * state is not in it: answered as the homeserver would, with nothing sent, so that it joins.
+   */
+  const callAction = async (): Promise<ClientServerResponse> => {
+    let outgoing: Awaited<ReturnType<typeof encryptedRequest>>;
+    try {
+      outgoing = await encryptedRequest(action, roomEncryptor);
+    } catch (error) {
+      const reason = `not encrypted, so not sent: ${(error as Error).message}`;
+      throw new Retry(backoffSeconds(attempt, backoff), reason);
+    }
+    if (outgoing.kind === "call") return call(action.userId, outgoing.request);
+    if (outgoing.kind === "refused") {
+      throw new GiveUp({ error: `refused, not sent: ${outgoing.reason}` });
+    }
+    return {
+      status: 403,
+      body: { errcode: "M_FORBIDDEN", error: "not in the room (its encryption unknown): not sent" },
+    };
+  };
   const ok = (response: ClientServerResponse) => response.status >= 200 && response.status < 300;
   const isForbidden = (response: ClientServerResponse) =>
     response.status === 403 && matrixError(response.body).errcode === "M_FORBIDDEN";
 
   try {
     if (action.userId === botUserId) await botProfile.ensure((request) => call(botUserId, request));
-    let response = await call(action.userId, action.request);
+    let response = await callAction();
     if (action.kind === "register" && matrixError(response.body).errcode === "M_USER_IN_USE") {
       return { kind: "done", status: response.status };
     }
@@ -169,7 +194,7 @@ export async function performAction(
       // A user just created is in no room: it is invited and joined before the call, which
       // Synapse would otherwise deny, and then the uninvited join, each a "Denying new event".
       created = ok(registered) && inRoom;
-      if (!created) response = await call(action.userId, action.request);
+      if (!created) response = await callAction();
     }
     if ((created || isForbidden(response)) && inRoom) {
       const join = () => call(action.userId, joinRequest(roomId));
@@ -185,7 +210,7 @@ export async function performAction(
       }
       if (!ok(joined)) return { kind: "dead", reason: reasonOf(joined) };
       log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });
-      response = await call(action.userId, action.request);
+      response = await callAction();
     }
     if (!ok(response)) return { kind: "dead", reason: reasonOf(response) };
     const eventId = (response.body as { event_id?: unknown } | undefined)?.event_id;
