@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { ensureBotDevice } from "../../functions/crypto/bot-device.ts";
 import { DurableOlmMachine } from "../../functions/crypto/durable-machine.ts";
-import { DeviceRoomEncryptor } from "../../functions/crypto/room-encryptor.ts";
+import { DeviceRoomEncryptor, openUserDevice } from "../../functions/crypto/room-encryptor.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { createActions } from "../../functions/matrix/actions.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
@@ -28,7 +28,8 @@ describe("the outbox's sends into encrypted rooms", () => {
   const tableName = `crypto-send-${randomUUID().slice(0, 8)}`;
   const store = new DynamoDbStore(dynamodb, tableName);
   const cryptoStore = new DynamoDbCryptoStateStore(dynamodb, tableName);
-  const homeserver = new ScriptedHomeserver("as-token", SERVER, BOT, () => false);
+  const ours = (userId: string) => userId.startsWith("@_as_");
+  const homeserver = new ScriptedHomeserver("as-token", SERVER, BOT, ours);
   const owner = { userId: BOT, deviceId: "BOTDEVICE" };
   const storeKey = randomBytes(32);
   const infos: string[] = [];
@@ -37,8 +38,12 @@ describe("the outbox's sends into encrypted rooms", () => {
   /** A person whose device is not cross-signed: strict senders share no room key with it. */
   let mallory: CryptoPerson;
 
+  const http = appserviceCalls(() => homeserver.url, "as-token");
   const open = () => DurableOlmMachine.open(cryptoStore, owner, storeKey);
-  const encryptorOpening = (opener: () => Promise<DurableOlmMachine>, timeoutMs = 10_000) =>
+  const encryptorOpening = (
+    opener: (userId: string) => Promise<DurableOlmMachine>,
+    timeoutMs = 10_000,
+  ) =>
     new DeviceRoomEncryptor({
       homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, timeoutMs),
       open: opener,
@@ -50,14 +55,14 @@ describe("the outbox's sends into encrypted rooms", () => {
     serverErrors: store,
     sentEvents: store,
     botUserId: BOT,
-    isOurUser: () => false,
+    isOurUser: ours,
     backoff: { baseSeconds: 1, capSeconds: 1 },
     log,
     botProfile: new BotProfileKeeper(BOT, botProfile("Bot"), store, log),
     roomEncryptor,
   });
   /** The action `sendMessage` queues, as the outbox receives it. */
-  const queuedMessage = async (roomId: string, text: string) => {
+  const queuedMessage = async (roomId: string, text: string, as?: string) => {
     const queued: OutboundAction[] = [];
     const actions = createActions({
       botUserId: BOT,
@@ -66,7 +71,7 @@ describe("the outbox's sends into encrypted rooms", () => {
       },
       origin: `encrypted-${randomUUID()}`,
     });
-    await actions.sendMessage(roomId, text);
+    await actions.sendMessage(roomId, text, as === undefined ? {} : { as });
     return queued[0] as OutboundAction;
   };
   const encryptedRoom = (members: string[]) => {
@@ -90,7 +95,6 @@ describe("the outbox's sends into encrypted rooms", () => {
 
   beforeAll(async () => {
     await Promise.all([ensureTable(dynamodb, tableName), homeserver.start()]);
-    const http = appserviceCalls(() => homeserver.url, "as-token");
     const device = await ensureBotDevice({ http, store: cryptoStore, owner, storeKey, log });
     await device.machine.close();
     expect(device.crossSigned).toBe(true);
@@ -231,5 +235,52 @@ describe("the outbox's sends into encrypted rooms", () => {
       reason: { error: expect.stringContaining("refused, not sent") },
     });
     expect(sentWith(refused.id)).toEqual([]);
+  });
+
+  it("a puppet not in the room joins first, then sends encrypted by a device of its own", async () => {
+    const room = encryptedRoom([BOT, alice.userId]);
+    const puppet = `@_as_puppet${randomUUID().slice(0, 8)}:${SERVER}`;
+    const action = await queuedMessage(room, "from a puppet", puppet);
+    const encryptor = encryptorOpening(
+      openUserDevice({ http, store: cryptoStore, storeKey, log, deviceIdOf: () => "PUPPETDEVICE" }),
+    );
+    const from = homeserver.requests.length;
+    expect(await performAction(action, 0, outboxDeps(encryptor))).toEqual({
+      kind: "done",
+      status: 200,
+    });
+    // Its encryption unknown until it joined: nothing sent before, and only encrypted after.
+    expect(JSON.stringify(homeserver.requests.slice(from))).not.toContain("from a puppet");
+    expect(homeserver.rooms.get(room)?.has(puppet)).toBe(true);
+    expect(homeserver.encryption.crossSigning.get(puppet)?.master).toBeDefined();
+    const [sent] = sentWith(action.id);
+    expect(sent).toMatchObject({ sender: puppet, type: "m.room.encrypted" });
+
+    await alice.track([puppet]);
+    await alice.sync();
+    expect(await alice.decrypt(alice.event(sent?.eventId as string))).toMatchObject({
+      content: { body: "from a puppet" },
+      senderDevice: "PUPPETDEVICE",
+    });
+  });
+
+  it("a puppet's message encrypted by the bot's device is refused by a strict client", async () => {
+    const room = encryptedRoom([BOT, alice.userId]);
+    const puppet = `@_as_borrower${randomUUID().slice(0, 8)}:${SERVER}`;
+    homeserver.registered.add(puppet);
+    homeserver.rooms.get(room)?.add(puppet);
+    const action = await queuedMessage(room, "on the bot's device", puppet);
+    // mautrix's way: one device, the bot's, encrypts for every user.
+    expect(await performAction(action, 0, outboxDeps(encryptorOpening(open)))).toEqual({
+      kind: "done",
+      status: 200,
+    });
+    await alice.track([puppet]);
+    await alice.sync();
+    const event = alice.event(sentWith(action.id)[0]?.eventId as string);
+    // The room key came from a device that is not the puppet's.
+    await expect(alice.decrypt(event)).rejects.toMatchObject({
+      code: alice.sdk.DecryptionErrorCode.MismatchedSender,
+    });
   });
 });
