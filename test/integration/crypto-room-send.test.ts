@@ -215,6 +215,32 @@ describe("the outbox's sends into encrypted rooms", () => {
     expect((await alice.decrypt(event)).content.body).toBe("after a stale save");
   });
 
+  it("rotates the room key as the room says (rotation_period_msgs)", async () => {
+    const room = encryptedRoom([BOT, alice.userId]);
+    homeserver.setState(room, "m.room.encryption", "", { ...MEGOLM, rotation_period_msgs: 2 });
+    const sessions: unknown[] = [];
+    for (const text of ["one", "two", "three"]) {
+      const action = await queuedMessage(room, text);
+      const from = homeserver.requests.length;
+      expect(await performAction(action, 0, outboxDeps(encryptorOpening(open)))).toMatchObject({
+        kind: "done",
+      });
+      sessions.push(sentWith(action.id)[0]?.content.session_id);
+      // A room key is shared with Alice for the first message and again for the third.
+      expect(targets(toDeviceSince(from))).toEqual(
+        text === "two" ? [] : [`${alice.userId} ${alice.deviceId}`],
+      );
+    }
+    expect(sessions[1]).toBe(sessions[0]);
+    expect(sessions[2]).not.toBe(sessions[1]);
+    await alice.sync();
+    const bodies = [];
+    for (const event of alice.events.filter((e) => e.room_id === room)) {
+      bodies.push((await alice.decrypt(event)).content.body);
+    }
+    expect(bodies).toEqual(["one", "two", "three"]);
+  });
+
   it("sends into a room without m.room.encryption as it is, and refuses an algorithm it cannot do", async () => {
     const clear = `!clear-${randomUUID().slice(0, 8)}:${SERVER}`;
     homeserver.createRoom(clear, [BOT]);
