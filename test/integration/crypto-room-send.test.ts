@@ -185,6 +185,36 @@ describe("the outbox's sends into encrypted rooms", () => {
     expect((await alice.decrypt(event)).content.body).toBe("once, though sent twice");
   });
 
+  it("after a crash before the save, encrypts again: nothing encrypted was sent", async () => {
+    const room = encryptedRoom([BOT, alice.userId]);
+    const action = await queuedMessage(room, "the save failed first");
+    // The process dies in its save: the state and what it encrypted are lost.
+    const failingStore = {
+      load: (who: typeof owner) => cryptoStore.load(who),
+      save: async () => {
+        throw new Error("killed while saving");
+      },
+    };
+    const from = homeserver.requests.length;
+    const crashed = await performAction(
+      action,
+      0,
+      outboxDeps(encryptorOpening(() => DurableOlmMachine.open(failingStore, owner, storeKey))),
+    );
+    expect(crashed).toMatchObject({ kind: "retry", reason: expect.stringContaining("killed") });
+    expect(toDeviceSince(from)).toEqual([]);
+    expect(sentWith(action.id)).toEqual([]);
+
+    expect(await performAction(action, 1, outboxDeps(encryptorOpening(open)))).toEqual({
+      kind: "done",
+      status: 200,
+    });
+    expect(targets(toDeviceSince(from))).toEqual([`${alice.userId} ${alice.deviceId}`]);
+    await alice.sync();
+    const event = alice.event(sentWith(action.id)[0]?.eventId as string);
+    expect((await alice.decrypt(event)).content.body).toBe("the save failed first");
+  });
+
   it("encrypts again on the newer state when another writer saved first, and sends once", async () => {
     const room = encryptedRoom([BOT, alice.userId]);
     const action = await queuedMessage(room, "after a stale save");
