@@ -92,6 +92,12 @@ describe("the outbox's sends into encrypted rooms", () => {
       ).flatMap(([user, byDevice]) => Object.keys(byDevice).map((device) => `${user} ${device}`)),
     );
   const sentWith = (txnId: string) => homeserver.sent.filter((e) => e.txnId === txnId);
+  /** The body of the event sent under `txnId`, as Alice's strict client decrypts it. */
+  const bodyAliceReads = async (txnId: string) => {
+    await alice.sync();
+    const event = alice.event(sentWith(txnId)[0]?.eventId as string);
+    return (await alice.decrypt(event)).content.body;
+  };
 
   beforeAll(async () => {
     await Promise.all([ensureTable(dynamodb, tableName), homeserver.start()]);
@@ -180,9 +186,7 @@ describe("the outbox's sends into encrypted rooms", () => {
     expect(rooms[1]?.body).toEqual(rooms[0]?.body);
     expect(sentWith(action.id)).toHaveLength(1);
 
-    await alice.sync();
-    const event = alice.event(sentWith(action.id)[0]?.eventId as string);
-    expect((await alice.decrypt(event)).content.body).toBe("once, though sent twice");
+    expect(await bodyAliceReads(action.id)).toBe("once, though sent twice");
   });
 
   it("after a crash before the save, encrypts again: nothing encrypted was sent", async () => {
@@ -210,9 +214,7 @@ describe("the outbox's sends into encrypted rooms", () => {
       status: 200,
     });
     expect(targets(toDeviceSince(from))).toEqual([`${alice.userId} ${alice.deviceId}`]);
-    await alice.sync();
-    const event = alice.event(sentWith(action.id)[0]?.eventId as string);
-    expect((await alice.decrypt(event)).content.body).toBe("the save failed first");
+    expect(await bodyAliceReads(action.id)).toBe("the save failed first");
   });
 
   it("encrypts again on the newer state when another writer saved first, and sends once", async () => {
@@ -240,9 +242,7 @@ describe("the outbox's sends into encrypted rooms", () => {
     // Nothing encrypted left before the stale save: one room key's messages, one event.
     expect(targets(toDeviceSince(from))).toEqual([`${alice.userId} ${alice.deviceId}`]);
     expect(sentWith(action.id)).toHaveLength(1);
-    await alice.sync();
-    const event = alice.event(sentWith(action.id)[0]?.eventId as string);
-    expect((await alice.decrypt(event)).content.body).toBe("after a stale save");
+    expect(await bodyAliceReads(action.id)).toBe("after a stale save");
   });
 
   it("rotates the room key as the room says (rotation_period_msgs)", async () => {
