@@ -15,6 +15,7 @@ export type {
 // Deliveries to remote services (`actions.deliver`).
 export { type DeliveryOptions, MAX_DELIVERY_BYTES } from "../matrix/actions.ts";
 export { BudgetExhausted } from "../matrix/bounded-call.ts";
+export { encryptAttachment } from "../matrix/encrypted-attachment.ts";
 export type {
   DirectRoomOptions,
   HomeserverCalls,

@@ -20,6 +20,7 @@ import {
   type OutboundAction,
   RequestRefused,
 } from "./request.ts";
+import { encryptedRequest, type RoomEncryptor } from "./room-encryptor.ts";
 
 export interface OutboxDeps {
   homeserver: HomeserverClient;
@@ -36,6 +37,8 @@ export interface OutboxDeps {
   log: Log;
   /** Gives the bot its profile before it first acts. */
   botProfile: BotProfileKeeper;
+  /** Encrypts the sends into encrypted rooms; without it every send goes as it is. */
+  roomEncryptor?: RoomEncryptor;
 }
 
 const reasonOf = (response: ClientServerResponse): FailureReason => {
@@ -97,6 +100,7 @@ export async function performAction(
     backoff,
     log,
     botProfile,
+    roomEncryptor,
   }: OutboxDeps,
 ): Promise<OutboxOutcome> {
   const problem = actionProblem(action, (userId) => userId === botUserId || isOurUser(userId));
@@ -153,12 +157,33 @@ export async function performAction(
     }
     return response;
   };
+  /**
+   * The action's own call, its send encrypted if the room is. A user that cannot read the room's
+   * state is not in it: answered as the homeserver would, with nothing sent, so that it joins.
+   */
+  const callAction = async (): Promise<ClientServerResponse> => {
+    let outgoing: Awaited<ReturnType<typeof encryptedRequest>>;
+    try {
+      outgoing = await encryptedRequest(action, roomEncryptor);
+    } catch (error) {
+      const reason = `not encrypted, so not sent: ${(error as Error).message}`;
+      throw new Retry(backoffSeconds(attempt, backoff), reason);
+    }
+    if (outgoing.kind === "call") return call(action.userId, outgoing.request);
+    if (outgoing.kind === "refused") {
+      throw new GiveUp({ error: `refused, not sent: ${outgoing.reason}` });
+    }
+    return {
+      status: 403,
+      body: { errcode: "M_FORBIDDEN", error: "not in the room (its encryption unknown): not sent" },
+    };
+  };
   const ok = (response: ClientServerResponse) => response.status >= 200 && response.status < 300;
   const intent = new Intent({ memory: intentMemory, botUserId, log }, call);
 
   try {
     if (action.userId === botUserId) await botProfile.ensure((request) => call(botUserId, request));
-    let response = await call(action.userId, action.request);
+    let response = await callAction();
     if (action.kind === "register" && matrixError(response.body).errcode === "M_USER_IN_USE") {
       return { kind: "done", status: response.status };
     }
@@ -170,12 +195,12 @@ export async function performAction(
       // otherwise deny ("Denying new event").
       const created = registration === "created" && inRoom;
       if (registration !== "remembered" && !created) {
-        response = await call(action.userId, action.request);
+        response = await callAction();
       }
       if ((created || isForbidden(response)) && inRoom) {
         // The 403 says the user is not in the room, whatever the memory says.
         await intent.ensureJoined(action.userId, roomId, true);
-        response = await call(action.userId, action.request);
+        response = await callAction();
       }
     }
     if (!ok(response)) return { kind: "dead", reason: reasonOf(response) };

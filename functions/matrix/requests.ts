@@ -146,6 +146,12 @@ export const joinedMembersRequest = (roomId: string): ClientServerRequest => ({
   path: `${CS}/rooms/${e(roomId)}/joined_members`,
 });
 
+/** The room's member events (`membership` of each: join, invite, leave, ban, knock). */
+export const membersRequest = (roomId: string): ClientServerRequest => ({
+  method: "GET",
+  path: `${CS}/rooms/${e(roomId)}/members`,
+});
+
 export const eventRequest = (roomId: string, eventId: string): ClientServerRequest => ({
   method: "GET",
   path: `${CS}/rooms/${e(roomId)}/event/${e(eventId)}`,

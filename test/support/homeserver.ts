@@ -29,7 +29,8 @@ interface CueRule {
  * never registered), registration (`M_USER_IN_USE`), rooms with members (403 `M_FORBIDDEN` for
  * a user not in the room), sends deduplicated by txnId, rooms created with their initial state
  * (an alias taken: 400 `M_ROOM_IN_USE`; outside the namespaces: the room made, then 400
- * `M_EXCLUSIVE`), the room directory, members with their names, events, profiles, and the media
+ * `M_EXCLUSIVE`), the room directory, members with their names (and `GET /members`, joined and
+ * invited), events, profiles, and the media
  * repository (`create` then `PUT` upload since Matrix 1.7, authenticated media since 1.11, each
  * of which can be turned off, and an upload limit). It records every request and answers 429,
  * 5xx or nothing at all on cue.
@@ -632,6 +633,25 @@ export class ScriptedHomeserver {
           };
         }
         return [200, { joined }];
+      }
+      case "members": {
+        const invited = [...(this.invites.get(roomId) ?? [])].filter((id) => !members.has(id));
+        const memberEvent = (member: string, membership: string) => ({
+          type: "m.room.member",
+          room_id: roomId,
+          state_key: member,
+          sender: member,
+          content: { membership },
+        });
+        return [
+          200,
+          {
+            chunk: [
+              ...[...members].map((member) => memberEvent(member, "join")),
+              ...invited.map((member) => memberEvent(member, "invite")),
+            ],
+          },
+        ];
       }
       case "event": {
         const event = this.sent.find((e) => e.roomId === roomId && e.eventId === parts[4]);
