@@ -562,7 +562,7 @@ export class MatrixAppservice extends Construct {
     // Queries claim the creation of a user or alias, and remember registered users.
     tableActions(queries, ["GetItem", "PutItem", "UpdateItem"]);
     // The users it registered, the bot's profile; server errors counted and the event IDs of
-    // the sends that asked (`OUTBOX#…` items).
+    // the sends that asked (`OUTBOX#…` items); the links of the portals' message maps (`APP#…`).
     tableActions(outbox, ["GetItem", "PutItem", "UpdateItem"]);
     sendTo(outbox, this.outboundDeadLetterQueue);
     // The event sources grant receive, delete and visibility changes on their queues. Bounded:

@@ -8,6 +8,7 @@ export type {
   Actions,
   As,
   CreateRoomOptions,
+  MessageOptions,
   Profile,
   Reason,
   Timestamped,
@@ -25,7 +26,9 @@ export type {
 } from "../matrix/homeserver-calls.ts";
 export type { DownloadedMedia, MediaContent, UploadOptions } from "../matrix/media.ts";
 export { MediaTooLarge } from "../matrix/media.ts";
+export type { InReplyTo, MessageContent } from "../matrix/relations.ts";
 export { HomeserverRefused } from "../matrix/request.ts";
+export type { Presence } from "../matrix/requests.ts";
 export type { HomeserverReader, StateEvent } from "../matrix/room-state.ts";
 export type { RemoteRequest } from "../remote/remote-http.ts";
 export {
@@ -64,6 +67,7 @@ export type {
   ConsoleContext,
   ConsoleRow,
   ConsoleSection,
+  MessageMap,
   QueryContext,
   RecentCall,
   ServiceContext,

@@ -3,6 +3,7 @@ import type { RemoteClient, RemoteResponse } from "../remote/remote-http.ts";
 import { signatureHeaders } from "../remote/signature.ts";
 import type { Log } from "../shared/log.ts";
 import type { DeliveryOutcomeStore } from "../store/delivery-outcomes.ts";
+import type { MessageLinker } from "../store/messages.ts";
 import type { OutboxMemory, ServerErrorCounter } from "../store/outbox-memory.ts";
 import type { SentEventRecorder } from "../store/sent-events.ts";
 import { actionProblem, deliveryProblem } from "./allowed-request.ts";
@@ -37,6 +38,8 @@ export interface OutboxDeps {
   serverErrors: ServerErrorCounter;
   /** Where the sends that ask for it (`recordEventId`) have their event ID recorded. */
   sentEvents: SentEventRecorder;
+  /** Where the sends that name their remote message (`remoteId`) are linked to their event ID. */
+  messages: MessageLinker;
   botUserId: string;
   /** Whether the registration's user namespaces cover `userId` (the bot is ours anyway). */
   isOurUser: (userId: string) => boolean;
@@ -351,6 +354,7 @@ export async function performAction(
     outboxMemory,
     serverErrors,
     sentEvents,
+    messages,
     botUserId,
     isOurUser,
     backoff,
@@ -460,6 +464,13 @@ export async function performAction(
       // A failure here fails the action: its retry sends under the same txnId, which the
       // homeserver answers with the same event ID.
       await sentEvents.recordEventId(action.id, eventId);
+    }
+    if (action.remoteId !== undefined && roomId !== undefined && typeof eventId === "string") {
+      // As above: a failure fails the action, whose retry is given the same event ID.
+      const linked = await messages.linkMessage(roomId, action.remoteId, eventId);
+      if (!linked) {
+        log.warn("event already linked to another remote message", { actionId: action.id, roomId });
+      }
     }
     return { kind: "done", status: response.status };
   } catch (error) {

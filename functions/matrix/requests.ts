@@ -233,6 +233,18 @@ export const receiptRequest = (
   body: {},
 });
 
+export type Presence = "online" | "offline" | "unavailable";
+
+export const presenceRequest = (
+  userId: string,
+  presence: Presence,
+  statusMessage?: string,
+): ClientServerRequest => ({
+  method: "PUT",
+  path: `${CS}/presence/${e(userId)}/status`,
+  body: { presence, ...(statusMessage !== undefined && { status_msg: statusMessage }) },
+});
+
 /** Registers an appservice user; `inhibit_login` because we never need its access token. */
 export const registerRequest = (userId: string): ClientServerRequest => ({
   method: "POST",

@@ -23,6 +23,7 @@ import { deliveryOutcomes } from "../store/delivery-outcomes.ts";
 import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-data.ts";
 import { DynamoDbSetAsideItems } from "../store/dynamodb/set-aside-items.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
+import { messageLinker } from "../store/messages.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import type { Config, TOKEN_SECRET_FIELDS, TokenName } from "./env.ts";
 import type {
@@ -227,6 +228,7 @@ export async function outboxDeps<L extends Log>(
     outboxMemory: store,
     serverErrors: store,
     sentEvents: store,
+    messages: messageLinker(new DynamoDbAppData(platform.dynamodb, config.tableName)),
     botUserId: config.botUserId,
     isOurUser: (userId: string) => users.matches("users", userId),
     backoff: platform.backoff ?? DEFAULT_BACKOFF,
