@@ -113,6 +113,8 @@ export interface CreateRoomFields {
   roomVersion?: string;
   /** Merged into the room's initial `m.room.power_levels` (`power_level_content_override`). */
   powerLevels?: Record<string, unknown>;
+  /** Room version 12 and later: users with the creator's infinite power (`creation_content`). */
+  additionalCreators?: string[];
 }
 
 export const createRoomRequest = (options: CreateRoomFields): ClientServerRequest => ({
@@ -129,7 +131,16 @@ export const createRoomRequest = (options: CreateRoomFields): ClientServerReques
     ...(options.isDirect !== undefined && { is_direct: options.isDirect }),
     ...(options.roomVersion !== undefined && { room_version: options.roomVersion }),
     ...(options.powerLevels && { power_level_content_override: options.powerLevels }),
+    ...(options.additionalCreators && {
+      creation_content: { additional_creators: options.additionalCreators },
+    }),
   },
+});
+
+/** What the homeserver supports: `m.room_versions.default` is the version of a new room. */
+export const capabilitiesRequest = (): ClientServerRequest => ({
+  method: "GET",
+  path: `${CS}/capabilities`,
 });
 
 /** The room an alias names: `{room_id, servers}`, or 404 `M_NOT_FOUND`. */
