@@ -16,6 +16,7 @@ export type {
 // Deliveries to remote services (`actions.deliver`).
 export { type DeliveryOptions, MAX_DELIVERY_BYTES } from "../matrix/actions.ts";
 export { BudgetExhausted } from "../matrix/bounded-call.ts";
+export type { BridgedThing, BridgeInfo } from "../matrix/bridge-info.ts";
 export type {
   DirectRoomOptions,
   HomeserverCalls,
