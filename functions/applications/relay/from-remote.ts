@@ -34,7 +34,7 @@ const MAX_FILE_NAME = 255;
  * How long a request that names a message waits for the message's event ID, when the message's
  * send is still queued (sent just before): past it, 503 and the remote service tries again.
  */
-export const SEND_WAIT_MS = 5_000;
+const SEND_WAIT_MS = 5_000;
 
 /** Records the remote messages relayed, by channel and ID: `{roomId, user, text, deleted?}`. */
 const MESSAGES = "relay.messages";
@@ -44,13 +44,13 @@ const REACTIONS = "relay.reactions";
 const recordKey = (channel: string, id: string) => sha256(`${channel}\n${id}`);
 
 const serverOf = (userId: string) => userId.slice(userId.indexOf(":") + 1);
-export const puppetOf = (user: string, botUserId: string) =>
+const puppetOf = (user: string, botUserId: string) =>
   `@${RELAY_PREFIX}${user}:${serverOf(botUserId)}`;
 
 const notFound = (message: string) => new MatrixError(404, "M_NOT_FOUND", message);
 
 /** The channel's portal room; 404 when the channel has never written. */
-export async function portalRoom({ portals }: ServiceContext, channel: string) {
+async function portalRoom({ portals }: ServiceContext, channel: string) {
   const portal = await portals.byRemoteId(channel);
   if (!portal) throw notFound(`No channel "${channel}" has written yet`);
   return portal.matrixId;
@@ -62,7 +62,7 @@ export async function portalRoom({ portals }: ServiceContext, channel: string) {
  * queued, once the outbox has sent it (waiting up to `SEND_WAIT_MS`, then 503 to try again).
  * Undefined for a message the relay never saw.
  */
-export async function eventOf(
+async function eventOf(
   context: ServiceContext,
   channel: string,
   roomId: string,
@@ -112,7 +112,7 @@ async function fileContent({ bytes, fileName }: Attachment, context: ServiceCont
 }
 
 /** The portal of `channel`, made once (`createRoom` under the channel), linked, and announced as one. */
-export async function ensurePortal({ homeserver, portals }: ServiceContext, channel: string) {
+async function ensurePortal({ homeserver, portals }: ServiceContext, channel: string) {
   const roomId = await homeserver.createRoom(`relay:${channel}`, {
     alias: `${RELAY_PREFIX}${channel}`,
     name: channel,
