@@ -5,10 +5,14 @@ import { execFileSync } from "node:child_process";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_APPLICATION, manifestPathOf } from "../functions/local/applications.ts";
 import { functionEntries } from "../infra/bundling.ts";
 import { bundle, FLOOR_RATIO_TARGET, floorOf } from "./floor.ts";
 
 const root = join(import.meta.dirname, "..");
+// The application whose bundles are measured, chosen by name as `npm start` chooses it.
+const application = process.env.APPLICATION || DEFAULT_APPLICATION;
+manifestPathOf(application); // Refuses a name that is no application's, naming those that are.
 const RUNS = 9;
 
 /** Wall time of importing `file` in a fresh Node process, in ms. */
@@ -48,7 +52,7 @@ const row = (cells: string[]) =>
     .join(" ");
 
 console.log(
-  `Function bundles (esbuild as \`cdk synth\` runs it: minified ESM for node24, source maps not counted);\n` +
+  `Function bundles of the application ${application} (APPLICATION=; esbuild as \`cdk synth\` runs it: minified ESM for node24, source maps not counted);\n` +
     `the floor bundles only the AWS SDK clients the function imports (the same commands) and the npm\n` +
     `packages its part of the application imports; load: the fastest of ${RUNS} imports in a fresh Node process.\n`,
 );
@@ -56,7 +60,7 @@ console.log(row(["function", "bundle", "floor", "ratio", "load", "floor", "ratio
 const floors: string[] = [];
 let failed = 0;
 for (const [name, entry] of Object.entries(functionEntries)) {
-  const ours = await bundle(join(root, entry), join(dir, `${name}.mjs`));
+  const ours = await bundle(join(root, entry), join(dir, `${name}.mjs`), application);
   const floor = await floorOf(name, ours.inputs);
   if (!floor.entry) {
     const [load] = loadTimes([join(dir, `${name}.mjs`)]);

@@ -5,6 +5,7 @@
 import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { build } from "esbuild";
+import { DEFAULT_APPLICATION } from "../functions/local/applications.ts";
 import { esbuildOptionsFor } from "../infra/bundling.ts";
 
 const root = join(import.meta.dirname, "..");
@@ -24,7 +25,7 @@ export interface Bundle {
 export async function bundle(
   entry: string,
   outfile: string,
-  application = "webhooks",
+  application = DEFAULT_APPLICATION,
 ): Promise<Bundle> {
   const result = await build({
     ...esbuildOptionsFor(application),

@@ -5,6 +5,7 @@ import {
   type ApplicationFunction,
   type ApplicationModule,
   applicationConfig,
+  SettingError,
   wholeApplication,
 } from "../functions/appservice/manifest.ts";
 import {
@@ -48,17 +49,27 @@ export async function applicationChoice(
   try {
     applicationConfig(module.manifest, config);
   } catch (error) {
-    const [variable, setting] =
-      settings.find(([variable]) => (error as Error).message.startsWith(variable)) ?? [];
+    if (!(error instanceof SettingError)) throw error;
+    const setting = module.manifest.settings?.[error.variable];
     throw new Error(
-      `application=${chosen} needs ${setting?.context ?? "a setting"} (${variable}): ${(error as Error).message}`,
+      `application=${chosen} needs ${setting?.context ?? "a setting"} (${error.variable}): ${error.message}`,
+      { cause: error },
     );
   }
   return { name: chosen, module, config, application: await wholeApplication(module, config) };
 }
 
-/** The default application, as a stack given no `application` runs it. */
-export const DEFAULT_CHOICE = await applicationChoice(undefined, () => undefined);
+let defaultChoice: Promise<ApplicationChoice> | undefined;
+
+/**
+ * The default application (package.json's, `DEFAULT_APPLICATION`) with no context values: what
+ * `cdk synth` runs given no `application`. Read when first asked for (its manifest and every
+ * part loaded), then kept: importing this module loads no application.
+ */
+export const defaultApplicationChoice = (): Promise<ApplicationChoice> => {
+  defaultChoice ??= applicationChoice(undefined, () => undefined);
+  return defaultChoice;
+};
 
 /** The environment a function gets for the application's settings it reads. */
 export const settingsEnvironment = (choice: ApplicationChoice, fn: ApplicationFunction) =>

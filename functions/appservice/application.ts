@@ -225,6 +225,8 @@ export interface Application {
 export interface ConsoleColumn {
   key: string;
   label: string;
+  /** The field is an ISO 8601 time: the page shows it in the reader's local time (the ISO in its title). */
+  time?: true;
 }
 
 /** A console section's row: its fields by column key (more may be there, for API clients). */

@@ -90,9 +90,21 @@ export const defineApplication = <const S extends ApplicationSettings = Record<n
   manifest: ApplicationManifest<S>,
 ): ApplicationManifest<S> => manifest;
 
+/** A setting missing or refused: `variable` names it (the message starts with it too). */
+export class SettingError extends Error {
+  override readonly name = "SettingError";
+
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /**
  * The settings' values from `env`: those `fn` reads (all without it), local mode's defaults
- * where `local`. Throws naming the variable when one is missing or refused.
+ * where `local`. Throws a `SettingError` naming the variable when one is missing or refused.
  */
 export function applicationConfig(
   manifest: ApplicationManifest,
@@ -103,9 +115,10 @@ export function applicationConfig(
   for (const [name, setting] of Object.entries(manifest.settings ?? {})) {
     if (fn && !setting.functions.includes(fn)) continue;
     const value = env[name] || (local ? setting.localDefault : undefined);
-    if (value === undefined) throw new Error(`${name} is not set: ${setting.description}`);
+    if (value === undefined)
+      throw new SettingError(name, `${name} is not set: ${setting.description}`);
     const problem = setting.problem?.(value);
-    if (problem) throw new Error(`${name}=${value}: ${problem}`);
+    if (problem) throw new SettingError(name, `${name}=${value}: ${problem}`);
     config[name] = value;
   }
   remoteUrlProblem(manifest, config);
@@ -127,7 +140,8 @@ function remoteUrlProblem(manifest: ApplicationManifest, config: ApplicationConf
   if (value === undefined) return;
   const protocol = URL.canParse(value) ? new URL(value).protocol : undefined;
   if (protocol !== "http:" && protocol !== "https:") {
-    throw new Error(
+    throw new SettingError(
+      name,
       `${name}=${value}: not an http(s) URL (the remote service's, remoteSecret.urlSetting)`,
     );
   }

@@ -1,8 +1,8 @@
 import { createActions } from "../matrix/actions.ts";
-import { deliveryTargetProblem } from "../matrix/allowed-request.ts";
 import type { HomeserverCalls } from "../matrix/homeserver-calls.ts";
 import type { FifoQueue } from "../queue/queue.ts";
 import type { AddressPolicy } from "../remote/address-policy.ts";
+import { deliveryTargetProblem } from "../remote/outbound-delivery.ts";
 import { signatureValid } from "../remote/signature.ts";
 import { deriveSecret } from "../shared/hash.ts";
 import type { Log } from "../shared/log.ts";

@@ -1,5 +1,5 @@
 import type { SQSRecord } from "aws-lambda";
-import { decideOutboundMessage } from "../matrix/outbox.ts";
+import { decideOutboundMessage } from "../outbox/decide.ts";
 import { queueJson, RetryLater } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
 import { outboxDeps } from "../wiring/deps.ts";

@@ -19,10 +19,10 @@ import {
 import { type Route, routeTable } from "../appservice/protocol/routes.ts";
 import { createFallbackHandler } from "../handlers/fallback.ts";
 import { createLogger } from "../handlers/shared/logger.ts";
-import { type BackoffPolicy, OUTBOUND_MAX_RECEIVE_COUNT } from "../matrix/backoff.ts";
 import { DEAD_LETTER_SWEEP_MINUTES } from "../operator/console.ts";
 import { forwardTrafficLines, type LogLine, RecentLogLines } from "../operator/traffic.ts";
 import { LOOPBACK_RANGES } from "../remote/address-policy.ts";
+import { type BackoffPolicy, OUTBOUND_MAX_RECEIVE_COUNT } from "../shared/backoff.ts";
 import type { Log } from "../shared/log.ts";
 import { CountingMetrics } from "../shared/metrics.ts";
 import type { DynamoDbStore } from "../store/dynamodb/store.ts";

@@ -2,8 +2,8 @@
 import { resolve } from "node:path";
 import { remoteSecretVariable } from "../appservice/manifest.ts";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
-import { DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { parseAllowedRanges } from "../remote/address-policy.ts";
+import { DEFAULT_BACKOFF } from "../shared/backoff.ts";
 import { applicationModuleOf, DEFAULT_APPLICATION, loadApplication } from "./applications.ts";
 import { startLocal } from "./local.ts";
 import { localRemoteSecret, type RemoteSecret, takeVariable } from "./remote-secret.ts";

@@ -1,7 +1,7 @@
 import { type FifoQueue, MAX_MESSAGE_BYTES, queueJson } from "../queue/queue.ts";
+import { deliveryProblem, type OutboundDelivery } from "../remote/outbound-delivery.ts";
 import type { RemoteRequest } from "../remote/remote-http.ts";
 import { sha256 } from "../shared/hash.ts";
-import { deliveryProblem } from "./allowed-request.ts";
 import {
   editContent,
   type InReplyTo,
@@ -10,12 +10,7 @@ import {
   reactionContent,
   replyContent,
 } from "./relations.ts";
-import type {
-  ClientServerRequest,
-  OutboundAction,
-  OutboundDelivery,
-  QueuedAction,
-} from "./request.ts";
+import type { ClientServerRequest, OutboundAction } from "./request.ts";
 import {
   type CreateRoomFields,
   createRoomRequest,
@@ -229,7 +224,11 @@ function actionsWith(
 ): Actions {
   const { maxServerErrors } = marks;
   const nextId = () => sha256(`${origin}\n${position.next++}`);
-  const put = async (action: QueuedAction, groupId: string, body = queueJson(action)) => {
+  const put = async (
+    action: OutboundAction | OutboundDelivery,
+    groupId: string,
+    body = queueJson(action),
+  ) => {
     await outboundQueue.send([{ groupId, deduplicationId: action.id, body }]);
     return action.id;
   };

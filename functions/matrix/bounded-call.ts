@@ -1,4 +1,4 @@
-import { rateLimitSeconds } from "./backoff.ts";
+import { rateLimitSeconds } from "../shared/backoff.ts";
 import {
   type ClientServerRequest,
   type ClientServerResponse,

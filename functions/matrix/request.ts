@@ -1,5 +1,3 @@
-import type { RemoteRequest } from "../remote/remote-http.ts";
-
 /**
  * One client-server API call, as the outbox performs it: acting as `userId` (the bot when it is
  * the appservice's own user), with the appservice's token in the Authorization header.
@@ -47,48 +45,9 @@ export interface OutboundAction {
   remoteId?: string;
 }
 
-/**
- * An HTTP request to a service other than the homeserver, waiting in the outbound queue: sent
- * with an `Idempotency-Key` header that is its `id`, the same on every attempt.
- */
-export interface OutboundDelivery {
-  /** Derived from what asked for it, as an action's: the deduplication ID and the key. */
-  id: string;
-  kind: "delivery";
-  /** The room whose order its group keeps, if any (for logs). */
-  roomId?: string;
-  delivery: RemoteRequest;
-  /** As an action's: dead-lettered at this many server errors (5xx or no answer in time). */
-  maxServerErrors?: number;
-  /** Retried for at most this long after it was queued, then dead-lettered with the reason. */
-  retryForMs?: number;
-  /** Where the outbox records how its last attempt went, for the application to read. */
-  outcomeKey?: string;
-  /** Signed by the outbox when sent (`DeliveryOptions.signed`). */
-  signed?: true;
-}
-
-/** What the outbound queue holds. */
-export type QueuedAction = OutboundAction | OutboundDelivery;
-
 /** A JSON object: not null, not an array. */
 export const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === "object" && value !== null && !Array.isArray(value);
-
-/**
- * Whether a parsed value has a queued action's shape: a call on the homeserver, or a delivery to
- * another service (`actions.deliver`). What a dead letter needs to be replayable.
- */
-export const isQueuedAction = (value: unknown): value is QueuedAction =>
-  isObject(value) &&
-  typeof value.id === "string" &&
-  typeof value.kind === "string" &&
-  (value.kind === "delivery"
-    ? isObject(value.delivery)
-    : typeof value.userId === "string" && isObject(value.request));
-
-export const isDelivery = (action: QueuedAction): action is OutboundDelivery =>
-  action.kind === "delivery";
 
 /** The homeserver's answer, as the outbox needs it. */
 export interface ClientServerResponse {

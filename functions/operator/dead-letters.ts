@@ -1,7 +1,8 @@
 import type { InboundItem, InboundMessage, ItemReference } from "../appservice/pipeline/inbound.ts";
 import { claimKey } from "../appservice/pipeline/process-inbound.ts";
-import type { FailureReason } from "../matrix/outbox.ts";
-import { isQueuedAction as isAction, isObject, type QueuedAction } from "../matrix/request.ts";
+import { isObject } from "../matrix/request.ts";
+import { isQueuedAction as isAction, type QueuedAction } from "../outbox/decide.ts";
+import type { FailureReason } from "../queue/outbound.ts";
 import { type FifoMessage, queueJson } from "../queue/queue.ts";
 import { sha256 } from "../shared/hash.ts";
 import type { Direction, StoredDeadLetter } from "../store/dead-letters.ts";

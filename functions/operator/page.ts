@@ -52,6 +52,15 @@ function ago(iso) {
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
   return s < 120 ? s + " s ago" : s < 7200 ? Math.round(s / 60) + " min ago" : Math.round(s / 3600) + " h ago";
 }
+// A time as the reader reads it (their locale and time zone), the ISO 8601 it was in its title.
+function when(iso, text) {
+  if (!iso) return "–";
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return String(iso);
+  const node = el("time", text === undefined ? date.toLocaleString() : text);
+  node.dateTime = iso; node.title = iso;
+  return node;
+}
 function age(seconds) {
   if (seconds === null || seconds === undefined) return "–";
   return seconds < 120 ? seconds + " s" : seconds < 7200 ? Math.round(seconds / 60) + " min" : Math.round(seconds / 3600) + " h";
@@ -113,7 +122,7 @@ async function loadStatus() {
   cards.push(card("Version", s.version));
   $("health").replaceChildren(...cards);
   $("homeserver-detail").textContent = hs.detail || "";
-  table("errors", ["when", "where", "what"], s.recentErrors.map((e) => [ago(e.at), e.source, e.message + (e.error ? ": " + e.error : "")]));
+  table("errors", ["when", "where", "what"], s.recentErrors.map((e) => [when(e.at, ago(e.at)), e.source, e.message + (e.error ? ": " + e.error : "")]));
 }
 
 function button(label, onClick) { const b = el("button", label); b.type = "button"; b.addEventListener("click", onClick); return b; }
@@ -151,18 +160,18 @@ async function loadDeadLetters() {
 
 async function loadTraffic() {
   const t = await api("traffic");
-  table("transactions", ["when", "txnId", "events", "outcome"], t.transactions.map((x) => [ago(x.at), x.txnId, x.events, x.outcome]));
-  table("outbound", ["when", "kind", "room", "status", "attempts", "outcome"], t.outbound.map((x) => [ago(x.at), x.kind, x.roomId || x.userId, x.status, x.attempts, x.outcome + (x.reason ? ": " + x.reason : "")]));
+  table("transactions", ["when", "txnId", "events", "outcome"], t.transactions.map((x) => [when(x.at, ago(x.at)), x.txnId, x.events, x.outcome]));
+  table("outbound", ["when", "kind", "room", "status", "attempts", "outcome"], t.outbound.map((x) => [when(x.at, ago(x.at)), x.kind, x.roomId || x.userId, x.status, x.attempts, x.outcome + (x.reason ? ": " + x.reason : "")]));
 }
 
-// The application's own tables, as it declares them: its columns' fields, as text.
+// The application's own tables, as it declares them: its columns' fields, as text (times readable).
 async function loadSections() {
   const { sections } = await api("sections");
   const loaded = await Promise.all(sections.map(async (s) => ({ s, rows: (await api("sections/" + encodeURIComponent(s.id))).rows })));
   const nodes = [];
   for (const { s, rows } of loaded) {
     const box = el("div", null, "scroll"); box.id = "section-" + s.id;
-    table(box, s.columns.map((c) => c.label), rows.map((r) => s.columns.map((c) => r[c.key])));
+    table(box, s.columns.map((c) => c.label), rows.map((r) => s.columns.map((c) => (c.time && r[c.key] ? when(r[c.key]) : r[c.key]))));
     nodes.push(el("h2", s.title), box);
   }
   $("sections").replaceChildren(...nodes);

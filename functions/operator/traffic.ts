@@ -1,5 +1,5 @@
 import { TRANSACTION_LOG_MESSAGE } from "../appservice/pipeline/accept-transaction.ts";
-import { OUTCOME_LOG_MESSAGES } from "../matrix/outbox.ts";
+import { OUTCOME_LOG_MESSAGES } from "../outbox/decide.ts";
 import type { Log } from "../shared/log.ts";
 
 /**

@@ -9,7 +9,6 @@ import { INBOUND_RETRY, type InboundRetryPolicy } from "../appservice/pipeline/p
 import { HsTokens, type HsTokenVersions } from "../appservice/protocol/auth.ts";
 import { createNamespaceMatcher, derivedAliasPrefix } from "../appservice/protocol/namespaces.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
-import { type BackoffPolicy, DEFAULT_BACKOFF } from "../matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../matrix/bot-profile.ts";
 import { CALL_TIMEOUT_MS, HttpHomeserverCalls } from "../matrix/homeserver-calls.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
@@ -17,6 +16,7 @@ import { SqsMessageControl } from "../queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../queue/sqs/queue.ts";
 import { addressPolicy } from "../remote/address-policy.ts";
 import { HttpRemoteClient } from "../remote/remote-http.ts";
+import { type BackoffPolicy, DEFAULT_BACKOFF } from "../shared/backoff.ts";
 import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import { deliveryOutcomes } from "../store/delivery-outcomes.ts";

@@ -5,8 +5,8 @@ import type { InboundRetryPolicy } from "../appservice/pipeline/process-inbound.
 import type { QueryDeps } from "../appservice/pipeline/queries.ts";
 import type { HsTokens } from "../appservice/protocol/auth.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
-import type { OutboxDeps } from "../matrix/outbox.ts";
 import type { OperatorApi } from "../operator/api.ts";
+import type { OutboundDeps } from "../outbox/decide.ts";
 import type { FifoQueue, ReceivedMessageControl } from "../queue/queue.ts";
 import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
@@ -37,7 +37,7 @@ export interface EventsDeps extends ServiceDeps {
   recordBudgetMs: number;
 }
 
-export interface OutboxHandlerDeps extends OutboxDeps {
+export interface OutboxHandlerDeps extends OutboundDeps {
   control: ReceivedMessageControl;
   metrics: Metrics;
   /** `actionBudgetMs` of the homeserver's timeout. */

@@ -1,6 +1,7 @@
 // Issue 25's check: an application is a folder that declares itself. Echo-bot's folder, copied
 // under a new name into functions/applications/ (its manifest given a namespace, to tell it
-// apart), runs by that name with no other file touched: registration, events, bundle.
+// apart), runs by that name with no other file touched: registration, events, the stack's
+// choice (`cdk synth -c application=`), bundle.
 import { execFile } from "node:child_process";
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,6 +16,7 @@ import {
   applicationNames,
   loadApplication,
 } from "../../functions/local/applications.ts";
+import { applicationChoice } from "../../infra/application.ts";
 import { functionEntries } from "../../infra/bundling.ts";
 import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
 import { roomWithBot, SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
@@ -67,6 +69,15 @@ describe("an application copied into functions/applications/ runs by its folder'
     await waitFor(() => homeserver.sent.length >= 1);
     expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(homeserver.sent.map((sent) => sent.content.body)).toEqual(["echo: hello"]);
+  });
+
+  it("is what `cdk synth -c application=` runs by its name: routes and namespaces", async () => {
+    const choice = await applicationChoice(name, () => undefined);
+    expect(choice.name).toBe(name);
+    expect(choice.application.userPrefixes).toEqual(["_copied_"]);
+    expect(choice.application.routes?.map(({ method, path }) => `${method} ${path}`)).toEqual([
+      "GET /echo/{text}",
+    ]);
   });
 
   it("is what its Lambda bundle holds, and no other application", async () => {

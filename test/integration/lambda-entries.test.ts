@@ -13,6 +13,7 @@ import { ensureFifoQueue } from "../../functions/local/queues.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { ENV } from "../../functions/wiring/env.ts";
+import { defaultApplicationChoice } from "../../infra/application.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import { functionEntries } from "../../infra/bundling.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
@@ -99,6 +100,7 @@ describe("the Lambda entries, with the stack's environment", () => {
             rooms: [],
           },
         },
+        application: await defaultApplicationChoice(),
       },
     });
     template = Template.fromStack(stack);

@@ -17,7 +17,7 @@ const SCREENSHOT = join(import.meta.dirname, "../../docs/operator-console.png");
 afterAll(() => stopAllNpmStarts("SIGTERM"));
 
 /** Chromium, headless, on a profile of its own (removed by the caller). */
-async function launchChromium() {
+async function launchChromium(context: { locale?: string; timezoneId?: string } = {}) {
   const profile = await mkdtemp(join(tmpdir(), "chromium-profile-"));
   const browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -33,6 +33,7 @@ async function launchChromium() {
       "--disable-sync",
     ],
     viewport: { width: 1000, height: 900 },
+    ...context,
   });
   return { profile, browser };
 }
@@ -154,6 +155,10 @@ describe("the operator console in a real browser", () => {
         .filter({ has: page.locator("td", { hasText: /^1$/ }) })
         .first()
         .waitFor();
+      // "… s ago", its time in its title.
+      await expect(
+        page.locator("#transactions tr time").first().getAttribute("title"),
+      ).resolves.toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/);
       // The page ran under its Content-Security-Policy without a violation.
       expect(problems).toEqual([]);
     } finally {
@@ -164,16 +169,45 @@ describe("the operator console in a real browser", () => {
   });
 });
 
-describe("the console's homeserver card", () => {
-  it("a homeserver without the v1.7 ping, reachable: green, its detail saying what is unknown; a failed ping: red", {
+// One appservice and browser for both cases: each costs seconds of a 2-core machine.
+describe("the console's homeserver card, and an application section's times", () => {
+  it("a homeserver without the v1.7 ping, reachable: green, its detail saying what is unknown; a failed ping: red; a time column in the reader's local time, the ISO in its title", {
     timeout: 120_000,
   }, async () => {
-    const { local, homeserver } = await startWithHomeserver();
+    const at = "2026-03-04T05:06:07.000Z";
+    const { local, homeserver } = await startWithHomeserver({
+      application: {
+        consoleSections: [
+          {
+            id: "clock",
+            title: "Clock",
+            columns: [
+              { key: "name", label: "name" },
+              { key: "at", label: "at", time: true },
+              { key: "note", label: "note" },
+            ],
+            rows: async () => [{ name: "first", at, note: at }],
+          },
+        ],
+      },
+    });
     homeserver.pingSupported = false;
-    const { profile, browser } = await launchChromium();
+    // A reader in Tokyo (UTC+9, no summer time) who writes dates the British way.
+    const { profile, browser } = await launchChromium({
+      locale: "en-GB",
+      timezoneId: "Asia/Tokyo",
+    });
     try {
       const page = await browser.newPage();
       await page.goto(`${local.url}/admin#token=${local.adminToken}`);
+      const time = page.locator("#section-clock td time");
+      await time.waitFor();
+      await expect(time.textContent()).resolves.toBe("04/03/2026, 14:06:07");
+      await expect(time.getAttribute("title")).resolves.toBe(at);
+      await expect(time.getAttribute("datetime")).resolves.toBe(at);
+      // A column not declared a time stays the text it is.
+      await expect(page.locator("#section-clock td", { hasText: at }).count()).resolves.toBe(1);
+
       const card = page.locator("#health .card", { hasText: "Homeserver" }).locator("span");
       await page.getByText("no appservice ping (before Matrix v1.7)").waitFor();
       await expect(card.textContent()).resolves.toBe("reachable");

@@ -7,19 +7,16 @@ import { localDynamoDb, localSqs } from "../../functions/local/aws-clients.ts";
 import { ensureFifoQueue } from "../../functions/local/queues.ts";
 import { startSqsLocal } from "../../functions/local/sqs-local.ts";
 import { createActions } from "../../functions/matrix/actions.ts";
-import type { BackoffPolicy } from "../../functions/matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
-import {
-  MAX_CALLS_PER_ACTION,
-  type OutboxDeps,
-  performAction,
-} from "../../functions/matrix/outbox.ts";
+import { MAX_CALLS_PER_ACTION, performAction } from "../../functions/matrix/outbox.ts";
 import type { OutboundAction } from "../../functions/matrix/request.ts";
+import type { OutboundDeps } from "../../functions/outbox/decide.ts";
 import { SqsMessageControl } from "../../functions/queue/sqs/message-control.ts";
 import { SqsFifoQueue } from "../../functions/queue/sqs/queue.ts";
 import { addressPolicy } from "../../functions/remote/address-policy.ts";
 import { HttpRemoteClient } from "../../functions/remote/remote-http.ts";
+import type { BackoffPolicy } from "../../functions/shared/backoff.ts";
 import { CountingMetrics } from "../../functions/shared/metrics.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
@@ -55,7 +52,7 @@ describe("the outbox within its time", () => {
   });
 
   /** The outbox's dependencies against the scripted homeserver and DynamoDB Local. */
-  const outboxDeps = (timeoutMs: number, backoff: BackoffPolicy): OutboxDeps => ({
+  const outboxDeps = (timeoutMs: number, backoff: BackoffPolicy): OutboundDeps => ({
     homeserver: new HttpHomeserverClient(homeserver.url, "as-token", bot, timeoutMs),
     remote: new HttpRemoteClient({ policy: addressPolicy() }),
     outboxMemory: store,

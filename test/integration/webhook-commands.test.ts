@@ -10,11 +10,8 @@ import { listWebhooks } from "../../functions/applications/webhooks/webhooks/sto
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import { type ServiceDeps, serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
-import {
-  isDelivery,
-  type OutboundAction,
-  type QueuedAction,
-} from "../../functions/matrix/request.ts";
+import type { OutboundAction } from "../../functions/matrix/request.ts";
+import { isDelivery, type QueuedAction } from "../../functions/outbox/decide.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy } from "../../functions/remote/address-policy.ts";
 import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";

@@ -1,4 +1,5 @@
-import { posix } from "node:path";
+import { readdirSync } from "node:fs";
+import { join, posix } from "node:path";
 import ts from "typescript";
 
 /**
@@ -20,30 +21,33 @@ export interface Layer {
 }
 
 export const LAYERS: Layer[] = [
-  { name: "tests", rank: 19, folders: ["test/"], platform: true },
+  { name: "tests", rank: 20, folders: ["test/"], platform: true },
   // bench/floor.ts measures the bundles the tests check the size of.
-  { name: "bench", rank: 18, folders: ["bench/"], platform: true },
+  { name: "bench", rank: 19, folders: ["bench/"], platform: true },
   // Below bench: the soak and outbound runs start the test homeserver.
-  { name: "test support", rank: 17, folders: ["test/support/"], platform: true },
-  { name: "scripts", rank: 16, folders: ["scripts/"], platform: true },
-  { name: "infra", rank: 15, folders: ["infra/"], platform: true },
+  { name: "test support", rank: 18, folders: ["test/support/"], platform: true },
+  { name: "scripts", rank: 17, folders: ["scripts/"], platform: true },
+  { name: "infra", rank: 16, folders: ["infra/"], platform: true },
   // Above the handlers: it runs them (and reads their body limit) behind its HTTP server.
-  { name: "local", rank: 14, folders: ["functions/local/"], platform: true },
-  { name: "handlers", rank: 13, folders: ["functions/handlers/"], platform: true },
+  { name: "local", rank: 15, folders: ["functions/local/"], platform: true },
+  { name: "handlers", rank: 14, folders: ["functions/handlers/"], platform: true },
   // Below the handlers: it owns the dependency types the handlers take, and builds them.
-  { name: "wiring", rank: 12, folders: ["functions/wiring/"], platform: true },
-  { name: "applications", rank: 11, folders: ["functions/applications/"], applications: true },
+  { name: "wiring", rank: 13, folders: ["functions/wiring/"], platform: true },
+  { name: "applications", rank: 12, folders: ["functions/applications/"], applications: true },
   // Above the console's core: it implements the console's log and queue-age reads in AWS.
-  { name: "console adapters", rank: 10, folders: ["functions/cloudwatch/"], platform: true },
-  { name: "operator console", rank: 9, folders: ["functions/operator/"] },
-  { name: "pipeline", rank: 8, folders: ["functions/appservice/pipeline/"] },
-  { name: "application API", rank: 7, folders: ["functions/appservice/"] },
+  { name: "console adapters", rank: 11, folders: ["functions/cloudwatch/"], platform: true },
+  { name: "operator console", rank: 10, folders: ["functions/operator/"] },
+  { name: "pipeline", rank: 9, folders: ["functions/appservice/pipeline/"] },
+  { name: "application API", rank: 8, folders: ["functions/appservice/"] },
   // End-to-end encryption: below the appservice (its pipeline decrypts), above the wire types it
   // reads and the stores it keeps its state in (docs/encryption.md).
-  { name: "crypto", rank: 6, folders: ["functions/crypto/"] },
-  { name: "protocol", rank: 5, folders: ["functions/appservice/protocol/"] },
+  { name: "crypto", rank: 7, folders: ["functions/crypto/"] },
+  { name: "protocol", rank: 6, folders: ["functions/appservice/protocol/"] },
+  // Above client-server and remote: it decides on each queued message and hands a call on the
+  // homeserver to the one and a delivery to the other.
+  { name: "outbox", rank: 5, folders: ["functions/outbox/"] },
   { name: "client-server", rank: 4, folders: ["functions/matrix/"] },
-  // Below client-server: the outbox decides on each queued action and hands deliveries here.
+  // Below client-server: the application's actions queue deliveries, checked here.
   { name: "remote", rank: 3, folders: ["functions/remote/"] },
   {
     name: "adapters",
@@ -88,7 +92,34 @@ export const LOADERS: Record<string, { reaches: string[]; why: string }> = {
   },
 };
 
+/**
+ * Source files of the repository's root, in no layer: tools' configuration, which may import
+ * packages and nothing of ours.
+ */
+export const ROOT_FILES: Record<string, string> = {
+  "vitest.config.ts": "the test runner's projects and reporters",
+};
+
 const MODULE_EXTENSION = /\.(?:[cm]?[jt]sx?)$/;
+
+/** Folders of a checkout that hold none of our source: installed, generated, or hidden. */
+const NOT_SOURCE = new Set(["node_modules", "cdk.out", "coverage"]);
+
+/**
+ * Every source file of the checkout at `root`, by repository path: any folder's, so that a file
+ * in a folder no layer lists is found (and refused), not skipped.
+ */
+export function sourceFiles(root: string, folder = ""): string[] {
+  return readdirSync(join(root, folder), { withFileTypes: true }).flatMap((entry) => {
+    const path = posix.join(folder, entry.name);
+    if (entry.isDirectory()) {
+      return NOT_SOURCE.has(entry.name) || entry.name.startsWith(".")
+        ? []
+        : sourceFiles(root, path);
+    }
+    return entry.isFile() && MODULE_EXTENSION.test(entry.name) ? [path] : [];
+  });
+}
 
 /** How a file refers to another module. */
 export interface Reference {
@@ -118,19 +149,45 @@ const isImportMetaUrl = (node: ts.Node | undefined): boolean =>
   ts.isMetaProperty(node.expression) &&
   node.expression.keywordToken === ts.SyntaxKind.ImportKeyword;
 
+const isImportMetaResolve = (node: ts.Node): boolean =>
+  ts.isPropertyAccessExpression(node) &&
+  node.name.text === "resolve" &&
+  ts.isMetaProperty(node.expression) &&
+  node.expression.keywordToken === ts.SyntaxKind.ImportKeyword;
+
+const isCreateRequireCall = (node: ts.Node | undefined): boolean =>
+  !!node &&
+  ts.isCallExpression(node) &&
+  ts.isIdentifier(node.expression) &&
+  node.expression.text === "createRequire";
+
 /**
  * Every module reference of a source, read from its syntax tree (so text inside strings is not
  * mistaken for one): static, type-only and re-exports, `import()`, `import("…")` types,
- * `require()`, and `new URL(…, import.meta.url)`.
+ * `require()` (and the functions `createRequire` makes, whatever their name),
+ * `import.meta.resolve()`, and `new URL(…, import.meta.url)`.
  */
 export function references(file: string, source: string): Reference[] {
   const found: Reference[] = [];
+  /** Names bound to `createRequire(…)`: `const load = createRequire(import.meta.url)`. */
+  const requires = new Set(["require"]);
   const add = (argument: ts.Node | undefined, via: Reference["via"]) => {
     const texts = stringsOf(argument);
     if (!texts) found.push({ specifier: argument?.getText(tree) ?? "", kind: "computed", via });
     else for (const specifier of texts) found.push({ specifier, kind: "literal", via });
   };
   const tree = ts.createSourceFile(file, source, ts.ScriptTarget.Latest, true);
+  const bindRequires = (node: ts.Node): void => {
+    if (
+      ts.isVariableDeclaration(node) &&
+      ts.isIdentifier(node.name) &&
+      isCreateRequireCall(node.initializer)
+    ) {
+      requires.add(node.name.text);
+    }
+    ts.forEachChild(node, bindRequires);
+  };
+  bindRequires(tree);
   const visit = (node: ts.Node): void => {
     if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier) {
       add(node.moduleSpecifier, "import");
@@ -145,7 +202,9 @@ export function references(file: string, source: string): Reference[] {
       const callee = node.expression;
       if (
         callee.kind === ts.SyntaxKind.ImportKeyword ||
-        (ts.isIdentifier(callee) && callee.text === "require")
+        (ts.isIdentifier(callee) && requires.has(callee.text)) ||
+        isCreateRequireCall(callee) ||
+        isImportMetaResolve(callee)
       ) {
         add(node.arguments[0], "import");
       }
@@ -221,6 +280,14 @@ export function layerViolations({ files, packageImports = {} }: Tree): string[] 
 
   for (const [file, source] of Object.entries(files)) {
     const from = folderOf(file);
+    if (!from && file in ROOT_FILES) {
+      for (const { specifier, kind } of references(file, source)) {
+        if (kind === "computed" || /^[.#]/.test(specifier)) {
+          violations.push(`${file} imports ${specifier}: a root file imports packages alone`);
+        }
+      }
+      continue;
+    }
     if (!from) {
       violations.push(`${file} is in no layer: add its folder to LAYERS`);
       continue;
@@ -235,6 +302,21 @@ export function layerViolations({ files, packageImports = {} }: Tree): string[] 
         }
         const loader = LOADERS[file];
         if (loader) {
+          // A template's literal start (`../../infra/${x}`) shows a folder: one of `reaches`, or
+          // above them (the rest of the name may lead down into one), else it goes elsewhere.
+          const head = /^`(\.{1,2}\/[^`$]*)/.exec(specifier)?.[1];
+          if (head !== undefined) {
+            const joined = posix.join(
+              posix.dirname(file),
+              head.slice(0, head.lastIndexOf("/") + 1),
+            );
+            const at = joined === "./" || joined === "." ? "" : joined.replace(/\/?$/, "/");
+            if (!loader.reaches.some((folder) => at.startsWith(folder) || folder.startsWith(at))) {
+              violations.push(
+                `${file} loads ${specifier}, outside the folders LOADERS lets it reach (${loader.reaches.join(", ")})`,
+              );
+            }
+          }
           for (const folder of loader.reaches) check(file, folder, "loads from");
         } else {
           violations.push(

@@ -4,7 +4,7 @@ import {
   INBOUND_MAX_RECEIVE_COUNT,
   INBOUND_RETRY,
 } from "../../functions/appservice/pipeline/process-inbound.ts";
-import { backoffSeconds, retriesCovering } from "../../functions/matrix/backoff.ts";
+import { backoffSeconds, retriesCovering } from "../../functions/shared/backoff.ts";
 
 describe("inbound retries", () => {
   it("counts the retries whose expected waits fill a span", () => {

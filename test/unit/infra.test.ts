@@ -12,12 +12,12 @@ import { applicationConfig } from "../../functions/appservice/manifest.ts";
 import { INBOUND_MAX_RECEIVE_COUNT } from "../../functions/appservice/pipeline/process-inbound.ts";
 import { routeTable } from "../../functions/appservice/protocol/routes.ts";
 import { TOKEN_GENERATION } from "../../functions/handlers/tokens-secret.ts";
+import { OUTCOME_LOG_MESSAGES } from "../../functions/outbox/decide.ts";
 import {
   DEFAULT_BACKOFF,
   OUTBOUND_MAX_RECEIVE_COUNT,
   retriesCovering,
-} from "../../functions/matrix/backoff.ts";
-import { OUTCOME_LOG_MESSAGES } from "../../functions/matrix/outbox.ts";
+} from "../../functions/shared/backoff.ts";
 import {
   configSchemas,
   ENV,
@@ -27,7 +27,7 @@ import {
   readConfig,
 } from "../../functions/wiring/env.ts";
 import { actionBudgetMs, HOMESERVER_TIMEOUT_MS } from "../../functions/wiring/timeouts.ts";
-import { applicationChoice } from "../../infra/application.ts";
+import { applicationChoice, defaultApplicationChoice } from "../../infra/application.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import type { MatrixAppserviceProps } from "../../infra/matrix-appservice.ts";
 import {
@@ -59,9 +59,13 @@ const registration = {
   },
 };
 
+/** The default application (the webhooks), as `cdk synth` runs it given no `application`. */
+const defaultChoice = await defaultApplicationChoice();
+
 /**
- * The stack with these options, cdk-nag's checks applied. No bundling: the run's one `cdk synth`
- * bundles each function (test/support/cdk-synth.ts), and bundles.test.ts loads what it made.
+ * The stack with these options (the default application unless they say), cdk-nag's checks
+ * applied. No bundling: the run's one `cdk synth` bundles each function
+ * (test/support/cdk-synth.ts), and bundles.test.ts loads what it made.
  */
 function synthesize(id: string, options: Partial<MatrixAppserviceProps> = {}) {
   const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
@@ -70,6 +74,7 @@ function synthesize(id: string, options: Partial<MatrixAppserviceProps> = {}) {
       homeserverUrl: "https://matrix.example.org",
       serverName: "example.org",
       registration,
+      application: defaultChoice,
       ...options,
     },
   });
@@ -111,6 +116,22 @@ describe("AppserviceStack", () => {
   beforeAll(() => {
     ({ stack, template } = synthesize("Test"));
   }, 120_000);
+
+  it("keeps the logical ID deployed stacks know each retained resource by (the construct's parts make them in its own scope)", () => {
+    const retained = Object.entries(template.toJSON().Resources as Record<string, Resource>)
+      .filter(([, resource]) => resource.DeletionPolicy === "Retain")
+      .map(([id, resource]) => [id, resource.Type]);
+    expect(Object.fromEntries(retained)).toEqual({
+      AppserviceTable90F7AAE2: "AWS::DynamoDB::Table",
+      AppserviceInboundDeadLetterQueueC307453C: "AWS::SQS::Queue",
+      AppserviceInboundQueue1AA35BAD: "AWS::SQS::Queue",
+      AppserviceOutboundDeadLetterQueueD144A917: "AWS::SQS::Queue",
+      AppserviceOutboundQueue791F0B98: "AWS::SQS::Queue",
+      AppserviceAsToken579C4E86: "AWS::SecretsManager::Secret",
+      AppserviceHsToken22B47E27: "AWS::SecretsManager::Secret",
+      AppserviceAdminTokenCABAEF92: "AWS::SecretsManager::Secret",
+    });
+  });
 
   it("passes the cdk-nag AwsSolutions checks (every suppression carries a reason)", () => {
     expect(nagFindings(stack)).toEqual([]);
@@ -818,6 +839,7 @@ describe("AppserviceStack", () => {
           homeserverUrl: "https://matrix.example.org",
           serverName: "example.org",
           registration: { id: "test", sender_localpart: "bot", namespaces: {} },
+          application: defaultChoice,
           botProfile,
         },
       });

@@ -1,16 +1,11 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: the cases quote template literals as source
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, posix } from "node:path";
 import { describe, expect, it } from "vitest";
-import { API_MODULE, LAYERS, layerViolations, references } from "../support/layers.ts";
+import { API_MODULE, LAYERS, layerViolations, references, sourceFiles } from "../support/layers.ts";
 
 const root = join(dirname(new URL(import.meta.url).pathname), "../..");
-const SCANNED = ["functions", "infra", "scripts", "bench", "test"];
-
-const sourceFiles = (folder: string): string[] =>
-  readdirSync(join(root, folder), { recursive: true, encoding: "utf8" })
-    .filter((name) => /\.[cm]?[jt]s$/.test(name))
-    .map((name) => posix.join(folder, name.split("\\").join("/")));
 
 const packageImports = (): Record<string, string> =>
   Object.fromEntries(
@@ -55,11 +50,11 @@ describe("the layer table", () => {
 });
 
 describe("the layer rule", () => {
-  it("holds over every file of functions/, infra/, scripts/, bench/ and test/", () => {
+  it("holds over every source file of the checkout, in whatever folder", () => {
     const files = Object.fromEntries(
-      SCANNED.flatMap(sourceFiles).map((file) => [file, readFileSync(join(root, file), "utf8")]),
+      sourceFiles(root).map((file) => [file, readFileSync(join(root, file), "utf8")]),
     );
-    for (const folder of ["functions/", "infra/", "scripts/", "bench/"]) {
+    for (const folder of ["functions/", "infra/", "scripts/", "bench/", "test/"]) {
       expect(Object.keys(files).some((file) => file.startsWith(folder))).toBe(true);
     }
     expect(files).toHaveProperty([API_MODULE]);
@@ -78,6 +73,10 @@ describe("the layer rule", () => {
       'const h = new URL(flag ? "./h.ts" : "./h.mjs", import.meta.url);',
       "const i = await import(`./${name}.ts`);",
       'const code = `await import("./not-a-reference.ts")`;',
+      'const j = import.meta.resolve("./j.ts");',
+      'const load = createRequire(import.meta.url);\nload("./k.cjs");',
+      'createRequire(import.meta.url)("./l.cjs");',
+      'const m = require.resolve("./m.json");',
     ].join("\n");
     expect(references("x.ts", source)).toEqual([
       { specifier: "./a.ts", kind: "literal", via: "import" },
@@ -90,6 +89,9 @@ describe("the layer rule", () => {
       { specifier: "./h.ts", kind: "literal", via: "url" },
       { specifier: "./h.mjs", kind: "literal", via: "url" },
       { specifier: "`./${name}.ts`", kind: "computed", via: "import" },
+      { specifier: "./j.ts", kind: "literal", via: "import" },
+      { specifier: "./k.cjs", kind: "literal", via: "import" },
+      { specifier: "./l.cjs", kind: "literal", via: "import" },
     ]);
   });
 
@@ -128,6 +130,22 @@ describe("the layer rule", () => {
       "functions/shared/log.ts loads `../handlers/${name}.ts`, a computed name the checker cannot follow: use a literal or declare it in LOADERS",
       "functions/queue/queue.ts loads moduleName, a computed name the checker cannot follow: use a literal or declare it in LOADERS",
       "functions/store/store.ts loads `./${name}.ts`, a computed name the checker cannot follow: use a literal or declare it in LOADERS",
+    ]);
+  });
+
+  it("fails on a declared loader whose template starts outside the folders it may reach", () => {
+    expect(
+      check({
+        "functions/local/applications.ts": [
+          "const a = await import(`../applications/${name}/manifest.ts`);",
+          "const b = await import(`../../infra/${name}.ts`);",
+          "const c = await import(`../../../${name}.ts`);",
+        ].join("\n"),
+        "test/integration/lambda-entries.test.ts": "const d = await import(`../../${entry}`);",
+      }),
+    ).toEqual([
+      "functions/local/applications.ts loads `../../infra/${name}.ts`, outside the folders LOADERS lets it reach (functions/applications/)",
+      "functions/local/applications.ts loads `../../../${name}.ts`, outside the folders LOADERS lets it reach (functions/applications/)",
     ]);
   });
 
@@ -207,6 +225,61 @@ describe("the layer rule", () => {
       "functions/applications/webhooks/webhooks/store.ts imports functions/shared/hash.ts: an application imports functions/appservice/api.ts alone",
       "functions/applications/echo-bot/index.ts imports functions/applications/webhooks/index.ts: an application imports functions/appservice/api.ts alone",
     ]);
+  });
+
+  it("fails on a load by import.meta.resolve() or a require made by createRequire", () => {
+    expect(
+      check({
+        "functions/handlers/events.ts": [
+          'import { createRequire } from "node:module";',
+          'const worker = import.meta.resolve("../local/gateway.ts");',
+          "const load = createRequire(import.meta.url);",
+          'const { x } = load("../local/workers.ts");',
+        ].join("\n"),
+      }),
+    ).toEqual([
+      "functions/handlers/events.ts imports functions/local/gateway.ts: handlers may not import local (above it)",
+      "functions/handlers/events.ts imports functions/local/workers.ts: handlers may not import local (above it)",
+    ]);
+  });
+
+  it("fails on a root file importing ours, and passes the root files that import packages", () => {
+    expect(
+      check({
+        "vitest.config.ts": 'import { defineConfig } from "vitest/config";',
+        "cdk.config.ts": 'import { a } from "./infra/app.ts";',
+      }),
+    ).toEqual(["cdk.config.ts is in no layer: add its folder to LAYERS"]);
+    expect(check({ "vitest.config.ts": 'import { x } from "./test/support/wait.ts";' })).toEqual([
+      "vitest.config.ts imports ./test/support/wait.ts: a root file imports packages alone",
+    ]);
+  });
+
+  it("finds the source files of every folder, skipping installed, generated and hidden ones", () => {
+    const dir = mkdtempSync(join(tmpdir(), "layers-"));
+    try {
+      for (const path of [
+        "tools/deep/x.ts",
+        "functions/shared/y.tsx",
+        "functions/shared/z.mts",
+        "functions/shared/notes.md",
+        "vitest.config.ts",
+        "node_modules/p/index.js",
+        "cdk.out/asset/index.mjs",
+        ".scratch/w.ts",
+      ]) {
+        mkdirSync(join(dir, dirname(path)), { recursive: true });
+        writeFileSync(join(dir, path), "");
+      }
+      expect(sourceFiles(dir).sort()).toEqual([
+        "functions/shared/y.tsx",
+        "functions/shared/z.mts",
+        "tools/deep/x.ts",
+        "vitest.config.ts",
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("fails on files of no layer and imports leaving the repository, not on data URLs", () => {

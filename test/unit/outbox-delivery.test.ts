@@ -2,17 +2,14 @@ import { createServer, type IncomingHttpHeaders, type ServerResponse } from "nod
 import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { createActions, MAX_DELIVERY_BYTES } from "../../functions/matrix/actions.ts";
-import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/matrix/backoff.ts";
-import {
-  decideOutboundAction,
-  type OutboxDeps,
-  performDelivery,
-} from "../../functions/matrix/outbox.ts";
-import type { OutboundDelivery } from "../../functions/matrix/request.ts";
+import { decideOutboundAction, type OutboundDeps } from "../../functions/outbox/decide.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy, LOOPBACK_RANGES } from "../../functions/remote/address-policy.ts";
+import { performDelivery } from "../../functions/remote/delivery.ts";
+import type { OutboundDelivery } from "../../functions/remote/outbound-delivery.ts";
 import { HttpRemoteClient } from "../../functions/remote/remote-http.ts";
 import { signatureValid } from "../../functions/remote/signature.ts";
+import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/shared/backoff.ts";
 import { sha256 } from "../../functions/shared/hash.ts";
 import type { DeliveryOutcome } from "../../functions/store/delivery-outcomes.ts";
 import type { ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
@@ -70,7 +67,7 @@ class MemoryServerErrors implements ServerErrorCounter {
 const unexpected = () => Promise.reject(new Error("no homeserver call expected"));
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
-const deps = (allowLoopback = true, serverErrors = new MemoryServerErrors()): OutboxDeps => ({
+const deps = (allowLoopback = true, serverErrors = new MemoryServerErrors()): OutboundDeps => ({
   homeserver: { call: unexpected },
   remote: new HttpRemoteClient({ policy: addressPolicy(allowLoopback ? LOOPBACK_RANGES : []) }),
   outboxMemory: {
@@ -86,7 +83,7 @@ const deps = (allowLoopback = true, serverErrors = new MemoryServerErrors()): Ou
   isOurUser: () => false,
   backoff: { baseSeconds: 1, capSeconds: 300 },
   log: silent,
-  botProfile: { ensure: unexpected } as unknown as OutboxDeps["botProfile"],
+  botProfile: { ensure: unexpected } as unknown as OutboundDeps["botProfile"],
   deliveryOutcomes: { record: unexpected, last: unexpected },
 });
 

@@ -3,21 +3,9 @@ import { describe, expect, it, onTestFinished, vi } from "vitest";
 import { createNamespaceMatcher } from "../../functions/appservice/protocol/namespaces.ts";
 import { createActions } from "../../functions/matrix/actions.ts";
 import { actionProblem, requestProblem } from "../../functions/matrix/allowed-request.ts";
-import {
-  backoffSeconds,
-  OUTBOUND_MAX_RECEIVE_COUNT,
-  rateLimitSeconds,
-} from "../../functions/matrix/backoff.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
-import {
-  AS_TOKEN_REFUSED,
-  decideOutboundAction,
-  decideOutboundMessage,
-  OUTCOME_LOG_MESSAGES,
-  type OutboxDeps,
-  performAction,
-} from "../../functions/matrix/outbox.ts";
+import { AS_TOKEN_REFUSED, performAction } from "../../functions/matrix/outbox.ts";
 import {
   type ClientServerRequest,
   type ClientServerResponse,
@@ -25,9 +13,20 @@ import {
   type OutboundAction,
   RequestRefused,
 } from "../../functions/matrix/request.ts";
+import {
+  decideOutboundAction,
+  decideOutboundMessage,
+  OUTCOME_LOG_MESSAGES,
+  type OutboundDeps,
+} from "../../functions/outbox/decide.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy } from "../../functions/remote/address-policy.ts";
 import { HttpRemoteClient } from "../../functions/remote/remote-http.ts";
+import {
+  backoffSeconds,
+  OUTBOUND_MAX_RECEIVE_COUNT,
+  rateLimitSeconds,
+} from "../../functions/shared/backoff.ts";
 import type { MessageLinker } from "../../functions/store/messages.ts";
 import type { OutboxMemory, ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 import type { SentEventRecorder } from "../../functions/store/sent-events.ts";
@@ -156,7 +155,7 @@ async function attempts(
 }
 
 const unexpectedCall = () => Promise.reject(new Error("no delivery outcome expected"));
-const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): OutboxDeps => ({
+const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): OutboundDeps => ({
   homeserver,
   outboxMemory: store,
   // No deliveries here (test/unit/outbox-delivery.test.ts has them): every address refused.
@@ -489,7 +488,7 @@ const recordingLog = () => {
       level,
       (message: string, attributes: unknown) => lines.push([level, message, attributes]),
     ]),
-  ) as unknown as OutboxDeps["log"];
+  ) as unknown as OutboundDeps["log"];
   return { lines, log };
 };
 
@@ -865,7 +864,7 @@ describe("decideOutboundMessage: nothing is left to SQS's redrive, which gives n
       outboxMemory: {
         ...store,
         isRegistered: () => Promise.reject(new Error("table unreachable")),
-      } as unknown as OutboxDeps["outboxMemory"],
+      } as unknown as OutboundDeps["outboxMemory"],
     };
     const ghost = JSON.stringify(send({ userId: GHOST }));
     const reason = {

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   type ApplicationManifest,
   applicationConfig,
+  SettingError,
 } from "../../functions/appservice/manifest.ts";
 
 // The setting a manifest's `remoteSecret.urlSetting` names is the remote service's URL: the
@@ -34,6 +35,25 @@ describe("applicationConfig: remoteSecret.urlSetting", () => {
       );
     },
   );
+
+  it("throws a SettingError that names the setting missing or refused (the synth says which context value)", () => {
+    const thrown = (env: Record<string, string | undefined>) => {
+      try {
+        applicationConfig(manifest, env);
+      } catch (error) {
+        return error;
+      }
+      throw new Error("accepted");
+    };
+    for (const env of [{}, { REMOTE_URL: "ftp://chat.example.org" }]) {
+      expect(thrown(env)).toBeInstanceOf(SettingError);
+      expect(thrown(env)).toMatchObject({ variable: "REMOTE_URL" });
+    }
+    // Not a setting's value: the manifest's own mistake.
+    expect(() =>
+      applicationConfig({ remoteSecret: { urlSetting: "NOWHERE" } } as ApplicationManifest, {}),
+    ).not.toThrow(SettingError);
+  });
 
   it("refuses a urlSetting that is none of the settings", () => {
     expect(() =>

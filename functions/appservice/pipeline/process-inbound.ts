@@ -1,5 +1,5 @@
-import { type BackoffPolicy, backoffSeconds, retriesCovering } from "../../matrix/backoff.ts";
 import { queueJson, type ReceivedMessageControl, RetryLater } from "../../queue/queue.ts";
+import { type BackoffPolicy, backoffSeconds, retriesCovering } from "../../shared/backoff.ts";
 import { sha256 } from "../../shared/hash.ts";
 import type { Log } from "../../shared/log.ts";
 import { claimKeys } from "../../store/claim-keys.ts";

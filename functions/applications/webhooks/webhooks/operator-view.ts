@@ -55,9 +55,9 @@ export const webhooksSection: ConsoleSection = {
     { key: "roomId", label: "room" },
     { key: "direction", label: "direction" },
     { key: "name", label: "name" },
-    { key: "lastUsedAt", label: "last used" },
+    { key: "lastUsedAt", label: "last used", time: true },
     { key: "lastStatus", label: "last delivery" },
-    { key: "lastStatusAt", label: "delivered at" },
+    { key: "lastStatusAt", label: "delivered at", time: true },
   ],
   async rows(context: ConsoleContext) {
     const [webhooks, calls] = await Promise.all([webhookViews(context), context.recentCalls()]);
