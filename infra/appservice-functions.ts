@@ -307,7 +307,8 @@ export class AppserviceFunctions {
     // Queries claim the creation of a user or alias, and remember registered users.
     storage.grantTable(queries, ["GetItem", "PutItem", "UpdateItem"]);
     // The Intent's memory (a user's items read in one query), the bot's profile; server errors
-    // counted and the event IDs of the sends that asked (`OUTBOX#…` items).
+    // counted and the event IDs of the sends that asked (`OUTBOX#…` items); the links of the
+    // portals' message maps (`APP#…`).
     storage.grantTable(outbox, ["GetItem", "Query", "PutItem", "UpdateItem"]);
     storage.grantSend(outbox, storage.outboundDeadLetterQueue);
   }

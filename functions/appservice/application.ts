@@ -31,6 +31,11 @@ export interface ServiceContext {
   portals: LinkMap;
   /** Puppets, in `data`: remote user IDs ↔ Matrix user IDs, one to one. */
   puppets: LinkMap;
+  /**
+   * A portal's message map, in `data`: remote message IDs ↔ the event IDs of the Matrix events
+   * they became, one to one. The outbox links each send queued with a `remoteId` once sent.
+   */
+  messages(roomId: string): MessageMap;
   /** Where the application's HTTP routes are reached from outside (no trailing slash). */
   publicBaseUrl: string;
   /**
@@ -62,6 +67,16 @@ export interface ServiceContext {
    * The secret itself stays out of the application's reach.
    */
   remoteSignatureValid(request: Pick<AppRequest, "headers" | "bytes">): boolean;
+}
+
+/** One portal's messages (`ServiceContext.messages`): `matrixId` is an event ID. */
+export interface MessageMap extends LinkMap {
+  /**
+   * The event ID of the remote message's send, once the outbox has linked it: read again for up
+   * to `timeoutMs` (0, the default: read once), as a send queued just before is in the room's
+   * queue ahead of what comes after. Undefined when still none.
+   */
+  eventIdOf(remoteId: string, timeoutMs?: number): Promise<string | undefined>;
 }
 
 export interface ApplicationContext extends ServiceContext {

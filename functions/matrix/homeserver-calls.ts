@@ -5,6 +5,8 @@ import type { AppDataStore } from "../store/app-data.ts";
 import type { IntentMemory } from "../store/intent-memory.ts";
 import type { As } from "./actions.ts";
 import { BudgetExhausted, callBefore } from "./bounded-call.ts";
+import { type BridgeInfo, bridgeState } from "./bridge-info.ts";
+import { creatorsHaveInfinitePower, creatorsOf, withoutCreators } from "./creators.ts";
 import { Intent, isForbidden } from "./intent.ts";
 import {
   type DownloadedMedia,
@@ -21,6 +23,7 @@ import {
 } from "./request.ts";
 import {
   type CreateRoomFields,
+  capabilitiesRequest,
   createRoomRequest,
   eventRequest,
   joinedMembersRequest,
@@ -41,6 +44,8 @@ export interface RoomOptions extends As, Omit<CreateRoomFields, "alias"> {
   alias?: string;
   /** The room's avatar, an `mxc://` URI (initial `m.room.avatar` state). */
   avatarUrl?: string;
+  /** Makes the room a portal clients recognise: `m.bridge` state (MSC2346), with the bot as `bridgebot`. */
+  bridge?: BridgeInfo;
 }
 
 /** A direct-message room: the other user is invited, with `is_direct`. */
@@ -312,26 +317,69 @@ export class HttpHomeserverCalls extends HttpHomeserverReader implements Homeser
     fullAlias: string,
     options: RoomOptions,
   ): Promise<string> {
-    const { as, avatarUrl, initialState, ...fields } = options;
+    const { as, avatarUrl, initialState, bridge, powerLevels, ...fields } = options;
+    const actor = as ?? this.botUserId;
+    const state = [
+      ...(avatarUrl !== undefined
+        ? [{ type: "m.room.avatar", state_key: "", content: { url: avatarUrl } }]
+        : []),
+      ...(bridge ? bridgeState(bridge, this.botUserId) : []),
+      ...(initialState ?? []),
+    ];
     const request = createRoomRequest({
       ...fields,
       alias,
-      ...((avatarUrl !== undefined || initialState) && {
-        initialState: [
-          ...(avatarUrl !== undefined
-            ? [{ type: "m.room.avatar", state_key: "", content: { url: avatarUrl } }]
-            : []),
-          ...(initialState ?? []),
-        ],
+      ...(powerLevels && {
+        powerLevels: await this.powerLevelsFor(deadline, actor, powerLevels, options),
       }),
+      ...(state.length > 0 && { initialState: state }),
     });
-    const response = await this.call(deadline, as ?? this.botUserId, request);
+    const response = await this.call(deadline, actor, request);
     if (ok(response)) return (response.body as { room_id: string }).room_id;
     if (matrixError(response.body).errcode === "M_ROOM_IN_USE") {
       const roomId = await this.resolveAliasBefore(deadline, fullAlias);
       if (roomId) return roomId;
     }
     throw new HomeserverRefused(`creating the room ${fullAlias}`, response.status, response.body);
+  }
+
+  /**
+   * The power levels to ask for: in a room version whose creators have infinite power, without
+   * the creators (the actor, `additionalCreators`, a trusted private chat's invitees), whom the
+   * homeserver would refuse there.
+   */
+  private async powerLevelsFor(
+    deadline: number,
+    actor: string,
+    powerLevels: Record<string, unknown>,
+    { roomVersion, additionalCreators, preset, invite }: RoomOptions,
+  ) {
+    if (powerLevels.users === undefined) return powerLevels;
+    const version = roomVersion ?? (await this.defaultRoomVersion(deadline, actor));
+    if (version === undefined || !creatorsHaveInfinitePower(version)) return powerLevels;
+    const invitees = preset === "trusted_private_chat" ? (invite ?? []) : [];
+    return withoutCreators(powerLevels, [actor, ...(additionalCreators ?? []), ...invitees]);
+  }
+
+  /** The version of the homeserver's new rooms (`m.room_versions`), asked once per instance. */
+  private defaultVersion: Promise<string | undefined> | undefined;
+  private defaultRoomVersion(deadline: number, actor: string) {
+    this.defaultVersion ??= this.expectOk(
+      deadline,
+      actor,
+      capabilitiesRequest(),
+      "reading the homeserver's capabilities",
+    ).then(
+      (body) =>
+        (body.capabilities as { "m.room_versions"?: { default?: string } } | undefined)?.[
+          "m.room_versions"
+        ]?.default,
+      (error: unknown) => {
+        this.defaultVersion = undefined;
+        throw error;
+      },
+    );
+    return this.defaultVersion;
   }
 
   /** `<prefix><hash of the key>`: in the namespace, the same for every repeat of the key. */
@@ -449,6 +497,20 @@ export class HttpHomeserverCalls extends HttpHomeserverReader implements Homeser
         roomStateRequest(roomId, "m.room.power_levels", ""),
         `reading the power levels of ${roomId}`,
       );
+    const create = (await this.expectOk(
+      deadline,
+      actor,
+      roomStateRequest(roomId, "m.room.create", "", "event"),
+      `reading the creation of ${roomId}`,
+    )) as { sender: string; content: Record<string, unknown> };
+    const version = create.content.room_version;
+    // A creator's power is infinite there, and a power level event naming one is refused.
+    if (
+      creatorsHaveInfinitePower(typeof version === "string" ? version : "1") &&
+      creatorsOf(create).includes(userId)
+    ) {
+      return;
+    }
     let levels = await read();
     for (let write = 0; ; write++) {
       const users = (levels.users ?? {}) as Record<string, unknown>;

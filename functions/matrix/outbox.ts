@@ -7,6 +7,7 @@ import {
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "../shared/backoff.ts";
 import type { Log } from "../shared/log.ts";
 import type { IntentMemory } from "../store/intent-memory.ts";
+import type { MessageLinker } from "../store/messages.ts";
 import type { SentEventRecorder } from "../store/sent-events.ts";
 import { actionProblem } from "./allowed-request.ts";
 import type { BotProfileKeeper } from "./bot-profile.ts";
@@ -30,6 +31,8 @@ export interface OutboxDeps {
   serverErrors: ServerErrorCounter;
   /** Where the sends that ask for it (`recordEventId`) have their event ID recorded. */
   sentEvents: SentEventRecorder;
+  /** Where the sends that name their remote message (`remoteId`) are linked to their event ID. */
+  messages: MessageLinker;
   botUserId: string;
   /** Whether the registration's user namespaces cover `userId` (the bot is ours anyway). */
   isOurUser: (userId: string) => boolean;
@@ -95,6 +98,7 @@ export async function performAction(
     intentMemory,
     serverErrors,
     sentEvents,
+    messages,
     botUserId,
     isOurUser,
     backoff,
@@ -210,6 +214,13 @@ export async function performAction(
       // A failure here fails the action: its retry sends under the same txnId, which the
       // homeserver answers with the same event ID.
       await sentEvents.recordEventId(action.id, eventId);
+    }
+    if (action.remoteId !== undefined && roomId !== undefined && typeof eventId === "string") {
+      // As above: a failure fails the action, whose retry is given the same event ID.
+      const linked = await messages.linkMessage(roomId, action.remoteId, eventId);
+      if (!linked) {
+        log.warn("event already linked to another remote message", { actionId: action.id, roomId });
+      }
     }
     return { kind: "done", status: response.status };
   } catch (error) {

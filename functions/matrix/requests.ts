@@ -115,6 +115,8 @@ export interface CreateRoomFields {
   roomVersion?: string;
   /** Merged into the room's initial `m.room.power_levels` (`power_level_content_override`). */
   powerLevels?: Record<string, unknown>;
+  /** Room version 12 and later: users with the creator's infinite power (`creation_content`). */
+  additionalCreators?: string[];
 }
 
 export const createRoomRequest = (options: CreateRoomFields): ClientServerRequest => ({
@@ -131,7 +133,16 @@ export const createRoomRequest = (options: CreateRoomFields): ClientServerReques
     ...(options.isDirect !== undefined && { is_direct: options.isDirect }),
     ...(options.roomVersion !== undefined && { room_version: options.roomVersion }),
     ...(options.powerLevels && { power_level_content_override: options.powerLevels }),
+    ...(options.additionalCreators && {
+      creation_content: { additional_creators: options.additionalCreators },
+    }),
   },
+});
+
+/** What the homeserver supports: `m.room_versions.default` is the version of a new room. */
+export const capabilitiesRequest = (): ClientServerRequest => ({
+  method: "GET",
+  path: `${CS}/capabilities`,
 });
 
 /** The room an alias names: `{room_id, servers}`, or 404 `M_NOT_FOUND`. */
@@ -239,6 +250,18 @@ export const receiptRequest = (
   method: "POST",
   path: `${CS}/rooms/${e(roomId)}/receipt/${e(type)}/${e(eventId)}`,
   body: {},
+});
+
+export type Presence = "online" | "offline" | "unavailable";
+
+export const presenceRequest = (
+  userId: string,
+  presence: Presence,
+  statusMessage?: string,
+): ClientServerRequest => ({
+  method: "PUT",
+  path: `${CS}/presence/${e(userId)}/status`,
+  body: { presence, ...(statusMessage !== undefined && { status_msg: statusMessage }) },
 });
 
 /** Registers an appservice user; `inhibit_login` because we never need its access token. */

@@ -24,6 +24,7 @@ import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-
 import { DynamoDbIntentMemory } from "../store/dynamodb/intent-memory.ts";
 import { DynamoDbSetAsideItems } from "../store/dynamodb/set-aside-items.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
+import { messageLinker } from "../store/messages.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import type { Config, TOKEN_SECRET_FIELDS, TokenName } from "./env.ts";
 import type {
@@ -244,6 +245,7 @@ export async function outboxDeps<L extends Log>(
     intentMemory: memory,
     serverErrors: store,
     sentEvents: store,
+    messages: messageLinker(new DynamoDbAppData(platform.dynamodb, config.tableName)),
     botUserId: config.botUserId,
     isOurUser: (userId: string) => users.matches("users", userId),
     backoff: platform.backoff ?? DEFAULT_BACKOFF,

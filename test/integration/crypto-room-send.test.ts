@@ -11,10 +11,12 @@ import { type OutboxDeps, performAction } from "../../functions/matrix/outbox.ts
 import type { OutboundAction } from "../../functions/matrix/request.ts";
 import type { RoomEncryptor } from "../../functions/matrix/room-encryptor.ts";
 import type { Log } from "../../functions/shared/log.ts";
+import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { DynamoDbCryptoStateStore } from "../../functions/store/dynamodb/crypto-state.ts";
 import { DynamoDbIntentMemory } from "../../functions/store/dynamodb/intent-memory.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
+import { messageLinker } from "../../functions/store/messages.ts";
 import { noServices } from "../support/appservice.ts";
 import { CryptoPerson } from "../support/crypto-person.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
@@ -54,6 +56,7 @@ describe("the outbox's sends into encrypted rooms", () => {
   const outboxDeps = (roomEncryptor: RoomEncryptor): OutboxDeps => ({
     homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, 10_000),
     intentMemory,
+    messages: messageLinker(new DynamoDbAppData(dynamodb, tableName)),
     serverErrors: store,
     sentEvents: store,
     botUserId: BOT,

@@ -14,6 +14,7 @@ import {
 import { DynamoDbIntentMemory } from "../../functions/store/dynamodb/intent-memory.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
+import { messageLinker } from "../../functions/store/messages.ts";
 import { noServices } from "../support/appservice.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
 
@@ -54,6 +55,7 @@ describe("one Intent for the outbox and the immediate calls (scripted homeserver
     const outboxDeps: OutboxDeps = {
       homeserver: client,
       intentMemory: memory,
+      messages: messageLinker(new DynamoDbAppData(dynamodb, tableName)),
       serverErrors: store,
       sentEvents: store,
       botUserId: BOT,

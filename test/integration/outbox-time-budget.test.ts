@@ -60,6 +60,8 @@ describe("the outbox within its time", () => {
     intentMemory: memory,
     serverErrors: store,
     sentEvents: store,
+    // Its sends name no remote message.
+    messages: { linkMessage: () => Promise.reject(new Error("no message link expected")) },
     botUserId: bot,
     isOurUser: (userId) => userId.startsWith("@_as_"),
     backoff,

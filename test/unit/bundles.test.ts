@@ -20,18 +20,19 @@ const root = join(import.meta.dirname, "../..");
 /**
  * The most a bundle may weigh over its floor (bench/floor.ts) before this test fails: a guard
  * against growth. `npm run bench` (bench/bundles.ts) prints each ratio against the target, 1.15,
- * which the events and admin functions miss (1.360 and 1.325 with the bridge kit, the console and
+ * which the events and admin functions miss (1.370 and 1.325 with the bridge kit, the console and
  * the outbound webhooks, whose targets the events function checks against the address policy:
  * Powertools, zod and the kit's calls; 0.007 of it the application's part loaded by `import()`,
  * which esbuild wraps in lazy initializers, so that a bundle holds one application's part:
  * functions/wiring/application.ts; 0.009 the items set aside in the table, read back by the
  * events function, and the manifest; 0.002 the one Intent, matrix/intent.ts, and its memory's
- * adapter, which the immediate calls share with the outbox); set just above them so that any
- * further growth fails.
+ * adapter, which the immediate calls share with the outbox; 0.010 the kit's second version:
+ * message maps, edits, replies, presence, m.bridge state, room version 12); set just above them
+ * so that any further growth fails.
  * The events function's crypto-wasm and fake-indexeddb (it decrypts) count in its floor, as an
  * application's packages do: about 1.26 with them.
  */
-const MAX_FLOOR_RATIO = 1.366;
+const MAX_FLOOR_RATIO = 1.377;
 /** The webhooks' renderer's packages: only the function that renders (app) may bundle them. */
 const RENDERER_PACKAGES = ["node_modules/markdown-it/", "node_modules/sanitize-html/"];
 

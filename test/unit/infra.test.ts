@@ -1043,12 +1043,18 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     expect(readConfig("outbox", variables("Outbox")).remoteServiceUrl).toBe(
       "https://chat.example.org",
     );
-    expect(JSON.parse(variablesOf("Fallback")[ENV.appRoutes] as string)).toEqual([
+    const relayRoutes = [
       { method: "POST", path: "/relay/{channel}/messages" },
-    ]);
+      { method: "PUT", path: "/relay/{channel}/messages/{id}" },
+      { method: "DELETE", path: "/relay/{channel}/messages/{id}" },
+      { method: "POST", path: "/relay/{channel}/reactions" },
+      { method: "DELETE", path: "/relay/{channel}/reactions/{id}" },
+      { method: "POST", path: "/relay/{channel}/typing" },
+    ];
+    expect(JSON.parse(variablesOf("Fallback")[ENV.appRoutes] as string)).toEqual(relayRoutes);
     const stage = Object.values(template.findResources("AWS::ApiGatewayV2::Stage"))[0];
     const routes = Object.keys(stage?.Properties.RouteSettings as Record<string, unknown>);
-    expect(routes).toContain("POST /relay/{channel}/messages");
+    for (const { method, path } of relayRoutes) expect(routes).toContain(`${method} ${path}`);
     expect(routes).not.toContain("POST /webhook/{id}");
     expect(nagFindings(stack)).toEqual([]);
   });

@@ -80,6 +80,7 @@ const deps = (allowLoopback = true, serverErrors = new MemoryServerErrors()): Ou
   },
   serverErrors,
   sentEvents: { recordEventId: unexpected },
+  messages: { linkMessage: unexpected },
   botUserId: "@bot:test.local",
   isOurUser: () => false,
   backoff: { baseSeconds: 1, capSeconds: 300 },

@@ -29,6 +29,7 @@ import {
   rateLimitSeconds,
 } from "../../functions/shared/backoff.ts";
 import type { IntentMemory, ProfileFields } from "../../functions/store/intent-memory.ts";
+import type { MessageLinker } from "../../functions/store/messages.ts";
 import type { SentEventRecorder } from "../../functions/store/sent-events.ts";
 
 // The outbox's decisions, against test doubles of the project's own interfaces (the homeserver
@@ -82,10 +83,15 @@ class FakeHomeserver implements HomeserverClient {
   }
 }
 
-class MemoryOutboxStore implements IntentMemory, ServerErrorCounter, SentEventRecorder {
+class MemoryOutboxStore
+  implements IntentMemory, ServerErrorCounter, SentEventRecorder, MessageLinker
+{
   readonly registered = new Set<string>();
   readonly serverErrors = new Map<string, number>();
   readonly sentEvents = new Map<string, string>();
+  /** `roomId remoteId` → event ID; and the event IDs linked, as the map's other side. */
+  readonly messageLinks = new Map<string, string>();
+  readonly linkedEvents = new Set<string>();
   // The bot's profile as configured below, already set: these tests are about other calls.
   readonly profiles = new Map<string, ProfileFields>([[BOT, { displayname: "Bot" }]]);
   /** `roomId userId` → the look in the room, for the members remembered joined. */
@@ -115,6 +121,14 @@ class MemoryOutboxStore implements IntentMemory, ServerErrorCounter, SentEventRe
   }
   async recordEventId(actionId: string, eventId: string) {
     this.sentEvents.set(actionId, eventId);
+  }
+  async linkMessage(roomId: string, remoteId: string, eventId: string) {
+    const key = `${roomId} ${remoteId}`;
+    if (this.messageLinks.has(key)) return true;
+    if (this.linkedEvents.has(eventId)) return false;
+    this.messageLinks.set(key, eventId);
+    this.linkedEvents.add(eventId);
+    return true;
   }
 }
 
@@ -157,6 +171,7 @@ const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): Ou
   remote: new HttpRemoteClient({ policy: addressPolicy() }),
   serverErrors: store,
   sentEvents: store,
+  messages: store,
   botUserId: BOT,
   isOurUser: (userId) => namespaces.matches("users", userId),
   backoff: { baseSeconds: 1, capSeconds: 300 },
@@ -192,6 +207,37 @@ describe("performAction: what each answer means", () => {
     const plain = await attempts(send({ id: "plain" }), [sent()]);
     expect(plain.outcomes).toEqual([{ kind: "done", status: 200 }]);
     expect(plain.store.sentEvents.size).toBe(0);
+  });
+
+  it("a send naming its remote message → linked to its event ID in the room's message map once sent; a retry links the same", async () => {
+    const linked = send({ id: "linked", remoteId: "remote-1" });
+    const { outcomes, store } = await attempts(linked, [
+      { action: [answer(502)] },
+      { action: [answer(200, { event_id: "$sent" })] },
+      // The same txnId again (a redelivery): the homeserver answers with the same event.
+      { action: [answer(200, { event_id: "$sent" })] },
+    ]);
+    expect(outcomes.map((o) => o.kind)).toEqual(["retry", "done", "done"]);
+    expect([...store.messageLinks]).toEqual([[`${ROOM} remote-1`, "$sent"]]);
+    // No remote message named: nothing linked.
+    const plain = await attempts(send({ id: "plain" }), [
+      { action: [answer(200, { event_id: "$p" })] },
+    ]);
+    expect(plain.store.messageLinks.size).toBe(0);
+  });
+
+  it("a remoteId that is not a string, or without a room → dead-lettered unsent", async () => {
+    for (const action of [
+      send({ remoteId: 7 as unknown as string }),
+      { ...send({ remoteId: "r" }), roomId: undefined },
+    ]) {
+      const { outcome, homeserver } = await once(action, { action: [answer(200)] });
+      expect(outcome).toMatchObject({
+        kind: "dead",
+        reason: { error: expect.stringMatching(/remoteId/) },
+      });
+      expect(homeserver.calls).toHaveLength(0);
+    }
   });
 
   it("401 (the as_token refused) → retry with the backoff, logged at ERROR, no server error counted: a configuration fault, not the action's", async () => {
