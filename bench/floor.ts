@@ -9,8 +9,11 @@ import { DEFAULT_APPLICATION } from "../functions/local/applications.ts";
 import { esbuildOptionsFor } from "../infra/bundling.ts";
 
 const root = join(import.meta.dirname, "..");
-/** Where the application lives: its own npm packages count in the floor. */
-const APPLICATION_FOLDERS = ["functions/applications/"];
+/**
+ * Whose npm packages count in the floor: the application's (its choice, not the appservice's),
+ * and the crypto layer's (crypto-wasm: what decrypting needs, in the function that decrypts).
+ */
+const APPLICATION_FOLDERS = ["functions/applications/", "functions/crypto/"];
 
 /** Each function's bundle may be at most this much larger than its floor, in bytes and load time. */
 export const FLOOR_RATIO_TARGET = 1.15;
@@ -57,6 +60,16 @@ async function importsOf(inputs: string[], keep: (specifier: string, file: strin
         if (name && !name.startsWith("type ")) names.add(name);
       }
       imports.set(specifier as string, names);
+    }
+    // The crypto layer's packages, loaded by `import()` on first use (crypto-wasm,
+    // fake-indexeddb), whole. (Elsewhere such a string may be code run in another thread.)
+    const dynamic = input.startsWith("functions/crypto/")
+      ? source.matchAll(/\bimport\(\s*"([^".][^"]*)"\s*\)/g)
+      : [];
+    for (const [, specifier] of dynamic) {
+      if (keep(specifier as string, input) && !imports.has(specifier as string)) {
+        imports.set(specifier as string, new Set());
+      }
     }
   }
   return imports;

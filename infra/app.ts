@@ -98,6 +98,7 @@ new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
       deliveryAllowedAddresses: parseAllowedRanges(context("deliveryAllowedAddresses")),
     }),
     tracing: String(context("tracing")) === "true",
+    readEncryptedRooms: String(context("readEncryptedRooms")) === "true",
   },
 });
 Aspects.of(app).add(new AwsSolutionsChecks());

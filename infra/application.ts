@@ -64,10 +64,14 @@ let defaultChoice: Promise<ApplicationChoice> | undefined;
 /**
  * The default application (package.json's, `DEFAULT_APPLICATION`) with no context values: what
  * `cdk synth` runs given no `application`. Read when first asked for (its manifest and every
- * part loaded), then kept: importing this module loads no application.
+ * part loaded), then kept: importing this module loads no application. A failure is not kept:
+ * the next call reads it again.
  */
 export const defaultApplicationChoice = (): Promise<ApplicationChoice> => {
-  defaultChoice ??= applicationChoice(undefined, () => undefined);
+  defaultChoice ??= applicationChoice(undefined, () => undefined).catch((error: unknown) => {
+    defaultChoice = undefined;
+    throw error;
+  });
   return defaultChoice;
 };
 

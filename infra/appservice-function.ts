@@ -6,7 +6,14 @@ import { LogGroup, type RetentionDays } from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
 import type { PLATFORM_ENV } from "../functions/wiring/env.ts";
 import type { ApplicationChoice } from "./application.ts";
-import { applicationAlias, bundling, runtimeFileCommands, runtimeFilesOf } from "./bundling.ts";
+import {
+  applicationAlias,
+  bundling,
+  CRYPTO_FUNCTIONS,
+  cryptoWasmCommands,
+  runtimeFileCommands,
+  runtimeFilesOf,
+} from "./bundling.ts";
 
 /** The project's root: the functions' entries are relative to it, and esbuild runs there. */
 export const PROJECT_ROOT = join(import.meta.dirname, "..");
@@ -97,14 +104,16 @@ export class AppserviceFunction extends NodejsFunction {
         commandHooks: {
           beforeBundling: () => [],
           beforeInstall: () => [],
-          afterBundling: (inputDir, outputDir) =>
-            application
+          afterBundling: (inputDir, outputDir) => [
+            ...(application
               ? runtimeFileCommands(
                   runtimeFilesOf(application.name, application.module.manifest, name),
                   inputDir,
                   outputDir,
                 )
-              : [],
+              : []),
+            ...(CRYPTO_FUNCTIONS.has(name) ? cryptoWasmCommands(inputDir, outputDir) : []),
+          ],
         },
       },
     });

@@ -19,6 +19,7 @@ import {
   CALL_RECORDS_KEY_PREFIX,
 } from "../functions/store/dynamodb/app-data.ts";
 import { DEAD_LETTER_KEY_PREFIX } from "../functions/store/dynamodb/dead-letters.ts";
+import { ROOM_KEY_PREFIX, USER_KEY_PREFIX } from "../functions/store/dynamodb/intent-memory.ts";
 import { SET_ASIDE_KEY_PREFIX } from "../functions/store/dynamodb/set-aside-items.ts";
 import { HASHED_KEY_PREFIX, SERVER_ERRORS_KEY_PREFIX } from "../functions/store/dynamodb/store.ts";
 import { botUserIdOf } from "../functions/wiring/deps.ts";
@@ -164,6 +165,9 @@ export class AppserviceFunctions {
         ...environmentOf({
           inboundQueueUrl: inboundQueue.queueUrl,
           inboundDeadLetterQueueUrl: inboundDeadLetterQueue.queueUrl,
+          ...(secrets.cryptoStoreSecret && {
+            cryptoStoreSecretArn: secrets.cryptoStoreSecret.secretArn,
+          }),
         }),
         ...settingsEnvironment(choice, "events"),
       }),
@@ -274,16 +278,18 @@ export class AppserviceFunctions {
     for (const [token, fns] of Object.entries(tokensOf) as [TokenName, IGrantable[]][])
       for (const fn of fns) secrets.grantToken(fn, token);
     for (const fn of [app, outbox]) secrets.grantRemoteSecret(fn);
+    secrets.grantCryptoStoreSecret(events);
     this.grantOperatorConsole(scope);
     storage.grantTable(transactions, ["PutItem"]);
     storage.grantSend(transactions, storage.inboundQueue);
-    // The application's data, and what its immediate calls remember (reads, and writes in
-    // transactions of puts and deletes).
+    // The application's data, what its immediate calls remember (reads, and writes in
+    // transactions of puts and deletes), and the Intent's memory they share with the outbox (the
+    // users registered, the rooms joined).
     for (const fn of [events, app]) {
       storage.grantTable(
         fn,
         ["GetItem", "Query", "PutItem", "DeleteItem"],
-        [APP_DATA_KEY_PREFIX, CALL_RECORDS_KEY_PREFIX],
+        [APP_DATA_KEY_PREFIX, CALL_RECORDS_KEY_PREFIX, USER_KEY_PREFIX, ROOM_KEY_PREFIX],
       );
       storage.grantSend(fn, storage.outboundQueue);
     }
@@ -300,9 +306,10 @@ export class AppserviceFunctions {
     storage.grantSend(events, storage.inboundDeadLetterQueue);
     // Queries claim the creation of a user or alias, and remember registered users.
     storage.grantTable(queries, ["GetItem", "PutItem", "UpdateItem"]);
-    // The users it registered, the bot's profile; server errors counted and the event IDs of
-    // the sends that asked (`OUTBOX#…` items).
-    storage.grantTable(outbox, ["GetItem", "PutItem", "UpdateItem"]);
+    // The Intent's memory (a user's items read in one query), the bot's profile; server errors
+    // counted and the event IDs of the sends that asked (`OUTBOX#…` items); the links of the
+    // portals' message maps (`APP#…`).
+    storage.grantTable(outbox, ["GetItem", "Query", "PutItem", "UpdateItem"]);
     storage.grantSend(outbox, storage.outboundDeadLetterQueue);
   }
 

@@ -117,6 +117,15 @@ export function suppressReviewedNagFindings({
       },
     ]);
   }
+  if (secrets.cryptoStoreSecret) {
+    NagSuppressions.addResourceSuppressions(secrets.cryptoStoreSecret, [
+      {
+        id: "AwsSolutions-SMG4",
+        reason:
+          "It encrypts the crypto state saved in the table: a rotated secret could not open the state saved under the one before.",
+      },
+    ]);
+  }
   for (const secret of Object.values(secrets.tokenSecrets).filter((s) => s instanceof Secret)) {
     NagSuppressions.addResourceSuppressions(secret, [
       {

@@ -24,6 +24,8 @@ export interface AppserviceSecretsProps {
   tokenSecrets?: TokenSecrets;
   /** The application: a secret shared with its remote service when its manifest declares one. */
   application: ApplicationChoice;
+  /** The bot gets a device whose crypto state is encrypted under a secret of its own. */
+  readEncryptedRooms: boolean;
   logRetention: RetentionDays;
   tracing: boolean;
 }
@@ -44,6 +46,11 @@ export class AppserviceSecrets {
    * declares `remoteSecret`.
    */
   readonly remoteSecret?: Secret;
+  /**
+   * The secret the bot device's crypto state is encrypted under (docs/encryption.md), when the
+   * appservice reads encrypted rooms. Retained: a new one could not open the state.
+   */
+  readonly cryptoStoreSecret?: Secret;
   /** Its construct id (`RelaySecret`), which names its output too. */
   readonly remoteSecretId: string;
   /** Where the stack generates the tokens: the deploy-time function that carries old ones over. */
@@ -52,7 +59,13 @@ export class AppserviceSecrets {
 
   constructor(
     private readonly scope: Construct,
-    { tokenSecrets, application, logRetention, tracing }: AppserviceSecretsProps,
+    {
+      tokenSecrets,
+      application,
+      readEncryptedRooms,
+      logRetention,
+      tracing,
+    }: AppserviceSecretsProps,
   ) {
     if (tokenSecrets) {
       this.tokenSecrets = tokenSecrets;
@@ -77,6 +90,13 @@ export class AppserviceSecrets {
           removalPolicy: RemovalPolicy.RETAIN,
         })
       : undefined;
+    this.cryptoStoreSecret = readEncryptedRooms
+      ? new Secret(scope, "CryptoStoreSecret", {
+          description: "The key of the bot device's crypto state (encrypted rooms)",
+          generateSecretString: { passwordLength: 64, excludePunctuation: true },
+          removalPolicy: RemovalPolicy.RETAIN,
+        })
+      : undefined;
   }
 
   /** Keeps `fn` from running (from being created) before the tokens exist. */
@@ -92,6 +112,11 @@ export class AppserviceSecrets {
   /** Lets `fn` read the remote service's secret, when there is one. */
   grantRemoteSecret(fn: IGrantable) {
     if (this.remoteSecret) grantSecretRead(fn, this.remoteSecret);
+  }
+
+  /** Lets `fn` (the one that decrypts) read the crypto state's secret, when there is one. */
+  grantCryptoStoreSecret(fn: IGrantable) {
+    if (this.cryptoStoreSecret) grantSecretRead(fn, this.cryptoStoreSecret);
   }
 
   /**

@@ -57,6 +57,27 @@ export const functionEntries = {
   admin: "functions/handlers/admin.ts",
 } as const;
 
+/** `text` as one word of a POSIX shell command. */
+const quote = (text: string) => `'${text.replaceAll("'", "'\\''")}'`;
+
+/** The functions that do crypto (the events function decrypts): only their bundles hold crypto-wasm. */
+export const CRYPTO_FUNCTIONS: ReadonlySet<string> = new Set(["events"]);
+
+/** crypto-wasm's WebAssembly, relative to the project (its package exports no path to it). */
+export const CRYPTO_WASM =
+  "node_modules/@matrix-org/matrix-sdk-crypto-wasm/pkg/matrix_sdk_crypto_wasm_bg.wasm";
+
+/**
+ * The shell commands that put crypto-wasm's 7.8 MB of WebAssembly beside a bundle, where its
+ * `node.mjs` reads it (`./pkg/…` relative to `import.meta.url`, the bundle's own URL).
+ */
+export function cryptoWasmCommands(inputDir: string, outputDir: string): string[] {
+  return [
+    `mkdir -p ${quote(`${outputDir}/pkg`)}`,
+    `cp ${quote(`${inputDir}/${CRYPTO_WASM}`)} ${quote(`${outputDir}/pkg/`)}`,
+  ];
+}
+
 /** The deploy-time function that completes the generated tokens secret (not part of the API). */
 export const TOKENS_SECRET_ENTRY = "functions/handlers/tokens-secret.ts";
 
@@ -89,7 +110,6 @@ export function runtimeFileCommands(
   outputDir: string,
 ): string[] {
   if (!files) return [];
-  const quote = (text: string) => `'${text.replaceAll("'", "'\\''")}'`;
   return [
     ...files.copy.map((file) => `cp ${quote(file)} ${quote(`${outputDir}/`)}`),
     ...Object.entries(files.bundle).map(([outfile, entry]) =>

@@ -81,6 +81,12 @@ export interface MatrixAppserviceProps {
   /** AWS X-Ray active tracing on every function. @default false */
   tracing?: boolean;
   /**
+   * The bot gets a device and the events function decrypts encrypted rooms' messages for the
+   * application (docs/encryption.md). Off until what the application sends there is encrypted.
+   * @default false
+   */
+  readEncryptedRooms?: boolean;
+  /**
    * The application the functions run: each function's bundle holds its part of that one
    * application alone. `applicationChoice(name, context)` reads one (its manifest, its settings'
    * values, its routes), `defaultApplicationChoice()` the default one (`DEFAULT_APPLICATION`).
@@ -176,6 +182,7 @@ export class MatrixAppservice extends Construct {
     const secrets = new AppserviceSecrets(this, {
       ...(props.tokenSecrets && { tokenSecrets: props.tokenSecrets }),
       application,
+      readEncryptedRooms: props.readEncryptedRooms ?? false,
       logRetention,
       tracing,
     });

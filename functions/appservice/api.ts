@@ -8,6 +8,7 @@ export type {
   Actions,
   As,
   CreateRoomOptions,
+  MessageOptions,
   Profile,
   Reason,
   Timestamped,
@@ -15,6 +16,8 @@ export type {
 // Deliveries to remote services (`actions.deliver`).
 export { type DeliveryOptions, MAX_DELIVERY_BYTES } from "../matrix/actions.ts";
 export { BudgetExhausted } from "../matrix/bounded-call.ts";
+export type { BridgedThing, BridgeInfo } from "../matrix/bridge-info.ts";
+export { encryptAttachment } from "../matrix/encrypted-attachment.ts";
 export type {
   DirectRoomOptions,
   HomeserverCalls,
@@ -25,7 +28,9 @@ export type {
 } from "../matrix/homeserver-calls.ts";
 export type { DownloadedMedia, MediaContent, UploadOptions } from "../matrix/media.ts";
 export { MediaTooLarge } from "../matrix/media.ts";
+export type { InReplyTo, MessageContent } from "../matrix/relations.ts";
 export { HomeserverRefused } from "../matrix/request.ts";
+export type { Presence } from "../matrix/requests.ts";
 export type { HomeserverReader, StateEvent } from "../matrix/room-state.ts";
 export type { RemoteRequest } from "../remote/remote-http.ts";
 export {
@@ -64,6 +69,9 @@ export type {
   ConsoleContext,
   ConsoleRow,
   ConsoleSection,
+  DeliveredEvent,
+  EventDecryption,
+  MessageMap,
   QueryContext,
   RecentCall,
   ServiceContext,

@@ -31,6 +31,11 @@ export interface ServiceContext {
   portals: LinkMap;
   /** Puppets, in `data`: remote user IDs ↔ Matrix user IDs, one to one. */
   puppets: LinkMap;
+  /**
+   * A portal's message map, in `data`: remote message IDs ↔ the event IDs of the Matrix events
+   * they became, one to one. The outbox links each send queued with a `remoteId` once sent.
+   */
+  messages(roomId: string): MessageMap;
   /** Where the application's HTTP routes are reached from outside (no trailing slash). */
   publicBaseUrl: string;
   /**
@@ -62,6 +67,16 @@ export interface ServiceContext {
    * The secret itself stays out of the application's reach.
    */
   remoteSignatureValid(request: Pick<AppRequest, "headers" | "bytes">): boolean;
+}
+
+/** One portal's messages (`ServiceContext.messages`): `matrixId` is an event ID. */
+export interface MessageMap extends LinkMap {
+  /**
+   * The event ID of the remote message's send, once the outbox has linked it: read again for up
+   * to `timeoutMs` (0, the default: read once), as a send queued just before is in the room's
+   * queue ahead of what comes after. Undefined when still none.
+   */
+  eventIdOf(remoteId: string, timeoutMs?: number): Promise<string | undefined>;
 }
 
 export interface ApplicationContext extends ServiceContext {
@@ -161,12 +176,27 @@ export interface QueryContext {
 }
 
 /**
+ * How an `m.room.encrypted` event reached the application: decrypted (its `type` and `content`
+ * are then the clear event's), or not, with the reason (its `content` is then the ciphertext).
+ * Decrypted only from devices their owner cross-signed (Element's strict policy): a message from
+ * any other device is `undecryptable` (`UnsignedSenderDevice`, `UnknownSenderDevice`). One whose
+ * room key never came is held back a while, then `undecryptable` (`MissingRoomKey`).
+ */
+export type EventDecryption =
+  | { status: "decrypted"; senderTrust: "cross-signed"; senderDevice?: string }
+  | { status: "undecryptable"; reason: string };
+
+/** An event as `onEvent` gets it: marked when it came encrypted. */
+export type DeliveredEvent = ClientEvent & { decryption?: EventDecryption };
+
+/**
  * What an appservice application implements. Each callback runs exactly once per item
  * (per event ID for events), in stream order within a room; a callback that throws is
  * retried later, and so is everything after it in the same room.
  */
 export interface Application {
-  onEvent?(event: ClientEvent, context: ApplicationContext): Promise<void> | void;
+  /** An event; an encrypted one decrypted where the bot could, and marked (`decryption`). */
+  onEvent?(event: DeliveredEvent, context: ApplicationContext): Promise<void> | void;
   /** `m.typing`, `m.receipt` (with `room_id`) and `m.presence`; needs `receive_ephemeral`. */
   onEphemeral?(event: EphemeralEvent, context: ApplicationContext): Promise<void> | void;
   onToDevice?(message: ToDeviceMessage, context: ApplicationContext): Promise<void> | void;

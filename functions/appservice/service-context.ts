@@ -9,9 +9,10 @@ import type { Log } from "../shared/log.ts";
 import type { AppDataStore } from "../store/app-data.ts";
 import type { DeliveryOutcomeStore } from "../store/delivery-outcomes.ts";
 import { linkMap } from "../store/links.ts";
+import { messageMap } from "../store/messages.ts";
 import type { SentEventReader } from "../store/sent-events.ts";
 import type { ServiceContext } from "./application.ts";
-import { waitForSentEvents } from "./sent-events.ts";
+import { waitForEventId, waitForSentEvents } from "./sent-events.ts";
 
 /** What the application's handlers act with, before it is tied to one origin. */
 export interface ServiceDeps {
@@ -43,6 +44,13 @@ export const serviceContext = (deps: ServiceDeps, origin: string): ServiceContex
   data: deps.data,
   portals: linkMap(deps.data, "portals"),
   puppets: linkMap(deps.data, "puppets"),
+  messages: (roomId) => {
+    const map = messageMap(deps.data, roomId);
+    return {
+      ...map,
+      eventIdOf: (remoteId, timeoutMs = 0) => waitForEventId(map, remoteId, timeoutMs),
+    };
+  },
   publicBaseUrl: deps.publicBaseUrl,
   deriveSecret: (label) => deriveSecret(deps.secretKey, label),
   ownsUser: deps.ownsUser,

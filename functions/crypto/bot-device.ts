@@ -22,6 +22,17 @@ export const CROSS_SIGNING_AUTH_ERROR =
   "(Matrix 1.11), or on Synapse set `ui_auth: session_timeout` (e.g. 1m). The device works " +
   "otherwise.";
 
+/** A device: who it is, where its state is kept and under which key, how to call the homeserver. */
+export interface BotDeviceOptions {
+  http: ClientServerCall;
+  store: CryptoStateStore;
+  owner: CryptoOwner;
+  /** 32 bytes: what the machine stores is encrypted under it. */
+  storeKey: Uint8Array;
+  log: Log;
+  displayName?: string;
+}
+
 export interface BotDevice {
   machine: DurableOlmMachine;
   /** How the device came to be: already made (its state saved), or made now by one of two ways. */
@@ -33,6 +44,25 @@ export interface BotDevice {
 const enc = encodeURIComponent;
 
 /**
+ * The machine's calls made as the device: with the as_token, acting as it (`device_id`, and
+ * `org.matrix.msc3202.device_id` for homeservers before Matrix 1.17), or with the device's own
+ * `token`. Answers the body's text; a failed call throws with its `status`.
+ */
+export const actingAsDevice =
+  (http: ClientServerCall, owner: CryptoOwner, token?: string) =>
+  async (call: CryptoCall): Promise<string> => {
+    const device = `user_id=${enc(owner.userId)}&device_id=${enc(owner.deviceId)}&org.matrix.msc3202.device_id=${enc(owner.deviceId)}`;
+    const query = token ? "" : `${call.path.includes("?") ? "&" : "?"}${device}`;
+    const answer = await http({ ...call, path: `${call.path}${query}`, ...(token && { token }) });
+    if (answer.status < 200 || answer.status > 299) {
+      throw Object.assign(new Error(`${call.path}: ${answer.status} ${answer.text}`), {
+        status: answer.status,
+      });
+    }
+    return answer.text;
+  };
+
+/**
  * The bot's device, made once: its crypto state saved means it exists. Otherwise the device is
  * made (MSC4190 `PUT /devices/{id}` as the appservice, else `m.login.application_service`), its
  * keys uploaded acting as it (`device_id`, and `org.matrix.msc3202.device_id` for homeservers
@@ -41,20 +71,12 @@ const enc = encodeURIComponent;
  * Synapse's `ui_auth: session_timeout`), and its state saved. A 401 for the cross-signing keys
  * is logged once as an ERROR naming the setting, and the device is used uncross-signed.
  */
-export async function ensureBotDevice(options: {
-  http: ClientServerCall;
-  store: CryptoStateStore;
-  owner: CryptoOwner;
-  storeKey: Uint8Array;
-  log: Log;
-  displayName?: string;
-}): Promise<BotDevice> {
+export async function ensureBotDevice(options: BotDeviceOptions): Promise<BotDevice> {
   const { http, owner, log } = options;
   const machine = await DurableOlmMachine.open(options.store, owner, options.storeKey);
   if (machine.version > 0) return { machine, made: "before" };
   try {
     const user = `user_id=${enc(owner.userId)}`;
-    const device = `${user}&device_id=${enc(owner.deviceId)}&org.matrix.msc3202.device_id=${enc(owner.deviceId)}`;
     const put = await http({
       method: "PUT",
       path: `/devices/${enc(owner.deviceId)}?${user}`,
@@ -83,22 +105,7 @@ export async function ensureBotDevice(options: {
       made = "login";
       await login();
     }
-    const checked =
-      (token?: string) =>
-      async (call: CryptoCall): Promise<string> => {
-        const query = token ? "" : `${call.path.includes("?") ? "&" : "?"}${device}`;
-        const answer = await http({
-          ...call,
-          path: `${call.path}${query}`,
-          ...(token && { token }),
-        });
-        if (answer.status < 200 || answer.status > 299) {
-          throw Object.assign(new Error(`${call.path}: ${answer.status} ${answer.text}`), {
-            status: answer.status,
-          });
-        }
-        return answer.text;
-      };
+    const checked = (token?: string) => actingAsDevice(http, owner, token);
     await sendOutgoingRequests(machine.machine, checked());
     let crossSigned = true;
     try {

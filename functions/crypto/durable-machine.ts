@@ -5,6 +5,7 @@ import {
   StaleCryptoStateError,
 } from "../store/crypto-state.ts";
 import { dumpDatabases, type IDBFactory, restoreDatabases } from "./idb-snapshot.ts";
+import { PendingSends } from "./pending-sends.ts";
 import { loadCrypto } from "./wasm.ts";
 
 export { StaleCryptoStateError };
@@ -39,6 +40,8 @@ async function withOwnIndexedDb<T>(open: (factory: IDBFactory) => Promise<T>): P
  */
 export class DurableOlmMachine {
   private closed = false;
+  /** Encrypted sends not yet known to be sent: saved with the state, by `save`. */
+  readonly pendingSends: PendingSends;
 
   private constructor(
     readonly machine: OlmMachine,
@@ -48,7 +51,9 @@ export class DurableOlmMachine {
     private readonly databasePrefix: string,
     /** The version loaded, then saved: 0 until the first save. */
     public version: number,
-  ) {}
+  ) {
+    this.pendingSends = new PendingSends(factory, `${databasePrefix}::appservice-pending-sends`);
+  }
 
   /**
    * The device's machine, as last saved. `storeKey` (32 bytes) encrypts what the machine stores:

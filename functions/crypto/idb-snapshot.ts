@@ -35,6 +35,8 @@ interface IDBObjectStore {
   getAllKeys(): IDBRequest<Key[]>;
   getAll(): IDBRequest<unknown[]>;
   put(value: unknown, key?: Key): unknown;
+  get(key: Key): IDBRequest<unknown>;
+  delete(key: Key): unknown;
   createIndex(
     name: string,
     keyPath: string | string[],
@@ -126,13 +128,15 @@ function decode(value: unknown): unknown {
   return decoded;
 }
 
-const done = <T>(request: IDBRequest<T>) =>
+/** A request's result, once it succeeds. */
+export const done = <T>(request: IDBRequest<T>) =>
   new Promise<T>((resolve, reject) => {
     request.onsuccess = () => resolve(request.result);
     request.onerror = () => reject(request.error);
   });
 
-const committed = (transaction: IDBTransaction) =>
+/** Resolves once the transaction is committed. */
+export const committed = (transaction: IDBTransaction) =>
   new Promise<void>((resolve, reject) => {
     transaction.oncomplete = () => resolve();
     transaction.onerror = () => reject(transaction.error);

@@ -4,6 +4,7 @@ import { processInboundMessage } from "../appservice/pipeline/process-inbound.ts
 import { serviceContext } from "../appservice/service-context.ts";
 // The application's part this function runs, and only that part's code and packages.
 import { eventsPart } from "../wiring/application.ts";
+import { withBotCrypto } from "../wiring/crypto.ts";
 import { eventsDeps } from "../wiring/deps.ts";
 import type { EventsDeps } from "../wiring/handler-deps.ts";
 import { fifoConsumer } from "./shared/fifo-batch.ts";
@@ -39,7 +40,7 @@ export const createEventsHandler = (deps: EventsDeps) => {
 export const handler = lambdaHandler(
   () =>
     lambdaDeps("events", async (config, platform) =>
-      eventsDeps(config, platform, await eventsPart()),
+      withBotCrypto(await eventsDeps(config, platform, await eventsPart()), config, platform),
     ),
   createEventsHandler,
 );

@@ -26,7 +26,14 @@ export interface FunctionWorkerData {
   dynamodbEndpoint: string;
   sqsEndpoint: string;
   /** The registration's tokens, where AWS reads Secrets Manager. */
-  tokens: { asToken: string; hsToken: string; adminToken: string; remoteSecret?: string };
+  tokens: {
+    asToken: string;
+    hsToken: string;
+    adminToken: string;
+    remoteSecret?: string;
+    /** The bot device's crypto state's secret: the events thread's alone. */
+    cryptoStoreSecret?: string;
+  };
   tuning: Tuning;
   /** The URL of the module whose `application` export this function runs (bundled with it). */
   applicationModule: string;
@@ -83,6 +90,9 @@ const platform: Platform = {
   sqs,
   secrets: async (token) => data.tokens[token],
   ...(data.tokens.remoteSecret && { remoteSecret: async () => data.tokens.remoteSecret as string }),
+  ...(data.tokens.cryptoStoreSecret && {
+    cryptoStoreSecret: async () => data.tokens.cryptoStoreSecret as string,
+  }),
   log,
   metrics,
   ...data.tuning,

@@ -9,6 +9,7 @@ import { createTransactionsHandler } from "../handlers/transactions.ts";
 import type { LogSource } from "../operator/traffic.ts";
 import type { Log } from "../shared/log.ts";
 import { adminDeps } from "../wiring/admin-deps.ts";
+import { withBotCrypto } from "../wiring/crypto.ts";
 import {
   appDeps,
   eventsDeps,
@@ -54,6 +55,7 @@ export type Tuning = Pick<
   | "claimLeaseMs"
   | "homeserverTimeoutMs"
   | "queryBudgetMs"
+  | "keyWait"
 >;
 
 /**
@@ -155,7 +157,11 @@ export async function startConsumer(
     queueUrl: queues.inbound.url,
     queueArn: queues.inbound.arn,
     handler: createEventsHandler(
-      await eventsDeps(settings.events, withoutRemoteSecret(platform), application),
+      await withBotCrypto(
+        await eventsDeps(settings.events, withoutRemoteSecret(platform), application),
+        settings.events,
+        platform,
+      ),
     ),
     timeoutMs: platform.eventsTimeoutMs ?? EVENTS_TIMEOUT_MS,
   });

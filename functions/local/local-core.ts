@@ -100,6 +100,14 @@ export interface LocalCommonOptions {
    * logged at ERROR, as the stack's schedule does. @default 5 minutes
    */
   deadLetterSweepMs?: number;
+  /**
+   * The secret the bot device's crypto state is encrypted under: given, encrypted rooms are
+   * read (the events function decrypts). @default none: encrypted events reach the application
+   * as they came
+   */
+  cryptoStoreSecret?: string;
+  /** How long an encrypted event waits for its room key. @default `KEY_WAIT` */
+  keyWait?: InboundRetryPolicy;
   /** The remote service the secret is shared with: the one origin the outbox signs deliveries to. */
   remoteServiceUrl?: string;
   /** The URL of the manifest module of the application to run. @default the default application's */
@@ -229,6 +237,7 @@ export async function startWith(
       hsToken: registration.hs_token,
       adminToken,
       ...(options.remoteSecret && { remoteSecret: options.remoteSecret }),
+      ...(options.cryptoStoreSecret && { cryptoStoreSecret: options.cryptoStoreSecret }),
     };
     const deliveryAllowedAddresses = [...(options.deliveryAllowedAddresses ?? LOOPBACK_RANGES)];
     const publicBaseUrl = trimBaseUrl(options.publicBaseUrl ?? url);
@@ -406,6 +415,7 @@ function tuningOf(options: LocalCommonOptions): Tuning {
       homeserverTimeoutMs: options.homeserverTimeoutMs,
     }),
     ...(options.queryBudgetMs !== undefined && { queryBudgetMs: options.queryBudgetMs }),
+    ...(options.keyWait && { keyWait: options.keyWait }),
   };
 }
 

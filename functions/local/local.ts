@@ -64,6 +64,9 @@ export function startLocal(options: LocalOptions): Promise<LocalAppservice> {
         sqs: storage.sqs,
         secrets: async (token) => tokens[token],
         ...(tokens.remoteSecret && { remoteSecret: async () => tokens.remoteSecret as string }),
+        ...(tokens.cryptoStoreSecret && {
+          cryptoStoreSecret: async () => tokens.cryptoStoreSecret as string,
+        }),
         log,
         metrics,
         ...tuning,

@@ -1,4 +1,5 @@
 // `npm start`: the appservice on this machine, no AWS account needed.
+import { mkdir } from "node:fs/promises";
 import { resolve } from "node:path";
 import { remoteSecretVariable } from "../appservice/manifest.ts";
 import { RegistrationError } from "../appservice/protocol/registration.ts";
@@ -6,7 +7,13 @@ import { parseAllowedRanges } from "../remote/address-policy.ts";
 import { DEFAULT_BACKOFF } from "../shared/backoff.ts";
 import { applicationModuleOf, DEFAULT_APPLICATION, loadApplication } from "./applications.ts";
 import { startLocalWorkers } from "./local-workers.ts";
-import { localRemoteSecret, type RemoteSecret, takeVariable } from "./remote-secret.ts";
+import {
+  cryptoStoreSecretFile,
+  localRemoteSecret,
+  type RemoteSecret,
+  secretInFile,
+  takeVariable,
+} from "./remote-secret.ts";
 import { secondsSettings } from "./seconds-settings.ts";
 
 const env = process.env;
@@ -61,13 +68,24 @@ try {
         registrationPath,
       )
     : undefined;
+  const dataDir = env.DATA_DIR ? resolve(env.DATA_DIR) : undefined;
+  // Opt-in until what the application sends into encrypted rooms is encrypted: decrypted, a
+  // message an application echoes would go back into its room in clear.
+  const readEncryptedRooms = env.READ_ENCRYPTED_ROOMS === "true";
+  // The bot device's crypto state is encrypted under a secret of its own, kept in a file (0600)
+  // from the first start on: the as_token's rotation must not lose the device.
+  if (dataDir) await mkdir(dataDir, { recursive: true });
+  const cryptoStore = readEncryptedRooms
+    ? await secretInFile(cryptoStoreSecretFile(dataDir, registrationPath))
+    : undefined;
   const local = await startLocalWorkers({
     applicationModule,
     port,
     registrationPath,
     homeserverUrl,
     serverName: env.SERVER_NAME ?? "localhost",
-    ...(env.DATA_DIR && { dataDir: resolve(env.DATA_DIR) }),
+    ...(dataDir && { dataDir }),
+    ...(cryptoStore && { cryptoStoreSecret: cryptoStore.secret }),
     ...(env.DYNAMODB_ENDPOINT && { dynamodbEndpoint: env.DYNAMODB_ENDPOINT }),
     ...(env.SQS_ENDPOINT && { sqsEndpoint: env.SQS_ENDPOINT }),
     ...(env.PUBLIC_BASE_URL && { publicBaseUrl: env.PUBLIC_BASE_URL }),

@@ -45,7 +45,14 @@ export async function localRemoteSecret(
     }
     return { secret: value, source: variable, created: false };
   }
-  const file = join(dirname(registrationPath), `${application}-secret`);
+  return secretInFile(join(dirname(registrationPath), `${application}-secret`));
+}
+
+/**
+ * The secret kept in `file`, or a fresh one written there (mode 0600) if there is none: a
+ * restart finds the same one.
+ */
+export async function secretInFile(file: string): Promise<RemoteSecret> {
   try {
     const stored = (await readFile(file, "utf8")).trim();
     if (stored.length < MIN_REMOTE_SECRET_LENGTH) {
@@ -60,3 +67,11 @@ export async function localRemoteSecret(
   await writeFile(file, `${secret}\n`, { mode: 0o600, flag: "wx" });
   return { secret, source: file, created: true };
 }
+
+/**
+ * Where local mode keeps the secret the bot device's crypto state is encrypted under: in
+ * `DATA_DIR` with the state itself, else beside the registration (a DynamoDB that outlives the
+ * start, `DYNAMODB_ENDPOINT`, keeps the state: a new secret could not open it).
+ */
+export const cryptoStoreSecretFile = (dataDir: string | undefined, registrationPath: string) =>
+  join(dataDir ?? dirname(registrationPath), "crypto-store-secret");

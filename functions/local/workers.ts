@@ -162,12 +162,20 @@ const REMOTE_SECRET_ROLES: ReadonlySet<FunctionWorkerData["role"]> = new Set(["h
 
 /**
  * What the thread of `data.role` is given: the remote secret only where, in AWS, a function of
- * that thread reads it; the events thread runs the application's code, and never sees it.
+ * that thread reads it; the events thread runs the application's code, and never sees it. The
+ * crypto state's secret goes to the events thread alone.
  */
 export function workerDataFor(data: FunctionWorkerData): FunctionWorkerData {
-  if (REMOTE_SECRET_ROLES.has(data.role)) return data;
-  const { remoteSecret: _, ...tokens } = data.tokens;
-  return { ...data, tokens };
+  const { remoteSecret, cryptoStoreSecret, ...tokens } = data.tokens;
+  return {
+    ...data,
+    tokens: {
+      ...tokens,
+      ...(REMOTE_SECRET_ROLES.has(data.role) && remoteSecret !== undefined && { remoteSecret }),
+      // The crypto state's secret: only the events function decrypts.
+      ...(data.role === "events" && cryptoStoreSecret !== undefined && { cryptoStoreSecret }),
+    },
+  };
 }
 
 /**

@@ -2,6 +2,14 @@ import { type FifoQueue, MAX_MESSAGE_BYTES, queueJson } from "../queue/queue.ts"
 import { deliveryProblem, type OutboundDelivery } from "../remote/outbound-delivery.ts";
 import type { RemoteRequest } from "../remote/remote-http.ts";
 import { sha256 } from "../shared/hash.ts";
+import {
+  editContent,
+  type InReplyTo,
+  type MessageContent,
+  messageContent,
+  reactionContent,
+  replyContent,
+} from "./relations.ts";
 import type { ClientServerRequest, OutboundAction } from "./request.ts";
 import {
   type CreateRoomFields,
@@ -10,7 +18,9 @@ import {
   joinRequest,
   leaveRequest,
   membershipRequest,
+  type Presence,
   type ProfileField,
+  presenceRequest,
   profileRequest,
   receiptRequest,
   redactRequest,
@@ -27,6 +37,14 @@ export interface As {
 export interface Timestamped extends As {
   /** `origin_server_ts` to give the event (timestamp massaging, `?ts=`). */
   ts?: number;
+}
+/** A send that stands for a message of the remote network. */
+export interface MessageOptions extends Timestamped {
+  /**
+   * The remote message's ID: once the homeserver gives the event its ID, the outbox links the
+   * two in the room's message map (`ServiceContext.messages`), where later handlers find it.
+   */
+  remoteId?: string;
 }
 export interface Reason extends As {
   reason?: string;
@@ -86,14 +104,31 @@ export interface Actions {
     roomId: string,
     type: string,
     content: Record<string, unknown>,
-    options?: Timestamped,
+    options?: MessageOptions,
   ): Promise<string>;
   sendMessage(
     roomId: string,
     text: string,
-    options?: Timestamped & { html?: string },
+    options?: MessageOptions & { html?: string },
   ): Promise<string>;
-  sendNotice(roomId: string, text: string, options?: Timestamped): Promise<string>;
+  sendNotice(roomId: string, text: string, options?: MessageOptions): Promise<string>;
+  /**
+   * Replaces `eventId`'s content with `content` (text: an `m.text`): an `m.replace` event, whose
+   * `m.new_content` clients show in its place, and the new text starred for those without edits.
+   */
+  edit(
+    roomId: string,
+    eventId: string,
+    content: string | MessageContent,
+    options?: MessageOptions,
+  ): Promise<string>;
+  /** Sends `content` (text: an `m.text`) as a reply to `to`, mentioning its sender. */
+  reply(
+    roomId: string,
+    to: InReplyTo,
+    content: string | MessageContent,
+    options?: MessageOptions,
+  ): Promise<string>;
   sendState(
     roomId: string,
     type: string,
@@ -102,7 +137,10 @@ export interface Actions {
     options?: Timestamped,
   ): Promise<void>;
   redact(roomId: string, eventId: string, options?: Reason): Promise<string>;
-  react(roomId: string, eventId: string, key: string, options?: Timestamped): Promise<string>;
+  /** An `m.annotation` of `eventId` with `key`; link it (`remoteId`) to take it back later. */
+  react(roomId: string, eventId: string, key: string, options?: MessageOptions): Promise<string>;
+  /** Takes a reaction back: redacts the reaction's event, as its sender (`as`). */
+  unreact(roomId: string, reactionEventId: string, options?: Reason): Promise<string>;
   join(roomIdOrAlias: string, options?: As): Promise<void>;
   leave(roomId: string, options?: Reason): Promise<void>;
   invite(roomId: string, userId: string, options?: Reason): Promise<void>;
@@ -122,6 +160,8 @@ export interface Actions {
     eventId: string,
     options?: As & { type?: "m.read" | "m.read.private" },
   ): Promise<void>;
+  /** `as`'s presence (`status_msg`: `statusMessage`), queued with its other profile changes. */
+  setPresence(presence: Presence, options?: As & { statusMessage?: string }): Promise<void>;
   /** Registers `@localpart:server` (done on demand anyway when a call needs it). */
   register(userId: string): Promise<void>;
   /**
@@ -197,7 +237,7 @@ function actionsWith(
     as: string | undefined,
     roomId: string | undefined,
     build: (id: string) => ClientServerRequest,
-    groupId?: string,
+    { groupId, remoteId }: { groupId?: string | undefined; remoteId?: string | undefined } = {},
   ): Promise<string> => {
     const id = nextId();
     const userId = as ?? botUserId;
@@ -209,6 +249,7 @@ function actionsWith(
       request: build(id),
       ...(maxServerErrors !== undefined && { maxServerErrors }),
       ...(marks.recordEventId && kind === "send" && { recordEventId: true }),
+      ...(remoteId !== undefined && { remoteId }),
     };
     return put(action, groupId ?? roomId ?? userId);
   };
@@ -242,10 +283,14 @@ function actionsWith(
     roomId: string,
     type: string,
     content: Record<string, unknown>,
-    options?: Timestamped,
+    options?: MessageOptions,
   ) =>
-    enqueue("send", options?.as, roomId, (txnId) =>
-      sendRequest(roomId, type, txnId, content, options?.ts),
+    enqueue(
+      "send",
+      options?.as,
+      roomId,
+      (txnId) => sendRequest(roomId, type, txnId, content, options?.ts),
+      { remoteId: options?.remoteId },
     );
   const membership =
     (kind: "invite" | "kick" | "ban") => (roomId: string, userId: string, options?: Reason) =>
@@ -254,13 +299,9 @@ function actionsWith(
       ).then(() => undefined);
   const profile = (field: ProfileField) => (value: string, options?: Profile) => {
     const userId = options?.as ?? botUserId;
-    return enqueue(
-      field,
-      userId,
-      undefined,
-      () => profileRequest(userId, field, value),
-      options?.orderedWith,
-    ).then(() => undefined);
+    return enqueue(field, userId, undefined, () => profileRequest(userId, field, value), {
+      groupId: options?.orderedWith,
+    }).then(() => undefined);
   };
 
   return {
@@ -282,6 +323,10 @@ function actionsWith(
       ),
     sendNotice: (roomId, text, options) =>
       send(roomId, "m.room.message", { msgtype: "m.notice", body: text }, options),
+    edit: (roomId, eventId, content, options) =>
+      send(roomId, "m.room.message", editContent(eventId, messageContent(content)), options),
+    reply: (roomId, to, content, options) =>
+      send(roomId, "m.room.message", replyContent(to, messageContent(content)), options),
     sendState: (roomId, type, stateKey, content, options) =>
       enqueue("state", options?.as, roomId, () =>
         stateRequest(roomId, type, stateKey, content, options?.ts),
@@ -291,11 +336,10 @@ function actionsWith(
         redactRequest(roomId, eventId, txnId, options?.reason),
       ),
     react: (roomId, eventId, key, options) =>
-      send(
-        roomId,
-        "m.reaction",
-        { "m.relates_to": { rel_type: "m.annotation", event_id: eventId, key } },
-        options,
+      send(roomId, "m.reaction", reactionContent(eventId, key), options),
+    unreact: (roomId, reactionEventId, options) =>
+      enqueue("redact", options?.as, roomId, (txnId) =>
+        redactRequest(roomId, reactionEventId, txnId, options?.reason),
       ),
     join: (roomIdOrAlias, options) =>
       enqueue("join", options?.as, roomIdOrAlias, () => joinRequest(roomIdOrAlias)).then(
@@ -328,11 +372,17 @@ function actionsWith(
       enqueue("receipt", options?.as, roomId, () =>
         receiptRequest(roomId, eventId, options?.type ?? "m.read"),
       ).then(() => undefined),
+    setPresence: (presence, options) => {
+      const userId = options?.as ?? botUserId;
+      return enqueue("presence", userId, undefined, () =>
+        presenceRequest(userId, presence, options?.statusMessage),
+      ).then(() => undefined);
+    },
     // Registration is the appservice's own call (no user_id), grouped by the user it creates.
     register: (userId) =>
-      enqueue("register", undefined, undefined, () => registerRequest(userId), userId).then(
-        () => undefined,
-      ),
+      enqueue("register", undefined, undefined, () => registerRequest(userId), {
+        groupId: userId,
+      }).then(() => undefined),
     deliver,
     withServerErrorLimit: (limit) => {
       if (!(Number.isSafeInteger(limit) && limit > 0)) {

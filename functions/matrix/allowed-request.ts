@@ -87,11 +87,17 @@ export function actionProblem(
   mayActAs: (userId: string) => boolean,
 ): string | undefined {
   if (typeof action !== "object" || action === null) return "the action is not an object";
-  const { id, kind, userId, roomId, maxServerErrors, request } = action as Record<string, unknown>;
+  const { id, kind, userId, roomId, maxServerErrors, remoteId, request } = action as Record<
+    string,
+    unknown
+  >;
   const queued = queuedProblem(id, maxServerErrors);
   if (queued) return queued;
   if (typeof kind !== "string") return "the action's kind is not a string";
   if (roomId !== undefined && typeof roomId !== "string") return "the roomId is not a string";
+  if (remoteId !== undefined && !(typeof remoteId === "string" && roomId !== undefined)) {
+    return "the remoteId is not a string, or the action has no room to map it in";
+  }
   if (typeof userId !== "string") return "the userId is not a string";
   if (!mayActAs(userId)) {
     return `acting as ${quoted(userId)}, outside the registration's user namespaces`;

@@ -1,7 +1,7 @@
 import type { Log } from "../shared/log.ts";
-import type { OutboxMemory } from "../store/outbox-memory.ts";
+import type { IntentMemory, ProfileFields } from "../store/intent-memory.ts";
 import { type ClientServerRequest, type ClientServerResponse, matrixError } from "./request.ts";
-import { type ProfileField, profileRequest } from "./requests.ts";
+import { PROFILE_FIELDS, profileRequest } from "./requests.ts";
 
 /** The bot's profile as configured: `BOT_DISPLAY_NAME`/`BOT_AVATAR_URL`, or cdk.json's context. */
 export type BotProfile = { displayname: string; avatar_url?: string };
@@ -26,7 +26,7 @@ export class BotProfileKeeper {
   constructor(
     private readonly botUserId: string,
     private readonly profile: BotProfile,
-    private readonly store: OutboxMemory,
+    private readonly memory: IntentMemory,
     private readonly log: Log,
   ) {}
 
@@ -43,9 +43,9 @@ export class BotProfileKeeper {
   }
 
   private async apply(call: (request: ClientServerRequest) => Promise<ClientServerResponse>) {
-    const last = (await this.store.lastProfile(this.botUserId)) ?? {};
+    const last: ProfileFields = (await this.memory.user(this.botUserId)).profile;
     const set = { ...last };
-    for (const field of ["displayname", "avatar_url"] as ProfileField[]) {
+    for (const field of PROFILE_FIELDS) {
       const value = this.profile[field];
       if (value === undefined || last[field] === value) continue;
       const response = await call(profileRequest(this.botUserId, field, value));
@@ -60,8 +60,8 @@ export class BotProfileKeeper {
       }
       set[field] = value;
     }
-    if (Object.entries(set).some(([field, value]) => last[field] !== value)) {
-      await this.store.markProfileSet(this.botUserId, set);
+    if (PROFILE_FIELDS.some((field) => last[field] !== set[field])) {
+      await this.memory.markProfileSet(this.botUserId, set);
       this.log.info("set the bot's profile", { userId: this.botUserId, ...set });
     }
   }

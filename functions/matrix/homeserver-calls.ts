@@ -1,9 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { sha256 } from "../shared/hash.ts";
 import type { Log } from "../shared/log.ts";
-import type { AppDataStore, AppValue } from "../store/app-data.ts";
+import type { AppDataStore } from "../store/app-data.ts";
+import type { IntentMemory } from "../store/intent-memory.ts";
 import type { As } from "./actions.ts";
 import { BudgetExhausted, callBefore } from "./bounded-call.ts";
+import { type BridgeInfo, bridgeState } from "./bridge-info.ts";
+import { creatorsHaveInfinitePower, creatorsOf, withoutCreators } from "./creators.ts";
+import { Intent, isForbidden } from "./intent.ts";
 import {
   type DownloadedMedia,
   type MediaContent,
@@ -19,15 +23,11 @@ import {
 } from "./request.ts";
 import {
   type CreateRoomFields,
+  capabilitiesRequest,
   createRoomRequest,
   eventRequest,
-  inviteRequest,
   joinedMembersRequest,
-  joinRequest,
-  type ProfileField,
-  profileRequest,
   readProfileRequest,
-  registerRequest,
   resolveAliasRequest,
   roomStateRequest,
   stateRequest,
@@ -44,6 +44,8 @@ export interface RoomOptions extends As, Omit<CreateRoomFields, "alias"> {
   alias?: string;
   /** The room's avatar, an `mxc://` URI (initial `m.room.avatar` state). */
   avatarUrl?: string;
+  /** Makes the room a portal clients recognise: `m.bridge` state (MSC2346), with the bot as `bridgebot`. */
+  bridge?: BridgeInfo;
 }
 
 /** A direct-message room: the other user is invited, with `is_direct`. */
@@ -121,8 +123,10 @@ export interface HomeserverCalls extends HomeserverReader {
   /** A user's global profile; undefined when the user has none. */
   profile(userId: string): Promise<MemberProfile | undefined>;
   /**
-   * Registers a virtual user (`M_USER_IN_USE` counts), gives it its profile and joins it to a
-   * room, now. What was done is remembered, so calling it before every message costs a read.
+   * Registers a virtual user (`M_USER_IN_USE` counts), gives it its profile, lets it into a room
+   * (the bot invites it, then it joins) and only then sets its look there, now. What was done is
+   * remembered with the outbox's memory (the Intent's), so calling it before every message costs
+   * two reads, and nothing the outbox did is done again.
    */
   ensurePuppet(userId: string, options?: PuppetOptions): Promise<void>;
   /**
@@ -140,8 +144,10 @@ export const CALL_TIMEOUT_MS = 10_000;
 export interface HomeserverCallsDeps {
   homeserver: HomeserverClient;
   botUserId: string;
-  /** What the calls remember (rooms by key, media by hash, puppets), apart from the app's data. */
+  /** What the calls remember (rooms by key, media by hash), apart from the app's data. */
   records: AppDataStore;
+  /** The users registered and the rooms joined (the Intent's), shared with the outbox. */
+  intentMemory: IntentMemory;
   /** Whether the registration's alias namespaces hold an alias (`#localpart:server`). */
   ownsAlias: (alias: string) => boolean;
   /** The localpart prefix of the aliases derived from keys; none: `createRoom` needs `alias`. */
@@ -158,10 +164,8 @@ const RECORDS = {
   rooms: "rooms",
   /** Direct-message rooms, keyed by `actor\nuser`, as `rooms`. */
   direct: "direct",
-  /** userId → `{registered, displayname?, avatar_url?}` as last set. */
-  puppets: "puppets",
-  /** `roomId\nuserId` → `{displayname?, avatar_url?}` as last set in the room. */
-  members: "members",
+  // `puppets` and `members` were the puppets' registrations, profiles and rooms: the Intent's
+  // memory keeps them now, with the outbox's. Their old items are no longer read.
 } as const;
 
 const POLL_MS = 200;
@@ -187,34 +191,28 @@ export class HttpHomeserverCalls extends HttpHomeserverReader implements Homeser
     this.media = new MediaRepository(deps.homeserver, deps.botUserId, deps.records);
   }
 
-  /** One call within `deadline`; a virtual user the homeserver does not know is registered first. */
+  /** The Intent for calls within `deadline`. */
+  private intent(deadline: number) {
+    const { intentMemory: memory, botUserId, log } = this.deps;
+    return new Intent({ memory, botUserId, log }, (userId, request) =>
+      callBefore(deadline, this.homeserver, userId, request),
+    );
+  }
+
+  /**
+   * One call within `deadline`; refused (403) for a virtual user the Intent does not remember
+   * registering, it is registered and the call made again.
+   */
   private async call(
     deadline: number,
     userId: string,
     request: ClientServerRequest,
   ): Promise<ClientServerResponse> {
     const response = await callBefore(deadline, this.homeserver, userId, request);
-    if (
-      userId === this.botUserId ||
-      response.status !== 403 ||
-      matrixError(response.body).errcode !== "M_FORBIDDEN"
-    ) {
-      return response;
-    }
-    await this.register(deadline, userId);
+    if (!isForbidden(response)) return response;
+    const { registration } = await this.intent(deadline).ensureUser(userId);
+    if (registration === "remembered") return response;
     return callBefore(deadline, this.homeserver, userId, request);
-  }
-
-  private async register(deadline: number, userId: string) {
-    const response = await callBefore(
-      deadline,
-      this.homeserver,
-      this.botUserId,
-      registerRequest(userId),
-    );
-    if (!ok(response) && matrixError(response.body).errcode !== "M_USER_IN_USE") {
-      throw new HomeserverRefused(`registering ${userId}`, response.status, response.body);
-    }
   }
 
   private async expectOk(
@@ -319,26 +317,69 @@ export class HttpHomeserverCalls extends HttpHomeserverReader implements Homeser
     fullAlias: string,
     options: RoomOptions,
   ): Promise<string> {
-    const { as, avatarUrl, initialState, ...fields } = options;
+    const { as, avatarUrl, initialState, bridge, powerLevels, ...fields } = options;
+    const actor = as ?? this.botUserId;
+    const state = [
+      ...(avatarUrl !== undefined
+        ? [{ type: "m.room.avatar", state_key: "", content: { url: avatarUrl } }]
+        : []),
+      ...(bridge ? bridgeState(bridge, this.botUserId) : []),
+      ...(initialState ?? []),
+    ];
     const request = createRoomRequest({
       ...fields,
       alias,
-      ...((avatarUrl !== undefined || initialState) && {
-        initialState: [
-          ...(avatarUrl !== undefined
-            ? [{ type: "m.room.avatar", state_key: "", content: { url: avatarUrl } }]
-            : []),
-          ...(initialState ?? []),
-        ],
+      ...(powerLevels && {
+        powerLevels: await this.powerLevelsFor(deadline, actor, powerLevels, options),
       }),
+      ...(state.length > 0 && { initialState: state }),
     });
-    const response = await this.call(deadline, as ?? this.botUserId, request);
+    const response = await this.call(deadline, actor, request);
     if (ok(response)) return (response.body as { room_id: string }).room_id;
     if (matrixError(response.body).errcode === "M_ROOM_IN_USE") {
       const roomId = await this.resolveAliasBefore(deadline, fullAlias);
       if (roomId) return roomId;
     }
     throw new HomeserverRefused(`creating the room ${fullAlias}`, response.status, response.body);
+  }
+
+  /**
+   * The power levels to ask for: in a room version whose creators have infinite power, without
+   * the creators (the actor, `additionalCreators`, a trusted private chat's invitees), whom the
+   * homeserver would refuse there.
+   */
+  private async powerLevelsFor(
+    deadline: number,
+    actor: string,
+    powerLevels: Record<string, unknown>,
+    { roomVersion, additionalCreators, preset, invite }: RoomOptions,
+  ) {
+    if (powerLevels.users === undefined) return powerLevels;
+    const version = roomVersion ?? (await this.defaultRoomVersion(deadline, actor));
+    if (version === undefined || !creatorsHaveInfinitePower(version)) return powerLevels;
+    const invitees = preset === "trusted_private_chat" ? (invite ?? []) : [];
+    return withoutCreators(powerLevels, [actor, ...(additionalCreators ?? []), ...invitees]);
+  }
+
+  /** The version of the homeserver's new rooms (`m.room_versions`), asked once per instance. */
+  private defaultVersion: Promise<string | undefined> | undefined;
+  private defaultRoomVersion(deadline: number, actor: string) {
+    this.defaultVersion ??= this.expectOk(
+      deadline,
+      actor,
+      capabilitiesRequest(),
+      "reading the homeserver's capabilities",
+    ).then(
+      (body) =>
+        (body.capabilities as { "m.room_versions"?: { default?: string } } | undefined)?.[
+          "m.room_versions"
+        ]?.default,
+      (error: unknown) => {
+        this.defaultVersion = undefined;
+        throw error;
+      },
+    );
+    return this.defaultVersion;
   }
 
   /** `<prefix><hash of the key>`: in the namespace, the same for every repeat of the key. */
@@ -428,78 +469,19 @@ export class HttpHomeserverCalls extends HttpHomeserverReader implements Homeser
   }
 
   async ensurePuppet(userId: string, options: PuppetOptions = {}) {
-    const deadline = this.deadline();
-    const { records } = this.deps;
-    const last = (await records.get(RECORDS.puppets, userId)) ?? {};
-    const next: AppValue = { ...last };
-    if (last.registered !== true) {
-      await this.register(deadline, userId);
-      next.registered = true;
-    }
-    const wanted: [ProfileField, string | undefined][] = [
-      ["displayname", options.displayName],
-      ["avatar_url", options.avatarUrl],
-    ];
-    for (const [field, value] of wanted) {
-      if (value === undefined || last[field] === value) continue;
-      await this.expectOk(
-        deadline,
-        userId,
-        profileRequest(userId, field, value),
-        `setting ${field} of ${userId}`,
-      );
-      next[field] = value;
-    }
-    if (JSON.stringify(next) !== JSON.stringify(last)) {
-      await records.write([{ collection: RECORDS.puppets, key: userId, value: next }]);
-    }
-    if (options.roomId)
-      await this.ensureMember(deadline, userId, options.roomId, next, options.roomProfile);
-  }
-
-  /** Joins `userId` to the room (invited by the bot if it must be) with its look there. */
-  private async ensureMember(
-    deadline: number,
-    userId: string,
-    roomId: string,
-    global: AppValue,
-    roomProfile: MemberProfile | undefined,
-  ) {
-    const { records } = this.deps;
-    const key = `${roomId}\n${userId}`;
-    const last = await records.get(RECORDS.members, key);
-    if (!last) {
-      let joined = await this.call(deadline, userId, joinRequest(roomId));
-      if (joined.status === 403) {
-        const invited = await this.call(deadline, this.botUserId, inviteRequest(roomId, userId));
-        if (ok(invited)) joined = await this.call(deadline, userId, joinRequest(roomId));
-      }
-      if (!ok(joined))
-        throw new HomeserverRefused(`joining ${userId} to ${roomId}`, joined.status, joined.body);
-    }
-    const look: AppValue = {
-      ...(roomProfile?.displayName !== undefined && { displayname: roomProfile.displayName }),
-      ...(roomProfile?.avatarUrl !== undefined && { avatar_url: roomProfile.avatarUrl }),
-    };
-    if (roomProfile && JSON.stringify(look) !== JSON.stringify(last ?? {})) {
-      // The member event carries the whole look: the global field where the room sets none.
-      const content = {
-        membership: "join",
-        ...(typeof global.displayname === "string" && { displayname: global.displayname }),
-        ...(typeof global.avatar_url === "string" && { avatar_url: global.avatar_url }),
-        ...look,
+    const { displayName, avatarUrl, roomId, roomProfile } = options;
+    const intent = this.intent(this.deadline());
+    // The fields left undefined are not set.
+    const wanted = { displayname: displayName, avatar_url: avatarUrl };
+    const { profile } = await intent.ensureUser(userId, wanted);
+    if (!roomId) return;
+    const last = await intent.ensureJoined(userId, roomId);
+    if (roomProfile) {
+      const look = {
+        ...(roomProfile.displayName !== undefined && { displayname: roomProfile.displayName }),
+        ...(roomProfile.avatarUrl !== undefined && { avatar_url: roomProfile.avatarUrl }),
       };
-      await this.expectOk(
-        deadline,
-        userId,
-        stateRequest(roomId, "m.room.member", userId, content),
-        `setting ${userId}'s look in ${roomId}`,
-      );
-    }
-    if (!last || (roomProfile && JSON.stringify(look) !== JSON.stringify(last))) {
-      await records.write([
-        { collection: RECORDS.members, key, value: roomProfile ? look : (last ?? {}) },
-      ]);
+      await intent.ensureLook(userId, roomId, look, { last, profile });
     }
   }
 
@@ -515,6 +497,20 @@ export class HttpHomeserverCalls extends HttpHomeserverReader implements Homeser
         roomStateRequest(roomId, "m.room.power_levels", ""),
         `reading the power levels of ${roomId}`,
       );
+    const create = (await this.expectOk(
+      deadline,
+      actor,
+      roomStateRequest(roomId, "m.room.create", "", "event"),
+      `reading the creation of ${roomId}`,
+    )) as { sender: string; content: Record<string, unknown> };
+    const version = create.content.room_version;
+    // A creator's power is infinite there, and a power level event naming one is refused.
+    if (
+      creatorsHaveInfinitePower(typeof version === "string" ? version : "1") &&
+      creatorsOf(create).includes(userId)
+    ) {
+      return;
+    }
     let levels = await read();
     for (let write = 0; ; write++) {
       const users = (levels.users ?? {}) as Record<string, unknown>;

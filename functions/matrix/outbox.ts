@@ -1,27 +1,38 @@
-import { afterServerError, type FailureReason, type OutboxOutcome } from "../queue/outbound.ts";
+import {
+  afterServerError,
+  type FailureReason,
+  type OutboxOutcome,
+  type ServerErrorCounter,
+} from "../queue/outbound.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "../shared/backoff.ts";
 import type { Log } from "../shared/log.ts";
-import type { OutboxMemory, ServerErrorCounter } from "../store/outbox-memory.ts";
+import type { IntentMemory } from "../store/intent-memory.ts";
+import type { MessageLinker } from "../store/messages.ts";
 import type { SentEventRecorder } from "../store/sent-events.ts";
 import { actionProblem } from "./allowed-request.ts";
 import type { BotProfileKeeper } from "./bot-profile.ts";
+import { Intent, isForbidden } from "./intent.ts";
 import {
   type ClientServerRequest,
   type ClientServerResponse,
   type HomeserverClient,
+  HomeserverRefused,
   matrixError,
   type OutboundAction,
   RequestRefused,
 } from "./request.ts";
-import { inviteRequest, joinRequest, registerRequest } from "./requests.ts";
+import { encryptedRequest, type RoomEncryptor } from "./room-encryptor.ts";
 
 export interface OutboxDeps {
   homeserver: HomeserverClient;
-  outboxMemory: OutboxMemory;
+  /** The users registered and the rooms joined, shared with the immediate calls. */
+  intentMemory: IntentMemory;
   /** Server errors of the actions that have a `maxServerErrors`. */
   serverErrors: ServerErrorCounter;
   /** Where the sends that ask for it (`recordEventId`) have their event ID recorded. */
   sentEvents: SentEventRecorder;
+  /** Where the sends that name their remote message (`remoteId`) are linked to their event ID. */
+  messages: MessageLinker;
   botUserId: string;
   /** Whether the registration's user namespaces cover `userId` (the bot is ours anyway). */
   isOurUser: (userId: string) => boolean;
@@ -29,6 +40,8 @@ export interface OutboxDeps {
   log: Log;
   /** Gives the bot its profile before it first acts. */
   botProfile: BotProfileKeeper;
+  /** Encrypts the sends into encrypted rooms; without it every send goes as it is. */
+  roomEncryptor?: RoomEncryptor;
 }
 
 const reasonOf = (response: ClientServerResponse): FailureReason => {
@@ -63,16 +76,17 @@ class GiveUp extends Error {
 
 /**
  * The most calls `performAction` makes for one action: the call, register (`M_USER_IN_USE`: a
- * user made before, forgotten), the call again, join, invite, join, the call again.
+ * user made before, forgotten), the call again, invite, join, the call again.
  */
-export const MAX_CALLS_PER_ACTION = 7;
+export const MAX_CALLS_PER_ACTION = 6;
 
 /**
  * Performs one outbound action. An action outside what the appservice may ask (see
  * `actionProblem`) is dead-lettered unsent. A 403 may mean the virtual user was never
- * registered or is not in the room: then it registers the user (`M_USER_IN_USE` counts as done)
- * and/or joins the room (the bot inviting it first if it must; always, for a user just created)
- * and tries again. 429 waits what
+ * registered or is not in the room: then the Intent (`intent.ts`, one memory with the immediate
+ * calls) registers the user unless it remembers doing so (`M_USER_IN_USE` counts as done) and/or
+ * lets it into the room (the bot invites a virtual user, which then joins), and the action is
+ * tried again. A join, leave, kick or ban done is remembered. 429 waits what
  * the server says; 5xx, timeouts and refused connections back off exponentially, until an
  * action's `maxServerErrors` (5xx and timeouts) if it has one; any other answer is final.
  */
@@ -81,14 +95,16 @@ export async function performAction(
   attempt: number,
   {
     homeserver,
-    outboxMemory,
+    intentMemory,
     serverErrors,
     sentEvents,
+    messages,
     botUserId,
     isOurUser,
     backoff,
     log,
     botProfile,
+    roomEncryptor,
   }: OutboxDeps,
 ): Promise<OutboxOutcome> {
   const problem = actionProblem(action, (userId) => userId === botUserId || isOurUser(userId));
@@ -145,54 +161,66 @@ export async function performAction(
     }
     return response;
   };
+  /**
+   * The action's own call, its send encrypted if the room is. A user that cannot read the room's
+   * state is not in it: answered as the homeserver would, with nothing sent, so that it joins.
+   */
+  const callAction = async (): Promise<ClientServerResponse> => {
+    let outgoing: Awaited<ReturnType<typeof encryptedRequest>>;
+    try {
+      outgoing = await encryptedRequest(action, roomEncryptor);
+    } catch (error) {
+      const reason = `not encrypted, so not sent: ${(error as Error).message}`;
+      throw new Retry(backoffSeconds(attempt, backoff), reason);
+    }
+    if (outgoing.kind === "call") return call(action.userId, outgoing.request);
+    if (outgoing.kind === "refused") {
+      throw new GiveUp({ error: `refused, not sent: ${outgoing.reason}` });
+    }
+    return {
+      status: 403,
+      body: { errcode: "M_FORBIDDEN", error: "not in the room (its encryption unknown): not sent" },
+    };
+  };
   const ok = (response: ClientServerResponse) => response.status >= 200 && response.status < 300;
-  const isForbidden = (response: ClientServerResponse) =>
-    response.status === 403 && matrixError(response.body).errcode === "M_FORBIDDEN";
+  const intent = new Intent({ memory: intentMemory, botUserId, log }, call);
 
   try {
     if (action.userId === botUserId) await botProfile.ensure((request) => call(botUserId, request));
-    let response = await call(action.userId, action.request);
+    let response = await callAction();
     if (action.kind === "register" && matrixError(response.body).errcode === "M_USER_IN_USE") {
       return { kind: "done", status: response.status };
     }
-    const virtual = action.userId !== botUserId;
     const { roomId } = action;
     const inRoom = roomId !== undefined && action.kind !== "join";
-    let created = false;
-    if (isForbidden(response) && virtual && !(await outboxMemory.isRegistered(action.userId))) {
-      const registered = await call(botUserId, registerRequest(action.userId));
-      if (!ok(registered) && matrixError(registered.body).errcode !== "M_USER_IN_USE") {
-        return { kind: "dead", reason: reasonOf(registered) };
+    if (isForbidden(response)) {
+      const { registration } = await intent.ensureUser(action.userId);
+      // A user just created is in no room: it is let in before the call, which Synapse would
+      // otherwise deny ("Denying new event").
+      const created = registration === "created" && inRoom;
+      if (registration !== "remembered" && !created) {
+        response = await callAction();
       }
-      await outboxMemory.markRegistered(action.userId);
-      log.info("registered a virtual user", { userId: action.userId, actionId: action.id });
-      // A user just created is in no room: it is invited and joined before the call, which
-      // Synapse would otherwise deny, and then the uninvited join, each a "Denying new event".
-      created = ok(registered) && inRoom;
-      if (!created) response = await call(action.userId, action.request);
-    }
-    if ((created || isForbidden(response)) && inRoom) {
-      const join = () => call(action.userId, joinRequest(roomId));
-      // The bot lets the user into an invite-only room (a public one needs no invite).
-      const invite = () => call(botUserId, inviteRequest(roomId, action.userId));
-      let joined: ClientServerResponse;
-      if (created) {
-        await invite();
-        joined = await join();
-      } else {
-        joined = await join();
-        if (isForbidden(joined) && virtual && ok(await invite())) joined = await join();
+      if ((created || isForbidden(response)) && inRoom) {
+        // The 403 says the user is not in the room, whatever the memory says.
+        await intent.ensureJoined(action.userId, roomId, true);
+        response = await callAction();
       }
-      if (!ok(joined)) return { kind: "dead", reason: reasonOf(joined) };
-      log.info("joined a room to act in it", { userId: action.userId, roomId: action.roomId });
-      response = await call(action.userId, action.request);
     }
     if (!ok(response)) return { kind: "dead", reason: reasonOf(response) };
+    await rememberMembership(action, response, intentMemory);
     const eventId = (response.body as { event_id?: unknown } | undefined)?.event_id;
     if (action.recordEventId && typeof eventId === "string") {
       // A failure here fails the action: its retry sends under the same txnId, which the
       // homeserver answers with the same event ID.
       await sentEvents.recordEventId(action.id, eventId);
+    }
+    if (action.remoteId !== undefined && roomId !== undefined && typeof eventId === "string") {
+      // As above: a failure fails the action, whose retry is given the same event ID.
+      const linked = await messages.linkMessage(roomId, action.remoteId, eventId);
+      if (!linked) {
+        log.warn("event already linked to another remote message", { actionId: action.id, roomId });
+      }
     }
     return { kind: "done", status: response.status };
   } catch (error) {
@@ -205,6 +233,36 @@ export async function performAction(
       };
     }
     if (error instanceof GiveUp) return { kind: "dead", reason: error.reason };
+    // The Intent's refusals: a registration or a join refused for good.
+    if (error instanceof HomeserverRefused) {
+      return { kind: "dead", reason: reasonOf({ status: error.status, body: error.body }) };
+    }
     throw error;
+  }
+}
+
+/**
+ * A membership changed by an action done, in the Intent's memory: a join (its room's ID as the
+ * homeserver answers, for an alias), a leave, and the target of a kick or ban. A failure to
+ * write fails the action, whose retry does the same again.
+ */
+async function rememberMembership(
+  { kind, userId, roomId, request }: OutboundAction,
+  response: ClientServerResponse,
+  memory: IntentMemory,
+) {
+  if (kind === "join") {
+    const joined = (response.body as { room_id?: unknown } | undefined)?.room_id ?? roomId;
+    if (typeof joined === "string") await memory.markJoined(joined, userId, {});
+    return;
+  }
+  const left =
+    kind === "leave" ? userId : (request.body as { user_id?: unknown } | undefined)?.user_id;
+  if (
+    (kind === "leave" || kind === "kick" || kind === "ban") &&
+    roomId &&
+    typeof left === "string"
+  ) {
+    await memory.markLeft(roomId, left);
   }
 }

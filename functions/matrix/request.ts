@@ -38,6 +38,11 @@ export interface OutboundAction {
   maxServerErrors?: number;
   /** A send whose event ID the outbox records once sent, for a request that waits for it. */
   recordEventId?: true;
+  /**
+   * The remote message a send stands for: once sent, the outbox links it to the event ID in the
+   * room's message map (`ServiceContext.messages`).
+   */
+  remoteId?: string;
 }
 
 /** A JSON object: not null, not an array. */
@@ -82,7 +87,8 @@ export class HomeserverRefused extends Error {
   constructor(
     what: string,
     readonly status: number,
-    body: unknown,
+    /** The answer's body, as the homeserver gave it. */
+    readonly body: unknown,
   ) {
     const { errcode, error } = matrixError(body);
     super(`${what}: ${status} ${errcode ?? ""} ${error ?? ""}`.replace(/ +/g, " ").trim());

@@ -88,6 +88,8 @@ export const inviteRequest = (roomId: string, userId: string): ClientServerReque
   membershipRequest("invite", roomId, userId);
 
 export type ProfileField = "displayname" | "avatar_url";
+/** Every profile field, in the order they are set. */
+export const PROFILE_FIELDS: readonly ProfileField[] = ["displayname", "avatar_url"];
 
 export const profileRequest = (
   userId: string,
@@ -113,6 +115,8 @@ export interface CreateRoomFields {
   roomVersion?: string;
   /** Merged into the room's initial `m.room.power_levels` (`power_level_content_override`). */
   powerLevels?: Record<string, unknown>;
+  /** Room version 12 and later: users with the creator's infinite power (`creation_content`). */
+  additionalCreators?: string[];
 }
 
 export const createRoomRequest = (options: CreateRoomFields): ClientServerRequest => ({
@@ -129,7 +133,16 @@ export const createRoomRequest = (options: CreateRoomFields): ClientServerReques
     ...(options.isDirect !== undefined && { is_direct: options.isDirect }),
     ...(options.roomVersion !== undefined && { room_version: options.roomVersion }),
     ...(options.powerLevels && { power_level_content_override: options.powerLevels }),
+    ...(options.additionalCreators && {
+      creation_content: { additional_creators: options.additionalCreators },
+    }),
   },
+});
+
+/** What the homeserver supports: `m.room_versions.default` is the version of a new room. */
+export const capabilitiesRequest = (): ClientServerRequest => ({
+  method: "GET",
+  path: `${CS}/capabilities`,
 });
 
 /** The room an alias names: `{room_id, servers}`, or 404 `M_NOT_FOUND`. */
@@ -142,6 +155,12 @@ export const resolveAliasRequest = (alias: string): ClientServerRequest => ({
 export const joinedMembersRequest = (roomId: string): ClientServerRequest => ({
   method: "GET",
   path: `${CS}/rooms/${e(roomId)}/joined_members`,
+});
+
+/** The room's member events (`membership` of each: join, invite, leave, ban, knock). */
+export const membersRequest = (roomId: string): ClientServerRequest => ({
+  method: "GET",
+  path: `${CS}/rooms/${e(roomId)}/members`,
 });
 
 export const eventRequest = (roomId: string, eventId: string): ClientServerRequest => ({
@@ -231,6 +250,18 @@ export const receiptRequest = (
   method: "POST",
   path: `${CS}/rooms/${e(roomId)}/receipt/${e(type)}/${e(eventId)}`,
   body: {},
+});
+
+export type Presence = "online" | "offline" | "unavailable";
+
+export const presenceRequest = (
+  userId: string,
+  presence: Presence,
+  statusMessage?: string,
+): ClientServerRequest => ({
+  method: "PUT",
+  path: `${CS}/presence/${e(userId)}/status`,
+  body: { presence, ...(statusMessage !== undefined && { status_msg: statusMessage }) },
 });
 
 /** Registers an appservice user; `inhibit_login` because we never need its access token. */

@@ -92,7 +92,8 @@ function table(target, columns, rows) {
   for (const row of rows) {
     const tr = el("tr");
     for (const cell of row) {
-      if (cell instanceof Node) { const td = el("td"); td.append(cell); tr.append(td); }
+      // A <time> is text, as a text cell (wrapped); a button keeps its own width.
+      if (cell instanceof Node) { const td = el("td", null, cell.nodeName === "TIME" ? "wrap" : undefined); td.append(cell); tr.append(td); }
       else tr.append(el("td", cell === undefined || cell === null ? "–" : cell, "wrap"));
     }
     tbody.append(tr);

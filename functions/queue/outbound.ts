@@ -38,8 +38,11 @@ export type OutboxOutcome =
   | { kind: "retry"; delaySeconds: number; reason: string; status?: number }
   | { kind: "dead"; reason: FailureReason };
 
-/** What counts a queued action's server errors across its attempts (`store/outbox-memory.ts`). */
-export interface ServerErrors {
+/**
+ * What counts a queued action's server errors across its attempts (the store implements it:
+ * `OUTBOX#<action ID>` in DynamoDB).
+ */
+export interface ServerErrorCounter {
   /** Counts one more server error for the action; returns its count, this one included. */
   countServerError(actionId: string): Promise<number>;
 }
@@ -51,7 +54,7 @@ export interface ServerErrors {
 export async function afterServerError(
   { id, maxServerErrors }: { id: string; maxServerErrors?: number },
   attempt: number,
-  { serverErrors, backoff }: { serverErrors: ServerErrors; backoff: BackoffPolicy },
+  { serverErrors, backoff }: { serverErrors: ServerErrorCounter; backoff: BackoffPolicy },
   reason: FailureReason,
   retry: string,
 ): Promise<OutboxOutcome> {

@@ -1,8 +1,12 @@
-import { afterServerError, type FailureReason, type OutboxOutcome } from "../queue/outbound.ts";
+import {
+  afterServerError,
+  type FailureReason,
+  type OutboxOutcome,
+  type ServerErrorCounter,
+} from "../queue/outbound.ts";
 import { type BackoffPolicy, backoffSeconds, rateLimitSeconds } from "../shared/backoff.ts";
 import type { Log } from "../shared/log.ts";
 import type { DeliveryOutcomeStore } from "../store/delivery-outcomes.ts";
-import type { ServerErrorCounter } from "../store/outbox-memory.ts";
 import { TargetRefused } from "./address-policy.ts";
 import { deliveryProblem, type OutboundDelivery } from "./outbound-delivery.ts";
 import type { RemoteClient, RemoteResponse } from "./remote-http.ts";

@@ -31,6 +31,11 @@ export interface LinkMap {
   unlink(link: Link): Promise<void>;
 }
 
+/** `link` was asked to bind a Matrix ID that is bound to another remote ID already. */
+export class LinkConflict extends Error {
+  override name = "LinkConflict";
+}
+
 /** The two collections of a map `name`: by remote ID, and by Matrix ID. */
 const sides = (name: string) => ({ remote: `${name}.remote`, matrix: `${name}.matrix` });
 
@@ -62,7 +67,7 @@ export function linkMap(data: AppDataStore, name: string): LinkMap {
       const existing = await byRemoteId(remoteId);
       if (existing) return { ...existing, created: false };
       const other = await data.get(collections.matrix, matrixId);
-      throw new Error(
+      throw new LinkConflict(
         `${name}: ${matrixId} is linked to ${JSON.stringify(other?.remoteId)}, not ${JSON.stringify(remoteId)}`,
       );
     },

@@ -21,8 +21,10 @@ import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
 import { deliveryOutcomes } from "../store/delivery-outcomes.ts";
 import { CALL_RECORDS_KEY_PREFIX, DynamoDbAppData } from "../store/dynamodb/app-data.ts";
+import { DynamoDbIntentMemory } from "../store/dynamodb/intent-memory.ts";
 import { DynamoDbSetAsideItems } from "../store/dynamodb/set-aside-items.ts";
 import { DynamoDbStore } from "../store/dynamodb/store.ts";
+import { messageLinker } from "../store/messages.ts";
 import type { ClaimStore, TransactionStore } from "../store/store.ts";
 import type { Config, TOKEN_SECRET_FIELDS, TokenName } from "./env.ts";
 import type {
@@ -68,6 +70,13 @@ export interface Platform<L extends Log = Log> {
   hsTokenVersions?: () => Promise<HsTokenVersions>;
   /** The secret shared with the remote service (the manifest's `remoteSecret`), for the functions given one. */
   remoteSecret?: () => Promise<string>;
+  /**
+   * The secret the bot device's crypto state is encrypted under, for the function that does
+   * crypto (events): given, encrypted rooms are read (`wiring/crypto.ts`).
+   */
+  cryptoStoreSecret?: () => Promise<string>;
+  /** How long an encrypted event waits for its room key. @default `KEY_WAIT` */
+  keyWait?: InboundRetryPolicy;
   log: L;
   metrics: Metrics;
   /** The inbound queue's visibility timeout, which bounds the events' lease. */
@@ -93,7 +102,10 @@ const hsTokensOf = (platform: Platform) =>
 
 /** A function's configuration without the secrets' ARNs (read through the `Platform`). */
 export type Settings<F extends "transactions" | "events" | "outbox" | "queries" | "app" | "admin"> =
-  Omit<Config<F>, (typeof TOKEN_SECRET_FIELDS)[TokenName] | "remoteSecretArn">;
+  Omit<
+    Config<F>,
+    (typeof TOKEN_SECRET_FIELDS)[TokenName] | "remoteSecretArn" | "cryptoStoreSecretArn"
+  >;
 
 const stores = (tableName: string, platform: Platform) => {
   const store = new DynamoDbStore(platform.dynamodb, tableName);
@@ -118,6 +130,10 @@ export async function transactionsDeps<L extends Log>(
 const callRecords = (tableName: string, platform: Platform) =>
   new DynamoDbAppData(platform.dynamodb, tableName, CALL_RECORDS_KEY_PREFIX);
 
+/** The Intent's one memory: the users registered, the profiles set, the rooms joined. */
+const intentMemory = (tableName: string, platform: Platform) =>
+  new DynamoDbIntentMemory(platform.dynamodb, tableName);
+
 /** The calls the application's handlers make at once, with their records. */
 const homeserverCalls = (config: Settings<"app">, asToken: string, platform: Platform) => {
   const { namespaces } = config.registration;
@@ -131,6 +147,7 @@ const homeserverCalls = (config: Settings<"app">, asToken: string, platform: Pla
     ),
     botUserId: config.botUserId,
     records: callRecords(config.tableName, platform),
+    intentMemory: intentMemory(config.tableName, platform),
     ownsAlias: (alias) => matcher.matches("aliases", alias),
     derivedAliasPrefix: derivedAliasPrefix(namespaces),
     log: platform.log,
@@ -209,6 +226,7 @@ export async function outboxDeps<L extends Log>(
   platform: Platform<L>,
 ): Promise<OutboxHandlerDeps & { log: L }> {
   const { store } = stores(config.tableName, platform);
+  const memory = intentMemory(config.tableName, platform);
   const users = createNamespaceMatcher(config.registration.namespaces);
   const homeserverTimeoutMs = platform.homeserverTimeoutMs ?? HOMESERVER_TIMEOUT_MS;
   // At once: each is a Secrets Manager call on the cold start.
@@ -224,9 +242,10 @@ export async function outboxDeps<L extends Log>(
       homeserverTimeoutMs,
     ),
     remote: new HttpRemoteClient({ policy: addressPolicy(config.deliveryAllowedAddresses) }),
-    outboxMemory: store,
+    intentMemory: memory,
     serverErrors: store,
     sentEvents: store,
+    messages: messageLinker(new DynamoDbAppData(platform.dynamodb, config.tableName)),
     botUserId: config.botUserId,
     isOurUser: (userId: string) => users.matches("users", userId),
     backoff: platform.backoff ?? DEFAULT_BACKOFF,
@@ -234,7 +253,7 @@ export async function outboxDeps<L extends Log>(
     botProfile: new BotProfileKeeper(
       config.botUserId,
       botProfile(config.botDisplayName, config.botAvatarUrl),
-      store,
+      memory,
       platform.log,
     ),
     deliveryOutcomes: deliveryOutcomes(callRecords(config.tableName, platform)),
@@ -259,7 +278,7 @@ export async function queriesDeps<L extends Log>(
     platform.secrets("asToken"),
     hsTokensOf(platform),
   ]);
-  const { store, wrapped } = stores(config.tableName, platform);
+  const { wrapped } = stores(config.tableName, platform);
   return {
     hsTokens,
     application,
@@ -270,7 +289,7 @@ export async function queriesDeps<L extends Log>(
       config.botUserId,
       QUERY_HOMESERVER_TIMEOUT_MS,
     ),
-    outboxMemory: store,
+    intentMemory: intentMemory(config.tableName, platform),
     claims: wrapped,
     botUserId: config.botUserId,
     log: platform.log,

@@ -28,6 +28,7 @@ export const ENV = {
   deliveryAllowedAddresses: "DELIVERY_ALLOWED_ADDRESSES",
   remoteServiceUrl: "REMOTE_SERVICE_URL",
   remoteSecretArn: "REMOTE_SECRET_ARN",
+  cryptoStoreSecretArn: "CRYPTO_STORE_SECRET_ARN",
 } as const;
 
 /**
@@ -131,6 +132,11 @@ const fields = {
    * it, the outbox signs deliveries.
    */
   remoteSecretArn: z.optional(text),
+  /**
+   * The secret the bot device's crypto state is encrypted under (a plain string; the events
+   * function's alone): set, encrypted rooms are read.
+   */
+  cryptoStoreSecretArn: z.optional(text),
 } satisfies Record<keyof typeof ENV, z.ZodMiniType>;
 
 type Field = keyof typeof fields;
@@ -155,7 +161,7 @@ const service = [
 /** Each function's configuration: the variables it reads, and nothing else. */
 export const configSchemas = {
   transactions: pick("tableName", "inboundQueueUrl", "hsTokenSecretArn"),
-  events: pick(...service, "inboundQueueUrl", "inboundDeadLetterQueueUrl"),
+  events: pick(...service, "inboundQueueUrl", "inboundDeadLetterQueueUrl", "cryptoStoreSecretArn"),
   outbox: pick(
     "tableName",
     "outboundQueueUrl",

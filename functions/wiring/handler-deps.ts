@@ -1,7 +1,7 @@
 // What each handler takes, built by deps.ts and admin-deps.ts. Here rather than beside the
 // handlers so that the wiring, which the handlers import, never imports a handler.
 import type { ApplicationEvents, ApplicationRoutes } from "../appservice/application.ts";
-import type { InboundRetryPolicy } from "../appservice/pipeline/process-inbound.ts";
+import type { InboundCrypto, InboundRetryPolicy } from "../appservice/pipeline/process-inbound.ts";
 import type { QueryDeps } from "../appservice/pipeline/queries.ts";
 import type { HsTokens } from "../appservice/protocol/auth.ts";
 import type { ServiceDeps } from "../appservice/service-context.ts";
@@ -35,6 +35,10 @@ export interface EventsDeps extends ServiceDeps {
   control: ReceivedMessageControl;
   retry: InboundRetryPolicy;
   recordBudgetMs: number;
+  /** The bot device's crypto, where encrypted rooms are read (`wiring/crypto.ts`). */
+  crypto?: InboundCrypto;
+  /** How long an encrypted event waits for its room key. */
+  keyWait?: InboundRetryPolicy;
 }
 
 export interface OutboxHandlerDeps extends OutboundDeps {

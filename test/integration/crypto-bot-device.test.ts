@@ -1,16 +1,13 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import {
-  type ClientServerCall,
-  CROSS_SIGNING_AUTH_ERROR,
-  ensureBotDevice,
-} from "../../functions/crypto/bot-device.ts";
+import { CROSS_SIGNING_AUTH_ERROR, ensureBotDevice } from "../../functions/crypto/bot-device.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { DynamoDbCryptoStateStore } from "../../functions/store/dynamodb/crypto-state.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { CryptoPerson } from "../support/crypto-person.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
+import { appserviceCalls } from "../support/homeserver-crypto.ts";
 
 const SERVER = "test.local";
 
@@ -29,17 +26,7 @@ describe("the bot's device, made once", () => {
     warn: () => undefined,
     error: (message) => errors.push(message),
   };
-  const http: ClientServerCall = async ({ method, path, body, token }) => {
-    const response = await fetch(`${homeserver.url}/_matrix/client/v3${path}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${token ?? "as-token"}`,
-        "content-type": "application/json",
-      },
-      ...(body !== undefined && { body }),
-    });
-    return { status: response.status, text: await response.text() };
-  };
+  const http = appserviceCalls(() => homeserver.url, "as-token");
   const calls = (pattern: RegExp) =>
     homeserver.requests.filter((r) => pattern.test(`${r.method} ${r.path}`)).length;
 

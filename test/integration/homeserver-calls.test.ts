@@ -14,6 +14,7 @@ import {
   CALL_RECORDS_KEY_PREFIX,
   DynamoDbAppData,
 } from "../../functions/store/dynamodb/app-data.ts";
+import { DynamoDbIntentMemory } from "../../functions/store/dynamodb/intent-memory.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
 
@@ -30,7 +31,10 @@ describe("immediate calls against the scripted homeserver, records in DynamoDB L
   afterAll(() => client.destroy());
   afterEach(() => homeserver?.stop());
 
-  /** A homeserver of its own and records of their own (a fresh prefix) for each test. */
+  /**
+   * A homeserver of its own and records of their own (a fresh prefix) for each test, and a table
+   * of its own for the Intent's memory (its keys are the users' and rooms' IDs).
+   */
   const setUp = async (overrides: Partial<HomeserverCallsDeps> = {}) => {
     homeserver = new ScriptedHomeserver("as-token", SERVER, BOT, (user) =>
       user.startsWith("@_as_"),
@@ -42,10 +46,13 @@ describe("immediate calls against the scripted homeserver, records in DynamoDB L
       tableName,
       `${CALL_RECORDS_KEY_PREFIX}${randomUUID().slice(0, 8)}#`,
     );
+    const memoryTable = `calls-memory-${randomUUID().slice(0, 8)}`;
+    await ensureTable(client, memoryTable);
     const deps: HomeserverCallsDeps = {
       homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, 2_000),
       botUserId: BOT,
       records,
+      intentMemory: new DynamoDbIntentMemory(client, memoryTable),
       ownsAlias: (alias) => alias.startsWith("#_as_"),
       derivedAliasPrefix: "_as_",
       log: quiet,
@@ -376,6 +383,66 @@ describe("immediate calls against the scripted homeserver, records in DynamoDB L
           ],
         ],
       );
+    });
+
+    it("a portal: m.bridge (MSC2346) and uk.half-shot.bridge state, the bot its bridgebot", async () => {
+      const { calls } = await setUp();
+      const bridge = {
+        protocol: { id: "relay", displayname: "Relay" },
+        channel: { id: "general/x", displayname: "general" },
+      };
+      const roomId = await calls.createRoom("portal", { bridge });
+      const stateKey = `${encodeURIComponent(BOT)}/relay/general%2Fx`;
+      for (const type of ["m.bridge", "uk.half-shot.bridge"]) {
+        expect(homeserver.state.get(`${roomId}\n${type}\n${stateKey}`)).toEqual({
+          sender: BOT,
+          content: { bridgebot: BOT, ...bridge },
+        });
+      }
+    });
+
+    it("room version 12: creators (the creator, additional_creators) never in the power levels' users; its opaque room ID kept as given", async () => {
+      const { calls } = await setUp();
+      const carol = "@carol:calls.test";
+      const roomId = await calls.createRoom("v12", {
+        roomVersion: "12",
+        additionalCreators: [carol],
+        powerLevels: { users: { [BOT]: 100, [carol]: 100, [PUPPET]: 50 }, events_default: 10 },
+      });
+      // No server name in it: nothing parses it.
+      expect(roomId).toMatch(/^![A-Za-z0-9_-]+$/);
+      expect(creations()[0]?.body).toMatchObject({
+        room_version: "12",
+        creation_content: { additional_creators: [carol] },
+        power_level_content_override: { users: { [PUPPET]: 50 }, events_default: 10 },
+      });
+      expect(await calls.createRoom("v12")).toBe(roomId);
+      // A creator's power is infinite already: nothing written (the homeserver would refuse it).
+      const writes = () =>
+        homeserver.requests.filter(
+          (r) => r.method === "PUT" && r.path.includes("m.room.power_levels"),
+        ).length;
+      await calls.setPowerLevel(roomId, BOT, 100);
+      await calls.setPowerLevel(roomId, carol, 50);
+      expect(writes()).toBe(0);
+      await calls.setPowerLevel(roomId, PUPPET, 75);
+      expect(writes()).toBe(1);
+      expect(homeserver.state.get(`${roomId}\nm.room.power_levels\n`)?.content.users).toEqual({
+        [PUPPET]: 75,
+      });
+    });
+
+    it("no version given: the homeserver's default decides (asked once); before 12 the power levels go as given", async () => {
+      const { calls } = await setUp();
+      homeserver.defaultRoomVersion = "12";
+      const levels = { users: { [BOT]: 100, [PUPPET]: 50 } };
+      await calls.createRoom("default-a", { powerLevels: levels });
+      await calls.createRoom("default-b", { powerLevels: levels });
+      await calls.createRoom("v11", { roomVersion: "11", powerLevels: levels });
+      expect(
+        creations().map((r) => (r.body as Record<string, unknown>).power_level_content_override),
+      ).toEqual([{ users: { [PUPPET]: 50 } }, { users: { [PUPPET]: 50 } }, levels]);
+      expect(homeserver.requests.filter((r) => r.path.endsWith("/capabilities"))).toHaveLength(1);
     });
 
     it("setPowerLevel: read-modify-write, written again when a concurrent change undid it", async () => {

@@ -146,7 +146,10 @@ describe("the Lambda entries, with the stack's environment", () => {
     };
     // Each entry keeps its dependencies per process: a fresh module, a fresh cold start.
     vi.resetModules();
-    const module = (await import(`../../${functionEntries[name]}`)) as {
+    // Named inside functions/handlers/, the one folder LOADERS lets this file load from, and
+    // with its extension written, as Vite's dynamic imports want.
+    const file = functionEntries[name].replace(/^functions\/handlers\/(.*)\.ts$/, "$1");
+    const module = (await import(`../../functions/handlers/${file}.ts`)) as {
       handler: (event: unknown, context: Context) => Promise<unknown>;
     };
     return module.handler;

@@ -1,9 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { waitForEventId } from "../../functions/appservice/sent-events.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { linkMap } from "../../functions/store/links.ts";
+import { messageLinker, messageMap } from "../../functions/store/messages.ts";
 
 describe("portals and puppets in the application's data (DynamoDB Local)", () => {
   const client = localDynamoDb(inject("dynamodbEndpoint"));
@@ -43,5 +45,26 @@ describe("portals and puppets in the application's data (DynamoDB Local)", () =>
     expect(await map.byRemoteId("a")).toBeUndefined();
     expect(await map.byMatrixId("!a:test")).toBeUndefined();
     expect((await map.link("b", "!a:test")).created).toBe(true);
+  });
+
+  it("message maps: one per room; the outbox's link is made once, a repeat finds it, an event linked elsewhere is refused; a wait sees a link made meanwhile", async () => {
+    const data = new DynamoDbAppData(client, tableName);
+    const room = `!${randomUUID()}`;
+    const linker = messageLinker(data);
+    expect(await linker.linkMessage(room, "m1", "$e1")).toBe(true);
+    expect(await linker.linkMessage(room, "m1", "$e1")).toBe(true);
+    // Another send for m1 (its image beside its text): the first link holds.
+    expect(await linker.linkMessage(room, "m1", "$e2")).toBe(true);
+    expect(await linker.linkMessage(room, "m2", "$e1")).toBe(false);
+    const map = messageMap(data, room);
+    expect(await map.byRemoteId("m1")).toMatchObject({ matrixId: "$e1" });
+    expect(await map.byMatrixId("$e1")).toMatchObject({ remoteId: "m1" });
+    expect(await map.byRemoteId("m2")).toBeUndefined();
+    // Another room's map is another map.
+    expect(await messageMap(data, `!${randomUUID()}`).byRemoteId("m1")).toBeUndefined();
+    expect(await waitForEventId(map, "m3", 0)).toBeUndefined();
+    const waited = waitForEventId(map, "m3", 5_000);
+    setTimeout(() => void linker.linkMessage(room, "m3", "$e3"), 300);
+    expect(await waited).toBe("$e3");
   });
 });

@@ -205,6 +205,8 @@ describe("the console's homeserver card, and an application section's times", ()
       await expect(time.textContent()).resolves.toBe("04/03/2026, 14:06:07");
       await expect(time.getAttribute("title")).resolves.toBe(at);
       await expect(time.getAttribute("datetime")).resolves.toBe(at);
+      // Its cell wraps as a text cell does.
+      await expect(page.locator("#section-clock td.wrap time").count()).resolves.toBe(1);
       // A column not declared a time stays the text it is.
       await expect(page.locator("#section-clock td", { hasText: at }).count()).resolves.toBe(1);
 

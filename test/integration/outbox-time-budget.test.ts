@@ -18,6 +18,7 @@ import { addressPolicy } from "../../functions/remote/address-policy.ts";
 import { HttpRemoteClient } from "../../functions/remote/remote-http.ts";
 import type { BackoffPolicy } from "../../functions/shared/backoff.ts";
 import { CountingMetrics } from "../../functions/shared/metrics.ts";
+import { DynamoDbIntentMemory } from "../../functions/store/dynamodb/intent-memory.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import {
@@ -35,6 +36,7 @@ describe("the outbox within its time", () => {
   const dynamodb = localDynamoDb(inject("dynamodbEndpoint"));
   const tableName = `outbox-time-${randomUUID().slice(0, 8)}`;
   const store = new DynamoDbStore(dynamodb, tableName);
+  const memory = new DynamoDbIntentMemory(dynamodb, tableName);
   let sqsLocal: Awaited<ReturnType<typeof startSqsLocal>>;
   let sqs: ReturnType<typeof localSqs>;
   const homeserver = new ScriptedHomeserver("as-token", SERVER, bot);
@@ -55,15 +57,17 @@ describe("the outbox within its time", () => {
   const outboxDeps = (timeoutMs: number, backoff: BackoffPolicy): OutboundDeps => ({
     homeserver: new HttpHomeserverClient(homeserver.url, "as-token", bot, timeoutMs),
     remote: new HttpRemoteClient({ policy: addressPolicy() }),
-    outboxMemory: store,
+    intentMemory: memory,
     serverErrors: store,
     sentEvents: store,
+    // Its sends name no remote message.
+    messages: { linkMessage: () => Promise.reject(new Error("no message link expected")) },
     botUserId: bot,
     isOurUser: (userId) => userId.startsWith("@_as_"),
     backoff,
     log: noServices.log,
     deliveryOutcomes: noServices.deliveryOutcomes,
-    botProfile: new BotProfileKeeper(bot, botProfile("Bot"), store, noServices.log),
+    botProfile: new BotProfileKeeper(bot, botProfile("Bot"), memory, noServices.log),
   });
 
   it("an action's worst path makes MAX_CALLS_PER_ACTION calls, which the function's timeout covers twice", async () => {
@@ -91,7 +95,7 @@ describe("the outbox within its time", () => {
       outboxDeps(HOMESERVER_TIMEOUT_MS, { baseSeconds: 1, capSeconds: 1 }),
     );
     expect(outcome).toEqual({ kind: "done", status: 200 });
-    // The send, register (in use), the send, join, invite, join, the send.
+    // The send, register (in use), the send, invite, join, the send.
     expect(homeserver.requests.length - before).toBe(MAX_CALLS_PER_ACTION);
     expect(actionBudgetMs(HOMESERVER_TIMEOUT_MS)).toBe(MAX_CALLS_PER_ACTION * 20_000 + 5_000);
     expect(OUTBOX_TIMEOUT_MS).toBeGreaterThanOrEqual(2 * actionBudgetMs(HOMESERVER_TIMEOUT_MS));

@@ -8,7 +8,7 @@ import { signatureValid } from "../../functions/remote/signature.ts";
 import { makeEvent, putTransaction, waitFor } from "../support/appservice.ts";
 import type { RecordedRequest, ScriptedHomeserver } from "../support/homeserver.ts";
 import { type NpmStart, startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
-import { RemoteService, signedPost } from "../support/remote-service.ts";
+import { RemoteService, signedPost, signedRequest } from "../support/remote-service.ts";
 import { waitForAsync } from "../support/wait.ts";
 import { homeserverWithRegistration, SERVER } from "../support/with-homeserver.ts";
 
@@ -188,12 +188,94 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
       ["POST", `/channels/${channel}/messages`],
     ]);
     expect(remote.bodies(`/channels/${channel}/messages`)).toEqual([
-      { sender: BOB, display_name: "Bob", text: "hi carol" },
+      { id: events[0]?.event_id, sender: BOB, display_name: "Bob", text: "hi carol" },
     ]);
     expect(remote.requests[0]?.headers["idempotency-key"]).toMatch(/^[0-9a-f]{64}$/);
     // Signed by the outbox with the secret npm start wrote.
     const seen = remote.requests[0];
     expect(signatureValid(secret, seen?.headers ?? {}, seen?.raw ?? "")).toBe(true);
+  });
+
+  it("an edit, a reply at the remote time, a reaction, its removal, a deletion, each requested twice → each done once; a Matrix user's reaction and redaction, in a transaction sent twice → delivered once each", async () => {
+    const channel = `edits-${run}`;
+    const alice = `alice-${run}`;
+    const dave = `dave-${run}`;
+    const relay = (method: "POST" | "PUT" | "DELETE", path: string, body: object) =>
+      signedRequest(method, `${npm.url}/relay/${channel}${path}`, secret, body);
+    const twice = async (request: () => Promise<Response>) => {
+      for (let attempt = 0; attempt < 2; attempt++) expect((await request()).status).toBe(202);
+    };
+    const inChannel = () => homeserver.sent.filter((e) => e.roomId === portal);
+    await twice(() => post(channel, { id: "e1", user: alice, text: "helo" }));
+    const portal = homeserver.aliases.get(`#${RELAY_PREFIX}${channel}:${SERVER}`) as string;
+    // At once: the message's send may still be queued, which the edit waits for.
+    await twice(() => relay("PUT", "/messages/e1", { user: alice, text: "hello" }));
+    await twice(() =>
+      post(channel, { id: "e2", user: dave, text: "hi", reply_to: "e1", ts: 1_600_000_000_000 }),
+    );
+    await twice(() =>
+      relay("POST", "/reactions", { id: "x1", user: dave, message_id: "e1", key: "🎉" }),
+    );
+    await waitFor(() => inChannel().length >= 4, 30_000, "the sends");
+    await twice(() => relay("DELETE", "/reactions/x1", {}));
+    await twice(() => relay("DELETE", "/messages/e2", { user: dave }));
+    await atRest();
+    const [message, edit, reply, reaction] = inChannel();
+    expect(inChannel().map((e) => [e.sender, e.type])).toEqual([
+      [puppetOf(alice), "m.room.message"],
+      [puppetOf(alice), "m.room.message"],
+      [puppetOf(dave), "m.room.message"],
+      [puppetOf(dave), "m.reaction"],
+    ]);
+    expect(edit?.content["m.relates_to"]).toEqual({
+      rel_type: "m.replace",
+      event_id: message?.eventId,
+    });
+    expect(reply?.content["m.relates_to"]).toEqual({
+      "m.in_reply_to": { event_id: message?.eventId },
+    });
+    const replySends = homeserver.requests.filter((r) => r.path.endsWith(`/${reply?.txnId}`));
+    expect(replySends.map((r) => r.query.ts)).toEqual(["1600000000000"]);
+    const redacted = homeserver.requests
+      .filter((r) => r.path.includes(`/rooms/${encodeURIComponent(portal)}/redact/`))
+      .map((r) => decodeURIComponent(r.path.split("/")[7] ?? ""));
+    expect(redacted).toEqual([reaction?.eventId, reply?.eventId]);
+
+    // A Matrix user reacts to alice's message, then takes it back.
+    bobJoins(portal);
+    const hearts = makeEvent(portal, "", {
+      sender: BOB,
+      type: "m.reaction",
+      content: {
+        "m.relates_to": { rel_type: "m.annotation", event_id: message?.eventId, key: "❤️" },
+      },
+    });
+    const taken = makeEvent(portal, "", {
+      sender: BOB,
+      type: "m.room.redaction",
+      content: { redacts: hearts.event_id },
+    });
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const response = await putTransaction(
+        npm.url,
+        `reactions-${run}`,
+        { events: [hearts, taken] },
+        { token: registration.hs_token },
+      );
+      expect(response.status).toBe(200);
+    }
+    const toChannel = () =>
+      remote.requests.filter((r) => r.path.startsWith(`/channels/${channel}/`));
+    await waitFor(() => toChannel().length >= 2, 30_000, "the deliveries");
+    await atRest();
+    expect(toChannel().map((r) => [r.method, r.path, r.body ? JSON.parse(r.body) : null])).toEqual([
+      [
+        "POST",
+        `/channels/${channel}/reactions`,
+        { id: hearts.event_id, sender: BOB, message_id: "e1", key: "❤️" },
+      ],
+      ["DELETE", `/channels/${channel}/reactions/${encodeURIComponent(hearts.event_id)}`, null],
+    ]);
   });
 
   it("a crash between the portal's creation and recording it → after a restart, one room, the message sent once as the puppet", async () => {
@@ -308,7 +390,7 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
       ...texts.map((text) => [200, text]),
     ]);
     expect(delivered().map((r) => JSON.parse(r.body))).toEqual(
-      texts.map((text) => ({ sender: BOB, display_name: "Bob", text })),
+      texts.map((text) => ({ id: expect.any(String), sender: BOB, display_name: "Bob", text })),
     );
     const keys = delivered().map((r) => r.headers["idempotency-key"]);
     expect(new Set(keys).size).toBe(texts.length);

@@ -1,15 +1,22 @@
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createRelay } from "../../functions/applications/relay/index.ts";
 import { signatureHeaders } from "../../functions/remote/signature.ts";
-import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
+import {
+  makeEvent,
+  NO_DEAD_LETTERS,
+  putTransaction,
+  waitFor,
+  waitUntilDrained,
+} from "../support/appservice.ts";
 import { pngHeader } from "../support/images.ts";
-import { RemoteService, signedPost } from "../support/remote-service.ts";
+import { RemoteService, signedPost, signedRequest } from "../support/remote-service.ts";
 import { SERVER, startWithHomeserver } from "../support/with-homeserver.ts";
 
 // The relay bridge end to end in local mode (DynamoDB Local, fauxqs, the scripted homeserver):
 // this test plays the remote chat service, on both of its sides.
 
 const ALICE = `@_relay_alice:${SERVER}`;
+const BOB_PUPPET = `@_relay_bob:${SERVER}`;
 const BOB = `@bob:${SERVER}`;
 const SVG = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>');
 // The secret the relay and the remote service share (RELAY_SECRET).
@@ -33,7 +40,14 @@ async function startRelay() {
     signedPost(urlOf(channel), SECRET, message);
   const portalOf = (channel: string) =>
     started.homeserver.aliases.get(`#_relay_${channel}:${SERVER}`) as string;
-  return { ...started, remote, post, urlOf, portalOf };
+  /** Another of the remote service's requests, `path` under `/relay/{channel}`, signed. */
+  const request = (
+    method: "POST" | "PUT" | "DELETE",
+    channel: string,
+    path: string,
+    message: Record<string, unknown>,
+  ) => signedRequest(method, `${started.local.url}/relay/${channel}${path}`, SECRET, message);
+  return { ...started, remote, post, urlOf, portalOf, request };
 }
 
 const hello = {
@@ -117,6 +131,214 @@ describe("relay: remote → Matrix", () => {
   });
 });
 
+describe("relay: edits, replies, reactions, deletions, typing and remote times (issue 27)", () => {
+  it("remote → Matrix: each once however often it is posted; an edit, reply and reaction posted before their message's event ID is known wait for it", async () => {
+    const { local, homeserver, post, portalOf, request } = await startRelay();
+    // The first send fails once: its event ID comes a backoff later.
+    homeserver.cue((r) => r.path.includes("/send/m.room.message/"), {
+      status: 502,
+      body: { errcode: "M_UNKNOWN", error: "down" },
+    });
+    const TS = 1_700_000_000_000;
+    const expectAccepted = async (responses: Promise<Response>[]) => {
+      for (const response of await Promise.all(responses)) expect(response.status).toBe(202);
+    };
+    await expectAccepted([post("general", { ...hello, ts: TS })]);
+    const reply = { id: "m2", user: "bob", text: "hi alice", reply_to: "m1" };
+    const reaction = { id: "r1", user: "bob", message_id: "m1", key: "👍" };
+    // Each twice, at once: the remote service retrying a request whose answer it lost.
+    await expectAccepted([
+      request("PUT", "general", "/messages/m1", { user: "alice", text: "hello, world" }),
+      request("PUT", "general", "/messages/m1", { user: "alice", text: "hello, world" }),
+      post("general", reply),
+      post("general", reply),
+      request("POST", "general", "/reactions", reaction),
+      request("POST", "general", "/reactions", reaction),
+    ]);
+    await waitFor(() => homeserver.sent.length >= 4);
+    await expectAccepted([
+      request("DELETE", "general", "/reactions/r1", {}),
+      request("DELETE", "general", "/reactions/r1", {}),
+      request("DELETE", "general", "/messages/m2", { user: "bob" }),
+      request("DELETE", "general", "/messages/m2", { user: "bob" }),
+      request("POST", "general", "/typing", { user: "bob", typing: true }),
+    ]);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    const roomId = portalOf("general");
+    // The message first; then what named it, in the order their requests were handled.
+    const [message, ...after] = homeserver.sent;
+    const by = (sender: string, type: string, relation: string) =>
+      after.find(
+        (e) =>
+          e.sender === sender && e.type === type && JSON.stringify(e.content).includes(relation),
+      );
+    const edit = by(ALICE, "m.room.message", "m.replace");
+    const answer = by(BOB_PUPPET, "m.room.message", "m.in_reply_to");
+    const thumbs = by(BOB_PUPPET, "m.reaction", "m.annotation");
+    expect(homeserver.sent).toHaveLength(4);
+    expect(message?.sender).toBe(ALICE);
+    expect(message?.content).toEqual({ msgtype: "m.text", body: "hello" });
+    expect(edit?.content).toEqual({
+      msgtype: "m.text",
+      body: "* hello, world",
+      "m.new_content": { msgtype: "m.text", body: "hello, world", "m.mentions": {} },
+      "m.mentions": {},
+      "m.relates_to": { rel_type: "m.replace", event_id: message?.eventId },
+    });
+    expect(answer?.content).toEqual({
+      msgtype: "m.text",
+      body: "hi alice",
+      "m.mentions": { user_ids: [ALICE] },
+      "m.relates_to": { "m.in_reply_to": { event_id: message?.eventId } },
+    });
+    expect(thumbs?.content).toEqual({
+      "m.relates_to": { rel_type: "m.annotation", event_id: message?.eventId, key: "👍" },
+    });
+    // The remote time on the message's send (both attempts: the same request).
+    const sends = homeserver.requests.filter((r) => r.path.includes("/send/m.room.message/"));
+    expect(sends[0]?.query.ts).toBe(String(TS));
+    expect(sends.at(-1)?.query.ts).toBeUndefined();
+    // The reaction taken back and the reply deleted, each by its puppet, once.
+    const redactions = homeserver.requests.filter((r) => r.path.includes("/redact/"));
+    expect(
+      redactions.map((r) => [r.query.user_id, decodeURIComponent(r.path.split("/")[7] ?? "")]),
+    ).toEqual([
+      [BOB_PUPPET, thumbs?.eventId],
+      [BOB_PUPPET, answer?.eventId],
+    ]);
+    const typing = homeserver.requests.filter((r) => r.path.includes("/typing/"));
+    expect(typing.map((r) => [r.path, r.body])).toEqual([
+      [
+        `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/typing/${encodeURIComponent(BOB_PUPPET)}`,
+        { typing: true, timeout: 30_000 },
+      ],
+    ]);
+    // The portal announces itself as one (MSC2346).
+    expect(homeserver.createdRooms[0]?.body.initial_state).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          type: "m.bridge",
+          content: expect.objectContaining({
+            bridgebot: expect.any(String),
+            channel: { id: "general", displayname: "general" },
+          }),
+        }),
+      ]),
+    );
+    // Nothing more for a message never posted, nor for an edit by another user.
+    const unknown = await request("PUT", "general", "/messages/nope", { user: "alice", text: "x" });
+    expect(unknown.status).toBe(404);
+    const foreign = await request("PUT", "general", "/messages/m1", { user: "bob", text: "mine" });
+    expect(foreign.status).toBe(403);
+    // A deletion or a reaction's removal repeated later: accepted, nothing more done.
+    await expectAccepted([
+      request("DELETE", "general", "/messages/m2", { user: "bob" }),
+      request("DELETE", "general", "/reactions/r1", {}),
+    ]);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    expect(homeserver.requests.filter((r) => r.path.includes("/redact/"))).toHaveLength(2);
+    expect(homeserver.sent).toHaveLength(4);
+  });
+
+  it("Matrix → remote: a reply, an edit, a reaction, its removal, a redaction and typing are delivered once each, in order; the puppets' are not", async () => {
+    const { local, homeserver, post, portalOf, remote, registration } = await startRelay();
+    expect((await post("general", hello)).status).toBe(202);
+    await waitFor(() => homeserver.sent.length >= 1);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    const roomId = portalOf("general");
+    const puppetMessage = homeserver.sent[0]?.eventId as string;
+    homeserver.rooms.get(roomId)?.add(BOB);
+    const question = makeEvent(roomId, "> <@_relay_alice:test.local> hello\n\nhow are you?", {
+      sender: BOB,
+      content: {
+        msgtype: "m.text",
+        body: "> <@_relay_alice:test.local> hello\n\nhow are you?",
+        "m.relates_to": { "m.in_reply_to": { event_id: puppetMessage } },
+      },
+    });
+    const edit = makeEvent(roomId, "* how are you, Alice?", {
+      sender: BOB,
+      content: {
+        msgtype: "m.text",
+        body: "* how are you, Alice?",
+        "m.new_content": { msgtype: "m.text", body: "how are you, Alice?" },
+        "m.relates_to": { rel_type: "m.replace", event_id: question.event_id },
+      },
+    });
+    const reaction = makeEvent(roomId, "", {
+      sender: BOB,
+      type: "m.reaction",
+      content: { "m.relates_to": { rel_type: "m.annotation", event_id: puppetMessage, key: "❤️" } },
+    });
+    const unreaction = makeEvent(roomId, "", {
+      sender: BOB,
+      type: "m.room.redaction",
+      content: { redacts: reaction.event_id },
+    });
+    const deletion = makeEvent(roomId, "", {
+      sender: BOB,
+      type: "m.room.redaction",
+      content: { redacts: question.event_id },
+    });
+    const puppetReaction = makeEvent(roomId, "", {
+      sender: ALICE,
+      type: "m.reaction",
+      content: {
+        "m.relates_to": { rel_type: "m.annotation", event_id: question.event_id, key: "👍" },
+      },
+    });
+    const events = [question, edit, reaction, puppetReaction, unreaction, deletion];
+    const typing = (userIds: string[]) => ({
+      type: "m.typing",
+      room_id: roomId,
+      content: { user_ids: userIds },
+    });
+    const transaction = {
+      events,
+      ephemeral: [typing([BOB, ALICE]), typing([BOB]), typing([ALICE]), typing([])],
+    };
+    // The homeserver sends the transaction twice (a retry after a lost answer).
+    for (let i = 0; i < 2; i++) {
+      const answer = await putTransaction(local.url, "t1", transaction, {
+        token: registration.hs_token,
+      });
+      expect(answer.status).toBe(200);
+    }
+    await waitFor(() => remote.requests.length >= 7);
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    const general = "/channels/general";
+    expect(remote.requests.map((r) => [r.method, r.path, JSON.parse(r.body || "null")])).toEqual([
+      [
+        "POST",
+        `${general}/messages`,
+        {
+          id: question.event_id,
+          sender: BOB,
+          display_name: BOB,
+          text: "how are you?",
+          reply_to: "m1",
+        },
+      ],
+      [
+        "PUT",
+        `${general}/messages/${encodeURIComponent(question.event_id)}`,
+        { sender: BOB, text: "how are you, Alice?" },
+      ],
+      [
+        "POST",
+        `${general}/reactions`,
+        { id: reaction.event_id, sender: BOB, message_id: "m1", key: "❤️" },
+      ],
+      ["DELETE", `${general}/reactions/${encodeURIComponent(reaction.event_id)}`, null],
+      ["DELETE", `${general}/messages/${encodeURIComponent(question.event_id)}`, null],
+      // Typing: the Matrix users typing, when that changes (never the puppets).
+      ["POST", `${general}/typing`, { user_ids: [BOB] }],
+      ["POST", `${general}/typing`, { user_ids: [] }],
+    ]);
+    expect(remote.requests.every((r) => r.signed)).toBe(true);
+  });
+});
+
 describe("relay: Matrix → remote", () => {
   it("a Matrix user's text and image in the portal are delivered once each, in order, with an Idempotency-Key; the puppets' and the bot's are not; !relay invite invites", async () => {
     const { local, homeserver, post, portalOf, remote, send, bot } = await startRelay();
@@ -126,8 +348,11 @@ describe("relay: Matrix → remote", () => {
     // !relay invite, in a room with the bot.
     homeserver.createRoom("!dm:test.local", [bot, BOB]);
     await send("t1", [makeEvent("!dm:test.local", "!relay invite general", { sender: BOB })]);
-    await waitFor(() => homeserver.requests.some((r) => r.path.endsWith("/invite")));
-    const invite = homeserver.requests.find((r) => r.path.endsWith("/invite"));
+    // Bob's invite (the puppets are invited too, before they join).
+    const invitesBob = (r: { path: string; body: unknown }) =>
+      r.path.endsWith("/invite") && (r.body as { user_id?: string }).user_id === BOB;
+    await waitFor(() => homeserver.requests.some(invitesBob));
+    const invite = homeserver.requests.find(invitesBob);
     expect(invite?.path).toBe(`/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/invite`);
     expect(invite?.body).toMatchObject({ user_id: BOB });
     // Bob in the portal, with his name there.
@@ -141,7 +366,7 @@ describe("relay: Matrix → remote", () => {
     );
     homeserver.media.set("cat", { creator: BOB, bytes: IMAGE, contentType: "image/jpeg" });
     homeserver.media.set("svg", { creator: BOB, bytes: SVG, contentType: "image/png" });
-    await send("t2", [
+    const events = [
       makeEvent(roomId, "hi alice", { sender: BOB }),
       makeEvent(roomId, "from the remote side", { sender: ALICE }),
       makeEvent(roomId, "a notice", { sender: bot }),
@@ -154,7 +379,9 @@ describe("relay: Matrix → remote", () => {
         sender: BOB,
         content: { msgtype: "m.image", body: "logo.png", url: `mxc://${SERVER}/svg` },
       }),
-    ]);
+    ];
+    await send("t2", events);
+    const [text, , , cat, logo] = events.map((e) => e.event_id);
     await waitFor(() => remote.requests.length >= 3);
     expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
     expect(remote.requests.map((r) => r.path)).toEqual([
@@ -163,14 +390,15 @@ describe("relay: Matrix → remote", () => {
       "/channels/general/messages",
     ]);
     expect(remote.bodies("/channels/general/messages")).toEqual([
-      { sender: BOB, display_name: "Bob", text: "hi alice" },
+      { id: text, sender: BOB, display_name: "Bob", text: "hi alice" },
       {
+        id: cat,
         sender: BOB,
         display_name: "Bob",
         text: "",
         image: { content_type: "image/png", data: base64(IMAGE) },
       },
-      { sender: BOB, display_name: "Bob", text: "logo.png" },
+      { id: logo, sender: BOB, display_name: "Bob", text: "logo.png" },
     ]);
     // Each signed with the shared secret, as the remote service checks.
     expect(remote.requests.map((r) => r.signed)).toEqual([true, true, true]);

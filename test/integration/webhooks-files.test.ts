@@ -5,6 +5,7 @@ import {
   WEBHOOK_MAX_BODY_BYTES,
   WEBHOOK_WAIT_MS,
 } from "../../functions/applications/webhooks/webhooks/post.ts";
+import { loadCrypto } from "../../functions/crypto/wasm.ts";
 import { NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
 import { gifHeader, pngHeader } from "../support/images.ts";
 import { newWebhook, sendCommand, startWithWebhookRoom } from "../support/webhooks.ts";
@@ -125,6 +126,35 @@ describe("webhooks: files (multipart and JSON attachments) and ?wait=true", () =
     expect(contents[3]?.url).toBe(contents[1]?.url);
     expect(uploads().length - uploadsBefore).toBe(2);
     expect(mediaOf(contents[2]?.url)).toMatchObject({ bytes: audio });
+  });
+
+  it("into an encrypted room, each file is encrypted before its upload and named by `file`, which a client decrypts", async () => {
+    const room = `!hooks-files-encrypted:${SERVER}`;
+    started.homeserver.createRoom(room, [MODERATOR, started.bot]);
+    started.homeserver.setState(room, "m.room.power_levels", "", { users: { [MODERATOR]: 50 } });
+    const { url } = await newWebhook(started, "sealed", MODERATOR, room);
+    started.homeserver.setState(room, "m.room.encryption", "", {
+      algorithm: "m.megolm.v1.aes-sha2",
+    });
+    const body = form({}, [["report.pdf", PDF, "application/pdf"]]);
+    expect((await postForm(url, body)).status).toBe(202);
+    const sent = () =>
+      started.homeserver.sent.filter((e) => e.roomId === room && e.content.msgtype === "m.file");
+    await waitFor(() => sent().length === 1);
+    const content = sent()[0]?.content as Record<string, unknown>;
+    expect(content.url).toBeUndefined();
+    expect(content.info).toEqual({ mimetype: "application/pdf", size: PDF.length });
+    const file = content.file as Record<string, unknown>;
+    expect(file).toMatchObject({ url: expect.stringMatching(MXC), v: "v2" });
+    const stored = mediaOf(file.url);
+    expect(stored).toMatchObject({ contentType: "application/octet-stream" });
+    expect(stored?.bytes?.includes(PDF)).toBe(false);
+    const sdk = await loadCrypto();
+    const attachment = new sdk.EncryptedAttachment(
+      new Uint8Array(stored?.bytes as Buffer),
+      JSON.stringify(file),
+    );
+    expect(Buffer.from(sdk.Attachment.decrypt(attachment)).equals(PDF)).toBe(true);
   });
 
   it("the type comes from the bytes: an SVG or HTML sent as an image is a file of bytes; w/h only from a sensible header", async () => {

@@ -155,6 +155,15 @@ export class CryptoPerson {
   }
 
   /**
+   * Tracks `userIds` and queries their keys, as a client does for the members of its encrypted
+   * rooms: their devices' trust is then known when it decrypts.
+   */
+  async track(userIds: string[]) {
+    await this.machine.updateTrackedUsers(userIds.map((id) => new this.sdk.UserId(id)));
+    await this.sendOutgoing();
+  }
+
+  /**
    * Decrypts a room event under its policy (strict: only from cross-signed devices). Throws the
    * machine's `MegolmDecryptionError` when it cannot or will not.
    */

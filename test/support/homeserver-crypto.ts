@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { ClientServerCall } from "../../functions/crypto/bot-device.ts";
 import type { RecordedRequest } from "./recorded-request.ts";
 
 type Json = Record<string, unknown>;
@@ -49,6 +50,18 @@ export interface HomeserverView {
   /** Room events in the order the homeserver accepted them, as clients get them. */
   timeline(): Json[];
 }
+
+/** The appservice's calls on a homeserver at `url`: with the as_token, or a device's `token`. */
+export const appserviceCalls =
+  (url: () => string, asToken: string): ClientServerCall =>
+  async ({ method, path, body, token }) => {
+    const response = await fetch(`${url()}/_matrix/client/v3${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token ?? asToken}`, "content-type": "application/json" },
+      ...(body !== undefined && { body }),
+    });
+    return { status: response.status, text: await response.text() };
+  };
 
 const unrecognized: Answer = [404, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" }];
 

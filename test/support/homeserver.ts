@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
@@ -29,7 +29,8 @@ interface CueRule {
  * never registered), registration (`M_USER_IN_USE`), rooms with members (403 `M_FORBIDDEN` for
  * a user not in the room), sends deduplicated by txnId, rooms created with their initial state
  * (an alias taken: 400 `M_ROOM_IN_USE`; outside the namespaces: the room made, then 400
- * `M_EXCLUSIVE`), the room directory, members with their names, events, profiles, and the media
+ * `M_EXCLUSIVE`), the room directory, members with their names (and `GET /members`, joined and
+ * invited), events, profiles, and the media
  * repository (`create` then `PUT` upload since Matrix 1.7, authenticated media since 1.11, each
  * of which can be turned off, and an upload limit). It records every request and answers 429,
  * 5xx or nothing at all on cue.
@@ -65,6 +66,8 @@ export class ScriptedHomeserver {
   authenticatedMediaSupported = true;
   /** `m.upload.size`. */
   maxUploadBytes = 50 * 1024 * 1024;
+  /** The version of rooms made without one (`m.room_versions.default`). */
+  defaultRoomVersion = "10";
   /** Media by ID: the bytes once uploaded, and who created (or uploaded) it. */
   readonly media = new Map<
     string,
@@ -207,19 +210,38 @@ export class ScriptedHomeserver {
       : undefined;
     if (alias && this.aliases.has(alias))
       return [400, { errcode: "M_ROOM_IN_USE", error: "Room alias already taken" }];
-    const roomId = `!${randomUUID()}:${this.serverName}`;
+    const version = String(body.room_version ?? this.defaultRoomVersion);
     const preset = body.preset ?? (body.visibility === "public" ? "public_chat" : "private_chat");
     const invite = (body.invite ?? []) as string[];
+    // Room version 12: the creators (the sender, additional_creators, a trusted private chat's
+    // invitees) have infinite power, and power levels that name one are refused.
+    const v12 = Number(version) >= 12;
+    const additional = [
+      ...(((body.creation_content as Record<string, unknown> | undefined)?.additional_creators ??
+        []) as string[]),
+      ...(v12 && preset === "trusted_private_chat" ? invite : []),
+    ];
+    const override = body.power_level_content_override as Record<string, unknown> | undefined;
+    const named = Object.keys((override?.users ?? {}) as Record<string, unknown>);
+    if (v12 && named.some((user) => user === userId || additional.includes(user))) {
+      return [400, { errcode: "M_INVALID_PARAM", error: "Creators cannot be in power levels" }];
+    }
+    // Version 12's room IDs are the create event's hash, with no server name.
+    const roomId = v12
+      ? `!${randomBytes(32).toString("base64url")}`
+      : `!${randomUUID()}:${this.serverName}`;
     this.createRoom(roomId, [], { inviteOnly: preset !== "public_chat" });
     this.createdRooms.push({ roomId, creator: userId, body });
     this.setState(
       roomId,
       "m.room.create",
       "",
-      {
-        room_version: body.room_version ?? "10",
-        creator: userId,
-      },
+      v12
+        ? {
+            room_version: version,
+            ...(additional.length > 0 && { additional_creators: additional }),
+          }
+        : { room_version: version, creator: userId },
       userId,
     );
     this.join(roomId, userId);
@@ -229,8 +251,9 @@ export class ScriptedHomeserver {
       "",
       {
         users: {
-          [userId]: 100,
-          ...(preset === "trusted_private_chat" &&
+          ...(!v12 && { [userId]: 100 }),
+          ...(!v12 &&
+            preset === "trusted_private_chat" &&
             Object.fromEntries(invite.map((invitee) => [invitee, 100]))),
         },
         users_default: 0,
@@ -240,7 +263,7 @@ export class ScriptedHomeserver {
         kick: 50,
         redact: 50,
         invite: preset === "public_chat" ? 50 : 0,
-        ...(body.power_level_content_override as Record<string, unknown> | undefined),
+        ...override,
       },
       userId,
     );
@@ -271,6 +294,13 @@ export class ScriptedHomeserver {
       this.aliases.set(alias, roomId);
     }
     return [200, { room_id: roomId }];
+  }
+
+  /** A room's creators where its version gives them infinite power (12 and later); else none. */
+  private infinitelyPowerful(roomId: string): string[] {
+    const create = this.state.get(`${roomId}\nm.room.create\n`);
+    if (!create || !(Number(create.content.room_version) >= 12)) return [];
+    return [create.sender, ...((create.content.additional_creators ?? []) as string[])];
   }
 
   createRoom(roomId: string, members: string[], options: { inviteOnly?: boolean } = {}) {
@@ -596,6 +626,14 @@ export class ScriptedHomeserver {
       return [200, { room_id: roomId }];
     }
     if (request.method === "POST" && path === "/createRoom") return this.createRoomAs(userId, body);
+    if (request.method === "GET" && path === "/capabilities") {
+      return [
+        200,
+        {
+          capabilities: { "m.room_versions": { default: this.defaultRoomVersion, available: {} } },
+        },
+      ];
+    }
     if (parts[1] === "profile") {
       const target = parts[2] as string;
       if (request.method === "GET") {
@@ -633,6 +671,25 @@ export class ScriptedHomeserver {
         }
         return [200, { joined }];
       }
+      case "members": {
+        const invited = [...(this.invites.get(roomId) ?? [])].filter((id) => !members.has(id));
+        const memberEvent = (member: string, membership: string) => ({
+          type: "m.room.member",
+          room_id: roomId,
+          state_key: member,
+          sender: member,
+          content: { membership },
+        });
+        return [
+          200,
+          {
+            chunk: [
+              ...[...members].map((member) => memberEvent(member, "join")),
+              ...invited.map((member) => memberEvent(member, "invite")),
+            ],
+          },
+        ];
+      }
       case "event": {
         const event = this.sent.find((e) => e.roomId === roomId && e.eventId === parts[4]);
         if (!event) return [404, { errcode: "M_NOT_FOUND", error: "Event not found." }];
@@ -667,6 +724,13 @@ export class ScriptedHomeserver {
       case "state": {
         const key = `${roomId}\n${parts[4]}\n${parts[5] ?? ""}`;
         if (request.method === "PUT") {
+          const creators = this.infinitelyPowerful(roomId);
+          if (
+            parts[4] === "m.room.power_levels" &&
+            Object.keys((body.users ?? {}) as object).some((user) => creators.includes(user))
+          ) {
+            return forbidden("Creators cannot be in the power levels' users");
+          }
           this.state.set(key, { sender: userId, content: body });
           return [200, { event_id: `$${randomUUID()}` }];
         }

@@ -302,8 +302,8 @@ export function layerViolations({ files, packageImports = {} }: Tree): string[] 
         }
         const loader = LOADERS[file];
         if (loader) {
-          // A template's literal start (`../../infra/${x}`) shows a folder: one of `reaches`, or
-          // above them (the rest of the name may lead down into one), else it goes elsewhere.
+          // A template's literal start (`../applications/${x}`) must lie inside a folder of
+          // `reaches`: one that starts above them (`../../${x}`) could load any layer.
           const head = /^`(\.{1,2}\/[^`$]*)/.exec(specifier)?.[1];
           if (head !== undefined) {
             const joined = posix.join(
@@ -311,7 +311,7 @@ export function layerViolations({ files, packageImports = {} }: Tree): string[] 
               head.slice(0, head.lastIndexOf("/") + 1),
             );
             const at = joined === "./" || joined === "." ? "" : joined.replace(/\/?$/, "/");
-            if (!loader.reaches.some((folder) => at.startsWith(folder) || folder.startsWith(at))) {
+            if (!loader.reaches.some((folder) => at.startsWith(folder))) {
               violations.push(
                 `${file} loads ${specifier}, outside the folders LOADERS lets it reach (${loader.reaches.join(", ")})`,
               );

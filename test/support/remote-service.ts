@@ -103,14 +103,24 @@ export class RemoteService {
 }
 
 /**
- * The remote service's side of the relay: a JSON POST to `url` signed with `secret`, as at
+ * The remote service's side of the relay: a JSON request to `url` signed with `secret`, as at
  * `nowMs` (a request from the past: an old timestamp).
  */
-export function signedPost(url: string, secret: string, message: unknown, nowMs = Date.now()) {
+export function signedRequest(
+  method: "POST" | "PUT" | "DELETE",
+  url: string,
+  secret: string,
+  message: unknown,
+  nowMs = Date.now(),
+) {
   const body = JSON.stringify(message);
   return fetch(url, {
-    method: "POST",
+    method,
     headers: { "content-type": "application/json", ...signatureHeaders(secret, body, nowMs) },
     body,
   });
 }
+
+/** A signed JSON POST (`signedRequest`). */
+export const signedPost = (url: string, secret: string, message: unknown, nowMs = Date.now()) =>
+  signedRequest("POST", url, secret, message, nowMs);

@@ -171,6 +171,95 @@ const cases: [string, (actions: Actions) => Promise<unknown>, Expected][] = [
     },
   ],
   [
+    "sendMessage naming its remote message (linked in the message map once sent)",
+    (a) => a.sendMessage(ROOM, "hi", { as: GHOST, ts: 99, remoteId: "m1" }),
+    {
+      kind: "send",
+      userId: GHOST,
+      roomId: ROOM,
+      groupId: ROOM,
+      remoteId: "m1",
+      request: {
+        method: "PUT",
+        path: `${CS}/rooms/${R}/send/m.room.message/$ID`,
+        body: { msgtype: "m.text", body: "hi" },
+        query: { ts: "99" },
+      },
+    },
+  ],
+  [
+    "edit (m.replace: m.new_content, the fallback starred, no new mentions)",
+    (a) =>
+      a.edit(
+        ROOM,
+        EVENT,
+        {
+          msgtype: "m.text",
+          body: "new",
+          formatted_body: "<b>new</b>",
+          format: "org.matrix.custom.html",
+          "m.mentions": { user_ids: [GHOST] },
+        },
+        { as: GHOST },
+      ),
+    {
+      kind: "send",
+      userId: GHOST,
+      roomId: ROOM,
+      groupId: ROOM,
+      request: {
+        method: "PUT",
+        path: `${CS}/rooms/${R}/send/m.room.message/$ID`,
+        body: {
+          msgtype: "m.text",
+          body: "* new",
+          format: "org.matrix.custom.html",
+          formatted_body: "* <b>new</b>",
+          "m.new_content": {
+            msgtype: "m.text",
+            body: "new",
+            format: "org.matrix.custom.html",
+            formatted_body: "<b>new</b>",
+            "m.mentions": { user_ids: [GHOST] },
+          },
+          "m.mentions": {},
+          "m.relates_to": { rel_type: "m.replace", event_id: EVENT },
+        },
+      },
+    },
+  ],
+  [
+    "reply (m.in_reply_to, mentioning the replied-to sender)",
+    (a) => a.reply(ROOM, { eventId: EVENT, sender: "@alice:test.local" }, "yes", { as: GHOST }),
+    {
+      kind: "send",
+      userId: GHOST,
+      roomId: ROOM,
+      groupId: ROOM,
+      request: {
+        method: "PUT",
+        path: `${CS}/rooms/${R}/send/m.room.message/$ID`,
+        body: {
+          msgtype: "m.text",
+          body: "yes",
+          "m.mentions": { user_ids: ["@alice:test.local"] },
+          "m.relates_to": { "m.in_reply_to": { event_id: EVENT } },
+        },
+      },
+    },
+  ],
+  [
+    "unreact (the reaction's event redacted)",
+    (a) => a.unreact(ROOM, EVENT, { as: GHOST }),
+    {
+      kind: "redact",
+      userId: GHOST,
+      roomId: ROOM,
+      groupId: ROOM,
+      request: { method: "PUT", path: `${CS}/rooms/${R}/redact/${EV}/$ID`, body: {} },
+    },
+  ],
+  [
     "join",
     (a) => a.join("#alias:test.local", { as: GHOST }),
     {
@@ -386,6 +475,28 @@ describe("the Actions API: what each method queues", () => {
       expectInSpec(action.request);
     });
   }
+
+  it("setPresence: PUT presence/{userId}/status as the user, grouped by it (the spec checkout has no presence API to check against)", async () => {
+    const { actions, sent } = queued();
+    await actions.setPresence("unavailable", { as: GHOST, statusMessage: "away" });
+    await actions.setPresence("online");
+    const [away, online] = sent.map((m) => ({
+      ...m,
+      action: JSON.parse(m.body) as OutboundAction,
+    }));
+    expect(away?.groupId).toBe(GHOST);
+    expect(away?.action).toMatchObject({
+      kind: "presence",
+      userId: GHOST,
+      request: {
+        method: "PUT",
+        path: `${CS}/presence/%40_as_ghost%3Atest.local/status`,
+        body: { presence: "unavailable", status_msg: "away" },
+      },
+    });
+    expect(online?.action.request.body).toEqual({ presence: "online" });
+    expect(online?.groupId).toBe(BOT);
+  });
 
   it("withServerErrorLimit: the same actions with maxServerErrors, sharing the positions; a limit is a positive integer", async () => {
     const { actions, sent } = queued();

@@ -209,13 +209,14 @@ describe("AppserviceStack", () => {
       const id = `${name[0]?.toUpperCase()}${name.slice(1)}`;
       const set = Object.keys(environmentOf(id)).sort();
       // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES, REMOTE_SECRET_ARN and REMOTE_SERVICE_URL
-      // (an application's with a remote secret, as the relay) are optional, and this stack sets
-      // none of them.
+      // (an application's with a remote secret, as the relay) and CRYPTO_STORE_SECRET_ARN
+      // (`readEncryptedRooms`) are optional, and this stack sets none of them.
       const optional: string[] = [
         ENV.botAvatarUrl,
         ENV.deliveryAllowedAddresses,
         ENV.remoteSecretArn,
         ENV.remoteServiceUrl,
+        ENV.cryptoStoreSecretArn,
       ];
       const read = envNamesOf(name).filter((variable) => !optional.includes(variable));
       expect(set, name).toEqual([...read, ...PLATFORM_ENV].sort());
@@ -506,6 +507,8 @@ describe("AppserviceStack", () => {
       [
         ...consumer,
         "dynamodb:GetItem",
+        // A user's items of the Intent's memory, in one request.
+        "dynamodb:Query",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "secretsmanager:GetSecretValue",
@@ -665,15 +668,21 @@ describe("AppserviceStack", () => {
       (statement.Condition as { "ForAllValues:StringLike": { "dynamodb:LeadingKeys": string[] } })[
         "ForAllValues:StringLike"
       ]["dynamodb:LeadingKeys"];
-    // The internet-facing application function: the application's data, and what its immediate
-    // calls remember (rooms by key, media by hash, puppets); the outbox's records of actions, read
-    // only (the event IDs of sends).
+    // The internet-facing application function: the application's data, what its immediate
+    // calls remember (rooms by key, media by hash) and the Intent's memory they share with the
+    // outbox (users registered, rooms joined); the outbox's records of actions, read only (the
+    // event IDs of sends).
     expect(
       Object.fromEntries(
         tableStatements("App").map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
       ),
     ).toEqual({
-      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*", "CALLS#*"],
+      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": [
+        "APP#*",
+        "CALLS#*",
+        "USER#*",
+        "ROOM#*",
+      ],
       "dynamodb:GetItem": ["OUTBOX#*"],
     });
     // The events function: the same, and the claim records of items.
@@ -682,7 +691,12 @@ describe("AppserviceStack", () => {
         tableStatements("Events").map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
       ),
     ).toEqual({
-      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["APP#*", "CALLS#*"],
+      "dynamodb:GetItem,dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": [
+        "APP#*",
+        "CALLS#*",
+        "USER#*",
+        "ROOM#*",
+      ],
       "dynamodb:UpdateItem": ["EVENT#*", "ITEM#*", "sha256:*"],
       "dynamodb:Query": ["INBOUND#*"],
     });
@@ -873,8 +887,36 @@ describe("AppserviceStack with its options", () => {
       alarmAction: { email: "ops@example.org" },
       transactionsReservedConcurrency: 20,
       appReservedConcurrency: 5,
+      readEncryptedRooms: true,
     }));
   }, 120_000);
+
+  it("reads encrypted rooms as asked: a crypto store secret of its own (retained), named to the events function alone, which alone may read it", () => {
+    const secrets = Object.entries(template.findResources("AWS::SecretsManager::Secret")).filter(
+      ([id]) => id.includes("CryptoStoreSecret"),
+    );
+    expect(secrets).toHaveLength(1);
+    const [secretId, secret] = secrets[0] as [string, Resource];
+    expect(secret.DeletionPolicy).toBe("Retain");
+    expect(secret.Properties.GenerateSecretString).toEqual({
+      PasswordLength: 64,
+      ExcludePunctuation: true,
+    });
+    const named = Object.entries(template.findResources("AWS::Lambda::Function")).filter(([, fn]) =>
+      JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.cryptoStoreSecretArn),
+    );
+    expect(named.map(([id]) => id.replace(/Function.*$/, ""))).toEqual([
+      expect.stringMatching(/Events$/),
+    ]);
+    const readers = Object.entries(template.findResources("AWS::IAM::Policy")).filter(
+      ([, policy]) => JSON.stringify(policy.Properties.PolicyDocument).includes(secretId),
+    );
+    expect(
+      readers
+        .flatMap(([, policy]) => (policy.Properties.Roles as { Ref: string }[]).map((r) => r.Ref))
+        .map((role) => role.replace(/FunctionServiceRole.*$/, "")),
+    ).toEqual([expect.stringMatching(/Events$/)]);
+  });
 
   it("sends the alarm, firing and clearing, to an SNS topic with the email subscribed; or to a given topic", () => {
     const topics = Object.keys(template.findResources("AWS::SNS::Topic"));
@@ -1001,12 +1043,18 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
     expect(readConfig("outbox", variables("Outbox")).remoteServiceUrl).toBe(
       "https://chat.example.org",
     );
-    expect(JSON.parse(variablesOf("Fallback")[ENV.appRoutes] as string)).toEqual([
+    const relayRoutes = [
       { method: "POST", path: "/relay/{channel}/messages" },
-    ]);
+      { method: "PUT", path: "/relay/{channel}/messages/{id}" },
+      { method: "DELETE", path: "/relay/{channel}/messages/{id}" },
+      { method: "POST", path: "/relay/{channel}/reactions" },
+      { method: "DELETE", path: "/relay/{channel}/reactions/{id}" },
+      { method: "POST", path: "/relay/{channel}/typing" },
+    ];
+    expect(JSON.parse(variablesOf("Fallback")[ENV.appRoutes] as string)).toEqual(relayRoutes);
     const stage = Object.values(template.findResources("AWS::ApiGatewayV2::Stage"))[0];
     const routes = Object.keys(stage?.Properties.RouteSettings as Record<string, unknown>);
-    expect(routes).toContain("POST /relay/{channel}/messages");
+    for (const { method, path } of relayRoutes) expect(routes).toContain(`${method} ${path}`);
     expect(routes).not.toContain("POST /webhook/{id}");
     expect(nagFindings(stack)).toEqual([]);
   });

@@ -146,6 +146,27 @@ describe("the layer rule", () => {
     ).toEqual([
       "functions/local/applications.ts loads `../../infra/${name}.ts`, outside the folders LOADERS lets it reach (functions/applications/)",
       "functions/local/applications.ts loads `../../../${name}.ts`, outside the folders LOADERS lets it reach (functions/applications/)",
+      "test/integration/lambda-entries.test.ts loads `../../${entry}`, outside the folders LOADERS lets it reach (functions/handlers/)",
+    ]);
+  });
+
+  // A template starting above a reached folder (the repository's root, `functions/`) could name
+  // any layer in its computed rest: only one starting inside a reached folder passes.
+  it("fails on a declared loader whose template starts above the folders it may reach", () => {
+    expect(
+      check({
+        "test/integration/lambda-entries.test.ts": [
+          "const a = await import(`../../${entry}`);",
+          "const b = await import(`../../functions/${entry}`);",
+          "const c = await import(`../../functions/handlers${entry}`);",
+          "const d = await import(`../../functions/handlers/${entry}`);",
+          "const e = await import(`../../functions/handlers/shared/${entry}`);",
+        ].join("\n"),
+      }),
+    ).toEqual([
+      "test/integration/lambda-entries.test.ts loads `../../${entry}`, outside the folders LOADERS lets it reach (functions/handlers/)",
+      "test/integration/lambda-entries.test.ts loads `../../functions/${entry}`, outside the folders LOADERS lets it reach (functions/handlers/)",
+      "test/integration/lambda-entries.test.ts loads `../../functions/handlers${entry}`, outside the folders LOADERS lets it reach (functions/handlers/)",
     ]);
   });
 

@@ -22,6 +22,22 @@ describe("local mode's remote secret", () => {
     expect(workerDataFor(data("http")).tokens.remoteSecret).toBe(SECRET);
   });
 
+  it("the crypto state's secret reaches the events thread alone, the one that decrypts", () => {
+    const crypto = "the-crypto-store-secret-of-the-bot-device";
+    const withCrypto = (role: FunctionWorkerData["role"]) =>
+      workerDataFor({ ...data(role), tokens: { ...tokens, cryptoStoreSecret: crypto } });
+    expect(withCrypto("events").tokens).toEqual({
+      asToken: "as",
+      hsToken: "hs",
+      adminToken: "admin",
+      cryptoStoreSecret: crypto,
+    });
+    for (const role of ["http", "outbox"] as const) {
+      expect(JSON.stringify(withCrypto(role)), role).not.toContain(crypto);
+      expect(withCrypto(role).tokens.remoteSecret).toBe(SECRET);
+    }
+  });
+
   it("the variable is taken out of the environment when read, so no thread or child copies it", () => {
     const env: NodeJS.ProcessEnv = { RELAY_SECRET: SECRET, PATH: "/bin" };
     expect(takeVariable(env, "RELAY_SECRET")).toBe(SECRET);

@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { createActions, MAX_DELIVERY_BYTES } from "../../functions/matrix/actions.ts";
 import { decideOutboundAction, type OutboundDeps } from "../../functions/outbox/decide.ts";
+import type { ServerErrorCounter } from "../../functions/queue/outbound.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy, LOOPBACK_RANGES } from "../../functions/remote/address-policy.ts";
 import { performDelivery } from "../../functions/remote/delivery.ts";
@@ -12,7 +13,6 @@ import { signatureValid } from "../../functions/remote/signature.ts";
 import { OUTBOUND_MAX_RECEIVE_COUNT } from "../../functions/shared/backoff.ts";
 import { sha256 } from "../../functions/shared/hash.ts";
 import type { DeliveryOutcome } from "../../functions/store/delivery-outcomes.ts";
-import type { ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
 import { recordingLog } from "../support/appservice.ts";
 
 // Deliveries through the outbox's decision, sent by the real HTTP client to a real server on
@@ -70,14 +70,17 @@ const silent = { debug() {}, info() {}, warn() {}, error() {} };
 const deps = (allowLoopback = true, serverErrors = new MemoryServerErrors()): OutboundDeps => ({
   homeserver: { call: unexpected },
   remote: new HttpRemoteClient({ policy: addressPolicy(allowLoopback ? LOOPBACK_RANGES : []) }),
-  outboxMemory: {
-    isRegistered: unexpected,
+  intentMemory: {
+    user: unexpected,
     markRegistered: unexpected,
-    lastProfile: unexpected,
     markProfileSet: unexpected,
+    member: unexpected,
+    markJoined: unexpected,
+    markLeft: unexpected,
   },
   serverErrors,
   sentEvents: { recordEventId: unexpected },
+  messages: { linkMessage: unexpected },
   botUserId: "@bot:test.local",
   isOurUser: () => false,
   backoff: { baseSeconds: 1, capSeconds: 300 },

@@ -19,6 +19,7 @@ import {
   OUTCOME_LOG_MESSAGES,
   type OutboundDeps,
 } from "../../functions/outbox/decide.ts";
+import type { ServerErrorCounter } from "../../functions/queue/outbound.ts";
 import type { FifoMessage } from "../../functions/queue/queue.ts";
 import { addressPolicy } from "../../functions/remote/address-policy.ts";
 import { HttpRemoteClient } from "../../functions/remote/remote-http.ts";
@@ -27,7 +28,8 @@ import {
   OUTBOUND_MAX_RECEIVE_COUNT,
   rateLimitSeconds,
 } from "../../functions/shared/backoff.ts";
-import type { OutboxMemory, ServerErrorCounter } from "../../functions/store/outbox-memory.ts";
+import type { IntentMemory, ProfileFields } from "../../functions/store/intent-memory.ts";
+import type { MessageLinker } from "../../functions/store/messages.ts";
 import type { SentEventRecorder } from "../../functions/store/sent-events.ts";
 
 // The outbox's decisions, against test doubles of the project's own interfaces (the homeserver
@@ -81,23 +83,36 @@ class FakeHomeserver implements HomeserverClient {
   }
 }
 
-class MemoryOutboxStore implements OutboxMemory, ServerErrorCounter, SentEventRecorder {
+class MemoryOutboxStore
+  implements IntentMemory, ServerErrorCounter, SentEventRecorder, MessageLinker
+{
   readonly registered = new Set<string>();
   readonly serverErrors = new Map<string, number>();
   readonly sentEvents = new Map<string, string>();
+  /** `roomId remoteId` → event ID; and the event IDs linked, as the map's other side. */
+  readonly messageLinks = new Map<string, string>();
+  readonly linkedEvents = new Set<string>();
   // The bot's profile as configured below, already set: these tests are about other calls.
-  readonly profiles = new Map<string, Record<string, string>>([[BOT, { displayname: "Bot" }]]);
-  async isRegistered(userId: string) {
-    return this.registered.has(userId);
+  readonly profiles = new Map<string, ProfileFields>([[BOT, { displayname: "Bot" }]]);
+  /** `roomId userId` → the look in the room, for the members remembered joined. */
+  readonly members = new Map<string, ProfileFields>();
+  async user(userId: string) {
+    return { registered: this.registered.has(userId), profile: this.profiles.get(userId) ?? {} };
   }
   async markRegistered(userId: string) {
     this.registered.add(userId);
   }
-  async lastProfile(userId: string) {
-    return this.profiles.get(userId);
-  }
-  async markProfileSet(userId: string, profile: Record<string, string>) {
+  async markProfileSet(userId: string, profile: ProfileFields) {
     this.profiles.set(userId, profile);
+  }
+  async member(roomId: string, userId: string) {
+    return this.members.get(`${roomId} ${userId}`);
+  }
+  async markJoined(roomId: string, userId: string, look: ProfileFields) {
+    this.members.set(`${roomId} ${userId}`, look);
+  }
+  async markLeft(roomId: string, userId: string) {
+    this.members.delete(`${roomId} ${userId}`);
   }
   async countServerError(actionId: string) {
     const count = (this.serverErrors.get(actionId) ?? 0) + 1;
@@ -106,6 +121,14 @@ class MemoryOutboxStore implements OutboxMemory, ServerErrorCounter, SentEventRe
   }
   async recordEventId(actionId: string, eventId: string) {
     this.sentEvents.set(actionId, eventId);
+  }
+  async linkMessage(roomId: string, remoteId: string, eventId: string) {
+    const key = `${roomId} ${remoteId}`;
+    if (this.messageLinks.has(key)) return true;
+    if (this.linkedEvents.has(eventId)) return false;
+    this.messageLinks.set(key, eventId);
+    this.linkedEvents.add(eventId);
+    return true;
   }
 }
 
@@ -143,11 +166,12 @@ async function attempts(
 const unexpectedCall = () => Promise.reject(new Error("no delivery outcome expected"));
 const deps = (homeserver: HomeserverClient, store = new MemoryOutboxStore()): OutboundDeps => ({
   homeserver,
-  outboxMemory: store,
+  intentMemory: store,
   // No deliveries here (test/unit/outbox-delivery.test.ts has them): every address refused.
   remote: new HttpRemoteClient({ policy: addressPolicy() }),
   serverErrors: store,
   sentEvents: store,
+  messages: store,
   botUserId: BOT,
   isOurUser: (userId) => namespaces.matches("users", userId),
   backoff: { baseSeconds: 1, capSeconds: 300 },
@@ -183,6 +207,37 @@ describe("performAction: what each answer means", () => {
     const plain = await attempts(send({ id: "plain" }), [sent()]);
     expect(plain.outcomes).toEqual([{ kind: "done", status: 200 }]);
     expect(plain.store.sentEvents.size).toBe(0);
+  });
+
+  it("a send naming its remote message → linked to its event ID in the room's message map once sent; a retry links the same", async () => {
+    const linked = send({ id: "linked", remoteId: "remote-1" });
+    const { outcomes, store } = await attempts(linked, [
+      { action: [answer(502)] },
+      { action: [answer(200, { event_id: "$sent" })] },
+      // The same txnId again (a redelivery): the homeserver answers with the same event.
+      { action: [answer(200, { event_id: "$sent" })] },
+    ]);
+    expect(outcomes.map((o) => o.kind)).toEqual(["retry", "done", "done"]);
+    expect([...store.messageLinks]).toEqual([[`${ROOM} remote-1`, "$sent"]]);
+    // No remote message named: nothing linked.
+    const plain = await attempts(send({ id: "plain" }), [
+      { action: [answer(200, { event_id: "$p" })] },
+    ]);
+    expect(plain.store.messageLinks.size).toBe(0);
+  });
+
+  it("a remoteId that is not a string, or without a room → dead-lettered unsent", async () => {
+    for (const action of [
+      send({ remoteId: 7 as unknown as string }),
+      { ...send({ remoteId: "r" }), roomId: undefined },
+    ]) {
+      const { outcome, homeserver } = await once(action, { action: [answer(200)] });
+      expect(outcome).toMatchObject({
+        kind: "dead",
+        reason: { error: expect.stringMatching(/remoteId/) },
+      });
+      expect(homeserver.calls).toHaveLength(0);
+    }
   });
 
   it("401 (the as_token refused) → retry with the backoff, logged at ERROR, no server error counted: a configuration fault, not the action's", async () => {
@@ -285,22 +340,65 @@ describe("performAction: what each answer means", () => {
     expect(banned.homeserver.calls).toHaveLength(4);
   });
 
-  it("403 for a registered user not in the room → join; an invite-only room → the bot invites first", async () => {
+  it("403 for a registered user not in the room → not registered again; the bot invites it, then it joins, and it is remembered in the room", async () => {
     const known = new MemoryOutboxStore();
     known.registered.add(GHOST);
     const { outcome, homeserver } = await once(
       send({ userId: GHOST }),
-      { action: [forbidden, answer(200)], join: [forbidden, answer(200)], invite: [answer(200)] },
+      { action: [forbidden, answer(200)], invite: [answer(200)], join: [answer(200)] },
       known,
     );
     expect(outcome).toMatchObject({ kind: "done" });
+    // The invite first: an invite-only room would deny the join before it.
     expect(homeserver.steps).toEqual([
       `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
-      `${GHOST} POST /join/!room%3Atest.local`,
       "bot POST /rooms/!room%3Atest.local/invite",
       `${GHOST} POST /join/!room%3Atest.local`,
       `${GHOST} PUT /rooms/!room%3Atest.local/send/m.room.message/a1`,
     ]);
+    expect(await known.member(ROOM, GHOST)).toEqual({});
+    // Remembered in the room, yet refused: the 403 is believed over the memory, and the user is
+    // let in again (its look there gone with the join, and forgotten).
+    await known.markJoined(ROOM, GHOST, { displayname: "Ghost (here)" });
+    const stale = await once(
+      send({ userId: GHOST }),
+      { action: [forbidden, answer(200)], invite: [forbidden], join: [answer(200)] },
+      known,
+    );
+    expect(stale.outcome).toMatchObject({ kind: "done" });
+    expect(stale.homeserver.calls).toHaveLength(4);
+    expect(await known.member(ROOM, GHOST)).toEqual({});
+  });
+
+  it("a join, leave, kick or ban done is remembered in the Intent's memory: a join under the room's ID as answered", async () => {
+    const store = new MemoryOutboxStore();
+    store.registered.add(GHOST);
+    const membership = (kind: string, path: string, body?: unknown) =>
+      send({ kind, userId: GHOST, request: { method: "POST", path, ...(body ? { body } : {}) } });
+    const room = encodeURIComponent(ROOM);
+    const joined = await once(
+      membership("join", `/_matrix/client/v3/join/${encodeURIComponent("#alias:test.local")}`),
+      { join: [answer(200, { room_id: ROOM })] },
+      store,
+    );
+    expect(joined.outcome).toMatchObject({ kind: "done" });
+    expect(await store.member(ROOM, GHOST)).toEqual({});
+    await once(
+      membership("leave", `/_matrix/client/v3/rooms/${room}/leave`),
+      { action: [answer(200)] },
+      store,
+    );
+    expect(await store.member(ROOM, GHOST)).toBeUndefined();
+    const other = "@_as_other:test.local";
+    for (const kind of ["kick", "ban"]) {
+      await store.markJoined(ROOM, other, {});
+      await once(
+        membership(kind, `/_matrix/client/v3/rooms/${room}/${kind}`, { user_id: other }),
+        { action: [answer(200)] },
+        store,
+      );
+      expect(await store.member(ROOM, other)).toBeUndefined();
+    }
   });
 
   it("403 when the recovery fails too → dead with the failed step's reason; no join for a profile change (no room)", async () => {
@@ -815,10 +913,10 @@ describe("decideOutboundMessage: nothing is left to SQS's redrive, which gives n
     const failing = {
       ...deps(new FakeHomeserver({ action: [answer(403, { errcode: "M_FORBIDDEN" })] }), store),
       log,
-      outboxMemory: {
+      intentMemory: {
         ...store,
-        isRegistered: () => Promise.reject(new Error("table unreachable")),
-      } as unknown as OutboundDeps["outboxMemory"],
+        user: () => Promise.reject(new Error("table unreachable")),
+      } as unknown as OutboundDeps["intentMemory"],
     };
     const ghost = JSON.stringify(send({ userId: GHOST }));
     const reason = {

@@ -134,10 +134,13 @@ describe("registration", () => {
     const reloaded = parseRegistration(parse(registrationYaml(registration)));
     expect(reloaded).toEqual(registration);
     expect(registration.as_token).not.toBe(registration.hs_token);
-    // Ephemeral events under the stable name and MSC2409's, for older Synapse releases.
+    // Ephemeral events under the stable name and MSC2409's, for older Synapse releases, and
+    // what encryption needs: MSC3202's transaction extensions, MSC4190's device management.
     expect(reloaded).toMatchObject({
       receive_ephemeral: true,
       "de.sorunome.msc2409.push_ephemeral": true,
+      "org.matrix.msc3202": true,
+      "io.element.msc4190": true,
     });
     const matcher = createNamespaceMatcher(registration.namespaces);
     expect(matcher.matches("users", "@_br_x:example.org")).toBe(true);
@@ -167,6 +170,8 @@ describe("registration", () => {
     expect(registration.namespaces.users[0]?.regex).toBe("@_as_.*:matrix\\.example\\.com");
     expect(stdout).toContain("receive_ephemeral: true\n");
     expect(stdout).toContain("de.sorunome.msc2409.push_ephemeral: true\n");
+    expect(stdout).toContain("org.matrix.msc3202: true\n");
+    expect(stdout).toContain("io.element.msc4190: true\n");
   });
 
   /** `npm run registration` with APPLICATION set (or not): the registration it prints. */

@@ -1,12 +1,13 @@
 import {
   type ApplicationEvents,
   type ClientEvent,
+  type EphemeralEvent,
   imageInfo,
   isInviteOf,
   MediaTooLarge,
   type ServiceContext,
 } from "../../appservice/api.ts";
-import { RELAY_PREFIX } from "./names.ts";
+import { mappedThing, RELAY_PREFIX, reactionRemoteId } from "./names.ts";
 
 /** The largest image delivered to the remote side: its base64 must fit one queued delivery. */
 export const MAX_DELIVERED_IMAGE_BYTES = 150 * 1024;
@@ -17,49 +18,176 @@ interface RemoteImage {
   data: string;
 }
 
-/** The bot and the puppets: their own messages never go back to the remote service. */
-const isOurs = (event: ClientEvent, botUserId: string) =>
-  event.sender === botUserId || event.sender.startsWith(`@${RELAY_PREFIX}`);
+/** The users typing in each portal that the remote service was last told of. */
+const TYPING = "relay.typing";
 
-/** A Matrix user's message in a portal, for the remote service; undefined for any other. */
+/** The bot and the puppets: what they do never goes back to the remote service. */
+const isOurs = (sender: string, botUserId: string) =>
+  sender === botUserId || sender.startsWith(`@${RELAY_PREFIX}`);
+
+const relation = (content: Record<string, unknown>) =>
+  (content["m.relates_to"] ?? {}) as {
+    rel_type?: unknown;
+    event_id?: unknown;
+    key?: unknown;
+    "m.in_reply_to"?: { event_id?: unknown };
+  };
+
+/**
+ * A reply's body without the quote older clients put before it (`> <@user> …` lines, then a
+ * blank line): the remote side has `reply_to`, and Matrix 1.13 dropped the fallback.
+ */
+const withoutReplyFallback = (body: string) =>
+  /^> /.test(body) ? body.replace(/^(?:>[^\n]*\n)+\n?/, "") : body;
+
+/** Deliveries of one portal to the remote service, signed by the outbox, in the room's order. */
+function portalDeliveries(
+  context: ServiceContext,
+  remoteUrl: string,
+  roomId: string,
+  channel: string,
+) {
+  const channelUrl = `${remoteUrl}/channels/${encodeURIComponent(channel)}`;
+  return (method: "POST" | "PUT" | "DELETE", path: string, body?: Record<string, unknown>) =>
+    context.actions.deliver(
+      {
+        method,
+        url: `${channelUrl}${path}`,
+        ...(body && {
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        }),
+      },
+      // Signed by the outbox when sent (RELAY_SECRET): the remote side checks it came from us.
+      { orderedWith: roomId, signed: true },
+    );
+}
+
+/**
+ * The remote ID of `eventId` in the portal: the remote message (or reaction) it came from when
+ * the relay sent it, else the event ID itself (a Matrix user's, delivered under it).
+ */
+async function remoteIdOf(context: ServiceContext, roomId: string, eventId: string) {
+  const link = await context.messages(roomId).byMatrixId(eventId);
+  return link ? mappedThing(link.remoteId).id : eventId;
+}
+
+/** An image a Matrix user sent, for the remote service; undefined when it is none to send. */
+async function remoteImage(context: ServiceContext, url: string): Promise<RemoteImage | undefined> {
+  // An image too large for one delivery, or no image by its bytes, goes as its text alone.
+  const media = await context.homeserver
+    .downloadMedia(url, { maxBytes: MAX_DELIVERED_IMAGE_BYTES })
+    .catch((error: unknown) => {
+      if (error instanceof MediaTooLarge) return undefined;
+      throw error;
+    });
+  // Typed by its bytes, not by what the sender's client said: an SVG goes as its text alone.
+  const type = media && imageInfo(media.bytes)?.mimetype;
+  return media && type
+    ? { content_type: type, data: Buffer.from(media.bytes).toString("base64") }
+    : undefined;
+}
+
+/**
+ * What a Matrix user does in a portal, for the remote service: a message (under its event ID,
+ * with the remote ID of what it answers), an edit, a reaction, a redaction (of a message or of
+ * a reaction). Nothing for anything else.
+ */
 async function relayOut(event: ClientEvent, context: ServiceContext, remoteUrl: string) {
-  const { actions, homeserver, portals } = context;
-  const { msgtype, body, url } = event.content as Record<string, unknown>;
-  if (typeof body !== "string" || (msgtype !== "m.text" && msgtype !== "m.image")) return;
+  const { homeserver, portals } = context;
   const portal = await portals.byMatrixId(event.room_id);
   if (!portal) return;
+  const deliver = portalDeliveries(context, remoteUrl, event.room_id, portal.remoteId);
+  const { content } = event;
+  const related = relation(content);
+  const sender = { sender: event.sender };
+  const map = context.messages(event.room_id);
+  if (event.type === "m.reaction") {
+    if (typeof related.event_id !== "string" || typeof related.key !== "string") return;
+    // In the map too: its redaction is then told as the reaction's removal.
+    await map.link(reactionRemoteId(event.event_id), event.event_id);
+    await deliver("POST", "/reactions", {
+      id: event.event_id,
+      ...sender,
+      message_id: await remoteIdOf(context, event.room_id, related.event_id),
+      key: related.key,
+    });
+    return;
+  }
+  if (event.type === "m.room.redaction") {
+    // Room version 11 moved `redacts` into the content.
+    const redacts = content.redacts ?? (event as { redacts?: unknown }).redacts;
+    if (typeof redacts !== "string") return;
+    // Only what the portal's map knows: an event never bridged is nothing to the remote side.
+    const link = await map.byMatrixId(redacts);
+    if (!link) return;
+    const { kind, id } = mappedThing(link.remoteId);
+    await deliver(
+      "DELETE",
+      `/${kind === "reaction" ? "reactions" : "messages"}/${encodeURIComponent(id)}`,
+    );
+    return;
+  }
+  if (event.type !== "m.room.message") return;
+  if (related.rel_type === "m.replace" && typeof related.event_id === "string") {
+    const replacement = content["m.new_content"] as { body?: unknown } | undefined;
+    if (typeof replacement?.body !== "string") return;
+    const id = await remoteIdOf(context, event.room_id, related.event_id);
+    await deliver("PUT", `/messages/${encodeURIComponent(id)}`, {
+      ...sender,
+      text: replacement.body,
+    });
+    return;
+  }
+  const { msgtype, body, url } = content;
+  if (typeof body !== "string" || (msgtype !== "m.text" && msgtype !== "m.image")) return;
   const member = await homeserver.roomStateEvent(event.room_id, "m.room.member", event.sender);
   const displayName = (member?.content as { displayname?: unknown } | undefined)?.displayname;
-  let image: RemoteImage | undefined;
-  if (msgtype === "m.image" && typeof url === "string") {
-    // An image too large for one delivery, or no image by its bytes, goes as its text alone.
-    const media = await homeserver
-      .downloadMedia(url, { maxBytes: MAX_DELIVERED_IMAGE_BYTES })
-      .catch((error: unknown) => {
-        if (error instanceof MediaTooLarge) return undefined;
-        throw error;
-      });
-    // Typed by its bytes, not by what the sender's client said: an SVG goes as its text alone.
-    const type = media && imageInfo(media.bytes)?.mimetype;
-    if (media && type) {
-      image = { content_type: type, data: Buffer.from(media.bytes).toString("base64") };
-    }
-  }
-  await actions.deliver(
-    {
-      method: "POST",
-      url: `${remoteUrl}/channels/${encodeURIComponent(portal.remoteId)}/messages`,
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({
-        sender: event.sender,
-        display_name: typeof displayName === "string" ? displayName : event.sender,
-        text: msgtype === "m.image" && image ? "" : body,
-        ...(image && { image }),
-      }),
-    },
-    // Signed by the outbox when sent (RELAY_SECRET): the remote side checks it came from us.
-    { orderedWith: event.room_id, signed: true },
-  );
+  const image =
+    msgtype === "m.image" && typeof url === "string" && (await remoteImage(context, url));
+  const replyTo = related["m.in_reply_to"]?.event_id;
+  // Under its own ID in the map: a remote reply, edit or reaction naming it finds it.
+  await map.link(event.event_id, event.event_id);
+  await deliver("POST", "/messages", {
+    id: event.event_id,
+    ...sender,
+    display_name: typeof displayName === "string" ? displayName : event.sender,
+    text: msgtype === "m.image" && image ? "" : withoutReplyFallback(body),
+    ...(typeof replyTo === "string" && {
+      reply_to: await remoteIdOf(context, event.room_id, replyTo),
+    }),
+    ...(image && { image }),
+  });
+}
+
+/**
+ * Who types in a portal, for the remote service: the Matrix users typing (never the puppets),
+ * delivered when that set changes.
+ */
+async function typingOut(event: EphemeralEvent, context: ServiceContext, remoteUrl: string) {
+  const roomId = event.room_id;
+  if (event.type !== "m.typing" || roomId === undefined) return;
+  const portal = await context.portals.byMatrixId(roomId);
+  if (!portal) return;
+  const typing = Array.isArray(event.content.user_ids)
+    ? event.content.user_ids.filter(
+        (userId): userId is string =>
+          typeof userId === "string" && !isOurs(userId, context.actions.botUserId),
+      )
+    : [];
+  const users = [...new Set(typing)].sort();
+  const last = await context.data.get(TYPING, roomId);
+  if (JSON.stringify(last?.users ?? []) === JSON.stringify(users)) return;
+  await portalDeliveries(
+    context,
+    remoteUrl,
+    roomId,
+    portal.remoteId,
+  )("POST", "/typing", {
+    user_ids: users,
+  });
+  // Last writer wins: the set is whole in each event, in the room's order.
+  await context.data.write([{ collection: TYPING, key: roomId, value: { users } }]);
 }
 
 /** `!relay invite <channel>`, in any room with the bot: invites the sender to the portal. */
@@ -86,7 +214,8 @@ export interface RelayOptions {
 
 /**
  * What the events function runs: the bot joins the rooms it is invited to, answers `!relay`
- * and delivers what Matrix users write in the portals to the remote service.
+ * and delivers what Matrix users do in the portals (messages, edits, reactions, redactions,
+ * typing) to the remote service.
  */
 export function relayEvents({ remoteUrl }: RelayOptions): ApplicationEvents {
   const base = remoteUrl.replace(/\/+$/, "");
@@ -97,15 +226,17 @@ export function relayEvents({ remoteUrl }: RelayOptions): ApplicationEvents {
         await actions.join(event.room_id);
         return;
       }
-      // The bot's and the puppets' own messages never go back.
-      if (event.type !== "m.room.message" || isOurs(event, actions.botUserId)) return;
+      // The bot's and the puppets' own events never go back.
+      if (isOurs(event.sender, actions.botUserId)) return;
       const body = event.content.body;
-      const words = typeof body === "string" ? body.trim().split(/\s+/) : [];
+      const words =
+        event.type === "m.room.message" && typeof body === "string" ? body.trim().split(/\s+/) : [];
       if (words[0] === "!relay") {
         await onCommand(event, words, context);
         return;
       }
       await relayOut(event, context, base);
     },
+    onEphemeral: (event, context) => typingOut(event, context, base),
   };
 }

@@ -1,7 +1,8 @@
 import {
   type ApplicationRoutes,
+  type AppRequest,
   type AppResponse,
-  type Attachment,
+  type AppRoute,
   type BucketPolicy,
   badJson,
   base64Attachment,
@@ -11,23 +12,33 @@ import {
   MatrixError,
   parseJson,
   type ServiceContext,
-  sha256,
   takeBucketToken,
 } from "../../appservice/api.ts";
-import { RELAY_PREFIX } from "./names.ts";
+import {
+  type RemoteMessage,
+  relayDeletion,
+  relayEdit,
+  relayMessage,
+  relayReaction,
+  relayTyping,
+  relayUnreaction,
+} from "./from-remote.ts";
 
 /** Channel and user names as the remote service writes them: lower-case, localpart-safe. */
 const NAME = /^[a-z0-9._=-]{1,64}$/;
-/** A remote message ID: any text of reasonable length. */
-const MAX_ID_LENGTH = 200;
+/** A remote message or reaction ID: 1 to 200 characters, none a control character. */
+const ID = /^[^\p{Cc}]{1,200}$/u;
 /** The largest request the remote service may send (an image and an avatar, base64). */
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
+/** The largest request without a file (an edit, a reaction, typing). */
+const MAX_SMALL_BODY_BYTES = 64 * 1024;
 /** A puppet's display name, cleaned and cut to this many characters (as the webhooks'). */
 export const MAX_DISPLAY_NAME = 256;
-const MAX_FILE_NAME = 255;
+/** A reaction's key (an emoji, typically), at most this many characters. */
+const MAX_REACTION_KEY = 64;
 /**
- * Each channel's messages: a conversation's bursts pass, a flood is held to one a second in its
- * own portal, leaving the homeserver to the other channels.
+ * Each channel's messages, edits, deletions and reactions: a conversation's bursts pass, a flood
+ * is held to one a second in its own portal, leaving the homeserver to the other channels.
  */
 export const CHANNEL_RATE: BucketPolicy = { perSecond: 1, burst: 20 };
 /** New portals (public rooms) for all channels together: 10 a minute. */
@@ -36,35 +47,51 @@ export const NEW_PORTAL_RATE: BucketPolicy = { perSecond: 10 / 60, burst: 10 };
 const CHANNEL_BUCKETS = "relay.channel-rate";
 const PORTAL_BUCKETS = "relay.portal-rate";
 
-/** What the remote service posts. */
-interface RemoteMessage {
-  id: string;
-  user: string;
-  /** Cleaned and bounded; the user's name when nothing is left. */
-  display_name: string;
-  /** Cleaned: no NUL, no other controls but tab and newlines, no lone surrogates. */
-  text: string;
-  /** Always a PNG, GIF, JPEG or WebP, typed by its bytes. */
-  avatar?: Attachment;
-  image?: Attachment;
-}
-
 const invalid = (message: string) => new MatrixError(400, "M_INVALID_PARAM", message);
 
-function parseMessage(body: string): RemoteMessage {
+/** The body as a JSON object. */
+function jsonObject(body: string): Record<string, unknown> {
   const json = parseJson(body, "The body is not JSON");
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw badJson("The body must be a JSON object");
   }
-  const { id, user, display_name, text, avatar, image } = json as Record<string, unknown>;
-  if (typeof id !== "string" || id === "" || id.length > MAX_ID_LENGTH) {
-    throw badJson(`id must be a string of 1 to ${MAX_ID_LENGTH} characters`);
+  return json as Record<string, unknown>;
+}
+
+const id = (value: unknown, field: string) => {
+  if (typeof value !== "string" || !ID.test(value)) {
+    throw badJson(`${field} must be 1 to 200 characters, none a control character`);
   }
-  if (typeof user !== "string" || !NAME.test(user)) {
+  return value;
+};
+const user = (value: unknown) => {
+  if (typeof value !== "string" || !NAME.test(value)) {
     throw badJson("user must be 1 to 64 of a-z, 0-9, '.', '_', '=', '-'");
   }
-  if (typeof display_name !== "string") throw badJson("display_name must be a string");
-  if (typeof text !== "string") throw badJson("text must be a string");
+  return value;
+};
+const text = (value: unknown, field = "text") => {
+  if (typeof value !== "string") throw badJson(`${field} must be a string`);
+  return cleanText(value);
+};
+
+function parseMessage(body: string): RemoteMessage {
+  const {
+    id: messageId,
+    user: author,
+    display_name,
+    text: written,
+    avatar,
+    image,
+    reply_to,
+    ts,
+  } = jsonObject(body);
+  if (display_name !== undefined && typeof display_name !== "string") {
+    throw badJson("display_name must be a string");
+  }
+  if (ts !== undefined && !(Number.isSafeInteger(ts) && (ts as number) > 0)) {
+    throw badJson("ts must be a time in milliseconds since the epoch");
+  }
   const avatarAttachment = base64Attachment(avatar, "avatar");
   // The sender's content type is not trusted: an SVG or HTML "avatar" is no picture to set.
   const avatarType = avatarAttachment && imageInfo(avatarAttachment.bytes)?.mimetype;
@@ -72,84 +99,21 @@ function parseMessage(body: string): RemoteMessage {
     throw badJson("avatar must be a PNG, GIF, JPEG or WebP image");
   }
   const imageAttachment = base64Attachment(image, "image");
+  const message = {
+    id: id(messageId, "id"),
+    user: user(author),
+    text: written === undefined ? "" : text(written),
+  };
+  if (message.text === "" && !imageAttachment) throw badJson("A message needs a text or an image");
   return {
-    id,
-    user,
-    display_name: cleanName(display_name, MAX_DISPLAY_NAME) || user,
-    text: cleanText(text),
+    ...message,
+    display_name: cleanName(display_name ?? "", MAX_DISPLAY_NAME) || message.user,
     ...(avatarAttachment &&
       avatarType && { avatar: { ...avatarAttachment, contentType: avatarType } }),
     ...(imageAttachment && { image: imageAttachment }),
+    ...(reply_to !== undefined && { reply_to: id(reply_to, "reply_to") }),
+    ...(ts !== undefined && { ts: ts as number }),
   };
-}
-
-const serverOf = (userId: string) => userId.slice(userId.indexOf(":") + 1);
-const puppetOf = (user: string, server: string) => `@${RELAY_PREFIX}${user}:${server}`;
-
-/**
- * A remote file's message: an `m.image` with its type and size only when its bytes are a PNG, GIF,
- * JPEG or WebP, whatever its sender calls it; anything else (an SVG, HTML) an `m.file` uploaded as
- * `application/octet-stream`, which clients neither render inline nor run.
- */
-async function fileContent({ bytes, fileName }: Attachment, context: ServiceContext) {
-  const image = imageInfo(bytes);
-  const contentType = image?.mimetype ?? "application/octet-stream";
-  const name = cleanName(fileName ?? "", MAX_FILE_NAME) || (image ? "image" : "file");
-  const url = await context.homeserver.uploadMedia(bytes, { contentType, fileName: name });
-  return {
-    msgtype: image ? "m.image" : "m.file",
-    body: name,
-    filename: name,
-    url,
-    info: {
-      mimetype: contentType,
-      size: bytes.length,
-      ...(image && { w: image.w, h: image.h }),
-    },
-  };
-}
-
-/** Records the remote messages already relayed, by channel and ID. */
-const MESSAGES = "relay.messages";
-
-/**
- * A remote message into its portal: the room made once (`homeserver.createRoom` under the
- * channel), the author's puppet made ready (avatar uploaded once: the same bytes give the same
- * URI), then the text and the image sent as the puppet under actions keyed by the message, so a
- * repeat after a crash asks for the same sends, and the record stops any later repeat.
- */
-async function relayIn(channel: string, message: RemoteMessage, context: ServiceContext) {
-  const { actions, homeserver, portals, puppets, data } = context;
-  const key = sha256(`${channel}\n${message.id}`);
-  if (await data.get(MESSAGES, key)) return;
-  const server = serverOf(actions.botUserId);
-  const roomId = await homeserver.createRoom(`relay:${channel}`, {
-    alias: `${RELAY_PREFIX}${channel}`,
-    name: channel,
-    // Anyone may join by the alias, as the remote channel is open.
-    preset: "public_chat",
-  });
-  await portals.link(channel, roomId, { channel });
-  const puppet = puppetOf(message.user, server);
-  await puppets.link(message.user, puppet);
-  const avatarUrl =
-    message.avatar &&
-    (await homeserver.uploadMedia(message.avatar.bytes, {
-      contentType: message.avatar.contentType,
-    }));
-  await homeserver.ensurePuppet(puppet, {
-    displayName: message.display_name,
-    ...(avatarUrl && { avatarUrl }),
-    roomId,
-  });
-  const keyed = actions.withOrigin(`relay:${key}`);
-  if (message.text !== "") await keyed.sendMessage(roomId, message.text, { as: puppet });
-  if (message.image) {
-    await keyed.sendEvent(roomId, "m.room.message", await fileContent(message.image, context), {
-      as: puppet,
-    });
-  }
-  await data.write([{ collection: MESSAGES, key, value: { roomId }, ifAbsent: true }]);
 }
 
 /** 429 `M_LIMIT_EXCEEDED`, with when to try again. */
@@ -159,42 +123,111 @@ const limited = (error: string, retryAfterMs: number): AppResponse => ({
   body: { errcode: "M_LIMIT_EXCEEDED", error, retry_after_ms: retryAfterMs },
 });
 
+/** How a route's request spends the channel's tokens: none, or the new-portal cap first. */
+type RateLimit = "none" | "channel" | "channel or new portal";
+
 /**
- * What the app function runs: the remote service's `POST /relay/{channel}/messages`, signed with
- * the secret shared with it (`RELAY_SECRET`), before anything is read or created.
+ * A route of the remote service's: its request signed with the secret shared with it
+ * (`RELAY_SECRET`) and its channel a name, checked before anything is read or created; then,
+ * past the rate limits, `handle` does the work and the answer is 202.
  */
-export const application: ApplicationRoutes = {
-  routes: [
-    {
-      method: "POST",
-      path: "/relay/{channel}/messages",
-      maxBodyBytes: MAX_BODY_BYTES,
-      async handle(request, context) {
-        if (!context.remoteSignatureValid(request)) {
-          throw new MatrixError(
-            401,
-            "M_UNKNOWN_TOKEN",
-            "The request is not signed with the relay's secret within the last 5 minutes",
-          );
-        }
-        const channel = request.pathParameters.channel ?? "";
-        if (!NAME.test(channel)) {
-          throw invalid("The channel must be 1 to 64 of a-z, 0-9, '.', '_', '=', '-'");
-        }
-        const message = parseMessage(request.body);
-        const { data, portals } = context;
-        // The portal cap first: a new channel it refuses spends none of the channel's tokens.
-        if (!(await portals.byRemoteId(channel))) {
-          const portalWait = await takeBucketToken(data, PORTAL_BUCKETS, "new", NEW_PORTAL_RATE);
-          if (portalWait !== undefined) return limited("Too many new channels", portalWait);
-        }
+function remoteRoute(
+  method: AppRoute["method"],
+  path: string,
+  rateLimit: RateLimit,
+  handle: (channel: string, request: AppRequest, context: ServiceContext) => Promise<void>,
+  maxBodyBytes = MAX_SMALL_BODY_BYTES,
+): AppRoute {
+  return {
+    method,
+    path,
+    maxBodyBytes,
+    async handle(request, context) {
+      if (!context.remoteSignatureValid(request)) {
+        throw new MatrixError(
+          401,
+          "M_UNKNOWN_TOKEN",
+          "The request is not signed with the relay's secret within the last 5 minutes",
+        );
+      }
+      const channel = request.pathParameters.channel ?? "";
+      if (!NAME.test(channel)) {
+        throw invalid("The channel must be 1 to 64 of a-z, 0-9, '.', '_', '=', '-'");
+      }
+      const { data, portals } = context;
+      // The portal cap first: a new channel it refuses spends none of the channel's tokens.
+      if (rateLimit === "channel or new portal" && !(await portals.byRemoteId(channel))) {
+        const portalWait = await takeBucketToken(data, PORTAL_BUCKETS, "new", NEW_PORTAL_RATE);
+        if (portalWait !== undefined) return limited("Too many new channels", portalWait);
+      }
+      if (rateLimit !== "none") {
         const channelWait = await takeBucketToken(data, CHANNEL_BUCKETS, channel, CHANNEL_RATE);
         if (channelWait !== undefined) {
           return limited("Too many messages in this channel", channelWait);
         }
-        await relayIn(channel, message, context);
-        return { status: 202, body: {} };
-      },
+      }
+      await handle(channel, request, context);
+      return { status: 202, body: {} };
     },
+  };
+}
+
+/** The `{id}` of a route's path, checked as IDs are. */
+const pathId = (request: AppRequest) => id(request.pathParameters.id, "The path's id");
+
+/**
+ * What the app function runs: the remote service's messages, edits, deletions, reactions and
+ * typing, each signed with the secret shared with it (`RELAY_SECRET`).
+ */
+export const application: ApplicationRoutes = {
+  routes: [
+    remoteRoute(
+      "POST",
+      "/relay/{channel}/messages",
+      "channel or new portal",
+      (channel, request, context) => relayMessage(channel, parseMessage(request.body), context),
+      MAX_BODY_BYTES,
+    ),
+    remoteRoute("PUT", "/relay/{channel}/messages/{id}", "channel", (channel, request, context) => {
+      const body = jsonObject(request.body);
+      const edit = { user: user(body.user), text: text(body.text) };
+      if (edit.text === "") throw badJson("text must not be empty");
+      return relayEdit(channel, pathId(request), edit, context);
+    }),
+    remoteRoute(
+      "DELETE",
+      "/relay/{channel}/messages/{id}",
+      "channel",
+      (channel, request, context) =>
+        relayDeletion(channel, pathId(request), user(jsonObject(request.body).user), context),
+    ),
+    remoteRoute("POST", "/relay/{channel}/reactions", "channel", (channel, request, context) => {
+      const body = jsonObject(request.body);
+      const key = text(body.key, "key");
+      if (key === "" || key.length > MAX_REACTION_KEY) {
+        throw badJson(`key must be 1 to ${MAX_REACTION_KEY} characters`);
+      }
+      return relayReaction(
+        channel,
+        {
+          id: id(body.id, "id"),
+          user: user(body.user),
+          message_id: id(body.message_id, "message_id"),
+          key,
+        },
+        context,
+      );
+    }),
+    remoteRoute(
+      "DELETE",
+      "/relay/{channel}/reactions/{id}",
+      "channel",
+      (channel, request, context) => relayUnreaction(channel, pathId(request), context),
+    ),
+    remoteRoute("POST", "/relay/{channel}/typing", "none", (channel, request, context) => {
+      const body = jsonObject(request.body);
+      if (typeof body.typing !== "boolean") throw badJson("typing must be true or false");
+      return relayTyping(channel, { user: user(body.user), typing: body.typing }, context);
+    }),
   ],
 };

@@ -1,15 +1,28 @@
+import type { Decryption } from "../../crypto/device-crypto.ts";
 import { queueJson, type ReceivedMessageControl, RetryLater } from "../../queue/queue.ts";
 import { type BackoffPolicy, backoffSeconds, retriesCovering } from "../../shared/backoff.ts";
 import { sha256 } from "../../shared/hash.ts";
 import type { Log } from "../../shared/log.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
+import type { CryptoOwner } from "../../store/crypto-state.ts";
 import {
   ABANDONED_RUN_REASON,
   type ClaimStore,
   holdsClaim,
   type SetAsideItems,
 } from "../../store/store.ts";
-import type { ApplicationContext, ApplicationEvents, ServiceContext } from "../application.ts";
+import type {
+  ApplicationContext,
+  ApplicationEvents,
+  DeliveredEvent,
+  ServiceContext,
+} from "../application.ts";
+import {
+  type ClientEvent,
+  type DeviceData,
+  isInviteOf,
+  type ToDeviceMessage,
+} from "../protocol/transaction.ts";
 import type { InboundItem, InboundMessage, ItemReference } from "./inbound.ts";
 
 /** How an item the application fails on is retried, and when it is set aside. */
@@ -37,6 +50,26 @@ export const INBOUND_RETRY: InboundRetryPolicy = {
  */
 export const INBOUND_MAX_RECEIVE_COUNT = 1000;
 
+/**
+ * An encrypted event whose room key has not arrived waits, its room held back, 1 s doubling to
+ * a minute, for about 10 minutes (the key usually comes in the same transaction or the one
+ * before, not always); then it reaches the application marked undecryptable.
+ */
+export const KEY_WAIT: InboundRetryPolicy = {
+  backoff: { baseSeconds: 1, capSeconds: 60 },
+  maxAttempts: 1 + retriesCovering(600, { baseSeconds: 1, capSeconds: 60 }),
+};
+
+/** The bot device's crypto, as the events consumer uses it (`crypto/device-crypto.ts`). */
+export interface InboundCrypto {
+  readonly owner: CryptoOwner;
+  /** Makes the device if it never was, so that people's clients can encrypt for it. */
+  ensureDevice(): Promise<void>;
+  /** Resolves once the state holding what they carried is saved. */
+  receive(transaction: { toDevice: ToDeviceMessage[]; devices?: DeviceData }): Promise<void>;
+  decrypt(event: ClientEvent): Promise<Decryption>;
+}
+
 export interface ProcessInboundDeps {
   claims: ClaimStore;
   application: ApplicationEvents;
@@ -50,6 +83,13 @@ export interface ProcessInboundDeps {
   setAsideItems: Pick<SetAsideItems, "get">;
   /** Where an item that failed its every attempt is set aside, with the reason. */
   deadLetters: Pick<ReceivedMessageControl, "deadLetter">;
+  /**
+   * The bot device's crypto, where encrypted rooms are read: what it is sent reaches its machine
+   * before the item is done, and encrypted events are decrypted before the application sees them.
+   */
+  crypto?: InboundCrypto;
+  /** How long an encrypted event waits for its room key. @default `KEY_WAIT` */
+  keyWait?: InboundRetryPolicy;
 }
 
 /** Which delivery of which queue message this is. */
@@ -64,6 +104,13 @@ export interface ProcessOutcome {
   handled: number;
   duplicates: number;
   deadLettered: number;
+}
+
+/** Thrown out of an item's run to hold its room back until its room key may have come. */
+class KeyWait extends Error {
+  constructor(readonly seconds: number) {
+    super("waiting for the room key");
+  }
 }
 
 export const claimKey = (item: InboundItem | ItemReference) =>
@@ -92,6 +139,61 @@ function deliver(item: InboundItem, application: ApplicationEvents, context: App
       return application.onDeviceData?.(item.devices, context);
   }
 }
+
+/** The reason a claim record keeps while an encrypted event waits for its room key. */
+const KEY_WAIT_REASON = "waiting for the room key";
+
+/**
+ * What the bot device's machine takes from an item before it is done: the to-device messages
+ * for the device and the device data (the item is done only once the state holding their keys
+ * is saved), and an invite of the bot (its device made before it joins, so that people's clients
+ * encrypt for it; a failure there holds no invite back: the next crypto work makes it).
+ */
+async function cryptoReceives(item: InboundItem, crypto: InboundCrypto, log: Log) {
+  const { owner } = crypto;
+  if (
+    item.kind === "to_device" &&
+    item.message.to_user_id === owner.userId &&
+    item.message.to_device_id === owner.deviceId
+  ) {
+    await crypto.receive({ toDevice: [item.message] });
+  } else if (item.kind === "devices") {
+    await crypto.receive({ toDevice: [], devices: item.devices });
+  } else if (item.kind === "event" && isInviteOf(item.event, owner.userId)) {
+    await crypto.ensureDevice().catch((error: unknown) =>
+      log.warn("the bot's device could not be made: tried again at the next crypto work", {
+        roomId: item.event.room_id,
+        error,
+      }),
+    );
+  }
+}
+
+/** The event as the application gets it, from what the machine made of it. */
+const decryptedEvent = (event: ClientEvent, decryption: Decryption): DeliveredEvent =>
+  decryption.status === "decrypted"
+    ? {
+        ...event,
+        type: decryption.type,
+        content: decryption.content,
+        decryption: {
+          status: "decrypted",
+          senderTrust: "cross-signed",
+          ...(decryption.senderDevice !== undefined && { senderDevice: decryption.senderDevice }),
+        },
+      }
+    : {
+        ...event,
+        decryption: {
+          status: "undecryptable",
+          reason: decryption.status === "missing-key" ? "MissingRoomKey" : decryption.reason,
+        },
+      };
+
+const isEncrypted = (item: InboundItem): item is Extract<InboundItem, { kind: "event" }> =>
+  item.kind === "event" &&
+  item.event.type === "m.room.encrypted" &&
+  item.event.state_key === undefined;
 
 /** What a log line or a dead letter says about an item: never its content. */
 const describeItem = (item: InboundItem | ItemReference) => ({
@@ -132,6 +234,8 @@ export async function processInboundMessage(
     retry,
     deadLetters,
     setAsideItems,
+    crypto,
+    keyWait = KEY_WAIT,
   }: ProcessInboundDeps,
 ): Promise<ProcessOutcome> {
   const keys = [...new Set(message.items.map(claimKey))];
@@ -228,10 +332,31 @@ export async function processInboundMessage(
         await setAside(item, key, ABANDONED_RUN_REASON, abandonedRuns);
       } else {
         try {
-          const whole = item.kind === "reference" ? await readSetAside(item, setAsideItems) : item;
+          let whole = item.kind === "reference" ? await readSetAside(item, setAsideItems) : item;
+          if (crypto) await cryptoReceives(whole, crypto, log);
+          if (crypto && isEncrypted(whole)) {
+            const decryption = await crypto.decrypt(whole.event);
+            if (decryption.status === "missing-key") {
+              const attempts = await claims.fail(key, owner, KEY_WAIT_REASON);
+              failedKey = key;
+              if (attempts < keyWait.maxAttempts) {
+                // Expected (the key comes in another transaction): not an ERROR.
+                log.info("an encrypted event waits for its room key: its room is held back", {
+                  txnId: message.txnId,
+                  ...describeItem(whole),
+                  attempt: attempts,
+                });
+                throw new KeyWait(backoffSeconds(Math.max(0, attempts - 1), keyWait.backoff));
+              }
+            }
+            whole = { ...whole, event: decryptedEvent(whole.event, decryption) };
+          }
           await deliver(whole, application, { ...contextFor(key), txnId: message.txnId });
           outcome.handled++;
         } catch (error) {
+          if (error instanceof KeyWait) {
+            throw new RetryLater(error.seconds, `${item.kind} ${item.id} waits for its room key`);
+          }
           const attempts = await recordFailure(item, key, error);
           if (attempts < retry.maxAttempts) {
             throw new RetryLater(

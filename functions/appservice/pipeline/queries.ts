@@ -7,7 +7,7 @@ import {
 import { createRoomRequest, profileRequest, registerRequest } from "../../matrix/requests.ts";
 import type { Log } from "../../shared/log.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
-import type { OutboxMemory } from "../../store/outbox-memory.ts";
+import type { IntentMemory } from "../../store/intent-memory.ts";
 import { type ClaimStore, holdsClaim } from "../../store/store.ts";
 import type { ApplicationQueries } from "../application.ts";
 import type { createNamespaceMatcher } from "../protocol/namespaces.ts";
@@ -16,7 +16,8 @@ export interface QueryDeps {
   application: ApplicationQueries;
   namespaces: ReturnType<typeof createNamespaceMatcher>;
   homeserver: HomeserverClient;
-  outboxMemory: OutboxMemory;
+  /** The Intent's memory (`matrix/intent.ts`): the users registered here are remembered there. */
+  intentMemory: IntentMemory;
   claims: ClaimStore;
   botUserId: string;
   log: Log;
@@ -93,7 +94,7 @@ export async function queryUser(userId: string, deps: QueryDeps): Promise<boolea
   if (!profile) return false;
   return createOnce(claimKeys.userQuery(userId), deps, async (call) => {
     await expectOk(call(deps.botUserId, registerRequest(userId)), "register", "M_USER_IN_USE");
-    await deps.outboxMemory.markRegistered(userId);
+    await deps.intentMemory.markRegistered(userId);
     if (profile.displayName !== undefined) {
       await expectOk(
         call(userId, profileRequest(userId, "displayname", profile.displayName)),

@@ -16,6 +16,10 @@ const regexString = z.string().refine(
 );
 
 export const UNSTABLE_RECEIVE_EPHEMERAL = "de.sorunome.msc2409.push_ephemeral";
+/** Synapse's opt-in to MSC3202's transaction extensions: device lists and one-time-key counts. */
+export const MSC3202_TRANSACTION_EXTENSIONS = "org.matrix.msc3202";
+/** Synapse's opt-in to MSC4190: the appservice makes its users' devices (`PUT /devices/{id}`). */
+export const MSC4190_DEVICE_MANAGEMENT = "io.element.msc4190";
 
 const namespace = z.object({ regex: regexString, exclusive: z.boolean() });
 const namespaceList = z.array(namespace).default([]);
@@ -41,6 +45,8 @@ const registrationSchema = z.looseObject({
   receive_ephemeral: z.boolean().optional(),
   // MSC2409's unstable name for receive_ephemeral: what Synapse before 1.156 reads.
   [UNSTABLE_RECEIVE_EPHEMERAL]: z.boolean().optional(),
+  [MSC3202_TRANSACTION_EXTENSIONS]: z.boolean().optional(),
+  [MSC4190_DEVICE_MANAGEMENT]: z.boolean().optional(),
 });
 
 export type Registration = z.infer<typeof registrationSchema>;
@@ -118,6 +124,11 @@ export function publicRegistration(
     // Both names: each Synapse release reads one or the other (README: homeserver versions).
     receive_ephemeral: true,
     [UNSTABLE_RECEIVE_EPHEMERAL]: true,
+    // What encrypted rooms need (docs/encryption.md): the to-device messages come with the
+    // ephemeral events (MSC2409), device lists and key counts with MSC3202, and the bot's
+    // device is made with MSC4190 where the homeserver has it.
+    [MSC3202_TRANSACTION_EXTENSIONS]: true,
+    [MSC4190_DEVICE_MANAGEMENT]: true,
     // Exclusive users and aliases under the prefix.
     namespaces: {
       users: [...new Set(userPrefixes)].map((user) => ({

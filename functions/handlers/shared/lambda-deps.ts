@@ -21,12 +21,14 @@ export function lambdaDeps<F extends AwsFunction, D>(
   const config = readConfig(fn, process.env);
   const remoteSecretArn = (config as { remoteSecretArn?: string }).remoteSecretArn;
   const hsTokenSecretArn = (config as { hsTokenSecretArn?: string }).hsTokenSecretArn;
+  const cryptoStoreSecretArn = (config as { cryptoStoreSecretArn?: string }).cryptoStoreSecretArn;
   return build(config, {
     dynamodb: new DynamoDBClient({}),
     sqs: new SQSClient({}),
     secrets: secretsManagerSource(config),
     ...(hsTokenSecretArn && { hsTokenVersions: hsTokenVersionsSource(hsTokenSecretArn) }),
     ...(remoteSecretArn && { remoteSecret: secretStringSource(remoteSecretArn) }),
+    ...(cryptoStoreSecretArn && { cryptoStoreSecret: secretStringSource(cryptoStoreSecretArn) }),
     log: createLogger(),
     metrics: createCloudWatchMetrics(),
   });

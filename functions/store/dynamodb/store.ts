@@ -7,8 +7,8 @@ import {
   ScanCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
+import type { ServerErrorCounter } from "../../queue/outbound.ts";
 import { sha256 } from "../../shared/hash.ts";
-import type { OutboxMemory, ServerErrorCounter } from "../outbox-memory.ts";
 import type { SentEventReader, SentEventRecorder } from "../sent-events.ts";
 import {
   ABANDONED_RUN_REASON,
@@ -34,7 +34,7 @@ const MAX_ID_BYTES = 1024;
 export const SERVER_ERRORS_KEY_PREFIX = "OUTBOX#";
 /** How the key of an item whose ID is too long for a partition key begins. */
 export const HASHED_KEY_PREFIX = "sha256:";
-const storedId = (id: string) =>
+export const storedId = (id: string) =>
   Buffer.byteLength(id) > MAX_ID_BYTES ? `${HASHED_KEY_PREFIX}${sha256(id)}` : id;
 export const keyOf = (prefix: string, id: string, sk = "-") => ({
   pk: { S: `${prefix}${storedId(id)}` },
@@ -65,7 +65,6 @@ export class DynamoDbStore
     TransactionStore,
     TransactionHistory,
     ClaimStore,
-    OutboxMemory,
     ServerErrorCounter,
     SentEventRecorder,
     SentEventReader
@@ -275,26 +274,6 @@ export class DynamoDbStore
     }
   }
 
-  async isRegistered(userId: string): Promise<boolean> {
-    const { Item } = await this.client.send(
-      new GetItemCommand({
-        TableName: this.tableName,
-        Key: keyOf("USER#", userId),
-        ConsistentRead: true,
-      }),
-    );
-    return Item?.registered?.BOOL === true;
-  }
-
-  async markRegistered(userId: string): Promise<void> {
-    await this.client.send(
-      new PutItemCommand({
-        TableName: this.tableName,
-        Item: { ...keyOf("USER#", userId), registered: { BOOL: true } },
-      }),
-    );
-  }
-
   async countServerError(actionId: string): Promise<number> {
     const { Attributes } = await this.client.send(
       new UpdateItemCommand({
@@ -332,31 +311,5 @@ export class DynamoDbStore
       }),
     );
     return Item?.eventId?.S;
-  }
-
-  async lastProfile(userId: string): Promise<Record<string, string> | undefined> {
-    const { Item } = await this.client.send(
-      new GetItemCommand({
-        TableName: this.tableName,
-        Key: keyOf("USER#", userId, "PROFILE"),
-        ConsistentRead: true,
-      }),
-    );
-    const fields = Item?.profile?.M;
-    return fields && Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, v.S ?? ""]));
-  }
-
-  async markProfileSet(userId: string, profile: Record<string, string>): Promise<void> {
-    await this.client.send(
-      new PutItemCommand({
-        TableName: this.tableName,
-        Item: {
-          ...keyOf("USER#", userId, "PROFILE"),
-          profile: {
-            M: Object.fromEntries(Object.entries(profile).map(([k, v]) => [k, { S: v }])),
-          },
-        },
-      }),
-    );
   }
 }

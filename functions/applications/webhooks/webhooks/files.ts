@@ -4,6 +4,7 @@ import {
   badJson,
   base64Attachment,
   cleanName,
+  encryptAttachment,
   HomeserverRefused,
   imageInfo,
   MatrixError,
@@ -130,34 +131,47 @@ function kindOf(file: Attachment): {
 /**
  * Uploads each file to the media repository (once per content: a repeat gets the same URI) and
  * gives the content of its message: `m.image`, `m.video`, `m.audio` or `m.file`, with `info`.
- * Over the homeserver's upload limit: 413.
+ * Into an encrypted room (`m.room.encryption`) each file is encrypted before its upload, as
+ * clients do, and its message names it by `file` (the URI and the keys) instead of `url`: the
+ * outbox encrypts the message itself. Over the homeserver's upload limit: 413.
  */
 export async function uploadFiles(
   files: Attachment[],
+  roomId: string,
   context: ServiceContext,
 ): Promise<Record<string, unknown>[]> {
   const contents: Record<string, unknown>[] = [];
+  const refused = (what: string) =>
+    new MatrixError(502, "M_UNKNOWN", `The homeserver refused to ${what}`);
+  let encrypted = false;
+  try {
+    encrypted =
+      files.length > 0 &&
+      (await context.homeserver.roomState(roomId, "m.room.encryption")) !== undefined;
+  } catch (error) {
+    if (error instanceof HomeserverRefused) throw refused("say whether the room is encrypted");
+    throw error;
+  }
   for (const file of files) {
     const name = cleanName(file.fileName ?? "", MAX_FILE_NAME) || "file";
     const { msgtype, contentType, ...size } = kindOf(file);
+    const sealed = encrypted ? encryptAttachment(file.bytes) : undefined;
     let url: string;
     try {
-      url = await context.homeserver.uploadMedia(file.bytes, {
-        contentType,
+      url = await context.homeserver.uploadMedia(sealed?.data ?? file.bytes, {
+        contentType: sealed ? "application/octet-stream" : contentType,
         fileName: name,
       });
     } catch (error) {
       if (error instanceof MediaTooLarge) throw tooLarge(`${name}: ${error.message}`);
-      if (error instanceof HomeserverRefused) {
-        throw new MatrixError(502, "M_UNKNOWN", `The homeserver refused to store ${name}`);
-      }
+      if (error instanceof HomeserverRefused) throw refused(`store ${name}`);
       throw error;
     }
     contents.push({
       msgtype,
       body: name,
       filename: name,
-      url,
+      ...(sealed ? { file: { url, ...sealed.keys } } : { url }),
       info: { mimetype: contentType, size: file.bytes.byteLength, ...size },
     });
   }

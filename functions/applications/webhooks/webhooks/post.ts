@@ -275,7 +275,7 @@ async function acceptMessage(
   // Rendered, then uploaded, before anything is sent: a text or a file refused (too large) posts
   // nothing, and a text refused uploads nothing.
   const text = await textContent(webhook, message);
-  const fileContents = await uploadFiles(files, context);
+  const fileContents = await uploadFiles(files, webhook.roomId, context);
   const sendIds = await postMessages(
     webhook,
     { message, text, files: fileContents },

@@ -1,0 +1,171 @@
+import { createHmac } from "node:crypto";
+import type * as Sdk from "@matrix-org/matrix-sdk-crypto-wasm";
+import type {
+  ClientEvent,
+  DeviceData,
+  ToDeviceMessage,
+} from "../appservice/protocol/transaction.ts";
+import { sha256 } from "../shared/hash.ts";
+import { type CryptoOwner, StaleCryptoStateError } from "../store/crypto-state.ts";
+import { actingAsDevice, type BotDeviceOptions, ensureBotDevice } from "./bot-device.ts";
+import { receiveTransactionCrypto } from "./receive.ts";
+import { sendOutgoingRequests } from "./requests.ts";
+import { loadCrypto } from "./wasm.ts";
+
+/** The bot's device ID: the same for a bot user on every start and deploy, its own per user. */
+export const botDeviceIdOf = (userId: string) => `AS${sha256(userId).slice(0, 10).toUpperCase()}`;
+
+/**
+ * The 32-byte key that encrypts a device's crypto state, derived from a secret (Secrets Manager
+ * in AWS, a file in local mode): any secret of enough entropy, whatever its form.
+ */
+export const cryptoStoreKeyFrom = (secret: string): Uint8Array =>
+  new Uint8Array(createHmac("sha256", secret).update("crypto state store key").digest());
+
+/**
+ * What became of an encrypted room event: decrypted (the sender's device cross-signed by its
+ * owner, Element's strict policy), its key not here (yet), or refused for good.
+ */
+export type Decryption =
+  | {
+      status: "decrypted";
+      type: string;
+      content: Record<string, unknown>;
+      /** The sender's device, cross-signed by its owner. */
+      senderDevice?: string;
+    }
+  | { status: "missing-key" }
+  | { status: "undecryptable"; reason: string };
+
+/** Saves refused as stale in a row before the work gives up (and its item is retried later). */
+const MAX_STALE_SAVES = 5;
+
+/**
+ * One device's crypto work, on its durable machine: each unit of work opens the state last saved
+ * (the device made first if it never was: `ensureBotDevice`), sends what the machine then asks
+ * for (key uploads, queries, claims) one at a time, and saves the state if it changed, with the
+ * version check. A save refused as stale (another process saved meanwhile) is answered by
+ * opening the newer state and doing the work again. Within this process the work is done one
+ * unit at a time, so only processes race, and rarely.
+ */
+export class DeviceCrypto {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: BotDeviceOptions) {}
+
+  get owner(): CryptoOwner {
+    return this.options.owner;
+  }
+
+  /**
+   * Runs `work` on the device's machine, then sends its requests and saves the state if `work`
+   * says it changed it or a request was sent. Redone on a newer state if the save was stale.
+   */
+  withMachine<T>(
+    work: (machine: Sdk.OlmMachine, sdk: typeof Sdk) => Promise<{ result: T; changed: boolean }>,
+  ): Promise<T> {
+    const run = this.queue.then(() => this.runWork(work));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async runWork<T>(
+    work: (machine: Sdk.OlmMachine, sdk: typeof Sdk) => Promise<{ result: T; changed: boolean }>,
+  ): Promise<T> {
+    const sdk = await loadCrypto();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // The device's making is saved with the version check too: two processes may race.
+        const { machine } = await ensureBotDevice(this.options);
+        try {
+          const { result, changed } = await work(machine.machine, sdk);
+          const sent = await this.sendOutgoing(machine.machine);
+          if (changed || sent > 0) await machine.save();
+          return result;
+        } finally {
+          await machine.close();
+        }
+      } catch (error) {
+        if (!(error instanceof StaleCryptoStateError) || attempt >= MAX_STALE_SAVES) throw error;
+        this.options.log.info("the crypto state was saved by another process: done again on it", {
+          userId: this.owner.userId,
+          deviceId: this.owner.deviceId,
+          attempt,
+        });
+      }
+    }
+  }
+
+  private sendOutgoing(machine: Sdk.OlmMachine) {
+    return sendOutgoingRequests(machine, actingAsDevice(this.options.http, this.owner));
+  }
+
+  /** Makes the device if it was never made, so that people's clients can encrypt for it. */
+  ensureDevice(): Promise<void> {
+    return this.withMachine(async () => ({ result: undefined, changed: false }));
+  }
+
+  /**
+   * A transaction's to-device messages for the device, device-list changes and key counts, given
+   * to its machine; resolves once the state holding what they carried (room keys) is saved. Key
+   * counts alone (every transaction has them) save nothing unless keys were uploaded.
+   */
+  receive(transaction: { toDevice: ToDeviceMessage[]; devices?: DeviceData }): Promise<void> {
+    const lists = transaction.devices?.deviceLists;
+    const changed =
+      transaction.toDevice.length > 0 ||
+      (lists?.changed?.length ?? 0) > 0 ||
+      (lists?.left?.length ?? 0) > 0;
+    return this.withMachine(async (machine) => {
+      await receiveTransactionCrypto(machine, this.owner, transaction);
+      return { result: undefined, changed };
+    });
+  }
+
+  /**
+   * Decrypts an `m.room.encrypted` room event, from cross-signed devices only. The sender is
+   * tracked and its devices queried first, so that its device's trust is known.
+   */
+  decrypt(event: ClientEvent): Promise<Decryption> {
+    return this.withMachine<Decryption>(async (machine, sdk) => {
+      await machine.updateTrackedUsers([new sdk.UserId(event.sender)]);
+      // The sender's keys before the decryption (a newly tracked sender is queried now).
+      const queried = await this.sendOutgoing(machine);
+      // Element's strict policy (MSC4153): only from devices their owner cross-signed.
+      const settings = new sdk.DecryptionSettings(sdk.TrustRequirement.CrossSigned);
+      try {
+        const decrypted = await machine.decryptRoomEvent(
+          JSON.stringify(event),
+          new sdk.RoomId(event.room_id),
+          settings,
+        );
+        const clear = JSON.parse(decrypted.event) as {
+          type: string;
+          content: Record<string, unknown>;
+        };
+        const senderDevice = decrypted.senderDevice?.toString();
+        return {
+          result: {
+            status: "decrypted",
+            type: clear.type,
+            content: clear.content,
+            ...(senderDevice !== undefined && { senderDevice }),
+          },
+          changed: queried > 0,
+        };
+      } catch (error) {
+        if (!(error instanceof sdk.MegolmDecryptionError)) throw error;
+        const code = error.code;
+        const missing =
+          code === sdk.DecryptionErrorCode.MissingRoomKey ||
+          code === sdk.DecryptionErrorCode.UnknownMessageIndex;
+        return {
+          result: missing
+            ? { status: "missing-key" }
+            : { status: "undecryptable", reason: sdk.DecryptionErrorCode[code] ?? "unknown" },
+          changed: queried > 0,
+        };
+      }
+    });
+  }
+}

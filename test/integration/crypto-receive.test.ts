@@ -1,0 +1,265 @@
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import type { Application, DeliveredEvent } from "../../functions/appservice/application.ts";
+import {
+  INBOUND_RETRY,
+  processInboundMessage,
+} from "../../functions/appservice/pipeline/process-inbound.ts";
+import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
+import { serviceContext } from "../../functions/appservice/service-context.ts";
+import { botDeviceIdOf } from "../../functions/crypto/device-crypto.ts";
+import { localDynamoDb } from "../../functions/local/aws-clients.ts";
+import type { LocalAppservice } from "../../functions/local/local.ts";
+import { RetryLater } from "../../functions/queue/queue.ts";
+import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
+import { ensureTable } from "../../functions/store/dynamodb/table.ts";
+import {
+  makeEvent,
+  NO_DEAD_LETTERS,
+  noServices,
+  putTransaction,
+  recordingLog,
+  sleep,
+  startTestAppservice,
+  waitFor,
+  waitUntilDrained,
+} from "../support/appservice.ts";
+import { CryptoPerson } from "../support/crypto-person.ts";
+import type { ScriptedHomeserver } from "../support/homeserver.ts";
+import { homeserverWithRegistration, SERVER } from "../support/with-homeserver.ts";
+
+const BOT = `@bot:${SERVER}`;
+const SECRET = "a crypto store secret of at least 32 characters";
+
+/**
+ * The receiving half of encrypted rooms, end to end in-process (DynamoDB Local, fauxqs): strict
+ * people (Element's policy) encrypt for the bot's device, the scripted homeserver pushes what
+ * Synapse pushes with MSC2409/MSC3202, and the application gets the clear text, marked.
+ */
+describe("encrypted rooms: what people encrypt reaches the application decrypted", () => {
+  const received: DeliveredEvent[] = [];
+  const application: Application = {
+    onEvent(event) {
+      received.push(event);
+    },
+  };
+  let homeserver: ScriptedHomeserver;
+  let registrationPath: string;
+  let local: LocalAppservice;
+  let tableName: string;
+  let alice: CryptoPerson;
+  const people: CryptoPerson[] = [];
+
+  const start = async () => {
+    local = await startTestAppservice({
+      registrationPath,
+      homeserverUrl: homeserver.url,
+      serverName: SERVER,
+      application,
+      cryptoStoreSecret: SECRET,
+      ...(tableName && { tableName }),
+    });
+    tableName = local.tableName;
+    homeserver.appservice = {
+      id: local.registration.id,
+      url: local.url,
+      hsToken: local.registration.hs_token,
+    };
+  };
+
+  /** The event a person sent, as the homeserver pushes it. */
+  const pushed = (eventId: string): ClientEvent => {
+    const sent = homeserver.sent.find((event) => event.eventId === eventId);
+    if (!sent) throw new Error(`no event ${eventId}`);
+    return {
+      event_id: sent.eventId,
+      room_id: sent.roomId,
+      type: sent.type,
+      sender: sent.sender,
+      origin_server_ts: Date.now(),
+      content: sent.content,
+    };
+  };
+  const delivered = (eventId: string) => received.filter((event) => event.event_id === eventId);
+
+  /**
+   * `body` encrypted by `person` into `room`, pushed with its room key in one transaction as
+   * Synapse pushes them; resolves with what the application got.
+   */
+  const sendAndPush = async (room: string, person: CryptoPerson, body: string) => {
+    const eventId = await person.sendEncrypted(room, [person.userId, BOT], {
+      msgtype: "m.text",
+      body,
+    });
+    expect((await homeserver.pushTransaction([pushed(eventId)])).status).toBe(200);
+    await waitFor(() => delivered(eventId).length === 1, 30_000, "the event delivered");
+    return delivered(eventId)[0] as DeliveredEvent;
+  };
+
+  /** A room of `person`'s with the bot in it, the bot's invite pushed (its device made then). */
+  const encryptedRoom = async (roomId: string, person: CryptoPerson) => {
+    homeserver.createRoom(roomId, [person.userId, BOT]);
+    const invite = makeEvent(roomId, "", {
+      type: "m.room.member",
+      sender: person.userId,
+      state_key: BOT,
+      content: { membership: "invite" },
+    });
+    expect((await homeserver.pushTransaction([invite])).status).toBe(200);
+    await waitFor(() => delivered(invite.event_id).length === 1);
+  };
+
+  beforeAll(async () => {
+    ({ homeserver, registrationPath } = await homeserverWithRegistration());
+    await start();
+    alice = await CryptoPerson.create(homeserver, "alice");
+    people.push(alice);
+  });
+  afterAll(async () => {
+    for (const person of people) person.close();
+    await local?.stop();
+    await homeserver?.stop();
+  });
+
+  it("gives the application a strict person's message decrypted, marked with the sender's device", async () => {
+    const room = `!enc1:${SERVER}`;
+    await encryptedRoom(room, alice);
+    // The invite made the bot's device, cross-signed, before the bot was asked to join.
+    const deviceId = botDeviceIdOf(BOT);
+    expect(homeserver.encryption.device(BOT, deviceId)?.keys).toBeDefined();
+    expect(homeserver.encryption.crossSigning.get(BOT)?.master).toBeDefined();
+
+    const event = await sendAndPush(room, alice, "hello, bot");
+    expect(event).toMatchObject({
+      room_id: room,
+      sender: alice.userId,
+      type: "m.room.message",
+      content: { msgtype: "m.text", body: "hello, bot" },
+      decryption: {
+        status: "decrypted",
+        senderTrust: "cross-signed",
+        senderDevice: alice.deviceId,
+      },
+    });
+    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    expect(delivered(event.event_id)).toHaveLength(1);
+  });
+
+  it("never gives clear text from a device its owner did not cross-sign", async () => {
+    // Not strict itself (it shares its room key with every device), and not cross-signed.
+    const mallory = await CryptoPerson.create(homeserver, "mallory", {
+      crossSigned: false,
+      strict: false,
+    });
+    people.push(mallory);
+    const room = `!enc2:${SERVER}`;
+    await encryptedRoom(room, mallory);
+    const event = await sendAndPush(room, mallory, "trust me");
+    // Its room key came (it shares with every device): the bot refuses it, for its sender.
+    expect(event).toMatchObject({
+      type: "m.room.encrypted",
+      decryption: { status: "undecryptable", reason: "UnsignedSenderDevice" },
+    });
+    expect(JSON.stringify(event)).not.toContain("trust me");
+  });
+
+  it("holds an event back until its room key comes in a later transaction, then decrypts it", async () => {
+    const room = `!enc3:${SERVER}`;
+    await encryptedRoom(room, alice);
+    const eventId = await alice.sendEncrypted(room, [alice.userId, BOT], {
+      msgtype: "m.text",
+      body: "the key comes later",
+    });
+    const after = makeEvent(room, "after it, in clear");
+    // The event alone first: its room key stays on the homeserver for the next push.
+    const alone = await putTransaction(
+      local.url,
+      "event-without-key",
+      { events: [pushed(eventId), after] },
+      { token: local.registration.hs_token },
+    );
+    expect(alone.status).toBe(200);
+    await sleep(1500);
+    // Held back, and its room with it: what came after it waits too.
+    expect(delivered(eventId)).toEqual([]);
+    expect(delivered(after.event_id)).toEqual([]);
+    expect((await homeserver.pushTransaction([])).status).toBe(200);
+    await waitFor(() => delivered(after.event_id).length === 1, 30_000, "the room to go on");
+    expect(delivered(eventId)[0]).toMatchObject({
+      content: { body: "the key comes later" },
+      decryption: { status: "decrypted" },
+    });
+    // In the room's order.
+    expect(received.indexOf(delivered(eventId)[0] as DeliveredEvent)).toBeLessThan(
+      received.indexOf(delivered(after.event_id)[0] as DeliveredEvent),
+    );
+  });
+
+  it("after a restart, the same device decrypts from the state it saved", async () => {
+    const devicesMade = homeserver.requests.filter((r) => /^\/.*\/devices\//.test(r.path)).length;
+    await local.stop();
+    await start();
+    const room = `!enc4:${SERVER}`;
+    await encryptedRoom(room, alice);
+    expect(await sendAndPush(room, alice, "still there?")).toMatchObject({
+      content: { body: "still there?" },
+      decryption: { status: "decrypted" },
+    });
+    // Not made again: the device and its keys came from the store.
+    expect(homeserver.requests.filter((r) => /^\/.*\/devices\//.test(r.path)).length).toBe(
+      devicesMade,
+    );
+  });
+});
+
+describe("an encrypted event whose room key never comes", () => {
+  const client = localDynamoDb(inject("dynamodbEndpoint"));
+  const tableName = `key-wait-${randomUUID().slice(0, 8)}`;
+  const store = new DynamoDbStore(client, tableName);
+  beforeAll(() => ensureTable(client, tableName));
+  afterAll(() => client.destroy());
+
+  it("holds its room back a bounded number of runs, then reaches the application marked undecryptable", async () => {
+    const event = makeEvent("!wait:test.local", "", {
+      type: "m.room.encrypted",
+      content: { algorithm: "m.megolm.v1.aes-sha2", ciphertext: "…", session_id: "s" },
+    });
+    const handled: DeliveredEvent[] = [];
+    const { log, lines } = recordingLog();
+    const run = (attempt: number) =>
+      processInboundMessage(
+        { txnId: "wait", items: [{ kind: "event", id: event.event_id, event }] },
+        { owner: `run-${attempt}`, groupId: event.room_id },
+        {
+          claims: store,
+          application: { onEvent: (e) => void handled.push(e) },
+          log,
+          leaseMs: 60_000,
+          contextFor: (origin) => serviceContext(noServices, origin),
+          setAsideItems: { get: () => Promise.reject(new Error("no reference expected")) },
+          retry: INBOUND_RETRY,
+          deadLetters: { deadLetter: () => Promise.reject(new Error("no dead letter expected")) },
+          crypto: {
+            owner: { userId: BOT, deviceId: botDeviceIdOf(BOT) },
+            ensureDevice: () => Promise.reject(new Error("no device expected")),
+            receive: () => Promise.reject(new Error("nothing to receive expected")),
+            decrypt: async () => ({ status: "missing-key" }),
+          },
+          keyWait: { backoff: { baseSeconds: 1, capSeconds: 1 }, maxAttempts: 3 },
+        },
+      );
+    for (const attempt of [1, 2]) {
+      const waiting = run(attempt);
+      await expect(waiting).rejects.toBeInstanceOf(RetryLater);
+      await expect(waiting).rejects.toThrow("waits for its room key");
+    }
+    expect(handled).toEqual([]);
+    expect(await run(3)).toMatchObject({ handled: 1 });
+    expect(handled).toEqual([
+      { ...event, decryption: { status: "undecryptable", reason: "MissingRoomKey" } },
+    ]);
+    // Expected, not a failure: no ERROR line (the stack's alarm counts them), and no content.
+    expect(lines.filter((line) => line.level === "error")).toEqual([]);
+    expect(lines.filter((line) => line.message.includes("waits for its room key"))).toHaveLength(2);
+  });
+});
