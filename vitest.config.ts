@@ -1,4 +1,6 @@
+import { relative } from "node:path";
 import { defineConfig } from "vitest/config";
+import { BaseSequencer, type TestSpecification } from "vitest/node";
 
 // The SDK's 9-line warning that it will need Node.js 22, from this process (the global setups),
 // every test worker and every npm start's threads: the README says it (Set-up), npm start in one
@@ -7,6 +9,50 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 
 /** The stack's tests: they share the run's `cdk synth`s (test/support/cdk-synth.ts), which bundle every function. */
 const infraTests = ["test/unit/infra.test.ts", "test/unit/bundles.test.ts"];
+/**
+ * The integration tests that spawn `npm start` (local-services: `npm run local-services`, its
+ * emulators alone) and wait on it: its start, its signals, its restarts. `npm run test:fast`
+ * leaves them out.
+ */
+const npmStartTests = [
+  "test/integration/local-mode.test.ts",
+  "test/integration/local-services.test.ts",
+  "test/integration/npm-start-defaults.test.ts",
+  "test/integration/operator-console-browser.test.ts",
+  "test/integration/relay-npm-start.test.ts",
+  "test/integration/webhooks-npm-start.test.ts",
+];
+
+/**
+ * Vitest's order, but across a group's projects rather than one project's files after the
+ * other's: in each group (`sequence.groupOrder`), files the last run did not see first, the
+ * largest first; then the longest the last run took first. The integration group's two projects
+ * then share its two workers from the start, and its longest file (an npm-start one) does not
+ * start last and run on alone.
+ */
+class LongestFirst extends BaseSequencer {
+  override async sort(files: TestSpecification[]) {
+    const { cache, config } = this.ctx;
+    const weight = (spec: TestSpecification) => {
+      const key = `${spec.project.name}:${relative(config.root, spec.moduleId)}`;
+      const duration = cache.getFileTestResults(key)?.duration;
+      return duration === undefined
+        ? { seen: 0, size: cache.getFileStats(key)?.size ?? 0 }
+        : { seen: 1, size: duration };
+    };
+    const weights = new Map(files.map((spec) => [spec, weight(spec)]));
+    return [...files].sort((a, b) => {
+      const groupOrder =
+        a.project.config.sequence.groupOrder - b.project.config.sequence.groupOrder;
+      if (groupOrder !== 0) return groupOrder;
+      const [wa, wb] = [weights.get(a), weights.get(b)] as [
+        ReturnType<typeof weight>,
+        ReturnType<typeof weight>,
+      ];
+      return wa.seen - wb.seen || wb.size - wa.size;
+    });
+  }
+}
 
 export default defineConfig({
   test: {
@@ -21,9 +67,18 @@ export default defineConfig({
       AWS_EC2_METADATA_DISABLED: "true",
       POWERTOOLS_LOG_LEVEL: "SILENT",
     },
-    // Run one after the other (groupOrder): the unit tests two files at a time, then the
-    // integration tests one file at a time (they start servers and time retries: a 2-core
-    // machine runs one well), then the stack's, whose `cdk synth` ran meanwhile.
+    // Two test files at a time in each group, whatever the cores (vitest's default is one fewer
+    // than them; a group's projects share one limit).
+    maxWorkers: 2,
+    // The longest files first across a group's projects, not project by project.
+    sequence: { sequencer: LongestFirst },
+    // Each test file's tempDir() folders are removed after it.
+    setupFiles: ["test/support/clean-temp-dirs.ts"],
+    // Run one after the other (groupOrder): the unit tests, then the integration tests, then the
+    // stack's, whose `cdk synth` ran meanwhile. The integration tests start servers and time
+    // retries, and mostly wait (on a visibility timeout, a backoff, a child process): a 2-core
+    // machine runs two of their files at a time well. Each file uses tables, queues and ports of
+    // its own, and stops what it starts.
     projects: [
       {
         extends: true,
@@ -31,7 +86,6 @@ export default defineConfig({
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
           exclude: infraTests,
-          maxWorkers: 2,
           sequence: { groupOrder: 0 },
         },
       },
@@ -40,10 +94,20 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
+          exclude: npmStartTests,
           globalSetup: ["test/support/global-setup.ts"],
-          fileParallelism: false,
-          // One worker for them all: the SDK, fauxqs and the handlers load and warm up once,
-          // not once a file. Each file stops what it starts.
+          // Workers kept from file to file: the SDK, fauxqs and the handlers load and warm up
+          // once a worker, not once a file.
+          isolate: false,
+          sequence: { groupOrder: 1 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "npm-start",
+          include: npmStartTests,
+          globalSetup: ["test/support/global-setup.ts"],
           isolate: false,
           sequence: { groupOrder: 1 },
         },
@@ -54,7 +118,6 @@ export default defineConfig({
           name: "infra",
           include: infraTests,
           globalSetup: ["test/support/cdk-synth.ts"],
-          maxWorkers: 2,
           sequence: { groupOrder: 2 },
         },
       },

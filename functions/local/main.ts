@@ -6,7 +6,7 @@ import { RegistrationError } from "../appservice/protocol/registration.ts";
 import { parseAllowedRanges } from "../remote/address-policy.ts";
 import { DEFAULT_BACKOFF } from "../shared/backoff.ts";
 import { applicationModuleOf, DEFAULT_APPLICATION, loadApplication } from "./applications.ts";
-import { startLocal } from "./local.ts";
+import { startLocalWorkers } from "./local-workers.ts";
 import {
   cryptoStoreSecretFile,
   localRemoteSecret,
@@ -14,6 +14,7 @@ import {
   secretInFile,
   takeVariable,
 } from "./remote-secret.ts";
+import { secondsSettings } from "./seconds-settings.ts";
 
 const env = process.env;
 const port = Number(env.PORT ?? 9000);
@@ -39,25 +40,19 @@ try {
 }
 const { settings = {} } = chosen.module.manifest;
 
-/**
- * The variable `name` as whole seconds from 1 to `max`; undefined when unset or empty. Anything
- * else stops the start.
- */
-function secondsFrom(name: string, max: number): number | undefined {
-  const value = env[name];
-  if (!value) return undefined;
-  if (!/^[1-9][0-9]*$/.test(value) || Number(value) > max) {
-    console.error(`${name}=${value} is not a whole number of seconds from 1 to ${max}`);
-    process.exit(1);
-  }
-  return Number(value);
+// Checked here, before anything starts.
+let seconds: ReturnType<typeof secondsSettings>;
+try {
+  seconds = secondsSettings(env);
+} catch (error) {
+  console.error((error as Error).message);
+  process.exit(1);
 }
-// Shorter than their defaults, a service back from an outage is retried sooner, and so is a room
-// creation its process died in (the tests run so). The cap goes up to SQS's longest visibility
-// timeout (12 hours), which bounds a retry's wait; the lease up to Lambda's longest run (15
-// minutes): a crashed creation's retries wait it out, and a longer one would spend them.
-const backoffCapSeconds = secondsFrom("OUTBOX_BACKOFF_CAP_SECONDS", 43_200);
-const roomClaimLeaseSeconds = secondsFrom("ROOM_CLAIM_LEASE_SECONDS", 900);
+const {
+  OUTBOX_BACKOFF_CAP_SECONDS: backoffCapSeconds,
+  ROOM_CLAIM_LEASE_SECONDS: roomClaimLeaseSeconds,
+  VISIBILITY_TIMEOUT_SECONDS: visibilityTimeoutSeconds,
+} = seconds;
 
 try {
   // An application sharing a secret with its remote service never runs without one: its routes
@@ -83,14 +78,12 @@ try {
   const cryptoStore = readEncryptedRooms
     ? await secretInFile(cryptoStoreSecretFile(dataDir, registrationPath))
     : undefined;
-  const local = await startLocal({
+  const local = await startLocalWorkers({
     applicationModule,
     port,
     registrationPath,
     homeserverUrl,
     serverName: env.SERVER_NAME ?? "localhost",
-    // Each function in a thread of its own, as Lambda runs them apart.
-    workers: true,
     ...(dataDir && { dataDir }),
     ...(cryptoStore && { cryptoStoreSecret: cryptoStore.secret }),
     ...(env.DYNAMODB_ENDPOINT && { dynamodbEndpoint: env.DYNAMODB_ENDPOINT }),
@@ -103,6 +96,7 @@ try {
       backoff: { ...DEFAULT_BACKOFF, capSeconds: backoffCapSeconds },
     }),
     ...(roomClaimLeaseSeconds !== undefined && { claimLeaseMs: roomClaimLeaseSeconds * 1000 }),
+    ...(visibilityTimeoutSeconds !== undefined && { visibilityTimeoutSeconds }),
     ...(env.DELIVERY_ALLOWED_ADDRESSES !== undefined && {
       deliveryAllowedAddresses: parseAllowedRanges(env.DELIVERY_ALLOWED_ADDRESSES),
     }),

@@ -2,14 +2,14 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
-import type { LocalOptions } from "../../functions/local/local.ts";
+import type { LocalWorkersOptions } from "../../functions/local/local.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import {
   deadLetters,
   makeEvent,
   NO_DEAD_LETTERS,
   putTransaction,
-  startTestAppservice,
+  startTestWorkers,
   tempDir,
   waitUntilDrained,
 } from "../support/appservice.ts";
@@ -24,7 +24,7 @@ afterEach(async () => {
 /** Local mode with each function in a worker thread, running `worker-application.ts`. */
 async function startWithWorkers(
   visibilityTimeoutSeconds: number,
-  options: Partial<LocalOptions> = {},
+  options: Partial<LocalWorkersOptions> = {},
 ) {
   const errors: { message: string; attributes: Record<string, unknown> }[] = [];
   const log: Log = {
@@ -33,8 +33,7 @@ async function startWithWorkers(
     warn() {},
     error: (message, attributes = {}) => errors.push({ message, attributes }),
   };
-  const local = await startTestAppservice({
-    workers: true,
+  const local = await startTestWorkers({
     applicationModule: new URL("../support/worker-application.ts", import.meta.url).href,
     log,
     visibilityTimeoutSeconds,

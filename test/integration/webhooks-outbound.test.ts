@@ -4,10 +4,10 @@ import {
   makeEvent,
   NO_DEAD_LETTERS,
   putTransaction,
+  startTestWorkers,
   waitFor,
   waitUntilDrained,
 } from "../support/appservice.ts";
-import { startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
 import { RemoteService } from "../support/remote-service.ts";
 import { noticesIn, sendCommand } from "../support/webhooks.ts";
 import {
@@ -16,8 +16,9 @@ import {
   startAppserviceAndHomeserver,
 } from "../support/with-homeserver.ts";
 
-// Outbound webhooks end to end: once through `npm start` as the README runs it, the rest in the
-// in-process local mode (DynamoDB Local, fauxqs, the outbox's retries with a 1–2 s backoff);
+// Outbound webhooks end to end: once with each function in a worker thread of its own, as
+// `npm start` runs them, the rest in one thread (DynamoDB Local, fauxqs, the outbox's retries
+// with a 1–2 s backoff);
 // the homeserver scripted, the targets played by RemoteService on 127.0.0.1, which local mode
 // allows (DELIVERY_ALLOWED_ADDRESSES: loopback by default).
 
@@ -29,9 +30,7 @@ const ADMIN_TOKEN = "outbound-test-admin-token";
 const signatureOf = (secret: string, raw: Buffer) =>
   `sha256=${createHmac("sha256", secret).update(raw).digest("hex")}`;
 
-afterAll(() => stopAllNpmStarts("SIGTERM"));
-
-describe("outbound webhooks through `npm start`", () => {
+describe("outbound webhooks with the functions in worker threads, as `npm start` runs them", () => {
   it("a target that answers 500 twice, then 200: one delivery, the same Idempotency-Key on all three attempts, signed with the secret of the DM; !webhook list says delivered; removed, nothing more goes", {
     timeout: 120_000,
   }, async () => {
@@ -49,7 +48,15 @@ describe("outbound webhooks through `npm start`", () => {
     homeserver.setState(ROOM, "m.room.power_levels", "", { users: { [MODERATOR]: 50 } });
     homeserver.setState(ROOM, "m.room.member", ALICE, { membership: "join", displayname: "Alice" });
 
-    const { url } = await startNpmFor(started);
+    const local = await startTestWorkers({
+      registrationPath: started.registrationPath,
+      homeserverUrl: homeserver.url,
+      serverName: SERVER,
+      backoff: { baseSeconds: 1, capSeconds: 2 },
+    });
+    onTestFinished(() => local.stop());
+    homeserver.appservice = { id: registration.id, url: local.url, hsToken: registration.hs_token };
+    const { url } = local;
     let txn = 0;
     const send = async (event: ReturnType<typeof makeEvent>) =>
       expect(

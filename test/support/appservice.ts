@@ -1,6 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { mkdtemp } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { inject } from "vitest";
@@ -11,21 +9,24 @@ import { localSqs } from "../../functions/local/aws-clients.ts";
 import {
   type LocalAppservice,
   type LocalOptions,
+  type LocalWorkersOptions,
   startLocal,
+  startLocalWorkers,
 } from "../../functions/local/local.ts";
 import { sqsQueueDepth } from "../../functions/queue/sqs/inspect.ts";
 import { addressPolicy } from "../../functions/remote/address-policy.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import type { AppDataStore, AppDataWrite } from "../../functions/store/app-data.ts";
+import { tempDir } from "./temp-dirs.ts";
 import { sleep } from "./wait.ts";
 
-export const tempDir = () => mkdtemp(join(tmpdir(), "appservice-test-"));
+export { tempDir } from "./temp-dirs.ts";
 
-/** Local mode on a free port, against the run's shared DynamoDB Local, with a table of its own. */
-export async function startTestAppservice(options: Partial<LocalOptions> = {}) {
+/** What every test start shares: a free port, the run's DynamoDB Local, a table of its own. */
+async function testDefaults() {
   const dir = await tempDir();
   const id = randomUUID().slice(0, 8);
-  return startLocal({
+  return {
     port: 0,
     registrationPath: join(dir, "registration.yaml"),
     homeserverUrl: "http://127.0.0.1:1",
@@ -35,8 +36,17 @@ export async function startTestAppservice(options: Partial<LocalOptions> = {}) {
     // Longer than any handler runs on a loaded machine, as in AWS (6× the function's timeout):
     // a message is handed out again only when a handler failed. Tests of that set a short one.
     visibilityTimeoutSeconds: 30,
-    ...options,
-  });
+  };
+}
+
+/** Local mode on a free port, every function in this thread (`startLocal`). */
+export async function startTestAppservice(options: Partial<LocalOptions> = {}) {
+  return startLocal({ ...(await testDefaults()), ...options });
+}
+
+/** Local mode on a free port, each function in a worker thread as `npm start` runs them. */
+export async function startTestWorkers(options: Partial<LocalWorkersOptions> = {}) {
+  return startLocalWorkers({ ...(await testDefaults()), ...options });
 }
 
 /** An application that records every event it is handed. */

@@ -1,6 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, stat } from "node:fs/promises";
 import { basename, join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -15,6 +14,7 @@ import {
   runtimeFilesOf,
 } from "../../infra/bundling.ts";
 import { synthesized } from "../support/cdk-synth.ts";
+import { tempDir } from "../support/temp-dirs.ts";
 
 const root = join(import.meta.dirname, "../..");
 /**
@@ -93,7 +93,7 @@ describe("function bundles", () => {
         expect(JSON.parse(reply)).toEqual({ id: 1, value: { text: "n=2" } });
       }
       // The same build, for the files it took, and the floor those files set.
-      const dir = await mkdtemp(join(tmpdir(), "bundle-test-"));
+      const dir = await tempDir("bundle-test-");
       const ours = await bundle(
         join(root, functionEntries[name as keyof typeof functionEntries]),
         join(dir, "ours.mjs"),

@@ -1,13 +1,12 @@
-import { mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { localRemoteSecret } from "../../functions/local/remote-secret.ts";
+import { tempDir } from "../support/temp-dirs.ts";
 
 // Local mode's remote secret (the relay's RELAY_SECRET): never a weak one, never none.
 
-const registrationIn = async () =>
-  join(await mkdtemp(join(tmpdir(), "remote-secret-")), "registration.yaml");
+const registrationIn = async () => join(await tempDir("remote-secret-"), "registration.yaml");
 
 const relay = (value: string | undefined) => ({
   variable: "RELAY_SECRET",
