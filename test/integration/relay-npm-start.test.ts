@@ -77,11 +77,15 @@ function bobJoins(portal: string) {
   homeserver.setState(portal, "m.room.member", BOB, member, BOB);
 }
 
+/** Polls of the console's API under its rate (OPERATOR_RATE: 5 a second), which 100 ms ran out of. */
+const ADMIN_POLL_MS = 300;
+
 /** The operator console's API: `path` under `/admin/api/`, as JSON. */
 async function admin(path: string): Promise<unknown> {
   const response = await fetch(`${npm.url}/admin/api/${path}`, {
     headers: { authorization: `Bearer ${npm.adminToken}` },
   });
+  if (!response.ok) throw new Error(`GET /admin/api/${path}: ${response.status}`);
   return response.json();
 }
 
@@ -110,6 +114,7 @@ async function atRest() {
     },
     30_000,
     "the queues at rest",
+    ADMIN_POLL_MS,
   );
 }
 
@@ -372,6 +377,7 @@ describe("the relay through npm start (APPLICATION=relay)", () => {
       async () => (await refusedCalls()).length >= refusedBefore + 3,
       30_000,
       "three refused attempts",
+      ADMIN_POLL_MS,
     );
     await remote.start();
     const upAt = Date.now();
