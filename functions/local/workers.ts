@@ -160,10 +160,13 @@ export interface SupervisedFunction {
 /** The threads whose functions read the remote secret: the HTTP one (the app function's) and the outbox. */
 const REMOTE_SECRET_ROLES: ReadonlySet<FunctionWorkerData["role"]> = new Set(["http", "outbox"]);
 
+/** The threads whose functions read the crypto state's secret: the events one and the outbox. */
+const CRYPTO_ROLES: ReadonlySet<FunctionWorkerData["role"]> = new Set(["events", "outbox"]);
+
 /**
  * What the thread of `data.role` is given: the remote secret only where, in AWS, a function of
  * that thread reads it; the events thread runs the application's code, and never sees it. The
- * crypto state's secret goes to the events thread alone.
+ * crypto state's secret goes to the events thread (it decrypts) and the outbox's (it encrypts).
  */
 export function workerDataFor(data: FunctionWorkerData): FunctionWorkerData {
   const { remoteSecret, cryptoStoreSecret, ...tokens } = data.tokens;
@@ -172,8 +175,8 @@ export function workerDataFor(data: FunctionWorkerData): FunctionWorkerData {
     tokens: {
       ...tokens,
       ...(REMOTE_SECRET_ROLES.has(data.role) && remoteSecret !== undefined && { remoteSecret }),
-      // The crypto state's secret: only the events function decrypts.
-      ...(data.role === "events" && cryptoStoreSecret !== undefined && { cryptoStoreSecret }),
+      // The crypto state's secret: only the events function decrypts, only the outbox encrypts.
+      ...(CRYPTO_ROLES.has(data.role) && cryptoStoreSecret !== undefined && { cryptoStoreSecret }),
     },
   };
 }
