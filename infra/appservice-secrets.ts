@@ -114,7 +114,7 @@ export class AppserviceSecrets {
     if (this.remoteSecret) grantSecretRead(fn, this.remoteSecret);
   }
 
-  /** Lets `fn` (the one that decrypts) read the crypto state's secret, when there is one. */
+  /** Lets `fn` (one that decrypts or encrypts) read the crypto state's secret, when there is one. */
   grantCryptoStoreSecret(fn: IGrantable) {
     if (this.cryptoStoreSecret) grantSecretRead(fn, this.cryptoStoreSecret);
   }
