@@ -210,7 +210,7 @@ describe("AppserviceStack", () => {
       const set = Object.keys(environmentOf(id)).sort();
       // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES, REMOTE_SECRET_ARN and REMOTE_SERVICE_URL
       // (an application's with a remote secret, as the relay) and CRYPTO_STORE_SECRET_ARN
-      // (`readEncryptedRooms`) are optional, and this stack sets none of them.
+      // (`encryptedRooms`) are optional, and this stack sets none of them.
       const optional: string[] = [
         ENV.botAvatarUrl,
         ENV.deliveryAllowedAddresses,
@@ -887,7 +887,7 @@ describe("AppserviceStack with its options", () => {
       alarmAction: { email: "ops@example.org" },
       transactionsReservedConcurrency: 20,
       appReservedConcurrency: 5,
-      readEncryptedRooms: true,
+      encryptedRooms: true,
     }));
   }, 120_000);
 
