@@ -10,6 +10,41 @@ import { homeserverWithRegistration, SERVER } from "./with-homeserver.ts";
 export const BOT = `@bot:${SERVER}`;
 const SECRET = "a crypto store secret of at least 32 characters";
 
+/** The event someone sent, as the homeserver pushes it. */
+export function pushedEvent(homeserver: ScriptedHomeserver, eventId: string): ClientEvent {
+  const sent = homeserver.sent.find((event) => event.eventId === eventId);
+  if (!sent) throw new Error(`no event ${eventId}`);
+  return {
+    event_id: sent.eventId,
+    room_id: sent.roomId,
+    type: sent.type,
+    sender: sent.sender,
+    origin_server_ts: Date.now(),
+    content: sent.content,
+  };
+}
+
+/**
+ * An encrypted room (`m.room.encryption`: Megolm) of `person`'s with the bot in it, the bot's
+ * invite pushed to the appservice; resolves with the invite.
+ */
+export async function inviteToEncryptedRoom(
+  homeserver: ScriptedHomeserver,
+  roomId: string,
+  person: CryptoPerson,
+) {
+  homeserver.createRoom(roomId, [person.userId, BOT]);
+  homeserver.setState(roomId, "m.room.encryption", "", { algorithm: "m.megolm.v1.aes-sha2" });
+  const invite = makeEvent(roomId, "", {
+    type: "m.room.member",
+    sender: person.userId,
+    state_key: BOT,
+    content: { membership: "invite" },
+  });
+  expect((await homeserver.pushTransaction([invite])).status).toBe(200);
+  return invite;
+}
+
 /**
  * An appservice in process (DynamoDB Local, fauxqs) with encrypted rooms on (a crypto store
  * secret), against the scripted homeserver that pushes what Synapse pushes with MSC2409/MSC3202,
@@ -54,19 +89,7 @@ export async function encryptedAppservice(application: Application = {}) {
       await homeserver.stop();
     },
 
-    /** The event someone sent, as the homeserver pushes it. */
-    pushed(eventId: string): ClientEvent {
-      const sent = homeserver.sent.find((event) => event.eventId === eventId);
-      if (!sent) throw new Error(`no event ${eventId}`);
-      return {
-        event_id: sent.eventId,
-        room_id: sent.roomId,
-        type: sent.type,
-        sender: sent.sender,
-        origin_server_ts: Date.now(),
-        content: sent.content,
-      };
-    },
+    pushed: (eventId: string) => pushedEvent(homeserver, eventId),
 
     delivered: (eventId: string) => received.filter((event) => event.event_id === eventId),
 
@@ -85,19 +108,11 @@ export async function encryptedAppservice(application: Application = {}) {
     },
 
     /**
-     * An encrypted room (`m.room.encryption`: Megolm) of `person`'s with the bot in it, the bot's
-     * invite pushed (its device made then) and handed to the application.
+     * An encrypted room of `person`'s with the bot in it, the bot's invite pushed (its device
+     * made then) and handed to the application.
      */
     async encryptedRoom(roomId: string, person: CryptoPerson) {
-      homeserver.createRoom(roomId, [person.userId, BOT]);
-      homeserver.setState(roomId, "m.room.encryption", "", { algorithm: "m.megolm.v1.aes-sha2" });
-      const invite = makeEvent(roomId, "", {
-        type: "m.room.member",
-        sender: person.userId,
-        state_key: BOT,
-        content: { membership: "invite" },
-      });
-      expect((await homeserver.pushTransaction([invite])).status).toBe(200);
+      const invite = await inviteToEncryptedRoom(homeserver, roomId, person);
       await waitFor(() => setup.delivered(invite.event_id).length === 1);
     },
   };
