@@ -98,7 +98,10 @@ new AppserviceStack(app, context("stackName") ?? "MatrixAppservice", {
       deliveryAllowedAddresses: parseAllowedRanges(context("deliveryAllowedAddresses")),
     }),
     tracing: String(context("tracing")) === "true",
-    readEncryptedRooms: String(context("readEncryptedRooms")) === "true",
+    // `readEncryptedRooms`: the name from when encrypted rooms were only read, accepted too.
+    encryptedRooms:
+      String(context("encryptedRooms")) === "true" ||
+      String(context("readEncryptedRooms")) === "true",
   },
 });
 Aspects.of(app).add(new AwsSolutionsChecks());

@@ -185,6 +185,10 @@ export class AppserviceFunctions {
           ...(deliveryAllowedAddresses && { deliveryAllowedAddresses }),
           // The one origin the outbox signs deliveries to.
           ...(manifestSecret && { remoteServiceUrl: choice.config[manifestSecret.urlSetting] }),
+          // Encrypted rooms on: it encrypts the sends into them.
+          ...(secrets.cryptoStoreSecret && {
+            cryptoStoreSecretArn: secrets.cryptoStoreSecret.secretArn,
+          }),
         }),
         ...remoteSecretEnvironment,
       }),
@@ -278,7 +282,8 @@ export class AppserviceFunctions {
     for (const [token, fns] of Object.entries(tokensOf) as [TokenName, IGrantable[]][])
       for (const fn of fns) secrets.grantToken(fn, token);
     for (const fn of [app, outbox]) secrets.grantRemoteSecret(fn);
-    secrets.grantCryptoStoreSecret(events);
+    // The events function decrypts, the outbox encrypts: no other reads the devices' state.
+    for (const fn of [events, outbox]) secrets.grantCryptoStoreSecret(fn);
     this.grantOperatorConsole(scope);
     storage.grantTable(transactions, ["PutItem"]);
     storage.grantSend(transactions, storage.inboundQueue);

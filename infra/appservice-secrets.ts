@@ -24,8 +24,8 @@ export interface AppserviceSecretsProps {
   tokenSecrets?: TokenSecrets;
   /** The application: a secret shared with its remote service when its manifest declares one. */
   application: ApplicationChoice;
-  /** The bot gets a device whose crypto state is encrypted under a secret of its own. */
-  readEncryptedRooms: boolean;
+  /** Devices (the bot's, each user's) whose crypto state is encrypted under a secret of its own. */
+  encryptedRooms: boolean;
   logRetention: RetentionDays;
   tracing: boolean;
 }
@@ -59,13 +59,7 @@ export class AppserviceSecrets {
 
   constructor(
     private readonly scope: Construct,
-    {
-      tokenSecrets,
-      application,
-      readEncryptedRooms,
-      logRetention,
-      tracing,
-    }: AppserviceSecretsProps,
+    { tokenSecrets, application, encryptedRooms, logRetention, tracing }: AppserviceSecretsProps,
   ) {
     if (tokenSecrets) {
       this.tokenSecrets = tokenSecrets;
@@ -90,7 +84,7 @@ export class AppserviceSecrets {
           removalPolicy: RemovalPolicy.RETAIN,
         })
       : undefined;
-    this.cryptoStoreSecret = readEncryptedRooms
+    this.cryptoStoreSecret = encryptedRooms
       ? new Secret(scope, "CryptoStoreSecret", {
           description: "The key of the bot device's crypto state (encrypted rooms)",
           generateSecretString: { passwordLength: 64, excludePunctuation: true },
@@ -114,7 +108,7 @@ export class AppserviceSecrets {
     if (this.remoteSecret) grantSecretRead(fn, this.remoteSecret);
   }
 
-  /** Lets `fn` (the one that decrypts) read the crypto state's secret, when there is one. */
+  /** Lets `fn` (one that decrypts or encrypts) read the crypto state's secret, when there is one. */
   grantCryptoStoreSecret(fn: IGrantable) {
     if (this.cryptoStoreSecret) grantSecretRead(fn, this.cryptoStoreSecret);
   }

@@ -60,8 +60,11 @@ export const functionEntries = {
 /** `text` as one word of a POSIX shell command. */
 const quote = (text: string) => `'${text.replaceAll("'", "'\\''")}'`;
 
-/** The functions that do crypto (the events function decrypts): only their bundles hold crypto-wasm. */
-export const CRYPTO_FUNCTIONS: ReadonlySet<string> = new Set(["events"]);
+/**
+ * The functions that do crypto (the events function decrypts, the outbox encrypts): only their
+ * bundles hold crypto-wasm. The outbox loads it by `import()` where encrypted rooms are on alone.
+ */
+export const CRYPTO_FUNCTIONS: ReadonlySet<string> = new Set(["events", "outbox"]);
 
 /** crypto-wasm's WebAssembly, relative to the project (its package exports no path to it). */
 export const CRYPTO_WASM =

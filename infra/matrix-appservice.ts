@@ -81,10 +81,12 @@ export interface MatrixAppserviceProps {
   /** AWS X-Ray active tracing on every function. @default false */
   tracing?: boolean;
   /**
-   * The bot gets a device and the events function decrypts encrypted rooms' messages for the
-   * application (docs/encryption.md). Off until what the application sends there is encrypted.
-   * @default false
+   * Encrypted rooms read and written (docs/encryption.md): the bot gets a device, the events
+   * function decrypts encrypted rooms' messages for the application, and the outbox encrypts what
+   * is sent into them, each user with a device of its own. @default false
    */
+  encryptedRooms?: boolean;
+  /** @deprecated `encryptedRooms`: the name from when encrypted rooms were only read. */
   readEncryptedRooms?: boolean;
   /**
    * The application the functions run: each function's bundle holds its part of that one
@@ -182,7 +184,7 @@ export class MatrixAppservice extends Construct {
     const secrets = new AppserviceSecrets(this, {
       ...(props.tokenSecrets && { tokenSecrets: props.tokenSecrets }),
       application,
-      readEncryptedRooms: props.readEncryptedRooms ?? false,
+      encryptedRooms: props.encryptedRooms ?? props.readEncryptedRooms ?? false,
       logRetention,
       tracing,
     });

@@ -8,12 +8,42 @@ import type {
 import { sha256 } from "../shared/hash.ts";
 import { type CryptoOwner, StaleCryptoStateError } from "../store/crypto-state.ts";
 import { actingAsDevice, type BotDeviceOptions, ensureBotDevice } from "./bot-device.ts";
+import type { DurableOlmMachine } from "./durable-machine.ts";
 import { receiveTransactionCrypto } from "./receive.ts";
 import { sendOutgoingRequests } from "./requests.ts";
 import { loadCrypto } from "./wasm.ts";
 
-/** The bot's device ID: the same for a bot user on every start and deploy, its own per user. */
+/**
+ * A user's device ID (the bot's, a puppet's, a webhook user's): the same for a user on every start
+ * and deploy, its own per user.
+ */
 export const botDeviceIdOf = (userId: string) => `AS${sha256(userId).slice(0, 10).toUpperCase()}`;
+
+/**
+ * What every device of the appservice shares: where its state is kept, under which key, how the
+ * homeserver is called; and the device ID of each user (`botDeviceIdOf` unless a test says).
+ */
+export type DeviceOptions = Omit<BotDeviceOptions, "owner"> & {
+  deviceIdOf?: (userId: string) => string;
+};
+
+/** The device of `userId`, as `options` names it. */
+export const deviceOwnerOf = (options: DeviceOptions, userId: string): CryptoOwner => ({
+  userId,
+  deviceId: (options.deviceIdOf ?? botDeviceIdOf)(userId),
+});
+
+/**
+ * The one opener of a device: the machine of the device that does `userId`'s crypto, each
+ * appservice user its own (the bot's, a puppet's, a webhook user's), made the first time
+ * (`ensureBotDevice`: cross-signed, so strict clients trust it), then as last saved.
+ */
+export const openUserDevice =
+  (options: DeviceOptions) =>
+  async (userId: string): Promise<DurableOlmMachine> => {
+    const { deviceIdOf: _, ...device } = options;
+    return (await ensureBotDevice({ ...device, owner: deviceOwnerOf(options, userId) })).machine;
+  };
 
 /**
  * The 32-byte key that encrypts a device's crypto state, derived from a secret (Secrets Manager
@@ -50,11 +80,13 @@ const MAX_STALE_SAVES = 5;
  */
 export class DeviceCrypto {
   private queue: Promise<unknown> = Promise.resolve();
+  readonly owner: CryptoOwner;
+  private readonly open: (userId: string) => Promise<DurableOlmMachine>;
 
-  constructor(private readonly options: BotDeviceOptions) {}
-
-  get owner(): CryptoOwner {
-    return this.options.owner;
+  /** The crypto of `userId`'s device (the bot's), opened by `openUserDevice`. */
+  constructor(private readonly options: DeviceOptions & { userId: string }) {
+    this.owner = deviceOwnerOf(options, options.userId);
+    this.open = openUserDevice(options);
   }
 
   /**
@@ -76,7 +108,7 @@ export class DeviceCrypto {
     for (let attempt = 1; ; attempt++) {
       try {
         // The device's making is saved with the version check too: two processes may race.
-        const { machine } = await ensureBotDevice(this.options);
+        const machine = await this.open(this.owner.userId);
         try {
           const { result, changed } = await work(machine.machine, sdk);
           const sent = await this.sendOutgoing(machine.machine);

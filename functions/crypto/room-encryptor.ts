@@ -3,7 +3,6 @@ import { membersRequest, roomStateRequest } from "../matrix/requests.ts";
 import type { RoomEncryption, RoomEncryptor, RoomSend } from "../matrix/room-encryptor.ts";
 import type { Log } from "../shared/log.ts";
 import type { CryptoOwner } from "../store/crypto-state.ts";
-import { ensureBotDevice } from "./bot-device.ts";
 import type { DurableOlmMachine } from "./durable-machine.ts";
 import type { CryptoCall } from "./requests.ts";
 import { encryptRoomEventWriteAhead, MEGOLM, type RoomToEncryptFor } from "./room-encryption.ts";
@@ -119,19 +118,3 @@ function membersWithKeys(answer: Record<string, unknown>, historyVisibility: str
   }
   return [...members];
 }
-
-/**
- * Opens the device that encrypts a user's sends: each appservice user its own (the bot's, a
- * puppet's, a webhook user's), made the first time (`ensureBotDevice`: cross-signed, so strict
- * clients trust it) under the ID `deviceIdOf` gives, then as last saved.
- */
-export const openUserDevice =
-  (
-    options: Omit<Parameters<typeof ensureBotDevice>[0], "owner"> & {
-      deviceIdOf: (userId: string) => string;
-    },
-  ) =>
-  async (userId: string): Promise<DurableOlmMachine> => {
-    const owner = { userId, deviceId: options.deviceIdOf(userId) };
-    return (await ensureBotDevice({ ...options, owner })).machine;
-  };

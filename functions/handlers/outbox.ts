@@ -38,4 +38,15 @@ export const createOutboxHandler = (deps: OutboxHandlerDeps) => {
   return fifoConsumer(processRecord, deps);
 };
 
-export const handler = lambdaHandler(() => lambdaDeps("outbox", outboxDeps), createOutboxHandler);
+export const handler = lambdaHandler(
+  () =>
+    lambdaDeps("outbox", async (config, platform) => {
+      const deps = await outboxDeps(config, platform);
+      if (!platform.cryptoStoreSecret) return deps;
+      // Encrypted rooms on: crypto loaded then alone (esbuild wraps what `import()` loads in a
+      // lazy initializer), so that the other deployments' cold starts never evaluate it.
+      const { withRoomEncryptor } = await import("../wiring/crypto.ts");
+      return withRoomEncryptor(deps, config, platform);
+    }),
+  createOutboxHandler,
+);

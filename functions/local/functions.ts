@@ -9,7 +9,7 @@ import { createTransactionsHandler } from "../handlers/transactions.ts";
 import type { LogSource } from "../operator/traffic.ts";
 import type { Log } from "../shared/log.ts";
 import { adminDeps } from "../wiring/admin-deps.ts";
-import { withBotCrypto } from "../wiring/crypto.ts";
+import { withBotCrypto, withRoomEncryptor } from "../wiring/crypto.ts";
 import {
   appDeps,
   eventsDeps,
@@ -148,7 +148,13 @@ export async function startConsumer(
       ...common,
       queueUrl: queues.outbound.url,
       queueArn: queues.outbound.arn,
-      handler: createOutboxHandler(await outboxDeps(settings.outbox, platform)),
+      handler: createOutboxHandler(
+        await withRoomEncryptor(
+          await outboxDeps(settings.outbox, platform),
+          settings.outbox,
+          platform,
+        ),
+      ),
       timeoutMs: OUTBOX_TIMEOUT_MS,
     });
   }

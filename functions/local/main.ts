@@ -69,13 +69,13 @@ try {
       )
     : undefined;
   const dataDir = env.DATA_DIR ? resolve(env.DATA_DIR) : undefined;
-  // Opt-in until what the application sends into encrypted rooms is encrypted: decrypted, a
-  // message an application echoes would go back into its room in clear.
-  const readEncryptedRooms = env.READ_ENCRYPTED_ROOMS === "true";
+  // Encrypted rooms read and written (opt-in): the bot's device decrypts, each user's device
+  // encrypts. `READ_ENCRYPTED_ROOMS`, the name from when they were only read, is accepted too.
+  const encryptedRooms = env.ENCRYPTED_ROOMS === "true" || env.READ_ENCRYPTED_ROOMS === "true";
   // The bot device's crypto state is encrypted under a secret of its own, kept in a file (0600)
   // from the first start on: the as_token's rotation must not lose the device.
   if (dataDir) await mkdir(dataDir, { recursive: true });
-  const cryptoStore = readEncryptedRooms
+  const cryptoStore = encryptedRooms
     ? await secretInFile(cryptoStoreSecretFile(dataDir, registrationPath))
     : undefined;
   const local = await startLocalWorkers({

@@ -1,6 +1,16 @@
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import {
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readdir,
+  rename,
+  rm,
+  stat,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
@@ -17,6 +27,13 @@ const source = (path: string) => fileURLToPath(new URL(path, import.meta.url));
  * folder per bundle's content, so that concurrent starts share it and never see half of one.
  */
 const BUNDLES = source("../../node_modules/.cache/local-functions/");
+/**
+ * crypto-wasm's WebAssembly, which its `node.mjs` reads beside the bundle (`./pkg/`), as the
+ * stack copies it beside the events and outbox bundles (infra/bundling.ts `cryptoWasmCommands`).
+ */
+const CRYPTO_WASM = source(
+  "../../node_modules/@matrix-org/matrix-sdk-crypto-wasm/pkg/matrix_sdk_crypto_wasm_bg.wasm",
+);
 /** Bundles of other contents are removed once no start has used them for this long. */
 const BUNDLE_KEPT_MS = 7 * 24 * 60 * 60 * 1000;
 /** The entry of a worker's bundle: its application module, and the function that runs it. */
@@ -99,6 +116,8 @@ export async function buildFunctions(applicationModule: string) {
 async function bundleFunctions(applicationModule: string): Promise<string> {
   const { outputFiles } = await buildFunctions(applicationModule);
   const hash = createHash("sha256");
+  // The WebAssembly beside the bundle is part of its folder (folders made before it was lack it).
+  hash.update(CRYPTO_WASM);
   for (const file of outputFiles) hash.update(file.path).update(file.contents);
   const folder = join(BUNDLES, hash.digest("hex").slice(0, 16));
   const bundle = join(folder, "function-worker.mjs");
@@ -109,6 +128,8 @@ async function bundleFunctions(applicationModule: string): Promise<string> {
     try {
       for (const file of outputFiles)
         await writeFile(join(building, file.path.slice(1)), file.contents);
+      await mkdir(join(building, "pkg"));
+      await copyFile(CRYPTO_WASM, join(building, "pkg", "matrix_sdk_crypto_wasm_bg.wasm"));
       await rename(building, folder).catch((error) => {
         if (!existsSync(bundle)) throw error;
       });
@@ -160,10 +181,13 @@ export interface SupervisedFunction {
 /** The threads whose functions read the remote secret: the HTTP one (the app function's) and the outbox. */
 const REMOTE_SECRET_ROLES: ReadonlySet<FunctionWorkerData["role"]> = new Set(["http", "outbox"]);
 
+/** The threads whose functions read the crypto state's secret: the events one and the outbox. */
+const CRYPTO_ROLES: ReadonlySet<FunctionWorkerData["role"]> = new Set(["events", "outbox"]);
+
 /**
  * What the thread of `data.role` is given: the remote secret only where, in AWS, a function of
  * that thread reads it; the events thread runs the application's code, and never sees it. The
- * crypto state's secret goes to the events thread alone.
+ * crypto state's secret goes to the events thread (it decrypts) and the outbox's (it encrypts).
  */
 export function workerDataFor(data: FunctionWorkerData): FunctionWorkerData {
   const { remoteSecret, cryptoStoreSecret, ...tokens } = data.tokens;
@@ -172,8 +196,8 @@ export function workerDataFor(data: FunctionWorkerData): FunctionWorkerData {
     tokens: {
       ...tokens,
       ...(REMOTE_SECRET_ROLES.has(data.role) && remoteSecret !== undefined && { remoteSecret }),
-      // The crypto state's secret: only the events function decrypts.
-      ...(data.role === "events" && cryptoStoreSecret !== undefined && { cryptoStoreSecret }),
+      // The crypto state's secret: only the events function decrypts, only the outbox encrypts.
+      ...(CRYPTO_ROLES.has(data.role) && cryptoStoreSecret !== undefined && { cryptoStoreSecret }),
     },
   };
 }

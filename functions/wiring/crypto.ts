@@ -1,9 +1,15 @@
 import type { ClientServerCall } from "../crypto/bot-device.ts";
-import { botDeviceIdOf, cryptoStoreKeyFrom, DeviceCrypto } from "../crypto/device-crypto.ts";
+import {
+  cryptoStoreKeyFrom,
+  DeviceCrypto,
+  type DeviceOptions,
+  openUserDevice,
+} from "../crypto/device-crypto.ts";
+import { DeviceRoomEncryptor } from "../crypto/room-encryptor.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { DynamoDbCryptoStateStore } from "../store/dynamodb/crypto-state.ts";
 import type { Platform, Settings } from "./deps.ts";
-import type { EventsDeps } from "./handler-deps.ts";
+import type { EventsDeps, OutboxHandlerDeps } from "./handler-deps.ts";
 import { HOMESERVER_TIMEOUT_MS } from "./timeouts.ts";
 
 /**
@@ -42,29 +48,65 @@ export function clientServerCall(
 }
 
 /**
+ * What every device of the appservice shares where the platform gives a crypto store secret
+ * (encrypted rooms on): the state in the table, under the key the secret gives, the machine's
+ * calls made with the as_token. Undefined otherwise.
+ */
+async function devicesOf(
+  config: Settings<"events"> | Settings<"outbox">,
+  platform: Platform,
+): Promise<DeviceOptions | undefined> {
+  if (!platform.cryptoStoreSecret) return undefined;
+  const [asToken, secret] = await Promise.all([
+    platform.secrets("asToken"),
+    platform.cryptoStoreSecret(),
+  ]);
+  return {
+    http: clientServerCall(config.homeserverUrl, asToken, config.botUserId),
+    store: new DynamoDbCryptoStateStore(platform.dynamodb, config.tableName),
+    storeKey: cryptoStoreKeyFrom(secret),
+    log: platform.log,
+  };
+}
+
+/**
  * The events function's dependencies with the bot device's crypto, where the platform gives a
  * crypto store secret (encrypted rooms on); as they are otherwise. Kept out of `deps.ts` so that
- * only the function that does crypto bundles crypto-wasm.
+ * only the functions that do crypto bundle crypto-wasm.
  */
 export async function withBotCrypto<D extends EventsDeps>(
   deps: D,
   config: Settings<"events">,
   platform: Platform,
 ): Promise<D> {
-  if (!platform.cryptoStoreSecret) return deps;
-  const [asToken, secret] = await Promise.all([
-    platform.secrets("asToken"),
-    platform.cryptoStoreSecret(),
-  ]);
+  const devices = await devicesOf(config, platform);
+  if (!devices) return deps;
   return {
     ...deps,
-    crypto: new DeviceCrypto({
-      http: clientServerCall(config.homeserverUrl, asToken, config.botUserId),
-      store: new DynamoDbCryptoStateStore(platform.dynamodb, config.tableName),
-      owner: { userId: config.botUserId, deviceId: botDeviceIdOf(config.botUserId) },
-      storeKey: cryptoStoreKeyFrom(secret),
+    crypto: new DeviceCrypto({ ...devices, userId: config.botUserId }),
+    ...(platform.keyWait && { keyWait: platform.keyWait }),
+  };
+}
+
+/**
+ * The outbox's dependencies with its `RoomEncryptor`, where the platform gives a crypto store
+ * secret: the switch that turns reading encrypted rooms on, so that what an application answers
+ * to what it read there never goes back in clear. Each user's sends are encrypted by its own
+ * device (`openUserDevice`: the bot's the events function made, a puppet's made at its first).
+ */
+export async function withRoomEncryptor<D extends OutboxHandlerDeps>(
+  deps: D,
+  config: Settings<"outbox">,
+  platform: Platform,
+): Promise<D> {
+  const devices = await devicesOf(config, platform);
+  if (!devices) return deps;
+  return {
+    ...deps,
+    roomEncryptor: new DeviceRoomEncryptor({
+      homeserver: deps.homeserver,
+      open: openUserDevice(devices),
       log: platform.log,
     }),
-    ...(platform.keyWait && { keyWait: platform.keyWait }),
   };
 }

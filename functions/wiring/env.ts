@@ -175,6 +175,7 @@ export const configSchemas = {
     "deliveryAllowedAddresses",
     "remoteSecretArn",
     "remoteServiceUrl",
+    "cryptoStoreSecretArn",
   ),
   queries: pick(
     "tableName",

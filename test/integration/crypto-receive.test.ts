@@ -1,15 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import type { Application, DeliveredEvent } from "../../functions/appservice/application.ts";
+import type { DeliveredEvent } from "../../functions/appservice/application.ts";
 import {
   INBOUND_RETRY,
   processInboundMessage,
 } from "../../functions/appservice/pipeline/process-inbound.ts";
-import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import { serviceContext } from "../../functions/appservice/service-context.ts";
 import { botDeviceIdOf } from "../../functions/crypto/device-crypto.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
-import type { LocalAppservice } from "../../functions/local/local.ts";
 import { RetryLater } from "../../functions/queue/queue.ts";
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
@@ -20,105 +18,40 @@ import {
   putTransaction,
   recordingLog,
   sleep,
-  startTestAppservice,
   waitFor,
   waitUntilDrained,
 } from "../support/appservice.ts";
 import { CryptoPerson } from "../support/crypto-person.ts";
+import { BOT, encryptedAppservice } from "../support/encrypted-appservice.ts";
 import type { ScriptedHomeserver } from "../support/homeserver.ts";
-import { homeserverWithRegistration, SERVER } from "../support/with-homeserver.ts";
-
-const BOT = `@bot:${SERVER}`;
-const SECRET = "a crypto store secret of at least 32 characters";
+import { SERVER } from "../support/with-homeserver.ts";
 
 /**
- * The receiving half of encrypted rooms, end to end in-process (DynamoDB Local, fauxqs): strict
- * people (Element's policy) encrypt for the bot's device, the scripted homeserver pushes what
- * Synapse pushes with MSC2409/MSC3202, and the application gets the clear text, marked.
+ * The receiving half of encrypted rooms, end to end in-process (`encryptedAppservice`): strict
+ * people (Element's policy) encrypt for the bot's device, and the application gets the clear
+ * text, marked.
  */
 describe("encrypted rooms: what people encrypt reaches the application decrypted", () => {
-  const received: DeliveredEvent[] = [];
-  const application: Application = {
-    onEvent(event) {
-      received.push(event);
-    },
-  };
+  let setup: Awaited<ReturnType<typeof encryptedAppservice>>;
   let homeserver: ScriptedHomeserver;
-  let registrationPath: string;
-  let local: LocalAppservice;
-  let tableName: string;
   let alice: CryptoPerson;
   const people: CryptoPerson[] = [];
-
-  const start = async () => {
-    local = await startTestAppservice({
-      registrationPath,
-      homeserverUrl: homeserver.url,
-      serverName: SERVER,
-      application,
-      cryptoStoreSecret: SECRET,
-      ...(tableName && { tableName }),
-    });
-    tableName = local.tableName;
-    homeserver.appservice = {
-      id: local.registration.id,
-      url: local.url,
-      hsToken: local.registration.hs_token,
-    };
-  };
-
-  /** The event a person sent, as the homeserver pushes it. */
-  const pushed = (eventId: string): ClientEvent => {
-    const sent = homeserver.sent.find((event) => event.eventId === eventId);
-    if (!sent) throw new Error(`no event ${eventId}`);
-    return {
-      event_id: sent.eventId,
-      room_id: sent.roomId,
-      type: sent.type,
-      sender: sent.sender,
-      origin_server_ts: Date.now(),
-      content: sent.content,
-    };
-  };
-  const delivered = (eventId: string) => received.filter((event) => event.event_id === eventId);
-
-  /**
-   * `body` encrypted by `person` into `room`, pushed with its room key in one transaction as
-   * Synapse pushes them; resolves with what the application got.
-   */
-  const sendAndPush = async (room: string, person: CryptoPerson, body: string) => {
-    const eventId = await person.sendEncrypted(room, [person.userId, BOT], {
-      msgtype: "m.text",
-      body,
-    });
-    expect((await homeserver.pushTransaction([pushed(eventId)])).status).toBe(200);
-    await waitFor(() => delivered(eventId).length === 1, 30_000, "the event delivered");
-    return delivered(eventId)[0] as DeliveredEvent;
-  };
-
-  /** A room of `person`'s with the bot in it, the bot's invite pushed (its device made then). */
-  const encryptedRoom = async (roomId: string, person: CryptoPerson) => {
-    homeserver.createRoom(roomId, [person.userId, BOT]);
-    const invite = makeEvent(roomId, "", {
-      type: "m.room.member",
-      sender: person.userId,
-      state_key: BOT,
-      content: { membership: "invite" },
-    });
-    expect((await homeserver.pushTransaction([invite])).status).toBe(200);
-    await waitFor(() => delivered(invite.event_id).length === 1);
-  };
+  const pushed = (eventId: string) => setup.pushed(eventId);
+  const delivered = (eventId: string) => setup.delivered(eventId);
+  const sendAndPush = (room: string, person: CryptoPerson, body: string) =>
+    setup.sendAndPush(room, person, body);
+  const encryptedRoom = (roomId: string, person: CryptoPerson) =>
+    setup.encryptedRoom(roomId, person);
 
   beforeAll(async () => {
-    ({ homeserver, registrationPath } = await homeserverWithRegistration());
-    await start();
+    setup = await encryptedAppservice();
+    homeserver = setup.homeserver;
     alice = await CryptoPerson.create(homeserver, "alice");
     people.push(alice);
   });
   afterAll(async () => {
     for (const person of people) person.close();
-    await local?.stop();
-    await homeserver?.stop();
+    await setup?.stop();
   });
 
   it("gives the application a strict person's message decrypted, marked with the sender's device", async () => {
@@ -141,7 +74,7 @@ describe("encrypted rooms: what people encrypt reaches the application decrypted
         senderDevice: alice.deviceId,
       },
     });
-    expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
+    expect(await waitUntilDrained(setup.local)).toEqual(NO_DEAD_LETTERS);
     expect(delivered(event.event_id)).toHaveLength(1);
   });
 
@@ -173,10 +106,10 @@ describe("encrypted rooms: what people encrypt reaches the application decrypted
     const after = makeEvent(room, "after it, in clear");
     // The event alone first: its room key stays on the homeserver for the next push.
     const alone = await putTransaction(
-      local.url,
+      setup.local.url,
       "event-without-key",
       { events: [pushed(eventId), after] },
-      { token: local.registration.hs_token },
+      { token: setup.local.registration.hs_token },
     );
     expect(alone.status).toBe(200);
     await sleep(1500);
@@ -190,15 +123,15 @@ describe("encrypted rooms: what people encrypt reaches the application decrypted
       decryption: { status: "decrypted" },
     });
     // In the room's order.
-    expect(received.indexOf(delivered(eventId)[0] as DeliveredEvent)).toBeLessThan(
-      received.indexOf(delivered(after.event_id)[0] as DeliveredEvent),
+    expect(setup.received.indexOf(delivered(eventId)[0] as DeliveredEvent)).toBeLessThan(
+      setup.received.indexOf(delivered(after.event_id)[0] as DeliveredEvent),
     );
   });
 
   it("after a restart, the same device decrypts from the state it saved", async () => {
     const devicesMade = homeserver.requests.filter((r) => /^\/.*\/devices\//.test(r.path)).length;
-    await local.stop();
-    await start();
+    await setup.local.stop();
+    await setup.start();
     const room = `!enc4:${SERVER}`;
     await encryptedRoom(room, alice);
     expect(await sendAndPush(room, alice, "still there?")).toMatchObject({

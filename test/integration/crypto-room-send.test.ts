@@ -1,8 +1,9 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { ensureBotDevice } from "../../functions/crypto/bot-device.ts";
+import { openUserDevice } from "../../functions/crypto/device-crypto.ts";
 import { DurableOlmMachine } from "../../functions/crypto/durable-machine.ts";
-import { DeviceRoomEncryptor, openUserDevice } from "../../functions/crypto/room-encryptor.ts";
+import { DeviceRoomEncryptor } from "../../functions/crypto/room-encryptor.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { createActions } from "../../functions/matrix/actions.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";

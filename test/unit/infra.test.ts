@@ -210,7 +210,7 @@ describe("AppserviceStack", () => {
       const set = Object.keys(environmentOf(id)).sort();
       // BOT_AVATAR_URL, DELIVERY_ALLOWED_ADDRESSES, REMOTE_SECRET_ARN and REMOTE_SERVICE_URL
       // (an application's with a remote secret, as the relay) and CRYPTO_STORE_SECRET_ARN
-      // (`readEncryptedRooms`) are optional, and this stack sets none of them.
+      // (`encryptedRooms`) are optional, and this stack sets none of them.
       const optional: string[] = [
         ENV.botAvatarUrl,
         ENV.deliveryAllowedAddresses,
@@ -887,11 +887,11 @@ describe("AppserviceStack with its options", () => {
       alarmAction: { email: "ops@example.org" },
       transactionsReservedConcurrency: 20,
       appReservedConcurrency: 5,
-      readEncryptedRooms: true,
+      encryptedRooms: true,
     }));
   }, 120_000);
 
-  it("reads encrypted rooms as asked: a crypto store secret of its own (retained), named to the events function alone, which alone may read it", () => {
+  it("reads and writes encrypted rooms as asked: a crypto store secret of its own (retained), named to the events function and the outbox alone, which alone may read it", () => {
     const secrets = Object.entries(template.findResources("AWS::SecretsManager::Secret")).filter(
       ([id]) => id.includes("CryptoStoreSecret"),
     );
@@ -905,8 +905,9 @@ describe("AppserviceStack with its options", () => {
     const named = Object.entries(template.findResources("AWS::Lambda::Function")).filter(([, fn]) =>
       JSON.stringify(fn.Properties.Environment ?? {}).includes(ENV.cryptoStoreSecretArn),
     );
-    expect(named.map(([id]) => id.replace(/Function.*$/, ""))).toEqual([
+    expect(named.map(([id]) => id.replace(/Function.*$/, "")).sort()).toEqual([
       expect.stringMatching(/Events$/),
+      expect.stringMatching(/Outbox$/),
     ]);
     const readers = Object.entries(template.findResources("AWS::IAM::Policy")).filter(
       ([, policy]) => JSON.stringify(policy.Properties.PolicyDocument).includes(secretId),
@@ -914,8 +915,9 @@ describe("AppserviceStack with its options", () => {
     expect(
       readers
         .flatMap(([, policy]) => (policy.Properties.Roles as { Ref: string }[]).map((r) => r.Ref))
-        .map((role) => role.replace(/FunctionServiceRole.*$/, "")),
-    ).toEqual([expect.stringMatching(/Events$/)]);
+        .map((role) => role.replace(/FunctionServiceRole.*$/, ""))
+        .sort(),
+    ).toEqual([expect.stringMatching(/Events$/), expect.stringMatching(/Outbox$/)]);
   });
 
   it("sends the alarm, firing and clearing, to an SNS topic with the email subscribed; or to a given topic", () => {

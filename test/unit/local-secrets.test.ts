@@ -22,7 +22,7 @@ describe("local mode's remote secret", () => {
     expect(workerDataFor(data("http")).tokens.remoteSecret).toBe(SECRET);
   });
 
-  it("the crypto state's secret reaches the events thread alone, the one that decrypts", () => {
+  it("the crypto state's secret reaches the events thread (it decrypts) and the outbox's (it encrypts) alone", () => {
     const crypto = "the-crypto-store-secret-of-the-bot-device";
     const withCrypto = (role: FunctionWorkerData["role"]) =>
       workerDataFor({ ...data(role), tokens: { ...tokens, cryptoStoreSecret: crypto } });
@@ -32,10 +32,9 @@ describe("local mode's remote secret", () => {
       adminToken: "admin",
       cryptoStoreSecret: crypto,
     });
-    for (const role of ["http", "outbox"] as const) {
-      expect(JSON.stringify(withCrypto(role)), role).not.toContain(crypto);
-      expect(withCrypto(role).tokens.remoteSecret).toBe(SECRET);
-    }
+    expect(withCrypto("outbox").tokens).toMatchObject({ cryptoStoreSecret: crypto });
+    expect(JSON.stringify(withCrypto("http"))).not.toContain(crypto);
+    expect(withCrypto("http").tokens.remoteSecret).toBe(SECRET);
   });
 
   it("the variable is taken out of the environment when read, so no thread or child copies it", () => {

@@ -1,0 +1,119 @@
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { application as echoBot } from "../../functions/applications/echo-bot/index.ts";
+import { botDeviceIdOf } from "../../functions/crypto/device-crypto.ts";
+import { NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
+import { CryptoPerson } from "../support/crypto-person.ts";
+import {
+  BOT,
+  encryptedAppservice,
+  inviteToEncryptedRoom,
+  pushedEvent,
+} from "../support/encrypted-appservice.ts";
+import type { ScriptedHomeserver } from "../support/homeserver.ts";
+import { startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
+import { homeserverWithRegistration, SERVER } from "../support/with-homeserver.ts";
+
+/**
+ * What a strict person's client checks after her encrypted `!ping` (`ping`) went into `room`:
+ * one answer from the bot, `m.room.encrypted`, that she decrypts from the bot's cross-signed
+ * device; nothing the homeserver was asked since `from` holds the ping or the answer in clear.
+ */
+async function answeredEncrypted(
+  homeserver: ScriptedHomeserver,
+  alice: CryptoPerson,
+  room: string,
+  ping: string,
+  from: number,
+) {
+  const answers = () =>
+    homeserver.sent.filter((event) => event.roomId === room && event.sender === BOT);
+  await waitFor(() => answers().length > 0, 60_000, "the bot's answer");
+  const [answer] = answers();
+  expect(answers()).toHaveLength(1);
+  expect(answer).toMatchObject({ type: "m.room.encrypted" });
+  const reply = `echo: ${ping}`;
+  const asked = JSON.stringify(homeserver.requests.slice(from));
+  expect(asked).not.toContain(reply);
+  expect(asked).not.toContain(ping);
+  // Her strict client (only from devices their owner cross-signed) reads it.
+  await alice.track([BOT]);
+  await alice.sync();
+  expect(await alice.decrypt(alice.event(answer?.eventId as string))).toEqual({
+    type: "m.room.message",
+    content: { msgtype: "m.text", body: reply },
+    senderDevice: botDeviceIdOf(BOT),
+  });
+}
+
+/**
+ * Both halves of encrypted rooms wired, end to end in process: the echo bot in an encrypted room
+ * reads a strict person's message decrypted, and its answer goes back encrypted by the bot's
+ * cross-signed device, never in clear.
+ */
+describe("an encrypted room with the echo bot", () => {
+  let setup: Awaited<ReturnType<typeof encryptedAppservice>>;
+  let alice: CryptoPerson;
+
+  beforeAll(async () => {
+    setup = await encryptedAppservice(echoBot);
+    alice = await CryptoPerson.create(setup.homeserver, "alice");
+  });
+  afterAll(async () => {
+    alice?.close();
+    await setup?.stop();
+  });
+
+  it("a strict person's encrypted !ping is answered encrypted, decrypted by her from the bot's trusted device; no clear reply is sent", async () => {
+    const { homeserver } = setup;
+    const room = `!echo-${randomUUID().slice(0, 8)}:${SERVER}`;
+    await setup.encryptedRoom(room, alice);
+    const from = homeserver.requests.length;
+    const ping = `!ping ${randomUUID()}`;
+    expect(await setup.sendAndPush(room, alice, ping)).toMatchObject({
+      content: { body: ping },
+      decryption: { status: "decrypted", senderTrust: "cross-signed" },
+    });
+    await answeredEncrypted(homeserver, alice, room, ping, from);
+    expect(await waitUntilDrained(setup.local)).toEqual(NO_DEAD_LETTERS);
+  });
+});
+
+/** The same as the README runs it: `npm start`, its functions in threads of their own. */
+describe("an encrypted room with the echo bot, through npm start (ENCRYPTED_ROOMS=true)", () => {
+  let homeserver: ScriptedHomeserver;
+  let alice: CryptoPerson;
+
+  beforeAll(async () => {
+    const withRegistration = await homeserverWithRegistration({
+      id: `echo-npm-${randomUUID().slice(0, 8)}`,
+    });
+    ({ homeserver } = withRegistration);
+    await startNpmFor(withRegistration, { APPLICATION: "echo-bot", ENCRYPTED_ROOMS: "true" });
+    alice = await CryptoPerson.create(homeserver, "alice");
+  }, 120_000);
+  afterAll(async () => {
+    alice?.close();
+    await stopAllNpmStarts("SIGTERM");
+    await homeserver?.stop();
+  });
+
+  it("a strict person's encrypted !ping is answered encrypted, decrypted by her; no clear reply is sent", async () => {
+    const room = `!echo-npm-${randomUUID().slice(0, 8)}:${SERVER}`;
+    await inviteToEncryptedRoom(homeserver, room, alice);
+    // The echo bot joins once the invite made its device: then people can encrypt for it.
+    await waitFor(
+      () => homeserver.requests.some((r) => r.method === "POST" && r.path.includes("/join")),
+      60_000,
+      "the bot's join",
+    );
+    const from = homeserver.requests.length;
+    const ping = `!ping ${randomUUID()}`;
+    const eventId = await alice.sendEncrypted(room, [alice.userId, BOT], {
+      msgtype: "m.text",
+      body: ping,
+    });
+    expect((await homeserver.pushTransaction([pushedEvent(homeserver, eventId)])).status).toBe(200);
+    await answeredEncrypted(homeserver, alice, room, ping, from);
+  }, 120_000);
+});
