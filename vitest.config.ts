@@ -15,6 +15,7 @@ const infraTests = ["test/unit/infra.test.ts", "test/unit/bundles.test.ts"];
  * leaves them out.
  */
 const npmStartTests = [
+  "test/integration/crypto-echo.test.ts",
   "test/integration/local-mode.test.ts",
   "test/integration/local-services.test.ts",
   "test/integration/npm-start-defaults.test.ts",
