@@ -62,8 +62,8 @@ export interface ServiceContext {
    */
   sentEventIds(sendIds: string[], timeoutMs: number): Promise<string[] | undefined>;
   /**
-   * Whether the remote service signed `request` (`X-Relay-Timestamp`, `X-Relay-Signature` over
-   * its raw bytes, within 5 minutes) with the secret shared with it; false when there is none.
+   * Whether the remote service signed `request` (Standard Webhooks' `webhook-*` headers, or
+   * until 0.3.0 `X-Relay-*`, over its raw bytes, within 5 minutes) with the secret shared with it; false when there is none.
    * The secret itself stays out of the application's reach.
    */
   remoteSignatureValid(request: Pick<AppRequest, "headers" | "bytes">): boolean;

@@ -79,8 +79,9 @@ export interface DeliveryOptions {
   outcomeKey?: string;
   /**
    * Signed by the outbox at each attempt with the secret shared with the remote service
-   * (the manifest's `remoteSecret`): `X-Relay-Timestamp` and `X-Relay-Signature` (`signatureHeaders`), made when
-   * sent, so that a retry hours later is still fresh. Dead-lettered when the outbox has no secret.
+   * (the manifest's `remoteSecret`): Standard Webhooks' `webhook-id` (the action's ID),
+   * `webhook-timestamp` and `webhook-signature` (`signatureHeaders`), made when sent, so that a
+   * retry hours later is still fresh. Dead-lettered when the outbox has no secret.
    */
   signed?: boolean;
 }

@@ -105,6 +105,7 @@ async function sendDelivery(
     delivery.signed && remoteSecret
       ? signatureHeaders(
           remoteSecret,
+          delivery.id,
           bodyEncoding === "base64" ? Buffer.from(body ?? "", "base64") : (body ?? ""),
         )
       : {};

@@ -8,7 +8,7 @@ import {
   resolveTarget,
   TargetRefused,
 } from "./address-policy.ts";
-import { SIGNATURE_HEADER, TIMESTAMP_HEADER } from "./signature.ts";
+import { SIGNATURE_HEADERS } from "./signature.ts";
 
 /** An HTTP request to a service other than the homeserver (a bridge's remote network, a webhook). */
 export interface RemoteRequest {
@@ -66,13 +66,7 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
  * Headers not carried to another origin by a redirect: credentials, as browsers do, and the
  * signature headers (`signature.ts`), which vouch for the request to the origin it was meant for.
  */
-const CREDENTIAL_HEADERS = [
-  "authorization",
-  "cookie",
-  "proxy-authorization",
-  TIMESTAMP_HEADER,
-  SIGNATURE_HEADER,
-];
+const CREDENTIAL_HEADERS = ["authorization", "cookie", "proxy-authorization", ...SIGNATURE_HEADERS];
 
 /** `Retry-After` as seconds from now: a number of seconds or an HTTP date; undefined otherwise. */
 export function retryAfterSeconds(value: string | undefined, now = Date.now()): number | undefined {

@@ -126,8 +126,12 @@ export interface Reference {
   specifier: string;
   /** `literal`: a string the checker resolves; `computed`: a template or an expression. */
   kind: "literal" | "computed";
-  /** `url`: `new URL(…, import.meta.url)`, relative to the file, possibly a folder or data. */
-  via: "import" | "url";
+  /**
+   * `url`: `new URL(…, import.meta.url)`, relative to the file, possibly a folder or data;
+   * `worker`: a worker thread's path or eval'd code's import, relative to the working directory
+   * (the repository's root, where every entry runs), as Node resolves them.
+   */
+  via: "import" | "url" | "worker";
 }
 
 /** The strings a specifier can be: a literal, or either literal of `a ? "x" : "y"`. */
@@ -155,6 +159,33 @@ const isImportMetaResolve = (node: ts.Node): boolean =>
   ts.isMetaProperty(node.expression) &&
   node.expression.keywordToken === ts.SyntaxKind.ImportKeyword;
 
+const isNewUrlOfModule = (node: ts.Node | undefined): node is ts.NewExpression =>
+  !!node &&
+  ts.isNewExpression(node) &&
+  ts.isIdentifier(node.expression) &&
+  node.expression.text === "URL" &&
+  isImportMetaUrl(node.arguments?.[1]);
+
+/** `new Worker(…)` or `new threads.Worker(…)`. */
+const isNewWorker = (node: ts.Node): node is ts.NewExpression =>
+  ts.isNewExpression(node) &&
+  (ts.isIdentifier(node.expression) || ts.isPropertyAccessExpression(node.expression)) &&
+  (ts.isIdentifier(node.expression) ? node.expression : node.expression.name).text === "Worker";
+
+/** Whether a `new Worker` options literal says `eval: true`: its first argument is code. */
+const evalsCode = (options: ts.Node | undefined): boolean =>
+  !!options &&
+  ts.isObjectLiteralExpression(options) &&
+  options.properties.some(
+    (property) =>
+      ts.isPropertyAssignment(property) &&
+      property.name.getText() === "eval" &&
+      property.initializer.kind === ts.SyntaxKind.TrueKeyword,
+  );
+
+/** What stands in eval'd code for a URL the file made from a literal (checked where made). */
+const CHECKED_URL = "__checkedUrl__";
+
 const isCreateRequireCall = (node: ts.Node | undefined): boolean =>
   !!node &&
   ts.isCallExpression(node) &&
@@ -165,12 +196,15 @@ const isCreateRequireCall = (node: ts.Node | undefined): boolean =>
  * Every module reference of a source, read from its syntax tree (so text inside strings is not
  * mistaken for one): static, type-only and re-exports, `import()`, `import("…")` types,
  * `require()` (and the functions `createRequire` makes, whatever their name),
- * `import.meta.resolve()`, and `new URL(…, import.meta.url)`.
+ * `import.meta.resolve()`, `new URL(…, import.meta.url)`, and worker threads: `new Worker(path)`,
+ * and the imports of `new Worker(code, { eval: true })`'s code.
  */
 export function references(file: string, source: string): Reference[] {
   const found: Reference[] = [];
   /** Names bound to `createRequire(…)`: `const load = createRequire(import.meta.url)`. */
   const requires = new Set(["require"]);
+  /** Names bound to `new URL(…, import.meta.url)`: reported where bound, passed to a worker. */
+  const urls = new Set<string>();
   const add = (argument: ts.Node | undefined, via: Reference["via"]) => {
     const texts = stringsOf(argument);
     if (!texts) found.push({ specifier: argument?.getText(tree) ?? "", kind: "computed", via });
@@ -185,9 +219,52 @@ export function references(file: string, source: string): Reference[] {
     ) {
       requires.add(node.name.text);
     }
+    if (
+      ts.isVariableDeclaration(node) &&
+      ts.isIdentifier(node.name) &&
+      isNewUrlOfModule(node.initializer)
+    ) {
+      urls.add(node.name.text);
+    }
     ts.forEachChild(node, bindRequires);
   };
   bindRequires(tree);
+  const isUrlName = (node: ts.Node): boolean => ts.isIdentifier(node) && urls.has(node.text);
+  // `${JSON.stringify(url.href)}`, `${url.href}`, `${url}`: a URL the file made from a literal.
+  const namesCheckedUrl = (node: ts.Node): boolean => {
+    if (
+      ts.isCallExpression(node) &&
+      node.expression.getText(tree) === "JSON.stringify" &&
+      node.arguments.length === 1
+    ) {
+      return namesCheckedUrl(node.arguments[0] as ts.Node);
+    }
+    if (ts.isPropertyAccessExpression(node) && node.name.text === "href") {
+      return isUrlName(node.expression);
+    }
+    return isUrlName(node);
+  };
+  /** A worker's path: `./` or `../` from the working directory; absolute, it is not followed. */
+  const addWorkerPath = (path: ts.Node | undefined) => {
+    const relative = stringsOf(path)?.every((text) => /^\.\.?\//.test(text));
+    if (relative) add(path, "worker");
+    else found.push({ specifier: path?.getText(tree) ?? "", kind: "computed", via: "worker" });
+  };
+  /** Eval'd code's own references, each relative to the working directory. */
+  const addEvalCode = (code: ts.Node | undefined) => {
+    let text = stringsOf(code)?.join("\n");
+    if (text === undefined && code && ts.isTemplateExpression(code)) {
+      if (!code.templateSpans.every((span) => namesCheckedUrl(span.expression))) {
+        return add(code, "worker");
+      }
+      text =
+        code.head.text + code.templateSpans.map((span) => CHECKED_URL + span.literal.text).join("");
+    }
+    if (text === undefined) return add(code, "worker");
+    for (const reference of references(`${file}:eval`, text)) {
+      if (reference.specifier !== CHECKED_URL) found.push({ ...reference, via: "worker" });
+    }
+  };
   const visit = (node: ts.Node): void => {
     if ((ts.isImportDeclaration(node) || ts.isExportDeclaration(node)) && node.moduleSpecifier) {
       add(node.moduleSpecifier, "import");
@@ -208,13 +285,12 @@ export function references(file: string, source: string): Reference[] {
       ) {
         add(node.arguments[0], "import");
       }
-    } else if (
-      ts.isNewExpression(node) &&
-      ts.isIdentifier(node.expression) &&
-      node.expression.text === "URL" &&
-      isImportMetaUrl(node.arguments?.[1])
-    ) {
+    } else if (isNewUrlOfModule(node)) {
       add(node.arguments?.[0], "url");
+    } else if (isNewWorker(node)) {
+      const [start, options] = node.arguments ?? [];
+      if (evalsCode(options)) addEvalCode(start);
+      else if (!(start && (isNewUrlOfModule(start) || isUrlName(start)))) addWorkerPath(start);
     }
     ts.forEachChild(node, visit);
   };
@@ -294,7 +370,11 @@ export function layerViolations({ files, packageImports = {} }: Tree): string[] 
     }
     fileEdges.set(file, new Set());
     for (const { specifier, kind, via } of references(file, source)) {
-      const how = via === "url" ? "refers by URL to" : "imports";
+      const how = { import: "imports", url: "refers by URL to", worker: "starts a worker from" }[
+        via
+      ];
+      // Node resolves a worker's path from the working directory: the repository's root.
+      const base = via === "worker" ? "" : posix.dirname(file);
       if (kind === "computed") {
         // A file read by a computed name with a data extension (`${name}.java`) loads no module.
         if (via === "url" && /\.\w+`$/.test(specifier) && !/\.[cm]?[jt]sx?`$/.test(specifier)) {
@@ -306,10 +386,7 @@ export function layerViolations({ files, packageImports = {} }: Tree): string[] 
           // `reaches`: one that starts above them (`../../${x}`) could load any layer.
           const head = /^`(\.{1,2}\/[^`$]*)/.exec(specifier)?.[1];
           if (head !== undefined) {
-            const joined = posix.join(
-              posix.dirname(file),
-              head.slice(0, head.lastIndexOf("/") + 1),
-            );
+            const joined = posix.join(base, head.slice(0, head.lastIndexOf("/") + 1));
             const at = joined === "./" || joined === "." ? "" : joined.replace(/\/?$/, "/");
             if (!loader.reaches.some((folder) => at.startsWith(folder))) {
               violations.push(
@@ -343,7 +420,7 @@ export function layerViolations({ files, packageImports = {} }: Tree): string[] 
         }
         continue;
       }
-      const target = posix.normalize(posix.join(posix.dirname(file), specifier));
+      const target = posix.normalize(posix.join(base, specifier));
       // A URL to a data file or node_modules is no module reference; a folder or module is.
       if (via === "url" && !MODULE_EXTENSION.test(target) && !target.endsWith("/")) continue;
       if (target.startsWith("node_modules/") || target.startsWith("..")) {

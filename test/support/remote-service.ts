@@ -1,6 +1,15 @@
+import { randomUUID } from "node:crypto";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { signatureHeaders, signatureValid } from "../../functions/remote/signature.ts";
+import {
+  ID_HEADER,
+  LEGACY_SIGNATURE_HEADER,
+  LEGACY_TIMESTAMP_HEADER,
+  SIGNATURE_HEADER,
+  signatureHeaders,
+  signatureValid,
+  TIMESTAMP_HEADER,
+} from "../../functions/remote/signature.ts";
 
 /** A request the remote service received. */
 export interface RemoteRequestSeen {
@@ -15,7 +24,7 @@ export interface RemoteRequestSeen {
   /** The status it was answered. */
   status: number;
   /**
-   * Whether it was signed with the service's `secret` (`X-Relay-Signature` over its raw body,
+   * Whether it was signed with the service's `secret` (`signature.ts`, over its raw body,
    * within 5 minutes of its arrival), as the remote side checks; undefined without a secret.
    */
   signed?: boolean;
@@ -116,7 +125,10 @@ export function signedRequest(
   const body = JSON.stringify(message);
   return fetch(url, {
     method,
-    headers: { "content-type": "application/json", ...signatureHeaders(secret, body, nowMs) },
+    headers: {
+      "content-type": "application/json",
+      ...signatureHeaders(secret, randomUUID(), body, nowMs),
+    },
     body,
   });
 }
@@ -124,3 +136,15 @@ export function signedRequest(
 /** A signed JSON POST (`signedRequest`). */
 export const signedPost = (url: string, secret: string, message: unknown, nowMs = Date.now()) =>
   signedRequest("POST", url, secret, message, nowMs);
+
+const SETS = {
+  standard: [ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER],
+  legacy: [LEGACY_TIMESTAMP_HEADER, LEGACY_SIGNATURE_HEADER],
+};
+
+/**
+ * One set of `signatureHeaders`' two: Standard Webhooks' alone, or the older `x-relay-*` alone
+ * (a remote service not yet updated).
+ */
+export const signatureSet = (headers: Record<string, string>, set: keyof typeof SETS) =>
+  Object.fromEntries(Object.entries(headers).filter(([name]) => SETS[set].includes(name)));

@@ -77,6 +77,11 @@ describe("the layer rule", () => {
       'const load = createRequire(import.meta.url);\nload("./k.cjs");',
       'createRequire(import.meta.url)("./l.cjs");',
       'const m = require.resolve("./m.json");',
+      'new Worker("./n.ts");',
+      'new threads.Worker(new URL("./o.ts", import.meta.url));',
+      'new Worker(\'import("./p.ts"); require("q")\', { eval: true });',
+      'const r = new URL("./r.ts", import.meta.url);\nnew Worker(r);',
+      "new Worker(`import(${JSON.stringify(r.href)})`, { eval: true });",
     ].join("\n");
     expect(references("x.ts", source)).toEqual([
       { specifier: "./a.ts", kind: "literal", via: "import" },
@@ -92,6 +97,11 @@ describe("the layer rule", () => {
       { specifier: "./j.ts", kind: "literal", via: "import" },
       { specifier: "./k.cjs", kind: "literal", via: "import" },
       { specifier: "./l.cjs", kind: "literal", via: "import" },
+      { specifier: "./n.ts", kind: "literal", via: "worker" },
+      { specifier: "./o.ts", kind: "literal", via: "url" },
+      { specifier: "./p.ts", kind: "literal", via: "worker" },
+      { specifier: "q", kind: "literal", via: "worker" },
+      { specifier: "./r.ts", kind: "literal", via: "url" },
     ]);
   });
 
@@ -130,6 +140,34 @@ describe("the layer rule", () => {
       "functions/shared/log.ts loads `../handlers/${name}.ts`, a computed name the checker cannot follow: use a literal or declare it in LOADERS",
       "functions/queue/queue.ts loads moduleName, a computed name the checker cannot follow: use a literal or declare it in LOADERS",
       "functions/store/store.ts loads `./${name}.ts`, a computed name the checker cannot follow: use a literal or declare it in LOADERS",
+    ]);
+  });
+
+  it("fails on a worker thread started from a path, a URL or eval'd code that dodges the rule", () => {
+    expect(
+      check({
+        "functions/handlers/events.ts": 'new Worker("./functions/local/gateway.ts");',
+        "functions/matrix/intent.ts":
+          'new Worker(new URL("../handlers/http.ts", import.meta.url), { execArgv: [] });',
+        "functions/queue/queue.ts":
+          "new Worker(\"import('./functions/local/main.ts')\", { eval: true });",
+        "functions/store/store.ts": "new Worker(workerPath);",
+        "functions/remote/delivery.ts": 'new Worker("/opt/worker.mjs");',
+        "functions/shared/log.ts": "new Worker(`import(${name})`, { eval: true });",
+        // A URL made from a literal is checked where it is made, whatever starts it.
+        "functions/shared/hash.ts": [
+          'const file = new URL("./hash-worker.ts", import.meta.url);',
+          "new Worker(file);",
+          "new Worker(`import(${JSON.stringify(file.href)})`, { eval: true });",
+        ].join("\n"),
+      }),
+    ).toEqual([
+      "functions/handlers/events.ts starts a worker from functions/local/gateway.ts: handlers may not import local (above it)",
+      "functions/matrix/intent.ts refers by URL to functions/handlers/http.ts: client-server may not import handlers (above it)",
+      "functions/queue/queue.ts starts a worker from functions/local/main.ts: ports may not import local (above it)",
+      "functions/store/store.ts loads workerPath, a computed name the checker cannot follow: use a literal or declare it in LOADERS",
+      'functions/remote/delivery.ts loads "/opt/worker.mjs", a computed name the checker cannot follow: use a literal or declare it in LOADERS',
+      "functions/shared/log.ts loads `import(${name})`, a computed name the checker cannot follow: use a literal or declare it in LOADERS",
     ]);
   });
 

@@ -376,7 +376,10 @@ describe("performDelivery: signed deliveries (the relay's RELAY_SECRET)", () => 
     }
     expect(signatureValid(SECRET, sentBinary?.headers ?? {}, bytes)).toBe(true);
     expect(signatureValid(`${SECRET}x`, first?.headers ?? {}, '{"text":"hi"}')).toBe(false);
+    // The standard's message ID is the delivery's, as its Idempotency-Key: the same each attempt.
+    expect([first, retry].map((r) => r?.headers["webhook-id"])).toEqual([text.id, text.id]);
     expect(unsigned?.headers["x-relay-signature"]).toBeUndefined();
+    expect(unsigned?.headers["webhook-signature"]).toBeUndefined();
   });
 
   it("signed, but the outbox has no secret → dead at once with the reason, never connected to", async () => {

@@ -173,6 +173,9 @@ describe("HttpRemoteClient", () => {
       method: "POST" as const,
       url: first.url,
       headers: {
+        "Webhook-Id": "d1",
+        "Webhook-Timestamp": "1700000000",
+        "Webhook-Signature": "v1,AA==",
         "X-Relay-Timestamp": "1700000000",
         "X-Relay-Signature": "sha256=00",
         "x-k": "v",
@@ -182,10 +185,13 @@ describe("HttpRemoteClient", () => {
     await expect(client.send(signed, { sameOriginOnly: true })).rejects.toThrow(TargetRefused);
     expect(other.connections()).toBe(0);
     expect(first.requests[0]?.headers["x-relay-signature"]).toBe("sha256=00");
+    expect(first.requests[0]?.headers["webhook-signature"]).toBe("v1,AA==");
     const response = await client.send(signed);
     expect(response).toMatchObject({ status: 200, body: "elsewhere" });
     expect(other.requests[0]?.headers["x-relay-signature"]).toBeUndefined();
     expect(other.requests[0]?.headers["x-relay-timestamp"]).toBeUndefined();
+    expect(other.requests[0]?.headers["webhook-signature"]).toBeUndefined();
+    expect(other.requests[0]?.headers["webhook-timestamp"]).toBeUndefined();
     expect(other.requests[0]?.headers["x-k"]).toBe("v");
   });
 
