@@ -4,7 +4,7 @@ import { botDeviceIdOf } from "../../functions/crypto/device-crypto.ts";
 import { encryptAttachment } from "../../functions/matrix/encrypted-attachment.ts";
 import { makeEvent, NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
 import { CryptoPerson } from "../support/crypto-person.ts";
-import { BOT, encryptedAppservice, pushedEvent } from "../support/encrypted-appservice.ts";
+import { BOT, encryptedAppservice } from "../support/encrypted-appservice.ts";
 import { pngHeader } from "../support/images.ts";
 import { RemoteService, signedRequest } from "../support/remote-service.ts";
 import { SERVER } from "../support/with-homeserver.ts";
@@ -33,10 +33,6 @@ describe("relay: an encrypted portal", () => {
     signedRequest(method, `${setup.local.url}/relay/${CHANNEL}${path}`, SECRET, body).then(
       (response) => expect(response.status).toBe(202),
     );
-  const remoteMessages = () =>
-    remote.requests
-      .filter((r) => r.method === "POST" && r.path === `/channels/${CHANNEL}/messages`)
-      .map((r) => JSON.parse(r.body) as Record<string, unknown>);
 
   beforeAll(async () => {
     remote = new RemoteService(SECRET);
@@ -73,32 +69,62 @@ describe("relay: an encrypted portal", () => {
     expect(setup.homeserver.encryption.crossSigning.get(BOT)?.master).toBeDefined();
   });
 
-  it("Matrix → remote: her encrypted text and image (an encrypted attachment) reach the remote service decrypted", async () => {
+  it("Matrix → remote: her encrypted text, image (an encrypted attachment), edit and reaction reach the remote service decrypted", async () => {
     const { homeserver } = setup;
-    expect(await setup.sendAndPush(portal, carol, "carol's secret words")).toMatchObject({
-      type: "m.room.message",
-      decryption: { status: "decrypted", senderTrust: "cross-signed" },
-    });
+    const encrypted = (content: Record<string, unknown>, type?: string) =>
+      carol.sendEncrypted(portal, [carol.userId, BOT], content, type);
+    const text = await encrypted({ msgtype: "m.text", body: "carol's secret words" });
     // Her client encrypts the file before its upload and names it by `file`.
     const { data, keys } = encryptAttachment(CAROLS_IMAGE);
     homeserver.media.set("carols-image", { creator: carol.userId, bytes: data });
-    const imageEvent = await carol.sendEncrypted(portal, [carol.userId, BOT], {
+    const image = await encrypted({
       msgtype: "m.image",
       body: "cat.png",
       file: { url: `mxc://${SERVER}/carols-image`, ...keys },
       info: { mimetype: "image/png" },
     });
-    expect((await homeserver.pushTransaction([pushedEvent(homeserver, imageEvent)])).status).toBe(
-      200,
+    const edit = await encrypted({
+      msgtype: "m.text",
+      body: "* carol's edited words",
+      "m.new_content": { msgtype: "m.text", body: "carol's edited words" },
+      "m.relates_to": { rel_type: "m.replace", event_id: text },
+    });
+    const reaction = await encrypted(
+      { "m.relates_to": { rel_type: "m.annotation", event_id: text, key: "🙂" } },
+      "m.reaction",
     );
-    await waitFor(() => remoteMessages().length === 2, 30_000, "both delivered");
-    expect(remoteMessages()).toEqual([
-      expect.objectContaining({ sender: carol.userId, text: "carol's secret words" }),
-      expect.objectContaining({
-        id: imageEvent,
-        text: "",
-        image: { content_type: "image/png", data: CAROLS_IMAGE.toString("base64") },
-      }),
+    const pushed = [text, image, edit, reaction].map((eventId) => setup.pushed(eventId));
+    expect((await homeserver.pushTransaction(pushed)).status).toBe(200);
+    await waitFor(() => remote.requests.length === 4, 30_000, "the four deliveries");
+    expect(setup.delivered(text)).toMatchObject([
+      { decryption: { status: "decrypted", senderTrust: "cross-signed" } },
+    ]);
+    const channel = `/channels/${CHANNEL}`;
+    expect(remote.requests.map((r) => [r.method, r.path, JSON.parse(r.body)])).toEqual([
+      [
+        "POST",
+        `${channel}/messages`,
+        expect.objectContaining({ id: text, sender: carol.userId, text: "carol's secret words" }),
+      ],
+      [
+        "POST",
+        `${channel}/messages`,
+        expect.objectContaining({
+          id: image,
+          text: "",
+          image: { content_type: "image/png", data: CAROLS_IMAGE.toString("base64") },
+        }),
+      ],
+      [
+        "PUT",
+        `${channel}/messages/${encodeURIComponent(text)}`,
+        { sender: carol.userId, text: "carol's edited words" },
+      ],
+      [
+        "POST",
+        `${channel}/reactions`,
+        { id: reaction, sender: carol.userId, message_id: text, key: "🙂" },
+      ],
     ]);
   });
 
@@ -196,6 +222,7 @@ describe("relay: an encrypted portal", () => {
     const asked = JSON.stringify(homeserver.requests.slice(from));
     for (const text of [
       "carol's secret words",
+      "carol's edited words",
       "dave's secret",
       "erin's secret answer",
       "dave's edited secret",
