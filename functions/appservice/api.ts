@@ -17,7 +17,14 @@ export type {
 export { type DeliveryOptions, MAX_DELIVERY_BYTES } from "../matrix/actions.ts";
 export { BudgetExhausted } from "../matrix/bounded-call.ts";
 export type { BridgedThing, BridgeInfo } from "../matrix/bridge-info.ts";
-export { encryptAttachment } from "../matrix/encrypted-attachment.ts";
+export {
+  decryptAttachment,
+  encryptAttachment,
+  encryptedFileOf,
+  type RoomMedia,
+  roomIsEncrypted,
+  uploadRoomMedia,
+} from "../matrix/encrypted-attachment.ts";
 export type {
   DirectRoomOptions,
   HomeserverCalls,

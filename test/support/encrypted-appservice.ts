@@ -1,7 +1,7 @@
 import { expect } from "vitest";
 import type { Application, DeliveredEvent } from "../../functions/appservice/application.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
-import type { LocalAppservice } from "../../functions/local/local.ts";
+import type { LocalAppservice, LocalOptions } from "../../functions/local/local.ts";
 import { makeEvent, startTestAppservice, waitFor } from "./appservice.ts";
 import type { CryptoPerson } from "./crypto-person.ts";
 import type { ScriptedHomeserver } from "./homeserver.ts";
@@ -48,10 +48,17 @@ export async function inviteToEncryptedRoom(
 /**
  * An appservice in process (DynamoDB Local, fauxqs) with encrypted rooms on (a crypto store
  * secret), against the scripted homeserver that pushes what Synapse pushes with MSC2409/MSC3202,
- * running `application` and recording every event it was handed (`received`).
+ * running `application` (with `options`, a remote service's say) and recording every event it
+ * was handed (`received`).
  */
-export async function encryptedAppservice(application: Application = {}) {
-  const { homeserver, registrationPath } = await homeserverWithRegistration();
+export async function encryptedAppservice(
+  application: Application = {},
+  options: Partial<LocalOptions> = {},
+) {
+  const { homeserver, registrationPath } = await homeserverWithRegistration({
+    ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
+    ...(application.aliasPrefixes && { aliasPrefixes: application.aliasPrefixes }),
+  });
   const received: DeliveredEvent[] = [];
   const recording: Application = {
     ...application,
@@ -69,6 +76,7 @@ export async function encryptedAppservice(application: Application = {}) {
     /** Starts the appservice (again, on the same table: a restart). */
     async start() {
       setup.local = await startTestAppservice({
+        ...options,
         registrationPath,
         homeserverUrl: homeserver.url,
         serverName: SERVER,

@@ -1,7 +1,9 @@
 import {
   type ApplicationEvents,
   type ClientEvent,
+  decryptAttachment,
   type EphemeralEvent,
+  encryptedFileOf,
   imageInfo,
   isInviteOf,
   MediaTooLarge,
@@ -72,8 +74,17 @@ async function remoteIdOf(context: ServiceContext, roomId: string, eventId: stri
   return link ? mappedThing(link.remoteId).id : eventId;
 }
 
-/** An image a Matrix user sent, for the remote service; undefined when it is none to send. */
-async function remoteImage(context: ServiceContext, url: string): Promise<RemoteImage | undefined> {
+/**
+ * An image a Matrix user sent (its `url`, or in an encrypted room its `file`, decrypted here),
+ * for the remote service; undefined when it is none to send.
+ */
+async function remoteImage(
+  context: ServiceContext,
+  content: Record<string, unknown>,
+): Promise<RemoteImage | undefined> {
+  const file = encryptedFileOf(content.file);
+  const url = file?.url ?? content.url;
+  if (typeof url !== "string") return undefined;
   // An image too large for one delivery, or no image by its bytes, goes as its text alone.
   const media = await context.homeserver
     .downloadMedia(url, { maxBytes: MAX_DELIVERED_IMAGE_BYTES })
@@ -81,10 +92,12 @@ async function remoteImage(context: ServiceContext, url: string): Promise<Remote
       if (error instanceof MediaTooLarge) return undefined;
       throw error;
     });
+  // A ciphertext that is not the one its `file` names decrypts to nothing.
+  const bytes = media && (file ? decryptAttachment(media.bytes, file) : media.bytes);
   // Typed by its bytes, not by what the sender's client said: an SVG goes as its text alone.
-  const type = media && imageInfo(media.bytes)?.mimetype;
-  return media && type
-    ? { content_type: type, data: Buffer.from(media.bytes).toString("base64") }
+  const type = bytes && imageInfo(bytes)?.mimetype;
+  return bytes && type
+    ? { content_type: type, data: Buffer.from(bytes).toString("base64") }
     : undefined;
 }
 
@@ -139,12 +152,11 @@ async function relayOut(event: ClientEvent, context: ServiceContext, remoteUrl: 
     });
     return;
   }
-  const { msgtype, body, url } = content;
+  const { msgtype, body } = content;
   if (typeof body !== "string" || (msgtype !== "m.text" && msgtype !== "m.image")) return;
   const member = await homeserver.roomStateEvent(event.room_id, "m.room.member", event.sender);
   const displayName = (member?.content as { displayname?: unknown } | undefined)?.displayname;
-  const image =
-    msgtype === "m.image" && typeof url === "string" && (await remoteImage(context, url));
+  const image = msgtype === "m.image" && (await remoteImage(context, content));
   const replyTo = related["m.in_reply_to"]?.event_id;
   // Under its own ID in the map: a remote reply, edit or reaction naming it finds it.
   await map.link(event.event_id, event.event_id);

@@ -3,8 +3,10 @@ import {
   cleanName,
   imageInfo,
   MatrixError,
+  roomIsEncrypted,
   type ServiceContext,
   sha256,
+  uploadRoomMedia,
 } from "../../appservice/api.ts";
 import { imageRemoteId, RELAY_PREFIX, reactionRemoteId } from "./names.ts";
 
@@ -91,18 +93,29 @@ async function recordedMessage({ data }: ServiceContext, channel: string, id: st
 /**
  * A remote file's message: an `m.image` with its type and size only when its bytes are a PNG, GIF,
  * JPEG or WebP, whatever its sender calls it; anything else (an SVG, HTML) an `m.file` uploaded as
- * `application/octet-stream`, which clients neither render inline nor run.
+ * `application/octet-stream`, which clients neither render inline nor run. Into an encrypted
+ * portal the file is encrypted before its upload and named by `file`, as clients do.
  */
-async function fileContent({ bytes, fileName }: Attachment, context: ServiceContext) {
+async function fileContent(
+  { bytes, fileName }: Attachment,
+  roomId: string,
+  context: ServiceContext,
+) {
+  const { homeserver } = context;
   const image = imageInfo(bytes);
   const contentType = image?.mimetype ?? "application/octet-stream";
   const name = cleanName(fileName ?? "", MAX_FILE_NAME) || (image ? "image" : "file");
-  const url = await context.homeserver.uploadMedia(bytes, { contentType, fileName: name });
+  const media = await uploadRoomMedia(
+    homeserver,
+    bytes,
+    { contentType, fileName: name },
+    await roomIsEncrypted(homeserver, roomId),
+  );
   return {
     msgtype: image ? "m.image" : "m.file",
     body: name,
     filename: name,
-    url,
+    ...media,
     info: {
       mimetype: contentType,
       size: bytes.length,
@@ -191,10 +204,15 @@ export async function relayMessage(
     }
   }
   if (message.image) {
-    await keyed.sendEvent(roomId, "m.room.message", await fileContent(message.image, context), {
-      ...options,
-      remoteId: message.text === "" ? message.id : imageRemoteId(message.id),
-    });
+    await keyed.sendEvent(
+      roomId,
+      "m.room.message",
+      await fileContent(message.image, roomId, context),
+      {
+        ...options,
+        remoteId: message.text === "" ? message.id : imageRemoteId(message.id),
+      },
+    );
   }
   await data.write([
     {
@@ -259,13 +277,17 @@ export async function relayDeletion(
   ].filter((eventId) => eventId !== undefined);
   const keyed = context.actions.withOrigin(`relay-delete:${recordKey(channel, id)}`);
   const byAuthor = record.user === undefined || record.user === user;
+  // Redactions are never encrypted (`/redact` has no encrypted form): an encrypted portal's
+  // would show the homeserver who deleted, so the reason is left out there.
+  const named =
+    !byAuthor && !(await roomIsEncrypted(context.homeserver, record.roomId))
+      ? { reason: `deleted by ${user}` }
+      : {};
   for (const eventId of events) {
     await keyed.redact(
       record.roomId,
       eventId,
-      byAuthor
-        ? { as: puppetOf(user, context.actions.botUserId) }
-        : { reason: `deleted by ${user}` },
+      byAuthor ? { as: puppetOf(user, context.actions.botUserId) } : named,
     );
   }
   await context.data.write([

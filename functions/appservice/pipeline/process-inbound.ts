@@ -140,14 +140,19 @@ function deliver(item: InboundItem, application: ApplicationEvents, context: App
   }
 }
 
+/** `m.room.encryption` set in a room: from then on its members encrypt. */
+const turnsOnEncryption = (event: ClientEvent) =>
+  event.type === "m.room.encryption" && event.state_key === "";
+
 /** The reason a claim record keeps while an encrypted event waits for its room key. */
 const KEY_WAIT_REASON = "waiting for the room key";
 
 /**
  * What the bot device's machine takes from an item before it is done: the to-device messages
  * for the device and the device data (the item is done only once the state holding their keys
- * is saved), and an invite of the bot (its device made before it joins, so that people's clients
- * encrypt for it; a failure there holds no invite back: the next crypto work makes it).
+ * is saved), and an invite of the bot or encryption turned on in a room it is in (a room it made,
+ * a bridge's portal, has no invite): its device made then, so that people's clients encrypt for
+ * it; a failure there holds no event back: the next crypto work makes it.
  */
 async function cryptoReceives(item: InboundItem, crypto: InboundCrypto, log: Log) {
   const { owner } = crypto;
@@ -159,7 +164,10 @@ async function cryptoReceives(item: InboundItem, crypto: InboundCrypto, log: Log
     await crypto.receive({ toDevice: [item.message] });
   } else if (item.kind === "devices") {
     await crypto.receive({ toDevice: [], devices: item.devices });
-  } else if (item.kind === "event" && isInviteOf(item.event, owner.userId)) {
+  } else if (
+    item.kind === "event" &&
+    (isInviteOf(item.event, owner.userId) || turnsOnEncryption(item.event))
+  ) {
     await crypto.ensureDevice().catch((error: unknown) =>
       log.warn("the bot's device could not be made: tried again at the next crypto work", {
         roomId: item.event.room_id,

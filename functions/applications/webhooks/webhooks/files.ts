@@ -4,14 +4,16 @@ import {
   badJson,
   base64Attachment,
   cleanName,
-  encryptAttachment,
   HomeserverRefused,
   imageInfo,
   MatrixError,
   MediaTooLarge,
   MIME_TYPE,
+  type RoomMedia,
+  roomIsEncrypted,
   type ServiceContext,
   tooLarge,
+  uploadRoomMedia,
 } from "../../../appservice/api.ts";
 import { mediaTypeOf, readPayload } from "./message.ts";
 
@@ -145,9 +147,7 @@ export async function uploadFiles(
     new MatrixError(502, "M_UNKNOWN", `The homeserver refused to ${what}`);
   let encrypted = false;
   try {
-    encrypted =
-      files.length > 0 &&
-      (await context.homeserver.roomState(roomId, "m.room.encryption")) !== undefined;
+    encrypted = files.length > 0 && (await roomIsEncrypted(context.homeserver, roomId));
   } catch (error) {
     if (error instanceof HomeserverRefused) throw refused("say whether the room is encrypted");
     throw error;
@@ -155,13 +155,14 @@ export async function uploadFiles(
   for (const file of files) {
     const name = cleanName(file.fileName ?? "", MAX_FILE_NAME) || "file";
     const { msgtype, contentType, ...size } = kindOf(file);
-    const sealed = encrypted ? encryptAttachment(file.bytes) : undefined;
-    let url: string;
+    let media: RoomMedia;
     try {
-      url = await context.homeserver.uploadMedia(sealed?.data ?? file.bytes, {
-        contentType: sealed ? "application/octet-stream" : contentType,
-        fileName: name,
-      });
+      media = await uploadRoomMedia(
+        context.homeserver,
+        file.bytes,
+        { contentType, fileName: name },
+        encrypted,
+      );
     } catch (error) {
       if (error instanceof MediaTooLarge) throw tooLarge(`${name}: ${error.message}`);
       if (error instanceof HomeserverRefused) throw refused(`store ${name}`);
@@ -171,7 +172,7 @@ export async function uploadFiles(
       msgtype,
       body: name,
       filename: name,
-      ...(sealed ? { file: { url, ...sealed.keys } } : { url }),
+      ...media,
       info: { mimetype: contentType, size: file.bytes.byteLength, ...size },
     });
   }
