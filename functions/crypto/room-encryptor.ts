@@ -46,15 +46,14 @@ export const deviceCalls =
 export class DeviceRoomEncryptor implements RoomEncryptor {
   constructor(
     private readonly options: {
-      homeserver: HomeserverClient;
       /** The machine of the device that encrypts `userId`'s sends, as last saved. */
       open: (userId: string) => Promise<DurableOlmMachine>;
       log: Log;
     },
   ) {}
 
-  async encrypt(send: RoomSend): Promise<RoomEncryption> {
-    const { homeserver, log } = this.options;
+  async encrypt(send: RoomSend, homeserver: HomeserverClient): Promise<RoomEncryption> {
+    const { log } = this.options;
     const read = async (request: ClientServerRequest, what: string) => {
       const response = await homeserver.call(send.userId, request);
       if (response.status === 404) return undefined;

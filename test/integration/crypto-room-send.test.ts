@@ -9,7 +9,7 @@ import { createActions } from "../../functions/matrix/actions.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
 import { type OutboxDeps, performAction } from "../../functions/matrix/outbox.ts";
-import type { OutboundAction } from "../../functions/matrix/request.ts";
+import type { HomeserverClient, OutboundAction } from "../../functions/matrix/request.ts";
 import type { RoomEncryptor } from "../../functions/matrix/room-encryptor.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
@@ -45,17 +45,10 @@ describe("the outbox's sends into encrypted rooms", () => {
 
   const http = appserviceCalls(() => homeserver.url, "as-token");
   const open = () => DurableOlmMachine.open(cryptoStore, owner, storeKey);
-  const encryptorOpening = (
-    opener: (userId: string) => Promise<DurableOlmMachine>,
-    timeoutMs = 10_000,
-  ) =>
-    new DeviceRoomEncryptor({
-      homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, timeoutMs),
-      open: opener,
-      log,
-    });
-  const outboxDeps = (roomEncryptor: RoomEncryptor): OutboxDeps => ({
-    homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, 10_000),
+  const encryptorOpening = (opener: (userId: string) => Promise<DurableOlmMachine>) =>
+    new DeviceRoomEncryptor({ open: opener, log });
+  const outboxDeps = (roomEncryptor: RoomEncryptor, timeoutMs = 10_000): OutboxDeps => ({
+    homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, timeoutMs),
     intentMemory,
     messages: messageLinker(new DynamoDbAppData(dynamodb, tableName)),
     serverErrors: store,
@@ -165,7 +158,7 @@ describe("the outbox's sends into encrypted rooms", () => {
     // The state and the ciphertexts are saved; the first send never ends (as if the process
     // died there).
     homeserver.cue((r) => r.path.startsWith("/_matrix/client/v3/sendToDevice/"), { hang: true });
-    const crashed = await performAction(action, 0, outboxDeps(encryptorOpening(open, 500)));
+    const crashed = await performAction(action, 0, outboxDeps(encryptorOpening(open), 500));
     expect(crashed).toMatchObject({
       kind: "retry",
       reason: expect.stringContaining("not encrypted, so not sent"),
@@ -193,6 +186,57 @@ describe("the outbox's sends into encrypted rooms", () => {
     expect(sentWith(action.id)).toHaveLength(1);
 
     expect(await bodyAliceReads(action.id)).toBe("once, though sent twice");
+  });
+
+  it("its action's time spent among the room key's to-device sends: the retry sends the rest, once each under its txnId, then the event; nothing in clear", async () => {
+    const others = [
+      await CryptoPerson.create(homeserver, "bob"),
+      await CryptoPerson.create(homeserver, "carol"),
+    ];
+    const persons = [alice, mallory, ...others];
+    const room = encryptedRoom([BOT, ...persons.map((p) => p.userId)]);
+    const secret = `in a room of many ${randomUUID()}`;
+    const action = await queuedMessage(room, secret);
+    // A small budget on a clock that moves only when a to-device send is slow: the first one
+    // takes most of it, so that the second cannot start.
+    const clock = { now: 0, slowToDevice: true };
+    const deps = outboxDeps(encryptorOpening(open));
+    const timed: HomeserverClient = {
+      call: (userId, request) => {
+        if (clock.slowToDevice && request.path.includes("/sendToDevice/")) clock.now += 5_500;
+        return deps.homeserver.call(userId, request);
+      },
+    };
+    const budgeted: OutboxDeps = {
+      ...deps,
+      homeserver: timed,
+      actionBudget: { callTimeoutMs: 1_000, budgetMs: 6_000 },
+      now: () => clock.now,
+    };
+    const from = homeserver.requests.length;
+    expect(await performAction(action, 0, budgeted)).toMatchObject({
+      kind: "retry",
+      reason: expect.stringContaining("the action's time is spent"),
+    });
+    const first = toDeviceSince(from);
+    expect(first).toHaveLength(1);
+    expect(sentWith(action.id)).toEqual([]);
+
+    clock.slowToDevice = false;
+    expect(await performAction(action, 1, budgeted)).toEqual({ kind: "done", status: 200 });
+    const all = toDeviceSince(from);
+    // The retry went on from the saved progress: no to-device send made twice.
+    expect(new Set(all.map((r) => r.path)).size).toBe(all.length);
+    expect(all.length).toBeGreaterThan(first.length);
+    const olm = all.filter((r) => r.path.includes("/m.room.encrypted/"));
+    const withheld = all.filter((r) => r.path.includes("/m.room_key.withheld/"));
+    const crossSigned = persons.filter((p) => p !== mallory);
+    expect(targets(olm).sort()).toEqual(crossSigned.map((p) => `${p.userId} ${p.deviceId}`).sort());
+    expect(targets(withheld)).toEqual([`${mallory.userId} ${mallory.deviceId}`]);
+    expect(sentWith(action.id)).toHaveLength(1);
+    expect(JSON.stringify(homeserver.requests.slice(from))).not.toContain(secret);
+    expect(await bodyAliceReads(action.id)).toBe(secret);
+    for (const person of others) person.close();
   });
 
   it("after a crash before the save, encrypts again: nothing encrypted was sent", async () => {
