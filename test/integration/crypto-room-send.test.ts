@@ -11,6 +11,7 @@ import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
 import { type OutboxDeps, performAction } from "../../functions/matrix/outbox.ts";
 import type { HomeserverClient, OutboundAction } from "../../functions/matrix/request.ts";
 import type { RoomEncryptor } from "../../functions/matrix/room-encryptor.ts";
+import type { FifoMessage } from "../../functions/queue/queue.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { DynamoDbCryptoStateStore } from "../../functions/store/dynamodb/crypto-state.ts";
@@ -237,6 +238,66 @@ describe("the outbox's sends into encrypted rooms", () => {
     expect(JSON.stringify(homeserver.requests.slice(from))).not.toContain(secret);
     expect(await bodyAliceReads(action.id)).toBe(secret);
     for (const person of others) person.close();
+  });
+
+  /** Runs the action's attempts in order, as the queue would redeliver it: their outcomes' kinds. */
+  const attemptKinds = async (action: OutboundAction, count: number) => {
+    const deps = outboxDeps(encryptorOpening(open));
+    const kinds = [];
+    for (let attempt = 0; attempt < count; attempt++) {
+      kinds.push((await performAction(action, attempt, deps)).kind);
+    }
+    return kinds;
+  };
+  const failTwice = (path: string) =>
+    homeserver.cue(
+      (r) => r.path.startsWith(path),
+      { status: 500, body: { errcode: "M_UNKNOWN", error: "busy" } },
+      2,
+    );
+  /** What Alice's device has been sent and has not synced yet, of `type`. */
+  const aliceInbox = (type: string) =>
+    (homeserver.encryption.inboxes.get(`${alice.userId}\n${alice.deviceId}`) ?? []).filter(
+      (delivery) => delivery.type === type,
+    );
+
+  it("the room key's to-device send failing twice (500): the action's retries send it again under the same txnId, and it arrives once", async () => {
+    await alice.sync();
+    const room = encryptedRoom([BOT, alice.userId]);
+    const action = await queuedMessage(room, "after two 500s");
+    failTwice("/_matrix/client/v3/sendToDevice/");
+    const from = homeserver.requests.length;
+    expect(await attemptKinds(action, 3)).toEqual(["retry", "retry", "done"]);
+    const toDevice = toDeviceSince(from);
+    expect(toDevice).toHaveLength(3);
+    expect(new Set(toDevice.map((r) => r.path)).size).toBe(1);
+    expect(new Set(toDevice.map((r) => JSON.stringify(r.body))).size).toBe(1);
+    expect(aliceInbox("m.room.encrypted")).toHaveLength(1);
+    expect(await bodyAliceReads(action.id)).toBe("after two 500s");
+  });
+
+  it("an application's to-device send is an action of the queue: failing twice (500), it arrives once, under the same txnId", async () => {
+    await alice.sync();
+    const queued: FifoMessage[] = [];
+    const actions = createActions({
+      botUserId: BOT,
+      outboundQueue: { send: async (messages) => void queued.push(...messages) },
+      origin: `to-device-${randomUUID()}`,
+    });
+    const content = { ping: randomUUID() };
+    const txnId = await actions.sendToDevice("org.example.ping", {
+      [alice.userId]: { [alice.deviceId]: content },
+    });
+    // In the sender's to-device group: each device gets the sender's messages in order.
+    expect(queued.map((m) => m.groupId)).toEqual([`toDevice ${BOT}`]);
+    const action = JSON.parse(queued[0]?.body as string) as OutboundAction;
+    failTwice("/_matrix/client/v3/sendToDevice/org.example.ping/");
+    const from = homeserver.requests.length;
+    expect(await attemptKinds(action, 3)).toEqual(["retry", "retry", "done"]);
+    expect(homeserver.requests.slice(from).map((r) => `${r.method} ${r.path}`)).toEqual(
+      new Array(3).fill(`PUT /_matrix/client/v3/sendToDevice/org.example.ping/${txnId}`),
+    );
+    expect(aliceInbox("org.example.ping")).toMatchObject([{ sender: BOT, content }]);
   });
 
   it("after a crash before the save, encrypts again: nothing encrypted was sent", async () => {

@@ -892,6 +892,7 @@ describe("performAction: only what the appservice may ask (allowlist)", () => {
         await actions.setDisplayName(stateKey, { as, orderedWith: roomId });
         await actions.setTyping(roomId, true, { as });
         await actions.sendReceipt(roomId, stateKey, { as });
+        await actions.sendToDevice(type, { [as]: { [stateKey]: { body: roomId } } }, { as });
         await actions.setDirectoryVisibility(type, roomId, "public");
         await actions.register(as);
         await actions.createRoom({ alias: localpart, as });
