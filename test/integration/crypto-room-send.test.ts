@@ -189,6 +189,55 @@ describe("the outbox's sends into encrypted rooms", () => {
     expect(await bodyAliceReads(action.id)).toBe("once, though sent twice");
   });
 
+  /**
+   * The outbox's dependencies with a small budget (6 s, calls of 1 s) on a clock that moves only
+   * at the first call to `path`: it takes 5.5 s, so that no call can start after it.
+   */
+  const budgetSpentAfterFirst = (path: string): OutboxDeps => {
+    const clock = { now: 0, slow: true };
+    const deps = outboxDeps(encryptorOpening(open));
+    const timed: HomeserverClient = {
+      call: (userId, request) => {
+        if (clock.slow && request.path.startsWith(path)) {
+          clock.slow = false;
+          clock.now += 5_500;
+        }
+        return deps.homeserver.call(userId, request);
+      },
+    };
+    return {
+      ...deps,
+      homeserver: timed,
+      actionBudget: { callTimeoutMs: 1_000, budgetMs: 6_000 },
+      now: () => clock.now,
+    };
+  };
+
+  it("its action's time spent after the key query: the devices saved, the retry queries them not again, then shares the key", async () => {
+    const dave = await CryptoPerson.create(homeserver, "dave");
+    const room = encryptedRoom([BOT, dave.userId]);
+    const action = await queuedMessage(room, "after a slow key query");
+    const budgeted = budgetSpentAfterFirst("/_matrix/client/v3/keys/query");
+    const from = homeserver.requests.length;
+    const queries = () =>
+      homeserver.requests.slice(from).filter((r) => r.path === "/_matrix/client/v3/keys/query");
+    expect(await performAction(action, 0, budgeted)).toMatchObject({
+      kind: "retry",
+      reason: expect.stringContaining("the action's time is spent"),
+    });
+    expect(queries()).toHaveLength(1);
+    expect(toDeviceSince(from)).toEqual([]);
+
+    expect(await performAction(action, 1, budgeted)).toEqual({ kind: "done", status: 200 });
+    expect(queries()).toHaveLength(1);
+    expect(targets(toDeviceSince(from))).toEqual([`${dave.userId} ${dave.deviceId}`]);
+    await dave.track([BOT]);
+    await dave.sync();
+    const event = dave.event(sentWith(action.id)[0]?.eventId as string);
+    expect((await dave.decrypt(event)).content.body).toBe("after a slow key query");
+    dave.close();
+  });
+
   it("its action's time spent among the room key's to-device sends: the retry sends the rest, once each under its txnId, then the event; nothing in clear", async () => {
     const others = [
       await CryptoPerson.create(homeserver, "bob"),
@@ -198,22 +247,7 @@ describe("the outbox's sends into encrypted rooms", () => {
     const room = encryptedRoom([BOT, ...persons.map((p) => p.userId)]);
     const secret = `in a room of many ${randomUUID()}`;
     const action = await queuedMessage(room, secret);
-    // A small budget on a clock that moves only when a to-device send is slow: the first one
-    // takes most of it, so that the second cannot start.
-    const clock = { now: 0, slowToDevice: true };
-    const deps = outboxDeps(encryptorOpening(open));
-    const timed: HomeserverClient = {
-      call: (userId, request) => {
-        if (clock.slowToDevice && request.path.includes("/sendToDevice/")) clock.now += 5_500;
-        return deps.homeserver.call(userId, request);
-      },
-    };
-    const budgeted: OutboxDeps = {
-      ...deps,
-      homeserver: timed,
-      actionBudget: { callTimeoutMs: 1_000, budgetMs: 6_000 },
-      now: () => clock.now,
-    };
+    const budgeted = budgetSpentAfterFirst("/_matrix/client/v3/sendToDevice/");
     const from = homeserver.requests.length;
     expect(await performAction(action, 0, budgeted)).toMatchObject({
       kind: "retry",
@@ -223,7 +257,6 @@ describe("the outbox's sends into encrypted rooms", () => {
     expect(first).toHaveLength(1);
     expect(sentWith(action.id)).toEqual([]);
 
-    clock.slowToDevice = false;
     expect(await performAction(action, 1, budgeted)).toEqual({ kind: "done", status: 200 });
     const all = toDeviceSince(from);
     // The retry went on from the saved progress: no to-device send made twice.
