@@ -22,7 +22,7 @@ import {
   type OutboundAction,
   RequestRefused,
 } from "./request.ts";
-import { encryptedRequest, type RoomEncryptor } from "./room-encryptor.ts";
+import { EncryptionCallFailed, encryptedRequest, type RoomEncryptor } from "./room-encryptor.ts";
 
 export interface OutboxDeps {
   homeserver: HomeserverClient;
@@ -197,6 +197,10 @@ export async function performAction(
     } catch (error) {
       if (error instanceof ActionTimeSpent) throw timeSpent(error);
       const reason = `not encrypted, so not sent: ${(error as Error).message}`;
+      // The encryption's 5xx count toward the action's limit as its own call's do.
+      if (error instanceof EncryptionCallFailed && error.status >= 500) {
+        return serverError({ status: error.status, error: reason }, reason);
+      }
       throw new Retry(backoffSeconds(attempt, backoff), reason);
     }
     if (outgoing.kind === "call") return call(action.userId, outgoing.request);

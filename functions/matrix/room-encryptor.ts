@@ -23,6 +23,20 @@ export type RoomEncryption =
   | { kind: "refused"; reason: string };
 
 /**
+ * A call the encryption made (a state read, a key query or claim, a to-device send) answered
+ * other than 2xx: its status, for the outbox's reason and its count of server errors.
+ */
+export class EncryptionCallFailed extends Error {
+  override name = "EncryptionCallFailed";
+  constructor(
+    what: string,
+    readonly status: number,
+  ) {
+    super(`${what}: ${status}`);
+  }
+}
+
+/**
  * Encrypts the sends into encrypted rooms (`m.room.encryption` in their state). Given to the
  * outbox by the edges: the crypto layer, above this one, implements it. A throw means the send
  * could not be encrypted now (a failed key query, a stale crypto state, the action's time spent):

@@ -18,7 +18,7 @@ import {
   RequestRefused,
 } from "../../functions/matrix/request.ts";
 import { roomStateRequest } from "../../functions/matrix/requests.ts";
-import type { RoomEncryptor } from "../../functions/matrix/room-encryptor.ts";
+import { EncryptionCallFailed, type RoomEncryptor } from "../../functions/matrix/room-encryptor.ts";
 import {
   decideOutboundAction,
   decideOutboundMessage,
@@ -756,6 +756,27 @@ describe("performAction: a bound on server errors (maxServerErrors)", () => {
     expect(outcomes[1]).toEqual({
       kind: "dead",
       reason: { status: 504, error: "gave up at server error 2 of 2: Gateway Timeout" },
+    });
+  });
+
+  it("the encryption's 5xx (a to-device send's, say) count toward the limit; its other failures do not", async () => {
+    const failing = (status: number): RoomEncryptor => ({
+      encrypt: () => Promise.reject(new EncryptionCallFailed("PUT sendToDevice", status)),
+    });
+    const store = new MemoryOutboxStore();
+    const outcome = (status: number) =>
+      performAction(send({ maxServerErrors: 2 }), 0, {
+        ...deps(new FakeHomeserver({}), store),
+        roomEncryptor: failing(status),
+      });
+    expect(await outcome(403)).toMatchObject({ kind: "retry" });
+    expect(await outcome(500)).toMatchObject({ kind: "retry" });
+    expect(await outcome(502)).toEqual({
+      kind: "dead",
+      reason: {
+        status: 502,
+        error: "gave up at server error 2 of 2: not encrypted, so not sent: PUT sendToDevice: 502",
+      },
     });
   });
 
