@@ -14,6 +14,11 @@ export interface EncryptedSend {
   content: Record<string, unknown>;
   /** Sent before the room event, so that its recipients hold its key when it arrives. */
   toDevice: PendingToDevice[];
+  /**
+   * How many of `toDevice`, from the first, the homeserver took before an action's time ran out:
+   * its retry sends the rest. Absent: none yet.
+   */
+  toDeviceSent?: number;
 }
 
 /**

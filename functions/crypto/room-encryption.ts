@@ -1,8 +1,9 @@
 import type * as Sdk from "@matrix-org/matrix-sdk-crypto-wasm";
+import { ActionTimeSpent } from "../matrix/action-time.ts";
 import type { Log } from "../shared/log.ts";
 import type { CryptoOwner } from "../store/crypto-state.ts";
 import { type DurableOlmMachine, StaleCryptoStateError } from "./durable-machine.ts";
-import type { EncryptedSend } from "./pending-sends.ts";
+import type { EncryptedSend, PendingToDevice } from "./pending-sends.ts";
 import { type CryptoCall, sendOutgoingRequests, sendRequest } from "./requests.ts";
 import { loadCrypto } from "./wasm.ts";
 
@@ -104,6 +105,30 @@ async function encryptEvent(
   return { content: JSON.parse(encrypted) as Record<string, unknown>, toDevice };
 }
 
+/**
+ * What an encryption whose action's time ran out keeps for the action's retry, in one save: the
+ * to-device messages already sent (the retry sends the rest, each under its own txnId still), or,
+ * before anything was encrypted, the devices queried and the Olm sessions claimed (so that the
+ * retry does not claim their one-time keys again). A save refused as stale keeps nothing: the
+ * retry does that work again, which is safe.
+ */
+async function keepProgress(
+  durable: DurableOlmMachine,
+  txnId: string,
+  made: EncryptedSend | undefined,
+  sent: number,
+): Promise<void> {
+  if (made) {
+    if (sent <= (made.toDeviceSent ?? 0)) return;
+    await durable.pendingSends.put(txnId, { ...made, toDeviceSent: sent });
+  }
+  try {
+    await durable.save();
+  } catch (error) {
+    if (!(error instanceof StaleCryptoStateError)) throw error;
+  }
+}
+
 /** Saves refused as stale in a row before an encryption gives up (its send is retried later). */
 const MAX_STALE_SAVES = 5;
 
@@ -134,14 +159,17 @@ export async function encryptRoomEventWriteAhead(options: {
   for (let attempt = 1; ; attempt++) {
     const durable = await open();
     const send = options.callsAs(durable.owner);
+    let made: EncryptedSend | undefined;
+    let sent = 0;
     try {
-      let made = await durable.pendingSends.get(txnId);
+      made = await durable.pendingSends.get(txnId);
       if (!made) {
         made = await encryptEvent(durable.machine, sdk, room, options.type, options.content, send);
         await durable.pendingSends.put(txnId, made);
         await durable.save();
       }
-      for (const message of made.toDevice) {
+      for (sent = made.toDeviceSent ?? 0; sent < made.toDevice.length; sent++) {
+        const message = made.toDevice[sent] as PendingToDevice;
         await send({
           method: "PUT",
           path: `/sendToDevice/${enc(message.eventType)}/${enc(message.txnId)}`,
@@ -150,6 +178,10 @@ export async function encryptRoomEventWriteAhead(options: {
       }
       return made;
     } catch (error) {
+      if (error instanceof ActionTimeSpent) {
+        await keepProgress(durable, txnId, made, sent);
+        throw error;
+      }
       if (!(error instanceof StaleCryptoStateError) || attempt >= MAX_STALE_SAVES) throw error;
       log.info("the crypto state was saved by another process: encrypted again on it", {
         userId: durable.owner.userId,

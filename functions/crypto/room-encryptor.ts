@@ -1,21 +1,16 @@
 import type { ClientServerRequest, HomeserverClient } from "../matrix/request.ts";
 import { membersRequest, roomStateRequest } from "../matrix/requests.ts";
-import type { RoomEncryption, RoomEncryptor, RoomSend } from "../matrix/room-encryptor.ts";
+import {
+  EncryptionCallFailed,
+  type RoomEncryption,
+  type RoomEncryptor,
+  type RoomSend,
+} from "../matrix/room-encryptor.ts";
 import type { Log } from "../shared/log.ts";
 import type { CryptoOwner } from "../store/crypto-state.ts";
 import type { DurableOlmMachine } from "./durable-machine.ts";
 import type { CryptoCall } from "./requests.ts";
 import { encryptRoomEventWriteAhead, MEGOLM, type RoomToEncryptFor } from "./room-encryption.ts";
-
-/** A call on the homeserver that failed: its status, for the outbox's reason. */
-class CallFailed extends Error {
-  constructor(
-    what: string,
-    readonly status: number,
-  ) {
-    super(`${what}: ${status}`);
-  }
-}
 
 /**
  * The machine's calls made on the homeserver as the device: as its user with the as_token,
@@ -32,7 +27,7 @@ export const deviceCalls =
       body: JSON.parse(call.body),
     });
     if (response.status < 200 || response.status > 299) {
-      throw new CallFailed(`${call.method} ${call.path.split("/")[1]}`, response.status);
+      throw new EncryptionCallFailed(`${call.method} ${call.path.split("/")[1]}`, response.status);
     }
     return JSON.stringify(response.body);
   };
@@ -46,21 +41,20 @@ export const deviceCalls =
 export class DeviceRoomEncryptor implements RoomEncryptor {
   constructor(
     private readonly options: {
-      homeserver: HomeserverClient;
       /** The machine of the device that encrypts `userId`'s sends, as last saved. */
       open: (userId: string) => Promise<DurableOlmMachine>;
       log: Log;
     },
   ) {}
 
-  async encrypt(send: RoomSend): Promise<RoomEncryption> {
-    const { homeserver, log } = this.options;
+  async encrypt(send: RoomSend, homeserver: HomeserverClient): Promise<RoomEncryption> {
+    const { log } = this.options;
     const read = async (request: ClientServerRequest, what: string) => {
       const response = await homeserver.call(send.userId, request);
       if (response.status === 404) return undefined;
       if (response.status === 403) return "forbidden" as const;
       if (response.status < 200 || response.status > 299) {
-        throw new CallFailed(`reading ${what}`, response.status);
+        throw new EncryptionCallFailed(`reading ${what}`, response.status);
       }
       return response.body as Record<string, unknown>;
     };
@@ -82,7 +76,7 @@ export class DeviceRoomEncryptor implements RoomEncryptor {
         ? visibility.history_visibility
         : "shared";
     const members = await read(membersRequest(send.roomId), "the members");
-    if (typeof members !== "object") throw new CallFailed("reading the members", 403);
+    if (typeof members !== "object") throw new EncryptionCallFailed("reading the members", 403);
     const room: RoomToEncryptFor = {
       roomId: send.roomId,
       encryption,

@@ -27,6 +27,8 @@ import {
   registerRequest,
   sendRequest,
   stateRequest,
+  type ToDeviceMessages,
+  toDeviceRequest,
   typingRequest,
 } from "./requests.ts";
 
@@ -161,6 +163,13 @@ export interface Actions {
     eventId: string,
     options?: As & { type?: "m.read" | "m.read.private" },
   ): Promise<void>;
+  /**
+   * Sends to-device messages of `type` as `as` (`PUT /sendToDevice/{type}/{txnId}`, the action's
+   * ID its txnId, the same on every retry, which the homeserver deduplicates), queued in a group
+   * of the sender's to-device messages, so that each device gets them in order. Sent as given:
+   * not Olm-encrypted (the room keys the outbox encrypts with go out with their room send).
+   */
+  sendToDevice(type: string, messages: ToDeviceMessages, options?: As): Promise<string>;
   /** `as`'s presence (`status_msg`: `statusMessage`), queued with its other profile changes. */
   setPresence(presence: Presence, options?: As & { statusMessage?: string }): Promise<void>;
   /** Registers `@localpart:server` (done on demand anyway when a call needs it). */
@@ -373,6 +382,18 @@ function actionsWith(
       enqueue("receipt", options?.as, roomId, () =>
         receiptRequest(roomId, eventId, options?.type ?? "m.read"),
       ).then(() => undefined),
+    sendToDevice: (type, messages, options) => {
+      const userId = options?.as ?? botUserId;
+      return enqueue(
+        "toDevice",
+        userId,
+        undefined,
+        (txnId) => toDeviceRequest(type, txnId, messages),
+        {
+          groupId: `toDevice ${userId}`,
+        },
+      );
+    },
     setPresence: (presence, options) => {
       const userId = options?.as ?? botUserId;
       return enqueue("presence", userId, undefined, () =>

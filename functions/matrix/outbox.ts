@@ -9,6 +9,7 @@ import type { Log } from "../shared/log.ts";
 import type { IntentMemory } from "../store/intent-memory.ts";
 import type { MessageLinker } from "../store/messages.ts";
 import type { SentEventRecorder } from "../store/sent-events.ts";
+import { type ActionBudget, ActionTimeSpent, actionHomeserver } from "./action-time.ts";
 import { actionProblem } from "./allowed-request.ts";
 import type { BotProfileKeeper } from "./bot-profile.ts";
 import { Intent, isForbidden } from "./intent.ts";
@@ -21,7 +22,7 @@ import {
   type OutboundAction,
   RequestRefused,
 } from "./request.ts";
-import { encryptedRequest, type RoomEncryptor } from "./room-encryptor.ts";
+import { EncryptionCallFailed, encryptedRequest, type RoomEncryptor } from "./room-encryptor.ts";
 
 export interface OutboxDeps {
   homeserver: HomeserverClient;
@@ -42,6 +43,13 @@ export interface OutboxDeps {
   botProfile: BotProfileKeeper;
   /** Encrypts the sends into encrypted rooms; without it every send goes as it is. */
   roomEncryptor?: RoomEncryptor;
+  /**
+   * The time each action has for its calls, the encryption's included; without it they are not
+   * bounded (an in-process test's).
+   */
+  actionBudget?: ActionBudget;
+  /** The clock the action's budget is read on (epoch ms). @default Date.now */
+  now?: () => number;
 }
 
 const reasonOf = (response: ClientServerResponse): FailureReason => {
@@ -75,8 +83,11 @@ class GiveUp extends Error {
 }
 
 /**
- * The most calls `performAction` makes for one action: the call, register (`M_USER_IN_USE`: a
- * user made before, forgotten), the call again, invite, join, the call again.
+ * The most calls `performAction` makes for one action into a room that is not encrypted: the
+ * call, register (`M_USER_IN_USE`: a user made before, forgotten), the call again, invite, join,
+ * the call again. An action's budget holds that many calls' waits; a send into an encrypted room
+ * makes more (the room's state, key queries and claims, to-device sends), which are answered in
+ * milliseconds but are bounded by the same budget (`actionHomeserver`).
  */
 export const MAX_CALLS_PER_ACTION = 6;
 
@@ -105,10 +116,16 @@ export async function performAction(
     log,
     botProfile,
     roomEncryptor,
+    actionBudget,
+    now = Date.now,
   }: OutboxDeps,
 ): Promise<OutboxOutcome> {
   const problem = actionProblem(action, (userId) => userId === botUserId || isOurUser(userId));
   if (problem) return { kind: "dead", reason: { error: `refused, not sent: ${problem}` } };
+  // Every call of this action, its encryption's too, within its budget.
+  const budgetedHomeserver = actionBudget
+    ? actionHomeserver(homeserver, actionBudget, now)
+    : homeserver;
 
   /** A 5xx or a timeout: retried, or given up at the action's limit. */
   const serverError = async (reason: FailureReason, retry: string): Promise<never> => {
@@ -124,12 +141,20 @@ export async function performAction(
       : new Retry(backoffSeconds(attempt, backoff), retry, reason.status);
   };
 
+  /**
+   * The action's time spent before its work is done: retried with the backoff, uncounted, as a
+   * slow homeserver's would be; the encryption resumes from what it saved.
+   */
+  const timeSpent = (error: ActionTimeSpent) =>
+    new Retry(backoffSeconds(attempt, backoff), `not sent: ${error.message}`);
+
   /** One call; transient failures become a `Retry`. */
   const call = async (userId: string, request: ClientServerRequest) => {
     let response: ClientServerResponse;
     try {
-      response = await homeserver.call(userId, request);
+      response = await budgetedHomeserver.call(userId, request);
     } catch (error) {
+      if (error instanceof ActionTimeSpent) throw timeSpent(error);
       if (error instanceof RequestRefused) {
         throw new GiveUp({ error: `refused, not sent: ${error.message}` });
       }
@@ -168,9 +193,14 @@ export async function performAction(
   const callAction = async (): Promise<ClientServerResponse> => {
     let outgoing: Awaited<ReturnType<typeof encryptedRequest>>;
     try {
-      outgoing = await encryptedRequest(action, roomEncryptor);
+      outgoing = await encryptedRequest(action, roomEncryptor, budgetedHomeserver);
     } catch (error) {
+      if (error instanceof ActionTimeSpent) throw timeSpent(error);
       const reason = `not encrypted, so not sent: ${(error as Error).message}`;
+      // The encryption's 5xx count toward the action's limit as its own call's do.
+      if (error instanceof EncryptionCallFailed && error.status >= 500) {
+        return serverError({ status: error.status, error: reason }, reason);
+      }
       throw new Retry(backoffSeconds(attempt, backoff), reason);
     }
     if (outgoing.kind === "call") return call(action.userId, outgoing.request);

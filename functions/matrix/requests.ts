@@ -252,6 +252,19 @@ export const receiptRequest = (
   body: {},
 });
 
+/** To-device messages: by user ID, then device ID (`*`: all the user's devices), each's content. */
+export type ToDeviceMessages = Record<string, Record<string, Record<string, unknown>>>;
+
+export const toDeviceRequest = (
+  type: string,
+  txnId: string,
+  messages: ToDeviceMessages,
+): ClientServerRequest => ({
+  method: "PUT",
+  path: `${CS}/sendToDevice/${e(type)}/${e(txnId)}`,
+  body: { messages },
+});
+
 export type Presence = "online" | "offline" | "unavailable";
 
 export const presenceRequest = (

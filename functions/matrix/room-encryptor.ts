@@ -1,4 +1,4 @@
-import type { ClientServerRequest, OutboundAction } from "./request.ts";
+import type { ClientServerRequest, HomeserverClient, OutboundAction } from "./request.ts";
 import { sendRequest } from "./requests.ts";
 
 /** A room event an action sends: what its encryption needs. */
@@ -23,13 +23,28 @@ export type RoomEncryption =
   | { kind: "refused"; reason: string };
 
 /**
+ * A call the encryption made (a state read, a key query or claim, a to-device send) answered
+ * other than 2xx: its status, for the outbox's reason and its count of server errors.
+ */
+export class EncryptionCallFailed extends Error {
+  override name = "EncryptionCallFailed";
+  constructor(
+    what: string,
+    readonly status: number,
+  ) {
+    super(`${what}: ${status}`);
+  }
+}
+
+/**
  * Encrypts the sends into encrypted rooms (`m.room.encryption` in their state). Given to the
  * outbox by the edges: the crypto layer, above this one, implements it. A throw means the send
- * could not be encrypted now (a failed key query, a stale crypto state): retried, never sent in
- * clear.
+ * could not be encrypted now (a failed key query, a stale crypto state, the action's time spent):
+ * retried, never sent in clear.
  */
 export interface RoomEncryptor {
-  encrypt(send: RoomSend): Promise<RoomEncryption>;
+  /** `homeserver`: the action's, whose calls count in its time budget. */
+  encrypt(send: RoomSend, homeserver: HomeserverClient): Promise<RoomEncryption>;
 }
 
 const SEND_PATH = /^\/_matrix\/client\/v3\/rooms\/([^/]+)\/send\/([^/]+)\/([^/]+)$/;
@@ -52,11 +67,13 @@ export function roomSendOf(action: OutboundAction): RoomSend | undefined {
 /**
  * The call that carries an action: a room send into an encrypted room (already encrypted ones
  * aside) becomes its `m.room.encrypted` send, under the same txnId and query (`ts`); any other call is
- * made as it is. Without an encryptor every call is made as it is.
+ * made as it is. Without an encryptor every call is made as it is. The encryption's calls are
+ * made on `homeserver`.
  */
 export async function encryptedRequest(
   action: OutboundAction,
   encryptor: RoomEncryptor | undefined,
+  homeserver: HomeserverClient,
 ): Promise<
   | { kind: "call"; request: ClientServerRequest }
   | Extract<RoomEncryption, { kind: "not-in-room" | "refused" }>
@@ -65,7 +82,7 @@ export async function encryptedRequest(
   if (!encryptor || !send || send.type === "m.room.encrypted") {
     return { kind: "call", request: action.request };
   }
-  const encryption = await encryptor.encrypt(send);
+  const encryption = await encryptor.encrypt(send, homeserver);
   switch (encryption.kind) {
     case "clear":
       return { kind: "call", request: action.request };

@@ -104,7 +104,6 @@ export async function withRoomEncryptor<D extends OutboxHandlerDeps>(
   return {
     ...deps,
     roomEncryptor: new DeviceRoomEncryptor({
-      homeserver: deps.homeserver,
       open: openUserDevice(devices),
       log: platform.log,
     }),

@@ -261,6 +261,10 @@ export async function outboxDeps<L extends Log>(
     ...(config.remoteServiceUrl && { remoteOrigin: new URL(config.remoteServiceUrl).origin }),
     metrics: platform.metrics,
     recordBudgetMs: actionBudgetMs(homeserverTimeoutMs),
+    actionBudget: {
+      callTimeoutMs: homeserverTimeoutMs,
+      budgetMs: actionBudgetMs(homeserverTimeoutMs),
+    },
     control: new SqsMessageControl(
       platform.sqs,
       config.outboundQueueUrl,

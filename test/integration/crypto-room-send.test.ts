@@ -9,8 +9,9 @@ import { createActions } from "../../functions/matrix/actions.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
 import { type OutboxDeps, performAction } from "../../functions/matrix/outbox.ts";
-import type { OutboundAction } from "../../functions/matrix/request.ts";
+import type { HomeserverClient, OutboundAction } from "../../functions/matrix/request.ts";
 import type { RoomEncryptor } from "../../functions/matrix/room-encryptor.ts";
+import type { FifoMessage } from "../../functions/queue/queue.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { DynamoDbAppData } from "../../functions/store/dynamodb/app-data.ts";
 import { DynamoDbCryptoStateStore } from "../../functions/store/dynamodb/crypto-state.ts";
@@ -45,17 +46,10 @@ describe("the outbox's sends into encrypted rooms", () => {
 
   const http = appserviceCalls(() => homeserver.url, "as-token");
   const open = () => DurableOlmMachine.open(cryptoStore, owner, storeKey);
-  const encryptorOpening = (
-    opener: (userId: string) => Promise<DurableOlmMachine>,
-    timeoutMs = 10_000,
-  ) =>
-    new DeviceRoomEncryptor({
-      homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, timeoutMs),
-      open: opener,
-      log,
-    });
-  const outboxDeps = (roomEncryptor: RoomEncryptor): OutboxDeps => ({
-    homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, 10_000),
+  const encryptorOpening = (opener: (userId: string) => Promise<DurableOlmMachine>) =>
+    new DeviceRoomEncryptor({ open: opener, log });
+  const outboxDeps = (roomEncryptor: RoomEncryptor, timeoutMs = 10_000): OutboxDeps => ({
+    homeserver: new HttpHomeserverClient(homeserver.url, "as-token", BOT, timeoutMs),
     intentMemory,
     messages: messageLinker(new DynamoDbAppData(dynamodb, tableName)),
     serverErrors: store,
@@ -165,7 +159,7 @@ describe("the outbox's sends into encrypted rooms", () => {
     // The state and the ciphertexts are saved; the first send never ends (as if the process
     // died there).
     homeserver.cue((r) => r.path.startsWith("/_matrix/client/v3/sendToDevice/"), { hang: true });
-    const crashed = await performAction(action, 0, outboxDeps(encryptorOpening(open, 500)));
+    const crashed = await performAction(action, 0, outboxDeps(encryptorOpening(open), 500));
     expect(crashed).toMatchObject({
       kind: "retry",
       reason: expect.stringContaining("not encrypted, so not sent"),
@@ -193,6 +187,150 @@ describe("the outbox's sends into encrypted rooms", () => {
     expect(sentWith(action.id)).toHaveLength(1);
 
     expect(await bodyAliceReads(action.id)).toBe("once, though sent twice");
+  });
+
+  /**
+   * The outbox's dependencies with a small budget (6 s, calls of 1 s) on a clock that moves only
+   * at the first call to `path`: it takes 5.5 s, so that no call can start after it.
+   */
+  const budgetSpentAfterFirst = (path: string): OutboxDeps => {
+    const clock = { now: 0, slow: true };
+    const deps = outboxDeps(encryptorOpening(open));
+    const timed: HomeserverClient = {
+      call: (userId, request) => {
+        if (clock.slow && request.path.startsWith(path)) {
+          clock.slow = false;
+          clock.now += 5_500;
+        }
+        return deps.homeserver.call(userId, request);
+      },
+    };
+    return {
+      ...deps,
+      homeserver: timed,
+      actionBudget: { callTimeoutMs: 1_000, budgetMs: 6_000 },
+      now: () => clock.now,
+    };
+  };
+
+  it("its action's time spent after the key query: the devices saved, the retry queries them not again, then shares the key", async () => {
+    const dave = await CryptoPerson.create(homeserver, "dave");
+    const room = encryptedRoom([BOT, dave.userId]);
+    const action = await queuedMessage(room, "after a slow key query");
+    const budgeted = budgetSpentAfterFirst("/_matrix/client/v3/keys/query");
+    const from = homeserver.requests.length;
+    const queries = () =>
+      homeserver.requests.slice(from).filter((r) => r.path === "/_matrix/client/v3/keys/query");
+    expect(await performAction(action, 0, budgeted)).toMatchObject({
+      kind: "retry",
+      reason: expect.stringContaining("the action's time is spent"),
+    });
+    expect(queries()).toHaveLength(1);
+    expect(toDeviceSince(from)).toEqual([]);
+
+    expect(await performAction(action, 1, budgeted)).toEqual({ kind: "done", status: 200 });
+    expect(queries()).toHaveLength(1);
+    expect(targets(toDeviceSince(from))).toEqual([`${dave.userId} ${dave.deviceId}`]);
+    await dave.track([BOT]);
+    await dave.sync();
+    const event = dave.event(sentWith(action.id)[0]?.eventId as string);
+    expect((await dave.decrypt(event)).content.body).toBe("after a slow key query");
+    dave.close();
+  });
+
+  it("its action's time spent among the room key's to-device sends: the retry sends the rest, once each under its txnId, then the event; nothing in clear", async () => {
+    const others = [
+      await CryptoPerson.create(homeserver, "bob"),
+      await CryptoPerson.create(homeserver, "carol"),
+    ];
+    const persons = [alice, mallory, ...others];
+    const room = encryptedRoom([BOT, ...persons.map((p) => p.userId)]);
+    const secret = `in a room of many ${randomUUID()}`;
+    const action = await queuedMessage(room, secret);
+    const budgeted = budgetSpentAfterFirst("/_matrix/client/v3/sendToDevice/");
+    const from = homeserver.requests.length;
+    expect(await performAction(action, 0, budgeted)).toMatchObject({
+      kind: "retry",
+      reason: expect.stringContaining("the action's time is spent"),
+    });
+    const first = toDeviceSince(from);
+    expect(first).toHaveLength(1);
+    expect(sentWith(action.id)).toEqual([]);
+
+    expect(await performAction(action, 1, budgeted)).toEqual({ kind: "done", status: 200 });
+    const all = toDeviceSince(from);
+    // The retry went on from the saved progress: no to-device send made twice.
+    expect(new Set(all.map((r) => r.path)).size).toBe(all.length);
+    expect(all.length).toBeGreaterThan(first.length);
+    const olm = all.filter((r) => r.path.includes("/m.room.encrypted/"));
+    const withheld = all.filter((r) => r.path.includes("/m.room_key.withheld/"));
+    const crossSigned = persons.filter((p) => p !== mallory);
+    expect(targets(olm).sort()).toEqual(crossSigned.map((p) => `${p.userId} ${p.deviceId}`).sort());
+    expect(targets(withheld)).toEqual([`${mallory.userId} ${mallory.deviceId}`]);
+    expect(sentWith(action.id)).toHaveLength(1);
+    expect(JSON.stringify(homeserver.requests.slice(from))).not.toContain(secret);
+    expect(await bodyAliceReads(action.id)).toBe(secret);
+    for (const person of others) person.close();
+  });
+
+  /** Runs the action's attempts in order, as the queue would redeliver it: their outcomes' kinds. */
+  const attemptKinds = async (action: OutboundAction, count: number) => {
+    const deps = outboxDeps(encryptorOpening(open));
+    const kinds = [];
+    for (let attempt = 0; attempt < count; attempt++) {
+      kinds.push((await performAction(action, attempt, deps)).kind);
+    }
+    return kinds;
+  };
+  const failTwice = (path: string) =>
+    homeserver.cue(
+      (r) => r.path.startsWith(path),
+      { status: 500, body: { errcode: "M_UNKNOWN", error: "busy" } },
+      2,
+    );
+  /** What Alice's device has been sent and has not synced yet, of `type`. */
+  const aliceInbox = (type: string) =>
+    (homeserver.encryption.inboxes.get(`${alice.userId}\n${alice.deviceId}`) ?? []).filter(
+      (delivery) => delivery.type === type,
+    );
+
+  it("the room key's to-device send failing twice (500): the action's retries send it again under the same txnId, and it arrives once", async () => {
+    await alice.sync();
+    const room = encryptedRoom([BOT, alice.userId]);
+    const action = await queuedMessage(room, "after two 500s");
+    failTwice("/_matrix/client/v3/sendToDevice/");
+    const from = homeserver.requests.length;
+    expect(await attemptKinds(action, 3)).toEqual(["retry", "retry", "done"]);
+    const toDevice = toDeviceSince(from);
+    expect(toDevice).toHaveLength(3);
+    expect(new Set(toDevice.map((r) => r.path)).size).toBe(1);
+    expect(new Set(toDevice.map((r) => JSON.stringify(r.body))).size).toBe(1);
+    expect(aliceInbox("m.room.encrypted")).toHaveLength(1);
+    expect(await bodyAliceReads(action.id)).toBe("after two 500s");
+  });
+
+  it("an application's to-device send is an action of the queue: failing twice (500), it arrives once, under the same txnId", async () => {
+    await alice.sync();
+    const queued: FifoMessage[] = [];
+    const actions = createActions({
+      botUserId: BOT,
+      outboundQueue: { send: async (messages) => void queued.push(...messages) },
+      origin: `to-device-${randomUUID()}`,
+    });
+    const content = { ping: randomUUID() };
+    const txnId = await actions.sendToDevice("org.example.ping", {
+      [alice.userId]: { [alice.deviceId]: content },
+    });
+    // In the sender's to-device group: each device gets the sender's messages in order.
+    expect(queued.map((m) => m.groupId)).toEqual([`toDevice ${BOT}`]);
+    const action = JSON.parse(queued[0]?.body as string) as OutboundAction;
+    failTwice("/_matrix/client/v3/sendToDevice/org.example.ping/");
+    const from = homeserver.requests.length;
+    expect(await attemptKinds(action, 3)).toEqual(["retry", "retry", "done"]);
+    expect(homeserver.requests.slice(from).map((r) => `${r.method} ${r.path}`)).toEqual(
+      new Array(3).fill(`PUT /_matrix/client/v3/sendToDevice/org.example.ping/${txnId}`),
+    );
+    expect(aliceInbox("org.example.ping")).toMatchObject([{ sender: BOT, content }]);
   });
 
   it("after a crash before the save, encrypts again: nothing encrypted was sent", async () => {

@@ -68,6 +68,8 @@ describe("the outbox within its time", () => {
     log: noServices.log,
     deliveryOutcomes: noServices.deliveryOutcomes,
     botProfile: new BotProfileKeeper(bot, botProfile("Bot"), memory, noServices.log),
+    // As the stack wires it: every call of an action within the action's budget.
+    actionBudget: { callTimeoutMs: timeoutMs, budgetMs: actionBudgetMs(timeoutMs) },
   });
 
   it("an action's worst path makes MAX_CALLS_PER_ACTION calls, which the function's timeout covers twice", async () => {

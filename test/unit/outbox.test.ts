@@ -5,7 +5,11 @@ import { createActions } from "../../functions/matrix/actions.ts";
 import { actionProblem, requestProblem } from "../../functions/matrix/allowed-request.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
 import { HttpHomeserverClient } from "../../functions/matrix/http-client.ts";
-import { AS_TOKEN_REFUSED, performAction } from "../../functions/matrix/outbox.ts";
+import {
+  AS_TOKEN_REFUSED,
+  MAX_CALLS_PER_ACTION,
+  performAction,
+} from "../../functions/matrix/outbox.ts";
 import {
   type ClientServerRequest,
   type ClientServerResponse,
@@ -13,6 +17,8 @@ import {
   type OutboundAction,
   RequestRefused,
 } from "../../functions/matrix/request.ts";
+import { roomStateRequest } from "../../functions/matrix/requests.ts";
+import { EncryptionCallFailed, type RoomEncryptor } from "../../functions/matrix/room-encryptor.ts";
 import {
   decideOutboundAction,
   decideOutboundMessage,
@@ -31,6 +37,7 @@ import {
 import type { IntentMemory, ProfileFields } from "../../functions/store/intent-memory.ts";
 import type { MessageLinker } from "../../functions/store/messages.ts";
 import type { SentEventRecorder } from "../../functions/store/sent-events.ts";
+import { actionBudgetMs } from "../../functions/wiring/timeouts.ts";
 
 // The outbox's decisions, against test doubles of the project's own interfaces (the homeserver
 // client, the membership store, the server error counter): each answer is chosen per call. The
@@ -532,6 +539,85 @@ describe("performAction: what each answer means", () => {
   });
 });
 
+describe("performAction: the action's time budget, the encryption's calls counted", () => {
+  const CALL_MS = 20_000;
+  /** Every call takes its whole timeout, on a clock the budget reads. */
+  const slow = (script: Record<string, Answer[]>) => {
+    const clock = { now: 0 };
+    const homeserver = new FakeHomeserver(script);
+    const timed: HomeserverClient = {
+      call: (userId, request) => {
+        clock.now += CALL_MS;
+        return homeserver.call(userId, request);
+      },
+    };
+    return { clock, homeserver, timed };
+  };
+  const budgeted = (
+    timed: HomeserverClient,
+    clock: { now: number },
+    roomEncryptor?: RoomEncryptor,
+  ) => ({
+    ...deps(timed),
+    actionBudget: { callTimeoutMs: CALL_MS, budgetMs: actionBudgetMs(CALL_MS) },
+    now: () => clock.now,
+    ...(roomEncryptor && { roomEncryptor }),
+  });
+  /** Makes `calls` reads on the action's homeserver, then answers the send encrypted. */
+  const encryptorCalling = (calls: number): RoomEncryptor => ({
+    encrypt: async (roomSend, homeserver) => {
+      for (let i = 0; i < calls; i++) {
+        await homeserver.call(roomSend.userId, roomStateRequest(ROOM, "m.room.encryption", ""));
+      }
+      return { kind: "encrypted", content: { algorithm: "m.megolm.v1.aes-sha2" } };
+    },
+  });
+
+  it("the worst path's MAX_CALLS_PER_ACTION calls fit, each waiting its whole timeout", async () => {
+    const known = new MemoryOutboxStore();
+    // Registered by an earlier life, forgotten: M_USER_IN_USE.
+    const { clock, homeserver, timed } = slow({
+      action: [forbidden, forbidden, answer(200)],
+      register: [answer(400, { errcode: "M_USER_IN_USE" })],
+      invite: [answer(200)],
+      join: [answer(200)],
+    });
+    const outcome = await performAction(send({ userId: GHOST }), 0, {
+      ...budgeted(timed, clock),
+      intentMemory: known,
+    });
+    expect(outcome).toEqual({ kind: "done", status: 200 });
+    expect(homeserver.calls).toHaveLength(MAX_CALLS_PER_ACTION);
+  });
+
+  it("an encryption's calls count: the call that would overrun is not made, and the action is retried with the backoff, nothing sent", async () => {
+    // The encryption's reads and the send: as many calls as the budget has room for.
+    const fits = slow({ action: new Array(MAX_CALLS_PER_ACTION).fill(answer(200)) });
+    const encrypted = await performAction(
+      send(),
+      0,
+      budgeted(fits.timed, fits.clock, encryptorCalling(MAX_CALLS_PER_ACTION - 1)),
+    );
+    expect(encrypted).toEqual({ kind: "done", status: 200 });
+    expect(fits.homeserver.calls.at(-1)?.request.path).toContain("/send/m.room.encrypted/");
+
+    const overruns = slow({ action: new Array(MAX_CALLS_PER_ACTION).fill(answer(200)) });
+    const outcome = await performAction(
+      send(),
+      2,
+      budgeted(overruns.timed, overruns.clock, encryptorCalling(MAX_CALLS_PER_ACTION)),
+    );
+    expect(outcome).toMatchObject({
+      kind: "retry",
+      reason: expect.stringContaining("the action's time is spent"),
+    });
+    expect((outcome as { delaySeconds: number }).delaySeconds).toBeLessThanOrEqual(2 ** 2);
+    // The encryption's reads made; neither a seventh call nor the send.
+    expect(overruns.homeserver.calls).toHaveLength(MAX_CALLS_PER_ACTION);
+    expect(overruns.homeserver.steps.filter((step) => step.includes("/send/"))).toEqual([]);
+  });
+});
+
 /** A log that keeps each line as `[level, message, attributes]`. */
 const recordingLog = () => {
   const lines: [string, string, unknown][] = [];
@@ -673,6 +759,27 @@ describe("performAction: a bound on server errors (maxServerErrors)", () => {
     });
   });
 
+  it("the encryption's 5xx (a to-device send's, say) count toward the limit; its other failures do not", async () => {
+    const failing = (status: number): RoomEncryptor => ({
+      encrypt: () => Promise.reject(new EncryptionCallFailed("PUT sendToDevice", status)),
+    });
+    const store = new MemoryOutboxStore();
+    const outcome = (status: number) =>
+      performAction(send({ maxServerErrors: 2 }), 0, {
+        ...deps(new FakeHomeserver({}), store),
+        roomEncryptor: failing(status),
+      });
+    expect(await outcome(403)).toMatchObject({ kind: "retry" });
+    expect(await outcome(500)).toMatchObject({ kind: "retry" });
+    expect(await outcome(502)).toEqual({
+      kind: "dead",
+      reason: {
+        status: 502,
+        error: "gave up at server error 2 of 2: not encrypted, so not sent: PUT sendToDevice: 502",
+      },
+    });
+  });
+
   it("a limit of 1 gives up at the first 5xx; success before the limit is done", async () => {
     expect(
       (await once(send({ maxServerErrors: 1 }), { action: [answer(500)] })).outcome,
@@ -806,6 +913,7 @@ describe("performAction: only what the appservice may ask (allowlist)", () => {
         await actions.setDisplayName(stateKey, { as, orderedWith: roomId });
         await actions.setTyping(roomId, true, { as });
         await actions.sendReceipt(roomId, stateKey, { as });
+        await actions.sendToDevice(type, { [as]: { [stateKey]: { body: roomId } } }, { as });
         await actions.setDirectoryVisibility(type, roomId, "public");
         await actions.register(as);
         await actions.createRoom({ alias: localpart, as });

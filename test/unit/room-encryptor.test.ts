@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { IDBFactory } from "../../functions/crypto/idb-snapshot.ts";
 import { PENDING_SEND_TTL_MS, PendingSends } from "../../functions/crypto/pending-sends.ts";
-import type { OutboundAction } from "../../functions/matrix/request.ts";
+import type { HomeserverClient, OutboundAction } from "../../functions/matrix/request.ts";
 import { sendRequest, stateRequest } from "../../functions/matrix/requests.ts";
 import {
   encryptedRequest,
@@ -18,6 +18,11 @@ const action = (request: OutboundAction["request"]): OutboundAction => ({
   request,
   kind: "send",
 });
+
+/** The encryptor's homeserver: the recording one makes no call. */
+const noCalls: HomeserverClient = {
+  call: () => Promise.reject(new Error("no call expected")),
+};
 
 /** An encryptor that records what it was asked and answers `encrypted` for every room. */
 const recording = () => {
@@ -49,7 +54,7 @@ describe("the outbox's room sends and their encryption", () => {
   it("sends an encrypted room's event as m.room.encrypted under the same txnId and query", async () => {
     const { asked, encryptor } = recording();
     const send = action(sendRequest(ROOM, "m.room.message", "txn-1", { body: "hi" }, 1234));
-    expect(await encryptedRequest(send, encryptor)).toEqual({
+    expect(await encryptedRequest(send, encryptor, noCalls)).toEqual({
       kind: "call",
       request: {
         ...sendRequest(ROOM, "m.room.encrypted", "txn-1", {
@@ -67,7 +72,7 @@ describe("the outbox's room sends and their encryption", () => {
     const state = action(stateRequest(ROOM, "m.room.topic", "", { topic: "t" }));
     const encrypted = action(sendRequest(ROOM, "m.room.encrypted", "txn-1", { ciphertext: "y" }));
     for (const made of [state, encrypted]) {
-      expect(await encryptedRequest(made, encryptor)).toEqual({
+      expect(await encryptedRequest(made, encryptor, noCalls)).toEqual({
         kind: "call",
         request: made.request,
       });
