@@ -201,6 +201,7 @@ describe("the outbox's sends into encrypted rooms", () => {
     // The process dies in its save: the state and what it encrypted are lost.
     const failingStore = {
       load: (who: typeof owner) => cryptoStore.load(who),
+      version: (who: typeof owner) => cryptoStore.version(who),
       save: async () => {
         throw new Error("killed while saving");
       },
