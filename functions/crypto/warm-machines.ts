@@ -2,10 +2,11 @@ import type { CryptoOwner, CryptoStateStore } from "../store/crypto-state.ts";
 import type { DurableOlmMachine } from "./durable-machine.ts";
 
 /**
- * How many devices' machines a warm process keeps open. Each costs about 1–2 MB of heap and
- * WebAssembly memory with a few dozen sessions (docs/encryption.md, "Figures"), so 32 stay well
- * under the functions' 256–512 MB, while covering the bot and the puppets or webhook users a
- * container serves in a burst; a device past them is reopened from the store (22–222 ms).
+ * How many devices' machines a warm process keeps open. One kept with a 42 KB state (5 Olm
+ * sessions, 14 room keys) costs about 1.3 MB of heap and buffers (docs/encryption.md,
+ * "Figures"), so 32 stay near 50 MB, well inside a 256 MB function, while covering the bot and
+ * the puppets or webhook users a container serves in a burst; a device past them is opened from
+ * the store again (22–222 ms).
  */
 export const WARM_MACHINES = 32;
 
