@@ -63,19 +63,35 @@ export const actingAsDevice =
   };
 
 /**
- * The bot's device, made once: its crypto state saved means it exists. Otherwise the device is
+ * The version of a device's state saved with its keys (identity and cross-signing) made and
+ * nothing published yet: the device's claim. Past it, the device was made and published.
+ */
+const CLAIMED = 1;
+
+/**
+ * The bot's device, made once: its crypto state saved past its claim means it exists. Otherwise
+ * its keys are made and saved first, with the version check (the claim: of two processes making
+ * the device at once, one saves, the other is refused with `StaleCryptoStateError` before it
+ * published anything, and its caller opens the device again); then the device is
  * made (MSC4190 `PUT /devices/{id}` as the appservice, else `m.login.application_service`), its
  * keys uploaded acting as it (`device_id`, and `org.matrix.msc3202.device_id` for homeservers
  * before Matrix 1.17), its cross-signing identity made and uploaded with a token from a login of
  * the device just before (homeservers that need interactive auth skip it for a fresh login with
  * Synapse's `ui_auth: session_timeout`), and its state saved. A 401 for the cross-signing keys
- * is logged once as an ERROR naming the setting, and the device is used uncross-signed.
+ * is logged once as an ERROR naming the setting, and the device is used uncross-signed. A
+ * device claimed but not finished (a crash in its making, or its maker still at it) is finished
+ * with the keys claimed: every step is the same again, and cross-signing keys already published
+ * are not uploaded again.
  */
 export async function ensureBotDevice(options: BotDeviceOptions): Promise<BotDevice> {
   const { http, owner, log } = options;
   const machine = await DurableOlmMachine.open(options.store, owner, options.storeKey);
-  if (machine.version > 0) return { machine, made: "before" };
+  if (machine.version > CLAIMED) return { machine, made: "before" };
   try {
+    if (machine.version === 0) {
+      await machine.machine.bootstrapCrossSigning(true);
+      await machine.save();
+    }
     const user = `user_id=${enc(owner.userId)}`;
     const put = await http({
       method: "PUT",
@@ -110,7 +126,7 @@ export async function ensureBotDevice(options: BotDeviceOptions): Promise<BotDev
     let crossSigned = true;
     try {
       // A fresh token, from a login of the device right now (the device and its keys are kept).
-      await bootstrapCrossSigning(machine.machine, checked(await login()));
+      await bootstrapCrossSigning(machine.machine, checked(await login()), false);
     } catch (error) {
       if ((error as { status?: number }).status !== 401) throw error;
       log.error(CROSS_SIGNING_AUTH_ERROR, { userId: owner.userId, deviceId: owner.deviceId });

@@ -11,6 +11,7 @@ import { actingAsDevice, type BotDeviceOptions, ensureBotDevice } from "./bot-de
 import type { DurableOlmMachine } from "./durable-machine.ts";
 import { receiveTransactionCrypto } from "./receive.ts";
 import { sendOutgoingRequests } from "./requests.ts";
+import type { WarmMachines } from "./warm-machines.ts";
 import { loadCrypto } from "./wasm.ts";
 
 /**
@@ -25,6 +26,8 @@ export const botDeviceIdOf = (userId: string) => `AS${sha256(userId).slice(0, 10
  */
 export type DeviceOptions = Omit<BotDeviceOptions, "owner"> & {
   deviceIdOf?: (userId: string) => string;
+  /** The warm process's open machines, reused while no other process saved (none: opened each time). */
+  machines?: WarmMachines;
 };
 
 /** The device of `userId`, as `options` names it. */
@@ -36,13 +39,16 @@ export const deviceOwnerOf = (options: DeviceOptions, userId: string): CryptoOwn
 /**
  * The one opener of a device: the machine of the device that does `userId`'s crypto, each
  * appservice user its own (the bot's, a puppet's, a webhook user's), made the first time
- * (`ensureBotDevice`: cross-signed, so strict clients trust it), then as last saved.
+ * (`ensureBotDevice`: cross-signed, so strict clients trust it), then as last saved: kept warm
+ * in `options.machines` if given. `use` it for one unit of work.
  */
 export const openUserDevice =
   (options: DeviceOptions) =>
   async (userId: string): Promise<DurableOlmMachine> => {
-    const { deviceIdOf: _, ...device } = options;
-    return (await ensureBotDevice({ ...device, owner: deviceOwnerOf(options, userId) })).machine;
+    const { deviceIdOf: _, machines, ...device } = options;
+    const owner = deviceOwnerOf(options, userId);
+    const open = async () => (await ensureBotDevice({ ...device, owner })).machine;
+    return machines ? machines.open(options.store, owner, open) : open();
   };
 
 /**
@@ -72,7 +78,8 @@ const MAX_STALE_SAVES = 5;
 
 /**
  * One device's crypto work, on its durable machine: each unit of work opens the state last saved
- * (the device made first if it never was: `ensureBotDevice`), sends what the machine then asks
+ * (the machine kept warm if no other process saved since: `WarmMachines`; the device made first
+ * if it never was: `ensureBotDevice`), sends what the machine then asks
  * for (key uploads, queries, claims) one at a time, and saves the state if it changed, with the
  * version check. A save refused as stale (another process saved meanwhile) is answered by
  * opening the newer state and doing the work again. Within this process the work is done one
@@ -108,15 +115,13 @@ export class DeviceCrypto {
     for (let attempt = 1; ; attempt++) {
       try {
         // The device's making is saved with the version check too: two processes may race.
-        const machine = await this.open(this.owner.userId);
-        try {
-          const { result, changed } = await work(machine.machine, sdk);
-          const sent = await this.sendOutgoing(machine.machine);
-          if (changed || sent > 0) await machine.save();
+        const durable = await this.open(this.owner.userId);
+        return await durable.use(async ({ machine }) => {
+          const { result, changed } = await work(machine, sdk);
+          const sent = await this.sendOutgoing(machine);
+          if (changed || sent > 0) await durable.save();
           return result;
-        } finally {
-          await machine.close();
-        }
+        });
       } catch (error) {
         if (!(error instanceof StaleCryptoStateError) || attempt >= MAX_STALE_SAVES) throw error;
         this.options.log.info("the crypto state was saved by another process: done again on it", {

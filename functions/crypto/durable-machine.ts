@@ -40,6 +40,8 @@ async function withOwnIndexedDb<T>(open: (factory: IDBFactory) => Promise<T>): P
  */
 export class DurableOlmMachine {
   private closed = false;
+  /** Where a lent machine goes back when its work ends (`WarmMachines`): `keep` if reusable. */
+  private lender?: (keep: boolean) => void;
   /** Encrypted sends not yet known to be sent: saved with the state, by `save`. */
   readonly pendingSends: PendingSends;
 
@@ -89,8 +91,36 @@ export class DurableOlmMachine {
     return { version: this.version, bytes: data.length };
   }
 
+  /** Lent by a cache: `use` gives it back there. */
+  lend(giveBack: (keep: boolean) => void): void {
+    this.lender = giveBack;
+  }
+
+  /**
+   * Runs `work` on the machine, then gives it back to the cache that lent it, to be lent again
+   * (or closes it, lent by none). If `work` throws, the machine is closed: what it did and did
+   * not save (a stale save, a crash in the middle) must never be used again.
+   */
+  async use<T>(work: (machine: DurableOlmMachine) => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await work(this);
+    } catch (error) {
+      await this.close();
+      throw error;
+    }
+    const lender = this.lender;
+    this.lender = undefined;
+    if (lender) lender(true);
+    else await this.close();
+    return result;
+  }
+
   /** Frees the machine; its in-memory databases go with it (what was not saved is lost). */
   async close(): Promise<void> {
+    const lender = this.lender;
+    this.lender = undefined;
+    lender?.(false);
     if (this.closed) return;
     this.closed = true;
     this.machine.close();

@@ -157,40 +157,42 @@ export async function encryptRoomEventWriteAhead(options: {
   const { open, room, txnId, log } = options;
   const sdk = await loadCrypto();
   for (let attempt = 1; ; attempt++) {
-    const durable = await open();
-    const send = options.callsAs(durable.owner);
-    let made: EncryptedSend | undefined;
-    let sent = 0;
     try {
-      made = await durable.pendingSends.get(txnId);
-      if (!made) {
-        made = await encryptEvent(durable.machine, sdk, room, options.type, options.content, send);
-        await durable.pendingSends.put(txnId, made);
-        await durable.save();
-      }
-      for (sent = made.toDeviceSent ?? 0; sent < made.toDevice.length; sent++) {
-        const message = made.toDevice[sent] as PendingToDevice;
-        await send({
-          method: "PUT",
-          path: `/sendToDevice/${enc(message.eventType)}/${enc(message.txnId)}`,
-          body: message.body,
-        });
-      }
-      return made;
+      const durable = await open();
+      return await durable.use(async ({ machine, owner, pendingSends }) => {
+        const send = options.callsAs(owner);
+        let made: EncryptedSend | undefined;
+        let sent = 0;
+        try {
+          made = await pendingSends.get(txnId);
+          if (!made) {
+            made = await encryptEvent(machine, sdk, room, options.type, options.content, send);
+            await pendingSends.put(txnId, made);
+            await durable.save();
+          }
+          for (sent = made.toDeviceSent ?? 0; sent < made.toDevice.length; sent++) {
+            const message = made.toDevice[sent] as PendingToDevice;
+            await send({
+              method: "PUT",
+              path: `/sendToDevice/${enc(message.eventType)}/${enc(message.txnId)}`,
+              body: message.body,
+            });
+          }
+          return made;
+        } catch (error) {
+          // Kept before `use` closes the machine on the way out.
+          if (error instanceof ActionTimeSpent) await keepProgress(durable, txnId, made, sent);
+          throw error;
+        }
+      });
     } catch (error) {
-      if (error instanceof ActionTimeSpent) {
-        await keepProgress(durable, txnId, made, sent);
-        throw error;
-      }
       if (!(error instanceof StaleCryptoStateError) || attempt >= MAX_STALE_SAVES) throw error;
       log.info("the crypto state was saved by another process: encrypted again on it", {
-        userId: durable.owner.userId,
-        deviceId: durable.owner.deviceId,
+        userId: error.owner.userId,
+        deviceId: error.owner.deviceId,
         roomId: room.roomId,
         attempt,
       });
-    } finally {
-      await durable.close();
     }
   }
 }

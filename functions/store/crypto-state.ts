@@ -33,6 +33,11 @@ export interface CryptoStateStore {
   /** The latest saved state, or undefined if none was ever saved. */
   load(owner: CryptoOwner): Promise<CryptoStateSnapshot | undefined>;
   /**
+   * The version of the latest saved state (0: none), read consistently and alone: what a warm
+   * process checks before it reuses a machine it loaded before.
+   */
+  version(owner: CryptoOwner): Promise<number>;
+  /**
    * Saves `data` as version `expected + 1`, only if the stored version is `expected` (0: none
    * saved yet), all or nothing. Returns the new version.
    */

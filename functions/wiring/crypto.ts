@@ -6,6 +6,7 @@ import {
   openUserDevice,
 } from "../crypto/device-crypto.ts";
 import { DeviceRoomEncryptor } from "../crypto/room-encryptor.ts";
+import { WarmMachines } from "../crypto/warm-machines.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
 import { DynamoDbCryptoStateStore } from "../store/dynamodb/crypto-state.ts";
 import type { Platform, Settings } from "./deps.ts";
@@ -50,7 +51,7 @@ export function clientServerCall(
 /**
  * What every device of the appservice shares where the platform gives a crypto store secret
  * (encrypted rooms on): the state in the table, under the key the secret gives, the machine's
- * calls made with the as_token. Undefined otherwise.
+ * calls made with the as_token, the machines kept warm in this process. Undefined otherwise.
  */
 async function devicesOf(
   config: Settings<"events"> | Settings<"outbox">,
@@ -66,6 +67,7 @@ async function devicesOf(
     store: new DynamoDbCryptoStateStore(platform.dynamodb, config.tableName),
     storeKey: cryptoStoreKeyFrom(secret),
     log: platform.log,
+    machines: new WarmMachines(),
   };
 }
 

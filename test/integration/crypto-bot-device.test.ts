@@ -1,6 +1,12 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import type { OlmMachine } from "@matrix-org/matrix-sdk-crypto-wasm";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { CROSS_SIGNING_AUTH_ERROR, ensureBotDevice } from "../../functions/crypto/bot-device.ts";
+import {
+  type ClientServerCall,
+  CROSS_SIGNING_AUTH_ERROR,
+  ensureBotDevice,
+} from "../../functions/crypto/bot-device.ts";
+import { DeviceCrypto } from "../../functions/crypto/device-crypto.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import type { Log } from "../../functions/shared/log.ts";
 import { DynamoDbCryptoStateStore } from "../../functions/store/dynamodb/crypto-state.ts";
@@ -29,6 +35,34 @@ describe("the bot's device, made once", () => {
   const http = appserviceCalls(() => homeserver.url, "as-token");
   const calls = (pattern: RegExp) =>
     homeserver.requests.filter((r) => pattern.test(`${r.method} ${r.path}`)).length;
+  /** The public master key of the machine's cross-signing identity. */
+  const masterKeyOf = async (machine: OlmMachine) =>
+    JSON.parse((await machine.bootstrapCrossSigning(false)).uploadSigningKeysRequest.body)
+      .master_key.keys;
+  /** What a device's state holds and what the homeserver publishes of it: the same when whole. */
+  const keysOf = async (crypto: DeviceCrypto) => {
+    const { userId, deviceId } = crypto.owner;
+    const held = await crypto.withMachine(async (machine) => ({
+      result: {
+        curve25519: machine.identityKeys.curve25519.toBase64(),
+        master: await masterKeyOf(machine),
+      },
+      changed: false,
+    }));
+    const device = homeserver.encryption.device(userId, deviceId)?.keys as
+      | { keys: Record<string, string> }
+      | undefined;
+    const master = homeserver.encryption.crossSigning.get(userId)?.master as
+      | { keys: unknown }
+      | undefined;
+    const published = {
+      curve25519: device?.keys[`curve25519:${deviceId}`],
+      master: master?.keys,
+    };
+    return { held, published };
+  };
+  const deviceCrypto = (userId: string, deviceId: string, calls = http) =>
+    new DeviceCrypto({ http: calls, store, storeKey, log, userId, deviceIdOf: () => deviceId });
 
   beforeAll(async () => {
     await ensureTable(client, tableName);
@@ -105,7 +139,7 @@ describe("the bot's device, made once", () => {
     expect(errors).toEqual([CROSS_SIGNING_AUTH_ERROR]);
     expect(errors[0]).toContain("ui_auth: session_timeout");
     expect(homeserver.encryption.device(userId, owner.deviceId)?.keys).toBeDefined();
-    expect((await store.load(owner))?.version).toBe(1);
+    expect((await store.load(owner))?.version).toBe(2);
 
     // With Synapse's `ui_auth: session_timeout`, the fresh login's token may.
     homeserver.encryption.uiAuthSessionTimeoutMs = 60_000;
@@ -118,5 +152,52 @@ describe("the bot's device, made once", () => {
     } finally {
       homeserver.encryption.uiAuthSessionTimeoutMs = undefined;
     }
+  });
+
+  it("is made once by two processes making it at once: one set of keys, used by both", async () => {
+    const userId = `@_as_race:${SERVER}`;
+    homeserver.registered.add(userId);
+    errors.length = 0;
+    const one = deviceCrypto(userId, "RACEDEVICE");
+    const two = deviceCrypto(userId, "RACEDEVICE");
+    await Promise.all([one.ensureDevice(), two.ensureDevice()]);
+    const [first, second] = [await keysOf(one), await keysOf(two)];
+    // Both use the state the claim saved, and it is the one published.
+    expect(second.held).toEqual(first.held);
+    expect(first.published).toEqual(first.held);
+    expect(homeserver.encryption.devices.get(userId)?.size).toBe(1);
+    expect(errors).toEqual([]);
+  });
+
+  it("a device whose making is killed at each step is finished with the keys it claimed", async () => {
+    const owner = { userId: `@_as_killed:${SERVER}`, deviceId: "KILLEDDEVICE" };
+    homeserver.registered.add(owner.userId);
+    errors.length = 0;
+    // A process killed at each step of the making in turn, each after the one before: at the
+    // device's making, its keys' upload, the cross-signing keys' upload, the signatures' upload.
+    for (const step of [
+      "/devices/",
+      "/keys/upload",
+      "/keys/device_signing/",
+      "/keys/signatures/",
+    ]) {
+      const killed: ClientServerCall = async (call) => {
+        if (call.path.startsWith(step)) throw new Error(`killed at ${step}`);
+        return http(call);
+      };
+      await expect(
+        deviceCrypto(owner.userId, owner.deviceId, killed).ensureDevice(),
+      ).rejects.toThrow(`killed at ${step}`);
+      // The state saved is the claim's: the keys made before anything was published.
+      expect((await store.load(owner))?.version).toBe(1);
+    }
+    const next = deviceCrypto(owner.userId, owner.deviceId);
+    await next.ensureDevice();
+    const { held, published } = await keysOf(next);
+    expect(published).toEqual(held);
+    expect((await store.load(owner))?.version).toBe(2);
+    // The cross-signing keys published before the last kill were not uploaded again (a reset,
+    // which would have been refused with a 401 and logged).
+    expect(errors).toEqual([]);
   });
 });

@@ -4,6 +4,7 @@ import { ensureBotDevice } from "../../functions/crypto/bot-device.ts";
 import { openUserDevice } from "../../functions/crypto/device-crypto.ts";
 import { DurableOlmMachine } from "../../functions/crypto/durable-machine.ts";
 import { DeviceRoomEncryptor } from "../../functions/crypto/room-encryptor.ts";
+import { WarmMachines } from "../../functions/crypto/warm-machines.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { createActions } from "../../functions/matrix/actions.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
@@ -152,42 +153,63 @@ describe("the outbox's sends into encrypted rooms", () => {
     });
   });
 
-  it("after a crash between the save and the sends, sends the same ciphertext under the same txnIds", async () => {
-    const room = encryptedRoom([BOT, alice.userId]);
-    const action = await queuedMessage(room, "once, though sent twice");
-    const from = homeserver.requests.length;
-    // The state and the ciphertexts are saved; the first send never ends (as if the process
-    // died there).
-    homeserver.cue((r) => r.path.startsWith("/_matrix/client/v3/sendToDevice/"), { hang: true });
-    const crashed = await performAction(action, 0, outboxDeps(encryptorOpening(open), 500));
-    expect(crashed).toMatchObject({
-      kind: "retry",
-      reason: expect.stringContaining("not encrypted, so not sent"),
-    });
-    expect(sentWith(action.id)).toEqual([]);
-    const saved = (await cryptoStore.load(owner))?.version;
+  const toDeviceSend = (r: { path: string }) =>
+    r.path.startsWith("/_matrix/client/v3/sendToDevice/");
+  const roomEventSend = (r: { path: string }) => r.path.includes("/send/m.room.encrypted/");
+  it.each([
+    { step: "at the first to-device send", match: toDeviceSend, cue: { hang: true } as const },
+    { step: "at the room event's send", match: roomEventSend, cue: { hang: true } as const },
+    {
+      step: "after the room event's send, its answer lost",
+      match: roomEventSend,
+      cue: { loseAnswer: true } as const,
+    },
+  ])(
+    "killed after the save, $step: a new process sends the same ciphertexts under the same txnIds, and the sessions go on",
+    async ({ match, cue }) => {
+      const room = encryptedRoom([BOT, alice.userId]);
+      const action = await queuedMessage(room, "once, though sent twice");
+      const from = homeserver.requests.length;
+      // The state and the ciphertexts are saved; then the process dies (its machine kept warm
+      // with it): the call never ends, or its answer never comes.
+      homeserver.cue(match, cue);
+      const warm = openUserDevice({
+        http,
+        store: cryptoStore,
+        storeKey,
+        log,
+        deviceIdOf: () => owner.deviceId,
+        machines: new WarmMachines(),
+      });
+      const crashed = await performAction(action, 0, outboxDeps(encryptorOpening(warm), 500));
+      expect(crashed).toMatchObject({ kind: "retry" });
+      const saved = (await cryptoStore.load(owner))?.version;
 
-    const deps = outboxDeps(encryptorOpening(open));
-    expect(await performAction(action, 1, deps)).toEqual({ kind: "done", status: 200 });
-    // Not encrypted again: the retry sent what was saved, and saved nothing more.
-    expect((await cryptoStore.load(owner))?.version).toBe(saved);
-    const toDevice = toDeviceSince(from);
-    expect(toDevice).toHaveLength(2);
-    expect(toDevice[1]?.path).toBe(toDevice[0]?.path);
-    expect(toDevice[1]?.body).toEqual(toDevice[0]?.body);
-    expect(sentWith(action.id)).toHaveLength(1);
+      // The next process opens the device from the store.
+      const deps = outboxDeps(encryptorOpening(open));
+      expect(await performAction(action, 1, deps)).toEqual({ kind: "done", status: 200 });
+      // Not encrypted again: the retry sent what was saved, and saved nothing more.
+      expect((await cryptoStore.load(owner))?.version).toBe(saved);
+      const toDevice = toDeviceSince(from);
+      expect(toDevice).toHaveLength(2);
+      expect(toDevice[1]?.path).toBe(toDevice[0]?.path);
+      expect(toDevice[1]?.body).toEqual(toDevice[0]?.body);
+      expect(sentWith(action.id)).toHaveLength(1);
 
-    // Sent again whole (the room event's answer lost, say): the homeserver's txnIds keep one.
-    expect(await performAction(action, 2, deps)).toEqual({ kind: "done", status: 200 });
-    const rooms = homeserver.requests
-      .slice(from)
-      .filter((r) => r.method === "PUT" && r.path.includes("/send/m.room.encrypted/"));
-    expect(rooms).toHaveLength(2);
-    expect(rooms[1]?.body).toEqual(rooms[0]?.body);
-    expect(sentWith(action.id)).toHaveLength(1);
+      // Sent again whole (the room event's answer lost, say): the homeserver's txnIds keep one.
+      expect(await performAction(action, 2, deps)).toEqual({ kind: "done", status: 200 });
+      const rooms = homeserver.requests.slice(from).filter(roomEventSend);
+      expect(rooms.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(rooms.map((r) => JSON.stringify(r.body))).size).toBe(1);
+      expect(sentWith(action.id)).toHaveLength(1);
+      expect(await bodyAliceReads(action.id)).toBe("once, though sent twice");
 
-    expect(await bodyAliceReads(action.id)).toBe("once, though sent twice");
-  });
+      // No session broken: the next message, on the same room key, decrypts.
+      const later = await queuedMessage(room, "and the next one");
+      expect(await performAction(later, 0, deps)).toEqual({ kind: "done", status: 200 });
+      expect(await bodyAliceReads(later.id)).toBe("and the next one");
+    },
+  );
 
   /**
    * The outbox's dependencies with a small budget (6 s, calls of 1 s) on a clock that moves only
@@ -339,6 +361,7 @@ describe("the outbox's sends into encrypted rooms", () => {
     // The process dies in its save: the state and what it encrypted are lost.
     const failingStore = {
       load: (who: typeof owner) => cryptoStore.load(who),
+      version: (who: typeof owner) => cryptoStore.version(who),
       save: async () => {
         throw new Error("killed while saving");
       },

@@ -4,6 +4,7 @@ import {
   BatchWriteItemCommand,
   ConditionalCheckFailedException,
   type DynamoDBClient,
+  GetItemCommand,
   PutItemCommand,
   UpdateItemCommand,
 } from "@aws-sdk/client-dynamodb";
@@ -70,6 +71,19 @@ export class DynamoDbCryptoStateStore implements CryptoStateStore {
     throw new Error(
       `The crypto state of ${owner.userId} ${owner.deviceId} could not be read whole`,
     );
+  }
+
+  async version(owner: CryptoOwner): Promise<number> {
+    const answer = await this.client.send(
+      new GetItemCommand({
+        TableName: this.tableName,
+        Key: { pk: { S: partitionOf(owner) }, sk: { S: HEAD } },
+        ProjectionExpression: "#version",
+        ExpressionAttributeNames: { "#version": "version" },
+        ConsistentRead: true,
+      }),
+    );
+    return Number(answer.Item?.version?.N ?? 0);
   }
 
   async save(owner: CryptoOwner, expected: number, data: Uint8Array): Promise<number> {
