@@ -128,6 +128,49 @@ describe("encrypted rooms: what people encrypt reaches the application decrypted
     );
   });
 
+  it("tracks a new member of an encrypted room at its invite, once; none in a room in clear", async () => {
+    const room = `!enc5:${SERVER}`;
+    await encryptedRoom(room, alice);
+    const bob = await CryptoPerson.create(homeserver, "bob");
+    const carol = await CryptoPerson.create(homeserver, "carol");
+    people.push(bob, carol);
+    // Their new devices announced before they are tracked: nothing the machine acts on.
+    expect((await homeserver.pushTransaction([])).status).toBe(200);
+    expect(await waitUntilDrained(setup.local)).toEqual(NO_DEAD_LETTERS);
+    /** The bot's device's key queries since `from` that asked for `userId`'s devices. */
+    const queriesFor = (userId: string, from: number) =>
+      homeserver.requests
+        .slice(from)
+        .filter(
+          (r) =>
+            r.path.endsWith("/keys/query") &&
+            r.query.user_id === undefined &&
+            Object.hasOwn((r.body as { device_keys: object }).device_keys, userId),
+        );
+    const membership = (roomId: string, userId: string, value: string) =>
+      makeEvent(roomId, "", {
+        type: "m.room.member",
+        sender: userId === bob.userId ? alice.userId : userId,
+        state_key: userId,
+        content: { membership: value },
+      });
+    const push = async (event: ReturnType<typeof makeEvent>) => {
+      expect((await homeserver.pushTransaction([event])).status).toBe(200);
+      await waitFor(() => delivered(event.event_id).length === 1, 30_000, "the membership");
+    };
+    const from = homeserver.requests.length;
+    await push(membership(room, bob.userId, "invite"));
+    expect(queriesFor(bob.userId, from)).toHaveLength(1);
+    // Already tracked: his join queries nothing more.
+    await push(membership(room, bob.userId, "join"));
+    expect(queriesFor(bob.userId, from)).toHaveLength(1);
+    // In a room without `m.room.encryption`, nobody is tracked.
+    const clear = `!clear5:${SERVER}`;
+    homeserver.createRoom(clear, [alice.userId, BOT]);
+    await push(membership(clear, carol.userId, "join"));
+    expect(queriesFor(carol.userId, from)).toEqual([]);
+  });
+
   it("after a restart, the same device decrypts from the state it saved", async () => {
     const devicesMade = homeserver.requests.filter((r) => /^\/.*\/devices\//.test(r.path)).length;
     await setup.local.stop();
@@ -177,6 +220,8 @@ describe("an encrypted event whose room key never comes", () => {
             ensureDevice: () => Promise.reject(new Error("no device expected")),
             receive: () => Promise.reject(new Error("nothing to receive expected")),
             decrypt: async () => ({ status: "missing-key" }),
+            track: () => Promise.reject(new Error("no member to track expected")),
+            markAllTrackedUsersAsDirty: () => Promise.reject(new Error("no outage expected")),
           },
           keyWait: { backoff: { baseSeconds: 1, capSeconds: 1 }, maxAttempts: 3 },
         },

@@ -1,10 +1,13 @@
 import type { Decryption } from "../../crypto/device-crypto.ts";
+import type { HomeserverCalls } from "../../matrix/homeserver-calls.ts";
+import { HomeserverRefused } from "../../matrix/request.ts";
 import { queueJson, type ReceivedMessageControl, RetryLater } from "../../queue/queue.ts";
 import { type BackoffPolicy, backoffSeconds, retriesCovering } from "../../shared/backoff.ts";
 import { sha256 } from "../../shared/hash.ts";
 import type { Log } from "../../shared/log.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
 import type { CryptoOwner } from "../../store/crypto-state.ts";
+import type { IntentMemory } from "../../store/intent-memory.ts";
 import {
   ABANDONED_RUN_REASON,
   type ClaimStore,
@@ -68,6 +71,10 @@ export interface InboundCrypto {
   /** Resolves once the state holding what they carried is saved. */
   receive(transaction: { toDevice: ToDeviceMessage[]; devices?: DeviceData }): Promise<void>;
   decrypt(event: ClientEvent): Promise<Decryption>;
+  /** Tracks these users' devices (queried if new to it); saves only if one was new. */
+  track(userIds: string[]): Promise<void>;
+  /** Queries every tracked user's devices again, and saves. */
+  markAllTrackedUsersAsDirty(): Promise<void>;
 }
 
 export interface ProcessInboundDeps {
@@ -90,6 +97,15 @@ export interface ProcessInboundDeps {
   crypto?: InboundCrypto;
   /** How long an encrypted event waits for its room key. @default `KEY_WAIT` */
   keyWait?: InboundRetryPolicy;
+  /**
+   * The Intent's memory (`matrix/intent.ts`): a leave, kick or ban of one of our users the
+   * homeserver pushes is forgotten there, so that the next send lets the user in again.
+   */
+  intentMemory?: Pick<IntentMemory, "markLeft">;
+  /** Whether a user is ours (the registration's namespaces); with `intentMemory`. */
+  ownsUser?: (userId: string) => boolean;
+  /** Ours too, outside the namespaces; with `intentMemory`. */
+  botUserId?: string;
 }
 
 /** Which delivery of which queue message this is. */
@@ -144,12 +160,53 @@ function deliver(item: InboundItem, application: ApplicationEvents, context: App
 const KEY_WAIT_REASON = "waiting for the room key";
 
 /**
+ * Whose devices the bot's device starts tracking for a room event: Synapse announces a new member
+ * of an encrypted room in no `device_lists.changed`, so an invited or joined member is tracked
+ * at its membership, and every joined member when the bot joins or the room turns encrypted.
+ * Only in encrypted rooms, as the bot reads their state (one read per membership event); a 403
+ * (the bot is not in the room) is none of its device's business.
+ */
+async function usersToTrack(
+  event: ClientEvent,
+  botUserId: string,
+  homeserver: Pick<HomeserverCalls, "roomState" | "joinedMembers">,
+): Promise<string[]> {
+  if (event.state_key === undefined) return [];
+  const membership = event.type === "m.room.member" ? event.content.membership : undefined;
+  const entering = membership === "invite" || membership === "join";
+  if (event.type !== "m.room.encryption" && !entering) return [];
+  const wholeRoom = event.type === "m.room.encryption" || event.state_key === botUserId;
+  // The bot's own invite: it is not in the room yet, and its device is made instead.
+  if (event.state_key === botUserId && membership === "invite") return [];
+  try {
+    if (
+      event.type !== "m.room.encryption" &&
+      (await homeserver.roomState(event.room_id, "m.room.encryption")) === undefined
+    ) {
+      return [];
+    }
+    return wholeRoom
+      ? Object.keys(await homeserver.joinedMembers(event.room_id))
+      : [event.state_key];
+  } catch (error) {
+    if (error instanceof HomeserverRefused && error.status === 403) return [];
+    throw error;
+  }
+}
+
+/**
  * What the bot device's machine takes from an item before it is done: the to-device messages
  * for the device and the device data (the item is done only once the state holding their keys
- * is saved), and an invite of the bot (its device made before it joins, so that people's clients
- * encrypt for it; a failure there holds no invite back: the next crypto work makes it).
+ * is saved), an invite of the bot (its device made before it joins, so that people's clients
+ * encrypt for it; a failure there holds no invite back: the next crypto work makes it), and the
+ * members of encrypted rooms to track (`usersToTrack`), in their room's order.
  */
-async function cryptoReceives(item: InboundItem, crypto: InboundCrypto, log: Log) {
+async function cryptoReceives(
+  item: InboundItem,
+  crypto: InboundCrypto,
+  homeserver: Pick<HomeserverCalls, "roomState" | "joinedMembers">,
+  log: Log,
+) {
   const { owner } = crypto;
   if (
     item.kind === "to_device" &&
@@ -166,6 +223,36 @@ async function cryptoReceives(item: InboundItem, crypto: InboundCrypto, log: Log
         error,
       }),
     );
+  } else if (item.kind === "event") {
+    const users = await usersToTrack(item.event, owner.userId, homeserver);
+    if (users.length > 0) await crypto.track(users);
+  }
+}
+
+/** A membership that takes a user out of its room. */
+const isLeaving = (event: ClientEvent) =>
+  event.type === "m.room.member" &&
+  (event.content.membership === "leave" || event.content.membership === "ban");
+
+/**
+ * One of our users out of a room (left, kicked or banned), as the homeserver pushed it: the
+ * Intent's memory forgets the membership, so that the next send into the room lets the user in
+ * first instead of being refused. A leave we made ourselves is forgotten again, harmlessly; one
+ * pushed after we joined again only costs the next send an invite and a join.
+ */
+async function forgetMembership(
+  item: InboundItem,
+  {
+    intentMemory,
+    ownsUser,
+    botUserId,
+  }: Pick<ProcessInboundDeps, "intentMemory" | "ownsUser" | "botUserId">,
+) {
+  if (item.kind !== "event" || !intentMemory || !ownsUser) return;
+  const { event } = item;
+  const userId = event.state_key;
+  if (userId !== undefined && isLeaving(event) && (userId === botUserId || ownsUser(userId))) {
+    await intentMemory.markLeft(event.room_id, userId);
   }
 }
 
@@ -225,7 +312,9 @@ const reasonOf = (error: unknown) =>
 export async function processInboundMessage(
   message: InboundMessage,
   { owner, groupId }: InboundDelivery,
-  {
+  deps: ProcessInboundDeps,
+): Promise<ProcessOutcome> {
+  const {
     claims,
     application,
     log,
@@ -236,8 +325,7 @@ export async function processInboundMessage(
     setAsideItems,
     crypto,
     keyWait = KEY_WAIT,
-  }: ProcessInboundDeps,
-): Promise<ProcessOutcome> {
+  } = deps;
   const keys = [...new Set(message.items.map(claimKey))];
   const claimed = await claims.claim(keys, owner, leaseMs);
   // A run that timed out or died ended on the first item it had not finished: only that one's
@@ -249,6 +337,8 @@ export async function processInboundMessage(
   const finished = new Set<string>();
   // A failed item's claim, given up by counting the failure.
   let failedKey: string | undefined;
+  // Whether this run had the bot's device query its tracked users again (`extensionsLost`).
+  let dirtyMarked = false;
 
   /** Counts a failed run on its claim; logs it once, whether or not the count could be kept. */
   const recordFailure = async (item: InboundItem | ItemReference, key: string, error: unknown) => {
@@ -333,7 +423,14 @@ export async function processInboundMessage(
       } else {
         try {
           let whole = item.kind === "reference" ? await readSetAside(item, setAsideItems) : item;
-          if (crypto) await cryptoReceives(whole, crypto, log);
+          const context = { ...contextFor(key), txnId: message.txnId };
+          if (crypto && message.extensionsLost && !dirtyMarked) {
+            // Once per run of the message (again on its retry: harmless).
+            await crypto.markAllTrackedUsersAsDirty();
+            dirtyMarked = true;
+          }
+          if (crypto) await cryptoReceives(whole, crypto, context.homeserver, log);
+          await forgetMembership(whole, deps);
           if (crypto && isEncrypted(whole)) {
             const decryption = await crypto.decrypt(whole.event);
             if (decryption.status === "missing-key") {
@@ -351,7 +448,7 @@ export async function processInboundMessage(
             }
             whole = { ...whole, event: decryptedEvent(whole.event, decryption) };
           }
-          await deliver(whole, application, { ...contextFor(key), txnId: message.txnId });
+          await deliver(whole, application, context);
           outcome.handled++;
         } catch (error) {
           if (error instanceof KeyWait) {
