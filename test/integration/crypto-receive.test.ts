@@ -188,6 +188,57 @@ describe("encrypted rooms: what people encrypt reaches the application decrypted
   });
 });
 
+describe("an encrypted event whose room key comes after the wait", () => {
+  let setup: Awaited<ReturnType<typeof encryptedAppservice>>;
+  let alice: CryptoPerson;
+  beforeAll(async () => {
+    setup = await encryptedAppservice(
+      {},
+      { keyWait: { backoff: { baseSeconds: 1, capSeconds: 1 }, maxAttempts: 2 } },
+    );
+    alice = await CryptoPerson.create(setup.homeserver, "alice");
+  });
+  afterAll(async () => {
+    alice?.close();
+    await setup?.stop();
+  });
+
+  it("is delivered undecryptable, then once more decrypted and marked late when its key comes", async () => {
+    const { homeserver } = setup;
+    const room = `!late:${SERVER}`;
+    await setup.encryptedRoom(room, alice);
+    const eventId = await alice.sendEncrypted(room, [alice.userId, BOT], {
+      msgtype: "m.text",
+      body: "a key that comes late",
+    });
+    // The event alone: its room key stays on the homeserver past the wait.
+    const alone = await putTransaction(
+      setup.local.url,
+      "late-key",
+      { events: [setup.pushed(eventId)] },
+      { token: setup.local.registration.hs_token },
+    );
+    expect(alone.status).toBe(200);
+    await waitFor(() => setup.delivered(eventId).length === 1, 30_000, "the undecryptable event");
+    expect(setup.delivered(eventId)[0]).toMatchObject({
+      type: "m.room.encrypted",
+      decryption: { status: "undecryptable", reason: "MissingRoomKey" },
+    });
+    expect((await homeserver.pushTransaction([])).status).toBe(200);
+    await waitFor(() => setup.delivered(eventId).length === 2, 30_000, "the late decryption");
+    expect(setup.delivered(eventId)[1]).toMatchObject({
+      type: "m.room.message",
+      content: { body: "a key that comes late" },
+      decryption: { status: "decrypted", senderTrust: "cross-signed", late: true },
+    });
+    // Once: later keys and transactions deliver it no more.
+    await alice.sendEncrypted(room, [alice.userId, BOT], { msgtype: "m.text", body: "next" });
+    expect((await homeserver.pushTransaction([])).status).toBe(200);
+    expect(await waitUntilDrained(setup.local)).toEqual(NO_DEAD_LETTERS);
+    expect(setup.delivered(eventId)).toHaveLength(2);
+  });
+});
+
 describe("an encrypted event whose room key never comes", () => {
   const client = localDynamoDb(inject("dynamodbEndpoint"));
   const tableName = `key-wait-${randomUUID().slice(0, 8)}`;

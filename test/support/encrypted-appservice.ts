@@ -1,7 +1,7 @@
 import { expect } from "vitest";
 import type { Application, DeliveredEvent } from "../../functions/appservice/application.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
-import type { LocalAppservice } from "../../functions/local/local.ts";
+import type { LocalAppservice, LocalOptions } from "../../functions/local/local.ts";
 import { makeEvent, startTestAppservice, waitFor } from "./appservice.ts";
 import type { CryptoPerson } from "./crypto-person.ts";
 import type { ScriptedHomeserver } from "./homeserver.ts";
@@ -50,7 +50,10 @@ export async function inviteToEncryptedRoom(
  * secret), against the scripted homeserver that pushes what Synapse pushes with MSC2409/MSC3202,
  * running `application` and recording every event it was handed (`received`).
  */
-export async function encryptedAppservice(application: Application = {}) {
+export async function encryptedAppservice(
+  application: Application = {},
+  options: Partial<LocalOptions> = {},
+) {
   const { homeserver, registrationPath } = await homeserverWithRegistration();
   const received: DeliveredEvent[] = [];
   const recording: Application = {
@@ -74,6 +77,7 @@ export async function encryptedAppservice(application: Application = {}) {
         serverName: SERVER,
         application: recording,
         cryptoStoreSecret: SECRET,
+        ...options,
         ...(tableName && { tableName }),
       });
       tableName = setup.local.tableName;

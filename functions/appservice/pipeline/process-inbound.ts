@@ -5,6 +5,7 @@ import { queueJson, type ReceivedMessageControl, RetryLater } from "../../queue/
 import { type BackoffPolicy, backoffSeconds, retriesCovering } from "../../shared/backoff.ts";
 import { sha256 } from "../../shared/hash.ts";
 import type { Log } from "../../shared/log.ts";
+import type { AppDataStore } from "../../store/app-data.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
 import type { CryptoOwner } from "../../store/crypto-state.ts";
 import type { IntentMemory } from "../../store/intent-memory.ts";
@@ -98,6 +99,11 @@ export interface ProcessInboundDeps {
   /** How long an encrypted event waits for its room key. @default `KEY_WAIT` */
   keyWait?: InboundRetryPolicy;
   /**
+   * With `crypto`: where an event delivered `undecryptable` for want of its room key is kept
+   * (its ciphertext, `UNDECRYPTABLE`), to be delivered again decrypted once its key comes.
+   */
+  undecryptable?: AppDataStore;
+  /**
    * The Intent's memory (`matrix/intent.ts`): a leave, kick or ban of one of our users the
    * homeserver pushes is forgotten there, so that the next send lets the user in again.
    */
@@ -159,6 +165,15 @@ function deliver(item: InboundItem, application: ApplicationEvents, context: App
 /** The reason a claim record keeps while an encrypted event waits for its room key. */
 const KEY_WAIT_REASON = "waiting for the room key";
 
+/** A to-device message for the bot's device (room keys come in them). */
+const isForDevice = (
+  item: InboundItem,
+  owner: CryptoOwner,
+): item is Extract<InboundItem, { kind: "to_device" }> =>
+  item.kind === "to_device" &&
+  item.message.to_user_id === owner.userId &&
+  item.message.to_device_id === owner.deviceId;
+
 /**
  * Whose devices the bot's device starts tracking for a room event: Synapse announces a new member
  * of an encrypted room in no `device_lists.changed`, so an invited or joined member is tracked
@@ -207,16 +222,11 @@ async function cryptoReceives(
   homeserver: Pick<HomeserverCalls, "roomState" | "joinedMembers">,
   log: Log,
 ) {
-  const { owner } = crypto;
-  if (
-    item.kind === "to_device" &&
-    item.message.to_user_id === owner.userId &&
-    item.message.to_device_id === owner.deviceId
-  ) {
+  if (isForDevice(item, crypto.owner)) {
     await crypto.receive({ toDevice: [item.message] });
   } else if (item.kind === "devices") {
     await crypto.receive({ toDevice: [], devices: item.devices });
-  } else if (item.kind === "event" && isInviteOf(item.event, owner.userId)) {
+  } else if (item.kind === "event" && isInviteOf(item.event, crypto.owner.userId)) {
     await crypto.ensureDevice().catch((error: unknown) =>
       log.warn("the bot's device could not be made: tried again at the next crypto work", {
         roomId: item.event.room_id,
@@ -224,7 +234,7 @@ async function cryptoReceives(
       }),
     );
   } else if (item.kind === "event") {
-    const users = await usersToTrack(item.event, owner.userId, homeserver);
+    const users = await usersToTrack(item.event, crypto.owner.userId, homeserver);
     if (users.length > 0) await crypto.track(users);
   }
 }
@@ -257,7 +267,11 @@ async function forgetMembership(
 }
 
 /** The event as the application gets it, from what the machine made of it. */
-const decryptedEvent = (event: ClientEvent, decryption: Decryption): DeliveredEvent =>
+const decryptedEvent = (
+  event: ClientEvent,
+  decryption: Decryption,
+  late = false,
+): DeliveredEvent =>
   decryption.status === "decrypted"
     ? {
         ...event,
@@ -267,6 +281,7 @@ const decryptedEvent = (event: ClientEvent, decryption: Decryption): DeliveredEv
           status: "decrypted",
           senderTrust: "cross-signed",
           ...(decryption.senderDevice !== undefined && { senderDevice: decryption.senderDevice }),
+          ...(late && { late: true }),
         },
       }
     : {
@@ -281,6 +296,64 @@ const isEncrypted = (item: InboundItem): item is Extract<InboundItem, { kind: "e
   item.kind === "event" &&
   item.event.type === "m.room.encrypted" &&
   item.event.state_key === undefined;
+
+/** The collection of `undecryptable` where the events delivered without their key are kept. */
+export const UNDECRYPTABLE = "undecryptable";
+
+/** How long an event delivered without its room key waits for the key to come after all. */
+const LATE_KEY_MS = 7 * 24 * 3600 * 1000;
+
+/** Keeps an event about to be delivered `MissingRoomKey` (its ciphertext) for `deliverLate`. */
+const keepUndecryptable = (store: AppDataStore, event: ClientEvent) =>
+  store.write([
+    {
+      collection: UNDECRYPTABLE,
+      key: event.event_id,
+      value: { event },
+      expiresAt: Date.now() + LATE_KEY_MS,
+    },
+  ]);
+
+/**
+ * After room keys came to the bot's device (a to-device item, in the bot's one queue group, so
+ * one run at a time): each event kept by `keepUndecryptable` is decrypted again, and those that
+ * now decrypt reach `onEvent` once more, marked `late`, exactly once (a claim of their own); the
+ * record goes once it is delivered or can never be. One read of the store per to-device item.
+ */
+async function deliverLate(
+  { crypto, undecryptable, claims, leaseMs, application, contextFor, log }: ProcessInboundDeps,
+  owner: string,
+  txnId: string,
+) {
+  if (!crypto || !undecryptable) return;
+  for (const { key, value } of await undecryptable.list(UNDECRYPTABLE)) {
+    const event = value.event as ClientEvent;
+    const decryption = await crypto.decrypt(event);
+    if (decryption.status === "missing-key") continue;
+    if (decryption.status === "decrypted") {
+      const lateKey = claimKeys.item(`late:${event.event_id}`);
+      const claim = (await claims.claim([lateKey], owner, leaseMs)).get(lateKey);
+      if (claim === "busy") throw new RetryLater(Math.ceil(leaseMs / 1000), `${lateKey} is busy`);
+      if (holdsClaim(claim)) {
+        try {
+          await application.onEvent?.(decryptedEvent(event, decryption, true), {
+            ...contextFor(lateKey),
+            txnId,
+          });
+        } catch (error) {
+          await claims.release(lateKey, owner);
+          throw error;
+        }
+        await claims.complete(lateKey);
+        log.info("an event delivered undecryptable was decrypted late and delivered again", {
+          roomId: event.room_id,
+          eventId: event.event_id,
+        });
+      }
+    }
+    await undecryptable.write([{ collection: UNDECRYPTABLE, key, delete: true }]);
+  }
+}
 
 /** What a log line or a dead letter says about an item: never its content. */
 const describeItem = (item: InboundItem | ItemReference) => ({
@@ -430,6 +503,9 @@ export async function processInboundMessage(
             dirtyMarked = true;
           }
           if (crypto) await cryptoReceives(whole, crypto, context.homeserver, log);
+          if (crypto && isForDevice(whole, crypto.owner)) {
+            await deliverLate(deps, owner, message.txnId);
+          }
           await forgetMembership(whole, deps);
           if (crypto && isEncrypted(whole)) {
             const decryption = await crypto.decrypt(whole.event);
@@ -445,6 +521,9 @@ export async function processInboundMessage(
                 });
                 throw new KeyWait(backoffSeconds(Math.max(0, attempts - 1), keyWait.backoff));
               }
+            }
+            if (decryption.status === "missing-key" && deps.undecryptable) {
+              await keepUndecryptable(deps.undecryptable, whole.event);
             }
             whole = { ...whole, event: decryptedEvent(whole.event, decryption) };
           }
