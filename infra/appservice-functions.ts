@@ -17,6 +17,7 @@ import { DELIVERY_OUTCOMES_COLLECTION } from "../functions/store/delivery-outcom
 import {
   APP_DATA_KEY_PREFIX,
   CALL_RECORDS_KEY_PREFIX,
+  UNDECRYPTABLE_KEY_PREFIX,
 } from "../functions/store/dynamodb/app-data.ts";
 import { DEAD_LETTER_KEY_PREFIX } from "../functions/store/dynamodb/dead-letters.ts";
 import { ROOM_KEY_PREFIX, USER_KEY_PREFIX } from "../functions/store/dynamodb/intent-memory.ts";
@@ -306,6 +307,8 @@ export class AppserviceFunctions {
       ["UpdateItem"],
       [CLAIM_KEY_PREFIXES.event, CLAIM_KEY_PREFIXES.item, HASHED_KEY_PREFIX],
     );
+    // The encrypted events delivered without their room key, kept until it comes.
+    storage.grantTable(events, ["Query", "PutItem", "DeleteItem"], [UNDECRYPTABLE_KEY_PREFIX]);
     // The inbound items too large for a message, which the transactions function set aside.
     storage.grantTable(events, ["Query"], [SET_ASIDE_KEY_PREFIX]);
     storage.grantSend(events, storage.inboundDeadLetterQueue);

@@ -183,7 +183,16 @@ export interface QueryContext {
  * room key never came is held back a while, then `undecryptable` (`MissingRoomKey`).
  */
 export type EventDecryption =
-  | { status: "decrypted"; senderTrust: "cross-signed"; senderDevice?: string }
+  | {
+      status: "decrypted";
+      senderTrust: "cross-signed";
+      senderDevice?: string;
+      /**
+       * Delivered again, decrypted, after it reached `onEvent` `undecryptable` (`MissingRoomKey`):
+       * its room key came after the wait. Once, outside its room's order.
+       */
+      late?: true;
+    }
   | { status: "undecryptable"; reason: string };
 
 /** An event as `onEvent` gets it: marked when it came encrypted. */

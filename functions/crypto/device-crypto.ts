@@ -160,6 +160,30 @@ export class DeviceCrypto {
   }
 
   /**
+   * Tracks these users' devices (members of the bot's encrypted rooms), queried now if new to
+   * the machine; saves only if one was new, so a repeat costs a load and nothing else.
+   */
+  track(userIds: string[]): Promise<void> {
+    return this.withMachine(async (machine, sdk) => {
+      const tracked = new Set([...(await machine.trackedUsers())].map((id) => id.toString()));
+      const added = userIds.filter((id) => !tracked.has(id));
+      if (added.length > 0) await machine.updateTrackedUsers(added.map((id) => new sdk.UserId(id)));
+      return { result: undefined, changed: added.length > 0 };
+    });
+  }
+
+  /**
+   * Queries every tracked user's devices again (sent before the save): after the homeserver
+   * lost device-list changes (an events-only retry of a failed transaction).
+   */
+  markAllTrackedUsersAsDirty(): Promise<void> {
+    return this.withMachine(async (machine) => {
+      await machine.markAllTrackedUsersAsDirty();
+      return { result: undefined, changed: true };
+    });
+  }
+
+  /**
    * Decrypts an `m.room.encrypted` room event, from cross-signed devices only. The sender is
    * tracked and its devices queried first, so that its device's trust is known.
    */

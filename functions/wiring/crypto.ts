@@ -8,6 +8,7 @@ import {
 import { DeviceRoomEncryptor } from "../crypto/room-encryptor.ts";
 import { WarmMachines } from "../crypto/warm-machines.ts";
 import { HttpHomeserverClient } from "../matrix/http-client.ts";
+import { DynamoDbAppData, UNDECRYPTABLE_KEY_PREFIX } from "../store/dynamodb/app-data.ts";
 import { DynamoDbCryptoStateStore } from "../store/dynamodb/crypto-state.ts";
 import type { Platform, Settings } from "./deps.ts";
 import type { EventsDeps, OutboxHandlerDeps } from "./handler-deps.ts";
@@ -86,6 +87,11 @@ export async function withBotCrypto<D extends EventsDeps>(
   return {
     ...deps,
     crypto: new DeviceCrypto({ ...devices, userId: config.botUserId }),
+    undecryptable: new DynamoDbAppData(
+      platform.dynamodb,
+      config.tableName,
+      UNDECRYPTABLE_KEY_PREFIX,
+    ),
     ...(platform.keyWait && { keyWait: platform.keyWait }),
   };
 }

@@ -200,6 +200,7 @@ export async function eventsDeps<L extends Log>(
     claims: stores(config.tableName, platform).wrapped,
     setAsideItems: new DynamoDbSetAsideItems(platform.dynamodb, config.tableName),
     application,
+    intentMemory: intentMemory(config.tableName, platform),
     leaseMs:
       platform.leaseMs ??
       eventsLeaseMs(

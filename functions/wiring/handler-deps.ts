@@ -10,6 +10,8 @@ import type { OutboundDeps } from "../outbox/decide.ts";
 import type { FifoQueue, ReceivedMessageControl } from "../queue/queue.ts";
 import type { Log } from "../shared/log.ts";
 import type { Metrics } from "../shared/metrics.ts";
+import type { AppDataStore } from "../store/app-data.ts";
+import type { IntentMemory } from "../store/intent-memory.ts";
 import type { ClaimStore, SetAsideItems, TransactionStore } from "../store/store.ts";
 
 export interface AdminHandlerDeps {
@@ -39,6 +41,10 @@ export interface EventsDeps extends ServiceDeps {
   crypto?: InboundCrypto;
   /** How long an encrypted event waits for its room key. */
   keyWait?: InboundRetryPolicy;
+  /** With `crypto`: the events delivered without their room key, kept until it comes. */
+  undecryptable?: AppDataStore;
+  /** The Intent's memory: forgets our users' memberships the homeserver says are over. */
+  intentMemory: Pick<IntentMemory, "markLeft">;
 }
 
 export interface OutboxHandlerDeps extends OutboundDeps {

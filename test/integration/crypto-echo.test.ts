@@ -2,7 +2,13 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { application as echoBot } from "../../functions/applications/echo-bot/index.ts";
 import { botDeviceIdOf } from "../../functions/crypto/device-crypto.ts";
-import { NO_DEAD_LETTERS, waitFor, waitUntilDrained } from "../support/appservice.ts";
+import { sendRequest } from "../../functions/crypto/requests.ts";
+import {
+  NO_DEAD_LETTERS,
+  putTransaction,
+  waitFor,
+  waitUntilDrained,
+} from "../support/appservice.ts";
 import { CryptoPerson } from "../support/crypto-person.ts";
 import {
   BOT,
@@ -54,13 +60,15 @@ async function answeredEncrypted(
 describe("an encrypted room with the echo bot", () => {
   let setup: Awaited<ReturnType<typeof encryptedAppservice>>;
   let alice: CryptoPerson;
+  const people: CryptoPerson[] = [];
 
   beforeAll(async () => {
     setup = await encryptedAppservice(echoBot);
     alice = await CryptoPerson.create(setup.homeserver, "alice");
+    people.push(alice);
   });
   afterAll(async () => {
-    alice?.close();
+    for (const person of people) person.close();
     await setup?.stop();
   });
 
@@ -75,6 +83,53 @@ describe("an encrypted room with the echo bot", () => {
       decryption: { status: "decrypted", senderTrust: "cross-signed" },
     });
     await answeredEncrypted(homeserver, alice, room, ping, from);
+    expect(await waitUntilDrained(setup.local)).toEqual(NO_DEAD_LETTERS);
+  });
+  it("after an outage lost a device-list change, an events-only retry has the bot query again: its next answer reaches her new device", async () => {
+    const { homeserver } = setup;
+    const room = `!outage-${randomUUID().slice(0, 8)}:${SERVER}`;
+    await setup.encryptedRoom(room, alice);
+    const answers = () =>
+      homeserver.sent.filter((event) => event.roomId === room && event.sender === BOT);
+    // Before: the bot tracks her, her one device known.
+    await setup.sendAndPush(room, alice, "before the outage");
+    await waitFor(() => answers().length === 1, 60_000, "the first answer");
+
+    // During the outage she signs in on a new device and verifies it from the first.
+    const newDevice = await CryptoPerson.create(homeserver, "alice", { crossSigned: false });
+    people.push(newDevice);
+    await alice.sync();
+    const device = await alice.machine.getDevice(
+      new alice.sdk.UserId(alice.userId),
+      new alice.sdk.DeviceId(newDevice.deviceId),
+    );
+    if (!device) throw new Error("her new device is not known to her first one");
+    await sendRequest(alice.machine, await device.verify(), (call) => alice.call(call));
+    // The push that announced it failed: Synapse drops its device lists and to-device messages.
+    homeserver.encryption.takeTransactionExtensions();
+    const ping = await alice.sendEncrypted(room, [alice.userId, BOT], {
+      msgtype: "m.text",
+      body: "after the outage",
+    });
+    // Its retry: the events alone, no key counts.
+    const retried = await putTransaction(
+      setup.local.url,
+      `retried-${randomUUID()}`,
+      { events: [setup.pushed(ping)] },
+      { token: setup.local.registration.hs_token },
+    );
+    expect(retried.status).toBe(200);
+    await waitFor(() => answers().length === 2, 60_000, "the answer after the outage");
+
+    // Her new device, strict too, reads the bot's answer: the room key was shared with it.
+    await newDevice.track([BOT]);
+    await newDevice.sync();
+    expect(await newDevice.decrypt(newDevice.event(answers()[1]?.eventId as string))).toMatchObject(
+      {
+        content: { body: "echo: after the outage" },
+        senderDevice: botDeviceIdOf(BOT),
+      },
+    );
     expect(await waitUntilDrained(setup.local)).toEqual(NO_DEAD_LETTERS);
   });
 });

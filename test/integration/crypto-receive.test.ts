@@ -128,6 +128,49 @@ describe("encrypted rooms: what people encrypt reaches the application decrypted
     );
   });
 
+  it("tracks a new member of an encrypted room at its invite, once; none in a room in clear", async () => {
+    const room = `!enc5:${SERVER}`;
+    await encryptedRoom(room, alice);
+    const bob = await CryptoPerson.create(homeserver, "bob");
+    const carol = await CryptoPerson.create(homeserver, "carol");
+    people.push(bob, carol);
+    // Their new devices announced before they are tracked: nothing the machine acts on.
+    expect((await homeserver.pushTransaction([])).status).toBe(200);
+    expect(await waitUntilDrained(setup.local)).toEqual(NO_DEAD_LETTERS);
+    /** The bot's device's key queries since `from` that asked for `userId`'s devices. */
+    const queriesFor = (userId: string, from: number) =>
+      homeserver.requests
+        .slice(from)
+        .filter(
+          (r) =>
+            r.path.endsWith("/keys/query") &&
+            r.query.user_id === undefined &&
+            Object.hasOwn((r.body as { device_keys: object }).device_keys, userId),
+        );
+    const membership = (roomId: string, userId: string, value: string) =>
+      makeEvent(roomId, "", {
+        type: "m.room.member",
+        sender: userId === bob.userId ? alice.userId : userId,
+        state_key: userId,
+        content: { membership: value },
+      });
+    const push = async (event: ReturnType<typeof makeEvent>) => {
+      expect((await homeserver.pushTransaction([event])).status).toBe(200);
+      await waitFor(() => delivered(event.event_id).length === 1, 30_000, "the membership");
+    };
+    const from = homeserver.requests.length;
+    await push(membership(room, bob.userId, "invite"));
+    expect(queriesFor(bob.userId, from)).toHaveLength(1);
+    // Already tracked: his join queries nothing more.
+    await push(membership(room, bob.userId, "join"));
+    expect(queriesFor(bob.userId, from)).toHaveLength(1);
+    // In a room without `m.room.encryption`, nobody is tracked.
+    const clear = `!clear5:${SERVER}`;
+    homeserver.createRoom(clear, [alice.userId, BOT]);
+    await push(membership(clear, carol.userId, "join"));
+    expect(queriesFor(carol.userId, from)).toEqual([]);
+  });
+
   it("after a restart, the same device decrypts from the state it saved", async () => {
     const devicesMade = homeserver.requests.filter((r) => /^\/.*\/devices\//.test(r.path)).length;
     await setup.local.stop();
@@ -142,6 +185,57 @@ describe("encrypted rooms: what people encrypt reaches the application decrypted
     expect(homeserver.requests.filter((r) => /^\/.*\/devices\//.test(r.path)).length).toBe(
       devicesMade,
     );
+  });
+});
+
+describe("an encrypted event whose room key comes after the wait", () => {
+  let setup: Awaited<ReturnType<typeof encryptedAppservice>>;
+  let alice: CryptoPerson;
+  beforeAll(async () => {
+    setup = await encryptedAppservice(
+      {},
+      { keyWait: { backoff: { baseSeconds: 1, capSeconds: 1 }, maxAttempts: 2 } },
+    );
+    alice = await CryptoPerson.create(setup.homeserver, "alice");
+  });
+  afterAll(async () => {
+    alice?.close();
+    await setup?.stop();
+  });
+
+  it("is delivered undecryptable, then once more decrypted and marked late when its key comes", async () => {
+    const { homeserver } = setup;
+    const room = `!late:${SERVER}`;
+    await setup.encryptedRoom(room, alice);
+    const eventId = await alice.sendEncrypted(room, [alice.userId, BOT], {
+      msgtype: "m.text",
+      body: "a key that comes late",
+    });
+    // The event alone: its room key stays on the homeserver past the wait.
+    const alone = await putTransaction(
+      setup.local.url,
+      "late-key",
+      { events: [setup.pushed(eventId)] },
+      { token: setup.local.registration.hs_token },
+    );
+    expect(alone.status).toBe(200);
+    await waitFor(() => setup.delivered(eventId).length === 1, 30_000, "the undecryptable event");
+    expect(setup.delivered(eventId)[0]).toMatchObject({
+      type: "m.room.encrypted",
+      decryption: { status: "undecryptable", reason: "MissingRoomKey" },
+    });
+    expect((await homeserver.pushTransaction([])).status).toBe(200);
+    await waitFor(() => setup.delivered(eventId).length === 2, 30_000, "the late decryption");
+    expect(setup.delivered(eventId)[1]).toMatchObject({
+      type: "m.room.message",
+      content: { body: "a key that comes late" },
+      decryption: { status: "decrypted", senderTrust: "cross-signed", late: true },
+    });
+    // Once: later keys and transactions deliver it no more.
+    await alice.sendEncrypted(room, [alice.userId, BOT], { msgtype: "m.text", body: "next" });
+    expect((await homeserver.pushTransaction([])).status).toBe(200);
+    expect(await waitUntilDrained(setup.local)).toEqual(NO_DEAD_LETTERS);
+    expect(setup.delivered(eventId)).toHaveLength(2);
   });
 });
 
@@ -177,6 +271,8 @@ describe("an encrypted event whose room key never comes", () => {
             ensureDevice: () => Promise.reject(new Error("no device expected")),
             receive: () => Promise.reject(new Error("nothing to receive expected")),
             decrypt: async () => ({ status: "missing-key" }),
+            track: () => Promise.reject(new Error("no member to track expected")),
+            markAllTrackedUsersAsDirty: () => Promise.reject(new Error("no outage expected")),
           },
           keyWait: { backoff: { baseSeconds: 1, capSeconds: 1 }, maxAttempts: 3 },
         },

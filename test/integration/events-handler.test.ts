@@ -157,6 +157,7 @@ describe("events handler (the inbound queue's consumer) on SQS's batch shape", (
       control: new SqsMessageControl(sqs, queue.url, queue.deadLetterUrl),
       retry,
       recordBudgetMs: EVENTS_RECORD_BUDGET_MS,
+      intentMemory: { markLeft: () => Promise.reject(new Error("no membership expected")) },
     });
 
   const context = { getRemainingTimeInMillis: () => EVENTS_TIMEOUT_MS } as Context;

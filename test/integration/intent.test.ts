@@ -1,5 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { afterAll, afterEach, describe, expect, inject, it } from "vitest";
+import {
+  INBOUND_RETRY,
+  processInboundMessage,
+} from "../../functions/appservice/pipeline/process-inbound.ts";
+import { serviceContext } from "../../functions/appservice/service-context.ts";
 import { localDynamoDb } from "../../functions/local/aws-clients.ts";
 import { createActions } from "../../functions/matrix/actions.ts";
 import { BotProfileKeeper, botProfile } from "../../functions/matrix/bot-profile.ts";
@@ -15,7 +20,7 @@ import { DynamoDbIntentMemory } from "../../functions/store/dynamodb/intent-memo
 import { DynamoDbStore } from "../../functions/store/dynamodb/store.ts";
 import { ensureTable } from "../../functions/store/dynamodb/table.ts";
 import { messageLinker } from "../../functions/store/messages.ts";
-import { noServices } from "../support/appservice.ts";
+import { makeEvent, noServices } from "../support/appservice.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
 
 // The Intent (functions/matrix/intent.ts) is the one place that registers users and lets them
@@ -80,7 +85,26 @@ describe("one Intent for the outbox and the immediate calls (scripted homeserver
       }
       return outcomes;
     };
-    return { calls, actions, drain, memory };
+    /** The events function's pipeline, given the homeserver's push of `event`. */
+    const receive = (event: ReturnType<typeof makeEvent>) =>
+      processInboundMessage(
+        { txnId: `pushed-${randomUUID()}`, items: [{ kind: "event", id: event.event_id, event }] },
+        { owner: `run-${randomUUID()}`, groupId: event.room_id },
+        {
+          claims: store,
+          application: {},
+          log: quiet,
+          leaseMs: 60_000,
+          contextFor: (origin) => serviceContext(noServices, origin),
+          retry: INBOUND_RETRY,
+          setAsideItems: { get: () => Promise.reject(new Error("no reference expected")) },
+          deadLetters: { deadLetter: () => Promise.reject(new Error("no dead letter expected")) },
+          intentMemory: memory,
+          ownsUser: (userId) => userId.startsWith("@_as_"),
+          botUserId: BOT,
+        },
+      );
+    return { calls, actions, drain, memory, receive };
   };
 
   /** The homeserver's requests from `from` on, as `<actor> <method> <path>`. */
@@ -196,5 +220,40 @@ describe("one Intent for the outbox and the immediate calls (scripted homeserver
       `${puppet} PUT /rooms/${roomId}/state/m.room.member/${puppet}`,
     ]);
     expect(await memory.member(roomId, puppet)).toEqual({ displayname: "Carol (here)" });
+  });
+
+  it("a kick the homeserver pushes is forgotten: ensurePuppet lets the puppet in again", async () => {
+    const { calls, memory, receive } = await setUp();
+    const roomId = room("kicked");
+    const puppet = `@_as_dave:${SERVER}`;
+    await calls.ensurePuppet(puppet, { roomId });
+    // Kicked by someone else: unseen, the memory says it is in, and nothing is done.
+    homeserver.rooms.get(roomId)?.delete(puppet);
+    homeserver.invites.get(roomId)?.delete(puppet);
+    let before = homeserver.requests.length;
+    await calls.ensurePuppet(puppet, { roomId });
+    expect(stepsFrom(before)).toEqual([]);
+    const membership = (stateKey: string, value: string) =>
+      makeEvent(roomId, "", {
+        type: "m.room.member",
+        sender: `@mod:${SERVER}`,
+        state_key: stateKey,
+        content: { membership: value },
+      });
+    // A user not ours changes nothing of the memory.
+    await receive(membership(`@bob:${SERVER}`, "ban"));
+    expect(await memory.member(roomId, puppet)).toEqual({});
+    // The kick, pushed: forgotten, so the puppet is let in again.
+    expect(await receive(membership(puppet, "leave"))).toMatchObject({ handled: 1 });
+    expect(await memory.member(roomId, puppet)).toBeUndefined();
+    before = homeserver.requests.length;
+    await calls.ensurePuppet(puppet, { roomId });
+    expect(stepsFrom(before)).toEqual([
+      `bot POST /rooms/${roomId}/invite`,
+      `${puppet} POST /join/${roomId}`,
+    ]);
+    // A ban is forgotten too.
+    await receive(membership(puppet, "ban"));
+    expect(await memory.member(roomId, puppet)).toBeUndefined();
   });
 });

@@ -82,6 +82,7 @@ export async function encryptedAppservice(
         serverName: SERVER,
         application: recording,
         cryptoStoreSecret: SECRET,
+        ...options,
         ...(tableName && { tableName }),
       });
       tableName = setup.local.tableName;

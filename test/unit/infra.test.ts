@@ -500,6 +500,10 @@ describe("AppserviceStack", () => {
         "dynamodb:UpdateItem",
         // The inbound items set aside (`INBOUND#`).
         "dynamodb:Query",
+        // The encrypted events delivered without their room key (`UNDECRYPTABLE#`).
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
         "sqs:SendMessage",
       ].sort(),
     );
@@ -685,7 +689,8 @@ describe("AppserviceStack", () => {
       ],
       "dynamodb:GetItem": ["OUTBOX#*"],
     });
-    // The events function: the same, and the claim records of items.
+    // The events function: the same, the claim records of items, and the encrypted events
+    // delivered without their room key.
     expect(
       Object.fromEntries(
         tableStatements("Events").map((s) => [[s.Action].flat().join(","), leadingKeys(s)]),
@@ -698,6 +703,7 @@ describe("AppserviceStack", () => {
         "ROOM#*",
       ],
       "dynamodb:UpdateItem": ["EVENT#*", "ITEM#*", "sha256:*"],
+      "dynamodb:Query,dynamodb:PutItem,dynamodb:DeleteItem": ["UNDECRYPTABLE#*"],
       "dynamodb:Query": ["INBOUND#*"],
     });
   });

@@ -60,6 +60,22 @@ describe("inboundMessages", () => {
     expect(room1).toEqual([events[1], events[4], events[7]].map((e) => e?.event_id));
   });
 
+  it("flags the first message of a transaction with events but no key counts (an events-only retry), and no other", () => {
+    const events = [makeEvent("!a:x", "a"), makeEvent("!b:x", "b")];
+    const flags = (transaction: Parameters<typeof inboundMessages>[1]) =>
+      inboundMessages("9", transaction).messages.map((m) => decode(m.body).extensionsLost);
+    expect(flags({ events, ephemeral: [], toDevice: [] })).toEqual([true, undefined]);
+    const counts = { "@bot:x": { DEVICE: { signed_curve25519: 50 } } };
+    expect(
+      flags({ events, ephemeral: [], toDevice: [], devices: { oneTimeKeysCount: counts } }),
+    ).toEqual([undefined, undefined, undefined]);
+    // No events: nothing a homeserver retries.
+    const toDevice = [
+      { type: "m.dummy", sender: "@a:x", to_user_id: "@bot:x", to_device_id: "D", content: {} },
+    ];
+    expect(flags({ events: [], ephemeral: [], toDevice })).toEqual([undefined]);
+  });
+
   it("derives the same deduplication IDs on a retry, and other ones for other events", () => {
     const events = [makeEvent("!r:x", "a")];
     const first = inboundMessages("1", { events, ephemeral: [], toDevice: [] }).messages;

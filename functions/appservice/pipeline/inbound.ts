@@ -45,7 +45,20 @@ export interface InboundBatch {
 export interface InboundMessage {
   txnId: string;
   items: (InboundItem | ItemReference)[];
+  /**
+   * On the first message of a transaction with room events but no one-time-key counts (MSC3202):
+   * a copy the homeserver retried after a failed delivery. Synapse counts the appservice's
+   * sender's keys in every transaction it sends, but retries a failed one (and sends those made
+   * while it holds the appservice down) with its events alone: the to-device messages,
+   * device-list changes and key counts of that time are lost, and the bot's device must query
+   * every user it tracks again (`markAllTrackedUsersAsDirty`).
+   */
+  extensionsLost?: true;
 }
+
+/** Whether the transaction looks like a retried, events-only copy (`extensionsLost`). */
+export const extensionsLost = (transaction: Transaction) =>
+  transaction.events.length > 0 && transaction.devices?.oneTimeKeysCount === undefined;
 
 /**
  * The hash that tells a retry from a reused txnId. Only `events` counts: Synapse's retries
@@ -123,8 +136,10 @@ export function inboundMessages(txnId: string, transaction: Transaction): Inboun
   }
   // The body is `queueJson({ txnId, items })`, assembled from each item's JSON so that every
   // item is serialized once, for its size and for the body alike.
-  const envelope = (itemsJson: string) => `{"txnId":${queueJson(txnId)},"items":[${itemsJson}]}`;
-  const envelopeBytes = Buffer.byteLength(envelope(""));
+  const lost = extensionsLost(transaction);
+  const envelope = (itemsJson: string, flagged: boolean) =>
+    `{"txnId":${queueJson(txnId)},"items":[${itemsJson}]${flagged ? ',"extensionsLost":true' : ""}}`;
+  const envelopeBytes = Buffer.byteLength(envelope("", lost));
   const messages: FifoMessage[] = [];
   const setAside: SetAsideItem[] = [];
   for (const [groupId, items] of groups) {
@@ -137,7 +152,7 @@ export function inboundMessages(txnId: string, transaction: Transaction): Inboun
         deduplicationId: sha256(
           chunk.map(({ item }) => `${"of" in item ? item.of : item.kind}:${item.id}`).join("\n"),
         ),
-        body: envelope(chunk.map(({ json }) => json).join(",")),
+        body: envelope(chunk.map(({ json }) => json).join(","), lost && messages.length === 0),
       });
       chunk = [];
       chunkBytes = envelopeBytes;

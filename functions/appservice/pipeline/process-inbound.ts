@@ -1,10 +1,14 @@
 import type { Decryption } from "../../crypto/device-crypto.ts";
+import type { HomeserverCalls } from "../../matrix/homeserver-calls.ts";
+import { HomeserverRefused } from "../../matrix/request.ts";
 import { queueJson, type ReceivedMessageControl, RetryLater } from "../../queue/queue.ts";
 import { type BackoffPolicy, backoffSeconds, retriesCovering } from "../../shared/backoff.ts";
 import { sha256 } from "../../shared/hash.ts";
 import type { Log } from "../../shared/log.ts";
+import type { AppDataStore } from "../../store/app-data.ts";
 import { claimKeys } from "../../store/claim-keys.ts";
 import type { CryptoOwner } from "../../store/crypto-state.ts";
+import type { IntentMemory } from "../../store/intent-memory.ts";
 import {
   ABANDONED_RUN_REASON,
   type ClaimStore,
@@ -68,6 +72,10 @@ export interface InboundCrypto {
   /** Resolves once the state holding what they carried is saved. */
   receive(transaction: { toDevice: ToDeviceMessage[]; devices?: DeviceData }): Promise<void>;
   decrypt(event: ClientEvent): Promise<Decryption>;
+  /** Tracks these users' devices (queried if new to it); saves only if one was new. */
+  track(userIds: string[]): Promise<void>;
+  /** Queries every tracked user's devices again, and saves. */
+  markAllTrackedUsersAsDirty(): Promise<void>;
 }
 
 export interface ProcessInboundDeps {
@@ -90,6 +98,20 @@ export interface ProcessInboundDeps {
   crypto?: InboundCrypto;
   /** How long an encrypted event waits for its room key. @default `KEY_WAIT` */
   keyWait?: InboundRetryPolicy;
+  /**
+   * With `crypto`: where an event delivered `undecryptable` for want of its room key is kept
+   * (its ciphertext, `UNDECRYPTABLE`), to be delivered again decrypted once its key comes.
+   */
+  undecryptable?: AppDataStore;
+  /**
+   * The Intent's memory (`matrix/intent.ts`): a leave, kick or ban of one of our users the
+   * homeserver pushes is forgotten there, so that the next send lets the user in again.
+   */
+  intentMemory?: Pick<IntentMemory, "markLeft">;
+  /** Whether a user is ours (the registration's namespaces); with `intentMemory`. */
+  ownsUser?: (userId: string) => boolean;
+  /** Ours too, outside the namespaces; with `intentMemory`. */
+  botUserId?: string;
 }
 
 /** Which delivery of which queue message this is. */
@@ -147,26 +169,71 @@ const turnsOnEncryption = (event: ClientEvent) =>
 /** The reason a claim record keeps while an encrypted event waits for its room key. */
 const KEY_WAIT_REASON = "waiting for the room key";
 
+/** A to-device message for the bot's device (room keys come in them). */
+const isForDevice = (
+  item: InboundItem,
+  owner: CryptoOwner,
+): item is Extract<InboundItem, { kind: "to_device" }> =>
+  item.kind === "to_device" &&
+  item.message.to_user_id === owner.userId &&
+  item.message.to_device_id === owner.deviceId;
+
+/**
+ * Whose devices the bot's device starts tracking for a room event: Synapse announces a new member
+ * of an encrypted room in no `device_lists.changed`, so an invited or joined member is tracked
+ * at its membership, and every joined member when the bot joins or the room turns encrypted.
+ * Only in encrypted rooms, as the bot reads their state (one read per membership event); a 403
+ * (the bot is not in the room) is none of its device's business.
+ */
+async function usersToTrack(
+  event: ClientEvent,
+  botUserId: string,
+  homeserver: Pick<HomeserverCalls, "roomState" | "joinedMembers">,
+): Promise<string[]> {
+  if (event.state_key === undefined) return [];
+  const membership = event.type === "m.room.member" ? event.content.membership : undefined;
+  const entering = membership === "invite" || membership === "join";
+  if (event.type !== "m.room.encryption" && !entering) return [];
+  const wholeRoom = event.type === "m.room.encryption" || event.state_key === botUserId;
+  // The bot's own invite: it is not in the room yet, and its device is made instead.
+  if (event.state_key === botUserId && membership === "invite") return [];
+  try {
+    if (
+      event.type !== "m.room.encryption" &&
+      (await homeserver.roomState(event.room_id, "m.room.encryption")) === undefined
+    ) {
+      return [];
+    }
+    return wholeRoom
+      ? Object.keys(await homeserver.joinedMembers(event.room_id))
+      : [event.state_key];
+  } catch (error) {
+    if (error instanceof HomeserverRefused && error.status === 403) return [];
+    throw error;
+  }
+}
+
 /**
  * What the bot device's machine takes from an item before it is done: the to-device messages
  * for the device and the device data (the item is done only once the state holding their keys
- * is saved), and an invite of the bot or encryption turned on in a room it is in (a room it made,
+ * is saved), an invite of the bot or encryption turned on in a room it is in (a room it made,
  * a bridge's portal, has no invite): its device made then, so that people's clients encrypt for
- * it; a failure there holds no event back: the next crypto work makes it.
+ * it (a failure there holds no event back: the next crypto work makes it); and the members of
+ * encrypted rooms to track (`usersToTrack`), in their room's order.
  */
-async function cryptoReceives(item: InboundItem, crypto: InboundCrypto, log: Log) {
-  const { owner } = crypto;
-  if (
-    item.kind === "to_device" &&
-    item.message.to_user_id === owner.userId &&
-    item.message.to_device_id === owner.deviceId
-  ) {
+async function cryptoReceives(
+  item: InboundItem,
+  crypto: InboundCrypto,
+  homeserver: Pick<HomeserverCalls, "roomState" | "joinedMembers">,
+  log: Log,
+) {
+  if (isForDevice(item, crypto.owner)) {
     await crypto.receive({ toDevice: [item.message] });
   } else if (item.kind === "devices") {
     await crypto.receive({ toDevice: [], devices: item.devices });
   } else if (
     item.kind === "event" &&
-    (isInviteOf(item.event, owner.userId) || turnsOnEncryption(item.event))
+    (isInviteOf(item.event, crypto.owner.userId) || turnsOnEncryption(item.event))
   ) {
     await crypto.ensureDevice().catch((error: unknown) =>
       log.warn("the bot's device could not be made: tried again at the next crypto work", {
@@ -174,11 +241,45 @@ async function cryptoReceives(item: InboundItem, crypto: InboundCrypto, log: Log
         error,
       }),
     );
+  } else if (item.kind === "event") {
+    const users = await usersToTrack(item.event, crypto.owner.userId, homeserver);
+    if (users.length > 0) await crypto.track(users);
+  }
+}
+
+/** A membership that takes a user out of its room. */
+const isLeaving = (event: ClientEvent) =>
+  event.type === "m.room.member" &&
+  (event.content.membership === "leave" || event.content.membership === "ban");
+
+/**
+ * One of our users out of a room (left, kicked or banned), as the homeserver pushed it: the
+ * Intent's memory forgets the membership, so that the next send into the room lets the user in
+ * first instead of being refused. A leave we made ourselves is forgotten again, harmlessly; one
+ * pushed after we joined again only costs the next send an invite and a join.
+ */
+async function forgetMembership(
+  item: InboundItem,
+  {
+    intentMemory,
+    ownsUser,
+    botUserId,
+  }: Pick<ProcessInboundDeps, "intentMemory" | "ownsUser" | "botUserId">,
+) {
+  if (item.kind !== "event" || !intentMemory || !ownsUser) return;
+  const { event } = item;
+  const userId = event.state_key;
+  if (userId !== undefined && isLeaving(event) && (userId === botUserId || ownsUser(userId))) {
+    await intentMemory.markLeft(event.room_id, userId);
   }
 }
 
 /** The event as the application gets it, from what the machine made of it. */
-const decryptedEvent = (event: ClientEvent, decryption: Decryption): DeliveredEvent =>
+const decryptedEvent = (
+  event: ClientEvent,
+  decryption: Decryption,
+  late = false,
+): DeliveredEvent =>
   decryption.status === "decrypted"
     ? {
         ...event,
@@ -188,6 +289,7 @@ const decryptedEvent = (event: ClientEvent, decryption: Decryption): DeliveredEv
           status: "decrypted",
           senderTrust: "cross-signed",
           ...(decryption.senderDevice !== undefined && { senderDevice: decryption.senderDevice }),
+          ...(late && { late: true }),
         },
       }
     : {
@@ -202,6 +304,64 @@ const isEncrypted = (item: InboundItem): item is Extract<InboundItem, { kind: "e
   item.kind === "event" &&
   item.event.type === "m.room.encrypted" &&
   item.event.state_key === undefined;
+
+/** The collection of `undecryptable` where the events delivered without their key are kept. */
+export const UNDECRYPTABLE = "undecryptable";
+
+/** How long an event delivered without its room key waits for the key to come after all. */
+const LATE_KEY_MS = 7 * 24 * 3600 * 1000;
+
+/** Keeps an event about to be delivered `MissingRoomKey` (its ciphertext) for `deliverLate`. */
+const keepUndecryptable = (store: AppDataStore, event: ClientEvent) =>
+  store.write([
+    {
+      collection: UNDECRYPTABLE,
+      key: event.event_id,
+      value: { event },
+      expiresAt: Date.now() + LATE_KEY_MS,
+    },
+  ]);
+
+/**
+ * After room keys came to the bot's device (a to-device item, in the bot's one queue group, so
+ * one run at a time): each event kept by `keepUndecryptable` is decrypted again, and those that
+ * now decrypt reach `onEvent` once more, marked `late`, exactly once (a claim of their own); the
+ * record goes once it is delivered or can never be. One read of the store per to-device item.
+ */
+async function deliverLate(
+  { crypto, undecryptable, claims, leaseMs, application, contextFor, log }: ProcessInboundDeps,
+  owner: string,
+  txnId: string,
+) {
+  if (!crypto || !undecryptable) return;
+  for (const { key, value } of await undecryptable.list(UNDECRYPTABLE)) {
+    const event = value.event as ClientEvent;
+    const decryption = await crypto.decrypt(event);
+    if (decryption.status === "missing-key") continue;
+    if (decryption.status === "decrypted") {
+      const lateKey = claimKeys.item(`late:${event.event_id}`);
+      const claim = (await claims.claim([lateKey], owner, leaseMs)).get(lateKey);
+      if (claim === "busy") throw new RetryLater(Math.ceil(leaseMs / 1000), `${lateKey} is busy`);
+      if (holdsClaim(claim)) {
+        try {
+          await application.onEvent?.(decryptedEvent(event, decryption, true), {
+            ...contextFor(lateKey),
+            txnId,
+          });
+        } catch (error) {
+          await claims.release(lateKey, owner);
+          throw error;
+        }
+        await claims.complete(lateKey);
+        log.info("an event delivered undecryptable was decrypted late and delivered again", {
+          roomId: event.room_id,
+          eventId: event.event_id,
+        });
+      }
+    }
+    await undecryptable.write([{ collection: UNDECRYPTABLE, key, delete: true }]);
+  }
+}
 
 /** What a log line or a dead letter says about an item: never its content. */
 const describeItem = (item: InboundItem | ItemReference) => ({
@@ -233,7 +393,9 @@ const reasonOf = (error: unknown) =>
 export async function processInboundMessage(
   message: InboundMessage,
   { owner, groupId }: InboundDelivery,
-  {
+  deps: ProcessInboundDeps,
+): Promise<ProcessOutcome> {
+  const {
     claims,
     application,
     log,
@@ -244,8 +406,7 @@ export async function processInboundMessage(
     setAsideItems,
     crypto,
     keyWait = KEY_WAIT,
-  }: ProcessInboundDeps,
-): Promise<ProcessOutcome> {
+  } = deps;
   const keys = [...new Set(message.items.map(claimKey))];
   const claimed = await claims.claim(keys, owner, leaseMs);
   // A run that timed out or died ended on the first item it had not finished: only that one's
@@ -257,6 +418,8 @@ export async function processInboundMessage(
   const finished = new Set<string>();
   // A failed item's claim, given up by counting the failure.
   let failedKey: string | undefined;
+  // Whether this run had the bot's device query its tracked users again (`extensionsLost`).
+  let dirtyMarked = false;
 
   /** Counts a failed run on its claim; logs it once, whether or not the count could be kept. */
   const recordFailure = async (item: InboundItem | ItemReference, key: string, error: unknown) => {
@@ -341,7 +504,17 @@ export async function processInboundMessage(
       } else {
         try {
           let whole = item.kind === "reference" ? await readSetAside(item, setAsideItems) : item;
-          if (crypto) await cryptoReceives(whole, crypto, log);
+          const context = { ...contextFor(key), txnId: message.txnId };
+          if (crypto && message.extensionsLost && !dirtyMarked) {
+            // Once per run of the message (again on its retry: harmless).
+            await crypto.markAllTrackedUsersAsDirty();
+            dirtyMarked = true;
+          }
+          if (crypto) await cryptoReceives(whole, crypto, context.homeserver, log);
+          if (crypto && isForDevice(whole, crypto.owner)) {
+            await deliverLate(deps, owner, message.txnId);
+          }
+          await forgetMembership(whole, deps);
           if (crypto && isEncrypted(whole)) {
             const decryption = await crypto.decrypt(whole.event);
             if (decryption.status === "missing-key") {
@@ -357,9 +530,12 @@ export async function processInboundMessage(
                 throw new KeyWait(backoffSeconds(Math.max(0, attempts - 1), keyWait.backoff));
               }
             }
+            if (decryption.status === "missing-key" && deps.undecryptable) {
+              await keepUndecryptable(deps.undecryptable, whole.event);
+            }
             whole = { ...whole, event: decryptedEvent(whole.event, decryption) };
           }
-          await deliver(whole, application, { ...contextFor(key), txnId: message.txnId });
+          await deliver(whole, application, context);
           outcome.handled++;
         } catch (error) {
           if (error instanceof KeyWait) {

@@ -18,6 +18,11 @@ export const APP_DATA_KEY_PREFIX = "APP#";
  * media by hash, puppets): apart from its data, so that nothing it writes there can clash.
  */
 export const CALL_RECORDS_KEY_PREFIX = "CALLS#";
+/**
+ * The partition keys of the encrypted events the events function delivered without their room
+ * key, kept (their ciphertext) to be delivered again once it comes.
+ */
+export const UNDECRYPTABLE_KEY_PREFIX = "UNDECRYPTABLE#";
 
 // The table's TTL deletes an expired item only within days: until then reads skip it, and a
 // write `ifAbsent` takes its place.
