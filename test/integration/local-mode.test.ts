@@ -89,7 +89,8 @@ describe("npm start", () => {
     process.kill(pid, "SIGTERM");
     await waitFor(exited, 20_000, "npm start to exit");
     await waitFor(() => !isAlive(javaPid as number), 10_000, "DynamoDB Local to stop");
-  });
+    // A start, the README's five requests and a stop, beside the other npm starts' files.
+  }, 120_000);
 
   it("leaves no Java process behind even when it is killed with SIGKILL", async () => {
     const dir = await tempDir();
