@@ -16,7 +16,8 @@ const infraTests = ["test/unit/infra.test.ts", "test/unit/bundles.test.ts"];
  */
 const npmStartTests = [
   "test/integration/crypto-echo.test.ts",
-  "test/integration/local-mode.test.ts",
+  // Its cases in four files, which run side by side: one file of them all took the longest.
+  "test/integration/local-mode*.test.ts",
   "test/integration/local-services.test.ts",
   "test/integration/npm-start-defaults.test.ts",
   "test/integration/operator-console-browser.test.ts",

@@ -2,12 +2,8 @@
 // fresh (random tokens) or, with --stack, the one of a deployed stack.
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import {
-  newRegistration,
-  registrationYaml,
-} from "../functions/appservice/protocol/registration.ts";
-import { applicationModuleOf, importApplicationModule } from "../functions/local/applications.ts";
-import { defaultStackClients, registrationFromStack } from "./registration-from-stack.ts";
+import { registrationYaml } from "../functions/appservice/protocol/registration.ts";
+import { freshRegistration } from "./fresh-registration.ts";
 
 const usage = `Usage: npm run registration -- [options]
   --out FILE            where to write it (default: print to stdout); never overwrites
@@ -38,33 +34,39 @@ const { values } = parseArgs({
   },
 });
 
+/**
+ * A deployed stack's registration. Imported only then: the module loads the AWS SDK's clients and
+ * the CDK stack's code (its output names), seconds of a fresh registration's start otherwise.
+ */
+async function stackRegistration(stack: string) {
+  const { defaultStackClients, registrationFromStack } = await import(
+    "./registration-from-stack.ts"
+  );
+  return registrationFromStack(stack, defaultStackClients(values.region));
+}
+
 /** A new registration for the application local mode would run (`APPLICATION`). */
-async function freshRegistration() {
-  let module: string;
+async function freshRegistrationOrExit() {
   try {
-    module = applicationModuleOf(process.env.APPLICATION);
+    return await freshRegistration(process.env.APPLICATION, {
+      url: values.url,
+      id: values.id,
+      serverName: values["server-name"],
+      localpart: values.localpart,
+      prefix: values.prefix,
+    });
   } catch (error) {
     console.error((error as Error).message);
     process.exit(1);
   }
-  const { namespaces } = (await importApplicationModule(module)).manifest;
-  return newRegistration({
-    id: values.id,
-    url: values.url,
-    serverName: values["server-name"],
-    senderLocalpart: values.localpart,
-    prefix: values.prefix,
-    ...(namespaces?.users && { userPrefixes: namespaces.users }),
-    ...(namespaces?.aliases && { aliasPrefixes: namespaces.aliases }),
-  });
 }
 
 if (values.help) {
   console.log(usage);
 } else {
   const registration = values.stack
-    ? await registrationFromStack(values.stack, defaultStackClients(values.region))
-    : await freshRegistration();
+    ? await stackRegistration(values.stack)
+    : await freshRegistrationOrExit();
   const yaml = registrationYaml(registration);
   if (values.out) {
     await writeFile(values.out, yaml, { mode: 0o600, flag: "wx" });

@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
-import { App } from "aws-cdk-lib";
 import { Template } from "aws-cdk-lib/assertions";
 import type { Context } from "aws-lambda";
 import { mockClient } from "aws-sdk-client-mock";
@@ -16,6 +15,7 @@ import { ENV } from "../../functions/wiring/env.ts";
 import { defaultApplicationChoice } from "../../infra/application.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import { functionEntries } from "../../infra/bundling.ts";
+import { unbundledApp } from "../support/cdk-app.ts";
 import { ScriptedHomeserver } from "../support/homeserver.ts";
 
 const SERVER = "test.local";
@@ -86,7 +86,7 @@ describe("the Lambda entries, with the stack's environment", () => {
       .on(GetSecretValueCommand, { SecretId: TOKEN_ARNS.admin })
       .resolves({ SecretString: "admin-token" });
     // Bundling skipped: only the environment is read here.
-    const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
+    const app = unbundledApp();
     const stack = new AppserviceStack(app, "Entries", {
       appservice: {
         homeserverUrl: homeserver.url,

@@ -1,12 +1,18 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
-import { inject } from "vitest";
+import { inject, onTestFinished } from "vitest";
+import {
+  newRegistration,
+  registrationYaml,
+} from "../../functions/appservice/protocol/registration.ts";
 import { freePort } from "../../functions/local/free-port.ts";
 import { isAlive } from "./appservice.ts";
+import { ScriptedHomeserver } from "./homeserver.ts";
 import { processTree } from "./listening-sockets.ts";
+import { tempDir } from "./temp-dirs.ts";
 import { waitFor } from "./wait.ts";
 import type { homeserverWithRegistration } from "./with-homeserver.ts";
 
@@ -184,4 +190,31 @@ export async function startNpmFor(
   });
   homeserver.appservice = { id: registration.id, url: npm.url, hsToken: registration.hs_token };
   return npm;
+}
+
+/**
+ * The visibility timeout of the cases that wait for a message a stopped or killed process had
+ * received (30 s by default): long enough that no handler on a loaded machine outlives its claim.
+ */
+export const VISIBILITY_TIMEOUT_SECONDS = 10;
+
+/**
+ * A registration file (bot `@bot:test.local`) in a new folder, and a scripted homeserver for it
+ * that takes every user as the appservice's, stopped when the test finishes.
+ */
+export async function registrationWithHomeserver(id: string) {
+  const dir = await tempDir();
+  const registrationPath = join(dir, "registration.yaml");
+  const registration = newRegistration({
+    id,
+    url: null,
+    senderLocalpart: "bot",
+    serverName: "test.local",
+    prefix: "_as_",
+  });
+  writeFileSync(registrationPath, registrationYaml(registration));
+  const homeserver = new ScriptedHomeserver(registration.as_token, "test.local", "@bot:test.local");
+  await homeserver.start();
+  onTestFinished(() => homeserver.stop());
+  return { dir, registrationPath, registration, homeserver };
 }

@@ -1,3 +1,4 @@
+import { mkdtempSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +12,13 @@ const made = new Set<string>();
  */
 export async function tempDir(prefix = "appservice-test-") {
   const dir = await mkdtemp(join(tmpdir(), prefix));
+  made.add(dir);
+  return dir;
+}
+
+/** The same, made at once: for what cannot wait (a CDK app's `outdir`). */
+export function tempDirSync(prefix = "appservice-test-") {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
   made.add(dir);
   return dir;
 }

@@ -39,6 +39,7 @@ import {
   OUTBOX_RETRIES_BEFORE_ALARM,
   QUEUE_AGE_ALARM,
 } from "../../infra/matrix-appservice.ts";
+import { unbundledApp } from "../support/cdk-app.ts";
 import { synthesized } from "../support/cdk-synth.ts";
 
 type Resource = {
@@ -68,7 +69,7 @@ const defaultChoice = await defaultApplicationChoice();
  * (test/support/cdk-synth.ts), and bundles.test.ts loads what it made.
  */
 function synthesize(id: string, options: Partial<MatrixAppserviceProps> = {}) {
-  const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
+  const app = unbundledApp();
   const stack = new AppserviceStack(app, id, {
     appservice: {
       homeserverUrl: "https://matrix.example.org",
@@ -853,7 +854,7 @@ describe("AppserviceStack", () => {
   it("gives the outbox the bot's configured profile, and refuses an avatar that is not mxc://", () => {
     // No bundling: only the environment is looked at.
     const synth = (botProfile: { displayName?: string; avatarUrl?: string }) => {
-      const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
+      const app = unbundledApp();
       const profiled = new AppserviceStack(app, "Profiled", {
         appservice: {
           homeserverUrl: "https://matrix.example.org",

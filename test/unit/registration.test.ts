@@ -14,6 +14,7 @@ import {
   RegistrationError,
   registrationYaml,
 } from "../../functions/appservice/protocol/registration.ts";
+import { freshRegistration } from "../../scripts/fresh-registration.ts";
 
 const valid = () => ({
   id: "irc",
@@ -147,45 +148,49 @@ describe("registration", () => {
     expect(matcher.matches("users", "@_br_x:exampleXorg")).toBe(false);
   });
 
-  it("npm run registration prints a valid registration with the given options", async () => {
-    const { stdout } = await promisify(execFile)(
-      process.execPath,
-      [
-        "--import",
-        "tsx",
-        "scripts/registration.ts",
-        "--id",
-        "cli",
-        "--server-name",
-        "matrix.example.com",
-        "--url",
-        "https://as.example.com",
-      ],
-      { cwd: new URL("../..", import.meta.url).pathname },
-    );
+  /** `npm run registration`'s program with `args` and APPLICATION: its output, or its failure. */
+  const runRegistration = (args: string[], application: string) =>
+    promisify(execFile)(process.execPath, ["--import", "tsx", "scripts/registration.ts", ...args], {
+      cwd: new URL("../..", import.meta.url).pathname,
+      env: { ...process.env, APPLICATION: application },
+    });
+
+  // The script itself, twice side by side: what it prints, and how it fails. The rest in-process.
+  it("npm run registration prints a valid registration with the given options; exits 1 naming the applications when APPLICATION names none", async () => {
+    const [{ stdout }, failure] = await Promise.all([
+      runRegistration(
+        ["--id", "cli", "--server-name", "matrix.example.com", "--url", "https://as.example.com"],
+        "relay",
+      ),
+      runRegistration(["--server-name", "example.org"], "irc").then(
+        () => undefined,
+        (error: { code: number; stderr: string }) => error,
+      ),
+    ]);
     const registration = parseRegistration(parse(stdout));
     expect(registration.id).toBe("cli");
     expect(registration.url).toBe("https://as.example.com");
     expect(registration.hs_token).toHaveLength(64);
-    expect(registration.namespaces.users[0]?.regex).toBe("@_as_.*:matrix\\.example\\.com");
+    expect(registration.namespaces.users.map((n) => n.regex)).toEqual([
+      "@_as_.*:matrix\\.example\\.com",
+      "@_relay_.*:matrix\\.example\\.com",
+    ]);
     expect(stdout).toContain("receive_ephemeral: true\n");
     expect(stdout).toContain("de.sorunome.msc2409.push_ephemeral: true\n");
     expect(stdout).toContain("org.matrix.msc3202: true\n");
     expect(stdout).toContain("io.element.msc4190: true\n");
+    expect(failure?.code).toBe(1);
+    expect(failure?.stderr).toContain("APPLICATION=irc is none of echo-bot, relay, webhooks");
   });
 
-  /** `npm run registration` with APPLICATION set (or not): the registration it prints. */
-  const registrationFor = async (application: string | undefined) => {
-    const env = { ...process.env };
-    if (application === undefined) delete env.APPLICATION;
-    else env.APPLICATION = application;
-    const { stdout } = await promisify(execFile)(
-      process.execPath,
-      ["--import", "tsx", "scripts/registration.ts", "--server-name", "example.org"],
-      { cwd: new URL("../..", import.meta.url).pathname, env },
-    );
-    return parseRegistration(parse(stdout));
-  };
+  /** The fresh registration `npm run registration` makes with APPLICATION (or not) and its defaults. */
+  const registrationFor = (application: string | undefined) =>
+    freshRegistration(application, {
+      url: "http://127.0.0.1:9000",
+      serverName: "example.org",
+      localpart: "appservice",
+      prefix: "_as_",
+    });
 
   it("npm run registration: the users and aliases of the application APPLICATION names, as npm start chooses it; an ID of its own by default", async () => {
     const [webhooks, relay] = await Promise.all([
