@@ -1,6 +1,6 @@
 // Part of `npm run bench`: what encrypted rooms cost. crypto-wasm's cold start and a device's
-// state opened from DynamoDB Local (in processes of their own, as a Lambda's cold start); then,
-// through local mode in this process (`startLocal`, encrypted rooms on) against the scripted
+// state opened from DynamoDB Local (bench/crypto-cold-start.ts, in processes of their own, as a
+// Lambda's cold start); and, through local mode in this process (`startLocal`, encrypted rooms on) against the scripted
 // homeserver with a strict person's real crypto device: the time from a transaction's ack to
 // `onEvent` for an encrypted message (decrypted first) and a clear one, and from `onEvent` to the
 // homeserver receiving the reply (encrypted by the outbox, its room key already shared or shared
@@ -28,40 +28,6 @@ const SERVER = "bench.local";
 const BOT = `@bot:${SERVER}`;
 const SECRET = "the crypto bench's store secret, 32 characters or more";
 const MEGOLM = "m.megolm.v1.aes-sha2";
-
-/** A child's part: crypto-wasm loaded cold, then the bot device's state opened, first and warm. */
-async function coldStart() {
-  const t0 = performance.now();
-  const sdk = await import("@matrix-org/matrix-sdk-crypto-wasm");
-  const imported = performance.now();
-  await sdk.initAsync();
-  const initialised = performance.now();
-  const { DurableOlmMachine } = await import("../functions/crypto/durable-machine.ts");
-  const dynamodb = localDynamoDb(process.env.BENCH_DYNAMODB as string);
-  const store = new DynamoDbCryptoStateStore(dynamodb, process.env.BENCH_TABLE as string);
-  const owner = { userId: BOT, deviceId: botDeviceIdOf(BOT) };
-  const opens: number[] = [];
-  for (let i = 0; i < 11; i++) {
-    const before = performance.now();
-    const device = await DurableOlmMachine.open(store, owner, cryptoStoreKeyFrom(SECRET));
-    opens.push(performance.now() - before);
-    await device.close();
-  }
-  dynamodb.destroy();
-  console.log(
-    JSON.stringify({
-      importMs: imported - t0,
-      initMs: initialised - imported,
-      firstOpenMs: opens[0],
-      warmOpensMs: opens.slice(1),
-    }),
-  );
-}
-
-if (process.argv[2] === "--cold-start") {
-  await coldStart();
-  process.exit(0);
-}
 
 /**
  * DynamoDB Local behind a proxy that counts each operation (its `X-Amz-Target`) and its bytes:
@@ -291,9 +257,16 @@ const state = await new DynamoDbCryptoStateStore(
 const colds = Array.from({ length: 3 }, () => {
   const child = spawnSync(
     process.execPath,
-    ["--import", "tsx", join(import.meta.dirname, "crypto.ts"), "--cold-start"],
+    ["--import", "tsx", join(import.meta.dirname, "crypto-cold-start.ts")],
     {
-      env: { ...process.env, BENCH_DYNAMODB: dynamo.endpoint, BENCH_TABLE: local.tableName },
+      env: {
+        ...process.env,
+        BENCH_DYNAMODB: dynamo.endpoint,
+        BENCH_TABLE: local.tableName,
+        BENCH_USER: BOT,
+        BENCH_DEVICE: botDeviceIdOf(BOT),
+        BENCH_STORE_KEY: Buffer.from(cryptoStoreKeyFrom(SECRET)).toString("hex"),
+      },
       encoding: "utf8",
     },
   );
