@@ -3,37 +3,21 @@
 // through the local mode (`npm start` in a process of its own) and its default `!ping` bot;
 // then the webhooks: POST → 202, and POST → the homeserver receiving the message.
 import { randomUUID } from "node:crypto";
-import { mkdtemp, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import {
-  newRegistration,
-  registrationYaml,
-} from "../functions/appservice/protocol/registration.ts";
 import type { ClientEvent } from "../functions/appservice/protocol/transaction.ts";
 import { applicationModuleOf, importApplicationModule } from "../functions/local/applications.ts";
 import { freePort } from "../functions/local/free-port.ts";
-import { ScriptedHomeserver } from "../test/support/homeserver.ts";
-import { percentile, startServer, stopServer } from "./support.ts";
+import { benchHomeserver, percentile, startServer, stopServer } from "./support.ts";
 
-const SERVER = "bench.local";
 // The webhooks, chosen by name as npm start chooses it; their users' namespace from the manifest.
 const APPLICATION = "webhooks";
 const { namespaces } = (await importApplicationModule(applicationModuleOf(APPLICATION))).manifest;
-const dir = await mkdtemp(join(tmpdir(), "appservice-outbound-bench-"));
-const registrationPath = join(dir, "registration.yaml");
-const registration = newRegistration({
-  id: "bench",
-  url: null,
-  senderLocalpart: "bot",
+const {
+  registration,
+  registrationPath,
+  homeserver,
+  bot,
   serverName: SERVER,
-  prefix: "_b_",
-  ...(namespaces?.users && { userPrefixes: namespaces.users }),
-});
-await writeFile(registrationPath, registrationYaml(registration));
-const bot = `@bot:${SERVER}`;
-const homeserver = new ScriptedHomeserver(registration.as_token, SERVER, bot);
-await homeserver.start();
+} = await benchHomeserver("bench", namespaces?.users);
 
 const port = await freePort();
 const { child } = await startServer("functions/local/main.ts", {

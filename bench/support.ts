@@ -2,15 +2,21 @@
 // that every queued event was handled.
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtemp, readFile } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { Agent, request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type DynamoDBClient, ScanCommand } from "@aws-sdk/client-dynamodb";
 import { GetQueueAttributesCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { parse } from "yaml";
+import {
+  type NewRegistrationOptions,
+  newRegistration,
+  registrationYaml,
+} from "../functions/appservice/protocol/registration.ts";
 import type { ClientEvent } from "../functions/appservice/protocol/transaction.ts";
 import { freePort } from "../functions/local/free-port.ts";
+import { ScriptedHomeserver } from "../test/support/homeserver.ts";
 
 const root = join(import.meta.dirname, "..");
 
@@ -218,4 +224,32 @@ export async function countDoneEvents(
     startKey = page.LastEvaluatedKey as typeof startKey;
   } while (startKey);
   return done;
+}
+
+/**
+ * A fresh registration (bot `@bot:bench.local`, users `_b_…` and `userPrefixes`) written to a
+ * folder of its own, and a scripted homeserver that knows its tokens, started.
+ */
+export async function benchHomeserver(
+  id: string,
+  userPrefixes?: NewRegistrationOptions["userPrefixes"],
+) {
+  const serverName = "bench.local";
+  const registrationPath = join(
+    await mkdtemp(join(tmpdir(), `appservice-${id}-`)),
+    "registration.yaml",
+  );
+  const registration = newRegistration({
+    id,
+    url: null,
+    senderLocalpart: "bot",
+    serverName,
+    prefix: "_b_",
+    ...(userPrefixes && { userPrefixes }),
+  });
+  await writeFile(registrationPath, registrationYaml(registration));
+  const bot = `@bot:${serverName}`;
+  const homeserver = new ScriptedHomeserver(registration.as_token, serverName, bot);
+  await homeserver.start();
+  return { registration, registrationPath, homeserver, bot, serverName };
 }

@@ -9,7 +9,6 @@ import type { ApplicationChoice } from "./application.ts";
 import {
   applicationAlias,
   bundling,
-  CRYPTO_FUNCTIONS,
   cryptoWasmCommands,
   runtimeFileCommands,
   runtimeFilesOf,
@@ -33,6 +32,11 @@ export interface AppserviceFunctionProps {
   reservedConcurrentExecutions?: number;
   /** The application whose part it runs; none for the deploy-time tokens function. */
   application?: ApplicationChoice;
+  /**
+   * Copies crypto-wasm's WebAssembly beside the bundle: for the functions that do crypto, where
+   * encrypted rooms are on. @default false
+   */
+  cryptoWasm?: boolean;
 }
 
 /**
@@ -45,6 +49,9 @@ export interface AppserviceFunctionProps {
  * always was (its logical ID, from its path, stays).
  */
 export class AppserviceFunction extends NodejsFunction {
+  /** Whether crypto-wasm's 7.8 MB of WebAssembly is copied beside its bundle. */
+  readonly cryptoWasm: boolean;
+
   constructor(
     scope: Construct,
     name: string,
@@ -57,6 +64,7 @@ export class AppserviceFunction extends NodejsFunction {
       application,
       memorySize = FUNCTION_MEMORY_MB,
       reservedConcurrentExecutions,
+      cryptoWasm = false,
     }: AppserviceFunctionProps,
   ) {
     super(scope, `${name[0]?.toUpperCase()}${name.slice(1)}Function`, {
@@ -112,10 +120,11 @@ export class AppserviceFunction extends NodejsFunction {
                   outputDir,
                 )
               : []),
-            ...(CRYPTO_FUNCTIONS.has(name) ? cryptoWasmCommands(inputDir, outputDir) : []),
+            ...(cryptoWasm ? cryptoWasmCommands(inputDir, outputDir) : []),
           ],
         },
       },
     });
+    this.cryptoWasm = cryptoWasm;
   }
 }

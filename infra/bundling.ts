@@ -62,7 +62,9 @@ const quote = (text: string) => `'${text.replaceAll("'", "'\\''")}'`;
 
 /**
  * The functions that do crypto (the events function decrypts, the outbox encrypts): only their
- * bundles hold crypto-wasm. The outbox loads it by `import()` where encrypted rooms are on alone.
+ * bundles hold crypto-wasm, and only they get its WebAssembly beside them, where encrypted rooms
+ * are on (`AppserviceFunction`'s `cryptoWasm`). Both load it on first use alone: without
+ * encrypted rooms, never.
  */
 export const CRYPTO_FUNCTIONS: ReadonlySet<string> = new Set(["events", "outbox"]);
 

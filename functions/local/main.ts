@@ -6,6 +6,7 @@ import { RegistrationError } from "../appservice/protocol/registration.ts";
 import { parseAllowedRanges } from "../remote/address-policy.ts";
 import { DEFAULT_BACKOFF } from "../shared/backoff.ts";
 import { applicationModuleOf, DEFAULT_APPLICATION, loadApplication } from "./applications.ts";
+import { encryptedRoomsSetting } from "./encrypted-rooms-setting.ts";
 import { startLocalWorkers } from "./local-workers.ts";
 import {
   cryptoStoreSecretFile,
@@ -70,8 +71,8 @@ try {
     : undefined;
   const dataDir = env.DATA_DIR ? resolve(env.DATA_DIR) : undefined;
   // Encrypted rooms read and written (opt-in): the bot's device decrypts, each user's device
-  // encrypts. `READ_ENCRYPTED_ROOMS`, the name from when they were only read, is accepted too.
-  const encryptedRooms = env.ENCRYPTED_ROOMS === "true" || env.READ_ENCRYPTED_ROOMS === "true";
+  // encrypts.
+  const encryptedRooms = encryptedRoomsSetting(env);
   // The bot device's crypto state is encrypted under a secret of its own, kept in a file (0600)
   // from the first start on: the as_token's rotation must not lose the device.
   if (dataDir) await mkdir(dataDir, { recursive: true });

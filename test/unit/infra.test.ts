@@ -28,6 +28,7 @@ import {
 } from "../../functions/wiring/env.ts";
 import { actionBudgetMs, HOMESERVER_TIMEOUT_MS } from "../../functions/wiring/timeouts.ts";
 import { applicationChoice, defaultApplicationChoice } from "../../infra/application.ts";
+import { AppserviceFunction } from "../../infra/appservice-function.ts";
 import { AppserviceStack } from "../../infra/appservice-stack.ts";
 import type { MatrixAppserviceProps } from "../../infra/matrix-appservice.ts";
 import {
@@ -82,6 +83,14 @@ function synthesize(id: string, options: Partial<MatrixAppserviceProps> = {}) {
   Aspects.of(app).add(new AwsSolutionsChecks());
   return { stack, template: Template.fromStack(stack) };
 }
+
+/** The functions of `stack` that get crypto-wasm's WebAssembly beside their bundle. */
+const copyingCryptoWasm = (stack: Stack) =>
+  stack.node
+    .findAll()
+    .filter((c): c is AppserviceFunction => c instanceof AppserviceFunction && c.cryptoWasm)
+    .map((fn) => fn.node.id)
+    .sort();
 
 /** cdk-nag's errors and warnings: unsuppressed findings (a suppression carries its reason). */
 const nagFindings = (stack: AppserviceStack) =>
@@ -203,6 +212,10 @@ describe("AppserviceStack", () => {
       integrationLatencyMs: "value",
       integrationError: "value",
     });
+  });
+
+  it("copies crypto-wasm's WebAssembly beside no bundle: encrypted rooms are off", () => {
+    expect(copyingCryptoWasm(stack)).toEqual([]);
   });
 
   it("sets for each function exactly the variables its configuration reads, and the platform's", () => {
@@ -925,6 +938,8 @@ describe("AppserviceStack with its options", () => {
         .map((role) => role.replace(/FunctionServiceRole.*$/, ""))
         .sort(),
     ).toEqual([expect.stringMatching(/Events$/), expect.stringMatching(/Outbox$/)]);
+    // Their bundles alone get crypto-wasm's WebAssembly (bundles.test.ts: the copy itself).
+    expect(copyingCryptoWasm(stack)).toEqual(["EventsFunction", "OutboxFunction"]);
   });
 
   it("sends the alarm, firing and clearing, to an SNS topic with the email subscribed; or to a given topic", () => {
