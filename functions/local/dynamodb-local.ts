@@ -117,6 +117,29 @@ export async function startDynamoDbLocal(
   // creation"): a new DATA_DIR is made, as the README promises.
   if (options.dataDir) await mkdir(options.dataDir, { recursive: true });
   const classes = await compiledLauncher(jar);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launchDynamoDbLocal({ ...options, jar, nativeLibs, classes });
+    } catch (error) {
+      // The free port can be taken by another process before Java binds it (seen with npm
+      // starts side by side): another port then.
+      if (!(error instanceof PortTakenError) || attempt >= MAX_PORT_ATTEMPTS) throw error;
+    }
+  }
+}
+
+/** Ports tried before a start gives up, each found free just before. */
+const MAX_PORT_ATTEMPTS = 3;
+
+class PortTakenError extends Error {}
+
+async function launchDynamoDbLocal(options: {
+  dataDir?: string;
+  jar: string;
+  nativeLibs: string;
+  classes: string;
+}): Promise<DynamoDbLocal> {
+  const { jar, nativeLibs, classes } = options;
   const port = await freePort();
   const child = spawnProcess(
     "java",
@@ -160,7 +183,10 @@ export async function startDynamoDbLocal(
   const deadline = Date.now() + 60_000;
   try {
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`DynamoDB Local exited: ${output}`);
+      if (child.exitCode !== null) {
+        const message = `DynamoDB Local exited: ${output}`;
+        throw output.includes("Failed to bind") ? new PortTakenError(message) : new Error(message);
+      }
       try {
         await client.send(new ListTablesCommand({}));
         break;
