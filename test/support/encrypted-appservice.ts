@@ -2,7 +2,7 @@ import { expect } from "vitest";
 import type { Application, DeliveredEvent } from "../../functions/appservice/application.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import type { LocalAppservice } from "../../functions/local/local.ts";
-import { makeEvent, startTestAppservice, waitFor } from "./appservice.ts";
+import { makeEvent, putTransaction, startTestAppservice, waitFor } from "./appservice.ts";
 import type { CryptoPerson } from "./crypto-person.ts";
 import type { ScriptedHomeserver } from "./homeserver.ts";
 import { homeserverWithRegistration, SERVER } from "./with-homeserver.ts";
@@ -51,7 +51,9 @@ export async function inviteToEncryptedRoom(
  * running `application` and recording every event it was handed (`received`).
  */
 export async function encryptedAppservice(application: Application = {}) {
-  const { homeserver, registrationPath } = await homeserverWithRegistration();
+  const { homeserver, registrationPath } = await homeserverWithRegistration({
+    ...(application.userPrefixes && { userPrefixes: application.userPrefixes }),
+  });
   const received: DeliveredEvent[] = [];
   const recording: Application = {
     ...application,
@@ -63,6 +65,7 @@ export async function encryptedAppservice(application: Application = {}) {
   let tableName: string | undefined;
   const setup = {
     homeserver: homeserver as ScriptedHomeserver,
+    bot: BOT,
     received,
     local: undefined as unknown as LocalAppservice,
 
@@ -90,6 +93,15 @@ export async function encryptedAppservice(application: Application = {}) {
     },
 
     pushed: (eventId: string) => pushedEvent(homeserver, eventId),
+
+    /** A transaction of `events` alone, as a homeserver sends it. */
+    send: (txnId: string, events: ClientEvent[]) =>
+      putTransaction(
+        setup.local.url,
+        txnId,
+        { events },
+        { token: setup.local.registration.hs_token },
+      ),
 
     delivered: (eventId: string) => received.filter((event) => event.event_id === eventId),
 

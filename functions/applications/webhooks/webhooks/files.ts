@@ -132,8 +132,8 @@ function kindOf(file: Attachment): {
  * Uploads each file to the media repository (once per content: a repeat gets the same URI) and
  * gives the content of its message: `m.image`, `m.video`, `m.audio` or `m.file`, with `info`.
  * Into an encrypted room (`m.room.encryption`) each file is encrypted before its upload, as
- * clients do, and its message names it by `file` (the URI and the keys) instead of `url`: the
- * outbox encrypts the message itself. Over the homeserver's upload limit: 413.
+ * clients do, uploaded without its name, and its message names it by `file` (the URI and the
+ * keys) instead of `url`: the outbox encrypts the message itself. Over the homeserver's upload limit: 413.
  */
 export async function uploadFiles(
   files: Attachment[],
@@ -158,10 +158,12 @@ export async function uploadFiles(
     const sealed = encrypted ? encryptAttachment(file.bytes) : undefined;
     let url: string;
     try {
-      url = await context.homeserver.uploadMedia(sealed?.data ?? file.bytes, {
-        contentType: sealed ? "application/octet-stream" : contentType,
-        fileName: name,
-      });
+      // Sealed, it goes without its name too (as Element's uploads): the name is in the
+      // message, which the outbox encrypts; the homeserver would keep it in clear.
+      url = await context.homeserver.uploadMedia(
+        sealed?.data ?? file.bytes,
+        sealed ? { contentType: "application/octet-stream" } : { contentType, fileName: name },
+      );
     } catch (error) {
       if (error instanceof MediaTooLarge) throw tooLarge(`${name}: ${error.message}`);
       if (error instanceof HomeserverRefused) throw refused(`store ${name}`);
