@@ -4,25 +4,13 @@ import type { ClientEvent } from "../../functions/appservice/protocol/transactio
 import type { LocalAppservice } from "../../functions/local/local.ts";
 import { makeEvent, putTransaction, startTestAppservice, waitFor } from "./appservice.ts";
 import type { CryptoPerson } from "./crypto-person.ts";
-import type { ScriptedHomeserver } from "./homeserver.ts";
+import { pushedEvent, type ScriptedHomeserver } from "./homeserver.ts";
 import { homeserverWithRegistration, SERVER } from "./with-homeserver.ts";
+
+export { pushedEvent } from "./homeserver.ts";
 
 export const BOT = `@bot:${SERVER}`;
 const SECRET = "a crypto store secret of at least 32 characters";
-
-/** The event someone sent, as the homeserver pushes it. */
-export function pushedEvent(homeserver: ScriptedHomeserver, eventId: string): ClientEvent {
-  const sent = homeserver.sent.find((event) => event.eventId === eventId);
-  if (!sent) throw new Error(`no event ${eventId}`);
-  return {
-    event_id: sent.eventId,
-    room_id: sent.roomId,
-    type: sent.type,
-    sender: sent.sender,
-    origin_server_ts: Date.now(),
-    content: sent.content,
-  };
-}
 
 /**
  * An encrypted room (`m.room.encryption`: Megolm) of `person`'s with the bot in it, the bot's
