@@ -82,7 +82,9 @@ try {
   );
   const pushed = performance.now();
   const ids = new Set(sent.map((message) => message.eventId));
-  const messages = () => received.filter((event) => ids.has(event.event_id)).length;
+  const messages = () =>
+    new Set(received.filter((event) => ids.has(event.event_id)).map((event) => event.event_id))
+      .size;
   await until(
     () => messages() >= MESSAGES,
     () => `${messages()} of ${MESSAGES} delivered`,

@@ -87,21 +87,37 @@ export async function pushInTransactions(
 }
 
 /**
- * What went wrong between what was sent and what the application received: per room, its
- * deliveries' event IDs, bodies and decryption status against what was sent, in order. Empty
- * when each message was delivered decrypted, exactly once, in its room's order.
+ * What went wrong between what was sent and what the application received, per room: messages
+ * delivered twice or more, never delivered, delivered not decrypted or out of the room's order.
+ * Empty when each was delivered decrypted, exactly once, in its room's order.
  */
 export function deliveryProblems(sent: SentMessage[], received: DeliveredEvent[]): string[] {
   const problems: string[] = [];
   for (const room of new Set(sent.map((message) => message.room))) {
-    const expected = sent
-      .filter((message) => message.room === room)
-      .map((message) => `${message.eventId} decrypted ${message.body}`);
-    const got = received
-      .filter((event) => event.room_id === room && event.type !== "m.room.member")
-      .map((event) => `${event.event_id} ${event.decryption?.status} ${event.content.body}`);
-    if (JSON.stringify(got) !== JSON.stringify(expected)) {
-      problems.push(`${room}: expected ${expected.join(", ")}; got ${got.join(", ")}`);
+    const expected = sent.filter((message) => message.room === room);
+    const got = received.filter(
+      (event) => event.room_id === room && event.type !== "m.room.member",
+    );
+    const times = (eventId: string) => got.filter((event) => event.event_id === eventId).length;
+    const twice = expected.filter(({ eventId }) => times(eventId) > 1).length;
+    const never = expected.filter(({ eventId }) => times(eventId) === 0).length;
+    const wrong = expected.filter(({ eventId, body }) =>
+      got.some(
+        (event) =>
+          event.event_id === eventId &&
+          (event.decryption?.status !== "decrypted" || event.content.body !== body),
+      ),
+    ).length;
+    const firsts = [...new Set(got.map((event) => event.event_id))];
+    const inOrder = expected
+      .map(({ eventId }) => eventId)
+      .filter((eventId) => firsts.includes(eventId));
+    const outOfOrder = JSON.stringify(firsts) !== JSON.stringify(inOrder);
+    if (twice || never || wrong || outOfOrder) {
+      problems.push(
+        `${room}: ${twice} delivered more than once, ${never} never, ${wrong} not decrypted` +
+          ` or not as sent${outOfOrder ? ", out of order" : ""}`,
+      );
     }
   }
   return problems;
