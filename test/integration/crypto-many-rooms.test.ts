@@ -11,9 +11,9 @@ import {
 
 const ROOMS = 20;
 /**
- * Two a room, not the issue's 500: each decryption opens the bot's machine from DynamoDB (no
- * warm cache yet), about 0.15 s a message on a quiet machine and 0.9 s on a loaded one (500 took
- * 464 s with a load of 20 on 2 cores). `npm run bench` runs the 500 (bench/encrypted-rooms.ts).
+ * Two a room, not the issue's 500: each unit of crypto work opens the bot's machine from
+ * DynamoDB and saves it (no warm cache yet). On 2 cores under a load of 17–27, 500 took 464 s and
+ * 701 s, 40 took 43–79 s. `npm run bench` runs the 500 (bench/encrypted-rooms.ts).
  */
 const MESSAGES = 2 * ROOMS;
 
