@@ -64,10 +64,9 @@ export async function uploadRoomMedia(
 ): Promise<RoomMedia> {
   if (!encrypted) return { url: await homeserver.uploadMedia(bytes, options) };
   const { data, keys } = encryptAttachment(bytes);
-  const url = await homeserver.uploadMedia(data, {
-    ...options,
-    contentType: "application/octet-stream",
-  });
+  // Sealed, it goes without its name too (as Element's uploads do): the name is in the message,
+  // which the outbox encrypts; the homeserver would keep it in clear.
+  const url = await homeserver.uploadMedia(data, { contentType: "application/octet-stream" });
   return { file: { url, ...keys } };
 }
 

@@ -6,6 +6,7 @@ import { sendRequest } from "../../functions/crypto/requests.ts";
 import {
   NO_DEAD_LETTERS,
   putTransaction,
+  tempDir,
   waitFor,
   waitUntilDrained,
 } from "../support/appservice.ts";
@@ -17,29 +18,38 @@ import {
   pushedEvent,
 } from "../support/encrypted-appservice.ts";
 import type { ScriptedHomeserver } from "../support/homeserver.ts";
-import { startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
+import { type NpmStart, startNpmFor, stopAllNpmStarts } from "../support/npm-start.ts";
 import { homeserverWithRegistration, SERVER } from "../support/with-homeserver.ts";
+
+/** Where the homeserver's records stand: what comes after is what a step did. */
+const recordsOf = (homeserver: ScriptedHomeserver) => ({
+  requests: homeserver.requests.length,
+  sent: homeserver.sent.length,
+});
 
 /**
  * What a strict person's client checks after her encrypted `!ping` (`ping`) went into `room`:
- * one answer from the bot, `m.room.encrypted`, that she decrypts from the bot's cross-signed
- * device; nothing the homeserver was asked since `from` holds the ping or the answer in clear.
+ * one answer from the bot since `from`, `m.room.encrypted`, that she decrypts from the bot's
+ * cross-signed device; nothing the homeserver was asked since holds the ping or the answer in
+ * clear.
  */
 async function answeredEncrypted(
   homeserver: ScriptedHomeserver,
   alice: CryptoPerson,
   room: string,
   ping: string,
-  from: number,
+  from: ReturnType<typeof recordsOf>,
 ) {
   const answers = () =>
-    homeserver.sent.filter((event) => event.roomId === room && event.sender === BOT);
+    homeserver.sent
+      .slice(from.sent)
+      .filter((event) => event.roomId === room && event.sender === BOT);
   await waitFor(() => answers().length > 0, 60_000, "the bot's answer");
   const [answer] = answers();
   expect(answers()).toHaveLength(1);
   expect(answer).toMatchObject({ type: "m.room.encrypted" });
   const reply = `echo: ${ping}`;
-  const asked = JSON.stringify(homeserver.requests.slice(from));
+  const asked = JSON.stringify(homeserver.requests.slice(from.requests));
   expect(asked).not.toContain(reply);
   expect(asked).not.toContain(ping);
   // Her strict client (only from devices their owner cross-signed) reads it.
@@ -76,7 +86,7 @@ describe("an encrypted room with the echo bot", () => {
     const { homeserver } = setup;
     const room = `!echo-${randomUUID().slice(0, 8)}:${SERVER}`;
     await setup.encryptedRoom(room, alice);
-    const from = homeserver.requests.length;
+    const from = recordsOf(homeserver);
     const ping = `!ping ${randomUUID()}`;
     expect(await setup.sendAndPush(room, alice, ping)).toMatchObject({
       content: { body: ping },
@@ -134,17 +144,37 @@ describe("an encrypted room with the echo bot", () => {
   });
 });
 
-/** The same as the README runs it: `npm start`, its functions in threads of their own. */
+/**
+ * The same as the README runs it: `npm start`, its functions in threads of their own; then
+ * started again on the same DATA_DIR (its crypto store secret) and DynamoDB, as after a reboot.
+ */
 describe("an encrypted room with the echo bot, through npm start (ENCRYPTED_ROOMS=true)", () => {
+  let withRegistration: Awaited<ReturnType<typeof homeserverWithRegistration>>;
   let homeserver: ScriptedHomeserver;
   let alice: CryptoPerson;
+  let env: Record<string, string>;
+  let first: NpmStart;
+  const room = `!echo-npm-${randomUUID().slice(0, 8)}:${SERVER}`;
+
+  /** Her encrypted `!ping` into the room, pushed; she reads the bot's encrypted answer. */
+  const pingAnswered = async () => {
+    const from = recordsOf(homeserver);
+    const ping = `!ping ${randomUUID()}`;
+    const eventId = await alice.sendEncrypted(room, [alice.userId, BOT], {
+      msgtype: "m.text",
+      body: ping,
+    });
+    expect((await homeserver.pushTransaction([pushedEvent(homeserver, eventId)])).status).toBe(200);
+    await answeredEncrypted(homeserver, alice, room, ping, from);
+  };
 
   beforeAll(async () => {
-    const withRegistration = await homeserverWithRegistration({
+    withRegistration = await homeserverWithRegistration({
       id: `echo-npm-${randomUUID().slice(0, 8)}`,
     });
     ({ homeserver } = withRegistration);
-    await startNpmFor(withRegistration, { APPLICATION: "echo-bot", ENCRYPTED_ROOMS: "true" });
+    env = { APPLICATION: "echo-bot", ENCRYPTED_ROOMS: "true", DATA_DIR: await tempDir() };
+    first = await startNpmFor(withRegistration, env);
     alice = await CryptoPerson.create(homeserver, "alice");
   }, 120_000);
   afterAll(async () => {
@@ -154,7 +184,6 @@ describe("an encrypted room with the echo bot, through npm start (ENCRYPTED_ROOM
   });
 
   it("a strict person's encrypted !ping is answered encrypted, decrypted by her; no clear reply is sent", async () => {
-    const room = `!echo-npm-${randomUUID().slice(0, 8)}:${SERVER}`;
     await inviteToEncryptedRoom(homeserver, room, alice);
     // The echo bot joins once the invite made its device: then people can encrypt for it.
     await waitFor(
@@ -162,13 +191,25 @@ describe("an encrypted room with the echo bot, through npm start (ENCRYPTED_ROOM
       60_000,
       "the bot's join",
     );
+    await pingAnswered();
+  }, 120_000);
+
+  it("started again on the same DATA_DIR: the same device and keys, none made; her next !ping (the same room key) is answered, and she decrypts it", async () => {
+    const deviceId = botDeviceIdOf(BOT);
+    const keysBefore = homeserver.encryption.device(BOT, deviceId)?.keys;
+    const masterBefore = homeserver.encryption.crossSigning.get(BOT)?.master;
+    expect(keysBefore).toBeDefined();
+    await first.stop("SIGTERM");
     const from = homeserver.requests.length;
-    const ping = `!ping ${randomUUID()}`;
-    const eventId = await alice.sendEncrypted(room, [alice.userId, BOT], {
-      msgtype: "m.text",
-      body: ping,
-    });
-    expect((await homeserver.pushTransaction([pushedEvent(homeserver, eventId)])).status).toBe(200);
-    await answeredEncrypted(homeserver, alice, room, ping, from);
+    await startNpmFor(withRegistration, env);
+    await pingAnswered();
+    // The homeserver's device list: still the one device, with the keys it had.
+    expect([...(homeserver.encryption.devices.get(BOT)?.keys() ?? [])]).toEqual([deviceId]);
+    expect(homeserver.encryption.device(BOT, deviceId)?.keys).toEqual(keysBefore);
+    expect(homeserver.encryption.crossSigning.get(BOT)?.master).toEqual(masterBefore);
+    const making = homeserver.requests
+      .slice(from)
+      .filter((r) => /\/devices\/|\/login$|\/keys\/device_signing\/upload$/.test(r.path));
+    expect(making.map((r) => `${r.method} ${r.path}`)).toEqual([]);
   }, 120_000);
 });

@@ -2,27 +2,15 @@ import { expect } from "vitest";
 import type { Application, DeliveredEvent } from "../../functions/appservice/application.ts";
 import type { ClientEvent } from "../../functions/appservice/protocol/transaction.ts";
 import type { LocalAppservice, LocalOptions } from "../../functions/local/local.ts";
-import { makeEvent, startTestAppservice, waitFor } from "./appservice.ts";
+import { makeEvent, putTransaction, startTestAppservice, waitFor } from "./appservice.ts";
 import type { CryptoPerson } from "./crypto-person.ts";
-import type { ScriptedHomeserver } from "./homeserver.ts";
+import { pushedEvent, type ScriptedHomeserver } from "./homeserver.ts";
 import { homeserverWithRegistration, SERVER } from "./with-homeserver.ts";
+
+export { pushedEvent } from "./homeserver.ts";
 
 export const BOT = `@bot:${SERVER}`;
 const SECRET = "a crypto store secret of at least 32 characters";
-
-/** The event someone sent, as the homeserver pushes it. */
-export function pushedEvent(homeserver: ScriptedHomeserver, eventId: string): ClientEvent {
-  const sent = homeserver.sent.find((event) => event.eventId === eventId);
-  if (!sent) throw new Error(`no event ${eventId}`);
-  return {
-    event_id: sent.eventId,
-    room_id: sent.roomId,
-    type: sent.type,
-    sender: sent.sender,
-    origin_server_ts: Date.now(),
-    content: sent.content,
-  };
-}
 
 /**
  * An encrypted room (`m.room.encryption`: Megolm) of `person`'s with the bot in it, the bot's
@@ -70,6 +58,7 @@ export async function encryptedAppservice(
   let tableName: string | undefined;
   const setup = {
     homeserver: homeserver as ScriptedHomeserver,
+    bot: BOT,
     received,
     local: undefined as unknown as LocalAppservice,
 
@@ -99,6 +88,15 @@ export async function encryptedAppservice(
     },
 
     pushed: (eventId: string) => pushedEvent(homeserver, eventId),
+
+    /** A transaction of `events` alone, as a homeserver sends it. */
+    send: (txnId: string, events: ClientEvent[]) =>
+      putTransaction(
+        setup.local.url,
+        txnId,
+        { events },
+        { token: setup.local.registration.hs_token },
+      ),
 
     delivered: (eventId: string) => received.filter((event) => event.event_id === eventId),
 

@@ -753,3 +753,17 @@ export class ScriptedHomeserver {
     }
   }
 }
+
+/** The event someone sent, as the homeserver pushes it. */
+export function pushedEvent(homeserver: ScriptedHomeserver, eventId: string): ClientEvent {
+  const sent = homeserver.sent.find((event) => event.eventId === eventId);
+  if (!sent) throw new Error(`no event ${eventId}`);
+  return {
+    event_id: sent.eventId,
+    room_id: sent.roomId,
+    type: sent.type,
+    sender: sent.sender,
+    origin_server_ts: Date.now(),
+    content: sent.content,
+  };
+}

@@ -134,8 +134,8 @@ function kindOf(file: Attachment): {
  * Uploads each file to the media repository (once per content: a repeat gets the same URI) and
  * gives the content of its message: `m.image`, `m.video`, `m.audio` or `m.file`, with `info`.
  * Into an encrypted room (`m.room.encryption`) each file is encrypted before its upload, as
- * clients do, and its message names it by `file` (the URI and the keys) instead of `url`: the
- * outbox encrypts the message itself. Over the homeserver's upload limit: 413.
+ * clients do, uploaded without its name, and its message names it by `file` (the URI and the
+ * keys) instead of `url`: the outbox encrypts the message itself. Over the homeserver's upload limit: 413.
  */
 export async function uploadFiles(
   files: Attachment[],
