@@ -1,4 +1,4 @@
-import type { SQSRecord } from "aws-lambda";
+import type { Context, SQSRecord } from "aws-lambda";
 import type { InboundMessage } from "../appservice/pipeline/inbound.ts";
 import { processInboundMessage } from "../appservice/pipeline/process-inbound.ts";
 import { serviceContext } from "../appservice/service-context.ts";
@@ -17,7 +17,7 @@ import { lambdaHandler } from "./shared/lambda-handler.ts";
  * back after its backoff. Other groups go on.
  */
 export const createEventsHandler = (deps: EventsDeps) => {
-  const processRecord = async (record: SQSRecord) => {
+  const processRecord = async (record: SQSRecord, lambda: Context) => {
     const message = JSON.parse(record.body) as InboundMessage;
     const groupId = record.attributes.MessageGroupId as string;
     const outcome = await processInboundMessage(
@@ -28,6 +28,10 @@ export const createEventsHandler = (deps: EventsDeps) => {
         ...deps,
         contextFor: (origin) => serviceContext(deps, origin),
         deadLetters: deps.control,
+        time: {
+          leftMs: () => lambda.getRemainingTimeInMillis(),
+          itemBudgetMs: deps.recordBudgetMs,
+        },
       },
     );
     deps.metrics.count("ItemsHandled", outcome.handled);

@@ -26,7 +26,7 @@ export const OUTBOX_TIMEOUT_MS = 2 * actionBudgetMs(HOMESERVER_TIMEOUT_MS);
 /** How long the events function may run (the stack's timeout, and the claims' lease). */
 export const EVENTS_TIMEOUT_MS = 30_000;
 /**
- * No message is started with less time left than this: room for a handler that makes an
+ * No message, and no item of one, is started with less time left than this: room for a handler that makes an
  * immediate call or two (`CALL_BUDGET_MS` each, at most); one that runs longer meets the
  * function's timeout, and is retried.
  */

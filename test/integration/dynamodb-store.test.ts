@@ -164,4 +164,42 @@ describe("DynamoDbStore against DynamoDB Local", () => {
     expect(handled).toEqual([event.event_id]);
     expect(outcome).toEqual({ handled: 1, duplicates: 1, deadLettered: 0 });
   });
+
+  it("starts no item with less time left than its budget: the rest come back at once and run once, on the next run", async () => {
+    const events = ["one", "two", "three"].map((body) => makeEvent("!t:test.local", body));
+    const message = {
+      txnId: "slow",
+      items: events.map((event) => ({ kind: "event" as const, id: event.event_id, event })),
+    };
+    const handled: string[] = [];
+    const deps = (leftMs: () => number) => ({
+      claims: store,
+      application: { onEvent: (e: { event_id: string }) => void handled.push(e.event_id) },
+      log: noServices.log,
+      leaseMs: 60_000,
+      contextFor: (origin: string) => serviceContext(noServices, origin),
+      setAsideItems: { get: () => Promise.reject(new Error("no reference expected")) },
+      retry: INBOUND_RETRY,
+      deadLetters: { deadLetter: () => Promise.reject(new Error("no dead letter expected")) },
+      time: { leftMs, itemBudgetMs: 10_000 },
+    });
+    // The first item starts with 20 s left; it takes 15.
+    const left = [20_000, 5_000];
+    const spent = processInboundMessage(
+      message,
+      { owner: "first run", groupId: "!t:test.local" },
+      deps(() => left.shift() ?? 5_000),
+    );
+    await expect(spent).rejects.toMatchObject({ name: "RetryLater", delaySeconds: 0 });
+    expect(handled).toEqual([events[0]?.event_id]);
+
+    // The next run (another owner) takes the rest at once: their claims were given up, not held.
+    const outcome = await processInboundMessage(
+      message,
+      { owner: "next run", groupId: "!t:test.local" },
+      deps(() => 30_000),
+    );
+    expect(outcome).toEqual({ handled: 2, duplicates: 1, deadLettered: 0 });
+    expect(handled).toEqual(events.map((event) => event.event_id));
+  });
 });

@@ -112,7 +112,17 @@ export interface ProcessInboundDeps {
   ownsUser?: (userId: string) => boolean;
   /** Ours too, outside the namespaces; with `intentMemory`. */
   botUserId?: string;
+  /**
+   * The run's time left, and the least an item may start with: an item that finds less left
+   * is not started, and it and the message's rest come back at once, for the next run. A run
+   * past the function's timeout would otherwise go on handling items the next run takes over
+   * (local mode does not stop it as Lambda does): handled twice.
+   */
+  time?: { leftMs(): number; itemBudgetMs: number };
 }
+
+/** The run's time is spent: the message's items not yet started come back at once, uncounted. */
+class TimeSpent extends Error {}
 
 /** Which delivery of which queue message this is. */
 export interface InboundDelivery {
@@ -406,6 +416,7 @@ export async function processInboundMessage(
     setAsideItems,
     crypto,
     keyWait = KEY_WAIT,
+    time,
   } = deps;
   const keys = [...new Set(message.items.map(claimKey))];
   const claimed = await claims.claim(keys, owner, leaseMs);
@@ -483,6 +494,7 @@ export async function processInboundMessage(
           `${item.kind} ${item.id} is being processed elsewhere`,
         );
       }
+      if (time && time.leftMs() < time.itemBudgetMs) throw new TimeSpent();
       let abandonedRuns: number | undefined;
       if (key === abandonedKey) {
         abandonedRuns = await claims.countAbandonedRun(key, owner);
@@ -573,6 +585,13 @@ export async function processInboundMessage(
       ),
     );
     await Promise.allSettled(completions);
+    if (error instanceof TimeSpent) {
+      log.info("the run's time is spent: the message's items not started come back at once", {
+        txnId: message.txnId,
+        handled: outcome.handled,
+      });
+      throw new RetryLater(0, "the run's time is spent");
+    }
     throw error;
   }
   await Promise.all(completions);

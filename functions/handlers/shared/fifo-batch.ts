@@ -31,7 +31,7 @@ class NotStarted extends Error {
 export async function processFifoBatch(
   event: SQSEvent,
   context: Context,
-  processRecord: (record: SQSRecord) => Promise<void>,
+  processRecord: (record: SQSRecord, context: Context) => Promise<void>,
   { control, recordBudgetMs, log }: FifoBatchOptions,
 ): Promise<SQSBatchResponse> {
   const started = new Set<string>();
@@ -41,7 +41,7 @@ export async function processFifoBatch(
       if (context.getRemainingTimeInMillis() < recordBudgetMs) throw new NotStarted();
       started.add(record.messageId);
       try {
-        await processRecord(record);
+        await processRecord(record, context);
       } catch (error) {
         const about = { messageId: record.messageId, groupId: record.attributes.MessageGroupId };
         if (!(error instanceof RetryLater)) {
@@ -88,7 +88,7 @@ export async function processFifoBatch(
  * `processFifoBatch`, and the invocation's metrics flushed however it ends.
  */
 export const fifoConsumer = (
-  processRecord: (record: SQSRecord) => Promise<void>,
+  processRecord: (record: SQSRecord, context: Context) => Promise<void>,
   deps: FifoBatchOptions & { metrics: Metrics },
 ) =>
   middy<SQSEvent, SQSBatchResponse>()
