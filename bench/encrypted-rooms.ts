@@ -22,6 +22,8 @@ import {
 } from "../test/support/many-encrypted-rooms.ts";
 
 const SERVER = "bench.local";
+// The held rooms' INFO lines (one per wait for a room key) would bury the figures.
+process.env.POWERTOOLS_LOG_LEVEL ??= "WARN";
 const MESSAGES = Number(process.env.BENCH_ENCRYPTED_MESSAGES ?? 500);
 const ROOMS = 20;
 const PEOPLE = 4;
