@@ -19,6 +19,7 @@ import {
   CALL_RECORDS_KEY_PREFIX,
   UNDECRYPTABLE_KEY_PREFIX,
 } from "../functions/store/dynamodb/app-data.ts";
+import { CRYPTO_KEY_PREFIX } from "../functions/store/dynamodb/crypto-state.ts";
 import { DEAD_LETTER_KEY_PREFIX } from "../functions/store/dynamodb/dead-letters.ts";
 import { ROOM_KEY_PREFIX, USER_KEY_PREFIX } from "../functions/store/dynamodb/intent-memory.ts";
 import { SET_ASIDE_KEY_PREFIX } from "../functions/store/dynamodb/set-aside-items.ts";
@@ -286,8 +287,18 @@ export class AppserviceFunctions {
     for (const [token, fns] of Object.entries(tokensOf) as [TokenName, IGrantable[]][])
       for (const fn of fns) secrets.grantToken(fn, token);
     for (const fn of [app, outbox]) secrets.grantRemoteSecret(fn);
-    // The events function decrypts, the outbox encrypts: no other reads the devices' state.
-    for (const fn of [events, outbox]) secrets.grantCryptoStoreSecret(fn);
+    // The events function decrypts, the outbox encrypts: no other reads the devices' state
+    // (`CRYPTO#`: a version read, the snapshot's parts written and the replaced ones deleted).
+    for (const fn of [events, outbox]) {
+      secrets.grantCryptoStoreSecret(fn);
+      if (secrets.cryptoStoreSecret) {
+        storage.grantTable(
+          fn,
+          ["GetItem", "Query", "PutItem", "UpdateItem", "BatchWriteItem"],
+          [CRYPTO_KEY_PREFIX],
+        );
+      }
+    }
     this.grantOperatorConsole(scope);
     storage.grantTable(transactions, ["PutItem"]);
     storage.grantSend(transactions, storage.inboundQueue);

@@ -63,8 +63,9 @@ const quote = (text: string) => `'${text.replaceAll("'", "'\\''")}'`;
 /**
  * The functions that do crypto (the events function decrypts, the outbox encrypts): only their
  * bundles hold crypto-wasm, and only they get its WebAssembly beside them, where encrypted rooms
- * are on (`AppserviceFunction`'s `cryptoWasm`). Both load it on first use alone: without
- * encrypted rooms, never.
+ * are on (`AppserviceFunction`'s `cryptoWasm`). Its WebAssembly is compiled only where encrypted
+ * rooms are on (the outbox imports the crypto only then; the events function evaluates
+ * crypto-wasm's JavaScript at load, but initialises it only then).
  */
 export const CRYPTO_FUNCTIONS: ReadonlySet<string> = new Set(["events", "outbox"]);
 

@@ -4,11 +4,12 @@ import type { DurableOlmMachine } from "./durable-machine.ts";
 /**
  * How many devices' machines a warm process keeps open. One kept with a 42 KB state (5 Olm
  * sessions, 14 room keys) costs about 1.3 MB of heap and buffers (docs/encryption.md,
- * "Figures"), so 32 stay near 50 MB, well inside a 256 MB function, while covering the bot and
- * the puppets or webhook users a container serves in a burst; a device past them is opened from
- * the store again (22–222 ms).
+ * "Figures"); a bot's state grew to 179 KB gzipped in the bench, several times that: 16 keep
+ * even such states well inside a 256 MB function, while covering the bot and the puppets or
+ * webhook users a container serves in a burst; a device past them is opened from the store
+ * again (22–222 ms).
  */
-export const WARM_MACHINES = 32;
+export const WARM_MACHINES = 16;
 
 const keyOf = (owner: CryptoOwner) => `${owner.userId}\u0000${owner.deviceId}`;
 

@@ -128,7 +128,7 @@ describe("encrypted rooms: what people encrypt reaches the application decrypted
     );
   });
 
-  it("tracks a new member of an encrypted room at its invite, once; none in a room in clear", async () => {
+  it("tracks a new member of an encrypted room at its invite, once; none in a room in clear, until it turns encrypted", async () => {
     const room = `!enc5:${SERVER}`;
     await encryptedRoom(room, alice);
     const bob = await CryptoPerson.create(homeserver, "bob");
@@ -166,9 +166,19 @@ describe("encrypted rooms: what people encrypt reaches the application decrypted
     expect(queriesFor(bob.userId, from)).toHaveLength(1);
     // In a room without `m.room.encryption`, nobody is tracked.
     const clear = `!clear5:${SERVER}`;
-    homeserver.createRoom(clear, [alice.userId, BOT]);
+    homeserver.createRoom(clear, [alice.userId, BOT, carol.userId]);
     await push(membership(clear, carol.userId, "join"));
     expect(queriesFor(carol.userId, from)).toEqual([]);
+    // The room turning encrypted: its joined members are tracked then.
+    await push(
+      makeEvent(clear, "", {
+        type: "m.room.encryption",
+        sender: alice.userId,
+        state_key: "",
+        content: { algorithm: "m.megolm.v1.aes-sha2" },
+      }),
+    );
+    expect(queriesFor(carol.userId, from)).toHaveLength(1);
   });
 
   it("after a restart, the same device decrypts from the state it saved", async () => {
@@ -191,9 +201,17 @@ describe("encrypted rooms: what people encrypt reaches the application decrypted
 describe("an encrypted event whose room key comes after the wait", () => {
   let setup: Awaited<ReturnType<typeof encryptedAppservice>>;
   let alice: CryptoPerson;
+  // While set, the application refuses late deliveries: the keys must come in all the same.
+  let refuseLate = true;
   beforeAll(async () => {
     setup = await encryptedAppservice(
-      {},
+      {
+        onEvent(event) {
+          if (event.decryption?.status === "decrypted" && event.decryption.late && refuseLate) {
+            throw new Error("a late delivery refused");
+          }
+        },
+      },
       { keyWait: { backoff: { baseSeconds: 1, capSeconds: 1 }, maxAttempts: 2 } },
     );
     alice = await CryptoPerson.create(setup.homeserver, "alice");
@@ -203,7 +221,7 @@ describe("an encrypted event whose room key comes after the wait", () => {
     await setup?.stop();
   });
 
-  it("is delivered undecryptable, then once more decrypted and marked late when its key comes", async () => {
+  it("is delivered undecryptable, then once more decrypted and marked late when its key comes; a late delivery refused holds back no key and comes again with the next keys", async () => {
     const { homeserver } = setup;
     const room = `!late:${SERVER}`;
     await setup.encryptedRoom(room, alice);
@@ -224,18 +242,39 @@ describe("an encrypted event whose room key comes after the wait", () => {
       type: "m.room.encrypted",
       decryption: { status: "undecryptable", reason: "MissingRoomKey" },
     });
-    expect((await homeserver.pushTransaction([])).status).toBe(200);
-    await waitFor(() => setup.delivered(eventId).length === 2, 30_000, "the late decryption");
-    expect(setup.delivered(eventId)[1]).toMatchObject({
+    const late = {
       type: "m.room.message",
       content: { body: "a key that comes late" },
       decryption: { status: "decrypted", senderTrust: "cross-signed", late: true },
-    });
-    // Once: later keys and transactions deliver it no more.
-    await alice.sendEncrypted(room, [alice.userId, BOT], { msgtype: "m.text", body: "next" });
+    };
+    // Its key comes: the late delivery, refused by the application.
+    expect((await homeserver.pushTransaction([])).status).toBe(200);
+    await waitFor(() => setup.delivered(eventId).length === 2, 30_000, "the late decryption");
+    expect(setup.delivered(eventId)[1]).toMatchObject(late);
+    /** A message in a new encrypted room: its room key comes to the bot in a to-device message. */
+    const inNewRoom = async (name: string) => {
+      const other = `!${name}:${SERVER}`;
+      await setup.encryptedRoom(other, alice);
+      const sent = await alice.sendEncrypted(other, [alice.userId, BOT], {
+        msgtype: "m.text",
+        body: name,
+      });
+      expect((await homeserver.pushTransaction([setup.pushed(sent)])).status).toBe(200);
+      await waitFor(() => setup.delivered(sent).length === 1, 30_000, `the message in ${other}`);
+      return setup.delivered(sent)[0];
+    };
+    // Still refused, it holds back no other key: another room's message decrypts (its key's
+    // to-device item tried the kept event again, refused again).
+    expect(await inNewRoom("late-other")).toMatchObject({ decryption: { status: "decrypted" } });
+    await waitFor(() => setup.delivered(eventId).length === 3, 30_000, "the second late try");
+    // Taken, it comes with the next keys once, and no more.
+    refuseLate = false;
+    expect(await inNewRoom("late-third")).toMatchObject({ decryption: { status: "decrypted" } });
+    await waitFor(() => setup.delivered(eventId).length === 4, 30_000, "the late one taken");
+    expect(setup.delivered(eventId)[3]).toMatchObject(late);
     expect((await homeserver.pushTransaction([])).status).toBe(200);
     expect(await waitUntilDrained(setup.local)).toEqual(NO_DEAD_LETTERS);
-    expect(setup.delivered(eventId)).toHaveLength(2);
+    expect(setup.delivered(eventId)).toHaveLength(4);
   });
 });
 

@@ -65,7 +65,6 @@ export async function encryptedAppservice(
     /** Starts the appservice (again, on the same table: a restart). */
     async start() {
       setup.local = await startTestAppservice({
-        ...options,
         registrationPath,
         homeserverUrl: homeserver.url,
         serverName: SERVER,

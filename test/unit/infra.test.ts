@@ -940,6 +940,26 @@ describe("AppserviceStack with its options", () => {
     ).toEqual([expect.stringMatching(/Events$/), expect.stringMatching(/Outbox$/)]);
     // Their bundles alone get crypto-wasm's WebAssembly (bundles.test.ts: the copy itself).
     expect(copyingCryptoWasm(stack)).toEqual(["EventsFunction", "OutboxFunction"]);
+    // And they alone may read and write the devices' state (`CRYPTO#` items).
+    const cryptoStatePolicies = Object.values(template.findResources("AWS::IAM::Policy")).filter(
+      (policy) => JSON.stringify(policy.Properties.PolicyDocument).includes('"CRYPTO#*"'),
+    );
+    expect(
+      cryptoStatePolicies
+        .flatMap((policy) => (policy.Properties.Roles as { Ref: string }[]).map((r) => r.Ref))
+        .map((role) => role.replace(/FunctionServiceRole.*$/, ""))
+        .sort(),
+    ).toEqual([expect.stringMatching(/Events$/), expect.stringMatching(/Outbox$/)]);
+    const cryptoStatements = cryptoStatePolicies
+      .flatMap(
+        (policy) => (policy.Properties.PolicyDocument as { Statement: Statement[] }).Statement,
+      )
+      .filter((statement) => JSON.stringify(statement.Condition ?? {}).includes("CRYPTO#"));
+    expect(cryptoStatements.map((statement) => [statement.Action].flat().sort())).toEqual(
+      Array(2).fill(
+        ["BatchWriteItem", "GetItem", "PutItem", "Query", "UpdateItem"].map((a) => `dynamodb:${a}`),
+      ),
+    );
   });
 
   it("sends the alarm, firing and clearing, to an SNS topic with the email subscribed; or to a given topic", () => {

@@ -241,17 +241,20 @@ async function cryptoReceives(
     await crypto.receive({ toDevice: [item.message] });
   } else if (item.kind === "devices") {
     await crypto.receive({ toDevice: [], devices: item.devices });
-  } else if (
-    item.kind === "event" &&
-    (isInviteOf(item.event, crypto.owner.userId) || turnsOnEncryption(item.event))
-  ) {
-    await crypto.ensureDevice().catch((error: unknown) =>
-      log.warn("the bot's device could not be made: tried again at the next crypto work", {
-        roomId: item.event.room_id,
-        error,
-      }),
-    );
   } else if (item.kind === "event") {
+    if (isInviteOf(item.event, crypto.owner.userId) || turnsOnEncryption(item.event)) {
+      const made = await crypto.ensureDevice().then(
+        () => true,
+        (error: unknown) => {
+          log.warn("the bot's device could not be made: tried again at the next crypto work", {
+            roomId: item.event.room_id,
+            error,
+          });
+          return false;
+        },
+      );
+      if (!made) return;
+    }
     const users = await usersToTrack(item.event, crypto.owner.userId, homeserver);
     if (users.length > 0) await crypto.track(users);
   }
@@ -346,13 +349,17 @@ async function deliverLate(
   if (!crypto || !undecryptable) return;
   for (const { key, value } of await undecryptable.list(UNDECRYPTABLE)) {
     const event = value.event as ClientEvent;
-    const decryption = await crypto.decrypt(event);
-    if (decryption.status === "missing-key") continue;
-    if (decryption.status === "decrypted") {
-      const lateKey = claimKeys.item(`late:${event.event_id}`);
-      const claim = (await claims.claim([lateKey], owner, leaseMs)).get(lateKey);
-      if (claim === "busy") throw new RetryLater(Math.ceil(leaseMs / 1000), `${lateKey} is busy`);
-      if (holdsClaim(claim)) {
+    const about = { roomId: event.room_id, eventId: event.event_id };
+    // One kept event's failure is its own: it stays kept, tried again at the next keys, and
+    // never holds back the to-device item that brings every room's keys.
+    try {
+      const decryption = await crypto.decrypt(event);
+      if (decryption.status === "missing-key") continue;
+      if (decryption.status === "decrypted") {
+        const lateKey = claimKeys.item(`late:${event.event_id}`);
+        const claim = (await claims.claim([lateKey], owner, leaseMs)).get(lateKey);
+        // Another run delivers it (`busy`), or did (`done`).
+        if (!holdsClaim(claim)) continue;
         try {
           await application.onEvent?.(decryptedEvent(event, decryption, true), {
             ...contextFor(lateKey),
@@ -363,13 +370,15 @@ async function deliverLate(
           throw error;
         }
         await claims.complete(lateKey);
-        log.info("an event delivered undecryptable was decrypted late and delivered again", {
-          roomId: event.room_id,
-          eventId: event.event_id,
-        });
+        log.info("an event delivered undecryptable was decrypted late and delivered again", about);
       }
+      await undecryptable.write([{ collection: UNDECRYPTABLE, key, delete: true }]);
+    } catch (error) {
+      log.error("an event decrypted late could not be delivered: kept for the next keys", {
+        ...about,
+        error,
+      });
     }
-    await undecryptable.write([{ collection: UNDECRYPTABLE, key, delete: true }]);
   }
 }
 
@@ -516,6 +525,7 @@ export async function processInboundMessage(
       } else {
         try {
           let whole = item.kind === "reference" ? await readSetAside(item, setAsideItems) : item;
+          let keepLate: ClientEvent | undefined;
           const context = { ...contextFor(key), txnId: message.txnId };
           if (crypto && message.extensionsLost && !dirtyMarked) {
             // Once per run of the message (again on its retry: harmless).
@@ -542,12 +552,14 @@ export async function processInboundMessage(
                 throw new KeyWait(backoffSeconds(Math.max(0, attempts - 1), keyWait.backoff));
               }
             }
+            // Kept once delivered: a delivery that failed is retried as it is, not late too.
             if (decryption.status === "missing-key" && deps.undecryptable) {
-              await keepUndecryptable(deps.undecryptable, whole.event);
+              keepLate = whole.event;
             }
             whole = { ...whole, event: decryptedEvent(whole.event, decryption) };
           }
           await deliver(whole, application, context);
+          if (keepLate && deps.undecryptable) await keepUndecryptable(deps.undecryptable, keepLate);
           outcome.handled++;
         } catch (error) {
           if (error instanceof KeyWait) {
