@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { relative } from "node:path";
+import { join, relative } from "node:path";
 import { defineConfig } from "vitest/config";
 import { BaseSequencer, type TestSpecification } from "vitest/node";
 
@@ -29,12 +29,11 @@ const npmStartTests = [
 /**
  * Each file's duration in a full run (`project:path` → ms), committed: a fresh clone (CI) has no
  * vitest cache, and without it the longest files started last and ran on alone (a 62 s npm start
- * file among the last: 370 s instead of ~300). `npm run test:durations` writes it again from the
+ * file among the last: 370 s instead of 333 s). `npm run test:durations` writes it again from the
  * cache of the last run.
  */
-const committedDurations: Record<string, number> = JSON.parse(
-  readFileSync(new URL("./test/durations.json", import.meta.url), "utf8"),
-);
+const committedDurations = (root: string): Record<string, number> =>
+  JSON.parse(readFileSync(join(root, "test", "durations.json"), "utf8"));
 
 /**
  * Vitest's order, but across a group's projects rather than one project's files after the
@@ -46,9 +45,10 @@ const committedDurations: Record<string, number> = JSON.parse(
 class LongestFirst extends BaseSequencer {
   override async sort(files: TestSpecification[]) {
     const { cache, config } = this.ctx;
+    const committed = committedDurations(config.root);
     const weight = (spec: TestSpecification) => {
       const key = `${spec.project.name}:${relative(config.root, spec.moduleId)}`;
-      const duration = cache.getFileTestResults(key)?.duration ?? committedDurations[key];
+      const duration = cache.getFileTestResults(key)?.duration ?? committed[key];
       return duration === undefined
         ? { seen: 0, size: cache.getFileStats(key)?.size ?? 0 }
         : { seen: 1, size: duration };
