@@ -929,32 +929,21 @@ describe("AppserviceStack with its options", () => {
       expect.stringMatching(/Events$/),
       expect.stringMatching(/Outbox$/),
     ]);
-    const readers = Object.entries(template.findResources("AWS::IAM::Policy")).filter(
-      ([, policy]) => JSON.stringify(policy.Properties.PolicyDocument).includes(secretId),
-    );
-    expect(
-      readers
-        .flatMap(([, policy]) => (policy.Properties.Roles as { Ref: string }[]).map((r) => r.Ref))
-        .map((role) => role.replace(/FunctionServiceRole.*$/, ""))
-        .sort(),
-    ).toEqual([expect.stringMatching(/Events$/), expect.stringMatching(/Outbox$/)]);
+    expect(policiesMentioning(template, secretId).roles).toEqual([
+      expect.stringMatching(/Events$/),
+      expect.stringMatching(/Outbox$/),
+    ]);
     // Their bundles alone get crypto-wasm's WebAssembly (bundles.test.ts: the copy itself).
     expect(copyingCryptoWasm(stack)).toEqual(["EventsFunction", "OutboxFunction"]);
     // And they alone may read and write the devices' state (`CRYPTO#` items).
-    const cryptoStatePolicies = Object.values(template.findResources("AWS::IAM::Policy")).filter(
-      (policy) => JSON.stringify(policy.Properties.PolicyDocument).includes('"CRYPTO#*"'),
+    const cryptoState = policiesMentioning(template, '"CRYPTO#*"');
+    expect(cryptoState.roles).toEqual([
+      expect.stringMatching(/Events$/),
+      expect.stringMatching(/Outbox$/),
+    ]);
+    const cryptoStatements = cryptoState.statements.filter((statement) =>
+      JSON.stringify(statement.Condition ?? {}).includes("CRYPTO#"),
     );
-    expect(
-      cryptoStatePolicies
-        .flatMap((policy) => (policy.Properties.Roles as { Ref: string }[]).map((r) => r.Ref))
-        .map((role) => role.replace(/FunctionServiceRole.*$/, ""))
-        .sort(),
-    ).toEqual([expect.stringMatching(/Events$/), expect.stringMatching(/Outbox$/)]);
-    const cryptoStatements = cryptoStatePolicies
-      .flatMap(
-        (policy) => (policy.Properties.PolicyDocument as { Statement: Statement[] }).Statement,
-      )
-      .filter((statement) => JSON.stringify(statement.Condition ?? {}).includes("CRYPTO#"));
     expect(cryptoStatements.map((statement) => [statement.Action].flat().sort())).toEqual(
       Array(2).fill(
         ["BatchWriteItem", "GetItem", "PutItem", "Query", "UpdateItem"].map((a) => `dynamodb:${a}`),
@@ -1037,6 +1026,25 @@ describe("AppserviceStack with its options", () => {
 });
 
 // The relay, as `-c application=relay -c relayUrl=…` chooses it.
+/**
+ * The functions whose role has a policy that mentions `text` (a resource's ID, a key prefix),
+ * by their name's end (`…Events`), and those policies' statements.
+ */
+const policiesMentioning = (template: Template, text: string) => {
+  const policies = Object.values(template.findResources("AWS::IAM::Policy")).filter((policy) =>
+    JSON.stringify(policy.Properties.PolicyDocument).includes(text),
+  );
+  return {
+    roles: policies
+      .flatMap((policy) => (policy.Properties.Roles as { Ref: string }[]).map((r) => r.Ref))
+      .map((role) => role.replace(/FunctionServiceRole.*$/, ""))
+      .sort(),
+    statements: policies.flatMap(
+      (policy) => (policy.Properties.PolicyDocument as { Statement: Statement[] }).Statement,
+    ),
+  };
+};
+
 const relayContext = (key: string) => ({ relayUrl: "https://chat.example.org" })[key];
 const choice = await applicationChoice("relay", relayContext);
 
@@ -1137,15 +1145,10 @@ describe("AppserviceStack running the relay (cdk.json: application=relay, relayU
       expect(variables[ENV.remoteSecretArn]).toEqual({ Ref: relayId });
     }
     // Read by those two functions' roles alone, and by nothing else of the stack.
-    const readers = Object.entries(template.findResources("AWS::IAM::Policy")).filter(
-      ([, policy]) => JSON.stringify(policy.Properties.PolicyDocument).includes(relayId),
-    );
-    expect(
-      readers
-        .flatMap(([, policy]) => (policy.Properties.Roles as { Ref: string }[]).map((r) => r.Ref))
-        .map((role) => role.replace(/FunctionServiceRole.*$/, ""))
-        .sort(),
-    ).toEqual([expect.stringMatching(/App$/), expect.stringMatching(/Outbox$/)]);
+    expect(policiesMentioning(template, relayId).roles).toEqual([
+      expect.stringMatching(/App$/),
+      expect.stringMatching(/Outbox$/),
+    ]);
     const outputs = template.findOutputs("*");
     expect(outputs.RelaySecretArn?.Value).toEqual({ Ref: relayId });
     expect(JSON.stringify(outputs)).not.toMatch(/SecretString|resolve:secretsmanager/);
