@@ -13,7 +13,7 @@ const infraTests = ["test/unit/infra.test.ts", "test/unit/bundles.test.ts"];
 /**
  * The integration tests that spawn `npm start` (local-services: `npm run local-services`, its
  * emulators alone) and wait on it: its start, its signals, its restarts. `npm run test:fast`
- * leaves them out.
+ * leaves them out (`NPM_START_TESTS=skip`), `npm run test:npm-start` runs them alone (`only`).
  */
 const npmStartTests = [
   "test/integration/crypto-echo.test.ts",
@@ -25,6 +25,10 @@ const npmStartTests = [
   "test/integration/relay-npm-start.test.ts",
   "test/integration/webhooks-npm-start.test.ts",
 ];
+const npmStartTestsChoice = process.env.NPM_START_TESTS;
+if (npmStartTestsChoice !== undefined && !["skip", "only"].includes(npmStartTestsChoice)) {
+  throw new Error(`NPM_START_TESTS=${npmStartTestsChoice}: "skip" or "only", or unset for both`);
+}
 
 /**
  * Each file's duration in a full run (`project:path` → ms), committed: a fresh clone (CI) has no
@@ -36,11 +40,9 @@ const committedDurations = (root: string): Record<string, number> =>
   JSON.parse(readFileSync(join(root, "test", "durations.json"), "utf8"));
 
 /**
- * Vitest's order, but across a group's projects rather than one project's files after the
- * other's: in each group (`sequence.groupOrder`), files no run has timed first, the largest
- * first; then the longest the last run took (or `test/durations.json` says) first. The
- * integration group's two projects then share its workers from the start, and its longest files
- * (npm-start ones) do not start last and run on alone.
+ * The groups in their order (`sequence.groupOrder`); in each, files no run has timed first, the
+ * largest first; then the longest the last run took (or `test/durations.json` says) first: the
+ * longest files (npm-start ones) do not start last and run on alone.
  */
 class LongestFirst extends BaseSequencer {
   override async sort(files: TestSpecification[]) {
@@ -101,28 +103,24 @@ export default defineConfig({
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
           exclude: infraTests,
+          // Workers kept from file to file, as the integration tests': measured on 2 quiet
+          // cores, the unit project took 50 s of CPU (27 s) isolated and 29 s (16 s) not.
+          isolate: false,
           sequence: { groupOrder: 0 },
         },
       },
       {
         extends: true,
         test: {
+          // The npm-start files with the others, in one project: its workers, its transforms and
+          // its one DynamoDB Local serve both (two projects had twice each: ~20 s of CPU).
           name: "integration",
-          include: ["test/integration/**/*.test.ts"],
-          exclude: npmStartTests,
+          include:
+            npmStartTestsChoice === "only" ? npmStartTests : ["test/integration/**/*.test.ts"],
+          exclude: npmStartTestsChoice === "skip" ? npmStartTests : [],
           globalSetup: ["test/support/global-setup.ts"],
           // Workers kept from file to file: the SDK, fauxqs and the handlers load and warm up
           // once a worker, not once a file.
-          isolate: false,
-          sequence: { groupOrder: 1 },
-        },
-      },
-      {
-        extends: true,
-        test: {
-          name: "npm-start",
-          include: npmStartTests,
-          globalSetup: ["test/support/global-setup.ts"],
           isolate: false,
           sequence: { groupOrder: 1 },
         },

@@ -13,6 +13,8 @@ vi.mock("../../functions/local/applications.ts", async (importOriginal) => {
   };
 });
 
+// A copy of its own, whatever an earlier file in this worker kept (the unit files share workers).
+vi.resetModules();
 const { defaultApplicationChoice } = await import("../../infra/application.ts");
 
 describe("defaultApplicationChoice", () => {
