@@ -5,13 +5,14 @@ import {
   mkdir,
   mkdtemp,
   readdir,
+  readFile,
   rename,
   rm,
   stat,
   utimes,
   writeFile,
 } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { build, type Plugin } from "esbuild";
@@ -113,44 +114,110 @@ export async function buildFunctions(applicationModule: string) {
   });
 }
 
-async function bundleFunctions(applicationModule: string): Promise<string> {
-  const { outputFiles } = await buildFunctions(applicationModule);
+/** Each file's path, size and modification time, as a bundle's record keeps them. */
+type Stamps = [path: string, size: number, mtimeMs: number][];
+
+const stampsOf = (paths: string[]): Promise<Stamps> =>
+  Promise.all(
+    paths.map(async (path): Promise<Stamps[number]> => {
+      const { size, mtimeMs } = await stat(path);
+      return [path, size, mtimeMs];
+    }),
+  );
+
+/** Where the last bundle of an application module is recorded, with what it was built from. */
+const recordOf = (folder: string, applicationModule: string) =>
+  join(folder, `${createHash("sha256").update(applicationModule).digest("hex").slice(0, 16)}.json`);
+
+/**
+ * The bundle recorded for the application module, if none of the files it was built from has
+ * changed since (as make decides: size and modification time), else undefined.
+ */
+async function recordedBundle(folder: string, applicationModule: string) {
+  try {
+    const record = await readFile(recordOf(folder, applicationModule), "utf8");
+    const { bundle, stamps } = JSON.parse(record) as { bundle: string; stamps: Stamps };
+    const now = await stampsOf(stamps.map(([path]) => path));
+    return existsSync(bundle) && JSON.stringify(now) === JSON.stringify(stamps)
+      ? bundle
+      : undefined;
+  } catch {
+    // None recorded, a file gone, or a record half-written by an older start: built again.
+    return undefined;
+  }
+}
+
+/**
+ * The functions' bundle of the application module in `folder`: the one recorded if nothing it was
+ * built from has changed (building took ~2 s of CPU at each `npm start`), else built and recorded.
+ */
+export async function bundleFunctions(
+  applicationModule: string,
+  folder = BUNDLES,
+): Promise<{ bundle: string; reused: boolean }> {
+  const recorded = await recordedBundle(folder, applicationModule);
+  if (recorded) {
+    await keep(folder, dirname(recorded));
+    return { bundle: recorded, reused: true };
+  }
+  const started = Date.now();
+  const { outputFiles, metafile } = await buildFunctions(applicationModule);
   const hash = createHash("sha256");
   // The WebAssembly beside the bundle is part of its folder (folders made before it was lack it).
   hash.update(CRYPTO_WASM);
   for (const file of outputFiles) hash.update(file.path).update(file.contents);
-  const folder = join(BUNDLES, hash.digest("hex").slice(0, 16));
-  const bundle = join(folder, "function-worker.mjs");
+  const bundleFolder = join(folder, hash.digest("hex").slice(0, 16));
+  const bundle = join(bundleFolder, "function-worker.mjs");
   if (!existsSync(bundle)) {
-    await mkdir(BUNDLES, { recursive: true });
+    await mkdir(folder, { recursive: true });
     // Written aside and renamed into place, as the DynamoDB Local launcher is.
-    const building = await mkdtemp(join(BUNDLES, "building-"));
+    const building = await mkdtemp(join(folder, "building-"));
     try {
       for (const file of outputFiles)
         await writeFile(join(building, file.path.slice(1)), file.contents);
       await mkdir(join(building, "pkg"));
       await copyFile(CRYPTO_WASM, join(building, "pkg", "matrix_sdk_crypto_wasm_bg.wasm"));
-      await rename(building, folder).catch((error) => {
+      await rename(building, bundleFolder).catch((error) => {
         if (!existsSync(bundle)) throw error;
       });
     } finally {
       await rm(building, { recursive: true, force: true });
     }
   }
-  const now = new Date();
-  await utimes(folder, now, now);
-  await removeOldBundles(folder);
-  return bundle;
+  // What it was built from: the inputs esbuild read (paths from the working folder; not the
+  // entry made in memory), this file (the build's options) and the WebAssembly copied beside it.
+  const stamps = await stampsOf([
+    ...Object.keys(metafile.inputs)
+      .filter((input) => !input.startsWith(`${ENTRY}:`))
+      .map((input) => resolve(input)),
+    fileURLToPath(import.meta.url),
+    CRYPTO_WASM,
+  ]).catch(() => undefined);
+  // A file changed while it was built is not recorded: the next start builds again.
+  if (stamps?.every(([, , mtimeMs]) => mtimeMs < started)) {
+    const record = recordOf(folder, applicationModule);
+    await writeFile(`${record}.partial`, JSON.stringify({ bundle, stamps }));
+    await rename(`${record}.partial`, record);
+  }
+  await keep(folder, bundleFolder);
+  return { bundle, reused: false };
 }
 
-/** Removes the bundles (and any left half-built) that no start used for `BUNDLE_KEPT_MS`. */
-async function removeOldBundles(kept: string) {
+/** Marks the bundle as used now, and removes the ones no start used for `BUNDLE_KEPT_MS`. */
+async function keep(folder: string, bundleFolder: string) {
+  const now = new Date();
+  await utimes(bundleFolder, now, now);
+  await removeOldBundles(folder, bundleFolder);
+}
+
+/** Removes the bundles (and any left half-built, and records) no start used for `BUNDLE_KEPT_MS`. */
+async function removeOldBundles(folder: string, kept: string) {
   const now = Date.now();
-  for (const name of await readdir(BUNDLES)) {
-    const folder = join(BUNDLES, name);
-    if (folder === kept) continue;
-    const { mtimeMs } = await stat(folder).catch(() => ({ mtimeMs: now }));
-    if (now - mtimeMs > BUNDLE_KEPT_MS) await rm(folder, { recursive: true, force: true });
+  for (const name of await readdir(folder)) {
+    const path = join(folder, name);
+    if (path === kept) continue;
+    const { mtimeMs } = await stat(path).catch(() => ({ mtimeMs: now }));
+    if (now - mtimeMs > BUNDLE_KEPT_MS) await rm(path, { recursive: true, force: true });
   }
 }
 
@@ -159,7 +226,7 @@ const bundles = new Map<string, Promise<string>>();
 const functionBundle = (applicationModule: string) => {
   let bundle = bundles.get(applicationModule);
   if (!bundle) {
-    bundle = bundleFunctions(applicationModule);
+    bundle = bundleFunctions(applicationModule).then((built) => built.bundle);
     bundles.set(applicationModule, bundle);
   }
   return bundle;

@@ -1,6 +1,9 @@
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { applicationModuleOf } from "../../functions/local/applications.ts";
-import { buildFunctions } from "../../functions/local/workers.ts";
+import { buildFunctions, bundleFunctions } from "../../functions/local/workers.ts";
+import { tempDir } from "../support/temp-dirs.ts";
 
 // Local mode's worker bundle is the chosen application's, as the stack's are: `#application`
 // is its manifest, not package.json's default (webhooks, whose renderer the relay never uses).
@@ -18,5 +21,27 @@ describe("local mode's worker bundle", () => {
     for (const name of RENDERER_PACKAGES) {
       expect(inputs.filter((path) => path.includes(name))).toEqual([]);
     }
+  }, 60_000);
+
+  it("is built once, then reused at each start while nothing it was built from changes", async () => {
+    const folder = await tempDir();
+    const module = applicationModuleOf("echo-bot");
+    const first = await bundleFunctions(module, folder);
+    expect(first.reused).toBe(false);
+    expect(await bundleFunctions(module, folder)).toEqual({ bundle: first.bundle, reused: true });
+
+    // What it was built from: the application's files among the inputs, each stamped.
+    const [name] = (await readdir(folder)).filter((entry) => entry.endsWith(".json"));
+    const recordFile = join(folder, name as string);
+    const record = JSON.parse(await readFile(recordFile, "utf8")) as {
+      stamps: [string, number, number][];
+    };
+    const application = record.stamps.find(([path]) => path.endsWith("echo-bot/manifest.ts"));
+    expect(application).toBeDefined();
+    // As if the manifest had been edited since: its size is not the one recorded.
+    (application as [string, number, number])[1] += 1;
+    await writeFile(recordFile, JSON.stringify(record));
+    expect((await bundleFunctions(module, folder)).reused).toBe(false);
+    expect((await bundleFunctions(module, folder)).reused).toBe(true);
   }, 60_000);
 });
