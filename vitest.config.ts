@@ -39,10 +39,14 @@ if (npmStartTestsChoice !== undefined && !["skip", "only"].includes(npmStartTest
 const committedDurations = (root: string): Record<string, number> =>
   JSON.parse(readFileSync(join(root, "test", "durations.json"), "utf8"));
 
+/** The stack's tests' project: they wait for the run's `cdk synth`s. */
+const INFRA = "infra";
+
 /**
- * The groups in their order (`sequence.groupOrder`); in each, files no run has timed first, the
- * largest first; then the longest the last run took (or `test/durations.json` says) first: the
- * longest files (npm-start ones) do not start last and run on alone.
+ * One queue for every project's files: files no run has timed first, the largest first; then the
+ * longest the last run took (or `test/durations.json` says) first, so that the longest files
+ * (npm-start ones) do not start last and run on alone, and the many short ones fill the end;
+ * the stack's tests last, once the `cdk synth`s have had the run's idle CPU.
  */
 class LongestFirst extends BaseSequencer {
   override async sort(files: TestSpecification[]) {
@@ -56,10 +60,10 @@ class LongestFirst extends BaseSequencer {
         : { seen: 1, size: duration };
     };
     const weights = new Map(files.map((spec) => [spec, weight(spec)]));
+    const last = (spec: TestSpecification) => (spec.project.name === INFRA ? 1 : 0);
     return [...files].sort((a, b) => {
-      const groupOrder =
-        a.project.config.sequence.groupOrder - b.project.config.sequence.groupOrder;
-      if (groupOrder !== 0) return groupOrder;
+      const order = last(a) - last(b);
+      if (order !== 0) return order;
       const [wa, wb] = [weights.get(a), weights.get(b)] as [
         ReturnType<typeof weight>,
         ReturnType<typeof weight>,
@@ -87,15 +91,14 @@ export default defineConfig({
     // visibility timeout, a backoff, a child process): measured on 2 quiet cores, the integration
     // project took 148 s with two at a time and 96 s with four (CPU 35 % busy with two).
     maxWorkers: 4,
-    // The longest files first across a group's projects, not project by project.
+    // The longest files first across the projects, not project by project.
     sequence: { sequencer: LongestFirst },
     // Each test file's tempDir() folders are removed after it.
     setupFiles: ["test/support/clean-temp-dirs.ts"],
-    // Run one after the other (groupOrder): the unit tests, then the integration tests, then the
-    // stack's, whose `cdk synth` ran meanwhile. The integration tests start servers and time
-    // retries, and mostly wait (on a visibility timeout, a backoff, a child process): a 2-core
-    // machine runs four of their files at a time well. Each file uses tables, queues and ports of
-    // its own, and stops what it starts.
+    // Side by side, in one group: the run is CPU-bound on 2 cores, and groups run one after the
+    // other left the CPU idle at each one's end. The integration tests start servers and time
+    // retries, and often wait (on a visibility timeout, a backoff, a child process); each file
+    // uses tables, queues and ports of its own, and stops what it starts.
     projects: [
       {
         extends: true,
@@ -106,7 +109,6 @@ export default defineConfig({
           // Workers kept from file to file, as the integration tests': measured on 2 quiet
           // cores, the unit project took 50 s of CPU (27 s) isolated and 29 s (16 s) not.
           isolate: false,
-          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -122,16 +124,14 @@ export default defineConfig({
           // Workers kept from file to file: the SDK, fauxqs and the handlers load and warm up
           // once a worker, not once a file.
           isolate: false,
-          sequence: { groupOrder: 1 },
         },
       },
       {
         extends: true,
         test: {
-          name: "infra",
+          name: INFRA,
           include: infraTests,
           globalSetup: ["test/support/cdk-synth.ts"],
-          sequence: { groupOrder: 2 },
         },
       },
     ],
