@@ -51,10 +51,17 @@ describe("npm start killed mid-batch", () => {
       ]),
     );
     const first = await start();
-    // As Synapse does: one transaction at a time, each retried until acked.
+    // As Synapse does: one transaction at a time, each retried until acked. The second half goes
+    // on from the kill: its first transactions are refused while the process is down.
+    let killed = () => {};
+    const kill = new Promise<void>((resolve) => {
+      killed = resolve;
+    });
     let acked = 0;
+    let refused = 0;
     const pushing = (async () => {
-      for (const { txnId, events } of transactions) {
+      for (const [n, { txnId, events }] of transactions.entries()) {
+        if (n === transactions.length / 2) await kill;
         while (
           !(await putTransaction(
             `http://127.0.0.1:${port}`,
@@ -68,6 +75,7 @@ describe("npm start killed mid-batch", () => {
             () => false,
           ))
         ) {
+          refused++;
           await sleep(200);
         }
         acked++;
@@ -79,6 +87,9 @@ describe("npm start killed mid-batch", () => {
     await first.stop("SIGKILL", 5_000);
     const pongsAtKill = homeserver.sent.length;
     const ackedAtKill = acked;
+    killed();
+    // Down for a moment, as a crashed process is: the pushes meanwhile are refused.
+    await waitFor(() => refused > 0, 10_000, "a transaction refused while down");
     await start();
     await pushing;
     // In-flight messages come back once their visibility timeout has run out.
@@ -96,9 +107,10 @@ describe("npm start killed mid-batch", () => {
       (r) => r.method === "PUT" && r.path.includes("/send/"),
     );
     console.log(
-      `killed after ${pongsAtKill} of ${pings.length} pongs, ${ackedAtKill} of ${transactions.length} transactions acked; ${sends.length} send requests for ${homeserver.sent.length} messages`,
+      `killed after ${pongsAtKill} of ${pings.length} pongs, ${ackedAtKill} of ${transactions.length} transactions acked; ${refused} pushes refused; ${sends.length} send requests for ${homeserver.sent.length} messages`,
     );
     expect(pongsAtKill).toBeLessThan(pings.length);
+    expect(ackedAtKill).toBeLessThan(transactions.length);
     expect(homeserver.sent.map((e) => e.content.body)).toEqual(pings.map(() => "pong"));
     expect(new Set(homeserver.sent.map((e) => pingByPongTxnId.get(e.txnId))).size).toBe(
       pings.length,
