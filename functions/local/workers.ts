@@ -185,12 +185,14 @@ export async function bundleFunctions(
     }
   }
   // What it was built from: the inputs esbuild read (paths from the working folder; not the
-  // entry made in memory), this file (the build's options) and the WebAssembly copied beside it.
+  // entry made in memory), this file (the build's options), the lock file (esbuild's version)
+  // and the WebAssembly copied beside it.
   const stamps = await stampsOf([
     ...Object.keys(metafile.inputs)
       .filter((input) => !input.startsWith(`${ENTRY}:`))
       .map((input) => resolve(input)),
     fileURLToPath(import.meta.url),
+    source("../../package-lock.json"),
     CRYPTO_WASM,
   ]).catch(() => undefined);
   // A file changed while it was built is not recorded: the next start builds again.
