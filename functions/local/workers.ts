@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import {
   copyFile,
@@ -157,6 +157,8 @@ export async function bundleFunctions(
 ): Promise<{ bundle: string; reused: boolean }> {
   const recorded = await recordedBundle(folder, applicationModule);
   if (recorded) {
+    const now = new Date();
+    await utimes(recordOf(folder, applicationModule), now, now);
     await keep(folder, dirname(recorded));
     return { bundle: recorded, reused: true };
   }
@@ -184,26 +186,47 @@ export async function bundleFunctions(
       await rm(building, { recursive: true, force: true });
     }
   }
-  // What it was built from: the inputs esbuild read (paths from the working folder; not the
-  // entry made in memory), this file (the build's options), the lock file (esbuild's version)
-  // and the WebAssembly copied beside it.
-  const stamps = await stampsOf([
-    ...Object.keys(metafile.inputs)
-      .filter((input) => !input.startsWith(`${ENTRY}:`))
-      .map((input) => resolve(input)),
-    fileURLToPath(import.meta.url),
-    source("../../package-lock.json"),
-    CRYPTO_WASM,
-  ]).catch(() => undefined);
-  // A file changed while it was built is not recorded: the next start builds again.
-  if (stamps?.every(([, , mtimeMs]) => mtimeMs < started)) {
-    const record = recordOf(folder, applicationModule);
-    await writeFile(`${record}.partial`, JSON.stringify({ bundle, stamps }));
-    await rename(`${record}.partial`, record);
-  }
+  await recordBundle(folder, applicationModule, bundle, Object.keys(metafile.inputs), started);
   await keep(folder, bundleFolder);
   return { bundle, reused: false };
 }
+
+/**
+ * Records what the bundle was built from: the inputs esbuild read (paths from the working folder;
+ * not the entry made in memory), the files it reads besides (tsconfig.json, package.json), this
+ * file (the build's options), the lock file (esbuild's version) and the WebAssembly copied beside
+ * it. Not recorded when one changed since a moment before the build (timestamps may be coarse):
+ * the next start builds again. Only a cache: a failure to write it is no failure to start.
+ */
+async function recordBundle(
+  folder: string,
+  applicationModule: string,
+  bundle: string,
+  inputs: string[],
+  started: number,
+) {
+  try {
+    const stamps = await stampsOf([
+      ...inputs.filter((input) => !input.startsWith(`${ENTRY}:`)).map((input) => resolve(input)),
+      source("../../tsconfig.json"),
+      source("../../package.json"),
+      fileURLToPath(import.meta.url),
+      source("../../package-lock.json"),
+      CRYPTO_WASM,
+    ]);
+    if (stamps.some(([, , mtimeMs]) => mtimeMs >= started - RECORD_MARGIN_MS)) return;
+    const record = recordOf(folder, applicationModule);
+    // Its own name aside: concurrent starts each write theirs, and the last rename wins whole.
+    const partial = `${record}.${randomUUID()}.partial`;
+    await writeFile(partial, JSON.stringify({ bundle, stamps }));
+    await rename(partial, record).catch(() => rm(partial, { force: true }));
+  } catch {
+    // A file gone since the build, or the folder unwritable: the next start builds again.
+  }
+}
+
+/** How long before a build a file must have last changed for the build to be recorded. */
+const RECORD_MARGIN_MS = 2000;
 
 /** Marks the bundle as used now, and removes the ones no start used for `BUNDLE_KEPT_MS`. */
 async function keep(folder: string, bundleFolder: string) {
@@ -229,6 +252,8 @@ const functionBundle = (applicationModule: string) => {
   let bundle = bundles.get(applicationModule);
   if (!bundle) {
     bundle = bundleFunctions(applicationModule).then((built) => built.bundle);
+    // A failed build is not kept: the next function's start (or restart) tries again.
+    bundle.catch(() => bundles.delete(applicationModule));
     bundles.set(applicationModule, bundle);
   }
   return bundle;

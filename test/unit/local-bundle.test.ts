@@ -44,4 +44,14 @@ describe("local mode's worker bundle", () => {
     expect((await bundleFunctions(module, folder)).reused).toBe(false);
     expect((await bundleFunctions(module, folder)).reused).toBe(true);
   }, 60_000);
+
+  it("starts building at once each get the bundle, and one record of it", async () => {
+    const folder = await tempDir();
+    const module = applicationModuleOf("echo-bot");
+    const built = await Promise.all([1, 2, 3].map(() => bundleFunctions(module, folder)));
+    expect(new Set(built.map((b) => b.bundle)).size).toBe(1);
+    expect((await readdir(folder)).filter((entry) => entry.endsWith(".json"))).toHaveLength(1);
+    expect((await readdir(folder)).filter((entry) => entry.endsWith(".partial"))).toEqual([]);
+    expect((await bundleFunctions(module, folder)).reused).toBe(true);
+  }, 60_000);
 });
