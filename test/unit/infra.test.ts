@@ -64,6 +64,9 @@ const registration = {
 /** The default application (the webhooks), as `cdk synth` runs it given no `application`. */
 const defaultChoice = await defaultApplicationChoice();
 
+/** Each stack `synthesize` made, for cfn-lint (CDK's own validation is off in process). */
+const synthesizedVariants: { id: string; template: Record<string, unknown> }[] = [];
+
 /**
  * The stack with these options (the default application unless they say), cdk-nag's checks
  * applied. No bundling: the run's one `cdk synth` bundles each function
@@ -81,7 +84,9 @@ function synthesize(id: string, options: Partial<MatrixAppserviceProps> = {}) {
     },
   });
   Aspects.of(app).add(new AwsSolutionsChecks());
-  return { stack, template: Template.fromStack(stack) };
+  const template = Template.fromStack(stack);
+  synthesizedVariants.push({ id, template: template.toJSON() });
+  return { stack, template };
 }
 
 /** The functions of `stack` that get crypto-wasm's WebAssembly beside their bundle. */
@@ -1174,13 +1179,17 @@ interface CfnLintMatch {
 }
 
 let linted:
-  | Promise<{ findings: (file: string) => CfnLintMatch[]; broken: { file: string; id: string } }>
+  | Promise<{
+      findings: (file: string) => CfnLintMatch[];
+      broken: { file: string; id: string };
+      variants: string[];
+    }>
   | undefined;
 
 /**
  * cfn-lint's findings (JSON output; its exit code only says which levels) on the two stacks'
- * templates and on cdk.json's with a property CloudFormation refuses, from one run: its start is
- * most of its CPU (~4 s a run).
+ * templates, on the variants the tests above synthesized in process, and on cdk.json's with a
+ * property CloudFormation refuses, from one run: its start is most of its CPU (~4 s a run).
  */
 function lintTemplates() {
   linted ??= (async () => {
@@ -1205,7 +1214,12 @@ function lintTemplates() {
         },
       }),
     );
-    const files = [templateFile, relay.templateFile, broken];
+    const variants = synthesizedVariants.map(({ id: variant, template: json }) => {
+      const file = join(dirname(templateFile), `variant-${variant}.template.json`);
+      writeFileSync(file, JSON.stringify(json));
+      return file;
+    });
+    const files = [templateFile, relay.templateFile, broken, ...variants];
     const result = spawnSync("cfn-lint", ["--format", "json", "--", ...files], {
       encoding: "utf8",
     });
@@ -1219,6 +1233,7 @@ function lintTemplates() {
     return {
       findings: (file: string) => matches.filter((m) => m.Filename === file),
       broken: { file: broken, id },
+      variants,
     };
   })();
   return linted;
@@ -1257,6 +1272,18 @@ describe("cdk synth", () => {
       expect(findings.filter((m) => m.Level === "Error").map(line)).toEqual([]);
     }, 240_000);
   }
+
+  it("passes cfn-lint (each stack the tests above synthesized in process, options and applications): no error", async (context) => {
+    if (!cfnLintInstalled) context.skip("cfn-lint is not installed (pip install cfn-lint)");
+    const { findings, variants } = await lintTemplates();
+    expect(variants.length).toBeGreaterThanOrEqual(5);
+    const errors = variants.flatMap((file) =>
+      findings(file)
+        .filter((m) => m.Level === "Error")
+        .map((m) => `${file}: ${m.Rule.Id} at ${m.Location.Path.join("/")}: ${m.Message}`),
+    );
+    expect(errors).toEqual([]);
+  }, 240_000);
 
   it("cfn-lint's rules see what they should: a property CloudFormation refuses is an error", async (context) => {
     if (!cfnLintInstalled) context.skip("cfn-lint is not installed (pip install cfn-lint)");
