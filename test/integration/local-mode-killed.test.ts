@@ -109,8 +109,8 @@ describe("npm start killed mid-batch", () => {
     console.log(
       `killed after ${pongsAtKill} of ${pings.length} pongs, ${ackedAtKill} of ${transactions.length} transactions acked; ${refused} pushes refused; ${sends.length} send requests for ${homeserver.sent.length} messages`,
     );
-    expect(pongsAtKill).toBeLessThan(pings.length);
-    expect(ackedAtKill).toBeLessThan(transactions.length);
+    // Killed mid-batch: pings of the first half still unanswered.
+    expect(pongsAtKill).toBeLessThan(pings.length / 2);
     expect(homeserver.sent.map((e) => e.content.body)).toEqual(pings.map(() => "pong"));
     expect(new Set(homeserver.sent.map((e) => pingByPongTxnId.get(e.txnId))).size).toBe(
       pings.length,
