@@ -86,10 +86,10 @@ export default defineConfig({
       AWS_EC2_METADATA_DISABLED: "true",
       POWERTOOLS_LOG_LEVEL: "SILENT",
     },
-    // Four test files at a time in each group, whatever the cores (vitest's default is one fewer
-    // than them; a group's projects share one limit). The integration files mostly wait (on a
-    // visibility timeout, a backoff, a child process): measured on 2 quiet cores, the integration
-    // project took 148 s with two at a time and 96 s with four (CPU 35 % busy with two).
+    // Four test files at a time across the projects, whatever the cores (vitest's default is one
+    // fewer than them). Many integration files wait (on a visibility timeout, a backoff, a child
+    // process): measured on 2 quiet cores, the integration project alone took 148 s with two at
+    // a time and 96 s with four (CPU 35 % busy with two).
     maxWorkers: 4,
     // The longest files first across the projects, not project by project.
     sequence: { sequencer: LongestFirst },

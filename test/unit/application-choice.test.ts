@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 
 // The list of applications fails while `failing` is set, as a folder whose name is refused would.
 const state = vi.hoisted(() => ({ failing: false }));
@@ -13,9 +13,14 @@ vi.mock("../../functions/local/applications.ts", async (importOriginal) => {
   };
 });
 
-// A copy of its own, whatever an earlier file in this worker kept (the unit files share workers).
+// A copy of its own, whatever an earlier file in this worker kept (the unit files share workers);
+// the mock and the copy are undone for the files after it.
 vi.resetModules();
 const { defaultApplicationChoice } = await import("../../infra/application.ts");
+afterAll(() => {
+  vi.doUnmock("../../functions/local/applications.ts");
+  vi.resetModules();
+});
 
 describe("defaultApplicationChoice", () => {
   afterEach(() => {

@@ -281,15 +281,14 @@ describe("sanitizeMatrixHtml: bounded work", () => {
       "<div><b>".repeat(20_000),
       "<p><i>".repeat(10_000),
     ]) {
-      const started = performance.now();
       const error = refusal(html);
-      const ms = performance.now() - started;
       expect(error).toBeInstanceOf(MatrixError);
       expect(error).toMatchObject({ status: 400, errcode: "M_INVALID_PARAM" });
       expect((error as Error).message).toBe(
         `The HTML nests tags deeper than ${MAX_HTML_DEPTH} levels`,
       );
-      expect(ms).toBeLessThan(100);
+      // The best of five: the other test files share the cores.
+      expect(bestMs(() => refusal(html))).toBeLessThan(100);
     }
     // At the limit it is sanitized; void and implied closes do not count as depth.
     const deepest = `${"<b>".repeat(MAX_HTML_DEPTH)}x`;
