@@ -64,8 +64,8 @@ const registration = {
 /** The default application (the webhooks), as `cdk synth` runs it given no `application`. */
 const defaultChoice = await defaultApplicationChoice();
 
-/** Each stack `synthesize` made, for cfn-lint (CDK's own validation is off in process). */
-const synthesizedVariants: { id: string; template: Record<string, unknown> }[] = [];
+/** The stacks `synthesize` made with options, for cfn-lint (CDK's own validation is off in process). */
+const synthesizedVariants: { id: string; text: string }[] = [];
 
 /**
  * The stack with these options (the default application unless they say), cdk-nag's checks
@@ -85,7 +85,12 @@ function synthesize(id: string, options: Partial<MatrixAppserviceProps> = {}) {
   });
   Aspects.of(app).add(new AwsSolutionsChecks());
   const template = Template.fromStack(stack);
-  synthesizedVariants.push({ id, template: template.toJSON() });
+  // Each other than the default stack (the CLI's `cdk synth` of cdk.json's is linted), once:
+  // cfn-lint takes ~1 s of CPU a template.
+  const text = JSON.stringify(template.toJSON());
+  if (Object.keys(options).length > 0 && !synthesizedVariants.some((v) => v.text === text)) {
+    synthesizedVariants.push({ id, text });
+  }
   return { stack, template };
 }
 
@@ -1214,9 +1219,9 @@ function lintTemplates() {
         },
       }),
     );
-    const variants = synthesizedVariants.map(({ id: variant, template: json }) => {
+    const variants = synthesizedVariants.map(({ id: variant, text }) => {
       const file = join(dirname(templateFile), `variant-${variant}.template.json`);
-      writeFileSync(file, JSON.stringify(json));
+      writeFileSync(file, text);
       return file;
     });
     const files = [templateFile, relay.templateFile, broken, ...variants];
@@ -1276,7 +1281,7 @@ describe("cdk synth", () => {
   it("passes cfn-lint (each stack the tests above synthesized in process, options and applications): no error", async (context) => {
     if (!cfnLintInstalled) context.skip("cfn-lint is not installed (pip install cfn-lint)");
     const { findings, variants } = await lintTemplates();
-    expect(variants.length).toBeGreaterThanOrEqual(5);
+    expect(variants.length).toBeGreaterThanOrEqual(3);
     const errors = variants.flatMap((file) =>
       findings(file)
         .filter((m) => m.Level === "Error")
