@@ -70,7 +70,7 @@ describe("faults", () => {
     ]);
   });
 
-  it("the homeserver answers 5xx in the middle of 1,000 outgoing messages over 20 rooms, until every room was refused twice → all delivered once, in order per room", async () => {
+  it("the homeserver answers 5xx in the middle of 500 outgoing messages over 20 rooms, until every room was refused twice → all delivered once, in order per room", async () => {
     const { local, homeserver, send, bot } = await startWithHomeserver({
       application: {
         async onEvent(event, { actions }) {
@@ -81,12 +81,12 @@ describe("faults", () => {
     const rooms = Array.from({ length: 20 }, (_, i) => `!room${i}:test.local`);
     for (const room of rooms) homeserver.createRoom(room, [bot]);
     const sending = (async () => {
-      for (let batch = 0; batch < 50; batch++) {
+      for (let batch = 0; batch < 25; batch++) {
         const events = rooms.map((room) => makeEvent(room, `${room} ${batch}`));
         expect((await send(`load-${batch}`, events)).status).toBe(200);
       }
     })();
-    await waitFor(() => homeserver.sent.length >= 200, 60_000, "the first 200");
+    await waitFor(() => homeserver.sent.length >= 100, 60_000, "the first 100");
     homeserver.cue(
       () => true,
       { status: 503, body: { errcode: "M_UNKNOWN", error: "Service unavailable" } },
@@ -100,9 +100,9 @@ describe("faults", () => {
     await waitFor(() => rooms.every((room) => refusals(room) >= 2), 60_000, "two refusals a room");
     homeserver.clearCues();
     await sending;
-    await waitFor(() => homeserver.sent.length >= 1000, 120_000, "all 1,000");
+    await waitFor(() => homeserver.sent.length >= 500, 120_000, "all 500");
     expect(await waitUntilDrained(local)).toEqual(NO_DEAD_LETTERS);
-    expect(homeserver.sent).toHaveLength(1000);
+    expect(homeserver.sent).toHaveLength(500);
     // Each refused call was retried as itself (its txnId unchanged) until it went through.
     const pathsWith = (status: number) =>
       new Set(homeserver.requests.filter((r) => r.status === status).map((r) => r.path));
@@ -110,7 +110,7 @@ describe("faults", () => {
     expect([...pathsWith(503)].filter((path) => !delivered.has(path))).toEqual([]);
     for (const room of rooms) {
       expect(homeserver.sent.filter((e) => e.roomId === room).map((e) => e.content.body)).toEqual(
-        Array.from({ length: 50 }, (_, batch) => `echo: ${room} ${batch}`),
+        Array.from({ length: 25 }, (_, batch) => `echo: ${room} ${batch}`),
       );
     }
   }, 240_000);
