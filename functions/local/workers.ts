@@ -130,13 +130,15 @@ const recordOf = (folder: string, applicationModule: string) =>
   join(folder, `${createHash("sha256").update(applicationModule).digest("hex").slice(0, 16)}.json`);
 
 /**
- * The bundle recorded for the application module, if none of the files it was built from has
- * changed since (as make decides: size and modification time), else undefined.
+ * The bundle `record` names, if none of the files it was built from has changed since (as make
+ * decides: size and modification time), else undefined.
  */
-async function recordedBundle(folder: string, applicationModule: string) {
+async function recordedBundle(record: string) {
   try {
-    const record = await readFile(recordOf(folder, applicationModule), "utf8");
-    const { bundle, stamps } = JSON.parse(record) as { bundle: string; stamps: Stamps };
+    const { bundle, stamps } = JSON.parse(await readFile(record, "utf8")) as {
+      bundle: string;
+      stamps: Stamps;
+    };
     const now = await stampsOf(stamps.map(([path]) => path));
     return existsSync(bundle) && JSON.stringify(now) === JSON.stringify(stamps)
       ? bundle
@@ -155,11 +157,10 @@ export async function bundleFunctions(
   applicationModule: string,
   folder = BUNDLES,
 ): Promise<{ bundle: string; reused: boolean }> {
-  const recorded = await recordedBundle(folder, applicationModule);
+  const record = recordOf(folder, applicationModule);
+  const recorded = await recordedBundle(record);
   if (recorded) {
-    const now = new Date();
-    await utimes(recordOf(folder, applicationModule), now, now);
-    await keep(folder, dirname(recorded));
+    await keep(folder, [dirname(recorded), record]);
     return { bundle: recorded, reused: true };
   }
   const started = Date.now();
@@ -186,8 +187,8 @@ export async function bundleFunctions(
       await rm(building, { recursive: true, force: true });
     }
   }
-  await recordBundle(folder, applicationModule, bundle, Object.keys(metafile.inputs), started);
-  await keep(folder, bundleFolder);
+  await recordBundle(record, bundle, Object.keys(metafile.inputs), started);
+  await keep(folder, [bundleFolder, record]);
   return { bundle, reused: false };
 }
 
@@ -198,13 +199,7 @@ export async function bundleFunctions(
  * it. Not recorded when one changed since a moment before the build (timestamps may be coarse):
  * the next start builds again. Only a cache: a failure to write it is no failure to start.
  */
-async function recordBundle(
-  folder: string,
-  applicationModule: string,
-  bundle: string,
-  inputs: string[],
-  started: number,
-) {
+async function recordBundle(record: string, bundle: string, inputs: string[], started: number) {
   try {
     const stamps = await stampsOf([
       ...inputs.filter((input) => !input.startsWith(`${ENTRY}:`)).map((input) => resolve(input)),
@@ -215,7 +210,6 @@ async function recordBundle(
       CRYPTO_WASM,
     ]);
     if (stamps.some(([, , mtimeMs]) => mtimeMs >= started - RECORD_MARGIN_MS)) return;
-    const record = recordOf(folder, applicationModule);
     // Its own name aside: concurrent starts each write theirs, and the last rename wins whole.
     const partial = `${record}.${randomUUID()}.partial`;
     await writeFile(partial, JSON.stringify({ bundle, stamps }));
@@ -228,19 +222,22 @@ async function recordBundle(
 /** How long before a build a file must have last changed for the build to be recorded. */
 const RECORD_MARGIN_MS = 2000;
 
-/** Marks the bundle as used now, and removes the ones no start used for `BUNDLE_KEPT_MS`. */
-async function keep(folder: string, bundleFolder: string) {
+/**
+ * Marks the bundle and its record as used now (a record may be missing), and removes what no
+ * start used for `BUNDLE_KEPT_MS`.
+ */
+async function keep(folder: string, used: string[]) {
   const now = new Date();
-  await utimes(bundleFolder, now, now);
-  await removeOldBundles(folder, bundleFolder);
+  await Promise.all(used.map((path) => utimes(path, now, now).catch(() => {})));
+  await removeOldBundles(folder, used);
 }
 
 /** Removes the bundles (and any left half-built, and records) no start used for `BUNDLE_KEPT_MS`. */
-async function removeOldBundles(folder: string, kept: string) {
+async function removeOldBundles(folder: string, kept: string[]) {
   const now = Date.now();
   for (const name of await readdir(folder)) {
     const path = join(folder, name);
-    if (path === kept) continue;
+    if (kept.includes(path)) continue;
     const { mtimeMs } = await stat(path).catch(() => ({ mtimeMs: now }));
     if (now - mtimeMs > BUNDLE_KEPT_MS) await rm(path, { recursive: true, force: true });
   }
