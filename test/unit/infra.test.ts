@@ -1183,6 +1183,10 @@ interface CfnLintMatch {
   Filename: string;
 }
 
+/** A finding as a line: its level, rule, place and message. */
+const findingLine = (m: CfnLintMatch) =>
+  `${m.Level} ${m.Rule.Id} at ${m.Location.Path.join("/")}: ${m.Message}`;
+
 let linted:
   | Promise<{
       findings: (file: string) => CfnLintMatch[];
@@ -1201,10 +1205,11 @@ function lintTemplates() {
     const webhooks = await synthesized("webhooks");
     const relay = await synthesized("relay");
     const { templateFile, template } = webhooks;
+    const folder = dirname(templateFile);
     const [id, queue] = Object.entries(template.Resources).find(
       ([, r]) => r.Type === "AWS::SQS::Queue",
     ) as unknown as [string, { Properties: Record<string, unknown> }];
-    const broken = join(dirname(templateFile), "broken.template.json");
+    const broken = join(folder, "broken.template.json");
     writeFileSync(
       broken,
       JSON.stringify({
@@ -1220,7 +1225,7 @@ function lintTemplates() {
       }),
     );
     const variants = synthesizedVariants.map(({ id: variant, text }) => {
-      const file = join(dirname(templateFile), `variant-${variant}.template.json`);
+      const file = join(folder, `variant-${variant}.template.json`);
       writeFileSync(file, text);
       return file;
     });
@@ -1268,13 +1273,11 @@ describe("cdk synth", () => {
       }
       const { templateFile } = await synthesized(name);
       const findings = (await lintTemplates()).findings(templateFile);
-      const line = (m: CfnLintMatch) =>
-        `${m.Level} ${m.Rule.Id} at ${m.Location.Path.join("/")}: ${m.Message}`;
       const warnings = findings.filter((m) => m.Level !== "Error");
       if (warnings.length > 0) {
-        console.warn(`cfn-lint, ${name} stack:\n${warnings.map(line).join("\n")}`);
+        console.warn(`cfn-lint, ${name} stack:\n${warnings.map(findingLine).join("\n")}`);
       }
-      expect(findings.filter((m) => m.Level === "Error").map(line)).toEqual([]);
+      expect(findings.filter((m) => m.Level === "Error").map(findingLine)).toEqual([]);
     }, 240_000);
   }
 
@@ -1285,7 +1288,7 @@ describe("cdk synth", () => {
     const errors = variants.flatMap((file) =>
       findings(file)
         .filter((m) => m.Level === "Error")
-        .map((m) => `${file}: ${m.Rule.Id} at ${m.Location.Path.join("/")}: ${m.Message}`),
+        .map((m) => `${file}: ${findingLine(m)}`),
     );
     expect(errors).toEqual([]);
   }, 240_000);
