@@ -3,6 +3,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { text } from "node:stream/consumers";
 import { fileURLToPath } from "node:url";
+import { type DynamoDBClient, UpdateItemCommand } from "@aws-sdk/client-dynamodb";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { parseTransaction } from "../../functions/appservice/protocol/transaction.ts";
 import { bootstrapCrossSigning } from "../../functions/crypto/cross-signing.ts";
@@ -231,6 +232,43 @@ describe("a device's crypto state kept in DynamoDB between processes", () => {
     expect(Buffer.from(loaded?.data ?? []).equals(Buffer.from(data))).toBe(true);
     const items = await partitionItems(client, tableName, `CRYPTO#${BOT}#BIG`);
     expect(items).toHaveLength(4); // HEAD and three parts of 350 KB at most
+  });
+
+  it("keeps a save's parts that another machine of the process saw while it saved", async () => {
+    const racer = { userId: BOT, deviceId: "RACER" };
+    // The client of one process, whose saves pause before their commit while `hold` is on.
+    let hold = false;
+    let paused!: () => void;
+    let release!: () => void;
+    const committing = new Promise<void>((resolve) => {
+      paused = resolve;
+    });
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const pausing = {
+      send: async (command: Parameters<DynamoDBClient["send"]>[0]) => {
+        if (hold && command instanceof UpdateItemCommand) {
+          paused();
+          await gate;
+        }
+        return client.send(command);
+      },
+    } as DynamoDBClient;
+    const shared = new DynamoDbCryptoStateStore(pausing, tableName);
+    expect(await shared.save(racer, 0, new Uint8Array([1]))).toBe(1);
+    expect((await shared.load(racer))?.version).toBe(1);
+    hold = true;
+    const saving = shared.save(racer, 1, new Uint8Array([2]));
+    await committing;
+    hold = false;
+    // Another machine loads while the save's parts are written and its commit is still to come.
+    expect((await shared.load(racer))?.data).toEqual(new Uint8Array([1]));
+    release();
+    expect(await saving).toBe(2);
+    expect(await shared.load(racer)).toEqual({ version: 2, data: new Uint8Array([2]) });
+    const items = await partitionItems(client, tableName, `CRYPTO#${BOT}#RACER`);
+    expect(items).toHaveLength(2);
   });
 
   it("measures restore and save with a few sessions", async () => {

@@ -58,13 +58,13 @@ export class DynamoDbCryptoStateStore implements CryptoStateStore {
       const count = Number(head.parts?.N);
       const prefix = `PART#${snapshot}#`;
       const parts = items.filter((item) => item.sk?.S?.startsWith(prefix));
+      if (parts.length !== count) continue;
       this.strays.set(
         pk,
         items
           .map((item) => item.sk?.S as string)
           .filter((sk) => sk !== HEAD && !sk.startsWith(prefix)),
       );
-      if (parts.length !== count) continue;
       const data = Buffer.concat(parts.map((item) => item.part?.B as Uint8Array));
       return { version: Number(head.version?.N), data: new Uint8Array(data) };
     }
@@ -88,6 +88,10 @@ export class DynamoDbCryptoStateStore implements CryptoStateStore {
 
   async save(owner: CryptoOwner, expected: number, data: Uint8Array): Promise<number> {
     const pk = partitionOf(owner);
+    // Taken now: the parts a load saw before are of snapshots this save replaces or of saves it
+    // beats. A load while it saves (another machine of this process) sees this save's own parts,
+    // or those of the save after it: never to be deleted by it.
+    const strays = this.strays.get(pk);
     const snapshot = randomUUID();
     const parts = Math.max(1, Math.ceil(data.length / PART_BYTES));
     const keys = Array.from({ length: parts }, (_, part) => partKey(snapshot, part));
@@ -144,10 +148,9 @@ export class DynamoDbCryptoStateStore implements CryptoStateStore {
     const oldKeys = old
       ? Array.from({ length: Number(replaced?.parts?.N) }, (_, part) => partKey(old, part))
       : [];
-    const strays = this.strays.get(pk) ?? [];
-    this.strays.delete(pk);
+    if (this.strays.get(pk) === strays) this.strays.delete(pk);
     // Best effort: a part left behind is found and deleted after the next load.
-    await this.deleteKeys(pk, [...new Set([...oldKeys, ...strays])]).catch(() => undefined);
+    await this.deleteKeys(pk, [...new Set([...oldKeys, ...(strays ?? [])])]).catch(() => undefined);
     return next;
   }
 
