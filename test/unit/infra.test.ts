@@ -1,6 +1,8 @@
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { accessSync, constants, writeFileSync } from "node:fs";
-import { delimiter, dirname, join } from "node:path";
+import { delimiter, join } from "node:path";
+import { text } from "node:stream/consumers";
 import { App, Aspects, type CfnElement, Stack } from "aws-cdk-lib";
 import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
 import { Secret } from "aws-cdk-lib/aws-secretsmanager";
@@ -42,6 +44,7 @@ import {
 } from "../../infra/matrix-appservice.ts";
 import { unbundledApp } from "../support/cdk-app.ts";
 import { synthesized } from "../support/cdk-synth.ts";
+import { tempDir } from "../support/temp-dirs.ts";
 
 type Resource = {
   Type: string;
@@ -1195,17 +1198,43 @@ let linted:
     }>
   | undefined;
 
+/** cfn-lint's findings on `files` (JSON output; its exit code only says which levels). */
+async function lint(files: string[]): Promise<CfnLintMatch[]> {
+  const child = spawn("cfn-lint", ["--format", "json", "--", ...files]);
+  child.stdin.end();
+  const [stdout, stderr, [code]] = await Promise.all([
+    text(child.stdout),
+    text(child.stderr),
+    once(child, "close").catch((error: Error) => [error]),
+  ]);
+  if (!stdout.trim().startsWith("[")) {
+    throw new Error(`cfn-lint did not run (${code}): ${stderr}`);
+  }
+  const matches = JSON.parse(stdout) as CfnLintMatch[];
+  // Each finding is told apart by its file: one named otherwise would be read as none.
+  const unknown = matches.filter((m) => !files.includes(m.Filename));
+  if (unknown.length > 0) throw new Error(`cfn-lint named other files: ${unknown[0]?.Filename}`);
+  return matches;
+}
+
 /**
- * cfn-lint's findings (JSON output; its exit code only says which levels) on the two stacks'
- * templates, on the variants the tests above synthesized in process, and on cdk.json's with a
- * property CloudFormation refuses, from one run: its start is most of its CPU (~4 s a run).
+ * cfn-lint's findings on the two stacks' templates, on cdk.json's with a property
+ * CloudFormation refuses, and on the variants the tests above synthesized in process: two runs
+ * side by side, the variants' without waiting for the synths (a run's start is ~3 s of CPU, then
+ * ~1 s a template; one run of them all was the last ~12 s of the suite, on one core).
  */
 function lintTemplates() {
   linted ??= (async () => {
+    const folder = await tempDir("cfn-lint-");
+    const variants = synthesizedVariants.map(({ id: variant, text: json }) => {
+      const file = join(folder, `variant-${variant}.template.json`);
+      writeFileSync(file, json);
+      return file;
+    });
+    const variantFindings = lint(variants);
     const webhooks = await synthesized("webhooks");
     const relay = await synthesized("relay");
     const { templateFile, template } = webhooks;
-    const folder = dirname(templateFile);
     const [id, queue] = Object.entries(template.Resources).find(
       ([, r]) => r.Type === "AWS::SQS::Queue",
     ) as unknown as [string, { Properties: Record<string, unknown> }];
@@ -1224,22 +1253,9 @@ function lintTemplates() {
         },
       }),
     );
-    const variants = synthesizedVariants.map(({ id: variant, text }) => {
-      const file = join(folder, `variant-${variant}.template.json`);
-      writeFileSync(file, text);
-      return file;
-    });
-    const files = [templateFile, relay.templateFile, broken, ...variants];
-    const result = spawnSync("cfn-lint", ["--format", "json", "--", ...files], {
-      encoding: "utf8",
-    });
-    if (result.error || !result.stdout.trim().startsWith("[")) {
-      throw new Error(`cfn-lint did not run: ${result.error ?? result.stderr}`);
-    }
-    const matches = JSON.parse(result.stdout) as CfnLintMatch[];
-    // Each finding is told apart by its file: one named otherwise would be read as none.
-    const unknown = matches.filter((m) => !files.includes(m.Filename));
-    if (unknown.length > 0) throw new Error(`cfn-lint named other files: ${unknown[0]?.Filename}`);
+    const matches = (
+      await Promise.all([lint([templateFile, relay.templateFile, broken]), variantFindings])
+    ).flat();
     return {
       findings: (file: string) => matches.filter((m) => m.Filename === file),
       broken: { file: broken, id },
