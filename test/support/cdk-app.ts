@@ -12,6 +12,6 @@ export const unbundledApp = () =>
     context: { "aws:cdk:bundling-stacks": [] },
     // CDK's own template validation starts a WebAssembly engine, ~4 s of CPU in each process
     // (measured: a first synth 7.9 s of CPU with it, 1.6 s without): the run's `cdk synth`s
-    // keep it, and cfn-lint checks their templates and infra.test's variants in one run.
+    // keep it, and cfn-lint checks their templates and infra.test's variants.
     builtinCloudFormationValidation: false,
   });

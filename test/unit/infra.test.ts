@@ -68,7 +68,7 @@ const registration = {
 const defaultChoice = await defaultApplicationChoice();
 
 /** The stacks `synthesize` made with options, for cfn-lint (CDK's own validation is off in process). */
-const synthesizedVariants: { id: string; text: string }[] = [];
+const synthesizedVariants: { id: string; json: string }[] = [];
 
 /**
  * The stack with these options (the default application unless they say), cdk-nag's checks
@@ -90,9 +90,9 @@ function synthesize(id: string, options: Partial<MatrixAppserviceProps> = {}) {
   const template = Template.fromStack(stack);
   // Each other than the default stack (the CLI's `cdk synth` of cdk.json's is linted), once:
   // cfn-lint takes ~1 s of CPU a template.
-  const text = JSON.stringify(template.toJSON());
-  if (Object.keys(options).length > 0 && !synthesizedVariants.some((v) => v.text === text)) {
-    synthesizedVariants.push({ id, text });
+  const json = JSON.stringify(template.toJSON());
+  if (Object.keys(options).length > 0 && !synthesizedVariants.some((v) => v.json === json)) {
+    synthesizedVariants.push({ id, json });
   }
   return { stack, template };
 }
@@ -1038,7 +1038,6 @@ describe("AppserviceStack with its options", () => {
   });
 });
 
-// The relay, as `-c application=relay -c relayUrl=…` chooses it.
 /**
  * The functions whose role has a policy that mentions `text` (a resource's ID, a key prefix),
  * by their name's end (`…Events`), and those policies' statements.
@@ -1058,6 +1057,7 @@ const policiesMentioning = (template: Template, text: string) => {
   };
 };
 
+// The relay, as `-c application=relay -c relayUrl=…` chooses it.
 const relayContext = (key: string) => ({ relayUrl: "https://chat.example.org" })[key];
 const choice = await applicationChoice("relay", relayContext);
 
@@ -1226,7 +1226,7 @@ async function lint(files: string[]): Promise<CfnLintMatch[]> {
 function lintTemplates() {
   linted ??= (async () => {
     const folder = await tempDir("cfn-lint-");
-    const variants = synthesizedVariants.map(({ id: variant, text: json }) => {
+    const variants = synthesizedVariants.map(({ id: variant, json }) => {
       const file = join(folder, `variant-${variant}.template.json`);
       writeFileSync(file, json);
       return file;

@@ -243,17 +243,15 @@ async function cryptoReceives(
     await crypto.receive({ toDevice: [], devices: item.devices });
   } else if (item.kind === "event") {
     if (isInviteOf(item.event, crypto.owner.userId) || turnsOnEncryption(item.event)) {
-      const made = await crypto.ensureDevice().then(
-        () => true,
-        (error: unknown) => {
-          log.warn("the bot's device could not be made: tried again at the next crypto work", {
-            roomId: item.event.room_id,
-            error,
-          });
-          return false;
-        },
-      );
-      if (!made) return;
+      try {
+        await crypto.ensureDevice();
+      } catch (error) {
+        log.warn("the bot's device could not be made: tried again at the next crypto work", {
+          roomId: item.event.room_id,
+          error,
+        });
+        return;
+      }
     }
     const users = await usersToTrack(item.event, crypto.owner.userId, homeserver);
     if (users.length > 0) await crypto.track(users);
